@@ -1,0 +1,250 @@
+//! A deliberately misbehaving access policy, for the host's containment tests. Never embedded
+//! and never shipped.
+//!
+//! The settings select one behaviour: `{"mode": "<mode>"}` plus, for some modes, one more key.
+//! Every mode that does not break the call answers each device with verdict `allow`, reason
+//! `ok`, notify `false`, so a test can tell a contained failure from a served answer.
+//!
+//! | mode              | behaviour                                                              |
+//! |-------------------|------------------------------------------------------------------------|
+//! | `ok`              | a well-behaved policy                                                  |
+//! | `trap`            | panics (traps) in `decide`                                             |
+//! | `trap-on`         | panics only if a device's `device-id` equals setting `device_id`       |
+//! | `loop`            | never returns from `decide`                                            |
+//! | `alloc`           | allocates and fills 1 MiB after 1 MiB in `decide` until memory runs out |
+//! | `wrong-count`     | one decision fewer than devices (one decision for an empty batch)      |
+//! | `too-many`        | ten decisions per device (ten for an empty batch)                      |
+//! | `huge-reason`     | the first decision's reason is 10 MiB of `x`                           |
+//! | `bad-reason`      | every reason is `Not Valid!`                                           |
+//! | `log-flood`       | calls `host.log` 1,000,000 times, then answers                         |
+//! | `stdout`          | prints 10,000 lines to stdout, then answers                            |
+//! | `configure-fails` | `configure` returns an error                                           |
+//! | `probe`           | tries the capabilities the sandbox must deny (see [`probe`])           |
+//!
+//! Settings keys: `mode` (required), `device_id` (string, required by `trap-on`), `port`
+//! (0–65535, for `probe`, default 9). Any other key, or a key a mode does not use, is a
+//! configure error, so that a typo cannot turn a failure test into a passing one.
+
+mod probe;
+
+use std::hint::black_box;
+use std::sync::{Mutex, PoisonError};
+
+use easgate::policy::host::{Level, log};
+use easgate::policy::types::Verdict;
+use serde_json::Value;
+
+wit_bindgen::generate!({ path: "../../wit", world: "access-policy" });
+
+#[derive(Debug, Clone, PartialEq)]
+enum Mode {
+    Ok,
+    Trap,
+    TrapOn { device_id: String },
+    Loop,
+    Alloc,
+    WrongCount,
+    TooMany,
+    HugeReason,
+    BadReason,
+    LogFlood,
+    Stdout,
+    Probe { port: u16 },
+}
+
+static MODE: Mutex<Option<Mode>> = Mutex::new(None);
+
+struct Faulty;
+
+impl Guest for Faulty {
+    fn configure(settings: String) -> Result<(), String> {
+        let mode = parse(&settings)?;
+        *MODE.lock().unwrap_or_else(PoisonError::into_inner) = Some(mode);
+        Ok(())
+    }
+
+    fn decide(_info: SyncInfo, devices: Vec<DeviceContext>) -> Vec<Decision> {
+        let mode = MODE
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .expect("faulty: the host calls configure before decide");
+        let answer =
+            |reason: &str| -> Vec<Decision> { devices.iter().map(|_| allow(reason)).collect() };
+        match mode {
+            Mode::Ok => answer("ok"),
+            Mode::Trap => panic!("faulty: trap in decide, as mode trap asks"),
+            Mode::TrapOn { device_id } => {
+                if devices
+                    .iter()
+                    .any(|device| device.eas.device_id == device_id)
+                {
+                    panic!("faulty: trap on device {device_id}, as mode trap-on asks");
+                }
+                answer("ok")
+            }
+            Mode::Loop => {
+                let mut spins = 0_u64;
+                // `black_box` keeps the optimizer from proving the loop side-effect free and
+                // deleting it (an infinite loop without side effects is undefined behaviour).
+                loop {
+                    spins = black_box(spins.wrapping_add(1));
+                }
+            }
+            Mode::Alloc => {
+                const MIB: usize = 1 << 20;
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    // Filled with data, not zeroes, so every page is really touched.
+                    hoard.push(vec![0xA5; MIB]);
+                    black_box(&hoard);
+                }
+            }
+            Mode::WrongCount => {
+                let mut decisions = answer("ok");
+                if decisions.pop().is_none() {
+                    decisions.push(allow("ok"));
+                }
+                decisions
+            }
+            Mode::TooMany => {
+                let count = devices.len().max(1) * 10;
+                (0..count).map(|_| allow("ok")).collect()
+            }
+            Mode::HugeReason => {
+                let mut decisions = answer("ok");
+                let huge = "x".repeat(10 << 20);
+                match decisions.first_mut() {
+                    Some(first) => first.reason = huge,
+                    None => decisions.push(allow(&huge)),
+                }
+                decisions
+            }
+            Mode::BadReason => answer("Not Valid!"),
+            Mode::LogFlood => {
+                for i in 0..1_000_000 {
+                    log(Level::Info, &format!("faulty: log line {i} of 1000000"));
+                }
+                answer("ok")
+            }
+            Mode::Stdout => {
+                for i in 0..10_000 {
+                    println!("faulty: stdout line {i} of 10000");
+                }
+                answer("ok")
+            }
+            Mode::Probe { port } => {
+                let reason = if probe::run(port) {
+                    "probe-leaked"
+                } else {
+                    "probe-denied"
+                };
+                answer(reason)
+            }
+        }
+    }
+}
+
+export!(Faulty);
+
+fn allow(reason: &str) -> Decision {
+    Decision {
+        verdict: Verdict::Allow,
+        reason: reason.to_owned(),
+        notify: false,
+    }
+}
+
+fn parse(settings: &str) -> Result<Mode, String> {
+    let value: Value =
+        serde_json::from_str(settings).map_err(|err| format!("faulty: settings: {err}"))?;
+    let Value::Object(mut settings) = value else {
+        return Err("faulty: settings: expected an object".into());
+    };
+    let mode = match settings.remove("mode") {
+        Some(Value::String(mode)) => mode,
+        _ => return Err("faulty: mode: expected a string, e.g. \"ok\" or \"trap\"".into()),
+    };
+    let mode = match mode.as_str() {
+        "ok" => Mode::Ok,
+        "trap" => Mode::Trap,
+        "trap-on" => match settings.remove("device_id") {
+            Some(Value::String(device_id)) => Mode::TrapOn { device_id },
+            _ => return Err("faulty: device_id: mode trap-on needs it, as a string".into()),
+        },
+        "loop" => Mode::Loop,
+        "alloc" => Mode::Alloc,
+        "wrong-count" => Mode::WrongCount,
+        "too-many" => Mode::TooMany,
+        "huge-reason" => Mode::HugeReason,
+        "bad-reason" => Mode::BadReason,
+        "log-flood" => Mode::LogFlood,
+        "stdout" => Mode::Stdout,
+        "configure-fails" => {
+            return Err("faulty: configure refused by mode configure-fails".into());
+        }
+        "probe" => {
+            let port = match settings.remove("port") {
+                None => 9,
+                Some(port) => port
+                    .as_u64()
+                    .and_then(|port| u16::try_from(port).ok())
+                    .ok_or("faulty: port: expected a number from 0 to 65535")?,
+            };
+            Mode::Probe { port }
+        }
+        other => return Err(format!("faulty: mode: unknown mode {other:?}")),
+    };
+    if let Some(key) = settings.keys().next() {
+        return Err(format!("faulty: {key}: not a setting of mode {mode:?}"));
+    }
+    Ok(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_modes_and_their_keys() {
+        assert_eq!(parse(r#"{"mode": "ok"}"#), Ok(Mode::Ok));
+        assert_eq!(
+            parse(r#"{"mode": "trap-on", "device_id": "D1"}"#),
+            Ok(Mode::TrapOn {
+                device_id: "D1".into()
+            })
+        );
+        assert_eq!(parse(r#"{"mode": "probe"}"#), Ok(Mode::Probe { port: 9 }));
+        assert_eq!(
+            parse(r#"{"mode": "probe", "port": 8080}"#),
+            Ok(Mode::Probe { port: 8080 })
+        );
+        let errors = [
+            ("{}", "faulty: mode: expected a string"),
+            (
+                r#"{"mode": "explode"}"#,
+                "faulty: mode: unknown mode \"explode\"",
+            ),
+            (
+                r#"{"mode": "trap-on"}"#,
+                "faulty: device_id: mode trap-on needs it",
+            ),
+            (
+                r#"{"mode": "trap", "device_id": "D1"}"#,
+                "faulty: device_id: not a setting",
+            ),
+            (
+                r#"{"mode": "probe", "port": 70000}"#,
+                "faulty: port: expected a number",
+            ),
+            (
+                r#"{"mode": "configure-fails"}"#,
+                "faulty: configure refused by mode configure-fails",
+            ),
+        ];
+        for (settings, want) in errors {
+            let err = parse(settings).unwrap_err();
+            assert!(err.starts_with(want), "{settings}: got {err:?}");
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! `{{name}}` templates: compiled once in `configure`, rendered per notice.
+//!
+//! There is no logic on purpose (no conditionals, loops or filters): a notice template is
+//! edited by operators, and a template that compiles renders every notice.
+
+use crate::easgate::policy::types::{Notice, Verdict};
+
+/// A compiled template: literal text and the variables between it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Text(String),
+    Var(Var),
+}
+
+/// How substituted values are written; literal template text is never altered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// The subject must stay one line, whatever a device record contains.
+    Subject,
+    /// Device records come from users' phones: every value is escaped for HTML text and
+    /// attributes alike.
+    Html,
+    Text,
+}
+
+/// The variables a template may use, by the name it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Var {
+    Organization,
+    User,
+    Mailbox,
+    DeviceId,
+    DeviceType,
+    DeviceModel,
+    DeviceOs,
+    DeviceName,
+    Verdict,
+    Reason,
+    ReasonText,
+    RemediationUrl,
+}
+
+const VARS: [(&str, Var); 12] = [
+    ("organization", Var::Organization),
+    ("user", Var::User),
+    ("mailbox", Var::Mailbox),
+    ("device_id", Var::DeviceId),
+    ("device_type", Var::DeviceType),
+    ("device_model", Var::DeviceModel),
+    ("device_os", Var::DeviceOs),
+    ("device_name", Var::DeviceName),
+    ("verdict", Var::Verdict),
+    ("reason", Var::Reason),
+    ("reason_text", Var::ReasonText),
+    ("remediation_url", Var::RemediationUrl),
+];
+
+impl Template {
+    /// Compiles `source`; `name` (e.g. `locales.de-DE.html`) is what errors call it.
+    /// Whitespace inside the braces is allowed: `{{ user }}` is `{{user}}`.
+    pub fn compile(source: &str, name: &str) -> Result<Self, String> {
+        let mut segments = Vec::new();
+        let mut rest = source;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                segments.push(Segment::Text(rest[..open].to_owned()));
+            }
+            let after = &rest[open + 2..];
+            let Some(close) = after.find("}}") else {
+                let consumed = source.len() - rest.len() + open;
+                let line = source[..consumed].matches('\n').count() + 1;
+                return Err(format!("{name}: unclosed {{{{ on line {line}"));
+            };
+            let var_name = after[..close].trim();
+            let Some(&(_, var)) = VARS.iter().find(|(known, _)| *known == var_name) else {
+                let known: Vec<&str> = VARS.iter().map(|(known, _)| *known).collect();
+                return Err(format!(
+                    "{name}: unknown placeholder {{{{{var_name}}}}}; the placeholders are {}",
+                    known.join(", ")
+                ));
+            };
+            segments.push(Segment::Var(var));
+            rest = &after[close + 2..];
+        }
+        if !rest.is_empty() {
+            segments.push(Segment::Text(rest.to_owned()));
+        }
+        Ok(Self { segments })
+    }
+
+    pub fn render(&self, notice: &Notice, escape: Escape) -> String {
+        let mut out = String::with_capacity(self.len_hint());
+        for segment in &self.segments {
+            match segment {
+                Segment::Text(text) => out.push_str(text),
+                Segment::Var(var) => write_value(&mut out, var.value(notice), escape),
+            }
+        }
+        out
+    }
+
+    fn len_hint(&self) -> usize {
+        const VALUE_HINT: usize = 24;
+        self.segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Text(text) => text.len(),
+                Segment::Var(_) => VALUE_HINT,
+            })
+            .sum()
+    }
+}
+
+fn write_value(out: &mut String, value: &str, escape: Escape) {
+    match escape {
+        Escape::Text => out.push_str(value),
+        Escape::Subject => out.extend(value.chars().map(|c| match c {
+            '\r' | '\n' => ' ',
+            c => c,
+        })),
+        Escape::Html => {
+            for c in value.chars() {
+                match c {
+                    '&' => out.push_str("&amp;"),
+                    '<' => out.push_str("&lt;"),
+                    '>' => out.push_str("&gt;"),
+                    '"' => out.push_str("&quot;"),
+                    '\'' => out.push_str("&#39;"),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+}
+
+impl Var {
+    fn value(self, notice: &Notice) -> &str {
+        let device = &notice.device;
+        let eas = &device.eas;
+        match self {
+            Var::Organization => &notice.organization,
+            Var::User => device
+                .user
+                .as_ref()
+                .map(|user| user.user_principal_name.as_str())
+                .into_iter()
+                .chain([eas.mailbox.as_str()])
+                .find(|name| !name.is_empty())
+                .unwrap_or("there"),
+            Var::Mailbox => &eas.mailbox,
+            Var::DeviceId => &eas.device_id,
+            Var::DeviceType => &eas.device_type,
+            Var::DeviceModel => &eas.device_model,
+            Var::DeviceOs => &eas.device_os,
+            // The name the user gave the device, when device management knows it; else the
+            // most recognizable thing Exchange knows.
+            Var::DeviceName => device
+                .managed
+                .as_ref()
+                .map(|managed| managed.device_name.as_str())
+                .into_iter()
+                .chain([
+                    eas.device_model.as_str(),
+                    eas.device_type.as_str(),
+                    eas.device_id.as_str(),
+                ])
+                .find(|name| !name.is_empty())
+                .unwrap_or_default(),
+            Var::Verdict => match notice.decision.verdict {
+                Verdict::Allow => "allowed",
+                Verdict::Block => "blocked",
+                Verdict::Quarantine => "quarantined",
+                Verdict::Exempt => "exempt",
+            },
+            Var::Reason => &notice.decision.reason,
+            Var::ReasonText => reason_text(&notice.decision.reason),
+            Var::RemediationUrl => &notice.remediation_url,
+        }
+    }
+}
+
+/// Completes "… because {{reason_text}}." for the reason codes of the built-in and example
+/// policies; any other policy's codes get a generic sentence.
+fn reason_text(reason: &str) -> &'static str {
+    match reason {
+        "noncompliant" => "it does not meet your organization's compliance requirements",
+        "not-enrolled" => "it is not enrolled in device management",
+        "device-rule" => "your organization's rules do not allow this type of device",
+        "os-too-old" => "its operating system is older than your organization allows",
+        _ => "it does not meet your organization's requirements for email access",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::easgate::policy::types::{
+        AccessState, Decision, DeviceContext, EasDevice, ManagedDevice, Ownership, User,
+    };
+
+    /// A quarantined, unenrolled iPhone whose model a user could set to anything.
+    pub(crate) fn notice() -> Notice {
+        Notice {
+            organization: "Contoso".into(),
+            device: DeviceContext {
+                eas: EasDevice {
+                    device_id: "ABC123".into(),
+                    identity: String::new(),
+                    mailbox: "alice@contoso.com".into(),
+                    device_type: "iPhone".into(),
+                    device_model: "iPhone15,2 <b>\"x\" & 'y'".into(),
+                    device_os: "iOS 17.4".into(),
+                    user_agent: String::new(),
+                    first_sync: None,
+                    last_success_sync: None,
+                    access_state: AccessState::Quarantined,
+                    access_state_reason: "Global".into(),
+                },
+                managed: None,
+                user: Some(User {
+                    user_principal_name: "alice@contoso.com".into(),
+                    primary_smtp: "alice@contoso.com".into(),
+                    groups: Vec::new(),
+                }),
+            },
+            decision: Decision {
+                verdict: Verdict::Quarantine,
+                reason: "not-enrolled".into(),
+                notify: true,
+            },
+            remediation_url: "https://portal.example/enroll?a=1&b=2".into(),
+            locale: "en-US".into(),
+        }
+    }
+
+    fn render(source: &str, notice: &Notice, escape: Escape) -> String {
+        Template::compile(source, "t")
+            .unwrap()
+            .render(notice, escape)
+    }
+
+    #[test]
+    fn substitutes_every_variable() {
+        let all: Vec<String> = VARS
+            .iter()
+            .map(|(name, _)| format!("{name}={{{{{name}}}}}"))
+            .collect();
+        let rendered = render(&all.join("|"), &notice(), Escape::Text);
+        assert_eq!(
+            rendered,
+            "organization=Contoso|user=alice@contoso.com|mailbox=alice@contoso.com|\
+             device_id=ABC123|device_type=iPhone|device_model=iPhone15,2 <b>\"x\" & 'y'|\
+             device_os=iOS 17.4|device_name=iPhone15,2 <b>\"x\" & 'y'|verdict=quarantined|\
+             reason=not-enrolled|reason_text=it is not enrolled in device management|\
+             remediation_url=https://portal.example/enroll?a=1&b=2"
+        );
+    }
+
+    #[test]
+    fn html_escapes_values_but_not_the_template() {
+        let rendered = render("<i>{{ device_model }}</i>", &notice(), Escape::Html);
+        assert_eq!(
+            rendered,
+            "<i>iPhone15,2 &lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;</i>"
+        );
+    }
+
+    #[test]
+    fn subject_values_stay_on_one_line() {
+        let mut notice = notice();
+        notice.device.eas.device_model = "evil\r\nBcc: x@example.com".into();
+        let rendered = render("[{{device_model}}]", &notice, Escape::Subject);
+        assert_eq!(rendered, "[evil  Bcc: x@example.com]");
+    }
+
+    #[test]
+    fn fallbacks_for_user_and_device_name() {
+        let mut notice = notice();
+        notice.device.user = None;
+        notice.device.managed = Some(ManagedDevice {
+            id: "m1".into(),
+            user_principal_name: String::new(),
+            device_name: "Alice's phone".into(),
+            operating_system: "iOS".into(),
+            os_version: "17.4".into(),
+            compliance_state: crate::easgate::policy::types::ComplianceState::Noncompliant,
+            management_state: "managed".into(),
+            ownership: Ownership::Personal,
+            last_sync: None,
+            enrolled: None,
+        });
+        assert_eq!(
+            render("{{user}}/{{device_name}}", &notice, Escape::Text),
+            "alice@contoso.com/Alice's phone"
+        );
+        notice.device.eas.mailbox.clear();
+        notice.device.managed = None;
+        notice.device.eas.device_model.clear();
+        assert_eq!(
+            render("{{user}}/{{device_name}}", &notice, Escape::Text),
+            "there/iPhone"
+        );
+    }
+
+    #[test]
+    fn compile_errors_name_template_and_placeholder() {
+        let err = Template::compile("Hi {{user}}, {{ usr }}", "locales.de.text").unwrap_err();
+        assert!(
+            err.starts_with("locales.de.text: unknown placeholder {{usr}}; the placeholders are organization, user,"),
+            "{err}"
+        );
+        let err = Template::compile("a\nb {{user}} {{user", "html").unwrap_err();
+        assert_eq!(err, "html: unclosed {{ on line 2");
+        // A lone closing brace pair is just text.
+        assert_eq!(render("a }} b", &notice(), Escape::Text), "a }} b");
+    }
+}
