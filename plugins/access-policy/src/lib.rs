@@ -6,6 +6,8 @@
 //! rule that matches their model or family, else quarantine. The table itself is in
 //! [`policy`]; the settings are described in [`settings`] and in `plugins/README.md`.
 
+#[cfg(target_arch = "wasm32")]
+mod bump;
 mod policy;
 mod settings;
 
@@ -14,6 +16,10 @@ use std::sync::{Mutex, PoisonError};
 use policy::{Outcome, Policy};
 
 wit_bindgen::generate!({ path: "../../wit", world: "access-policy" });
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: bump::BumpAllocator = bump::BumpAllocator::new();
 
 /// The policy `configure` parsed. The host calls `configure` on every fresh instance before
 /// its one `decide`, so the settings are parsed once per batch, never per device.
