@@ -5,21 +5,22 @@
 //! Every mode that does not break the call answers each device with verdict `allow`, reason
 //! `ok`, notify `false`, so a test can tell a contained failure from a served answer.
 //!
-//! | mode              | behaviour                                                              |
-//! |-------------------|------------------------------------------------------------------------|
-//! | `ok`              | a well-behaved policy                                                  |
-//! | `trap`            | panics (traps) in `decide`                                             |
-//! | `trap-on`         | panics only if a device's `device-id` equals setting `device_id`       |
-//! | `loop`            | never returns from `decide`                                            |
-//! | `alloc`           | allocates and fills 1 MiB after 1 MiB in `decide` until memory runs out |
-//! | `wrong-count`     | one decision fewer than devices (one decision for an empty batch)      |
-//! | `too-many`        | ten decisions per device (ten for an empty batch)                      |
-//! | `huge-reason`     | the first decision's reason is 10 MiB of `x`                           |
-//! | `bad-reason`      | every reason is `Not Valid!`                                           |
-//! | `log-flood`       | calls `host.log` 1,000,000 times, then answers                         |
-//! | `stdout`          | prints 10,000 lines to stdout, then answers                            |
-//! | `configure-fails` | `configure` returns an error                                           |
-//! | `probe`           | tries the capabilities the sandbox must deny (see [`probe`])           |
+//! | mode              | behaviour                                                          |
+//! |-------------------|--------------------------------------------------------------------|
+//! | `ok`              | a well-behaved policy                                              |
+//! | `trap`            | panics (traps) in `decide`                                         |
+//! | `trap-on`         | panics only if a device's `device-id` equals setting `device_id`   |
+//! | `loop`            | never returns from `decide`                                        |
+//! | `alloc`           | allocates and fills 1 MiB after 1 MiB until memory runs out        |
+//! | `wrong-count`     | one decision fewer than devices (one for an empty batch)           |
+//! | `too-many`        | ten decisions per device (ten for an empty batch)                  |
+//! | `huge-reason`     | the first reason is 10 MiB (10,485,760 bytes) of `x`               |
+//! | `bad-reason`      | every reason is `Not Valid!`                                       |
+//! | `log-flood`       | calls `host.log` 1,000,000 times (level info), then answers        |
+//! | `stdout`          | prints 10,000 lines to stdout, then answers                        |
+//! | `configure-fails` | `configure` returns an error                                       |
+//! | `probe`           | tries what the sandbox must deny (see [`probe`]), then answers     |
+//! |                   | with reason `probe-denied`, or `probe-leaked` if anything got out  |
 //!
 //! Settings keys: `mode` (required), `device_id` (string, required by `trap-on`), `port`
 //! (0–65535, for `probe`, default 9). Any other key, or a key a mode does not use, is a

@@ -53,22 +53,21 @@ struct Part {
 }
 
 impl Part {
-    fn default(source: &str, name: &str) -> Self {
+    fn builtin(source: &str, name: &str) -> Self {
         let mut without_link = String::with_capacity(source.len());
         let mut after_blank = false;
-        for line in source.lines() {
+        for line in source.split_inclusive('\n') {
             let blank = line.trim().is_empty();
             // Dropping the link's paragraph must not leave two blank lines in a row.
             if line.contains("{{remediation_url}}") || (blank && after_blank) {
                 continue;
             }
             without_link.push_str(line);
-            without_link.push('\n');
             after_blank = blank;
         }
         Self {
-            template: builtin(source, name),
-            without_link: Some(builtin(&without_link, name)),
+            template: compile_builtin(source, name),
+            without_link: Some(compile_builtin(&without_link, name)),
         }
     }
 
@@ -81,7 +80,7 @@ impl Part {
     }
 }
 
-fn builtin(source: &str, name: &str) -> Template {
+fn compile_builtin(source: &str, name: &str) -> Template {
     Template::compile(source, name).expect("the built-in templates compile (unit-tested)")
 }
 
@@ -121,9 +120,9 @@ pub fn parse(settings: &str) -> Result<Templates, String> {
     let value: Value =
         serde_json::from_str(settings).map_err(|err| format!("settings: not valid JSON: {err}"))?;
     let mut templates = Templates {
-        subject: Part::default(DEFAULT_SUBJECT, "default subject"),
-        html: Part::default(DEFAULT_HTML, "default html"),
-        text: Part::default(DEFAULT_TEXT, "default text"),
+        subject: Part::builtin(DEFAULT_SUBJECT, "default subject"),
+        html: Part::builtin(DEFAULT_HTML, "default html"),
+        text: Part::builtin(DEFAULT_TEXT, "default text"),
         locales: BTreeMap::new(),
     };
     for (key, value) in object(&value, "settings")? {
@@ -247,6 +246,8 @@ mod tests {
         let mut notice = notice();
         notice.remediation_url.clear();
         let message = parse("{}").unwrap().render(&notice);
+        assert!(message.subject.starts_with("Action required") && !message.subject.contains('\n'));
+        assert!(message.html.ends_with("</html>\n"));
         for body in [&message.text, &message.html] {
             assert!(!body.contains("Step-by-step instructions"), "{body}");
             assert!(!body.contains("\n\n\n"), "{body}");

@@ -311,7 +311,9 @@ pub(crate) mod tests {
     fn compile_errors_name_template_and_placeholder() {
         let err = Template::compile("Hi {{user}}, {{ usr }}", "locales.de.text").unwrap_err();
         assert!(
-            err.starts_with("locales.de.text: unknown placeholder {{usr}}; the placeholders are organization, user,"),
+            err.starts_with(
+                "locales.de.text: unknown placeholder {{usr}}; the placeholders are organization,"
+            ),
             "{err}"
         );
         let err = Template::compile("a\nb {{user}} {{user", "html").unwrap_err();
