@@ -43,6 +43,7 @@ enum Mode {
     Trap,
     TrapOn { device_id: String },
     Loop,
+    Sleep,
     Alloc,
     WrongCount,
     TooMany,
@@ -91,6 +92,12 @@ impl Guest for Faulty {
                 loop {
                     spins = black_box(spins.wrapping_add(1));
                 }
+            }
+            Mode::Sleep => {
+                // Blocks inside the host, where an epoch deadline cannot interrupt it; the
+                // host must refuse the wait instead.
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                answer("ok")
             }
             Mode::Alloc => {
                 const MIB: usize = 1 << 20;
@@ -174,6 +181,7 @@ fn parse(settings: &str) -> Result<Mode, String> {
             _ => return Err("faulty: device_id: mode trap-on needs it, as a string".into()),
         },
         "loop" => Mode::Loop,
+        "sleep" => Mode::Sleep,
         "alloc" => Mode::Alloc,
         "wrong-count" => Mode::WrongCount,
         "too-many" => Mode::TooMany,

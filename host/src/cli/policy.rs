@@ -1,0 +1,190 @@
+//! `easgate policy check|eval|test`: load a plugin the way the connector does and exercise it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use crate::plugin::json::{DEFAULT_NOW, DecisionJson, DeviceContextJson, TestCase};
+use crate::plugin::loaded::{LoadedPlugin, PluginSpec, load, what_if};
+use crate::plugin::registry::load_builtin;
+use crate::plugin::{PluginEngine, World, types};
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Load a plugin, configure it and run its manifest's self-checks; print what it is.
+    Check {
+        /// A `.wasm` component (its `.toml` manifest is read from beside it) or `builtin:NAME`.
+        plugin: String,
+        #[command(flatten)]
+        settings: SettingsArg,
+    },
+    /// Decide a JSON array of device contexts and print the decisions as JSON.
+    Eval {
+        plugin: String,
+        /// JSON array of device contexts (WIT field names, kebab-case; see the README).
+        #[arg(long)]
+        input: PathBuf,
+        #[command(flatten)]
+        settings: SettingsArg,
+        /// `sync-info.now`, Unix seconds.
+        #[arg(long, default_value_t = DEFAULT_NOW)]
+        now: i64,
+    },
+    /// Run table-driven cases; one line per case, non-zero exit if any fails.
+    Test {
+        plugin: String,
+        /// JSON array of `{"name", "now"?, "input", "expect": {"verdict", "reason"?, "notify"?}}`.
+        cases: PathBuf,
+        #[command(flatten)]
+        settings: SettingsArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SettingsArg {
+    /// Settings as a JSON object, instead of the manifest's.
+    #[arg(long)]
+    settings: Option<String>,
+}
+
+impl SettingsArg {
+    fn validated(&self) -> anyhow::Result<Option<String>> {
+        let Some(settings) = &self.settings else {
+            return Ok(None);
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(settings).context("--settings is not valid JSON")?;
+        if !value.is_object() {
+            bail!("--settings must be a JSON object, e.g. '{{\"notify\": false}}'");
+        }
+        Ok(Some(settings.clone()))
+    }
+}
+
+pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    let engine = PluginEngine::new()?;
+    match command {
+        PolicyCommand::Check { plugin, settings } => {
+            let loaded = load_target(&engine, &plugin, settings.validated()?)?;
+            print_check(&loaded);
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Eval {
+            plugin,
+            input,
+            settings,
+            now,
+        } => {
+            let policy = access_policy(load_target(&engine, &plugin, settings.validated()?)?)?;
+            let contexts: Vec<DeviceContextJson> = read_json(&input)?;
+            let devices: Vec<types::DeviceContext> = contexts.into_iter().map(Into::into).collect();
+            let mut decisions = Vec::with_capacity(devices.len());
+            for batch in devices.chunks(1000) {
+                let verdicts = policy.decide(&what_if(now), batch)?;
+                decisions.extend(verdicts.decisions.iter().map(DecisionJson::from));
+            }
+            println!("{}", serde_json::to_string_pretty(&decisions)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Test {
+            plugin,
+            cases,
+            settings,
+        } => {
+            let policy = access_policy(load_target(&engine, &plugin, settings.validated()?)?)?;
+            let cases: Vec<TestCase> = read_json(&cases)?;
+            let mut failed = 0;
+            for case in &cases {
+                let info = what_if(case.now.unwrap_or(DEFAULT_NOW));
+                let outcome = policy
+                    .decide(&info, &[case.input.clone().into()])
+                    .map_err(|err| err.to_string())
+                    .and_then(|verdicts| {
+                        let got = DecisionJson::from(&verdicts.decisions[0]);
+                        case.expect.mismatch(&got).map_or(Ok(()), Err)
+                    });
+                match outcome {
+                    Ok(()) => println!("ok    {}", case.name),
+                    Err(detail) => {
+                        failed += 1;
+                        println!("FAIL  {}: {detail}", case.name);
+                    }
+                }
+            }
+            println!("{} passed, {failed} failed", cases.len() - failed);
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+/// `builtin:NAME` or a path to a `.wasm` file.
+fn load_target(
+    engine: &PluginEngine,
+    target: &str,
+    settings: Option<String>,
+) -> anyhow::Result<LoadedPlugin> {
+    if let Some(name) = target.strip_prefix("builtin:") {
+        let world = match name {
+            "access-policy" => World::AccessPolicy,
+            "notice-template" => World::NoticeTemplate,
+            other => bail!(
+                "unknown built-in plugin {other:?}: use builtin:access-policy or builtin:notice-template"
+            ),
+        };
+        return Ok(load_builtin(
+            engine,
+            world,
+            settings.as_deref().unwrap_or("{}"),
+        )?);
+    }
+    let path = Path::new(target);
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?;
+    let mut spec = PluginSpec::from_file(path, &bytes)?;
+    spec.settings_override = settings;
+    Ok(load(engine, spec)?)
+}
+
+fn access_policy(
+    loaded: LoadedPlugin,
+) -> anyhow::Result<std::sync::Arc<crate::plugin::AccessPolicyPlugin>> {
+    match loaded {
+        LoadedPlugin::Access(policy) => Ok(policy),
+        LoadedPlugin::Notice(template) => bail!(
+            "plugin {:?} is a notice template; eval and test need an access policy",
+            template.meta.name
+        ),
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid input", path.display()))
+}
+
+fn print_check(loaded: &LoadedPlugin) {
+    let meta = loaded.meta();
+    println!("plugin       {}", meta.name);
+    println!("world        {}", meta.world);
+    println!("digest       {}", meta.digest);
+    match &meta.source {
+        crate::plugin::Source::Builtin => println!("source       built-in"),
+        crate::plugin::Source::File(path) => println!("source       {}", path.display()),
+    }
+    println!("exports      {}", meta.exports.join(", "));
+    println!("imports      {}", meta.imports.join(", "));
+    println!("settings     {}", meta.settings);
+    println!(
+        "limits       {} ms per call, {} MiB memory",
+        meta.limits.timeout.as_millis(),
+        meta.limits.memory_bytes >> 20
+    );
+    println!("self-checks  {} passed", meta.self_checks);
+}

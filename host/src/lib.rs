@@ -1,0 +1,17 @@
+//! easgate: an Exchange ActiveSync connector whose access decisions and user notices are
+//! sandboxed WebAssembly plugins.
+//!
+//! # Layout
+//!
+//! One module per stage of the data flow:
+//!
+//! * [`plugin`]: the plugin engine (wasmtime), the registry with hot reload, the built-ins.
+//! * [`config`]: the connector's configuration file.
+//! * [`cli`]: the `easgate` command line (the binary in `main.rs` only parses and dispatches).
+//!
+//! The lab (a simulated Exchange organization and Intune tenant) is the `easgate-lab` crate in
+//! `host/lab`, used by `easgate sim` and by the end-to-end tests.
+
+pub mod cli;
+// TEMP pub mod config;
+pub mod plugin;

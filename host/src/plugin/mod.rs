@@ -1,0 +1,197 @@
+//! Plugins: the access policy and the notice template, as sandboxed WebAssembly components.
+//!
+//! * [`engine`]: the one wasmtime engine, its epoch ticker (CPU deadlines) and linkers.
+//! * [`sandbox`]: what a running plugin can reach (nothing but `host.log`), memory limits,
+//!   captured output.
+//! * [`loaded`]: a compiled, pre-instantiated, configured plugin version and its calls.
+//! * [`manifest`]: `NAME.toml` beside `NAME.wasm` (world, settings, limits, self-checks).
+//! * [`registry`]: the built-in and directory plugins, which version is active, hot reload.
+//! * [`json`]: the JSON form of the WIT records, for the CLI and for manifest cases.
+//!
+//! The contract itself lives in `wit/` at the repository root; `bindings` is generated from it.
+
+pub mod bindings;
+pub mod engine;
+pub mod json;
+pub mod loaded;
+pub mod manifest;
+pub mod registry;
+pub mod sandbox;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+pub use bindings::types;
+pub use engine::{Limits, PluginEngine};
+pub use loaded::{AccessPolicyPlugin, NoticeTemplatePlugin, PluginMeta, Source, Verdicts};
+pub use registry::PluginRegistry;
+pub use sandbox::PluginLogLine;
+
+/// The two worlds of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    AccessPolicy,
+    NoticeTemplate,
+}
+
+impl World {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::AccessPolicy => "access-policy",
+            World::NoticeTemplate => "notice-template",
+        }
+    }
+
+    /// The built-in plugin of this world, used when nothing else is configured or loadable.
+    pub fn builtin_name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// SHA-256 of a plugin's bytes: the identity of a plugin version in logs and the audit trail.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The first 12 hex digits, enough to tell versions apart in messages.
+    pub fn short(&self) -> String {
+        self.hex()[..12].to_owned()
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.short())
+    }
+}
+
+/// Names a plugin version in errors: `"byod-strict" (sha256:0123456789ab)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginId {
+    pub name: String,
+    pub digest: Digest,
+}
+
+impl fmt::Display for PluginId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "plugin {:?} (sha256:{})", self.name, self.digest.short())
+    }
+}
+
+/// Everything that can go wrong loading or calling a plugin. Each names the plugin version.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("{plugin}: {path}: {source}")]
+    Read {
+        plugin: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error(
+        "{plugin}: is a core WebAssembly module, not a component; build it for wasm32-wasip2 \
+         (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule { plugin: PluginId },
+    #[error("{plugin}: is not a valid WebAssembly component: {detail}")]
+    Compile { plugin: PluginId, detail: String },
+    #[error("{plugin}: does not implement the {world} world of easgate:policy: {detail}")]
+    WrongWorld {
+        plugin: PluginId,
+        world: World,
+        detail: String,
+    },
+    #[error("{plugin}: the manifest says world {manifest}, but the component exports {actual}")]
+    ManifestWorld {
+        plugin: PluginId,
+        manifest: World,
+        actual: World,
+    },
+    #[error("{plugin}: configure rejected its settings: {message}")]
+    Configure { plugin: PluginId, message: String },
+    #[error("{plugin}: {call} ran past its deadline of {timeout_ms} ms and was stopped")]
+    Timeout {
+        plugin: PluginId,
+        call: &'static str,
+        timeout_ms: u128,
+    },
+    #[error("{plugin}: {call} exceeded the memory limit of {limit_mib} MiB and was stopped")]
+    MemoryLimit {
+        plugin: PluginId,
+        call: &'static str,
+        limit_mib: usize,
+    },
+    #[error("{plugin}: {call} trapped: {detail}")]
+    Trap {
+        plugin: PluginId,
+        call: &'static str,
+        detail: String,
+    },
+    #[error(
+        "{plugin}: decide returned {got} decisions for {expected} devices; the batch is rejected"
+    )]
+    WrongCount {
+        plugin: PluginId,
+        expected: usize,
+        got: usize,
+    },
+    #[error(
+        "{plugin}: decide returned an invalid reason {reason:?} for device {index}; reasons are \
+         1 to 64 characters out of a-z, 0-9 and '-'; the batch is rejected"
+    )]
+    InvalidReason {
+        plugin: PluginId,
+        index: usize,
+        reason: String,
+    },
+    #[error("{plugin}: self-check {case:?} failed: {detail}")]
+    SelfCheck {
+        plugin: PluginId,
+        case: String,
+        detail: String,
+    },
+    #[error("{plugin}: render returned an invalid message: {detail}")]
+    InvalidMessage { plugin: PluginId, detail: String },
+    #[error("{plugin}: render refused the notice: {message}")]
+    Render { plugin: PluginId, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_prints_as_sha256_hex() {
+        let digest = Digest::of(b"abc");
+        assert_eq!(
+            digest.to_string(),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(digest.short(), "ba7816bf8f01");
+    }
+}

@@ -1,0 +1,487 @@
+//! Which plugin version is active, and hot reload from the plugin directory.
+//!
+//! The registry always holds the built-in plugins (embedded in the binary), plus every plugin
+//! of the directory: `NAME.wasm` with an optional `NAME.toml` manifest. For each world one
+//! plugin name is *selected* (by default the built-in's name, so `access-policy.wasm` in the
+//! directory replaces the built-in policy). The active version of a world is the selected
+//! plugin's last good version, or the built-in when the selected one is missing or never
+//! loaded.
+//!
+//! A changed file is compiled, configured and self-checked on the side; only a version that
+//! passes replaces the old one, atomically (an `ArcSwap`), so evaluations in flight finish on
+//! the version they started with. A rejected version is recorded with its reason and the last
+//! good one keeps serving. Deleting a plugin's `.wasm` drops it (back to the built-in).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use notify_debouncer_mini::notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use tokio::sync::watch;
+
+use super::loaded::{LoadedPlugin, PluginSpec, load};
+use super::manifest::validate_name;
+use super::{
+    AccessPolicyPlugin, Digest, NoticeTemplatePlugin, PluginEngine, PluginError, Source, World,
+};
+
+/// The built-in access policy, embedded (see `host/build.rs`).
+pub const BUILTIN_ACCESS_POLICY: &[u8] = include_bytes!(concat!(
+    env!("EASGATE_PLUGIN_WASM_DIR"),
+    "/access_policy.wasm"
+));
+/// The built-in notice template, embedded.
+pub const BUILTIN_NOTICE_TEMPLATE: &[u8] = include_bytes!(concat!(
+    env!("EASGATE_PLUGIN_WASM_DIR"),
+    "/notice_template.wasm"
+));
+
+/// Rejections remembered per plugin, newest last.
+const REJECTIONS_KEPT: usize = 10;
+/// Quiet time after a file event before the plugin is reloaded: lets a writer finish.
+pub const DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// Loads a built-in plugin with `settings` (a JSON object).
+pub fn load_builtin(
+    engine: &PluginEngine,
+    world: World,
+    settings: &str,
+) -> Result<LoadedPlugin, PluginError> {
+    let bytes = match world {
+        World::AccessPolicy => BUILTIN_ACCESS_POLICY,
+        World::NoticeTemplate => BUILTIN_NOTICE_TEMPLATE,
+    };
+    load(
+        engine,
+        PluginSpec {
+            name: world.builtin_name().to_owned(),
+            bytes,
+            source: Source::Builtin,
+            manifest: None,
+            settings_override: Some(settings.to_owned()),
+        },
+    )
+}
+
+/// How the registry is set up; see [`PluginRegistry::new`].
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// The watched plugin directory; `None` runs on the built-ins alone.
+    pub dir: Option<PathBuf>,
+    /// The selected access policy's name.
+    pub access_policy: String,
+    /// The selected notice template's name.
+    pub notice_template: String,
+    /// Settings (JSON objects) for the built-in plugins.
+    pub builtin_access_settings: String,
+    pub builtin_notice_settings: String,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            access_policy: World::AccessPolicy.builtin_name().to_owned(),
+            notice_template: World::NoticeTemplate.builtin_name().to_owned(),
+            builtin_access_settings: "{}".to_owned(),
+            builtin_notice_settings: "{}".to_owned(),
+        }
+    }
+}
+
+/// A version that was refused, and why.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// `None` when the file could not even be read.
+    pub digest: Option<Digest>,
+    pub reason: String,
+    pub at: SystemTime,
+}
+
+/// What the registry knows of one directory plugin.
+#[derive(Debug, Clone)]
+pub struct PluginStatus {
+    pub name: String,
+    pub path: PathBuf,
+    /// The last good version's world and digest.
+    pub loaded: Option<(World, Digest)>,
+    /// Whether that version is the active one of its world.
+    pub active: bool,
+    pub rejections: Vec<Rejection>,
+}
+
+struct DirEntry {
+    path: PathBuf,
+    loaded: Option<LoadedPlugin>,
+    /// Digest of the `.wasm` and manifest bytes last looked at, to skip duplicate events.
+    fingerprint: Option<Digest>,
+    rejections: VecDeque<Rejection>,
+}
+
+pub struct PluginRegistry {
+    engine: PluginEngine,
+    options: RegistryOptions,
+    builtin_access: Arc<AccessPolicyPlugin>,
+    builtin_notice: Arc<NoticeTemplatePlugin>,
+    active_access: ArcSwap<AccessPolicyPlugin>,
+    active_notice: ArcSwap<NoticeTemplatePlugin>,
+    entries: Mutex<BTreeMap<String, DirEntry>>,
+    /// Serializes reloads, so that of two racing reloads of one file the later read wins.
+    reload_lock: Mutex<()>,
+    /// Bumped after every reload attempt, accepted or not; lets callers wait for one.
+    generation: watch::Sender<u64>,
+}
+
+impl PluginRegistry {
+    /// Loads the built-ins and every plugin in `options.dir` (creating the directory if it is
+    /// missing). A built-in that fails to load is a start-up error; a directory plugin that
+    /// fails is recorded as rejected.
+    pub fn new(engine: PluginEngine, options: RegistryOptions) -> anyhow::Result<Arc<Self>> {
+        let builtin_access = match load_builtin(
+            &engine,
+            World::AccessPolicy,
+            &options.builtin_access_settings,
+        )? {
+            LoadedPlugin::Access(plugin) => plugin,
+            LoadedPlugin::Notice(_) => {
+                unreachable!("the built-in access policy is an access policy")
+            }
+        };
+        let builtin_notice = match load_builtin(
+            &engine,
+            World::NoticeTemplate,
+            &options.builtin_notice_settings,
+        )? {
+            LoadedPlugin::Notice(plugin) => plugin,
+            LoadedPlugin::Access(_) => unreachable!("the built-in template is a template"),
+        };
+        let registry = Arc::new(Self {
+            active_access: ArcSwap::new(builtin_access.clone()),
+            active_notice: ArcSwap::new(builtin_notice.clone()),
+            builtin_access,
+            builtin_notice,
+            engine,
+            entries: Mutex::new(BTreeMap::new()),
+            reload_lock: Mutex::new(()),
+            generation: watch::channel(0).0,
+            options,
+        });
+        if let Some(dir) = &registry.options.dir {
+            std::fs::create_dir_all(dir).map_err(|err| {
+                anyhow::anyhow!(
+                    "cannot create the plugin directory {}: {err}",
+                    dir.display()
+                )
+            })?;
+            registry.rescan();
+        }
+        Ok(registry)
+    }
+
+    /// The active access policy. Hold the `Arc` for a whole sync: one version throughout.
+    pub fn access_policy(&self) -> Arc<AccessPolicyPlugin> {
+        self.active_access.load_full()
+    }
+
+    /// The active notice template.
+    pub fn notice_template(&self) -> Arc<NoticeTemplatePlugin> {
+        self.active_notice.load_full()
+    }
+
+    pub fn engine(&self) -> &PluginEngine {
+        &self.engine
+    }
+
+    /// Changes after every reload attempt; `borrow_and_update` then check what you wait for.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Every directory plugin and what became of it.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        let access = self.access_policy().meta.digest;
+        let notice = self.notice_template().meta.digest;
+        let entries = self.entries.lock().expect("registry lock");
+        entries
+            .iter()
+            .map(|(name, entry)| {
+                let loaded = entry
+                    .loaded
+                    .as_ref()
+                    .map(|p| (p.meta().world, p.meta().digest));
+                PluginStatus {
+                    name: name.clone(),
+                    path: entry.path.clone(),
+                    loaded,
+                    active: loaded.is_some_and(|(world, digest)| match world {
+                        World::AccessPolicy => {
+                            digest == access && name == &self.options.access_policy
+                        }
+                        World::NoticeTemplate => {
+                            digest == notice && name == &self.options.notice_template
+                        }
+                    }),
+                    rejections: entry.rejections.iter().cloned().collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Reloads every plugin of the directory, and forgets plugins whose file is gone.
+    pub fn rescan(&self) {
+        let Some(dir) = &self.options.dir else { return };
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|entry| plugin_name_of(&entry.path()))
+                    .collect()
+            })
+            .unwrap_or_else(|err| {
+                tracing::error!(dir = %dir.display(), "cannot list the plugin directory: {err}");
+                Vec::new()
+            });
+        names.extend(self.entries.lock().expect("registry lock").keys().cloned());
+        names.sort();
+        names.dedup();
+        for name in names {
+            self.reload(&name);
+        }
+    }
+
+    /// Loads `NAME.wasm` from the directory again (or drops the plugin if the file is gone),
+    /// then recomputes the active versions.
+    pub fn reload(&self, name: &str) {
+        let Some(dir) = &self.options.dir else { return };
+        let _serialized = self.reload_lock.lock().expect("reload lock");
+        let path = dir.join(format!("{name}.wasm"));
+        let manifest_path = path.with_extension("toml");
+        match std::fs::read(&path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if self
+                    .entries
+                    .lock()
+                    .expect("registry lock")
+                    .remove(name)
+                    .is_some()
+                {
+                    tracing::info!(
+                        plugin = name,
+                        "plugin file removed; falling back to the built-in if it was active"
+                    );
+                }
+            }
+            Err(err) => self.reject(
+                name,
+                &path,
+                None,
+                format!("cannot read {}: {err}", path.display()),
+            ),
+            Ok(bytes) => {
+                let manifest_bytes = std::fs::read(&manifest_path).unwrap_or_default();
+                let fingerprint = Digest::of(&[bytes.as_slice(), b"\0", &manifest_bytes].concat());
+                let unchanged = self
+                    .entries
+                    .lock()
+                    .expect("registry lock")
+                    .get(name)
+                    .is_some_and(|entry| entry.fingerprint == Some(fingerprint));
+                if !unchanged {
+                    self.load_file(name, &path, &bytes, fingerprint);
+                }
+            }
+        }
+        self.update_active();
+        self.generation.send_modify(|generation| *generation += 1);
+    }
+
+    fn load_file(&self, name: &str, path: &Path, bytes: &[u8], fingerprint: Digest) {
+        let digest = Digest::of(bytes);
+        let loaded = PluginSpec::from_file(path, bytes).and_then(|spec| {
+            if spec.name != name {
+                return Err(PluginError::Compile {
+                    plugin: super::PluginId {
+                        name: spec.name,
+                        digest,
+                    },
+                    detail: format!("the manifest's name must match the file name {name:?}"),
+                });
+            }
+            load(&self.engine, spec)
+        });
+        let mut entries = self.entries.lock().expect("registry lock");
+        let entry = entries.entry(name.to_owned()).or_insert_with(|| DirEntry {
+            path: path.to_owned(),
+            loaded: None,
+            fingerprint: None,
+            rejections: VecDeque::new(),
+        });
+        entry.fingerprint = Some(fingerprint);
+        match loaded {
+            Ok(plugin) => {
+                tracing::info!(
+                    plugin = name,
+                    world = %plugin.meta().world,
+                    digest = %plugin.meta().digest,
+                    "plugin version loaded"
+                );
+                entry.loaded = Some(plugin);
+            }
+            Err(err) => {
+                drop(entries);
+                self.reject(name, path, Some(digest), err.to_string());
+            }
+        }
+    }
+
+    fn reject(&self, name: &str, path: &Path, digest: Option<Digest>, reason: String) {
+        tracing::warn!(
+            plugin = name,
+            "plugin version rejected, the last good version stays active: {reason}"
+        );
+        let mut entries = self.entries.lock().expect("registry lock");
+        let entry = entries.entry(name.to_owned()).or_insert_with(|| DirEntry {
+            path: path.to_owned(),
+            loaded: None,
+            fingerprint: None,
+            rejections: VecDeque::new(),
+        });
+        if entry.rejections.len() == REJECTIONS_KEPT {
+            entry.rejections.pop_front();
+        }
+        entry.rejections.push_back(Rejection {
+            digest,
+            reason,
+            at: SystemTime::now(),
+        });
+    }
+
+    fn update_active(&self) {
+        let entries = self.entries.lock().expect("registry lock");
+        let selected = |name: &str| entries.get(name).and_then(|entry| entry.loaded.clone());
+        let access = match selected(&self.options.access_policy) {
+            Some(LoadedPlugin::Access(plugin)) => plugin,
+            _ => self.builtin_access.clone(),
+        };
+        let notice = match selected(&self.options.notice_template) {
+            Some(LoadedPlugin::Notice(plugin)) => plugin,
+            _ => self.builtin_notice.clone(),
+        };
+        swap_if_changed(&self.active_access, access, World::AccessPolicy);
+        swap_if_changed(&self.active_notice, notice, World::NoticeTemplate);
+    }
+
+    /// Watches the plugin directory and reloads changed plugins until the watcher is dropped.
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<PluginWatcher> {
+        let Some(dir) = self.options.dir.clone() else {
+            anyhow::bail!("no plugin directory is configured, so there is nothing to watch");
+        };
+        let registry = Arc::downgrade(self);
+        let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            match events {
+                Ok(events) => {
+                    let mut names: Vec<String> = events
+                        .iter()
+                        .filter_map(|event| plugin_name_of(&event.path))
+                        .collect();
+                    names.sort();
+                    names.dedup();
+                    for name in names {
+                        registry.reload(&name);
+                    }
+                }
+                Err(err) => {
+                    tracing::error!("watching the plugin directory failed: {err}; rescanning");
+                    registry.rescan();
+                }
+            }
+        })?;
+        debouncer
+            .watcher()
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|err| {
+                anyhow::anyhow!("cannot watch the plugin directory {}: {err}", dir.display())
+            })?;
+        // Files may have changed between the initial scan and the watch taking effect.
+        self.rescan();
+        Ok(PluginWatcher {
+            _debouncer: debouncer,
+        })
+    }
+}
+
+fn swap_if_changed<T>(slot: &ArcSwap<T>, next: Arc<T>, world: World)
+where
+    T: HasMeta,
+{
+    let current = slot.load();
+    if !Arc::ptr_eq(&current, &next) {
+        tracing::info!(
+            %world,
+            from = %current.meta().digest,
+            to = %next.meta().digest,
+            plugin = %next.meta().name,
+            "active plugin version changed"
+        );
+        slot.store(next);
+    }
+}
+
+trait HasMeta {
+    fn meta(&self) -> &super::PluginMeta;
+}
+
+impl HasMeta for AccessPolicyPlugin {
+    fn meta(&self) -> &super::PluginMeta {
+        &self.meta
+    }
+}
+
+impl HasMeta for NoticeTemplatePlugin {
+    fn meta(&self) -> &super::PluginMeta {
+        &self.meta
+    }
+}
+
+/// The plugin a directory entry belongs to: `NAME.wasm` and `NAME.toml` both name `NAME`;
+/// editor swap files, hidden files and other extensions name none.
+fn plugin_name_of(path: &Path) -> Option<String> {
+    let extension = path.extension()?.to_str()?;
+    if extension != "wasm" && extension != "toml" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    validate_name(stem).ok().map(|()| stem.to_owned())
+}
+
+/// Keeps the directory watched; dropping it stops hot reload.
+pub struct PluginWatcher {
+    _debouncer: Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_wasm_and_manifest_files_name_plugins() {
+        assert_eq!(
+            plugin_name_of(Path::new("/p/byod.wasm")).as_deref(),
+            Some("byod")
+        );
+        assert_eq!(
+            plugin_name_of(Path::new("/p/byod.toml")).as_deref(),
+            Some("byod")
+        );
+        assert_eq!(plugin_name_of(Path::new("/p/.byod.wasm.swp")), None);
+        assert_eq!(plugin_name_of(Path::new("/p/byod.wasm~")), None);
+        assert_eq!(plugin_name_of(Path::new("/p/README.md")), None);
+        assert_eq!(plugin_name_of(Path::new("/p/Bad Name.wasm")), None);
+    }
+}

@@ -1,0 +1,200 @@
+//! Hot reload: the plugin directory is watched; good versions replace the active one
+//! atomically, bad ones are rejected with a reason while the last good one keeps serving.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use easgate::plugin::registry::RegistryOptions;
+use easgate::plugin::{Digest, PluginEngine, PluginRegistry};
+
+use crate::support::{device, sync_info, wasm_bytes, with_custom_section};
+
+fn registry(dir: &Path) -> Arc<PluginRegistry> {
+    let options = RegistryOptions {
+        dir: Some(dir.to_owned()),
+        ..RegistryOptions::default()
+    };
+    PluginRegistry::new(PluginEngine::new().unwrap(), options).unwrap()
+}
+
+/// Waits (bounded) until the active access policy has `digest`.
+fn wait_for_active(registry: &PluginRegistry, digest: Digest) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while registry.access_policy().meta.digest != digest {
+        assert!(
+            Instant::now() < deadline,
+            "{digest:?} never became active; status: {:#?}",
+            registry.status()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn swaps_under_load_fail_no_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path());
+    let _watcher = registry.watch().unwrap();
+    let builtin = wasm_bytes("access_policy.wasm");
+    let builtin_digest = registry.access_policy().meta.digest;
+    let target = dir.path().join("access-policy.wasm");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let evaluator = {
+        let (registry, stop) = (registry.clone(), stop.clone());
+        thread::spawn(move || {
+            let batch: Vec<_> = (0..200).map(|i| device(&format!("D{i}"))).collect();
+            let mut seen = Vec::new();
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                // Pinned once per batch, as a sync pins one version from start to end.
+                let policy = registry.access_policy();
+                match policy.decide(&sync_info(), &batch) {
+                    Ok(verdicts) => {
+                        assert_eq!(verdicts.decisions.len(), batch.len());
+                        seen.push(policy.meta.digest);
+                    }
+                    Err(err) => failures.push(err.to_string()),
+                }
+            }
+            (seen, failures)
+        })
+    };
+
+    let mut good = HashSet::from([builtin_digest]);
+    let mut last_good = builtin_digest;
+    for round in 0..24 {
+        let bytes = match round % 4 {
+            // Garbage, a truncated component, and a core module: each must be rejected.
+            1 => b"definitely not wasm".to_vec(),
+            2 => builtin[..builtin.len() / 2].to_vec(),
+            3 => b"\0asm\x01\0\0\0".to_vec(),
+            _ => {
+                let bytes = with_custom_section(&builtin, &format!("round {round}"));
+                last_good = Digest::of(&bytes);
+                good.insert(last_good);
+                bytes
+            }
+        };
+        std::fs::write(&target, &bytes).unwrap();
+        thread::sleep(Duration::from_millis(40));
+    }
+    let final_bytes = with_custom_section(&builtin, "final");
+    let final_digest = Digest::of(&final_bytes);
+    good.insert(final_digest);
+    std::fs::write(&target, &final_bytes).unwrap();
+    wait_for_active(&registry, final_digest);
+
+    stop.store(true, Ordering::Relaxed);
+    let (seen, failures) = evaluator.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "evaluations failed during swaps: {failures:#?}"
+    );
+    assert!(!seen.is_empty());
+    for digest in &seen {
+        assert!(
+            good.contains(digest),
+            "an evaluation ran on {digest:?}, which is no good version"
+        );
+    }
+    let status = registry.status();
+    let entry = status.iter().find(|s| s.name == "access-policy").unwrap();
+    assert!(entry.active);
+    assert!(
+        !entry.rejections.is_empty(),
+        "the bad versions were recorded"
+    );
+    let _ = last_good;
+}
+
+#[test]
+fn a_rejected_version_keeps_the_last_good_one_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = wasm_bytes("access_policy.wasm");
+    let good = with_custom_section(&builtin, "good");
+    std::fs::write(dir.path().join("access-policy.wasm"), &good).unwrap();
+    let registry = registry(dir.path());
+    assert_eq!(registry.access_policy().meta.digest, Digest::of(&good));
+
+    // Settings the policy refuses: configure fails, so the version is rejected.
+    std::fs::write(
+        dir.path().join("access-policy.toml"),
+        "world = \"access-policy\"\n[settings]\naccessRules = \"all\"\n",
+    )
+    .unwrap();
+    registry.rescan();
+    assert_eq!(
+        registry.access_policy().meta.digest,
+        Digest::of(&good),
+        "the last good version serves"
+    );
+    let status = registry.status();
+    let rejection = status[0]
+        .rejections
+        .last()
+        .expect("the rejection is recorded");
+    assert!(
+        rejection.reason.contains("accessRules"),
+        "{}",
+        rejection.reason
+    );
+    assert!(
+        rejection.reason.contains(&Digest::of(&good).short()),
+        "{}",
+        rejection.reason
+    );
+
+    // A failing self-check rejects a version too.
+    std::fs::write(
+        dir.path().join("access-policy.toml"),
+        "world = \"access-policy\"\n[[test]]\nname = \"expects the impossible\"\n\
+         input = { eas = { device-id = \"A\" } }\nexpect = { verdict = \"allow\" }\n",
+    )
+    .unwrap();
+    registry.rescan();
+    let status = registry.status();
+    let reason = &status[0].rejections.last().unwrap().reason;
+    assert!(
+        reason.contains("self-check \"expects the impossible\" failed"),
+        "{reason}"
+    );
+    assert_eq!(registry.access_policy().meta.digest, Digest::of(&good));
+}
+
+#[test]
+fn deleting_the_plugin_falls_back_to_the_builtin() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path());
+    let _watcher = registry.watch().unwrap();
+    let builtin_digest = registry.access_policy().meta.digest;
+    let custom = with_custom_section(&wasm_bytes("access_policy.wasm"), "custom");
+    let path = dir.path().join("access-policy.wasm");
+    std::fs::write(&path, &custom).unwrap();
+    wait_for_active(&registry, Digest::of(&custom));
+    std::fs::remove_file(&path).unwrap();
+    wait_for_active(&registry, builtin_digest);
+    assert!(registry.status().is_empty());
+}
+
+#[test]
+fn a_plugin_that_is_not_selected_is_loaded_but_not_active() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        crate::support::wasm_path("byod_strict.wasm"),
+        dir.path().join("byod-strict.wasm"),
+    )
+    .unwrap();
+    let registry = registry(dir.path());
+    let status = registry.status();
+    assert_eq!(status.len(), 1);
+    assert!(
+        status[0].loaded.is_some() && !status[0].active,
+        "{status:#?}"
+    );
+    assert_eq!(registry.access_policy().meta.name, "access-policy");
+}

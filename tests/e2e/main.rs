@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `easgate` binary and library against real plugins and the lab.
+//! One integration binary, one module per area; shared helpers in `support`.
+
+mod cli_policy;
+mod containment;
+mod hot_reload;
+mod policy_table;
+mod support;

@@ -1,0 +1,125 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use easgate::plugin::loaded::{LoadedPlugin, PluginSpec, load};
+use easgate::plugin::{AccessPolicyPlugin, PluginEngine, PluginError, Source, types};
+
+/// Where `host/build.rs` put the plugin components.
+pub fn wasm_path(file: &str) -> PathBuf {
+    PathBuf::from(env!("EASGATE_PLUGIN_WASM_DIR")).join(file)
+}
+
+pub fn wasm_bytes(file: &str) -> Vec<u8> {
+    std::fs::read(wasm_path(file)).unwrap_or_else(|err| panic!("{file}: {err}"))
+}
+
+/// Loads the test-only faulty policy in one of its modes (see `plugins/faulty`).
+pub fn faulty(
+    engine: &PluginEngine,
+    settings: serde_json::Value,
+) -> Result<std::sync::Arc<AccessPolicyPlugin>, PluginError> {
+    let bytes = wasm_bytes("faulty.wasm");
+    let loaded = load(
+        engine,
+        PluginSpec {
+            name: "faulty".into(),
+            bytes: &bytes,
+            source: Source::File(wasm_path("faulty.wasm")),
+            manifest: None,
+            settings_override: Some(settings.to_string()),
+        },
+    )?;
+    match loaded {
+        LoadedPlugin::Access(policy) => Ok(policy),
+        LoadedPlugin::Notice(_) => panic!("faulty is an access policy"),
+    }
+}
+
+/// A realistic, fully filled device context.
+pub fn device(id: &str) -> types::DeviceContext {
+    types::DeviceContext {
+        eas: types::EasDevice {
+            device_id: id.to_owned(),
+            identity: format!("alice@contoso.com\\ExchangeActiveSyncDevices\\iPhone§{id}"),
+            mailbox: "alice@contoso.com".into(),
+            device_type: "iPhone".into(),
+            device_model: "iPhone15,2".into(),
+            device_os: "iOS 17.4.1 21E236".into(),
+            user_agent: "Apple-iPhone15C2/2104.236".into(),
+            first_sync: Some(1_700_000_000),
+            last_success_sync: Some(1_735_000_000),
+            access_state: types::AccessState::Quarantined,
+            access_state_reason: "Global".into(),
+        },
+        managed: Some(types::ManagedDevice {
+            id: format!("m-{id}"),
+            user_principal_name: "alice@contoso.com".into(),
+            device_name: "Alice's iPhone".into(),
+            operating_system: "iOS".into(),
+            os_version: "17.4.1".into(),
+            compliance_state: types::ComplianceState::Compliant,
+            management_state: "managed".into(),
+            ownership: types::Ownership::Company,
+            last_sync: Some(1_735_000_000),
+            enrolled: Some(1_700_000_000),
+        }),
+        user: Some(types::User {
+            user_principal_name: "alice@contoso.com".into(),
+            primary_smtp: "alice@contoso.com".into(),
+            groups: vec!["g-all-staff".into()],
+        }),
+    }
+}
+
+pub fn sync_info() -> types::SyncInfo {
+    types::SyncInfo {
+        kind: types::SyncKind::Full,
+        now: 1_735_689_600,
+        organization: "contoso".into(),
+    }
+}
+
+/// `bytes` with a custom section appended: a valid component with a digest of its own.
+pub fn with_custom_section(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"easgate-test";
+    let mut content = leb128(name.len());
+    content.extend_from_slice(name);
+    content.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    out.extend(leb128(content.len()));
+    out.extend(content);
+    out
+}
+
+fn leb128(mut value: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Runs the real `easgate` binary.
+pub fn easgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_easgate"))
+        .args(args)
+        .env("EASGATE_LOG", "warn")
+        .output()
+        .expect("the easgate binary runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
