@@ -1,0 +1,211 @@
+//! The lab's listeners and the state they share.
+//!
+//! Every listener (each CAS, Graph + login, control, SMTP) binds on loopback and runs its own
+//! accept loop in one task that owns the listening socket and, through a `JoinSet`, every
+//! connection. Aborting that task therefore closes the socket and drops the connections at once —
+//! which is what "stop a CAS" must mean for failover tests: the next connect is refused, not
+//! served by a server that is shutting down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::counters::Counters;
+use crate::exchange::ServerInfo;
+use crate::exchange::cost::{Gate, LatencyModel};
+use crate::graph::throttle::Throttle;
+use crate::login::TokenStore;
+use crate::org::{Org, Tenant};
+use crate::paging::PageTokens;
+use crate::random::Guid;
+use crate::smtp::MailStore;
+
+/// How a running CAS behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum CasMode {
+    /// Serves normally.
+    #[default]
+    Up,
+    /// Serves, `extra_ms` slower than the latency model says.
+    Slow { extra_ms: u64 },
+    /// Answers every request with this HTTP status and an Exchange error.
+    Failing { status: u16 },
+}
+
+/// One CAS as the control API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CasStatus {
+    pub index: usize,
+    pub name: String,
+    pub url: String,
+    /// False while stopped: connections are refused.
+    pub running: bool,
+    pub mode: CasMode,
+}
+
+/// A CAS listener slot: its fixed address, behaviour and (while running) its task.
+#[derive(Debug)]
+pub(crate) struct CasSlot {
+    pub addr: SocketAddr,
+    pub mode: Mutex<CasMode>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// Serializes start and stop of this CAS.
+    op: tokio::sync::Mutex<()>,
+}
+
+impl CasSlot {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            mode: Mutex::new(CasMode::Up),
+            task: Mutex::new(None),
+            op: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.task.lock().expect("cas task").is_some()
+    }
+
+    /// Aborts the listener task without waiting (for `Drop`).
+    pub fn abort(&self) {
+        if let Some(t) = self.task.lock().expect("cas task").take() {
+            t.abort();
+        }
+    }
+}
+
+/// Everything the handlers of all listeners share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub org: RwLock<Org>,
+    pub tenant: Tenant,
+    pub tokens: TokenStore,
+    pub pages: PageTokens,
+    pub latency: RwLock<LatencyModel>,
+    pub gate: Gate,
+    pub throttle: Throttle,
+    pub counters: Counters,
+    pub servers: Vec<ServerInfo>,
+    pub cas: Vec<CasSlot>,
+    pub graph_url: String,
+    pub control_url: String,
+    pub smtp_addr: SocketAddr,
+    pub mail: MailStore,
+    pub settings_guid: Guid,
+    /// The static Exchange token for `bearer` connector configs.
+    pub exchange_token: String,
+    /// The task adding devices over time, while an arrival rate is set.
+    pub arrivals: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Shared {
+    pub fn cas_mode(&self, i: usize) -> CasMode {
+        *self.cas[i].mode.lock().expect("cas mode")
+    }
+
+    pub fn latency(&self) -> LatencyModel {
+        self.latency.read().expect("latency").clone()
+    }
+}
+
+/// Why the lab could not start or a control request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("the lab only listens on loopback; {0} is not a loopback address")]
+    NotLoopback(std::net::IpAddr),
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("there is no CAS {0}")]
+    NoSuchCas(usize),
+    #[error(transparent)]
+    Org(#[from] crate::org::OrgError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub(crate) async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, LabError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| LabError::Bind {
+            what: what.to_owned(),
+            addr,
+            source,
+        })
+}
+
+/// Serves `router` over HTTP/1.1 on `listener` until the returned task is aborted.
+pub(crate) fn serve(listener: TcpListener, router: Router) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    // Small requests and responses: don't wait for Nagle.
+                    let _ = stream.set_nodelay(true);
+                    let service = TowerToHyperService::new(router.clone());
+                    connections.spawn(async move {
+                        let conn = http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = conn.await {
+                            tracing::debug!("lab connection ended: {e}");
+                        }
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+    })
+}
+
+/// Starts CAS `i` on `listener`, or (after a stop) on a socket bound anew to its address.
+pub(crate) async fn start_cas(
+    shared: &Arc<Shared>,
+    i: usize,
+    listener: Option<TcpListener>,
+) -> Result<(), LabError> {
+    let slot = shared.cas.get(i).ok_or(LabError::NoSuchCas(i))?;
+    let _op = slot.op.lock().await;
+    if slot.running() {
+        return Ok(());
+    }
+    let listener = match listener {
+        Some(l) => l,
+        None => bind(&format!("CAS {i}"), slot.addr).await?,
+    };
+    let task = serve(listener, crate::exchange::router(shared.clone(), i));
+    *slot.task.lock().expect("cas task") = Some(task);
+    Ok(())
+}
+
+/// Stops CAS `i`: when this returns its port refuses connections and its connections are gone.
+pub(crate) async fn stop_cas(shared: &Shared, i: usize) -> Result<(), LabError> {
+    let slot = shared.cas.get(i).ok_or(LabError::NoSuchCas(i))?;
+    let _op = slot.op.lock().await;
+    let task = slot.task.lock().expect("cas task").take();
+    if let Some(task) = task {
+        task.abort();
+        // Waiting for the cancelled task is what guarantees the socket is closed.
+        let _ = task.await;
+    }
+    Ok(())
+}

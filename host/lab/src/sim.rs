@@ -1,0 +1,108 @@
+//! `easgate sim`: the lab's simulated services alone, for developing, benchmarking and
+//! demonstrating the connector, or for rehearsing a policy against a realistic organization.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::exchange::cost::{DEFAULT_CONCURRENCY, LatencyModel};
+use crate::{Lab, LabOptions};
+
+/// Flags of `easgate sim`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Number of Exchange ActiveSync devices (over about half as many mailboxes).
+    #[arg(long, default_value_t = 10_000)]
+    pub devices: usize,
+
+    /// Seed of the dataset: the same seed gives the same organization.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Number of Client Access Server endpoints serving the organization.
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub cas: usize,
+
+    /// Fixed latency of every Exchange command, in milliseconds (0: as fast as possible).
+    #[arg(long = "latency-ms", default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// Additional Exchange latency per returned object, in microseconds.
+    #[arg(long = "latency-per-object-us", default_value_t = 0)]
+    pub latency_per_object_us: u64,
+
+    /// Concurrent Exchange requests per tenant before "maximum number of concurrent requests"
+    /// (429); Exchange's default throttling allows 18.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+
+    /// Loopback address to listen on. Port 0 picks free ports; otherwise the CAS endpoints take
+    /// consecutive ports from this one, followed by Graph/login, control and SMTP.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    /// Write a connector configuration pointing at the lab to PATH (the client secret goes to
+    /// PATH with the extension `.secret`, which the configuration references).
+    #[arg(long = "write-config", value_name = "PATH")]
+    pub write_config: Option<PathBuf>,
+}
+
+impl SimArgs {
+    /// The lab options these flags ask for.
+    pub fn options(&self) -> LabOptions {
+        LabOptions {
+            devices: self.devices,
+            seed: self.seed,
+            cas: self.cas,
+            latency: LatencyModel::uniform(self.latency_ms, self.latency_per_object_us),
+            exchange_concurrency: self.concurrency,
+            listen: self.listen,
+            ..LabOptions::default()
+        }
+    }
+}
+
+/// Starts the lab, prints where it listens (and the written config), and serves until
+/// `shutdown` completes.
+pub async fn run_sim(
+    args: SimArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let lab = Lab::start(args.options()).await?;
+    let info = lab.control().info();
+    println!(
+        "easgate lab: {} with {} devices over {} mailboxes, {} Intune records (seed {})",
+        info.organization, info.devices, info.mailboxes, info.managed_devices, args.seed
+    );
+    for (i, url) in info.cas_urls.iter().enumerate() {
+        let role = if i == 0 { " (primary)" } else { "" };
+        println!("  exchange CAS{:02}  {url}{role}", i + 1);
+    }
+    println!("  graph          {}", info.graph_url);
+    println!("  login          {}", info.login_url);
+    println!("  control        {}/_lab/info", info.control_url);
+    println!("  smtp sink      {}", info.smtp);
+    println!(
+        "  tenant         {} ({})",
+        info.tenant_id, info.tenant_domain
+    );
+    println!("  client id      {}", info.client_id);
+    println!(
+        "  client secret  {} (lab credentials, not a real secret)",
+        info.client_secret
+    );
+    if let Some(path) = &args.write_config {
+        let secret = lab.write_connector_config(path)?;
+        println!(
+            "  config         {} (secret in {})",
+            path.display(),
+            secret.display()
+        );
+    }
+    println!("ready in {} ms", started.elapsed().as_millis());
+    shutdown.await;
+    lab.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! The mail sink: an SMTP receiver on loopback that accepts every message and keeps it, raw
+//! (RFC 5322 as received, dot-unstuffed), for tests and the `/_lab/mail` endpoint to read.
+//!
+//! It speaks the subset a submitting client needs on loopback — `EHLO`/`HELO`, `MAIL FROM`,
+//! `RCPT TO`, `DATA`, `RSET`, `NOOP`, `QUIT` — enforces their order as a real server would
+//! (so a client that skips a step fails here too), and refuses `STARTTLS`/`AUTH` (not offered).
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::utc::Utc;
+
+/// Longest command line accepted (RFC 5321 says 512; a little slack for long addresses).
+const MAX_LINE: usize = 2048;
+/// Largest message accepted, as advertised in `SIZE`.
+const MAX_MESSAGE: usize = 25 * 1024 * 1024;
+
+/// One message the sink accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedMail {
+    /// Envelope sender (`MAIL FROM`), without angle brackets.
+    pub from: String,
+    /// Envelope recipients (`RCPT TO`), without angle brackets.
+    pub to: Vec<String>,
+    /// The message as received (headers and body, CRLF line ends), dot-unstuffed.
+    pub raw: String,
+    #[serde(with = "received_text")]
+    pub received: Utc,
+}
+
+impl ReceivedMail {
+    /// The first header `name` (unfolded), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.raw.split("\r\n\r\n").next().unwrap_or("");
+        let mut value: Option<String> = None;
+        for line in head.split("\r\n") {
+            if let Some(v) = value.as_mut() {
+                if line.starts_with([' ', '\t']) {
+                    v.push(' ');
+                    v.push_str(line.trim());
+                    continue;
+                }
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.trim().eq_ignore_ascii_case(name)
+            {
+                value = Some(v.trim().to_owned());
+            }
+        }
+        value
+    }
+
+    /// The body (everything after the blank line ending the headers).
+    pub fn body(&self) -> &str {
+        self.raw.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+}
+
+mod received_text {
+    use crate::utc::Utc;
+
+    pub fn serialize<S: serde::Serializer>(t: &Utc, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(t, s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Utc, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        Utc::parse_iso(&text).ok_or_else(|| serde::de::Error::custom("not an ISO 8601 timestamp"))
+    }
+}
+
+/// Messages received so far, with a count to wait on.
+#[derive(Debug)]
+pub(crate) struct MailStore {
+    mails: Mutex<Vec<ReceivedMail>>,
+    count: watch::Sender<usize>,
+}
+
+impl MailStore {
+    pub fn new() -> Self {
+        Self {
+            mails: Mutex::new(Vec::new()),
+            count: watch::Sender::new(0),
+        }
+    }
+
+    fn push(&self, mail: ReceivedMail) {
+        let mut mails = self.mails.lock().expect("mail store");
+        mails.push(mail);
+        self.count.send_replace(mails.len());
+    }
+
+    pub fn all(&self) -> Vec<ReceivedMail> {
+        self.mails.lock().expect("mail store").clone()
+    }
+
+    pub fn clear(&self) {
+        self.mails.lock().expect("mail store").clear();
+        self.count.send_replace(0);
+    }
+
+    /// Waits until at least `n` messages are stored; returns them all.
+    pub async fn wait_for(&self, n: usize) -> Vec<ReceivedMail> {
+        let mut rx = self.count.subscribe();
+        // The sender lives as long as the store, which outlives this borrow.
+        let _ = rx.wait_for(|&c| c >= n).await;
+        self.all()
+    }
+}
+
+/// Accepts connections until the task is aborted; each connection ends with the task.
+pub(crate) async fn serve(listener: TcpListener, shared: std::sync::Arc<crate::server::Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let shared = shared.clone();
+                    connections.spawn(async move {
+                        if let Err(e) = session(stream, &shared).await {
+                            tracing::debug!("smtp session ended: {e}");
+                        }
+                    });
+                }
+            }
+            // Reap finished sessions so the set does not grow with every connection.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Strips `<…>` and any ESMTP parameters from a `MAIL FROM:`/`RCPT TO:` argument.
+fn path_of(arg: &str) -> Option<String> {
+    let arg = arg.trim();
+    let addr = match arg.strip_prefix('<') {
+        Some(rest) => rest.split_once('>')?.0,
+        None => arg.split_whitespace().next()?,
+    };
+    Some(addr.to_owned())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Stage {
+    Connected,
+    Greeted,
+    Mail,
+    Rcpt,
+}
+
+async fn session(stream: TcpStream, shared: &crate::server::Shared) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let host = "mail.contoso.lab";
+    write
+        .write_all(format!("220 {host} ESMTP easgate-lab ready\r\n").as_bytes())
+        .await?;
+    let mut stage = Stage::Connected;
+    let mut from = String::new();
+    let mut to: Vec<String> = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.len() > MAX_LINE {
+            write.write_all(b"500 5.5.2 Line too long\r\n").await?;
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        let (verb, arg) = text.split_once(' ').unwrap_or((text, ""));
+        let verb = verb.to_ascii_uppercase();
+        let reply: String = match verb.as_str() {
+            "EHLO" => {
+                stage = Stage::Greeted;
+                (from, to) = (String::new(), Vec::new());
+                format!(
+                    "250-{host} greets {arg}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE {MAX_MESSAGE}\r\n"
+                )
+            }
+            "HELO" => {
+                stage = Stage::Greeted;
+                (from, to) = (String::new(), Vec::new());
+                format!("250 {host}\r\n")
+            }
+            "MAIL" if stage == Stage::Connected => "503 5.5.1 Send HELO/EHLO first\r\n".into(),
+            "MAIL" => match arg
+                .get(..5)
+                .filter(|p| p.eq_ignore_ascii_case("FROM:"))
+                .and_then(|_| path_of(&arg[5..]))
+            {
+                Some(addr) => {
+                    from = addr;
+                    to.clear();
+                    stage = Stage::Mail;
+                    "250 2.1.0 Ok\r\n".into()
+                }
+                None => "501 5.5.4 Syntax: MAIL FROM:<address>\r\n".into(),
+            },
+            "RCPT" if !matches!(stage, Stage::Mail | Stage::Rcpt) => {
+                "503 5.5.1 Need MAIL command\r\n".into()
+            }
+            "RCPT" => match arg
+                .get(..3)
+                .filter(|p| p.eq_ignore_ascii_case("TO:"))
+                .and_then(|_| path_of(&arg[3..]))
+                .filter(|a| !a.is_empty())
+            {
+                Some(addr) => {
+                    to.push(addr);
+                    stage = Stage::Rcpt;
+                    "250 2.1.5 Ok\r\n".into()
+                }
+                None => "501 5.5.4 Syntax: RCPT TO:<address>\r\n".into(),
+            },
+            "DATA" if stage != Stage::Rcpt => "503 5.5.1 Need RCPT command\r\n".into(),
+            "DATA" => {
+                write
+                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
+                match read_data(&mut reader).await? {
+                    Some(raw) => {
+                        shared.mail.push(ReceivedMail {
+                            from: std::mem::take(&mut from),
+                            to: std::mem::take(&mut to),
+                            raw,
+                            received: Utc::now(),
+                        });
+                        shared.counters.mail();
+                        stage = Stage::Greeted;
+                        "250 2.0.0 Ok: queued\r\n".into()
+                    }
+                    None => {
+                        stage = Stage::Greeted;
+                        format!("552 5.3.4 Message size exceeds fixed limit of {MAX_MESSAGE}\r\n")
+                    }
+                }
+            }
+            "RSET" => {
+                if stage != Stage::Connected {
+                    stage = Stage::Greeted;
+                }
+                (from, to) = (String::new(), Vec::new());
+                "250 2.0.0 Ok\r\n".into()
+            }
+            "NOOP" => "250 2.0.0 Ok\r\n".into(),
+            "QUIT" => {
+                write.write_all(b"221 2.0.0 Bye\r\n").await?;
+                return Ok(());
+            }
+            "STARTTLS" | "AUTH" => "502 5.5.1 Not offered on this loopback sink\r\n".into(),
+            _ => "500 5.5.2 Command not recognized\r\n".into(),
+        };
+        write.write_all(reply.as_bytes()).await?;
+    }
+}
+
+/// Reads a message up to the lone `.` line; `None` when it exceeds `MAX_MESSAGE` (the rest is
+/// still consumed, so the session can go on).
+async fn read_data(
+    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> std::io::Result<Option<String>> {
+    let mut raw = Vec::new();
+    let mut line = Vec::new();
+    let mut too_big = false;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == b".\r\n" || line == b".\n" {
+            break;
+        }
+        // Dot-unstuffing (RFC 5321 4.5.2).
+        let content = line.strip_prefix(b".").unwrap_or(&line);
+        if raw.len() + content.len() > MAX_MESSAGE {
+            too_big = true;
+        } else {
+            raw.extend_from_slice(content);
+        }
+    }
+    Ok((!too_big).then(|| String::from_utf8_lossy(&raw).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_paths_and_headers() {
+        assert_eq!(path_of(" <a@b.c> SIZE=100").as_deref(), Some("a@b.c"));
+        assert_eq!(path_of("a@b.c").as_deref(), Some("a@b.c"));
+        assert_eq!(path_of("<>").as_deref(), Some(""));
+        let m = ReceivedMail {
+            from: "a".into(),
+            to: vec![],
+            raw: "Subject: Your device\r\n  was blocked\r\nFrom: x\r\n\r\nBody".into(),
+            received: Utc::from_unix(0),
+        };
+        assert_eq!(
+            m.header("subject").as_deref(),
+            Some("Your device was blocked")
+        );
+        assert_eq!(m.header("From").as_deref(), Some("x"));
+        assert_eq!(m.header("To"), None);
+        assert_eq!(m.body(), "Body");
+    }
+}
