@@ -615,7 +615,10 @@ fn managed_devices(
                   eas: Option<(&str, u32)>,
                   since: Utc| {
         let state = compliance[rng.weighted(&weights)].0;
-        let enrolled = since.plus_secs(rng.range(0, 3 * 86_400)).min(spec.anchor);
+        // Strictly before the anchor, so "changed since the anchor" starts out empty.
+        let enrolled = since
+            .plus_secs(rng.range(0, 3 * 86_400))
+            .min(spec.anchor.plus_secs(-3600));
         let last_sync = if rng.chance(900) {
             spec.anchor.plus_secs(-rng.range(60, 2 * 86_400))
         } else {

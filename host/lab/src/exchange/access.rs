@@ -350,7 +350,7 @@ mod tests {
             "Apple-iPhone14C7/2105.90",
             AccessLevel::Quarantine,
         );
-        let v = evaluate(&dev, None, &[os.clone()], AccessLevel::Allow);
+        let v = evaluate(&dev, None, std::slice::from_ref(&os), AccessLevel::Allow);
         assert_eq!(v.state, AccessState::Blocked);
         // A user-agent rule is more specific than an OS rule.
         let v = evaluate(&dev, None, &[os, ua], AccessLevel::Allow);

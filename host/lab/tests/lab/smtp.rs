@@ -1,0 +1,102 @@
+//! The mail sink accepts mail on loopback and lets tests read the raw message.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::lab;
+
+struct Session {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Session {
+    async fn open(addr: std::net::SocketAddr) -> Session {
+        let (r, w) = TcpStream::connect(addr).await.unwrap().into_split();
+        let mut s = Session {
+            reader: BufReader::new(r),
+            writer: w,
+        };
+        assert!(s.reply().await.starts_with("220 "));
+        s
+    }
+
+    /// Reads one (possibly multi-line) reply.
+    async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).await.unwrap();
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    async fn send(&mut self, text: &str) -> String {
+        self.writer.write_all(text.as_bytes()).await.unwrap();
+        self.reply().await
+    }
+}
+
+#[tokio::test]
+async fn accepts_mail_and_keeps_it_raw() {
+    let lab = lab(10).await;
+    let mut s = Session::open(lab.smtp_addr()).await;
+    assert!(
+        s.send("RCPT TO:<x@contoso.com>\r\n")
+            .await
+            .starts_with("503"),
+        "order is enforced"
+    );
+    assert!(s.send("EHLO connector.test\r\n").await.contains("250 SIZE"));
+    assert!(s.send("DATA\r\n").await.starts_with("503"));
+    assert!(
+        s.send("MAIL FROM:<noreply@contoso.com> SIZE=200\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        s.send("RCPT TO:<adele@contoso.com>\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        s.send("RCPT TO:<helpdesk@contoso.com>\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(s.send("DATA\r\n").await.starts_with("354"));
+    let message = "From: noreply@contoso.com\r\nTo: adele@contoso.com\r\nSubject: Your phone\r\n was blocked\r\n\r\nHello\r\n..a line starting with a dot\r\n.\r\n";
+    assert!(s.send(message).await.starts_with("250"));
+    assert!(s.send("QUIT\r\n").await.starts_with("221"));
+
+    let mails = tokio::time::timeout(Duration::from_secs(10), lab.control().wait_for_mails(1))
+        .await
+        .unwrap();
+    assert_eq!(mails.len(), 1);
+    let m = &mails[0];
+    assert_eq!(m.from, "noreply@contoso.com");
+    assert_eq!(m.to, ["adele@contoso.com", "helpdesk@contoso.com"]);
+    assert_eq!(
+        m.header("Subject").as_deref(),
+        Some("Your phone was blocked")
+    );
+    assert_eq!(m.body(), "Hello\r\n.a line starting with a dot\r\n");
+    assert_eq!(lab.control().counters().mails, 1);
+
+    // The same mail over the control API.
+    let over_http: Vec<easgate_lab::ReceivedMail> =
+        reqwest::get(format!("{}/_lab/mail", lab.control_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(&over_http[0], m);
+    lab.control().clear_mails();
+    assert!(lab.control().mails().is_empty());
+}
