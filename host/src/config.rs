@@ -1,0 +1,822 @@
+//! The connector's configuration: one TOML file, read into plain serde structs (separate from
+//! the command line), with every default in [`defaults`].
+//!
+//! This module defines the connection part — which organizations, where their Exchange and
+//! Graph endpoints are, and how the connector signs in. Later stages (sync, plugins, notify, the
+//! admin API) add their own sections to [`Config`] and [`Organization`]; unknown keys are errors
+//! everywhere, so a typo never silently falls back to a default.
+//!
+//! ```toml
+//! [[organization]]
+//! name = "contoso"
+//!
+//! [organization.exchange]
+//! cas_urls = ["https://cas01.contoso.com", "https://cas02.contoso.com"]   # first is the primary
+//! tenant_id = "contoso.onmicrosoft.com"      # {tenantId} of /adminapi/beta/{tenantId}/InvokeCommand
+//! auth = { kind = "client_credentials" }     # token of the Graph app below, Exchange scope
+//! # auth = { kind = "bearer", token = { env = "EXCHANGE_TOKEN" } }
+//!
+//! [organization.graph]
+//! # graph_url = "https://graph.microsoft.com"          (default)
+//! # login_url = "https://login.microsoftonline.com"    (default)
+//! tenant = "8f2c…"                                      # tenant GUID or initial domain
+//! client_id = "3b1a…"
+//! client_secret = { env = "EASGATE_CONTOSO_SECRET" }    # or { file = "contoso.secret" }
+//! ```
+//!
+//! Secrets ([`SecretSource`]) come from an environment variable (`{ env = "NAME" }`), from a file
+//! (`{ file = "path" }`, relative to the configuration file's directory, trailing newline
+//! ignored), or inline as a plain string (discouraged: the file then is a secret too). Resolved
+//! values are [`Secret`]s, whose `Debug` and `Display` print `[redacted]`.
+//!
+//! Loading errors name the file, the line and column, and the field
+//! (`easgate.toml:12:13: organization[0].graph.client_id: invalid type: integer …`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+/// Every default of the configuration, in one place.
+pub mod defaults {
+    /// Microsoft Graph (global cloud).
+    pub const GRAPH_URL: &str = "https://graph.microsoft.com";
+    /// Microsoft Entra ID token endpoint host (global cloud).
+    pub const LOGIN_URL: &str = "https://login.microsoftonline.com";
+    /// Client-credentials scope for Graph.
+    pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+    /// Client-credentials scope for the Exchange admin API.
+    pub const EXCHANGE_SCOPE: &str = "https://outlook.office365.com/.default";
+
+    pub(super) fn graph_url() -> String {
+        GRAPH_URL.to_owned()
+    }
+
+    pub(super) fn login_url() -> String {
+        LOGIN_URL.to_owned()
+    }
+
+    pub(super) fn graph_scope() -> String {
+        GRAPH_SCOPE.to_owned()
+    }
+
+    pub(super) fn exchange_scope() -> String {
+        EXCHANGE_SCOPE.to_owned()
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Exchange organizations this connector serves (`[[organization]]`), at least one.
+    #[serde(rename = "organization", default)]
+    pub organizations: Vec<Organization>,
+}
+
+/// One Exchange organization and the Intune tenant that manages its devices.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Organization {
+    /// Unique name, used in logs, the store and the admin API.
+    pub name: String,
+    pub exchange: ExchangeConnection,
+    pub graph: GraphConnection,
+}
+
+/// Where and how to reach the Exchange admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConnection {
+    /// Base URLs of the Client Access Servers (`https://host[:port]`), tried in order on
+    /// failure; the first is the primary.
+    pub cas_urls: Vec<String>,
+    /// The `{tenantId}` path segment of `/adminapi/beta/{tenantId}/InvokeCommand`: the tenant
+    /// GUID or its initial domain.
+    pub tenant_id: String,
+    /// How the connector obtains its bearer token.
+    #[serde(default)]
+    pub auth: ExchangeAuth,
+}
+
+/// How the connector authenticates to the Exchange admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExchangeAuth {
+    /// A client-credentials token from the organization's Graph app registration
+    /// (`[organization.graph]` tenant, client id and secret), for `scope`. The default.
+    ClientCredentials {
+        #[serde(default = "defaults::exchange_scope")]
+        scope: String,
+    },
+    /// A fixed bearer token, e.g. from a gateway in front of an on-premises Exchange.
+    Bearer { token: SecretSource },
+}
+
+impl Default for ExchangeAuth {
+    fn default() -> Self {
+        ExchangeAuth::ClientCredentials {
+            scope: defaults::exchange_scope(),
+        }
+    }
+}
+
+/// Where and how to reach Microsoft Graph (Intune, groups) and its token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConnection {
+    /// Graph base URL; requests go to `{graph_url}/v1.0/…`.
+    #[serde(default = "defaults::graph_url")]
+    pub graph_url: String,
+    /// Token endpoint base URL; tokens come from `{login_url}/{tenant}/oauth2/v2.0/token`.
+    #[serde(default = "defaults::login_url")]
+    pub login_url: String,
+    /// Entra tenant: GUID or initial domain.
+    pub tenant: String,
+    /// Application (client) id of the app registration.
+    pub client_id: String,
+    pub client_secret: SecretSource,
+    /// Client-credentials scope for Graph.
+    #[serde(default = "defaults::graph_scope")]
+    pub scope: String,
+}
+
+/// A secret value; `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Written in the configuration (a plain string).
+    Inline(Secret),
+    /// `{ env = "NAME" }`: the environment variable `NAME`.
+    Env(String),
+    /// `{ file = "path" }`: the file's contents without trailing line breaks. Relative paths are
+    /// made absolute against the configuration file's directory when it is loaded.
+    File(PathBuf),
+}
+
+/// Why a secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable `{0}` is not set (or not valid Unicode)")]
+    EnvMissing(String),
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the secret from {0} is empty")]
+    Empty(String),
+}
+
+impl SecretSource {
+    /// Reads the secret now (environment and files can change between runs, so this is done
+    /// when the connector starts, not when the configuration is parsed).
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
+        let (value, origin) = match self {
+            SecretSource::Inline(s) => (s.expose().to_owned(), "the configuration".to_owned()),
+            SecretSource::Env(name) => (
+                std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))?,
+                format!("environment variable `{name}`"),
+            ),
+            SecretSource::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                (
+                    text.trim_end_matches(['\r', '\n']).to_owned(),
+                    path.display().to_string(),
+                )
+            }
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty(origin));
+        }
+        Ok(Secret(value))
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SourceVisitor;
+
+        impl<'de> Visitor<'de> for SourceVisitor {
+            type Value = SecretSource;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a string, { env = "NAME" } or { file = "path" }"#)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretSource, E> {
+                Ok(SecretSource::Inline(Secret(v.to_owned())))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretSource, A::Error> {
+                let mut source = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: String = map.next_value()?;
+                    let next = match key.as_str() {
+                        "env" => SecretSource::Env(value),
+                        "file" => SecretSource::File(PathBuf::from(value)),
+                        other => return Err(de::Error::unknown_field(other, &["env", "file"])),
+                    };
+                    if source.replace(next).is_some() {
+                        return Err(de::Error::custom(
+                            "a secret comes from one place: give `env` or `file`, not both",
+                        ));
+                    }
+                }
+                source.ok_or_else(|| {
+                    de::Error::custom(r#"expected { env = "NAME" } or { file = "path" }"#)
+                })
+            }
+        }
+
+        d.deserialize_any(SourceVisitor)
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{}:{line}:{column}: {field}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        /// Dotted path of the offending key, e.g. `organization[0].graph.client_id`.
+        field: String,
+        message: String,
+    },
+    /// The file parses but a value is not acceptable.
+    #[error("{}:{line}:{column}: {field}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        field: String,
+        message: String,
+    },
+    #[error("{field}: {source}")]
+    Secret {
+        field: String,
+        #[source]
+        source: SecretError,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates `text`, read from `path` (named in errors; relative secret files
+    /// are taken relative to its directory).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let (line, column) = line_column(text, span.start);
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                field: field_at(text, span.start, e.message()),
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        config.absolutize(dir);
+        config.validate().map_err(|(field, message)| {
+            let (line, column) = locate(text, &field).unwrap_or((1, 1));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                field,
+                message,
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Makes relative secret file paths relative to `dir`. Sections with secrets add theirs here.
+    fn absolutize(&mut self, dir: &Path) {
+        let fix = |s: &mut SecretSource| {
+            if let SecretSource::File(p) = s
+                && p.is_relative()
+            {
+                *p = dir.join(&*p);
+            }
+        };
+        for org in &mut self.organizations {
+            fix(&mut org.graph.client_secret);
+            if let ExchangeAuth::Bearer { token } = &mut org.exchange.auth {
+                fix(token);
+            }
+        }
+    }
+
+    /// Checks what the types can't: returns the offending field and why.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.organizations.is_empty() {
+            return Err((
+                "organization".into(),
+                "at least one [[organization]] is required".into(),
+            ));
+        }
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (i, org) in self.organizations.iter().enumerate() {
+            let at = |field: &str| format!("organization[{i}].{field}");
+            if org.name.trim().is_empty() {
+                return Err((at("name"), "must not be empty".into()));
+            }
+            if let Some(first) = names.insert(org.name.to_lowercase(), i) {
+                return Err((
+                    at("name"),
+                    format!("`{}` is also the name of organization[{first}]", org.name),
+                ));
+            }
+            if org.exchange.cas_urls.is_empty() {
+                return Err((at("exchange.cas_urls"), "list at least one CAS URL".into()));
+            }
+            for (j, url) in org.exchange.cas_urls.iter().enumerate() {
+                check_url(url).map_err(|m| (at(&format!("exchange.cas_urls[{j}]")), m))?;
+            }
+            check_url(&org.graph.graph_url).map_err(|m| (at("graph.graph_url"), m))?;
+            check_url(&org.graph.login_url).map_err(|m| (at("graph.login_url"), m))?;
+            for (field, value) in [
+                ("exchange.tenant_id", &org.exchange.tenant_id),
+                ("graph.tenant", &org.graph.tenant),
+                ("graph.client_id", &org.graph.client_id),
+            ] {
+                if value.trim().is_empty() {
+                    return Err((at(field), "must not be empty".into()));
+                }
+            }
+            let scopes = [
+                ("graph.scope", &org.graph.scope),
+                match &org.exchange.auth {
+                    ExchangeAuth::ClientCredentials { scope } => ("exchange.auth.scope", scope),
+                    ExchangeAuth::Bearer { .. } => ("graph.scope", &org.graph.scope),
+                },
+            ];
+            for (field, scope) in scopes {
+                if !scope.ends_with("/.default") {
+                    return Err((
+                        at(field),
+                        format!(
+                            "`{scope}` is not a client-credentials scope (it must end in /.default)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves every secret now, so a missing one stops start-up with the field named.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        for (i, org) in self.organizations.iter().enumerate() {
+            let check = |field: &str, s: &SecretSource| {
+                s.resolve().map(drop).map_err(|source| ConfigError::Secret {
+                    field: format!("organization[{i}].{field}"),
+                    source,
+                })
+            };
+            check("graph.client_secret", &org.graph.client_secret)?;
+            if let ExchangeAuth::Bearer { token } = &org.exchange.auth {
+                check("exchange.auth.token", token)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An absolute `http(s)://host…` URL.
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{url}` is not an http:// or https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(())
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// The key of a `key = value` line, if the line is one.
+fn key_of(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    if t.starts_with('[') || t.starts_with('#') {
+        return None;
+    }
+    let (key, _) = t.split_once('=')?;
+    Some(key.trim().trim_matches('"'))
+}
+
+/// Walks the lines up to (and including) line index `upto`, returning the dotted path of the
+/// table they are in, with array-of-tables indexes (`organization[1].graph`).
+fn table_path(lines: &[&str], upto: usize) -> String {
+    let mut arrays: HashMap<String, usize> = HashMap::new();
+    let mut current = String::new();
+    for line in lines.iter().take(upto + 1) {
+        let t = line.trim();
+        let (header, is_array) = if let Some(h) = t.strip_prefix("[[") {
+            (h.split("]]").next().unwrap_or(""), true)
+        } else if let Some(h) = t.strip_prefix('[') {
+            (h.split(']').next().unwrap_or(""), false)
+        } else {
+            continue;
+        };
+        let header = header.trim();
+        if is_array {
+            *arrays.entry(header.to_owned()).or_insert(0) += 1;
+        }
+        let mut path = String::new();
+        let mut prefix = String::new();
+        for segment in header.split('.').map(str::trim) {
+            if !prefix.is_empty() {
+                prefix.push('.');
+                path.push('.');
+            }
+            prefix.push_str(segment);
+            path.push_str(segment);
+            if let Some(n) = arrays.get(&prefix) {
+                path.push_str(&format!("[{}]", n - 1));
+            }
+        }
+        current = path;
+    }
+    current
+}
+
+fn join(table: &str, key: &str) -> String {
+    match (table.is_empty(), key.is_empty()) {
+        (true, _) => key.to_owned(),
+        (_, true) => table.to_owned(),
+        _ => format!("{table}.{key}"),
+    }
+}
+
+/// Names the field a parse error at byte `offset` is about.
+fn field_at(text: &str, offset: usize, message: &str) -> String {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let (line, _) = line_column(text, offset);
+    let index = line - 1;
+    let table = table_path(&lines, index);
+    // serde names the field itself for missing and unknown fields; the span is the table.
+    for lead in ["missing field `", "unknown field `"] {
+        if let Some(rest) = message.strip_prefix(lead)
+            && let Some((name, _)) = rest.split_once('`')
+        {
+            // An unknown key's span is the key itself; a missing one's is the table holding it
+            // (a header line, or an inline table after its key).
+            return match lines.get(index).and_then(|l| key_of(l)) {
+                Some(key) if key == name => join(&table, key),
+                Some(key) => join(&join(&table, key), name),
+                None => join(&table, name),
+            };
+        }
+    }
+    let key = lines.get(index).and_then(|l| key_of(l)).unwrap_or("");
+    join(&table, key)
+}
+
+/// Finds the line and column where `field` (as `validate` names it) is written.
+fn locate(text: &str, field: &str) -> Option<(usize, usize)> {
+    // `organization[0].exchange.cas_urls[1]` → table `organization[0].exchange`, key `cas_urls`.
+    let field = field
+        .strip_suffix(']')
+        .map_or(field, |f| f.rsplit_once('[').map_or(f, |(head, _)| head));
+    let (table, key) = field.rsplit_once('.').unwrap_or(("", field));
+    let lines: Vec<&str> = text.split('\n').collect();
+    for (i, line) in lines.iter().enumerate() {
+        let here = table_path(&lines, i);
+        let matches_key = key_of(line) == Some(key) && here == table;
+        // A missing key is reported at its table's header.
+        let is_table = line.trim_start().starts_with('[') && here == field;
+        if matches_key || is_table {
+            return Some((i + 1, line.len() - line.trim_start().len() + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+[[organization]]
+name = "contoso"
+
+[organization.exchange]
+cas_urls = ["https://cas01.contoso.com", "https://cas02.contoso.com:8443"]
+tenant_id = "contoso.onmicrosoft.com"
+
+[organization.graph]
+tenant = "contoso.onmicrosoft.com"
+client_id = "3b1a6f2e-0000-4000-8000-000000000001"
+client_secret = "inline-secret-value"
+
+[[organization]]
+name = "fabrikam"
+
+[organization.exchange]
+cas_urls = ["http://127.0.0.1:8080"]
+tenant_id = "fabrikam.onmicrosoft.com"
+auth = { kind = "bearer", token = { env = "PATH" } }
+
+[organization.graph]
+graph_url = "http://127.0.0.1:8081"
+login_url = "http://127.0.0.1:8081"
+tenant = "fabrikam.onmicrosoft.com"
+client_id = "3b1a6f2e-0000-4000-8000-000000000002"
+client_secret = { file = "fabrikam.secret" }
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/easgate/easgate.toml"))
+    }
+
+    /// The error's (line, column, field).
+    fn place(e: ConfigError) -> (usize, usize, String, String) {
+        match e {
+            ConfigError::Parse {
+                line,
+                column,
+                field,
+                message,
+                ..
+            }
+            | ConfigError::Invalid {
+                line,
+                column,
+                field,
+                message,
+                ..
+            } => (line, column, field, message),
+            other => panic!("not a located error: {other}"),
+        }
+    }
+
+    #[test]
+    fn parses_and_applies_defaults() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(c.organizations.len(), 2);
+        let contoso = &c.organizations[0];
+        assert_eq!(contoso.exchange.cas_urls[0], "https://cas01.contoso.com");
+        assert_eq!(
+            contoso.exchange.auth,
+            ExchangeAuth::ClientCredentials {
+                scope: defaults::EXCHANGE_SCOPE.into()
+            }
+        );
+        assert_eq!(contoso.graph.graph_url, defaults::GRAPH_URL);
+        assert_eq!(contoso.graph.login_url, defaults::LOGIN_URL);
+        assert_eq!(contoso.graph.scope, defaults::GRAPH_SCOPE);
+        let fabrikam = &c.organizations[1];
+        assert_eq!(
+            fabrikam.exchange.auth,
+            ExchangeAuth::Bearer {
+                token: SecretSource::Env("PATH".into())
+            }
+        );
+        // Relative secret files are relative to the configuration's directory.
+        assert_eq!(
+            fabrikam.graph.client_secret,
+            SecretSource::File("/etc/easgate/fabrikam.secret".into())
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_display() {
+        let c = parse(FULL).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("inline-secret-value"), "{debug}");
+        assert!(debug.contains("[redacted]"));
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn secrets_resolve_from_inline_env_and_file() {
+        assert_eq!(
+            SecretSource::Inline(Secret::new("x"))
+                .resolve()
+                .unwrap()
+                .expose(),
+            "x"
+        );
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(
+            SecretSource::Env("PATH".into()).resolve().unwrap().expose(),
+            path
+        );
+        let missing = SecretSource::Env("EASGATE_TEST_SURELY_UNSET_4711".into()).resolve();
+        assert!(matches!(missing, Err(SecretError::EnvMissing(_))));
+
+        let dir = std::env::temp_dir().join(format!("easgate-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s.secret");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        assert_eq!(
+            SecretSource::File(file.clone()).resolve().unwrap().expose(),
+            "from-a-file"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        assert!(matches!(
+            SecretSource::File(file).resolve(),
+            Err(SecretError::Empty(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // check_secrets names the field that failed.
+        let c = parse(FULL).unwrap();
+        let e = c.check_secrets().unwrap_err().to_string();
+        assert!(e.starts_with("organization[1].graph.client_secret: cannot read secret file /etc/easgate/fabrikam.secret"), "{e}");
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_column_and_field() {
+        let typo = FULL.replace(
+            "client_id = \"3b1a6f2e-0000-4000-8000-000000000002\"",
+            "clientid = \"x\"",
+        );
+        let e = parse(&typo).unwrap_err();
+        assert!(
+            e.to_string().starts_with("/etc/easgate/easgate.toml:"),
+            "{e}"
+        );
+        let (line, _, field, message) = place(e);
+        assert_eq!(line, 26);
+        assert_eq!(field, "organization[1].graph.clientid");
+        assert!(message.contains("unknown field `clientid`"), "{message}");
+
+        let wrong_type = FULL.replace("tenant_id = \"contoso.onmicrosoft.com\"", "tenant_id = 42");
+        let (line, column, field, _) = place(parse(&wrong_type).unwrap_err());
+        assert_eq!(
+            (line, column, field.as_str()),
+            (7, 13, "organization[0].exchange.tenant_id")
+        );
+
+        let missing = FULL.replace("client_secret = \"inline-secret-value\"\n", "");
+        let (_, _, field, message) = place(parse(&missing).unwrap_err());
+        assert_eq!(field, "organization[0].graph.client_secret");
+        assert!(message.contains("missing field `client_secret`"));
+
+        let bad_secret = FULL.replace("{ file = \"fabrikam.secret\" }", "{ path = \"x\" }");
+        let (line, _, field, _) = place(parse(&bad_secret).unwrap_err());
+        assert_eq!(
+            (line, field.as_str()),
+            (27, "organization[1].graph.client_secret.path")
+        );
+
+        let bad_auth = FULL.replace("kind = \"bearer\"", "kind = \"kerberos\"");
+        let (line, _, field, _) = place(parse(&bad_auth).unwrap_err());
+        assert_eq!(
+            (line, field.as_str()),
+            (20, "organization[1].exchange.auth")
+        );
+
+        let (line, column, _, _) = place(parse("[[organization]\n").unwrap_err());
+        assert_eq!((line, column), (1, 16));
+    }
+
+    #[test]
+    fn invalid_values_are_located_too() {
+        let (_, _, field, _) = place(parse("").unwrap_err());
+        assert_eq!(field, "organization");
+
+        let dup = FULL.replace("name = \"fabrikam\"", "name = \"Contoso\"");
+        let (line, _, field, message) = place(parse(&dup).unwrap_err());
+        assert_eq!((line, field.as_str()), (15, "organization[1].name"));
+        assert!(message.contains("organization[0]"));
+
+        let empty = FULL.replace("cas_urls = [\"http://127.0.0.1:8080\"]", "cas_urls = []");
+        let (line, _, field, _) = place(parse(&empty).unwrap_err());
+        assert_eq!(
+            (line, field.as_str()),
+            (18, "organization[1].exchange.cas_urls")
+        );
+
+        let bad = FULL.replace(
+            "\"https://cas02.contoso.com:8443\"",
+            "\"cas02.contoso.com\"",
+        );
+        let (line, _, field, message) = place(parse(&bad).unwrap_err());
+        assert_eq!(
+            (line, field.as_str()),
+            (6, "organization[0].exchange.cas_urls[1]")
+        );
+        assert!(message.contains("not an http:// or https:// URL"));
+
+        let scope = FULL.replace(
+            "client_secret = \"inline-secret-value\"",
+            "client_secret = \"x\"\nscope = \"https://graph.microsoft.com/User.Read\"",
+        );
+        let (_, _, field, _) = place(parse(&scope).unwrap_err());
+        assert_eq!(field, "organization[0].graph.scope");
+    }
+
+    #[test]
+    fn the_labs_written_config_loads_and_points_at_the_lab() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let lab = easgate_lab::Lab::start(easgate_lab::LabOptions {
+                devices: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let dir =
+                std::env::temp_dir().join(format!("easgate-config-lab-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("lab.toml");
+            lab.write_connector_config(&path).unwrap();
+            let c = Config::load(&path).unwrap();
+            c.check_secrets().unwrap();
+            let org = &c.organizations[0];
+            assert_eq!(org.exchange.cas_urls, lab.cas_urls());
+            assert_eq!(org.exchange.tenant_id, lab.tenant_domain());
+            assert_eq!(org.graph.graph_url, lab.graph_url());
+            assert_eq!(org.graph.login_url, lab.login_url());
+            assert_eq!(org.graph.tenant, lab.tenant_id());
+            assert_eq!(org.graph.client_id, lab.client_id());
+            assert_eq!(
+                org.graph.client_secret.resolve().unwrap().expose(),
+                lab.client_secret()
+            );
+            assert!(matches!(
+                org.exchange.auth,
+                ExchangeAuth::ClientCredentials { .. }
+            ));
+
+            // The other secret placements the lab can write parse as well.
+            for source in [
+                easgate_lab::SecretSource::Inline,
+                easgate_lab::SecretSource::Env("LAB_SECRET".into()),
+            ] {
+                let text = lab.connector_config(&source);
+                let c = Config::from_toml(&text, &path).unwrap();
+                assert_eq!(c.organizations[0].graph.client_id, lab.client_id());
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+            lab.shutdown().await;
+        });
+    }
+}
