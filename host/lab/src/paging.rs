@@ -65,6 +65,11 @@ impl PageTokens {
     }
 }
 
+/// Index into a `Vec` keyed by sequence number where a listing resumes (clamped to `len`).
+pub(crate) fn resume_at(pos: Position, len: usize) -> usize {
+    pos.after.map_or(0, |a| (a as usize + 1).min(len))
+}
+
 /// One page of keys picked from an ascending key sequence.
 #[derive(Debug)]
 pub(crate) struct Slice {

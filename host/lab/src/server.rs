@@ -158,7 +158,15 @@ pub(crate) fn serve(listener: TcpListener, router: Router) -> JoinHandle<()> {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            // Out of descriptors and the like: back off instead of spinning.
+                            tracing::warn!("lab listener cannot accept: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
                     // Small requests and responses: don't wait for Nagle.
                     let _ = stream.set_nodelay(true);
                     let service = TowerToHyperService::new(router.clone());

@@ -120,13 +120,20 @@ pub(crate) async fn serve(listener: TcpListener, shared: std::sync::Arc<crate::s
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    let shared = shared.clone();
-                    connections.spawn(async move {
-                        if let Err(e) = session(stream, &shared).await {
-                            tracing::debug!("smtp session ended: {e}");
-                        }
-                    });
+                match accepted {
+                    Ok((stream, _)) => {
+                        let shared = shared.clone();
+                        connections.spawn(async move {
+                            if let Err(e) = session(stream, &shared).await {
+                                tracing::debug!("smtp session ended: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of descriptors and the like: back off instead of spinning.
+                        tracing::warn!("smtp sink cannot accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
                 }
             }
             // Reap finished sessions so the set does not grow with every connection.

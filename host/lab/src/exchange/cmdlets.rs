@@ -406,8 +406,9 @@ fn get_mobile_device(org: &Org, args: &Args, env: &Env<'_>) -> Result<Output, Cm
             .filter(|&s| org.device(s).is_some_and(keep));
         return Ok(page(keys, env, size, view));
     }
-    let keys = org
-        .devices
+    // Resume at the position instead of scanning the pages before it again.
+    let start = paging::resume_at(env.position, org.devices.len());
+    let keys = org.devices[start..]
         .iter()
         .flatten()
         .filter(|d| keep(d))

@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::login::{self, Audience, AuthError};
 use crate::org::{Org, Owner};
-use crate::paging::{self, Position, query_hash};
+use crate::paging::{self, Position, query_hash, resume_at};
 use crate::random::{Guid, Rng};
 use crate::server::Shared;
 use crate::utc::Utc;
@@ -233,18 +233,33 @@ fn resume(shared: &Shared, pairs: &[(String, String)], query: u64) -> Result<Pos
     }
 }
 
-/// Renders a collection page as Graph does.
+/// A collection page as Graph writes it.
+#[derive(Serialize)]
+struct Collection<'a, T> {
+    #[serde(rename = "@odata.context")]
+    context: &'a str,
+    value: &'a [T],
+    #[serde(rename = "@odata.nextLink", skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// Renders a collection page, serialized straight from the views (no intermediate JSON tree:
+/// pages of 1000 managed devices are the lab's hottest path).
 fn collection<T: Serialize>(context: &str, items: &[T], next: Option<String>) -> Response {
-    let mut body = serde_json::Map::new();
-    body.insert("@odata.context".into(), json!(context));
-    body.insert(
-        "value".into(),
-        serde_json::to_value(items).expect("views serialize"),
-    );
-    if let Some(n) = next {
-        body.insert("@odata.nextLink".into(), json!(n));
-    }
-    axum::Json(body).into_response()
+    let body = serde_json::to_vec(&Collection {
+        context,
+        value: items,
+        next,
+    })
+    .expect("views serialize");
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn read(shared: &Shared) -> std::sync::RwLockReadGuard<'_, Org> {
@@ -338,7 +353,12 @@ fn list_managed_devices(
             u32::MAX,
         ),
         None => paging::slice(
-            org.managed.iter().flatten().filter(keep).map(|m| m.seq),
+            // Resume at the position instead of scanning the pages before it again.
+            org.managed[resume_at(pos, org.managed.len())..]
+                .iter()
+                .flatten()
+                .filter(keep)
+                .map(|m| m.seq),
             pos,
             top.unwrap_or(MANAGED_PAGE),
             u32::MAX,
