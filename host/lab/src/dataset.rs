@@ -954,6 +954,20 @@ mod tests {
     }
 
     #[test]
+    fn tiny_orgs_are_whole() {
+        for n in [0, 1, 2] {
+            let org = generate(&spec(n));
+            assert_eq!(org.devices.len(), n);
+            assert_eq!(org.mailboxes.len(), n.div_ceil(2).max(1));
+            assert!(
+                org.groups
+                    .iter()
+                    .all(|g| g.users.iter().all(|&u| (u as usize) < org.mailboxes.len()))
+            );
+        }
+    }
+
+    #[test]
     fn device_ids_are_unique_case_insensitively() {
         let org = generate(&spec(20_000));
         assert_eq!(org.device_index.len(), 20_000);

@@ -84,7 +84,6 @@ impl CasSlot {
 }
 
 /// Everything the handlers of all listeners share.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub org: RwLock<Org>,
     pub tenant: Tenant,
@@ -105,6 +104,18 @@ pub(crate) struct Shared {
     pub exchange_token: String,
     /// The task adding devices over time, while an arrival rate is set.
     pub arrivals: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A summary: the organization is too large to print, and the tenant holds the client secret.
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("cas", &self.servers)
+            .field("graph_url", &self.graph_url)
+            .field("control_url", &self.control_url)
+            .field("smtp_addr", &self.smtp_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {

@@ -94,7 +94,7 @@ async fn exchange_concurrency_limit_refuses_and_a_polite_client_completes() {
     let lab = lab(50).await;
     let c = Arc::new(Client::new(&lab).await);
     lab.control().set_exchange_concurrency(3);
-    lab.control().set_latency(LatencyModel::uniform(300, 0));
+    lab.control().set_latency(LatencyModel::uniform(800, 0));
     let call = {
         let c = c.clone();
         move || {
@@ -113,7 +113,7 @@ async fn exchange_concurrency_limit_refuses_and_a_polite_client_completes() {
     assert!(probe.is_ok());
 
     let (throttled, ok) = burst(9, call.clone()).await;
-    assert_eq!((throttled, ok), (6, 3), "three slots held for 300 ms each");
+    assert_eq!((throttled, ok), (6, 3), "three slots held for 800 ms each");
     let counters = lab.control().counters();
     assert_eq!(counters.exchange.throttled, 6);
 
