@@ -796,6 +796,12 @@ pub(crate) fn generate(spec: &DatasetSpec) -> Org {
     seed_lists(spec, &mut mailboxes, &devices);
     let managed = managed_devices(spec, &mailboxes, &devices);
     let groups = groups(spec, &mailboxes);
+    let mut user_groups = vec![Vec::new(); mailboxes.len()];
+    for (g, group) in groups.iter().enumerate() {
+        for &u in &group.users {
+            user_groups[u as usize].push(g as u32);
+        }
+    }
 
     let mut mailbox_index = HashMap::with_capacity(mailboxes.len() * 5);
     for (ix, m) in mailboxes.iter().enumerate() {
@@ -850,6 +856,7 @@ pub(crate) fn generate(spec: &DatasetSpec) -> Org {
         device_index,
         managed: Vec::new(),
         managed_by_eas: HashMap::new(),
+        user_groups,
         groups,
         arrivals: Rng::stream(spec.seed, streams::ARRIVALS),
         seed: spec.seed,

@@ -393,6 +393,9 @@ pub(crate) struct Org {
     /// Lowercase `easDeviceId` → managed `seq`.
     pub managed_by_eas: HashMap<Box<str>, u32>,
     pub groups: Vec<Group>,
+    /// Direct groups of each mailbox's user, so `transitiveMemberOf` costs the depth of the
+    /// nesting, not the size of the groups (a connector may ask it for every user).
+    pub user_groups: Vec<Vec<u32>>,
     /// Draws for devices that arrive while the lab runs, continuing the seeded sequence.
     pub arrivals: Rng,
     /// Seed of this dataset, for derived values of new objects.
@@ -664,6 +667,23 @@ impl Org {
             ids.push(id);
         }
         Ok(ids)
+    }
+
+    /// Groups that user `ix` belongs to directly or through nesting, ascending.
+    pub fn groups_of(&self, ix: u32) -> Vec<u32> {
+        let mut found: Vec<u32> = self.user_groups[ix as usize].clone();
+        let mut next = 0;
+        while next < found.len() {
+            let g = found[next];
+            for (parent, p) in self.groups.iter().enumerate() {
+                if p.groups.contains(&g) && !found.contains(&(parent as u32)) {
+                    found.push(parent as u32);
+                }
+            }
+            next += 1;
+        }
+        found.sort_unstable();
+        found
     }
 
     /// Every live EAS device with the state Exchange reports and what it is based on.

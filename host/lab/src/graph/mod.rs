@@ -642,10 +642,7 @@ async fn transitive_member_of(
         let pairs = pairs(&raw);
         let org = read(&shared);
         let ix = find_user(&org, &id).ok_or_else(|| GraphError::not_found(&id))?;
-        let groups: Vec<Member> = (0..org.groups.len())
-            .filter(|&g| transitive(&org, g).contains(&Member::User(ix)))
-            .map(|g| Member::Group(g as u32))
-            .collect();
+        let groups: Vec<Member> = org.groups_of(ix).into_iter().map(Member::Group).collect();
         member_page(
             &shared,
             &org,
@@ -662,6 +659,22 @@ async fn transitive_member_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_of_agrees_with_members() {
+        let org = crate::dataset::generate(&crate::dataset::DatasetSpec {
+            seed: 3,
+            devices: 400,
+            anchor: Utc::from_unix(1_700_000_000),
+        });
+        for ix in 0..org.mailboxes.len() as u32 {
+            let by_members: Vec<u32> = (0..org.groups.len())
+                .filter(|&g| transitive(&org, g).contains(&Member::User(ix)))
+                .map(|g| g as u32)
+                .collect();
+            assert_eq!(org.groups_of(ix), by_members);
+        }
+    }
 
     #[test]
     fn decodes_and_reencodes_query_pairs() {
