@@ -7,6 +7,7 @@ pub mod access {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "access-policy",
+        additional_derives: [PartialEq],
     });
 }
 

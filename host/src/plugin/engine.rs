@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, Resource};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 use wasmtime_wasi::p2::DynPollable;
 
 use super::bindings::{access, notice};
@@ -74,6 +74,11 @@ impl PluginEngineBuilder {
         // Plugins are called synchronously; without the async machinery a call costs about half.
         config.concurrency_support(false);
         config.epoch_interruption(true);
+        // A policy's time goes into lowering device records, not into its own code: optimized
+        // code decided no faster in the benchmark, while compiling took 45 % longer, and compile
+        // time is what a hot reload waits for (BENCHMARKS.md).
+        config.cranelift_opt_level(OptLevel::None);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
         let engine = Engine::new(&config)?;
 
         let access_linker = linker(&engine, |linker| {
@@ -96,6 +101,28 @@ impl PluginEngineBuilder {
             }),
         })
     }
+}
+
+/// Concurrent plugin calls (instances alive at once) the engine supports.
+pub const MAX_CONCURRENT_CALLS: u32 = 64;
+
+/// Every call instantiates afresh, so instance slots are recycled instead of mapped anew, and
+/// the first few MiB of each memory stay resident (reset with memset) so that a batch does not
+/// page-fault its way through fresh memory.
+fn pooling() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(MAX_CONCURRENT_CALLS)
+        // A Rust component holds its module plus the shims wit-component adds.
+        .max_core_instances_per_component(8)
+        .total_core_instances(8 * MAX_CONCURRENT_CALLS)
+        .max_memories_per_component(2)
+        .total_memories(2 * MAX_CONCURRENT_CALLS)
+        .max_tables_per_component(4)
+        .total_tables(4 * MAX_CONCURRENT_CALLS)
+        .max_memory_size((super::manifest::MAX_MEMORY_MIB as usize) << 20)
+        .linear_memory_keep_resident(4 << 20)
+        .table_keep_resident(64 << 10);
+    pool
 }
 
 fn linker(
