@@ -4,5 +4,6 @@
 mod cli_policy;
 mod containment;
 mod hot_reload;
+mod notice_template;
 mod policy_table;
 mod support;
