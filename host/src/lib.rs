@@ -13,5 +13,5 @@
 //! `host/lab`, used by `easgate sim` and by the end-to-end tests.
 
 pub mod cli;
-// TEMP pub mod config;
+pub mod config;
 pub mod plugin;

@@ -112,13 +112,25 @@ pub struct Lab {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// The address of listener `offset` under `opts.listen`.
-fn address(listen: SocketAddr, offset: usize) -> SocketAddr {
-    if listen.port() == 0 {
-        listen
-    } else {
-        SocketAddr::new(listen.ip(), listen.port() + offset as u16)
-    }
+/// Binds listener `offset` (`what`) under `listen`: the same address when its port is 0,
+/// otherwise the port `offset` above it.
+async fn bind_at(
+    what: &str,
+    listen: SocketAddr,
+    offset: usize,
+) -> Result<tokio::net::TcpListener, LabError> {
+    let port = match listen.port() {
+        0 => Some(0),
+        p => u16::try_from(offset).ok().and_then(|o| p.checked_add(o)),
+    };
+    let Some(port) = port else {
+        return Err(LabError::Bind {
+            what: what.to_owned(),
+            addr: listen,
+            source: std::io::Error::other(format!("no port {offset} above {}", listen.port())),
+        });
+    };
+    server::bind(what, SocketAddr::new(listen.ip(), port)).await
 }
 
 impl Lab {
@@ -131,11 +143,11 @@ impl Lab {
         // Bind everything first: the URLs must be known before the shared state is built.
         let mut cas_listeners = Vec::with_capacity(cas_count);
         for i in 0..cas_count {
-            cas_listeners.push(server::bind(&format!("CAS {i}"), address(opts.listen, i)).await?);
+            cas_listeners.push(bind_at(&format!("CAS {i}"), opts.listen, i).await?);
         }
-        let graph_listener = server::bind("Graph", address(opts.listen, cas_count)).await?;
-        let control_listener = server::bind("control", address(opts.listen, cas_count + 1)).await?;
-        let smtp_listener = server::bind("SMTP", address(opts.listen, cas_count + 2)).await?;
+        let graph_listener = bind_at("Graph", opts.listen, cas_count).await?;
+        let control_listener = bind_at("control", opts.listen, cas_count + 1).await?;
+        let smtp_listener = bind_at("SMTP", opts.listen, cas_count + 2).await?;
         let local = |l: &tokio::net::TcpListener| l.local_addr().expect("bound socket");
 
         let anchor = opts.anchor.unwrap_or_else(|| Utc::now().day_start());

@@ -22,14 +22,19 @@ pub enum Command {
     /// Check, evaluate and test policy plugins.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
-    // TEMP-SIM
+    /// Run the lab's simulated Exchange organization and Intune tenant alone.
+    Sim(easgate_lab::SimArgs),
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Policy(command) => policy::run(command),
-            // TEMP-SIM-RUN
+            Command::Sim(args) => {
+                let runtime = tokio::runtime::Runtime::new()?;
+                runtime.block_on(easgate_lab::run_sim(args, shutdown_signal()))?;
+                Ok(ExitCode::SUCCESS)
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use easgate_lab::{ComplianceState, DeviceTruth, Lab, LabInfo, OrgError};
+use easgate_lab::{ComplianceState, DeviceTruth, Lab, LabError, LabInfo, LabOptions, OrgError};
 use serde_json::{Value, json};
 
 use crate::{lab, options};
@@ -189,4 +189,23 @@ async fn the_written_connector_config_points_at_the_lab() {
         assert_eq!(mode & 0o777, 0o600);
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn listens_on_loopback_only_and_within_the_port_range() {
+    let outside = LabOptions {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        ..options(1)
+    };
+    assert!(matches!(
+        Lab::start(outside).await,
+        Err(LabError::NotLoopback(_))
+    ));
+    let too_high = LabOptions {
+        listen: "127.0.0.1:65534".parse().unwrap(),
+        ..options(1)
+    };
+    // Two CAS, Graph, control and SMTP need five ports from 65534.
+    let e = Lab::start(too_high).await.unwrap_err();
+    assert!(matches!(e, LabError::Bind { .. }), "{e}");
 }
