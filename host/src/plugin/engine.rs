@@ -112,9 +112,11 @@ pub const MAX_CONCURRENT_CALLS: u32 = 64;
 fn pooling() -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(MAX_CONCURRENT_CALLS)
-        // A Rust component holds its module plus the shims wit-component adds.
-        .max_core_instances_per_component(8)
-        .total_core_instances(8 * MAX_CONCURRENT_CALLS)
+        // A Rust component holds its module plus the shims wit-component adds (4); a Python
+        // one from componentize-py holds 14 (CPython and its libraries are separate modules,
+        // linked by a shim); a JavaScript one from componentize-js holds ?.
+        .max_core_instances_per_component(32)
+        .total_core_instances(16 * MAX_CONCURRENT_CALLS)
         .max_memories_per_component(2)
         .total_memories(2 * MAX_CONCURRENT_CALLS)
         .max_tables_per_component(4)
