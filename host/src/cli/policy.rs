@@ -63,8 +63,16 @@ impl SettingsArg {
     }
 }
 
+/// Names a compile cache directory for the `policy` commands (see `plugin::cache`): repeated
+/// runs against a large Python or JavaScript plugin then skip its compilation.
+pub const COMPILE_CACHE_ENV: &str = "EASGATE_COMPILE_CACHE";
+
 pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
-    let engine = PluginEngine::new()?;
+    let mut builder = PluginEngine::builder();
+    if let Some(dir) = std::env::var_os(COMPILE_CACHE_ENV).filter(|dir| !dir.is_empty()) {
+        builder = builder.compile_cache(dir);
+    }
+    let engine = builder.build()?;
     match command {
         PolicyCommand::Check { plugin, settings } => {
             let loaded = load_target(&engine, &plugin, settings.validated()?)?;
@@ -187,4 +195,14 @@ fn print_check(loaded: &LoadedPlugin) {
         meta.limits.memory_bytes >> 20
     );
     println!("self-checks  {} passed", meta.self_checks);
+    let compilation = &meta.compilation;
+    match compilation.from {
+        crate::plugin::CompiledFrom::Wasm => {
+            println!("compiled     in {} ms", compilation.took.as_millis())
+        }
+        crate::plugin::CompiledFrom::Cache => println!(
+            "compiled     loaded from the compile cache in {} ms",
+            compilation.took.as_millis()
+        ),
+    }
 }

@@ -1,15 +1,18 @@
 //! The one wasmtime engine all plugins run on, with its epoch ticker and linkers.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::component::{Component, HasSelf, Linker, Resource};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 use wasmtime_wasi::p2::DynPollable;
 
+use super::Digest;
 use super::bindings::{access, notice};
+use super::cache::{CompileCache, Lookup};
 use super::sandbox::SandboxState;
 
 /// How often the engine's epoch advances: the granularity of plugin deadlines.
@@ -46,7 +49,23 @@ struct Inner {
     access_linker: Linker<SandboxState>,
     notice_linker: Linker<SandboxState>,
     default_limits: Limits,
+    cache: Option<CompileCache>,
     ticker_stop: Arc<AtomicBool>,
+}
+
+/// Where a plugin version's machine code came from, and how long getting it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compilation {
+    pub from: CompiledFrom,
+    pub took: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompiledFrom {
+    /// Compiled from the component's Wasm by Cranelift.
+    Wasm,
+    /// Loaded from the compile cache.
+    Cache,
 }
 
 impl Drop for Inner {
@@ -59,12 +78,21 @@ impl Drop for Inner {
 #[derive(Debug, Clone, Default)]
 pub struct PluginEngineBuilder {
     default_limits: Limits,
+    compile_cache: Option<PathBuf>,
 }
 
 impl PluginEngineBuilder {
     /// Limits for plugins whose manifest sets none.
     pub fn default_limits(mut self, limits: Limits) -> Self {
         self.default_limits = limits;
+        self
+    }
+
+    /// Keeps compiled plugin versions in `dir` (created if missing, mode 0700), so that a
+    /// restart loads them instead of compiling them again; see [`super::cache`]. Off by
+    /// default: the directory holds native code, so where it lives is the operator's choice.
+    pub fn compile_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.compile_cache = Some(dir.into());
         self
     }
 
@@ -80,6 +108,12 @@ impl PluginEngineBuilder {
         config.cranelift_opt_level(OptLevel::None);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
         let engine = Engine::new(&config)?;
+        let cache = match &self.compile_cache {
+            Some(dir) => Some(CompileCache::open(dir, &engine).map_err(|err| {
+                anyhow::anyhow!("cannot use the compile cache {}: {err}", dir.display())
+            })?),
+            None => None,
+        };
 
         let access_linker = linker(&engine, |linker| {
             access::AccessPolicy::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
@@ -97,6 +131,7 @@ impl PluginEngineBuilder {
                 access_linker,
                 notice_linker,
                 default_limits: self.default_limits,
+                cache,
                 ticker_stop,
             }),
         })
@@ -112,9 +147,9 @@ pub const MAX_CONCURRENT_CALLS: u32 = 64;
 fn pooling() -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(MAX_CONCURRENT_CALLS)
-        // A Rust component holds its module plus the shims wit-component adds (4); a Python
-        // one from componentize-py holds 14 (CPython and its libraries are separate modules,
-        // linked by a shim); a JavaScript one from componentize-js holds ?.
+        // A Rust component holds its module plus the shims wit-component adds (3 in all); a
+        // JavaScript one from componentize-js 4; a Python one from componentize-py 14 (CPython,
+        // libc and the bindings are separate modules). Each has one memory and two tables.
         .max_core_instances_per_component(32)
         .total_core_instances(16 * MAX_CONCURRENT_CALLS)
         .max_memories_per_component(2)
@@ -202,6 +237,45 @@ impl PluginEngine {
 
     pub fn default_limits(&self) -> Limits {
         self.inner.default_limits
+    }
+
+    /// The compiled form of the component `bytes` whose digest is `digest`: from the compile
+    /// cache when it has a good entry, else compiled (and then stored in the cache). A cache
+    /// that fails in any way costs a compilation, never the load.
+    pub(crate) fn compile(
+        &self,
+        bytes: &[u8],
+        digest: &Digest,
+    ) -> wasmtime::Result<(Component, Compilation)> {
+        let started = Instant::now();
+        let engine = &self.inner.engine;
+        if let Some(cache) = &self.inner.cache {
+            match cache.lookup(engine, digest) {
+                Lookup::Hit(component) => {
+                    let took = started.elapsed();
+                    let from = CompiledFrom::Cache;
+                    return Ok((component, Compilation { from, took }));
+                }
+                Lookup::Miss => {}
+                Lookup::Invalid(reason) => tracing::warn!(
+                    digest = %digest.short(),
+                    "compile cache entry unusable, compiling the plugin instead: {reason}"
+                ),
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        let took = started.elapsed();
+        if let Some(cache) = &self.inner.cache
+            && let Err(err) = cache.store(digest, &component)
+        {
+            tracing::warn!(
+                digest = %digest.short(),
+                "cannot write the compile cache entry {}: {err}",
+                cache.entry_path(digest).display()
+            );
+        }
+        let from = CompiledFrom::Wasm;
+        Ok((component, Compilation { from, took }))
     }
 
     /// Epoch ticks that make up `timeout`, rounded up, plus one for the tick in progress.

@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
 use super::bindings::{Level, access, notice, types};
-use super::engine::{Limits, PluginEngine};
+use super::engine::{Compilation, Limits, PluginEngine};
 use super::json::{DEFAULT_NOW, DecisionJson, TestCase};
 use super::manifest::{Manifest, validate_name};
 use super::sandbox::{PluginLogLine, SandboxState};
@@ -39,6 +38,8 @@ pub struct PluginMeta {
     /// The component's import and export names, for `easgate policy check`.
     pub imports: Vec<String>,
     pub exports: Vec<String>,
+    /// Whether the code came from the compile cache, and how long compiling or loading took.
+    pub compilation: Compilation,
     pub loaded_at: SystemTime,
 }
 
@@ -120,11 +121,13 @@ pub fn load(engine: &PluginEngine, spec: PluginSpec<'_>) -> Result<LoadedPlugin,
     if spec.bytes.starts_with(b"\0asm\x01\0\0\0") {
         return Err(PluginError::CoreModule { plugin: id });
     }
-    let component =
-        Component::new(engine.engine(), spec.bytes).map_err(|err| PluginError::Compile {
-            plugin: id.clone(),
-            detail: error_chain(&err),
-        })?;
+    let (component, compilation) =
+        engine
+            .compile(spec.bytes, &digest)
+            .map_err(|err| PluginError::Compile {
+                plugin: id.clone(),
+                detail: error_chain(&err),
+            })?;
 
     let ty = component.component_type();
     let imports: Vec<String> = ty
@@ -164,6 +167,7 @@ pub fn load(engine: &PluginEngine, spec: PluginSpec<'_>) -> Result<LoadedPlugin,
         self_checks: tests.len(),
         imports,
         exports,
+        compilation,
         loaded_at: SystemTime::now(),
     };
     let wrong_world = |err: wasmtime::Error| PluginError::WrongWorld {

@@ -1,6 +1,8 @@
 //! Plugins: the access policy and the notice template, as sandboxed WebAssembly components.
 //!
 //! * [`engine`]: the one wasmtime engine, its epoch ticker (CPU deadlines) and linkers.
+//! * `cache`: the optional compile cache, compiled versions on disk keyed by digest and
+//!   engine configuration.
 //! * [`sandbox`]: what a running plugin can reach (nothing but `host.log`), memory limits,
 //!   captured output.
 //! * [`loaded`]: a compiled, pre-instantiated, configured plugin version and its calls.
@@ -11,6 +13,7 @@
 //! The contract itself lives in `wit/` at the repository root; `bindings` is generated from it.
 
 pub mod bindings;
+mod cache;
 pub mod engine;
 pub mod json;
 pub mod loaded;
@@ -24,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use bindings::types;
-pub use engine::{Limits, PluginEngine};
+pub use engine::{Compilation, CompiledFrom, Limits, PluginEngine};
 pub use loaded::{AccessPolicyPlugin, NoticeTemplatePlugin, PluginMeta, Source, Verdicts};
 pub use registry::PluginRegistry;
 pub use sandbox::PluginLogLine;
