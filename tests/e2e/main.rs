@@ -6,4 +6,5 @@ mod containment;
 mod hot_reload;
 mod notice_template;
 mod policy_table;
+mod polyglot;
 mod support;

@@ -245,9 +245,12 @@ mod tests {
     fn another_engine_configuration_misses_and_wasmtime_refuses_its_code() {
         let dir = tempfile::tempdir().unwrap();
         // Fuel metering changes the code: wasmtime checks it when loading compiled code.
-        let (ours, theirs) = (plain(), engine(|config| {
-            config.consume_fuel(true);
-        }));
+        let (ours, theirs) = (
+            plain(),
+            engine(|config| {
+                config.consume_fuel(true);
+            }),
+        );
         let our_cache = CompileCache::open(dir.path(), &ours).unwrap();
         let their_cache = CompileCache::open(dir.path(), &theirs).unwrap();
         assert_ne!(our_cache.engine_key, their_cache.engine_key);
