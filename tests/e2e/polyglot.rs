@@ -28,7 +28,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A component built by an example's `build.sh`, with its manifest beside it.
+/// A component built by an example's `build.sh`, which puts its manifest beside it.
 struct Built {
     wasm: PathBuf,
     cases: PathBuf,
@@ -128,10 +128,6 @@ fn build(example: &str) -> Option<Built> {
         std::fs::metadata(&wasm).unwrap().len()
     );
     let example_dir = repo().join(format!("plugins/examples/{example}"));
-    let manifest = example_dir.join(format!("{example}.toml"));
-    if manifest.is_file() {
-        std::fs::copy(&manifest, wasm.with_extension("toml")).unwrap();
-    }
     Some(Built {
         wasm,
         cases: example_dir.join("CASES.json"),

@@ -176,7 +176,10 @@ fn linker(
 }
 
 /// The WASI version whose `wasi:io/poll` wasmtime-wasi defines (see its `wit/deps/io.wit`).
-/// The no-waiting test in `tests/e2e/containment.rs` fails if this stops matching.
+/// The no-waiting test in `tests/e2e/containment.rs` fails if this stops matching. Guests that
+/// import an older 0.2 release (componentize-py's CPython imports `wasi:io/poll@0.2.9`) link to
+/// this one too, since the linker resolves imports semver-compatibly; the Python sandbox probe
+/// in `tests/e2e/polyglot.rs` checks that `time.sleep` hits the refusal.
 const WASI_IO_POLL: &str = "wasi:io/poll@0.2.12";
 
 /// A guest that sleeps or waits on a pollable blocks the host thread inside host code, where

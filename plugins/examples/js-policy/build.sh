@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the js-policy component: ./build.sh [OUT.wasm] (default: target/js-policy.wasm).
+# Builds the js-policy component: ./build.sh [OUT.wasm] (default: target/js-policy.wasm), and puts
+# the manifest js-policy.toml beside it as OUT.toml.
 # Run `npm ci` here first: it installs the pinned componentize-js from package-lock.json.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,4 +19,6 @@ fi
 cd "$here/../../.."
 node "$cli" plugins/examples/js-policy/policy.js --wit wit --world-name access-policy \
   --disable http fetch-event clocks random --out "$out"
-echo "built $out ($(wc -c <"$out") bytes)"
+# The manifest beside the component: `easgate policy` reads its settings and limits from there.
+cp "$here/js-policy.toml" "${out%.wasm}.toml"
+echo "built $out ($(wc -c <"$out") bytes) and its manifest ${out%.wasm}.toml"
