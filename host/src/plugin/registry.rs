@@ -322,10 +322,15 @@ impl PluginRegistry {
         entry.fingerprint = Some(fingerprint);
         match loaded {
             Ok(plugin) => {
+                let compilation = plugin.meta().compilation;
                 tracing::info!(
                     plugin = name,
                     world = %plugin.meta().world,
                     digest = %plugin.meta().digest,
+                    // A Python or JavaScript plugin takes seconds to compile: say whether the
+                    // compile cache spared that, and how long it took.
+                    compiled_from = ?compilation.from,
+                    compile_ms = compilation.took.as_millis() as u64,
                     "plugin version loaded"
                 );
                 entry.loaded = Some(plugin);
