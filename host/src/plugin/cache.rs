@@ -16,9 +16,9 @@
 //! (version, flags) on top of that. Nothing that goes wrong here fails a load: the cache only
 //! ever saves time.
 //!
-//! The directory holds native code the host runs: give it the permissions of the binary
-//! itself (writable by the easgate user only; it is created with mode 0700). Entries are never
-//! pruned; delete the directory at any time to reclaim the space.
+//! The directory holds native code the host runs: it is created with mode 0700, and an existing
+//! directory that group or others may write is refused at start-up. Entries are never pruned;
+//! delete the directory at any time to reclaim the space.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -139,12 +139,30 @@ impl CompileCache {
     }
 }
 
+/// Creates `dir` private to this user, or checks that an existing one is not writable by
+/// others: whoever can write an entry (checksum included) chooses native code the host runs.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir)?.permissions().mode();
+        if mode & 0o022 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "it is writable by group or others (mode {:o}), and it holds native code \
+                     the host runs; make it private (chmod 700)",
+                    mode & 0o777
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -239,6 +257,25 @@ mod tests {
             cache.lookup(&engine, &other),
             Lookup::Invalid(reason) if reason.contains("checksum")
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = CompileCache::open(&shared, &plain())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("writable by group or others (mode 777)"),
+            "{err}"
+        );
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o700)).unwrap();
+        CompileCache::open(&shared, &plain()).unwrap();
     }
 
     #[test]
