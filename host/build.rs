@@ -83,14 +83,19 @@ fn main() {
     );
 }
 
-/// Reruns this script when a plugin's sources change, without walking the plugin build output.
+/// Reruns this script when a plugin's sources change, without walking build output or packages.
 fn emit_rerun_for_sources(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.file_name().is_some_and(|name| name == "target") {
+        // Build output, and the JavaScript example's npm packages (thousands of files that are
+        // no plugin source; watching them made every build stat them all).
+        if path
+            .file_name()
+            .is_some_and(|name| name == "target" || name == "node_modules" || name == "__pycache__")
+        {
             continue;
         }
         if path.is_dir() {
