@@ -123,3 +123,40 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A lab for the client tests: fixed seed and anchor, `devices` devices on `cas` CAS endpoints.
+pub async fn client_lab(devices: usize, cas: usize) -> easgate_lab::Lab {
+    easgate_lab::Lab::start(easgate_lab::LabOptions {
+        devices,
+        cas,
+        seed: 11,
+        anchor: Some(easgate_lab::Utc::from_ymd_hms(2025, 1, 15, 0, 0, 0).unwrap()),
+        ..Default::default()
+    })
+    .await
+    .expect("lab starts")
+}
+
+/// The organization of the configuration the lab writes (secret inline), as the connector would
+/// load it; tests adjust its fields.
+pub fn lab_organization(lab: &easgate_lab::Lab) -> easgate::config::Organization {
+    let text = lab.connector_config(&easgate_lab::SecretSource::Inline);
+    let config = easgate::config::Config::from_toml(&text, std::path::Path::new("lab.toml"))
+        .expect("the lab's configuration loads");
+    config.organizations.into_iter().next().expect("one org")
+}
+
+/// Connection settings for tests: defaults, with short timeouts so a failure shows quickly.
+pub fn test_http() -> easgate::net::HttpSettings {
+    let mut net = easgate::config::Network::default();
+    net.connect_timeout = std::time::Duration::from_secs(2);
+    net.request_timeout = std::time::Duration::from_secs(10);
+    easgate::net::HttpSettings::from_config(&net).expect("no proxy secret")
+}
+
+/// Runs `f` and fails the test if it takes longer than `limit`: client tests must end.
+pub async fn within<T>(limit: std::time::Duration, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("did not finish within {limit:?}"))
+}
