@@ -4,6 +4,7 @@
 mod cli_policy;
 mod containment;
 mod exchange_client;
+mod graph_client;
 mod hot_reload;
 mod notice_template;
 mod policy_table;

@@ -369,13 +369,21 @@ impl ExchangeClient {
     ) -> Result<(Page<C::Output>, String), ExchangeError> {
         let inner = &*self.inner;
         let mut throttled = 0u32;
-        let mut renewed = false;
         // When the CAS stopped answering (reset by any answer) and what went wrong last.
         let mut failing_since: Option<Instant> = None;
         let mut last_failure = String::new();
         let mut maybe_applied = false;
-        let (mut token, mut token_id) = self.token(C::NAME).await?;
+        // A 401 renews the token once; a renewed token refused again is an error.
+        let mut renewed: Option<Token> = None;
         loop {
+            // From the cache on every attempt: a throttling or failover wait may outlast it.
+            let (token, token_id, just_renewed) = match renewed.take() {
+                Some(t) => (t.value.clone(), Some(t), true),
+                None => {
+                    let (s, t) = self.token(C::NAME).await?;
+                    (s, t, false)
+                }
+            };
             let permit = inner.limit.acquire().await;
             let now = Instant::now();
             let (i, base) = match inner.pool.pick(now) {
@@ -422,17 +430,14 @@ impl ExchangeClient {
                 Outcome::Unauthorized(e) => {
                     inner.pool.succeeded(i);
                     drop(permit);
-                    match (&inner.auth, &token_id, renewed) {
+                    match (&inner.auth, &token_id, just_renewed) {
                         (Auth::Tokens(cache), Some(rejected), false) => {
-                            renewed = true;
-                            let t = cache.renew(rejected).await.map_err(|source| {
+                            renewed = Some(cache.renew(rejected).await.map_err(|source| {
                                 ExchangeError::Token {
                                     cmdlet: C::NAME.into(),
                                     source,
                                 }
-                            })?;
-                            token = t.value.clone();
-                            token_id = Some(t);
+                            })?);
                         }
                         _ => return Err(e),
                     }
@@ -464,8 +469,6 @@ impl ExchangeClient {
                     if now >= since + inner.unavailable_timeout {
                         return Err(self.unavailable::<C>(since, last_failure));
                     }
-                    // The token may have expired while we waited.
-                    (token, token_id) = self.token(C::NAME).await?;
                 }
             }
         }

@@ -239,13 +239,18 @@ impl GraphClient {
     /// One GET, retried through throttling, token expiry and transient failures.
     async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, GraphError> {
         let endpoint = endpoint(url);
-        let mut token = self.tokens.token().await?;
-        let mut renewed = false;
+        // A 401 renews the token once; two in a row (a fresh token refused too) is an error.
+        let mut renewed: Option<crate::net::token::Token> = None;
         let mut attempt = 0u32;
         let mut throttled = 0u32;
         loop {
             attempt += 1;
             self.budget.take().await;
+            // From the cache on every attempt: a throttling wait may outlast the token.
+            let (token, just_renewed) = match renewed.take() {
+                Some(fresh) => (fresh, true),
+                None => (self.tokens.token().await?, false),
+            };
             let sent = self
                 .http
                 .get(url)
@@ -300,9 +305,9 @@ impl GraphClient {
                 return net::decode::<T>(&body).map_err(bad);
             }
             let code = status.as_u16();
-            if code == 401 && !renewed {
-                renewed = true;
-                token = self.tokens.renew(&token).await?;
+            if code == 401 && !just_renewed {
+                renewed = Some(self.tokens.renew(&token).await?);
+                attempt -= 1;
                 continue;
             }
             if matches!(code, 429 | 503 | 504) {
