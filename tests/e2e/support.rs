@@ -148,9 +148,11 @@ pub fn lab_organization(lab: &easgate_lab::Lab) -> easgate::config::Organization
 
 /// Connection settings for tests: defaults, with short timeouts so a failure shows quickly.
 pub fn test_http() -> easgate::net::HttpSettings {
-    let mut net = easgate::config::Network::default();
-    net.connect_timeout = std::time::Duration::from_secs(2);
-    net.request_timeout = std::time::Duration::from_secs(10);
+    let net = easgate::config::Network {
+        connect_timeout: std::time::Duration::from_secs(2),
+        request_timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
+    };
     easgate::net::HttpSettings::from_config(&net).expect("no proxy secret")
 }
 

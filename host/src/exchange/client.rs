@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::cas::{CasHealth, CasPool, Pick};
 use super::cmdlets::{Cmdlet, GetClientAccessService, GetExchangeServer};
 use super::limit::Aimd;
-use super::{CmdletTransport, ExchangeError};
+use super::{CmdletFailure, CmdletTransport, ExchangeError};
 use crate::config::{ExchangeAuth, Organization, Secret};
 use crate::net::token::{Token, TokenCache};
 use crate::net::{self, BadField, HttpSettings, SetupError};
@@ -629,7 +629,7 @@ impl ExchangeClient {
             (Some(e), Some(c)) => (e.to_owned(), c.to_owned()),
             _ => (String::new(), String::new()),
         };
-        let e = ExchangeError::Cmdlet {
+        let e = ExchangeError::Cmdlet(Box::new(CmdletFailure {
             cmdlet: cmdlet.into(),
             cas: base.to_owned(),
             status: status.as_u16(),
@@ -637,7 +637,7 @@ impl ExchangeClient {
             exception,
             category,
             message: net::first_line(&error.message),
-        };
+        }));
         if status.as_u16() == 401 {
             Outcome::Unauthorized(e)
         } else {

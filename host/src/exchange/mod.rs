@@ -43,20 +43,8 @@ pub enum ExchangeError {
     #[error(transparent)]
     Setup(#[from] SetupError),
     /// Exchange ran the cmdlet and refused it (not found, bad parameter, denied, …).
-    #[error("{cmdlet} on {cas}: HTTP {status} {exception}: {message}")]
-    Cmdlet {
-        cmdlet: String,
-        cas: String,
-        status: u16,
-        /// `error.code`, e.g. `NotFound`.
-        code: String,
-        /// The .NET exception type from `details[0]`, e.g.
-        /// `…ManagementObjectNotFoundException` (empty when Exchange sent none).
-        exception: String,
-        /// The PowerShell error category, e.g. `InvalidArgument`.
-        category: String,
-        message: String,
-    },
+    #[error(transparent)]
+    Cmdlet(Box<CmdletFailure>),
     /// Still throttled after every retry.
     #[error("{cmdlet}: still throttled by Exchange after {attempts} attempts: {message}")]
     Throttled {
@@ -95,18 +83,35 @@ pub enum ExchangeError {
     },
 }
 
+/// Exchange's answer to a cmdlet it refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{cmdlet} on {cas}: HTTP {status} {exception}: {message}")]
+pub struct CmdletFailure {
+    pub cmdlet: String,
+    pub cas: String,
+    pub status: u16,
+    /// `error.code`, e.g. `NotFound`.
+    pub code: String,
+    /// The .NET exception type from `details[0]`, e.g. `…ManagementObjectNotFoundException`
+    /// (empty when Exchange sent none).
+    pub exception: String,
+    /// The PowerShell error category, e.g. `InvalidArgument`.
+    pub category: String,
+    pub message: String,
+}
+
 impl ExchangeError {
     /// Exchange's "couldn't be found" (`ManagementObjectNotFoundException`).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, ExchangeError::Cmdlet { exception, code, .. }
-            if exception.ends_with("ManagementObjectNotFoundException") || code == "NotFound")
+        matches!(self, ExchangeError::Cmdlet(f)
+            if f.exception.ends_with("ManagementObjectNotFoundException") || f.code == "NotFound")
     }
 
     /// Exchange's refusal to `Add` a value already in a list: what repeating an applied
     /// `@{Add=…}` gets. After an attempt that may have been applied without an answer, it
     /// means the change is in place.
     pub fn is_repeat_of_applied(&self) -> bool {
-        matches!(self, ExchangeError::Cmdlet { exception, message, .. }
-            if exception == "System.InvalidOperationException" && message.contains("already present"))
+        matches!(self, ExchangeError::Cmdlet(f)
+            if f.exception == "System.InvalidOperationException" && f.message.contains("already present"))
     }
 }

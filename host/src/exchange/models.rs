@@ -43,6 +43,7 @@ pub struct MobileDevice {
     pub first_sync_time: Option<Timestamp>,
     #[serde(default)]
     pub user_display_name: Option<String>,
+    #[serde(deserialize_with = "crate::net::string_enum")]
     pub device_access_state: DeviceAccessState,
     /// Unknown, Global, Individual, DeviceRule, Upgrade, Policy, … (an open list).
     pub device_access_state_reason: String,
@@ -108,6 +109,7 @@ pub enum AccessLevel {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OrganizationSettings {
+    #[serde(deserialize_with = "crate::net::string_enum")]
     pub default_access_level: AccessLevel,
     #[serde(default)]
     pub user_mail_insert: Option<String>,

@@ -46,9 +46,11 @@ pub struct ManagedDevice {
     pub operating_system: Option<String>,
     #[serde(default)]
     pub os_version: Option<String>,
+    #[serde(deserialize_with = "crate::net::string_enum")]
     pub compliance_state: ComplianceState,
     #[serde(default)]
     pub management_state: Option<String>,
+    #[serde(deserialize_with = "crate::net::string_enum")]
     pub managed_device_owner_type: OwnerType,
     #[serde(default)]
     pub last_sync_date_time: Option<Timestamp>,

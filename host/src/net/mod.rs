@@ -9,6 +9,7 @@ pub mod token;
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{self, Network, Secret, SecretError};
@@ -145,6 +146,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BadField> {
         problem: e.to_string(),
     })?;
     Ok(value)
+}
+
+/// Reads an enum from its name only (`deserialize_with`): a number where a name belongs is then
+/// reported as the wrong type, not as serde_json's bare "expected value".
+pub fn string_enum<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use serde::de::IntoDeserializer;
+    let name = String::deserialize(d)?;
+    T::deserialize(name.into_deserializer())
 }
 
 /// Checks that a successful answer says it is JSON; an HTML page from a proxy or a sign-in
