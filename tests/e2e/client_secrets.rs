@@ -174,6 +174,8 @@ fn no_credential_in_errors_or_logs() {
                 lab.client_secret().to_owned(),
                 lab.exchange_token().to_owned(),
                 PROXY_PASSWORD.to_owned(),
+                // As it travels in Proxy-Authorization.
+                base64("easgate", PROXY_PASSWORD),
             ];
             let mut org = lab_organization(&lab);
             org.exchange.unavailable_timeout = Duration::from_millis(400);

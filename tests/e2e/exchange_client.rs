@@ -247,6 +247,30 @@ async fn a_failing_cas_503_fails_over_too() {
 }
 
 #[tokio::test]
+async fn a_cas_slower_than_the_request_timeout_fails_over() {
+    let lab = client_lab(50, 2).await;
+    let org = lab_organization(&lab);
+    let http = easgate::net::HttpSettings {
+        request_timeout: Duration::from_millis(500),
+        ..test_http()
+    };
+    let c = ExchangeClient::builder(&org, &http).build().unwrap();
+    c.run(&GetCasMailbox::default()).await.unwrap();
+    lab.control().slow_cas(0, Duration::from_secs(3)).unwrap();
+    let started = Instant::now();
+    let boxes = within(Duration::from_secs(10), c.run(&GetCasMailbox::default()))
+        .await
+        .unwrap();
+    assert!(!boxes.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "did not wait out the slow CAS"
+    );
+    assert!(!c.cas_health()[0].up);
+    assert!(lab.control().counters().exchange.by_cas[1] >= 1);
+}
+
+#[tokio::test]
 async fn sixteen_asked_against_a_limit_of_four_completes_within_the_limit() {
     let lab = client_lab(400, 2).await;
     lab.control().set_exchange_concurrency(4);

@@ -161,9 +161,8 @@ impl CasPool {
 
     /// Whether `origin` (`scheme://host[:port]`) is one of the pool's servers.
     pub fn knows(&self, origin: &str) -> bool {
-        self.lock()
-            .iter()
-            .any(|x| x.base.eq_ignore_ascii_case(origin))
+        let origin = normalized(origin);
+        self.lock().iter().any(|x| normalized(&x.base) == origin)
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -182,6 +181,14 @@ impl CasPool {
             })
             .collect()
     }
+}
+
+/// A URL's origin as the URL standard writes it (lower case, default port left out), so that
+/// `https://CAS01.contoso.com:443` and `https://cas01.contoso.com` compare equal.
+fn normalized(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| url.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -241,5 +248,7 @@ mod tests {
         assert!(p.add("http://c/"));
         assert!(!p.add("HTTP://C"));
         assert!(p.knows("http://c"));
+        assert!(p.knows("http://C:80"));
+        assert!(!p.knows("http://c:8080"));
     }
 }
