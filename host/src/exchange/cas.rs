@@ -99,16 +99,20 @@ impl CasPool {
         }
     }
 
-    /// CAS `i` failed: down until its next check, which backs off.
+    /// CAS `i` failed: down until its next check. A failed check doubles the wait; failures of
+    /// requests that were already in flight when it went down don't (sixteen of them at once
+    /// must not push the next check out to the maximum).
     pub fn failed(&self, i: usize, now: Instant) {
         let mut s = self.lock();
         let x = &mut s[i];
         if x.up {
             tracing::warn!(cas = %x.base, "CAS failed; using the next one");
+            x.up = false;
+            x.next_check = now + x.interval;
+        } else if x.probing || now >= x.next_check {
+            x.interval = (x.interval * 2).min(MAX_PROBE_INTERVAL.max(self.probe_interval));
+            x.next_check = now + x.interval;
         }
-        x.up = false;
-        x.next_check = now + x.interval;
-        x.interval = (x.interval * 2).min(MAX_PROBE_INTERVAL.max(self.probe_interval));
         x.probing = false;
     }
 
@@ -232,6 +236,16 @@ mod tests {
             p.pick(t1 + Duration::from_secs(60)),
             Pick::Use(..)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_of_requests_in_flight_back_off_once() {
+        let p = pool(true);
+        let t0 = Instant::now();
+        for _ in 0..16 {
+            p.failed(0, t0);
+        }
+        assert!(p.primary_probe_due(t0 + Duration::from_secs(1)).is_some());
     }
 
     #[tokio::test(start_paused = true)]
