@@ -110,6 +110,7 @@ async fn answer(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> 
                 "value-object" => reply(200, JSON, r#"{"value":{"DeviceId":"A"}}"#),
                 "html-400" => reply(400, "text/html", "<html>Bad Request</html>"),
                 "html-502" => reply(502, "text/html", "<html>Bad Gateway</html>"),
+                "next-not-text" => reply(200, JSON, r#"{"value":[],"@odata.nextLink":42}"#),
                 "foreign-next" => reply(
                     200,
                     JSON,

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::cas::{CasHealth, CasPool, Pick};
@@ -138,12 +137,10 @@ impl ExchangeClientBuilder<'_> {
     }
 }
 
-/// One page of a cmdlet's answer.
+/// The objects of one page of a cmdlet's answer (its next link is read by `NextLink`).
 #[derive(Deserialize)]
 struct Page<T> {
     value: Vec<T>,
-    #[serde(rename = "@odata.nextLink", default)]
-    next: Option<String>,
 }
 
 /// Exchange's error body.
@@ -168,9 +165,17 @@ struct ErrorLine {
     message: String,
 }
 
+/// Just the next link of a page, read before its objects are decoded.
+#[derive(Deserialize)]
+struct NextLink {
+    #[serde(rename = "@odata.nextLink", default)]
+    next: Option<String>,
+}
+
 /// What one request came to.
-enum Outcome<T> {
-    Page(Page<T>),
+enum Outcome {
+    /// A JSON page, not decoded yet.
+    Page(Vec<u8>),
     Throttled {
         retry_after: Option<Duration>,
         message: String,
@@ -309,17 +314,50 @@ impl ExchangeClient {
             field: "Parameters".into(),
             problem: e.to_string(),
         })?;
-        let first = format!("/adminapi/beta/{}/InvokeCommand", self.inner.tenant);
-        let mut path = first;
+        let mut path = format!("/adminapi/beta/{}/InvokeCommand", self.inner.tenant);
         let mut out = Vec::new();
+        let (mut raw, mut cas) = self.request::<C>(&body, &path).await?;
         loop {
-            let (page, cas) = self.request::<C>(&body, &path).await?;
-            out.extend(page.value);
-            match page.next {
-                None => return Ok(out),
-                Some(link) => path = self.next_path::<C>(&link, &cas)?,
-            }
+            // The next page is asked for before this one is decoded: a listing's pages can only
+            // come one after another, and decoding 1000 objects takes milliseconds.
+            let next = match net::decode::<NextLink>(&raw) {
+                Ok(n) => n.next,
+                Err(b) => {
+                    // The typed decoding names what is wrong, if the objects are; otherwise the
+                    // link itself is.
+                    self.decode_page::<C>(&raw, &cas)?;
+                    return Err(ExchangeError::BadResponse {
+                        cmdlet: C::NAME.into(),
+                        endpoint: cas,
+                        field: b.field,
+                        problem: b.problem,
+                    });
+                }
+            };
+            let Some(link) = next else {
+                out.extend(self.decode_page::<C>(&raw, &cas)?.value);
+                return Ok(out);
+            };
+            path = self.next_path::<C>(&link, &cas)?;
+            let (following, page) = tokio::join!(self.request::<C>(&body, &path), async {
+                self.decode_page::<C>(&raw, &cas)
+            });
+            out.extend(page?.value);
+            (raw, cas) = following?;
         }
+    }
+
+    fn decode_page<C: Cmdlet>(
+        &self,
+        raw: &[u8],
+        cas: &str,
+    ) -> Result<Page<C::Output>, ExchangeError> {
+        net::decode::<Page<C::Output>>(raw).map_err(|b| ExchangeError::BadResponse {
+            cmdlet: C::NAME.into(),
+            endpoint: cas.to_owned(),
+            field: b.field,
+            problem: b.problem,
+        })
     }
 
     /// The path and query of a next link, which must point at a known CAS (a link elsewhere
@@ -366,7 +404,7 @@ impl ExchangeClient {
         &self,
         body: &[u8],
         path: &str,
-    ) -> Result<(Page<C::Output>, String), ExchangeError> {
+    ) -> Result<(Vec<u8>, String), ExchangeError> {
         let inner = &*self.inner;
         let mut throttled = 0u32;
         // When the CAS stopped answering (reset by any answer) and what went wrong last.
@@ -402,9 +440,7 @@ impl ExchangeClient {
             if i != 0 {
                 self.probe_primary_if_due(now);
             }
-            let outcome = self
-                .send::<C::Output>(C::NAME, &base, path, body, &token)
-                .await;
+            let outcome = self.send(C::NAME, &base, path, body, &token).await;
             match outcome {
                 Outcome::Page(page) => {
                     permit.success();
@@ -415,13 +451,7 @@ impl ExchangeClient {
                     permit.success();
                     inner.pool.succeeded(i);
                     tracing::info!(cmdlet = C::NAME, "an unanswered attempt had been applied");
-                    return Ok((
-                        Page {
-                            value: Vec::new(),
-                            next: None,
-                        },
-                        base,
-                    ));
+                    return Ok((br#"{"value":[]}"#.to_vec(), base));
                 }
                 Outcome::Error(e) => {
                     inner.pool.succeeded(i);
@@ -498,13 +528,7 @@ impl ExchangeClient {
                 Ok((token, _)) => {
                     let permit = me.inner.limit.acquire().await;
                     let r = me
-                        .send::<serde::de::IgnoredAny>(
-                            "Get-ExchangeServer",
-                            &base,
-                            &path,
-                            body,
-                            &token,
-                        )
+                        .send("Get-ExchangeServer", &base, &path, body, &token)
                         .await;
                     drop(permit);
                     // Any answer but a failure means it serves again (a 429 is an answer).
@@ -520,14 +544,14 @@ impl ExchangeClient {
     }
 
     /// One HTTP request, classified.
-    async fn send<T: DeserializeOwned>(
+    async fn send(
         &self,
         cmdlet: &str,
         base: &str,
         path: &str,
         body: &[u8],
         token: &Secret,
-    ) -> Outcome<T> {
+    ) -> Outcome {
         let url = format!("{base}{path}");
         let response = self
             .inner
@@ -573,10 +597,7 @@ impl ExchangeClient {
             if let Err(b) = net::expect_json(&headers) {
                 return Outcome::Error(bad(b));
             }
-            return match net::decode::<Page<T>>(&bytes) {
-                Ok(page) => Outcome::Page(page),
-                Err(b) => Outcome::Error(bad(b)),
-            };
+            return Outcome::Page(Vec::from(bytes));
         }
         let error = net::decode::<ErrorBody>(&bytes).ok().map(|b| b.error);
         let message = error.as_ref().map_or(String::new(), |e| e.message.clone());
