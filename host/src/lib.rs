@@ -10,6 +10,7 @@
 //!   throttling.
 //! * [`graph`]: Intune's managed devices and the directory through Microsoft Graph.
 //! * [`net`]: what both clients share — HTTP client, proxy, TLS rule, tokens, backoff.
+//! * [`timestamp`]: the services' UTC date-times as Unix seconds.
 //! * [`config`]: the connector's configuration file.
 //! * [`cli`]: the `easgate` command line (the binary in `main.rs` only parses and dispatches).
 //!

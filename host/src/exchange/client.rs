@@ -170,6 +170,9 @@ struct ErrorLine {
 struct NextLink {
     #[serde(rename = "@odata.nextLink", default)]
     next: Option<String>,
+    /// What a PowerShell session would print as WARNING (e.g. a result cut at `-ResultSize`).
+    #[serde(rename = "adminapi.warnings", default)]
+    warnings: Option<Vec<String>>,
 }
 
 /// What one request came to.
@@ -321,7 +324,12 @@ impl ExchangeClient {
             // The next page is asked for before this one is decoded: a listing's pages can only
             // come one after another, and decoding 1000 objects takes milliseconds.
             let next = match net::decode::<NextLink>(&raw) {
-                Ok(n) => n.next,
+                Ok(n) => {
+                    for w in n.warnings.iter().flatten() {
+                        tracing::warn!(cmdlet = C::NAME, cas = %cas, "Exchange warns: {w}");
+                    }
+                    n.next
+                }
                 Err(b) => {
                     // The typed decoding names what is wrong, if the objects are; otherwise the
                     // link itself is.
