@@ -24,6 +24,28 @@
 //! client_secret = { env = "EASGATE_CONTOSO_SECRET" }    # or { file = "contoso.secret" }
 //! ```
 //!
+//! How the connector talks to them — failover, parallelism, proxy, timeouts — has defaults that
+//! suit a small organization; every one is in [`defaults`]:
+//!
+//! ```toml
+//! [network]                                  # applies to every organization
+//! proxy = { url = "http://proxy.contoso.com:3128", username = "easgate", password = { env = "PROXY_PW" } }
+//! allow_insecure_http = false                # plain http:// only to loopback unless true
+//! connect_timeout = "10s"
+//! request_timeout = "120s"
+//!
+//! [organization.exchange]                    # besides the keys above
+//! cas_failover = true                        # use the other CAS when one fails
+//! parallel_commands = 1                      # commands in flight at once
+//! unavailable_timeout = "2m"                 # a command gives up when no CAS answered this long
+//! probe_interval = "5s"                      # first re-check of a failed CAS (doubles to 5m)
+//!
+//! [organization.graph]
+//! request_budget = 1500                      # Graph requests per 20 s (Intune allows 2000 per app)
+//! ```
+//!
+//! Durations are written `"500ms"`, `"30s"`, `"5m"` or `"1h"`.
+//!
 //! Secrets ([`SecretSource`]) come from an environment variable (`{ env = "NAME" }`), from a file
 //! (`{ file = "path" }`, relative to the configuration file's directory, trailing newline
 //! ignored), or inline as a plain string (discouraged: the file then is a secret too). Resolved
@@ -35,6 +57,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -65,6 +88,58 @@ pub mod defaults {
     pub(super) fn exchange_scope() -> String {
         EXCHANGE_SCOPE.to_owned()
     }
+
+    use std::time::Duration;
+
+    /// The seed's `IsCasFailoverEnabled`: on.
+    pub const CAS_FAILOVER: bool = true;
+    /// The seed's `EnableParallelCommandSupport`: off (one command at a time), which is right for
+    /// small organizations; large ones raise it (see the README).
+    pub const PARALLEL_COMMANDS: usize = 1;
+    /// Upper bound of `parallel_commands`: Exchange's own limit is 18 concurrent requests per
+    /// tenant, beyond which more only earns 429s.
+    pub const MAX_PARALLEL_COMMANDS: usize = 64;
+    /// How long a command keeps trying while no CAS answers.
+    pub const UNAVAILABLE_TIMEOUT: Duration = Duration::from_secs(120);
+    /// First re-check of a failed CAS; doubles up to `MAX_PROBE_INTERVAL`.
+    pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+    pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(300);
+    /// Graph requests per 20-second window: below Intune's 2000 per app, leaving room for the
+    /// tenant's other apps sharing the 4000 per tenant.
+    pub const GRAPH_REQUEST_BUDGET: u32 = 1500;
+    /// Intune's documented app limit per 20 seconds; the budget may not exceed it.
+    pub const GRAPH_APP_LIMIT: u32 = 2000;
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// A page of 1000 devices from a busy Exchange can take tens of seconds.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+    pub(super) fn cas_failover() -> bool {
+        CAS_FAILOVER
+    }
+
+    pub(super) fn parallel_commands() -> usize {
+        PARALLEL_COMMANDS
+    }
+
+    pub(super) fn unavailable_timeout() -> Duration {
+        UNAVAILABLE_TIMEOUT
+    }
+
+    pub(super) fn probe_interval() -> Duration {
+        PROBE_INTERVAL
+    }
+
+    pub(super) fn graph_request_budget() -> u32 {
+        GRAPH_REQUEST_BUDGET
+    }
+
+    pub(super) fn connect_timeout() -> Duration {
+        CONNECT_TIMEOUT
+    }
+
+    pub(super) fn request_timeout() -> Duration {
+        REQUEST_TIMEOUT
+    }
 }
 
 /// The whole configuration file.
@@ -74,6 +149,72 @@ pub struct Config {
     /// The Exchange organizations this connector serves (`[[organization]]`), at least one.
     #[serde(rename = "organization", default)]
     pub organizations: Vec<Organization>,
+    /// How the connector reaches the services: proxy, plain-HTTP rule, timeouts.
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// `[network]`: settings of every outgoing connection.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// An HTTP(S) proxy for every request to Exchange, Graph and the token endpoint.
+    pub proxy: Option<Proxy>,
+    /// Allows plain `http://` to hosts other than loopback. Off: tokens and device data only
+    /// travel over TLS (always verified) unless they stay on this machine.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    #[serde(default = "defaults::connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Whole request, body included; a CAS that exceeds it counts as failed.
+    #[serde(default = "defaults::request_timeout", deserialize_with = "duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            proxy: None,
+            allow_insecure_http: false,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            request_timeout: defaults::REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// A proxy; credentials go in their own keys, never in the URL (URLs end up in logs).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// `http://host:port` (or `https://`).
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+}
+
+/// Reads `"500ms"`, `"30s"`, `"5m"`, `"1h"`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).ok_or_else(|| {
+        de::Error::custom(format!(
+            r#"`{text}` is not a duration like "500ms", "30s", "5m" or "1h""#
+        ))
+    })
+}
+
+fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(ms)?))
 }
 
 /// One Exchange organization and the Intune tenant that manages its devices.
@@ -99,6 +240,22 @@ pub struct ExchangeConnection {
     /// How the connector obtains its bearer token.
     #[serde(default)]
     pub auth: ExchangeAuth,
+    /// When a CAS fails, discover and use the others (`Get-ClientAccessService`), returning to
+    /// the primary once it answers again. Off: a dead primary fails the command.
+    #[serde(default = "defaults::cas_failover")]
+    pub cas_failover: bool,
+    /// Exchange commands in flight at once (the upper bound: throttling lowers it for a while).
+    #[serde(default = "defaults::parallel_commands")]
+    pub parallel_commands: usize,
+    /// A command fails when no CAS has answered for this long.
+    #[serde(
+        default = "defaults::unavailable_timeout",
+        deserialize_with = "duration"
+    )]
+    pub unavailable_timeout: Duration,
+    /// Wait before re-checking a failed CAS; doubles after each failed check (up to 5 minutes).
+    #[serde(default = "defaults::probe_interval", deserialize_with = "duration")]
+    pub probe_interval: Duration,
 }
 
 /// How the connector authenticates to the Exchange admin API.
@@ -141,6 +298,9 @@ pub struct GraphConnection {
     /// Client-credentials scope for Graph.
     #[serde(default = "defaults::graph_scope")]
     pub scope: String,
+    /// Graph requests the connector allows itself per 20 seconds (at most Intune's 2000).
+    #[serde(default = "defaults::graph_request_budget")]
+    pub request_budget: u32,
 }
 
 /// A secret value; `Debug` and `Display` never show it.
@@ -328,7 +488,14 @@ impl Config {
         let dir = path.parent().unwrap_or(Path::new(""));
         config.absolutize(dir);
         config.validate().map_err(|(field, message)| {
-            let (line, column) = locate(text, &field).unwrap_or((1, 1));
+            // A key inside an inline table (`proxy = { url = … }`) is found at its parent's key.
+            let mut at = Some(field.as_str());
+            let mut place = None;
+            while let (None, Some(f)) = (place, at) {
+                place = locate(text, f);
+                at = f.rsplit_once('.').map(|(parent, _)| parent);
+            }
+            let (line, column) = place.unwrap_or((1, 1));
             ConfigError::Invalid {
                 path: path.to_owned(),
                 line,
@@ -349,6 +516,12 @@ impl Config {
                 *p = dir.join(&*p);
             }
         };
+        if let Some(Proxy {
+            password: Some(p), ..
+        }) = &mut self.network.proxy
+        {
+            fix(p);
+        }
         for org in &mut self.organizations {
             fix(&mut org.graph.client_secret);
             if let ExchangeAuth::Bearer { token } = &mut org.exchange.auth {
@@ -365,6 +538,32 @@ impl Config {
                 "at least one [[organization]] is required".into(),
             ));
         }
+        let net = &self.network;
+        for (field, d) in [
+            ("network.connect_timeout", net.connect_timeout),
+            ("network.request_timeout", net.request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err((field.into(), "must be longer than 0".into()));
+            }
+        }
+        if let Some(proxy) = &net.proxy {
+            check_url(&proxy.url).map_err(|m| ("network.proxy.url".to_owned(), m))?;
+            if has_userinfo(&proxy.url) {
+                return Err((
+                    "network.proxy.url".into(),
+                    "put the proxy's credentials in `username` and `password`, not in the URL"
+                        .into(),
+                ));
+            }
+            if proxy.password.is_some() && proxy.username.is_none() {
+                return Err((
+                    "network.proxy.password".into(),
+                    "a password needs a `username`".into(),
+                ));
+            }
+        }
+        let insecure = net.allow_insecure_http;
         let mut names: HashMap<String, usize> = HashMap::new();
         for (i, org) in self.organizations.iter().enumerate() {
             let at = |field: &str| format!("organization[{i}].{field}");
@@ -381,10 +580,40 @@ impl Config {
                 return Err((at("exchange.cas_urls"), "list at least one CAS URL".into()));
             }
             for (j, url) in org.exchange.cas_urls.iter().enumerate() {
-                check_url(url).map_err(|m| (at(&format!("exchange.cas_urls[{j}]")), m))?;
+                check_service_url(url, insecure)
+                    .map_err(|m| (at(&format!("exchange.cas_urls[{j}]")), m))?;
             }
-            check_url(&org.graph.graph_url).map_err(|m| (at("graph.graph_url"), m))?;
-            check_url(&org.graph.login_url).map_err(|m| (at("graph.login_url"), m))?;
+            check_service_url(&org.graph.graph_url, insecure)
+                .map_err(|m| (at("graph.graph_url"), m))?;
+            check_service_url(&org.graph.login_url, insecure)
+                .map_err(|m| (at("graph.login_url"), m))?;
+            let x = &org.exchange;
+            if !(1..=defaults::MAX_PARALLEL_COMMANDS).contains(&x.parallel_commands) {
+                return Err((
+                    at("exchange.parallel_commands"),
+                    format!(
+                        "must be between 1 and {} (Exchange refuses more than 18 per tenant)",
+                        defaults::MAX_PARALLEL_COMMANDS
+                    ),
+                ));
+            }
+            for (field, d) in [
+                ("exchange.unavailable_timeout", x.unavailable_timeout),
+                ("exchange.probe_interval", x.probe_interval),
+            ] {
+                if d.is_zero() {
+                    return Err((at(field), "must be longer than 0".into()));
+                }
+            }
+            if !(1..=defaults::GRAPH_APP_LIMIT).contains(&org.graph.request_budget) {
+                return Err((
+                    at("graph.request_budget"),
+                    format!(
+                        "must be between 1 and {} (Intune's limit per app and 20 seconds)",
+                        defaults::GRAPH_APP_LIMIT
+                    ),
+                ));
+            }
             for (field, value) in [
                 ("exchange.tenant_id", &org.exchange.tenant_id),
                 ("graph.tenant", &org.graph.tenant),
@@ -417,6 +646,15 @@ impl Config {
 
     /// Resolves every secret now, so a missing one stops start-up with the field named.
     pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        if let Some(Proxy {
+            password: Some(p), ..
+        }) = &self.network.proxy
+        {
+            p.resolve().map_err(|source| ConfigError::Secret {
+                field: "network.proxy.password".into(),
+                source,
+            })?;
+        }
         for (i, org) in self.organizations.iter().enumerate() {
             let check = |field: &str, s: &SecretSource| {
                 s.resolve().map(drop).map_err(|source| ConfigError::Secret {
@@ -442,6 +680,48 @@ fn check_url(url: &str) -> Result<(), String> {
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err(format!("`{url}` has no host"));
+    }
+    Ok(())
+}
+
+/// `user[:password]@` in the authority of an http(s) URL.
+fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#'])
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
+}
+
+/// Whether the host of an `http(s)://` URL is a loopback address (`localhost`, `127.x.y.z`,
+/// `[::1]`): the one place plain HTTP can't be read by anybody else.
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A service URL: absolute, no credentials in it, and TLS unless loopback or `insecure`.
+fn check_service_url(url: &str, insecure: bool) -> Result<(), String> {
+    check_url(url)?;
+    if has_userinfo(url) {
+        return Err(format!(
+            "`{url}` carries credentials; they belong in the auth settings"
+        ));
+    }
+    if url.starts_with("http://") && !insecure && !is_loopback_url(url) {
+        return Err(format!(
+            "`{url}` is plain HTTP to a host other than loopback; use https:// or set \
+             network.allow_insecure_http = true"
+        ));
     }
     Ok(())
 }
@@ -768,6 +1048,140 @@ client_secret = { file = "fabrikam.secret" }
         );
         let (_, _, field, _) = place(parse(&scope).unwrap_err());
         assert_eq!(field, "organization[0].graph.scope");
+    }
+
+    #[test]
+    fn connection_settings_default_and_parse() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(c.network, Network::default());
+        let x = &c.organizations[0].exchange;
+        assert!(x.cas_failover);
+        assert_eq!(x.parallel_commands, 1);
+        assert_eq!(x.unavailable_timeout, defaults::UNAVAILABLE_TIMEOUT);
+        assert_eq!(x.probe_interval, defaults::PROBE_INTERVAL);
+        assert_eq!(c.organizations[0].graph.request_budget, 1500);
+
+        let tuned = FULL
+            .replace(
+                "tenant_id = \"contoso.onmicrosoft.com\"",
+                "tenant_id = \"contoso.onmicrosoft.com\"\ncas_failover = false\nparallel_commands = 16\nunavailable_timeout = \"1500ms\"\nprobe_interval = \"1m\"",
+            )
+            .replace(
+                "client_secret = \"inline-secret-value\"",
+                "client_secret = \"inline-secret-value\"\nrequest_budget = 200",
+            )
+            + "\n[network]\nallow_insecure_http = true\nconnect_timeout = \"3s\"\nrequest_timeout = \"1h\"\nproxy = { url = \"http://proxy.contoso.com:3128\", username = \"easgate\", password = \"proxy-pw-value\" }\n";
+        let c = parse(&tuned).unwrap();
+        let x = &c.organizations[0].exchange;
+        assert!(!x.cas_failover);
+        assert_eq!(x.parallel_commands, 16);
+        assert_eq!(x.unavailable_timeout, Duration::from_millis(1500));
+        assert_eq!(x.probe_interval, Duration::from_secs(60));
+        assert_eq!(c.organizations[0].graph.request_budget, 200);
+        assert!(c.network.allow_insecure_http);
+        assert_eq!(c.network.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.network.request_timeout, Duration::from_secs(3600));
+        let proxy = c.network.proxy.as_ref().unwrap();
+        assert_eq!(proxy.username.as_deref(), Some("easgate"));
+        assert!(!format!("{c:?}").contains("proxy-pw-value"));
+    }
+
+    #[test]
+    fn connection_settings_are_checked() {
+        let with_network = |net: &str| format!("{FULL}\n[network]\n{net}\n");
+        let cases = [
+            (
+                FULL.replace(
+                    "tenant_id = \"contoso.onmicrosoft.com\"",
+                    "tenant_id = \"x\"\nparallel_commands = 0",
+                ),
+                "organization[0].exchange.parallel_commands",
+                "between 1 and 64",
+            ),
+            (
+                FULL.replace(
+                    "tenant_id = \"contoso.onmicrosoft.com\"",
+                    "tenant_id = \"x\"\nunavailable_timeout = \"soon\"",
+                ),
+                "organization[0].exchange.unavailable_timeout",
+                "not a duration",
+            ),
+            (
+                FULL.replace(
+                    "client_secret = \"inline-secret-value\"",
+                    "client_secret = \"s\"\nrequest_budget = 2500",
+                ),
+                "organization[0].graph.request_budget",
+                "between 1 and 2000",
+            ),
+            (
+                FULL.replace("https://cas01.contoso.com", "http://cas01.contoso.com"),
+                "organization[0].exchange.cas_urls[0]",
+                "plain HTTP",
+            ),
+            (
+                FULL.replace(
+                    "https://cas01.contoso.com",
+                    "https://admin:pw@cas01.contoso.com",
+                ),
+                "organization[0].exchange.cas_urls[0]",
+                "carries credentials",
+            ),
+            (
+                with_network("proxy = { url = \"http://u:p@proxy:3128\" }"),
+                "network.proxy.url",
+                "not in the URL",
+            ),
+            (
+                with_network("proxy = { url = \"http://proxy:3128\", password = \"x\" }"),
+                "network.proxy.password",
+                "needs a `username`",
+            ),
+            (
+                with_network("request_timeout = \"0s\""),
+                "network.request_timeout",
+                "longer than 0",
+            ),
+            (
+                with_network("proxy_url = \"http://proxy:3128\""),
+                "network.proxy_url",
+                "unknown field",
+            ),
+        ];
+        for (text, want_field, want_message) in cases {
+            let (line, _, field, message) = place(parse(&text).unwrap_err());
+            assert_eq!(field, want_field, "{message}");
+            assert!(message.contains(want_message), "{field}: {message}");
+            assert!(line > 1, "{field} located at line {line}");
+        }
+        // Plain HTTP to a remote host is allowed when said so.
+        let allowed = with_network("allow_insecure_http = true")
+            .replace("https://cas01.contoso.com", "http://cas01.contoso.com");
+        assert!(parse(&allowed).is_ok());
+    }
+
+    #[test]
+    fn loopback_urls_and_durations() {
+        for url in [
+            "http://127.0.0.1:80",
+            "http://localhost/x",
+            "http://[::1]:8080",
+            "http://127.8.9.1",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1",
+            "http://localhost.evil.com",
+            "http://127.0.0.1.nip.io",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("2"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("1d"), None);
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! One module per stage of the data flow:
 //!
 //! * [`plugin`]: the plugin engine (wasmtime), the registry with hot reload, the built-ins.
+//! * [`exchange`]: running cmdlets on Exchange — CAS pool and failover, parallel commands,
+//!   throttling.
+//! * [`graph`]: Intune's managed devices and the directory through Microsoft Graph.
+//! * [`net`]: what both clients share — HTTP client, proxy, TLS rule, tokens, backoff.
+//! * [`timestamp`]: the services' UTC date-times as Unix seconds.
 //! * [`config`]: the connector's configuration file.
 //! * [`cli`]: the `easgate` command line (the binary in `main.rs` only parses and dispatches).
 //!
@@ -14,4 +19,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod exchange;
+pub mod graph;
+pub mod net;
 pub mod plugin;
+pub mod timestamp;

@@ -1,8 +1,12 @@
 //! End-to-end tests: the real `easgate` binary and library against real plugins and the lab.
 //! One integration binary, one module per area; shared helpers in `support`.
 
+mod bad_responses;
 mod cli_policy;
+mod client_secrets;
 mod containment;
+mod exchange_client;
+mod graph_client;
 mod hot_reload;
 mod notice_template;
 mod policy_table;

@@ -123,3 +123,60 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A lab for the client tests: fixed seed and anchor, `devices` devices on `cas` CAS endpoints.
+///
+/// Its listeners get ports below the ephemeral range, each lab of this process its own: tests
+/// stop CAS endpoints, and a freed port handed by the OS to another test's lab (same seed, so the
+/// same tokens) would answer for the stopped CAS.
+pub async fn client_lab(devices: usize, cas: usize) -> easgate_lab::Lab {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    for _ in 0..50 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Slots of 8 ports between 20000 and 29999, starting at a place that depends on the
+        // process so that two test runs at once rarely meet.
+        let slot = (std::process::id() * 7 + n) % 1250;
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 20_000 + slot as u16 * 8));
+        match easgate_lab::Lab::start(easgate_lab::LabOptions {
+            devices,
+            cas: cas.min(5),
+            seed: 11,
+            anchor: Some(easgate_lab::Utc::from_ymd_hms(2025, 1, 15, 0, 0, 0).unwrap()),
+            listen,
+            ..Default::default()
+        })
+        .await
+        {
+            Ok(lab) => return lab,
+            Err(easgate_lab::LabError::Bind { .. }) => continue,
+            Err(e) => panic!("lab: {e}"),
+        }
+    }
+    panic!("no free ports for a lab");
+}
+
+/// The organization of the configuration the lab writes (secret inline), as the connector would
+/// load it; tests adjust its fields.
+pub fn lab_organization(lab: &easgate_lab::Lab) -> easgate::config::Organization {
+    let text = lab.connector_config(&easgate_lab::SecretSource::Inline);
+    let config = easgate::config::Config::from_toml(&text, std::path::Path::new("lab.toml"))
+        .expect("the lab's configuration loads");
+    config.organizations.into_iter().next().expect("one org")
+}
+
+/// Connection settings for tests: defaults, with short timeouts so a failure shows quickly.
+pub fn test_http() -> easgate::net::HttpSettings {
+    let net = easgate::config::Network {
+        connect_timeout: std::time::Duration::from_secs(2),
+        request_timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
+    };
+    easgate::net::HttpSettings::from_config(&net).expect("no proxy secret")
+}
+
+/// Runs `f` and fails the test if it takes longer than `limit`: client tests must end.
+pub async fn within<T>(limit: std::time::Duration, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("did not finish within {limit:?}"))
+}

@@ -179,11 +179,14 @@ impl LabControl {
     }
 
     pub fn counters(&self) -> CounterSnapshot {
-        self.shared.counters.snapshot()
+        let mut s = self.shared.counters.snapshot();
+        s.exchange.peak_in_flight = self.shared.gate.peak() as u64;
+        s
     }
 
     pub fn reset_counters(&self) {
         self.shared.counters.reset();
+        self.shared.gate.reset_peak();
     }
 
     /// Every device's Exchange access state as Exchange computes it, and what it rests on.

@@ -36,6 +36,10 @@ pub struct ExchangeCounters {
     pub modelled_latency_ms: u64,
     /// Longest modelled latency of one command, in milliseconds.
     pub max_latency_ms: u64,
+    /// Most requests admitted by the concurrency limit at once (never above the limit; a client
+    /// that keeps the limit busy reaches it).
+    #[serde(default)]
+    pub peak_in_flight: u64,
     /// `commands` per cmdlet (canonical name; unknown cmdlets as sent).
     pub by_cmdlet: BTreeMap<String, CmdletCounters>,
     /// `commands` per CAS endpoint, by index.

@@ -68,6 +68,9 @@ impl LatencyModel {
 pub(crate) struct Gate {
     limit: AtomicUsize,
     in_flight: AtomicUsize,
+    /// Most requests in flight at once since the last `take_peak`: what a test of a client's
+    /// concurrency control checks, since 429s alone don't show how many were admitted.
+    peak: AtomicUsize,
 }
 
 /// A slot in the gate, released on drop.
@@ -85,6 +88,7 @@ impl Gate {
         Self {
             limit: AtomicUsize::new(limit),
             in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         }
     }
 
@@ -104,7 +108,21 @@ impl Gate {
                 (n < limit).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot(self))
+            .map(|before| {
+                self.peak.fetch_max(before + 1, Ordering::AcqRel);
+                Slot(self)
+            })
+    }
+
+    /// Most requests admitted at once since the last reset.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Acquire)
+    }
+
+    /// Starts a new peak measurement from the requests in flight now.
+    pub fn reset_peak(&self) {
+        self.peak
+            .store(self.in_flight.load(Ordering::Acquire), Ordering::Release);
     }
 }
 
@@ -132,8 +150,12 @@ mod tests {
         let a = g.try_enter().unwrap();
         let _b = g.try_enter().unwrap();
         assert!(g.try_enter().is_none());
+        assert_eq!(g.peak(), 2);
         drop(a);
+        g.reset_peak();
+        assert_eq!(g.peak(), 1);
         assert!(g.try_enter().is_some());
+        assert_eq!(g.peak(), 2);
     }
 
     #[test]

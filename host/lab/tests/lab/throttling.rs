@@ -116,6 +116,10 @@ async fn exchange_concurrency_limit_refuses_and_a_polite_client_completes() {
     assert_eq!((throttled, ok), (6, 3), "three slots held for 800 ms each");
     let counters = lab.control().counters();
     assert_eq!(counters.exchange.throttled, 6);
+    assert_eq!(
+        counters.exchange.peak_in_flight, 3,
+        "the gate admits up to its limit"
+    );
 
     // The refusal says what Exchange says.
     let mut set = JoinSet::new();

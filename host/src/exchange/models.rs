@@ -1,0 +1,215 @@
+//! The objects Exchange cmdlets return, as the connector reads them.
+//!
+//! Tolerant of what we don't use (unknown properties are ignored, most optional ones may be
+//! missing or `null`), strict on what the connector relies on: identities, device ids and access
+//! states must be present and of the right type, or the page fails with the field named.
+
+use serde::{Deserialize, Deserializer};
+
+use crate::timestamp::Timestamp;
+
+/// `null` or missing lists read as empty (Exchange writes `null` for an empty multi-valued
+/// property).
+fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A device's Exchange ActiveSync access state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+pub enum DeviceAccessState {
+    Unknown,
+    Allowed,
+    Blocked,
+    Quarantined,
+    DeviceDiscovery,
+}
+
+/// `Get-MobileDevice`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MobileDevice {
+    /// `<mailbox>\ExchangeActiveSyncDevices\<name>`.
+    pub identity: String,
+    pub device_id: String,
+    #[serde(default)]
+    pub device_type: Option<String>,
+    #[serde(default)]
+    pub device_model: Option<String>,
+    #[serde(rename = "DeviceOS", default)]
+    pub device_os: Option<String>,
+    #[serde(default)]
+    pub device_user_agent: Option<String>,
+    #[serde(default)]
+    pub first_sync_time: Option<Timestamp>,
+    #[serde(default)]
+    pub user_display_name: Option<String>,
+    #[serde(deserialize_with = "crate::net::string_enum")]
+    pub device_access_state: DeviceAccessState,
+    /// Unknown, Global, Individual, DeviceRule, Upgrade, Policy, … (an open list).
+    pub device_access_state_reason: String,
+    #[serde(default)]
+    pub when_changed: Option<Timestamp>,
+}
+
+impl MobileDevice {
+    /// The mailbox part of `Identity`.
+    pub fn mailbox(&self) -> &str {
+        self.identity
+            .split_once("\\ExchangeActiveSyncDevices\\")
+            .map_or(&self.identity, |(m, _)| m)
+    }
+}
+
+/// `Get-CASMailbox`: the per-mailbox allow and block lists.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CasMailbox {
+    pub identity: String,
+    pub primary_smtp_address: String,
+    #[serde(default)]
+    pub active_sync_enabled: Option<bool>,
+    #[serde(
+        rename = "ActiveSyncAllowedDeviceIDs",
+        default,
+        deserialize_with = "list"
+    )]
+    pub active_sync_allowed_device_ids: Vec<String>,
+    #[serde(
+        rename = "ActiveSyncBlockedDeviceIDs",
+        default,
+        deserialize_with = "list"
+    )]
+    pub active_sync_blocked_device_ids: Vec<String>,
+    #[serde(default)]
+    pub external_directory_object_id: Option<String>,
+}
+
+/// `Get-Mailbox`: how a mailbox maps to its user (UPN).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Mailbox {
+    pub identity: String,
+    pub user_principal_name: String,
+    pub primary_smtp_address: String,
+    #[serde(default)]
+    pub external_directory_object_id: Option<String>,
+    #[serde(default)]
+    pub recipient_type_details: Option<String>,
+}
+
+/// Exchange's organization-wide default for devices no list or rule decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum AccessLevel {
+    Allow,
+    Block,
+    Quarantine,
+}
+
+/// `Get-ActiveSyncOrganizationSettings`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OrganizationSettings {
+    #[serde(deserialize_with = "crate::net::string_enum")]
+    pub default_access_level: AccessLevel,
+    #[serde(default)]
+    pub user_mail_insert: Option<String>,
+    #[serde(default, deserialize_with = "list")]
+    pub admin_mail_recipients: Vec<String>,
+}
+
+/// `Get-ExchangeServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExchangeServer {
+    pub name: String,
+    #[serde(default)]
+    pub fqdn: Option<String>,
+    /// Missing on Exchange Online; there every listed server serves clients.
+    #[serde(default)]
+    pub is_client_access_server: Option<bool>,
+}
+
+/// `Get-ClientAccessService`: where a CAS answers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClientAccessService {
+    pub name: String,
+    #[serde(default)]
+    pub fqdn: Option<String>,
+    /// `https://cas02.contoso.com/Autodiscover/Autodiscover.xml`: the server's base URL is its
+    /// scheme, host and port.
+    #[serde(default)]
+    pub auto_discover_service_internal_uri: Option<String>,
+    #[serde(default)]
+    pub is_out_of_service: Option<bool>,
+}
+
+impl ClientAccessService {
+    /// `scheme://host[:port]` of the autodiscover URI.
+    pub fn base_url(&self) -> Option<String> {
+        let uri = self.auto_discover_service_internal_uri.as_deref()?;
+        let url = reqwest::Url::parse(uri).ok()?;
+        let host = url.host_str()?;
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        Some(match url.port() {
+            Some(p) => format!("{}://{host}:{p}", url.scheme()),
+            None => format!("{}://{host}", url.scheme()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_reads_from_exchange_json_ignoring_the_rest() {
+        let d: MobileDevice = serde_json::from_str(
+            r#"{"Identity":"alice\\ExchangeActiveSyncDevices\\iPhone§ABC","DeviceId":"ABC",
+                "DeviceType":"iPhone","DeviceOS":null,"FirstSyncTime":"2024-05-01T10:00:00Z",
+                "DeviceAccessState":"Quarantined","DeviceAccessStateReason":"Global",
+                "SomethingNew":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.mailbox(), "alice");
+        assert_eq!(d.device_access_state, DeviceAccessState::Quarantined);
+        assert_eq!(d.device_os, None);
+        assert!(d.first_sync_time.is_some());
+        let bad = serde_json::from_str::<MobileDevice>(
+            r#"{"Identity":"a","DeviceId":"A","DeviceAccessState":"Sideways","DeviceAccessStateReason":"Global"}"#,
+        );
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn cas_base_url_comes_from_autodiscover() {
+        let c = |uri: &str| ClientAccessService {
+            name: "CAS02".into(),
+            fqdn: None,
+            auto_discover_service_internal_uri: Some(uri.into()),
+            is_out_of_service: None,
+        };
+        assert_eq!(
+            c("https://cas02.contoso.com/Autodiscover/Autodiscover.xml")
+                .base_url()
+                .unwrap(),
+            "https://cas02.contoso.com"
+        );
+        assert_eq!(
+            c("http://127.0.0.1:4711/Autodiscover/Autodiscover.xml")
+                .base_url()
+                .unwrap(),
+            "http://127.0.0.1:4711"
+        );
+        assert_eq!(c("not a url").base_url(), None);
+        let m: CasMailbox = serde_json::from_str(
+            r#"{"Identity":"a","PrimarySmtpAddress":"a@x","ActiveSyncAllowedDeviceIDs":null}"#,
+        )
+        .unwrap();
+        assert!(m.active_sync_allowed_device_ids.is_empty());
+    }
+}

@@ -1,0 +1,133 @@
+//! Graph entities as the connector reads them. Strict on the properties the connector relies on
+//! (ids, `easDeviceId`, compliance and ownership enums), tolerant of everything else.
+
+use serde::Deserialize;
+
+use crate::timestamp::Timestamp;
+
+/// `complianceState` of a managed device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ComplianceState {
+    Unknown,
+    Compliant,
+    Noncompliant,
+    Conflict,
+    Error,
+    InGracePeriod,
+    ConfigManager,
+    /// Graph's marker for values added after a client was written.
+    UnknownFutureValue,
+}
+
+/// `managedDeviceOwnerType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OwnerType {
+    Unknown,
+    Company,
+    Personal,
+    UnknownFutureValue,
+}
+
+/// The `$select` the connector sends: exactly the fields of [`ManagedDevice`].
+pub const MANAGED_DEVICE_SELECT: &str = "id,userPrincipalName,deviceName,operatingSystem,osVersion,complianceState,managementState,managedDeviceOwnerType,lastSyncDateTime,enrolledDateTime,easActivated,easDeviceId,exchangeAccessState,exchangeAccessStateReason,azureADDeviceId";
+
+/// An Intune `managedDevice`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedDevice {
+    pub id: String,
+    #[serde(default)]
+    pub user_principal_name: Option<String>,
+    #[serde(default)]
+    pub device_name: Option<String>,
+    #[serde(default)]
+    pub operating_system: Option<String>,
+    #[serde(default)]
+    pub os_version: Option<String>,
+    #[serde(deserialize_with = "crate::net::string_enum")]
+    pub compliance_state: ComplianceState,
+    #[serde(default)]
+    pub management_state: Option<String>,
+    #[serde(deserialize_with = "crate::net::string_enum")]
+    pub managed_device_owner_type: OwnerType,
+    #[serde(default)]
+    pub last_sync_date_time: Option<Timestamp>,
+    #[serde(default)]
+    pub enrolled_date_time: Option<Timestamp>,
+    #[serde(default)]
+    pub eas_activated: Option<bool>,
+    /// The EAS `DeviceId` this record matches; empty when the device never used EAS.
+    #[serde(default)]
+    pub eas_device_id: Option<String>,
+    #[serde(default)]
+    pub exchange_access_state: Option<String>,
+    #[serde(default)]
+    pub exchange_access_state_reason: Option<String>,
+    #[serde(rename = "azureADDeviceId", default)]
+    pub azure_ad_device_id: Option<String>,
+}
+
+/// A member of a group or a group a user is in: a user, a group, or another directory object.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DirectoryObject {
+    #[serde(rename = "@odata.type", default)]
+    pub odata_type: Option<String>,
+    pub id: String,
+    #[serde(rename = "userPrincipalName", default)]
+    pub user_principal_name: Option<String>,
+    #[serde(rename = "displayName", default)]
+    pub display_name: Option<String>,
+}
+
+impl DirectoryObject {
+    pub fn is_user(&self) -> bool {
+        self.odata_type.as_deref() == Some("#microsoft.graph.user")
+    }
+
+    pub fn is_group(&self) -> bool {
+        self.odata_type.as_deref() == Some("#microsoft.graph.group")
+    }
+}
+
+/// A Graph `user`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub user_principal_name: String,
+    #[serde(default)]
+    pub mail: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_names_every_field_read() {
+        let fields: Vec<&str> = MANAGED_DEVICE_SELECT.split(',').collect();
+        let json = format!(
+            "{{{}}}",
+            fields
+                .iter()
+                .map(|f| match *f {
+                    "complianceState" => format!("\"{f}\":\"inGracePeriod\""),
+                    "managedDeviceOwnerType" => format!("\"{f}\":\"personal\""),
+                    "easActivated" => format!("\"{f}\":true"),
+                    "lastSyncDateTime" | "enrolledDateTime" =>
+                        format!("\"{f}\":\"2025-01-01T00:00:00Z\""),
+                    _ => format!("\"{f}\":\"x\""),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let d: ManagedDevice = serde_json::from_str(&json).unwrap();
+        assert_eq!(d.compliance_state, ComplianceState::InGracePeriod);
+        assert_eq!(d.azure_ad_device_id.as_deref(), Some("x"));
+        assert_eq!(fields.len(), 15);
+    }
+}
