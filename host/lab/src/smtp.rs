@@ -4,6 +4,10 @@
 //! It speaks the subset a submitting client needs on loopback — `EHLO`/`HELO`, `MAIL FROM`,
 //! `RCPT TO`, `DATA`, `RSET`, `NOOP`, `QUIT` — enforces their order as a real server would
 //! (so a client that skips a step fails here too), and refuses `STARTTLS`/`AUTH` (not offered).
+//!
+//! Tests make it misbehave as real servers do: [`SmtpRules`] refuse chosen recipients at
+//! `RCPT TO`, permanently (`550`, no such mailbox) or for now (`450`, mailbox busy), and the sink
+//! can be stopped (its port then refuses connections) and started again on the same port.
 
 use std::sync::Mutex;
 
@@ -11,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::utc::Utc;
 
@@ -75,11 +79,37 @@ mod received_text {
     }
 }
 
-/// Messages received so far, with a count to wait on.
+/// Recipients the sink refuses at `RCPT TO` (compared without regard to case); everybody else
+/// is accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpRules {
+    /// Refused for good: `550 5.1.1`, as for a mailbox that does not exist.
+    pub reject: Vec<String>,
+    /// Refused for now: `450 4.2.1`, as for a mailbox that is temporarily unavailable.
+    pub defer: Vec<String>,
+}
+
+impl SmtpRules {
+    /// The refusal for `addr`, if it gets one.
+    fn refusal(&self, addr: &str) -> Option<&'static str> {
+        let listed = |list: &[String]| list.iter().any(|a| a.eq_ignore_ascii_case(addr));
+        if listed(&self.reject) {
+            Some("550 5.1.1 Recipient address rejected: no such mailbox\r\n")
+        } else if listed(&self.defer) {
+            Some("450 4.2.1 Mailbox temporarily unavailable, try again later\r\n")
+        } else {
+            None
+        }
+    }
+}
+
+/// Messages received so far, with a count to wait on, and the rules the sink answers by.
 #[derive(Debug)]
 pub(crate) struct MailStore {
     mails: Mutex<Vec<ReceivedMail>>,
     count: watch::Sender<usize>,
+    rules: Mutex<SmtpRules>,
 }
 
 impl MailStore {
@@ -87,7 +117,16 @@ impl MailStore {
         Self {
             mails: Mutex::new(Vec::new()),
             count: watch::Sender::new(0),
+            rules: Mutex::new(SmtpRules::default()),
         }
+    }
+
+    pub fn rules(&self) -> SmtpRules {
+        self.rules.lock().expect("smtp rules").clone()
+    }
+
+    pub fn set_rules(&self, rules: SmtpRules) {
+        *self.rules.lock().expect("smtp rules") = rules;
     }
 
     fn push(&self, mail: ReceivedMail) {
@@ -114,8 +153,69 @@ impl MailStore {
     }
 }
 
+/// The sink's listener: its fixed address and, while it runs, its task.
+#[derive(Debug)]
+pub(crate) struct SmtpSlot {
+    pub addr: std::net::SocketAddr,
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// Serializes start and stop.
+    op: tokio::sync::Mutex<()>,
+}
+
+impl SmtpSlot {
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        Self {
+            addr,
+            task: Mutex::new(None),
+            op: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.task.lock().expect("smtp task").is_some()
+    }
+
+    /// Aborts the listener task without waiting (for `Drop`).
+    pub fn abort(&self) {
+        if let Some(t) = self.task.lock().expect("smtp task").take() {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the sink on `listener`, or (after a stop) on a socket bound anew to its address.
+pub(crate) async fn start(
+    shared: &std::sync::Arc<crate::server::Shared>,
+    listener: Option<TcpListener>,
+) -> Result<(), crate::server::LabError> {
+    let slot = &shared.smtp;
+    let _op = slot.op.lock().await;
+    if slot.running() {
+        return Ok(());
+    }
+    let listener = match listener {
+        Some(l) => l,
+        None => crate::server::bind("SMTP", slot.addr).await?,
+    };
+    let task = tokio::spawn(serve(listener, shared.clone()));
+    *slot.task.lock().expect("smtp task") = Some(task);
+    Ok(())
+}
+
+/// Stops the sink: when this returns its port refuses connections and its sessions are gone.
+pub(crate) async fn stop(shared: &crate::server::Shared) {
+    let slot = &shared.smtp;
+    let _op = slot.op.lock().await;
+    let task = slot.task.lock().expect("smtp task").take();
+    if let Some(task) = task {
+        task.abort();
+        // Waiting for the cancelled task is what guarantees the socket is closed.
+        let _ = task.await;
+    }
+}
+
 /// Accepts connections until the task is aborted; each connection ends with the task.
-pub(crate) async fn serve(listener: TcpListener, shared: std::sync::Arc<crate::server::Shared>) {
+async fn serve(listener: TcpListener, shared: std::sync::Arc<crate::server::Shared>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -224,11 +324,14 @@ async fn session(stream: TcpStream, shared: &crate::server::Shared) -> std::io::
                 .and_then(|_| path_of(&arg[3..]))
                 .filter(|a| !a.is_empty())
             {
-                Some(addr) => {
-                    to.push(addr);
-                    stage = Stage::Rcpt;
-                    "250 2.1.5 Ok\r\n".into()
-                }
+                Some(addr) => match shared.mail.rules().refusal(&addr) {
+                    Some(refusal) => refusal.into(),
+                    None => {
+                        to.push(addr);
+                        stage = Stage::Rcpt;
+                        "250 2.1.5 Ok\r\n".into()
+                    }
+                },
                 None => "501 5.5.4 Syntax: RCPT TO:<address>\r\n".into(),
             },
             "DATA" if stage != Stage::Rcpt => "503 5.5.1 Need RCPT command\r\n".into(),
