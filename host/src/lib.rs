@@ -9,6 +9,7 @@
 //! * [`exchange`]: running cmdlets on Exchange — CAS pool and failover, parallel commands,
 //!   throttling.
 //! * [`graph`]: Intune's managed devices and the directory through Microsoft Graph.
+//! * [`notify`]: notices to users — the MIME mail, recipients, SMTP delivery, retry policy.
 //! * [`net`]: what both clients share — HTTP client, proxy, TLS rule, tokens, backoff.
 //! * [`timestamp`]: the services' UTC date-times as Unix seconds.
 //! * [`config`]: the connector's configuration file.
@@ -22,5 +23,6 @@ pub mod config;
 pub mod exchange;
 pub mod graph;
 pub mod net;
+pub mod notify;
 pub mod plugin;
 pub mod timestamp;

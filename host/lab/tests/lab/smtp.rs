@@ -145,7 +145,10 @@ async fn refuses_listed_recipients_and_can_be_stopped_and_started() {
         .await
         .unwrap();
     assert_eq!(put.status(), 204);
-    assert_eq!(lab.control().smtp_rules(), easgate_lab::SmtpRules::default());
+    assert_eq!(
+        lab.control().smtp_rules(),
+        easgate_lab::SmtpRules::default()
+    );
 
     // Stopped: the port refuses connections; started again: it accepts on the same port.
     let stop = http.post(format!("{url}/stop")).send().await.unwrap();
