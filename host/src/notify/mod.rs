@@ -19,6 +19,10 @@ pub mod recipients;
 pub mod remediation;
 pub mod retry;
 
+/// A mail address with an optional display name (`Contoso IT <noreply@contoso.com>`); parse
+/// one with `str::parse`.
+pub use lettre::message::Mailbox;
+
 pub use channel::{Delivered, NoticeChannel, SendError, SmtpChannel};
 pub use message::{NoticeId, OutgoingNotice, Recipients};
 pub use retry::{Retry, RetryPolicy};

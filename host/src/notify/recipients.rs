@@ -42,9 +42,8 @@ pub fn recipients(
     let mut cc: Vec<Mailbox> = Vec::new();
     for admin in admins {
         let same = |m: &Mailbox| {
-            m.email
-                .to_string()
-                .eq_ignore_ascii_case(&admin.email.to_string())
+            let (a, b): (&str, &str) = (m.email.as_ref(), admin.email.as_ref());
+            a.eq_ignore_ascii_case(b)
         };
         if !same(&to) && !cc.iter().any(same) {
             cc.push(admin.clone());
