@@ -52,7 +52,7 @@
 //! ```toml
 //! [notify]
 //! smtp = { host = "smtp.contoso.com", security = "starttls", username = "easgate", password = { env = "SMTP_PW" } }
-//! # smtp keys: port (default 587 for starttls, 465 for tls, 25 for none), timeout = "30s",
+//! # smtp keys: port (default 587 for starttls, 465 for tls, 25 for none), timeout = "60s",
 //! # helo_name (default: the sender's domain), allow_insecure = false (security "none" only to
 //! # loopback unless true)
 //! from = "IT Helpdesk <noreply@contoso.com>"
@@ -166,8 +166,8 @@ pub mod defaults {
     /// Notices per sync run: enough for a normal day's changes; a mass change (a policy
     /// mistake quarantining everybody) is spread over runs instead of flooding every mailbox.
     pub const MAX_NOTICES_PER_RUN: usize = 200;
-    /// Each SMTP step (connect, every command) may take this long.
-    pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+    /// One notice's delivery (connecting, TLS, the whole conversation) may take this long.
+    pub const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
     /// The submission port with STARTTLS (RFC 6409).
     pub const SMTP_PORT_STARTTLS: u16 = 587;
     /// Submission over implicit TLS (RFC 8314).
@@ -396,7 +396,8 @@ pub struct Smtp {
     /// AUTH user; needs `password`, and TLS unless the server is on loopback.
     pub username: Option<String>,
     pub password: Option<SecretSource>,
-    /// Each step — connecting, every command — gives up after this long.
+    /// One notice's delivery attempt — connecting, TLS, the whole conversation — gives up
+    /// after this long (a transient failure: the notice is retried).
     #[serde(default = "defaults::smtp_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
     /// The name the connector greets with (`EHLO`); default: the domain of `from`.

@@ -2,14 +2,14 @@
 //! sink on loopback; what arrived is read back with a real MIME parser.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use easgate::config::{Smtp, SmtpSecurity};
-use easgate::notify::recipients::recipients;
-use easgate::notify::remediation::remediation_url;
+use easgate::config::{Config, Smtp, SmtpSecurity};
 use easgate::notify::{
-    Mailbox, NoticeChannel, NoticeId, OutgoingNotice, Retry, RetryPolicy, SendError, SmtpChannel,
+    NoticeChannel, NoticeId, NoticeSettings, OutgoingNotice, Retry, RetryPolicy, SendError,
+    SmtpChannel,
 };
 use easgate::plugin::loaded::{LoadedPlugin, sample_notice};
 use easgate::plugin::registry::load_builtin;
@@ -30,18 +30,29 @@ fn template() -> Arc<NoticeTemplatePlugin> {
     }
 }
 
-/// Plain SMTP to the lab's sink (loopback), short timeouts so that failures show quickly.
+/// The connector's configuration for `lab`, with a `[notify]` section sending plain SMTP to
+/// the lab's sink on loopback (short timeout, so that failures show quickly): the notice
+/// settings of its organization and the SMTP settings, as the connector would load them.
+fn setup(lab: &easgate_lab::Lab) -> (NoticeSettings, Smtp) {
+    let text = format!(
+        "{}\n[notify]\n\
+         smtp = {{ host = \"127.0.0.1\", port = {}, security = \"none\", timeout = \"5s\" }}\n\
+         from = \"Contoso IT <noreply@contoso.com>\"\n\
+         admin_recipients = [\"{ADMIN}\"]\n\
+         remediation_url = \"{GENERAL_URL}\"\n\
+         remediation_urls = {{ ios = \"{IOS_URL}\" }}\n",
+        lab.connector_config(&easgate_lab::SecretSource::Inline),
+        lab.smtp_addr().port(),
+    );
+    let config = Config::from_toml(&text, Path::new("lab.toml")).expect("the config loads");
+    let notify = config.notify.expect("[notify]");
+    let org = &config.organizations[0];
+    let settings = NoticeSettings::new("Contoso", &notify.for_organization(org)).unwrap();
+    (settings, notify.smtp)
+}
+
 fn smtp_to(lab: &easgate_lab::Lab) -> Smtp {
-    Smtp {
-        host: "127.0.0.1".into(),
-        port: Some(lab.smtp_addr().port()),
-        security: SmtpSecurity::None,
-        username: None,
-        password: None,
-        timeout: Duration::from_secs(5),
-        helo_name: None,
-        allow_insecure: false,
-    }
+    setup(lab).1
 }
 
 /// Device `i`: its own mailbox; even ones are iPhones, odd ones Android phones; device 7's
@@ -73,32 +84,46 @@ fn notice_id(i: usize) -> NoticeId {
 }
 
 /// Renders device `i`'s notice with `template` and addresses it, as the notify stage will.
-fn outgoing(template: &NoticeTemplatePlugin, i: usize) -> OutgoingNotice {
+fn outgoing_with(
+    settings: &NoticeSettings,
+    template: &NoticeTemplatePlugin,
+    i: usize,
+) -> OutgoingNotice {
     let device = device(i);
-    let per_platform = BTreeMap::from([("ios".to_owned(), IOS_URL.to_owned())]);
-    let mut notice = sample_notice();
-    notice.remediation_url = remediation_url(GENERAL_URL, &per_platform, &device).to_owned();
-    notice.device = device.clone();
+    let notice = settings.notice(&device, &sample_notice().decision, "en-US");
     let rendered = template
         .render(&notice)
         .expect("the built-in template renders");
-    let admins: Vec<Mailbox> = vec![ADMIN.parse().unwrap()];
-    OutgoingNotice {
-        id: notice_id(i),
-        from: "Contoso IT <noreply@contoso.com>".parse().unwrap(),
-        recipients: recipients(&device, &admins).unwrap(),
-        rendered,
-        date: SystemTime::now(),
-    }
+    settings
+        .outgoing(notice_id(i), &device, rendered, SystemTime::now())
+        .unwrap()
+}
+
+fn outgoing(template: &NoticeTemplatePlugin, i: usize) -> OutgoingNotice {
+    // The settings do not depend on the lab's ports.
+    static SETTINGS: std::sync::OnceLock<NoticeSettings> = std::sync::OnceLock::new();
+    let settings = SETTINGS.get_or_init(|| {
+        let config = easgate::config::OrgNotify {
+            from: "Contoso IT <noreply@contoso.com>".into(),
+            admin_recipients: vec![ADMIN.into()],
+            remediation_url: GENERAL_URL.into(),
+            remediation_urls: BTreeMap::from([("ios".to_owned(), IOS_URL.to_owned())]),
+        };
+        NoticeSettings::new("Contoso", &config).unwrap()
+    });
+    outgoing_with(settings, template, i)
 }
 
 #[tokio::test]
 async fn fifty_notices_arrive_once_each_at_the_right_addresses() {
     let lab = client_lab(10, 1).await;
     let template = template();
+    let (settings, smtp) = setup(&lab);
     let channel: Box<dyn NoticeChannel> =
-        Box::new(SmtpChannel::new(&smtp_to(&lab), "contoso.com").unwrap());
-    let notices: Vec<OutgoingNotice> = (0..50).map(|i| outgoing(&template, i)).collect();
+        Box::new(SmtpChannel::new(&smtp, settings.from.email.domain()).unwrap());
+    let notices: Vec<OutgoingNotice> = (0..50)
+        .map(|i| outgoing_with(&settings, &template, i))
+        .collect();
     for notice in &notices {
         let delivered = within(LIMIT, channel.send(notice)).await.unwrap();
         assert_eq!(delivered.message_id, notice_id_header(notice));
@@ -306,4 +331,62 @@ async fn smtp_credentials_never_show_in_errors() {
     }
     assert!(lab.control().mails().is_empty());
     lab.shutdown().await;
+}
+
+#[tokio::test]
+async fn implicit_tls_to_a_plain_server_fails_without_sending() {
+    let lab = client_lab(10, 1).await;
+    let smtp = Smtp {
+        security: SmtpSecurity::Tls,
+        ..smtp_to(&lab)
+    };
+    let channel = SmtpChannel::new(&smtp, "contoso.com").unwrap();
+    assert!(channel.describe().starts_with("smtps://127.0.0.1:"));
+    let err = within(LIMIT, channel.send(&outgoing(&template(), 1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::Tls { .. }), "{err:?}");
+    assert!(!err.is_permanent());
+    assert!(lab.control().mails().is_empty());
+    lab.shutdown().await;
+}
+
+/// A server that accepts the connection and never says a word: the configured timeout ends
+/// the attempt, as a transient failure.
+#[tokio::test]
+async fn a_silent_server_times_out_transiently() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let smtp = Smtp {
+        host: "127.0.0.1".into(),
+        port: Some(port),
+        security: SmtpSecurity::None,
+        username: None,
+        password: None,
+        timeout: Duration::from_millis(500),
+        helo_name: None,
+        allow_insecure: false,
+    };
+    let channel = SmtpChannel::new(&smtp, "contoso.com").unwrap();
+    let started = std::time::Instant::now();
+    let err = within(
+        Duration::from_secs(20),
+        channel.send(&outgoing(&template(), 1)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SendError::Unreachable { .. }), "{err:?}");
+    assert!(!err.is_permanent());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    hold.abort();
 }

@@ -100,6 +100,10 @@ pub enum ChannelSetupError {
 /// Notices submitted to an SMTP server.
 pub struct SmtpChannel {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Bound of one whole delivery. lettre's own timeout only bounds connecting (its async
+    /// transport sets none on reads), so a server that accepts and then stays silent would
+    /// hold a send forever without this.
+    timeout: std::time::Duration,
     /// `host:port`, named in errors.
     server: String,
     security: SmtpSecurity,
@@ -179,6 +183,7 @@ impl SmtpChannel {
         };
         Ok(SmtpChannel {
             transport: builder.build(),
+            timeout: smtp.timeout,
             server,
             security: smtp.security,
         })
@@ -208,7 +213,14 @@ impl SmtpChannel {
                 }
             };
         }
-        if e.is_tls() || detail.contains("STARTTLS") {
+        // A failed handshake (a certificate that does not verify, a server that does not speak
+        // TLS) comes back from lettre as a connection error around rustls' InvalidData.
+        let handshake = self.security != SmtpSecurity::None
+            && std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source()).any(|s| {
+                s.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+            });
+        if e.is_tls() || handshake || detail.contains("STARTTLS") {
             SendError::Tls { server, detail }
         } else if detail.contains("authentication mechanism") {
             SendError::Auth { server, detail }
@@ -249,7 +261,18 @@ impl NoticeChannel for SmtpChannel {
         Box::pin(async move {
             let message = notice.to_mime()?;
             let message_id = notice.message_id();
-            match self.transport.send(message).await {
+            let sent = tokio::time::timeout(self.timeout, self.transport.send(message)).await;
+            let Ok(sent) = sent else {
+                // Timing out after the server took the data but before it said so can make
+                // the retry a duplicate; it then carries the same Message-ID.
+                let error = SendError::Unreachable {
+                    server: self.server.clone(),
+                    detail: format!("no answer within {:?}", self.timeout),
+                };
+                tracing::debug!(notice = %notice.id, "notice not delivered: {error}");
+                return Err(error);
+            };
+            match sent {
                 Ok(response) => Ok(Delivered {
                     message_id,
                     response: format!(

@@ -8,12 +8,14 @@
 //! - [`channel`] — the [`NoticeChannel`] trait and its SMTP implementation; failures say
 //!   whether they are permanent.
 //! - [`retry`] — when a failed notice is tried again.
+//! - [`compose`] — an organization's settings applied: the template's input, then the mail.
 //!
 //! Boundaries: the outbox (a notice recorded in the same transaction as its verdict, sent
 //! later, never twice) is the store's; deduplication within `resend_interval` and the batch
 //! cap belong to the sync's notify stage. This module delivers one notice when asked.
 
 pub mod channel;
+pub mod compose;
 pub mod message;
 pub mod recipients;
 pub mod remediation;
@@ -24,5 +26,6 @@ pub mod retry;
 pub use lettre::message::Mailbox;
 
 pub use channel::{Delivered, NoticeChannel, SendError, SmtpChannel};
+pub use compose::NoticeSettings;
 pub use message::{NoticeId, OutgoingNotice, Recipients};
 pub use retry::{Retry, RetryPolicy};
