@@ -253,6 +253,7 @@ async fn a_refused_recipient_is_permanent_and_a_deferred_one_is_not() {
     lab.control().set_smtp_rules(easgate_lab::SmtpRules {
         reject: vec!["user01@contoso.com".into()],
         defer: vec!["user02@contoso.com".into()],
+        auth: None,
     });
     let template = template();
     let channel = SmtpChannel::new(&smtp_to(&lab), "contoso.com").unwrap();
@@ -310,26 +311,52 @@ async fn starttls_that_is_not_offered_sends_nothing_in_clear() {
 }
 
 #[tokio::test]
-async fn smtp_credentials_never_show_in_errors() {
+async fn auth_with_the_right_password_delivers_and_the_password_shows_nowhere() {
     let lab = client_lab(10, 1).await;
     let password = "smtp-pw-7f3a9c";
-    let smtp = Smtp {
+    let with_password = |password: &str| Smtp {
         username: Some("easgate-user".into()),
         password: Some(easgate::config::SecretSource::Inline(
             easgate::config::Secret::new(password),
         )),
         ..smtp_to(&lab)
     };
-    let channel = SmtpChannel::new(&smtp, "contoso.com").unwrap();
-    // The sink offers no AUTH: the channel must not send the notice unauthenticated.
-    let err = within(LIMIT, channel.send(&outgoing(&template(), 1)))
+    let template = template();
+
+    // A server that offers no AUTH: the notice must not go out unauthenticated.
+    let channel = SmtpChannel::new(&with_password(password), "contoso.com").unwrap();
+    let err = within(LIMIT, channel.send(&outgoing(&template, 1)))
         .await
         .unwrap_err();
     assert!(matches!(err, SendError::Auth { .. }), "{err:?}");
-    for text in [err.to_string(), format!("{err:?}"), format!("{channel:?}")] {
-        assert!(!text.contains(password), "{text}");
+
+    lab.control().set_smtp_rules(easgate_lab::SmtpRules {
+        auth: Some(easgate_lab::SmtpAuth {
+            username: "easgate-user".into(),
+            password: password.into(),
+        }),
+        ..Default::default()
+    });
+    // Wrong credentials (535): the channel's problem, so the notice waits for a fix.
+    let wrong = SmtpChannel::new(&with_password("not-the-password"), "contoso.com").unwrap();
+    let err = within(LIMIT, wrong.send(&outgoing(&template, 2)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::Auth { .. }), "{err:?}");
+    assert!(!err.is_permanent());
+    for text in [err.to_string(), format!("{err:?}"), format!("{wrong:?}")] {
+        assert!(!text.contains("not-the-password"), "{text}");
     }
-    assert!(lab.control().mails().is_empty());
+
+    let channel = SmtpChannel::new(&with_password(password), "contoso.com").unwrap();
+    within(LIMIT, channel.send(&outgoing(&template, 3)))
+        .await
+        .unwrap();
+    assert!(!format!("{channel:?}").contains(password));
+    let mails = within(LIMIT, lab.control().wait_for_mails(1)).await;
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to[0], "user03@contoso.com");
+    assert!(!mails[0].raw.contains(password));
     lab.shutdown().await;
 }
 

@@ -19,7 +19,7 @@
 //! | `POST /_lab/devices/{id}/enroll` `{"complianceState":…}` | enroll a device in Intune |
 //! | `POST /_lab/devices/{id}/retire` | retire it from Intune |
 //! | `GET`/`DELETE /_lab/mail` | mail received by the SMTP sink |
-//! | `GET`/`PUT /_lab/smtp` | recipients the sink refuses (`SmtpRules` JSON) |
+//! | `GET`/`PUT /_lab/smtp` | recipients the sink refuses, AUTH it demands (`SmtpRules` JSON) |
 //! | `POST /_lab/smtp/stop`, `…/start` | stop the sink (refuse connections) / start it again |
 
 use std::sync::Arc;

@@ -60,7 +60,7 @@ pub use org::{
 pub use random::Guid;
 pub use server::{CasMode, CasStatus, LabError};
 pub use sim::{SimArgs, run_sim};
-pub use smtp::{ReceivedMail, SmtpRules};
+pub use smtp::{ReceivedMail, SmtpAuth, SmtpRules};
 pub use utc::Utc;
 
 use exchange::ServerInfo;

@@ -3,11 +3,12 @@
 //!
 //! It speaks the subset a submitting client needs on loopback — `EHLO`/`HELO`, `MAIL FROM`,
 //! `RCPT TO`, `DATA`, `RSET`, `NOOP`, `QUIT` — enforces their order as a real server would
-//! (so a client that skips a step fails here too), and refuses `STARTTLS`/`AUTH` (not offered).
+//! (so a client that skips a step fails here too), and refuses `STARTTLS` (not offered).
 //!
-//! Tests make it misbehave as real servers do: [`SmtpRules`] refuse chosen recipients at
-//! `RCPT TO`, permanently (`550`, no such mailbox) or for now (`450`, mailbox busy), and the sink
-//! can be stopped (its port then refuses connections) and started again on the same port.
+//! Tests make it behave as real servers do: [`SmtpRules`] refuse chosen recipients at
+//! `RCPT TO`, permanently (`550`, no such mailbox) or for now (`450`, mailbox busy), and can
+//! demand `AUTH PLAIN` with given credentials before `MAIL`; the sink can be stopped (its port
+//! then refuses connections) and started again on the same port.
 
 use std::sync::Mutex;
 
@@ -88,6 +89,17 @@ pub struct SmtpRules {
     pub reject: Vec<String>,
     /// Refused for now: `450 4.2.1`, as for a mailbox that is temporarily unavailable.
     pub defer: Vec<String>,
+    /// When set, the sink offers `AUTH PLAIN` and takes mail only after these credentials
+    /// (`530` before, `535` for others). The lab's own test credentials, not a secret.
+    pub auth: Option<SmtpAuth>,
+}
+
+/// The one user the sink accepts when it demands authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpAuth {
+    pub username: String,
+    pub password: String,
 }
 
 impl SmtpRules {
@@ -268,6 +280,7 @@ async fn session(stream: TcpStream, shared: &crate::server::Shared) -> std::io::
         .write_all(format!("220 {host} ESMTP easgate-lab ready\r\n").as_bytes())
         .await?;
     let mut stage = Stage::Connected;
+    let mut authenticated = false;
     let mut from = String::new();
     let mut to: Vec<String> = Vec::new();
     let mut line = Vec::new();
@@ -292,8 +305,13 @@ async fn session(stream: TcpStream, shared: &crate::server::Shared) -> std::io::
             "EHLO" => {
                 stage = Stage::Greeted;
                 (from, to) = (String::new(), Vec::new());
+                let auth = if shared.mail.rules().auth.is_some() {
+                    "250-AUTH PLAIN\r\n"
+                } else {
+                    ""
+                };
                 format!(
-                    "250-{host} greets {arg}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE {MAX_MESSAGE}\r\n"
+                    "250-{host} greets {arg}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n{auth}250 SIZE {MAX_MESSAGE}\r\n"
                 )
             }
             "HELO" => {
@@ -302,6 +320,9 @@ async fn session(stream: TcpStream, shared: &crate::server::Shared) -> std::io::
                 format!("250 {host}\r\n")
             }
             "MAIL" if stage == Stage::Connected => "503 5.5.1 Send HELO/EHLO first\r\n".into(),
+            "MAIL" if !authenticated && shared.mail.rules().auth.is_some() => {
+                "530 5.7.0 Authentication required\r\n".into()
+            }
             "MAIL" => match arg
                 .get(..5)
                 .filter(|p| p.eq_ignore_ascii_case("FROM:"))
@@ -369,11 +390,78 @@ async fn session(stream: TcpStream, shared: &crate::server::Shared) -> std::io::
                 write.write_all(b"221 2.0.0 Bye\r\n").await?;
                 return Ok(());
             }
-            "STARTTLS" | "AUTH" => "502 5.5.1 Not offered on this loopback sink\r\n".into(),
+            "AUTH" => match shared.mail.rules().auth {
+                None => "502 5.5.1 Not offered on this loopback sink\r\n".into(),
+                Some(_) if stage == Stage::Connected => "503 5.5.1 Send HELO/EHLO first\r\n".into(),
+                Some(_) if authenticated => "503 5.5.1 Already authenticated\r\n".into(),
+                Some(expected) => match plain_credentials(arg) {
+                    None => {
+                        "501 5.5.2 Syntax: AUTH PLAIN <base64 of \\0user\\0password>\r\n".into()
+                    }
+                    Some((user, password))
+                        if user == expected.username && password == expected.password =>
+                    {
+                        authenticated = true;
+                        "235 2.7.0 Authentication successful\r\n".into()
+                    }
+                    Some(_) => "535 5.7.8 Authentication credentials invalid\r\n".into(),
+                },
+            },
+            "STARTTLS" => "502 5.5.1 Not offered on this loopback sink\r\n".into(),
             _ => "500 5.5.2 Command not recognized\r\n".into(),
         };
         write.write_all(reply.as_bytes()).await?;
     }
+}
+
+/// The user and password of `PLAIN <base64>` (RFC 4616: authzid NUL authcid NUL passwd).
+fn plain_credentials(arg: &str) -> Option<(String, String)> {
+    let (mechanism, encoded) = arg.trim().split_once(' ')?;
+    if !mechanism.eq_ignore_ascii_case("PLAIN") {
+        return None;
+    }
+    let bytes = base64_decode(encoded.trim())?;
+    let mut fields = bytes.split(|&b| b == 0);
+    let (_authzid, user, password) = (fields.next()?, fields.next()?, fields.next()?);
+    if fields.next().is_some() {
+        return None;
+    }
+    Some((
+        String::from_utf8(user.to_vec()).ok()?,
+        String::from_utf8(password.to_vec()).ok()?,
+    ))
+}
+
+/// Standard base64 with padding; `None` for anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (i, chunk) in bytes.chunks(4).enumerate() {
+        let last = i == bytes.len() / 4 - 1;
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n: u32 = 0;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | u32::from(value(c)?);
+        }
+        n <<= 6 * pad as u32;
+        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&decoded[..3 - pad]);
+    }
+    Some(out)
 }
 
 /// Reads a message up to the lone `.` line; `None` when it exceeds `MAX_MESSAGE` (the rest is
@@ -425,5 +513,28 @@ mod tests {
         assert_eq!(m.header("From").as_deref(), Some("x"));
         assert_eq!(m.header("To"), None);
         assert_eq!(m.body(), "Body");
+    }
+
+    #[test]
+    fn decodes_auth_plain() {
+        // "\0easgate\0s3cret", and with an authzid.
+        assert_eq!(
+            plain_credentials("PLAIN AGVhc2dhdGUAczNjcmV0"),
+            Some(("easgate".into(), "s3cret".into()))
+        );
+        assert_eq!(
+            plain_credentials("plain YWRtaW4AZWFzZ2F0ZQBzM2NyZXQ="),
+            Some(("easgate".into(), "s3cret".into()))
+        );
+        assert_eq!(base64_decode("YQ==").as_deref(), Some(&b"a"[..]));
+        assert_eq!(base64_decode("YWI=").as_deref(), Some(&b"ab"[..]));
+        for bad in [
+            "PLAIN",
+            "LOGIN AGVhc2dhdGUAczNjcmV0",
+            "PLAIN AGVh!2dh",
+            "PLAIN YQ==YQ==",
+        ] {
+            assert_eq!(plain_credentials(bad), None, "{bad}");
+        }
     }
 }

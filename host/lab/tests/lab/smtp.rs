@@ -107,6 +107,7 @@ async fn refuses_listed_recipients_and_can_be_stopped_and_started() {
     lab.control().set_smtp_rules(easgate_lab::SmtpRules {
         reject: vec!["Gone@contoso.com".into()],
         defer: vec!["busy@contoso.com".into()],
+        auth: None,
     });
     let mut s = Session::open(lab.smtp_addr()).await;
     s.send("EHLO connector.test\r\n").await;
@@ -161,5 +162,54 @@ async fn refuses_listed_recipients_and_can_be_stopped_and_started() {
     lab.control().start_smtp().await.unwrap();
     let mut s = Session::open(lab.smtp_addr()).await;
     assert!(s.send("NOOP\r\n").await.starts_with("250"));
+    lab.shutdown().await;
+}
+
+#[tokio::test]
+async fn demands_auth_plain_when_told() {
+    let lab = lab(10).await;
+    lab.control().set_smtp_rules(easgate_lab::SmtpRules {
+        auth: Some(easgate_lab::SmtpAuth {
+            username: "easgate".into(),
+            password: "s3cret".into(),
+        }),
+        ..Default::default()
+    });
+    let mut s = Session::open(lab.smtp_addr()).await;
+    assert!(
+        s.send("EHLO connector.test\r\n")
+            .await
+            .contains("250-AUTH PLAIN")
+    );
+    assert!(
+        s.send("MAIL FROM:<noreply@contoso.com>\r\n")
+            .await
+            .starts_with("530 5.7.0")
+    );
+    // "\0easgate\0wrong", then "\0easgate\0s3cret".
+    assert!(
+        s.send("AUTH PLAIN AGVhc2dhdGUAd3Jvbmc=\r\n")
+            .await
+            .starts_with("535 5.7.8")
+    );
+    assert!(
+        s.send("AUTH PLAIN AGVhc2dhdGUAczNjcmV0\r\n")
+            .await
+            .starts_with("235")
+    );
+    assert!(
+        s.send("MAIL FROM:<noreply@contoso.com>\r\n")
+            .await
+            .starts_with("250")
+    );
+    lab.control()
+        .set_smtp_rules(easgate_lab::SmtpRules::default());
+    let mut s = Session::open(lab.smtp_addr()).await;
+    assert!(!s.send("EHLO connector.test\r\n").await.contains("AUTH"));
+    assert!(
+        s.send("AUTH PLAIN AGVhc2dhdGUAczNjcmV0\r\n")
+            .await
+            .starts_with("502")
+    );
     lab.shutdown().await;
 }
