@@ -253,7 +253,7 @@ async fn a_refused_recipient_is_permanent_and_a_deferred_one_is_not() {
     lab.control().set_smtp_rules(easgate_lab::SmtpRules {
         reject: vec!["user01@contoso.com".into()],
         defer: vec!["user02@contoso.com".into()],
-        auth: None,
+        ..Default::default()
     });
     let template = template();
     let channel = SmtpChannel::new(&smtp_to(&lab), "contoso.com").unwrap();
@@ -266,6 +266,12 @@ async fn a_refused_recipient_is_permanent_and_a_deferred_one_is_not() {
         "{rejected:?}"
     );
     assert!(rejected.is_permanent());
+    assert!(
+        rejected
+            .to_string()
+            .contains("550 5.1.1 Recipient address rejected"),
+        "{rejected}"
+    );
     assert_eq!(
         RetryPolicy::default().after_failure(1, &rejected),
         Retry::GiveUp
@@ -284,6 +290,21 @@ async fn a_refused_recipient_is_permanent_and_a_deferred_one_is_not() {
     within(LIMIT, channel.send(&outgoing(&template, 5)))
         .await
         .unwrap();
+
+    // A relay that refuses the sender (5.7.1) refuses every notice: the configuration's
+    // fault, so the notices wait for the fix instead of being given up.
+    lab.control().set_smtp_rules(easgate_lab::SmtpRules {
+        refuse_senders: vec!["noreply@contoso.com".into()],
+        ..Default::default()
+    });
+    let refused = within(LIMIT, channel.send(&outgoing(&template, 6)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, SendError::Policy { code: 550, .. }),
+        "{refused:?}"
+    );
+    assert!(!refused.is_permanent());
     let mails = within(LIMIT, lab.control().wait_for_mails(1)).await;
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].to[0], "user05@contoso.com");

@@ -89,6 +89,9 @@ pub struct SmtpRules {
     pub reject: Vec<String>,
     /// Refused for now: `450 4.2.1`, as for a mailbox that is temporarily unavailable.
     pub defer: Vec<String>,
+    /// Senders refused at `MAIL FROM` with `550 5.7.1`, as a relay answers a sender it does
+    /// not accept mail from.
+    pub refuse_senders: Vec<String>,
     /// When set, the sink offers `AUTH PLAIN` and takes mail only after these credentials
     /// (`530` before, `535` for others). The lab's own test credentials, not a secret.
     pub auth: Option<SmtpAuth>,
@@ -328,6 +331,17 @@ async fn session(stream: TcpStream, shared: &crate::server::Shared) -> std::io::
                 .filter(|p| p.eq_ignore_ascii_case("FROM:"))
                 .and_then(|_| path_of(&arg[5..]))
             {
+                Some(addr)
+                    if shared
+                        .mail
+                        .rules()
+                        .refuse_senders
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(&addr)) =>
+                {
+                    "550 5.7.1 Sender address rejected: not allowed to send through this relay\r\n"
+                        .into()
+                }
                 Some(addr) => {
                     from = addr;
                     to.clear();

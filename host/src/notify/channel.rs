@@ -4,7 +4,9 @@
 //!
 //! A failed send says whether trying again can help ([`SendError::is_permanent`]): a recipient
 //! the server refuses with a 5xx stays refused, while a server that is down, slow, or answers
-//! 4xx may take the notice later. That is all the outbox needs to choose between retrying
+//! 4xx may take the notice later, and a failure of the channel itself (TLS, credentials, a
+//! relay's policy refusing our sender) is fixed by its operator, after which the waiting
+//! notices must still go out. That is all the outbox needs to choose between retrying
 //! and giving up ([`super::retry`]).
 //!
 //! The SMTP password lives in a [`Secret`] inside lettre's transport; neither this module's
@@ -54,6 +56,16 @@ pub enum SendError {
     /// not verify. Nothing was sent in clear.
     #[error("no secure connection to {server}: {detail}")]
     Tls { server: String, detail: String },
+    /// The server refused by policy (5.7.x other than authentication), e.g. "relaying
+    /// denied" or a sender it does not accept: as a rule the configuration's fault (`from`,
+    /// the relay's rules), not this notice's, so it is retried like a transient failure and
+    /// the notices wait for the fix instead of being given up one by one.
+    #[error("{server} refused the notice by policy: {code} {detail}")]
+    Policy {
+        server: String,
+        code: u16,
+        detail: String,
+    },
     /// The server refused the credentials (or offers no mechanism we accept).
     #[error("{server} refused to authenticate the connector: {detail}")]
     Auth { server: String, detail: String },
@@ -194,10 +206,20 @@ impl SmtpChannel {
         let detail = chain(e);
         if let Some(code) = e.status() {
             let code: u16 = code.to_string().parse().unwrap_or(0);
+            // The server's own words (`5.1.1 Recipient address rejected…`), without lettre's
+            // `permanent error (550): ` before them.
+            let detail = std::error::Error::source(e).map_or(detail, |s| s.to_string());
             // 530 auth required, 534 mechanism too weak, 535 bad credentials, 538 encryption
             // required for the mechanism: the channel's fault, not this notice's.
             if matches!(code, 530 | 534 | 535 | 538) {
                 return SendError::Auth { server, detail };
+            }
+            if e.is_permanent() && detail.trim_start().starts_with("5.7.") {
+                return SendError::Policy {
+                    server,
+                    code,
+                    detail,
+                };
             }
             return if e.is_permanent() {
                 SendError::Rejected {

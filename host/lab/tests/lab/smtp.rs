@@ -107,10 +107,21 @@ async fn refuses_listed_recipients_and_can_be_stopped_and_started() {
     lab.control().set_smtp_rules(easgate_lab::SmtpRules {
         reject: vec!["Gone@contoso.com".into()],
         defer: vec!["busy@contoso.com".into()],
+        refuse_senders: vec!["spoofed@contoso.com".into()],
         auth: None,
     });
     let mut s = Session::open(lab.smtp_addr()).await;
     s.send("EHLO connector.test\r\n").await;
+    assert!(
+        s.send("MAIL FROM:<spoofed@contoso.com>\r\n")
+            .await
+            .starts_with("550 5.7.1")
+    );
+    assert!(
+        s.send("RCPT TO:<adele@contoso.com>\r\n")
+            .await
+            .starts_with("503")
+    );
     s.send("MAIL FROM:<noreply@contoso.com>\r\n").await;
     assert!(
         s.send("RCPT TO:<gone@contoso.com>\r\n")
