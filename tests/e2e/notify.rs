@@ -438,3 +438,68 @@ async fn a_silent_server_times_out_transiently() {
     );
     hold.abort();
 }
+
+/// The notice template is taken from the registry for each notice: after a swap, the next
+/// notice is rendered by the new version.
+#[tokio::test]
+async fn after_a_template_swap_the_next_notice_uses_the_new_one() {
+    use easgate::plugin::PluginRegistry;
+    use easgate::plugin::registry::RegistryOptions;
+
+    let lab = client_lab(10, 1).await;
+    let (settings, smtp) = setup(&lab);
+    let channel = SmtpChannel::new(&smtp, "contoso.com").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = PluginRegistry::new(
+        PluginEngine::new().unwrap(),
+        RegistryOptions {
+            dir: Some(dir.path().to_owned()),
+            ..RegistryOptions::default()
+        },
+    )
+    .unwrap();
+
+    let first = outgoing_with(&settings, &registry.notice_template(), 1);
+    within(LIMIT, channel.send(&first)).await.unwrap();
+
+    // An operator drops in their own version of the template, with its own subject.
+    let bytes = crate::support::with_custom_section(
+        &crate::support::wasm_bytes("notice_template.wasm"),
+        "contoso-notice",
+    );
+    std::fs::write(dir.path().join("notice-template.wasm"), &bytes).unwrap();
+    std::fs::write(
+        dir.path().join("notice-template.toml"),
+        "world = \"notice-template\"\n[settings]\nsubject = \"Contoso: {{device_model}} needs enrolling\"\n",
+    )
+    .unwrap();
+    registry.reload("notice-template");
+    assert_eq!(
+        registry.notice_template().meta.digest,
+        easgate::plugin::Digest::of(&bytes),
+        "{:#?}",
+        registry.status()
+    );
+
+    let second = outgoing_with(&settings, &registry.notice_template(), 2);
+    within(LIMIT, channel.send(&second)).await.unwrap();
+    let mails = within(LIMIT, lab.control().wait_for_mails(2)).await;
+    let subjects: Vec<String> = mails
+        .iter()
+        .map(|m| {
+            MessageParser::default()
+                .parse(m.raw.as_bytes())
+                .unwrap()
+                .subject()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(subjects[0], first.rendered.subject);
+    assert!(!subjects[0].starts_with("Contoso: "), "{}", subjects[0]);
+    assert_eq!(
+        subjects[1],
+        "Contoso: Pixel 2 needs enrolling".replace("Pixel 2", "iPhone15,2")
+    );
+    lab.shutdown().await;
+}
