@@ -497,9 +497,6 @@ async fn after_a_template_swap_the_next_notice_uses_the_new_one() {
         .collect();
     assert_eq!(subjects[0], first.rendered.subject);
     assert!(!subjects[0].starts_with("Contoso: "), "{}", subjects[0]);
-    assert_eq!(
-        subjects[1],
-        "Contoso: Pixel 2 needs enrolling".replace("Pixel 2", "iPhone15,2")
-    );
+    assert_eq!(subjects[1], "Contoso: iPhone15,2 needs enrolling");
     lab.shutdown().await;
 }
