@@ -23,4 +23,5 @@ pub mod exchange;
 pub mod graph;
 pub mod net;
 pub mod plugin;
+pub mod sync;
 pub mod timestamp;
