@@ -23,5 +23,6 @@ pub mod exchange;
 pub mod graph;
 pub mod net;
 pub mod plugin;
+pub mod store;
 pub mod sync;
 pub mod timestamp;
