@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use rusqlite::{OptionalExtension, Row};
 
+use super::runs::{RunKind, RunOutcome};
 use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode, journal};
+use crate::plugin::types;
 use crate::sync::{DeviceKey, ExchangeDevice, ManagedDevice, PlannedCommand, Verdict};
 
 /// One partnership's views to save.
@@ -20,11 +22,15 @@ pub struct DeviceView<'a> {
 /// The verdict a device currently has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredDecision {
+    /// The verdict.
     pub verdict: Verdict,
+    /// The policy's reason code.
     pub reason: String,
+    /// Whether the policy asked for a notice.
     pub notify: bool,
     /// The policy version that decided.
     pub plugin_digest: String,
+    /// When.
     pub decided_at: i64,
     /// The run that decided.
     pub run: RunId,
@@ -33,8 +39,11 @@ pub struct StoredDecision {
 /// A stored device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRecord {
+    /// The partnership.
     pub key: DeviceKey,
+    /// Exchange's view at the last inventory.
     pub exchange: ExchangeDevice,
+    /// Intune's view at the last inventory; `None` when not enrolled.
     pub managed: Option<ManagedDevice>,
     /// When an inventory last saw the device.
     pub seen_at: i64,
@@ -45,20 +54,38 @@ pub struct DeviceRecord {
 /// One decision to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionRecord {
+    /// The partnership decided.
     pub key: DeviceKey,
+    /// The verdict.
     pub verdict: Verdict,
     /// The policy's reason code.
     pub reason: String,
+    /// Whether the policy asked for a notice.
     pub notify: bool,
+}
+
+impl DecisionRecord {
+    /// The record of a plugin's decision for the device `key`.
+    pub fn new(key: DeviceKey, decision: &types::Decision) -> Self {
+        Self {
+            key,
+            verdict: decision.verdict.into(),
+            reason: decision.reason.clone(),
+            notify: decision.notify,
+        }
+    }
 }
 
 /// What one run decided and planned, recorded in one transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionBatch<'a> {
+    /// The run, a running quick or full sync.
     pub run: RunId,
     /// The policy version the run is pinned to.
     pub plugin_digest: &'a str,
+    /// When the decisions were made.
     pub decided_at: i64,
+    /// The decisions; devices of failed plugin batches are simply absent.
     pub decisions: &'a [DecisionRecord],
     /// The plan's commands, journaled as `planned`, or `held` when `held` is set.
     pub commands: &'a [PlannedCommand],
@@ -69,16 +96,23 @@ pub struct DecisionBatch<'a> {
 /// One audit row: a device's verdict, reason or deciding policy changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
+    /// The run that decided.
     pub run: RunId,
+    /// The partnership.
     pub key: DeviceKey,
+    /// Its `DeviceId`.
     pub device_id: String,
     /// Exchange's `DeviceAccessState` when decided.
     pub old_state: String,
     /// The verdict before, `None` for the first decision.
     pub old_verdict: Option<Verdict>,
+    /// The new verdict.
     pub verdict: Verdict,
+    /// The policy's reason code.
     pub reason: String,
+    /// The policy version that decided.
     pub plugin_digest: String,
+    /// When.
     pub decided_at: i64,
 }
 
@@ -261,7 +295,8 @@ impl Store {
     /// changed, and the commands. Returns the journal ids, in the order of `commands`.
     ///
     /// Fails without writing anything when a decision names a device whose inventory was not
-    /// saved.
+    /// saved, or when the run is not a running quick or full sync (a what-if run changes no
+    /// verdict: it only records its counts with [`Store::finish_run`]).
     pub fn record_decisions(
         &self,
         batch: &DecisionBatch<'_>,
@@ -270,15 +305,23 @@ impl Store {
         let tx = conn
             .transaction()
             .map_err(self.sql("recording decisions"))?;
-        let org: OrgId = tx
+        let (org, kind, outcome): (OrgId, String, String) = tx
             .query_row(
-                "SELECT org_id FROM sync_runs WHERE id = ?1",
+                "SELECT org_id, kind, outcome FROM sync_runs WHERE id = ?1",
                 [batch.run.0],
-                |row| row.get(0).map(OrgId),
+                |row| Ok((OrgId(row.get(0)?), row.get(1)?, row.get(2)?)),
             )
             .optional()
             .map_err(self.sql("recording decisions"))?
             .ok_or(StoreError::UnknownRun(batch.run))?;
+        if kind == RunKind::WhatIf.as_str() || outcome != RunOutcome::Running.as_str() {
+            return Err(StoreError::RunState {
+                run: batch.run,
+                outcome: format!("a {outcome} {kind} run"),
+                doing: "recording decisions",
+                needed: "running quick or full",
+            });
+        }
         {
             // The audit row reads the old verdict, so it is written before the update.
             let mut audit = tx
@@ -618,6 +661,80 @@ mod tests {
         );
         assert!(store.audit(org, &known.key()).unwrap().is_empty());
         assert!(store.journal(run).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_a_running_quick_or_full_run_records_decisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let org = store.organization("Contoso", 1).unwrap();
+        let a1 = device("A1", AccessState::Allowed);
+        store
+            .save_inventory(
+                org,
+                &[DeviceView {
+                    exchange: &a1,
+                    managed: None,
+                }],
+                1,
+            )
+            .unwrap();
+        let batch = |run| DecisionBatch {
+            run,
+            plugin_digest: "d",
+            decided_at: 1,
+            decisions: &[],
+            commands: &[],
+            held: false,
+        };
+        let rehearsal = store.start_run(org, RunKind::WhatIf, Some("d"), 1).unwrap();
+        let err = store.record_decisions(&batch(rehearsal)).unwrap_err();
+        assert!(err.to_string().contains("what-if"), "{err}");
+
+        let finished = store.start_run(org, RunKind::Quick, Some("d"), 1).unwrap();
+        store
+            .finish_run(
+                finished,
+                &crate::store::RunEnd {
+                    ended_at: 2,
+                    outcome: RunOutcome::Failed,
+                    counts: Default::default(),
+                    devices_changed: 0,
+                    commands_issued: 0,
+                    error: Some("Exchange unreachable".into()),
+                },
+            )
+            .unwrap();
+        assert!(matches!(
+            store.record_decisions(&batch(finished)),
+            Err(StoreError::RunState { .. })
+        ));
+        assert!(matches!(
+            store.record_decisions(&batch(RunId(99))),
+            Err(StoreError::UnknownRun(RunId(99)))
+        ));
+    }
+
+    #[test]
+    fn a_plugin_decision_converts_to_a_record() {
+        let key = DeviceKey::new("Alice\\ExchangeActiveSyncDevices\\iPhone\u{a7}A1");
+        let record = DecisionRecord::new(
+            key.clone(),
+            &types::Decision {
+                verdict: types::Verdict::Quarantine,
+                reason: "not-enrolled".into(),
+                notify: true,
+            },
+        );
+        assert_eq!(
+            record,
+            DecisionRecord {
+                key,
+                verdict: Verdict::Quarantine,
+                reason: "not-enrolled".into(),
+                notify: true,
+            }
+        );
     }
 
     #[test]

@@ -72,15 +72,21 @@ impl JournalState {
 /// A journaled command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalEntry {
+    /// The entry.
     pub id: CommandId,
+    /// The run that planned it.
     pub run: RunId,
+    /// The organization it targets.
     pub org: OrgId,
     /// The command, its mailbox and the devices it changes.
     pub command: PlannedCommand,
+    /// Where it is.
     pub state: JournalState,
     /// How many times it was sent.
     pub attempts: u32,
+    /// Exchange's last error for it.
     pub last_error: Option<String>,
+    /// When its state last changed.
     pub updated_at: i64,
 }
 

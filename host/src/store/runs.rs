@@ -4,6 +4,7 @@ use rusqlite::{OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use super::{OrgId, RunId, Store, StoreError};
+use crate::sync::Verdict;
 
 /// Which sync a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -96,11 +97,30 @@ impl RunOutcome {
 /// Devices per verdict in one run; `undecided` are those whose plugin batch failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerdictCounts {
+    /// Devices the policy allowed.
     pub allow: u64,
+    /// Devices the policy blocked.
     pub block: u64,
+    /// Devices the policy quarantined.
     pub quarantine: u64,
+    /// Devices the policy left alone.
     pub exempt: u64,
+    /// Devices of failed plugin batches: they keep their state.
     pub undecided: u64,
+}
+
+impl VerdictCounts {
+    /// Counts one device with `verdict`, or an undecided one for `None`.
+    pub fn add(&mut self, verdict: Option<Verdict>) {
+        let slot = match verdict {
+            Some(Verdict::Allow) => &mut self.allow,
+            Some(Verdict::Block) => &mut self.block,
+            Some(Verdict::Quarantine) => &mut self.quarantine,
+            Some(Verdict::Exempt) => &mut self.exempt,
+            None => &mut self.undecided,
+        };
+        *slot += 1;
+    }
 }
 
 /// What [`Store::finish_run`] records.
@@ -123,19 +143,29 @@ pub struct RunEnd {
 /// A stored run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRecord {
+    /// The run.
     pub id: RunId,
+    /// Its organization.
     pub org: OrgId,
+    /// Quick, full or what-if.
     pub kind: RunKind,
+    /// When it started.
     pub started_at: i64,
+    /// When it ended; `None` while running.
     pub ended_at: Option<i64>,
+    /// How it ended.
     pub outcome: RunOutcome,
     /// The access-policy version the run was pinned to.
     pub plugin_digest: Option<String>,
+    /// Devices per verdict.
     pub counts: VerdictCounts,
+    /// Devices whose state the run changed (or would have).
     pub devices_changed: u64,
+    /// Exchange commands sent.
     pub commands_issued: u64,
     /// `approved` or `rejected`, when an operator acted on a held plan.
     pub approval: Option<String>,
+    /// What went wrong.
     pub error: Option<String>,
 }
 
@@ -305,6 +335,28 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_add_up_per_verdict() {
+        let mut counts = VerdictCounts::default();
+        for v in [
+            Some(Verdict::Allow),
+            Some(Verdict::Allow),
+            Some(Verdict::Exempt),
+            None,
+        ] {
+            counts.add(v);
+        }
+        assert_eq!(
+            counts,
+            VerdictCounts {
+                allow: 2,
+                exempt: 1,
+                undecided: 1,
+                ..VerdictCounts::default()
+            }
+        );
+    }
 
     #[test]
     fn a_run_records_its_counts_and_a_success_moves_the_cursor() {

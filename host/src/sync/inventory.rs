@@ -11,10 +11,14 @@ use crate::plugin::types;
 /// Exchange `DeviceAccessState`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AccessState {
+    /// Exchange does not say.
     #[default]
     Unknown,
+    /// May sync.
     Allowed,
+    /// May not sync.
     Blocked,
+    /// May not sync until an admin or the connector decides.
     Quarantined,
     /// Exchange has seen the device but not finished discovering it.
     DeviceDiscovery,
@@ -64,13 +68,20 @@ impl AccessState {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ComplianceState {
+    /// Not evaluated yet.
     #[default]
     Unknown,
+    /// Meets every compliance policy.
     Compliant,
+    /// Fails a compliance policy.
     Noncompliant,
+    /// Policies disagree.
     Conflict,
+    /// Evaluation failed.
     Error,
+    /// Noncompliant, within the grace period the policy allows.
     InGracePeriod,
+    /// Compliance is managed by Configuration Manager.
     ConfigManager,
 }
 
@@ -93,9 +104,12 @@ impl ComplianceState {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum OwnerType {
+    /// Not recorded.
     #[default]
     Unknown,
+    /// Corporate-owned.
     Company,
+    /// Bring your own device.
     Personal,
 }
 

@@ -203,7 +203,7 @@ fn entries<'a>(list: &'a [String], device_id: &str) -> Vec<&'a String> {
 ///
 /// `removals` are partnerships to remove (`Remove-MobileDevice`): the devices Intune retired,
 /// when the settings ask for it. `org_devices` is the organization's device count, the base of
-/// the blast-radius share. Devices that were not decided (a failed plugin batch) are simply not
+/// the blast-radius share: the whole organization's, also on a quick sync (from the store). Devices that were not decided (a failed plugin batch) are simply not
 /// in `decided` and keep their state.
 pub fn plan(
     mailboxes: &[Mailbox],
