@@ -14,7 +14,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::inventory::{DeviceKey, DirectoryUser, Inventory, Mailbox, ManagedDevice};
+use super::inventory::{
+    DeviceKey, DirectoryUser, ExchangeDevice, Inventory, Mailbox, ManagedDevice,
+};
 use super::settings::SyncSettings;
 use crate::plugin::types;
 
@@ -70,6 +72,31 @@ pub struct Matched {
     pub devices: Vec<MatchedDevice>,
     /// What did not join.
     pub report: MatchReport,
+}
+
+impl Matched {
+    /// The partnerships to remove with `Remove-MobileDevice`: the retired ones when the
+    /// settings turn removal on, none otherwise. `inventory` is the one that was matched.
+    pub fn removal_candidates<'a>(
+        &self,
+        inventory: &'a Inventory,
+        settings: &SyncSettings,
+    ) -> Vec<&'a ExchangeDevice> {
+        if !settings.remove_retired_partnerships {
+            return Vec::new();
+        }
+        let retired: HashSet<&DeviceKey> = self
+            .devices
+            .iter()
+            .filter(|d| d.retired.is_some())
+            .map(|d| &d.key)
+            .collect();
+        inventory
+            .devices
+            .iter()
+            .filter(|d| retired.contains(&d.key()))
+            .collect()
+    }
 }
 
 /// Joins `inventory`. `previously_managed` holds the partnerships that had an Intune record at
@@ -388,6 +415,20 @@ mod tests {
         );
         assert_eq!(by_id(&matched, "V1").retired, Some(Retired::RecordGone));
         assert_eq!(by_id(&matched, "N1").retired, None);
+
+        // Removal is off by default, and then removes exactly the retired partnerships.
+        let off = SyncSettings::default();
+        assert!(matched.removal_candidates(&inventory, &off).is_empty());
+        let on = SyncSettings {
+            remove_retired_partnerships: true,
+            ..SyncSettings::default()
+        };
+        let ids: Vec<&str> = matched
+            .removal_candidates(&inventory, &on)
+            .iter()
+            .map(|d| d.device_id.as_str())
+            .collect();
+        assert_eq!(ids, ["P1", "V1"]);
 
         // A quick sync lists only changed records: a missing one proves nothing.
         inventory.managed_complete = false;

@@ -202,7 +202,9 @@ fn entries<'a>(list: &'a [String], device_id: &str) -> Vec<&'a String> {
 /// Plans the commands for `decided` against the lists in `mailboxes`.
 ///
 /// `removals` are partnerships to remove (`Remove-MobileDevice`): the devices Intune retired,
-/// when the settings ask for it. `org_devices` is the organization's device count, the base of
+/// when the settings ask for it. A partnership is only removed when the policy decided it and
+/// did not exempt it: an exempt device is left as Exchange has it, and an undecided one (its
+/// plugin batch failed) keeps its state. `org_devices` is the organization's device count, the base of
 /// the blast-radius share: the whole organization's, also on a quick sync (from the store). Devices that were not decided (a failed plugin batch) are simply not
 /// in `decided` and keep their state.
 pub fn plan(
@@ -297,7 +299,15 @@ pub fn plan(
         .into_values()
         .filter_map(|(mailbox, edit)| edit.into_command(&mailbox.identity))
         .collect();
-    for device in removals {
+    let removable: HashSet<DeviceKey> = decided
+        .iter()
+        .filter(|d| d.verdict != Verdict::Exempt)
+        .map(|d| d.device.key())
+        .collect();
+    for device in removals
+        .iter()
+        .filter(|device| removable.contains(&device.key()))
+    {
         let mut parameters = Map::new();
         parameters.insert("Identity".into(), Value::String(device.identity.clone()));
         // The REST endpoint never prompts, but the flag documents intent and matches what an
@@ -489,8 +499,13 @@ mod tests {
 
     #[test]
     fn removing_a_retired_partnership_is_a_command_and_a_restriction() {
+        let mailboxes = [mailbox("alice", &[], &["A1"])];
         let dev = device("alice", "A1", AccessState::Allowed);
-        let plan = plan(&[], &[], &[&dev], &NO_LIMIT, 1);
+        let decided = [Decided {
+            device: &dev,
+            verdict: Verdict::Block,
+        }];
+        let plan = plan(&mailboxes, &decided, &[&dev], &NO_LIMIT, 1);
         assert_eq!(
             plan.commands[0].command.invoke_body(),
             json!({"CmdletInput": {"CmdletName": "Remove-MobileDevice",
@@ -498,6 +513,18 @@ mod tests {
         );
         assert_eq!(plan.commands[0].mailbox.as_deref(), Some("alice"));
         assert_eq!(plan.restrictions, 1);
+    }
+
+    #[test]
+    fn exempt_or_undecided_partnerships_are_not_removed() {
+        let exempt = device("alice", "A1", AccessState::Allowed);
+        let undecided = device("alice", "A2", AccessState::Allowed);
+        let decided = [Decided {
+            device: &exempt,
+            verdict: Verdict::Exempt,
+        }];
+        let plan = plan(&[], &decided, &[&exempt, &undecided], &NO_LIMIT, 2);
+        assert!(plan.is_empty(), "{plan:#?}");
     }
 
     #[test]
