@@ -533,6 +533,8 @@ mod tests {
         journal_plan(&store, held, &["alice", "bob"], true);
         store.finish_run(held, &end).unwrap();
         assert!(store.unfinished(org).unwrap().is_empty());
+        let waiting: Vec<RunId> = store.held_runs(org).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(waiting, [held]);
         assert_eq!(store.approve(held, 30).unwrap(), 2);
         assert_eq!(states(&store, held), [JournalState::Planned; 2]);
         let run = store.run(held).unwrap().unwrap();
@@ -547,6 +549,7 @@ mod tests {
         journal_plan(&store, other, &["carol"], true);
         store.finish_run(other, &end).unwrap();
         assert_eq!(store.reject(other, 50).unwrap(), 1);
+        assert!(store.held_runs(org).unwrap().is_empty());
         assert_eq!(states(&store, other), [JournalState::Rejected]);
         assert_eq!(
             store.run(other).unwrap().unwrap().outcome,

@@ -18,8 +18,11 @@ CREATE TABLE organizations (
     id                   INTEGER PRIMARY KEY,
     name                 TEXT NOT NULL UNIQUE,
     created_at           INTEGER NOT NULL,
-    -- End of the last run that succeeded; the status page and the quick-sync cursor use it.
-    last_success_sync_at INTEGER
+    -- End of the last quick or full run that succeeded, for the status page.
+    last_success_sync_at INTEGER,
+    -- Start of that run: a quick sync asks for changes since then. The start, not the end,
+    -- so that a change made while that run was going is not skipped.
+    sync_cursor          INTEGER
 ) STRICT;
 
 CREATE TABLE sync_runs (

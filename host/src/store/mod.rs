@@ -261,6 +261,19 @@ impl Store {
             .map(Option::flatten)
     }
 
+    /// Where the next quick sync starts: the start of the last successful quick or full run.
+    pub fn sync_cursor(&self, org: OrgId) -> Result<Option<i64>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT sync_cursor FROM organizations WHERE id = ?1",
+                [org.0],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(self.sql("reading the sync cursor"))
+            .map(Option::flatten)
+    }
+
     /// The connection. A panic while it was held cannot have left a half-written change
     /// (an unfinished transaction rolls back when dropped), so a poisoned lock is taken over.
     fn conn(&self) -> MutexGuard<'_, Connection> {

@@ -252,8 +252,9 @@ impl Store {
         Ok(RunId(conn.last_insert_rowid()))
     }
 
-    /// Records how a run ended. A succeeded run also moves the organization's last
-    /// successful sync, in the same transaction.
+    /// Records how a run ended. A succeeded quick or full run also moves the organization's
+    /// last successful sync and its quick-sync cursor, in the same transaction; a partial run
+    /// does not (its undecided devices must be picked up again), nor does a what-if.
     pub fn finish_run(&self, run: RunId, end: &RunEnd) -> Result<(), StoreError> {
         if end.outcome == RunOutcome::Running {
             return Err(StoreError::RunState {
@@ -292,8 +293,10 @@ impl Store {
         }
         if end.outcome == RunOutcome::Succeeded {
             tx.execute(
-                "UPDATE organizations SET last_success_sync_at = ?2
-                 WHERE id = (SELECT org_id FROM sync_runs WHERE id = ?1)",
+                "UPDATE organizations SET last_success_sync_at = ?2, sync_cursor = r.started_at
+                 FROM (SELECT org_id, started_at FROM sync_runs
+                       WHERE id = ?1 AND kind IN ('quick', 'full')) AS r
+                 WHERE organizations.id = r.org_id",
                 (run.0, end.ended_at),
             )
             .map_err(self.sql("recording the last successful sync"))?;
@@ -315,20 +318,32 @@ impl Store {
         row.map(run_record).transpose()
     }
 
-    /// The organization's most recent runs, newest first.
-    pub fn recent_runs(&self, org: OrgId, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    /// The organization's plans waiting for an operator, oldest first.
+    pub fn held_runs(&self, org: OrgId) -> Result<Vec<RunRecord>, StoreError> {
+        self.runs_where("org_id = ?1 AND outcome = 'held' ORDER BY id", &[org.0])
+    }
+
+    fn runs_where(&self, filter: &str, params: &[i64]) -> Result<Vec<RunRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM sync_runs WHERE org_id = ?1 ORDER BY id DESC LIMIT ?2"
+                "SELECT {RUN_COLUMNS} FROM sync_runs WHERE {filter}"
             ))
             .map_err(self.sql("listing runs"))?;
         let rows = stmt
-            .query_map((org.0, limit as i64), run_row)
+            .query_map(rusqlite::params_from_iter(params), run_row)
             .map_err(self.sql("listing runs"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(self.sql("listing runs"))?;
         rows.into_iter().map(run_record).collect()
+    }
+
+    /// The organization's most recent runs, newest first.
+    pub fn recent_runs(&self, org: OrgId, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.runs_where(
+            "org_id = ?1 ORDER BY id DESC LIMIT ?2",
+            &[org.0, limit as i64],
+        )
     }
 }
 
@@ -406,12 +421,29 @@ mod tests {
             )
             .unwrap();
         assert_eq!(store.last_successful_sync(org).unwrap(), Some(160));
+        assert_eq!(store.sync_cursor(org).unwrap(), Some(100));
+
+        // A rehearsal proves nothing about Exchange's state: the cursor stays.
+        let rehearsal = store
+            .start_run(org, RunKind::WhatIf, Some("x"), 300)
+            .unwrap();
+        store
+            .finish_run(
+                rehearsal,
+                &RunEnd {
+                    ended_at: 310,
+                    ..end.clone()
+                },
+            )
+            .unwrap();
+        assert_eq!(store.sync_cursor(org).unwrap(), Some(100));
+        assert_eq!(store.last_successful_sync(org).unwrap(), Some(160));
         let recent = store.recent_runs(org, 10).unwrap();
         assert_eq!(
             recent.iter().map(|r| r.id).collect::<Vec<_>>(),
-            [failed, run]
+            [rehearsal, failed, run]
         );
-        assert_eq!(recent[0].error.as_deref(), Some("Exchange unreachable"));
+        assert_eq!(recent[1].error.as_deref(), Some("Exchange unreachable"));
 
         assert!(matches!(
             store.finish_run(RunId(999), &end),
