@@ -26,9 +26,9 @@ mod runs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 pub use devices::{
     AuditEntry, DecisionBatch, DecisionRecord, DeviceRecord, DeviceView, StoredDecision,
@@ -139,10 +139,22 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("setting the busy timeout"))?;
         // Reading the header first: a file that is not a database fails here, before any
-        // pragma could write to it.
-        let application_id: i64 = conn
-            .pragma_query_value(None, "application_id", |row| row.get(0))
-            .map_err(sql("reading the application id"))?;
+        // pragma could write to it. One read transaction, so that the three facts describe
+        // the same moment even while another process is creating the store.
+        let (application_id, version, tables) = {
+            let tx = conn.transaction().map_err(sql("reading the header"))?;
+            let application_id: i64 = tx
+                .pragma_query_value(None, "application_id", |row| row.get(0))
+                .map_err(sql("reading the application id"))?;
+            let version: i64 = tx
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .map_err(sql("reading the schema version"))?;
+            let tables: i64 = tx
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+                .map_err(sql("listing tables"))?;
+            tx.commit().map_err(sql("reading the header"))?;
+            (application_id, version, tables)
+        };
         let check: Vec<String> = {
             let mut stmt = conn
                 .prepare("PRAGMA quick_check")
@@ -158,12 +170,6 @@ impl Store {
                 detail: check.into_iter().take(3).collect::<Vec<_>>().join("; "),
             });
         }
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(sql("reading the schema version"))?;
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
-            .map_err(sql("listing tables"))?;
         if (application_id != 0 && application_id != migrations::APPLICATION_ID)
             || (application_id == 0 && tables > 0)
         {
@@ -179,9 +185,21 @@ impl Store {
                 supported: migrations::SCHEMA_VERSION,
             });
         }
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(sql("switching to WAL"))?;
+        // Switching to WAL needs the file to itself, and SQLite reports a conflict at once
+        // rather than through the busy handler, so it is retried here within the same bound.
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        let mode: String = loop {
+            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+                Ok(mode) => break mode,
+                Err(err)
+                    if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(err) => return Err(sql("switching to WAL")(err)),
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Sql {
                 path: path.to_owned(),
@@ -194,25 +212,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(sql("enabling foreign keys"))?;
 
-        for (index, migration) in migrations::MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(version as usize)
-        {
-            let target = index + 1;
-            let failed = |source| StoreError::Migration {
-                path: path.to_owned(),
-                version: target,
-                source,
-            };
-            let tx = conn.transaction().map_err(failed)?;
-            tx.execute_batch(migration).map_err(failed)?;
-            tx.pragma_update(None, "user_version", target as i64)
-                .map_err(failed)?;
-            tx.pragma_update(None, "application_id", migrations::APPLICATION_ID)
-                .map_err(failed)?;
-            tx.commit().map_err(failed)?;
-        }
+        migrate(&mut conn, path)?;
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_owned(),
@@ -301,6 +301,49 @@ impl Store {
     }
 }
 
+/// Applies the missing migrations, one transaction each. The transaction takes the write lock
+/// first and re-reads the version under it, so two processes opening a new store at once do
+/// not both run a migration.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    loop {
+        let failed = |version: usize| {
+            move |source| StoreError::Migration {
+                path: path.to_owned(),
+                version,
+                source,
+            }
+        };
+        let locking = |source| StoreError::Sql {
+            path: path.to_owned(),
+            doing: "taking the write lock to migrate",
+            source,
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(locking)?;
+        let current: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(locking)?;
+        if current > migrations::SCHEMA_VERSION as i64 {
+            return Err(StoreError::NewerSchema {
+                path: path.to_owned(),
+                found: current,
+                supported: migrations::SCHEMA_VERSION,
+            });
+        }
+        let Some(migration) = migrations::MIGRATIONS.get(current as usize) else {
+            return tx.commit().map_err(locking);
+        };
+        let target = current as usize + 1;
+        tx.execute_batch(migration).map_err(failed(target))?;
+        tx.pragma_update(None, "user_version", target as i64)
+            .map_err(failed(target))?;
+        tx.pragma_update(None, "application_id", migrations::APPLICATION_ID)
+            .map_err(failed(target))?;
+        tx.commit().map_err(failed(target))?;
+    }
+}
+
 fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|source| StoreError::Encode { what, source })
 }
@@ -359,6 +402,29 @@ mod tests {
         Store::open(&data).unwrap();
         let mode = std::fs::metadata(&data).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn two_processes_creating_the_store_at_once_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE);
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|scope| {
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        Store::open_file(&path).map(|store| store.schema_version().unwrap())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                assert_eq!(
+                    opener.join().unwrap().unwrap(),
+                    migrations::SCHEMA_VERSION as i64
+                );
+            }
+        });
     }
 
     #[test]

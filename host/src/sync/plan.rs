@@ -201,12 +201,11 @@ fn entries<'a>(list: &'a [String], device_id: &str) -> Vec<&'a String> {
 
 /// Plans the commands for `decided` against the lists in `mailboxes`.
 ///
-/// `removals` are partnerships to remove (`Remove-MobileDevice`): the devices Intune retired,
-/// when the settings ask for it. A partnership is only removed when the policy decided it and
-/// did not exempt it: an exempt device is left as Exchange has it, and an undecided one (its
-/// plugin batch failed) keeps its state. `org_devices` is the organization's device count, the base of
-/// the blast-radius share: the whole organization's, also on a quick sync (from the store). Devices that were not decided (a failed plugin batch) are simply not
-/// in `decided` and keep their state.
+/// Devices that were not decided (their plugin batch failed) are simply not in `decided`, and
+/// keep their state. `removals` are partnerships to remove (`Remove-MobileDevice`): the devices
+/// Intune retired, when the settings ask for it; a partnership is only removed when the policy
+/// decided it and did not exempt it. `org_devices` is the organization's device count, the base
+/// of the blast-radius share: the whole organization's, also on a quick sync (from the store).
 pub fn plan(
     mailboxes: &[Mailbox],
     decided: &[Decided<'_>],
