@@ -64,6 +64,39 @@ impl AccessState {
     }
 }
 
+/// Exchange `DeviceAccessLevel`: the organization default and device access rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AccessLevel {
+    /// Devices may sync.
+    Allow,
+    /// Devices may not sync.
+    Block,
+    /// Devices wait for a decision.
+    Quarantine,
+}
+
+impl AccessLevel {
+    /// Exchange's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLevel::Allow => "Allow",
+            AccessLevel::Block => "Block",
+            AccessLevel::Quarantine => "Quarantine",
+        }
+    }
+
+    /// Parses Exchange's spelling, ignoring case.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            AccessLevel::Allow,
+            AccessLevel::Block,
+            AccessLevel::Quarantine,
+        ]
+        .into_iter()
+        .find(|l| l.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
 /// Intune `complianceState`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -19,19 +19,25 @@
 //! devices of one mailbox never overwrite each other. IDs compare ignoring case, as Exchange
 //! compares them; an entry is removed in the spelling the list has, a new one is added in the
 //! device's. A device whose membership is already right costs nothing.
+//!
+//! Quarantine relies on the organization default being Quarantine; a full sync that manages it
+//! appends the command that sets it ([`Plan::manage_org_default`]), and the blast-radius guard
+//! then also counts the devices that only the old default allowed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::inventory::{AccessState, DeviceKey, ExchangeDevice, Mailbox, Verdict};
+use super::inventory::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Mailbox, Verdict};
 use super::settings::RestrictionLimit;
 
 /// The cmdlet that edits a mailbox's device lists.
 pub const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
 /// The cmdlet that removes an EAS partnership.
 pub const REMOVE_MOBILE_DEVICE: &str = "Remove-MobileDevice";
+/// The cmdlet that sets the organization default access level.
+pub const SET_ORG_SETTINGS: &str = "Set-ActiveSyncOrganizationSettings";
 /// The parameter holding the allow list.
 pub const ALLOWED_IDS: &str = "ActiveSyncAllowedDeviceIDs";
 /// The parameter holding the block list.
@@ -133,8 +139,10 @@ pub struct Plan {
     /// a device access rule or the org default decides them, which no list edit can change.
     pub unenforced: Vec<DeviceKey>,
     /// Devices the plan takes from allowed to blocked or quarantined, or whose allowed
-    /// partnership it removes.
+    /// partnership it removes: `restricted.len()`.
     pub restrictions: usize,
+    /// Those devices.
+    pub restricted: BTreeSet<DeviceKey>,
     /// The most restrictions a plan may carry without approval.
     pub limit: usize,
     /// True when `restrictions > limit`: store the plan, apply nothing, ask an operator.
@@ -222,7 +230,7 @@ pub fn plan(
     let mut changes = Vec::new();
     let mut skipped = Vec::new();
     let mut unenforced = Vec::new();
-    let mut restricted: HashSet<DeviceKey> = HashSet::new();
+    let mut restricted: BTreeSet<DeviceKey> = BTreeSet::new();
 
     for d in decided {
         if d.verdict == Verdict::Exempt {
@@ -333,8 +341,64 @@ pub fn plan(
         skipped,
         unenforced,
         restrictions,
+        restricted,
         limit,
         held: restrictions > limit,
+    }
+}
+
+impl Plan {
+    /// Adds a full sync's org-default step, for `manage_org_default`: when the organization's
+    /// `DefaultAccessLevel` (`current`) is not Quarantine, a
+    /// `Set-ActiveSyncOrganizationSettings -DefaultAccessLevel Quarantine`, last, so that the
+    /// devices the plan allows are on their allow lists before the default changes.
+    ///
+    /// The switch takes access from every device Exchange allows only by the default (reason
+    /// `Global`) that this plan does not put on an allow list, whatever its verdict, exempt and
+    /// undecided ones included; `devices` is every partnership of the organization, so that
+    /// those are counted by the blast-radius guard too.
+    pub fn manage_org_default(
+        &mut self,
+        current: AccessLevel,
+        devices: &[ExchangeDevice],
+        decided: &[Decided<'_>],
+    ) {
+        if current == AccessLevel::Quarantine {
+            return;
+        }
+        let skipped: HashSet<&DeviceKey> = self.skipped.iter().map(|s| &s.key).collect();
+        // Devices on a list after the plan do not depend on the default.
+        let listed_after: HashSet<DeviceKey> = decided
+            .iter()
+            .filter(|d| matches!(d.verdict, Verdict::Allow | Verdict::Block))
+            .map(|d| d.device.key())
+            .filter(|key| !skipped.contains(key))
+            .collect();
+        let mut losing = Vec::new();
+        for device in devices {
+            let key = device.key();
+            let by_default = device.access_state == AccessState::Allowed
+                && device.access_state_reason.eq_ignore_ascii_case("Global");
+            if by_default && !listed_after.contains(&key) {
+                self.restricted.insert(key.clone());
+                losing.push(key);
+            }
+        }
+        let mut parameters = Map::new();
+        parameters.insert(
+            "DefaultAccessLevel".into(),
+            Value::String(AccessLevel::Quarantine.as_str().into()),
+        );
+        self.commands.push(PlannedCommand {
+            mailbox: None,
+            devices: losing,
+            command: Command {
+                cmdlet: SET_ORG_SETTINGS.into(),
+                parameters,
+            },
+        });
+        self.restrictions = self.restricted.len();
+        self.held = self.restrictions > self.limit;
     }
 }
 
@@ -562,6 +626,67 @@ mod tests {
         assert!(!harmless.held && harmless.commands.len() == 30);
     }
 
+    #[test]
+    fn the_org_default_is_set_last_and_counts_who_loses_access_by_it() {
+        let limit = RestrictionLimit {
+            percent: 0.0,
+            floor: 2,
+        };
+        let mailboxes = [mailbox("alice", &[], &[])];
+        let global = |id| {
+            let mut dev = device("alice", id, AccessState::Allowed);
+            dev.access_state_reason = "Global".into();
+            dev
+        };
+        let (kept, blocked, exempt, undecided) =
+            (global("K"), global("B"), global("E"), global("U"));
+        let all = [
+            kept.clone(),
+            blocked.clone(),
+            exempt.clone(),
+            undecided.clone(),
+        ];
+        let decided = [
+            Decided {
+                device: &kept,
+                verdict: Verdict::Allow,
+            },
+            Decided {
+                device: &blocked,
+                verdict: Verdict::Block,
+            },
+            Decided {
+                device: &exempt,
+                verdict: Verdict::Exempt,
+            },
+        ];
+        let mut plan = plan(&mailboxes, &decided, &[], &limit, 4);
+        assert_eq!((plan.restrictions, plan.held), (1, false));
+        plan.manage_org_default(AccessLevel::Allow, &all, &decided);
+        assert_eq!(plan.commands.len(), 2);
+        let last = plan.commands.last().unwrap();
+        assert_eq!(
+            last.command.invoke_body(),
+            json!({"CmdletInput": {"CmdletName": "Set-ActiveSyncOrganizationSettings",
+                "Parameters": {"DefaultAccessLevel": "Quarantine"}}})
+        );
+        assert_eq!(last.devices, [exempt.key(), undecided.key()]);
+        // B loses access by its list edit, E and U by the switch.
+        assert_eq!(
+            plan.restricted,
+            BTreeSet::from([blocked.key(), exempt.key(), undecided.key()])
+        );
+        assert!(plan.held);
+
+        let mut steady = super::plan(&mailboxes, &decided, &[], &limit, 4);
+        steady.manage_org_default(AccessLevel::Quarantine, &all, &decided);
+        assert_eq!(
+            steady.commands.len(),
+            1,
+            "no org command when already Quarantine"
+        );
+    }
+
     /// SplitMix64: a seeded generator, so a failing case can be replayed from its seed.
     struct Rng(u64);
 
@@ -605,14 +730,23 @@ mod tests {
         }
     }
 
-    /// Exchange's precedence with no device rules and the org default at Quarantine.
-    fn state_of(mailbox: &Mailbox, device_id: &str) -> AccessState {
+    /// Exchange's precedence with no device rules: block list, allow list, org default.
+    fn state_of(
+        mailbox: &Mailbox,
+        device_id: &str,
+        default: AccessLevel,
+    ) -> (AccessState, &'static str) {
         if !entries(&mailbox.blocked, device_id).is_empty() {
-            AccessState::Blocked
+            (AccessState::Blocked, "Individual")
         } else if !entries(&mailbox.allowed, device_id).is_empty() {
-            AccessState::Allowed
+            (AccessState::Allowed, "Individual")
         } else {
-            AccessState::Quarantined
+            let state = match default {
+                AccessLevel::Allow => AccessState::Allowed,
+                AccessLevel::Block => AccessState::Blocked,
+                AccessLevel::Quarantine => AccessState::Quarantined,
+            };
+            (state, "Global")
         }
     }
 
@@ -624,10 +758,20 @@ mod tests {
         }
     }
 
+    /// Random mailboxes, lists (in random case, with entries the connector does not own),
+    /// verdicts (some devices undecided) and org defaults: applying the plan with Exchange's
+    /// semantics yields exactly the verdicts, leaves exempt and undecided devices' lists alone,
+    /// counts in the guard exactly the devices that lose access, and a second plan is empty.
     #[test]
     fn applying_a_plan_yields_the_verdicts_and_a_second_plan_is_empty() {
-        for seed in 0..300 {
+        for seed in 0..400 {
             let mut rng = Rng(seed);
+            let levels = [
+                AccessLevel::Quarantine,
+                AccessLevel::Allow,
+                AccessLevel::Block,
+            ];
+            let mut default = levels[rng.below(3)];
             let mut mailboxes: Vec<Mailbox> = (0..1 + rng.below(6))
                 .map(|m| mailbox(&format!("mbx{m}"), &[], &[]))
                 .collect();
@@ -642,26 +786,39 @@ mod tests {
                         mailbox.blocked.push(random_case(&mut rng, &id));
                     }
                     let mut dev = device(&mailbox.identity, &id, AccessState::Unknown);
-                    dev.access_state = state_of(mailbox, &id);
+                    let (state, reason) = state_of(mailbox, &id, default);
+                    dev.access_state = state;
+                    dev.access_state_reason = reason.into();
                     devices.push(dev);
                 }
-                // Entries the connector does not own must survive.
                 if rng.chance(30) {
                     mailbox.allowed.push(format!("Foreign{m}"));
                 }
             }
-            let verdicts: Vec<Verdict> =
-                devices.iter().map(|_| Verdict::ALL[rng.below(4)]).collect();
+            // `None`: the device's plugin batch failed.
+            let verdicts: Vec<Option<Verdict>> = devices
+                .iter()
+                .map(|_| Verdict::ALL.get(rng.below(5)).copied())
+                .collect();
             let decided: Vec<Decided<'_>> = devices
                 .iter()
                 .zip(&verdicts)
-                .map(|(device, &verdict)| Decided { device, verdict })
+                .filter_map(|(device, v)| v.map(|verdict| Decided { device, verdict }))
                 .collect();
             let before = mailboxes.clone();
-            let first = plan(&mailboxes, &decided, &[], &NO_LIMIT, devices.len());
+            let mut first = plan(&mailboxes, &decided, &[], &NO_LIMIT, devices.len());
+            first.manage_org_default(default, &devices, &decided);
+
             let mut touched = HashSet::new();
-            for planned in &first.commands {
+            for (i, planned) in first.commands.iter().enumerate() {
                 let params = &planned.command.parameters;
+                if planned.command.cmdlet == SET_ORG_SETTINGS {
+                    assert_eq!(i, first.commands.len() - 1, "seed {seed}: org default last");
+                    default =
+                        AccessLevel::parse(params["DefaultAccessLevel"].as_str().unwrap()).unwrap();
+                    continue;
+                }
+                assert_eq!(planned.command.cmdlet, SET_CAS_MAILBOX);
                 let identity = params["Identity"].as_str().unwrap();
                 assert!(
                     touched.insert(identity.to_owned()),
@@ -678,39 +835,63 @@ mod tests {
                     apply_edit(&mut mailbox.blocked, edit);
                 }
             }
+            assert_eq!(default, AccessLevel::Quarantine, "seed {seed}");
+
+            let find = |list: &[Mailbox], dev: &ExchangeDevice| -> Mailbox {
+                list.iter()
+                    .find(|m| Some(&m.identity) == dev.mailbox.as_ref())
+                    .unwrap()
+                    .clone()
+            };
             let mut after_devices = devices.clone();
             for (dev, verdict) in after_devices.iter_mut().zip(&verdicts) {
-                let mailbox = mailboxes
-                    .iter()
-                    .find(|m| Some(&m.identity) == dev.mailbox.as_ref())
-                    .unwrap();
-                let state = state_of(mailbox, &dev.device_id);
-                let expected = match verdict {
-                    Verdict::Allow => AccessState::Allowed,
-                    Verdict::Block => AccessState::Blocked,
-                    Verdict::Quarantine => AccessState::Quarantined,
-                    Verdict::Exempt => dev.access_state,
-                };
-                assert_eq!(
-                    state, expected,
-                    "seed {seed}: {} {verdict:?}",
-                    dev.device_id
-                );
+                let (old, new) = (find(&before, dev), find(&mailboxes, dev));
+                let (state, reason) = state_of(&new, &dev.device_id, default);
+                let context = format!("seed {seed}: {} {verdict:?}", dev.device_id);
+                match verdict {
+                    Some(Verdict::Allow) => assert_eq!(state, AccessState::Allowed, "{context}"),
+                    Some(Verdict::Block) => assert_eq!(state, AccessState::Blocked, "{context}"),
+                    Some(Verdict::Quarantine) => {
+                        assert_eq!(state, AccessState::Quarantined, "{context}")
+                    }
+                    Some(Verdict::Exempt) | None => {
+                        let id = &dev.device_id;
+                        assert_eq!(
+                            entries(&old.allowed, id),
+                            entries(&new.allowed, id),
+                            "{context}"
+                        );
+                        assert_eq!(
+                            entries(&old.blocked, id),
+                            entries(&new.blocked, id),
+                            "{context}"
+                        );
+                    }
+                }
+                let lost =
+                    dev.access_state == AccessState::Allowed && state != AccessState::Allowed;
+                assert_eq!(first.restricted.contains(&dev.key()), lost, "{context}");
                 dev.access_state = state;
+                dev.access_state_reason = reason.into();
             }
             for (old, new) in before.iter().zip(&mailboxes) {
                 for foreign in old.allowed.iter().filter(|e| e.starts_with("Foreign")) {
                     assert!(new.allowed.contains(foreign), "seed {seed}");
                 }
             }
+
             let decided_after: Vec<Decided<'_>> = after_devices
                 .iter()
                 .zip(&verdicts)
-                .map(|(device, &verdict)| Decided { device, verdict })
+                .filter_map(|(device, v)| v.map(|verdict| Decided { device, verdict }))
                 .collect();
-            let second = plan(&mailboxes, &decided_after, &[], &NO_LIMIT, devices.len());
+            let mut second = plan(&mailboxes, &decided_after, &[], &NO_LIMIT, devices.len());
+            second.manage_org_default(default, &after_devices, &decided_after);
             assert!(second.is_empty(), "seed {seed}: {second:#?}");
-            assert!(second.changes.is_empty(), "seed {seed}");
+            assert!(
+                second.changes.is_empty() && second.restricted.is_empty(),
+                "seed {seed}"
+            );
         }
     }
 }
