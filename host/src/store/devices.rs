@@ -260,6 +260,19 @@ impl Store {
         row.map(device_record).transpose()
     }
 
+    /// How many partnerships the organization has: the base of the blast-radius share, also
+    /// on a quick sync that only sees the changed ones.
+    pub fn device_count(&self, org: OrgId) -> Result<usize, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT count(*) FROM devices WHERE org_id = ?1",
+                [org.0],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(self.sql("counting devices"))
+    }
+
     /// Every device of the organization, by key.
     pub fn devices(&self, org: OrgId) -> Result<Vec<DeviceRecord>, StoreError> {
         let conn = self.conn();
@@ -507,6 +520,7 @@ mod tests {
         assert_eq!(record.managed.as_ref(), Some(&managed));
         assert_eq!((record.seen_at, record.decision.is_none()), (10, true));
         assert_eq!(store.devices(org).unwrap().len(), 2);
+        assert_eq!(store.device_count(org).unwrap(), 2);
         assert_eq!(store.managed_keys(org).unwrap(), HashSet::from([a1.key()]));
 
         assert_eq!(store.forget_devices(org, &[a2.key()]).unwrap(), 1);

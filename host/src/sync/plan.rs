@@ -384,6 +384,8 @@ impl Plan {
                 losing.push(key);
             }
         }
+        // The switch is what enforces their quarantine.
+        self.unenforced.retain(|key| !losing.contains(key));
         let mut parameters = Map::new();
         parameters.insert(
             "DefaultAccessLevel".into(),
@@ -630,7 +632,7 @@ mod tests {
     fn the_org_default_is_set_last_and_counts_who_loses_access_by_it() {
         let limit = RestrictionLimit {
             percent: 0.0,
-            floor: 2,
+            floor: 3,
         };
         let mailboxes = [mailbox("alice", &[], &[])];
         let global = |id| {
@@ -638,30 +640,19 @@ mod tests {
             dev.access_state_reason = "Global".into();
             dev
         };
-        let (kept, blocked, exempt, undecided) =
-            (global("K"), global("B"), global("E"), global("U"));
-        let all = [
-            kept.clone(),
-            blocked.clone(),
-            exempt.clone(),
-            undecided.clone(),
-        ];
+        let all = ["K", "B", "Q", "E", "U"].map(global);
+        let [kept, blocked, quarantined, exempt, undecided] = &all;
         let decided = [
-            Decided {
-                device: &kept,
-                verdict: Verdict::Allow,
-            },
-            Decided {
-                device: &blocked,
-                verdict: Verdict::Block,
-            },
-            Decided {
-                device: &exempt,
-                verdict: Verdict::Exempt,
-            },
-        ];
-        let mut plan = plan(&mailboxes, &decided, &[], &limit, 4);
+            (kept, Verdict::Allow),
+            (blocked, Verdict::Block),
+            (quarantined, Verdict::Quarantine),
+            (exempt, Verdict::Exempt),
+        ]
+        .map(|(device, verdict)| Decided { device, verdict });
+        let mut plan = plan(&mailboxes, &decided, &[], &limit, all.len());
         assert_eq!((plan.restrictions, plan.held), (1, false));
+        assert_eq!(plan.unenforced, [quarantined.key()]);
+
         plan.manage_org_default(AccessLevel::Allow, &all, &decided);
         assert_eq!(plan.commands.len(), 2);
         let last = plan.commands.last().unwrap();
@@ -670,15 +661,22 @@ mod tests {
             json!({"CmdletInput": {"CmdletName": "Set-ActiveSyncOrganizationSettings",
                 "Parameters": {"DefaultAccessLevel": "Quarantine"}}})
         );
-        assert_eq!(last.devices, [exempt.key(), undecided.key()]);
-        // B loses access by its list edit, E and U by the switch.
+        assert_eq!(
+            last.devices,
+            [quarantined.key(), exempt.key(), undecided.key()]
+        );
+        assert!(
+            plan.unenforced.is_empty(),
+            "the switch enforces Q's quarantine"
+        );
+        // B loses access by its list edit, Q, E and U by the switch.
         assert_eq!(
             plan.restricted,
-            BTreeSet::from([blocked.key(), exempt.key(), undecided.key()])
+            BTreeSet::from([blocked, quarantined, exempt, undecided].map(|d| d.key()))
         );
         assert!(plan.held);
 
-        let mut steady = super::plan(&mailboxes, &decided, &[], &limit, 4);
+        let mut steady = super::plan(&mailboxes, &decided, &[], &limit, all.len());
         steady.manage_org_default(AccessLevel::Quarantine, &all, &decided);
         assert_eq!(
             steady.commands.len(),
