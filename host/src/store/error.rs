@@ -44,6 +44,13 @@ pub enum StoreError {
         found: i64,
         supported: usize,
     },
+    /// SQLite would not switch the file to WAL (some network file systems cannot share the
+    /// memory WAL needs).
+    #[error(
+        "the store {} cannot use write-ahead logging (journal mode stays `{mode}`); put the data directory on a local file system",
+        path.display()
+    )]
+    NoWal { path: PathBuf, mode: String },
     /// A migration failed; the database keeps its previous version.
     #[error("migrating the store {} to schema version {version} failed", path.display())]
     Migration {

@@ -8,8 +8,9 @@
 //!
 //! Opening is strict: a busy timeout, an integrity check (`PRAGMA quick_check`, a single read
 //! of the file: well under a second at 100 000 devices), WAL mode, foreign keys on, then the
-//! migrations in [`migrations`]. A database written by a newer easgate, a damaged file and another program's
-//! SQLite file are refused with an error naming the file; nothing is ever reset silently.
+//! migrations in [`migrations`]. A database written by a newer easgate, a damaged file and
+//! another program's SQLite file are refused with an error naming the file; nothing is ever
+//! reset silently.
 //!
 //! Durability: `synchronous = NORMAL`. In WAL mode that loses no committed transaction when the
 //! process crashes (SIGKILL included), only the last few on a power loss, and never corrupts the
@@ -201,10 +202,9 @@ impl Store {
             }
         };
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Sql {
+            return Err(StoreError::NoWal {
                 path: path.to_owned(),
-                doing: "switching to WAL",
-                source: rusqlite::Error::InvalidQuery,
+                mode,
             });
         }
         conn.pragma_update(None, "synchronous", "NORMAL")
