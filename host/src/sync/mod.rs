@@ -6,7 +6,7 @@
 //! * [`inventory`]: what discover (Exchange) and fetch (Graph) produce, independent of the
 //!   clients' own models.
 //! * [`matching`]: joins partnerships to Intune records and users; builds the policy's input.
-//! * [`plan`]: the minimal `Set-CASMailbox` commands for a set of verdicts, and the blast-radius
+//! * [`plan`](mod@plan): the minimal `Set-CASMailbox` commands for a set of verdicts, and the blast-radius
 //!   guard.
 //! * [`settings`]: the sync's settings and their defaults.
 //!
@@ -19,8 +19,8 @@ pub mod plan;
 pub mod settings;
 
 pub use inventory::{
-    AccessState, DeviceKey, DirectoryUser, ExchangeDevice, Inventory, Mailbox, ManagedDevice,
-    Verdict,
+    AccessLevel, AccessState, DeviceKey, DirectoryUser, ExchangeDevice, Inventory, Mailbox,
+    ManagedDevice, Verdict,
 };
 pub use matching::{MatchReport, Matched, MatchedDevice, Retired, match_inventory};
 pub use plan::{Command, Decided, Plan, PlannedCommand, plan};
