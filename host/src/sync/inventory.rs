@@ -272,6 +272,16 @@ impl ExchangeDevice {
     pub fn key(&self) -> DeviceKey {
         DeviceKey::new(&self.identity)
     }
+
+    /// The mailbox part of a `Get-MobileDevice` `Identity`
+    /// (`<mailbox>\ExchangeActiveSyncDevices\<name>`), which is the mailbox's `Get-CASMailbox`
+    /// `Identity`: what discover puts in [`ExchangeDevice::mailbox`] when that mailbox exists.
+    pub fn mailbox_of(identity: &str) -> Option<&str> {
+        let (mailbox, rest) = identity.split_once('\\')?;
+        let container = rest.split('\\').next()?;
+        (container.eq_ignore_ascii_case("ExchangeActiveSyncDevices") && !mailbox.is_empty())
+            .then_some(mailbox)
+    }
 }
 
 /// A mailbox as `Get-CASMailbox` (and `Get-Mailbox` for the UPN) reports it.
@@ -375,4 +385,46 @@ pub struct Inventory {
     /// a record's absence mean Intune let go of a device that it managed before; a quick sync
     /// fetches only the changed records.
     pub managed_complete: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mailbox_is_the_first_part_of_a_device_identity() {
+        assert_eq!(
+            ExchangeDevice::mailbox_of("alice\\ExchangeActiveSyncDevices\\iPhone\u{a7}ABC"),
+            Some("alice")
+        );
+        assert_eq!(
+            ExchangeDevice::mailbox_of("Bob Smith\\exchangeactivesyncdevices\\x"),
+            Some("Bob Smith")
+        );
+        assert_eq!(ExchangeDevice::mailbox_of("ABC"), None);
+        assert_eq!(
+            ExchangeDevice::mailbox_of("\\ExchangeActiveSyncDevices\\x"),
+            None
+        );
+        assert_eq!(ExchangeDevice::mailbox_of("alice\\Other\\x"), None);
+    }
+
+    #[test]
+    fn spellings_round_trip() {
+        for state in AccessState::ALL {
+            assert_eq!(
+                AccessState::parse(&state.as_str().to_lowercase()),
+                Some(state)
+            );
+        }
+        for verdict in Verdict::ALL {
+            assert_eq!(Verdict::parse(verdict.as_str()), Some(verdict));
+        }
+        assert_eq!(
+            AccessLevel::parse("quarantine"),
+            Some(AccessLevel::Quarantine)
+        );
+        let json = serde_json::to_string(&ComplianceState::InGracePeriod).unwrap();
+        assert_eq!(json, "\"inGracePeriod\"");
+    }
 }
