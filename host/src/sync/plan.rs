@@ -685,6 +685,47 @@ mod tests {
         );
     }
 
+    /// The journal stores these commands as JSON and the Exchange client has typed cmdlets:
+    /// both must put the same `Parameters` on the wire.
+    #[test]
+    fn commands_match_the_exchange_clients_typed_cmdlets() {
+        use crate::exchange::cmdlets::{HashTableEdit, SetCasMailbox, SetOrganizationSettings};
+        use crate::exchange::models::AccessLevel as ClientLevel;
+
+        let mailboxes = [mailbox("alice", &["OLD"], &["A2"])];
+        let mut a1 = device("alice", "A1", AccessState::Quarantined);
+        a1.access_state_reason = "Global".into();
+        let a2 = device("alice", "A2", AccessState::Blocked);
+        let old = device("alice", "OLD", AccessState::Allowed);
+        let decided = [
+            (&a1, Verdict::Allow),
+            (&a2, Verdict::Block),
+            (&old, Verdict::Quarantine),
+        ]
+        .map(|(device, verdict)| Decided { device, verdict });
+        let mut plan = plan(&mailboxes, &decided, &[], &NO_LIMIT, 3);
+        let all = [a1.clone(), a2.clone(), old.clone()];
+        plan.manage_org_default(AccessLevel::Allow, &all, &decided);
+
+        let typed = SetCasMailbox {
+            identity: "alice".into(),
+            allowed: Some(HashTableEdit::new(vec!["A1".into()], vec!["OLD".into()])),
+            blocked: None,
+        };
+        assert_eq!(
+            Value::Object(plan.commands[0].command.parameters.clone()),
+            serde_json::to_value(&typed).unwrap()
+        );
+        let typed = SetOrganizationSettings {
+            default_access_level: ClientLevel::Quarantine,
+        };
+        assert_eq!(plan.commands[1].command.cmdlet, SET_ORG_SETTINGS);
+        assert_eq!(
+            Value::Object(plan.commands[1].command.parameters.clone()),
+            serde_json::to_value(&typed).unwrap()
+        );
+    }
+
     /// SplitMix64: a seeded generator, so a failing case can be replayed from its seed.
     struct Rng(u64);
 
