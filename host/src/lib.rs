@@ -25,4 +25,6 @@ pub mod graph;
 pub mod net;
 pub mod notify;
 pub mod plugin;
+pub mod store;
+pub mod sync;
 pub mod timestamp;

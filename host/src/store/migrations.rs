@@ -1,0 +1,110 @@
+//! The schema, as an ordered list of migrations. Migration `i` (0-based) brings a database
+//! from `user_version` `i` to `i + 1`; each runs in its own transaction together with the
+//! version bump, so a crash mid-migration leaves the previous version intact. Never edit a
+//! migration that has shipped: append a new one.
+
+/// `PRAGMA application_id` of an easgate store ("EASG"), so that easgate refuses to migrate an
+/// SQLite file some other program owns.
+pub const APPLICATION_ID: i64 = 0x4541_5347;
+
+/// The migrations, oldest first.
+pub const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+const V1: &str = r#"
+CREATE TABLE organizations (
+    id                   INTEGER PRIMARY KEY,
+    name                 TEXT NOT NULL UNIQUE,
+    created_at           INTEGER NOT NULL,
+    -- End of the last quick or full run that succeeded, for the status page.
+    last_success_sync_at INTEGER,
+    -- Start of that run: a quick sync asks for changes since then. The start, not the end,
+    -- so that a change made while that run was going is not skipped.
+    sync_cursor          INTEGER
+) STRICT;
+
+CREATE TABLE sync_runs (
+    id              INTEGER PRIMARY KEY,
+    org_id          INTEGER NOT NULL REFERENCES organizations(id),
+    kind            TEXT NOT NULL CHECK (kind IN ('quick', 'full', 'what-if')),
+    started_at      INTEGER NOT NULL,
+    ended_at        INTEGER,
+    outcome         TEXT NOT NULL CHECK (outcome IN
+                        ('running', 'succeeded', 'partial', 'held', 'rejected', 'failed', 'interrupted')),
+    -- The one access-policy version the run was pinned to.
+    plugin_digest   TEXT,
+    allowed         INTEGER NOT NULL DEFAULT 0,
+    blocked         INTEGER NOT NULL DEFAULT 0,
+    quarantined     INTEGER NOT NULL DEFAULT 0,
+    exempt          INTEGER NOT NULL DEFAULT 0,
+    undecided       INTEGER NOT NULL DEFAULT 0,
+    devices_changed INTEGER NOT NULL DEFAULT 0,
+    commands_issued INTEGER NOT NULL DEFAULT 0,
+    -- Set when an operator approved or rejected a held plan.
+    approval        TEXT CHECK (approval IN ('approved', 'rejected')),
+    approval_at     INTEGER,
+    error           TEXT
+) STRICT;
+CREATE INDEX sync_runs_by_org ON sync_runs(org_id, id);
+
+CREATE TABLE devices (
+    org_id        INTEGER NOT NULL REFERENCES organizations(id),
+    -- Lowercase Exchange Identity: one row per partnership (DeviceId is unique per mailbox only).
+    device_key    TEXT NOT NULL,
+    device_id     TEXT NOT NULL,
+    mailbox       TEXT,
+    -- The Exchange and Intune views as JSON: read whole, never queried field by field except
+    -- the access state the audit copies.
+    exchange      TEXT NOT NULL,
+    intune        TEXT,
+    seen_at       INTEGER NOT NULL,
+    verdict       TEXT CHECK (verdict IN ('allow', 'block', 'quarantine', 'exempt')),
+    reason        TEXT,
+    notify        INTEGER,
+    plugin_digest TEXT,
+    decided_at    INTEGER,
+    decided_in    INTEGER REFERENCES sync_runs(id),
+    PRIMARY KEY (org_id, device_key)
+) STRICT;
+
+CREATE TABLE command_journal (
+    id         INTEGER PRIMARY KEY,
+    sync_id    INTEGER NOT NULL REFERENCES sync_runs(id),
+    org_id     INTEGER NOT NULL REFERENCES organizations(id),
+    mailbox    TEXT,
+    -- JSON array of the device keys the command changes.
+    devices    TEXT NOT NULL,
+    -- The CmdletInput object, exactly as sent.
+    command    TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN
+                   ('held', 'planned', 'sent', 'done', 'failed', 'rejected', 'abandoned')),
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX command_journal_by_run ON command_journal(sync_id, id);
+CREATE INDEX command_journal_unfinished ON command_journal(state) WHERE state IN ('planned', 'sent');
+
+CREATE TABLE decision_audit (
+    id            INTEGER PRIMARY KEY,
+    org_id        INTEGER NOT NULL REFERENCES organizations(id),
+    sync_id       INTEGER NOT NULL REFERENCES sync_runs(id),
+    device_key    TEXT NOT NULL,
+    device_id     TEXT NOT NULL,
+    -- Exchange's DeviceAccessState when the decision was made, and the previous verdict.
+    old_state     TEXT NOT NULL,
+    old_verdict   TEXT,
+    verdict       TEXT NOT NULL CHECK (verdict IN ('allow', 'block', 'quarantine', 'exempt')),
+    reason        TEXT NOT NULL,
+    plugin_digest TEXT NOT NULL,
+    decided_at    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX decision_audit_by_device ON decision_audit(org_id, device_key, id);
+CREATE TRIGGER decision_audit_no_update BEFORE UPDATE ON decision_audit
+    BEGIN SELECT RAISE(ABORT, 'decision_audit is append-only'); END;
+CREATE TRIGGER decision_audit_no_delete BEFORE DELETE ON decision_audit
+    BEGIN SELECT RAISE(ABORT, 'decision_audit is append-only'); END;
+"#;

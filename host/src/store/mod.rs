@@ -1,0 +1,503 @@
+//! The connector's memory: one SQLite file per data directory holding the organizations, the
+//! last inventory and verdict of every device, the sync runs, the command journal and the
+//! append-only decision audit.
+//!
+//! No SQL leaves this module: callers use the typed methods of [`Store`]. Every change that must
+//! not half-happen runs in one transaction (a run's verdicts, audit rows and journal entries
+//! land together or not at all).
+//!
+//! Opening is strict: a busy timeout, an integrity check (`PRAGMA quick_check`, a single read
+//! of the file: well under a second at 100 000 devices), WAL mode, foreign keys on, then the
+//! migrations in [`migrations`]. A database written by a newer easgate, a damaged file and
+//! another program's SQLite file are refused with an error naming the file; nothing is ever
+//! reset silently.
+//!
+//! Durability: `synchronous = NORMAL`. In WAL mode that loses no committed transaction when the
+//! process crashes (SIGKILL included), only the last few on a power loss, and never corrupts the
+//! file. That is enough because the journal is not replayed: unfinished commands are re-planned
+//! against fresh Exchange state ([`Store::recover`]), so a lost journal update costs at most a
+//! redundant re-plan. `FULL` would add an fsync to every journal update of a 100 000-device
+//! sync.
+
+mod devices;
+mod error;
+mod journal;
+pub mod migrations;
+mod runs;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+pub use devices::{
+    AuditEntry, DecisionBatch, DecisionRecord, DeviceRecord, DeviceView, StoredDecision,
+};
+pub use error::StoreError;
+pub use journal::{JournalEntry, JournalState, Recovery};
+pub use runs::{RunEnd, RunKind, RunOutcome, RunRecord, VerdictCounts};
+
+/// The file name of the store inside the data directory.
+pub const DATABASE_FILE: &str = "easgate.db";
+
+/// How long a statement waits for another connection's lock before failing (a `easgate` CLI
+/// command reading while the daemon writes).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An organization's row id.
+    OrgId
+);
+id_type!(
+    /// A sync run's id, shown to operators (`easgate plan approve ID`).
+    RunId
+);
+id_type!(
+    /// A command journal entry's id.
+    CommandId
+);
+
+/// The SQLite store. Cheap to share behind an `Arc`: statements are serialized on one
+/// connection, and each method is short.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Whether an SQLite error means the file is damaged or not a database.
+fn is_corruption(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+impl Store {
+    /// Opens (creating when needed) the store in `data_dir`, which is created too, readable by
+    /// its owner only on Unix (the store holds user names and device details).
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(data_dir)
+            .map_err(|source| StoreError::DataDir {
+                path: data_dir.to_owned(),
+                source,
+            })?;
+        Self::open_file(&data_dir.join(DATABASE_FILE))
+    }
+
+    /// Opens (creating when needed) the store in the file `path`.
+    pub fn open_file(path: &Path) -> Result<Self, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn =
+            Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let sql = |doing: &'static str| {
+            move |source: rusqlite::Error| {
+                if is_corruption(&source) {
+                    StoreError::Corrupt {
+                        path: path.to_owned(),
+                        detail: source.to_string(),
+                    }
+                } else {
+                    StoreError::Sql {
+                        path: path.to_owned(),
+                        doing,
+                        source,
+                    }
+                }
+            }
+        };
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql("setting the busy timeout"))?;
+        // Reading the header first: a file that is not a database fails here, before any
+        // pragma could write to it. One read transaction, so that the three facts describe
+        // the same moment even while another process is creating the store.
+        let (application_id, version, tables) = {
+            let tx = conn.transaction().map_err(sql("reading the header"))?;
+            let application_id: i64 = tx
+                .pragma_query_value(None, "application_id", |row| row.get(0))
+                .map_err(sql("reading the application id"))?;
+            let version: i64 = tx
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .map_err(sql("reading the schema version"))?;
+            let tables: i64 = tx
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+                .map_err(sql("listing tables"))?;
+            tx.commit().map_err(sql("reading the header"))?;
+            (application_id, version, tables)
+        };
+        let check: Vec<String> = {
+            let mut stmt = conn
+                .prepare("PRAGMA quick_check")
+                .map_err(sql("checking integrity"))?;
+            stmt.query_map([], |row| row.get(0))
+                .map_err(sql("checking integrity"))?
+                .collect::<Result<_, _>>()
+                .map_err(sql("checking integrity"))?
+        };
+        if check.first().map(String::as_str) != Some("ok") {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                detail: check.into_iter().take(3).collect::<Vec<_>>().join("; "),
+            });
+        }
+        if (application_id != 0 && application_id != migrations::APPLICATION_ID)
+            || (application_id == 0 && tables > 0)
+        {
+            return Err(StoreError::Foreign {
+                path: path.to_owned(),
+                found: application_id,
+            });
+        }
+        if version > migrations::SCHEMA_VERSION as i64 {
+            return Err(StoreError::NewerSchema {
+                path: path.to_owned(),
+                found: version,
+                supported: migrations::SCHEMA_VERSION,
+            });
+        }
+        // Switching to WAL needs the file to itself, and SQLite reports a conflict at once
+        // rather than through the busy handler, so it is retried here within the same bound.
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        let mode: String = loop {
+            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+                Ok(mode) => break mode,
+                Err(err)
+                    if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(err) => return Err(sql("switching to WAL")(err)),
+            }
+        };
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::NoWal {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql("setting synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sql("enabling foreign keys"))?;
+
+        migrate(&mut conn, path)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.to_owned(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(self.sql("reading the schema version"))
+    }
+
+    /// The id of the organization `name`, created on first use.
+    pub fn organization(&self, name: &str, now: i64) -> Result<OrgId, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO organizations (name, created_at) VALUES (?1, ?2)
+             ON CONFLICT(name) DO NOTHING",
+            (name, now),
+        )
+        .map_err(self.sql("adding an organization"))?;
+        conn.query_row(
+            "SELECT id FROM organizations WHERE name = ?1",
+            [name],
+            |row| row.get(0).map(OrgId),
+        )
+        .map_err(self.sql("looking up an organization"))
+    }
+
+    /// When the organization's last successful run ended.
+    pub fn last_successful_sync(&self, org: OrgId) -> Result<Option<i64>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT last_success_sync_at FROM organizations WHERE id = ?1",
+                [org.0],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(self.sql("reading the last successful sync"))
+            .map(Option::flatten)
+    }
+
+    /// Where the next quick sync starts: the start of the last successful quick or full run.
+    pub fn sync_cursor(&self, org: OrgId) -> Result<Option<i64>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT sync_cursor FROM organizations WHERE id = ?1",
+                [org.0],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(self.sql("reading the sync cursor"))
+            .map(Option::flatten)
+    }
+
+    /// The connection. A panic while it was held cannot have left a half-written change
+    /// (an unfinished transaction rolls back when dropped), so a poisoned lock is taken over.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Maps an SQLite error to a [`StoreError`] saying what the store was doing.
+    fn sql(&self, doing: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| {
+            if is_corruption(&source) {
+                StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: source.to_string(),
+                }
+            } else {
+                StoreError::Sql {
+                    path: self.path.clone(),
+                    doing,
+                    source,
+                }
+            }
+        }
+    }
+}
+
+/// Applies the missing migrations, one transaction each. The transaction takes the write lock
+/// first and re-reads the version under it, so two processes opening a new store at once do
+/// not both run a migration.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    loop {
+        let failed = |version: usize| {
+            move |source| StoreError::Migration {
+                path: path.to_owned(),
+                version,
+                source,
+            }
+        };
+        let locking = |source| StoreError::Sql {
+            path: path.to_owned(),
+            doing: "taking the write lock to migrate",
+            source,
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(locking)?;
+        let current: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(locking)?;
+        if current > migrations::SCHEMA_VERSION as i64 {
+            return Err(StoreError::NewerSchema {
+                path: path.to_owned(),
+                found: current,
+                supported: migrations::SCHEMA_VERSION,
+            });
+        }
+        let Some(migration) = migrations::MIGRATIONS.get(current as usize) else {
+            return tx.commit().map_err(locking);
+        };
+        let target = current as usize + 1;
+        tx.execute_batch(migration).map_err(failed(target))?;
+        tx.pragma_update(None, "user_version", target as i64)
+            .map_err(failed(target))?;
+        tx.pragma_update(None, "application_id", migrations::APPLICATION_ID)
+            .map_err(failed(target))?;
+        tx.commit().map_err(failed(target))?;
+    }
+}
+
+fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|source| StoreError::Encode { what, source })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|err| StoreError::Decode {
+        what,
+        detail: err.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_store_is_migrated_in_wal_mode_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("nested/data");
+        let org = {
+            let store = Store::open(&data).unwrap();
+            assert_eq!(
+                store.schema_version().unwrap(),
+                migrations::SCHEMA_VERSION as i64
+            );
+            let mode: String = store
+                .conn()
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+            let fk: i64 = store
+                .conn()
+                .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+                .unwrap();
+            assert_eq!(fk, 1);
+            store.organization("Contoso", 10).unwrap()
+        };
+        let store = Store::open(&data).unwrap();
+        assert_eq!(store.path(), data.join(DATABASE_FILE));
+        assert_eq!(store.organization("Contoso", 20).unwrap(), org);
+        assert_ne!(store.organization("Fabrikam", 20).unwrap(), org);
+    }
+
+    #[test]
+    fn the_store_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Store>();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_data_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Store::open(&data).unwrap();
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn two_processes_creating_the_store_at_once_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE);
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|scope| {
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        Store::open_file(&path).map(|store| store.schema_version().unwrap())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                assert_eq!(
+                    opener.join().unwrap().unwrap(),
+                    migrations::SCHEMA_VERSION as i64
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE);
+        drop(Store::open_file(&path).unwrap());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = Store::open_file(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 99, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("newer than this easgate"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupted_file_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE);
+        let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &garbage).unwrap();
+        let err = Store::open_file(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    }
+
+    #[test]
+    fn a_damaged_page_is_found_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE);
+        {
+            let store = Store::open_file(&path).unwrap();
+            let org = store.organization("Contoso", 1).unwrap();
+            for i in 0..200 {
+                store
+                    .organization(&format!("org-{i:04}-{}", "x".repeat(200)), 1)
+                    .unwrap();
+            }
+            assert_eq!(org.0, 1);
+            store
+                .conn()
+                .pragma_update(None, "wal_checkpoint", "TRUNCATE")
+                .unwrap();
+        }
+        // Overwrite the middle of the file (past the header and schema page) with noise.
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 4 * 4096, "{}", bytes.len());
+        for b in &mut bytes[2 * 4096 + 100..3 * 4096] {
+            *b = 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Store::open_file(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn another_programs_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE notes (body TEXT)")
+                .unwrap();
+        }
+        let err = Store::open_file(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Foreign { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,936 @@
+//! Plan: from the verdicts and Exchange's current mailbox lists, the fewest commands that make
+//! Exchange enforce the verdicts, and the blast-radius guard over them.
+//!
+//! A verdict sets the device's membership in its mailbox's two lists:
+//!
+//! | verdict    | `ActiveSyncAllowedDeviceIDs` | `ActiveSyncBlockedDeviceIDs` |
+//! |------------|------------------------------|------------------------------|
+//! | allow      | in                           | out                          |
+//! | block      | out                          | in                           |
+//! | quarantine | out                          | out (the org default applies)|
+//! | exempt     | untouched                    | untouched                    |
+//!
+//! Block also takes the device off the allow list although the block list alone would win:
+//! a stale allow entry would silently grant access the day someone clears the block list.
+//!
+//! Each mailbox whose lists must change gets one `Set-CASMailbox` with the `Add`/`Remove`
+//! hashtable form, which edits the lists in place instead of replacing them, so entries the
+//! connector does not own (other admins', other tools') survive and two plans for different
+//! devices of one mailbox never overwrite each other. IDs compare ignoring case, as Exchange
+//! compares them; an entry is removed in the spelling the list has, a new one is added in the
+//! device's. A device whose membership is already right costs nothing.
+//!
+//! Quarantine relies on the organization default being Quarantine; a full sync that manages it
+//! appends the command that sets it ([`Plan::manage_org_default`]), and the blast-radius guard
+//! then also counts the devices that only the old default allowed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::inventory::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Mailbox, Verdict};
+use super::settings::RestrictionLimit;
+
+/// The cmdlet that edits a mailbox's device lists.
+pub const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
+/// The cmdlet that removes an EAS partnership.
+pub const REMOVE_MOBILE_DEVICE: &str = "Remove-MobileDevice";
+/// The cmdlet that sets the organization default access level.
+pub const SET_ORG_SETTINGS: &str = "Set-ActiveSyncOrganizationSettings";
+/// The parameter holding the allow list.
+pub const ALLOWED_IDS: &str = "ActiveSyncAllowedDeviceIDs";
+/// The parameter holding the block list.
+pub const BLOCKED_IDS: &str = "ActiveSyncBlockedDeviceIDs";
+/// The OData type that makes a multi-valued parameter an `Add`/`Remove` edit.
+pub const GENERIC_HASH_TABLE: &str = "#Exchange.GenericHashTable";
+
+/// One cmdlet call, serialized exactly as the `CmdletInput` object of an `InvokeCommand` body:
+/// `{"CmdletName": "...", "Parameters": {...}}`. The journal stores this JSON and the Exchange
+/// client sends it as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// The cmdlet, e.g. `Set-CASMailbox`.
+    #[serde(rename = "CmdletName")]
+    pub cmdlet: String,
+    /// Its parameters, as `CmdletInput.Parameters`.
+    #[serde(rename = "Parameters")]
+    pub parameters: Map<String, Value>,
+}
+
+impl Command {
+    /// The whole `InvokeCommand` request body.
+    pub fn invoke_body(&self) -> Value {
+        json!({ "CmdletInput": self })
+    }
+}
+
+/// A command of a plan, with what it is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedCommand {
+    /// The mailbox the command targets (its `-Identity` for `Set-CASMailbox`, the owner's for
+    /// `Remove-MobileDevice`); `None` for a partnership whose mailbox is gone.
+    pub mailbox: Option<String>,
+    /// The devices whose state the command changes.
+    pub devices: Vec<DeviceKey>,
+    /// The call itself.
+    pub command: Command,
+}
+
+/// A device and the verdict the policy gave it.
+#[derive(Debug, Clone, Copy)]
+pub struct Decided<'a> {
+    /// Exchange's current view of the device.
+    pub device: &'a ExchangeDevice,
+    /// What the policy decided.
+    pub verdict: Verdict,
+}
+
+/// A device whose list membership the plan changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceChange {
+    /// The partnership.
+    pub key: DeviceKey,
+    /// Its `DeviceId`.
+    pub device_id: String,
+    /// The mailbox whose lists change.
+    pub mailbox: String,
+    /// Exchange's state before the plan.
+    pub from: AccessState,
+    /// The verdict the plan enforces.
+    pub verdict: Verdict,
+}
+
+/// Why a decided device gets no command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "why")]
+pub enum SkipReason {
+    /// Its mailbox is gone: there are no lists to edit.
+    NoMailbox,
+    /// Discovery did not report the lists of its mailbox.
+    UnknownMailbox {
+        /// The mailbox the device names.
+        mailbox: String,
+    },
+    /// Another partnership of the same mailbox has the same `DeviceId` and came first.
+    DuplicateDeviceId,
+}
+
+/// A decided device the plan cannot act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The partnership.
+    pub key: DeviceKey,
+    /// Why.
+    pub reason: SkipReason,
+}
+
+/// The commands that enforce a set of verdicts, and whether they may run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// One `Set-CASMailbox` per mailbox whose lists change (sorted by mailbox), then the
+    /// `Remove-MobileDevice` calls.
+    pub commands: Vec<PlannedCommand>,
+    /// Every device whose lists change.
+    pub changes: Vec<DeviceChange>,
+    /// Decided devices the plan cannot act on.
+    pub skipped: Vec<Skipped>,
+    /// Quarantined devices whose lists are right but that Exchange reports allowed or blocked:
+    /// a device access rule or the org default decides them, which no list edit can change.
+    pub unenforced: Vec<DeviceKey>,
+    /// Devices the plan takes from allowed to blocked or quarantined, or whose allowed
+    /// partnership it removes: `restricted.len()`.
+    pub restrictions: usize,
+    /// Those devices.
+    pub restricted: BTreeSet<DeviceKey>,
+    /// The most restrictions a plan may carry without approval.
+    pub limit: usize,
+    /// True when `restrictions > limit`: store the plan, apply nothing, ask an operator.
+    pub held: bool,
+}
+
+impl Plan {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+}
+
+/// The edits of one mailbox's lists.
+#[derive(Default)]
+struct ListEdits {
+    allow_add: Vec<String>,
+    allow_remove: Vec<String>,
+    block_add: Vec<String>,
+    block_remove: Vec<String>,
+    devices: Vec<DeviceKey>,
+}
+
+fn hashtable(add: Vec<String>, remove: Vec<String>) -> Value {
+    json!({ "@odata.type": GENERIC_HASH_TABLE, "Add": add, "Remove": remove })
+}
+
+impl ListEdits {
+    fn into_command(self, identity: &str) -> Option<PlannedCommand> {
+        if self.devices.is_empty() {
+            return None;
+        }
+        let mut parameters = Map::new();
+        parameters.insert("Identity".into(), Value::String(identity.to_owned()));
+        if !self.allow_add.is_empty() || !self.allow_remove.is_empty() {
+            parameters.insert(
+                ALLOWED_IDS.into(),
+                hashtable(self.allow_add, self.allow_remove),
+            );
+        }
+        if !self.block_add.is_empty() || !self.block_remove.is_empty() {
+            parameters.insert(
+                BLOCKED_IDS.into(),
+                hashtable(self.block_add, self.block_remove),
+            );
+        }
+        Some(PlannedCommand {
+            mailbox: Some(identity.to_owned()),
+            devices: self.devices,
+            command: Command {
+                cmdlet: SET_CAS_MAILBOX.into(),
+                parameters,
+            },
+        })
+    }
+}
+
+/// The entries of `list` that name `device_id`, in the list's spelling.
+fn entries<'a>(list: &'a [String], device_id: &str) -> Vec<&'a String> {
+    list.iter()
+        .filter(|entry| entry.eq_ignore_ascii_case(device_id))
+        .collect()
+}
+
+/// Plans the commands for `decided` against the lists in `mailboxes`.
+///
+/// Devices that were not decided (their plugin batch failed) are simply not in `decided`, and
+/// keep their state. `removals` are partnerships to remove (`Remove-MobileDevice`): the devices
+/// Intune retired, when the settings ask for it; a partnership is only removed when the policy
+/// decided it and did not exempt it. `org_devices` is the organization's device count, the base
+/// of the blast-radius share: the whole organization's, also on a quick sync (from the store).
+pub fn plan(
+    mailboxes: &[Mailbox],
+    decided: &[Decided<'_>],
+    removals: &[&ExchangeDevice],
+    limit: &RestrictionLimit,
+    org_devices: usize,
+) -> Plan {
+    let by_identity: HashMap<String, &Mailbox> = mailboxes
+        .iter()
+        .map(|m| (m.identity.to_lowercase(), m))
+        .collect();
+    let mut edits: BTreeMap<String, (&Mailbox, ListEdits)> = BTreeMap::new();
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    let mut changes = Vec::new();
+    let mut skipped = Vec::new();
+    let mut unenforced = Vec::new();
+    let mut restricted: BTreeSet<DeviceKey> = BTreeSet::new();
+
+    for d in decided {
+        if d.verdict == Verdict::Exempt {
+            continue;
+        }
+        let device = d.device;
+        let skip = |reason| Skipped {
+            key: device.key(),
+            reason,
+        };
+        let Some(mailbox_name) = &device.mailbox else {
+            skipped.push(skip(SkipReason::NoMailbox));
+            continue;
+        };
+        let mailbox_key = mailbox_name.to_lowercase();
+        let Some(mailbox) = by_identity.get(&mailbox_key) else {
+            skipped.push(skip(SkipReason::UnknownMailbox {
+                mailbox: mailbox_name.clone(),
+            }));
+            continue;
+        };
+        if !seen.insert((mailbox_key.clone(), device.device_id.to_lowercase())) {
+            skipped.push(skip(SkipReason::DuplicateDeviceId));
+            continue;
+        }
+        let (_, edit) = edits
+            .entry(mailbox_key)
+            .or_insert_with(|| (mailbox, ListEdits::default()));
+        let in_allow = entries(&mailbox.allowed, &device.device_id);
+        let in_block = entries(&mailbox.blocked, &device.device_id);
+        let want_allow = d.verdict == Verdict::Allow;
+        let want_block = d.verdict == Verdict::Block;
+        let mut changed = false;
+        if want_allow && in_allow.is_empty() {
+            edit.allow_add.push(device.device_id.clone());
+            changed = true;
+        }
+        if !want_allow && !in_allow.is_empty() {
+            edit.allow_remove.extend(in_allow.into_iter().cloned());
+            changed = true;
+        }
+        if want_block && in_block.is_empty() {
+            edit.block_add.push(device.device_id.clone());
+            changed = true;
+        }
+        if !want_block && !in_block.is_empty() {
+            edit.block_remove.extend(in_block.into_iter().cloned());
+            changed = true;
+        }
+        if changed {
+            edit.devices.push(device.key());
+            changes.push(DeviceChange {
+                key: device.key(),
+                device_id: device.device_id.clone(),
+                mailbox: mailbox.identity.clone(),
+                from: device.access_state,
+                verdict: d.verdict,
+            });
+            if device.access_state == AccessState::Allowed && d.verdict.restricts() {
+                restricted.insert(device.key());
+            }
+        } else if d.verdict == Verdict::Quarantine
+            && matches!(
+                device.access_state,
+                AccessState::Allowed | AccessState::Blocked
+            )
+        {
+            unenforced.push(device.key());
+        }
+    }
+
+    let mut commands: Vec<PlannedCommand> = edits
+        .into_values()
+        .filter_map(|(mailbox, edit)| edit.into_command(&mailbox.identity))
+        .collect();
+    let removable: HashSet<DeviceKey> = decided
+        .iter()
+        .filter(|d| d.verdict != Verdict::Exempt)
+        .map(|d| d.device.key())
+        .collect();
+    for device in removals
+        .iter()
+        .filter(|device| removable.contains(&device.key()))
+    {
+        let mut parameters = Map::new();
+        parameters.insert("Identity".into(), Value::String(device.identity.clone()));
+        // The REST endpoint never prompts, but the flag documents intent and matches what an
+        // admin would type.
+        parameters.insert("Confirm".into(), Value::Bool(false));
+        commands.push(PlannedCommand {
+            mailbox: device.mailbox.clone(),
+            devices: vec![device.key()],
+            command: Command {
+                cmdlet: REMOVE_MOBILE_DEVICE.into(),
+                parameters,
+            },
+        });
+        if device.access_state == AccessState::Allowed {
+            restricted.insert(device.key());
+        }
+    }
+
+    let restrictions = restricted.len();
+    let limit = limit.limit(org_devices);
+    Plan {
+        commands,
+        changes,
+        skipped,
+        unenforced,
+        restrictions,
+        restricted,
+        limit,
+        held: restrictions > limit,
+    }
+}
+
+impl Plan {
+    /// Adds a full sync's org-default step, for `manage_org_default`: when the organization's
+    /// `DefaultAccessLevel` (`current`) is not Quarantine, a
+    /// `Set-ActiveSyncOrganizationSettings -DefaultAccessLevel Quarantine`, last, so that the
+    /// devices the plan allows are on their allow lists before the default changes.
+    ///
+    /// The switch takes access from every device Exchange allows only by the default (reason
+    /// `Global`) that this plan does not put on an allow list, whatever its verdict, exempt and
+    /// undecided ones included; `devices` is every partnership of the organization, so that
+    /// those are counted by the blast-radius guard too.
+    pub fn manage_org_default(
+        &mut self,
+        current: AccessLevel,
+        devices: &[ExchangeDevice],
+        decided: &[Decided<'_>],
+    ) {
+        if current == AccessLevel::Quarantine {
+            return;
+        }
+        let skipped: HashSet<&DeviceKey> = self.skipped.iter().map(|s| &s.key).collect();
+        // Devices on a list after the plan do not depend on the default.
+        let listed_after: HashSet<DeviceKey> = decided
+            .iter()
+            .filter(|d| matches!(d.verdict, Verdict::Allow | Verdict::Block))
+            .map(|d| d.device.key())
+            .filter(|key| !skipped.contains(key))
+            .collect();
+        let mut losing = Vec::new();
+        for device in devices {
+            let key = device.key();
+            let by_default = device.access_state == AccessState::Allowed
+                && device.access_state_reason.eq_ignore_ascii_case("Global");
+            if by_default && !listed_after.contains(&key) {
+                self.restricted.insert(key.clone());
+                losing.push(key);
+            }
+        }
+        // The switch is what enforces their quarantine.
+        self.unenforced.retain(|key| !losing.contains(key));
+        let mut parameters = Map::new();
+        parameters.insert(
+            "DefaultAccessLevel".into(),
+            Value::String(AccessLevel::Quarantine.as_str().into()),
+        );
+        self.commands.push(PlannedCommand {
+            mailbox: None,
+            devices: losing,
+            command: Command {
+                cmdlet: SET_ORG_SETTINGS.into(),
+                parameters,
+            },
+        });
+        self.restrictions = self.restricted.len();
+        self.held = self.restrictions > self.limit;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mailbox(identity: &str, allowed: &[&str], blocked: &[&str]) -> Mailbox {
+        Mailbox {
+            identity: identity.into(),
+            primary_smtp: format!("{identity}@contoso.com"),
+            user_principal_name: None,
+            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+            blocked: blocked.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn device(mailbox: &str, id: &str, state: AccessState) -> ExchangeDevice {
+        ExchangeDevice {
+            device_id: id.into(),
+            identity: format!("{mailbox}\\ExchangeActiveSyncDevices\\iPhone\u{a7}{id}"),
+            mailbox: Some(mailbox.into()),
+            access_state: state,
+            ..ExchangeDevice::default()
+        }
+    }
+
+    const NO_LIMIT: RestrictionLimit = RestrictionLimit {
+        percent: 100.0,
+        floor: usize::MAX,
+    };
+
+    #[test]
+    fn one_command_per_mailbox_in_the_hashtable_form() {
+        let mailboxes = [
+            mailbox("alice", &["OLD"], &["A2"]),
+            mailbox("bob", &[], &[]),
+        ];
+        let a1 = device("alice", "A1", AccessState::Quarantined);
+        let a2 = device("alice", "A2", AccessState::Blocked);
+        let old = device("alice", "old", AccessState::Allowed);
+        let b1 = device("bob", "B1", AccessState::Allowed);
+        let decided = [
+            Decided {
+                device: &a1,
+                verdict: Verdict::Allow,
+            },
+            Decided {
+                device: &a2,
+                verdict: Verdict::Allow,
+            },
+            Decided {
+                device: &old,
+                verdict: Verdict::Quarantine,
+            },
+            Decided {
+                device: &b1,
+                verdict: Verdict::Exempt,
+            },
+        ];
+        let plan = plan(&mailboxes, &decided, &[], &NO_LIMIT, 4);
+        assert_eq!(plan.commands.len(), 1, "{plan:#?}");
+        let body = plan.commands[0].command.invoke_body();
+        assert_eq!(
+            body,
+            json!({"CmdletInput": {"CmdletName": "Set-CASMailbox", "Parameters": {
+                "Identity": "alice",
+                "ActiveSyncAllowedDeviceIDs": {"@odata.type": "#Exchange.GenericHashTable",
+                    "Add": ["A1", "A2"], "Remove": ["OLD"]},
+                "ActiveSyncBlockedDeviceIDs": {"@odata.type": "#Exchange.GenericHashTable",
+                    "Add": [], "Remove": ["A2"]},
+            }}})
+        );
+        assert_eq!(plan.changes.len(), 3);
+        assert_eq!(plan.restrictions, 1, "old goes from allowed to quarantine");
+        assert!(!plan.held);
+    }
+
+    #[test]
+    fn devices_already_right_cost_nothing_and_case_does_not_matter() {
+        let mailboxes = [mailbox("alice", &["a1"], &["a2"])];
+        let a1 = device("alice", "A1", AccessState::Allowed);
+        let a2 = device("alice", "A2", AccessState::Blocked);
+        let a3 = device("alice", "A3", AccessState::Quarantined);
+        let decided = [
+            Decided {
+                device: &a1,
+                verdict: Verdict::Allow,
+            },
+            Decided {
+                device: &a2,
+                verdict: Verdict::Block,
+            },
+            Decided {
+                device: &a3,
+                verdict: Verdict::Quarantine,
+            },
+        ];
+        let plan = plan(&mailboxes, &decided, &[], &NO_LIMIT, 3);
+        assert!(plan.is_empty(), "{plan:#?}");
+        assert!(plan.changes.is_empty() && plan.unenforced.is_empty());
+    }
+
+    #[test]
+    fn removal_keeps_the_lists_spelling() {
+        let mailboxes = [mailbox("alice", &["abc"], &[])];
+        let dev = device("alice", "ABC", AccessState::Allowed);
+        let decided = [Decided {
+            device: &dev,
+            verdict: Verdict::Block,
+        }];
+        let plan = plan(&mailboxes, &decided, &[], &NO_LIMIT, 1);
+        let params = &plan.commands[0].command.parameters;
+        assert_eq!(params[ALLOWED_IDS]["Remove"], json!(["abc"]));
+        assert_eq!(params[BLOCKED_IDS]["Add"], json!(["ABC"]));
+    }
+
+    #[test]
+    fn devices_without_lists_are_skipped_with_the_reason() {
+        let mailboxes = [mailbox("alice", &[], &[])];
+        let mut gone = device("x", "G1", AccessState::Allowed);
+        gone.mailbox = None;
+        let unknown = device("carol", "C1", AccessState::Allowed);
+        let first = device("alice", "D1", AccessState::Quarantined);
+        let mut twin = device("alice", "d1", AccessState::Quarantined);
+        twin.identity.push_str("-twin");
+        let decided = [&gone, &unknown, &first, &twin].map(|device| Decided {
+            device,
+            verdict: Verdict::Block,
+        });
+        let plan = plan(&mailboxes, &decided, &[], &NO_LIMIT, 4);
+        let reasons: Vec<&SkipReason> = plan.skipped.iter().map(|s| &s.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                &SkipReason::NoMailbox,
+                &SkipReason::UnknownMailbox {
+                    mailbox: "carol".into()
+                },
+                &SkipReason::DuplicateDeviceId,
+            ]
+        );
+        assert_eq!(plan.commands.len(), 1);
+        assert_eq!(plan.commands[0].devices, [first.key()]);
+    }
+
+    #[test]
+    fn a_quarantine_that_a_device_rule_overrides_is_reported() {
+        let mailboxes = [mailbox("alice", &[], &[])];
+        let mut dev = device("alice", "A1", AccessState::Allowed);
+        dev.access_state_reason = "DeviceRule".into();
+        let decided = [Decided {
+            device: &dev,
+            verdict: Verdict::Quarantine,
+        }];
+        let plan = plan(&mailboxes, &decided, &[], &NO_LIMIT, 1);
+        assert!(plan.is_empty());
+        assert_eq!(plan.unenforced, [dev.key()]);
+        assert_eq!(plan.restrictions, 0);
+    }
+
+    #[test]
+    fn removing_a_retired_partnership_is_a_command_and_a_restriction() {
+        let mailboxes = [mailbox("alice", &[], &["A1"])];
+        let dev = device("alice", "A1", AccessState::Allowed);
+        let decided = [Decided {
+            device: &dev,
+            verdict: Verdict::Block,
+        }];
+        let plan = plan(&mailboxes, &decided, &[&dev], &NO_LIMIT, 1);
+        assert_eq!(
+            plan.commands[0].command.invoke_body(),
+            json!({"CmdletInput": {"CmdletName": "Remove-MobileDevice",
+                "Parameters": {"Identity": dev.identity, "Confirm": false}}})
+        );
+        assert_eq!(plan.commands[0].mailbox.as_deref(), Some("alice"));
+        assert_eq!(plan.restrictions, 1);
+    }
+
+    #[test]
+    fn exempt_or_undecided_partnerships_are_not_removed() {
+        let exempt = device("alice", "A1", AccessState::Allowed);
+        let undecided = device("alice", "A2", AccessState::Allowed);
+        let decided = [Decided {
+            device: &exempt,
+            verdict: Verdict::Exempt,
+        }];
+        let plan = plan(&[], &decided, &[&exempt, &undecided], &NO_LIMIT, 2);
+        assert!(plan.is_empty(), "{plan:#?}");
+    }
+
+    #[test]
+    fn the_guard_holds_a_plan_above_the_limit_and_counts_only_lost_access() {
+        let limit = RestrictionLimit {
+            percent: 10.0,
+            floor: 2,
+        };
+        let mailboxes: Vec<Mailbox> = (0..30)
+            .map(|i| mailbox(&format!("m{i}"), &[], &[]))
+            .collect();
+        // 30 devices: limit max(ceil(3.0), 2) = 3.
+        let allowed: Vec<ExchangeDevice> = (0..30)
+            .map(|i| device(&format!("m{i}"), &format!("D{i}"), AccessState::Allowed))
+            .collect();
+        let quarantined: Vec<ExchangeDevice> = (0..30)
+            .map(|i| device(&format!("m{i}"), &format!("Q{i}"), AccessState::Quarantined))
+            .collect();
+        fn decide(devices: &[ExchangeDevice], n: usize) -> Vec<Decided<'_>> {
+            devices[..n]
+                .iter()
+                .map(|device| Decided {
+                    device,
+                    verdict: Verdict::Block,
+                })
+                .collect()
+        }
+        let at_limit = plan(&mailboxes, &decide(&allowed, 3), &[], &limit, 30);
+        assert_eq!((at_limit.restrictions, at_limit.limit), (3, 3));
+        assert!(!at_limit.held);
+        let above = plan(&mailboxes, &decide(&allowed, 4), &[], &limit, 30);
+        assert!(above.held, "{above:#?}");
+        // Blocking devices that had no access anyway is not a blast.
+        let harmless = plan(&mailboxes, &decide(&quarantined, 30), &[], &limit, 30);
+        assert_eq!(harmless.restrictions, 0);
+        assert!(!harmless.held && harmless.commands.len() == 30);
+    }
+
+    #[test]
+    fn the_org_default_is_set_last_and_counts_who_loses_access_by_it() {
+        let limit = RestrictionLimit {
+            percent: 0.0,
+            floor: 3,
+        };
+        let mailboxes = [mailbox("alice", &[], &[])];
+        let global = |id| {
+            let mut dev = device("alice", id, AccessState::Allowed);
+            dev.access_state_reason = "Global".into();
+            dev
+        };
+        let all = ["K", "B", "Q", "E", "U"].map(global);
+        let [kept, blocked, quarantined, exempt, undecided] = &all;
+        let decided = [
+            (kept, Verdict::Allow),
+            (blocked, Verdict::Block),
+            (quarantined, Verdict::Quarantine),
+            (exempt, Verdict::Exempt),
+        ]
+        .map(|(device, verdict)| Decided { device, verdict });
+        let mut plan = plan(&mailboxes, &decided, &[], &limit, all.len());
+        assert_eq!((plan.restrictions, plan.held), (1, false));
+        assert_eq!(plan.unenforced, [quarantined.key()]);
+
+        plan.manage_org_default(AccessLevel::Allow, &all, &decided);
+        assert_eq!(plan.commands.len(), 2);
+        let last = plan.commands.last().unwrap();
+        assert_eq!(
+            last.command.invoke_body(),
+            json!({"CmdletInput": {"CmdletName": "Set-ActiveSyncOrganizationSettings",
+                "Parameters": {"DefaultAccessLevel": "Quarantine"}}})
+        );
+        assert_eq!(
+            last.devices,
+            [quarantined.key(), exempt.key(), undecided.key()]
+        );
+        assert!(
+            plan.unenforced.is_empty(),
+            "the switch enforces Q's quarantine"
+        );
+        // B loses access by its list edit, Q, E and U by the switch.
+        assert_eq!(
+            plan.restricted,
+            BTreeSet::from([blocked, quarantined, exempt, undecided].map(|d| d.key()))
+        );
+        assert!(plan.held);
+
+        let mut steady = super::plan(&mailboxes, &decided, &[], &limit, all.len());
+        steady.manage_org_default(AccessLevel::Quarantine, &all, &decided);
+        assert_eq!(
+            steady.commands.len(),
+            1,
+            "no org command when already Quarantine"
+        );
+    }
+
+    /// The journal stores these commands as JSON and the Exchange client has typed cmdlets:
+    /// both must put the same `Parameters` on the wire.
+    #[test]
+    fn commands_match_the_exchange_clients_typed_cmdlets() {
+        use crate::exchange::cmdlets::{HashTableEdit, SetCasMailbox, SetOrganizationSettings};
+        use crate::exchange::models::AccessLevel as ClientLevel;
+
+        let mailboxes = [mailbox("alice", &["OLD"], &["A2"])];
+        let mut a1 = device("alice", "A1", AccessState::Quarantined);
+        a1.access_state_reason = "Global".into();
+        let a2 = device("alice", "A2", AccessState::Blocked);
+        let old = device("alice", "OLD", AccessState::Allowed);
+        let decided = [
+            (&a1, Verdict::Allow),
+            (&a2, Verdict::Block),
+            (&old, Verdict::Quarantine),
+        ]
+        .map(|(device, verdict)| Decided { device, verdict });
+        let mut plan = plan(&mailboxes, &decided, &[], &NO_LIMIT, 3);
+        let all = [a1.clone(), a2.clone(), old.clone()];
+        plan.manage_org_default(AccessLevel::Allow, &all, &decided);
+
+        let typed = SetCasMailbox {
+            identity: "alice".into(),
+            allowed: Some(HashTableEdit::new(vec!["A1".into()], vec!["OLD".into()])),
+            blocked: None,
+        };
+        assert_eq!(
+            Value::Object(plan.commands[0].command.parameters.clone()),
+            serde_json::to_value(&typed).unwrap()
+        );
+        let typed = SetOrganizationSettings {
+            default_access_level: ClientLevel::Quarantine,
+        };
+        assert_eq!(plan.commands[1].command.cmdlet, SET_ORG_SETTINGS);
+        assert_eq!(
+            Value::Object(plan.commands[1].command.parameters.clone()),
+            serde_json::to_value(&typed).unwrap()
+        );
+    }
+
+    /// SplitMix64: a seeded generator, so a failing case can be replayed from its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn chance(&mut self, percent: u64) -> bool {
+            self.next() % 100 < percent
+        }
+    }
+
+    /// Applies a `Set-CASMailbox` hashtable edit the way Exchange does: removals ignoring case,
+    /// and an `Add` of a value already present is an error.
+    fn apply_edit(list: &mut Vec<String>, edit: &Value) {
+        assert_eq!(edit["@odata.type"], GENERIC_HASH_TABLE);
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let remove = strings(&edit["Remove"]);
+        list.retain(|x| !remove.iter().any(|r| r.eq_ignore_ascii_case(x)));
+        for add in strings(&edit["Add"]) {
+            assert!(
+                !list.iter().any(|x| x.eq_ignore_ascii_case(&add)),
+                "Exchange rejects adding {add}, already in {list:?}"
+            );
+            list.push(add);
+        }
+    }
+
+    /// Exchange's precedence with no device rules: block list, allow list, org default.
+    fn state_of(
+        mailbox: &Mailbox,
+        device_id: &str,
+        default: AccessLevel,
+    ) -> (AccessState, &'static str) {
+        if !entries(&mailbox.blocked, device_id).is_empty() {
+            (AccessState::Blocked, "Individual")
+        } else if !entries(&mailbox.allowed, device_id).is_empty() {
+            (AccessState::Allowed, "Individual")
+        } else {
+            let state = match default {
+                AccessLevel::Allow => AccessState::Allowed,
+                AccessLevel::Block => AccessState::Blocked,
+                AccessLevel::Quarantine => AccessState::Quarantined,
+            };
+            (state, "Global")
+        }
+    }
+
+    fn random_case(rng: &mut Rng, id: &str) -> String {
+        match rng.below(3) {
+            0 => id.to_lowercase(),
+            1 => id.to_uppercase(),
+            _ => id.to_owned(),
+        }
+    }
+
+    /// Random mailboxes, lists (in random case, with entries the connector does not own),
+    /// verdicts (some devices undecided) and org defaults: applying the plan with Exchange's
+    /// semantics yields exactly the verdicts, leaves exempt and undecided devices' lists alone,
+    /// counts in the guard exactly the devices that lose access, and a second plan is empty.
+    #[test]
+    fn applying_a_plan_yields_the_verdicts_and_a_second_plan_is_empty() {
+        for seed in 0..400 {
+            let mut rng = Rng(seed);
+            let levels = [
+                AccessLevel::Quarantine,
+                AccessLevel::Allow,
+                AccessLevel::Block,
+            ];
+            let mut default = levels[rng.below(3)];
+            let mut mailboxes: Vec<Mailbox> = (0..1 + rng.below(6))
+                .map(|m| mailbox(&format!("mbx{m}"), &[], &[]))
+                .collect();
+            let mut devices = Vec::new();
+            for (m, mailbox) in mailboxes.iter_mut().enumerate() {
+                for d in 0..rng.below(6) {
+                    let id = format!("Dev{m}x{d}");
+                    if rng.chance(40) {
+                        mailbox.allowed.push(random_case(&mut rng, &id));
+                    }
+                    if rng.chance(30) {
+                        mailbox.blocked.push(random_case(&mut rng, &id));
+                    }
+                    let mut dev = device(&mailbox.identity, &id, AccessState::Unknown);
+                    let (state, reason) = state_of(mailbox, &id, default);
+                    dev.access_state = state;
+                    dev.access_state_reason = reason.into();
+                    devices.push(dev);
+                }
+                if rng.chance(30) {
+                    mailbox.allowed.push(format!("Foreign{m}"));
+                }
+            }
+            // `None`: the device's plugin batch failed.
+            let verdicts: Vec<Option<Verdict>> = devices
+                .iter()
+                .map(|_| Verdict::ALL.get(rng.below(5)).copied())
+                .collect();
+            let decided: Vec<Decided<'_>> = devices
+                .iter()
+                .zip(&verdicts)
+                .filter_map(|(device, v)| v.map(|verdict| Decided { device, verdict }))
+                .collect();
+            let before = mailboxes.clone();
+            let mut first = plan(&mailboxes, &decided, &[], &NO_LIMIT, devices.len());
+            first.manage_org_default(default, &devices, &decided);
+
+            let mut touched = HashSet::new();
+            for (i, planned) in first.commands.iter().enumerate() {
+                let params = &planned.command.parameters;
+                if planned.command.cmdlet == SET_ORG_SETTINGS {
+                    assert_eq!(i, first.commands.len() - 1, "seed {seed}: org default last");
+                    default =
+                        AccessLevel::parse(params["DefaultAccessLevel"].as_str().unwrap()).unwrap();
+                    continue;
+                }
+                assert_eq!(planned.command.cmdlet, SET_CAS_MAILBOX);
+                let identity = params["Identity"].as_str().unwrap();
+                assert!(
+                    touched.insert(identity.to_owned()),
+                    "seed {seed}: two commands"
+                );
+                let mailbox = mailboxes
+                    .iter_mut()
+                    .find(|m| m.identity == identity)
+                    .unwrap();
+                if let Some(edit) = params.get(ALLOWED_IDS) {
+                    apply_edit(&mut mailbox.allowed, edit);
+                }
+                if let Some(edit) = params.get(BLOCKED_IDS) {
+                    apply_edit(&mut mailbox.blocked, edit);
+                }
+            }
+            assert_eq!(default, AccessLevel::Quarantine, "seed {seed}");
+
+            let find = |list: &[Mailbox], dev: &ExchangeDevice| -> Mailbox {
+                list.iter()
+                    .find(|m| Some(&m.identity) == dev.mailbox.as_ref())
+                    .unwrap()
+                    .clone()
+            };
+            let mut after_devices = devices.clone();
+            for (dev, verdict) in after_devices.iter_mut().zip(&verdicts) {
+                let (old, new) = (find(&before, dev), find(&mailboxes, dev));
+                let (state, reason) = state_of(&new, &dev.device_id, default);
+                let context = format!("seed {seed}: {} {verdict:?}", dev.device_id);
+                match verdict {
+                    Some(Verdict::Allow) => assert_eq!(state, AccessState::Allowed, "{context}"),
+                    Some(Verdict::Block) => assert_eq!(state, AccessState::Blocked, "{context}"),
+                    Some(Verdict::Quarantine) => {
+                        assert_eq!(state, AccessState::Quarantined, "{context}")
+                    }
+                    Some(Verdict::Exempt) | None => {
+                        let id = &dev.device_id;
+                        assert_eq!(
+                            entries(&old.allowed, id),
+                            entries(&new.allowed, id),
+                            "{context}"
+                        );
+                        assert_eq!(
+                            entries(&old.blocked, id),
+                            entries(&new.blocked, id),
+                            "{context}"
+                        );
+                    }
+                }
+                let lost =
+                    dev.access_state == AccessState::Allowed && state != AccessState::Allowed;
+                assert_eq!(first.restricted.contains(&dev.key()), lost, "{context}");
+                dev.access_state = state;
+                dev.access_state_reason = reason.into();
+            }
+            for (old, new) in before.iter().zip(&mailboxes) {
+                for foreign in old.allowed.iter().filter(|e| e.starts_with("Foreign")) {
+                    assert!(new.allowed.contains(foreign), "seed {seed}");
+                }
+            }
+
+            let decided_after: Vec<Decided<'_>> = after_devices
+                .iter()
+                .zip(&verdicts)
+                .filter_map(|(device, v)| v.map(|verdict| Decided { device, verdict }))
+                .collect();
+            let mut second = plan(&mailboxes, &decided_after, &[], &NO_LIMIT, devices.len());
+            second.manage_org_default(default, &after_devices, &decided_after);
+            assert!(second.is_empty(), "seed {seed}: {second:#?}");
+            assert!(
+                second.changes.is_empty() && second.restricted.is_empty(),
+                "seed {seed}"
+            );
+        }
+    }
+}
