@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{OptionalExtension, Row};
+use rusqlite::OptionalExtension;
 
 use super::runs::{RunKind, RunOutcome};
 use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode, journal};
@@ -139,21 +139,6 @@ type DeviceRow = (
 const DEVICE_COLUMNS: &str = "device_key, exchange, intune, seen_at, verdict, reason, notify,
     plugin_digest, decided_at, decided_in";
 
-fn device_row(row: &Row<'_>) -> rusqlite::Result<DeviceRow> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-        row.get(8)?,
-        row.get(9)?,
-    ))
-}
-
 fn device_record(row: DeviceRow) -> Result<DeviceRecord, StoreError> {
     let (key, exchange, intune, seen_at, v, reason, notify, digest, decided_at, run) = row;
     let decision = match (v, reason, notify, digest, decided_at, run) {
@@ -253,7 +238,7 @@ impl Store {
                     "SELECT {DEVICE_COLUMNS} FROM devices WHERE org_id = ?1 AND device_key = ?2"
                 ),
                 (org.0, key.as_str()),
-                device_row,
+                |row| DeviceRow::try_from(row),
             )
             .optional()
             .map_err(self.sql("reading a device"))?;
@@ -282,7 +267,7 @@ impl Store {
             ))
             .map_err(self.sql("listing devices"))?;
         let rows = stmt
-            .query_map([org.0], device_row)
+            .query_map([org.0], |row| DeviceRow::try_from(row))
             .map_err(self.sql("listing devices"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(self.sql("listing devices"))?;

@@ -7,7 +7,7 @@
 //! [`Store::recover`] marks both `abandoned` and reports them, so the next sync re-reads those
 //! mailboxes from Exchange and plans afresh.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use super::runs::RunOutcome;
@@ -129,21 +129,6 @@ type EntryRow = (
     i64,
 );
 
-fn entry_row(row: &Row<'_>) -> rusqlite::Result<EntryRow> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-        row.get(8)?,
-        row.get(9)?,
-    ))
-}
-
 fn entry(row: EntryRow) -> Result<JournalEntry, StoreError> {
     let (id, run, org, mailbox, devices, command, state, attempts, last_error, updated_at) = row;
     let devices: Vec<DeviceKey> = decode("journaled device list", &devices)?;
@@ -177,7 +162,9 @@ fn read_entries(
         ))
         .map_err(store.sql(doing))?;
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(params), entry_row)
+        .query_map(rusqlite::params_from_iter(params), |row| {
+            EntryRow::try_from(row)
+        })
         .map_err(store.sql(doing))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(store.sql(doing))?;
