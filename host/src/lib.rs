@@ -11,6 +11,9 @@
 //! * [`graph`]: Intune's managed devices and the directory through Microsoft Graph.
 //! * [`net`]: what both clients share — HTTP client, proxy, TLS rule, tokens, backoff.
 //! * [`timestamp`]: the services' UTC date-times as Unix seconds.
+//! * [`schedule`]: when syncs run — one queue per organization, timers, manual triggers.
+//! * [`admin`]: the admin HTTP API, the status page and `/metrics`.
+//! * [`metrics`]: the event counters behind `/metrics`.
 //! * [`config`]: the connector's configuration file.
 //! * [`cli`]: the `easgate` command line (the binary in `main.rs` only parses and dispatches).
 //!
@@ -21,8 +24,10 @@ pub mod cli;
 pub mod config;
 pub mod exchange;
 pub mod graph;
+pub mod metrics;
 pub mod net;
 pub mod plugin;
+pub mod schedule;
 pub mod store;
 pub mod sync;
 pub mod timestamp;
