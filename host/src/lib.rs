@@ -20,6 +20,7 @@
 //! The lab (a simulated Exchange organization and Intune tenant) is the `easgate-lab` crate in
 //! `host/lab`, used by `easgate sim` and by the end-to-end tests.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod exchange;
