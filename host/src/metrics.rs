@@ -17,10 +17,13 @@ use std::time::Duration;
 
 use crate::schedule::SyncKind;
 
+/// A counter's family and its labels, in output order.
+type CounterKey = (&'static str, Vec<(&'static str, String)>);
+
 /// Event counters, shared by the scheduler, the sync runner and the admin API.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, Vec<(&'static str, String)>), u64>>,
+    counters: Mutex<BTreeMap<CounterKey, u64>>,
     durations: Mutex<BTreeMap<(String, SyncKind), (f64, u64)>>,
 }
 
