@@ -125,6 +125,15 @@ pub struct OrgSchedule {
     pub full_interval: Option<Duration>,
 }
 
+impl From<&crate::config::Organization> for OrgSchedule {
+    fn from(org: &crate::config::Organization) -> Self {
+        OrgSchedule {
+            quick_interval: Some(org.quick_interval),
+            full_interval: Some(org.full_interval),
+        }
+    }
+}
+
 /// The answer to a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

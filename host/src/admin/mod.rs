@@ -99,3 +99,27 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
         .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page shows device names, plugin errors and user names: any of them may hold markup.
+    /// It writes them with `textContent` only; none of the HTML-parsing sinks may creep in.
+    #[test]
+    fn the_status_page_never_parses_data_as_html() {
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
+            assert!(!STATUS_PAGE.contains(sink), "the status page uses {sink}");
+        }
+        assert!(
+            STATUS_PAGE.contains("sessionStorage"),
+            "the token stays in the tab"
+        );
+    }
+}
