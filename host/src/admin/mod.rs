@@ -122,4 +122,27 @@ mod tests {
             "the token stays in the tab"
         );
     }
+
+    /// Every route of [`router`] is described in the repository's `openapi.yaml`.
+    #[test]
+    fn every_route_is_in_the_openapi_description() {
+        let spec = include_str!("../../../openapi.yaml");
+        for path in [
+            "/healthz",
+            "/",
+            "/api/v1/status",
+            "/api/v1/organizations/{org}/sync",
+            "/api/v1/devices",
+            "/api/v1/devices/{id}",
+            "/api/v1/plugins",
+            "/api/v1/plans/{id}/approve",
+            "/api/v1/plans/{id}/reject",
+            "/metrics",
+        ] {
+            assert!(
+                spec.contains(&format!("\n  {path}:\n")),
+                "{path} is not in openapi.yaml"
+            );
+        }
+    }
 }
