@@ -88,8 +88,11 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        // The scheme is case-insensitive (RFC 9110); the token is not.
+        .and_then(|value| value.split_once(' '))
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token));
     let expected = state.token.expose().as_bytes();
+    // Constant time over the token's bytes: only its length can leak, not how much matched.
     match presented {
         Some(token) if bool::from(token.as_bytes().ct_eq(expected)) => next.run(request).await,
         Some(_) => ApiError::Unauthorized("the bearer token is wrong").into_response(),
