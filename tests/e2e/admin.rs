@@ -363,6 +363,15 @@ async fn every_endpoint_but_healthz_needs_the_token() {
             assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
         }
     }
+    // The scheme is case-insensitive, the token is not.
+    let lower = admin
+        .http
+        .get(format!("{}/api/v1/status", admin.url))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), StatusCode::OK);
     let healthz = admin
         .http
         .get(format!("{}/healthz", admin.url))
