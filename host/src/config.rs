@@ -52,6 +52,7 @@
 //! [[organization]]                           # besides the keys above
 //! quick_interval = "10m"                     # scheduled quick syncs (default)
 //! full_interval = "24h"                      # scheduled full syncs (default)
+//! # full_at = "02:30"                        # or: a daily full sync at this UTC time
 //!
 //! [admin]
 //! listen = "127.0.0.1:8470"                  # default; loopback: the token is sent in clear
@@ -277,6 +278,22 @@ pub struct Organization {
     /// Time between scheduled full syncs.
     #[serde(default = "defaults::full_interval", deserialize_with = "duration")]
     pub full_interval: Duration,
+    /// `"HH:MM"` (UTC): a daily full sync at that time instead of every `full_interval`
+    /// (seconds after midnight once read).
+    #[serde(default, deserialize_with = "time_of_day")]
+    pub full_at: Option<u32>,
+}
+
+/// Reads `"HH:MM"` (UTC) as seconds after midnight.
+fn time_of_day<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let text = String::deserialize(d)?;
+    let parsed = text.split_once(':').and_then(|(h, m)| {
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && text.len() == 5).then_some(h * 3600 + m * 60)
+    });
+    parsed.map(Some).ok_or_else(|| {
+        de::Error::custom(format!(r#"`{text}` is not a UTC time of day like "02:30""#))
+    })
 }
 
 /// Where and how to reach the Exchange admin API.
@@ -997,6 +1014,14 @@ client_secret = { file = "fabrikam.secret" }
             1,
         ) + "\n[admin]\ntoken = { file = \"admin.token\" }\n";
         let c = parse(&text).unwrap();
+        assert_eq!(c.organizations[1].full_at, None);
+        let daily = parse(&FULL.replacen(
+            "name = \"fabrikam\"\n",
+            "name = \"fabrikam\"\nfull_at = \"02:30\"\n",
+            1,
+        ))
+        .unwrap();
+        assert_eq!(daily.organizations[1].full_at, Some(2 * 3600 + 30 * 60));
         assert_eq!(c.organizations[1].quick_interval, Duration::from_secs(120));
         assert_eq!(
             c.organizations[1].full_interval,
@@ -1031,6 +1056,17 @@ client_secret = { file = "fabrikam.secret" }
             "quick_interval = \"0s\""
         );
         assert!(message.contains("longer than 0"), "{message}");
+
+        for bad in ["24:00", "2:30", "02:60", "noon"] {
+            let text = FULL.replacen(
+                "name = \"fabrikam\"\n",
+                &format!("name = \"fabrikam\"\nfull_at = \"{bad}\"\n"),
+                1,
+            );
+            let (_, _, field, message) = place(parse(&text).unwrap_err());
+            assert_eq!(field, "organization[1].full_at", "{bad}");
+            assert!(message.contains("time of day"), "{message}");
+        }
 
         let no_token = FULL.to_owned() + "\n[admin]\nlisten = \"127.0.0.1:1\"\n";
         let (_, _, field, message) = place(parse(&no_token).unwrap_err());

@@ -4,8 +4,10 @@
 //! another. Per organization at most one run goes at a time; a trigger while a run is going is
 //! queued *once* (a second trigger merges into the queued one, a full sync absorbing a quick
 //! one), and the queued run starts when the current one ends. Timers queue a quick sync every
-//! `quick_interval` and a full sync every `full_interval`; a run of a kind restarts that kind's
-//! timer (a full sync also restarts the quick timer: it covered everything a quick one would).
+//! `quick_interval` and a full sync every `full_interval`, or daily at `full_at` (UTC); a run
+//! of a kind restarts that kind's timer (a full sync also restarts the quick timer: it covered
+//! everything a quick one would). A daily full sync keeps its time of day: after any full run
+//! the next one is at the next `full_at`.
 //!
 //! The scheduler does not know how a sync is done: it calls a [`RunFn`] (the sync runner in
 //! the daemon, a test callback in tests) with a [`SyncRequest`] carrying a [`CancelToken`] the
@@ -130,6 +132,8 @@ impl Progress {
 pub struct OrgSchedule {
     pub quick_interval: Option<Duration>,
     pub full_interval: Option<Duration>,
+    /// Seconds after midnight UTC: a daily full sync then, instead of every `full_interval`.
+    pub full_at: Option<u32>,
 }
 
 impl From<&crate::config::Organization> for OrgSchedule {
@@ -137,6 +141,7 @@ impl From<&crate::config::Organization> for OrgSchedule {
         OrgSchedule {
             quick_interval: Some(org.quick_interval),
             full_interval: Some(org.full_interval),
+            full_at: org.full_at,
         }
     }
 }
@@ -366,7 +371,7 @@ impl Worker {
     async fn run(mut self) {
         let start = Instant::now();
         let mut next_quick = self.schedule.quick_interval.map(|i| start + i);
-        let mut next_full = self.schedule.full_interval.map(|i| start + i);
+        let mut next_full = self.next_full(start);
         loop {
             if *self.stopping.borrow() {
                 break;
@@ -406,10 +411,8 @@ impl Worker {
             if let Some(interval) = self.schedule.quick_interval {
                 next_quick = Some(now + interval);
             }
-            if kind == SyncKind::Full
-                && let Some(interval) = self.schedule.full_interval
-            {
-                next_full = Some(now + interval);
+            if kind == SyncKind::Full {
+                next_full = self.next_full(now);
             }
             // Whatever was queued during the run gets its own wake-up.
             if self.org.lock().queued.is_some() {
@@ -417,6 +420,21 @@ impl Worker {
             }
         }
         self.org.lock().queued = None;
+    }
+
+    /// When the next scheduled full sync is due, seen at `now`.
+    fn next_full(&self, now: Instant) -> Option<Instant> {
+        const DAY: i64 = 86_400;
+        match self.schedule.full_at {
+            Some(at) => {
+                let wait = match (i64::from(at) - (self.now)().rem_euclid(DAY)).rem_euclid(DAY) {
+                    0 => DAY,
+                    wait => wait,
+                };
+                Some(now + Duration::from_secs(wait as u64))
+            }
+            None => self.schedule.full_interval.map(|i| now + i),
+        }
     }
 
     /// Moves the queued run to running, unless shutdown started.
@@ -587,6 +605,7 @@ mod tests {
         let schedule = OrgSchedule {
             quick_interval: Some(Duration::from_secs(60)),
             full_interval: Some(Duration::from_secs(150)),
+            full_at: None,
         };
         let s = Scheduler::start(
             [("contoso".to_string(), schedule)],
@@ -606,6 +625,44 @@ mod tests {
                 SyncKind::Quick
             ]
         );
+        s.shutdown(Shutdown::Finish).await;
+    }
+
+    /// The paused tokio clock as wall time, starting at 2023-11-14T22:13:20Z.
+    fn paused_clock() -> i64 {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(Instant::now);
+        1_700_000_000 + start.elapsed().as_secs() as i64
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_daily_full_sync_keeps_its_time_of_day() {
+        paused_clock();
+        let probe = Probe::new();
+        probe.gate.add_permits(1000);
+        let schedule = OrgSchedule {
+            quick_interval: None,
+            full_interval: Some(Duration::from_secs(60)),
+            // 22:15 UTC, 100 s after the clock's start; it wins over the interval.
+            full_at: Some(22 * 3600 + 15 * 60),
+        };
+        let s = Scheduler::start(
+            [("contoso".to_string(), schedule)],
+            probe.run_fn(),
+            Arc::new(Metrics::default()),
+            paused_clock,
+        );
+        tokio::time::sleep(Duration::from_secs(99)).await;
+        assert!(probe.runs().is_empty());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(probe.runs(), [("contoso".into(), SyncKind::Full)]);
+        // A manual full sync in between does not move the daily slot.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        s.trigger("contoso", SyncKind::Full).unwrap();
+        tokio::time::sleep(Duration::from_secs(86_400 - 3600 - 3)).await;
+        assert_eq!(probe.runs().len(), 2);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(probe.runs().len(), 3, "the next day's full sync at 22:15");
         s.shutdown(Shutdown::Finish).await;
     }
 
