@@ -71,6 +71,9 @@ try {
   await page.click("#device-filter button[type=submit]");
   await page.locator("#devices tbody tr", { hasText: "<script>alert(1)</script>" }).waitFor();
   await page.locator("#device-count", { hasText: "1–1 of 1" }).waitFor();
+  await page.locator("#devices tbody a.device-link").click();
+  await page.locator("#history tbody tr", { hasText: "policy says quarantine" }).waitFor();
+  await page.locator("#device-title", { hasText: "mallory" }).waitFor();
 
   await page.screenshot({ path: screenshot, fullPage: true });
   if (pageErrors.length) throw new Error("errors on the page: " + pageErrors.join("; "));
