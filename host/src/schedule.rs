@@ -57,6 +57,15 @@ impl SyncKind {
     }
 }
 
+impl From<SyncKind> for crate::store::RunKind {
+    fn from(kind: SyncKind) -> Self {
+        match kind {
+            SyncKind::Quick => crate::store::RunKind::Quick,
+            SyncKind::Full => crate::store::RunKind::Full,
+        }
+    }
+}
+
 /// The future of one run: `Err` is a failed run, recorded and logged; the next one still
 /// starts.
 pub type RunFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;

@@ -223,11 +223,7 @@ impl Admin {
                         .unwrap()
                         .push((request.org.clone(), request.kind));
                     let org = store.organization(&request.org, now())?;
-                    let kind = match request.kind {
-                        SyncKind::Quick => RunKind::Quick,
-                        SyncKind::Full => RunKind::Full,
-                    };
-                    let run = store.start_run(org, kind, Some("digest-1"), now())?;
+                    let run = store.start_run(org, request.kind.into(), Some("digest-1"), now())?;
                     request.progress.set("discover", 1, Some(3));
                     tokio::select! {
                         permit = gate.acquire() => permit?.forget(),
