@@ -45,6 +45,73 @@ impl Store {
 mod tests {
     use super::*;
 
+    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, RunKind};
+    use crate::sync::ExchangeDevice;
+
+    #[test]
+    fn devices_count_by_current_verdict_and_never_decided_ones_as_undecided() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let org = store.organization("Contoso", 1).unwrap();
+        let other = store.organization("Fabrikam", 1).unwrap();
+        let devices: Vec<ExchangeDevice> = (0..5)
+            .map(|n| ExchangeDevice {
+                device_id: format!("D{n}"),
+                identity: format!("alice\\ExchangeActiveSyncDevices\\D{n}"),
+                mailbox: Some("alice".into()),
+                ..ExchangeDevice::default()
+            })
+            .collect();
+        let views: Vec<DeviceView<'_>> = devices
+            .iter()
+            .map(|exchange| DeviceView {
+                exchange,
+                managed: None,
+            })
+            .collect();
+        store.save_inventory(org, &views, 2).unwrap();
+        store.save_inventory(other, &views[..1], 2).unwrap();
+        let run = store.start_run(org, RunKind::Full, Some("d"), 3).unwrap();
+        let decide = |n: usize, verdict| DecisionRecord {
+            key: devices[n].key(),
+            verdict,
+            reason: "r".into(),
+            notify: false,
+        };
+        let decisions = [
+            decide(0, Verdict::Allow),
+            decide(1, Verdict::Allow),
+            decide(2, Verdict::Quarantine),
+        ];
+        store
+            .record_decisions(&DecisionBatch {
+                run,
+                plugin_digest: "d",
+                decided_at: 4,
+                decisions: &decisions,
+                commands: &[],
+                held: false,
+            })
+            .unwrap();
+        let counts = store.verdict_counts(org).unwrap();
+        assert_eq!(
+            counts,
+            VerdictCounts {
+                allow: 2,
+                quarantine: 1,
+                undecided: 2,
+                ..VerdictCounts::default()
+            }
+        );
+        assert_eq!(
+            store.verdict_counts(other).unwrap(),
+            VerdictCounts {
+                undecided: 1,
+                ..VerdictCounts::default()
+            }
+        );
+    }
+
     #[test]
     fn an_empty_organization_counts_nothing() {
         let dir = tempfile::tempdir().unwrap();
