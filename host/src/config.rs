@@ -44,6 +44,30 @@
 //! request_budget = 1500                      # Graph requests per 20 s (Intune allows 2000 per app)
 //! ```
 //!
+//! Notices to users (quarantined or blocked devices) go out through SMTP when `[notify]` is
+//! present; without it no notice is sent. `[notify]` holds the mail server and the defaults of
+//! every organization; `[organization.notify]` overrides the sender, the admin copies and the
+//! remediation links of one organization:
+//!
+//! ```toml
+//! [notify]
+//! smtp = { host = "smtp.contoso.com", security = "starttls", username = "easgate", password = { env = "SMTP_PW" } }
+//! # smtp keys: port (default 587 for starttls, 465 for tls, 25 for none), timeout = "60s",
+//! # helo_name (default: the sender's domain), allow_insecure = false (security "none" only to
+//! # loopback unless true)
+//! from = "IT Helpdesk <noreply@contoso.com>"
+//! admin_recipients = ["mdm-admins@contoso.com"]   # a copy (Cc) of every notice; default none
+//! remediation_url = "https://portal.manage.microsoft.com/"
+//! remediation_urls = { ios = "https://apps.apple.com/app/id719171358", android = "https://play.google.com/store/apps/details?id=com.microsoft.windowsintune.companyportal" }
+//! resend_interval = "24h"                          # no second notice for the same device and state
+//! max_per_run = 200                                # notices sent per sync run at most
+//!
+//! [organization.notify]                            # optional, per organization
+//! from = "Fabrikam IT <noreply@fabrikam.com>"
+//! admin_recipients = []
+//! remediation_url = "https://fabrikam.com/enroll"
+//! ```
+//!
 //! Durations are written `"500ms"`, `"30s"`, `"5m"` or `"1h"`.
 //!
 //! When syncs run, and the admin API (off without an `[admin]` section):
@@ -150,6 +174,32 @@ pub mod defaults {
         CONNECT_TIMEOUT
     }
 
+    /// No second notice for the same device and state within a day.
+    pub const RESEND_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+    /// Notices per sync run: enough for a normal day's changes; a mass change (a policy
+    /// mistake quarantining everybody) is spread over runs instead of flooding every mailbox.
+    pub const MAX_NOTICES_PER_RUN: usize = 200;
+    /// One notice's delivery (connecting, TLS, the whole conversation) may take this long.
+    pub const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
+    /// The submission port with STARTTLS (RFC 6409).
+    pub const SMTP_PORT_STARTTLS: u16 = 587;
+    /// Submission over implicit TLS (RFC 8314).
+    pub const SMTP_PORT_TLS: u16 = 465;
+    /// Plain SMTP.
+    pub const SMTP_PORT_NONE: u16 = 25;
+
+    pub(super) fn resend_interval() -> Duration {
+        RESEND_INTERVAL
+    }
+
+    pub(super) fn max_notices_per_run() -> usize {
+        MAX_NOTICES_PER_RUN
+    }
+
+    pub(super) fn smtp_timeout() -> Duration {
+        SMTP_TIMEOUT
+    }
+
     pub(super) fn request_timeout() -> Duration {
         REQUEST_TIMEOUT
     }
@@ -186,6 +236,8 @@ pub struct Config {
     /// How the connector reaches the services: proxy, plain-HTTP rule, timeouts.
     #[serde(default)]
     pub network: Network,
+    /// Notices to users by mail; `None`: no notice is sent.
+    pub notify: Option<Notify>,
     /// The admin API and status page (`[admin]`); without it they are off.
     pub admin: Option<Admin>,
 }
@@ -272,6 +324,10 @@ pub struct Organization {
     pub name: String,
     pub exchange: ExchangeConnection,
     pub graph: GraphConnection,
+    /// This organization's sender, admin copies and remediation links, where they differ from
+    /// `[notify]`.
+    #[serde(default)]
+    pub notify: NotifyOverrides,
     /// Time between scheduled quick syncs; manual triggers come on top.
     #[serde(default = "defaults::quick_interval", deserialize_with = "duration")]
     pub quick_interval: Duration,
@@ -370,6 +426,263 @@ pub struct GraphConnection {
     /// Graph requests the connector allows itself per 20 seconds (at most Intune's 2000).
     #[serde(default = "defaults::graph_request_budget")]
     pub request_budget: u32,
+}
+
+/// `[notify]`: how notices reach users, and the defaults of every organization.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    pub smtp: Smtp,
+    /// The `From` of every notice, `Name <address>` or a bare address. Its domain also names
+    /// the Message-IDs (and the EHLO greeting unless `smtp.helo_name` is set).
+    pub from: String,
+    /// Addresses that get a copy (`Cc`) of every notice, e.g. the MDM team's list.
+    #[serde(default)]
+    pub admin_recipients: Vec<String>,
+    /// Where users go to enroll or fix their device.
+    pub remediation_url: String,
+    /// Per-platform links (`ios`, `android`, `windows`, `macos`) replacing `remediation_url`
+    /// for devices of that platform, e.g. the Company Portal in each app store.
+    #[serde(default)]
+    pub remediation_urls: std::collections::BTreeMap<String, String>,
+    /// No second notice for the same device and the same state within this time.
+    #[serde(default = "defaults::resend_interval", deserialize_with = "duration")]
+    pub resend_interval: Duration,
+    /// At most this many notices are sent per sync run; the rest wait for the next run.
+    #[serde(default = "defaults::max_notices_per_run")]
+    pub max_per_run: usize,
+}
+
+/// `smtp = { … }`: the mail server notices are submitted to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    pub host: String,
+    /// Default: by `security`, 587 (`starttls`), 465 (`tls`) or 25 (`none`).
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// AUTH user; needs `password`, and TLS unless the server is on loopback.
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+    /// One notice's delivery attempt — connecting, TLS, the whole conversation — gives up
+    /// after this long (a transient failure: the notice is retried).
+    #[serde(default = "defaults::smtp_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// The name the connector greets with (`EHLO`); default: the domain of `from`.
+    pub helo_name: Option<String>,
+    /// Allows `security = "none"` to a host other than loopback: mail (and its links) then
+    /// travels in clear. Off by default, like `network.allow_insecure_http`.
+    #[serde(default)]
+    pub allow_insecure: bool,
+}
+
+impl Smtp {
+    /// The configured port, or the usual one for the security mode.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            SmtpSecurity::Starttls => defaults::SMTP_PORT_STARTTLS,
+            SmtpSecurity::Tls => defaults::SMTP_PORT_TLS,
+            SmtpSecurity::None => defaults::SMTP_PORT_NONE,
+        })
+    }
+}
+
+/// How the SMTP connection is protected. TLS certificates are always verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with `STARTTLS`, which the server must offer (never falls
+    /// back to plain). The default.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (implicit TLS, "SMTPS").
+    Tls,
+    /// No encryption: only to loopback (a local relay), unless `allow_insecure`.
+    None,
+}
+
+/// The platforms `remediation_urls` may name.
+pub const NOTICE_PLATFORMS: [&str; 4] = ["ios", "android", "windows", "macos"];
+
+/// `[organization.notify]`: what differs for one organization; every key is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyOverrides {
+    pub from: Option<String>,
+    pub admin_recipients: Option<Vec<String>>,
+    pub remediation_url: Option<String>,
+    /// Merged over `[notify].remediation_urls` (a platform named here wins).
+    #[serde(default)]
+    pub remediation_urls: std::collections::BTreeMap<String, String>,
+}
+
+/// One organization's notice settings: `[notify]` with its `[organization.notify]` applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgNotify {
+    pub from: String,
+    pub admin_recipients: Vec<String>,
+    pub remediation_url: String,
+    pub remediation_urls: std::collections::BTreeMap<String, String>,
+}
+
+impl Notify {
+    /// The settings of `org`, overrides applied.
+    pub fn for_organization(&self, org: &Organization) -> OrgNotify {
+        let o = &org.notify;
+        let mut remediation_urls = self.remediation_urls.clone();
+        remediation_urls.extend(o.remediation_urls.clone());
+        OrgNotify {
+            from: o.from.clone().unwrap_or_else(|| self.from.clone()),
+            admin_recipients: o
+                .admin_recipients
+                .clone()
+                .unwrap_or_else(|| self.admin_recipients.clone()),
+            remediation_url: o
+                .remediation_url
+                .clone()
+                .unwrap_or_else(|| self.remediation_url.clone()),
+            remediation_urls,
+        }
+    }
+}
+
+/// A mail address as notices use it: `Name <local@domain>` or `local@domain`.
+fn check_mailbox(text: &str) -> Result<(), String> {
+    text.parse::<lettre::message::Mailbox>()
+        .map(drop)
+        .map_err(|e| format!("`{text}` is not a mail address ({e})"))
+}
+
+/// Whether `host` (a name or an IP address, no port) is this machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks `[notify]` and every `[organization.notify]`.
+fn validate_notify(notify: &Notify, orgs: &[Organization]) -> Result<(), (String, String)> {
+    let smtp = &notify.smtp;
+    let host = smtp.host.trim();
+    if host.is_empty() || host.contains(char::is_whitespace) || host.contains(['/', ':']) {
+        return Err((
+            "notify.smtp.host".into(),
+            format!(
+                "`{}` is not a host name or IP address (give the port in `port`)",
+                smtp.host
+            ),
+        ));
+    }
+    if smtp.port == Some(0) {
+        return Err((
+            "notify.smtp.port".into(),
+            "must be between 1 and 65535".into(),
+        ));
+    }
+    if smtp.timeout.is_zero() {
+        return Err(("notify.smtp.timeout".into(), "must be longer than 0".into()));
+    }
+    let loopback = is_loopback_host(host);
+    if smtp.security == SmtpSecurity::None && !loopback && !smtp.allow_insecure {
+        return Err((
+            "notify.smtp.security".into(),
+            format!(
+                "\"none\" sends mail in clear to `{host}`, which is not loopback; use \"starttls\" \
+                 or \"tls\", or set notify.smtp.allow_insecure = true"
+            ),
+        ));
+    }
+    match (&smtp.username, &smtp.password) {
+        (Some(_), None) => {
+            return Err(("notify.smtp.username".into(), "needs a `password`".into()));
+        }
+        (None, Some(_)) => {
+            return Err(("notify.smtp.password".into(), "needs a `username`".into()));
+        }
+        (Some(_), Some(_)) if smtp.security == SmtpSecurity::None && !loopback => {
+            return Err((
+                "notify.smtp.password".into(),
+                "would travel in clear: AUTH needs \"starttls\" or \"tls\" unless the server is \
+                 on loopback"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(name) = &smtp.helo_name
+        && (name.trim().is_empty() || name.contains(char::is_whitespace))
+    {
+        return Err((
+            "notify.smtp.helo_name".into(),
+            format!("`{name}` is not a host name"),
+        ));
+    }
+    if notify.max_per_run == 0 {
+        return Err((
+            "notify.max_per_run".into(),
+            "must be at least 1 (remove [notify] to send no notice)".into(),
+        ));
+    }
+    check_notice_addresses(
+        "notify",
+        &notify.from,
+        &notify.admin_recipients,
+        &notify.remediation_url,
+        &notify.remediation_urls,
+    )?;
+    for (i, org) in orgs.iter().enumerate() {
+        let o = &org.notify;
+        let at = format!("organization[{i}].notify");
+        if let Some(from) = &o.from {
+            check_mailbox(from).map_err(|m| (format!("{at}.from"), m))?;
+        }
+        for (j, a) in o.admin_recipients.iter().flatten().enumerate() {
+            check_mailbox(a).map_err(|m| (format!("{at}.admin_recipients[{j}]"), m))?;
+        }
+        if let Some(url) = &o.remediation_url {
+            check_url(url).map_err(|m| (format!("{at}.remediation_url"), m))?;
+        }
+        check_platform_urls(&at, &o.remediation_urls)?;
+    }
+    Ok(())
+}
+
+fn check_notice_addresses(
+    at: &str,
+    from: &str,
+    admins: &[String],
+    url: &str,
+    urls: &std::collections::BTreeMap<String, String>,
+) -> Result<(), (String, String)> {
+    check_mailbox(from).map_err(|m| (format!("{at}.from"), m))?;
+    for (j, a) in admins.iter().enumerate() {
+        check_mailbox(a).map_err(|m| (format!("{at}.admin_recipients[{j}]"), m))?;
+    }
+    check_url(url).map_err(|m| (format!("{at}.remediation_url"), m))?;
+    check_platform_urls(at, urls)
+}
+
+fn check_platform_urls(
+    at: &str,
+    urls: &std::collections::BTreeMap<String, String>,
+) -> Result<(), (String, String)> {
+    for (platform, url) in urls {
+        let field = format!("{at}.remediation_urls.{platform}");
+        if !NOTICE_PLATFORMS.contains(&platform.as_str()) {
+            return Err((
+                field,
+                format!(
+                    "unknown platform `{platform}` (known: {})",
+                    NOTICE_PLATFORMS.join(", ")
+                ),
+            ));
+        }
+        check_url(url).map_err(|m| (field, m))?;
+    }
+    Ok(())
 }
 
 /// A secret value; `Debug` and `Display` never show it.
@@ -594,6 +907,15 @@ impl Config {
         if let Some(admin) = &mut self.admin {
             fix(&mut admin.token);
         }
+        if let Some(Notify {
+            smtp: Smtp {
+                password: Some(p), ..
+            },
+            ..
+        }) = &mut self.notify
+        {
+            fix(p);
+        }
         for org in &mut self.organizations {
             fix(&mut org.graph.client_secret);
             if let ExchangeAuth::Bearer { token } = &mut org.exchange.auth {
@@ -715,6 +1037,21 @@ impl Config {
                 }
             }
         }
+        match &self.notify {
+            Some(notify) => validate_notify(notify, &self.organizations)?,
+            None => {
+                if let Some(i) = self
+                    .organizations
+                    .iter()
+                    .position(|o| o.notify != NotifyOverrides::default())
+                {
+                    return Err((
+                        format!("organization[{i}].notify"),
+                        "notices are off: add a [notify] section with the mail server".into(),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -737,6 +1074,18 @@ impl Config {
                     field: "admin.token".into(),
                     source,
                 })?;
+        }
+        if let Some(Notify {
+            smtp: Smtp {
+                password: Some(p), ..
+            },
+            ..
+        }) = &self.notify
+        {
+            p.resolve().map_err(|source| ConfigError::Secret {
+                field: "notify.smtp.password".into(),
+                source,
+            })?;
         }
         for (i, org) in self.organizations.iter().enumerate() {
             let check = |field: &str, s: &SecretSource| {
@@ -1321,6 +1670,201 @@ client_secret = { file = "fabrikam.secret" }
         let allowed = with_network("allow_insecure_http = true")
             .replace("https://cas01.contoso.com", "http://cas01.contoso.com");
         assert!(parse(&allowed).is_ok());
+    }
+
+    const NOTIFY: &str = r#"
+[notify]
+smtp = { host = "smtp.contoso.com", username = "easgate", password = { file = "smtp.secret" } }
+from = "IT Helpdesk <noreply@contoso.com>"
+admin_recipients = ["mdm-admins@contoso.com"]
+remediation_url = "https://portal.manage.microsoft.com/"
+remediation_urls = { ios = "https://apps.apple.com/app/id719171358" }
+"#;
+
+    #[test]
+    fn notify_parses_with_defaults_and_organization_overrides() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(c.notify, None, "no [notify]: no notices");
+
+        let text = FULL.replace(
+            "[[organization]]\nname = \"fabrikam\"",
+            "[[organization]]\nname = \"fabrikam\"\nnotify = { from = \"Fabrikam IT <it@fabrikam.com>\", admin_recipients = [], remediation_urls = { android = \"https://fabrikam.com/android\" } }",
+        ) + NOTIFY;
+        let c = parse(&text).unwrap();
+        let n = c.notify.as_ref().unwrap();
+        assert_eq!(n.smtp.security, SmtpSecurity::Starttls);
+        assert_eq!(n.smtp.port(), 587);
+        assert_eq!(n.smtp.timeout, defaults::SMTP_TIMEOUT);
+        assert_eq!(n.resend_interval, Duration::from_secs(86_400));
+        assert_eq!(n.max_per_run, defaults::MAX_NOTICES_PER_RUN);
+        assert_eq!(
+            n.smtp.password,
+            Some(SecretSource::File("/etc/easgate/smtp.secret".into()))
+        );
+
+        let contoso = n.for_organization(&c.organizations[0]);
+        assert_eq!(contoso.from, "IT Helpdesk <noreply@contoso.com>");
+        assert_eq!(contoso.admin_recipients, ["mdm-admins@contoso.com"]);
+        let fabrikam = n.for_organization(&c.organizations[1]);
+        assert_eq!(fabrikam.from, "Fabrikam IT <it@fabrikam.com>");
+        assert!(
+            fabrikam.admin_recipients.is_empty(),
+            "an empty list overrides"
+        );
+        assert_eq!(
+            fabrikam.remediation_url,
+            "https://portal.manage.microsoft.com/"
+        );
+        assert_eq!(fabrikam.remediation_urls.len(), 2, "platform links merge");
+
+        let tuned = text.replace(
+            "smtp = { host = \"smtp.contoso.com\", username = \"easgate\", password = { file = \"smtp.secret\" } }",
+            "smtp = { host = \"smtp.contoso.com\", port = 2465, security = \"tls\", timeout = \"5s\", helo_name = \"easgate.contoso.com\" }\nresend_interval = \"12h\"\nmax_per_run = 10",
+        );
+        let n = parse(&tuned).unwrap().notify.unwrap();
+        assert_eq!((n.smtp.security, n.smtp.port()), (SmtpSecurity::Tls, 2465));
+        assert_eq!(n.smtp.timeout, Duration::from_secs(5));
+        assert_eq!(n.resend_interval, Duration::from_secs(43_200));
+        assert_eq!(n.max_per_run, 10);
+        let local = tuned.replace(
+            "smtp.contoso.com\", port = 2465, security = \"tls\"",
+            "127.0.0.1\", security = \"none\"",
+        );
+        let n = parse(&local).unwrap().notify.unwrap();
+        assert_eq!(n.smtp.port(), 25);
+    }
+
+    #[test]
+    fn notify_secrets_are_redacted_resolved_and_named() {
+        let text = format!("{FULL}{NOTIFY}").replace(
+            "password = { file = \"smtp.secret\" }",
+            "password = \"smtp-inline-pw\"",
+        );
+        let c = parse(&text).unwrap();
+        assert!(!format!("{c:?}").contains("smtp-inline-pw"));
+        let text = format!("{FULL}{NOTIFY}")
+            .replace(
+                "client_secret = { file = \"fabrikam.secret\" }",
+                "client_secret = \"s\"",
+            )
+            .replace(
+                "password = { file = \"smtp.secret\" }",
+                "password = { env = \"EASGATE_TEST_SURELY_UNSET_SMTP_PW\" }",
+            );
+        let e = parse(&text)
+            .unwrap()
+            .check_secrets()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("notify.smtp.password: environment variable"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn notify_settings_are_checked() {
+        let base = format!("{FULL}{NOTIFY}");
+        let smtp_line = "smtp = { host = \"smtp.contoso.com\", username = \"easgate\", password = { file = \"smtp.secret\" } }";
+        let with_smtp = |smtp: &str| base.replace(smtp_line, smtp);
+        let cases = [
+            (
+                with_smtp("smtp = { host = \"smtp.contoso.com\", security = \"none\" }"),
+                "notify.smtp.security",
+                "not loopback",
+            ),
+            (
+                with_smtp("smtp = { host = \"mail.lan\", security = \"none\", allow_insecure = true, username = \"u\", password = \"p\" }"),
+                "notify.smtp.password",
+                "in clear",
+            ),
+            (
+                with_smtp("smtp = { host = \"smtp.contoso.com\", username = \"u\" }"),
+                "notify.smtp.username",
+                "needs a `password`",
+            ),
+            (
+                with_smtp("smtp = { host = \"smtp.contoso.com:587\" }"),
+                "notify.smtp.host",
+                "give the port in `port`",
+            ),
+            (
+                // A bad value inside an inline table is located at the table's key.
+                with_smtp("smtp = { host = \"smtp.contoso.com\", security = \"ssl\" }"),
+                "notify.smtp",
+                "unknown variant",
+            ),
+            (
+                with_smtp("smtp = { host = \"smtp.contoso.com\", pasword = \"x\" }"),
+                "notify.smtp.pasword",
+                "unknown field",
+            ),
+            (
+                with_smtp("smtp = { host = \"smtp.contoso.com\", timeout = \"0s\" }"),
+                "notify.smtp.timeout",
+                "longer than 0",
+            ),
+            (
+                base.replace("IT Helpdesk <noreply@contoso.com>", "IT Helpdesk"),
+                "notify.from",
+                "not a mail address",
+            ),
+            (
+                base.replace("[\"mdm-admins@contoso.com\"]", "[\"mdm-admins@contoso.com\", \"nobody\"]"),
+                "notify.admin_recipients[1]",
+                "not a mail address",
+            ),
+            (
+                base.replace("{ ios = ", "{ symbian = "),
+                "notify.remediation_urls.symbian",
+                "unknown platform",
+            ),
+            (
+                base.replace(
+                    "remediation_url = \"https://portal.manage.microsoft.com/\"",
+                    "remediation_url = \"portal\"",
+                ),
+                "notify.remediation_url",
+                "not an http:// or https:// URL",
+            ),
+            (
+                format!("{base}max_per_run = 0\n"),
+                "notify.max_per_run",
+                "at least 1",
+            ),
+            (
+                FULL.replace(
+                    "[[organization]]\nname = \"fabrikam\"",
+                    "[[organization]]\nname = \"fabrikam\"\nnotify = { from = \"it@fabrikam.com\" }",
+                ),
+                "organization[1].notify",
+                "add a [notify] section",
+            ),
+            (
+                base.replace(
+                    "[[organization]]\nname = \"fabrikam\"",
+                    "[[organization]]\nname = \"fabrikam\"\nnotify = { from = \"fabrikam\" }",
+                ),
+                "organization[1].notify.from",
+                "not a mail address",
+            ),
+        ];
+        for (text, want_field, want_message) in cases {
+            let (line, _, field, message) = place(parse(&text).unwrap_err());
+            assert_eq!(field, want_field, "{message}");
+            assert!(message.contains(want_message), "{field}: {message}");
+            assert!(line > 1, "{field} located at line {line}");
+        }
+        // A local relay without TLS, with or without AUTH, is fine.
+        assert!(parse(&with_smtp("smtp = { host = \"localhost\", security = \"none\", username = \"u\", password = \"p\" }")).is_ok());
+        assert!(
+            parse(&with_smtp(
+                "smtp = { host = \"mail.lan\", security = \"none\", allow_insecure = true }"
+            ))
+            .is_ok()
+        );
+        assert!(is_loopback_host("[::1]") && is_loopback_host("127.0.0.2"));
+        assert!(!is_loopback_host("localhost.evil.com"));
     }
 
     #[test]

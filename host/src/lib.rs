@@ -9,6 +9,7 @@
 //! * [`exchange`]: running cmdlets on Exchange — CAS pool and failover, parallel commands,
 //!   throttling.
 //! * [`graph`]: Intune's managed devices and the directory through Microsoft Graph.
+//! * [`notify`]: notices to users — the MIME mail, recipients, SMTP delivery, retry policy.
 //! * [`net`]: what both clients share — HTTP client, proxy, TLS rule, tokens, backoff.
 //! * [`timestamp`]: the services' UTC date-times as Unix seconds.
 //! * [`schedule`]: when syncs run — one queue per organization, timers, manual triggers.
@@ -27,6 +28,7 @@ pub mod exchange;
 pub mod graph;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod plugin;
 pub mod schedule;
 pub mod store;

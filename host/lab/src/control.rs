@@ -19,6 +19,8 @@
 //! | `POST /_lab/devices/{id}/enroll` `{"complianceState":…}` | enroll a device in Intune |
 //! | `POST /_lab/devices/{id}/retire` | retire it from Intune |
 //! | `GET`/`DELETE /_lab/mail` | mail received by the SMTP sink |
+//! | `GET`/`PUT /_lab/smtp` | recipients the sink refuses, AUTH it demands (`SmtpRules` JSON) |
+//! | `POST /_lab/smtp/stop`, `…/start` | stop the sink (refuse connections) / start it again |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +38,7 @@ use crate::exchange::cost::LatencyModel;
 use crate::graph::throttle::GraphLimits;
 use crate::org::{ComplianceState, DeviceTruth, NewDevices, OrgError};
 use crate::server::{self, CasMode, CasStatus, LabError, Shared};
-use crate::smtp::ReceivedMail;
+use crate::smtp::{ReceivedMail, SmtpRules};
 use crate::utc::Utc;
 
 /// Where the lab listens and what a connector needs to sign in.
@@ -259,6 +261,25 @@ impl LabControl {
     pub fn clear_mails(&self) {
         self.shared.mail.clear();
     }
+
+    /// Recipients the SMTP sink refuses from now on (replacing the previous rules).
+    pub fn set_smtp_rules(&self, rules: SmtpRules) {
+        self.shared.mail.set_rules(rules);
+    }
+
+    pub fn smtp_rules(&self) -> SmtpRules {
+        self.shared.mail.rules()
+    }
+
+    /// Stops the SMTP sink; when this returns, its port refuses connections.
+    pub async fn stop_smtp(&self) {
+        crate::smtp::stop(&self.shared).await;
+    }
+
+    /// Starts the SMTP sink again on the same port.
+    pub async fn start_smtp(&self) -> Result<(), LabError> {
+        crate::smtp::start(&self.shared, None).await
+    }
 }
 
 /// A control API error: `{"error": "…"}`.
@@ -431,6 +452,33 @@ pub(crate) fn router(control: LabControl) -> Router {
                 |State(c): State<LabControl>| async move {
                     c.clear_mails();
                     StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .route(
+            "/_lab/smtp",
+            get(|State(c): State<LabControl>| async move { Json(c.smtp_rules()) }).put(
+                |State(c): State<LabControl>, Json(rules): Json<SmtpRules>| async move {
+                    c.set_smtp_rules(rules);
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .route(
+            "/_lab/smtp/{action}",
+            post(
+                |State(c): State<LabControl>, Path(action): Path<String>| async move {
+                    match action.as_str() {
+                        "stop" => c.stop_smtp().await,
+                        "start" => c.start_smtp().await?,
+                        other => {
+                            return Err(ControlError(
+                                StatusCode::NOT_FOUND,
+                                format!("unknown SMTP action `{other}` (stop, start)"),
+                            ));
+                        }
+                    }
+                    Ok::<_, ControlError>(StatusCode::NO_CONTENT)
                 },
             ),
         )

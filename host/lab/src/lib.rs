@@ -60,7 +60,7 @@ pub use org::{
 pub use random::Guid;
 pub use server::{CasMode, CasStatus, LabError};
 pub use sim::{SimArgs, run_sim};
-pub use smtp::ReceivedMail;
+pub use smtp::{ReceivedMail, SmtpAuth, SmtpRules};
 pub use utc::Utc;
 
 use exchange::ServerInfo;
@@ -190,6 +190,7 @@ impl Lab {
             graph_url: format!("http://{}", local(&graph_listener)),
             control_url: format!("http://{}", local(&control_listener)),
             smtp_addr: local(&smtp_listener),
+            smtp: smtp::SmtpSlot::new(local(&smtp_listener)),
             mail: smtp::MailStore::new(),
             settings_guid: ids.guid(),
             exchange_token,
@@ -199,13 +200,13 @@ impl Lab {
         for (i, listener) in cas_listeners.into_iter().enumerate() {
             server::start_cas(&shared, i, Some(listener)).await?;
         }
+        smtp::start(&shared, Some(smtp_listener)).await?;
         let control = LabControl {
             shared: shared.clone(),
         };
         let tasks = vec![
             server::serve(graph_listener, graph::router(shared.clone())),
             server::serve(control_listener, control::router(control.clone())),
-            tokio::spawn(smtp::serve(smtp_listener, shared.clone())),
         ];
         Ok(Lab {
             control,
@@ -291,6 +292,7 @@ impl Lab {
         for slot in &self.shared().cas {
             slot.abort();
         }
+        self.shared().smtp.abort();
         if let Some(a) = self.shared().arrivals.lock().expect("arrivals").take() {
             a.abort();
         }
@@ -302,6 +304,7 @@ impl Lab {
             // Only fails for an index out of range, which this loop can't produce.
             let _ = server::stop_cas(self.shared(), i).await;
         }
+        smtp::stop(self.shared()).await;
         let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().expect("lab tasks"));
         for t in tasks {
             t.abort();

@@ -25,7 +25,7 @@ use crate::login::TokenStore;
 use crate::org::{Org, Tenant};
 use crate::paging::PageTokens;
 use crate::random::Guid;
-use crate::smtp::MailStore;
+use crate::smtp::{MailStore, SmtpSlot};
 
 /// How a running CAS behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -98,6 +98,7 @@ pub(crate) struct Shared {
     pub graph_url: String,
     pub control_url: String,
     pub smtp_addr: SocketAddr,
+    pub smtp: SmtpSlot,
     pub mail: MailStore,
     pub settings_guid: Guid,
     /// The static Exchange token for `bearer` connector configs.
