@@ -70,6 +70,19 @@
 //!
 //! Durations are written `"500ms"`, `"30s"`, `"5m"` or `"1h"`.
 //!
+//! When syncs run, and the admin API (off without an `[admin]` section):
+//!
+//! ```toml
+//! [[organization]]                           # besides the keys above
+//! quick_interval = "10m"                     # scheduled quick syncs (default)
+//! full_interval = "24h"                      # scheduled full syncs (default)
+//! # full_at = "02:30"                        # or: a daily full sync at this UTC time
+//!
+//! [admin]
+//! listen = "127.0.0.1:8470"                  # default; loopback: the token is sent in clear
+//! token = { file = "admin.token" }           # bearer token for the API, page and /metrics
+//! ```
+//!
 //! Secrets ([`SecretSource`]) come from an environment variable (`{ env = "NAME" }`), from a file
 //! (`{ file = "path" }`, relative to the configuration file's directory, trailing newline
 //! ignored), or inline as a plain string (discouraged: the file then is a secret too). Resolved
@@ -190,6 +203,27 @@ pub mod defaults {
     pub(super) fn request_timeout() -> Duration {
         REQUEST_TIMEOUT
     }
+
+    /// The admin API's address: loopback, because the bearer token travels in clear over plain
+    /// HTTP; put a TLS proxy in front to reach it from elsewhere.
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:8470";
+    /// Quick syncs pick up new devices and Intune changes; every 10 minutes keeps a new phone's
+    /// quarantine short while costing a few calls when nothing changed.
+    pub const QUICK_INTERVAL: Duration = Duration::from_secs(600);
+    /// A full sync re-reads everything (and the organization settings) once a day.
+    pub const FULL_INTERVAL: Duration = Duration::from_secs(86_400);
+
+    pub(super) fn admin_listen() -> std::net::SocketAddr {
+        ADMIN_LISTEN.parse().expect("a socket address")
+    }
+
+    pub(super) fn quick_interval() -> Duration {
+        QUICK_INTERVAL
+    }
+
+    pub(super) fn full_interval() -> Duration {
+        FULL_INTERVAL
+    }
 }
 
 /// The whole configuration file.
@@ -204,6 +238,19 @@ pub struct Config {
     pub network: Network,
     /// Notices to users by mail; `None`: no notice is sent.
     pub notify: Option<Notify>,
+    /// The admin API and status page (`[admin]`); without it they are off.
+    pub admin: Option<Admin>,
+}
+
+/// `[admin]`: the admin API, the status page and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `host:port` to listen on; loopback by default (see [`defaults::ADMIN_LISTEN`]).
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: std::net::SocketAddr,
+    /// The bearer token every call but `/healthz` must carry.
+    pub token: SecretSource,
 }
 
 /// `[network]`: settings of every outgoing connection.
@@ -281,6 +328,28 @@ pub struct Organization {
     /// `[notify]`.
     #[serde(default)]
     pub notify: NotifyOverrides,
+    /// Time between scheduled quick syncs; manual triggers come on top.
+    #[serde(default = "defaults::quick_interval", deserialize_with = "duration")]
+    pub quick_interval: Duration,
+    /// Time between scheduled full syncs.
+    #[serde(default = "defaults::full_interval", deserialize_with = "duration")]
+    pub full_interval: Duration,
+    /// `"HH:MM"` (UTC): a daily full sync at that time instead of every `full_interval`
+    /// (seconds after midnight once read).
+    #[serde(default, deserialize_with = "time_of_day")]
+    pub full_at: Option<u32>,
+}
+
+/// Reads `"HH:MM"` (UTC) as seconds after midnight.
+fn time_of_day<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let text = String::deserialize(d)?;
+    let parsed = text.split_once(':').and_then(|(h, m)| {
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && text.len() == 5).then_some(h * 3600 + m * 60)
+    });
+    parsed.map(Some).ok_or_else(|| {
+        de::Error::custom(format!(r#"`{text}` is not a UTC time of day like "02:30""#))
+    })
 }
 
 /// Where and how to reach the Exchange admin API.
@@ -835,6 +904,9 @@ impl Config {
         {
             fix(p);
         }
+        if let Some(admin) = &mut self.admin {
+            fix(&mut admin.token);
+        }
         if let Some(Notify {
             smtp: Smtp {
                 password: Some(p), ..
@@ -922,6 +994,8 @@ impl Config {
             for (field, d) in [
                 ("exchange.unavailable_timeout", x.unavailable_timeout),
                 ("exchange.probe_interval", x.probe_interval),
+                ("quick_interval", org.quick_interval),
+                ("full_interval", org.full_interval),
             ] {
                 if d.is_zero() {
                     return Err((at(field), "must be longer than 0".into()));
@@ -991,6 +1065,15 @@ impl Config {
                 field: "network.proxy.password".into(),
                 source,
             })?;
+        }
+        if let Some(admin) = &self.admin {
+            admin
+                .token
+                .resolve()
+                .map_err(|source| ConfigError::Secret {
+                    field: "admin.token".into(),
+                    source,
+                })?;
         }
         if let Some(Notify {
             smtp: Smtp {
@@ -1266,6 +1349,86 @@ client_secret = { file = "fabrikam.secret" }
             fabrikam.graph.client_secret,
             SecretSource::File("/etc/easgate/fabrikam.secret".into())
         );
+    }
+
+    #[test]
+    fn schedule_and_admin_defaults_and_settings() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(c.admin, None);
+        assert_eq!(c.organizations[0].quick_interval, defaults::QUICK_INTERVAL);
+        assert_eq!(c.organizations[0].full_interval, defaults::FULL_INTERVAL);
+        let text = FULL.replacen(
+            "name = \"fabrikam\"\n",
+            "name = \"fabrikam\"\nquick_interval = \"2m\"\nfull_interval = \"6h\"\n",
+            1,
+        ) + "\n[admin]\ntoken = { file = \"admin.token\" }\n";
+        let c = parse(&text).unwrap();
+        assert_eq!(c.organizations[1].full_at, None);
+        let daily = parse(&FULL.replacen(
+            "name = \"fabrikam\"\n",
+            "name = \"fabrikam\"\nfull_at = \"02:30\"\n",
+            1,
+        ))
+        .unwrap();
+        assert_eq!(daily.organizations[1].full_at, Some(2 * 3600 + 30 * 60));
+        assert_eq!(c.organizations[1].quick_interval, Duration::from_secs(120));
+        assert_eq!(
+            c.organizations[1].full_interval,
+            Duration::from_secs(6 * 3600)
+        );
+        let admin = c.admin.unwrap();
+        assert_eq!(admin.listen, "127.0.0.1:8470".parse().unwrap());
+        assert!(admin.listen.ip().is_loopback());
+        assert_eq!(
+            admin.token,
+            SecretSource::File("/etc/easgate/admin.token".into())
+        );
+        let listen =
+            parse(&(FULL.to_owned() + "\n[admin]\nlisten = \"[::1]:9000\"\ntoken = \"t\"\n"));
+        assert_eq!(
+            listen.unwrap().admin.unwrap().listen,
+            "[::1]:9000".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_schedule_and_admin_settings_name_the_field() {
+        let zero = FULL.replacen(
+            "name = \"fabrikam\"\n",
+            "name = \"fabrikam\"\nquick_interval = \"0s\"\n",
+            1,
+        );
+        let (line, _, field, message) = place(parse(&zero).unwrap_err());
+        assert_eq!(field, "organization[1].quick_interval");
+        assert_eq!(
+            zero.lines().nth(line - 1).unwrap(),
+            "quick_interval = \"0s\""
+        );
+        assert!(message.contains("longer than 0"), "{message}");
+
+        for bad in ["24:00", "2:30", "02:60", "noon"] {
+            let text = FULL.replacen(
+                "name = \"fabrikam\"\n",
+                &format!("name = \"fabrikam\"\nfull_at = \"{bad}\"\n"),
+                1,
+            );
+            let (_, _, field, message) = place(parse(&text).unwrap_err());
+            assert_eq!(field, "organization[1].full_at", "{bad}");
+            assert!(message.contains("time of day"), "{message}");
+        }
+
+        let no_token = FULL.to_owned() + "\n[admin]\nlisten = \"127.0.0.1:1\"\n";
+        let (_, _, field, message) = place(parse(&no_token).unwrap_err());
+        assert_eq!(field, "admin.token", "{message}");
+
+        let bad_listen = FULL.to_owned() + "\n[admin]\nlisten = \"localhost\"\ntoken = \"t\"\n";
+        let (_, _, field, _) = place(parse(&bad_listen).unwrap_err());
+        assert_eq!(field, "admin.listen");
+
+        let missing =
+            FULL.to_owned() + "\n[admin]\ntoken = { env = \"EASGATE_TEST_SURELY_UNSET_4712\" }\n";
+        let err = parse(&missing).unwrap().check_secrets().unwrap_err();
+        assert!(err.to_string().starts_with("admin.token: "), "{err}");
     }
 
     #[test]

@@ -12,19 +12,25 @@
 //! * [`notify`]: notices to users — the MIME mail, recipients, SMTP delivery, retry policy.
 //! * [`net`]: what both clients share — HTTP client, proxy, TLS rule, tokens, backoff.
 //! * [`timestamp`]: the services' UTC date-times as Unix seconds.
+//! * [`schedule`]: when syncs run — one queue per organization, timers, manual triggers.
+//! * [`admin`]: the admin HTTP API, the status page and `/metrics`.
+//! * [`metrics`]: the event counters behind `/metrics`.
 //! * [`config`]: the connector's configuration file.
 //! * [`cli`]: the `easgate` command line (the binary in `main.rs` only parses and dispatches).
 //!
 //! The lab (a simulated Exchange organization and Intune tenant) is the `easgate-lab` crate in
 //! `host/lab`, used by `easgate sim` and by the end-to-end tests.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod exchange;
 pub mod graph;
+pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod plugin;
+pub mod schedule;
 pub mod store;
 pub mod sync;
 pub mod timestamp;

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `easgate` binary and library against real plugins and the lab.
 //! One integration binary, one module per area; shared helpers in `support`.
 
+mod admin;
 mod bad_responses;
 mod cli_policy;
 mod client_secrets;

@@ -19,6 +19,7 @@
 //! redundant re-plan. `FULL` would add an fsync to every journal update of a 100 000-device
 //! sync.
 
+mod counts;
 mod devices;
 mod error;
 mod journal;

@@ -1,0 +1,418 @@
+//! The `/api/v1` handlers. Answers are plain JSON shapes built here (described in
+//! `openapi.yaml`), so the store's types can change without changing the API.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{AdminState, ApiError};
+use crate::plugin::Source;
+use crate::schedule::{SyncKind, Triggered};
+use crate::store::{OrgId, RunId, RunRecord, StoreError, VerdictCounts};
+use crate::sync::{AccessState, DeviceKey, Verdict};
+
+/// Devices per page when the caller does not say.
+const DEFAULT_PAGE: usize = 50;
+/// The largest page: keeps one answer small whatever the organization's size.
+const MAX_PAGE: usize = 500;
+
+/// Runs store work off the async threads (a device listing reads the whole organization).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+}
+
+fn org_id(state: &AdminState, name: &str) -> Result<OrgId, ApiError> {
+    if !state.scheduler.organizations().any(|o| o == name) {
+        return Err(ApiError::NotFound(format!(
+            "no organization named {name:?} is configured"
+        )));
+    }
+    Ok(state.store.organization(name, (state.now)())?)
+}
+
+fn run_json(run: &RunRecord) -> Value {
+    json!({
+        "id": run.id,
+        "kind": run.kind.as_str(),
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "outcome": run.outcome.as_str(),
+        "plugin_digest": run.plugin_digest,
+        "counts": run.counts,
+        "devices_changed": run.devices_changed,
+        "commands_issued": run.commands_issued,
+        "approval": run.approval,
+        "error": run.error,
+    })
+}
+
+fn digest_json(name: &str, digest: &crate::plugin::Digest, source: &Source) -> Value {
+    json!({
+        "name": name,
+        "digest": digest.hex(),
+        "source": match source {
+            Source::Builtin => "built-in".to_owned(),
+            Source::File(path) => path.display().to_string(),
+        },
+    })
+}
+
+fn active_plugins(state: &AdminState) -> Value {
+    let access = state.registry.access_policy();
+    let notice = state.registry.notice_template();
+    json!({
+        "access_policy": digest_json(&access.meta.name, &access.meta.digest, &access.meta.source),
+        "notice_template": digest_json(&notice.meta.name, &notice.meta.digest, &notice.meta.source),
+    })
+}
+
+/// `GET /api/v1/status`
+pub async fn status(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let plugins = active_plugins(&state);
+    let orgs = blocking(move || {
+        let names: Vec<String> = state.scheduler.organizations().map(str::to_owned).collect();
+        names
+            .iter()
+            .map(|name| {
+                let id = org_id(&state, name)?;
+                let runs = state
+                    .scheduler
+                    .state(name)
+                    .expect("a configured organization");
+                // What the MDM console shows: connected unless the last attempt failed.
+                let connection = match &runs.last {
+                    None => "unknown",
+                    Some(last) if last.error.is_some() => "disconnected",
+                    Some(_) => "connected",
+                };
+                let held: Vec<Value> = state.store.held_runs(id)?.iter().map(run_json).collect();
+                let recent: Vec<Value> = state
+                    .store
+                    .recent_runs(id, 5)?
+                    .iter()
+                    .map(run_json)
+                    .collect();
+                let counts: VerdictCounts = state.store.verdict_counts(id)?;
+                Ok(json!({
+                    "name": name,
+                    "connection": connection,
+                    "last_successful_sync": state.store.last_successful_sync(id)?,
+                    "current_run": runs.current,
+                    "queued": runs.queued,
+                    "last_attempt": runs.last,
+                    "devices": state.store.device_count(id)?,
+                    "verdicts": counts,
+                    "held_plans": held,
+                    "recent_runs": recent,
+                }))
+            })
+            .collect::<Result<Vec<Value>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(json!({ "organizations": orgs, "plugins": plugins })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncBody {
+    kind: SyncKind,
+}
+
+#[derive(Serialize)]
+struct SyncAnswer<'a> {
+    org: &'a str,
+    kind: SyncKind,
+    status: Triggered,
+}
+
+/// `POST /api/v1/organizations/{org}/sync`
+pub async fn trigger_sync(
+    State(state): State<AdminState>,
+    Path(org): Path<String>,
+    body: Result<Json<SyncBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(|err| {
+        ApiError::BadRequest(format!(
+            "the body must be {{\"kind\": \"quick\"}} or {{\"kind\": \"full\"}}: {}",
+            err.body_text()
+        ))
+    })?;
+    let status = state.scheduler.trigger(&org, body.kind)?;
+    let answer = SyncAnswer {
+        org: &org,
+        kind: body.kind,
+        status,
+    };
+    Ok((StatusCode::ACCEPTED, Json(json!(answer))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceQuery {
+    org: Option<String>,
+    verdict: Option<String>,
+    state: Option<String>,
+    user: Option<String>,
+    q: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+fn device_json(org: &str, record: &crate::store::DeviceRecord) -> Value {
+    let d = &record.decision;
+    json!({
+        "org": org,
+        "id": record.key.as_str(),
+        "device_id": record.exchange.device_id,
+        "user": record.exchange.mailbox,
+        "upn": record.managed.as_ref().map(|m| m.user_principal_name.clone()),
+        "model": record.exchange.device_model,
+        "os": record.exchange.device_os,
+        "state": record.exchange.access_state.as_str(),
+        "managed": record.managed.is_some(),
+        "verdict": d.as_ref().map(|d| d.verdict.as_str()),
+        "reason": d.as_ref().map(|d| d.reason.clone()),
+        "plugin_digest": d.as_ref().map(|d| d.plugin_digest.clone()),
+        "decided_at": d.as_ref().map(|d| d.decided_at),
+        "seen_at": record.seen_at,
+    })
+}
+
+fn contains(haystack: &str, needle: &str) -> bool {
+    haystack.to_lowercase().contains(needle)
+}
+
+/// `GET /api/v1/devices`
+pub async fn devices(
+    State(state): State<AdminState>,
+    query: Result<Query<DeviceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::BadRequest(err.body_text()))?;
+    // `undecided` selects devices without a verdict.
+    let verdict: Option<Option<Verdict>> = match query.verdict.as_deref() {
+        None | Some("") => None,
+        Some("undecided") => Some(None),
+        Some(text) => Some(Some(Verdict::parse(text).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown verdict {text:?}: use allow, block, quarantine, exempt or undecided"
+            ))
+        })?)),
+    };
+    let access: Option<AccessState> = match query.state.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(AccessState::parse(text).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown access state {text:?}: use Allowed, Blocked, Quarantined, DeviceDiscovery or Unknown"
+            ))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let offset = query.offset.unwrap_or(0);
+    let orgs: Vec<String> = match &query.org {
+        Some(org) => {
+            org_id(&state, org)?;
+            vec![org.clone()]
+        }
+        None => state.scheduler.organizations().map(str::to_owned).collect(),
+    };
+    let user = query
+        .user
+        .map(|u| u.to_lowercase())
+        .filter(|u| !u.is_empty());
+    let q = query.q.map(|q| q.to_lowercase()).filter(|q| !q.is_empty());
+    let answer = blocking(move || {
+        let mut total = 0usize;
+        let mut page = Vec::new();
+        for org in &orgs {
+            let id = org_id(&state, org)?;
+            for record in state.store.devices(id)? {
+                let v = record.decision.as_ref().map(|d| d.verdict);
+                let keep = verdict.is_none_or(|want| want == v)
+                    && access.is_none_or(|want| want == record.exchange.access_state)
+                    && user.as_deref().is_none_or(|u| {
+                        record
+                            .exchange
+                            .mailbox
+                            .as_deref()
+                            .is_some_and(|m| contains(m, u))
+                            || record
+                                .managed
+                                .as_ref()
+                                .is_some_and(|m| contains(&m.user_principal_name, u))
+                    })
+                    && q.as_deref().is_none_or(|q| {
+                        [
+                            record.key.as_str(),
+                            &record.exchange.device_id,
+                            &record.exchange.device_model,
+                            &record.exchange.device_os,
+                            record.exchange.mailbox.as_deref().unwrap_or(""),
+                            record.decision.as_ref().map_or("", |d| d.reason.as_str()),
+                        ]
+                        .iter()
+                        .any(|field| contains(field, q))
+                    });
+                if keep {
+                    if total >= offset && page.len() < limit {
+                        page.push(device_json(org, &record));
+                    }
+                    total += 1;
+                }
+            }
+        }
+        Ok(json!({ "total": total, "offset": offset, "limit": limit, "devices": page }))
+    })
+    .await?;
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceLookup {
+    org: Option<String>,
+}
+
+/// `GET /api/v1/devices/{id}`: the device (its partnership key, as the list gives it) and its
+/// history from the audit.
+pub async fn device(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    query: Result<Query<DeviceLookup>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::BadRequest(err.body_text()))?;
+    let orgs: Vec<String> = match &query.org {
+        Some(org) => {
+            org_id(&state, org)?;
+            vec![org.clone()]
+        }
+        None => state.scheduler.organizations().map(str::to_owned).collect(),
+    };
+    blocking(move || {
+        let key = DeviceKey::new(&id);
+        for org in &orgs {
+            let org_row = org_id(&state, org)?;
+            if let Some(record) = state.store.device(org_row, &key)? {
+                let history: Vec<Value> = state
+                    .store
+                    .audit(org_row, &key)?
+                    .iter()
+                    .map(|entry| {
+                        json!({
+                            "run": entry.run,
+                            "old_state": entry.old_state,
+                            "old_verdict": entry.old_verdict.map(Verdict::as_str),
+                            "verdict": entry.verdict.as_str(),
+                            "reason": entry.reason,
+                            "plugin_digest": entry.plugin_digest,
+                            "decided_at": entry.decided_at,
+                        })
+                    })
+                    .collect();
+                return Ok(Json(json!({
+                    "device": device_json(org, &record),
+                    "history": history,
+                })));
+            }
+        }
+        Err(ApiError::NotFound(format!(
+            "no device {id:?} in {}",
+            orgs.join(", ")
+        )))
+    })
+    .await
+}
+
+/// `GET /api/v1/plugins`
+pub async fn plugins(State(state): State<AdminState>) -> Json<Value> {
+    let directory: Vec<Value> = state
+        .registry
+        .status()
+        .into_iter()
+        .map(|p| {
+            let rejections: Vec<Value> = p
+                .rejections
+                .iter()
+                .map(|r| {
+                    json!({
+                        "digest": r.digest.map(|d| d.hex()),
+                        "reason": r.reason,
+                        "at": r.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).ok(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": p.name,
+                "path": p.path.display().to_string(),
+                "world": p.loaded.map(|(world, _)| world.as_str()),
+                "digest": p.loaded.map(|(_, digest)| digest.hex()),
+                "active": p.active,
+                "rejections": rejections,
+            })
+        })
+        .collect();
+    Json(json!({
+        "active": active_plugins(&state),
+        "reloads": *state.registry.subscribe().borrow(),
+        "directory": directory,
+    }))
+}
+
+fn decide_plan(state: AdminState, id: i64, approve: bool) -> Result<Json<Value>, ApiError> {
+    let run = RunId(id);
+    let now = (state.now)();
+    let result = if approve {
+        state.store.approve(run, now)
+    } else {
+        state.store.reject(run, now)
+    };
+    match result {
+        Ok(commands) => Ok(Json(json!({
+            "run": run,
+            "decision": if approve { "approved" } else { "rejected" },
+            "commands": commands,
+        }))),
+        Err(StoreError::UnknownRun(_)) => Err(ApiError::NotFound(format!("no sync run {run}"))),
+        Err(err @ StoreError::RunState { .. }) => Err(ApiError::Conflict(err.to_string())),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn plan_id(text: &str) -> Result<i64, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::BadRequest(format!("{text:?} is not a run id (a number)")))
+}
+
+/// `POST /api/v1/plans/{id}/approve`
+pub async fn approve(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = plan_id(&id)?;
+    blocking(move || decide_plan(state, id, true)).await
+}
+
+/// `POST /api/v1/plans/{id}/reject`
+pub async fn reject(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = plan_id(&id)?;
+    blocking(move || decide_plan(state, id, false)).await
+}
+
+/// Any other path behind the token.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
+}

@@ -1,0 +1,238 @@
+//! The counters behind `/metrics`, and the Prometheus text format they are written in.
+//!
+//! Two kinds of figures: *counters of events* the store does not keep (syncs by outcome and
+//! their duration, counted by the scheduler; commands, throttling, CAS failovers and plugin
+//! evaluations, counted by the sync runner through the hooks of [`Metrics`]), and *gauges of
+//! state* read at scrape time from the store and the plugin registry (see `admin::metrics`).
+//!
+//! The text format is written by hand rather than with a client crate: a dozen families,
+//! counters and gauges plus one sum/count pair, and label escaping are all it takes, and the
+//! scrape-time gauges come from our own store queries, which a registry-of-collectors crate
+//! would only wrap. The admin tests parse the output with a real Prometheus parser.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::schedule::SyncKind;
+
+/// A counter's family and its labels, in output order.
+type CounterKey = (&'static str, Vec<(&'static str, String)>);
+
+/// Event counters, shared by the scheduler, the sync runner and the admin API.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<CounterKey, u64>>,
+    durations: Mutex<BTreeMap<(String, SyncKind), (f64, u64)>>,
+}
+
+/// The counter families, with their help text, in output order.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "easgate_syncs_total",
+        "Finished syncs by organization, kind and outcome.",
+    ),
+    (
+        "easgate_commands_total",
+        "Exchange commands by organization and result (sent, failed, retried).",
+    ),
+    (
+        "easgate_throttling_events_total",
+        "Exchange or Graph throttling answers by organization.",
+    ),
+    (
+        "easgate_cas_failovers_total",
+        "Switches to another CAS by organization.",
+    ),
+    (
+        "easgate_plugin_evaluations_total",
+        "Devices evaluated by the access policy.",
+    ),
+    (
+        "easgate_plugin_errors_total",
+        "Failed plugin calls by kind of error.",
+    ),
+];
+
+/// What became of an Exchange command, for [`Metrics::command`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandResult {
+    Sent,
+    Failed,
+    Retried,
+}
+
+impl Metrics {
+    fn add(&self, family: &'static str, labels: Vec<(&'static str, String)>, n: u64) {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        *counters.entry((family, labels)).or_default() += n;
+    }
+
+    /// A sync ended (called by the scheduler).
+    pub fn sync_finished(&self, org: &str, kind: SyncKind, outcome: &str, took: Duration) {
+        self.add(
+            "easgate_syncs_total",
+            vec![
+                ("org", org.to_owned()),
+                ("kind", kind.as_str().to_owned()),
+                ("outcome", outcome.to_owned()),
+            ],
+            1,
+        );
+        let mut durations = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = durations.entry((org.to_owned(), kind)).or_default();
+        slot.0 += took.as_secs_f64();
+        slot.1 += 1;
+    }
+
+    /// Hook for the sync runner: `n` commands of `org` were sent, failed or retried.
+    pub fn command(&self, org: &str, result: CommandResult, n: u64) {
+        let result = match result {
+            CommandResult::Sent => "sent",
+            CommandResult::Failed => "failed",
+            CommandResult::Retried => "retried",
+        };
+        self.add(
+            "easgate_commands_total",
+            vec![("org", org.to_owned()), ("result", result.to_owned())],
+            n,
+        );
+    }
+
+    /// Hook for the sync runner: a service of `org` answered "slow down".
+    pub fn throttled(&self, org: &str, service: &str) {
+        self.add(
+            "easgate_throttling_events_total",
+            vec![("org", org.to_owned()), ("service", service.to_owned())],
+            1,
+        );
+    }
+
+    /// Hook for the sync runner: `org` switched to another CAS.
+    pub fn cas_failover(&self, org: &str) {
+        self.add(
+            "easgate_cas_failovers_total",
+            vec![("org", org.to_owned())],
+            1,
+        );
+    }
+
+    /// Hook for the sync runner: `n` devices went through the access policy.
+    pub fn plugin_evaluations(&self, org: &str, n: u64) {
+        self.add(
+            "easgate_plugin_evaluations_total",
+            vec![("org", org.to_owned())],
+            n,
+        );
+    }
+
+    /// Hook for the sync runner: a plugin call failed (`kind`: trap, timeout, memory, output).
+    pub fn plugin_error(&self, org: &str, kind: &str) {
+        self.add(
+            "easgate_plugin_errors_total",
+            vec![("org", org.to_owned()), ("kind", kind.to_owned())],
+            1,
+        );
+    }
+
+    /// The event counters in the text format.
+    pub fn render_counters(&self) -> String {
+        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        for (family, help) in COUNTERS {
+            family_header(&mut out, family, help, "counter");
+            for ((name, labels), value) in counters.iter() {
+                if name == family {
+                    let labels: Vec<(&str, &str)> =
+                        labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    sample(&mut out, family, &labels, *value as f64);
+                }
+            }
+        }
+        drop(counters);
+        let durations = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+        family_header(
+            &mut out,
+            "easgate_sync_duration_seconds",
+            "Time taken by finished syncs.",
+            "summary",
+        );
+        for ((org, kind), (sum, count)) in durations.iter() {
+            let labels = [("org", org.as_str()), ("kind", kind.as_str())];
+            sample(&mut out, "easgate_sync_duration_seconds_sum", &labels, *sum);
+            sample(
+                &mut out,
+                "easgate_sync_duration_seconds_count",
+                &labels,
+                *count as f64,
+            );
+        }
+        out
+    }
+}
+
+/// Writes the `# HELP` and `# TYPE` lines of a family.
+pub fn family_header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let help = help.replace('\\', r"\\").replace('\n', r"\n");
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Writes one sample line, escaping the label values.
+pub fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (key, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(key);
+            out.push_str("=\"");
+            for c in value.chars() {
+                match c {
+                    '\\' => out.push_str(r"\\"),
+                    '"' => out.push_str("\\\""),
+                    '\n' => out.push_str(r"\n"),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        sample(&mut out, "m", &[("org", "a\"b\\c\nd")], 1.0);
+        assert_eq!(out, "m{org=\"a\\\"b\\\\c\\nd\"} 1\n");
+    }
+
+    #[test]
+    fn hooks_add_up_per_label_set() {
+        let m = Metrics::default();
+        m.command("contoso", CommandResult::Sent, 3);
+        m.command("contoso", CommandResult::Sent, 2);
+        m.command("contoso", CommandResult::Failed, 1);
+        m.sync_finished(
+            "contoso",
+            SyncKind::Full,
+            "succeeded",
+            Duration::from_millis(1500),
+        );
+        let text = m.render_counters();
+        assert!(text.contains("easgate_commands_total{org=\"contoso\",result=\"sent\"} 5\n"));
+        assert!(text.contains("easgate_commands_total{org=\"contoso\",result=\"failed\"} 1\n"));
+        assert!(
+            text.contains("easgate_sync_duration_seconds_sum{org=\"contoso\",kind=\"full\"} 1.5\n")
+        );
+    }
+}

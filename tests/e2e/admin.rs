@@ -1,0 +1,823 @@
+//! The admin API, `/metrics` and the status page, over real HTTP on loopback, against a real
+//! SQLite store filled through its own API, a real plugin registry (with a rejected plugin)
+//! and the real scheduler. The sync itself is a test run function standing in for the sync
+//! runner: it records its run in the store and waits for the test's permission to finish.
+//!
+//! The browser test drives the page in the system's headless Chromium with Playwright
+//! (`tests/browser`). Without Chromium or the npm package it says so and passes, unless
+//! `EASGATE_REQUIRE_BROWSER=1` (set by `.ci/test`, which installs both) makes that a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use easgate::admin::{self, AdminState};
+use easgate::config::Secret;
+use easgate::metrics::Metrics;
+use easgate::plugin::registry::RegistryOptions;
+use easgate::plugin::{PluginEngine, PluginRegistry};
+use easgate::schedule::{OrgSchedule, RunFn, Scheduler, Shutdown, SyncKind};
+use easgate::store::{
+    DecisionBatch, DecisionRecord, DeviceView, RunEnd, RunId, RunKind, RunOutcome, Store,
+    VerdictCounts,
+};
+use easgate::sync::{AccessState, Command, DeviceKey, ExchangeDevice, PlannedCommand, Verdict};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{Semaphore, oneshot};
+
+const TOKEN: &str = "s3cret-admin-token";
+const REQUIRE_BROWSER: &str = "EASGATE_REQUIRE_BROWSER";
+/// Bound on every wait: a broken scheduler or page fails the test instead of hanging it.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn exchange_device(mailbox: &str, n: usize, model: &str, state: AccessState) -> ExchangeDevice {
+    let device_id = format!("DEV{n:04}");
+    ExchangeDevice {
+        identity: format!("{mailbox}\\ExchangeActiveSyncDevices\\iPhone§{device_id}"),
+        device_id,
+        mailbox: Some(mailbox.to_owned()),
+        device_type: "iPhone".into(),
+        device_model: model.into(),
+        device_os: "iOS 18.1".into(),
+        access_state: state,
+        ..ExchangeDevice::default()
+    }
+}
+
+/// Saves `devices` of `org` and their verdicts in one succeeded full run ending at `at`.
+fn decided_run(store: &Store, org: &str, devices: &[(ExchangeDevice, Verdict)], at: i64) {
+    let id = store.organization(org, at).unwrap();
+    let run = store
+        .start_run(id, RunKind::Full, Some("digest-1"), at - 10)
+        .unwrap();
+    let views: Vec<DeviceView<'_>> = devices
+        .iter()
+        .map(|(exchange, _)| DeviceView {
+            exchange,
+            managed: None,
+        })
+        .collect();
+    store.save_inventory(id, &views, at - 5).unwrap();
+    let decisions: Vec<DecisionRecord> = devices
+        .iter()
+        .map(|(d, verdict)| DecisionRecord {
+            key: d.key(),
+            verdict: *verdict,
+            reason: format!("policy says {}", verdict.as_str()),
+            notify: false,
+        })
+        .collect();
+    store
+        .record_decisions(&DecisionBatch {
+            run,
+            plugin_digest: "digest-1",
+            decided_at: at - 2,
+            decisions: &decisions,
+            commands: &[],
+            held: false,
+        })
+        .unwrap();
+    let mut counts = VerdictCounts::default();
+    for (_, verdict) in devices {
+        counts.add(Some(*verdict));
+    }
+    store
+        .finish_run(
+            run,
+            &RunEnd {
+                ended_at: at,
+                outcome: RunOutcome::Succeeded,
+                counts,
+                devices_changed: devices.len() as u64,
+                commands_issued: 0,
+                error: None,
+            },
+        )
+        .unwrap();
+}
+
+/// A plan of `org` held by the blast-radius guard.
+fn held_plan(store: &Store, org: &str, mailboxes: &[&str], at: i64) -> RunId {
+    let id = store.organization(org, at).unwrap();
+    let run = store
+        .start_run(id, RunKind::Full, Some("digest-1"), at)
+        .unwrap();
+    let commands: Vec<PlannedCommand> = mailboxes
+        .iter()
+        .map(|mailbox| {
+            let mut parameters = serde_json::Map::new();
+            parameters.insert("Identity".into(), json!(mailbox));
+            PlannedCommand {
+                mailbox: Some((*mailbox).to_owned()),
+                devices: vec![DeviceKey::new(&format!("{mailbox}\\x\\d"))],
+                command: Command {
+                    cmdlet: "Set-CASMailbox".into(),
+                    parameters,
+                },
+            }
+        })
+        .collect();
+    store
+        .record_decisions(&DecisionBatch {
+            run,
+            plugin_digest: "digest-1",
+            decided_at: at,
+            decisions: &[],
+            commands: &commands,
+            held: true,
+        })
+        .unwrap();
+    store
+        .finish_run(
+            run,
+            &RunEnd {
+                ended_at: at + 1,
+                outcome: RunOutcome::Held,
+                counts: VerdictCounts::default(),
+                devices_changed: mailboxes.len() as u64,
+                commands_issued: 0,
+                error: None,
+            },
+        )
+        .unwrap();
+    run
+}
+
+/// The admin server on a loopback port over a filled store; stops on drop.
+struct Admin {
+    url: String,
+    http: reqwest::Client,
+    store: Arc<Store>,
+    registry: Arc<PluginRegistry>,
+    scheduler: Scheduler,
+    /// Each sync waits for one permit before it finishes.
+    gate: Arc<Semaphore>,
+    /// Every sync the scheduler started: (org, kind).
+    runs: Arc<Mutex<Vec<(String, SyncKind)>>>,
+    /// Held plans of contoso.
+    plans: [RunId; 2],
+    stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Admin {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
+        let past = now() - 86_400;
+        let mut devices = Vec::new();
+        for n in 0..60 {
+            let verdict = [Verdict::Allow, Verdict::Block, Verdict::Quarantine][n % 3];
+            let mailbox = if n < 30 { "alice" } else { "bob" };
+            devices.push((
+                exchange_device(mailbox, n, "iPhone15,2", AccessState::Allowed),
+                verdict,
+            ));
+        }
+        devices.push((
+            exchange_device(
+                "mallory",
+                99,
+                "<script>alert(1)</script>",
+                AccessState::Quarantined,
+            ),
+            Verdict::Quarantine,
+        ));
+        decided_run(&store, "contoso", &devices, past);
+        let plans = [
+            held_plan(&store, "contoso", &["alice", "bob"], past + 100),
+            held_plan(&store, "contoso", &["carol"], past + 200),
+        ];
+        store.organization("fabrikam", past).unwrap();
+
+        let plugin_dir = dir.path().join("plugins.d");
+        std::fs::create_dir_all(&plugin_dir).unwrap();
+        std::fs::write(plugin_dir.join("broken.wasm"), b"not a component").unwrap();
+        let registry = PluginRegistry::new(
+            PluginEngine::new().unwrap(),
+            RegistryOptions {
+                dir: Some(plugin_dir),
+                ..RegistryOptions::default()
+            },
+        )
+        .unwrap();
+
+        let gate = Arc::new(Semaphore::new(0));
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let run: RunFn = {
+            let (store, gate, runs) = (store.clone(), gate.clone(), runs.clone());
+            Arc::new(move |request| {
+                let (store, gate, runs) = (store.clone(), gate.clone(), runs.clone());
+                Box::pin(async move {
+                    runs.lock()
+                        .unwrap()
+                        .push((request.org.clone(), request.kind));
+                    let org = store.organization(&request.org, now())?;
+                    let run = store.start_run(org, request.kind.into(), Some("digest-1"), now())?;
+                    request.progress.set("discover", 1, Some(3));
+                    tokio::select! {
+                        permit = gate.acquire() => permit?.forget(),
+                        () = request.cancel.cancelled() => anyhow::bail!("cancelled"),
+                    }
+                    let end = RunEnd {
+                        ended_at: now(),
+                        outcome: RunOutcome::Succeeded,
+                        counts: VerdictCounts::default(),
+                        devices_changed: 0,
+                        commands_issued: 0,
+                        error: None,
+                    };
+                    store.finish_run(run, &end)?;
+                    Ok(())
+                })
+            })
+        };
+        let metrics = Arc::new(Metrics::default());
+        let scheduler = Scheduler::start(
+            ["contoso", "fabrikam"].map(|o| (o.to_owned(), OrgSchedule::default())),
+            run,
+            metrics.clone(),
+            now,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel();
+        let state = AdminState {
+            store: store.clone(),
+            registry: registry.clone(),
+            scheduler: scheduler.clone(),
+            metrics,
+            token: Secret::new(TOKEN),
+            now,
+        };
+        tokio::spawn(admin::serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
+            store,
+            registry,
+            scheduler,
+            gate,
+            runs,
+            plans,
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|err| panic!("{path}: not JSON ({err}): {text}"));
+        (status, body)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        body
+    }
+
+    fn runs(&self) -> Vec<(String, SyncKind)> {
+        self.runs.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until `done` holds.
+    async fn until(&self, what: &str, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !done(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited too long: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        self.scheduler.shutdown(Shutdown::Cancel).await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("GET", "/api/v1/status"),
+    ("POST", "/api/v1/organizations/contoso/sync"),
+    ("GET", "/api/v1/devices"),
+    ("GET", "/api/v1/devices/alice%5Cx%5Cd"),
+    ("GET", "/api/v1/plugins"),
+    ("POST", "/api/v1/plans/1/approve"),
+    ("POST", "/api/v1/plans/1/reject"),
+    ("GET", "/metrics"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_but_healthz_needs_the_token() {
+    let admin = Admin::start().await;
+    for (method, path) in ENDPOINTS {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let url = format!("{}{path}", admin.url);
+        for token in [None, Some("wrong"), Some("s3cret-admin-tokeN")] {
+            let mut request = admin
+                .http
+                .request(method.clone(), &url)
+                .json(&json!({"kind": "quick"}));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}"
+            );
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            let body: Value = response.json().await.unwrap();
+            assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
+        }
+    }
+    // The scheme is case-insensitive, the token is not.
+    let lower = admin
+        .http
+        .get(format!("{}/api/v1/status", admin.url))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), StatusCode::OK);
+    let healthz = admin
+        .http
+        .get(format!("{}/healthz", admin.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), StatusCode::OK);
+    // Nothing was triggered or decided by the refused calls.
+    assert!(admin.runs().is_empty());
+    let contoso = admin.store.organization("contoso", now()).unwrap();
+    assert_eq!(admin.store.held_runs(contoso).unwrap().len(), 2);
+    admin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_organization_is_a_404_naming_it() {
+    let admin = Admin::start().await;
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/api/v1/organizations/northwind/sync",
+            Some(json!({"kind": "full"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"].as_str().unwrap().contains("\"northwind\""),
+        "{body}"
+    );
+    let (status, body) = admin
+        .call(Method::GET, "/api/v1/devices?org=northwind", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"].as_str().unwrap().contains("northwind"),
+        "{body}"
+    );
+    let (status, body) = admin
+        .call(Method::GET, "/api/v1/devices/nothing%5Chere", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"].as_str().unwrap().contains("nothing\\\\here"),
+        "{body}"
+    );
+    let (status, body) = admin
+        .call(Method::POST, "/api/v1/plans/4242/approve", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "no sync run 4242");
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/api/v1/organizations/contoso/sync",
+            Some(json!({"kind": "weekly"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("\"kind\""),
+        "{body}"
+    );
+    assert!(admin.runs().is_empty());
+    admin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_while_a_sync_runs_is_queued_not_doubled() {
+    let admin = Admin::start().await;
+    let path = "/api/v1/organizations/contoso/sync";
+    let (status, body) = admin
+        .call(Method::POST, path, Some(json!({"kind": "quick"})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        body,
+        json!({"org": "contoso", "kind": "quick", "status": "started"})
+    );
+    admin
+        .until("the first sync runs", |a| a.runs().len() == 1)
+        .await;
+    for kind in ["full", "quick", "full"] {
+        let (status, body) = admin
+            .call(Method::POST, path, Some(json!({ "kind": kind })))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(body["status"], "queued", "{body}");
+    }
+    let status = admin.get("/api/v1/status").await;
+    let contoso = &status["organizations"][0];
+    assert_eq!(contoso["name"], "contoso");
+    assert_eq!(contoso["current_run"]["kind"], "quick");
+    assert_eq!(contoso["current_run"]["progress"]["stage"], "discover");
+    assert_eq!(contoso["queued"], "full");
+    // fabrikam is not held up by contoso's run.
+    admin
+        .call(
+            Method::POST,
+            "/api/v1/organizations/fabrikam/sync",
+            Some(json!({"kind": "full"})),
+        )
+        .await;
+    admin
+        .until("fabrikam runs too", |a| a.runs().len() == 2)
+        .await;
+    admin.gate.add_permits(2);
+    admin
+        .until("the queued sync starts", |a| a.runs().len() == 3)
+        .await;
+    admin.gate.add_permits(1);
+    admin
+        .until("contoso is idle", |a| {
+            a.scheduler.state("contoso").unwrap().current.is_none()
+        })
+        .await;
+    // Give a doubled run every chance to show up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let contoso_runs: Vec<SyncKind> = admin
+        .runs()
+        .into_iter()
+        .filter(|(org, _)| org == "contoso")
+        .map(|(_, kind)| kind)
+        .collect();
+    assert_eq!(contoso_runs, [SyncKind::Quick, SyncKind::Full]);
+    admin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_and_rejecting_held_plans_changes_the_store() {
+    let admin = Admin::start().await;
+    let [first, second] = admin.plans;
+    let status = admin.get("/api/v1/status").await;
+    let held: Vec<i64> = status["organizations"][0]["held_plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(held, [first.0, second.0]);
+
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            &format!("/api/v1/plans/{first}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"run": first.0, "decision": "approved", "commands": 2})
+    );
+    let run = admin.store.run(first).unwrap().unwrap();
+    assert_eq!(run.approval.as_deref(), Some("approved"));
+    assert_eq!(run.outcome, RunOutcome::Running);
+
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            &format!("/api/v1/plans/{second}/reject"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        admin.store.run(second).unwrap().unwrap().outcome,
+        RunOutcome::Rejected
+    );
+
+    // Deciding again is a conflict that says why.
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            &format!("/api/v1/plans/{second}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body["error"].as_str().unwrap().contains("rejected"),
+        "{body}"
+    );
+    let status = admin.get("/api/v1/status").await;
+    assert_eq!(status["organizations"][0]["held_plans"], json!([]));
+    admin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_filter_page_and_show_their_history() {
+    let admin = Admin::start().await;
+    let all = admin.get("/api/v1/devices?limit=500").await;
+    assert_eq!(all["total"], 61);
+    let blocked = admin
+        .get("/api/v1/devices?verdict=block&user=ALICE&limit=4")
+        .await;
+    assert_eq!(blocked["total"], 10);
+    let page = blocked["devices"].as_array().unwrap();
+    assert_eq!(page.len(), 4);
+    assert!(
+        page.iter()
+            .all(|d| d["verdict"] == "block" && d["user"] == "alice")
+    );
+    let next = admin
+        .get("/api/v1/devices?verdict=block&user=alice&limit=4&offset=8")
+        .await;
+    assert_eq!(next["devices"].as_array().unwrap().len(), 2);
+    let quarantined = admin.get("/api/v1/devices?state=quarantined").await;
+    assert_eq!(quarantined["total"], 1);
+    assert_eq!(
+        quarantined["devices"][0]["model"],
+        "<script>alert(1)</script>"
+    );
+    let (status, body) = admin
+        .call(Method::GET, "/api/v1/devices?verdict=maybe", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("maybe"), "{body}");
+
+    let id = page[0]["id"].as_str().unwrap();
+    let encoded: String = id
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let device = admin
+        .get(&format!("/api/v1/devices/{encoded}?org=contoso"))
+        .await;
+    assert_eq!(device["device"]["id"], id);
+    let history = device["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{device}");
+    assert_eq!(history[0]["verdict"], "block");
+    assert_eq!(history[0]["reason"], "policy says block");
+    admin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_show_the_active_versions_and_rejections_with_reasons() {
+    let admin = Admin::start().await;
+    let plugins = admin.get("/api/v1/plugins").await;
+    let digest = admin.registry.access_policy().meta.digest.hex();
+    assert_eq!(plugins["active"]["access_policy"]["digest"], digest);
+    assert_eq!(plugins["active"]["access_policy"]["source"], "built-in");
+    let broken = &plugins["directory"][0];
+    assert_eq!(broken["name"], "broken");
+    assert_eq!(broken["digest"], Value::Null);
+    let reason = broken["rejections"][0]["reason"].as_str().unwrap();
+    assert!(!reason.is_empty());
+    assert_eq!(reason, admin.registry.status()[0].rejections[0].reason);
+    admin.stop().await;
+}
+
+/// One sample of a parsed scrape.
+fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: unexpected {other:?}"),
+        })
+}
+
+async fn scrape(admin: &Admin) -> prometheus_parse::Scrape {
+    let response = admin
+        .http
+        .get(format!("{}/metrics", admin.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).unwrap_or_else(|err| panic!("{err}:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_move_after_a_sync() {
+    let admin = Admin::start().await;
+    let before = scrape(&admin).await;
+    let contoso = [("org", "contoso")];
+    assert_eq!(
+        value(
+            &before,
+            "easgate_devices",
+            &[("org", "contoso"), ("verdict", "quarantine")]
+        ),
+        Some(21.0)
+    );
+    assert_eq!(value(&before, "easgate_held_plans", &contoso), Some(2.0));
+    let last_before = value(
+        &before,
+        "easgate_last_successful_sync_timestamp_seconds",
+        &contoso,
+    )
+    .expect("contoso has synced");
+    assert_eq!(
+        value(&before, "easgate_syncs_total", &[("org", "contoso")]),
+        None,
+        "no sync finished yet"
+    );
+    assert_eq!(
+        value(
+            &before,
+            "easgate_plugin_rejections",
+            &[("plugin", "broken")]
+        ),
+        Some(1.0)
+    );
+
+    admin.scheduler.trigger("contoso", SyncKind::Full).unwrap();
+    admin.until("the sync runs", |a| a.runs().len() == 1).await;
+    let during = scrape(&admin).await;
+    assert_eq!(value(&during, "easgate_sync_running", &contoso), Some(1.0));
+    admin.gate.add_permits(1);
+    admin
+        .until("the sync ends", |a| {
+            a.scheduler.state("contoso").unwrap().last.is_some()
+        })
+        .await;
+    let after = scrape(&admin).await;
+    assert_eq!(
+        value(
+            &after,
+            "easgate_syncs_total",
+            &[
+                ("org", "contoso"),
+                ("kind", "full"),
+                ("outcome", "succeeded")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value(&after, "easgate_sync_running", &contoso), Some(0.0));
+    let last_after = value(
+        &after,
+        "easgate_last_successful_sync_timestamp_seconds",
+        &contoso,
+    )
+    .unwrap();
+    assert!(last_after > last_before, "{last_after} > {last_before}");
+    admin.stop().await;
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Why the browser test cannot run here, or `None` when it can.
+fn browser_missing() -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Some(format!("no Chromium at {chromium}"));
+    }
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Some("no node on PATH".into());
+    }
+    if !repo()
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
+    {
+        return Some("tests/browser/node_modules has no playwright-core".into());
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_works_in_headless_chromium() {
+    if let Some(why) = browser_missing() {
+        assert!(
+            std::env::var(REQUIRE_BROWSER).as_deref() != Ok("1"),
+            "{why}, and {REQUIRE_BROWSER}=1: run .ci/install-browser"
+        );
+        eprintln!("SKIPPED the status page browser test: {why} (run .ci/install-browser)");
+        return;
+    }
+    let admin = Admin::start().await;
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let rejection = admin.registry.status()[0].rejections[0].reason.clone();
+    // The page shows the reason's first line; match on a prefix that is certainly in it.
+    let rejection: String = rejection.lines().next().unwrap().chars().take(40).collect();
+    let mut child = tokio::process::Command::new("node")
+        .arg(repo().join("tests/browser/status_page.mjs"))
+        .current_dir(repo().join("tests/browser"))
+        .env("EASGATE_URL", format!("{}/", admin.url))
+        .env("EASGATE_TOKEN", TOKEN)
+        .env("EASGATE_ORG", "contoso")
+        .env("EASGATE_PLAN", admin.plans[0].to_string())
+        .env("EASGATE_REJECTION", &rejection)
+        .env("EASGATE_SCREENSHOT", &screenshot)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let script = async {
+        let line = stdout.next_line().await.unwrap();
+        assert_eq!(
+            line.as_deref(),
+            Some("progress-seen"),
+            "the page saw the sync's progress"
+        );
+        // The button's trigger reached the scheduler as a full sync of contoso.
+        assert_eq!(admin.runs(), [("contoso".to_owned(), SyncKind::Full)]);
+        admin.gate.add_permits(1);
+        stdin.write_all(b"released\n").await.unwrap();
+        let line = stdout.next_line().await.unwrap();
+        assert_eq!(line.as_deref(), Some("done"));
+        child.wait().await.unwrap()
+    };
+    let status = tokio::time::timeout(Duration::from_secs(120), script)
+        .await
+        .expect("the browser script finished in time");
+    assert!(
+        status.success(),
+        "the browser script failed (screenshot: {})",
+        screenshot.display()
+    );
+    assert!(
+        screenshot.exists(),
+        "screenshot saved at {}",
+        screenshot.display()
+    );
+    let run = admin.store.run(admin.plans[0]).unwrap().unwrap();
+    assert_eq!(
+        run.approval.as_deref(),
+        Some("approved"),
+        "the page's approval reached the store"
+    );
+    eprintln!("status page screenshot: {}", screenshot.display());
+    admin.stop().await;
+}
