@@ -12,3 +12,4 @@ mod notice_template;
 mod policy_table;
 mod polyglot;
 mod support;
+mod sync;

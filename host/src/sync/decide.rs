@@ -59,7 +59,8 @@ pub async fn decide(
                     for line in &verdicts.log {
                         tracing::debug!(plugin = %plugin.meta.name, "plugin log: {line:?}");
                     }
-                    out.decisions.extend(verdicts.decisions.into_iter().map(Some));
+                    out.decisions
+                        .extend(verdicts.decisions.into_iter().map(Some));
                 }
                 Err(e) => {
                     tracing::warn!(

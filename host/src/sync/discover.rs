@@ -1,6 +1,6 @@
 //! Discover (Exchange) and fetch (Graph): reads an organization into an [`Inventory`].
 //!
-//! * Full: every EAS partnership (`Get-MobileDevice -ActiveSync`), every mailbox's lists
+//! * Full: every mobile device partnership (`Get-MobileDevice`), every mailbox's lists
 //!   (`Get-CASMailbox`) and UPN (`Get-Mailbox`), the organization settings, every Intune
 //!   record, and the members of the in-scope groups. The listings run at once; each is a
 //!   handful of pages whatever the organization's size.
@@ -158,7 +158,9 @@ async fn group_membership(
         for member in graph.group_members(group).await? {
             let is_user = member.is_user();
             if let Some(upn) = member.user_principal_name.filter(|_| is_user) {
-                out.entry(upn.to_lowercase()).or_default().push(group.clone());
+                out.entry(upn.to_lowercase())
+                    .or_default()
+                    .push(group.clone());
             }
         }
     }
@@ -171,10 +173,9 @@ pub async fn full(
     graph: &GraphClient,
     scope_groups: &[String],
 ) -> Result<Discovered, DiscoverError> {
-    let devices = GetMobileDevice {
-        active_sync: true,
-        ..Default::default()
-    };
+    // Every client type, not only `-ActiveSync`: Outlook for iOS and Android shows as
+    // `ClientType Outlook` and obeys the same mailbox lists.
+    let devices = GetMobileDevice::default();
     let (cas, mbx, settings) = (
         GetCasMailbox::default(),
         GetMailbox::default(),
@@ -197,11 +198,14 @@ pub async fn full(
         .into_iter()
         .map(|d| exchange_device(d, &by_identity))
         .collect();
-    let org_default = settings?.into_iter().next().map(|s| match s.default_access_level {
-        models::AccessLevel::Allow => AccessLevel::Allow,
-        models::AccessLevel::Block => AccessLevel::Block,
-        models::AccessLevel::Quarantine => AccessLevel::Quarantine,
-    });
+    let org_default = settings?
+        .into_iter()
+        .next()
+        .map(|s| match s.default_access_level {
+            models::AccessLevel::Allow => AccessLevel::Allow,
+            models::AccessLevel::Block => AccessLevel::Block,
+            models::AccessLevel::Quarantine => AccessLevel::Quarantine,
+        });
     let users = users(&mailboxes, &groups?);
     Ok(Discovered {
         inventory: Inventory {
@@ -230,7 +234,6 @@ pub async fn quick(
     since: i64,
 ) -> Result<Discovered, DiscoverError> {
     let new_devices = GetMobileDevice {
-        active_sync: true,
         filter: Some(format!(
             "FirstSyncTime -ge {}",
             quote(&Timestamp(since).to_string())
@@ -261,7 +264,6 @@ pub async fn quick(
     let lookups: Vec<GetMobileDevice> = wanted
         .chunks(IDS_PER_FILTER)
         .map(|ids| GetMobileDevice {
-            active_sync: true,
             filter: Some(
                 ids.iter()
                     .map(|id| format!("DeviceId -eq {}", quote(id)))

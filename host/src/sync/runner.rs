@@ -159,9 +159,7 @@ impl OrgSync {
             (false, false) => RunKind::Quick,
         };
         let digest = policy.meta.digest.hex();
-        let run = self
-            .store
-            .start_run(org, run_kind, Some(&digest), now)?;
+        let run = self.store.start_run(org, run_kind, Some(&digest), now)?;
         let mut summary = Summary {
             organization: self.name.clone(),
             run,
