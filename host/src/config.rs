@@ -190,9 +190,7 @@ impl Default for SyncConfig {
         Self {
             data_dir: PathBuf::from(defaults::DATA_DIR),
             plugin_dir: None,
-            access_policy: crate::plugin::World::AccessPolicy
-                .builtin_name()
-                .to_owned(),
+            access_policy: crate::plugin::World::AccessPolicy.builtin_name().to_owned(),
             builtin_policy_settings: toml::Table::new(),
         }
     }
@@ -960,7 +958,10 @@ client_secret = { file = "fabrikam.secret" }
         assert_eq!(c.sync.plugin_dir, None);
         assert_eq!(c.sync.access_policy, "access-policy");
         assert_eq!(c.sync.builtin_policy_json(), "{}");
-        assert_eq!(c.organizations[0].sync, crate::sync::SyncSettings::default());
+        assert_eq!(
+            c.organizations[0].sync,
+            crate::sync::SyncSettings::default()
+        );
 
         let text = format!(
             "[sync]\ndata_dir = \"state\"\nplugin_dir = \"/opt/plugins\"\n\
@@ -971,7 +972,10 @@ client_secret = { file = "fabrikam.secret" }
         );
         let c = parse(&text).unwrap();
         assert_eq!(c.sync.data_dir, Path::new("/etc/easgate/state"));
-        assert_eq!(c.sync.plugin_dir.as_deref(), Some(Path::new("/opt/plugins")));
+        assert_eq!(
+            c.sync.plugin_dir.as_deref(),
+            Some(Path::new("/opt/plugins"))
+        );
         assert_eq!(c.sync.builtin_policy_json(), r#"{"includedGroups":["g1"]}"#);
         // The section belongs to the last organization.
         let s = &c.organizations[1].sync;

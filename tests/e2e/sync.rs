@@ -292,3 +292,198 @@ async fn a_policy_that_traps_on_one_batch_leaves_those_devices_unchanged() {
         "{allowed} of {with_mailbox} allowed"
     );
 }
+
+/// Writes a configuration for `lab` into `dir` with the store in `dir/data`, `parallel`
+/// commands in flight and the blast-radius guard lifted (a first roll-out).
+pub fn write_config(lab: &Lab, dir: &std::path::Path, parallel: usize) -> std::path::PathBuf {
+    let text = lab
+        .connector_config(&easgate_lab::SecretSource::Inline)
+        .replace(
+            "[organization.graph]",
+            &format!("parallel_commands = {parallel}\n\n[organization.graph]"),
+        );
+    let text = format!(
+        "[sync]\ndata_dir = \"data\"\n\n{text}\n[organization.sync]\n\
+         max_new_restrictions = {{ percent = 100.0, floor = 1000000 }}\n"
+    );
+    let path = dir.join("easgate.toml");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_syncs_and_a_dry_run_then_finds_nothing_to_change() {
+    let lab = sync_lab(600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 8);
+    let config = config.to_str().unwrap().to_owned();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::support::easgate(&args)
+        })
+    };
+    let out = within(
+        Duration::from_secs(120),
+        run(vec![
+            "sync".into(),
+            "--config".into(),
+            config.clone(),
+            "--full".into(),
+            "--json".into(),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        crate::support::stdout(&out),
+        crate::support::stderr(&out)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(crate::support::stdout(&out).trim()).expect("one JSON object");
+    assert_eq!(summary["kind"], "full");
+    assert_eq!(summary["outcome"], "succeeded");
+    assert!(summary["commands_issued"].as_u64().unwrap() > 0);
+    assert_eq!(summary["verdicts"]["undecided"], 0);
+    for key in [
+        "run",
+        "devices_changed",
+        "exchange_reads",
+        "graph_calls",
+        "duration_ms",
+    ] {
+        assert!(summary.get(key).is_some(), "{key} missing: {summary}");
+    }
+    assert!(mismatches(&lab, expected).is_empty());
+
+    lab.control().reset_counters();
+    let out = within(
+        Duration::from_secs(120),
+        run(vec![
+            "sync".into(),
+            "--config".into(),
+            config.clone(),
+            "--full".into(),
+            "--dry-run".into(),
+        ]),
+    )
+    .await
+    .unwrap();
+    let text = crate::support::stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        crate::support::stderr(&out)
+    );
+    assert!(text.contains("(what-if) succeeded"), "{text}");
+    assert!(
+        text.contains("devices changed 0, Exchange commands issued 0 of 0 planned"),
+        "{text}"
+    );
+    assert_eq!(lab.control().counters().calls("Set-CASMailbox"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_killed_in_the_middle_of_apply_converges_on_the_next_run() {
+    let lab = sync_lab(5_000).await;
+    // Slow enough that the kill lands in the middle of the mailbox edits.
+    let mut latency = LatencyModel::uniform(1, 0);
+    latency.cmdlets.insert(
+        "Set-CASMailbox".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: 20,
+            per_object_us: 0,
+        },
+    );
+    lab.control().set_latency(latency);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    let before: std::collections::HashMap<String, (bool, bool)> = lab
+        .control()
+        .truth()
+        .into_iter()
+        .map(|d| (d.identity, (d.in_allow_list, d.in_block_list)))
+        .collect();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_easgate"))
+        .args(["sync", "--config", config.to_str().unwrap(), "--full"])
+        .env("EASGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("easgate starts");
+    within(Duration::from_secs(120), async {
+        while lab.control().counters().calls("Set-CASMailbox") < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let edits = lab.control().counters().calls("Set-CASMailbox");
+    assert_eq!(
+        lab.control()
+            .counters()
+            .calls("Set-ActiveSyncOrganizationSettings"),
+        0,
+        "killed after the whole apply ({edits} edits): the test proves nothing"
+    );
+
+    // Every device's lists are either as they were or as the policy decided: never anything
+    // else. (A device the policy quarantines may still be allowed by the org default: the
+    // switch to Quarantine is the apply's last step, so the kill came before it.)
+    let wanted = |verdict: Verdict| match verdict {
+        Verdict::Allow => (true, false),
+        Verdict::Block => (false, true),
+        _ => (false, false),
+    };
+    let odd: Vec<String> = lab
+        .control()
+        .truth()
+        .iter()
+        .filter(|d| d.mailbox.is_some())
+        .filter(|d| {
+            let lists = (d.in_allow_list, d.in_block_list);
+            before[&d.identity] != lists && wanted(expected(d)) != lists
+        })
+        .map(|d| format!("{d:?} was {:?}", before[&d.identity]))
+        .collect();
+    assert!(odd.is_empty(), "{odd:#?}");
+
+    let out = within(
+        Duration::from_secs(240),
+        tokio::task::spawn_blocking(move || {
+            crate::support::easgate(&["sync", "--config", config.to_str().unwrap(), "--json"])
+        }),
+    )
+    .await
+    .unwrap();
+    let text = crate::support::stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        crate::support::stderr(&out)
+    );
+    let summary: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    // The interrupted run forces a full sync even though a quick one was asked for.
+    assert_eq!(summary["kind"], "full", "{summary}");
+    assert_eq!(summary["outcome"], "succeeded", "{summary}");
+    let wrong = mismatches(&lab, expected);
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    let org = store.organization("contoso", 0).unwrap();
+    assert!(store.unfinished(org).unwrap().is_empty());
+    let runs = store.recent_runs(org, 10).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].outcome, RunOutcome::Interrupted);
+    assert!(
+        store
+            .journal(runs[1].id)
+            .unwrap()
+            .iter()
+            .all(|e| matches!(e.state, JournalState::Done | JournalState::Abandoned))
+    );
+}

@@ -151,7 +151,7 @@ impl OrgSync {
         // A quick sync needs a cursor, and unfinished commands of an earlier run mean some
         // mailboxes' lists may be anything: both call for reading everything.
         let cursor = self.store.sync_cursor(org)?;
-        let unfinished = !self.store.unfinished(org)?.is_empty();
+        let unfinished = !self.store.unfinished(org)?.is_empty() || self.interrupted(org)?;
         let full = kind == SyncKind::Full || cursor.is_none() || unfinished;
         let run_kind = match (dry_run, full) {
             (true, _) => RunKind::WhatIf,
@@ -319,6 +319,19 @@ impl OrgSync {
             RunOutcome::Partial
         };
         self.finish(summary, outcome, started).await
+    }
+
+    /// Whether a run was interrupted (its commands abandoned by [`Store::recover`]) since the
+    /// last full run that finished: the mailboxes it was editing must be read again.
+    fn interrupted(&self, org: OrgId) -> Result<bool, StoreError> {
+        for run in self.store.recent_runs(org, 100)? {
+            match (run.kind, run.outcome) {
+                (_, RunOutcome::Interrupted) => return Ok(true),
+                (RunKind::Full, RunOutcome::Succeeded | RunOutcome::Partial) => return Ok(false),
+                _ => {}
+            }
+        }
+        Ok(false)
     }
 
     /// Applies a held plan an operator approved: its journaled commands as planned. Commands
