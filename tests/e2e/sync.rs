@@ -487,3 +487,195 @@ async fn a_sync_killed_in_the_middle_of_apply_converges_on_the_next_run() {
             .all(|e| matches!(e.state, JournalState::Done | JournalState::Abandoned))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_sync_redecides_exactly_the_changed_devices() {
+    let lab = sync_lab(5_000).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let policy = builtin(&engine, "{}");
+    let sync = org_sync(&lab, store.clone(), unguarded());
+    let full = within(
+        Duration::from_secs(240),
+        sync.run(SyncKind::Full, false, policy.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(full.outcome, RunOutcome::Succeeded, "{full:#?}");
+    assert!(mismatches(&lab, expected).is_empty());
+
+    // 20 compliant devices turn noncompliant; 10 devices arrive, half of them enrolled.
+    let truth = lab.control().truth();
+    let flipped: Vec<String> = truth
+        .iter()
+        .filter(|d| d.mailbox.is_some() && d.compliance_state == Some(ComplianceState::Compliant))
+        .step_by(37)
+        .take(20)
+        .map(|d| d.device_id.clone())
+        .collect();
+    assert_eq!(flipped.len(), 20);
+    for id in &flipped {
+        lab.control()
+            .set_compliance(id, ComplianceState::Noncompliant)
+            .unwrap();
+    }
+    let mut arrived = lab
+        .control()
+        .add_devices(&easgate_lab::NewDevices {
+            count: 5,
+            mailbox: None,
+            enroll: Some(ComplianceState::Compliant),
+        })
+        .unwrap();
+    arrived.extend(
+        lab.control()
+            .add_devices(&easgate_lab::NewDevices {
+                count: 5,
+                mailbox: None,
+                enroll: None,
+            })
+            .unwrap(),
+    );
+
+    lab.control().reset_counters();
+    let quick = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Quick, false, policy),
+    )
+    .await
+    .unwrap();
+    assert_eq!(quick.outcome, RunOutcome::Succeeded, "{quick:#?}");
+    assert_eq!(quick.kind, RunKind::Quick);
+    let v = quick.verdicts;
+    assert_eq!(
+        v.allow + v.block + v.quarantine + v.exempt,
+        30,
+        "exactly the changed devices are decided: {quick:#?}"
+    );
+    assert_eq!(v.block, 20, "{quick:#?}");
+    assert_eq!(v.allow, 5, "{quick:#?}");
+    assert_eq!(v.quarantine, 5, "{quick:#?}");
+    assert!(mismatches(&lab, expected).is_empty());
+
+    // Calls grow with the 30 changes, not with the 5 000 devices.
+    let counters = lab.control().counters();
+    assert!(
+        counters.exchange.commands <= 30 * 3 + 5,
+        "{} Exchange requests: {:#?}",
+        counters.exchange.commands,
+        counters.exchange.by_cmdlet
+    );
+    assert!(counters.calls("Set-CASMailbox") <= 30);
+    assert!(
+        counters.graph.requests <= 3,
+        "{:#?}",
+        counters.graph.by_endpoint
+    );
+    // The org's size, not the quick inventory's, is the base of the guard.
+    assert!(quick.restriction_limit >= 500, "{quick:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_names_it() {
+    use easgate::plugin::registry::RegistryOptions;
+    use easgate::plugin::{Digest, PluginRegistry};
+    use easgate::sync::DeviceKey;
+
+    let lab = sync_lab(1_000).await;
+    let (_dir, store) = temp_store();
+    let plugins = tempfile::tempdir().unwrap();
+    let registry = PluginRegistry::new(
+        PluginEngine::new().unwrap(),
+        RegistryOptions {
+            dir: Some(plugins.path().to_owned()),
+            ..RegistryOptions::default()
+        },
+    )
+    .unwrap();
+    let sync = org_sync(&lab, store.clone(), unguarded());
+    let first_policy = registry.access_policy();
+    let first = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Full, false, first_policy.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    assert!(mismatches(&lab, expected).is_empty());
+
+    // A new version of the active policy: unenrolled iPhones may sync.
+    let bytes = crate::support::with_custom_section(
+        &crate::support::wasm_bytes("access_policy.wasm"),
+        "iphones allowed",
+    );
+    std::fs::write(
+        plugins.path().join("access-policy.toml"),
+        "world = \"access-policy\"\n[settings]\naccessRules = [{ deviceClass = { name = \"iPhone\", type = \"family\" }, accessLevel = \"allow\" }]\n",
+    )
+    .unwrap();
+    std::fs::write(plugins.path().join("access-policy.wasm"), &bytes).unwrap();
+    registry.rescan();
+    let second_policy = registry.access_policy();
+    assert_eq!(
+        second_policy.meta.digest,
+        Digest::of(&bytes),
+        "{:#?}",
+        registry.status()
+    );
+
+    let second = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Full, false, second_policy.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
+    let iphone_rule = |d: &DeviceTruth| {
+        if d.managed_device_id.is_none() && d.device_type.eq_ignore_ascii_case("iPhone") {
+            Verdict::Allow
+        } else {
+            expected(d)
+        }
+    };
+    let wrong = mismatches(&lab, iphone_rule);
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+
+    let org = store.organization("contoso", 0).unwrap();
+    let (d1, d2) = (
+        first_policy.meta.digest.hex(),
+        second_policy.meta.digest.hex(),
+    );
+    assert_eq!(
+        store.run(first.run).unwrap().unwrap().plugin_digest,
+        Some(d1.clone())
+    );
+    assert_eq!(
+        store.run(second.run).unwrap().unwrap().plugin_digest,
+        Some(d2.clone())
+    );
+    let truth = lab.control().truth();
+    let changed = truth
+        .iter()
+        .find(|d| {
+            d.mailbox.is_some()
+                && d.managed_device_id.is_none()
+                && d.device_type.eq_ignore_ascii_case("iPhone")
+        })
+        .expect("an unenrolled iPhone");
+    let audit = store
+        .audit(org, &DeviceKey::new(&changed.identity))
+        .unwrap();
+    let trail: Vec<(Verdict, &str)> = audit
+        .iter()
+        .map(|a| (a.verdict, a.plugin_digest.as_str()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            (Verdict::Quarantine, d1.as_str()),
+            (Verdict::Allow, d2.as_str())
+        ]
+    );
+    assert_eq!(audit[1].old_verdict, Some(Verdict::Quarantine));
+    assert_eq!(audit[1].reason, "device-rule");
+}
