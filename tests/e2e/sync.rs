@@ -679,3 +679,60 @@ async fn a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_na
     assert_eq!(audit[1].old_verdict, Some(Verdict::Quarantine));
     assert_eq!(audit[1].reason, "device-rule");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreachable_organization_does_not_stop_the_others() {
+    let lab = sync_lab(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 8);
+    // A second organization whose only CAS refuses connections (a port nothing listens on).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    let second = lab
+        .connector_config(&easgate_lab::SecretSource::Inline)
+        .replace("name = \"contoso\"", "name = \"fabrikam\"")
+        .replace(&format!("{:?}", lab.cas_urls()[0]), &format!("{dead:?}"))
+        .replace(
+            "[organization.graph]",
+            "unavailable_timeout = \"1s\"\ncas_failover = false\n\n[organization.graph]",
+        );
+    text.push('\n');
+    text.push_str(&second);
+    std::fs::write(&config, text).unwrap();
+
+    let config = config.to_str().unwrap().to_owned();
+    let out = within(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            crate::support::easgate(&["sync", "--config", &config, "--full", "--json"])
+        }),
+    )
+    .await
+    .unwrap();
+    let text = crate::support::stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{text}{}",
+        crate::support::stderr(&out)
+    );
+    let summaries: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(summaries.len(), 2, "{text}");
+    assert_eq!(summaries[0]["organization"], "contoso");
+    assert_eq!(summaries[0]["outcome"], "succeeded");
+    assert_eq!(summaries[1]["organization"], "fabrikam");
+    assert_eq!(summaries[1]["outcome"], "failed");
+    assert!(
+        summaries[1]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("discovery failed"),
+        "{text}"
+    );
+    assert!(mismatches(&lab, expected).is_empty());
+}
