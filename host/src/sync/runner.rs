@@ -94,9 +94,29 @@ impl<'a> Stage<'a> {
 
     fn done(&mut self, stage: &str) {
         let ms = self.since.elapsed().as_millis() as u64;
-        tracing::debug!(org = self.org, stage, ms, "sync stage done");
+        tracing::debug!(
+            org = self.org,
+            stage,
+            ms,
+            rss_mb = resident_mb(),
+            "sync stage done"
+        );
         self.since = Instant::now();
     }
+}
+
+/// The process's resident memory in MB, where the OS tells it cheaply (Linux); 0 elsewhere.
+fn resident_mb() -> u64 {
+    #[cfg(target_os = "linux")]
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+        && let Some(pages) = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u64>().ok())
+    {
+        return pages * 4096 / 1_000_000;
+    }
+    0
 }
 
 /// Everything one organization's sync needs.
@@ -288,6 +308,13 @@ impl OrgSync {
             tokio::join!(save, decide(policy, info, contexts, self.batch_size));
         saved?;
         stage.done("save inventory and decide");
+        // Plan needs only the devices and mailboxes; the Intune records and users (half the
+        // inventory at 100 000 devices) are saved and matched by now.
+        let mut inventory = inventory;
+        if let Some(inventory) = Arc::get_mut(&mut inventory) {
+            inventory.managed = Vec::new();
+            inventory.users = Vec::new();
+        }
         for failure in &decisions.failures {
             summary.errors.push(format!(
                 "policy batch of {} devices (from device {}) decided nothing: {}",
@@ -344,19 +371,26 @@ impl OrgSync {
             return self.finish(summary, outcome, started).await;
         }
 
-        let commands = plan.commands.clone();
-        let held = plan.held;
-        let ids = {
+        // What is left to do needs only the plan's commands and the records: free the
+        // inventory and the matched devices before the store's large transaction (at 100 000
+        // devices they are a third of the process).
+        drop((decided, removals, matched));
+        drop(inventory);
+        let commands = std::mem::take(&mut plan.commands);
+        let (held, restrictions, limit) = (plan.held, plan.restrictions, plan.limit);
+        drop(plan);
+        let (ids, commands) = {
             let digest = digest.clone();
             blocking(&self.store, move |s| {
-                s.record_decisions(&DecisionBatch {
+                let ids = s.record_decisions(&DecisionBatch {
                     run,
                     plugin_digest: &digest,
                     decided_at: now,
                     decisions: &records,
                     commands: &commands,
                     held,
-                })
+                })?;
+                Ok((ids, commands))
             })
             .await?
         };
@@ -364,13 +398,13 @@ impl OrgSync {
         if held {
             summary.errors.push(format!(
                 "held: the plan restricts {} devices, more than the limit of {}; approve with `easgate plan approve {run}`",
-                plan.restrictions, plan.limit
+                restrictions, limit
             ));
             return self.finish(summary, RunOutcome::Held, started).await;
         }
         let to_send = ids
             .into_iter()
-            .zip(plan.commands.into_iter().map(|c| c.command))
+            .zip(commands.into_iter().map(|c| c.command))
             .collect();
         let applied = apply(&self.exchange, &self.store, to_send).await?;
         stage.done("apply");
