@@ -273,9 +273,11 @@ impl OrgSync {
             ..
         } = discovered;
 
-        let previously_managed = {
-            let store = self.store.clone();
-            blocking(&store, move |s| s.managed_keys(org)).await?
+        // Only a complete Intune listing can show a record gone; a quick sync skips the read.
+        let previously_managed = if inventory.managed_complete {
+            blocking(&self.store, move |s| s.managed_keys(org)).await?
+        } else {
+            HashSet::new()
         };
         let mut matched = match_inventory(&inventory, &self.settings, &previously_managed);
         stage.done("match");
