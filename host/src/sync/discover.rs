@@ -4,9 +4,10 @@
 //!   (`Get-CASMailbox`) and UPN (`Get-Mailbox`), the organization settings, every Intune
 //!   record, and the members of the in-scope groups. The listings run at once; each is a
 //!   handful of pages whatever the organization's size.
-//! * Quick: the partnerships Exchange first saw at or after the cursor, the Intune records that
-//!   changed since the cursor and the partnerships they match, and only the mailboxes of those
-//!   partnerships. Every call is per change (or per 20 changes), none per device of the org.
+//! * Quick: the partnerships Exchange first saw at or after the cursor (and their Intune
+//!   records, `easDeviceId eq`), the Intune records that changed since the cursor and the
+//!   partnerships they match, and only the mailboxes of those partnerships. Every call is per
+//!   change (or per 20 changes), none per device of the org.
 //!
 //! What the sync does not fetch: `Get-MobileDeviceStatistics` (no built-in policy reads
 //! `last-success-sync`, and it costs one call per device).
@@ -225,8 +226,7 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// The changes since `since`, for a quick sync. A partnership found here whose Intune record
-/// did not change has no record in the result; the runner takes it from the store.
+/// The changes since `since`, for a quick sync.
 pub async fn quick(
     exchange: &ExchangeClient,
     graph: &GraphClient,
@@ -245,11 +245,34 @@ pub async fn quick(
         graph.managed_devices_since(Timestamp(since))
     );
     let mut calls = 1u64;
+    let mut graph_calls = 1u64;
     let mut devices: BTreeMap<String, models::MobileDevice> = new_devices?
         .into_iter()
         .map(|d| (d.identity.to_lowercase(), d))
         .collect();
-    let changed: Vec<ManagedDevice> = changed?.into_iter().map(managed_device).collect();
+    let mut changed: Vec<ManagedDevice> = changed?.into_iter().map(managed_device).collect();
+
+    // A new partnership of a device enrolled long ago (a user adding the account again) has a
+    // record that did not change: ask Intune for it, one request per such device.
+    let have: BTreeSet<String> = changed
+        .iter()
+        .map(|m| m.eas_device_id.to_lowercase())
+        .collect();
+    let unknown: BTreeSet<String> = devices
+        .values()
+        .map(|d| d.device_id.clone())
+        .filter(|id| !have.contains(&id.to_lowercase()))
+        .collect();
+    for id in unknown {
+        graph_calls += 1;
+        changed.extend(
+            graph
+                .managed_devices_by_eas_id(&id)
+                .await?
+                .into_iter()
+                .map(managed_device),
+        );
+    }
 
     // The partnerships of the changed records that are not among the new ones.
     let known: BTreeSet<String> = devices
@@ -339,7 +362,7 @@ pub async fn quick(
         },
         org_default: None,
         exchange_calls: calls,
-        graph_calls: 1 + scope_groups.len() as u64,
+        graph_calls: graph_calls + scope_groups.len() as u64,
     })
 }
 

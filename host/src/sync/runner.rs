@@ -254,7 +254,7 @@ impl OrgSync {
             )
             .await
         };
-        let mut discovered = match discovered {
+        let discovered = match discovered {
             Ok(d) => d,
             Err(e) => {
                 summary.errors.push(format!("discovery failed: {e}"));
@@ -264,9 +264,6 @@ impl OrgSync {
         stage.done("discover");
         summary.exchange_reads = discovered.exchange_calls;
         summary.graph_calls = discovered.graph_calls;
-        if !full {
-            self.complete_managed(org, &mut discovered).await?;
-        }
         let Discovered {
             inventory,
             org_default,
@@ -504,40 +501,6 @@ impl OrgSync {
         let run = summary.run;
         blocking(&self.store, move |s| s.finish_run(run, &end)).await?;
         Ok(summary)
-    }
-
-    /// Gives each partnership of a quick inventory without a fresh Intune record the record the
-    /// store has for it (its record did not change since the cursor, so the stored one is
-    /// current).
-    async fn complete_managed(
-        &self,
-        org: OrgId,
-        discovered: &mut Discovered,
-    ) -> Result<(), StoreError> {
-        let inventory = &mut discovered.inventory;
-        let fresh: HashSet<String> = inventory
-            .managed
-            .iter()
-            .map(|m| m.eas_device_id.to_lowercase())
-            .collect();
-        let missing: Vec<DeviceKey> = inventory
-            .devices
-            .iter()
-            .filter(|d| !fresh.contains(&d.device_id.to_lowercase()))
-            .map(|d| d.key())
-            .collect();
-        let stored: Vec<ManagedDevice> = blocking(&self.store, move |s| {
-            let mut out = Vec::new();
-            for key in &missing {
-                if let Some(managed) = s.device(org, key)?.and_then(|r| r.managed) {
-                    out.push(managed);
-                }
-            }
-            Ok(out)
-        })
-        .await?;
-        inventory.managed.extend(stored);
-        Ok(())
     }
 
     async fn save_inventory(
