@@ -211,6 +211,31 @@ async fn a_plan_that_would_restrict_everyone_is_held_until_approved() {
     }
     let guarded = org_sync(&lab, store.clone(), SyncSettings::default());
     lab.control().reset_counters();
+
+    // A rehearsal says a real run would be held, lists the changes, and leaves nothing to
+    // approve.
+    let rehearsal = within(
+        Duration::from_secs(120),
+        guarded.run(SyncKind::Full, true, builtin(&engine, "{}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rehearsal.kind, RunKind::WhatIf);
+    assert_eq!(rehearsal.outcome, RunOutcome::Held, "{rehearsal:#?}");
+    assert_eq!(rehearsal.commands_issued, 0);
+    assert_eq!(rehearsal.changes.len() as u64, rehearsal.devices_changed);
+    assert!(
+        rehearsal
+            .changes
+            .iter()
+            .all(|c| c.verdict == Verdict::Block)
+    );
+    let org = store.organization("contoso", 0).unwrap();
+    assert!(store.held_runs(org).unwrap().is_empty());
+    assert_eq!(
+        store.run(rehearsal.run).unwrap().unwrap().outcome,
+        RunOutcome::Succeeded
+    );
     let held = within(
         Duration::from_secs(120),
         guarded.run(SyncKind::Full, false, builtin(&engine, "{}")),

@@ -361,13 +361,19 @@ impl OrgSync {
 
         if dry_run {
             summary.changes = plan.changes;
-            let outcome = if plan.held {
-                RunOutcome::Held
-            } else {
-                RunOutcome::Succeeded
-            };
-            // A what-if run records its counts only; `held` says what a real run would do.
-            return self.finish(summary, outcome, started).await;
+            if plan.held {
+                summary.errors.push(format!(
+                    "a real run would be held: the plan restricts {} devices, more than the limit of {}",
+                    plan.restrictions, plan.limit
+                ));
+            }
+            // A what-if run records its counts only, and is never a held plan an operator could
+            // approve: the store says succeeded, the summary says what a real run would do.
+            let mut summary = self.finish(summary, RunOutcome::Succeeded, started).await?;
+            if plan.held {
+                summary.outcome = RunOutcome::Held;
+            }
+            return Ok(summary);
         }
 
         // What is left to do needs only the plan's commands and the records: free the
