@@ -762,3 +762,88 @@ async fn one_unreachable_organization_does_not_stop_the_others() {
     );
     assert!(mismatches(&lab, expected).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_of_an_excluded_group_are_exempt_and_their_lists_untouched() {
+    let lab = sync_lab(2_000).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let org = lab_organization(&lab);
+    let graph = GraphClient::new(&org, &test_http()).unwrap();
+
+    // The lab's "Mobile Access Exempt" group, found through a member.
+    let truth = lab.control().truth();
+    let mut group = None;
+    for upn in truth
+        .iter()
+        .filter_map(|d| d.user_principal_name.as_deref())
+        .take(400)
+    {
+        if let Some(g) = graph
+            .member_of(upn)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|g| g.display_name.as_deref() == Some("Mobile Access Exempt"))
+        {
+            group = Some(g.id);
+            break;
+        }
+    }
+    let group = group.expect("a member of the exempt group among 400 users");
+    let exempt: std::collections::HashSet<String> = graph
+        .group_members(&group)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.is_user())
+        .filter_map(|m| m.user_principal_name.map(|u| u.to_lowercase()))
+        .collect();
+    assert!(!exempt.is_empty());
+
+    let settings = SyncSettings {
+        scope_groups: vec![group.clone()],
+        ..unguarded()
+    };
+    let policy = builtin(
+        &engine,
+        &serde_json::json!({ "excludedGroups": [group] }).to_string(),
+    );
+    let sync = org_sync(&lab, store.clone(), settings);
+    let summary = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Full, false, policy),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:#?}");
+
+    let is_exempt = |d: &DeviceTruth| {
+        d.user_principal_name
+            .as_deref()
+            .is_some_and(|u| exempt.contains(&u.to_lowercase()))
+            && d.mailbox.is_some()
+    };
+    let exempt_devices = truth.iter().filter(|d| is_exempt(d)).count() as u64;
+    assert!(exempt_devices > 0);
+    assert_eq!(summary.verdicts.exempt, exempt_devices, "{summary:#?}");
+    let before: std::collections::HashMap<&str, (bool, bool)> = truth
+        .iter()
+        .map(|d| (d.identity.as_str(), (d.in_allow_list, d.in_block_list)))
+        .collect();
+    for d in lab.control().truth().iter().filter(|d| is_exempt(d)) {
+        assert_eq!(
+            before[d.identity.as_str()],
+            (d.in_allow_list, d.in_block_list),
+            "{d:?}"
+        );
+    }
+    let wrong = mismatches(&lab, |d| {
+        if is_exempt(d) {
+            Verdict::Exempt
+        } else {
+            expected(d)
+        }
+    });
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+}
