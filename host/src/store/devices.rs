@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use rusqlite::OptionalExtension;
 
+use super::outbox::{self, NoticeBatch, Recorded};
 use super::runs::{RunKind, RunOutcome};
 use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode, journal};
 use crate::plugin::types;
@@ -313,6 +314,22 @@ impl Store {
         &self,
         batch: &DecisionBatch<'_>,
     ) -> Result<Vec<CommandId>, StoreError> {
+        let none = NoticeBatch {
+            requests: &[],
+            resend_interval_secs: 0,
+        };
+        Ok(self.record_decisions_and_notices(batch, &none)?.commands)
+    }
+
+    /// [`Store::record_decisions`], and in the same transaction the notices of `notices` whose
+    /// device's verdict changes with this batch and that no like notice within the resend
+    /// interval makes redundant (see [`super::outbox`]): a notice is recorded if and only if
+    /// its verdict is.
+    pub fn record_decisions_and_notices(
+        &self,
+        batch: &DecisionBatch<'_>,
+        notices: &NoticeBatch<'_>,
+    ) -> Result<Recorded, StoreError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction()
@@ -334,6 +351,9 @@ impl Store {
                 needed: "running quick or full",
             });
         }
+        // Notices read the old verdict too, so they are enqueued before the update.
+        let (notices_queued, notices_deduplicated) =
+            outbox::enqueue(&tx, self, org, batch.run, batch.decided_at, notices)?;
         {
             // The audit row reads the old verdict, so it is written before the update.
             let mut audit = tx
@@ -397,7 +417,11 @@ impl Store {
             batch.decided_at,
         )?;
         tx.commit().map_err(self.sql("recording decisions"))?;
-        Ok(ids)
+        Ok(Recorded {
+            commands: ids,
+            notices_queued,
+            notices_deduplicated,
+        })
     }
 
     /// A device's audit trail, oldest first.

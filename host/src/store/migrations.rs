@@ -8,7 +8,7 @@
 pub const APPLICATION_ID: i64 = 0x4541_5347;
 
 /// The migrations, oldest first.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -107,4 +107,40 @@ CREATE TRIGGER decision_audit_no_update BEFORE UPDATE ON decision_audit
     BEGIN SELECT RAISE(ABORT, 'decision_audit is append-only'); END;
 CREATE TRIGGER decision_audit_no_delete BEFORE DELETE ON decision_audit
     BEGIN SELECT RAISE(ABORT, 'decision_audit is append-only'); END;
+"#;
+
+/// The notice outbox: a notice is recorded in the transaction that records its verdict and
+/// sent later by a notify stage, so that a crash between the two loses nothing.
+const V2: &str = r#"
+CREATE TABLE notices (
+    -- The NoticeId: also the left part of the mail's Message-ID, so a resend after a crash
+    -- carries the same Message-ID.
+    id              TEXT PRIMARY KEY,
+    org_id          INTEGER NOT NULL REFERENCES organizations(id),
+    sync_id         INTEGER NOT NULL REFERENCES sync_runs(id),
+    device_key      TEXT NOT NULL,
+    device_id       TEXT NOT NULL,
+    -- The verdict the notice announces, and the policy's reason.
+    state           TEXT NOT NULL CHECK (state IN ('allow', 'block', 'quarantine', 'exempt')),
+    reason          TEXT NOT NULL,
+    -- The user's address (To); admin copies come from the configuration at send time.
+    recipient       TEXT NOT NULL,
+    user_principal_name TEXT,
+    -- The device's Exchange and Intune views when decided: the notice describes the device
+    -- as it was when its state changed, even if it is re-inventoried or gone before sending.
+    exchange        TEXT NOT NULL,
+    intune          TEXT,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'given-up')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    -- The template version that rendered the last attempt, and the server's acceptance.
+    template_digest TEXT,
+    response        TEXT,
+    created_at      INTEGER NOT NULL,
+    sent_at         INTEGER,
+    updated_at      INTEGER NOT NULL
+) STRICT;
+CREATE INDEX notices_due ON notices(org_id, next_attempt_at, id) WHERE status = 'pending';
+CREATE INDEX notices_by_device ON notices(org_id, device_key, state, created_at);
 "#;

@@ -1,6 +1,6 @@
 //! The connector's memory: one SQLite file per data directory holding the organizations, the
-//! last inventory and verdict of every device, the sync runs, the command journal and the
-//! append-only decision audit.
+//! last inventory and verdict of every device, the sync runs, the command journal, the
+//! append-only decision audit and the notice outbox.
 //!
 //! No SQL leaves this module: callers use the typed methods of [`Store`]. Every change that must
 //! not half-happen runs in one transaction (a run's verdicts, audit rows and journal entries
@@ -24,6 +24,7 @@ mod devices;
 mod error;
 mod journal;
 pub mod migrations;
+mod outbox;
 mod runs;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,9 @@ pub use devices::{
 };
 pub use error::StoreError;
 pub use journal::{JournalEntry, JournalState, Recovery};
+pub use outbox::{
+    NoticeAttempt, NoticeBatch, NoticeCounts, NoticeRequest, NoticeStatus, OutboxNotice, Recorded,
+};
 pub use runs::{RunEnd, RunKind, RunOutcome, RunRecord, VerdictCounts};
 
 /// The file name of the store inside the data directory.
