@@ -1,5 +1,6 @@
 //! The `easgate` command line: parsing and dispatch only; the work lives in the library.
 
+pub mod notice;
 pub mod policy;
 pub mod sync;
 
@@ -30,6 +31,9 @@ pub enum Command {
     /// Approve or reject a plan the blast-radius guard held.
     #[command(subcommand)]
     Plan(sync::PlanCommand),
+    /// Preview the notice a device's user would get.
+    #[command(subcommand)]
+    Notice(notice::NoticeCommand),
 }
 
 impl Cli {
@@ -38,6 +42,7 @@ impl Cli {
             Command::Policy(command) => policy::run(command),
             Command::Sync(args) => sync::run_sync(args),
             Command::Plan(command) => sync::run_plan(command),
+            Command::Notice(command) => notice::run(command),
             Command::Sim(args) => {
                 let runtime = tokio::runtime::Runtime::new()?;
                 runtime.block_on(easgate_lab::run_sim(args, shutdown_signal()))?;

@@ -18,7 +18,7 @@ use crate::net::HttpSettings;
 use crate::plugin::registry::RegistryOptions;
 use crate::plugin::{PluginEngine, PluginRegistry};
 use crate::store::{RunId, RunOutcome, Store};
-use crate::sync::{OrgSync, Summary, SyncKind};
+use crate::sync::{NoticeStage, OrgSync, Summary, SyncKind, TemplateSource};
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -145,6 +145,16 @@ fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
             change.verdict.as_str()
         );
     }
+    let n = &summary.notices;
+    if n.queued + n.deduplicated + n.sent + n.retrying + n.given_up + n.failed + n.pending > 0 {
+        println!(
+            "  notices: queued {}, sent {}, retrying {}, given up {}, failed {}, pending {} (deduplicated {})",
+            n.queued, n.sent, n.retrying, n.given_up, n.failed, n.pending, n.deduplicated
+        );
+        for error in &n.errors {
+            println!("  ! {error}");
+        }
+    }
     for error in &summary.errors {
         println!("  ! {error}");
     }
@@ -196,10 +206,22 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         SyncKind::Quick
     };
     let runtime = tokio::runtime::Runtime::new()?;
+    let template: TemplateSource = {
+        let registry = registry.clone();
+        Arc::new(move || registry.notice_template())
+    };
     let mut outcomes = Vec::new();
     for org in orgs {
+        // The SMTP channel's connection pool is created and dropped inside the runtime.
+        let _runtime = runtime.enter();
         // One organization failing to even start never stops the others.
-        let result = org_sync(org, &http, &store).and_then(|sync| {
+        let result = org_sync(org, &http, &store).and_then(|mut sync| {
+            if let Some(notify) = &config.notify {
+                sync.notices = Some(
+                    NoticeStage::from_config(org, notify, template.clone())
+                        .with_context(|| format!("organization `{}`: notices", org.name))?,
+                );
+            }
             runtime
                 .block_on(sync.run(kind, args.dry_run, registry.access_policy()))
                 .map_err(anyhow::Error::from)

@@ -201,6 +201,17 @@ impl Verdict {
     }
 }
 
+impl From<Verdict> for types::Verdict {
+    fn from(verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Allow => types::Verdict::Allow,
+            Verdict::Block => types::Verdict::Block,
+            Verdict::Quarantine => types::Verdict::Quarantine,
+            Verdict::Exempt => types::Verdict::Exempt,
+        }
+    }
+}
+
 impl From<types::Verdict> for Verdict {
     fn from(verdict: types::Verdict) -> Self {
         match verdict {
@@ -271,6 +282,24 @@ impl ExchangeDevice {
     /// This partnership's key.
     pub fn key(&self) -> DeviceKey {
         DeviceKey::new(&self.identity)
+    }
+
+    /// The plugins' view of this partnership, syncing the mailbox whose primary SMTP address is
+    /// `mailbox_smtp` (empty when the mailbox is gone).
+    pub fn to_wit(&self, mailbox_smtp: &str) -> types::EasDevice {
+        types::EasDevice {
+            device_id: self.device_id.clone(),
+            identity: self.identity.clone(),
+            mailbox: mailbox_smtp.to_owned(),
+            device_type: self.device_type.clone(),
+            device_model: self.device_model.clone(),
+            device_os: self.device_os.clone(),
+            user_agent: self.user_agent.clone(),
+            first_sync: self.first_sync,
+            last_success_sync: self.last_success_sync,
+            access_state: self.access_state.to_wit(),
+            access_state_reason: self.access_state_reason.clone(),
+        }
     }
 
     /// The mailbox part of a `Get-MobileDevice` `Identity`

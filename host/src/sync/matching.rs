@@ -198,19 +198,7 @@ pub fn match_inventory(
             report.without_user += 1;
         }
 
-        let eas = types::EasDevice {
-            device_id: device.device_id.clone(),
-            identity: device.identity.clone(),
-            mailbox: mailbox.map(|m| m.primary_smtp.clone()).unwrap_or_default(),
-            device_type: device.device_type.clone(),
-            device_model: device.device_model.clone(),
-            device_os: device.device_os.clone(),
-            user_agent: device.user_agent.clone(),
-            first_sync: device.first_sync,
-            last_success_sync: device.last_success_sync,
-            access_state: device.access_state.to_wit(),
-            access_state_reason: device.access_state_reason.clone(),
-        };
+        let eas = device.to_wit(mailbox.map_or("", |m| m.primary_smtp.as_str()));
         devices.push(MatchedDevice {
             key,
             context: types::DeviceContext {

@@ -1,4 +1,4 @@
-//! The sync engine: discover → match → decide → plan → apply → record.
+//! The sync engine: discover → match → decide → plan → apply → notify → record.
 //!
 //! This module holds the stages that are pure functions of their inputs, so each is tested on
 //! its own:
@@ -16,6 +16,7 @@
 //!   the quick-sync cursor).
 //! * [`decide`](mod@decide): the pinned policy version, batch by batch; a failed batch decides nothing.
 //! * [`apply`](mod@apply): journaled commands through the Exchange client's parallel pool.
+//! * [`notices`]: which devices get a notice, and the delivery of the outbox's due notices.
 //! * [`runner`]: one run of one organization, from discovery to the finished run record.
 //!
 //! What the sync remembers between runs (verdicts, runs, the command journal, the audit trail)
@@ -26,6 +27,7 @@ pub mod decide;
 pub mod discover;
 pub mod inventory;
 pub mod matching;
+pub mod notices;
 pub mod plan;
 pub mod runner;
 pub mod settings;
@@ -35,6 +37,7 @@ pub use inventory::{
     ManagedDevice, Verdict,
 };
 pub use matching::{MatchReport, Matched, MatchedDevice, Retired, match_inventory};
+pub use notices::{NoticeReport, NoticeStage, TemplateSource};
 pub use plan::{Command, Decided, Plan, PlannedCommand, plan};
 pub use runner::{OrgSync, Summary, SyncError, SyncKind};
 pub use settings::{RestrictionLimit, SyncSettings};

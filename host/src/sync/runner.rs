@@ -1,12 +1,15 @@
 //! One sync of one organization, end to end: discover → match → decide → record → plan →
-//! guard → apply → finish, with the store as its memory.
+//! guard → apply → notify → finish, with the store as its memory.
 //!
 //! The order of the writes is what makes a crash at any point converge:
 //!
 //! 1. the inventory is saved (what Exchange and Intune said);
 //! 2. verdicts, audit rows and the whole plan are recorded in one transaction;
+//!    The notices of devices whose verdict changes are enqueued in that same transaction;
 //! 3. commands are sent (journal `sent`) and confirmed (`done`/`failed`) chunk by chunk;
-//! 4. the run is finished, which moves the quick-sync cursor only when it succeeded.
+//! 4. the due notices (this run's and earlier retries) are rendered and sent, each marked after
+//!    the server's answer ([`super::notices`]);
+//! 5. the run is finished, which moves the quick-sync cursor only when it succeeded.
 //!
 //! A process killed between 2 and 4 leaves `planned`/`sent` commands and a `running` run;
 //! [`Store::recover`] at the next start abandons both, and [`OrgSync::run`] then runs a full
@@ -23,14 +26,16 @@ use super::decide::{DEFAULT_BATCH_SIZE, decide};
 use super::discover::{self, Discovered};
 use super::inventory::{DeviceKey, ManagedDevice, Verdict};
 use super::matching::match_inventory;
+use super::notices::{NoticeReport, NoticeStage, deliver};
 use super::plan::{Decided, DeviceChange, plan};
 use super::settings::SyncSettings;
 use crate::exchange::ExchangeClient;
 use crate::graph::GraphClient;
+use crate::notify::NoticeId;
 use crate::plugin::{AccessPolicyPlugin, types};
 use crate::store::{
-    DecisionBatch, DecisionRecord, DeviceView, OrgId, RunEnd, RunId, RunKind, RunOutcome, Store,
-    StoreError, VerdictCounts,
+    DecisionBatch, DecisionRecord, DeviceView, NoticeBatch, NoticeRequest, OrgId, RunEnd, RunId,
+    RunKind, RunOutcome, Store, StoreError, VerdictCounts,
 };
 
 /// Which sync to run.
@@ -76,6 +81,8 @@ pub struct Summary {
     pub errors: Vec<String>,
     /// The devices that change (dry run only; empty otherwise).
     pub changes: Vec<DeviceChange>,
+    /// What the notify stage did (all zero when notices are off).
+    pub notices: NoticeReport,
 }
 
 /// Logs how long each stage took (at debug level), for an operator chasing a slow sync.
@@ -128,6 +135,8 @@ pub struct OrgSync {
     pub store: Arc<Store>,
     /// Devices per plugin call.
     pub batch_size: usize,
+    /// How notices are sent; `None` (no `[notify]`): none is recorded or sent.
+    pub notices: Option<NoticeStage>,
 }
 
 /// Why a sync did not run at all (a failed discovery is a finished run, not an error).
@@ -192,6 +201,7 @@ impl OrgSync {
             settings,
             store,
             batch_size: DEFAULT_BATCH_SIZE,
+            notices: None,
         }
     }
 
@@ -222,6 +232,8 @@ impl OrgSync {
             (false, false) => RunKind::Quick,
         };
         let digest = policy.meta.digest.hex();
+        // Like the policy, the notice template is pinned for the whole run.
+        let template = self.notices.as_ref().map(|n| (n.template)());
         let run = self.store.start_run(org, run_kind, Some(&digest), now)?;
         let mut summary = Summary {
             organization: self.name.clone(),
@@ -241,6 +253,7 @@ impl OrgSync {
             duration_ms: 0,
             errors: Vec::new(),
             changes: Vec::new(),
+            notices: NoticeReport::default(),
         };
         let groups = &self.settings.scope_groups;
         let discovered = if full {
@@ -323,17 +336,50 @@ impl OrgSync {
 
         let mut decided = Vec::new();
         let mut records = Vec::new();
+        let mut notice_requests = Vec::new();
+        let mailboxes: HashMap<String, &super::Mailbox> = if self.notices.is_some() && !dry_run {
+            inventory
+                .mailboxes
+                .iter()
+                .map(|m| (m.identity.to_lowercase(), m))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         for (i, decision) in decisions.decisions.iter().enumerate() {
             let verdict = decision.as_ref().map(|d| Verdict::from(d.verdict));
             summary.verdicts.add(verdict);
             if let (Some(d), Some(verdict)) = (decision, verdict) {
-                decided.push(Decided {
-                    device: &inventory.devices[i],
-                    verdict,
-                });
-                records.push(DecisionRecord::new(matched.devices[i].key.clone(), d));
+                let device = &inventory.devices[i];
+                decided.push(Decided { device, verdict });
+                let key = &matched.devices[i].key;
+                // The store enqueues it only if the verdict changes; a device without a
+                // mailbox has nobody to tell.
+                if d.notify
+                    && let Some(mailbox) = device
+                        .mailbox
+                        .as_ref()
+                        .and_then(|m| mailboxes.get(&m.to_lowercase()))
+                    && !mailbox.primary_smtp.trim().is_empty()
+                {
+                    notice_requests.push(NoticeRequest {
+                        id: NoticeId::derive(
+                            &self.name,
+                            key.as_str(),
+                            verdict.as_str(),
+                            &run.to_string(),
+                        ),
+                        key: key.clone(),
+                        state: verdict,
+                        reason: d.reason.clone(),
+                        recipient: mailbox.primary_smtp.trim().to_owned(),
+                        user_principal_name: mailbox.user_principal_name.clone(),
+                    });
+                }
+                records.push(DecisionRecord::new(key.clone(), d));
             }
         }
+        drop(mailboxes);
         let removals = matched.removal_candidates(&inventory, &self.settings);
         let org_devices = if full {
             inventory.devices.len()
@@ -384,21 +430,38 @@ impl OrgSync {
         let commands = std::mem::take(&mut plan.commands);
         let (held, restrictions, limit) = (plan.held, plan.restrictions, plan.limit);
         drop(plan);
-        let (ids, commands) = {
+        // A held plan changes nothing on Exchange yet, so nobody is told.
+        if held {
+            notice_requests.clear();
+        }
+        let resend_interval_secs = self
+            .notices
+            .as_ref()
+            .map_or(0, |n| n.resend_interval.as_secs() as i64);
+        let (recorded, commands) = {
             let digest = digest.clone();
             blocking(&self.store, move |s| {
-                let ids = s.record_decisions(&DecisionBatch {
-                    run,
-                    plugin_digest: &digest,
-                    decided_at: now,
-                    decisions: &records,
-                    commands: &commands,
-                    held,
-                })?;
-                Ok((ids, commands))
+                let recorded = s.record_decisions_and_notices(
+                    &DecisionBatch {
+                        run,
+                        plugin_digest: &digest,
+                        decided_at: now,
+                        decisions: &records,
+                        commands: &commands,
+                        held,
+                    },
+                    &NoticeBatch {
+                        requests: &notice_requests,
+                        resend_interval_secs,
+                    },
+                )?;
+                Ok((recorded, commands))
             })
             .await?
         };
+        summary.notices.queued = recorded.notices_queued;
+        summary.notices.deduplicated = recorded.notices_deduplicated;
+        let ids = recorded.commands;
         stage.done("record");
         if held {
             summary.errors.push(format!(
@@ -414,6 +477,10 @@ impl OrgSync {
         let applied = apply(&self.exchange, &self.store, to_send).await?;
         stage.done("apply");
         self.account(&mut summary, &applied);
+        if let (Some(notices), Some(template)) = (&self.notices, template) {
+            deliver(notices, template, &self.store, org, &mut summary.notices).await?;
+            stage.done("notify");
+        }
         let outcome = if summary.errors.is_empty() {
             RunOutcome::Succeeded
         } else {
@@ -469,6 +536,7 @@ impl OrgSync {
             duration_ms: 0,
             errors: Vec::new(),
             changes: Vec::new(),
+            notices: NoticeReport::default(),
         };
         let applied = apply(&self.exchange, &self.store, commands).await?;
         self.account(&mut summary, &applied);

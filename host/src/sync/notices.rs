@@ -1,0 +1,257 @@
+//! Notify, the last stage of a sync: which decided devices get a notice (recorded in the
+//! outbox together with their verdicts, see [`crate::store::NoticeRequest`]), then the delivery
+//! of the outbox's due notices — this run's and the earlier runs' retries — through the
+//! template version pinned at the run's start and the organization's [`NoticeChannel`].
+//!
+//! Crash safety comes from the order: a notice is in the store before anything is sent, and
+//! is marked only after the server answered. A process killed in between leaves it pending;
+//! the next run sends it again under the same Message-ID (the id is the outbox key), so the
+//! user gets one mail, or at worst, when the kill falls between the server's acceptance and
+//! the store's update, two with one Message-ID that mail clients show as one.
+//!
+//! Nothing here fails a sync: a template that traps or answers badly marks its notice failed
+//! with the reason; a server that is down leaves the notices pending with a next attempt time.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::config::{Notify, Organization};
+use crate::notify::channel::ChannelSetupError;
+use crate::notify::compose::BadAddress;
+use crate::notify::{NoticeChannel, NoticeSettings, Retry, RetryPolicy, SmtpChannel};
+use crate::plugin::{NoticeTemplatePlugin, types};
+use crate::store::{NoticeAttempt, OrgId, OutboxNotice, Store, StoreError};
+use crate::sync::ManagedDevice;
+
+/// Gives the active notice template; called once per run, which then keeps that version.
+pub type TemplateSource = Arc<dyn Fn() -> Arc<NoticeTemplatePlugin> + Send + Sync>;
+
+/// How an organization's notices are rendered and sent. A sync without one enqueues nothing.
+#[derive(Clone)]
+pub struct NoticeStage {
+    pub settings: NoticeSettings,
+    pub channel: Arc<dyn NoticeChannel>,
+    pub template: TemplateSource,
+    /// No second notice about the same device and state within this time.
+    pub resend_interval: Duration,
+    /// Notices attempted per run at most; the rest stay pending for the next run.
+    pub max_per_run: usize,
+    pub retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for NoticeStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoticeStage")
+            .field("settings", &self.settings)
+            .field("channel", &self.channel.describe())
+            .field("resend_interval", &self.resend_interval)
+            .field("max_per_run", &self.max_per_run)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an organization's notices cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NoticeSetupError {
+    #[error("organization `{org}`: {source}")]
+    Address {
+        org: String,
+        #[source]
+        source: BadAddress,
+    },
+    #[error(transparent)]
+    Channel(#[from] ChannelSetupError),
+}
+
+impl NoticeStage {
+    /// `org`'s notices as `notify` configures them, over SMTP, with the default retries. Call
+    /// it inside a Tokio runtime (the SMTP channel's pool runs a task).
+    pub fn from_config(
+        org: &Organization,
+        notify: &Notify,
+        template: TemplateSource,
+    ) -> Result<Self, NoticeSetupError> {
+        let settings =
+            NoticeSettings::new(&org.name, &notify.for_organization(org)).map_err(|source| {
+                NoticeSetupError::Address {
+                    org: org.name.clone(),
+                    source,
+                }
+            })?;
+        let channel = SmtpChannel::new(&notify.smtp, settings.from.email.domain())?;
+        Ok(NoticeStage {
+            settings,
+            channel: Arc::new(channel),
+            template,
+            resend_interval: notify.resend_interval,
+            max_per_run: notify.max_per_run,
+            retry: RetryPolicy::default(),
+        })
+    }
+}
+
+/// What the notify stage did in one run: part of the sync's summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NoticeReport {
+    /// Notices recorded with this run's verdicts.
+    pub queued: u64,
+    /// Notices not recorded: a notice about the same device and state is recent.
+    pub deduplicated: u64,
+    /// Accepted by the server in this run (this run's and earlier runs' notices).
+    pub sent: u64,
+    /// Failed for now; they stay pending with a next attempt time.
+    pub retrying: u64,
+    /// Refused for good or out of attempts.
+    pub given_up: u64,
+    /// Not renderable or addressable (template error, bad address).
+    pub failed: u64,
+    /// Still pending after this run (retries not yet due, or over the per-run cap).
+    pub pending: u64,
+    /// The template version this run rendered with.
+    pub template_digest: String,
+    /// One line per notice that failed or will be retried.
+    pub errors: Vec<String>,
+}
+
+fn unix(at: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(at.max(0) as u64)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The template's input for a notice in the outbox: the device as it was when decided.
+pub fn template_input(settings: &NoticeSettings, notice: &OutboxNotice) -> types::Notice {
+    let device = types::DeviceContext {
+        eas: notice.exchange.to_wit(&notice.recipient),
+        managed: notice.managed.as_ref().map(ManagedDevice::to_wit),
+        user: notice.user_principal_name.as_ref().map(|upn| types::User {
+            user_principal_name: upn.clone(),
+            primary_smtp: notice.recipient.clone(),
+            groups: Vec::new(),
+        }),
+    };
+    let decision = types::Decision {
+        verdict: notice.state.into(),
+        reason: notice.reason.clone(),
+        notify: true,
+    };
+    settings.notice(&device, &decision, "")
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .expect("a store task does not panic")
+}
+
+/// Renders and sends `org`'s due notices (at most `stage.max_per_run`) with `template`.
+pub async fn deliver(
+    stage: &NoticeStage,
+    template: Arc<NoticeTemplatePlugin>,
+    store: &Arc<Store>,
+    org: OrgId,
+    report: &mut NoticeReport,
+) -> Result<(), StoreError> {
+    let digest = template.meta.digest.hex();
+    report.template_digest = digest.clone();
+    let limit = stage.max_per_run;
+    let due = blocking(store, move |s| s.due_notices(org, unix_now(), limit)).await?;
+    // The template is synchronous Wasm: all of this run's renders go to the blocking pool in one
+    // task, with a fresh instance per notice (the plugin host's own isolation).
+    let inputs: Vec<types::Notice> = due
+        .iter()
+        .map(|n| template_input(&stage.settings, n))
+        .collect();
+    let rendered = tokio::task::spawn_blocking(move || {
+        inputs
+            .iter()
+            .map(|input| template.render(input).map_err(|e| e.to_string()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("the render task does not panic");
+
+    for (notice, rendered) in due.into_iter().zip(rendered) {
+        let attempt = match rendered {
+            Err(error) => {
+                report.failed += 1;
+                NoticeAttempt::Failed {
+                    error: format!("template {}: {error}", &digest[..12.min(digest.len())]),
+                }
+            }
+            Ok(message) => {
+                let device = template_input(&stage.settings, &notice).device;
+                match stage.settings.outgoing(
+                    notice.id.clone(),
+                    &device,
+                    message,
+                    unix(notice.created_at),
+                ) {
+                    Err(error) => {
+                        report.failed += 1;
+                        NoticeAttempt::Failed {
+                            error: error.to_string(),
+                        }
+                    }
+                    Ok(outgoing) => match stage.channel.send(&outgoing).await {
+                        Ok(delivered) => {
+                            report.sent += 1;
+                            NoticeAttempt::Sent {
+                                response: delivered.response,
+                            }
+                        }
+                        Err(error) => {
+                            match stage.retry.after_failure(notice.attempts + 1, &error) {
+                                Retry::After(wait) => {
+                                    report.retrying += 1;
+                                    NoticeAttempt::Retry {
+                                        error: error.to_string(),
+                                        at: unix_now() + wait.as_secs() as i64,
+                                    }
+                                }
+                                Retry::GiveUp => {
+                                    report.given_up += 1;
+                                    NoticeAttempt::GiveUp {
+                                        error: error.to_string(),
+                                    }
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+        };
+        match &attempt {
+            NoticeAttempt::Sent { .. } => {}
+            NoticeAttempt::Retry { error, .. }
+            | NoticeAttempt::GiveUp { error }
+            | NoticeAttempt::Failed { error } => {
+                tracing::warn!(notice = %notice.id, device = %notice.key, "notice not sent: {error}");
+                report.errors.push(format!(
+                    "notice {} ({}): {error}",
+                    notice.id, notice.recipient
+                ));
+            }
+        }
+        let (id, digest) = (notice.id.clone(), digest.clone());
+        blocking(store, move |s| {
+            s.notice_attempted(&id, Some(&digest), &attempt, unix_now())
+        })
+        .await?;
+    }
+    report.pending = blocking(store, move |s| s.notice_counts(org))
+        .await?
+        .pending;
+    Ok(())
+}
