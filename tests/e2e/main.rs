@@ -10,6 +10,7 @@ mod exchange_client;
 mod graph_client;
 mod hot_reload;
 mod notice_template;
+mod notices;
 mod notify;
 mod policy_table;
 mod polyglot;

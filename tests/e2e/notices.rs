@@ -1,0 +1,381 @@
+//! The sync's notify stage end to end: verdicts decided against the lab, notices recorded in
+//! the store's outbox with them, rendered by a real template plugin and delivered over SMTP to
+//! the lab's sink, read back with a real MIME parser.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use easgate::config::Config;
+use easgate::notify::{NoticeId, RetryPolicy};
+use easgate::plugin::registry::RegistryOptions;
+use easgate::plugin::{PluginEngine, PluginRegistry, Source};
+use easgate::store::{NoticeStatus, Store};
+use easgate::sync::{NoticeStage, OrgSync, SyncKind, TemplateSource};
+use easgate_lab::{Lab, NewDevices, ReceivedMail};
+use mail_parser::MessageParser;
+
+use crate::support::{lab_organization, wasm_bytes, within};
+use crate::sync::{builtin, org_sync, sync_lab, unguarded, write_config};
+
+const LIMIT: Duration = Duration::from_secs(120);
+/// A link with a query: `&` must come out as `&amp;` in the HTML part.
+const URL: &str = "https://portal.contoso.example/enroll?src=mail&org=contoso";
+
+/// The `[notify]` section sending plain SMTP to `port` on loopback.
+fn notify_section(port: u16, timeout: &str) -> String {
+    format!(
+        "\n[notify]\n\
+         smtp = {{ host = \"127.0.0.1\", port = {port}, security = \"none\", timeout = \"{timeout}\" }}\n\
+         from = \"Contoso IT <noreply@contoso.com>\"\n\
+         remediation_url = \"{URL}\"\n"
+    )
+}
+
+/// The notice stage of the lab's organization as the connector builds it from its
+/// configuration, rendering with `template`; retries are due at once, so that the next run
+/// picks them up.
+fn stage(lab: &Lab, template: TemplateSource) -> NoticeStage {
+    let text = format!(
+        "{}{}",
+        lab.connector_config(&easgate_lab::SecretSource::Inline),
+        notify_section(lab.smtp_addr().port(), "5s")
+    );
+    let config = Config::from_toml(&text, Path::new("lab.toml")).expect("the config loads");
+    let mut stage = NoticeStage::from_config(
+        &lab_organization(lab),
+        config.notify.as_ref().expect("[notify]"),
+        template,
+    )
+    .expect("the notice stage");
+    stage.retry = RetryPolicy {
+        base: Duration::ZERO,
+        cap: Duration::ZERO,
+        max_attempts: 10,
+    };
+    stage
+}
+
+fn registry(dir: &Path) -> Arc<PluginRegistry> {
+    PluginRegistry::new(
+        PluginEngine::new().unwrap(),
+        RegistryOptions {
+            dir: Some(dir.to_owned()),
+            ..RegistryOptions::default()
+        },
+    )
+    .expect("the registry")
+}
+
+fn source(registry: &Arc<PluginRegistry>) -> TemplateSource {
+    let registry = registry.clone();
+    Arc::new(move || registry.notice_template())
+}
+
+fn syncing(lab: &Lab, store: &Arc<Store>, template: TemplateSource) -> OrgSync {
+    let mut sync = org_sync(lab, store.clone(), unguarded());
+    sync.notices = Some(stage(lab, template));
+    sync
+}
+
+fn message_ids(mails: &[ReceivedMail]) -> Vec<String> {
+    mails
+        .iter()
+        .map(|m| {
+            let parsed = MessageParser::default().parse(m.raw.as_bytes()).unwrap();
+            parsed.message_id().expect("a Message-ID").to_owned()
+        })
+        .collect()
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantining_50_devices_mails_each_user_exactly_once() {
+    let lab = sync_lab(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
+    let registry = registry(&dir.path().join("plugins"));
+    let sync = syncing(&lab, &store, source(&registry));
+    let policy = builtin(&PluginEngine::new().unwrap(), "{}");
+
+    // The first verdicts are changes too: those notices go out first and are set aside.
+    let first = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
+        .await
+        .unwrap();
+    assert_eq!(first.notices.sent, first.notices.queued, "{:?}", first.notices);
+    assert_eq!(lab.control().mails().len() as u64, first.notices.sent);
+    lab.control().clear_mails();
+
+    // 50 devices that are not enrolled connect: the policy quarantines them, asking to notify.
+    let added = lab
+        .control()
+        .add_devices(&NewDevices {
+            count: 50,
+            mailbox: None,
+            enroll: None,
+        })
+        .unwrap();
+    let run = within(LIMIT, sync.run(SyncKind::Quick, false, policy.clone()))
+        .await
+        .unwrap();
+    assert_eq!(run.verdicts.quarantine >= 50, true, "{:?}", run.verdicts);
+    assert_eq!(
+        (run.notices.queued, run.notices.sent, run.notices.pending),
+        (50, 50, 0),
+        "{:?}",
+        run.notices
+    );
+    let mails = lab.control().mails();
+    assert_eq!(mails.len(), 50);
+
+    // Each mail is the notice of one added device, by its Message-ID.
+    let truth: HashMap<String, easgate_lab::DeviceTruth> = lab
+        .control()
+        .truth()
+        .into_iter()
+        .filter(|d| added.contains(&d.device_id))
+        .map(|d| {
+            let id = NoticeId::derive(
+                &sync.name,
+                &d.identity.to_lowercase(),
+                "quarantine",
+                &run.run.to_string(),
+            );
+            (id.message_id("contoso.com"), d)
+        })
+        .collect();
+    assert_eq!(truth.len(), 50);
+    let mut seen = HashSet::new();
+    for mail in &mails {
+        let parsed = MessageParser::default().parse(mail.raw.as_bytes()).unwrap();
+        let message_id = format!("<{}>", parsed.message_id().unwrap());
+        let device = truth
+            .get(&message_id)
+            .unwrap_or_else(|| panic!("{message_id} is no added device's notice"));
+        assert!(seen.insert(message_id.clone()), "{message_id} twice");
+        let mailbox = device.mailbox.as_deref().expect("a mailbox");
+        assert_eq!(mail.to, [mailbox.to_owned()]);
+        assert_eq!(
+            parsed.to().unwrap().first().unwrap().address(),
+            Some(mailbox)
+        );
+        assert_eq!(
+            parsed.from().unwrap().first().unwrap().address(),
+            Some("noreply@contoso.com")
+        );
+        let subject = parsed.subject().unwrap();
+        assert!(subject.contains("quarantined"), "{subject}");
+        let (text, html) = (parsed.body_text(0).unwrap(), parsed.body_html(0).unwrap());
+        assert!(text.contains(&device.device_model), "{text}");
+        assert!(text.contains(URL), "{text}");
+        assert!(html.contains(&html_escape(&device.device_model)), "{html}");
+        assert!(html.contains(&html_escape(URL)), "{html}");
+        assert!(!html.contains("src=mail&org"), "unescaped link: {html}");
+    }
+
+    // Nothing changed since: the next run sends nothing.
+    let again = within(LIMIT, sync.run(SyncKind::Quick, false, policy))
+        .await
+        .unwrap();
+    assert_eq!((again.notices.queued, again.notices.sent), (0, 0));
+    assert_eq!(lab.control().mails().len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_mail_server_down_notices_wait_and_go_once_it_is_back() {
+    let lab = sync_lab(30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
+    let registry = registry(&dir.path().join("plugins"));
+    let sync = syncing(&lab, &store, source(&registry));
+    let policy = builtin(&PluginEngine::new().unwrap(), "{}");
+
+    lab.control().stop_smtp().await;
+    let down = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
+        .await
+        .unwrap();
+    // The sync itself is unaffected.
+    assert_eq!(down.outcome, easgate::store::RunOutcome::Succeeded, "{:?}", down.errors);
+    let queued = down.notices.queued;
+    assert!(queued > 0, "{:?}", down.notices);
+    assert_eq!(
+        (down.notices.sent, down.notices.retrying, down.notices.pending),
+        (0, queued, queued)
+    );
+    assert!(lab.control().mails().is_empty());
+    let org = store.organization(&sync.name, 0).unwrap();
+    let waiting = store.notices(org, 1000).unwrap();
+    assert!(waiting.iter().all(|n| n.status == NoticeStatus::Pending && n.attempts == 1));
+    assert!(waiting[0].last_error.as_deref().unwrap().contains("cannot reach"));
+
+    lab.control().start_smtp().await.unwrap();
+    let back = within(LIMIT, sync.run(SyncKind::Quick, false, policy.clone()))
+        .await
+        .unwrap();
+    assert_eq!((back.notices.queued, back.notices.sent), (0, queued));
+    let mails = lab.control().mails();
+    assert_eq!(mails.len() as u64, queued);
+    let ids: HashSet<String> = message_ids(&mails).into_iter().collect();
+    assert_eq!(ids.len() as u64, queued, "every notice once");
+
+    let after = within(LIMIT, sync.run(SyncKind::Quick, false, policy))
+        .await
+        .unwrap();
+    assert_eq!(after.notices.sent, 0);
+    assert_eq!(lab.control().mails().len() as u64, queued);
+    assert_eq!(store.notice_counts(org).unwrap().sent, queued);
+}
+
+/// A mail server that accepts connections and never says a word: a send hangs until killed.
+async fn silent_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_killed_between_recording_and_sending_delivers_each_notice_once() {
+    let lab = sync_lab(30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 8);
+    let base = std::fs::read_to_string(&config).unwrap();
+    let (silent, accepted) = silent_server().await;
+    std::fs::write(&config, format!("{base}{}", notify_section(silent, "120s"))).unwrap();
+
+    // The first sync records its verdicts and notices, then hangs on the silent server...
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_easgate"))
+        .args(["sync", "--full", "--config", config.to_str().unwrap()])
+        .env("EASGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    within(LIMIT, async {
+        while accepted.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // ...where it is killed.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    let org = store.organization(&lab_organization(&lab).name, 0).unwrap();
+    let recorded = store.notices(org, 1000).unwrap();
+    assert!(!recorded.is_empty());
+    assert!(recorded.iter().all(|n| n.status == NoticeStatus::Pending));
+    drop(store);
+    assert!(lab.control().mails().is_empty());
+
+    // Restarted with a working server: every recorded notice arrives, once.
+    std::fs::write(
+        &config,
+        format!("{base}{}", notify_section(lab.smtp_addr().port(), "5s")),
+    )
+    .unwrap();
+    let path = config.to_str().unwrap().to_owned();
+    let out = within(
+        LIMIT,
+        tokio::task::spawn_blocking(move || {
+            crate::support::easgate(&["sync", "--config", &path, "--json"])
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    let mails = lab.control().mails();
+    let expected: HashSet<String> = recorded
+        .iter()
+        .map(|n| format!("notice.{}@contoso.com", n.id))
+        .collect();
+    let got = message_ids(&mails);
+    assert_eq!(got.len(), recorded.len(), "{got:?}");
+    assert_eq!(got.into_iter().collect::<HashSet<_>>(), expected);
+
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    let counts = store.notice_counts(org).unwrap();
+    assert_eq!(
+        (counts.sent, counts.pending),
+        (recorded.len() as u64, 0),
+        "{counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_template_renders_the_next_notices() {
+    let lab = sync_lab(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
+    let plugins = dir.path().join("plugins");
+    let registry = registry(&plugins);
+    let sync = syncing(&lab, &store, source(&registry));
+    let policy = builtin(&PluginEngine::new().unwrap(), "{}");
+    within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
+        .await
+        .unwrap();
+    let before = lab.control().mails();
+    assert!(!before.is_empty());
+    for mail in &before {
+        let parsed = MessageParser::default().parse(mail.raw.as_bytes()).unwrap();
+        assert!(!parsed.subject().unwrap().starts_with("Swapped"));
+    }
+    lab.control().clear_mails();
+
+    // An operator drops a new template version into the plugin directory.
+    std::fs::write(
+        plugins.join("notice-template.wasm"),
+        wasm_bytes("notice_template.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        plugins.join("notice-template.toml"),
+        "world = \"notice-template\"\n[settings]\nsubject = \"Swapped: {{device_model}} is {{verdict}}\"\n",
+    )
+    .unwrap();
+    registry.rescan();
+    assert!(
+        !matches!(registry.notice_template().meta.source, Source::Builtin),
+        "the directory's template is active"
+    );
+
+    lab.control()
+        .add_devices(&NewDevices {
+            count: 5,
+            mailbox: None,
+            enroll: None,
+        })
+        .unwrap();
+    let run = within(LIMIT, sync.run(SyncKind::Quick, false, policy))
+        .await
+        .unwrap();
+    assert_eq!(run.notices.sent, 5, "{:?}", run.notices);
+    assert_eq!(
+        run.notices.template_digest,
+        registry.notice_template().meta.digest.hex()
+    );
+    let mails = lab.control().mails();
+    assert_eq!(mails.len(), 5);
+    for mail in &mails {
+        let parsed = MessageParser::default().parse(mail.raw.as_bytes()).unwrap();
+        let subject = parsed.subject().unwrap();
+        assert!(subject.starts_with("Swapped: "), "{subject}");
+        assert!(subject.ends_with(" is quarantined"), "{subject}");
+    }
+}
