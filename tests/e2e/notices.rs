@@ -110,7 +110,11 @@ async fn quarantining_50_devices_mails_each_user_exactly_once() {
     let first = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
         .await
         .unwrap();
-    assert_eq!(first.notices.sent, first.notices.queued, "{:?}", first.notices);
+    assert_eq!(
+        first.notices.sent, first.notices.queued,
+        "{:?}",
+        first.notices
+    );
     assert_eq!(lab.control().mails().len() as u64, first.notices.sent);
     lab.control().clear_mails();
 
@@ -203,18 +207,37 @@ async fn with_the_mail_server_down_notices_wait_and_go_once_it_is_back() {
         .await
         .unwrap();
     // The sync itself is unaffected.
-    assert_eq!(down.outcome, easgate::store::RunOutcome::Succeeded, "{:?}", down.errors);
+    assert_eq!(
+        down.outcome,
+        easgate::store::RunOutcome::Succeeded,
+        "{:?}",
+        down.errors
+    );
     let queued = down.notices.queued;
     assert!(queued > 0, "{:?}", down.notices);
     assert_eq!(
-        (down.notices.sent, down.notices.retrying, down.notices.pending),
+        (
+            down.notices.sent,
+            down.notices.retrying,
+            down.notices.pending
+        ),
         (0, queued, queued)
     );
     assert!(lab.control().mails().is_empty());
     let org = store.organization(&sync.name, 0).unwrap();
     let waiting = store.notices(org, 1000).unwrap();
-    assert!(waiting.iter().all(|n| n.status == NoticeStatus::Pending && n.attempts == 1));
-    assert!(waiting[0].last_error.as_deref().unwrap().contains("cannot reach"));
+    assert!(
+        waiting
+            .iter()
+            .all(|n| n.status == NoticeStatus::Pending && n.attempts == 1)
+    );
+    assert!(
+        waiting[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("cannot reach")
+    );
 
     lab.control().start_smtp().await.unwrap();
     let back = within(LIMIT, sync.run(SyncKind::Quick, false, policy.clone()))
@@ -378,4 +401,159 @@ async fn a_swapped_template_renders_the_next_notices() {
         assert!(subject.starts_with("Swapped: "), "{subject}");
         assert!(subject.ends_with(" is quarantined"), "{subject}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on() {
+    let lab = sync_lab(30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    // Passes the load-time self-check (an en-US sample) but renders, in the default locale the
+    // sync's notices use, a subject longer than the host accepts.
+    std::fs::write(
+        plugins.join("notice-template.wasm"),
+        wasm_bytes("notice_template.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        plugins.join("notice-template.toml"),
+        format!(
+            "world = \"notice-template\"\n[settings]\nsubject = \"{}\"\n\
+             [settings.locales.en]\nsubject = \"{{{{device_model}}}} is {{{{verdict}}}}\"\n",
+            "Notice ".repeat(140)
+        ),
+    )
+    .unwrap();
+    let registry = registry(&plugins);
+    assert!(!matches!(
+        registry.notice_template().meta.source,
+        Source::Builtin
+    ));
+    let sync = syncing(&lab, &store, source(&registry));
+    let policy = builtin(&PluginEngine::new().unwrap(), "{}");
+    let run = within(LIMIT, sync.run(SyncKind::Full, false, policy))
+        .await
+        .unwrap();
+    assert_eq!(
+        run.outcome,
+        easgate::store::RunOutcome::Succeeded,
+        "{:?}",
+        run.errors
+    );
+    let n = &run.notices;
+    assert!(n.failed > 0, "{n:?}");
+    assert_eq!((n.queued, n.sent), (n.failed, 0), "{n:?}");
+    assert!(lab.control().mails().is_empty());
+
+    let org = store.organization(&sync.name, 0).unwrap();
+    let failed: Vec<_> = store
+        .notices(org, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.status == NoticeStatus::Failed)
+        .collect();
+    assert_eq!(failed.len() as u64, n.failed);
+    for notice in &failed {
+        let error = notice.last_error.as_deref().unwrap();
+        assert!(error.contains("subject"), "{error}");
+        assert_eq!(notice.attempts, 0);
+    }
+    // A failed notice is not retried by the next run.
+    let again = within(
+        LIMIT,
+        sync.run(
+            SyncKind::Quick,
+            false,
+            builtin(&PluginEngine::new().unwrap(), "{}"),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.notices.failed, again.notices.sent), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notice_preview_renders_a_stored_device_without_sending() {
+    let lab = sync_lab(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    let base = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{base}{}", notify_section(lab.smtp_addr().port(), "5s")),
+    )
+    .unwrap();
+    let path = config.to_str().unwrap().to_owned();
+    let cli = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::support::easgate(&args)
+        })
+    };
+    let out = within(
+        LIMIT,
+        cli(vec![
+            "sync".into(),
+            "--full".into(),
+            "--config".into(),
+            path.clone(),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    assert!(crate::support::stdout(&out).contains("notices: queued"));
+    let sent = lab.control().mails().len();
+
+    let device = lab
+        .control()
+        .truth()
+        .into_iter()
+        .find(|d| d.managed_device_id.is_none() && d.mailbox.is_some())
+        .expect("an unenrolled device with a mailbox");
+    let out = within(
+        LIMIT,
+        cli(vec![
+            "notice".into(),
+            "preview".into(),
+            "--device".into(),
+            device.device_id.clone(),
+            "--config".into(),
+            path.clone(),
+        ]),
+    )
+    .await
+    .unwrap();
+    let text = crate::support::stdout(&out);
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    assert!(
+        text.contains(&format!("To: {}", device.mailbox.as_deref().unwrap())),
+        "{text}"
+    );
+    assert!(text.contains("Subject: "), "{text}");
+    assert!(text.contains("quarantined"), "{text}");
+    assert!(text.contains(&device.device_model), "{text}");
+    assert!(
+        text.contains(URL) && text.contains(&html_escape(URL)),
+        "{text}"
+    );
+    assert_eq!(lab.control().mails().len(), sent, "a preview sends nothing");
+
+    let out = within(
+        LIMIT,
+        cli(vec![
+            "notice".into(),
+            "preview".into(),
+            "--device".into(),
+            "NO-SUCH-DEVICE".into(),
+            "--config".into(),
+            path,
+        ]),
+    )
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(crate::support::stderr(&out).contains("no stored device"));
 }
