@@ -462,6 +462,9 @@ async fn a_trigger_while_a_sync_runs_is_queued_not_doubled() {
     assert_eq!(contoso["current_run"]["kind"], "quick");
     assert_eq!(contoso["current_run"]["progress"]["stage"], "discover");
     assert_eq!(contoso["queued"], "full");
+    // The notice outbox is shown even when empty.
+    assert_eq!(contoso["notices"]["counts"]["pending"], 0, "{contoso}");
+    assert_eq!(contoso["notices"]["unsent"], json!([]), "{contoso}");
     // fabrikam is not held up by contoso's run.
     admin
         .call(

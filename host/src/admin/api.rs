@@ -73,6 +73,34 @@ fn active_plugins(state: &AdminState) -> Value {
     })
 }
 
+/// Notices that did not go out and will not be retried, newest first, shown at most.
+const UNSENT_SHOWN: usize = 10;
+
+/// The outbox of an organization: counts per status, and the latest notices that failed or
+/// were given up, with the reason.
+fn notices_json(store: &crate::store::Store, org: crate::store::OrgId) -> Result<Value, ApiError> {
+    use crate::store::NoticeStatus;
+    let unsent: Vec<Value> = store
+        .notices(org, 1000)?
+        .into_iter()
+        .filter(|n| matches!(n.status, NoticeStatus::Failed | NoticeStatus::GivenUp))
+        .take(UNSENT_SHOWN)
+        .map(|n| {
+            json!({
+                "id": n.id.as_str(),
+                "device": n.key.as_str(),
+                "recipient": n.recipient,
+                "state": n.state.as_str(),
+                "status": n.status.as_str(),
+                "attempts": n.attempts,
+                "error": n.last_error,
+                "created_at": n.created_at,
+            })
+        })
+        .collect();
+    Ok(json!({ "counts": store.notice_counts(org)?, "unsent": unsent }))
+}
+
 /// `GET /api/v1/status`
 pub async fn status(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
     let plugins = active_plugins(&state);
@@ -111,6 +139,7 @@ pub async fn status(State(state): State<AdminState>) -> Result<Json<Value>, ApiE
                     "verdicts": counts,
                     "held_plans": held,
                     "recent_runs": recent,
+                    "notices": notices_json(&state.store, id)?,
                 }))
             })
             .collect::<Result<Vec<Value>, ApiError>>()
