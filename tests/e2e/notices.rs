@@ -130,7 +130,7 @@ async fn quarantining_50_devices_mails_each_user_exactly_once() {
     let run = within(LIMIT, sync.run(SyncKind::Quick, false, policy.clone()))
         .await
         .unwrap();
-    assert_eq!(run.verdicts.quarantine >= 50, true, "{:?}", run.verdicts);
+    assert!(run.verdicts.quarantine >= 50, "{:?}", run.verdicts);
     assert_eq!(
         (run.notices.queued, run.notices.sent, run.notices.pending),
         (50, 50, 0),
