@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::config::{Notify, Organization};
 use crate::notify::channel::ChannelSetupError;
 use crate::notify::compose::BadAddress;
-use crate::notify::{NoticeChannel, NoticeSettings, Retry, RetryPolicy, SmtpChannel};
+use crate::notify::{NoticeChannel, NoticeSettings, Retry, RetryPolicy, SendError, SmtpChannel};
 use crate::plugin::{NoticeTemplatePlugin, types};
 use crate::store::{NoticeAttempt, OrgId, OutboxNotice, Store, StoreError};
 use crate::sync::ManagedDevice;
@@ -116,6 +116,22 @@ pub struct NoticeReport {
     pub errors: Vec<String>,
 }
 
+/// Per-notice error lines kept in a report; the store has every reason.
+const ERRORS_SHOWN: usize = 20;
+
+/// Whether `error` is the channel's rather than this notice's (server down, TLS, credentials,
+/// a policy refusing our sender): every further notice of the run would fail alike, each after
+/// up to `smtp.timeout`, so the run stops sending and leaves them pending for the next one.
+fn channel_down(error: &SendError) -> bool {
+    matches!(
+        error,
+        SendError::Unreachable { .. }
+            | SendError::Tls { .. }
+            | SendError::Auth { .. }
+            | SendError::Policy { .. }
+    )
+}
+
 fn unix(at: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(at.max(0) as u64)
 }
@@ -182,7 +198,11 @@ pub async fn deliver(
     .await
     .expect("the render task does not panic");
 
+    let mut down = false;
     for (notice, rendered) in due.into_iter().zip(rendered) {
+        if down {
+            break;
+        }
         let attempt = match rendered {
             Err(error) => {
                 report.failed += 1;
@@ -212,6 +232,7 @@ pub async fn deliver(
                             }
                         }
                         Err(error) => {
+                            down = channel_down(&error);
                             match stage.retry.after_failure(notice.attempts + 1, &error) {
                                 Retry::After(wait) => {
                                     report.retrying += 1;
@@ -238,10 +259,12 @@ pub async fn deliver(
             | NoticeAttempt::GiveUp { error }
             | NoticeAttempt::Failed { error } => {
                 tracing::warn!(notice = %notice.id, device = %notice.key, "notice not sent: {error}");
-                report.errors.push(format!(
-                    "notice {} ({}): {error}",
-                    notice.id, notice.recipient
-                ));
+                if report.errors.len() < ERRORS_SHOWN {
+                    report.errors.push(format!(
+                        "notice {} ({}): {error}",
+                        notice.id, notice.recipient
+                    ));
+                }
             }
         }
         let (id, digest) = (notice.id.clone(), digest.clone());
@@ -249,6 +272,11 @@ pub async fn deliver(
             s.notice_attempted(&id, Some(&digest), &attempt, unix_now())
         })
         .await?;
+    }
+    if down {
+        report.errors.push(
+            "the mail channel is failing: the remaining notices wait for the next sync".into(),
+        );
     }
     report.pending = blocking(store, move |s| s.notice_counts(org))
         .await?
