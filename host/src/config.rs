@@ -149,6 +149,8 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     /// A page of 1000 devices from a busy Exchange can take tens of seconds.
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+    /// The store's directory, beside the configuration file.
+    pub const DATA_DIR: &str = "data";
 
     pub(super) fn cas_failover() -> bool {
         CAS_FAILOVER
@@ -227,7 +229,8 @@ pub mod defaults {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+// Not `Eq`: the sync settings hold a percentage (`f64`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The Exchange organizations this connector serves (`[[organization]]`), at least one.
@@ -240,6 +243,9 @@ pub struct Config {
     pub notify: Option<Notify>,
     /// The admin API and status page (`[admin]`); without it they are off.
     pub admin: Option<Admin>,
+    /// `[sync]`: where the connector keeps its state and which access policy decides.
+    #[serde(default)]
+    pub sync: SyncConfig,
 }
 
 /// `[admin]`: the admin API, the status page and `/metrics`.
@@ -251,6 +257,49 @@ pub struct Admin {
     pub listen: std::net::SocketAddr,
     /// The bearer token every call but `/healthz` must carry.
     pub token: SecretSource,
+}
+
+/// `[sync]`: what every organization's sync shares.
+///
+/// ```toml
+/// [sync]
+/// data_dir = "data"                      # the store (easgate.db); relative to this file
+/// plugin_dir = "plugins"                 # watched plugin files; absent: built-ins only
+/// access_policy = "access-policy"        # the active policy's name (a file's, or the built-in)
+/// [sync.builtin_policy_settings]         # the built-in policy's settings (its README)
+/// includedGroups = ["5a0c1d7e-…"]
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// The store's directory, created with owner-only access. Relative paths are taken from
+    /// the configuration file's directory, so that a service and an operator's CLI run from
+    /// elsewhere open the same store.
+    pub data_dir: PathBuf,
+    /// The plugin directory; `None` runs on the built-in plugins.
+    pub plugin_dir: Option<PathBuf>,
+    /// The active access policy's name.
+    pub access_policy: String,
+    /// The built-in access policy's settings (a table, handed to it as a JSON object).
+    pub builtin_policy_settings: toml::Table,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(defaults::DATA_DIR),
+            plugin_dir: None,
+            access_policy: crate::plugin::World::AccessPolicy.builtin_name().to_owned(),
+            builtin_policy_settings: toml::Table::new(),
+        }
+    }
+}
+
+impl SyncConfig {
+    /// The built-in policy's settings as the JSON object `configure` receives.
+    pub fn builtin_policy_json(&self) -> String {
+        serde_json::to_string(&self.builtin_policy_settings).unwrap_or_else(|_| "{}".into())
+    }
 }
 
 /// `[network]`: settings of every outgoing connection.
@@ -317,7 +366,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 /// One Exchange organization and the Intune tenant that manages its devices.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Organization {
     /// Unique name, used in logs, the store and the admin API.
@@ -338,6 +387,10 @@ pub struct Organization {
     /// (seconds after midnight once read).
     #[serde(default, deserialize_with = "time_of_day")]
     pub full_at: Option<u32>,
+    /// `[organization.sync]`: the blast-radius guard, the org default, UPN overrides,
+    /// partnership removal and the policy's scope groups; see [`SyncSettings`].
+    #[serde(default)]
+    pub sync: crate::sync::SyncSettings,
 }
 
 /// Reads `"HH:MM"` (UTC) as seconds after midnight.
@@ -891,6 +944,14 @@ impl Config {
 
     /// Makes relative secret file paths relative to `dir`. Sections with secrets add theirs here.
     fn absolutize(&mut self, dir: &Path) {
+        if self.sync.data_dir.is_relative() {
+            self.sync.data_dir = dir.join(&self.sync.data_dir);
+        }
+        if let Some(p) = &mut self.sync.plugin_dir
+            && p.is_relative()
+        {
+            *p = dir.join(&*p);
+        }
         let fix = |s: &mut SecretSource| {
             if let SecretSource::File(p) = s
                 && p.is_relative()
@@ -1320,6 +1381,45 @@ client_secret = { file = "fabrikam.secret" }
             } => (line, column, field, message),
             other => panic!("not a located error: {other}"),
         }
+    }
+
+    #[test]
+    fn sync_sections_default_and_resolve_paths_beside_the_file() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(c.sync.data_dir, Path::new("/etc/easgate/data"));
+        assert_eq!(c.sync.plugin_dir, None);
+        assert_eq!(c.sync.access_policy, "access-policy");
+        assert_eq!(c.sync.builtin_policy_json(), "{}");
+        assert_eq!(
+            c.organizations[0].sync,
+            crate::sync::SyncSettings::default()
+        );
+
+        let text = format!(
+            "[sync]\ndata_dir = \"state\"\nplugin_dir = \"/opt/plugins\"\n\
+             [sync.builtin_policy_settings]\nincludedGroups = [\"g1\"]\n{FULL}\n\
+             [organization.sync]\nmanage_org_default = false\nscope_groups = [\"g1\"]\n\
+             max_new_restrictions = {{ percent = 5.0, floor = 10 }}\n\
+             upn_overrides = {{ \"a@x.com\" = \"a@y.com\" }}\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.sync.data_dir, Path::new("/etc/easgate/state"));
+        assert_eq!(
+            c.sync.plugin_dir.as_deref(),
+            Some(Path::new("/opt/plugins"))
+        );
+        assert_eq!(c.sync.builtin_policy_json(), r#"{"includedGroups":["g1"]}"#);
+        // The section belongs to the last organization.
+        let s = &c.organizations[1].sync;
+        assert!(!s.manage_org_default);
+        assert_eq!(s.scope_groups, ["g1"]);
+        assert_eq!(s.max_new_restrictions.floor, 10);
+        assert_eq!(s.upn_overrides["a@x.com"], "a@y.com");
+        assert!(c.organizations[0].sync.manage_org_default);
+
+        let typo = format!("{FULL}\n[organization.sync]\nmanage_org_defaults = false\n");
+        let (_, _, field, _) = place(parse(&typo).unwrap_err());
+        assert!(field.contains("sync"), "{field}");
     }
 
     #[test]

@@ -14,3 +14,4 @@ mod notify;
 mod policy_table;
 mod polyglot;
 mod support;
+mod sync;

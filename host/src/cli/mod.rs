@@ -1,6 +1,7 @@
 //! The `easgate` command line: parsing and dispatch only; the work lives in the library.
 
 pub mod policy;
+pub mod sync;
 
 use std::process::ExitCode;
 
@@ -24,12 +25,19 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// Run the lab's simulated Exchange organization and Intune tenant alone.
     Sim(easgate_lab::SimArgs),
+    /// Sync the configured organizations once: discover, decide, plan, apply.
+    Sync(sync::SyncArgs),
+    /// Approve or reject a plan the blast-radius guard held.
+    #[command(subcommand)]
+    Plan(sync::PlanCommand),
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Policy(command) => policy::run(command),
+            Command::Sync(args) => sync::run_sync(args),
+            Command::Plan(command) => sync::run_plan(command),
             Command::Sim(args) => {
                 let runtime = tokio::runtime::Runtime::new()?;
                 runtime.block_on(easgate_lab::run_sim(args, shutdown_signal()))?;

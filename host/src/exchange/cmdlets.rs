@@ -181,6 +181,37 @@ impl Cmdlet for GetClientAccessService {
     type Output = ClientAccessService;
 }
 
+/// Defines a cmdlet whose parameters are sent exactly as given: for commands the sync planned
+/// and journaled as JSON (`sync::plan::Command`), so that what runs is what the journal holds,
+/// byte for byte, without a round trip through the typed parameters.
+macro_rules! journaled {
+    ($(#[$meta:meta])* $name:ident = $cmdlet:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(pub serde_json::Map<String, serde_json::Value>);
+
+        impl Cmdlet for $name {
+            const NAME: &'static str = $cmdlet;
+            const WRITE: bool = true;
+            type Output = IgnoredAny;
+        }
+    };
+}
+
+journaled!(
+    /// A planned `Set-CASMailbox` (the `Add`/`Remove` form; repeating it is harmless).
+    JournaledSetCasMailbox = "Set-CASMailbox"
+);
+journaled!(
+    /// A planned `Remove-MobileDevice`.
+    JournaledRemoveMobileDevice = "Remove-MobileDevice"
+);
+journaled!(
+    /// A planned `Set-ActiveSyncOrganizationSettings`.
+    JournaledSetOrganizationSettings = "Set-ActiveSyncOrganizationSettings"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -173,6 +173,23 @@ impl GraphClient {
         .await
     }
 
+    /// The managed devices whose `easDeviceId` is `eas_device_id` (a quick sync's new
+    /// partnership whose Intune record did not change lately). Intune compares ignoring case.
+    pub async fn managed_devices_by_eas_id(
+        &self,
+        eas_device_id: &str,
+    ) -> Result<Vec<ManagedDevice>, GraphError> {
+        self.list(&format!(
+            "/v1.0/deviceManagement/managedDevices?$select={}&$filter={}",
+            encode(MANAGED_DEVICE_SELECT),
+            encode(&format!(
+                "easDeviceId eq '{}'",
+                eas_device_id.replace('\'', "''")
+            ))
+        ))
+        .await
+    }
+
     /// Every member of a group, nested groups' members included (and the nested groups).
     pub async fn group_members(&self, group_id: &str) -> Result<Vec<DirectoryObject>, GraphError> {
         self.list(&format!(

@@ -274,6 +274,20 @@ impl Store {
         rows.into_iter().map(device_record).collect()
     }
 
+    /// The keys of every device of the organization: what a full sync compares with the
+    /// partnerships Exchange still has, without decoding each device's stored views.
+    pub fn device_keys(&self, org: OrgId) -> Result<Vec<DeviceKey>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT device_key FROM devices WHERE org_id = ?1")
+            .map_err(self.sql("listing device keys"))?;
+        stmt.query_map([org.0], |row| row.get::<_, String>(0))
+            .map_err(self.sql("listing device keys"))?
+            .map(|key| key.map(|k| DeviceKey::new(&k)))
+            .collect::<Result<_, _>>()
+            .map_err(self.sql("listing device keys"))
+    }
+
     /// The partnerships that had an Intune record at the last saved inventory (what matching
     /// needs to notice a record that disappeared).
     pub fn managed_keys(&self, org: OrgId) -> Result<HashSet<DeviceKey>, StoreError> {
@@ -506,6 +520,11 @@ mod tests {
         assert_eq!((record.seen_at, record.decision.is_none()), (10, true));
         assert_eq!(store.devices(org).unwrap().len(), 2);
         assert_eq!(store.device_count(org).unwrap(), 2);
+        let mut keys = store.device_keys(org).unwrap();
+        keys.sort();
+        let mut expected = vec![a1.key(), a2.key()];
+        expected.sort();
+        assert_eq!(keys, expected);
         assert_eq!(store.managed_keys(org).unwrap(), HashSet::from([a1.key()]));
 
         assert_eq!(store.forget_devices(org, &[a2.key()]).unwrap(), 1);

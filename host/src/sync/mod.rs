@@ -10,12 +10,24 @@
 //!   guard.
 //! * [`settings`]: the sync's settings and their defaults.
 //!
+//! And the stages that talk to the services, with [`runner`] tying all of them together:
+//!
+//! * [`discover`]: reads Exchange and Intune into an [`Inventory`] (full, or the changes since
+//!   the quick-sync cursor).
+//! * [`decide`](mod@decide): the pinned policy version, batch by batch; a failed batch decides nothing.
+//! * [`apply`](mod@apply): journaled commands through the Exchange client's parallel pool.
+//! * [`runner`]: one run of one organization, from discovery to the finished run record.
+//!
 //! What the sync remembers between runs (verdicts, runs, the command journal, the audit trail)
 //! lives in [`crate::store`].
 
+pub mod apply;
+pub mod decide;
+pub mod discover;
 pub mod inventory;
 pub mod matching;
 pub mod plan;
+pub mod runner;
 pub mod settings;
 
 pub use inventory::{
@@ -24,4 +36,5 @@ pub use inventory::{
 };
 pub use matching::{MatchReport, Matched, MatchedDevice, Retired, match_inventory};
 pub use plan::{Command, Decided, Plan, PlannedCommand, plan};
+pub use runner::{OrgSync, Summary, SyncError, SyncKind};
 pub use settings::{RestrictionLimit, SyncSettings};

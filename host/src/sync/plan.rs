@@ -384,8 +384,10 @@ impl Plan {
                 losing.push(key);
             }
         }
-        // The switch is what enforces their quarantine.
-        self.unenforced.retain(|key| !losing.contains(key));
+        // The switch is what enforces their quarantine. (A set: at 100 000 devices both lists
+        // hold tens of thousands, and a scan of one per entry of the other took a second.)
+        let losing_set: HashSet<&DeviceKey> = losing.iter().collect();
+        self.unenforced.retain(|key| !losing_set.contains(key));
         let mut parameters = Map::new();
         parameters.insert(
             "DefaultAccessLevel".into(),

@@ -24,6 +24,10 @@ pub struct SyncSettings {
     /// (`Remove-MobileDevice`). Off by default: removing a partnership deletes Exchange's record
     /// of the device, which an admin may not expect from an access-control tool.
     pub remove_retired_partnerships: bool,
+    /// Object ids of the groups the access policy scopes by (the built-in policy's
+    /// `includedGroups` and `excludedGroups`): the sync fetches their transitive members and
+    /// lists them in each user's `groups`. Empty (the default) fetches no group.
+    pub scope_groups: Vec<String>,
 }
 
 impl Default for SyncSettings {
@@ -33,6 +37,7 @@ impl Default for SyncSettings {
             manage_org_default: true,
             upn_overrides: BTreeMap::new(),
             remove_retired_partnerships: false,
+            scope_groups: Vec::new(),
         }
     }
 }

@@ -1,0 +1,254 @@
+//! `easgate sync` and `easgate plan approve|reject`: one sync of the configured organizations
+//! from the command line, and the operator's answer to a held plan.
+//!
+//! Exit codes: 0 every run succeeded; 2 some run was partial (plugin batches or commands
+//! failed) or failed; 3 some plan was held for approval (and nothing worse happened).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use crate::config::{Config, Organization};
+use crate::exchange::ExchangeClient;
+use crate::graph::GraphClient;
+use crate::net::HttpSettings;
+use crate::plugin::registry::RegistryOptions;
+use crate::plugin::{PluginEngine, PluginRegistry};
+use crate::store::{RunId, RunOutcome, Store};
+use crate::sync::{OrgSync, Summary, SyncKind};
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The configuration file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Sync only this organization (default: every one, one after another).
+    #[arg(long)]
+    org: Option<String>,
+    /// The changes since the last successful sync (the default).
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// Every device, plus the organization default.
+    #[arg(long)]
+    full: bool,
+    /// Plan and print what would change; record nothing but the run, apply nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print each organization's summary as one JSON object on one line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Apply a plan the blast-radius guard held.
+    Approve(PlanArgs),
+    /// Reject a held plan: nothing of it is ever applied.
+    Reject(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The held run's id (`easgate sync` prints it).
+    run: i64,
+    /// The configuration file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The store, recovered from an unclean stop of an earlier process.
+fn open_store(config: &Config) -> anyhow::Result<Arc<Store>> {
+    let store = Store::open(&config.sync.data_dir)?;
+    // The CLI is the only process writing the store while it runs (there is no daemon yet):
+    // whatever an earlier process left running was cut short.
+    let recovery = store.recover(unix_now())?;
+    if !recovery.interrupted_runs.is_empty() || !recovery.unfinished.is_empty() {
+        tracing::warn!(
+            runs = ?recovery.interrupted_runs,
+            commands = recovery.unfinished.len(),
+            "an earlier sync was interrupted; its unfinished commands will be re-planned by a full sync"
+        );
+    }
+    Ok(Arc::new(store))
+}
+
+fn org_sync(
+    org: &Organization,
+    http: &HttpSettings,
+    store: &Arc<Store>,
+) -> anyhow::Result<OrgSync> {
+    let exchange = ExchangeClient::builder(org, http)
+        .build()
+        .with_context(|| format!("organization `{}`: Exchange client", org.name))?;
+    let graph = GraphClient::new(org, http)
+        .with_context(|| format!("organization `{}`: Graph client", org.name))?;
+    Ok(OrgSync::new(
+        org.name.clone(),
+        exchange,
+        graph,
+        org.sync.clone(),
+        store.clone(),
+    ))
+}
+
+fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
+        return Ok(());
+    }
+    let v = &summary.verdicts;
+    println!(
+        "{}: run {} ({}) {} in {:.1} s",
+        summary.organization,
+        summary.run,
+        summary.kind.as_str(),
+        summary.outcome.as_str(),
+        summary.duration_ms as f64 / 1000.0
+    );
+    println!(
+        "  verdicts: allow {}, block {}, quarantine {}, exempt {}, undecided {}",
+        v.allow, v.block, v.quarantine, v.exempt, v.undecided
+    );
+    println!(
+        "  devices changed {}, Exchange commands issued {} of {} planned ({} failed)",
+        summary.devices_changed,
+        summary.commands_issued,
+        summary.commands_planned,
+        summary.commands_failed
+    );
+    println!(
+        "  discovery: {} Exchange cmdlets, {} Graph listings; restrictions {} (limit {})",
+        summary.exchange_reads,
+        summary.graph_calls,
+        summary.restrictions,
+        summary.restriction_limit
+    );
+    println!("  policy digest {}", summary.plugin_digest);
+    for change in &summary.changes {
+        println!(
+            "  would change {} ({}): {} -> {}",
+            change.key,
+            change.mailbox,
+            change.from.as_str(),
+            change.verdict.as_str()
+        );
+    }
+    for error in &summary.errors {
+        println!("  ! {error}");
+    }
+    Ok(())
+}
+
+fn exit_code(outcomes: &[RunOutcome]) -> ExitCode {
+    if outcomes
+        .iter()
+        .any(|o| matches!(o, RunOutcome::Partial | RunOutcome::Failed))
+    {
+        ExitCode::from(2)
+    } else if outcomes.contains(&RunOutcome::Held) {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let orgs: Vec<&Organization> = match &args.org {
+        Some(name) => {
+            let org = config
+                .organizations
+                .iter()
+                .find(|o| o.name.eq_ignore_ascii_case(name));
+            match org {
+                Some(o) => vec![o],
+                None => bail!("no organization `{name}` in {}", args.config.display()),
+            }
+        }
+        None => config.organizations.iter().collect(),
+    };
+    let http = HttpSettings::from_config(&config.network)?;
+    let store = open_store(&config)?;
+    let registry = PluginRegistry::new(
+        PluginEngine::new()?,
+        RegistryOptions {
+            dir: config.sync.plugin_dir.clone(),
+            access_policy: config.sync.access_policy.clone(),
+            builtin_access_settings: config.sync.builtin_policy_json(),
+            ..RegistryOptions::default()
+        },
+    )?;
+    let kind = if args.full {
+        SyncKind::Full
+    } else {
+        SyncKind::Quick
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut outcomes = Vec::new();
+    for org in orgs {
+        // One organization failing to even start never stops the others.
+        let result = org_sync(org, &http, &store).and_then(|sync| {
+            runtime
+                .block_on(sync.run(kind, args.dry_run, registry.access_policy()))
+                .map_err(anyhow::Error::from)
+        });
+        match result {
+            Ok(summary) => {
+                print(&summary, args.json)?;
+                outcomes.push(summary.outcome);
+            }
+            Err(e) => {
+                eprintln!("error: organization `{}`: {e:#}", org.name);
+                outcomes.push(RunOutcome::Failed);
+            }
+        }
+    }
+    Ok(exit_code(&outcomes))
+}
+
+pub fn run_plan(command: PlanCommand) -> anyhow::Result<ExitCode> {
+    let (args, approve) = match command {
+        PlanCommand::Approve(a) => (a, true),
+        PlanCommand::Reject(a) => (a, false),
+    };
+    let config = Config::load(&args.config)?;
+    let store = open_store(&config)?;
+    let run = RunId(args.run);
+    // The organization whose held runs include this one.
+    let mut owner = None;
+    for org in &config.organizations {
+        let id = store.organization(&org.name, unix_now())?;
+        if store.held_runs(id)?.iter().any(|r| r.id == run) {
+            owner = Some(org);
+        }
+    }
+    let Some(org) = owner else {
+        bail!("run {run} is not a held plan of any organization in this configuration");
+    };
+    if !approve {
+        let rejected = store.reject(run, unix_now())?;
+        println!(
+            "{}: run {run} rejected; {rejected} commands will not be applied",
+            org.name
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let http = HttpSettings::from_config(&config.network)?;
+    let sync = org_sync(org, &http, &store)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let summary = runtime.block_on(sync.approve(run))?;
+    print(&summary, args.json)?;
+    Ok(exit_code(&[summary.outcome]))
+}

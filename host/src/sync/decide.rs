@@ -1,0 +1,85 @@
+//! Decide: the devices go through one pinned access-policy version in batches.
+//!
+//! A batch the plugin fails (trap, deadline, memory, a bad answer) decides nothing: its devices
+//! keep their current state on Exchange and their stored verdict, and the run records the
+//! error. The connector never blocks because a policy failed.
+//!
+//! Wasm calls are synchronous and CPU-bound, so the batches run on the blocking pool, never on
+//! the async workers that drive the HTTP clients.
+
+use std::sync::Arc;
+
+use crate::plugin::{AccessPolicyPlugin, types};
+
+/// Devices per `decide` call: large enough that instantiation is noise next to evaluation,
+/// small enough that a failing batch leaves few devices undecided.
+pub const DEFAULT_BATCH_SIZE: usize = 500;
+
+/// A batch the plugin failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchFailure {
+    /// Index of the batch's first device in the input.
+    pub first: usize,
+    /// How many devices it held.
+    pub len: usize,
+    /// The plugin error.
+    pub error: String,
+}
+
+/// The policy's answers, one per input device (`None`: its batch failed).
+#[derive(Debug, Default)]
+pub struct Decisions {
+    pub decisions: Vec<Option<types::Decision>>,
+    pub failures: Vec<BatchFailure>,
+}
+
+impl Decisions {
+    /// How many devices got no decision.
+    pub fn undecided(&self) -> usize {
+        self.failures.iter().map(|f| f.len).sum()
+    }
+}
+
+/// Runs `devices` through `plugin` in batches of `batch_size`.
+pub async fn decide(
+    plugin: Arc<AccessPolicyPlugin>,
+    info: types::SyncInfo,
+    devices: Vec<types::DeviceContext>,
+    batch_size: usize,
+) -> Decisions {
+    let batch_size = batch_size.max(1);
+    tokio::task::spawn_blocking(move || {
+        let mut out = Decisions {
+            decisions: Vec::with_capacity(devices.len()),
+            failures: Vec::new(),
+        };
+        for (i, batch) in devices.chunks(batch_size).enumerate() {
+            match plugin.decide(&info, batch) {
+                Ok(verdicts) => {
+                    for line in &verdicts.log {
+                        tracing::debug!(plugin = %plugin.meta.name, "plugin log: {line:?}");
+                    }
+                    out.decisions
+                        .extend(verdicts.decisions.into_iter().map(Some));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        plugin = %plugin.meta.name,
+                        digest = %plugin.meta.digest.short(),
+                        devices = batch.len(),
+                        "a policy batch failed; its devices keep their state: {e}"
+                    );
+                    out.failures.push(BatchFailure {
+                        first: i * batch_size,
+                        len: batch.len(),
+                        error: e.to_string(),
+                    });
+                    out.decisions.extend(batch.iter().map(|_| None));
+                }
+            }
+        }
+        out
+    })
+    .await
+    .expect("the decide task does not panic")
+}

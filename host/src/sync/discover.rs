@@ -1,0 +1,400 @@
+//! Discover (Exchange) and fetch (Graph): reads an organization into an [`Inventory`].
+//!
+//! * Full: every mobile device partnership (`Get-MobileDevice`), every mailbox's lists
+//!   (`Get-CASMailbox`) and UPN (`Get-Mailbox`), the organization settings, every Intune
+//!   record, and the members of the in-scope groups. The listings run at once; each is a
+//!   handful of pages whatever the organization's size.
+//! * Quick: the partnerships Exchange first saw at or after the cursor (and their Intune
+//!   records, `easDeviceId eq`), the Intune records that changed since the cursor and the
+//!   partnerships they match, and only the mailboxes of those partnerships. Every call is per
+//!   change (or per 20 changes), none per device of the org.
+//!
+//! What the sync does not fetch: `Get-MobileDeviceStatistics` (no built-in policy reads
+//! `last-success-sync`, and it costs one call per device).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::inventory::{
+    AccessLevel, AccessState, ComplianceState, DirectoryUser, ExchangeDevice, Inventory, Mailbox,
+    ManagedDevice, OwnerType,
+};
+use crate::exchange::cmdlets::{
+    GetCasMailbox, GetMailbox, GetMobileDevice, GetOrganizationSettings,
+};
+use crate::exchange::models::{self, DeviceAccessState};
+use crate::exchange::{CmdletTransport, ExchangeClient, ExchangeError};
+use crate::graph::models as graph_models;
+use crate::graph::{GraphClient, GraphError};
+use crate::timestamp::Timestamp;
+
+/// How many `DeviceId`s one quick-sync `Get-MobileDevice -Filter` asks for.
+const IDS_PER_FILTER: usize = 20;
+
+/// Why discovery failed; a sync whose discovery failed changes nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error("Exchange: {0}")]
+    Exchange(#[from] ExchangeError),
+    #[error("Graph: {0}")]
+    Graph(#[from] GraphError),
+}
+
+/// What discovery read, and what it cost.
+#[derive(Debug, Default)]
+pub struct Discovered {
+    pub inventory: Inventory,
+    /// The organization's `DefaultAccessLevel` (full sync only).
+    pub org_default: Option<AccessLevel>,
+    /// Cmdlets run (each may be several pages).
+    pub exchange_calls: u64,
+    /// Graph listings run (each may be several pages).
+    pub graph_calls: u64,
+}
+
+fn access_state(state: DeviceAccessState) -> AccessState {
+    match state {
+        DeviceAccessState::Unknown => AccessState::Unknown,
+        DeviceAccessState::Allowed => AccessState::Allowed,
+        DeviceAccessState::Blocked => AccessState::Blocked,
+        DeviceAccessState::Quarantined => AccessState::Quarantined,
+        DeviceAccessState::DeviceDiscovery => AccessState::DeviceDiscovery,
+    }
+}
+
+/// A partnership, with its mailbox resolved against the mailboxes Exchange listed (`None` when
+/// the mailbox is gone).
+fn exchange_device(d: models::MobileDevice, mailboxes: &HashMap<String, String>) -> ExchangeDevice {
+    let mailbox = ExchangeDevice::mailbox_of(&d.identity)
+        .and_then(|m| mailboxes.get(&m.to_lowercase()))
+        .cloned();
+    ExchangeDevice {
+        device_id: d.device_id,
+        identity: d.identity,
+        mailbox,
+        device_type: d.device_type.unwrap_or_default(),
+        device_model: d.device_model.unwrap_or_default(),
+        device_os: d.device_os.unwrap_or_default(),
+        user_agent: d.device_user_agent.unwrap_or_default(),
+        first_sync: d.first_sync_time.map(|t| t.0),
+        last_success_sync: None,
+        access_state: access_state(d.device_access_state),
+        access_state_reason: d.device_access_state_reason,
+    }
+}
+
+fn managed_device(m: graph_models::ManagedDevice) -> ManagedDevice {
+    use graph_models::ComplianceState as G;
+    let compliance_state = match m.compliance_state {
+        G::Unknown | G::UnknownFutureValue => ComplianceState::Unknown,
+        G::Compliant => ComplianceState::Compliant,
+        G::Noncompliant => ComplianceState::Noncompliant,
+        G::Conflict => ComplianceState::Conflict,
+        G::Error => ComplianceState::Error,
+        G::InGracePeriod => ComplianceState::InGracePeriod,
+        G::ConfigManager => ComplianceState::ConfigManager,
+    };
+    let owner_type = match m.managed_device_owner_type {
+        graph_models::OwnerType::Company => OwnerType::Company,
+        graph_models::OwnerType::Personal => OwnerType::Personal,
+        _ => OwnerType::Unknown,
+    };
+    ManagedDevice {
+        id: m.id,
+        eas_device_id: m.eas_device_id.unwrap_or_default(),
+        user_principal_name: m.user_principal_name.unwrap_or_default(),
+        device_name: m.device_name.unwrap_or_default(),
+        operating_system: m.operating_system.unwrap_or_default(),
+        os_version: m.os_version.unwrap_or_default(),
+        compliance_state,
+        management_state: m.management_state.unwrap_or_default(),
+        owner_type,
+        last_sync: m.last_sync_date_time.map(|t| t.0),
+        enrolled: m.enrolled_date_time.map(|t| t.0),
+    }
+}
+
+/// Joins `Get-CASMailbox` (lists) with `Get-Mailbox` (UPN) by identity.
+fn mailboxes(cas: Vec<models::CasMailbox>, mailboxes: Vec<models::Mailbox>) -> Vec<Mailbox> {
+    let upn: HashMap<String, String> = mailboxes
+        .into_iter()
+        .map(|m| (m.identity.to_lowercase(), m.user_principal_name))
+        .collect();
+    cas.into_iter()
+        .map(|c| Mailbox {
+            user_principal_name: upn.get(&c.identity.to_lowercase()).cloned(),
+            identity: c.identity,
+            primary_smtp: c.primary_smtp_address,
+            allowed: c.active_sync_allowed_device_ids,
+            blocked: c.active_sync_blocked_device_ids,
+        })
+        .collect()
+}
+
+/// The directory users the mailboxes name, each with the in-scope groups it is a member of.
+/// Every mailbox's UPN counts as a user: the admin API lists mailboxes of existing users only.
+fn users(mailboxes: &[Mailbox], groups: &BTreeMap<String, Vec<String>>) -> Vec<DirectoryUser> {
+    mailboxes
+        .iter()
+        .map(|m| {
+            let upn = m
+                .user_principal_name
+                .clone()
+                .unwrap_or_else(|| m.primary_smtp.clone());
+            let key = upn.to_lowercase();
+            DirectoryUser {
+                groups: groups.get(&key).cloned().unwrap_or_default(),
+                user_principal_name: upn,
+            }
+        })
+        .collect()
+}
+
+/// UPN (lowercase) → the in-scope groups the user is a transitive member of.
+async fn group_membership(
+    graph: &GraphClient,
+    scope_groups: &[String],
+) -> Result<BTreeMap<String, Vec<String>>, GraphError> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for group in scope_groups {
+        for member in graph.group_members(group).await? {
+            let is_user = member.is_user();
+            if let Some(upn) = member.user_principal_name.filter(|_| is_user) {
+                out.entry(upn.to_lowercase())
+                    .or_default()
+                    .push(group.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Everything, for a full sync.
+pub async fn full(
+    exchange: &ExchangeClient,
+    graph: &GraphClient,
+    scope_groups: &[String],
+) -> Result<Discovered, DiscoverError> {
+    // Every client type, not only `-ActiveSync`: Outlook for iOS and Android shows as
+    // `ClientType Outlook` and obeys the same mailbox lists.
+    let devices = GetMobileDevice::default();
+    let (cas, mbx, settings) = (
+        GetCasMailbox::default(),
+        GetMailbox::default(),
+        GetOrganizationSettings {},
+    );
+    let (devices, cas, mbx, settings, managed, groups) = tokio::join!(
+        exchange.run(&devices),
+        exchange.run(&cas),
+        exchange.run(&mbx),
+        exchange.run(&settings),
+        graph.managed_devices(),
+        group_membership(graph, scope_groups),
+    );
+    let mailboxes = mailboxes(cas?, mbx?);
+    let by_identity: HashMap<String, String> = mailboxes
+        .iter()
+        .map(|m| (m.identity.to_lowercase(), m.identity.clone()))
+        .collect();
+    let devices = devices?
+        .into_iter()
+        .map(|d| exchange_device(d, &by_identity))
+        .collect();
+    let org_default = settings?
+        .into_iter()
+        .next()
+        .map(|s| match s.default_access_level {
+            models::AccessLevel::Allow => AccessLevel::Allow,
+            models::AccessLevel::Block => AccessLevel::Block,
+            models::AccessLevel::Quarantine => AccessLevel::Quarantine,
+        });
+    let users = users(&mailboxes, &groups?);
+    Ok(Discovered {
+        inventory: Inventory {
+            devices,
+            mailboxes,
+            managed: managed?.into_iter().map(managed_device).collect(),
+            users,
+            managed_complete: true,
+        },
+        org_default,
+        exchange_calls: 4,
+        graph_calls: 1 + scope_groups.len() as u64,
+    })
+}
+
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The changes since `since`, for a quick sync.
+pub async fn quick(
+    exchange: &ExchangeClient,
+    graph: &GraphClient,
+    scope_groups: &[String],
+    since: i64,
+) -> Result<Discovered, DiscoverError> {
+    let new_devices = GetMobileDevice {
+        filter: Some(format!(
+            "FirstSyncTime -ge {}",
+            quote(&Timestamp(since).to_string())
+        )),
+        ..Default::default()
+    };
+    let (new_devices, changed) = tokio::join!(
+        exchange.run(&new_devices),
+        graph.managed_devices_since(Timestamp(since))
+    );
+    let mut calls = 1u64;
+    let mut graph_calls = 1u64;
+    let mut devices: BTreeMap<String, models::MobileDevice> = new_devices?
+        .into_iter()
+        .map(|d| (d.identity.to_lowercase(), d))
+        .collect();
+    let mut changed: Vec<ManagedDevice> = changed?.into_iter().map(managed_device).collect();
+
+    // A new partnership of a device enrolled long ago (a user adding the account again) has a
+    // record that did not change: ask Intune for it, one request per such device.
+    let have: BTreeSet<String> = changed
+        .iter()
+        .map(|m| m.eas_device_id.to_lowercase())
+        .collect();
+    let unknown: BTreeSet<String> = devices
+        .values()
+        .map(|d| d.device_id.clone())
+        .filter(|id| !have.contains(&id.to_lowercase()))
+        .collect();
+    for id in unknown {
+        graph_calls += 1;
+        changed.extend(
+            graph
+                .managed_devices_by_eas_id(&id)
+                .await?
+                .into_iter()
+                .map(managed_device),
+        );
+    }
+
+    // The partnerships of the changed records that are not among the new ones.
+    let known: BTreeSet<String> = devices
+        .values()
+        .map(|d| d.device_id.to_lowercase())
+        .collect();
+    let wanted: Vec<&str> = changed
+        .iter()
+        .map(|m| m.eas_device_id.as_str())
+        .filter(|id| !id.is_empty() && !known.contains(&id.to_lowercase()))
+        .collect();
+    let lookups: Vec<GetMobileDevice> = wanted
+        .chunks(IDS_PER_FILTER)
+        .map(|ids| GetMobileDevice {
+            filter: Some(
+                ids.iter()
+                    .map(|id| format!("DeviceId -eq {}", quote(id)))
+                    .collect::<Vec<_>>()
+                    .join(" -or "),
+            ),
+            ..Default::default()
+        })
+        .collect();
+    calls += lookups.len() as u64;
+    for found in exchange.run_all(lookups).await {
+        for d in found? {
+            devices.entry(d.identity.to_lowercase()).or_insert(d);
+        }
+    }
+
+    // Only the mailboxes of those partnerships.
+    let names: BTreeSet<String> = devices
+        .values()
+        .filter_map(|d| ExchangeDevice::mailbox_of(&d.identity).map(str::to_lowercase))
+        .collect();
+    let cas_calls: Vec<GetCasMailbox> = names
+        .iter()
+        .map(|n| GetCasMailbox {
+            identity: Some(n.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let mbx_calls: Vec<GetMailbox> = names
+        .iter()
+        .map(|n| GetMailbox {
+            identity: Some(n.clone()),
+            ..Default::default()
+        })
+        .collect();
+    calls += 2 * names.len() as u64;
+    let (cas, mbx) = tokio::join!(exchange.run_all(cas_calls), exchange.run_all(mbx_calls));
+    let mut cas_found = Vec::new();
+    let mut mbx_found = Vec::new();
+    // A mailbox that is gone leaves its partnerships with `mailbox: None`.
+    for r in cas {
+        match r {
+            Ok(v) => cas_found.extend(v),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for r in mbx {
+        match r {
+            Ok(v) => mbx_found.extend(v),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mailboxes = mailboxes(cas_found, mbx_found);
+    let by_identity: HashMap<String, String> = mailboxes
+        .iter()
+        .map(|m| (m.identity.to_lowercase(), m.identity.clone()))
+        .collect();
+    let devices = devices
+        .into_values()
+        .map(|d| exchange_device(d, &by_identity))
+        .collect();
+    let groups = group_membership(graph, scope_groups).await?;
+    let users = users(&mailboxes, &groups);
+    Ok(Discovered {
+        inventory: Inventory {
+            devices,
+            mailboxes,
+            managed: changed,
+            users,
+            managed_complete: false,
+        },
+        org_default: None,
+        exchange_calls: calls,
+        graph_calls: graph_calls + scope_groups.len() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_values_are_quoted_for_opath() {
+        assert_eq!(quote("a'b"), "'a''b'");
+    }
+
+    #[test]
+    fn a_partnership_of_a_gone_mailbox_has_none() {
+        let known: HashMap<String, String> = [("alice".to_owned(), "Alice".to_owned())].into();
+        let device = |identity: &str| models::MobileDevice {
+            identity: identity.into(),
+            device_id: "X".into(),
+            device_type: None,
+            device_model: None,
+            device_os: None,
+            device_user_agent: None,
+            first_sync_time: None,
+            user_display_name: None,
+            device_access_state: DeviceAccessState::Quarantined,
+            device_access_state_reason: "Global".into(),
+            when_changed: None,
+        };
+        let d = exchange_device(device("alice\\ExchangeActiveSyncDevices\\x"), &known);
+        assert_eq!(d.mailbox.as_deref(), Some("Alice"));
+        assert_eq!(d.access_state, AccessState::Quarantined);
+        let gone = exchange_device(device("bob\\ExchangeActiveSyncDevices\\x"), &known);
+        assert_eq!(gone.mailbox, None);
+    }
+}

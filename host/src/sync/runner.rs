@@ -1,0 +1,543 @@
+//! One sync of one organization, end to end: discover → match → decide → record → plan →
+//! guard → apply → finish, with the store as its memory.
+//!
+//! The order of the writes is what makes a crash at any point converge:
+//!
+//! 1. the inventory is saved (what Exchange and Intune said);
+//! 2. verdicts, audit rows and the whole plan are recorded in one transaction;
+//! 3. commands are sent (journal `sent`) and confirmed (`done`/`failed`) chunk by chunk;
+//! 4. the run is finished, which moves the quick-sync cursor only when it succeeded.
+//!
+//! A process killed between 2 and 4 leaves `planned`/`sent` commands and a `running` run;
+//! [`Store::recover`] at the next start abandons both, and [`OrgSync::run`] then runs a full
+//! sync, which re-reads every mailbox and plans afresh instead of replaying the old plan.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::apply::{Applied, apply};
+use super::decide::{DEFAULT_BATCH_SIZE, decide};
+use super::discover::{self, Discovered};
+use super::inventory::{DeviceKey, ManagedDevice, Verdict};
+use super::matching::match_inventory;
+use super::plan::{Decided, DeviceChange, plan};
+use super::settings::SyncSettings;
+use crate::exchange::ExchangeClient;
+use crate::graph::GraphClient;
+use crate::plugin::{AccessPolicyPlugin, types};
+use crate::store::{
+    DecisionBatch, DecisionRecord, DeviceView, OrgId, RunEnd, RunId, RunKind, RunOutcome, Store,
+    StoreError, VerdictCounts,
+};
+
+/// Which sync to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncKind {
+    /// The changes since the last successful sync; a full sync when there is none.
+    Quick,
+    /// Everything, plus the organization default.
+    Full,
+}
+
+/// What one sync did: what `easgate sync` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub organization: String,
+    /// The run's id in the store.
+    pub run: RunId,
+    /// `quick`, `full` or `what-if`.
+    pub kind: RunKind,
+    pub outcome: RunOutcome,
+    /// The access-policy version that decided.
+    pub plugin_digest: String,
+    /// Devices per verdict (`undecided`: their plugin batch failed).
+    pub verdicts: VerdictCounts,
+    /// Devices whose lists the plan changes (or, dry run, would change).
+    pub devices_changed: u64,
+    /// Commands sent to Exchange to apply the plan.
+    pub commands_issued: u64,
+    /// Commands that failed.
+    pub commands_failed: u64,
+    /// Commands of the plan (held or not).
+    pub commands_planned: u64,
+    /// Devices the plan moves from allowed to blocked or quarantined, and the guard's limit.
+    pub restrictions: u64,
+    pub restriction_limit: u64,
+    /// Cmdlets run by discovery (each may be several pages).
+    pub exchange_reads: u64,
+    /// Graph listings run by discovery (each may be several pages).
+    pub graph_calls: u64,
+    pub duration_ms: u64,
+    /// Plugin batch failures and failed commands, one line each.
+    pub errors: Vec<String>,
+    /// The devices that change (dry run only; empty otherwise).
+    pub changes: Vec<DeviceChange>,
+}
+
+/// Logs how long each stage took (at debug level), for an operator chasing a slow sync.
+struct Stage<'a> {
+    org: &'a str,
+    since: Instant,
+}
+
+impl<'a> Stage<'a> {
+    fn new(org: &'a str) -> Self {
+        Self {
+            org,
+            since: Instant::now(),
+        }
+    }
+
+    fn done(&mut self, stage: &str) {
+        let ms = self.since.elapsed().as_millis() as u64;
+        tracing::debug!(
+            org = self.org,
+            stage,
+            ms,
+            rss_mb = resident_mb(),
+            "sync stage done"
+        );
+        self.since = Instant::now();
+    }
+}
+
+/// The process's resident memory in MB, where the OS tells it cheaply (Linux); 0 elsewhere.
+fn resident_mb() -> u64 {
+    #[cfg(target_os = "linux")]
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+        && let Some(pages) = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u64>().ok())
+    {
+        return pages * 4096 / 1_000_000;
+    }
+    0
+}
+
+/// Everything one organization's sync needs.
+pub struct OrgSync {
+    pub name: String,
+    pub exchange: ExchangeClient,
+    pub graph: GraphClient,
+    pub settings: SyncSettings,
+    pub store: Arc<Store>,
+    /// Devices per plugin call.
+    pub batch_size: usize,
+}
+
+/// Why a sync did not run at all (a failed discovery is a finished run, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("run {0} is not held for approval")]
+    NotHeld(RunId),
+}
+
+/// What stays in a matched device once its context went to the plugin.
+fn empty_context() -> types::DeviceContext {
+    types::DeviceContext {
+        eas: types::EasDevice {
+            device_id: String::new(),
+            identity: String::new(),
+            mailbox: String::new(),
+            device_type: String::new(),
+            device_model: String::new(),
+            device_os: String::new(),
+            user_agent: String::new(),
+            first_sync: None,
+            last_success_sync: None,
+            access_state: types::AccessState::Unknown,
+            access_state_reason: String::new(),
+        },
+        managed: None,
+        user: None,
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .expect("a store task does not panic")
+}
+
+impl OrgSync {
+    /// An organization's sync with the default batch size.
+    pub fn new(
+        name: impl Into<String>,
+        exchange: ExchangeClient,
+        graph: GraphClient,
+        settings: SyncSettings,
+        store: Arc<Store>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            exchange,
+            graph,
+            settings,
+            store,
+            batch_size: DEFAULT_BATCH_SIZE,
+        }
+    }
+
+    fn org(&self) -> Result<OrgId, StoreError> {
+        self.store.organization(&self.name, unix_now())
+    }
+
+    /// Runs one sync decided by `policy` (pinned for the whole run). `dry_run` plans and
+    /// reports without recording verdicts or applying anything.
+    pub async fn run(
+        &self,
+        kind: SyncKind,
+        dry_run: bool,
+        policy: Arc<AccessPolicyPlugin>,
+    ) -> Result<Summary, SyncError> {
+        let started = Instant::now();
+        let mut stage = Stage::new(&self.name);
+        let now = unix_now();
+        let org = self.org()?;
+        // A quick sync needs a cursor, and unfinished commands of an earlier run mean some
+        // mailboxes' lists may be anything: both call for reading everything.
+        let cursor = self.store.sync_cursor(org)?;
+        let unfinished = !self.store.unfinished(org)?.is_empty() || self.interrupted(org)?;
+        let full = kind == SyncKind::Full || cursor.is_none() || unfinished;
+        let run_kind = match (dry_run, full) {
+            (true, _) => RunKind::WhatIf,
+            (false, true) => RunKind::Full,
+            (false, false) => RunKind::Quick,
+        };
+        let digest = policy.meta.digest.hex();
+        let run = self.store.start_run(org, run_kind, Some(&digest), now)?;
+        let mut summary = Summary {
+            organization: self.name.clone(),
+            run,
+            kind: run_kind,
+            outcome: RunOutcome::Running,
+            plugin_digest: digest.clone(),
+            verdicts: VerdictCounts::default(),
+            devices_changed: 0,
+            commands_issued: 0,
+            commands_failed: 0,
+            commands_planned: 0,
+            restrictions: 0,
+            restriction_limit: 0,
+            exchange_reads: 0,
+            graph_calls: 0,
+            duration_ms: 0,
+            errors: Vec::new(),
+            changes: Vec::new(),
+        };
+        let groups = &self.settings.scope_groups;
+        let discovered = if full {
+            discover::full(&self.exchange, &self.graph, groups).await
+        } else {
+            discover::quick(
+                &self.exchange,
+                &self.graph,
+                groups,
+                cursor.expect("a quick sync has a cursor"),
+            )
+            .await
+        };
+        let discovered = match discovered {
+            Ok(d) => d,
+            Err(e) => {
+                summary.errors.push(format!("discovery failed: {e}"));
+                return self.finish(summary, RunOutcome::Failed, started).await;
+            }
+        };
+        stage.done("discover");
+        summary.exchange_reads = discovered.exchange_calls;
+        summary.graph_calls = discovered.graph_calls;
+        let Discovered {
+            inventory,
+            org_default,
+            ..
+        } = discovered;
+
+        // Only a complete Intune listing can show a record gone; a quick sync skips the read.
+        let previously_managed = if inventory.managed_complete {
+            blocking(&self.store, move |s| s.managed_keys(org)).await?
+        } else {
+            HashSet::new()
+        };
+        let mut matched = match_inventory(&inventory, &self.settings, &previously_managed);
+        stage.done("match");
+        let inventory = Arc::new(inventory);
+
+        let info = types::SyncInfo {
+            kind: match run_kind {
+                RunKind::Quick => types::SyncKind::Quick,
+                RunKind::Full => types::SyncKind::Full,
+                RunKind::WhatIf => types::SyncKind::WhatIf,
+            },
+            now,
+            organization: self.name.clone(),
+        };
+        // The contexts move to the plugin: at 100 000 devices a copy costs about 100 MB.
+        let contexts = matched
+            .devices
+            .iter_mut()
+            .map(|d| std::mem::replace(&mut d.context, empty_context()))
+            .collect();
+        // Saving the inventory and deciding use a core each.
+        let save = async {
+            if dry_run {
+                Ok(())
+            } else {
+                self.save_inventory(org, inventory.clone(), full, now).await
+            }
+        };
+        let (saved, decisions) =
+            tokio::join!(save, decide(policy, info, contexts, self.batch_size));
+        saved?;
+        stage.done("save inventory and decide");
+        // Plan needs only the devices and mailboxes; the Intune records and users (half the
+        // inventory at 100 000 devices) are saved and matched by now.
+        let mut inventory = inventory;
+        if let Some(inventory) = Arc::get_mut(&mut inventory) {
+            inventory.managed = Vec::new();
+            inventory.users = Vec::new();
+        }
+        for failure in &decisions.failures {
+            summary.errors.push(format!(
+                "policy batch of {} devices (from device {}) decided nothing: {}",
+                failure.len, failure.first, failure.error
+            ));
+        }
+
+        let mut decided = Vec::new();
+        let mut records = Vec::new();
+        for (i, decision) in decisions.decisions.iter().enumerate() {
+            let verdict = decision.as_ref().map(|d| Verdict::from(d.verdict));
+            summary.verdicts.add(verdict);
+            if let (Some(d), Some(verdict)) = (decision, verdict) {
+                decided.push(Decided {
+                    device: &inventory.devices[i],
+                    verdict,
+                });
+                records.push(DecisionRecord::new(matched.devices[i].key.clone(), d));
+            }
+        }
+        let removals = matched.removal_candidates(&inventory, &self.settings);
+        let org_devices = if full {
+            inventory.devices.len()
+        } else {
+            self.store.device_count(org)?
+        };
+        let mut plan = plan(
+            &inventory.mailboxes,
+            &decided,
+            &removals,
+            &self.settings.max_new_restrictions,
+            org_devices,
+        );
+        if full
+            && self.settings.manage_org_default
+            && let Some(current) = org_default
+        {
+            plan.manage_org_default(current, &inventory.devices, &decided);
+        }
+        stage.done("plan");
+        summary.devices_changed = (plan.changes.len() + removals.len()) as u64;
+        summary.commands_planned = plan.commands.len() as u64;
+        summary.restrictions = plan.restrictions as u64;
+        summary.restriction_limit = plan.limit as u64;
+
+        if dry_run {
+            summary.changes = plan.changes;
+            let outcome = if plan.held {
+                RunOutcome::Held
+            } else {
+                RunOutcome::Succeeded
+            };
+            // A what-if run records its counts only; `held` says what a real run would do.
+            return self.finish(summary, outcome, started).await;
+        }
+
+        // What is left to do needs only the plan's commands and the records: free the
+        // inventory and the matched devices before the store's large transaction (at 100 000
+        // devices they are a third of the process).
+        drop((decided, removals, matched));
+        drop(inventory);
+        let commands = std::mem::take(&mut plan.commands);
+        let (held, restrictions, limit) = (plan.held, plan.restrictions, plan.limit);
+        drop(plan);
+        let (ids, commands) = {
+            let digest = digest.clone();
+            blocking(&self.store, move |s| {
+                let ids = s.record_decisions(&DecisionBatch {
+                    run,
+                    plugin_digest: &digest,
+                    decided_at: now,
+                    decisions: &records,
+                    commands: &commands,
+                    held,
+                })?;
+                Ok((ids, commands))
+            })
+            .await?
+        };
+        stage.done("record");
+        if held {
+            summary.errors.push(format!(
+                "held: the plan restricts {} devices, more than the limit of {}; approve with `easgate plan approve {run}`",
+                restrictions, limit
+            ));
+            return self.finish(summary, RunOutcome::Held, started).await;
+        }
+        let to_send = ids
+            .into_iter()
+            .zip(commands.into_iter().map(|c| c.command))
+            .collect();
+        let applied = apply(&self.exchange, &self.store, to_send).await?;
+        stage.done("apply");
+        self.account(&mut summary, &applied);
+        let outcome = if summary.errors.is_empty() {
+            RunOutcome::Succeeded
+        } else {
+            RunOutcome::Partial
+        };
+        self.finish(summary, outcome, started).await
+    }
+
+    /// Whether a run was interrupted (its commands abandoned by [`Store::recover`]) since the
+    /// last full run that finished: the mailboxes it was editing must be read again.
+    fn interrupted(&self, org: OrgId) -> Result<bool, StoreError> {
+        for run in self.store.recent_runs(org, 100)? {
+            match (run.kind, run.outcome) {
+                (_, RunOutcome::Interrupted) => return Ok(true),
+                (RunKind::Full, RunOutcome::Succeeded | RunOutcome::Partial) => return Ok(false),
+                _ => {}
+            }
+        }
+        Ok(false)
+    }
+
+    /// Applies a held plan an operator approved: its journaled commands as planned. Commands
+    /// whose effect Exchange already has (an `Add` of a present entry) count as done.
+    pub async fn approve(&self, run: RunId) -> Result<Summary, SyncError> {
+        let started = Instant::now();
+        let record = self.store.run(run)?.ok_or(StoreError::UnknownRun(run))?;
+        if record.outcome != RunOutcome::Held {
+            return Err(SyncError::NotHeld(run));
+        }
+        self.store.approve(run, unix_now())?;
+        let commands: Vec<_> = self
+            .store
+            .journal(run)?
+            .into_iter()
+            .filter(|e| e.state == crate::store::JournalState::Planned)
+            .map(|e| (e.id, e.command.command))
+            .collect();
+        let mut summary = Summary {
+            organization: self.name.clone(),
+            run,
+            kind: record.kind,
+            outcome: RunOutcome::Running,
+            plugin_digest: record.plugin_digest.unwrap_or_default(),
+            verdicts: record.counts,
+            devices_changed: record.devices_changed,
+            commands_issued: 0,
+            commands_failed: 0,
+            commands_planned: commands.len() as u64,
+            restrictions: 0,
+            restriction_limit: 0,
+            exchange_reads: 0,
+            graph_calls: 0,
+            duration_ms: 0,
+            errors: Vec::new(),
+            changes: Vec::new(),
+        };
+        let applied = apply(&self.exchange, &self.store, commands).await?;
+        self.account(&mut summary, &applied);
+        let outcome = if summary.errors.is_empty() {
+            RunOutcome::Succeeded
+        } else {
+            RunOutcome::Partial
+        };
+        self.finish(summary, outcome, started).await
+    }
+
+    fn account(&self, summary: &mut Summary, applied: &Applied) {
+        summary.commands_issued = applied.sent;
+        summary.commands_failed = applied.failed.len() as u64;
+        for (id, error) in &applied.failed {
+            summary.errors.push(format!("command {id} failed: {error}"));
+        }
+    }
+
+    async fn finish(
+        &self,
+        mut summary: Summary,
+        outcome: RunOutcome,
+        started: Instant,
+    ) -> Result<Summary, SyncError> {
+        summary.outcome = outcome;
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        let end = RunEnd {
+            ended_at: unix_now(),
+            outcome,
+            counts: summary.verdicts,
+            devices_changed: summary.devices_changed,
+            commands_issued: summary.commands_issued,
+            error: (!summary.errors.is_empty()).then(|| summary.errors.join("\n")),
+        };
+        let run = summary.run;
+        blocking(&self.store, move |s| s.finish_run(run, &end)).await?;
+        Ok(summary)
+    }
+
+    async fn save_inventory(
+        &self,
+        org: OrgId,
+        inventory: Arc<super::Inventory>,
+        full: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        blocking(&self.store, move |s| {
+            let managed: HashMap<String, &ManagedDevice> = inventory
+                .managed
+                .iter()
+                .filter(|m| !m.eas_device_id.is_empty())
+                .map(|m| (m.eas_device_id.to_lowercase(), m))
+                .collect();
+            let views: Vec<DeviceView<'_>> = inventory
+                .devices
+                .iter()
+                .map(|d| DeviceView {
+                    exchange: d,
+                    managed: managed.get(&d.device_id.to_lowercase()).copied(),
+                })
+                .collect();
+            s.save_inventory(org, &views, now)?;
+            if full {
+                let present: HashSet<DeviceKey> =
+                    inventory.devices.iter().map(|d| d.key()).collect();
+                let gone: Vec<DeviceKey> = s
+                    .device_keys(org)?
+                    .into_iter()
+                    .filter(|k| !present.contains(k))
+                    .collect();
+                s.forget_devices(org, &gone)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}

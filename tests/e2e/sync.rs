@@ -1,0 +1,739 @@
+//! The sync engine end to end: the real clients, store and plugins against a lab over HTTP.
+//!
+//! Expected outcomes are computed here from the lab's ground truth (`truth()`), independently of
+//! the connector's matching and plan code: the built-in policy with empty settings allows a
+//! compliant (or in-grace) enrolled device, blocks any other enrolled device and quarantines a
+//! device that is not enrolled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use easgate::exchange::ExchangeClient;
+use easgate::graph::GraphClient;
+use easgate::plugin::registry::load_builtin;
+use easgate::plugin::{AccessPolicyPlugin, PluginEngine, World, loaded::LoadedPlugin};
+use easgate::store::{JournalState, RunKind, RunOutcome, Store};
+use easgate::sync::{OrgSync, RestrictionLimit, SyncKind, SyncSettings, Verdict};
+use easgate_lab::{ComplianceState, DeviceTruth, Lab, LabOptions, LatencyModel};
+
+use crate::support::{faulty, lab_organization, test_http, within};
+
+/// A lab whose times are today's, so that devices added during a test are newer than the
+/// quick-sync cursor; 1 ms per Exchange request keeps a 5 000-device sync short.
+pub async fn sync_lab(devices: usize) -> Lab {
+    Lab::start(LabOptions {
+        devices,
+        cas: 1,
+        seed: 5,
+        latency: LatencyModel::uniform(1, 0),
+        ..Default::default()
+    })
+    .await
+    .expect("the lab starts")
+}
+
+/// The first full sync of a lab moves every device allowed only by the org default, which a
+/// real roll-out approves once; tests that are not about the guard lift it.
+pub fn unguarded() -> SyncSettings {
+    SyncSettings {
+        max_new_restrictions: RestrictionLimit {
+            percent: 100.0,
+            floor: usize::MAX / 2,
+        },
+        ..SyncSettings::default()
+    }
+}
+
+pub fn org_sync(lab: &Lab, store: Arc<Store>, settings: SyncSettings) -> OrgSync {
+    let mut org = lab_organization(lab);
+    org.exchange.parallel_commands = 16;
+    let http = test_http();
+    let exchange = ExchangeClient::builder(&org, &http)
+        .build()
+        .expect("exchange client");
+    let graph = GraphClient::new(&org, &http).expect("graph client");
+    OrgSync::new(org.name.clone(), exchange, graph, settings, store)
+}
+
+pub fn builtin(engine: &PluginEngine, settings: &str) -> Arc<AccessPolicyPlugin> {
+    match load_builtin(engine, World::AccessPolicy, settings).expect("the built-in loads") {
+        LoadedPlugin::Access(p) => p,
+        LoadedPlugin::Notice(_) => unreachable!("an access policy"),
+    }
+}
+
+/// The built-in policy's verdict for a device, from the lab's ground truth.
+pub fn expected(device: &DeviceTruth) -> Verdict {
+    match (&device.managed_device_id, device.compliance_state) {
+        (Some(_), Some(ComplianceState::Compliant | ComplianceState::InGracePeriod)) => {
+            Verdict::Allow
+        }
+        (Some(_), _) => Verdict::Block,
+        (None, _) => Verdict::Quarantine,
+    }
+}
+
+/// Whether Exchange enforces `verdict` for `device`: list membership and the resulting state.
+/// Quarantine only requires that the device is on neither list and not allowed: a device
+/// access rule may block it, and a device still in discovery shows `DeviceDiscovery`.
+pub fn enforced(device: &DeviceTruth, verdict: Verdict) -> bool {
+    use easgate_lab::AccessState as S;
+    match verdict {
+        Verdict::Allow => {
+            device.in_allow_list && !device.in_block_list && device.access_state == S::Allowed
+        }
+        Verdict::Block => {
+            device.in_block_list && !device.in_allow_list && device.access_state == S::Blocked
+        }
+        Verdict::Quarantine => {
+            !device.in_allow_list && !device.in_block_list && device.access_state != S::Allowed
+        }
+        Verdict::Exempt => true,
+    }
+}
+
+/// Devices (with a mailbox: a partnership whose owner left has no lists to edit) whose state
+/// does not match what `verdict_of` says.
+pub fn mismatches(lab: &Lab, verdict_of: impl Fn(&DeviceTruth) -> Verdict) -> Vec<String> {
+    lab.control()
+        .truth()
+        .iter()
+        .filter(|d| d.mailbox.is_some())
+        .filter(|d| !enforced(d, verdict_of(d)))
+        .map(|d| {
+            format!(
+                "{} ({:?}, allow list {}, block list {}) expected {:?}",
+                d.identity,
+                d.access_state,
+                d.in_allow_list,
+                d.in_block_list,
+                verdict_of(d)
+            )
+        })
+        .collect()
+}
+
+fn temp_store() -> (tempfile::TempDir, Arc<Store>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("store");
+    (dir, Arc::new(store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_sync_enforces_the_builtin_policy_and_a_second_one_issues_nothing() {
+    let lab = sync_lab(5_000).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let policy = builtin(&engine, "{}");
+    let sync = org_sync(&lab, store.clone(), unguarded());
+
+    let first = within(
+        Duration::from_secs(240),
+        sync.run(SyncKind::Full, false, policy.clone()),
+    )
+    .await
+    .expect("the sync runs");
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    assert_eq!(first.kind, RunKind::Full);
+    assert!(first.commands_issued > 0);
+    assert_eq!(first.verdicts.undecided, 0);
+    assert_eq!(
+        first.verdicts.allow + first.verdicts.block + first.verdicts.quarantine,
+        5_000
+    );
+
+    let wrong = mismatches(&lab, expected);
+    assert!(
+        wrong.is_empty(),
+        "{} devices not as the policy decided, e.g. {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    // The journal of the run is clean.
+    assert!(
+        store
+            .journal(first.run)
+            .unwrap()
+            .iter()
+            .all(|e| e.state == JournalState::Done)
+    );
+
+    lab.control().reset_counters();
+    let second = within(
+        Duration::from_secs(240),
+        sync.run(SyncKind::Full, false, policy),
+    )
+    .await
+    .expect("the sync runs");
+    assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
+    assert_eq!(second.commands_issued, 0, "{second:#?}");
+    let counters = lab.control().counters();
+    assert_eq!(counters.calls("Set-CASMailbox"), 0);
+    assert_eq!(counters.calls("Set-ActiveSyncOrganizationSettings"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_would_restrict_everyone_is_held_until_approved() {
+    let lab = sync_lab(400).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    // Settle the lab on the built-in policy first, so that many devices are allowed.
+    let settled = org_sync(&lab, store.clone(), unguarded());
+    let first = within(
+        Duration::from_secs(120),
+        settled.run(SyncKind::Full, false, builtin(&engine, "{}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    let allowed_before = lab
+        .control()
+        .truth()
+        .iter()
+        .filter(|d| d.in_allow_list)
+        .count();
+    assert!(allowed_before > 30, "{allowed_before} allowed");
+
+    // An Intune incident: every enrolled device reports noncompliant at once, so the policy
+    // would block every allowed device. (No shipped policy quarantines everyone; this is the
+    // same blast through the real built-in.)
+    let enrolled: Vec<String> = lab
+        .control()
+        .truth()
+        .iter()
+        .filter(|d| d.managed_device_id.is_some())
+        .map(|d| d.device_id.clone())
+        .collect();
+    for id in &enrolled {
+        lab.control()
+            .set_compliance(id, ComplianceState::Noncompliant)
+            .unwrap();
+    }
+    let guarded = org_sync(&lab, store.clone(), SyncSettings::default());
+    lab.control().reset_counters();
+    let held = within(
+        Duration::from_secs(120),
+        guarded.run(SyncKind::Full, false, builtin(&engine, "{}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(held.outcome, RunOutcome::Held, "{held:#?}");
+    assert_eq!(held.commands_issued, 0);
+    assert!(held.restrictions > held.restriction_limit, "{held:#?}");
+    assert_eq!(lab.control().counters().calls("Set-CASMailbox"), 0);
+    assert_eq!(
+        lab.control()
+            .truth()
+            .iter()
+            .filter(|d| d.in_allow_list)
+            .count(),
+        allowed_before
+    );
+    assert_eq!(
+        store.run(held.run).unwrap().unwrap().outcome,
+        RunOutcome::Held
+    );
+
+    let approved = within(Duration::from_secs(120), guarded.approve(held.run))
+        .await
+        .unwrap();
+    assert_eq!(approved.outcome, RunOutcome::Succeeded, "{approved:#?}");
+    assert!(approved.commands_issued > 0);
+    let wrong = mismatches(&lab, expected);
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_that_traps_on_one_batch_leaves_those_devices_unchanged() {
+    let lab = sync_lab(1_000).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let truth = lab.control().truth();
+    // A device in the middle of the listing; the lab lists devices in a stable order.
+    let victim = truth[truth.len() / 2].device_id.clone();
+    let policy = faulty(
+        &engine,
+        serde_json::json!({"mode": "trap-on", "device_id": victim}),
+    )
+    .expect("faulty loads");
+    let mut sync = org_sync(&lab, store.clone(), unguarded());
+    sync.batch_size = 100;
+    let summary = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Full, false, policy),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Partial, "{summary:#?}");
+    assert_eq!(summary.verdicts.undecided, 100);
+    assert_eq!(summary.verdicts.allow, 900);
+    assert_eq!(summary.errors.len(), 1, "{:#?}", summary.errors);
+    assert!(summary.errors[0].contains("decided nothing"));
+    let run = store.run(summary.run).unwrap().unwrap();
+    assert_eq!(run.outcome, RunOutcome::Partial);
+    assert!(run.error.unwrap_or_default().contains("trap"));
+
+    // The victim's batch kept its lists exactly; every other device (with a mailbox) is on its
+    // allow list as the plugin's `allow` says.
+    let after = lab.control().truth();
+    let before: std::collections::HashMap<&str, &DeviceTruth> =
+        truth.iter().map(|d| (d.identity.as_str(), d)).collect();
+    let victim_after = after.iter().find(|d| d.device_id == victim).unwrap();
+    let victim_before = before[victim_after.identity.as_str()];
+    assert_eq!(victim_after.in_allow_list, victim_before.in_allow_list);
+    assert_eq!(victim_after.in_block_list, victim_before.in_block_list);
+    let allowed = after
+        .iter()
+        .filter(|d| d.mailbox.is_some() && d.in_allow_list && !d.in_block_list)
+        .count();
+    let with_mailbox = after.iter().filter(|d| d.mailbox.is_some()).count();
+    assert!(
+        allowed >= with_mailbox - 100,
+        "{allowed} of {with_mailbox} allowed"
+    );
+}
+
+/// Writes a configuration for `lab` into `dir` with the store in `dir/data`, `parallel`
+/// commands in flight and the blast-radius guard lifted (a first roll-out).
+pub fn write_config(lab: &Lab, dir: &std::path::Path, parallel: usize) -> std::path::PathBuf {
+    let text = lab
+        .connector_config(&easgate_lab::SecretSource::Inline)
+        .replace(
+            "[organization.graph]",
+            &format!("parallel_commands = {parallel}\n\n[organization.graph]"),
+        );
+    let text = format!(
+        "[sync]\ndata_dir = \"data\"\n\n{text}\n[organization.sync]\n\
+         max_new_restrictions = {{ percent = 100.0, floor = 1000000 }}\n"
+    );
+    let path = dir.join("easgate.toml");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_syncs_and_a_dry_run_then_finds_nothing_to_change() {
+    let lab = sync_lab(600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 8);
+    let config = config.to_str().unwrap().to_owned();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::support::easgate(&args)
+        })
+    };
+    let out = within(
+        Duration::from_secs(120),
+        run(vec![
+            "sync".into(),
+            "--config".into(),
+            config.clone(),
+            "--full".into(),
+            "--json".into(),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        crate::support::stdout(&out),
+        crate::support::stderr(&out)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(crate::support::stdout(&out).trim()).expect("one JSON object");
+    assert_eq!(summary["kind"], "full");
+    assert_eq!(summary["outcome"], "succeeded");
+    assert!(summary["commands_issued"].as_u64().unwrap() > 0);
+    assert_eq!(summary["verdicts"]["undecided"], 0);
+    for key in [
+        "run",
+        "devices_changed",
+        "exchange_reads",
+        "graph_calls",
+        "duration_ms",
+    ] {
+        assert!(summary.get(key).is_some(), "{key} missing: {summary}");
+    }
+    assert!(mismatches(&lab, expected).is_empty());
+
+    lab.control().reset_counters();
+    let out = within(
+        Duration::from_secs(120),
+        run(vec![
+            "sync".into(),
+            "--config".into(),
+            config.clone(),
+            "--full".into(),
+            "--dry-run".into(),
+        ]),
+    )
+    .await
+    .unwrap();
+    let text = crate::support::stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        crate::support::stderr(&out)
+    );
+    assert!(text.contains("(what-if) succeeded"), "{text}");
+    assert!(
+        text.contains("devices changed 0, Exchange commands issued 0 of 0 planned"),
+        "{text}"
+    );
+    assert_eq!(lab.control().counters().calls("Set-CASMailbox"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_killed_in_the_middle_of_apply_converges_on_the_next_run() {
+    let lab = sync_lab(5_000).await;
+    // Slow enough that the kill lands in the middle of the mailbox edits.
+    let mut latency = LatencyModel::uniform(1, 0);
+    latency.cmdlets.insert(
+        "Set-CASMailbox".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: 20,
+            per_object_us: 0,
+        },
+    );
+    lab.control().set_latency(latency);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    let before: std::collections::HashMap<String, (bool, bool)> = lab
+        .control()
+        .truth()
+        .into_iter()
+        .map(|d| (d.identity, (d.in_allow_list, d.in_block_list)))
+        .collect();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_easgate"))
+        .args(["sync", "--config", config.to_str().unwrap(), "--full"])
+        .env("EASGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("easgate starts");
+    within(Duration::from_secs(120), async {
+        while lab.control().counters().calls("Set-CASMailbox") < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let edits = lab.control().counters().calls("Set-CASMailbox");
+    assert_eq!(
+        lab.control()
+            .counters()
+            .calls("Set-ActiveSyncOrganizationSettings"),
+        0,
+        "killed after the whole apply ({edits} edits): the test proves nothing"
+    );
+
+    // Every device's lists are either as they were or as the policy decided: never anything
+    // else. (A device the policy quarantines may still be allowed by the org default: the
+    // switch to Quarantine is the apply's last step, so the kill came before it.)
+    let wanted = |verdict: Verdict| match verdict {
+        Verdict::Allow => (true, false),
+        Verdict::Block => (false, true),
+        _ => (false, false),
+    };
+    let odd: Vec<String> = lab
+        .control()
+        .truth()
+        .iter()
+        .filter(|d| d.mailbox.is_some())
+        .filter(|d| {
+            let lists = (d.in_allow_list, d.in_block_list);
+            before[&d.identity] != lists && wanted(expected(d)) != lists
+        })
+        .map(|d| format!("{d:?} was {:?}", before[&d.identity]))
+        .collect();
+    assert!(odd.is_empty(), "{odd:#?}");
+
+    let out = within(
+        Duration::from_secs(240),
+        tokio::task::spawn_blocking(move || {
+            crate::support::easgate(&["sync", "--config", config.to_str().unwrap(), "--json"])
+        }),
+    )
+    .await
+    .unwrap();
+    let text = crate::support::stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        crate::support::stderr(&out)
+    );
+    let summary: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    // The interrupted run forces a full sync even though a quick one was asked for.
+    assert_eq!(summary["kind"], "full", "{summary}");
+    assert_eq!(summary["outcome"], "succeeded", "{summary}");
+    let wrong = mismatches(&lab, expected);
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    let org = store.organization("contoso", 0).unwrap();
+    assert!(store.unfinished(org).unwrap().is_empty());
+    let runs = store.recent_runs(org, 10).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].outcome, RunOutcome::Interrupted);
+    assert!(
+        store
+            .journal(runs[1].id)
+            .unwrap()
+            .iter()
+            .all(|e| matches!(e.state, JournalState::Done | JournalState::Abandoned))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_sync_redecides_exactly_the_changed_devices() {
+    let lab = sync_lab(5_000).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let policy = builtin(&engine, "{}");
+    let sync = org_sync(&lab, store.clone(), unguarded());
+    let full = within(
+        Duration::from_secs(240),
+        sync.run(SyncKind::Full, false, policy.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(full.outcome, RunOutcome::Succeeded, "{full:#?}");
+    assert!(mismatches(&lab, expected).is_empty());
+
+    // 20 compliant devices turn noncompliant; 10 devices arrive, half of them enrolled.
+    let truth = lab.control().truth();
+    let flipped: Vec<String> = truth
+        .iter()
+        .filter(|d| d.mailbox.is_some() && d.compliance_state == Some(ComplianceState::Compliant))
+        .step_by(37)
+        .take(20)
+        .map(|d| d.device_id.clone())
+        .collect();
+    assert_eq!(flipped.len(), 20);
+    for id in &flipped {
+        lab.control()
+            .set_compliance(id, ComplianceState::Noncompliant)
+            .unwrap();
+    }
+    let mut arrived = lab
+        .control()
+        .add_devices(&easgate_lab::NewDevices {
+            count: 5,
+            mailbox: None,
+            enroll: Some(ComplianceState::Compliant),
+        })
+        .unwrap();
+    arrived.extend(
+        lab.control()
+            .add_devices(&easgate_lab::NewDevices {
+                count: 5,
+                mailbox: None,
+                enroll: None,
+            })
+            .unwrap(),
+    );
+
+    lab.control().reset_counters();
+    let quick = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Quick, false, policy),
+    )
+    .await
+    .unwrap();
+    assert_eq!(quick.outcome, RunOutcome::Succeeded, "{quick:#?}");
+    assert_eq!(quick.kind, RunKind::Quick);
+    let v = quick.verdicts;
+    assert_eq!(
+        v.allow + v.block + v.quarantine + v.exempt,
+        30,
+        "exactly the changed devices are decided: {quick:#?}"
+    );
+    assert_eq!(v.block, 20, "{quick:#?}");
+    assert_eq!(v.allow, 5, "{quick:#?}");
+    assert_eq!(v.quarantine, 5, "{quick:#?}");
+    assert!(mismatches(&lab, expected).is_empty());
+
+    // Calls grow with the 30 changes, not with the 5 000 devices.
+    let counters = lab.control().counters();
+    assert!(
+        counters.exchange.commands <= 30 * 3 + 5,
+        "{} Exchange requests: {:#?}",
+        counters.exchange.commands,
+        counters.exchange.by_cmdlet
+    );
+    assert!(counters.calls("Set-CASMailbox") <= 30);
+    // One listing of the changed records, and one lookup per new device without one.
+    assert!(
+        counters.graph.requests <= 3 + 10,
+        "{:#?}",
+        counters.graph.by_endpoint
+    );
+    // The org's size, not the quick inventory's, is the base of the guard.
+    assert!(quick.restriction_limit >= 500, "{quick:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_names_it() {
+    use easgate::plugin::registry::RegistryOptions;
+    use easgate::plugin::{Digest, PluginRegistry};
+    use easgate::sync::DeviceKey;
+
+    let lab = sync_lab(1_000).await;
+    let (_dir, store) = temp_store();
+    let plugins = tempfile::tempdir().unwrap();
+    let registry = PluginRegistry::new(
+        PluginEngine::new().unwrap(),
+        RegistryOptions {
+            dir: Some(plugins.path().to_owned()),
+            ..RegistryOptions::default()
+        },
+    )
+    .unwrap();
+    let sync = org_sync(&lab, store.clone(), unguarded());
+    let first_policy = registry.access_policy();
+    let first = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Full, false, first_policy.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    assert!(mismatches(&lab, expected).is_empty());
+
+    // A new version of the active policy: unenrolled iPhones may sync.
+    let bytes = crate::support::with_custom_section(
+        &crate::support::wasm_bytes("access_policy.wasm"),
+        "iphones allowed",
+    );
+    std::fs::write(
+        plugins.path().join("access-policy.toml"),
+        "world = \"access-policy\"\n[settings]\naccessRules = [{ deviceClass = { name = \"iPhone\", type = \"family\" }, accessLevel = \"allow\" }]\n",
+    )
+    .unwrap();
+    std::fs::write(plugins.path().join("access-policy.wasm"), &bytes).unwrap();
+    registry.rescan();
+    let second_policy = registry.access_policy();
+    assert_eq!(
+        second_policy.meta.digest,
+        Digest::of(&bytes),
+        "{:#?}",
+        registry.status()
+    );
+
+    let second = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Full, false, second_policy.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
+    let iphone_rule = |d: &DeviceTruth| {
+        if d.managed_device_id.is_none() && d.device_type.eq_ignore_ascii_case("iPhone") {
+            Verdict::Allow
+        } else {
+            expected(d)
+        }
+    };
+    let wrong = mismatches(&lab, iphone_rule);
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+
+    let org = store.organization("contoso", 0).unwrap();
+    let (d1, d2) = (
+        first_policy.meta.digest.hex(),
+        second_policy.meta.digest.hex(),
+    );
+    assert_eq!(
+        store.run(first.run).unwrap().unwrap().plugin_digest,
+        Some(d1.clone())
+    );
+    assert_eq!(
+        store.run(second.run).unwrap().unwrap().plugin_digest,
+        Some(d2.clone())
+    );
+    let truth = lab.control().truth();
+    let changed = truth
+        .iter()
+        .find(|d| {
+            d.mailbox.is_some()
+                && d.managed_device_id.is_none()
+                && d.device_type.eq_ignore_ascii_case("iPhone")
+        })
+        .expect("an unenrolled iPhone");
+    let audit = store
+        .audit(org, &DeviceKey::new(&changed.identity))
+        .unwrap();
+    let trail: Vec<(Verdict, &str)> = audit
+        .iter()
+        .map(|a| (a.verdict, a.plugin_digest.as_str()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            (Verdict::Quarantine, d1.as_str()),
+            (Verdict::Allow, d2.as_str())
+        ]
+    );
+    assert_eq!(audit[1].old_verdict, Some(Verdict::Quarantine));
+    assert_eq!(audit[1].reason, "device-rule");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreachable_organization_does_not_stop_the_others() {
+    let lab = sync_lab(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 8);
+    // A second organization whose only CAS refuses connections (a port nothing listens on).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    let second = lab
+        .connector_config(&easgate_lab::SecretSource::Inline)
+        .replace("name = \"contoso\"", "name = \"fabrikam\"")
+        .replace(&format!("{:?}", lab.cas_urls()[0]), &format!("{dead:?}"))
+        .replace(
+            "[organization.graph]",
+            "unavailable_timeout = \"1s\"\ncas_failover = false\n\n[organization.graph]",
+        );
+    text.push('\n');
+    text.push_str(&second);
+    std::fs::write(&config, text).unwrap();
+
+    let config = config.to_str().unwrap().to_owned();
+    let out = within(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            crate::support::easgate(&["sync", "--config", &config, "--full", "--json"])
+        }),
+    )
+    .await
+    .unwrap();
+    let text = crate::support::stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{text}{}",
+        crate::support::stderr(&out)
+    );
+    let summaries: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(summaries.len(), 2, "{text}");
+    assert_eq!(summaries[0]["organization"], "contoso");
+    assert_eq!(summaries[0]["outcome"], "succeeded");
+    assert_eq!(summaries[1]["organization"], "fabrikam");
+    assert_eq!(summaries[1]["outcome"], "failed");
+    assert!(
+        summaries[1]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("discovery failed"),
+        "{text}"
+    );
+    assert!(mismatches(&lab, expected).is_empty());
+}
