@@ -1,5 +1,6 @@
 //! The `easgate` command line: parsing and dispatch only; the work lives in the library.
 
+pub mod daemon;
 pub mod policy;
 pub mod sync;
 
@@ -20,6 +21,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The simulated organization and the connector against it in one process, with the
+    /// status page: the quickest way to see easgate work.
+    Lab(daemon::LabArgs),
+    /// The connector as a service: every organization's schedule, the plugin watcher and the
+    /// admin API, until SIGTERM or Ctrl-C.
+    Run(daemon::RunArgs),
+    /// The running connector's status per organization, from its admin API.
+    Status(daemon::StatusArgs),
     /// Check, evaluate and test policy plugins.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -35,6 +44,9 @@ pub enum Command {
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Lab(args) => daemon::lab(args),
+            Command::Run(args) => daemon::run(args),
+            Command::Status(args) => daemon::status(args),
             Command::Policy(command) => policy::run(command),
             Command::Sync(args) => sync::run_sync(args),
             Command::Plan(command) => sync::run_plan(command),
