@@ -111,7 +111,8 @@ fn run_fn(
                 SyncKind::Full => sync::SyncKind::Full,
             };
             // The runner reports no finer progress than this yet.
-            req.progress.set(&format!("{} sync", req.kind.as_str()), 0, None);
+            req.progress
+                .set(&format!("{} sync", req.kind.as_str()), 0, None);
             let summary = tokio::select! {
                 biased;
                 () = req.cancel.cancelled() => anyhow::bail!(
@@ -123,7 +124,8 @@ fn run_fn(
             account(&metrics, &summary);
             let v = &summary.verdicts;
             let decided = v.allow + v.block + v.quarantine + v.exempt;
-            req.progress.set("done", decided, Some(decided + v.undecided));
+            req.progress
+                .set("done", decided, Some(decided + v.undecided));
             tracing::info!(
                 org = %summary.organization,
                 run = %summary.run,

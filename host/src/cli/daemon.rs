@@ -76,7 +76,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         &config,
         |daemon| {
             if let Some(addr) = daemon.admin_addr() {
-                say(&format!("easgate: admin API and status page on http://{addr}/"));
+                say(&format!(
+                    "easgate: admin API and status page on http://{addr}/"
+                ));
             }
             say("easgate: running");
         },
