@@ -185,16 +185,23 @@ pub fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
             args.plugins.display()
         ));
         say("");
+        let plugins = args.plugins.display();
+        // The example policies this binary was built with (`host/build.rs`).
+        let examples = Path::new(env!("EASGATE_PLUGIN_WASM_DIR"));
         say(&format!(
             "A full sync runs now, then a quick sync every {}. Try next:\n\
              \x20 * open the status page, paste the token, press \"Full sync\" and watch it run;\n\
-             \x20 * drop a policy into {} (e.g. `cp plugins/target/wasm32-wasip2/release/*.wasm {}/`):\n\
-             \x20   the page's plugin list shows it loaded, or rejected with the reason;\n\
+             \x20 * swap the access policy while it runs: the page's plugin list shows the new\n\
+             \x20   version, and the next sync decides with it (a quick sync within {}):\n\
+             \x20     cp {} {plugins}/access-policy.wasm\n\
+             \x20 * break it on purpose: the last good version keeps serving, the page shows why:\n\
+             \x20     echo 'not wasm' > {plugins}/access-policy.wasm\n\
+             \x20   (delete the file to go back to the built-in policy);\n\
              \x20 * `easgate status --url {url} --token $(cat {})` in another terminal;\n\
              \x20 * Ctrl-C stops the lab and the connector.",
             args.quick_interval,
-            args.plugins.display(),
-            args.plugins.display(),
+            args.quick_interval,
+            examples.join("byod_strict.wasm").display(),
             args.dir.join("admin.token").display()
         ));
         super::shutdown_signal().await;
