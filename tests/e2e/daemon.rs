@@ -305,3 +305,24 @@ async fn lab_starts_syncs_and_stops_on_ctrl_c() {
     assert!(exit.success(), "Ctrl-C: {exit}\n{out}");
     assert!(out.contains("easgate lab: stopped"), "{out}");
 }
+
+/// `examples/easgate.toml` documents every setting: it must stay a configuration the daemon
+/// accepts, and its values must land where the comments say.
+#[test]
+fn the_example_configuration_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/easgate.toml");
+    let config = easgate::config::Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
+    let admin = config.admin.as_ref().expect("[admin]");
+    assert_eq!(admin.listen.to_string(), "127.0.0.1:8470");
+    assert!(config.notify.is_some() && config.network.proxy.is_some());
+    assert_eq!(config.sync.data_dir, Path::new("/var/lib/easgate"));
+    assert!(config.sync.builtin_policy_json().contains("includedGroups"));
+    let org = &config.organizations[0];
+    assert_eq!(org.name, "contoso");
+    assert_eq!(org.quick_interval, Duration::from_secs(600));
+    assert_eq!(org.exchange.parallel_commands, 8);
+    assert_eq!(org.graph.request_budget, 1500);
+    assert_eq!(org.sync.max_new_restrictions.floor, 25);
+    assert_eq!(org.sync.upn_overrides.len(), 1);
+    assert_eq!(org.sync.scope_groups.len(), 2);
+}
