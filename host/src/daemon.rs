@@ -13,6 +13,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -26,7 +30,7 @@ use crate::net::HttpSettings;
 use crate::plugin::registry::{PluginWatcher, RegistryOptions};
 use crate::plugin::{PluginEngine, PluginRegistry};
 use crate::schedule::{self, OrgSchedule, RunFn, Scheduler, Shutdown, SyncKind, SyncRequest};
-use crate::store::{RunOutcome, Store};
+use crate::store::{OrgId, RunId, RunOutcome, Store};
 use crate::sync::{self, OrgSync, Summary};
 
 /// A running connector. [`Daemon::shutdown`] stops it.
@@ -91,6 +95,83 @@ fn account(metrics: &Metrics, summary: &Summary) {
     }
 }
 
+/// Applies the plans of `runner`'s organization an operator approved (through the admin API,
+/// which only records the approval), oldest first, before its next sync plans anything new:
+/// otherwise that sync would find their commands unfinished and plan, and hold, them again.
+async fn apply_approved(runner: &OrgSync, metrics: &Metrics) -> anyhow::Result<()> {
+    let (store, name) = (runner.store.clone(), runner.name.clone());
+    let approved = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RunId>> {
+        let org = store.organization(&name, schedule::unix_now())?;
+        let mut runs: Vec<RunId> = store
+            .recent_runs(org, 50)?
+            .into_iter()
+            .filter(|r| {
+                r.outcome == RunOutcome::Running && r.approval.as_deref() == Some("approved")
+            })
+            .map(|r| r.id)
+            .collect();
+        runs.reverse();
+        Ok(runs)
+    })
+    .await??;
+    for run in approved {
+        let summary = runner.apply_approved(run).await?;
+        account(metrics, &summary);
+        tracing::info!(
+            org = %summary.organization,
+            run = %run,
+            outcome = summary.outcome.as_str(),
+            commands_issued = summary.commands_issued,
+            commands_failed = summary.commands_failed,
+            "approved plan applied"
+        );
+    }
+    Ok(())
+}
+
+/// What the admin API needs to have an approval applied at once.
+#[derive(Clone)]
+struct ApprovalHook {
+    store: Arc<Store>,
+    scheduler: Scheduler,
+    orgs: Arc<HashMap<OrgId, String>>,
+}
+
+/// After a successful `POST /api/v1/plans/{id}/approve`, queues a quick sync of the plan's
+/// organization: the run applies the approved plan first (see [`apply_approved`]).
+async fn after_approval(
+    State(hook): State<ApprovalHook>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let run = (request.method() == Method::POST)
+        .then(|| request.uri().path().strip_prefix("/api/v1/plans/"))
+        .flatten()
+        .and_then(|rest| rest.strip_suffix("/approve"))
+        .and_then(|id| id.parse().ok())
+        .map(RunId);
+    let response = next.run(request).await;
+    if let Some(run) = run
+        && response.status().is_success()
+    {
+        let store = hook.store.clone();
+        let org = tokio::task::spawn_blocking(move || store.run(run)).await;
+        match org {
+            Ok(Ok(Some(record))) => {
+                if let Some(name) = hook.orgs.get(&record.org)
+                    && let Err(err) = hook.scheduler.trigger(name, SyncKind::Quick)
+                {
+                    tracing::warn!(%run, "the approved plan waits for the next sync: {err}");
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => tracing::error!(%run, "reading the approved run: {err}"),
+            Err(err) => tracing::error!(%run, "reading the approved run: {err}"),
+        }
+    }
+    response
+}
+
 /// The scheduler's run function: the organization's runner with the active policy, pinned
 /// for the run, stopped when the scheduler cancels.
 fn run_fn(
@@ -110,16 +191,21 @@ fn run_fn(
                 SyncKind::Quick => sync::SyncKind::Quick,
                 SyncKind::Full => sync::SyncKind::Full,
             };
-            // The runner reports no finer progress than this yet.
-            req.progress
-                .set(&format!("{} sync", req.kind.as_str()), 0, None);
+            let work = async {
+                req.progress.set("approved plans", 0, None);
+                apply_approved(&runner, &metrics).await?;
+                // The runner reports no finer progress than this yet.
+                req.progress
+                    .set(&format!("{} sync", req.kind.as_str()), 0, None);
+                anyhow::Ok(runner.run(kind, false, policy).await?)
+            };
             let summary = tokio::select! {
                 biased;
                 () = req.cancel.cancelled() => anyhow::bail!(
                     "cancelled by shutdown; what it recorded is journaled and the next start \
                      runs a full sync"
                 ),
-                summary = runner.run(kind, false, policy) => summary?,
+                summary = work => summary?,
             };
             account(&metrics, &summary);
             let v = &summary.verdicts;
@@ -222,10 +308,29 @@ impl Daemon {
                     token,
                     now: schedule::unix_now,
                 };
+                let mut orgs = HashMap::new();
+                for org in &config.organizations {
+                    orgs.insert(
+                        store.organization(&org.name, schedule::unix_now())?,
+                        org.name.clone(),
+                    );
+                }
+                let hook = ApprovalHook {
+                    store: store.clone(),
+                    scheduler: scheduler.clone(),
+                    orgs: Arc::new(orgs),
+                };
+                let router = admin::router(state)
+                    .layer(middleware::from_fn_with_state(hook, after_approval));
                 let (stop, stopped) = oneshot::channel::<()>();
-                let task = tokio::spawn(admin::serve(listener, state, async move {
-                    let _ = stopped.await;
-                }));
+                tracing::info!(%addr, "admin API listening");
+                let task = tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(async move {
+                            let _ = stopped.await;
+                        })
+                        .await
+                });
                 Some(AdminServer { addr, stop, task })
             }
             _ => None,

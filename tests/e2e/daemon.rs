@@ -326,3 +326,52 @@ fn the_example_configuration_loads() {
     assert_eq!(org.sync.upn_overrides.len(), 1);
     assert_eq!(org.sync.scope_groups.len(), 2);
 }
+
+/// A plan the blast-radius guard held is applied once approved through the admin API: the
+/// approval queues a sync of its organization, which applies the plan before planning anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_approved_through_the_api_is_applied_by_the_daemon() {
+    let lab = sync_lab(600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 8);
+    // The default guard: the first full sync restricts far more than 10 % of the devices.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "max_new_restrictions = { percent = 100.0, floor = 1000000 }",
+        "max_new_restrictions = { percent = 10.0, floor = 25 }",
+    );
+    std::fs::write(&config, text).unwrap();
+    let token = "approval-test-token";
+    add_admin(&config, token);
+    let config = config.to_str().unwrap().to_owned();
+
+    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
+    let url = url_in(&daemon.line_with("admin API").await);
+    let org = wait_for(&url, token, "a held plan", |o| {
+        o["held_plans"].as_array().is_some_and(|p| !p.is_empty()) && o["current_run"].is_null()
+    })
+    .await;
+    let held = org["held_plans"][0]["id"].as_i64().unwrap();
+    assert!(!mismatches(&lab, expected).is_empty(), "nothing was held");
+
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/api/v1/plans/{held}/approve"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let org = wait_for(&url, token, "the approved plan applied", |o| {
+        let applied = o["recent_runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["id"] == held && r["outcome"] == "succeeded");
+        applied && o["current_run"].is_null() && o["queued"].is_null()
+    })
+    .await;
+    assert_eq!(org["held_plans"], serde_json::json!([]), "{org}");
+    let wrong = mismatches(&lab, expected);
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+    let (exit, out) = daemon.stop("TERM").await;
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+}

@@ -432,12 +432,22 @@ impl OrgSync {
     /// Applies a held plan an operator approved: its journaled commands as planned. Commands
     /// whose effect Exchange already has (an `Add` of a present entry) count as done.
     pub async fn approve(&self, run: RunId) -> Result<Summary, SyncError> {
-        let started = Instant::now();
         let record = self.store.run(run)?.ok_or(StoreError::UnknownRun(run))?;
         if record.outcome != RunOutcome::Held {
             return Err(SyncError::NotHeld(run));
         }
         self.store.approve(run, unix_now())?;
+        self.apply_approved(run).await
+    }
+
+    /// Applies a plan whose approval is recorded but not yet applied (the admin API records
+    /// approvals; the daemon applies them before the organization's next sync).
+    pub async fn apply_approved(&self, run: RunId) -> Result<Summary, SyncError> {
+        let started = Instant::now();
+        let record = self.store.run(run)?.ok_or(StoreError::UnknownRun(run))?;
+        if record.outcome != RunOutcome::Running || record.approval.as_deref() != Some("approved") {
+            return Err(SyncError::NotHeld(run));
+        }
         let commands: Vec<_> = self
             .store
             .journal(run)?
