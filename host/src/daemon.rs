@@ -194,10 +194,11 @@ fn run_fn(
             let work = async {
                 req.progress.set("approved plans", 0, None);
                 apply_approved(&runner, &metrics).await?;
-                // The runner reports no finer progress than this yet.
-                req.progress
-                    .set(&format!("{} sync", req.kind.as_str()), 0, None);
-                anyhow::Ok(runner.run(kind, false, policy).await?)
+                let progress = req.progress.clone();
+                let report = move |stage: &str, done: u64, total: Option<u64>| {
+                    progress.set(stage, done, total);
+                };
+                anyhow::Ok(runner.run_reporting(kind, false, policy, &report).await?)
             };
             let summary = tokio::select! {
                 biased;

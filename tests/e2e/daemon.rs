@@ -189,6 +189,11 @@ async fn run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes() {
         }
     })
     .await;
+    // The page shows how far the run got.
+    let org = status(&url, token).await["organizations"][0].clone();
+    let progress = &org["current_run"]["progress"];
+    assert_eq!(progress["stage"], "apply", "{org}");
+    assert!(progress["total"].as_u64() > Some(50), "{org}");
     let (exit, out) = daemon.stop("TERM").await;
     assert!(exit.success(), "SIGTERM: {exit}\n{out}");
     let edits = lab.control().counters().calls("Set-CASMailbox");
