@@ -340,3 +340,43 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `easgate status --config F` reaches a daemon listening on every address over loopback,
+    /// with the token from the configuration's secret file.
+    #[test]
+    fn status_takes_the_url_and_token_from_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.token"), "s3cret\n").unwrap();
+        let config = dir.path().join("easgate.toml");
+        std::fs::write(
+            &config,
+            "[admin]\nlisten = \"0.0.0.0:9470\"\ntoken = { file = \"admin.token\" }\n\n\
+             [[organization]]\nname = \"contoso\"\n\
+             [organization.exchange]\ncas_urls = [\"https://cas.contoso.com\"]\n\
+             tenant_id = \"contoso.onmicrosoft.com\"\n\
+             [organization.graph]\ntenant = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+        )
+        .unwrap();
+        let args = StatusArgs {
+            url: None,
+            token: None,
+            config: Some(config),
+            json: false,
+        };
+        let (url, token) = status_target(&args).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(url, "http://127.0.0.1:9470");
+        assert_eq!(token, "s3cret");
+    }
+
+    #[test]
+    fn times_read_as_how_long_ago() {
+        assert_eq!(when(None, 100), "never");
+        assert_eq!(when(Some(100), 130), "30 s ago (unix 100)");
+        assert_eq!(when(Some(0), 7_200), "2 h ago (unix 0)");
+        assert_eq!(when(Some(0), 3 * 86_400), "3 d ago (unix 0)");
+    }
+}
