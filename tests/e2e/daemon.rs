@@ -380,3 +380,18 @@ async fn a_plan_approved_through_the_api_is_applied_by_the_daemon() {
     let (exit, out) = daemon.stop("TERM").await;
     assert!(exit.success(), "SIGTERM: {exit}\n{out}");
 }
+
+/// A SIGTERM as soon as the daemon says it is running stops it cleanly. (Its handlers are
+/// installed before start-up; when they were installed only after it, a signal in between
+/// would have killed the process, a window too narrow for this test to hit reliably.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_start_is_a_clean_stop() {
+    let lab = sync_lab(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    add_admin(&config, "t");
+    let mut daemon = Easgate::spawn(&["run", "--config", config.to_str().unwrap()], dir.path());
+    daemon.line_with("easgate: running").await;
+    let (exit, out) = daemon.stop("TERM").await;
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+}

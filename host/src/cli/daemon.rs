@@ -72,18 +72,22 @@ fn say(line: &str) {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    block_on(daemon::run(
-        &config,
-        |daemon| {
-            if let Some(addr) = daemon.admin_addr() {
-                say(&format!(
-                    "easgate: admin API and status page on http://{addr}/"
-                ));
-            }
-            say("easgate: running");
-        },
-        super::shutdown_signal(),
-    ))??;
+    block_on(async {
+        let shutdown = super::caught_signals()?;
+        daemon::run(
+            &config,
+            |daemon| {
+                if let Some(addr) = daemon.admin_addr() {
+                    say(&format!(
+                        "easgate: admin API and status page on http://{addr}/"
+                    ));
+                }
+                say("easgate: running");
+            },
+            shutdown,
+        )
+        .await
+    })??;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -158,6 +162,7 @@ fn write_lab_config(lab: &easgate_lab::Lab, args: &LabArgs) -> anyhow::Result<(P
 
 pub fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     block_on(async move {
+        let shutdown = super::caught_signals()?;
         let lab = easgate_lab::Lab::start(easgate_lab::LabOptions {
             devices: args.devices,
             seed: args.seed,
@@ -204,7 +209,7 @@ pub fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
             examples.join("byod_strict.wasm").display(),
             args.dir.join("admin.token").display()
         ));
-        super::shutdown_signal().await;
+        shutdown.await;
         daemon.shutdown().await;
         lab.shutdown().await;
         say("easgate lab: stopped");

@@ -59,6 +59,27 @@ impl Cli {
     }
 }
 
+/// Catches Ctrl-C and SIGTERM from now on (call it inside the runtime) and resolves on the
+/// first one. Unlike [`shutdown_signal`], which installs its handlers when first polled, a
+/// signal that arrives while the daemon is still starting is not lost to the default action
+/// (killing the process): the daemon stops cleanly as soon as it has started.
+pub fn caught_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = interrupt.recv() => {},
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(shutdown_signal())
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
