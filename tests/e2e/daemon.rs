@@ -271,7 +271,16 @@ async fn run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes() {
 async fn lab_starts_syncs_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Easgate::spawn(
-        &["lab", "--devices", "300", "--listen", "127.0.0.1:0"],
+        &[
+            "lab",
+            "--devices",
+            "300",
+            "--listen",
+            "127.0.0.1:0",
+            // The device count below stays exact.
+            "--arrivals-per-minute",
+            "0",
+        ],
         dir.path(),
     );
     let url = url_in(&lab.line_with("status page").await);

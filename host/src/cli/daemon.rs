@@ -41,6 +41,10 @@ pub struct LabArgs {
     /// Time between quick syncs.
     #[arg(long, default_value = "1m")]
     quick_interval: String,
+    /// New phones connecting to the simulated Exchange per minute (0: none), for the quick
+    /// syncs to find: each shows up quarantined unless Intune knows it.
+    #[arg(long, default_value_t = 4.0)]
+    arrivals_per_minute: f64,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +174,7 @@ pub fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         })
         .await?;
         let info = lab.control().info();
+        lab.control().set_arrivals(args.arrivals_per_minute);
         let (config_path, token) = write_lab_config(&lab, &args)?;
         let config = Config::load(&config_path)?;
         let daemon = Daemon::start(&config).await?;
@@ -194,7 +199,8 @@ pub fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         // The example policies this binary was built with (`host/build.rs`).
         let examples = Path::new(env!("EASGATE_PLUGIN_WASM_DIR"));
         say(&format!(
-            "A full sync runs now, then a quick sync every {}. Try next:\n\
+            "A full sync runs now, then a quick sync every {} (new phones keep connecting: \
+             --arrivals-per-minute). Try next:\n\
              \x20 * open the status page, paste the token, press \"Full sync\" and watch it run;\n\
              \x20 * swap the access policy while it runs: the page's plugin list shows the new\n\
              \x20   version, and the next sync decides with it (a quick sync within {}):\n\
