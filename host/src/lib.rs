@@ -13,6 +13,8 @@
 //! * [`net`]: what both clients share — HTTP client, proxy, TLS rule, tokens, backoff.
 //! * [`timestamp`]: the services' UTC date-times as Unix seconds.
 //! * [`schedule`]: when syncs run — one queue per organization, timers, manual triggers.
+//! * [`daemon`]: the long-running connector (`easgate run`, `easgate lab`): store, plugins,
+//!   scheduler, runners and admin API started and stopped together.
 //! * [`admin`]: the admin HTTP API, the status page and `/metrics`.
 //! * [`metrics`]: the event counters behind `/metrics`.
 //! * [`config`]: the connector's configuration file.
@@ -24,6 +26,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod exchange;
 pub mod graph;
 pub mod metrics;

@@ -198,3 +198,24 @@ fn a_plugin_that_is_not_selected_is_loaded_but_not_active() {
     );
     assert_eq!(registry.access_policy().meta.name, "access-policy");
 }
+
+/// Regression: reading a plugin file is itself an inotify event (open, close), so the watcher
+/// reloaded the file it had just read, about fifty times a second for as long as it ran.
+#[test]
+fn a_loaded_plugin_is_not_read_again_until_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path());
+    let _watcher = registry.watch().unwrap();
+    let bytes = with_custom_section(&wasm_bytes("access_policy.wasm"), "quiet");
+    std::fs::write(dir.path().join("access-policy.wasm"), &bytes).unwrap();
+    wait_for_active(&registry, Digest::of(&bytes));
+    // Let the events of the write and of the load's own read settle (the debounce is 20 ms).
+    thread::sleep(Duration::from_millis(300));
+    let generation = *registry.subscribe().borrow();
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        *registry.subscribe().borrow(),
+        generation,
+        "reloads while nothing changed"
+    );
+}

@@ -1,5 +1,6 @@
 //! The `easgate` command line: parsing and dispatch only; the work lives in the library.
 
+pub mod daemon;
 pub mod notice;
 pub mod policy;
 pub mod sync;
@@ -21,6 +22,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The simulated organization and the connector against it in one process, with the
+    /// status page: the quickest way to see easgate work.
+    Lab(daemon::LabArgs),
+    /// The connector as a service: every organization's schedule, the plugin watcher and the
+    /// admin API, until SIGTERM or Ctrl-C.
+    Run(daemon::RunArgs),
+    /// The running connector's status per organization, from its admin API.
+    Status(daemon::StatusArgs),
     /// Check, evaluate and test policy plugins.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -39,6 +48,9 @@ pub enum Command {
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Lab(args) => daemon::lab(args),
+            Command::Run(args) => daemon::run(args),
+            Command::Status(args) => daemon::status(args),
             Command::Policy(command) => policy::run(command),
             Command::Sync(args) => sync::run_sync(args),
             Command::Plan(command) => sync::run_plan(command),
@@ -50,6 +62,27 @@ impl Cli {
             }
         }
     }
+}
+
+/// Catches Ctrl-C and SIGTERM from now on (call it inside the runtime) and resolves on the
+/// first one. Unlike [`shutdown_signal`], which installs its handlers when first polled, a
+/// signal that arrives while the daemon is still starting is not lost to the default action
+/// (killing the process): the daemon stops cleanly as soon as it has started.
+pub fn caught_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = interrupt.recv() => {},
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(shutdown_signal())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -118,7 +118,20 @@ struct DirEntry {
     loaded: Option<LoadedPlugin>,
     /// Digest of the `.wasm` and manifest bytes last looked at, to skip duplicate events.
     fingerprint: Option<Digest>,
+    /// Size and modification time of both files when they were last read; see
+    /// [`PluginRegistry::reload_if_changed`].
+    stamp: Option<FileStamp>,
     rejections: VecDeque<Rejection>,
+}
+
+/// Size and modification time of a plugin's `.wasm` and manifest (`None`: absent).
+type FileStamp = [Option<(u64, SystemTime)>; 2];
+
+fn file_stamp(wasm: &Path, manifest: &Path) -> FileStamp {
+    [wasm, manifest].map(|path| {
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.len(), meta.modified().ok()?))
+    })
 }
 
 pub struct PluginRegistry {
@@ -259,6 +272,9 @@ impl PluginRegistry {
         let _serialized = self.reload_lock.lock().expect("reload lock");
         let path = dir.join(format!("{name}.wasm"));
         let manifest_path = path.with_extension("toml");
+        // Taken before reading: a write during the read leaves an older stamp, so the write's
+        // own event reloads again.
+        let stamp = file_stamp(&path, &manifest_path);
         match std::fs::read(&path) {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 if self
@@ -292,10 +308,32 @@ impl PluginRegistry {
                 if !unchanged {
                     self.load_file(name, &path, &bytes, fingerprint);
                 }
+                if let Some(entry) = self.entries.lock().expect("registry lock").get_mut(name) {
+                    entry.stamp = Some(stamp);
+                }
             }
         }
         self.update_active();
         self.generation.send_modify(|generation| *generation += 1);
+    }
+
+    /// [`reload`](Self::reload) unless both files still have the size and modification time
+    /// they had when last read. The watcher calls this: reading a plugin file is itself a
+    /// file-system event on Linux (inotify reports the open and close), so reloading on every
+    /// event would read the file again and again, for as long as the daemon runs.
+    pub fn reload_if_changed(&self, name: &str) {
+        let Some(dir) = &self.options.dir else { return };
+        let path = dir.join(format!("{name}.wasm"));
+        let stamp = file_stamp(&path, &path.with_extension("toml"));
+        let seen = self
+            .entries
+            .lock()
+            .expect("registry lock")
+            .get(name)
+            .is_some_and(|entry| entry.stamp == Some(stamp));
+        if !seen {
+            self.reload(name);
+        }
     }
 
     fn load_file(&self, name: &str, path: &Path, bytes: &[u8], fingerprint: Digest) {
@@ -317,6 +355,7 @@ impl PluginRegistry {
             path: path.to_owned(),
             loaded: None,
             fingerprint: None,
+            stamp: None,
             rejections: VecDeque::new(),
         });
         entry.fingerprint = Some(fingerprint);
@@ -352,6 +391,7 @@ impl PluginRegistry {
             path: path.to_owned(),
             loaded: None,
             fingerprint: None,
+            stamp: None,
             rejections: VecDeque::new(),
         });
         if entry.rejections.len() == REJECTIONS_KEPT {
@@ -398,7 +438,7 @@ impl PluginRegistry {
                     names.sort();
                     names.dedup();
                     for name in names {
-                        registry.reload(&name);
+                        registry.reload_if_changed(&name);
                     }
                 }
                 Err(err) => {

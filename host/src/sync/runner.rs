@@ -217,7 +217,22 @@ impl OrgSync {
         dry_run: bool,
         policy: Arc<AccessPolicyPlugin>,
     ) -> Result<Summary, SyncError> {
+        self.run_reporting(kind, dry_run, policy, &|_, _, _| {})
+            .await
+    }
+
+    /// [`run`](Self::run), telling `report` each stage as it starts: its name, items done (0)
+    /// and items in it when known (devices to decide, commands to send). The daemon shows it
+    /// as the running sync's progress.
+    pub async fn run_reporting(
+        &self,
+        kind: SyncKind,
+        dry_run: bool,
+        policy: Arc<AccessPolicyPlugin>,
+        report: &(dyn Fn(&str, u64, Option<u64>) + Sync),
+    ) -> Result<Summary, SyncError> {
         let started = Instant::now();
+        report("discover", 0, None);
         let mut stage = Stage::new(&self.name);
         let now = unix_now();
         let org = self.org()?;
@@ -275,6 +290,7 @@ impl OrgSync {
             }
         };
         stage.done("discover");
+        report("decide", 0, Some(discovered.inventory.devices.len() as u64));
         summary.exchange_reads = discovered.exchange_calls;
         summary.graph_calls = discovered.graph_calls;
         let Discovered {
@@ -320,6 +336,7 @@ impl OrgSync {
             tokio::join!(save, decide(policy, info, contexts, self.batch_size));
         saved?;
         stage.done("save inventory and decide");
+        report("plan and record", 0, None);
         // Plan needs only the devices and mailboxes; the Intune records and users (half the
         // inventory at 100 000 devices) are saved and matched by now.
         let mut inventory = inventory;
@@ -470,6 +487,7 @@ impl OrgSync {
             ));
             return self.finish(summary, RunOutcome::Held, started).await;
         }
+        report("apply", 0, Some(ids.len() as u64));
         let to_send = ids
             .into_iter()
             .zip(commands.into_iter().map(|c| c.command))
@@ -505,12 +523,22 @@ impl OrgSync {
     /// Applies a held plan an operator approved: its journaled commands as planned. Commands
     /// whose effect Exchange already has (an `Add` of a present entry) count as done.
     pub async fn approve(&self, run: RunId) -> Result<Summary, SyncError> {
-        let started = Instant::now();
         let record = self.store.run(run)?.ok_or(StoreError::UnknownRun(run))?;
         if record.outcome != RunOutcome::Held {
             return Err(SyncError::NotHeld(run));
         }
         self.store.approve(run, unix_now())?;
+        self.apply_approved(run).await
+    }
+
+    /// Applies a plan whose approval is recorded but not yet applied (the admin API records
+    /// approvals; the daemon applies them before the organization's next sync).
+    pub async fn apply_approved(&self, run: RunId) -> Result<Summary, SyncError> {
+        let started = Instant::now();
+        let record = self.store.run(run)?.ok_or(StoreError::UnknownRun(run))?;
+        if record.outcome != RunOutcome::Running || record.approval.as_deref() != Some("approved") {
+            return Err(SyncError::NotHeld(run));
+        }
         let commands: Vec<_> = self
             .store
             .journal(run)?

@@ -1,0 +1,393 @@
+//! `easgate run` (the daemon), `easgate lab` (the lab and the daemon in one process) and
+//! `easgate status` (the admin API's status for the terminal).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::daemon::{self, Daemon};
+use crate::schedule::SyncKind;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Exchange ActiveSync devices in the simulated organization.
+    #[arg(long, default_value_t = 10_000)]
+    devices: usize,
+    /// Seed of the dataset: the same seed gives the same organization.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where the lab's configuration, secrets and store go (created if missing).
+    #[arg(long, default_value = "easgate-lab")]
+    dir: PathBuf,
+    /// The watched plugin directory (created if missing).
+    #[arg(long, default_value = "plugins.d")]
+    plugins: PathBuf,
+    /// Where the status page and admin API listen (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8470")]
+    listen: SocketAddr,
+    /// Time between quick syncs.
+    #[arg(long, default_value = "1m")]
+    quick_interval: String,
+    /// New phones connecting to the simulated Exchange per minute (0: none), for the quick
+    /// syncs to find: each shows up quarantined unless Intune knows it.
+    #[arg(long, default_value_t = 4.0)]
+    arrivals_per_minute: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The admin API's base URL (default: from `--config`'s `[admin]`).
+    #[arg(long, requires = "token", conflicts_with = "config")]
+    url: Option<String>,
+    /// The admin token.
+    #[arg(long, env = "EASGATE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Take the URL and the token from this configuration's `[admin]`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the API's JSON answer as it is.
+    #[arg(long)]
+    json: bool,
+}
+
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    Ok(tokio::runtime::Runtime::new()?.block_on(future))
+}
+
+/// Prints a line and flushes: the parent process (a test, a supervisor) may read it at once.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    block_on(async {
+        let shutdown = super::caught_signals()?;
+        daemon::run(
+            &config,
+            |daemon| {
+                if let Some(addr) = daemon.admin_addr() {
+                    say(&format!(
+                        "easgate: admin API and status page on http://{addr}/"
+                    ));
+                }
+                say("easgate: running");
+            },
+            shutdown,
+        )
+        .await
+    })??;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A fresh admin token: 32 random bytes, hex. The lab's token guards a loopback page, but it is
+/// still the page's only guard, so it comes from the OS's generator, not a PRNG.
+fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    let mut random = std::fs::File::open("/dev/urandom").context("reading /dev/urandom")?;
+    std::io::Read::read_exact(&mut random, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Writes the lab's connector configuration into `args.dir`; returns its path and the token.
+fn write_lab_config(lab: &easgate_lab::Lab, args: &LabArgs) -> anyhow::Result<(PathBuf, String)> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.plugins)
+        .with_context(|| format!("creating {}", args.plugins.display()))?;
+    let plugins = std::fs::canonicalize(&args.plugins)?;
+    let config = args.dir.join("lab.toml");
+    lab.write_connector_config(&config)?;
+    // One token per working directory: a page left open keeps working across restarts.
+    let token_file = args.dir.join("admin.token");
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_owned(),
+        _ => {
+            let token = new_token()?;
+            write_private(&token_file, &token)?;
+            token
+        }
+    };
+    // Quick syncs often enough to watch a policy change take effect.
+    let lab_part = std::fs::read_to_string(&config)?.replacen(
+        "[organization.exchange]",
+        &format!(
+            "quick_interval = {}\n\n[organization.exchange]",
+            toml::Value::String(args.quick_interval.clone())
+        ),
+        1,
+    );
+    let text = format!(
+        "{lab_part}\n\
+         # The lab's first full sync moves every device allowed only by the org default: a\n\
+         # first roll-out an operator approves once. The lab lifts the blast-radius guard.\n\
+         [organization.sync]\n\
+         max_new_restrictions = {{ percent = 100.0, floor = 1000000 }}\n\n\
+         [sync]\n\
+         data_dir = \"data\"\n\
+         plugin_dir = {plugins}\n\n\
+         [admin]\n\
+         listen = \"{listen}\"\n\
+         token = {{ file = \"admin.token\" }}\n",
+        plugins = toml::Value::String(plugins.display().to_string()),
+        listen = args.listen,
+    );
+    std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+    Ok((config, token))
+}
+
+pub fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
+    block_on(async move {
+        let shutdown = super::caught_signals()?;
+        let lab = easgate_lab::Lab::start(easgate_lab::LabOptions {
+            devices: args.devices,
+            seed: args.seed,
+            ..Default::default()
+        })
+        .await?;
+        let info = lab.control().info();
+        lab.control().set_arrivals(args.arrivals_per_minute);
+        let (config_path, token) = write_lab_config(&lab, &args)?;
+        let config = Config::load(&config_path)?;
+        let daemon = Daemon::start(&config).await?;
+        daemon.sync_all(SyncKind::Full)?;
+        let url = daemon
+            .admin_addr()
+            .map(|a| format!("http://{a}/"))
+            .unwrap_or_default();
+        say(&format!(
+            "easgate lab: {} with {} devices over {} mailboxes, {} Intune records (seed {})",
+            info.organization, info.devices, info.mailboxes, info.managed_devices, args.seed
+        ));
+        say(&format!("  status page   {url}"));
+        say(&format!("  admin token   {token}"));
+        say(&format!("  config        {}", config_path.display()));
+        say(&format!(
+            "  plugins       {} (watched)",
+            args.plugins.display()
+        ));
+        say("");
+        let plugins = args.plugins.display();
+        // The example policies this binary was built with (`host/build.rs`).
+        let examples = Path::new(env!("EASGATE_PLUGIN_WASM_DIR"));
+        say(&format!(
+            "A full sync runs now, then a quick sync every {} (new phones keep connecting: \
+             --arrivals-per-minute). Try next:\n\
+             \x20 * open the status page, paste the token, press \"Full sync\" and watch it run;\n\
+             \x20 * swap the access policy while it runs: the page's plugin list shows the new\n\
+             \x20   version, and the next sync decides with it (a quick sync within {}):\n\
+             \x20     cp {} {plugins}/access-policy.wasm\n\
+             \x20 * break it on purpose: the last good version keeps serving, the page shows why:\n\
+             \x20     echo 'not wasm' > {plugins}/access-policy.wasm\n\
+             \x20   (delete the file to go back to the built-in policy);\n\
+             \x20 * `easgate status --url {url} --token $(cat {})` in another terminal;\n\
+             \x20 * Ctrl-C stops the lab and the connector.",
+            args.quick_interval,
+            args.quick_interval,
+            examples.join("byod_strict.wasm").display(),
+            args.dir.join("admin.token").display()
+        ));
+        shutdown.await;
+        daemon.shutdown().await;
+        lab.shutdown().await;
+        say("easgate lab: stopped");
+        anyhow::Ok(())
+    })??;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The admin API's base URL and token, from the flags or the configuration.
+fn status_target(args: &StatusArgs) -> anyhow::Result<(String, String)> {
+    if let Some(url) = &args.url {
+        let token = args.token.clone().context("--url needs --token")?;
+        return Ok((url.trim_end_matches('/').to_owned(), token));
+    }
+    let path = args
+        .config
+        .as_ref()
+        .context("say where the daemon is: --url U --token T, or --config F")?;
+    let config = Config::load(path)?;
+    let admin = config.admin.as_ref().with_context(|| {
+        format!(
+            "{} has no [admin] section: the daemon serves no status",
+            path.display()
+        )
+    })?;
+    let mut addr = admin.listen;
+    // A daemon listening on every address is reached on loopback.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let token = match &args.token {
+        Some(t) => t.clone(),
+        None => admin.token.resolve()?.expose().to_owned(),
+    };
+    Ok((format!("http://{addr}"), token))
+}
+
+fn when(unix: Option<i64>, now: i64) -> String {
+    match unix {
+        None => "never".to_owned(),
+        Some(t) => {
+            let ago = (now - t).max(0);
+            let (n, unit) = match ago {
+                0..60 => (ago, "s"),
+                60..3600 => (ago / 60, "min"),
+                3600..86400 => (ago / 3600, "h"),
+                _ => (ago / 86400, "d"),
+            };
+            format!("{n} {unit} ago (unix {t})")
+        }
+    }
+}
+
+fn print_status(status: &Value) {
+    let now = crate::schedule::unix_now();
+    for org in status["organizations"].as_array().into_iter().flatten() {
+        println!(
+            "{}: {}, last successful sync {}",
+            org["name"].as_str().unwrap_or("?"),
+            org["connection"].as_str().unwrap_or("?"),
+            when(org["last_successful_sync"].as_i64(), now)
+        );
+        if let Some(run) = org["current_run"].as_object() {
+            let progress = &run["progress"];
+            println!(
+                "  running: {} sync since {} ({} {}{})",
+                run["kind"].as_str().unwrap_or("?"),
+                when(run["started_at"].as_i64(), now),
+                progress["stage"].as_str().unwrap_or(""),
+                progress["done"],
+                progress["total"]
+                    .as_u64()
+                    .map(|t| format!(" of {t}"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(kind) = org["queued"].as_str() {
+            println!("  queued: {kind} sync");
+        }
+        if let Some(error) = org["last_attempt"]["error"].as_str() {
+            println!("  last attempt failed: {error}");
+        }
+        let v = &org["verdicts"];
+        println!(
+            "  devices {}: allow {}, block {}, quarantine {}, exempt {}, undecided {}",
+            org["devices"], v["allow"], v["block"], v["quarantine"], v["exempt"], v["undecided"]
+        );
+        for plan in org["held_plans"].as_array().into_iter().flatten() {
+            println!(
+                "  held plan: run {} ({} devices changed); approve or reject it on the page",
+                plan["id"], plan["devices_changed"]
+            );
+        }
+    }
+    for (role, plugin) in status["plugins"].as_object().into_iter().flatten() {
+        let digest = plugin["digest"].as_str().unwrap_or("");
+        println!(
+            "{role}: {} {} ({})",
+            plugin["name"].as_str().unwrap_or("?"),
+            &digest[..digest.len().min(12)],
+            plugin["source"].as_str().unwrap_or("?")
+        );
+    }
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let (url, token) = status_target(&args)?;
+    let answer: Value = block_on(async {
+        let response = reqwest::Client::new()
+            .get(format!("{url}/api/v1/status"))
+            .bearer_auth(&token)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .with_context(|| format!("asking {url} for the status"))?;
+        let code = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("{url}: the answer is not JSON"))?;
+        if !code.is_success() {
+            anyhow::bail!(
+                "{url}: {code}: {}",
+                body["error"].as_str().unwrap_or("no message")
+            );
+        }
+        Ok(body)
+    })??;
+    if args.json {
+        println!("{answer}");
+    } else {
+        print_status(&answer);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `easgate status --config F` reaches a daemon listening on every address over loopback,
+    /// with the token from the configuration's secret file.
+    #[test]
+    fn status_takes_the_url_and_token_from_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.token"), "s3cret\n").unwrap();
+        let config = dir.path().join("easgate.toml");
+        std::fs::write(
+            &config,
+            "[admin]\nlisten = \"0.0.0.0:9470\"\ntoken = { file = \"admin.token\" }\n\n\
+             [[organization]]\nname = \"contoso\"\n\
+             [organization.exchange]\ncas_urls = [\"https://cas.contoso.com\"]\n\
+             tenant_id = \"contoso.onmicrosoft.com\"\n\
+             [organization.graph]\ntenant = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+        )
+        .unwrap();
+        let args = StatusArgs {
+            url: None,
+            token: None,
+            config: Some(config),
+            json: false,
+        };
+        let (url, token) = status_target(&args).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(url, "http://127.0.0.1:9470");
+        assert_eq!(token, "s3cret");
+    }
+
+    #[test]
+    fn times_read_as_how_long_ago() {
+        assert_eq!(when(None, 100), "never");
+        assert_eq!(when(Some(100), 130), "30 s ago (unix 100)");
+        assert_eq!(when(Some(0), 7_200), "2 h ago (unix 0)");
+        assert_eq!(when(Some(0), 3 * 86_400), "3 d ago (unix 0)");
+    }
+}

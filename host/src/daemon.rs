@@ -1,0 +1,403 @@
+//! The long-running connector behind `easgate run` and `easgate lab`: the store, the plugin
+//! registry with its watched directory, one sync runner per organization driven by the
+//! scheduler, and the admin API.
+//!
+//! Start-up is all or nothing: a configuration, store, plugin or listener problem stops it
+//! before any sync. Shutdown stops taking syncs and cancels the running ones: a run is dropped
+//! at its next await point, which the runner's write order makes safe (whatever it recorded is
+//! journaled; the next start's [`Store::recover`] marks the run interrupted and its unfinished
+//! commands abandoned, and the next sync is a full one that plans afresh).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, Organization};
+use crate::exchange::ExchangeClient;
+use crate::graph::GraphClient;
+use crate::metrics::{CommandResult, Metrics};
+use crate::net::HttpSettings;
+use crate::plugin::registry::{PluginWatcher, RegistryOptions};
+use crate::plugin::{PluginEngine, PluginRegistry};
+use crate::schedule::{self, OrgSchedule, RunFn, Scheduler, Shutdown, SyncKind, SyncRequest};
+use crate::store::{OrgId, RunId, RunOutcome, Store};
+use crate::sync::{self, OrgSync, Summary};
+
+/// A running connector. [`Daemon::shutdown`] stops it.
+pub struct Daemon {
+    scheduler: Scheduler,
+    store: Arc<Store>,
+    admin: Option<AdminServer>,
+    /// Reloads changed plugin files while it lives.
+    _watcher: Option<PluginWatcher>,
+}
+
+struct AdminServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("scheduler", &self.scheduler)
+            .field("store", &self.store)
+            .field("admin", &self.admin_addr())
+            .finish()
+    }
+}
+
+/// One organization's sync runner, built from its configuration.
+fn org_sync(
+    org: &Organization,
+    http: &HttpSettings,
+    store: &Arc<Store>,
+) -> anyhow::Result<OrgSync> {
+    let exchange = ExchangeClient::builder(org, http)
+        .build()
+        .with_context(|| format!("organization `{}`: Exchange client", org.name))?;
+    let graph = GraphClient::new(org, http)
+        .with_context(|| format!("organization `{}`: Graph client", org.name))?;
+    Ok(OrgSync::new(
+        org.name.clone(),
+        exchange,
+        graph,
+        org.sync.clone(),
+        store.clone(),
+    ))
+}
+
+/// Feeds the counters the runner's summary already has (the per-request ones, throttling and
+/// CAS failovers, need hooks inside the clients and are not counted yet).
+fn account(metrics: &Metrics, summary: &Summary) {
+    let org = &summary.organization;
+    if summary.commands_issued > 0 {
+        metrics.command(org, CommandResult::Sent, summary.commands_issued);
+    }
+    if summary.commands_failed > 0 {
+        metrics.command(org, CommandResult::Failed, summary.commands_failed);
+    }
+    let v = &summary.verdicts;
+    let evaluated = v.allow + v.block + v.quarantine + v.exempt + v.undecided;
+    if evaluated > 0 {
+        metrics.plugin_evaluations(org, evaluated);
+    }
+}
+
+/// Applies the plans of `runner`'s organization an operator approved (through the admin API,
+/// which only records the approval), oldest first, before its next sync plans anything new:
+/// otherwise that sync would find their commands unfinished and plan, and hold, them again.
+async fn apply_approved(runner: &OrgSync, metrics: &Metrics) -> anyhow::Result<()> {
+    let (store, name) = (runner.store.clone(), runner.name.clone());
+    let approved = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RunId>> {
+        let org = store.organization(&name, schedule::unix_now())?;
+        let mut runs: Vec<RunId> = store
+            .recent_runs(org, 50)?
+            .into_iter()
+            .filter(|r| {
+                r.outcome == RunOutcome::Running && r.approval.as_deref() == Some("approved")
+            })
+            .map(|r| r.id)
+            .collect();
+        runs.reverse();
+        Ok(runs)
+    })
+    .await??;
+    for run in approved {
+        let summary = runner.apply_approved(run).await?;
+        account(metrics, &summary);
+        tracing::info!(
+            org = %summary.organization,
+            run = %run,
+            outcome = summary.outcome.as_str(),
+            commands_issued = summary.commands_issued,
+            commands_failed = summary.commands_failed,
+            "approved plan applied"
+        );
+    }
+    Ok(())
+}
+
+/// What the admin API needs to have an approval applied at once.
+#[derive(Clone)]
+struct ApprovalHook {
+    store: Arc<Store>,
+    scheduler: Scheduler,
+    orgs: Arc<HashMap<OrgId, String>>,
+}
+
+/// After a successful `POST /api/v1/plans/{id}/approve`, queues a quick sync of the plan's
+/// organization: the run applies the approved plan first (see [`apply_approved`]).
+async fn after_approval(
+    State(hook): State<ApprovalHook>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let run = (request.method() == Method::POST)
+        .then(|| request.uri().path().strip_prefix("/api/v1/plans/"))
+        .flatten()
+        .and_then(|rest| rest.strip_suffix("/approve"))
+        .and_then(|id| id.parse().ok())
+        .map(RunId);
+    let response = next.run(request).await;
+    if let Some(run) = run
+        && response.status().is_success()
+    {
+        let store = hook.store.clone();
+        let org = tokio::task::spawn_blocking(move || store.run(run)).await;
+        match org {
+            Ok(Ok(Some(record))) => {
+                if let Some(name) = hook.orgs.get(&record.org)
+                    && let Err(err) = hook.scheduler.trigger(name, SyncKind::Quick)
+                {
+                    tracing::warn!(%run, "the approved plan waits for the next sync: {err}");
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => tracing::error!(%run, "reading the approved run: {err}"),
+            Err(err) => tracing::error!(%run, "reading the approved run: {err}"),
+        }
+    }
+    response
+}
+
+/// The scheduler's run function: the organization's runner with the active policy, pinned
+/// for the run, stopped when the scheduler cancels.
+fn run_fn(
+    runners: HashMap<String, Arc<OrgSync>>,
+    registry: Arc<PluginRegistry>,
+    metrics: Arc<Metrics>,
+) -> RunFn {
+    let runners = Arc::new(runners);
+    Arc::new(move |req: SyncRequest| {
+        let runner = runners.get(&req.org).cloned();
+        let policy = registry.access_policy();
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            let runner =
+                runner.with_context(|| format!("no sync runner for organization {}", req.org))?;
+            let kind = match req.kind {
+                SyncKind::Quick => sync::SyncKind::Quick,
+                SyncKind::Full => sync::SyncKind::Full,
+            };
+            let work = async {
+                req.progress.set("approved plans", 0, None);
+                apply_approved(&runner, &metrics).await?;
+                let progress = req.progress.clone();
+                let report = move |stage: &str, done: u64, total: Option<u64>| {
+                    progress.set(stage, done, total);
+                };
+                anyhow::Ok(runner.run_reporting(kind, false, policy, &report).await?)
+            };
+            let summary = tokio::select! {
+                biased;
+                () = req.cancel.cancelled() => anyhow::bail!(
+                    "cancelled by shutdown; what it recorded is journaled and the next start \
+                     runs a full sync"
+                ),
+                summary = work => summary?,
+            };
+            account(&metrics, &summary);
+            let v = &summary.verdicts;
+            let decided = v.allow + v.block + v.quarantine + v.exempt;
+            req.progress
+                .set("done", decided, Some(decided + v.undecided));
+            tracing::info!(
+                org = %summary.organization,
+                run = %summary.run,
+                kind = summary.kind.as_str(),
+                outcome = summary.outcome.as_str(),
+                devices_changed = summary.devices_changed,
+                commands_issued = summary.commands_issued,
+                commands_failed = summary.commands_failed,
+                "sync finished"
+            );
+            match summary.outcome {
+                // Only a run that could not reach the services shows as disconnected.
+                RunOutcome::Failed => anyhow::bail!("{}", summary.errors.join("; ")),
+                _ => Ok(()),
+            }
+        })
+    })
+}
+
+impl Daemon {
+    /// Opens the store (recovering from an unclean stop), loads the plugins and watches their
+    /// directory, starts the scheduler and, with `[admin]`, the admin API. No sync starts
+    /// before a timer or a trigger ([`Daemon::sync_all`]).
+    pub async fn start(config: &Config) -> anyhow::Result<Daemon> {
+        let http = HttpSettings::from_config(&config.network)?;
+        let data_dir = config.sync.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
+            let store = Store::open(&data_dir)?;
+            // This process is the store's only writer from now on: whatever a process before
+            // it left running was cut short.
+            let recovery = store.recover(schedule::unix_now())?;
+            if !recovery.interrupted_runs.is_empty() || !recovery.unfinished.is_empty() {
+                tracing::warn!(
+                    runs = ?recovery.interrupted_runs,
+                    commands = recovery.unfinished.len(),
+                    "an earlier sync was interrupted; the next sync is a full one and plans afresh"
+                );
+            }
+            Ok(store)
+        })
+        .await??;
+        let store = Arc::new(store);
+
+        let options = RegistryOptions {
+            dir: config.sync.plugin_dir.clone(),
+            access_policy: config.sync.access_policy.clone(),
+            builtin_access_settings: config.sync.builtin_policy_json(),
+            ..RegistryOptions::default()
+        };
+        let registry =
+            tokio::task::spawn_blocking(move || PluginRegistry::new(PluginEngine::new()?, options))
+                .await??;
+        let watcher = match config.sync.plugin_dir {
+            Some(_) => Some(registry.watch()?),
+            None => None,
+        };
+
+        let mut runners = HashMap::new();
+        for org in &config.organizations {
+            runners.insert(org.name.clone(), Arc::new(org_sync(org, &http, &store)?));
+        }
+        let token = match &config.admin {
+            Some(admin) => Some((admin.listen, admin.token.resolve()?)),
+            None => None,
+        };
+        // Bound before the scheduler starts: a taken port stops the start-up cleanly.
+        let listener = match &token {
+            Some((listen, _)) => Some(
+                TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("[admin] listen: cannot listen on {listen}"))?,
+            ),
+            None => None,
+        };
+
+        let metrics = Arc::new(Metrics::default());
+        let scheduler = Scheduler::start(
+            config
+                .organizations
+                .iter()
+                .map(|o| (o.name.clone(), OrgSchedule::from(o))),
+            run_fn(runners, registry.clone(), metrics.clone()),
+            metrics.clone(),
+            schedule::unix_now,
+        );
+        let admin = match (listener, token) {
+            (Some(listener), Some((_, token))) => {
+                let addr = listener.local_addr()?;
+                let state = AdminState {
+                    store: store.clone(),
+                    registry: registry.clone(),
+                    scheduler: scheduler.clone(),
+                    metrics,
+                    token,
+                    now: schedule::unix_now,
+                };
+                let mut orgs = HashMap::new();
+                for org in &config.organizations {
+                    orgs.insert(
+                        store.organization(&org.name, schedule::unix_now())?,
+                        org.name.clone(),
+                    );
+                }
+                let hook = ApprovalHook {
+                    store: store.clone(),
+                    scheduler: scheduler.clone(),
+                    orgs: Arc::new(orgs),
+                };
+                let router = admin::router(state)
+                    .layer(middleware::from_fn_with_state(hook, after_approval));
+                let (stop, stopped) = oneshot::channel::<()>();
+                tracing::info!(%addr, "admin API listening");
+                let task = tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(async move {
+                            let _ = stopped.await;
+                        })
+                        .await
+                });
+                Some(AdminServer { addr, stop, task })
+            }
+            _ => None,
+        };
+        Ok(Daemon {
+            scheduler,
+            store,
+            admin,
+            _watcher: watcher,
+        })
+    }
+
+    /// Asks for a sync of every organization.
+    pub fn sync_all(&self, kind: SyncKind) -> anyhow::Result<()> {
+        for org in self.scheduler.organizations() {
+            self.scheduler.trigger(org, kind)?;
+        }
+        Ok(())
+    }
+
+    /// Where the admin API listens (with `[admin]`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
+    /// The sync queues, to trigger syncs from the embedding program.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Stops the syncs (cancelling the running ones), then the admin API, and closes the store.
+    pub async fn shutdown(self) {
+        tracing::info!("stopping: no new syncs; running ones are cancelled");
+        self.scheduler.shutdown(Shutdown::Cancel).await;
+        if let Some(admin) = self.admin {
+            let _ = admin.stop.send(());
+            match admin.task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "the admin API failed"),
+                Err(err) => tracing::error!(error = %err, "the admin API task ended abnormally"),
+            }
+        }
+        drop(self._watcher);
+        // The last handle: closing the connection checkpoints SQLite's write-ahead log. A
+        // cancelled run's store task may still hold one until it commits; the runtime waits
+        // for it before the process exits.
+        match Arc::try_unwrap(self.store) {
+            Ok(store) => drop(store),
+            Err(_) => tracing::debug!("a store task is finishing; the store closes after it"),
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Runs the connector until `shutdown` resolves. `ready` is called once it has started.
+pub async fn run(
+    config: &Config,
+    ready: impl FnOnce(&Daemon),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let daemon = Daemon::start(config).await?;
+    // A quick sync at start: the runner makes it a full one when there is no cursor yet or an
+    // earlier run was interrupted, so a restart resumes where the last process stopped.
+    daemon.sync_all(SyncKind::Quick)?;
+    ready(&daemon);
+    shutdown.await;
+    daemon.shutdown().await;
+    Ok(())
+}
