@@ -22,9 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, Organization};
-use crate::exchange::ExchangeClient;
-use crate::graph::GraphClient;
+use crate::config::Config;
 use crate::metrics::{CommandResult, Metrics};
 use crate::net::HttpSettings;
 use crate::plugin::registry::{PluginWatcher, RegistryOptions};
@@ -56,26 +54,6 @@ impl std::fmt::Debug for Daemon {
             .field("admin", &self.admin_addr())
             .finish()
     }
-}
-
-/// One organization's sync runner, built from its configuration.
-fn org_sync(
-    org: &Organization,
-    http: &HttpSettings,
-    store: &Arc<Store>,
-) -> anyhow::Result<OrgSync> {
-    let exchange = ExchangeClient::builder(org, http)
-        .build()
-        .with_context(|| format!("organization `{}`: Exchange client", org.name))?;
-    let graph = GraphClient::new(org, http)
-        .with_context(|| format!("organization `{}`: Graph client", org.name))?;
-    Ok(OrgSync::new(
-        org.name.clone(),
-        exchange,
-        graph,
-        org.sync.clone(),
-        store.clone(),
-    ))
 }
 
 /// Feeds the counters the runner's summary already has (the per-request ones, throttling and
@@ -270,9 +248,15 @@ impl Daemon {
             None => None,
         };
 
+        let template: sync::TemplateSource = {
+            let registry = registry.clone();
+            Arc::new(move || registry.notice_template())
+        };
         let mut runners = HashMap::new();
         for org in &config.organizations {
-            runners.insert(org.name.clone(), Arc::new(org_sync(org, &http, &store)?));
+            let notices = config.notify.as_ref().map(|n| (n, template.clone()));
+            let runner = OrgSync::from_config(org, &http, store.clone(), notices)?;
+            runners.insert(org.name.clone(), Arc::new(runner));
         }
         let token = match &config.admin {
             Some(admin) => Some((admin.listen, admin.token.resolve()?)),

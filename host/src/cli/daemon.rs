@@ -136,6 +136,11 @@ fn write_lab_config(lab: &easgate_lab::Lab, args: &LabArgs) -> anyhow::Result<(P
             token
         }
     };
+    let info = lab.control().info();
+    let smtp: std::net::SocketAddr = info
+        .smtp
+        .parse()
+        .with_context(|| format!("the lab's SMTP address `{}`", info.smtp))?;
     // Quick syncs often enough to watch a policy change take effect.
     let lab_part = std::fs::read_to_string(&config)?.replacen(
         "[organization.exchange]",
@@ -151,6 +156,11 @@ fn write_lab_config(lab: &easgate_lab::Lab, args: &LabArgs) -> anyhow::Result<(P
          # first roll-out an operator approves once. The lab lifts the blast-radius guard.\n\
          [organization.sync]\n\
          max_new_restrictions = {{ percent = 100.0, floor = 1000000 }}\n\n\
+         # Notices go to the lab's SMTP sink (what it received: GET /_lab/mail).\n\
+         [notify]\n\
+         smtp = {{ host = \"{smtp_host}\", port = {smtp_port}, security = \"none\" }}\n\
+         from = \"IT Helpdesk <it@{domain}>\"\n\
+         remediation_url = \"https://portal.manage.microsoft.com/\"\n\n\
          [sync]\n\
          data_dir = \"data\"\n\
          plugin_dir = {plugins}\n\n\
@@ -159,6 +169,9 @@ fn write_lab_config(lab: &easgate_lab::Lab, args: &LabArgs) -> anyhow::Result<(P
          token = {{ file = \"admin.token\" }}\n",
         plugins = toml::Value::String(plugins.display().to_string()),
         listen = args.listen,
+        smtp_host = smtp.ip(),
+        smtp_port = smtp.port(),
+        domain = info.tenant_domain,
     );
     std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
     Ok((config, token))

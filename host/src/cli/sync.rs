@@ -8,17 +8,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use crate::config::{Config, Organization};
-use crate::exchange::ExchangeClient;
-use crate::graph::GraphClient;
 use crate::net::HttpSettings;
 use crate::plugin::registry::RegistryOptions;
 use crate::plugin::{PluginEngine, PluginRegistry};
 use crate::store::{RunId, RunOutcome, Store};
-use crate::sync::{NoticeStage, OrgSync, Summary, SyncKind, TemplateSource};
+use crate::sync::{OrgSync, Summary, SyncKind, TemplateSource};
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -82,25 +80,6 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<Store>> {
         );
     }
     Ok(Arc::new(store))
-}
-
-fn org_sync(
-    org: &Organization,
-    http: &HttpSettings,
-    store: &Arc<Store>,
-) -> anyhow::Result<OrgSync> {
-    let exchange = ExchangeClient::builder(org, http)
-        .build()
-        .with_context(|| format!("organization `{}`: Exchange client", org.name))?;
-    let graph = GraphClient::new(org, http)
-        .with_context(|| format!("organization `{}`: Graph client", org.name))?;
-    Ok(OrgSync::new(
-        org.name.clone(),
-        exchange,
-        graph,
-        org.sync.clone(),
-        store.clone(),
-    ))
 }
 
 fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
@@ -215,13 +194,13 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         // The SMTP channel's connection pool is created and dropped inside the runtime.
         let _runtime = runtime.enter();
         // One organization failing to even start never stops the others.
-        let result = org_sync(org, &http, &store).and_then(|mut sync| {
-            if let Some(notify) = &config.notify {
-                sync.notices = Some(
-                    NoticeStage::from_config(org, notify, template.clone())
-                        .with_context(|| format!("organization `{}`: notices", org.name))?,
-                );
-            }
+        let result = OrgSync::from_config(
+            org,
+            &http,
+            store.clone(),
+            config.notify.as_ref().map(|n| (n, template.clone())),
+        )
+        .and_then(|sync| {
             runtime
                 .block_on(sync.run(kind, args.dry_run, registry.access_policy()))
                 .map_err(anyhow::Error::from)
@@ -268,7 +247,7 @@ pub fn run_plan(command: PlanCommand) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let http = HttpSettings::from_config(&config.network)?;
-    let sync = org_sync(org, &http, &store)?;
+    let sync = OrgSync::from_config(org, &http, store.clone(), None)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let summary = runtime.block_on(sync.approve(run))?;
     print(&summary, args.json)?;

@@ -26,11 +26,15 @@ use super::decide::{DEFAULT_BATCH_SIZE, decide};
 use super::discover::{self, Discovered};
 use super::inventory::{DeviceKey, ManagedDevice, Verdict};
 use super::matching::match_inventory;
-use super::notices::{NoticeReport, NoticeStage, deliver};
+use super::notices::{NoticeReport, NoticeStage, TemplateSource, deliver};
 use super::plan::{Decided, DeviceChange, plan};
 use super::settings::SyncSettings;
+use anyhow::Context;
+
+use crate::config::{Notify, Organization};
 use crate::exchange::ExchangeClient;
 use crate::graph::GraphClient;
+use crate::net::HttpSettings;
 use crate::notify::NoticeId;
 use crate::plugin::{AccessPolicyPlugin, types};
 use crate::store::{
@@ -203,6 +207,30 @@ impl OrgSync {
             batch_size: DEFAULT_BATCH_SIZE,
             notices: None,
         }
+    }
+
+    /// An organization's sync as the configuration describes it: its clients, its sync
+    /// settings and, given `[notify]` and where to find the active template, its notice stage.
+    /// Call it inside a Tokio runtime: the SMTP channel's connection pool lives there.
+    pub fn from_config(
+        org: &Organization,
+        http: &HttpSettings,
+        store: Arc<Store>,
+        notices: Option<(&Notify, TemplateSource)>,
+    ) -> anyhow::Result<Self> {
+        let context = |what: &str| format!("organization `{}`: {what}", org.name);
+        let exchange = ExchangeClient::builder(org, http)
+            .build()
+            .with_context(|| context("Exchange client"))?;
+        let graph = GraphClient::new(org, http).with_context(|| context("Graph client"))?;
+        let mut sync = Self::new(org.name.clone(), exchange, graph, org.sync.clone(), store);
+        if let Some((notify, template)) = notices {
+            sync.notices = Some(
+                NoticeStage::from_config(org, notify, template)
+                    .with_context(|| context("notices"))?,
+            );
+        }
+        Ok(sync)
     }
 
     fn org(&self) -> Result<OrgId, StoreError> {
