@@ -13,6 +13,7 @@ mod hot_reload;
 mod notice_template;
 mod notices;
 mod notify;
+mod policy_diff;
 mod policy_table;
 mod polyglot;
 mod support;

@@ -1,4 +1,5 @@
-//! `easgate policy check|eval|test`: load a plugin the way the connector does and exercise it.
+//! `easgate policy check|eval|test|diff`: load a plugin the way the connector does and exercise
+//! it; `diff` runs it against the last stored inventory of an organization.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,6 +41,25 @@ pub enum PolicyCommand {
         #[command(flatten)]
         settings: SettingsArg,
     },
+    /// What-if against the last stored inventory: decide every stored device with this policy,
+    /// plan against the state the last sync left, print the verdict counts, the devices whose
+    /// verdict changes and the commands the plan would issue. Reads the store only; asks
+    /// Exchange and Intune nothing.
+    Diff {
+        /// A `.wasm` access policy (its `.toml` manifest beside it) or `builtin:access-policy`.
+        plugin: String,
+        /// The configuration file (its data directory, organizations and sync settings).
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this organization (default: every one).
+        #[arg(long)]
+        org: Option<String>,
+        #[command(flatten)]
+        settings: SettingsArg,
+        /// Print each organization's diff as one JSON object on one line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +94,16 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     }
     let engine = builder.build()?;
     match command {
+        PolicyCommand::Diff {
+            plugin,
+            config,
+            org,
+            settings,
+            json,
+        } => {
+            let policy = access_policy(load_target(&engine, &plugin, settings.validated()?)?)?;
+            diff(policy, &config, org.as_deref(), json)
+        }
         PolicyCommand::Check { plugin, settings } => {
             let loaded = load_target(&engine, &plugin, settings.validated()?)?;
             print_check(&loaded);
@@ -128,6 +158,93 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+    }
+}
+
+fn diff(
+    policy: std::sync::Arc<crate::plugin::AccessPolicyPlugin>,
+    config_path: &Path,
+    org: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = crate::config::Config::load(config_path)?;
+    let orgs: Vec<_> = config
+        .organizations
+        .iter()
+        .filter(|o| org.is_none_or(|name| o.name.eq_ignore_ascii_case(name)))
+        .collect();
+    if let (Some(name), true) = (org, orgs.is_empty()) {
+        bail!("no organization `{name}` in {}", config_path.display());
+    }
+    // Read-only: a what-if never migrates, recovers or records anything.
+    let store = std::sync::Arc::new(
+        crate::store::Store::open_read_only(&config.sync.data_dir)
+            .context("policy diff reads the store a sync wrote")?,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let runtime = tokio::runtime::Runtime::new()?;
+    for org in orgs {
+        let diff = runtime.block_on(crate::sync::whatif::diff(
+            store.clone(),
+            &org.name,
+            &org.sync,
+            policy.clone(),
+            now,
+        ))?;
+        if json {
+            println!("{}", serde_json::to_string(&diff)?);
+            continue;
+        }
+        print_diff(&diff);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_diff(diff: &crate::sync::Diff) {
+    let counts = |v: &crate::store::VerdictCounts| {
+        format!(
+            "allow {}, block {}, quarantine {}, exempt {}, undecided {}",
+            v.allow, v.block, v.quarantine, v.exempt, v.undecided
+        )
+    };
+    println!(
+        "{}: {} stored devices, policy digest {}",
+        diff.organization, diff.devices, diff.plugin_digest
+    );
+    println!("  stored:    {}", counts(&diff.stored_verdicts));
+    println!("  candidate: {}", counts(&diff.verdicts));
+    println!("  {} devices change verdict", diff.changes.len());
+    for change in &diff.changes {
+        println!(
+            "  {} ({}): {} -> {} ({})",
+            change.key,
+            change.device_id,
+            change.from.map_or("undecided", |v| v.as_str()),
+            change.to.as_str(),
+            change.reason
+        );
+    }
+    println!(
+        "  {} commands; restrictions {} (limit {}){}",
+        diff.commands.len(),
+        diff.restrictions,
+        diff.restriction_limit,
+        if diff.held {
+            ", the guard would hold the plan"
+        } else {
+            ""
+        }
+    );
+    for command in &diff.commands {
+        println!(
+            "  {}",
+            serde_json::to_string(&command.command).unwrap_or_default()
+        );
+    }
+    for error in &diff.errors {
+        println!("  ! {error}");
     }
 }
 

@@ -44,6 +44,17 @@ pub enum StoreError {
         found: i64,
         supported: usize,
     },
+    /// A read-only open found a store that a sync has not migrated to this version yet (a
+    /// read-only reader cannot migrate it).
+    #[error(
+        "the store {} has schema version {found}, older than this easgate's ({supported}); run `easgate sync` once to migrate it",
+        path.display()
+    )]
+    OlderSchema {
+        path: PathBuf,
+        found: i64,
+        supported: usize,
+    },
     /// SQLite would not switch the file to WAL (some network file systems cannot share the
     /// memory WAL needs).
     #[error(

@@ -224,6 +224,65 @@ impl Store {
         })
     }
 
+    /// Opens the existing store in `data_dir` for reading only: what-if commands read the last
+    /// inventory this way, so that nothing they do can write it (no migration, no WAL switch,
+    /// `query_only` on top of a read-only connection). The store must exist and be migrated.
+    pub fn open_read_only(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(DATABASE_FILE);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(&path, flags).map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let sql = |doing: &'static str| {
+            let path = path.clone();
+            move |source: rusqlite::Error| StoreError::Sql {
+                path: path.clone(),
+                doing,
+                source,
+            }
+        };
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql("setting the busy timeout"))?;
+        conn.pragma_update(None, "query_only", true)
+            .map_err(sql("making the connection read-only"))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(sql("reading the schema version"))?;
+        let supported = migrations::SCHEMA_VERSION;
+        if version > supported as i64 {
+            return Err(StoreError::NewerSchema {
+                path,
+                found: version,
+                supported,
+            });
+        }
+        if version < supported as i64 {
+            return Err(StoreError::OlderSchema {
+                path,
+                found: version,
+                supported,
+            });
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// The id of the organization `name`, if a sync ever recorded it (never creates it).
+    pub fn find_organization(&self, name: &str) -> Result<Option<OrgId>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT id FROM organizations WHERE name = ?1",
+                [name],
+                |row| row.get(0).map(OrgId),
+            )
+            .optional()
+            .map_err(self.sql("looking up an organization"))
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -31,6 +31,7 @@ pub mod notices;
 pub mod plan;
 pub mod runner;
 pub mod settings;
+pub mod whatif;
 
 pub use inventory::{
     AccessLevel, AccessState, DeviceKey, DirectoryUser, ExchangeDevice, Inventory, Mailbox,
@@ -41,3 +42,4 @@ pub use notices::{NoticeReport, NoticeStage, TemplateSource};
 pub use plan::{Command, Decided, Plan, PlannedCommand, plan};
 pub use runner::{OrgSync, Summary, SyncError, SyncKind};
 pub use settings::{RestrictionLimit, SyncSettings};
+pub use whatif::{Diff, DiffError, VerdictChange};

@@ -1,0 +1,147 @@
+//! `easgate policy diff`: a candidate policy against the last stored inventory, through the
+//! real binary, after a real full sync of a lab. It must ask Exchange and Intune nothing and
+//! leave the store as it was.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::{easgate, stderr, stdout, wasm_path, within};
+use crate::sync::{sync_lab, write_config};
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The bytes of the store's database and WAL: what a writer would change.
+fn store_bytes(data: &Path) -> Vec<Vec<u8>> {
+    ["easgate.db", "easgate.db-wal"]
+        .iter()
+        .map(|file| std::fs::read(data.join(file)).unwrap_or_default())
+        .collect()
+}
+
+async fn run(args: Vec<String>) -> std::process::Output {
+    within(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            easgate(&args)
+        }),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stricter_policy_diff_reports_the_changes_and_touches_nothing() {
+    let lab = sync_lab(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 8);
+    let config = config.to_str().unwrap().to_owned();
+    let out = run(vec![
+        "sync".into(),
+        "--config".into(),
+        config.clone(),
+        "--full".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let wasm = dir.path().join("byod-strict.wasm");
+    std::fs::copy(wasm_path("byod_strict.wasm"), &wasm).unwrap();
+    std::fs::copy(
+        repo("plugins/examples/byod-strict/byod-strict.toml"),
+        dir.path().join("byod-strict.toml"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let before = store_bytes(&data);
+    lab.control().reset_counters();
+
+    // The built-in policy that decided the stored verdicts finds nothing to change.
+    let out = run(vec![
+        "policy".into(),
+        "diff".into(),
+        "builtin:access-policy".into(),
+        "--config".into(),
+        config.clone(),
+        "--json".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let same: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON");
+    assert_eq!(same["devices"], 300, "{same}");
+    assert_eq!(same["changes"].as_array().unwrap().len(), 0, "{same}");
+    assert_eq!(same["commands"].as_array().unwrap().len(), 0, "{same}");
+
+    let out = run(vec![
+        "policy".into(),
+        "diff".into(),
+        wasm.to_str().unwrap().into(),
+        "--config".into(),
+        config.clone(),
+        "--json".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let diff: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON");
+    let changes = diff["changes"].as_array().unwrap();
+    assert!(!changes.is_empty(), "{diff}");
+    // byod-strict allows a subset of what the built-in allows, never quarantines, and its
+    // manifest exempts the Outlook app (app protection policies cover it).
+    for change in changes {
+        if change["to"] == "exempt" {
+            assert_eq!(change["reason"], "app-protected", "{change}");
+            continue;
+        }
+        assert_eq!(change["to"], "block", "{change}");
+        assert!(
+            change["from"] == "allow" || change["from"] == "quarantine",
+            "{change}"
+        );
+    }
+    assert_eq!(diff["verdicts"]["quarantine"], 0, "{diff}");
+    assert!(changes.iter().any(|c| c["to"] == "block"), "{diff}");
+    let commands = diff["commands"].as_array().unwrap();
+    assert!(!commands.is_empty(), "{diff}");
+    for command in commands {
+        assert_eq!(
+            command["command"]["CmdletName"], "Set-CASMailbox",
+            "{command}"
+        );
+    }
+
+    // The plain report names the changes too.
+    let out = run(vec![
+        "policy".into(),
+        "diff".into(),
+        wasm.to_str().unwrap().into(),
+        "--config".into(),
+        config.clone(),
+    ])
+    .await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains(&format!("{} devices change verdict", changes.len())),
+        "{text}"
+    );
+    assert!(text.contains("-> block ("), "{text}");
+
+    let counters = lab.control().counters();
+    assert!(
+        counters.exchange.by_cmdlet.values().all(|c| c.calls == 0),
+        "{:?}",
+        counters.exchange.by_cmdlet
+    );
+    assert_eq!(counters.graph.requests, 0);
+    assert!(
+        before == store_bytes(&data),
+        "policy diff changed the store"
+    );
+}
