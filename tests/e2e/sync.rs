@@ -847,3 +847,119 @@ async fn devices_of_an_excluded_group_are_exempt_and_their_lists_untouched() {
     });
     assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_sets_the_configured_org_settings_and_access_rules_once() {
+    use easgate::exchange::CmdletTransport;
+    use easgate::exchange::cmdlets::{
+        GetDeviceAccessRule, GetOrganizationSettings, JournaledNewDeviceAccessRule,
+    };
+    use easgate::sync::{AccessLevel, DeviceAccessRule, RuleCharacteristic};
+
+    let lab = sync_lab(200).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let policy = builtin(&engine, "{}");
+    let settings = SyncSettings {
+        admin_mail_recipients: Some(vec!["mdm-admins@contoso.com".into()]),
+        user_mail_insert: Some("Ask the helpdesk, ext. 4711.".into()),
+        device_access_rules: Some(vec![
+            DeviceAccessRule {
+                query_string: "Nokia".into(),
+                characteristic: RuleCharacteristic::DeviceType,
+                access_level: AccessLevel::Block,
+            },
+            DeviceAccessRule {
+                query_string: "Pixel 8".into(),
+                characteristic: RuleCharacteristic::DeviceModel,
+                access_level: AccessLevel::Quarantine,
+            },
+        ]),
+        ..unguarded()
+    };
+    let sync = org_sync(&lab, store.clone(), settings);
+    // A rule someone made by hand, which the configuration does not list.
+    let mut stray = serde_json::Map::new();
+    stray.insert("QueryString".into(), "Kindle".into());
+    stray.insert("Characteristic".into(), "DeviceType".into());
+    stray.insert("AccessLevel".into(), "Allow".into());
+    sync.exchange
+        .run(&JournaledNewDeviceAccessRule(stray))
+        .await
+        .expect("the stray rule is created");
+
+    let first = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Full, false, policy.clone()),
+    )
+    .await
+    .expect("the sync runs");
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+
+    let org = sync
+        .exchange
+        .run(&GetOrganizationSettings {})
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(org.admin_mail_recipients, vec!["mdm-admins@contoso.com"]);
+    assert_eq!(
+        org.user_mail_insert.as_deref(),
+        Some("Ask the helpdesk, ext. 4711.")
+    );
+    let mut rules: Vec<(String, String, String)> = sync
+        .exchange
+        .run(&GetDeviceAccessRule {})
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.query_string,
+                r.characteristic,
+                format!("{:?}", r.access_level),
+            )
+        })
+        .collect();
+    rules.sort();
+    assert_eq!(
+        rules,
+        vec![
+            ("Nokia".into(), "DeviceType".into(), "Block".into()),
+            ("Pixel 8".into(), "DeviceModel".into(), "Quarantine".into()),
+        ]
+    );
+    // Journaled like the list edits.
+    let journal = store.journal(first.run).unwrap();
+    for cmdlet in [
+        "Set-ActiveSyncOrganizationSettings",
+        "New-ActiveSyncDeviceAccessRule",
+        "Remove-ActiveSyncDeviceAccessRule",
+    ] {
+        assert!(
+            journal
+                .iter()
+                .any(|e| e.command.command.cmdlet == cmdlet && e.state == JournalState::Done),
+            "{cmdlet} not journaled as done"
+        );
+    }
+
+    lab.control().reset_counters();
+    let second = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Full, false, policy),
+    )
+    .await
+    .expect("the sync runs");
+    assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
+    assert_eq!(second.commands_issued, 0, "{second:#?}");
+    let counters = lab.control().counters();
+    assert_eq!(counters.calls("Get-ActiveSyncDeviceAccessRule"), 1);
+    for cmdlet in [
+        "Set-ActiveSyncOrganizationSettings",
+        "New-ActiveSyncDeviceAccessRule",
+        "Remove-ActiveSyncDeviceAccessRule",
+    ] {
+        assert_eq!(counters.calls(cmdlet), 0, "{cmdlet}");
+    }
+}

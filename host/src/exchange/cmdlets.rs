@@ -6,8 +6,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Serialize, Serializer};
 
 use super::models::{
-    AccessLevel, CasMailbox, ClientAccessService, ExchangeServer, Mailbox, MobileDevice,
-    OrganizationSettings,
+    AccessLevel, CasMailbox, ClientAccessService, DeviceAccessRule, ExchangeServer, Mailbox,
+    MobileDevice, OrganizationSettings,
 };
 
 /// A cmdlet with its parameters (serialized as `Parameters`) and the objects it returns.
@@ -161,6 +161,16 @@ impl Cmdlet for SetOrganizationSettings {
     type Output = IgnoredAny;
 }
 
+/// `Get-ActiveSyncDeviceAccessRule`: every rule of the organization.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GetDeviceAccessRule {}
+
+impl Cmdlet for GetDeviceAccessRule {
+    const NAME: &'static str = "Get-ActiveSyncDeviceAccessRule";
+    const WRITE: bool = false;
+    type Output = DeviceAccessRule;
+}
+
 /// `Get-ExchangeServer`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GetExchangeServer {}
@@ -210,6 +220,14 @@ journaled!(
 journaled!(
     /// A planned `Set-ActiveSyncOrganizationSettings`.
     JournaledSetOrganizationSettings = "Set-ActiveSyncOrganizationSettings"
+);
+journaled!(
+    /// A planned `New-ActiveSyncDeviceAccessRule`.
+    JournaledNewDeviceAccessRule = "New-ActiveSyncDeviceAccessRule"
+);
+journaled!(
+    /// A planned `Remove-ActiveSyncDeviceAccessRule`.
+    JournaledRemoveDeviceAccessRule = "Remove-ActiveSyncDeviceAccessRule"
 );
 
 #[cfg(test)]

@@ -117,6 +117,20 @@ pub struct OrganizationSettings {
     pub admin_mail_recipients: Vec<String>,
 }
 
+/// `Get-ActiveSyncDeviceAccessRule`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceAccessRule {
+    /// The rule's name, `QueryString (Characteristic)`: what `-Identity` takes.
+    pub identity: String,
+    #[serde(default)]
+    pub query_string: String,
+    /// `DeviceType`, `DeviceModel`, ... as Exchange spells it.
+    pub characteristic: String,
+    #[serde(deserialize_with = "crate::net::string_enum")]
+    pub access_level: AccessLevel,
+}
+
 /// `Get-ExchangeServer`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]

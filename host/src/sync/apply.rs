@@ -12,9 +12,13 @@
 
 use std::sync::Arc;
 
-use super::plan::{Command, REMOVE_MOBILE_DEVICE, SET_CAS_MAILBOX, SET_ORG_SETTINGS};
+use super::plan::{
+    Command, NEW_ACCESS_RULE, REMOVE_ACCESS_RULE, REMOVE_MOBILE_DEVICE, SET_CAS_MAILBOX,
+    SET_ORG_SETTINGS,
+};
 use crate::exchange::cmdlets::{
-    JournaledRemoveMobileDevice, JournaledSetCasMailbox, JournaledSetOrganizationSettings,
+    JournaledNewDeviceAccessRule, JournaledRemoveDeviceAccessRule, JournaledRemoveMobileDevice,
+    JournaledSetCasMailbox, JournaledSetOrganizationSettings,
 };
 use crate::exchange::{Cmdlet, ExchangeClient, ExchangeError};
 use crate::store::{CommandId, Store, StoreError};
@@ -123,12 +127,16 @@ pub async fn apply(
     let mut edits = Vec::new();
     let mut removals = Vec::new();
     let mut org = Vec::new();
+    let mut rule_removals = Vec::new();
+    let mut new_rules = Vec::new();
     let mut applied = Applied::default();
     for (id, command) in commands {
         match command.cmdlet.as_str() {
             SET_CAS_MAILBOX => edits.push((id, command)),
             REMOVE_MOBILE_DEVICE => removals.push((id, command)),
             SET_ORG_SETTINGS => org.push((id, command)),
+            REMOVE_ACCESS_RULE => rule_removals.push((id, command)),
+            NEW_ACCESS_RULE => new_rules.push((id, command)),
             other => {
                 let error = format!("the sync does not run `{other}`");
                 let s = store.clone();
@@ -162,6 +170,23 @@ pub async fn apply(
         store,
         org,
         |c| JournaledSetOrganizationSettings(c.parameters),
+        &mut applied,
+    )
+    .await?;
+    // Removals first: a rule whose level changes is removed and created again under its name.
+    run_group(
+        exchange,
+        store,
+        rule_removals,
+        |c| JournaledRemoveDeviceAccessRule(c.parameters),
+        &mut applied,
+    )
+    .await?;
+    run_group(
+        exchange,
+        store,
+        new_rules,
+        |c| JournaledNewDeviceAccessRule(c.parameters),
         &mut applied,
     )
     .await?;

@@ -19,7 +19,7 @@ use super::inventory::{
     ManagedDevice, OwnerType,
 };
 use crate::exchange::cmdlets::{
-    GetCasMailbox, GetMailbox, GetMobileDevice, GetOrganizationSettings,
+    GetCasMailbox, GetDeviceAccessRule, GetMailbox, GetMobileDevice, GetOrganizationSettings,
 };
 use crate::exchange::models::{self, DeviceAccessState};
 use crate::exchange::{CmdletTransport, ExchangeClient, ExchangeError};
@@ -45,6 +45,10 @@ pub struct Discovered {
     pub inventory: Inventory,
     /// The organization's `DefaultAccessLevel` (full sync only).
     pub org_default: Option<AccessLevel>,
+    /// The ActiveSync organization settings (full sync only).
+    pub org_settings: Option<models::OrganizationSettings>,
+    /// The device access rules (full sync that manages them only).
+    pub access_rules: Option<Vec<models::DeviceAccessRule>>,
     /// Cmdlets run (each may be several pages).
     pub exchange_calls: u64,
     /// Graph listings run (each may be several pages).
@@ -169,10 +173,12 @@ async fn group_membership(
 }
 
 /// Everything, for a full sync.
+/// `read_rules`: also read the device access rules (when the configuration manages them).
 pub async fn full(
     exchange: &ExchangeClient,
     graph: &GraphClient,
     scope_groups: &[String],
+    read_rules: bool,
 ) -> Result<Discovered, DiscoverError> {
     // Every client type, not only `-ActiveSync`: Outlook for iOS and Android shows as
     // `ClientType Outlook` and obeys the same mailbox lists.
@@ -182,13 +188,21 @@ pub async fn full(
         GetMailbox::default(),
         GetOrganizationSettings {},
     );
-    let (devices, cas, mbx, settings, managed, groups) = tokio::join!(
+    let rules = async {
+        if read_rules {
+            exchange.run(&GetDeviceAccessRule {}).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (devices, cas, mbx, settings, managed, groups, rules) = tokio::join!(
         exchange.run(&devices),
         exchange.run(&cas),
         exchange.run(&mbx),
         exchange.run(&settings),
         graph.managed_devices(),
         group_membership(graph, scope_groups),
+        rules,
     );
     let mailboxes = mailboxes(cas?, mbx?);
     let by_identity: HashMap<String, String> = mailboxes
@@ -199,14 +213,12 @@ pub async fn full(
         .into_iter()
         .map(|d| exchange_device(d, &by_identity))
         .collect();
-    let org_default = settings?
-        .into_iter()
-        .next()
-        .map(|s| match s.default_access_level {
-            models::AccessLevel::Allow => AccessLevel::Allow,
-            models::AccessLevel::Block => AccessLevel::Block,
-            models::AccessLevel::Quarantine => AccessLevel::Quarantine,
-        });
+    let org_settings = settings?.into_iter().next();
+    let org_default = org_settings.as_ref().map(|s| match s.default_access_level {
+        models::AccessLevel::Allow => AccessLevel::Allow,
+        models::AccessLevel::Block => AccessLevel::Block,
+        models::AccessLevel::Quarantine => AccessLevel::Quarantine,
+    });
     let users = users(&mailboxes, &groups?);
     Ok(Discovered {
         inventory: Inventory {
@@ -217,7 +229,9 @@ pub async fn full(
             managed_complete: true,
         },
         org_default,
-        exchange_calls: 4,
+        org_settings,
+        access_rules: rules?,
+        exchange_calls: 4 + u64::from(read_rules),
         graph_calls: 1 + scope_groups.len() as u64,
     })
 }
@@ -361,6 +375,8 @@ pub async fn quick(
             managed_complete: false,
         },
         org_default: None,
+        org_settings: None,
+        access_rules: None,
         exchange_calls: calls,
         graph_calls: graph_calls + scope_groups.len() as u64,
     })

@@ -41,5 +41,5 @@ pub use matching::{MatchReport, Matched, MatchedDevice, Retired, match_inventory
 pub use notices::{NoticeReport, NoticeStage, TemplateSource};
 pub use plan::{Command, Decided, Plan, PlannedCommand, plan};
 pub use runner::{OrgSync, Summary, SyncError, SyncKind};
-pub use settings::{RestrictionLimit, SyncSettings};
+pub use settings::{DeviceAccessRule, RestrictionLimit, RuleCharacteristic, SyncSettings};
 pub use whatif::{Diff, DiffError, VerdictChange};

@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::inventory::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Mailbox, Verdict};
-use super::settings::RestrictionLimit;
+use super::settings::{RestrictionLimit, SyncSettings};
+use crate::exchange::models::{DeviceAccessRule as ExistingRule, OrganizationSettings};
 
 /// The cmdlet that edits a mailbox's device lists.
 pub const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
@@ -38,6 +39,10 @@ pub const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
 pub const REMOVE_MOBILE_DEVICE: &str = "Remove-MobileDevice";
 /// The cmdlet that sets the organization default access level.
 pub const SET_ORG_SETTINGS: &str = "Set-ActiveSyncOrganizationSettings";
+/// The cmdlet that creates a device access rule.
+pub const NEW_ACCESS_RULE: &str = "New-ActiveSyncDeviceAccessRule";
+/// The cmdlet that removes a device access rule.
+pub const REMOVE_ACCESS_RULE: &str = "Remove-ActiveSyncDeviceAccessRule";
 /// The parameter holding the allow list.
 pub const ALLOWED_IDS: &str = "ActiveSyncAllowedDeviceIDs";
 /// The parameter holding the block list.
@@ -406,9 +411,167 @@ impl Plan {
     }
 }
 
+fn exchange_level(level: crate::exchange::models::AccessLevel) -> AccessLevel {
+    use crate::exchange::models::AccessLevel as Level;
+    match level {
+        Level::Allow => AccessLevel::Allow,
+        Level::Block => AccessLevel::Block,
+        Level::Quarantine => AccessLevel::Quarantine,
+    }
+}
+
+/// A full sync's organization settings step: the `Set-ActiveSyncOrganizationSettings` for the
+/// configured `AdminMailRecipients` and `UserMailInsert` that differ from `current`, and the
+/// device access rule commands that make Exchange's rules (`rules`, read only when the
+/// configuration manages them) the configured ones. What the configuration leaves unset is
+/// not touched; nothing differs, no command.
+pub fn exchange_settings(
+    settings: &SyncSettings,
+    current: Option<&OrganizationSettings>,
+    rules: Option<&[ExistingRule]>,
+) -> Vec<PlannedCommand> {
+    let mut commands = Vec::new();
+    if let Some(current) = current {
+        let mut parameters = Map::new();
+        if let Some(wanted) = &settings.admin_mail_recipients {
+            let same = wanted.len() == current.admin_mail_recipients.len()
+                && wanted.iter().all(|w| {
+                    current
+                        .admin_mail_recipients
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case(w))
+                });
+            if !same {
+                parameters.insert("AdminMailRecipients".into(), json!(wanted));
+            }
+        }
+        if let Some(wanted) = &settings.user_mail_insert
+            && current.user_mail_insert.as_deref().unwrap_or("") != wanted
+        {
+            parameters.insert("UserMailInsert".into(), json!(wanted));
+        }
+        if !parameters.is_empty() {
+            commands.push(PlannedCommand {
+                mailbox: None,
+                devices: Vec::new(),
+                command: Command {
+                    cmdlet: SET_ORG_SETTINGS.into(),
+                    parameters,
+                },
+            });
+        }
+    }
+    if let (Some(wanted), Some(existing)) = (&settings.device_access_rules, rules) {
+        let same = |e: &ExistingRule, w: &super::settings::DeviceAccessRule| {
+            e.characteristic
+                .eq_ignore_ascii_case(w.characteristic.as_str())
+                && e.query_string.eq_ignore_ascii_case(&w.query_string)
+        };
+        let rule_command = |cmdlet: &str, parameters: Map<String, Value>| PlannedCommand {
+            mailbox: None,
+            devices: Vec::new(),
+            command: Command {
+                cmdlet: cmdlet.into(),
+                parameters,
+            },
+        };
+        for e in existing {
+            let keep = wanted
+                .iter()
+                .any(|w| same(e, w) && exchange_level(e.access_level) == w.access_level);
+            if !keep {
+                let mut parameters = Map::new();
+                parameters.insert("Identity".into(), json!(e.identity));
+                commands.push(rule_command(REMOVE_ACCESS_RULE, parameters));
+            }
+        }
+        for w in wanted {
+            let present = existing
+                .iter()
+                .any(|e| same(e, w) && exchange_level(e.access_level) == w.access_level);
+            if !present {
+                let mut parameters = Map::new();
+                parameters.insert("QueryString".into(), json!(w.query_string));
+                parameters.insert("Characteristic".into(), json!(w.characteristic.as_str()));
+                parameters.insert("AccessLevel".into(), json!(w.access_level.as_str()));
+                commands.push(rule_command(NEW_ACCESS_RULE, parameters));
+            }
+        }
+    }
+    commands
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exchange_settings_issue_only_what_differs() {
+        use crate::exchange::models::AccessLevel as Level;
+        use crate::sync::{DeviceAccessRule, RuleCharacteristic};
+        let current = OrganizationSettings {
+            default_access_level: Level::Quarantine,
+            user_mail_insert: Some("Call 4711".into()),
+            admin_mail_recipients: vec!["A@contoso.com".into()],
+        };
+        let existing = |q: &str, level| ExistingRule {
+            identity: format!("{q} (DeviceType)"),
+            query_string: q.into(),
+            characteristic: "DeviceType".into(),
+            access_level: level,
+        };
+        let wanted = |q: &str, level| DeviceAccessRule {
+            query_string: q.into(),
+            characteristic: RuleCharacteristic::DeviceType,
+            access_level: level,
+        };
+        let mut settings = SyncSettings {
+            admin_mail_recipients: Some(vec!["a@contoso.com".into()]),
+            user_mail_insert: Some("Call 4711".into()),
+            device_access_rules: Some(vec![
+                wanted("Nokia", AccessLevel::Block),
+                wanted("Kindle", AccessLevel::Allow),
+            ]),
+            ..SyncSettings::default()
+        };
+        let rules = [
+            existing("nokia", Level::Block),
+            existing("Kindle", Level::Quarantine),
+            existing("Zune", Level::Allow),
+        ];
+        let cmdlets = |commands: Vec<PlannedCommand>| -> Vec<(String, Value)> {
+            commands
+                .into_iter()
+                .map(|c| (c.command.cmdlet, Value::Object(c.command.parameters)))
+                .collect()
+        };
+        assert_eq!(
+            cmdlets(exchange_settings(&settings, Some(&current), Some(&rules))),
+            vec![
+                (
+                    REMOVE_ACCESS_RULE.to_owned(),
+                    json!({"Identity": "Kindle (DeviceType)"})
+                ),
+                (
+                    REMOVE_ACCESS_RULE.to_owned(),
+                    json!({"Identity": "Zune (DeviceType)"})
+                ),
+                (
+                    NEW_ACCESS_RULE.to_owned(),
+                    json!({"QueryString": "Kindle", "Characteristic": "DeviceType", "AccessLevel": "Allow"})
+                ),
+            ]
+        );
+        settings.user_mail_insert = Some("Call 4712".into());
+        settings.device_access_rules = None;
+        assert_eq!(
+            cmdlets(exchange_settings(&settings, Some(&current), Some(&rules))),
+            vec![(
+                SET_ORG_SETTINGS.to_owned(),
+                json!({"UserMailInsert": "Call 4712"})
+            )]
+        );
+    }
 
     fn mailbox(identity: &str, allowed: &[&str], blocked: &[&str]) -> Mailbox {
         Mailbox {

@@ -300,7 +300,13 @@ impl OrgSync {
         };
         let groups = &self.settings.scope_groups;
         let discovered = if full {
-            discover::full(&self.exchange, &self.graph, groups).await
+            discover::full(
+                &self.exchange,
+                &self.graph,
+                groups,
+                self.settings.device_access_rules.is_some(),
+            )
+            .await
         } else {
             discover::quick(
                 &self.exchange,
@@ -324,6 +330,8 @@ impl OrgSync {
         let Discovered {
             inventory,
             org_default,
+            org_settings,
+            access_rules,
             ..
         } = discovered;
 
@@ -443,6 +451,14 @@ impl OrgSync {
             && let Some(current) = org_default
         {
             plan.manage_org_default(current, &inventory.devices, &decided);
+        }
+        if full {
+            // After the lists and the default: rules decide only devices on no list.
+            plan.commands.extend(super::plan::exchange_settings(
+                &self.settings,
+                org_settings.as_ref(),
+                access_rules.as_deref(),
+            ));
         }
         stage.done("plan");
         summary.devices_changed = (plan.changes.len() + removals.len()) as u64;

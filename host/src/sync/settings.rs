@@ -28,6 +28,53 @@ pub struct SyncSettings {
     /// `includedGroups` and `excludedGroups`): the sync fetches their transitive members and
     /// lists them in each user's `groups`. Empty (the default) fetches no group.
     pub scope_groups: Vec<String>,
+    /// `AdminMailRecipients` of the ActiveSync organization settings, set by a full sync when
+    /// Exchange has other ones. Unset (the default): Exchange's value is left alone; an empty
+    /// list clears it.
+    pub admin_mail_recipients: Option<Vec<String>>,
+    /// `UserMailInsert` (the text Exchange adds to its own quarantine mails), set by a full sync
+    /// when it differs. Unset: left alone.
+    pub user_mail_insert: Option<String>,
+    /// The organization's device access rules, exactly: a full sync creates the missing ones
+    /// and removes the others (a rule whose level differs is removed and created again). Unset:
+    /// the rules are not read and left alone; an empty list removes every rule.
+    pub device_access_rules: Option<Vec<DeviceAccessRule>>,
+}
+
+/// One device access rule (`New-ActiveSyncDeviceAccessRule`). Rules decide the devices that no
+/// mailbox list names, so they only matter for what the policy quarantines (on no list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAccessRule {
+    /// What the rule matches, e.g. `iPhone`.
+    pub query_string: String,
+    /// What it matches on.
+    pub characteristic: RuleCharacteristic,
+    /// What matching devices get.
+    pub access_level: crate::sync::AccessLevel,
+}
+
+/// `-Characteristic` of a device access rule, as Exchange spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RuleCharacteristic {
+    DeviceType,
+    DeviceModel,
+    DeviceOS,
+    UserAgent,
+    XMSWLHeader,
+}
+
+impl RuleCharacteristic {
+    /// Exchange's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeviceType => "DeviceType",
+            Self::DeviceModel => "DeviceModel",
+            Self::DeviceOS => "DeviceOS",
+            Self::UserAgent => "UserAgent",
+            Self::XMSWLHeader => "XMSWLHeader",
+        }
+    }
 }
 
 impl Default for SyncSettings {
@@ -38,6 +85,9 @@ impl Default for SyncSettings {
             upn_overrides: BTreeMap::new(),
             remove_retired_partnerships: false,
             scope_groups: Vec::new(),
+            admin_mail_recipients: None,
+            user_mail_insert: None,
+            device_access_rules: None,
         }
     }
 }
@@ -73,6 +123,35 @@ impl RestrictionLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exchange_settings_are_unmanaged_unless_configured() {
+        let unset: SyncSettings = toml::from_str("").unwrap();
+        assert_eq!(unset.admin_mail_recipients, None);
+        assert_eq!(unset.user_mail_insert, None);
+        assert_eq!(unset.device_access_rules, None);
+        let set: SyncSettings = toml::from_str(
+            r#"admin_mail_recipients = []
+               user_mail_insert = "Call 4711"
+               device_access_rules = [
+                 { query_string = "iPhone", characteristic = "DeviceModel", access_level = "Block" },
+               ]"#,
+        )
+        .unwrap();
+        assert_eq!(set.admin_mail_recipients, Some(vec![]));
+        assert_eq!(
+            set.device_access_rules,
+            Some(vec![DeviceAccessRule {
+                query_string: "iPhone".into(),
+                characteristic: RuleCharacteristic::DeviceModel,
+                access_level: crate::sync::AccessLevel::Block,
+            }])
+        );
+        let typo = toml::from_str::<SyncSettings>(
+            r#"device_access_rules = [{ query_string = "x", characteristic = "Model", access_level = "Block" }]"#,
+        );
+        assert!(typo.is_err());
+    }
 
     #[test]
     fn the_limit_is_the_share_but_never_below_the_floor() {
