@@ -424,6 +424,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_read_only_store_reads_but_cannot_write_or_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        assert!(matches!(
+            Store::open_read_only(&data),
+            Err(StoreError::Open { .. })
+        ));
+        let org = Store::open(&data)
+            .unwrap()
+            .organization("contoso", 1)
+            .unwrap();
+        let store = Store::open_read_only(&data).unwrap();
+        assert_eq!(store.find_organization("contoso").unwrap(), Some(org));
+        assert_eq!(store.find_organization("fabrikam").unwrap(), None);
+        assert!(store.organization("fabrikam", 2).is_err());
+        assert_eq!(store.find_organization("fabrikam").unwrap(), None);
+    }
+
+    #[test]
     fn a_new_store_is_migrated_in_wal_mode_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("nested/data");

@@ -230,3 +230,76 @@ pub async fn diff(
             .collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RunId, StoredDecision};
+
+    fn record(
+        mailbox: &str,
+        id: &str,
+        verdict: Option<Verdict>,
+        state: AccessState,
+    ) -> DeviceRecord {
+        let exchange = ExchangeDevice {
+            device_id: id.into(),
+            identity: format!("{mailbox}\\ExchangeActiveSyncDevices\\iPhone§{id}"),
+            mailbox: Some(mailbox.into()),
+            access_state: state,
+            access_state_reason: "Individual".into(),
+            ..ExchangeDevice::default()
+        };
+        DeviceRecord {
+            key: exchange.key(),
+            exchange,
+            managed: None,
+            seen_at: 0,
+            decision: verdict.map(|verdict| StoredDecision {
+                verdict,
+                reason: String::new(),
+                notify: false,
+                plugin_digest: String::new(),
+                decided_at: 0,
+                run: RunId(1),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_lists_are_what_the_stored_verdicts_enforce() {
+        // Saved before the plan was applied, Exchange's view lags the verdicts.
+        let records = [
+            record(
+                "alice",
+                "A1",
+                Some(Verdict::Allow),
+                AccessState::Quarantined,
+            ),
+            record("alice", "A2", Some(Verdict::Block), AccessState::Allowed),
+            record(
+                "alice",
+                "A3",
+                Some(Verdict::Quarantine),
+                AccessState::Allowed,
+            ),
+            record("bob", "B1", None, AccessState::Blocked),
+            record("bob", "B2", Some(Verdict::Exempt), AccessState::Allowed),
+        ];
+        let inventory = stored_inventory(&records);
+        let lists: Vec<(&str, Vec<String>, Vec<String>)> = inventory
+            .mailboxes
+            .iter()
+            .map(|m| (m.identity.as_str(), m.allowed.clone(), m.blocked.clone()))
+            .collect();
+        assert_eq!(
+            lists,
+            vec![
+                ("alice", vec!["A1".to_owned()], vec!["A2".to_owned()]),
+                ("bob", vec!["B2".to_owned()], vec!["B1".to_owned()]),
+            ]
+        );
+        assert_eq!(inventory.devices[2].access_state, AccessState::Quarantined);
+        assert!(!inventory.managed_complete);
+    }
+}
