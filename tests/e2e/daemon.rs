@@ -404,3 +404,135 @@ async fn sigterm_right_after_start_is_a_clean_stop() {
     let (exit, out) = daemon.stop("TERM").await;
     assert!(exit.success(), "SIGTERM: {exit}\n{out}");
 }
+
+/// The status page of a real `easgate run` against the lab, in headless Chromium: the operator
+/// logs in, approves the plan the default blast-radius guard held, watches the sync apply it,
+/// runs a full sync, and reads why a broken plugin file was rejected. Afterwards the lab's
+/// devices match the verdicts and SIGTERM stops the daemon with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_drives_the_daemon_in_headless_chromium() {
+    if let Some(why) = crate::support::browser_missing() {
+        assert!(
+            std::env::var(crate::support::REQUIRE_BROWSER).as_deref() != Ok("1"),
+            "{why}, and {}=1: run .ci/install-browser",
+            crate::support::REQUIRE_BROWSER
+        );
+        eprintln!("SKIPPED the status page browser test: {why} (run .ci/install-browser)");
+        return;
+    }
+    let lab = sync_lab(600).await;
+    // Slow enough that the page, which polls every 2 s, sees each run in progress.
+    let mut latency = easgate_lab::LatencyModel::uniform(500, 0);
+    for (cmdlet, base_ms) in [("Set-CASMailbox", 60)] {
+        latency.cmdlets.insert(
+            cmdlet.into(),
+            easgate_lab::CmdletLatency {
+                base_ms,
+                per_object_us: 0,
+            },
+        );
+    }
+    lab.control().set_latency(latency);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    // The default guard holds the first full sync; plugins are watched in `plugins`.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "max_new_restrictions = { percent = 100.0, floor = 1000000 }",
+            "",
+        )
+        .replace(
+            "data_dir = \"data\"",
+            "data_dir = \"data\"\nplugin_dir = \"plugins\"",
+        );
+    std::fs::write(&config, text).unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    let token = "browser-test-token";
+    add_admin(&config, token);
+    let config = config.to_str().unwrap().to_owned();
+
+    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
+    let url = url_in(&daemon.line_with("admin API").await);
+    let org = wait_for(&url, token, "a held plan", |o| {
+        o["held_plans"].as_array().is_some_and(|p| !p.is_empty()) && o["current_run"].is_null()
+    })
+    .await;
+    let held = org["held_plans"][0]["id"].as_i64().unwrap();
+    assert!(!mismatches(&lab, expected).is_empty(), "nothing was held");
+
+    // A broken policy file in the watched directory is rejected, with a reason.
+    std::fs::write(
+        dir.path().join("plugins/access-policy.wasm"),
+        b"definitely not wasm",
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let reason = within(Duration::from_secs(60), async {
+        loop {
+            let plugins: Value = client
+                .get(format!("{url}/api/v1/plugins"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let reason = plugins["directory"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|p| p["rejections"].as_array().cloned().unwrap_or_default())
+                .find_map(|r| r["reason"].as_str().map(str::to_owned));
+            if let Some(reason) = reason {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // The page shows the reason; match on a prefix of its first line.
+    let rejection: String = reason.lines().next().unwrap().chars().take(40).collect();
+
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let browser = crate::support::repo().join("tests/browser");
+    let script = Command::new("node")
+        .arg(browser.join("status_page.mjs"))
+        .current_dir(&browser)
+        .env("EASGATE_URL", format!("{url}/"))
+        .env("EASGATE_TOKEN", token)
+        .env("EASGATE_ORG", "contoso")
+        .env("EASGATE_PLAN", held.to_string())
+        .env("EASGATE_REJECTION", &rejection)
+        .env("EASGATE_SCREENSHOT", &screenshot)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = within(Duration::from_secs(400), script)
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "the browser script failed (screenshot: {}):\n{}{}",
+        screenshot.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+    assert!(
+        screenshot.exists(),
+        "screenshot at {}",
+        screenshot.display()
+    );
+    eprintln!("status page screenshot: {}", screenshot.display());
+
+    // What the page did reached the lab: the approved plan and the full sync converged it.
+    let org = status(&url, token).await["organizations"][0].clone();
+    assert_eq!(org["held_plans"], serde_json::json!([]), "{org}");
+    let wrong = mismatches(&lab, expected);
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+    let (exit, out) = daemon.stop("TERM").await;
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+}
