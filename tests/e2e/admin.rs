@@ -668,6 +668,20 @@ async fn metrics_parse_and_move_after_a_sync() {
         Some(21.0)
     );
     assert_eq!(value(&before, "easgate_held_plans", &contoso), Some(2.0));
+    // The outbox gauge is the status's pending notice count, read at scrape time.
+    let status = admin.get("/api/v1/status").await;
+    let pending = status["organizations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "contoso")
+        .expect("contoso in the status")["notices"]["counts"]["pending"]
+        .as_f64()
+        .expect("a pending count");
+    assert_eq!(
+        value(&before, "easgate_notice_outbox_pending", &contoso),
+        Some(pending)
+    );
     let last_before = value(
         &before,
         "easgate_last_successful_sync_timestamp_seconds",
