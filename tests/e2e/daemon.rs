@@ -536,3 +536,68 @@ async fn the_status_page_drives_the_daemon_in_headless_chromium() {
     let (exit, out) = daemon.stop("TERM").await;
     assert!(exit.success(), "SIGTERM: {exit}\n{out}");
 }
+
+/// `/metrics` of a real daemon counts the throttling the Exchange client met: the lab allows one
+/// request at a time while the connector sends four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exchange_throttling() {
+    let lab = sync_lab(600).await;
+    lab.control().set_exchange_concurrency(1);
+    let mut latency = easgate_lab::LatencyModel::uniform(20, 0);
+    latency.cmdlets.insert(
+        "Set-CASMailbox".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: 20,
+            per_object_us: 0,
+        },
+    );
+    lab.control().set_latency(latency);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    let token = "metrics-test-token";
+    add_admin(&config, token);
+    let mut daemon = Easgate::spawn(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let url = url_in(&daemon.line_with("admin API").await);
+    wait_for(&url, token, "the first full sync", |o| {
+        o["last_successful_sync"].is_i64() && o["current_run"].is_null()
+    })
+    .await;
+    let text = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|err| panic!("{err}:\n{text}"));
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                ref other => panic!("{name}: unexpected {other:?}"),
+            })
+    };
+    let throttled = value(
+        "easgate_throttling_events_total",
+        &[("org", "contoso"), ("service", "exchange")],
+    );
+    assert!(throttled > Some(0.0), "{text}");
+    assert_eq!(
+        value("easgate_cas_failovers_total", &[("org", "contoso")]),
+        None,
+        "one CAS, no failover: {text}"
+    );
+    assert_eq!(
+        value("easgate_notice_outbox_pending", &[("org", "contoso")]),
+        Some(0.0),
+        "no [notify], no notices: {text}"
+    );
+    let (exit, out) = daemon.stop("TERM").await;
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+}
