@@ -423,15 +423,13 @@ async fn the_status_page_drives_the_daemon_in_headless_chromium() {
     let lab = sync_lab(600).await;
     // Slow enough that the page, which polls every 2 s, sees each run in progress.
     let mut latency = easgate_lab::LatencyModel::uniform(500, 0);
-    for (cmdlet, base_ms) in [("Set-CASMailbox", 60)] {
-        latency.cmdlets.insert(
-            cmdlet.into(),
-            easgate_lab::CmdletLatency {
-                base_ms,
-                per_object_us: 0,
-            },
-        );
-    }
+    latency.cmdlets.insert(
+        "Set-CASMailbox".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: 60,
+            per_object_us: 0,
+        },
+    );
     lab.control().set_latency(latency);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 4);
@@ -543,15 +541,9 @@ async fn the_status_page_drives_the_daemon_in_headless_chromium() {
 async fn metrics_count_exchange_throttling() {
     let lab = sync_lab(600).await;
     lab.control().set_exchange_concurrency(1);
-    let mut latency = easgate_lab::LatencyModel::uniform(20, 0);
-    latency.cmdlets.insert(
-        "Set-CASMailbox".into(),
-        easgate_lab::CmdletLatency {
-            base_ms: 20,
-            per_object_us: 0,
-        },
-    );
-    lab.control().set_latency(latency);
+    // Requests that take a while, so that they overlap.
+    lab.control()
+        .set_latency(easgate_lab::LatencyModel::uniform(20, 0));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 4);
     let token = "metrics-test-token";
