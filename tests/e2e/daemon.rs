@@ -535,6 +535,35 @@ async fn the_status_page_drives_the_daemon_in_headless_chromium() {
     assert!(exit.success(), "SIGTERM: {exit}\n{out}");
 }
 
+/// Scrapes the daemon's `/metrics` and parses it as Prometheus does; returns the scrape and
+/// its text (for failure messages).
+async fn scrape(url: &str, token: &str) -> (prometheus_parse::Scrape, String) {
+    let text = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|err| panic!("{err}:\n{text}"));
+    (scrape, text)
+}
+
+/// One counter or gauge sample of a scrape.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{name}: unexpected {other:?}"),
+        })
+}
+
 /// `/metrics` of a real daemon counts the throttling the Exchange client met: the lab allows one
 /// request at a time while the connector sends four.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,42 +583,66 @@ async fn metrics_count_exchange_throttling() {
         o["last_successful_sync"].is_i64() && o["current_run"].is_null()
     })
     .await;
-    let text = reqwest::Client::new()
-        .get(format!("{url}/metrics"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .unwrap_or_else(|err| panic!("{err}:\n{text}"));
-    let value = |name: &str, labels: &[(&str, &str)]| {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
-                ref other => panic!("{name}: unexpected {other:?}"),
-            })
-    };
-    let throttled = value(
+    let (scrape, text) = scrape(&url, token).await;
+    let throttled = sample(
+        &scrape,
         "easgate_throttling_events_total",
         &[("org", "contoso"), ("service", "exchange")],
     );
     assert!(throttled > Some(0.0), "{text}");
     assert_eq!(
-        value("easgate_cas_failovers_total", &[("org", "contoso")]),
+        sample(
+            &scrape,
+            "easgate_cas_failovers_total",
+            &[("org", "contoso")]
+        ),
         None,
         "one CAS, no failover: {text}"
     );
     assert_eq!(
-        value("easgate_notice_outbox_pending", &[("org", "contoso")]),
+        sample(
+            &scrape,
+            "easgate_notice_outbox_pending",
+            &[("org", "contoso")]
+        ),
         Some(0.0),
         "no [notify], no notices: {text}"
     );
+    let (exit, out) = daemon.stop("TERM").await;
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+}
+
+/// `/metrics` counts CAS failovers: the lab's primary CAS answers 503 to everything, and the
+/// sync completes on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_cas_failovers() {
+    let lab = easgate_lab::Lab::start(easgate_lab::LabOptions {
+        devices: 200,
+        cas: 2,
+        seed: 5,
+        latency: easgate_lab::LatencyModel::uniform(1, 0),
+        ..Default::default()
+    })
+    .await
+    .expect("the lab starts");
+    lab.control().fail_cas(0, 503).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    let token = "failover-test-token";
+    add_admin(&config, token);
+    let mut daemon = Easgate::spawn(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let url = url_in(&daemon.line_with("admin API").await);
+    wait_for(&url, token, "the first full sync", |o| {
+        o["last_successful_sync"].is_i64() && o["current_run"].is_null()
+    })
+    .await;
+    let (scrape, text) = scrape(&url, token).await;
+    let failovers = sample(
+        &scrape,
+        "easgate_cas_failovers_total",
+        &[("org", "contoso")],
+    );
+    assert!(failovers > Some(0.0), "{text}");
     let (exit, out) = daemon.stop("TERM").await;
     assert!(exit.success(), "SIGTERM: {exit}\n{out}");
 }
