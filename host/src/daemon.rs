@@ -56,8 +56,8 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-/// Feeds the counters the runner's summary already has (the per-request ones, throttling and
-/// CAS failovers, need hooks inside the clients and are not counted yet).
+/// Feeds the counters the runner's summary already has (throttling and CAS failovers are
+/// counted inside the Exchange client, see [`crate::exchange::ExchangeClient::observe`]).
 fn account(metrics: &Metrics, summary: &Summary) {
     let org = &summary.organization;
     if summary.commands_issued > 0 {
@@ -252,10 +252,12 @@ impl Daemon {
             let registry = registry.clone();
             Arc::new(move || registry.notice_template())
         };
+        let metrics = Arc::new(Metrics::default());
         let mut runners = HashMap::new();
         for org in &config.organizations {
             let notices = config.notify.as_ref().map(|n| (n, template.clone()));
             let runner = OrgSync::from_config(org, &http, store.clone(), notices)?;
+            runner.exchange.observe(metrics.clone(), &org.name);
             runners.insert(org.name.clone(), Arc::new(runner));
         }
         let token = match &config.admin {
@@ -272,7 +274,6 @@ impl Daemon {
             None => None,
         };
 
-        let metrics = Arc::new(Metrics::default());
         let scheduler = Scheduler::start(
             config
                 .organizations

@@ -404,3 +404,245 @@ async fn sigterm_right_after_start_is_a_clean_stop() {
     let (exit, out) = daemon.stop("TERM").await;
     assert!(exit.success(), "SIGTERM: {exit}\n{out}");
 }
+
+/// The status page of a real `easgate run` against the lab, in headless Chromium: the operator
+/// logs in, approves the plan the default blast-radius guard held, watches the sync apply it,
+/// runs a full sync, and reads why a broken plugin file was rejected. Afterwards the lab's
+/// devices match the verdicts and SIGTERM stops the daemon with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_drives_the_daemon_in_headless_chromium() {
+    if let Some(why) = crate::support::browser_missing() {
+        assert!(
+            std::env::var(crate::support::REQUIRE_BROWSER).as_deref() != Ok("1"),
+            "{why}, and {}=1: run .ci/install-browser",
+            crate::support::REQUIRE_BROWSER
+        );
+        eprintln!("SKIPPED the status page browser test: {why} (run .ci/install-browser)");
+        return;
+    }
+    let lab = sync_lab(600).await;
+    // Slow enough that the page, which polls every 2 s, sees each run in progress.
+    let mut latency = easgate_lab::LatencyModel::uniform(500, 0);
+    latency.cmdlets.insert(
+        "Set-CASMailbox".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: 60,
+            per_object_us: 0,
+        },
+    );
+    lab.control().set_latency(latency);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    // The default guard holds the first full sync; plugins are watched in `plugins`.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "max_new_restrictions = { percent = 100.0, floor = 1000000 }",
+            "",
+        )
+        .replace(
+            "data_dir = \"data\"",
+            "data_dir = \"data\"\nplugin_dir = \"plugins\"",
+        );
+    std::fs::write(&config, text).unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    let token = "browser-test-token";
+    add_admin(&config, token);
+    let config = config.to_str().unwrap().to_owned();
+
+    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
+    let url = url_in(&daemon.line_with("admin API").await);
+    let org = wait_for(&url, token, "a held plan", |o| {
+        o["held_plans"].as_array().is_some_and(|p| !p.is_empty()) && o["current_run"].is_null()
+    })
+    .await;
+    let held = org["held_plans"][0]["id"].as_i64().unwrap();
+    assert!(!mismatches(&lab, expected).is_empty(), "nothing was held");
+
+    // A broken policy file in the watched directory is rejected, with a reason.
+    std::fs::write(
+        dir.path().join("plugins/access-policy.wasm"),
+        b"definitely not wasm",
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let reason = within(Duration::from_secs(60), async {
+        loop {
+            let plugins: Value = client
+                .get(format!("{url}/api/v1/plugins"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let reason = plugins["directory"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|p| p["rejections"].as_array().cloned().unwrap_or_default())
+                .find_map(|r| r["reason"].as_str().map(str::to_owned));
+            if let Some(reason) = reason {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // The page shows the reason; match on a prefix of its first line.
+    let rejection: String = reason.lines().next().unwrap().chars().take(40).collect();
+
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let browser = crate::support::repo().join("tests/browser");
+    let script = Command::new("node")
+        .arg(browser.join("status_page.mjs"))
+        .current_dir(&browser)
+        .env("EASGATE_URL", format!("{url}/"))
+        .env("EASGATE_TOKEN", token)
+        .env("EASGATE_ORG", "contoso")
+        .env("EASGATE_PLAN", held.to_string())
+        .env("EASGATE_REJECTION", &rejection)
+        .env("EASGATE_SCREENSHOT", &screenshot)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = within(Duration::from_secs(400), script)
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "the browser script failed (screenshot: {}):\n{}{}",
+        screenshot.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+    assert!(
+        screenshot.exists(),
+        "screenshot at {}",
+        screenshot.display()
+    );
+    eprintln!("status page screenshot: {}", screenshot.display());
+
+    // What the page did reached the lab: the approved plan and the full sync converged it.
+    let org = status(&url, token).await["organizations"][0].clone();
+    assert_eq!(org["held_plans"], serde_json::json!([]), "{org}");
+    let wrong = mismatches(&lab, expected);
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+    let (exit, out) = daemon.stop("TERM").await;
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+}
+
+/// Scrapes the daemon's `/metrics` and parses it as Prometheus does; returns the scrape and
+/// its text (for failure messages).
+async fn scrape(url: &str, token: &str) -> (prometheus_parse::Scrape, String) {
+    let text = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|err| panic!("{err}:\n{text}"));
+    (scrape, text)
+}
+
+/// One counter or gauge sample of a scrape.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{name}: unexpected {other:?}"),
+        })
+}
+
+/// `/metrics` of a real daemon counts the throttling the Exchange client met: the lab allows one
+/// request at a time while the connector sends four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exchange_throttling() {
+    let lab = sync_lab(600).await;
+    lab.control().set_exchange_concurrency(1);
+    // Requests that take a while, so that they overlap.
+    lab.control()
+        .set_latency(easgate_lab::LatencyModel::uniform(20, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    let token = "metrics-test-token";
+    add_admin(&config, token);
+    let mut daemon = Easgate::spawn(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let url = url_in(&daemon.line_with("admin API").await);
+    wait_for(&url, token, "the first full sync", |o| {
+        o["last_successful_sync"].is_i64() && o["current_run"].is_null()
+    })
+    .await;
+    let (scrape, text) = scrape(&url, token).await;
+    let throttled = sample(
+        &scrape,
+        "easgate_throttling_events_total",
+        &[("org", "contoso"), ("service", "exchange")],
+    );
+    assert!(throttled > Some(0.0), "{text}");
+    assert_eq!(
+        sample(
+            &scrape,
+            "easgate_cas_failovers_total",
+            &[("org", "contoso")]
+        ),
+        None,
+        "one CAS, no failover: {text}"
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "easgate_notice_outbox_pending",
+            &[("org", "contoso")]
+        ),
+        Some(0.0),
+        "no [notify], no notices: {text}"
+    );
+    let (exit, out) = daemon.stop("TERM").await;
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+}
+
+/// `/metrics` counts CAS failovers: the lab's primary CAS answers 503 to everything, and the
+/// sync completes on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_cas_failovers() {
+    let lab = easgate_lab::Lab::start(easgate_lab::LabOptions {
+        devices: 200,
+        cas: 2,
+        seed: 5,
+        latency: easgate_lab::LatencyModel::uniform(1, 0),
+        ..Default::default()
+    })
+    .await
+    .expect("the lab starts");
+    lab.control().fail_cas(0, 503).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    let token = "failover-test-token";
+    add_admin(&config, token);
+    let mut daemon = Easgate::spawn(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let url = url_in(&daemon.line_with("admin API").await);
+    wait_for(&url, token, "the first full sync", |o| {
+        o["last_successful_sync"].is_i64() && o["current_run"].is_null()
+    })
+    .await;
+    let (scrape, text) = scrape(&url, token).await;
+    let failovers = sample(
+        &scrape,
+        "easgate_cas_failovers_total",
+        &[("org", "contoso")],
+    );
+    assert!(failovers > Some(0.0), "{text}");
+    let (exit, out) = daemon.stop("TERM").await;
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+}

@@ -180,3 +180,30 @@ pub async fn within<T>(limit: std::time::Duration, f: impl std::future::Future<O
         .await
         .unwrap_or_else(|_| panic!("did not finish within {limit:?}"))
 }
+
+/// Set to `1` (by `.ci/test`, which installs Chromium and Playwright) to make a missing browser
+/// a failure instead of a skipped test.
+pub const REQUIRE_BROWSER: &str = "EASGATE_REQUIRE_BROWSER";
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Why the browser test cannot run here, or `None` when it can.
+pub fn browser_missing() -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        return Some(format!("no Chromium at {chromium}"));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("no node on PATH".into());
+    }
+    if !repo()
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
+    {
+        return Some("tests/browser/node_modules has no playwright-core".into());
+    }
+    None
+}

@@ -25,6 +25,7 @@ fn render(state: &AdminState) -> Result<String, ApiError> {
     let mut last_success = Vec::new();
     let mut held = Vec::new();
     let mut running = Vec::new();
+    let mut outbox = Vec::new();
     for name in &names {
         let id = state.store.organization(name, (state.now)())?;
         let c = state.store.verdict_counts(id)?;
@@ -46,6 +47,8 @@ fn render(state: &AdminState) -> Result<String, ApiError> {
             .state(name)
             .is_some_and(|s| s.current.is_some());
         running.push((name.as_str(), if busy { 1.0 } else { 0.0 }));
+        let notices = state.store.notice_counts(id)?;
+        outbox.push((name.as_str(), notices.pending as f64));
     }
     family_header(
         &mut out,
@@ -92,6 +95,20 @@ fn render(state: &AdminState) -> Result<String, ApiError> {
     );
     for (org, n) in running {
         sample(&mut out, "easgate_sync_running", &[("org", org)], n);
+    }
+    family_header(
+        &mut out,
+        "easgate_notice_outbox_pending",
+        "Notices waiting in the outbox to be sent (new or to be retried).",
+        "gauge",
+    );
+    for (org, n) in outbox {
+        sample(
+            &mut out,
+            "easgate_notice_outbox_pending",
+            &[("org", org)],
+            n,
+        );
     }
     family_header(
         &mut out,

@@ -52,6 +52,9 @@ struct Inner {
     /// When CAS discovery is next tried; `None` once it succeeded (or failover is off).
     discovery: tokio::sync::Mutex<Option<Instant>>,
     probe_interval: Duration,
+    /// Where throttling answers and CAS failovers are counted, with the organization's name;
+    /// set once by the daemon ([`ExchangeClient::observe`]), unset for one-off CLI syncs.
+    observer: std::sync::OnceLock<(Arc<crate::metrics::Metrics>, String)>,
 }
 
 /// The Exchange admin API client of one organization; cheap to clone (one shared pool).
@@ -132,6 +135,7 @@ impl ExchangeClientBuilder<'_> {
                 page_size: self.page_size,
                 discovery: tokio::sync::Mutex::new(x.cas_failover.then(Instant::now)),
                 probe_interval: x.probe_interval,
+                observer: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -201,6 +205,12 @@ impl ExchangeClient {
             http,
             page_size: PAGE_SIZE,
         }
+    }
+
+    /// Counts this client's throttling answers and CAS failovers in `metrics` under `org`
+    /// from now on; a second call changes nothing.
+    pub fn observe(&self, metrics: Arc<crate::metrics::Metrics>, org: &str) {
+        let _ = self.inner.observer.set((metrics, org.to_owned()));
     }
 
     /// Each CAS the client knows and whether it is up.
@@ -487,6 +497,9 @@ impl ExchangeClient {
                     inner.pool.succeeded(i);
                     failing_since = None;
                     permit.throttled();
+                    if let Some((metrics, org)) = inner.observer.get() {
+                        metrics.throttled(org, "exchange");
+                    }
                     throttled += 1;
                     if throttled >= THROTTLE_ATTEMPTS {
                         return Err(ExchangeError::Throttled {
@@ -502,6 +515,12 @@ impl ExchangeClient {
                     maybe_applied |= sent;
                     let now = Instant::now();
                     inner.pool.failed(i, now);
+                    // The next attempt goes to another CAS, if failover lets it.
+                    if let Some((metrics, org)) = inner.observer.get()
+                        && inner.pool.failover()
+                    {
+                        metrics.cas_failover(org);
+                    }
                     last_failure = format!("{base}: {reason}");
                     let since = *failing_since.get_or_insert(now);
                     if now >= since + inner.unavailable_timeout {
