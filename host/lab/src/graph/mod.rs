@@ -403,8 +403,7 @@ async fn managed_device(
     let result = (|| {
         admit(&shared, &headers, "managedDevices")?;
         let pairs = pairs(&raw);
-        odata::check_options(pairs.iter().map(|(k, _)| k.as_str()), &["$select"])
-            .map_err(GraphError::bad_request)?;
+        select_only(&pairs)?;
         let select = odata::select(
             option(&pairs, "$select"),
             views::MANAGED_DEVICE_FIELDS,
@@ -419,22 +418,35 @@ async fn managed_device(
             .flatten()
             .find(|m| m.id == guid)
             .ok_or_else(|| GraphError::not_found(&id))?;
-        let mut v = serde_json::to_value(ManagedDeviceView {
+        let view = ManagedDeviceView {
             org: &org,
             md,
             select,
-        })
-        .expect("view");
-        v.as_object_mut().expect("object").insert(
-            "@odata.context".into(),
-            json!(format!(
-                "{}/v1.0/$metadata#deviceManagement/managedDevices/$entity",
-                shared.graph_url
-            )),
-        );
-        Ok(axum::Json(v).into_response())
+        };
+        Ok(entity(
+            view,
+            &shared,
+            "deviceManagement/managedDevices/$entity",
+        ))
     })();
     result.unwrap_or_else(GraphError::into_response)
+}
+
+/// One object as Graph answers `GET …/{id}`: its fields plus `@odata.context`
+/// (`{graph}/v1.0/$metadata#{context}`).
+fn entity(view: impl Serialize, shared: &Shared, context: &str) -> Response {
+    let mut v = serde_json::to_value(view).expect("view");
+    v.as_object_mut().expect("object").insert(
+        "@odata.context".into(),
+        json!(format!("{}/v1.0/$metadata#{context}", shared.graph_url)),
+    );
+    axum::Json(v).into_response()
+}
+
+/// A single-object request takes `$select` and no other query option.
+fn select_only(pairs: &[(String, String)]) -> Result<(), GraphError> {
+    odata::check_options(pairs.iter().map(|(k, _)| k.as_str()), &["$select"])
+        .map_err(GraphError::bad_request)
 }
 
 /// A member of a group: a user (mailbox index) or a nested group (group index).
@@ -606,8 +618,7 @@ async fn user(
     let result = (|| {
         admit(&shared, &headers, "users")?;
         let pairs = pairs(&raw);
-        odata::check_options(pairs.iter().map(|(k, _)| k.as_str()), &["$select"])
-            .map_err(GraphError::bad_request)?;
+        select_only(&pairs)?;
         let select = match option(&pairs, "$select") {
             None => views::USER_DEFAULT,
             Some(s) => odata::select(Some(s), views::USER_FIELDS, "user")
@@ -615,18 +626,13 @@ async fn user(
         };
         let org = read(&shared);
         let ix = find_user(&org, &id).ok_or_else(|| GraphError::not_found(&id))?;
-        let mut v = serde_json::to_value(UserView {
+        let view = UserView {
             org: &org,
             m: &org.mailboxes[ix as usize],
             select,
             typed: false,
-        })
-        .expect("view");
-        v.as_object_mut().expect("object").insert(
-            "@odata.context".into(),
-            json!(format!("{}/v1.0/$metadata#users/$entity", shared.graph_url)),
-        );
-        Ok(axum::Json(v).into_response())
+        };
+        Ok(entity(view, &shared, "users/$entity"))
     })();
     result.unwrap_or_else(GraphError::into_response)
 }
