@@ -56,8 +56,9 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-/// Feeds the counters the runner's summary already has (throttling and CAS failovers are
-/// counted inside the Exchange client, see [`crate::exchange::ExchangeClient::observe`]).
+/// Feeds the counters the runner's summary already has (throttling, retries and CAS failovers
+/// are counted inside the clients, see [`crate::exchange::ExchangeClient::observe`] and
+/// [`crate::graph::GraphClient::observe`]).
 fn account(metrics: &Metrics, summary: &Summary) {
     let org = &summary.organization;
     if summary.commands_issued > 0 {
@@ -70,6 +71,9 @@ fn account(metrics: &Metrics, summary: &Summary) {
     let evaluated = v.allow + v.block + v.quarantine + v.exempt + v.undecided;
     if evaluated > 0 {
         metrics.plugin_evaluations(org, evaluated);
+    }
+    for kind in &summary.plugin_errors {
+        metrics.plugin_error(org, *kind);
     }
 }
 
@@ -187,6 +191,7 @@ fn run_fn(
                 summary = work => summary?,
             };
             account(&metrics, &summary);
+            metrics.run_recorded(&summary.organization, summary.kind, summary.outcome);
             let v = &summary.verdicts;
             let decided = v.allow + v.block + v.quarantine + v.exempt;
             req.progress
@@ -258,6 +263,7 @@ impl Daemon {
             let notices = config.notify.as_ref().map(|n| (n, template.clone()));
             let runner = OrgSync::from_config(org, &http, store.clone(), notices)?;
             runner.exchange.observe(metrics.clone(), &org.name);
+            runner.graph.observe(metrics.clone(), &org.name);
             runners.insert(org.name.clone(), Arc::new(runner));
         }
         let token = match &config.admin {

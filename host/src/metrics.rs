@@ -15,7 +15,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::plugin::PluginErrorKind;
 use crate::schedule::SyncKind;
+use crate::store::{RunKind, RunOutcome};
 
 /// A counter's family and its labels, in output order.
 type CounterKey = (&'static str, Vec<(&'static str, String)>);
@@ -31,15 +33,22 @@ pub struct Metrics {
 const COUNTERS: &[(&str, &str)] = &[
     (
         "easgate_syncs_total",
-        "Finished syncs by organization, kind and outcome.",
+        "Finished syncs by organization, the kind asked for, and whether the scheduler saw them \
+         succeed, fail or be cancelled.",
+    ),
+    (
+        "easgate_sync_runs_total",
+        "Sync runs by organization, the kind that ran (a quick sync without a cursor runs full) \
+         and the run's outcome (succeeded, partial, held, failed).",
     ),
     (
         "easgate_commands_total",
-        "Exchange commands by organization and result (sent, failed, retried).",
+        "Exchange commands by organization and result (sent, failed, retried: sent again after \
+         throttling, a failed CAS or an expired token).",
     ),
     (
         "easgate_throttling_events_total",
-        "Exchange or Graph throttling answers by organization.",
+        "Throttling answers by organization and service (exchange, graph).",
     ),
     (
         "easgate_cas_failovers_total",
@@ -51,7 +60,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "easgate_plugin_errors_total",
-        "Failed plugin calls by kind of error.",
+        "Failed access-policy batches by organization and kind of error.",
     ),
 ];
 
@@ -86,6 +95,19 @@ impl Metrics {
         slot.1 += 1;
     }
 
+    /// A sync run of `org` ended (called by the daemon with the runner's summary).
+    pub fn run_recorded(&self, org: &str, kind: RunKind, outcome: RunOutcome) {
+        self.add(
+            "easgate_sync_runs_total",
+            vec![
+                ("org", org.to_owned()),
+                ("kind", kind.as_str().to_owned()),
+                ("outcome", outcome.as_str().to_owned()),
+            ],
+            1,
+        );
+    }
+
     /// Hook for the sync runner: `n` commands of `org` were sent, failed or retried.
     pub fn command(&self, org: &str, result: CommandResult, n: u64) {
         let result = match result {
@@ -100,8 +122,8 @@ impl Metrics {
         );
     }
 
-    /// Hook for the sync runner: a service of `org` answered "slow down".
-    pub fn throttled(&self, org: &str, service: &str) {
+    /// Hook for the clients: a service of `org` (`exchange` or `graph`) answered "slow down".
+    pub fn throttled(&self, org: &str, service: &'static str) {
         self.add(
             "easgate_throttling_events_total",
             vec![("org", org.to_owned()), ("service", service.to_owned())],
@@ -127,11 +149,11 @@ impl Metrics {
         );
     }
 
-    /// Hook for the sync runner: a plugin call failed (`kind`: trap, timeout, memory, output).
-    pub fn plugin_error(&self, org: &str, kind: &str) {
+    /// Hook for the sync runner: a policy call of `org` failed.
+    pub fn plugin_error(&self, org: &str, kind: PluginErrorKind) {
         self.add(
             "easgate_plugin_errors_total",
-            vec![("org", org.to_owned()), ("kind", kind.to_owned())],
+            vec![("org", org.to_owned()), ("kind", kind.as_str().to_owned())],
             1,
         );
     }

@@ -14,7 +14,7 @@ use crate::support::within;
 use crate::sync::{expected, mismatches, sync_lab, write_config};
 
 /// A running `easgate` process, its stdout read line by line.
-struct Easgate {
+pub(crate) struct Easgate {
     child: Child,
     stdout: Lines<BufReader<ChildStdout>>,
     /// Everything read from stdout so far, for failure messages.
@@ -22,7 +22,7 @@ struct Easgate {
 }
 
 impl Easgate {
-    fn spawn(args: &[&str], dir: &Path) -> Easgate {
+    pub(crate) fn spawn(args: &[&str], dir: &Path) -> Easgate {
         let mut child = Command::new(env!("CARGO_BIN_EXE_easgate"))
             .args(args)
             .current_dir(dir)
@@ -41,7 +41,7 @@ impl Easgate {
     }
 
     /// Reads stdout until a line containing `marker`; returns that line.
-    async fn line_with(&mut self, marker: &str) -> String {
+    pub(crate) async fn line_with(&mut self, marker: &str) -> String {
         let limit = Duration::from_secs(60);
         let found = tokio::time::timeout(limit, async {
             while let Some(line) = self.stdout.next_line().await.expect("stdout") {
@@ -70,7 +70,7 @@ impl Easgate {
     }
 
     /// Sends the signal and waits for the exit (bounded).
-    async fn stop(mut self, signal: &str) -> (ExitStatus, String) {
+    pub(crate) async fn stop(mut self, signal: &str) -> (ExitStatus, String) {
         self.signal(signal);
         let status = within(Duration::from_secs(60), self.child.wait())
             .await
@@ -84,7 +84,7 @@ impl Easgate {
 }
 
 /// The URL in a line like `... on http://127.0.0.1:1234/`, without the trailing slash.
-fn url_in(line: &str) -> String {
+pub(crate) fn url_in(line: &str) -> String {
     let start = line.find("http://").expect("a URL");
     line[start..]
         .split_whitespace()
@@ -106,7 +106,12 @@ async fn status(url: &str, token: &str) -> Value {
 }
 
 /// Polls the status until `done` holds for the first organization (bounded); returns it.
-async fn wait_for(url: &str, token: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_for(
+    url: &str,
+    token: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let limit = Duration::from_secs(180);
     let mut last = Value::Null;
     let waited = tokio::time::timeout(limit, async {
@@ -126,7 +131,7 @@ async fn wait_for(url: &str, token: &str, what: &str, done: impl Fn(&Value) -> b
     last
 }
 
-fn add_admin(config: &Path, token: &str) {
+pub(crate) fn add_admin(config: &Path, token: &str) {
     std::fs::write(config.with_file_name("admin.token"), token).unwrap();
     let text = std::fs::read_to_string(config).unwrap();
     std::fs::write(
@@ -537,7 +542,7 @@ async fn the_status_page_drives_the_daemon_in_headless_chromium() {
 
 /// Scrapes the daemon's `/metrics` and parses it as Prometheus does; returns the scrape and
 /// its text (for failure messages).
-async fn scrape(url: &str, token: &str) -> (prometheus_parse::Scrape, String) {
+pub(crate) async fn scrape(url: &str, token: &str) -> (prometheus_parse::Scrape, String) {
     let text = reqwest::Client::new()
         .get(format!("{url}/metrics"))
         .bearer_auth(token)
@@ -553,7 +558,11 @@ async fn scrape(url: &str, token: &str) -> (prometheus_parse::Scrape, String) {
 }
 
 /// One counter or gauge sample of a scrape.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     scrape
         .samples
         .iter()

@@ -10,6 +10,7 @@ mod daemon;
 mod exchange_client;
 mod graph_client;
 mod hot_reload;
+mod metrics;
 mod notice_template;
 mod notices;
 mod notify;

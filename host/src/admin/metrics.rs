@@ -113,15 +113,25 @@ fn render(state: &AdminState) -> Result<String, ApiError> {
     family_header(
         &mut out,
         "easgate_plugin_reloads_total",
-        "Plugin reload attempts, accepted or rejected.",
+        "Directory plugin versions loaded, or rejected by kind of error (the last good version \
+         kept serving).",
         "counter",
     );
+    let reloads = state.registry.reload_counts();
     sample(
         &mut out,
         "easgate_plugin_reloads_total",
-        &[],
-        *state.registry.subscribe().borrow() as f64,
+        &[("result", "loaded")],
+        reloads.loaded as f64,
     );
+    for (kind, n) in reloads.rejected {
+        sample(
+            &mut out,
+            "easgate_plugin_reloads_total",
+            &[("result", "rejected"), ("kind", kind.as_str())],
+            n as f64,
+        );
+    }
     family_header(
         &mut out,
         "easgate_plugin_rejections",

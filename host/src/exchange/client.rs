@@ -486,6 +486,7 @@ impl ExchangeClient {
                                     source,
                                 }
                             })?);
+                            self.count_retry::<C>();
                         }
                         _ => return Err(e),
                     }
@@ -509,6 +510,7 @@ impl ExchangeClient {
                         });
                     }
                     tokio::time::sleep(net::throttle_delay(retry_after, throttled - 1)).await;
+                    self.count_retry::<C>();
                 }
                 Outcome::CasFailed { reason, sent } => {
                     drop(permit);
@@ -526,8 +528,18 @@ impl ExchangeClient {
                     if now >= since + inner.unavailable_timeout {
                         return Err(self.unavailable::<C>(since, last_failure));
                     }
+                    self.count_retry::<C>();
                 }
             }
+        }
+    }
+
+    /// A command (a write; reads are not commands) is about to be sent again.
+    fn count_retry<C: Cmdlet>(&self) {
+        if let Some((metrics, org)) = self.inner.observer.get()
+            && C::WRITE
+        {
+            metrics.command(org, crate::metrics::CommandResult::Retried, 1);
         }
     }
 

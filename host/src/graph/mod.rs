@@ -11,12 +11,14 @@
 mod budget;
 pub mod models;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::Organization;
+use crate::metrics::Metrics;
 use crate::net::token::{TokenCache, TokenError};
 use crate::net::{self, BadField, HttpSettings, SetupError};
 use crate::timestamp::Timestamp;
@@ -92,6 +94,9 @@ pub struct GraphClient {
     origin: String,
     tokens: TokenCache,
     budget: budget::RequestBudget,
+    /// Where throttling answers are counted, with the organization's name; set once by the
+    /// daemon ([`GraphClient::observe`]), unset for one-off CLI syncs.
+    observer: OnceLock<(Arc<Metrics>, String)>,
 }
 
 /// Percent-encodes a query value or path segment (RFC 3986 unreserved characters and `$,:'`
@@ -148,7 +153,14 @@ impl GraphClient {
             base,
             origin,
             budget: budget::RequestBudget::new(g.request_budget),
+            observer: OnceLock::new(),
         })
+    }
+
+    /// Counts this client's throttling answers in `metrics` under `org` from now on; a second
+    /// call changes nothing.
+    pub fn observe(&self, metrics: Arc<Metrics>, org: &str) {
+        let _ = self.observer.set((metrics, org.to_owned()));
     }
 
     /// Every managed device, with only the fields the connector reads.
@@ -328,6 +340,9 @@ impl GraphClient {
                 continue;
             }
             if matches!(code, 429 | 503 | 504) {
+                if let Some((metrics, org)) = self.observer.get() {
+                    metrics.throttled(org, "graph");
+                }
                 throttled += 1;
                 if throttled >= ATTEMPTS {
                     return Err(GraphError::Throttled {

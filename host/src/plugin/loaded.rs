@@ -481,7 +481,8 @@ impl Runner {
                 limit_mib: meta.limits.memory_bytes >> 20,
             };
         }
-        if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        let code = err.downcast_ref::<Trap>().copied();
+        if code == Some(Trap::Interrupt) {
             return PluginError::Timeout {
                 plugin,
                 call,
@@ -508,6 +509,7 @@ impl Runner {
         PluginError::Trap {
             plugin,
             call,
+            code,
             detail,
         }
     }

@@ -149,10 +149,13 @@ pub enum PluginError {
         call: &'static str,
         limit_mib: usize,
     },
+    /// `code`: wasmtime's trap code; `None` when a host function refused the call (the
+    /// plugin tried to wait, say) rather than the guest trapping by itself.
     #[error("{plugin}: {call} trapped: {detail}")]
     Trap {
         plugin: PluginId,
         call: &'static str,
+        code: Option<wasmtime::Trap>,
         detail: String,
     },
     #[error(
@@ -184,6 +187,77 @@ pub enum PluginError {
     Render { plugin: PluginId, message: String },
 }
 
+/// What kind of failure a [`PluginError`] is: the `kind` label of `/metrics`' plugin errors,
+/// a small fixed set an operator can alert on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginErrorKind {
+    /// The guest trapped (a panic, an out-of-bounds access, a stack overflow, …).
+    Trap,
+    /// A host function refused what the plugin asked (waiting, sleeping).
+    HostRefused,
+    /// The call ran past its epoch deadline.
+    Timeout,
+    /// The plugin grew past its memory limit.
+    Memory,
+    /// The call returned, but its answer breaks the contract (decision count, reason, message).
+    BadOutput,
+    /// `configure` rejected the plugin's settings.
+    Configure,
+    /// The notice template refused to render a notice.
+    RenderRefused,
+    /// A manifest self-check gave another answer than the manifest expects (load time).
+    SelfCheck,
+    /// The version cannot be used at all: unreadable, not a component, wrong world (load time).
+    Invalid,
+}
+
+impl PluginErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginErrorKind::Trap => "trap",
+            PluginErrorKind::HostRefused => "host-refused",
+            PluginErrorKind::Timeout => "timeout",
+            PluginErrorKind::Memory => "memory",
+            PluginErrorKind::BadOutput => "bad-output",
+            PluginErrorKind::Configure => "configure",
+            PluginErrorKind::RenderRefused => "render-refused",
+            PluginErrorKind::SelfCheck => "self-check",
+            PluginErrorKind::Invalid => "invalid",
+        }
+    }
+}
+
+impl fmt::Display for PluginErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PluginError {
+    /// The kind of failure, from the variant (and for traps, wasmtime's trap code).
+    pub fn kind(&self) -> PluginErrorKind {
+        match self {
+            PluginError::Read { .. }
+            | PluginError::Manifest(_)
+            | PluginError::CoreModule { .. }
+            | PluginError::Compile { .. }
+            | PluginError::WrongWorld { .. }
+            | PluginError::ManifestWorld { .. } => PluginErrorKind::Invalid,
+            PluginError::Configure { .. } => PluginErrorKind::Configure,
+            PluginError::Timeout { .. } => PluginErrorKind::Timeout,
+            PluginError::MemoryLimit { .. } => PluginErrorKind::Memory,
+            PluginError::Trap { code: Some(_), .. } => PluginErrorKind::Trap,
+            PluginError::Trap { code: None, .. } => PluginErrorKind::HostRefused,
+            PluginError::WrongCount { .. }
+            | PluginError::InvalidReason { .. }
+            | PluginError::InvalidMessage { .. } => PluginErrorKind::BadOutput,
+            PluginError::SelfCheck { .. } => PluginErrorKind::SelfCheck,
+            PluginError::Render { .. } => PluginErrorKind::RenderRefused,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +270,89 @@ mod tests {
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(digest.short(), "ba7816bf8f01");
+    }
+
+    #[test]
+    fn error_kinds_follow_the_variant_and_the_trap_code() {
+        let plugin = || PluginId {
+            name: "p".into(),
+            digest: Digest::of(b"p"),
+        };
+        let trap = |code| PluginError::Trap {
+            plugin: plugin(),
+            call: "decide",
+            code,
+            detail: String::new(),
+        };
+        let cases = [
+            (trap(Some(wasmtime::Trap::UnreachableCodeReached)), "trap"),
+            (trap(Some(wasmtime::Trap::StackOverflow)), "trap"),
+            (trap(None), "host-refused"),
+            (
+                PluginError::Timeout {
+                    plugin: plugin(),
+                    call: "decide",
+                    timeout_ms: 5,
+                },
+                "timeout",
+            ),
+            (
+                PluginError::MemoryLimit {
+                    plugin: plugin(),
+                    call: "decide",
+                    limit_mib: 1,
+                },
+                "memory",
+            ),
+            (
+                PluginError::WrongCount {
+                    plugin: plugin(),
+                    expected: 2,
+                    got: 1,
+                },
+                "bad-output",
+            ),
+            (
+                PluginError::InvalidReason {
+                    plugin: plugin(),
+                    index: 0,
+                    reason: "x".repeat(80),
+                },
+                "bad-output",
+            ),
+            (
+                PluginError::InvalidMessage {
+                    plugin: plugin(),
+                    detail: String::new(),
+                },
+                "bad-output",
+            ),
+            (
+                PluginError::Configure {
+                    plugin: plugin(),
+                    message: String::new(),
+                },
+                "configure",
+            ),
+            (
+                PluginError::Render {
+                    plugin: plugin(),
+                    message: String::new(),
+                },
+                "render-refused",
+            ),
+            (
+                PluginError::SelfCheck {
+                    plugin: plugin(),
+                    case: String::new(),
+                    detail: String::new(),
+                },
+                "self-check",
+            ),
+            (PluginError::CoreModule { plugin: plugin() }, "invalid"),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind().as_str(), kind, "{error}");
+        }
     }
 }

@@ -25,7 +25,8 @@ use tokio::sync::watch;
 use super::loaded::{LoadedPlugin, PluginSpec, load};
 use super::manifest::validate_name;
 use super::{
-    AccessPolicyPlugin, Digest, NoticeTemplatePlugin, PluginEngine, PluginError, Source, World,
+    AccessPolicyPlugin, Digest, NoticeTemplatePlugin, PluginEngine, PluginError, PluginErrorKind,
+    Source, World,
 };
 
 /// The built-in access policy, embedded (see `host/build.rs`).
@@ -146,6 +147,15 @@ pub struct PluginRegistry {
     reload_lock: Mutex<()>,
     /// Bumped after every reload attempt, accepted or not; lets callers wait for one.
     generation: watch::Sender<u64>,
+    /// For `/metrics`: directory versions loaded and rejected since start.
+    reloads: Mutex<ReloadCounts>,
+}
+
+/// Directory plugin versions loaded, and rejected by kind of error, since the registry started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadCounts {
+    pub loaded: u64,
+    pub rejected: BTreeMap<PluginErrorKind, u64>,
 }
 
 impl PluginRegistry {
@@ -180,6 +190,7 @@ impl PluginRegistry {
             entries: Mutex::new(BTreeMap::new()),
             reload_lock: Mutex::new(()),
             generation: watch::channel(0).0,
+            reloads: Mutex::new(ReloadCounts::default()),
             options,
         });
         if let Some(dir) = &registry.options.dir {
@@ -211,6 +222,10 @@ impl PluginRegistry {
     /// Changes after every reload attempt; `borrow_and_update` then check what you wait for.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    pub fn reload_counts(&self) -> ReloadCounts {
+        self.reloads.lock().expect("reload counts lock").clone()
     }
 
     /// Every directory plugin and what became of it.
@@ -294,6 +309,7 @@ impl PluginRegistry {
                 name,
                 &path,
                 None,
+                PluginErrorKind::Invalid,
                 format!("cannot read {}: {err}", path.display()),
             ),
             Ok(bytes) => {
@@ -373,15 +389,30 @@ impl PluginRegistry {
                     "plugin version loaded"
                 );
                 entry.loaded = Some(plugin);
+                self.reloads.lock().expect("reload counts lock").loaded += 1;
             }
             Err(err) => {
                 drop(entries);
-                self.reject(name, path, Some(digest), err.to_string());
+                self.reject(name, path, Some(digest), err.kind(), err.to_string());
             }
         }
     }
 
-    fn reject(&self, name: &str, path: &Path, digest: Option<Digest>, reason: String) {
+    fn reject(
+        &self,
+        name: &str,
+        path: &Path,
+        digest: Option<Digest>,
+        kind: PluginErrorKind,
+        reason: String,
+    ) {
+        *self
+            .reloads
+            .lock()
+            .expect("reload counts lock")
+            .rejected
+            .entry(kind)
+            .or_default() += 1;
         tracing::warn!(
             plugin = name,
             "plugin version rejected, the last good version stays active: {reason}"

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::plugin::{AccessPolicyPlugin, types};
+use crate::plugin::{AccessPolicyPlugin, PluginErrorKind, types};
 
 /// Devices per `decide` call: large enough that instantiation is noise next to evaluation,
 /// small enough that a failing batch leaves few devices undecided.
@@ -24,6 +24,8 @@ pub struct BatchFailure {
     pub len: usize,
     /// The plugin error.
     pub error: String,
+    /// Its kind, for `/metrics`.
+    pub kind: PluginErrorKind,
 }
 
 /// The policy's answers, one per input device (`None`: its batch failed).
@@ -73,6 +75,7 @@ pub async fn decide(
                         first: i * batch_size,
                         len: batch.len(),
                         error: e.to_string(),
+                        kind: e.kind(),
                     });
                     out.decisions.extend(batch.iter().map(|_| None));
                 }

@@ -83,6 +83,8 @@ pub struct Summary {
     pub duration_ms: u64,
     /// Plugin batch failures and failed commands, one line each.
     pub errors: Vec<String>,
+    /// The kind of each failed policy batch, for `/metrics`.
+    pub plugin_errors: Vec<crate::plugin::PluginErrorKind>,
     /// The devices that change (dry run only; empty otherwise).
     pub changes: Vec<DeviceChange>,
     /// What the notify stage did (all zero when notices are off).
@@ -295,6 +297,7 @@ impl OrgSync {
             graph_calls: 0,
             duration_ms: 0,
             errors: Vec::new(),
+            plugin_errors: Vec::new(),
             changes: Vec::new(),
             notices: NoticeReport::default(),
         };
@@ -385,6 +388,7 @@ impl OrgSync {
                 "policy batch of {} devices (from device {}) decided nothing: {}",
                 failure.len, failure.first, failure.error
             ));
+            summary.plugin_errors.push(failure.kind);
         }
 
         let mut decided = Vec::new();
@@ -607,6 +611,7 @@ impl OrgSync {
             graph_calls: 0,
             duration_ms: 0,
             errors: Vec::new(),
+            plugin_errors: Vec::new(),
             changes: Vec::new(),
             notices: NoticeReport::default(),
         };

@@ -1,0 +1,362 @@
+//! `/metrics` of the real `easgate run` against the lab: every figure issue 7 lists moves when
+//! its event happens, and plugin errors carry the kind of failure.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use easgate::plugin::engine::Limits;
+use easgate::plugin::{PluginEngine, PluginErrorKind};
+use easgate_lab::{GraphLimits, Lab, LabOptions, LatencyModel};
+use serde_json::json;
+
+use crate::daemon::{Easgate, add_admin, scrape, url_in, wait_for};
+use crate::support::{device, faulty, sync_info, wasm_bytes};
+use crate::sync::write_config;
+
+const TOKEN: &str = "metrics-e2e-token";
+const ORG: (&str, &str) = ("org", "contoso");
+
+/// The sum of every sample of `name` whose labels include `labels` (`None`: no such sample).
+fn total(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: unexpected {other:?}"),
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Scrapes until `done` holds for `total(name, labels)` (bounded); returns the scrape's text.
+async fn until_metric(
+    url: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    done: impl Fn(Option<f64>) -> bool,
+) -> (prometheus_parse::Scrape, String) {
+    let limit = Duration::from_secs(120);
+    let started = Instant::now();
+    loop {
+        let (scrape, text) = scrape(url, TOKEN).await;
+        if done(total(&scrape, name, labels)) {
+            return (scrape, text);
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{name}{labels:?} not as awaited within {limit:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The connector's configuration for `lab` with a watched plugin directory `plugins/`, the
+/// admin API, and, with `smtp_port`, notices sent to that port.
+fn config(lab: &Lab, dir: &Path, parallel: usize, smtp_port: Option<u16>) -> String {
+    let path = write_config(lab, dir, parallel);
+    let mut text = std::fs::read_to_string(&path).unwrap().replace(
+        "data_dir = \"data\"",
+        "data_dir = \"data\"\nplugin_dir = \"plugins\"",
+    );
+    if let Some(port) = smtp_port {
+        text.push_str(&format!(
+            "\n[notify]\n\
+             smtp = {{ host = \"127.0.0.1\", port = {port}, security = \"none\", timeout = \"2s\" }}\n\
+             from = \"Contoso IT <noreply@contoso.com>\"\n\
+             remediation_url = \"https://portal.contoso.example/enroll\"\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    add_admin(&path, TOKEN);
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Writes the faulty policy as `plugins/NAME.wasm` with a manifest selecting `mode`. The wasm is
+/// written once; later calls change only the manifest, which is what triggers the reload.
+fn write_faulty(dir: &Path, name: &str, mode: &str) {
+    let wasm = dir.join("plugins").join(format!("{name}.wasm"));
+    let manifest = format!(
+        "world = \"access-policy\"\n[settings]\nmode = \"{mode}\"\n\
+         [limits]\ntimeout_ms = 200\nmemory_mib = 16\n"
+    );
+    // The manifest first: the wasm's own event then reloads both at once.
+    std::fs::write(wasm.with_extension("toml"), manifest).unwrap();
+    if !wasm.exists() {
+        std::fs::write(&wasm, wasm_bytes("faulty.wasm")).unwrap();
+    }
+}
+
+async fn trigger_full_sync(url: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v1/organizations/contoso/sync"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"kind": "full"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "sync trigger: {}",
+        response.status()
+    );
+}
+
+/// Every figure of the list moves after a sync of a real daemon, each because its event really
+/// happened in the lab: the primary CAS answers 503 (failover), the lab admits one Exchange
+/// request at a time while the connector sends four (Exchange throttling, commands sent again),
+/// Graph admits one request per second while the listing has several pages (Graph throttling),
+/// the SMTP sink is down (notices wait in the outbox), and the plugin directory holds one good
+/// and one broken plugin (reloads loaded and rejected). Plugin errors by kind: see
+/// [`plugin_errors_are_counted_by_kind`].
+///
+/// Why Graph throttling went unseen before: a sync reads the managed devices in pages of 1000
+/// and nothing else from Graph, so an organization of a few hundred devices makes one Graph
+/// request per sync, and setting the lab's limits refills its buckets: that one request always
+/// passes, however low the limit. Here the tenant has more than one page of managed devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listed_figure_moves_after_a_sync() {
+    let lab = Lab::start(LabOptions {
+        devices: 2500,
+        cas: 2,
+        seed: 5,
+        latency: LatencyModel::uniform(1, 0),
+        ..Default::default()
+    })
+    .await
+    .expect("the lab starts");
+    let managed = lab.control().info().managed_devices;
+    assert!(
+        managed > 1000,
+        "one page of managed devices only: {managed}"
+    );
+    lab.control().fail_cas(0, 503).unwrap();
+    lab.control().set_exchange_concurrency(1);
+    // Through the lab's control API, as an operator of the lab would.
+    let limits = GraphLimits {
+        tenant_requests: 1,
+        app_requests: 1,
+        window_ms: 1000,
+    };
+    let answer = reqwest::Client::new()
+        .put(format!("{}/_lab/throttling", lab.control_url()))
+        .json(&json!({ "graph": limits }))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    assert_eq!(lab.control().graph_limits(), limits);
+    let smtp_port = lab.smtp_addr().port();
+    lab.control().stop_smtp().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&lab, dir.path(), 4, Some(smtp_port));
+    // Loaded but not active (the built-in policy stays selected), and a file that is no plugin.
+    write_faulty(dir.path(), "faulty", "ok");
+    std::fs::write(dir.path().join("plugins/broken.wasm"), b"not a component").unwrap();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
+    let url = url_in(&daemon.line_with("admin API").await);
+    wait_for(&url, TOKEN, "the first full sync", |o| {
+        o["last_successful_sync"].is_i64() && o["current_run"].is_null()
+    })
+    .await;
+    let (m, text) = scrape(&url, TOKEN).await;
+    let at_least = |name: &str, labels: &[(&str, &str)], floor: f64| {
+        let value = total(&m, name, labels);
+        assert!(
+            value.is_some_and(|v| v >= floor),
+            "{name}{labels:?} = {value:?}, expected at least {floor}:\n{text}"
+        );
+        value.unwrap()
+    };
+    // The scheduler asks for a quick sync at start; without a cursor it runs full.
+    at_least(
+        "easgate_syncs_total",
+        &[ORG, ("kind", "quick"), ("outcome", "succeeded")],
+        1.0,
+    );
+    at_least(
+        "easgate_sync_runs_total",
+        &[ORG, ("kind", "full"), ("outcome", "succeeded")],
+        1.0,
+    );
+    at_least(
+        "easgate_sync_duration_seconds_count",
+        &[ORG, ("kind", "quick")],
+        1.0,
+    );
+    at_least(
+        "easgate_sync_duration_seconds_sum",
+        &[ORG, ("kind", "quick")],
+        0.001,
+    );
+    let devices = at_least("easgate_devices", &[ORG], 1.0);
+    at_least("easgate_devices", &[ORG, ("verdict", "quarantine")], 1.0);
+    at_least("easgate_commands_total", &[ORG, ("result", "sent")], 1.0);
+    at_least("easgate_commands_total", &[ORG, ("result", "retried")], 1.0);
+    at_least(
+        "easgate_throttling_events_total",
+        &[ORG, ("service", "exchange")],
+        1.0,
+    );
+    // The connector is the lab's only Graph client: it counts every 429 the lab sent.
+    let graph_throttled = lab.control().counters().graph.throttled;
+    assert!(graph_throttled > 0, "the lab never throttled Graph");
+    assert_eq!(
+        total(
+            &m,
+            "easgate_throttling_events_total",
+            &[ORG, ("service", "graph")]
+        ),
+        Some(graph_throttled as f64),
+        "{text}"
+    );
+    at_least("easgate_cas_failovers_total", &[ORG], 1.0);
+    assert_eq!(
+        total(&m, "easgate_plugin_evaluations_total", &[ORG]),
+        Some(devices),
+        "every device went through the policy once: {text}"
+    );
+    assert_eq!(
+        total(&m, "easgate_plugin_errors_total", &[ORG]),
+        None,
+        "the built-in policy does not fail: {text}"
+    );
+    at_least("easgate_notice_outbox_pending", &[ORG], 1.0);
+    at_least(
+        "easgate_last_successful_sync_timestamp_seconds",
+        &[ORG],
+        started.floor(),
+    );
+    at_least("easgate_plugin_reloads_total", &[("result", "loaded")], 1.0);
+    assert_eq!(
+        total(
+            &m,
+            "easgate_plugin_reloads_total",
+            &[("result", "rejected"), ("kind", "invalid")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let (exit, out) = daemon.stop("TERM").await;
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+}
+
+/// The faulty policy, hot-reloaded into the running daemon mode after mode, fails each full
+/// sync's one batch in its own way, and `/metrics` names the kind; a version whose `configure`
+/// fails is rejected at reload and counted as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_errors_are_counted_by_kind() {
+    let lab = crate::sync::sync_lab(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&lab, dir.path(), 8, None);
+    // Selected by the file name: `access-policy.wasm` replaces the built-in policy.
+    write_faulty(dir.path(), "access-policy", "trap");
+    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
+    let url = url_in(&daemon.line_with("admin API").await);
+    // Every run is full (the first for want of a cursor) and partial (its one batch fails).
+    let full = [ORG, ("kind", "full"), ("outcome", "partial")];
+    until_metric(&url, "easgate_sync_runs_total", &full, |v| v == Some(1.0)).await;
+    let mut loaded = 1.0;
+    let mut syncs = 1.0;
+    for (mode, kind) in [
+        ("trap", None),
+        ("loop", Some("timeout")),
+        ("alloc", Some("memory")),
+        ("wrong-count", Some("bad-output")),
+        ("huge-reason", Some("bad-output")),
+    ] {
+        if let Some(kind) = kind {
+            write_faulty(dir.path(), "access-policy", mode);
+            loaded += 1.0;
+            until_metric(
+                &url,
+                "easgate_plugin_reloads_total",
+                &[("result", "loaded")],
+                |v| v == Some(loaded),
+            )
+            .await;
+            let before = {
+                let (m, _) = scrape(&url, TOKEN).await;
+                total(&m, "easgate_plugin_errors_total", &[ORG, ("kind", kind)]).unwrap_or(0.0)
+            };
+            trigger_full_sync(&url).await;
+            syncs += 1.0;
+            until_metric(&url, "easgate_sync_runs_total", &full, |v| v == Some(syncs)).await;
+            let (m, text) = scrape(&url, TOKEN).await;
+            assert_eq!(
+                total(&m, "easgate_plugin_errors_total", &[ORG, ("kind", kind)]),
+                Some(before + 1.0),
+                "{mode}: one batch of 200 devices failed:\n{text}"
+            );
+        } else {
+            let (m, text) = scrape(&url, TOKEN).await;
+            assert_eq!(
+                total(&m, "easgate_plugin_errors_total", &[ORG, ("kind", "trap")]),
+                Some(1.0),
+                "{mode}:\n{text}"
+            );
+        }
+    }
+    let (m, text) = scrape(&url, TOKEN).await;
+    assert_eq!(
+        total(&m, "easgate_plugin_errors_total", &[ORG]),
+        Some(5.0),
+        "no other kind counted:\n{text}"
+    );
+    assert_eq!(
+        total(&m, "easgate_plugin_evaluations_total", &[ORG]),
+        Some(5.0 * 200.0),
+        "{text}"
+    );
+
+    write_faulty(dir.path(), "access-policy", "configure-fails");
+    until_metric(
+        &url,
+        "easgate_plugin_reloads_total",
+        &[("result", "rejected"), ("kind", "configure")],
+        |v| v == Some(1.0),
+    )
+    .await;
+    let (exit, out) = daemon.stop("TERM").await;
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+}
+
+/// The kind comes from the real wasmtime error of each faulty mode, not from its message.
+#[test]
+fn each_faulty_mode_fails_with_its_kind() {
+    let engine = PluginEngine::builder()
+        .default_limits(Limits {
+            timeout: Duration::from_millis(200),
+            memory_bytes: 16 << 20,
+        })
+        .build()
+        .unwrap();
+    let devices = [device("A"), device("B")];
+    for (mode, kind) in [
+        ("trap", PluginErrorKind::Trap),
+        ("loop", PluginErrorKind::Timeout),
+        ("sleep", PluginErrorKind::HostRefused),
+        ("alloc", PluginErrorKind::Memory),
+        ("wrong-count", PluginErrorKind::BadOutput),
+        ("too-many", PluginErrorKind::BadOutput),
+        ("bad-reason", PluginErrorKind::BadOutput),
+        ("huge-reason", PluginErrorKind::BadOutput),
+    ] {
+        let policy = faulty(&engine, json!({"mode": mode})).unwrap();
+        let err = policy.decide(&sync_info(), &devices).unwrap_err();
+        assert_eq!(err.kind(), kind, "{mode}: {err}");
+    }
+    let Err(rejected) = faulty(&engine, json!({"mode": "configure-fails"})) else {
+        panic!("configure-fails loaded");
+    };
+    assert_eq!(rejected.kind(), PluginErrorKind::Configure, "{rejected}");
+}
