@@ -257,4 +257,27 @@ mod tests {
             text.contains("easgate_sync_duration_seconds_sum{org=\"contoso\",kind=\"full\"} 1.5\n")
         );
     }
+
+    #[test]
+    fn throttling_errors_and_runs_carry_their_labels() {
+        let m = Metrics::default();
+        m.throttled("contoso", "graph");
+        m.throttled("contoso", "graph");
+        m.throttled("contoso", "exchange");
+        m.command("contoso", CommandResult::Retried, 1);
+        m.plugin_error("contoso", PluginErrorKind::Timeout);
+        m.plugin_error("contoso", PluginErrorKind::BadOutput);
+        m.run_recorded("contoso", RunKind::Full, RunOutcome::Partial);
+        let text = m.render_counters();
+        for line in [
+            "easgate_throttling_events_total{org=\"contoso\",service=\"graph\"} 2\n",
+            "easgate_throttling_events_total{org=\"contoso\",service=\"exchange\"} 1\n",
+            "easgate_commands_total{org=\"contoso\",result=\"retried\"} 1\n",
+            "easgate_plugin_errors_total{org=\"contoso\",kind=\"timeout\"} 1\n",
+            "easgate_plugin_errors_total{org=\"contoso\",kind=\"bad-output\"} 1\n",
+            "easgate_sync_runs_total{org=\"contoso\",kind=\"full\",outcome=\"partial\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
 }
