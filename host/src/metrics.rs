@@ -1,9 +1,11 @@
 //! The counters behind `/metrics`, and the Prometheus text format they are written in.
 //!
 //! Two kinds of figures: *counters of events* the store does not keep (syncs by outcome and
-//! their duration, counted by the scheduler; commands, throttling, CAS failovers and plugin
-//! evaluations, counted by the sync runner through the hooks of [`Metrics`]), and *gauges of
-//! state* read at scrape time from the store and the plugin registry (see `admin::metrics`).
+//! their duration, counted by the scheduler; runs by the kind that ran, commands, plugin
+//! evaluations and plugin errors, counted by the daemon from each run's summary; throttling,
+//! retried commands and CAS failovers, counted by the Exchange and Graph clients as they meet
+//! them), and *gauges of state* read at scrape time from the store and the plugin registry (see
+//! `admin::metrics`).
 //!
 //! The text format is written by hand rather than with a client crate: a dozen families,
 //! counters and gauges plus one sum/count pair, and label escaping are all it takes, and the
