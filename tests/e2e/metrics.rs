@@ -360,3 +360,71 @@ fn each_faulty_mode_fails_with_its_kind() {
     };
     assert_eq!(rejected.kind(), PluginErrorKind::Configure, "{rejected}");
 }
+
+/// Commands Exchange refuses are counted `failed`, and a run whose discovery fails is counted
+/// failed twice over (by the scheduler and as a run): the default blast-radius guard holds the
+/// first plan, then the lab's only CAS starts refusing everything with 400, then the plan is
+/// approved and the daemon applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_commands_and_failed_runs_are_counted() {
+    let lab = crate::sync::sync_lab(600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&lab, dir.path(), 8, None);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "max_new_restrictions = { percent = 100.0, floor = 1000000 }",
+        "max_new_restrictions = { percent = 10.0, floor = 25 }",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
+    let url = url_in(&daemon.line_with("admin API").await);
+    let org = wait_for(&url, TOKEN, "a held plan", |o| {
+        o["held_plans"].as_array().is_some_and(|p| !p.is_empty()) && o["current_run"].is_null()
+    })
+    .await;
+    let held = org["held_plans"][0]["id"].as_i64().unwrap();
+    let (m, text) = scrape(&url, TOKEN).await;
+    assert_eq!(
+        total(
+            &m,
+            "easgate_sync_runs_total",
+            &[ORG, ("kind", "full"), ("outcome", "held")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        total(&m, "easgate_commands_total", &[ORG, ("result", "failed")]),
+        None,
+        "{text}"
+    );
+    let sent_before = total(&m, "easgate_commands_total", &[ORG, ("result", "sent")]);
+
+    lab.control().fail_cas(0, 400).unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/api/v1/plans/{held}/approve"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let failed_runs = [ORG, ("outcome", "failed")];
+    let (m, text) = until_metric(&url, "easgate_syncs_total", &failed_runs, |v| {
+        v.is_some_and(|v| v >= 1.0)
+    })
+    .await;
+    let failed = total(&m, "easgate_commands_total", &[ORG, ("result", "failed")]);
+    assert!(failed.is_some_and(|n| n > 0.0), "{text}");
+    let sent = total(&m, "easgate_commands_total", &[ORG, ("result", "sent")]).unwrap_or(0.0);
+    assert_eq!(
+        sent - sent_before.unwrap_or(0.0),
+        failed.unwrap(),
+        "every command sent for the approved plan failed:\n{text}"
+    );
+    assert!(
+        total(&m, "easgate_sync_runs_total", &[ORG, ("outcome", "failed")])
+            .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    let (exit, out) = daemon.stop("TERM").await;
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+}
