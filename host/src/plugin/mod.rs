@@ -149,8 +149,8 @@ pub enum PluginError {
         call: &'static str,
         limit_mib: usize,
     },
-    /// `code`: wasmtime's trap code; `None` when a host function refused the call (the
-    /// plugin tried to wait, say) rather than the guest trapping by itself.
+    /// `code`: wasmtime's trap code; `None` when the call failed in host code rather than the
+    /// guest trapping by itself (a host function refused it: the plugin tried to wait, say).
     #[error("{plugin}: {call} trapped: {detail}")]
     Trap {
         plugin: PluginId,
@@ -194,7 +194,8 @@ pub enum PluginError {
 pub enum PluginErrorKind {
     /// The guest trapped (a panic, an out-of-bounds access, a stack overflow, …).
     Trap,
-    /// A host function refused what the plugin asked (waiting, sleeping).
+    /// The call failed in host code without a trap code: a host function refused what the
+    /// plugin asked (waiting, sleeping).
     HostRefused,
     /// The call ran past its epoch deadline.
     Timeout,
@@ -225,12 +226,6 @@ impl PluginErrorKind {
             PluginErrorKind::SelfCheck => "self-check",
             PluginErrorKind::Invalid => "invalid",
         }
-    }
-}
-
-impl fmt::Display for PluginErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
