@@ -6,6 +6,7 @@ mod bad_responses;
 mod cli_policy;
 mod client_secrets;
 mod containment;
+mod crash;
 mod daemon;
 mod exchange_client;
 mod graph_client;
