@@ -17,5 +17,6 @@ mod notify;
 mod policy_diff;
 mod policy_table;
 mod polyglot;
+mod store_faults;
 mod support;
 mod sync;
