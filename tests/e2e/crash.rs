@@ -26,7 +26,7 @@ use crate::sync::{expected, mismatches, write_config};
 
 const KILLS: usize = 20;
 const DEFAULT_SEED: u64 = 20_261_126;
-/// Kill points per stage: 20 kills, five in each.
+/// The stages aimed at, `KILLS / 4` times each.
 const STAGES: [Stage; 4] = [Stage::Discover, Stage::Decide, Stage::Apply, Stage::Notify];
 const LIMIT: Duration = Duration::from_secs(60);
 
