@@ -25,7 +25,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 const URL: &str = "https://portal.contoso.example/enroll?src=mail&org=contoso";
 
 /// The `[notify]` section sending plain SMTP to `port` on loopback.
-fn notify_section(port: u16, timeout: &str) -> String {
+pub fn notify_section(port: u16, timeout: &str) -> String {
     format!(
         "\n[notify]\n\
          smtp = {{ host = \"127.0.0.1\", port = {port}, security = \"none\", timeout = \"{timeout}\" }}\n\

@@ -16,7 +16,10 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// SQLite could not open the file at all (permissions, a directory in the way, ...).
-    #[error("cannot open the store {}", path.display())]
+    #[error(
+        "cannot open the store {}: the data directory must be writable by this process and the path a file",
+        path.display()
+    )]
     Open {
         path: PathBuf,
         #[source]
@@ -67,6 +70,30 @@ pub enum StoreError {
     Migration {
         path: PathBuf,
         version: usize,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file system refused a write: full, over a quota or size limit, or failing. SQLite
+    /// rolled the change back.
+    #[error(
+        "the store {} could not be written while {doing}: the file system is full or failing; nothing of that change was kept, free space and run again",
+        path.display()
+    )]
+    Unwritable {
+        path: PathBuf,
+        doing: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file, or the data directory SQLite writes its journal into, is read-only for this
+    /// process.
+    #[error(
+        "the store {} is read-only for this process (while {doing}): easgate must be able to write the file and create files in its data directory",
+        path.display()
+    )]
+    ReadOnly {
+        path: PathBuf,
+        doing: &'static str,
         #[source]
         source: rusqlite::Error,
     },

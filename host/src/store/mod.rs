@@ -99,6 +99,50 @@ fn is_corruption(err: &rusqlite::Error) -> bool {
     )
 }
 
+/// An SQLite error as a [`StoreError`] that tells the operator what to do: a damaged file, a
+/// write the file system refused, a read-only file or directory, or else the statement that
+/// failed.
+fn store_error(path: &Path, doing: &'static str, source: rusqlite::Error) -> StoreError {
+    let path = path.to_owned();
+    let write_failed = match &source {
+        rusqlite::Error::SqliteFailure(e, _) => {
+            e.code == ErrorCode::DiskFull
+                || [
+                    rusqlite::ffi::SQLITE_IOERR_WRITE,
+                    rusqlite::ffi::SQLITE_IOERR_FSYNC,
+                    rusqlite::ffi::SQLITE_IOERR_TRUNCATE,
+                    rusqlite::ffi::SQLITE_IOERR_SHMSIZE,
+                ]
+                .contains(&e.extended_code)
+        }
+        _ => false,
+    };
+    if is_corruption(&source) {
+        StoreError::Corrupt {
+            path,
+            detail: source.to_string(),
+        }
+    } else if write_failed {
+        StoreError::Unwritable {
+            path,
+            doing,
+            source,
+        }
+    } else if source.sqlite_error_code() == Some(ErrorCode::ReadOnly) {
+        StoreError::ReadOnly {
+            path,
+            doing,
+            source,
+        }
+    } else {
+        StoreError::Sql {
+            path,
+            doing,
+            source,
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating when needed) the store in `data_dir`, which is created too, readable by
     /// its owner only on Unix (the store holds user names and device details).
@@ -126,22 +170,8 @@ impl Store {
                 path: path.to_owned(),
                 source,
             })?;
-        let sql = |doing: &'static str| {
-            move |source: rusqlite::Error| {
-                if is_corruption(&source) {
-                    StoreError::Corrupt {
-                        path: path.to_owned(),
-                        detail: source.to_string(),
-                    }
-                } else {
-                    StoreError::Sql {
-                        path: path.to_owned(),
-                        doing,
-                        source,
-                    }
-                }
-            }
-        };
+        let sql =
+            |doing: &'static str| move |source: rusqlite::Error| store_error(path, doing, source);
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("setting the busy timeout"))?;
         // Reading the header first: a file that is not a database fails here, before any
@@ -348,20 +378,7 @@ impl Store {
 
     /// Maps an SQLite error to a [`StoreError`] saying what the store was doing.
     fn sql(&self, doing: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| {
-            if is_corruption(&source) {
-                StoreError::Corrupt {
-                    path: self.path.clone(),
-                    detail: source.to_string(),
-                }
-            } else {
-                StoreError::Sql {
-                    path: self.path.clone(),
-                    doing,
-                    source,
-                }
-            }
-        }
+        move |source| store_error(&self.path, doing, source)
     }
 }
 
@@ -438,8 +455,46 @@ mod tests {
         let store = Store::open_read_only(&data).unwrap();
         assert_eq!(store.find_organization("contoso").unwrap(), Some(org));
         assert_eq!(store.find_organization("fabrikam").unwrap(), None);
-        assert!(store.organization("fabrikam", 2).is_err());
+        let err = store.organization("fabrikam", 2).unwrap_err();
+        assert!(matches!(err, StoreError::ReadOnly { .. }), "{err:?}");
+        assert!(err.to_string().contains("is read-only for this process"));
         assert_eq!(store.find_organization("fabrikam").unwrap(), None);
+    }
+
+    #[test]
+    fn a_full_file_system_is_named_and_nothing_of_the_change_is_kept() {
+        // `max_page_count` at the present size makes SQLite fail the first write that needs a
+        // new page with SQLITE_FULL, the code a full disk gives.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        {
+            let conn = store.conn();
+            let pages: i64 = conn
+                .pragma_query_value(None, "page_count", |row| row.get(0))
+                .unwrap();
+            conn.pragma_update(None, "max_page_count", pages).unwrap();
+        }
+        // Needs overflow pages: more than the file has.
+        let long = "x".repeat(64 * 1024);
+        let err = store.organization(&long, 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Unwritable {
+                    doing: "adding an organization",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("could not be written while adding an organization"),
+            "{err}"
+        );
+        assert_eq!(store.find_organization(&long).unwrap(), None);
+        // A change that fits still goes through.
+        assert!(store.organization("contoso", 1).is_ok());
     }
 
     #[test]
