@@ -16,5 +16,6 @@ mod notify;
 mod policy_diff;
 mod policy_table;
 mod polyglot;
+mod secrets;
 mod support;
 mod sync;
