@@ -18,4 +18,5 @@ mod policy_table;
 mod polyglot;
 mod secrets;
 mod support;
+mod swap_storm;
 mod sync;

@@ -488,7 +488,7 @@ impl PluginRegistry {
                     detail: format!("the manifest's name must match the file name {name:?}"),
                 });
             }
-            load(&self.engine, spec)
+            load(&self.engine, spec).and_then(|plugin| self.check_selected_world(name, plugin))
         });
         let mut entries = self.entries.lock().expect("registry lock");
         let entry = entries
@@ -514,6 +514,37 @@ impl PluginRegistry {
                 drop(entries);
                 self.reject(name, path, Some(digest), err.to_string());
             }
+        }
+    }
+
+    /// A version of the selected policy (or template) must be of that world: a notice template
+    /// written over `access-policy.wasm` would otherwise be accepted and silently put the
+    /// built-in policy in charge, instead of the last good version.
+    fn check_selected_world(
+        &self,
+        name: &str,
+        plugin: LoadedPlugin,
+    ) -> Result<LoadedPlugin, PluginError> {
+        let selected_as = [
+            (World::AccessPolicy, &self.options.access_policy),
+            (World::NoticeTemplate, &self.options.notice_template),
+        ]
+        .into_iter()
+        .find(|(_, selected)| selected.as_str() == name)
+        .map(|(world, _)| world);
+        match selected_as {
+            Some(world) if world != plugin.meta().world => Err(PluginError::WrongWorld {
+                plugin: super::PluginId {
+                    name: name.to_owned(),
+                    digest: plugin.meta().digest,
+                },
+                world,
+                detail: format!(
+                    "it is a {} component, and {name:?} is the selected {world}",
+                    plugin.meta().world
+                ),
+            }),
+            _ => Ok(plugin),
         }
     }
 
@@ -716,6 +747,27 @@ mod tests {
         // Without pins the same file loads.
         let open = registry(dir.path(), None);
         assert_eq!(open.access_policy().meta.digest, Digest::of(&other));
+    }
+
+    /// Found by the swap-storm test: a notice template written over the selected policy's file
+    /// was accepted, and the built-in policy took over from the last good version.
+    #[test]
+    fn a_template_in_the_selected_policys_place_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("access-policy.wasm");
+        std::fs::write(&file, byod_strict()).unwrap();
+        let registry = registry(dir.path(), None);
+        let strict = Digest::of(&byod_strict());
+        assert_eq!(registry.access_policy().meta.digest, strict);
+        std::fs::write(&file, BUILTIN_NOTICE_TEMPLATE).unwrap();
+        registry.reload("access-policy");
+        let rejection = last_rejection(&registry);
+        assert!(
+            rejection.reason.contains("notice-template component"),
+            "{}",
+            rejection.reason
+        );
+        assert_eq!(registry.access_policy().meta.digest, strict);
     }
 
     #[test]
