@@ -203,7 +203,7 @@ async fn a_swap_storm_during_a_sync_changes_nothing_in_it_and_the_last_valid_ver
         "the run names no valid version: {run}"
     );
     let (digests, audited) = audit_of(&dir.path().join("data"), run["id"].as_i64().unwrap());
-    assert_eq!(digests, [pinned.clone()], "one digest for the whole run");
+    assert_eq!(digests, [pinned.as_str()], "one digest for the whole run");
     assert!(audited >= 2_000, "{audited} decisions audited");
 
     // Afterwards the last valid version is active, the invalid ones were rejected with reasons.
@@ -254,7 +254,7 @@ async fn a_swap_storm_during_a_sync_changes_nothing_in_it_and_the_last_valid_ver
     assert_eq!(next["outcome"], "succeeded", "{next}");
     assert_eq!(next["plugin_digest"], last_valid.as_str(), "{next}");
     let (digests, _) = audit_of(&dir.path().join("data"), next["id"].as_i64().unwrap());
-    assert_eq!(digests, [last_valid.clone()]);
+    assert_eq!(digests, [last_valid.as_str()]);
 
     let reloads = plugins["reloads"].as_u64().unwrap();
     eprintln!(
