@@ -1206,12 +1206,32 @@ fn check_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("`{url}` is not an http:// or https:// URL"))?;
+        .ok_or_else(|| format!("`{}` is not an http:// or https:// URL", shown(url)))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(format!("`{url}` has no host"));
+        return Err(format!("`{}` has no host", shown(url)));
     }
     Ok(())
+}
+
+/// `url` as an error message may show it: credentials in its authority (`user:password@`)
+/// replaced, since configuration errors go to the terminal and the service's journal.
+fn shown(url: &str) -> String {
+    if !has_userinfo(url) {
+        return url.to_owned();
+    }
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let scheme = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    format!("{scheme}[redacted]@{host}{path}")
 }
 
 /// `user[:password]@` in the authority of an http(s) URL.
@@ -1244,7 +1264,8 @@ fn check_service_url(url: &str, insecure: bool) -> Result<(), String> {
     check_url(url)?;
     if has_userinfo(url) {
         return Err(format!(
-            "`{url}` carries credentials; they belong in the auth settings"
+            "`{}` carries credentials; they belong in the auth settings",
+            shown(url)
         ));
     }
     if url.starts_with("http://") && !insecure && !is_loopback_url(url) {
@@ -1587,6 +1608,62 @@ client_secret = { file = "fabrikam.secret" }
         }
         let loopback = format!("{FULL}\n[admin]\nlisten = \"[::1]:1\"\ntoken = \"t\"\n");
         assert!(!parse(&loopback).unwrap().admin.unwrap().allow_remote);
+    }
+
+    /// Found by the secrets review: a URL with `user:password@` in it was quoted whole in the
+    /// error, and configuration errors end up in the service's journal.
+    #[test]
+    fn credentials_in_a_url_never_show_in_its_error() {
+        let password = "Sup3r-s3cret";
+        for (field, url) in [
+            (
+                "graph.graph_url",
+                format!("https://app:{password}@graph.example.com/"),
+            ),
+            (
+                "graph.login_url",
+                format!("ftp://app:{password}@login.example.com"),
+            ),
+            (
+                "exchange.cas_urls[0]",
+                format!("http://ex:{password}@cas.example.com"),
+            ),
+            (
+                "network.proxy.url",
+                format!("socks5://u:{password}@proxy:1080"),
+            ),
+        ] {
+            let text = match field {
+                "network.proxy.url" => format!("[network]\nproxy = {{ url = \"{url}\" }}\n{FULL}"),
+                "exchange.cas_urls[0]" => {
+                    FULL.replacen("[\"http://127.0.0.1:8080\"]", &format!("[\"{url}\"]"), 1)
+                }
+                _ => {
+                    let key = field.rsplit('.').next().unwrap();
+                    FULL.replacen(
+                        &format!("{key} = \"http://127.0.0.1:8081\""),
+                        &format!("{key} = \"{url}\""),
+                        1,
+                    )
+                }
+            };
+            assert!(
+                text.contains(&url),
+                "{field}: the test did not place the URL"
+            );
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+            assert!(!err.contains(password), "{field}: {err}");
+            assert!(err.contains("[redacted]@"), "{err}");
+        }
+        assert_eq!(
+            shown("https://graph.example.com/v1"),
+            "https://graph.example.com/v1"
+        );
+        assert_eq!(
+            shown("https://a:b@c@graph.example.com/v1?x=1"),
+            "https://[redacted]@graph.example.com/v1?x=1"
+        );
     }
 
     #[test]
