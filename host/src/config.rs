@@ -81,6 +81,7 @@
 //! [admin]
 //! listen = "127.0.0.1:8470"                  # default; loopback: the token is sent in clear
 //! token = { file = "admin.token" }           # bearer token for the API, page and /metrics
+//! # allow_remote = true                      # required for a listen address off loopback
 //! ```
 //!
 //! Secrets ([`SecretSource`]) come from an environment variable (`{ env = "NAME" }`), from a file
@@ -257,6 +258,10 @@ pub struct Admin {
     pub listen: std::net::SocketAddr,
     /// The bearer token every call but `/healthz` must carry.
     pub token: SecretSource,
+    /// Allows `listen` off loopback. The token and device data then cross the network in
+    /// clear unless a TLS proxy sits in front, so this takes an explicit yes.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 /// `[sync]`: what every organization's sync shares.
@@ -266,6 +271,7 @@ pub struct Admin {
 /// data_dir = "data"                      # the store (easgate.db); relative to this file
 /// plugin_dir = "plugins"                 # watched plugin files; absent: built-ins only
 /// access_policy = "access-policy"        # the active policy's name (a file's, or the built-in)
+/// # allowed_digests = ["sha256:…"]       # when set: only these directory plugins load
 /// [sync.builtin_policy_settings]         # the built-in policy's settings (its README)
 /// includedGroups = ["5a0c1d7e-…"]
 /// ```
@@ -280,6 +286,11 @@ pub struct SyncConfig {
     pub plugin_dir: Option<PathBuf>,
     /// The active access policy's name.
     pub access_policy: String,
+    /// Digest pinning: when set, a plugin of the directory (of either world) loads only if
+    /// the sha256 of its `.wasm` is listed; any other version is rejected before it is
+    /// compiled, and the last allowed version (or the built-in) keeps serving. The built-ins
+    /// are part of the binary and always allowed. `None`: any valid plugin loads.
+    pub allowed_digests: Option<Vec<String>>,
     /// The built-in access policy's settings (a table, handed to it as a JSON object).
     pub builtin_policy_settings: toml::Table,
 }
@@ -290,6 +301,7 @@ impl Default for SyncConfig {
             data_dir: PathBuf::from(defaults::DATA_DIR),
             plugin_dir: None,
             access_policy: crate::plugin::World::AccessPolicy.builtin_name().to_owned(),
+            allowed_digests: None,
             builtin_policy_settings: toml::Table::new(),
         }
     }
@@ -1098,6 +1110,31 @@ impl Config {
                 }
             }
         }
+        if let Some(admin) = &self.admin
+            && !admin.listen.ip().is_loopback()
+            && !admin.allow_remote
+        {
+            return Err((
+                "admin.listen".into(),
+                format!(
+                    "{} is not a loopback address: the admin token and device data would cross \
+                     the network in clear; put a TLS proxy in front and set \
+                     `allow_remote = true` in [admin] to listen there",
+                    admin.listen
+                ),
+            ));
+        }
+        for (i, digest) in self.sync.allowed_digests.iter().flatten().enumerate() {
+            if crate::plugin::Digest::parse(digest).is_none() {
+                return Err((
+                    format!("sync.allowed_digests[{i}]"),
+                    format!(
+                        "`{digest}` is not a plugin digest: write \"sha256:\" and 64 hex digits, \
+                         as `easgate policy check FILE` prints it"
+                    ),
+                ));
+            }
+        }
         match &self.notify {
             Some(notify) => validate_notify(notify, &self.organizations)?,
             None => {
@@ -1169,12 +1206,32 @@ fn check_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("`{url}` is not an http:// or https:// URL"))?;
+        .ok_or_else(|| format!("`{}` is not an http:// or https:// URL", shown(url)))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(format!("`{url}` has no host"));
+        return Err(format!("`{}` has no host", shown(url)));
     }
     Ok(())
+}
+
+/// `url` as an error message may show it: credentials in its authority (`user:password@`)
+/// replaced, since configuration errors go to the terminal and the service's journal.
+fn shown(url: &str) -> String {
+    if !has_userinfo(url) {
+        return url.to_owned();
+    }
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let scheme = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    format!("{scheme}[redacted]@{host}{path}")
 }
 
 /// `user[:password]@` in the authority of an http(s) URL.
@@ -1207,7 +1264,8 @@ fn check_service_url(url: &str, insecure: bool) -> Result<(), String> {
     check_url(url)?;
     if has_userinfo(url) {
         return Err(format!(
-            "`{url}` carries credentials; they belong in the auth settings"
+            "`{}` carries credentials; they belong in the auth settings",
+            shown(url)
         ));
     }
     if url.starts_with("http://") && !insecure && !is_loopback_url(url) {
@@ -1529,6 +1587,102 @@ client_secret = { file = "fabrikam.secret" }
             FULL.to_owned() + "\n[admin]\ntoken = { env = \"EASGATE_TEST_SURELY_UNSET_4712\" }\n";
         let err = parse(&missing).unwrap().check_secrets().unwrap_err();
         assert!(err.to_string().starts_with("admin.token: "), "{err}");
+    }
+
+    #[test]
+    fn a_remote_admin_listener_takes_an_explicit_allow_remote() {
+        for listen in ["0.0.0.0:8470", "192.0.2.7:8470", "[::]:8470"] {
+            let text = format!("{FULL}\n[admin]\nlisten = \"{listen}\"\ntoken = \"t\"\n");
+            let err = parse(&text).unwrap_err();
+            let shown = err.to_string();
+            let (line, _, field, message) = place(err);
+            assert_eq!(field, "admin.listen", "{listen}");
+            assert_eq!(
+                text.lines().nth(line - 1).unwrap(),
+                format!("listen = \"{listen}\"")
+            );
+            assert!(message.contains("allow_remote = true"), "{message}");
+            assert!(shown.starts_with("/etc/easgate/easgate.toml:"), "{shown}");
+            let allowed = text.replace("token = \"t\"", "token = \"t\"\nallow_remote = true");
+            assert!(parse(&allowed).unwrap().admin.unwrap().allow_remote);
+        }
+        let loopback = format!("{FULL}\n[admin]\nlisten = \"[::1]:1\"\ntoken = \"t\"\n");
+        assert!(!parse(&loopback).unwrap().admin.unwrap().allow_remote);
+    }
+
+    /// Found by the secrets review: a URL with `user:password@` in it was quoted whole in the
+    /// error, and configuration errors end up in the service's journal.
+    #[test]
+    fn credentials_in_a_url_never_show_in_its_error() {
+        let password = "Sup3r-s3cret";
+        for (field, url) in [
+            (
+                "graph.graph_url",
+                format!("https://app:{password}@graph.example.com/"),
+            ),
+            (
+                "graph.login_url",
+                format!("ftp://app:{password}@login.example.com"),
+            ),
+            (
+                "exchange.cas_urls[0]",
+                format!("http://ex:{password}@cas.example.com"),
+            ),
+            (
+                "network.proxy.url",
+                format!("socks5://u:{password}@proxy:1080"),
+            ),
+        ] {
+            let text = match field {
+                "network.proxy.url" => format!("[network]\nproxy = {{ url = \"{url}\" }}\n{FULL}"),
+                "exchange.cas_urls[0]" => {
+                    FULL.replacen("[\"http://127.0.0.1:8080\"]", &format!("[\"{url}\"]"), 1)
+                }
+                _ => {
+                    let key = field.rsplit('.').next().unwrap();
+                    FULL.replacen(
+                        &format!("{key} = \"http://127.0.0.1:8081\""),
+                        &format!("{key} = \"{url}\""),
+                        1,
+                    )
+                }
+            };
+            assert!(
+                text.contains(&url),
+                "{field}: the test did not place the URL"
+            );
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+            assert!(!err.contains(password), "{field}: {err}");
+            assert!(err.contains("[redacted]@"), "{err}");
+        }
+        assert_eq!(
+            shown("https://graph.example.com/v1"),
+            "https://graph.example.com/v1"
+        );
+        assert_eq!(
+            shown("https://a:b@c@graph.example.com/v1?x=1"),
+            "https://[redacted]@graph.example.com/v1?x=1"
+        );
+    }
+
+    #[test]
+    fn allowed_digests_must_be_sha256_digests() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let pinned = format!("[sync]\nallowed_digests = [\"{digest}\"]\n{FULL}");
+        assert_eq!(
+            parse(&pinned).unwrap().sync.allowed_digests,
+            Some(vec![digest.clone()])
+        );
+        assert_eq!(parse(FULL).unwrap().sync.allowed_digests, None);
+        let bad = format!("[sync]\nallowed_digests = [\"{digest}\", \"ab12\"]\n{FULL}");
+        let (line, _, field, message) = place(parse(&bad).unwrap_err());
+        assert_eq!(field, "sync.allowed_digests[1]");
+        assert_eq!(line, 2);
+        assert!(
+            message.contains("\"ab12\"") || message.contains("`ab12`"),
+            "{message}"
+        );
     }
 
     #[test]

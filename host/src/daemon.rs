@@ -239,12 +239,7 @@ impl Daemon {
         .await??;
         let store = Arc::new(store);
 
-        let options = RegistryOptions {
-            dir: config.sync.plugin_dir.clone(),
-            access_policy: config.sync.access_policy.clone(),
-            builtin_access_settings: config.sync.builtin_policy_json(),
-            ..RegistryOptions::default()
-        };
+        let options = RegistryOptions::from_config(&config.sync);
         let registry =
             tokio::task::spawn_blocking(move || PluginRegistry::new(PluginEngine::new()?, options))
                 .await??;

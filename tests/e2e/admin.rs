@@ -316,42 +316,126 @@ impl Admin {
     }
 }
 
-const ENDPOINTS: &[(&str, &str)] = &[
-    ("GET", "/api/v1/status"),
-    ("POST", "/api/v1/organizations/contoso/sync"),
-    ("GET", "/api/v1/devices"),
-    ("GET", "/api/v1/devices/alice%5Cx%5Cd"),
-    ("GET", "/api/v1/plugins"),
-    ("POST", "/api/v1/plans/1/approve"),
-    ("POST", "/api/v1/plans/1/reject"),
-    ("GET", "/metrics"),
-];
+/// Every operation `openapi.yaml` describes: method, path (parameters filled in with values
+/// the test admin knows), and whether it needs the token. Read from the file, so a route added
+/// there is covered here without a change.
+fn described_operations() -> Vec<(Method, String, bool)> {
+    let spec = std::fs::read_to_string(crate::support::repo().join("openapi.yaml")).unwrap();
+    let paths = spec
+        .split("\npaths:\n")
+        .nth(1)
+        .expect("openapi.yaml has paths")
+        .split("\ncomponents:")
+        .next()
+        .unwrap();
+    let mut operations: Vec<(Method, String, bool)> = Vec::new();
+    let mut path = None;
+    for line in paths.lines() {
+        if let Some(p) = line.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
+            path = Some(
+                format!("/{p}")
+                    .replace("{org}", "contoso")
+                    .replace("{id}", "1"),
+            );
+        } else if let Some(method) = line.strip_prefix("    ").and_then(|m| m.strip_suffix(':'))
+            && ["get", "post", "put", "patch", "delete"].contains(&method)
+        {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            operations.push((method, path.clone().expect("a path first"), true));
+        } else if line.trim() == "security: []" {
+            operations.last_mut().expect("an operation").2 = false;
+        }
+    }
+    assert!(operations.len() >= 10, "{operations:?}");
+    operations
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_but_healthz_needs_the_token() {
     let admin = Admin::start().await;
-    for (method, path) in ENDPOINTS {
-        let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let url = format!("{}{path}", admin.url);
-        for token in [None, Some("wrong"), Some("s3cret-admin-tokeN")] {
-            let mut request = admin
+    let operations = described_operations();
+    let open: Vec<&str> = operations
+        .iter()
+        .filter(|(_, _, token)| !token)
+        .map(|(_, path, _)| path.as_str())
+        .collect();
+    assert_eq!(open, ["/healthz", "/"], "only these go without the token");
+    // What a caller without the right token may try: nothing, another token, the token with a
+    // character changed, added or dropped, the token in another scheme or in the query.
+    let near_misses: Vec<(&str, Option<String>)> = vec![
+        ("no Authorization", None),
+        ("a wrong token", Some("Bearer wrong".into())),
+        ("a case change", Some("Bearer s3cret-admin-tokeN".into())),
+        ("a longer token", Some(format!("Bearer {TOKEN}x"))),
+        (
+            "a prefix",
+            Some(format!("Bearer {}", &TOKEN[..TOKEN.len() - 1])),
+        ),
+        ("an empty token", Some("Bearer ".into())),
+        ("the Basic scheme", Some(format!("Basic {TOKEN}"))),
+        ("the token alone", Some(TOKEN.into())),
+    ];
+    let unknown = ["/api/v1/nothing", "/api/v2/status", "/metrics/x", "/admin"];
+    let mut tried = 0;
+    for (method, path, needs_token) in &operations {
+        if !needs_token {
+            let response = admin
                 .http
-                .request(method.clone(), &url)
-                .json(&json!({"kind": "quick"}));
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            let response = request.send().await.unwrap();
-            assert_eq!(
-                response.status(),
-                StatusCode::UNAUTHORIZED,
-                "{method} {path}"
-            );
-            assert_eq!(response.headers()["www-authenticate"], "Bearer");
-            let body: Value = response.json().await.unwrap();
-            assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
+                .request(method.clone(), format!("{}{path}", admin.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{method} {path}");
+            continue;
         }
+        // The described method, every other one (no 405 that tells what exists before the
+        // token), and the token in the query string instead of the header.
+        let methods = [Method::GET, Method::POST, Method::PUT, Method::DELETE];
+        for try_method in methods.iter().chain([method]) {
+            for (what, authorization) in &near_misses {
+                let mut request = admin
+                    .http
+                    .request(try_method.clone(), format!("{}{path}", admin.url))
+                    .json(&json!({"kind": "quick"}));
+                if let Some(authorization) = authorization {
+                    request = request.header("authorization", authorization);
+                }
+                let response = request.send().await.unwrap();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{try_method} {path} with {what}"
+                );
+                assert_eq!(response.headers()["www-authenticate"], "Bearer");
+                let body: Value = response.json().await.unwrap();
+                assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
+                tried += 1;
+            }
+        }
+        let in_query = admin
+            .http
+            .request(
+                method.clone(),
+                format!("{}{path}?token={TOKEN}&access_token={TOKEN}", admin.url),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(in_query.status(), StatusCode::UNAUTHORIZED, "{path}?token=");
     }
+    // Paths that do not exist look the same as those that do until the token is right.
+    for path in unknown {
+        let response = admin
+            .http
+            .get(format!("{}{path}", admin.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let (status, _) = admin.call(Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert!(tried >= 8 * 5 * 8, "{tried} refused calls");
     // The scheme is case-insensitive, the token is not.
     let lower = admin
         .http
@@ -361,17 +445,146 @@ async fn every_endpoint_but_healthz_needs_the_token() {
         .await
         .unwrap();
     assert_eq!(lower.status(), StatusCode::OK);
-    let healthz = admin
-        .http
-        .get(format!("{}/healthz", admin.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(healthz.status(), StatusCode::OK);
     // Nothing was triggered or decided by the refused calls.
     assert!(admin.runs().is_empty());
     let contoso = admin.store.organization("contoso", now()).unwrap();
     assert_eq!(admin.store.held_runs(contoso).unwrap().len(), 2);
+    admin.stop().await;
+}
+
+/// What a page on another site can make a browser send: a form post (URL-encoded, multipart or
+/// plain text), even one that somehow carried the token, changes nothing; no answer grants
+/// cross-origin reads, and no answer may be framed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_change_nothing_and_nothing_may_be_framed() {
+    let admin = Admin::start().await;
+    let plan = admin.plans[0];
+    let posts = [
+        "/api/v1/organizations/contoso/sync".to_owned(),
+        format!("/api/v1/plans/{plan}/approve"),
+        format!("/api/v1/plans/{plan}/reject"),
+    ];
+    let forms = [
+        ("application/x-www-form-urlencoded", "kind=full"),
+        (
+            "multipart/form-data; boundary=x",
+            "--x\r\n\r\nfull\r\n--x--\r\n",
+        ),
+        ("text/plain", "{\"kind\": \"full\"}"),
+        ("application/x-www-form-urlencoded", ""),
+    ];
+    for path in &posts {
+        for (content_type, body) in forms {
+            for token in [None, Some(TOKEN)] {
+                let mut request = admin
+                    .http
+                    .post(format!("{}{path}", admin.url))
+                    .header("content-type", content_type)
+                    .header("origin", "https://evil.example")
+                    .body(body);
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let response = request.send().await.unwrap();
+                let expected = match token {
+                    None => StatusCode::UNAUTHORIZED,
+                    Some(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                };
+                assert_eq!(response.status(), expected, "{path} as {content_type}");
+                assert!(
+                    response
+                        .headers()
+                        .get("access-control-allow-origin")
+                        .is_none(),
+                    "{path}"
+                );
+            }
+        }
+        // A body without a type is refused as well.
+        let response = admin
+            .http
+            .post(format!("{}{path}", admin.url))
+            .bearer_auth(TOKEN)
+            .body("{\"kind\": \"full\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("application/json"),
+            "{body}"
+        );
+    }
+    assert!(admin.runs().is_empty(), "a refused post triggered a sync");
+    let contoso = admin.store.organization("contoso", now()).unwrap();
+    assert_eq!(admin.store.held_runs(contoso).unwrap().len(), 2);
+    assert_eq!(admin.store.run(plan).unwrap().unwrap().approval, None);
+
+    // A preflight is not granted: no CORS header, whatever the origin asks.
+    let preflight = admin
+        .http
+        .request(Method::OPTIONS, format!("{}/api/v1/status", admin.url))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(preflight.status(), StatusCode::OK);
+    assert!(
+        preflight
+            .headers()
+            .keys()
+            .all(|name| !name.as_str().starts_with("access-control-")),
+        "{:?}",
+        preflight.headers()
+    );
+
+    // The page, an API answer, a refusal: none may be framed or sniffed.
+    let page = admin.http.get(format!("{}/", admin.url));
+    let api = admin
+        .http
+        .get(format!("{}/api/v1/status", admin.url))
+        .bearer_auth(TOKEN);
+    let refused = admin.http.get(format!("{}/api/v1/status", admin.url));
+    for (what, request) in [("page", page), ("API", api), ("401", refused)] {
+        let response = request.send().await.unwrap();
+        let headers = response.headers();
+        assert_eq!(headers["x-frame-options"], "DENY", "{what}");
+        assert_eq!(
+            headers["content-security-policy"], "frame-ancestors 'none'",
+            "{what}"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{what}");
+        assert!(headers.get("set-cookie").is_none(), "{what}");
+        assert!(
+            headers.get("access-control-allow-origin").is_none(),
+            "{what}"
+        );
+    }
+    // The page authenticates with a header from the tab's session storage, never a cookie.
+    let page = admin
+        .http
+        .get(format!("{}/", admin.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("\"Authorization\": \"Bearer \""),
+        "the page sends the header"
+    );
+    assert!(!page.contains("document.cookie") && !page.contains("credentials:"));
     admin.stop().await;
 }
 

@@ -18,6 +18,8 @@ mod notify;
 mod policy_diff;
 mod policy_table;
 mod polyglot;
+mod secrets;
 mod store_faults;
 mod support;
+mod swap_storm;
 mod sync;

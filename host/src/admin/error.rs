@@ -19,6 +19,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("a request body must be JSON, sent with Content-Type: application/json")]
+    UnsupportedMediaType,
     #[error("the connector is shutting down; no new syncs start")]
     ShuttingDown,
     #[error("the store failed")]
@@ -41,6 +43,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(err) => {
                 tracing::error!(error = %err, "admin API: store error");

@@ -8,7 +8,14 @@
 //! `Authorization: Bearer TOKEN` (compared in constant time). The shell holds no data: it asks
 //! for the token and calls the API with it. The API is described in `openapi.yaml` at the
 //! repository root. Listen on loopback unless a proxy with TLS is in front: the token travels
-//! in clear over plain HTTP.
+//! in clear over plain HTTP (the configuration refuses another address without
+//! `allow_remote = true`).
+//!
+//! Cross-site requests: the page sends the token in a header, never a cookie, so a page on
+//! another site that makes the browser send a request sends it without the token (401). On
+//! top of that a POST with a body must say `Content-Type: application/json` (a form can only
+//! send form or plain-text types), no CORS header is ever sent, and every answer forbids
+//! framing and content sniffing.
 
 mod api;
 mod error;
@@ -19,7 +26,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -62,12 +69,61 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/plans/{id}/reject", post(api::reject))
         .route("/metrics", get(metrics::metrics))
         .fallback(api::not_found)
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .layer(middleware::from_fn(require_json_body))
+        // `layer`, not `route_layer`: a wrong method or an unknown path is a 401 too without
+        // the token, so that nothing about the API shows before authentication.
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/", get(|| async { Html(STATUS_PAGE) }))
         .merge(api)
+        .layer(middleware::map_response(protective_headers))
         .with_state(state)
+}
+
+/// Refuses a request body that is not JSON: a cross-site form can send
+/// `application/x-www-form-urlencoded`, `multipart/form-data` or `text/plain`, never
+/// `application/json` (which a browser only sends cross-site after a CORS preflight this server
+/// never grants). A request without a body (`approve`, `reject`) needs no type.
+async fn require_json_body(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.split(';').next().unwrap_or("").trim());
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|length| length != "0");
+    let json = content_type.is_some_and(|t| t.eq_ignore_ascii_case("application/json"));
+    if (has_body || content_type.is_some()) && !json {
+        return ApiError::UnsupportedMediaType.into_response();
+    }
+    next.run(request).await
+}
+
+/// Headers on every answer: no framing (clickjacking of the page's buttons), no content-type
+/// sniffing, and API answers are not kept in caches.
+async fn protective_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Serves the admin routes on `listener` until `shutdown` resolves.

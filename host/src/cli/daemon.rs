@@ -378,7 +378,8 @@ mod tests {
         let config = dir.path().join("easgate.toml");
         std::fs::write(
             &config,
-            "[admin]\nlisten = \"0.0.0.0:9470\"\ntoken = { file = \"admin.token\" }\n\n\
+            "[admin]\nlisten = \"0.0.0.0:9470\"\nallow_remote = true\n\
+             token = { file = \"admin.token\" }\n\n\
              [[organization]]\nname = \"contoso\"\n\
              [organization.exchange]\ncas_urls = [\"https://cas.contoso.com\"]\n\
              tenant_id = \"contoso.onmicrosoft.com\"\n\

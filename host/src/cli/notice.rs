@@ -112,12 +112,7 @@ pub fn run(command: NoticeCommand) -> anyhow::Result<ExitCode> {
     let settings = NoticeSettings::new(&org.name, &notify.for_organization(org))?;
     let registry = PluginRegistry::new(
         PluginEngine::new()?,
-        RegistryOptions {
-            dir: config.sync.plugin_dir.clone(),
-            access_policy: config.sync.access_policy.clone(),
-            builtin_access_settings: config.sync.builtin_policy_json(),
-            ..RegistryOptions::default()
-        },
+        RegistryOptions::from_config(&config.sync),
     )?;
     let template = registry.notice_template();
     let rendered = template

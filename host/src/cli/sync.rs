@@ -172,12 +172,7 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(&config)?;
     let registry = PluginRegistry::new(
         PluginEngine::new()?,
-        RegistryOptions {
-            dir: config.sync.plugin_dir.clone(),
-            access_policy: config.sync.access_policy.clone(),
-            builtin_access_settings: config.sync.builtin_policy_json(),
-            ..RegistryOptions::default()
-        },
+        RegistryOptions::from_config(&config.sync),
     )?;
     let kind = if args.full {
         SyncKind::Full

@@ -73,6 +73,21 @@ impl Digest {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Reads `sha256:` and 64 hex digits (either case), the form [`Display`](fmt::Display)
+    /// writes.
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = text.strip_prefix("sha256:")?.as_bytes();
+        // `from_str_radix` alone would take a sign ("+f").
+        if hex.len() != 64 || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(hex.chunks(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+
     /// The first 12 hex digits, enough to tell versions apart in messages.
     pub fn short(&self) -> String {
         self.hex()[..12].to_owned()
@@ -211,6 +226,8 @@ pub enum PluginErrorKind {
     SelfCheck,
     /// The version cannot be used at all: unreadable, not a component, wrong world (load time).
     Invalid,
+    /// The version's digest is not in `sync.allowed_digests` (load time, before compiling).
+    NotAllowed,
 }
 
 impl PluginErrorKind {
@@ -225,6 +242,7 @@ impl PluginErrorKind {
             PluginErrorKind::RenderRefused => "render-refused",
             PluginErrorKind::SelfCheck => "self-check",
             PluginErrorKind::Invalid => "invalid",
+            PluginErrorKind::NotAllowed => "not-allowed",
         }
     }
 }
@@ -260,6 +278,23 @@ mod tests {
     #[test]
     fn digest_prints_as_sha256_hex() {
         let digest = Digest::of(b"abc");
+        assert_eq!(Digest::parse(&digest.to_string()), Some(digest));
+        assert_eq!(
+            Digest::parse(
+                &digest
+                    .to_string()
+                    .to_uppercase()
+                    .replace("SHA256", "sha256")
+            ),
+            Some(digest)
+        );
+        for bad in [
+            digest.hex(),
+            format!("sha256:{}", &digest.hex()[1..]),
+            format!("sha256:+{}", &digest.hex()[1..]),
+        ] {
+            assert_eq!(Digest::parse(&bad), None, "{bad}");
+        }
         assert_eq!(
             digest.to_string(),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -11,6 +11,12 @@
 //! passes replaces the old one, atomically (an `ArcSwap`), so evaluations in flight finish on
 //! the version they started with. A rejected version is recorded with its reason and the last
 //! good one keeps serving. Deleting a plugin's `.wasm` drops it (back to the built-in).
+//!
+//! Plugins load only from regular files directly inside the directory: a plugin name has no
+//! path separator, and a symbolic link (or a FIFO, a device…) named `NAME.wasm` or `NAME.toml`
+//! is rejected, so a writer of the directory cannot make the connector read, hash or report
+//! on a file elsewhere. With digest pinning ([`RegistryOptions::allowed_digests`]) a version
+//! whose digest is not listed is rejected before it is even compiled.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -23,7 +29,7 @@ use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use tokio::sync::watch;
 
 use super::loaded::{LoadedPlugin, PluginSpec, load};
-use super::manifest::validate_name;
+use super::manifest::{Manifest, ManifestError, validate_name};
 use super::{
     AccessPolicyPlugin, Digest, NoticeTemplatePlugin, PluginEngine, PluginError, PluginErrorKind,
     Source, World,
@@ -79,6 +85,25 @@ pub struct RegistryOptions {
     /// Settings (JSON objects) for the built-in plugins.
     pub builtin_access_settings: String,
     pub builtin_notice_settings: String,
+    /// When set, only directory plugins whose `.wasm` has one of these digests load (the
+    /// built-ins always do).
+    pub allowed_digests: Option<Vec<Digest>>,
+}
+
+impl RegistryOptions {
+    /// The options `[sync]` asks for. Digests were checked when the configuration loaded.
+    pub fn from_config(sync: &crate::config::SyncConfig) -> Self {
+        Self {
+            dir: sync.plugin_dir.clone(),
+            access_policy: sync.access_policy.clone(),
+            builtin_access_settings: sync.builtin_policy_json(),
+            allowed_digests: sync
+                .allowed_digests
+                .as_ref()
+                .map(|list| list.iter().filter_map(|d| Digest::parse(d)).collect()),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for RegistryOptions {
@@ -89,6 +114,7 @@ impl Default for RegistryOptions {
             notice_template: World::NoticeTemplate.builtin_name().to_owned(),
             builtin_access_settings: "{}".to_owned(),
             builtin_notice_settings: "{}".to_owned(),
+            allowed_digests: None,
         }
     }
 }
@@ -123,6 +149,50 @@ struct DirEntry {
     /// [`PluginRegistry::reload_if_changed`].
     stamp: Option<FileStamp>,
     rejections: VecDeque<Rejection>,
+}
+
+impl DirEntry {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            loaded: None,
+            fingerprint: None,
+            stamp: None,
+            rejections: VecDeque::new(),
+        }
+    }
+}
+
+/// Reads `path` if it is a regular file itself: a symbolic link is refused (`O_NOFOLLOW`, so
+/// no swap between a check and the open), and so is anything else that is not a plain file (a
+/// FIFO would block the reload forever: `O_NONBLOCK` makes its open return at once).
+fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|err| {
+            if err.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::other(
+                    "it is a symbolic link; plugins load only from regular files inside the \
+                     plugin directory",
+                )
+            } else {
+                err
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "it is not a regular file; plugins load only from regular files inside the plugin \
+             directory",
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Size and modification time of a plugin's `.wasm` and manifest (`None`: absent).
@@ -290,7 +360,7 @@ impl PluginRegistry {
         // Taken before reading: a write during the read leaves an older stamp, so the write's
         // own event reloads again.
         let stamp = file_stamp(&path, &manifest_path);
-        match std::fs::read(&path) {
+        match read_regular(&path) {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 if self
                     .entries
@@ -313,8 +383,30 @@ impl PluginRegistry {
                 format!("cannot read {}: {err}", path.display()),
             ),
             Ok(bytes) => {
-                let manifest_bytes = std::fs::read(&manifest_path).unwrap_or_default();
-                let fingerprint = Digest::of(&[bytes.as_slice(), b"\0", &manifest_bytes].concat());
+                let manifest = match read_regular(&manifest_path) {
+                    Ok(bytes) => Some(bytes),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(err) => {
+                        self.reject(
+                            name,
+                            &path,
+                            Some(Digest::of(&bytes)),
+                            PluginErrorKind::Invalid,
+                            format!("cannot read {}: {err}", manifest_path.display()),
+                        );
+                        self.update_active();
+                        self.generation.send_modify(|generation| *generation += 1);
+                        return;
+                    }
+                };
+                let fingerprint = Digest::of(
+                    &[
+                        bytes.as_slice(),
+                        b"\0",
+                        manifest.as_deref().unwrap_or_default(),
+                    ]
+                    .concat(),
+                );
                 let unchanged = self
                     .entries
                     .lock()
@@ -322,7 +414,7 @@ impl PluginRegistry {
                     .get(name)
                     .is_some_and(|entry| entry.fingerprint == Some(fingerprint));
                 if !unchanged {
-                    self.load_file(name, &path, &bytes, fingerprint);
+                    self.load_file(name, &path, &bytes, manifest.as_deref(), fingerprint);
                 }
                 if let Some(entry) = self.entries.lock().expect("registry lock").get_mut(name) {
                     entry.stamp = Some(stamp);
@@ -352,9 +444,59 @@ impl PluginRegistry {
         }
     }
 
-    fn load_file(&self, name: &str, path: &Path, bytes: &[u8], fingerprint: Digest) {
+    /// Loads version `bytes` of plugin `name`, with the manifest's bytes if it has one.
+    fn load_file(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        manifest: Option<&[u8]>,
+        fingerprint: Digest,
+    ) {
         let digest = Digest::of(bytes);
-        let loaded = PluginSpec::from_file(path, bytes).and_then(|spec| {
+        if let Some(allowed) = &self.options.allowed_digests
+            && !allowed.contains(&digest)
+        {
+            self.entries
+                .lock()
+                .expect("registry lock")
+                .entry(name.to_owned())
+                .or_insert_with(|| DirEntry::new(path))
+                .fingerprint = Some(fingerprint);
+            self.reject(
+                name,
+                path,
+                Some(digest),
+                PluginErrorKind::NotAllowed,
+                format!(
+                    "{digest} is not in sync.allowed_digests; pinned plugins only, so this \
+                     version was not even compiled"
+                ),
+            );
+            return;
+        }
+        // The manifest as read above, not read again: it was checked to be a regular file.
+        let manifest_origin = path.with_extension("toml").display().to_string();
+        let manifest = manifest
+            .map(|bytes| {
+                let text = std::str::from_utf8(bytes).map_err(|err| ManifestError::Invalid {
+                    path: manifest_origin.clone(),
+                    message: format!("not UTF-8: {err}"),
+                })?;
+                Manifest::parse(text, &manifest_origin)
+            })
+            .transpose();
+        let loaded = manifest.map_err(PluginError::from).and_then(|manifest| {
+            let spec = PluginSpec {
+                name: manifest
+                    .as_ref()
+                    .and_then(|m| m.name.clone())
+                    .unwrap_or_else(|| name.to_owned()),
+                bytes,
+                source: Source::File(path.to_owned()),
+                manifest,
+                settings_override: None,
+            };
             if spec.name != name {
                 return Err(PluginError::Compile {
                     plugin: super::PluginId {
@@ -364,16 +506,12 @@ impl PluginRegistry {
                     detail: format!("the manifest's name must match the file name {name:?}"),
                 });
             }
-            load(&self.engine, spec)
+            load(&self.engine, spec).and_then(|plugin| self.check_selected_world(name, plugin))
         });
         let mut entries = self.entries.lock().expect("registry lock");
-        let entry = entries.entry(name.to_owned()).or_insert_with(|| DirEntry {
-            path: path.to_owned(),
-            loaded: None,
-            fingerprint: None,
-            stamp: None,
-            rejections: VecDeque::new(),
-        });
+        let entry = entries
+            .entry(name.to_owned())
+            .or_insert_with(|| DirEntry::new(path));
         entry.fingerprint = Some(fingerprint);
         match loaded {
             Ok(plugin) => {
@@ -398,6 +536,37 @@ impl PluginRegistry {
         }
     }
 
+    /// A version of the selected policy (or template) must be of that world: a notice template
+    /// written over `access-policy.wasm` would otherwise be accepted and silently put the
+    /// built-in policy in charge, instead of the last good version.
+    fn check_selected_world(
+        &self,
+        name: &str,
+        plugin: LoadedPlugin,
+    ) -> Result<LoadedPlugin, PluginError> {
+        let selected_as = [
+            (World::AccessPolicy, &self.options.access_policy),
+            (World::NoticeTemplate, &self.options.notice_template),
+        ]
+        .into_iter()
+        .find(|(_, selected)| selected.as_str() == name)
+        .map(|(world, _)| world);
+        match selected_as {
+            Some(world) if world != plugin.meta().world => Err(PluginError::WrongWorld {
+                plugin: super::PluginId {
+                    name: name.to_owned(),
+                    digest: plugin.meta().digest,
+                },
+                world,
+                detail: format!(
+                    "it is a {} component, and {name:?} is the selected {world}",
+                    plugin.meta().world
+                ),
+            }),
+            _ => Ok(plugin),
+        }
+    }
+
     fn reject(
         &self,
         name: &str,
@@ -418,13 +587,9 @@ impl PluginRegistry {
             "plugin version rejected, the last good version stays active: {reason}"
         );
         let mut entries = self.entries.lock().expect("registry lock");
-        let entry = entries.entry(name.to_owned()).or_insert_with(|| DirEntry {
-            path: path.to_owned(),
-            loaded: None,
-            fingerprint: None,
-            stamp: None,
-            rejections: VecDeque::new(),
-        });
+        let entry = entries
+            .entry(name.to_owned())
+            .or_insert_with(|| DirEntry::new(path));
         if entry.rejections.len() == REJECTIONS_KEPT {
             entry.rejections.pop_front();
         }
@@ -544,6 +709,152 @@ pub struct PluginWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn byod_strict() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("EASGATE_PLUGIN_WASM_DIR"),
+            "/byod_strict.wasm"
+        ))
+        .expect("the example policy is built with the host")
+    }
+
+    fn registry(dir: &Path, allowed: Option<Vec<Digest>>) -> Arc<PluginRegistry> {
+        PluginRegistry::new(
+            PluginEngine::new().unwrap(),
+            RegistryOptions {
+                dir: Some(dir.to_owned()),
+                allowed_digests: allowed,
+                ..RegistryOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn last_rejection(registry: &PluginRegistry) -> Rejection {
+        let status = registry.status();
+        let entry = status
+            .iter()
+            .find(|p| p.name == "access-policy")
+            .expect("the plugin is listed");
+        entry.rejections.last().cloned().expect("a rejection")
+    }
+
+    #[test]
+    fn a_pinned_registry_rejects_other_digests_and_keeps_the_last_allowed_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let strict = byod_strict();
+        let allowed = Digest::of(&strict);
+        let builtin = Digest::of(BUILTIN_ACCESS_POLICY);
+        let file = dir.path().join("access-policy.wasm");
+
+        // Not listed at start: the built-in serves.
+        std::fs::write(&file, BUILTIN_ACCESS_POLICY).unwrap();
+        let pinned = registry(dir.path(), Some(vec![allowed]));
+        let rejection = last_rejection(&pinned);
+        assert_eq!(rejection.digest, Some(builtin));
+        assert!(
+            rejection.reason.contains("not in sync.allowed_digests"),
+            "{}",
+            rejection.reason
+        );
+        assert!(matches!(
+            pinned.access_policy().meta.source,
+            Source::Builtin
+        ));
+
+        // The listed version loads; another one after it is refused and it keeps serving.
+        std::fs::write(&file, &strict).unwrap();
+        pinned.reload("access-policy");
+        assert_eq!(pinned.access_policy().meta.digest, allowed);
+        let mut other = BUILTIN_ACCESS_POLICY.to_vec();
+        // A custom section (id 0, 2 bytes: name length 1, "x"): a valid component, a new digest.
+        other.extend_from_slice(&[0, 2, 1, b'x']);
+        std::fs::write(&file, &other).unwrap();
+        pinned.reload("access-policy");
+        assert_eq!(last_rejection(&pinned).digest, Some(Digest::of(&other)));
+        assert_eq!(pinned.access_policy().meta.digest, allowed);
+        let status = pinned.status();
+        assert_eq!(status[0].loaded.map(|(_, d)| d), Some(allowed));
+        assert!(status[0].active);
+
+        // Without pins the same file loads.
+        let open = registry(dir.path(), None);
+        assert_eq!(open.access_policy().meta.digest, Digest::of(&other));
+    }
+
+    /// Found by the swap-storm test: a notice template written over the selected policy's file
+    /// was accepted, and the built-in policy took over from the last good version.
+    #[test]
+    fn a_template_in_the_selected_policys_place_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("access-policy.wasm");
+        std::fs::write(&file, byod_strict()).unwrap();
+        let registry = registry(dir.path(), None);
+        let strict = Digest::of(&byod_strict());
+        assert_eq!(registry.access_policy().meta.digest, strict);
+        std::fs::write(&file, BUILTIN_NOTICE_TEMPLATE).unwrap();
+        registry.reload("access-policy");
+        let rejection = last_rejection(&registry);
+        assert!(
+            rejection.reason.contains("notice-template component"),
+            "{}",
+            rejection.reason
+        );
+        assert_eq!(registry.access_policy().meta.digest, strict);
+    }
+
+    #[test]
+    fn plugins_load_only_from_regular_files_inside_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("elsewhere.wasm");
+        std::fs::write(&target, byod_strict()).unwrap();
+        let link = dir.path().join("access-policy.wasm");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let registry = registry(dir.path(), None);
+        let rejection = last_rejection(&registry);
+        assert!(
+            rejection.reason.contains("symbolic link"),
+            "{}",
+            rejection.reason
+        );
+        assert!(matches!(
+            registry.access_policy().meta.source,
+            Source::Builtin
+        ));
+
+        // A manifest that is a link is refused too, even beside a good .wasm.
+        std::fs::remove_file(&link).unwrap();
+        std::fs::write(&link, byod_strict()).unwrap();
+        let manifest = outside.path().join("elsewhere.toml");
+        std::fs::write(&manifest, "world = \"access-policy\"\n").unwrap();
+        std::os::unix::fs::symlink(&manifest, dir.path().join("access-policy.toml")).unwrap();
+        registry.reload("access-policy");
+        let rejection = last_rejection(&registry);
+        assert!(
+            rejection.reason.contains("access-policy.toml") && rejection.reason.contains("link"),
+            "{}",
+            rejection.reason
+        );
+        assert!(matches!(
+            registry.access_policy().meta.source,
+            Source::Builtin
+        ));
+
+        // A FIFO would block a plain read forever; it is refused at once.
+        std::fs::remove_file(dir.path().join("access-policy.toml")).unwrap();
+        std::fs::remove_file(&link).unwrap();
+        let path = std::ffi::CString::new(link.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        registry.reload("access-policy");
+        let rejection = last_rejection(&registry);
+        assert!(
+            rejection.reason.contains("not a regular file"),
+            "{}",
+            rejection.reason
+        );
+    }
 
     #[test]
     fn only_wasm_and_manifest_files_name_plugins() {
