@@ -35,7 +35,8 @@ pub struct LabArgs {
     /// The watched plugin directory (created if missing).
     #[arg(long, default_value = "plugins.d")]
     plugins: PathBuf,
-    /// Where the status page and admin API listen (port 0: any free port).
+    /// Where the status page and admin API listen (port 0: any free port). An address other
+    /// than loopback is taken as the explicit choice that `[admin] allow_remote` asks for.
     #[arg(long, default_value = "127.0.0.1:8470")]
     listen: SocketAddr,
     /// Time between quick syncs.
@@ -166,7 +167,14 @@ fn write_lab_config(lab: &easgate_lab::Lab, args: &LabArgs) -> anyhow::Result<(P
          plugin_dir = {plugins}\n\n\
          [admin]\n\
          listen = \"{listen}\"\n\
+         {allow_remote}\
          token = {{ file = \"admin.token\" }}\n",
+        // `--listen` on another address than loopback is the operator's explicit choice.
+        allow_remote = if args.listen.ip().is_loopback() {
+            ""
+        } else {
+            "allow_remote = true  # easgate lab --listen asked for an address other than loopback\n"
+        },
         plugins = toml::Value::String(plugins.display().to_string()),
         listen = args.listen,
         smtp_host = smtp.ip(),
@@ -395,6 +403,33 @@ mod tests {
         let (url, token) = status_target(&args).unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(url, "http://127.0.0.1:9470");
         assert_eq!(token, "s3cret");
+    }
+
+    /// The configuration `easgate lab` writes loads, and `--listen` on every address carries
+    /// the explicit `allow_remote` a non-loopback admin address needs.
+    #[tokio::test]
+    async fn the_lab_config_loads_and_a_remote_listen_allows_itself() {
+        let lab = easgate_lab::Lab::start(easgate_lab::LabOptions {
+            devices: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for (listen, remote) in [("127.0.0.1:0", false), ("0.0.0.0:0", true)] {
+            let args = LabArgs {
+                devices: 10,
+                seed: 1,
+                dir: dir.path().join("lab"),
+                plugins: dir.path().join("plugins.d"),
+                listen: listen.parse().unwrap(),
+                quick_interval: "1m".into(),
+                arrivals_per_minute: 0.0,
+            };
+            let (path, _token) = write_lab_config(&lab, &args).unwrap();
+            let config = Config::load(&path).unwrap_or_else(|e| panic!("{listen}: {e}"));
+            assert_eq!(config.admin.unwrap().allow_remote, remote, "{listen}");
+        }
     }
 
     #[test]
