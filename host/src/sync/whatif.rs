@@ -23,6 +23,7 @@ use super::inventory::{
 };
 use super::matching::match_inventory;
 use super::plan::{Decided, PlannedCommand, plan};
+use super::progress::Counter;
 use super::settings::SyncSettings;
 use crate::plugin::{AccessPolicyPlugin, types};
 use crate::store::{DeviceRecord, Store, StoreError, VerdictCounts};
@@ -171,7 +172,14 @@ pub async fn diff(
     };
     let contexts = matched.devices.into_iter().map(|d| d.context).collect();
     let digest = policy.meta.digest.hex();
-    let decisions = decide(policy, info, contexts, DEFAULT_BATCH_SIZE).await;
+    let decisions = decide(
+        policy,
+        info,
+        contexts,
+        DEFAULT_BATCH_SIZE,
+        Counter::default(),
+    )
+    .await;
 
     let mut verdicts = VerdictCounts::default();
     let mut stored_verdicts = VerdictCounts::default();
