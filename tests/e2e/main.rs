@@ -18,3 +18,4 @@ mod policy_table;
 mod polyglot;
 mod support;
 mod sync;
+mod sync_cli;

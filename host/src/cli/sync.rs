@@ -1,12 +1,19 @@
 //! `easgate sync` and `easgate plan approve|reject`: one sync of the configured organizations
 //! from the command line, and the operator's answer to a held plan.
 //!
+//! While a sync runs, its progress goes to stderr: a bar (stage, items done of the stage's
+//! total, time since the start) when stderr is a terminal, otherwise one line per finished
+//! stage, so a log or a CI job gets a handful of lines and no escape codes. The summary goes
+//! to stdout when the run ends.
+//!
 //! Exit codes: 0 every run succeeded; 2 some run was partial (plugin batches or commands
 //! failed) or failed; 3 some plan was held for approval (and nothing worse happened).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
@@ -16,6 +23,7 @@ use crate::net::HttpSettings;
 use crate::plugin::registry::RegistryOptions;
 use crate::plugin::{PluginEngine, PluginRegistry};
 use crate::store::{RunId, RunOutcome, Store};
+use crate::sync::progress;
 use crate::sync::{OrgSync, Summary, SyncKind, TemplateSource};
 
 #[derive(Debug, Args)]
@@ -140,6 +148,103 @@ fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How a running sync's progress is shown on stderr.
+enum Watch {
+    /// A terminal: one bar, redrawn in place and cleared at the end.
+    Bar(indicatif::ProgressBar),
+    /// Anything else: a line as each stage ends, with what it counted and how long it took.
+    Lines {
+        org: String,
+        /// The stage going on, its last count and total, and when it started.
+        current: Mutex<Option<(String, u64, Option<u64>, Instant)>>,
+    },
+    /// `--json`: scripts read stdout and get no progress on stderr.
+    Quiet,
+}
+
+impl Watch {
+    fn new(org: &str, json: bool) -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::no_length().with_prefix(org.to_owned());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            Watch::Bar(bar)
+        } else if json {
+            Watch::Quiet
+        } else {
+            Watch::Lines {
+                org: org.to_owned(),
+                current: Mutex::new(None),
+            }
+        }
+    }
+
+    fn report(&self, stage: &str, done: u64, total: Option<u64>) {
+        match self {
+            Watch::Bar(bar) => {
+                if bar.message() != stage {
+                    let template = match total {
+                        Some(_) => "{prefix}: {msg} [{bar:30}] {human_pos}/{human_len} [{elapsed}]",
+                        None => "{prefix}: {msg} {spinner} {human_pos} [{elapsed}]",
+                    };
+                    let style = indicatif::ProgressStyle::with_template(template)
+                        .expect("the templates are valid")
+                        .progress_chars("=> ");
+                    bar.set_style(style);
+                    bar.set_message(stage.to_owned());
+                }
+                match total {
+                    Some(total) => bar.set_length(total),
+                    None => bar.unset_length(),
+                }
+                bar.set_position(done);
+            }
+            Watch::Lines { current, .. } => {
+                let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+                match current.as_mut() {
+                    Some((name, n, t, _)) if name == stage => (*n, *t) = (done, total),
+                    _ => {
+                        if let Some(ended) = current.take() {
+                            self.stage_ended(ended);
+                        }
+                        *current = Some((stage.to_owned(), done, total, Instant::now()));
+                    }
+                }
+            }
+            Watch::Quiet => {}
+        }
+    }
+
+    fn stage_ended(&self, (stage, done, total, since): (String, u64, Option<u64>, Instant)) {
+        let Watch::Lines { org, .. } = self else {
+            return;
+        };
+        let unit = progress::unit(&stage);
+        let count = match (unit, total) {
+            ("", _) => String::new(),
+            (unit, Some(total)) => format!(" {done}/{total} {unit},"),
+            (unit, None) => format!(" {done} {unit},"),
+        };
+        eprintln!(
+            "{org}: {stage}:{count} {:.1} s",
+            since.elapsed().as_secs_f64()
+        );
+    }
+
+    /// The run ended: the last stage's line, or the bar cleared before the summary.
+    fn finish(self) {
+        match self {
+            Watch::Bar(bar) => bar.finish_and_clear(),
+            Watch::Lines { ref current, .. } => {
+                let last = current.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(ended) = last {
+                    self.stage_ended(ended);
+                }
+            }
+            Watch::Quiet => {}
+        }
+    }
+}
+
 fn exit_code(outcomes: &[RunOutcome]) -> ExitCode {
     if outcomes
         .iter()
@@ -201,9 +306,14 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             config.notify.as_ref().map(|n| (n, template.clone())),
         )
         .and_then(|sync| {
-            runtime
-                .block_on(sync.run(kind, args.dry_run, registry.access_policy()))
-                .map_err(anyhow::Error::from)
+            let watch = Watch::new(&org.name, args.json);
+            let report = |stage: &str, done: u64, total: Option<u64>| {
+                watch.report(stage, done, total);
+            };
+            let policy = registry.access_policy();
+            let run = runtime.block_on(sync.run_reporting(kind, args.dry_run, policy, &report));
+            watch.finish();
+            run.map_err(anyhow::Error::from)
         });
         match result {
             Ok(summary) => {
