@@ -575,12 +575,17 @@ impl OrgSync {
             return Err(SyncError::NotHeld(run));
         }
         self.store.approve(run, unix_now())?;
-        self.apply_approved(run).await
+        self.apply_approved(run, &|_, _, _| {}).await
     }
 
     /// Applies a plan whose approval is recorded but not yet applied (the admin API records
-    /// approvals; the daemon applies them before the organization's next sync).
-    pub async fn apply_approved(&self, run: RunId) -> Result<Summary, SyncError> {
+    /// approvals; the daemon applies them before the organization's next sync), telling
+    /// `report` how many of its commands are done.
+    pub async fn apply_approved(
+        &self,
+        run: RunId,
+        report: progress::Report<'_>,
+    ) -> Result<Summary, SyncError> {
         let started = Instant::now();
         let record = self.store.run(run)?.ok_or(StoreError::UnknownRun(run))?;
         if record.outcome != RunOutcome::Running || record.approval.as_deref() != Some("approved") {
@@ -613,7 +618,11 @@ impl OrgSync {
             changes: Vec::new(),
             notices: NoticeReport::default(),
         };
-        let applied = apply(&self.exchange, &self.store, commands).await?;
+        let sent = progress::Counter::default();
+        let total = Some(commands.len() as u64);
+        let applying =
+            progress::count_commands(&sent, apply(&self.exchange, &self.store, commands));
+        let applied = progress::stage(report, progress::APPLY, total, &sent, applying).await?;
         self.account(&mut summary, &applied);
         let outcome = if summary.errors.is_empty() {
             RunOutcome::Succeeded
