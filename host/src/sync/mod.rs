@@ -44,4 +44,4 @@ pub use notices::{NoticeReport, NoticeStage, TemplateSource};
 pub use plan::{Command, Decided, Plan, PlannedCommand, plan};
 pub use runner::{OrgSync, Summary, SyncError, SyncKind};
 pub use settings::{DeviceAccessRule, RestrictionLimit, RuleCharacteristic, SyncSettings};
-pub use whatif::{Diff, DiffError, VerdictChange};
+pub use whatif::{Diff, DiffError, DirectorySource, VerdictChange};

@@ -684,6 +684,8 @@ impl OrgSync {
                 })
                 .collect();
             s.save_inventory(org, &views, now)?;
+            // What `easgate policy diff` decides with; a quick sync read the changed part only.
+            s.save_directory(org, &inventory.mailboxes, &inventory.users, full, now)?;
             if full {
                 let present: HashSet<DeviceKey> =
                     inventory.devices.iter().map(|d| d.key()).collect();
