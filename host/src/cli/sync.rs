@@ -150,8 +150,13 @@ fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
 
 /// How a running sync's progress is shown on stderr.
 enum Watch {
-    /// A terminal: one bar, redrawn in place and cleared at the end.
-    Bar(indicatif::ProgressBar),
+    /// A terminal: a bar redrawn in place, a new one per stage (so that no frame shows one
+    /// stage's name with another's counts), cleared at the end.
+    Bar {
+        org: String,
+        started: Instant,
+        bar: Mutex<Option<indicatif::ProgressBar>>,
+    },
     /// Anything else: a line as each stage ends, with what it counted and how long it took.
     Lines {
         org: String,
@@ -165,9 +170,11 @@ enum Watch {
 impl Watch {
     fn new(org: &str, json: bool) -> Self {
         if std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::no_length().with_prefix(org.to_owned());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            Watch::Bar(bar)
+            Watch::Bar {
+                org: org.to_owned(),
+                started: Instant::now(),
+                bar: Mutex::new(None),
+            }
         } else if json {
             Watch::Quiet
         } else {
@@ -180,23 +187,22 @@ impl Watch {
 
     fn report(&self, stage: &str, done: u64, total: Option<u64>) {
         match self {
-            Watch::Bar(bar) => {
-                if bar.message() != stage {
-                    let template = match total {
-                        Some(_) => "{prefix}: {msg} [{bar:30}] {human_pos}/{human_len} [{elapsed}]",
-                        None => "{prefix}: {msg} {spinner} {human_pos} [{elapsed}]",
-                    };
-                    let style = indicatif::ProgressStyle::with_template(template)
-                        .expect("the templates are valid")
-                        .progress_chars("=> ");
-                    bar.set_style(style);
-                    bar.set_message(stage.to_owned());
+            Watch::Bar { org, started, bar } => {
+                let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
+                match bar.as_ref() {
+                    Some(b) if b.message() == stage => {
+                        if let Some(total) = total {
+                            b.set_length(total);
+                        }
+                        b.set_position(done);
+                    }
+                    _ => {
+                        if let Some(ended) = bar.take() {
+                            ended.finish_and_clear();
+                        }
+                        *bar = Some(stage_bar(org, *started, stage, done, total));
+                    }
                 }
-                match total {
-                    Some(total) => bar.set_length(total),
-                    None => bar.unset_length(),
-                }
-                bar.set_position(done);
             }
             Watch::Lines { current, .. } => {
                 let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
@@ -233,7 +239,11 @@ impl Watch {
     /// The run ended: the last stage's line, or the bar cleared before the summary.
     fn finish(self) {
         match self {
-            Watch::Bar(bar) => bar.finish_and_clear(),
+            Watch::Bar { bar, .. } => {
+                if let Some(bar) = bar.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                    bar.finish_and_clear();
+                }
+            }
             Watch::Lines { ref current, .. } => {
                 let last = current.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(ended) = last {
@@ -243,6 +253,38 @@ impl Watch {
             Watch::Quiet => {}
         }
     }
+}
+
+/// A terminal bar for `stage`: the organization, the stage, a bar and `done/total` when the
+/// total is known (a spinner and the count otherwise), what it counts and the time since the
+/// run started; fully set up before its first frame.
+fn stage_bar(
+    org: &str,
+    started: Instant,
+    stage: &str,
+    done: u64,
+    total: Option<u64>,
+) -> indicatif::ProgressBar {
+    let unit = progress::unit(stage);
+    let template = match (total, unit) {
+        (Some(_), _) => format!(
+            "{{prefix}}: {{msg}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} [{{elapsed}}]"
+        ),
+        (None, "") => "{prefix}: {msg} {spinner} [{elapsed}]".to_owned(),
+        (None, _) => format!("{{prefix}}: {{msg}} {{spinner}} {{human_pos}} {unit} [{{elapsed}}]"),
+    };
+    let style = indicatif::ProgressStyle::with_template(&template)
+        .expect("the templates are valid")
+        .progress_chars("=> ");
+    let bar =
+        indicatif::ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr())
+            .with_style(style)
+            .with_prefix(org.to_owned())
+            .with_message(stage.to_owned())
+            .with_position(done)
+            .with_elapsed(started.elapsed());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }
 
 fn exit_code(outcomes: &[RunOutcome]) -> ExitCode {
