@@ -148,6 +148,14 @@ fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A stage's last report, and when it started.
+struct StageSoFar {
+    stage: String,
+    done: u64,
+    total: Option<u64>,
+    since: Instant,
+}
+
 /// How a running sync's progress is shown on stderr.
 enum Watch {
     /// A terminal: a bar redrawn in place, a new one per stage (so that no frame shows one
@@ -160,8 +168,8 @@ enum Watch {
     /// Anything else: a line as each stage ends, with what it counted and how long it took.
     Lines {
         org: String,
-        /// The stage going on, its last count and total, and when it started.
-        current: Mutex<Option<(String, u64, Option<u64>, Instant)>>,
+        /// The stage going on.
+        current: Mutex<Option<StageSoFar>>,
     },
     /// `--json`: scripts read stdout and get no progress on stderr.
     Quiet,
@@ -204,36 +212,27 @@ impl Watch {
                     }
                 }
             }
-            Watch::Lines { current, .. } => {
+            Watch::Lines { org, current } => {
                 let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
                 match current.as_mut() {
-                    Some((name, n, t, _)) if name == stage => (*n, *t) = (done, total),
+                    Some(so_far) if so_far.stage == stage => {
+                        (so_far.done, so_far.total) = (done, total);
+                    }
                     _ => {
                         if let Some(ended) = current.take() {
-                            self.stage_ended(ended);
+                            print_stage(org, ended);
                         }
-                        *current = Some((stage.to_owned(), done, total, Instant::now()));
+                        *current = Some(StageSoFar {
+                            stage: stage.to_owned(),
+                            done,
+                            total,
+                            since: Instant::now(),
+                        });
                     }
                 }
             }
             Watch::Quiet => {}
         }
-    }
-
-    fn stage_ended(&self, (stage, done, total, since): (String, u64, Option<u64>, Instant)) {
-        let Watch::Lines { org, .. } = self else {
-            return;
-        };
-        let unit = progress::unit(&stage);
-        let count = match (unit, total) {
-            ("", _) => String::new(),
-            (unit, Some(total)) => format!(" {done}/{total} {unit},"),
-            (unit, None) => format!(" {done} {unit},"),
-        };
-        eprintln!(
-            "{org}: {stage}:{count} {:.1} s",
-            since.elapsed().as_secs_f64()
-        );
     }
 
     /// The run ended: the last stage's line, or the bar cleared before the summary.
@@ -244,15 +243,33 @@ impl Watch {
                     bar.finish_and_clear();
                 }
             }
-            Watch::Lines { ref current, .. } => {
-                let last = current.lock().unwrap_or_else(|e| e.into_inner()).take();
-                if let Some(ended) = last {
-                    self.stage_ended(ended);
+            Watch::Lines { org, current } => {
+                if let Some(ended) = current.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                    print_stage(&org, ended);
                 }
             }
             Watch::Quiet => {}
         }
     }
+}
+
+/// The line of a stage that ended: what it counted and how long it took.
+fn print_stage(org: &str, ended: StageSoFar) {
+    let StageSoFar {
+        stage,
+        done,
+        total,
+        since,
+    } = ended;
+    let count = match (progress::unit(&stage), total) {
+        ("", _) => String::new(),
+        (unit, Some(total)) => format!(" {done}/{total} {unit},"),
+        (unit, None) => format!(" {done} {unit},"),
+    };
+    eprintln!(
+        "{org}: {stage}:{count} {:.1} s",
+        since.elapsed().as_secs_f64()
+    );
 }
 
 /// A terminal bar for `stage`: the organization, the stage, a bar and `done/total` when the

@@ -208,7 +208,13 @@ mod tests {
         let alice = mailbox("ALICE", &["A1", "A2"]);
         let carol = user("carol@x", &["g2"]);
         store
-            .save_directory(org, &[alice.clone()], &[carol.clone()], false, 4)
+            .save_directory(
+                org,
+                std::slice::from_ref(&alice),
+                std::slice::from_ref(&carol),
+                false,
+                4,
+            )
             .unwrap();
         let stored = store.directory(org).unwrap().unwrap();
         assert_eq!(stored.mailboxes, vec![alice, full[1].clone()]);
@@ -216,7 +222,7 @@ mod tests {
 
         // The next full sync forgets what it no longer sees.
         store
-            .save_directory(org, &full[1..], &[carol.clone()], true, 5)
+            .save_directory(org, &full[1..], std::slice::from_ref(&carol), true, 5)
             .unwrap();
         let stored = store.directory(org).unwrap().unwrap();
         assert_eq!(stored.mailboxes, full[1..].to_vec());
