@@ -80,7 +80,11 @@ fn account(metrics: &Metrics, summary: &Summary) {
 /// Applies the plans of `runner`'s organization an operator approved (through the admin API,
 /// which only records the approval), oldest first, before its next sync plans anything new:
 /// otherwise that sync would find their commands unfinished and plan, and hold, them again.
-async fn apply_approved(runner: &OrgSync, metrics: &Metrics) -> anyhow::Result<()> {
+async fn apply_approved(
+    runner: &OrgSync,
+    metrics: &Metrics,
+    report: sync::progress::Report<'_>,
+) -> anyhow::Result<()> {
     let (store, name) = (runner.store.clone(), runner.name.clone());
     let approved = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RunId>> {
         let org = store.organization(&name, schedule::unix_now())?;
@@ -97,7 +101,7 @@ async fn apply_approved(runner: &OrgSync, metrics: &Metrics) -> anyhow::Result<(
     })
     .await??;
     for run in approved {
-        let summary = runner.apply_approved(run).await?;
+        let summary = runner.apply_approved(run, report).await?;
         account(metrics, &summary);
         tracing::info!(
             org = %summary.organization,
@@ -174,12 +178,12 @@ fn run_fn(
                 SyncKind::Full => sync::SyncKind::Full,
             };
             let work = async {
-                req.progress.set("approved plans", 0, None);
-                apply_approved(&runner, &metrics).await?;
                 let progress = req.progress.clone();
                 let report = move |stage: &str, done: u64, total: Option<u64>| {
                     progress.set(stage, done, total);
                 };
+                req.progress.set("approved plans", 0, None);
+                apply_approved(&runner, &metrics, &report).await?;
                 anyhow::Ok(runner.run_reporting(kind, false, policy, &report).await?)
             };
             let summary = tokio::select! {

@@ -55,14 +55,21 @@ try {
   await orgRow.locator(".last-sync", { hasText: "never" }).waitFor();
 
   // Approving the held plan makes the daemon apply it: the page shows the run's stage and
-  // progress, then the new last successful sync.
+  // how far it got within it (commands done of the plan's, and a bar), then the new last
+  // successful sync.
   await page.locator(`tr.plan[data-run="${plan}"] button.approve`).click();
   await page.locator("#message", { hasText: `plan ${plan} approved` }).waitFor();
-  await orgRow.locator(".current-run", { hasText: /(quick|full) sync: [\w ]+ \d+/ }).waitFor();
+  await orgRow.locator(".current-run", { hasText: /(quick|full) sync: apply [1-9][\d ]* \/ [1-9][\d ]* commands/ }).waitFor();
+  const bar = await orgRow.locator(".current-run progress.stage-progress").evaluate(
+    (p) => ({ value: p.value, max: p.max }));
+  if (!(bar.value > 0 && bar.value <= bar.max)) throw new Error("apply progress bar: " + JSON.stringify(bar));
   await lastSyncChanged("never");
   await orgRow.locator(".current-run", { hasText: "idle" }).waitFor();
   await page.locator(`tr.plan[data-run="${plan}"]`).waitFor({ state: "detached" });
   const afterApproval = await lastSync.textContent();
+  // Sync times have a resolution of one second: past this one, the next run's end shows as a
+  // change even when the run is short.
+  await page.waitForTimeout(1100);
 
   // A manual full sync runs and completes with a later last successful sync.
   await orgRow.locator("button.sync-full").click();

@@ -426,12 +426,13 @@ async fn the_status_page_drives_the_daemon_in_headless_chromium() {
         return;
     }
     let lab = sync_lab(600).await;
-    // Slow enough that the page, which polls every 2 s, sees each run in progress.
+    // Slow enough that the page, which polls every 2 s, sees each run in progress, and the
+    // approved plan's apply (about 230 mailbox edits, 4 at a time) for several polls.
     let mut latency = easgate_lab::LatencyModel::uniform(500, 0);
     latency.cmdlets.insert(
         "Set-CASMailbox".into(),
         easgate_lab::CmdletLatency {
-            base_ms: 60,
+            base_ms: 150,
             per_object_us: 0,
         },
     );

@@ -23,3 +23,4 @@ mod store_faults;
 mod support;
 mod swap_storm;
 mod sync;
+mod sync_cli;

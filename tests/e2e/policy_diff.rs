@@ -145,3 +145,100 @@ async fn a_stricter_policy_diff_reports_the_changes_and_touches_nothing() {
         "policy diff changed the store"
     );
 }
+
+/// The diff decides with the directory the sync stored: a candidate that exempts a group sees
+/// the group memberships of every mailbox's user, also of users with no enrolled device, whom
+/// a directory rebuilt from the stored devices does not know (nor any group at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_exempts_a_group_changes_exactly_its_members_devices() {
+    let lab = sync_lab(600).await;
+    let org = crate::support::lab_organization(&lab);
+    let graph =
+        easgate::graph::GraphClient::new(&org, &crate::support::test_http()).expect("graph");
+    // The lab's "Mobile Access Exempt" group, found through a member.
+    let truth = lab.control().truth();
+    let mut group = None;
+    for upn in truth
+        .iter()
+        .filter_map(|d| d.user_principal_name.as_deref())
+    {
+        let groups = within(Duration::from_secs(30), graph.member_of(upn))
+            .await
+            .unwrap();
+        if let Some(g) = groups
+            .into_iter()
+            .find(|g| g.display_name.as_deref() == Some("Mobile Access Exempt"))
+        {
+            group = Some(g.id);
+            break;
+        }
+    }
+    let group = group.expect("a member of the exempt group");
+    let members: std::collections::HashSet<String> = graph
+        .group_members(&group)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.is_user())
+        .filter_map(|m| m.user_principal_name.map(|u| u.to_lowercase()))
+        .collect();
+    let exempted: std::collections::BTreeSet<String> = truth
+        .iter()
+        .filter(|d| d.mailbox.is_some())
+        .filter(|d| {
+            d.user_principal_name
+                .as_deref()
+                .is_some_and(|u| members.contains(&u.to_lowercase()))
+        })
+        .map(|d| d.identity.to_lowercase())
+        .collect();
+    // The case a rebuilt directory gets wrong is among them.
+    assert!(
+        truth
+            .iter()
+            .any(|d| exempted.contains(&d.identity.to_lowercase())
+                && d.managed_device_id.is_none()),
+        "no member has an unenrolled device"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 8);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}scope_groups = [\"{group}\"]\n")).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let out = run(vec![
+        "sync".into(),
+        "--config".into(),
+        config.clone(),
+        "--full".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let out = run(vec![
+        "policy".into(),
+        "diff".into(),
+        "builtin:access-policy".into(),
+        "--settings".into(),
+        serde_json::json!({ "excludedGroups": [group] }).to_string(),
+        "--config".into(),
+        config,
+        "--json".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let diff: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON");
+    assert_eq!(diff["directory"], "stored", "{diff}");
+    let changed: std::collections::BTreeSet<String> = diff["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["to"], "exempt", "{c}");
+            c["key"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(changed, exempted);
+    // Exempt leaves a device's lists as they are: nothing to do on Exchange.
+    assert_eq!(diff["commands"], serde_json::json!([]), "{diff}");
+}

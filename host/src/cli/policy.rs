@@ -213,6 +213,9 @@ fn print_diff(diff: &crate::sync::Diff) {
         "{}: {} stored devices, policy digest {}",
         diff.organization, diff.devices, diff.plugin_digest
     );
+    if let Some(note) = diff.directory.note() {
+        println!("  note: {note}");
+    }
     println!("  stored:    {}", counts(&diff.stored_verdicts));
     println!("  candidate: {}", counts(&diff.verdicts));
     println!("  {} devices change verdict", diff.changes.len());

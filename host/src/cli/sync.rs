@@ -1,12 +1,19 @@
 //! `easgate sync` and `easgate plan approve|reject`: one sync of the configured organizations
 //! from the command line, and the operator's answer to a held plan.
 //!
+//! While a sync runs, its progress goes to stderr: a bar (stage, items done of the stage's
+//! total, time since the start) when stderr is a terminal, otherwise one line per finished
+//! stage, so a log or a CI job gets a handful of lines and no escape codes. The summary goes
+//! to stdout when the run ends.
+//!
 //! Exit codes: 0 every run succeeded; 2 some run was partial (plugin batches or commands
 //! failed) or failed; 3 some plan was held for approval (and nothing worse happened).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
@@ -16,6 +23,7 @@ use crate::net::HttpSettings;
 use crate::plugin::registry::RegistryOptions;
 use crate::plugin::{PluginEngine, PluginRegistry};
 use crate::store::{RunId, RunOutcome, Store};
+use crate::sync::progress;
 use crate::sync::{OrgSync, Summary, SyncKind, TemplateSource};
 
 #[derive(Debug, Args)]
@@ -140,6 +148,162 @@ fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A stage's last report, and when it started.
+struct StageSoFar {
+    stage: String,
+    done: u64,
+    total: Option<u64>,
+    since: Instant,
+}
+
+/// How a running sync's progress is shown on stderr.
+enum Watch {
+    /// A terminal: a bar redrawn in place, a new one per stage (so that no frame shows one
+    /// stage's name with another's counts), cleared at the end.
+    Bar {
+        org: String,
+        started: Instant,
+        bar: Mutex<Option<indicatif::ProgressBar>>,
+    },
+    /// Anything else: a line as each stage ends, with what it counted and how long it took.
+    Lines {
+        org: String,
+        /// The stage going on.
+        current: Mutex<Option<StageSoFar>>,
+    },
+    /// `--json`: scripts read stdout and get no progress on stderr.
+    Quiet,
+}
+
+impl Watch {
+    fn new(org: &str, json: bool) -> Self {
+        if std::io::stderr().is_terminal() {
+            Watch::Bar {
+                org: org.to_owned(),
+                started: Instant::now(),
+                bar: Mutex::new(None),
+            }
+        } else if json {
+            Watch::Quiet
+        } else {
+            Watch::Lines {
+                org: org.to_owned(),
+                current: Mutex::new(None),
+            }
+        }
+    }
+
+    fn report(&self, stage: &str, done: u64, total: Option<u64>) {
+        match self {
+            Watch::Bar { org, started, bar } => {
+                let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
+                match bar.as_ref() {
+                    Some(b) if b.message() == stage => {
+                        if let Some(total) = total {
+                            b.set_length(total);
+                        }
+                        b.set_position(done);
+                    }
+                    _ => {
+                        if let Some(ended) = bar.take() {
+                            ended.finish_and_clear();
+                        }
+                        *bar = Some(stage_bar(org, *started, stage, done, total));
+                    }
+                }
+            }
+            Watch::Lines { org, current } => {
+                let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+                match current.as_mut() {
+                    Some(so_far) if so_far.stage == stage => {
+                        (so_far.done, so_far.total) = (done, total);
+                    }
+                    _ => {
+                        if let Some(ended) = current.take() {
+                            print_stage(org, ended);
+                        }
+                        *current = Some(StageSoFar {
+                            stage: stage.to_owned(),
+                            done,
+                            total,
+                            since: Instant::now(),
+                        });
+                    }
+                }
+            }
+            Watch::Quiet => {}
+        }
+    }
+
+    /// The run ended: the last stage's line, or the bar cleared before the summary.
+    fn finish(self) {
+        match self {
+            Watch::Bar { bar, .. } => {
+                if let Some(bar) = bar.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                    bar.finish_and_clear();
+                }
+            }
+            Watch::Lines { org, current } => {
+                if let Some(ended) = current.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                    print_stage(&org, ended);
+                }
+            }
+            Watch::Quiet => {}
+        }
+    }
+}
+
+/// The line of a stage that ended: what it counted and how long it took.
+fn print_stage(org: &str, ended: StageSoFar) {
+    let StageSoFar {
+        stage,
+        done,
+        total,
+        since,
+    } = ended;
+    let count = match (progress::unit(&stage), total) {
+        ("", _) => String::new(),
+        (unit, Some(total)) => format!(" {done}/{total} {unit},"),
+        (unit, None) => format!(" {done} {unit},"),
+    };
+    eprintln!(
+        "{org}: {stage}:{count} {:.1} s",
+        since.elapsed().as_secs_f64()
+    );
+}
+
+/// A terminal bar for `stage`: the organization, the stage, a bar and `done/total` when the
+/// total is known (a spinner and the count otherwise), what it counts and the time since the
+/// run started; fully set up before its first frame.
+fn stage_bar(
+    org: &str,
+    started: Instant,
+    stage: &str,
+    done: u64,
+    total: Option<u64>,
+) -> indicatif::ProgressBar {
+    let unit = progress::unit(stage);
+    let template = match (total, unit) {
+        (Some(_), _) => format!(
+            "{{prefix}}: {{msg}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} [{{elapsed}}]"
+        ),
+        (None, "") => "{prefix}: {msg} {spinner} [{elapsed}]".to_owned(),
+        (None, _) => format!("{{prefix}}: {{msg}} {{spinner}} {{human_pos}} {unit} [{{elapsed}}]"),
+    };
+    let style = indicatif::ProgressStyle::with_template(&template)
+        .expect("the templates are valid")
+        .progress_chars("=> ");
+    let bar =
+        indicatif::ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr())
+            .with_style(style)
+            .with_prefix(org.to_owned())
+            .with_message(stage.to_owned())
+            .with_position(done)
+            .with_elapsed(started.elapsed());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
 fn exit_code(outcomes: &[RunOutcome]) -> ExitCode {
     if outcomes
         .iter()
@@ -196,9 +360,14 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             config.notify.as_ref().map(|n| (n, template.clone())),
         )
         .and_then(|sync| {
-            runtime
-                .block_on(sync.run(kind, args.dry_run, registry.access_policy()))
-                .map_err(anyhow::Error::from)
+            let watch = Watch::new(&org.name, args.json);
+            let report = |stage: &str, done: u64, total: Option<u64>| {
+                watch.report(stage, done, total);
+            };
+            let policy = registry.access_policy();
+            let run = runtime.block_on(sync.run_reporting(kind, args.dry_run, policy, &report));
+            watch.finish();
+            run.map_err(anyhow::Error::from)
         });
         match result {
             Ok(summary) => {

@@ -283,7 +283,10 @@ impl ExchangeClient {
         let tasks = self.inner.limit.max().max(1) * 2;
         let spawn = |set: &mut tokio::task::JoinSet<_>, (i, c): (usize, C)| {
             let me = self.clone();
-            set.spawn(async move { (i, me.run_pages(&c).await) });
+            // A listing spawned for a discovery counts its pages for it.
+            set.spawn(crate::sync::progress::inherit_pages(async move {
+                (i, me.run_pages(&c).await)
+            }));
         };
         for item in pending.by_ref().take(tasks) {
             spawn(&mut set, item);
@@ -291,6 +294,7 @@ impl ExchangeClient {
         while let Some(done) = set.join_next().await {
             let (i, r) = done.expect("a command task panicked");
             results[i] = Some(r);
+            crate::sync::progress::command_done();
             if let Some(item) = pending.next() {
                 spawn(&mut set, item);
             }
@@ -331,6 +335,7 @@ impl ExchangeClient {
         let mut out = Vec::new();
         let (mut raw, mut cas) = self.request::<C>(&body, &path).await?;
         loop {
+            crate::sync::progress::page_listed();
             // The next page is asked for before this one is decoded: a listing's pages can only
             // come one after another, and decoding 1000 objects takes milliseconds.
             let next = match net::decode::<NextLink>(&raw) {

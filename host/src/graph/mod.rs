@@ -236,6 +236,7 @@ impl GraphClient {
         let mut out = Vec::new();
         loop {
             let page: Page<T> = self.get(&url).await?;
+            crate::sync::progress::page_listed();
             out.extend(page.value);
             match page.next {
                 None => return Ok(out),

@@ -8,7 +8,7 @@
 pub const APPLICATION_ID: i64 = 0x4541_5347;
 
 /// The migrations, oldest first.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -143,4 +143,39 @@ CREATE TABLE notices (
 ) STRICT;
 CREATE INDEX notices_due ON notices(org_id, next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX notices_by_device ON notices(org_id, device_key, state, created_at);
+"#;
+
+/// The directory the last sync saw (mailboxes with their lists, users with their in-scope
+/// groups), so that a what-if run (`easgate policy diff`) decides with what a sync would see
+/// instead of rebuilding it from the devices' verdicts.
+const V3: &str = r#"
+-- When a full sync last wrote the whole directory; NULL while only quick syncs (which see the
+-- changed mailboxes only) or none wrote it since this migration.
+ALTER TABLE organizations ADD COLUMN directory_complete_at INTEGER;
+
+CREATE TABLE mailboxes (
+    org_id              INTEGER NOT NULL REFERENCES organizations(id),
+    -- Lowercase Identity: what devices.mailbox names, ignoring case.
+    mailbox_key         TEXT NOT NULL,
+    identity            TEXT NOT NULL,
+    primary_smtp        TEXT NOT NULL,
+    user_principal_name TEXT,
+    -- JSON arrays of DeviceIds as Exchange spelled them when the sync read the mailbox (before
+    -- it applied its plan: the devices' verdicts say what the plan changed).
+    allowed             TEXT NOT NULL,
+    blocked             TEXT NOT NULL,
+    seen_at             INTEGER NOT NULL,
+    PRIMARY KEY (org_id, mailbox_key)
+) STRICT;
+
+CREATE TABLE directory_users (
+    org_id              INTEGER NOT NULL REFERENCES organizations(id),
+    -- Lowercase UPN.
+    user_key            TEXT NOT NULL,
+    user_principal_name TEXT NOT NULL,
+    -- JSON array of the in-scope group ids the user is a transitive member of.
+    groups              TEXT NOT NULL,
+    seen_at             INTEGER NOT NULL,
+    PRIMARY KEY (org_id, user_key)
+) STRICT;
 "#;

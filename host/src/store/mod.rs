@@ -21,6 +21,7 @@
 
 mod counts;
 mod devices;
+mod directory;
 mod error;
 mod journal;
 pub mod migrations;
@@ -36,6 +37,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 pub use devices::{
     AuditEntry, DecisionBatch, DecisionRecord, DeviceRecord, DeviceView, StoredDecision,
 };
+pub use directory::StoredDirectory;
 pub use error::StoreError;
 pub use journal::{JournalEntry, JournalState, Recovery};
 pub use outbox::{
@@ -256,7 +258,9 @@ impl Store {
 
     /// Opens the existing store in `data_dir` for reading only: what-if commands read the last
     /// inventory this way, so that nothing they do can write it (no migration, no WAL switch,
-    /// `query_only` on top of a read-only connection). The store must exist and be migrated.
+    /// `query_only` on top of a read-only connection). The store must exist; a store of an
+    /// older schema (not yet migrated by a newer easgate) opens too, and the methods that read
+    /// tables it lacks say so ([`Store::directory`]).
     pub fn open_read_only(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DATABASE_FILE);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -288,7 +292,7 @@ impl Store {
                 supported,
             });
         }
-        if version < supported as i64 {
+        if version < 1 {
             return Err(StoreError::OlderSchema {
                 path,
                 found: version,

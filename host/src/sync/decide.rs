@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use super::progress::Counter;
 use crate::plugin::{AccessPolicyPlugin, PluginErrorKind, types};
 
 /// Devices per `decide` call: large enough that instantiation is noise next to evaluation,
@@ -42,12 +43,14 @@ impl Decisions {
     }
 }
 
-/// Runs `devices` through `plugin` in batches of `batch_size`.
+/// Runs `devices` through `plugin` in batches of `batch_size`, adding each batch's devices to
+/// `decided` (decided or not) once it is through.
 pub async fn decide(
     plugin: Arc<AccessPolicyPlugin>,
     info: types::SyncInfo,
     devices: Vec<types::DeviceContext>,
     batch_size: usize,
+    decided: Counter,
 ) -> Decisions {
     let batch_size = batch_size.max(1);
     tokio::task::spawn_blocking(move || {
@@ -80,6 +83,7 @@ pub async fn decide(
                     out.decisions.extend(batch.iter().map(|_| None));
                 }
             }
+            decided.add(batch.len() as u64);
         }
         out
     })

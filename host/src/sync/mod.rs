@@ -17,6 +17,7 @@
 //! * [`decide`](mod@decide): the pinned policy version, batch by batch; a failed batch decides nothing.
 //! * [`apply`](mod@apply): journaled commands through the Exchange client's parallel pool.
 //! * [`notices`]: which devices get a notice, and the delivery of the outbox's due notices.
+//! * [`progress`]: how far a running stage got, counted where items complete.
 //! * [`runner`]: one run of one organization, from discovery to the finished run record.
 //!
 //! What the sync remembers between runs (verdicts, runs, the command journal, the audit trail)
@@ -29,6 +30,7 @@ pub mod inventory;
 pub mod matching;
 pub mod notices;
 pub mod plan;
+pub mod progress;
 pub mod runner;
 pub mod settings;
 pub mod whatif;
@@ -42,4 +44,4 @@ pub use notices::{NoticeReport, NoticeStage, TemplateSource};
 pub use plan::{Command, Decided, Plan, PlannedCommand, plan};
 pub use runner::{OrgSync, Summary, SyncError, SyncKind};
 pub use settings::{DeviceAccessRule, RestrictionLimit, RuleCharacteristic, SyncSettings};
-pub use whatif::{Diff, DiffError, VerdictChange};
+pub use whatif::{Diff, DiffError, DirectorySource, VerdictChange};

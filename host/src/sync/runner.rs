@@ -28,6 +28,7 @@ use super::inventory::{DeviceKey, ManagedDevice, Verdict};
 use super::matching::match_inventory;
 use super::notices::{NoticeReport, NoticeStage, TemplateSource, deliver};
 use super::plan::{Decided, DeviceChange, plan};
+use super::progress;
 use super::settings::SyncSettings;
 use anyhow::Context;
 
@@ -251,18 +252,17 @@ impl OrgSync {
             .await
     }
 
-    /// [`run`](Self::run), telling `report` each stage as it starts: its name, items done (0)
-    /// and items in it when known (devices to decide, commands to send). The daemon shows it
-    /// as the running sync's progress.
+    /// [`run`](Self::run), telling `report` each stage as it starts and how far it got within
+    /// it: its name, items done and items in it when known (pages listed, devices decided,
+    /// commands sent; see [`progress`]). The daemon shows it as the running sync's progress.
     pub async fn run_reporting(
         &self,
         kind: SyncKind,
         dry_run: bool,
         policy: Arc<AccessPolicyPlugin>,
-        report: &(dyn Fn(&str, u64, Option<u64>) + Sync),
+        report: progress::Report<'_>,
     ) -> Result<Summary, SyncError> {
         let started = Instant::now();
-        report("discover", 0, None);
         let mut stage = Stage::new(&self.name);
         let now = unix_now();
         let org = self.org()?;
@@ -302,23 +302,19 @@ impl OrgSync {
             notices: NoticeReport::default(),
         };
         let groups = &self.settings.scope_groups;
-        let discovered = if full {
-            discover::full(
-                &self.exchange,
-                &self.graph,
-                groups,
-                self.settings.device_access_rules.is_some(),
-            )
-            .await
-        } else {
-            discover::quick(
-                &self.exchange,
-                &self.graph,
-                groups,
-                cursor.expect("a quick sync has a cursor"),
-            )
-            .await
-        };
+        let pages = progress::Counter::default();
+        let discovered = progress::stage(report, progress::DISCOVER, None, &pages, async {
+            if full {
+                let rules = self.settings.device_access_rules.is_some();
+                let listing = discover::full(&self.exchange, &self.graph, groups, rules);
+                progress::count_pages(&pages, listing).await
+            } else {
+                let since = cursor.expect("a quick sync has a cursor");
+                let listing = discover::quick(&self.exchange, &self.graph, groups, since);
+                progress::count_pages(&pages, listing).await
+            }
+        })
+        .await;
         let discovered = match discovered {
             Ok(d) => d,
             Err(e) => {
@@ -327,7 +323,7 @@ impl OrgSync {
             }
         };
         stage.done("discover");
-        report("decide", 0, Some(discovered.inventory.devices.len() as u64));
+        let to_decide = discovered.inventory.devices.len() as u64;
         summary.exchange_reads = discovered.exchange_calls;
         summary.graph_calls = discovered.graph_calls;
         let Discovered {
@@ -371,11 +367,16 @@ impl OrgSync {
                 self.save_inventory(org, inventory.clone(), full, now).await
             }
         };
+        let decided = progress::Counter::default();
+        let deciding = decide(policy, info, contexts, self.batch_size, decided.clone());
         let (saved, decisions) =
-            tokio::join!(save, decide(policy, info, contexts, self.batch_size));
+            progress::stage(report, progress::DECIDE, Some(to_decide), &decided, async {
+                tokio::join!(save, deciding)
+            })
+            .await;
         saved?;
         stage.done("save inventory and decide");
-        report("plan and record", 0, None);
+        report(progress::PLAN, 0, None);
         // Plan needs only the devices and mailboxes; the Intune records and users (half the
         // inventory at 100 000 devices) are saved and matched by now.
         let mut inventory = inventory;
@@ -535,12 +536,14 @@ impl OrgSync {
             ));
             return self.finish(summary, RunOutcome::Held, started).await;
         }
-        report("apply", 0, Some(ids.len() as u64));
-        let to_send = ids
+        let to_send: Vec<_> = ids
             .into_iter()
             .zip(commands.into_iter().map(|c| c.command))
             .collect();
-        let applied = apply(&self.exchange, &self.store, to_send).await?;
+        let sent = progress::Counter::default();
+        let total = Some(to_send.len() as u64);
+        let applying = progress::count_commands(&sent, apply(&self.exchange, &self.store, to_send));
+        let applied = progress::stage(report, progress::APPLY, total, &sent, applying).await?;
         stage.done("apply");
         self.account(&mut summary, &applied);
         if let (Some(notices), Some(template)) = (&self.notices, template) {
@@ -576,12 +579,17 @@ impl OrgSync {
             return Err(SyncError::NotHeld(run));
         }
         self.store.approve(run, unix_now())?;
-        self.apply_approved(run).await
+        self.apply_approved(run, &|_, _, _| {}).await
     }
 
     /// Applies a plan whose approval is recorded but not yet applied (the admin API records
-    /// approvals; the daemon applies them before the organization's next sync).
-    pub async fn apply_approved(&self, run: RunId) -> Result<Summary, SyncError> {
+    /// approvals; the daemon applies them before the organization's next sync), telling
+    /// `report` how many of its commands are done.
+    pub async fn apply_approved(
+        &self,
+        run: RunId,
+        report: progress::Report<'_>,
+    ) -> Result<Summary, SyncError> {
         let started = Instant::now();
         let record = self.store.run(run)?.ok_or(StoreError::UnknownRun(run))?;
         if record.outcome != RunOutcome::Running || record.approval.as_deref() != Some("approved") {
@@ -615,7 +623,11 @@ impl OrgSync {
             changes: Vec::new(),
             notices: NoticeReport::default(),
         };
-        let applied = apply(&self.exchange, &self.store, commands).await?;
+        let sent = progress::Counter::default();
+        let total = Some(commands.len() as u64);
+        let applying =
+            progress::count_commands(&sent, apply(&self.exchange, &self.store, commands));
+        let applied = progress::stage(report, progress::APPLY, total, &sent, applying).await?;
         self.account(&mut summary, &applied);
         let outcome = if summary.errors.is_empty() {
             RunOutcome::Succeeded
@@ -677,6 +689,8 @@ impl OrgSync {
                 })
                 .collect();
             s.save_inventory(org, &views, now)?;
+            // What `easgate policy diff` decides with; a quick sync read the changed part only.
+            s.save_directory(org, &inventory.mailboxes, &inventory.users, full, now)?;
             if full {
                 let present: HashSet<DeviceKey> =
                     inventory.devices.iter().map(|d| d.key()).collect();

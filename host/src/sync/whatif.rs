@@ -2,17 +2,25 @@
 //! with a candidate policy and plan against the state the last sync left, without asking
 //! Exchange or Intune anything and without writing the store.
 //!
-//! The store keeps each partnership's Exchange and Intune views and its current verdict, but
-//! not the mailboxes' lists nor the directory's users, so both are rebuilt from it:
+//! The store keeps each partnership's Exchange and Intune views and its current verdict, and
+//! the directory the syncs read: the mailboxes (identity, primary SMTP address, UPN, lists as
+//! read) and the users with their in-scope groups. The candidate sees the devices, mailboxes and
+//! users a sync would; the lists are the stored ones with each decided device moved to where
+//! its stored verdict put it (allow → allow list, block → block list, quarantine → neither),
+//! because the directory is read before the plan that enforced those verdicts was applied.
 //!
-//! * a mailbox's lists are what its devices' stored verdicts put there (allow → allow list,
-//!   block → block list, quarantine → neither), which is what the last applied plan enforced;
-//!   devices no policy decided (or exempt) keep what Exchange reported (`Individual` access);
-//! * a mailbox's user is the UPN of an Intune record of one of its devices, in no group; a
-//!   mailbox none of whose devices is enrolled has no user. A candidate that scopes by group
-//!   or treats `user: none` apart therefore sees less than a sync would.
+//! A store written before the directory was kept (schema version 3), or whose organization no
+//! full sync has read since, has no directory; the diff then rebuilds one from the devices and
+//! says so ([`DirectorySource::Rebuilt`]):
+//!
+//! * a mailbox's lists are what its devices' stored verdicts put there; devices no policy
+//!   decided (or exempt) keep what Exchange reported (`Individual` access);
+//! * a mailbox's user is the UPN of an Intune record of one of its devices, in no group, and
+//!   its primary SMTP address is that UPN; a mailbox none of whose devices is enrolled has no
+//!   user. A candidate that scopes by group, or a mailbox whose SMTP address is not its UPN,
+//!   therefore sees less than a sync would.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -23,9 +31,10 @@ use super::inventory::{
 };
 use super::matching::match_inventory;
 use super::plan::{Decided, PlannedCommand, plan};
+use super::progress::Counter;
 use super::settings::SyncSettings;
 use crate::plugin::{AccessPolicyPlugin, types};
-use crate::store::{DeviceRecord, Store, StoreError, VerdictCounts};
+use crate::store::{DeviceRecord, Store, StoreError, StoredDirectory, VerdictCounts};
 
 /// A device whose verdict the candidate changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,10 +48,34 @@ pub struct VerdictChange {
     pub reason: String,
 }
 
+/// Where a diff's mailboxes and users came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirectorySource {
+    /// The directory the syncs stored.
+    Stored,
+    /// Rebuilt from the stored devices: the store has no directory (see the module docs).
+    Rebuilt,
+}
+
+impl DirectorySource {
+    /// What an operator should know about it, if anything.
+    pub fn note(self) -> Option<&'static str> {
+        match self {
+            DirectorySource::Stored => None,
+            DirectorySource::Rebuilt => Some(
+                "the store holds no directory from a full sync (it was written before easgate                  kept one): mailboxes and users are rebuilt from the devices, without groups,                  and with each mailbox's UPN as its SMTP address; run a full sync for an exact diff",
+            ),
+        }
+    }
+}
+
 /// What a candidate policy would do to the stored inventory.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Diff {
     pub organization: String,
+    /// Whether the mailboxes and users are the ones a sync stored.
+    pub directory: DirectorySource,
     /// The candidate's digest.
     pub plugin_digest: String,
     /// Stored devices decided.
@@ -83,7 +116,68 @@ fn enforced_state(record: &DeviceRecord) -> Option<(AccessState, &'static str)> 
     }
 }
 
-/// The inventory as the last sync left it (see the module docs).
+/// Moves each decided device of `records` to the list of its mailbox its verdict put it on.
+fn enforce_verdicts(mailboxes: &mut [Mailbox], records: &[DeviceRecord]) {
+    let by_key: HashMap<String, usize> = mailboxes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.identity.to_lowercase(), i))
+        .collect();
+    for record in records {
+        let Some(verdict) = record.decision.as_ref().map(|d| d.verdict) else {
+            continue;
+        };
+        let Some(&i) = record
+            .exchange
+            .mailbox
+            .as_ref()
+            .and_then(|m| by_key.get(&m.to_lowercase()))
+        else {
+            continue;
+        };
+        if verdict == Verdict::Exempt {
+            continue;
+        }
+        let (mailbox, id) = (&mut mailboxes[i], &record.exchange.device_id);
+        mailbox.allowed.retain(|e| !e.eq_ignore_ascii_case(id));
+        mailbox.blocked.retain(|e| !e.eq_ignore_ascii_case(id));
+        match verdict {
+            Verdict::Allow => mailbox.allowed.push(id.clone()),
+            Verdict::Block => mailbox.blocked.push(id.clone()),
+            Verdict::Quarantine | Verdict::Exempt => {}
+        }
+    }
+}
+
+/// The inventory as the last sync left it, with its stored directory (see the module docs).
+pub fn inventory_with_directory(records: &[DeviceRecord], directory: StoredDirectory) -> Inventory {
+    let StoredDirectory {
+        mut mailboxes,
+        users,
+    } = directory;
+    enforce_verdicts(&mut mailboxes, records);
+    let mut devices = Vec::with_capacity(records.len());
+    let mut managed = Vec::new();
+    for record in records {
+        let mut device = record.exchange.clone();
+        if let Some((state, reason)) = enforced_state(record) {
+            device.access_state = state;
+            device.access_state_reason = reason.to_owned();
+        }
+        devices.push(device);
+        managed.extend(record.managed.clone());
+    }
+    Inventory {
+        devices,
+        mailboxes,
+        managed,
+        users,
+        managed_complete: false,
+    }
+}
+
+/// The inventory as the last sync left it, its directory rebuilt from the devices (see the
+/// module docs).
 pub fn stored_inventory(records: &[DeviceRecord]) -> Inventory {
     let mut mailboxes: BTreeMap<String, Mailbox> = BTreeMap::new();
     let mut devices = Vec::with_capacity(records.len());
@@ -154,15 +248,21 @@ pub async fn diff(
     now: i64,
 ) -> Result<Diff, DiffError> {
     let name = organization.to_owned();
-    let records = tokio::task::spawn_blocking(move || {
+    let (records, directory) = tokio::task::spawn_blocking(move || {
         let org = store
             .find_organization(&name)?
             .ok_or_else(|| DiffError::UnknownOrganization(name.clone()))?;
-        Ok::<_, DiffError>(store.devices(org)?)
+        Ok::<_, DiffError>((store.devices(org)?, store.directory(org)?))
     })
     .await
     .expect("a store task does not panic")?;
-    let inventory = stored_inventory(&records);
+    let (inventory, directory) = match directory {
+        Some(directory) => (
+            inventory_with_directory(&records, directory),
+            DirectorySource::Stored,
+        ),
+        None => (stored_inventory(&records), DirectorySource::Rebuilt),
+    };
     let matched = match_inventory(&inventory, settings, &HashSet::new());
     let info = types::SyncInfo {
         kind: types::SyncKind::WhatIf,
@@ -171,7 +271,14 @@ pub async fn diff(
     };
     let contexts = matched.devices.into_iter().map(|d| d.context).collect();
     let digest = policy.meta.digest.hex();
-    let decisions = decide(policy, info, contexts, DEFAULT_BATCH_SIZE).await;
+    let decisions = decide(
+        policy,
+        info,
+        contexts,
+        DEFAULT_BATCH_SIZE,
+        Counter::default(),
+    )
+    .await;
 
     let mut verdicts = VerdictCounts::default();
     let mut stored_verdicts = VerdictCounts::default();
@@ -209,6 +316,7 @@ pub async fn diff(
     );
     Ok(Diff {
         organization: organization.to_owned(),
+        directory,
         plugin_digest: digest,
         devices: records.len() as u64,
         verdicts,
@@ -264,6 +372,43 @@ mod tests {
                 run: RunId(1),
             }),
         }
+    }
+
+    #[test]
+    fn stored_lists_get_each_decided_device_where_its_verdict_put_it() {
+        let records = [
+            record("alice", "A1", Some(Verdict::Allow), AccessState::Blocked),
+            record(
+                "alice",
+                "A2",
+                Some(Verdict::Quarantine),
+                AccessState::Allowed,
+            ),
+            record("alice", "A3", Some(Verdict::Exempt), AccessState::Allowed),
+            record("alice", "A4", None, AccessState::Blocked),
+        ];
+        // Read before the plan ran: A1 still blocked, A2 allowed (in another case), and an
+        // entry of a partnership the store does not know.
+        let directory = StoredDirectory {
+            mailboxes: vec![Mailbox {
+                identity: "Alice".into(),
+                primary_smtp: "alice@contoso.com".into(),
+                user_principal_name: Some("alice@corp.contoso.com".into()),
+                allowed: vec!["a2".into(), "A3".into(), "OLD".into()],
+                blocked: vec!["A1".into(), "A4".into()],
+            }],
+            users: vec![DirectoryUser {
+                user_principal_name: "alice@corp.contoso.com".into(),
+                groups: vec!["g1".into()],
+            }],
+        };
+        let inventory = inventory_with_directory(&records, directory.clone());
+        let alice = &inventory.mailboxes[0];
+        assert_eq!(alice.allowed, ["A3", "OLD", "A1"]);
+        assert_eq!(alice.blocked, ["A4"]);
+        assert_eq!(alice.primary_smtp, "alice@contoso.com");
+        assert_eq!(inventory.users, directory.users);
+        assert_eq!(inventory.devices[0].access_state, AccessState::Allowed);
     }
 
     #[test]
