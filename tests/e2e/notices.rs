@@ -434,6 +434,11 @@ async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on() {
     assert!(n.failed > 0, "{n:?}");
     assert_eq!((n.queued, n.sent), (n.failed, 0), "{n:?}");
     assert!(lab.control().mails().is_empty());
+    // Each failed render counts as a plugin error of its kind (the metric's source).
+    assert_eq!(
+        run.plugin_errors,
+        vec![easgate::plugin::PluginErrorKind::BadOutput; n.failed as usize]
+    );
 
     let org = store.organization(&sync.name, 0).unwrap();
     let failed: Vec<_> = store

@@ -21,7 +21,7 @@ use crate::config::{Notify, Organization};
 use crate::notify::channel::ChannelSetupError;
 use crate::notify::compose::BadAddress;
 use crate::notify::{NoticeChannel, NoticeSettings, Retry, RetryPolicy, SendError, SmtpChannel};
-use crate::plugin::{NoticeTemplatePlugin, types};
+use crate::plugin::{NoticeTemplatePlugin, PluginErrorKind, types};
 use crate::store::{NoticeAttempt, OrgId, OutboxNotice, Store, StoreError};
 use crate::sync::ManagedDevice;
 
@@ -112,6 +112,10 @@ pub struct NoticeReport {
     pub pending: u64,
     /// The template version this run rendered with.
     pub template_digest: String,
+    /// The kind of each render the template failed, for the plugin-error metrics (the
+    /// messages are in `errors`).
+    #[serde(skip)]
+    pub template_errors: Vec<PluginErrorKind>,
     /// One line per notice that failed or will be retried.
     pub errors: Vec<String>,
 }
@@ -192,7 +196,11 @@ pub async fn deliver(
     let rendered = tokio::task::spawn_blocking(move || {
         inputs
             .iter()
-            .map(|input| template.render(input).map_err(|e| e.to_string()))
+            .map(|input| {
+                template
+                    .render(input)
+                    .map_err(|e| (e.kind(), e.to_string()))
+            })
             .collect::<Vec<_>>()
     })
     .await
@@ -204,8 +212,9 @@ pub async fn deliver(
             break;
         }
         let attempt = match rendered {
-            Err(error) => {
+            Err((kind, error)) => {
                 report.failed += 1;
+                report.template_errors.push(kind);
                 NoticeAttempt::Failed {
                     error: format!("template {}: {error}", &digest[..12.min(digest.len())]),
                 }

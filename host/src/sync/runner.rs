@@ -548,6 +548,8 @@ impl OrgSync {
         self.account(&mut summary, &applied);
         if let (Some(notices), Some(template)) = (&self.notices, template) {
             deliver(notices, template, &self.store, org, &mut summary.notices).await?;
+            let template_errors = std::mem::take(&mut summary.notices.template_errors);
+            summary.plugin_errors.extend(template_errors);
             stage.done("notify");
         }
         let outcome = if summary.errors.is_empty() {
