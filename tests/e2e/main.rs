@@ -8,6 +8,7 @@ mod client_secrets;
 mod containment;
 mod daemon;
 mod exchange_client;
+mod faults;
 mod graph_client;
 mod hot_reload;
 mod notice_template;

@@ -51,6 +51,7 @@ pub use connector_config::{SecretSource, connector_config};
 pub use control::{LabControl, LabInfo};
 pub use counters::{CmdletCounters, CounterSnapshot, ExchangeCounters, GraphCounters};
 pub use exchange::cost::{CmdletLatency, DEFAULT_CONCURRENCY, LatencyModel};
+pub use graph::faults::GraphFaults;
 pub use graph::throttle::GraphLimits;
 pub use login::{Audience, DEFAULT_TOKEN_LIFETIME};
 pub use org::{
@@ -181,6 +182,7 @@ impl Lab {
             latency: RwLock::new(opts.latency.clone()),
             gate: exchange::cost::Gate::new(opts.exchange_concurrency),
             throttle: graph::throttle::Throttle::new(opts.graph_limits),
+            graph_faults: Default::default(),
             counters: counters::Counters::new(cas_count),
             cas: cas_listeners
                 .iter()

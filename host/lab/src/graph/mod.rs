@@ -10,6 +10,7 @@
 //! `@odata.nextLink` (default page 1000 for managed devices, 100 for members). Errors use Graph's
 //! shape `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`.
 
+pub mod faults;
 pub(crate) mod odata;
 pub mod throttle;
 mod views;
@@ -137,6 +138,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// Throttling and authentication, in the order Graph applies them.
 fn admit(shared: &Shared, headers: &HeaderMap, endpoint: &str) -> Result<(), GraphError> {
     shared.counters.graph_request(endpoint);
+    if let Some(retry) = shared.graph_faults.throttle() {
+        shared.counters.graph_throttled();
+        return Err(GraphError {
+            retry_after: Some(retry),
+            ..GraphError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            )
+        });
+    }
     if let Err(retry) = shared.throttle.admit() {
         shared.counters.graph_throttled();
         return Err(GraphError {
@@ -223,6 +235,11 @@ fn next_link(base: &str, path: &str, pairs: &[(String, String)], token: &str) ->
 fn resume(shared: &Shared, pairs: &[(String, String)], query: u64) -> Result<Position, GraphError> {
     match option(pairs, "$skiptoken") {
         None => Ok(Position::default()),
+        Some(_) if shared.graph_faults.expire_link() => Err(GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "Directory_ExpiredPageToken",
+            "The specified page token value has expired and can no longer be included in your request.",
+        )),
         Some(t) => shared.pages.decode(t, query).ok_or_else(|| {
             GraphError::new(
                 StatusCode::BAD_REQUEST,
