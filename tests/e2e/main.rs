@@ -11,6 +11,7 @@ mod exchange_client;
 mod faults;
 mod graph_client;
 mod hot_reload;
+mod malformed;
 mod notice_template;
 mod notices;
 mod notify;

@@ -15,6 +15,7 @@
 //! | `GET`/`PUT /_lab/latency` | the Exchange latency model (`LatencyModel` JSON) |
 //! | `GET`/`PUT /_lab/throttling` | `{"exchange_concurrency":n,"graph":{…GraphLimits}}`, fields optional |
 //! | `GET`/`PUT /_lab/graph-faults` | 429 on every n-th Graph call for a while, failing token requests, expired next links (`GraphFaults` JSON) |
+//! | `GET`/`POST`/`DELETE /_lab/malformed` | break a device's record in the Exchange or Graph listings (`Malformation` JSON: `{"service":"exchange","device_id":…,"field":"DeviceModel","kind":"huge_field","bytes":1048576}`; kinds `missing_field`, `huge_field`, `lone_surrogate`, `invalid_utf8`, `duplicate`, `no_mailbox`) / list / clear |
 //! | `PUT /_lab/token-lifetime` `{"seconds":n}` | lifetime of tokens issued from now on |
 //! | `POST /_lab/devices` | add devices now (`NewDevices` JSON); answers their ids |
 //! | `PUT /_lab/arrivals` `{"per_minute":x}` | add devices over time (0 stops) |
@@ -40,6 +41,7 @@ use crate::counters::CounterSnapshot;
 use crate::exchange::cost::LatencyModel;
 use crate::graph::faults::GraphFaults;
 use crate::graph::throttle::GraphLimits;
+use crate::malformed::Malformation;
 use crate::org::{ComplianceState, DeviceTruth, NewDevices, OrgError};
 use crate::server::{self, CasMode, CasStatus, LabError, Shared};
 use crate::smtp::{ReceivedMail, SmtpRules};
@@ -211,6 +213,21 @@ impl LabControl {
     /// What is left of the Graph faults in force.
     pub fn graph_faults(&self) -> GraphFaults {
         self.shared.graph_faults.get()
+    }
+
+    /// Breaks the record one service lists for a device, from now on.
+    pub fn malform(&self, m: Malformation) {
+        self.shared.malformed.add(m);
+    }
+
+    /// The malformations in force.
+    pub fn malformations(&self) -> Vec<Malformation> {
+        self.shared.malformed.all()
+    }
+
+    /// Lists every record as it is again.
+    pub fn clear_malformations(&self) {
+        self.shared.malformed.clear();
     }
 
     /// Lifetime of access tokens issued from now on.
@@ -479,6 +496,20 @@ pub(crate) fn router(control: LabControl) -> Router {
                     Json(c.graph_faults())
                 },
             ),
+        )
+        .route(
+            "/_lab/malformed",
+            get(|State(c): State<LabControl>| async move { Json(c.malformations()) })
+                .post(
+                    |State(c): State<LabControl>, Json(m): Json<Malformation>| async move {
+                        c.malform(m);
+                        Json(c.malformations())
+                    },
+                )
+                .delete(|State(c): State<LabControl>| async move {
+                    c.clear_malformations();
+                    StatusCode::NO_CONTENT
+                }),
         )
         .route(
             "/_lab/token-lifetime",

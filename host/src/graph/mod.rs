@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::Organization;
+use crate::net::record::Checked;
 use crate::net::token::{TokenCache, TokenError};
 use crate::net::{self, BadField, HttpSettings, SetupError};
 use crate::timestamp::Timestamp;
@@ -153,11 +154,7 @@ impl GraphClient {
 
     /// Every managed device, with only the fields the connector reads.
     pub async fn managed_devices(&self) -> Result<Vec<ManagedDevice>, GraphError> {
-        self.list(&format!(
-            "/v1.0/deviceManagement/managedDevices?$select={}",
-            encode(MANAGED_DEVICE_SELECT)
-        ))
-        .await
+        self.list(&managed_path(ManagedDevices::All)).await
     }
 
     /// The managed devices that synced with Intune at or after `since` (quick sync).
@@ -165,12 +162,8 @@ impl GraphClient {
         &self,
         since: Timestamp,
     ) -> Result<Vec<ManagedDevice>, GraphError> {
-        self.list(&format!(
-            "/v1.0/deviceManagement/managedDevices?$select={}&$filter={}",
-            encode(MANAGED_DEVICE_SELECT),
-            encode(&format!("lastSyncDateTime ge {since}"))
-        ))
-        .await
+        self.list(&managed_path(ManagedDevices::SyncedSince(since)))
+            .await
     }
 
     /// The managed devices whose `easDeviceId` is `eas_device_id` (a quick sync's new
@@ -179,15 +172,17 @@ impl GraphClient {
         &self,
         eas_device_id: &str,
     ) -> Result<Vec<ManagedDevice>, GraphError> {
-        self.list(&format!(
-            "/v1.0/deviceManagement/managedDevices?$select={}&$filter={}",
-            encode(MANAGED_DEVICE_SELECT),
-            encode(&format!(
-                "easDeviceId eq '{}'",
-                eas_device_id.replace('\'', "''")
-            ))
-        ))
-        .await
+        self.list(&managed_path(ManagedDevices::EasDeviceId(eas_device_id)))
+            .await
+    }
+
+    /// The managed devices `which` selects, read one record at a time: a record that cannot be
+    /// read is returned as such instead of failing its page (see `net::record`).
+    pub async fn managed_device_records(
+        &self,
+        which: ManagedDevices<'_>,
+    ) -> Result<Vec<Checked<ManagedDevice>>, GraphError> {
+        self.list(&managed_path(which)).await
     }
 
     /// Every member of a group, nested groups' members included (and the nested groups).
@@ -371,6 +366,35 @@ impl GraphClient {
             });
         }
     }
+}
+
+/// Which managed devices to list.
+#[derive(Debug, Clone, Copy)]
+pub enum ManagedDevices<'a> {
+    All,
+    /// Those that synced with Intune at or after this time.
+    SyncedSince(Timestamp),
+    /// Those whose `easDeviceId` is this one.
+    EasDeviceId(&'a str),
+}
+
+fn managed_path(which: ManagedDevices<'_>) -> String {
+    let filter = match which {
+        ManagedDevices::All => None,
+        ManagedDevices::SyncedSince(since) => Some(format!("lastSyncDateTime ge {since}")),
+        ManagedDevices::EasDeviceId(id) => {
+            Some(format!("easDeviceId eq '{}'", id.replace('\'', "''")))
+        }
+    };
+    let mut path = format!(
+        "/v1.0/deviceManagement/managedDevices?$select={}",
+        encode(MANAGED_DEVICE_SELECT)
+    );
+    if let Some(f) = filter {
+        path.push_str("&$filter=");
+        path.push_str(&encode(&f));
+    }
+    path
 }
 
 /// The path of a URL, without its query (which can be long and carries skip tokens).

@@ -203,10 +203,17 @@ async fn invoke(
         shared.counters.exchange_faulted();
         return CmdletError::server_fault(status, &server.fqdn).into_response();
     }
-    let out = match result {
+    let mut out = match result {
         Ok(out) => out,
         Err(e) => return e.into_response(),
     };
+    if name == "Get-MobileDevice"
+        && let Some(broken) = shared
+            .malformed
+            .rewrite_array(crate::malformed::Service::Exchange, &out.value)
+    {
+        out.value = broken;
+    }
     let mut json = Vec::with_capacity(out.value.len() + 512);
     let context = format!(
         "{}/adminapi/beta/{tenant}/$metadata#Collection(Exchange.GenericHashTable)",

@@ -81,7 +81,9 @@ impl Faults {
             return None;
         }
         s.seen += 1;
-        (s.seen % u64::from(s.every.max(1)) == 0).then_some(s.retry_after)
+        s.seen
+            .is_multiple_of(u64::from(s.every.max(1)))
+            .then_some(s.retry_after)
     }
 
     /// Whether this token request is one to fail.

@@ -279,6 +279,29 @@ fn collection<T: Serialize>(context: &str, items: &[T], next: Option<String>) ->
         .into_response()
 }
 
+/// A collection page around an already serialized `value` array (which the lab may have
+/// broken on purpose, see `malformed`).
+fn collection_bytes(context: &str, array: &[u8], next: Option<String>) -> Response {
+    let mut body = Vec::with_capacity(array.len() + 256);
+    body.extend_from_slice(b"{\"@odata.context\":");
+    body.extend_from_slice(&serde_json::to_vec(context).expect("a string"));
+    body.extend_from_slice(b",\"value\":");
+    body.extend_from_slice(array);
+    if let Some(next) = next {
+        body.extend_from_slice(b",\"@odata.nextLink\":");
+        body.extend_from_slice(&serde_json::to_vec(&next).expect("a string"));
+    }
+    body.push(b'}');
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
 fn read(shared: &Shared) -> std::sync::RwLockReadGuard<'_, Org> {
     shared
         .org
@@ -408,7 +431,16 @@ fn list_managed_devices(
             &shared.pages.encode(n, query),
         )
     });
-    Ok(collection(&context, &items, next))
+    let array = serde_json::to_vec(&items).expect("views serialize");
+    drop(items);
+    drop(org);
+    match shared
+        .malformed
+        .rewrite_array(crate::malformed::Service::Graph, &array)
+    {
+        None => Ok(collection_bytes(&context, &array, next)),
+        Some(broken) => Ok(collection_bytes(&context, &broken, next)),
+    }
 }
 
 async fn managed_device(
