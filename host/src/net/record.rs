@@ -169,7 +169,7 @@ mod tests {
         );
         assert!(
             lines[3].ends_with(&format!(
-                "({} bytes): Id: {} bytes, more than the {MAX_TEXT} allowed",
+                "({} bytes)`: Id: {} bytes, more than the {MAX_TEXT} allowed",
                 MAX_TEXT + 1,
                 MAX_TEXT + 1
             )),
