@@ -98,6 +98,28 @@ impl Drill {
         .await;
     }
 
+    /// Prints what the drill did (for RELIABILITY.md: run with `--nocapture`).
+    fn report(&self, drill: &str, runs: &[&Summary]) {
+        let c = self.lab.control().counters();
+        let runs: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:?} ({} commands, {} failed)",
+                    r.outcome, r.commands_issued, r.commands_failed
+                )
+            })
+            .collect();
+        eprintln!(
+            "drill {drill}: runs {}; lab: {} Exchange answers failed on purpose, {} Graph calls throttled, {} Set-CASMailbox calls, {} mailboxes edited",
+            runs.join(", "),
+            c.exchange.faulted,
+            c.graph.throttled,
+            c.calls(SET_CAS_MAILBOX),
+            self.lab.control().mailbox_edits().len()
+        );
+    }
+
     /// Every device as the policy decided, and every journaled edit applied once.
     fn assert_converged(&self) {
         let wrong = mismatches(&self.lab, expected);
@@ -178,6 +200,7 @@ async fn a_cas_stopped_mid_apply_then_back_loses_and_doubles_no_edit() {
     assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
     let by_cas = d.lab.control().counters().exchange.by_cas;
     assert!(by_cas[1] > 0, "the other CAS took over: {by_cas:?}");
+    d.report("CAS stopped 400 ms mid-apply", &[&first]);
     d.assert_converged();
 }
 
@@ -207,6 +230,7 @@ async fn every_cas_down_for_longer_than_the_timeout_fails_cleanly_and_the_next_r
     let second = d.full(&sync).await;
     assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
     assert!(second.commands_issued > 0, "{second:#?}");
+    d.report("both CAS stopped 2 s mid-apply", &[&first, &second]);
     d.assert_converged();
 }
 
@@ -231,6 +255,7 @@ async fn a_cas_answering_slower_than_the_client_timeout_is_left_and_no_edit_doub
     assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
     let by_cas = d.lab.control().counters().exchange.by_cas;
     assert!(by_cas[1] > 0, "the other CAS took over: {by_cas:?}");
+    d.report("CAS 1.5 s slower than the 0.6 s timeout", &[&first]);
     d.assert_converged();
 }
 
@@ -252,23 +277,43 @@ async fn both_cas_failing_30_percent_of_calls_converge_without_doubled_edits() {
     let last = runs.last().unwrap();
     assert_eq!(last.outcome, RunOutcome::Succeeded, "{runs:#?}");
     assert!(faulted >= 50, "{faulted} failed answers");
+    d.report("both CAS failing 30 %", &runs.iter().collect::<Vec<_>>());
     d.assert_converged();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_throttling_every_other_call_is_waited_out() {
     let d = drill(1500, 1, 1).await;
-    d.lab.control().set_graph_faults(GraphFaults {
+    let every_other = GraphFaults {
         throttle_every: 2,
         retry_after_secs: 1,
-        throttle_for_ms: 5_000,
+        throttle_for_ms: 20_000,
         ..GraphFaults::default()
-    });
+    };
+    d.lab.control().set_graph_faults(every_other);
     let sync = d.sync(&test_http(), Duration::from_secs(20));
-    let first = d.full(&sync).await;
-    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    let full = d.full(&sync).await;
+    assert_eq!(full.outcome, RunOutcome::Succeeded, "{full:#?}");
+    // A quick sync asks Intune once per new partnership: eight new phones, eight lookups.
+    d.lab
+        .control()
+        .add_devices(&easgate_lab::NewDevices {
+            count: 8,
+            ..Default::default()
+        })
+        .unwrap();
+    d.lab.control().set_graph_faults(every_other);
+    let quick = within(
+        Duration::from_secs(60),
+        sync.run(SyncKind::Quick, false, d.policy.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(quick.outcome, RunOutcome::Succeeded, "{quick:#?}");
+    assert_eq!(quick.verdicts.quarantine, 8, "{quick:#?}");
     let graph = d.lab.control().counters().graph;
-    assert!(graph.throttled >= 1, "{graph:#?}");
+    assert!(graph.throttled >= 5, "{graph:#?}");
+    d.report("Graph 429 on every other call", &[&full, &quick]);
     d.assert_converged();
 }
 
@@ -295,8 +340,13 @@ async fn a_token_endpoint_failing_costs_at_most_one_clean_run() {
             assert_eq!(d.lab.control().counters().calls(SET_CAS_MAILBOX), 0);
             let second = d.full(&sync).await;
             assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
+            d.report(
+                &format!("{failures} token requests failing"),
+                &[&first, &second],
+            );
         } else {
             assert_eq!(failures, 1, "two token failures in a row fail a read");
+            d.report(&format!("{failures} token request failing"), &[&first]);
         }
         d.assert_converged();
     }
@@ -328,6 +378,9 @@ async fn a_paging_link_expired_mid_listing_costs_at_most_one_clean_run() {
         assert_eq!(d.lab.control().counters().calls(SET_CAS_MAILBOX), 0);
         let second = d.full(&sync).await;
         assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
+        d.report("a next link expired", &[&first, &second]);
+    } else {
+        d.report("a next link expired", &[&first]);
     }
     d.assert_converged();
 }

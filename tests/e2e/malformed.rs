@@ -297,3 +297,70 @@ async fn a_partnership_whose_mailbox_is_not_listed_is_decided_but_no_list_is_edi
         .collect();
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_with_an_unreadable_record_keeps_the_org_default() {
+    // A fresh lab: the org default is still Allow, and the victim is allowed by it alone.
+    let lab = sync_lab(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let engine = PluginEngine::new().unwrap();
+    let sync = org_sync(&lab, store.clone(), unguarded());
+    let run = || {
+        within(
+            Duration::from_secs(60),
+            sync.run(SyncKind::Full, false, builtin(&engine, "{}")),
+        )
+    };
+    let victim = lab
+        .control()
+        .truth()
+        .into_iter()
+        .find(|d| {
+            d.mailbox.is_some()
+                && d.managed_device_id.is_none()
+                && !d.in_allow_list
+                && !d.in_block_list
+                && d.access_state == easgate_lab::AccessState::Allowed
+        })
+        .expect("an unenrolled device allowed by the org default");
+    lab.control().malform(Malformation {
+        service: Service::Exchange,
+        device_id: victim.device_id.clone(),
+        field: "DeviceAccessState".into(),
+        damage: Damage::MissingField,
+    });
+    let first = run().await.unwrap();
+    assert_eq!(first.outcome, RunOutcome::Partial, "{first:#?}");
+    assert!(
+        first
+            .errors
+            .iter()
+            .any(|e| e.starts_with("the organization default stays Allow this run")),
+        "{:#?}",
+        first.errors
+    );
+    assert_eq!(
+        lab.control()
+            .counters()
+            .calls("Set-ActiveSyncOrganizationSettings"),
+        0
+    );
+    let victim_after = lab
+        .control()
+        .truth()
+        .into_iter()
+        .find(|d| d.device_id == victim.device_id)
+        .unwrap();
+    assert_eq!(
+        victim_after.access_state,
+        easgate_lab::AccessState::Allowed,
+        "not quarantined by a default switch nobody decided for it"
+    );
+
+    lab.control().clear_malformations();
+    let fixed = run().await.unwrap();
+    assert_eq!(fixed.outcome, RunOutcome::Succeeded, "{fixed:#?}");
+    let wrong = mismatches(&lab, expected);
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
