@@ -9,6 +9,8 @@
 //! needs a bearer token of audience Graph. Lists page with an opaque `$skiptoken` in
 //! `@odata.nextLink` (default page 1000 for managed devices, 100 for members). Errors use Graph's
 //! shape `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`.
+//! On top of the budget, `faults` injects what the control API asks for: 429 on every n-th
+//! call for a while, failing token requests, expired next links.
 
 pub mod faults;
 pub(crate) mod odata;
