@@ -1,8 +1,11 @@
 //! One record of a listing decoded on its own, so that a record the connector cannot read is
 //! reported — which record, which field, what is wrong — while the rest of the page is kept.
 //!
-//! [`Checked<T>`] reads the record as JSON first (only a page that is not JSON at all, or whose
-//! bytes are not UTF-8, still fails as a whole: its records cannot be told apart), then as `T`.
+//! [`Checked<T>`] reads the record as JSON first, then as `T`. A record whose bytes are not JSON
+//! text (invalid UTF-8, half a surrogate pair) would stop the parser for the whole page; when a
+//! page fails, the clients let [`isolate_unreadable`] replace such records by what can be read
+//! of them before decoding again. Only a page whose structure cannot be followed (truncated, not
+//! JSON at all) still fails as a whole.
 //! A record with a text property longer than [`MAX_TEXT`] is unreadable too: no service writes a
 //! megabyte of device model, and passing one on would cost every stage after discovery.
 //!
@@ -62,13 +65,189 @@ fn shorten(text: &str) -> String {
     }
 }
 
+/// The property with which [`isolate_unreadable`] marks a record whose bytes are not JSON text.
+const UNREADABLE_BYTES: &str = "@easgate.unreadableBytes";
+
+/// `page` (a JSON object with a `value` array) with every record of `value` whose bytes are not
+/// JSON text — invalid UTF-8, half a surrogate pair — replaced by an object that [`Checked`]
+/// reports as unreadable: the record's properties as far as they can be read (invalid bytes
+/// replaced), and the field and problem found. `None` when the page has no such record or its
+/// structure cannot be followed (a truncated page, a broken escape outside a record).
+///
+/// Decoders try this only after a page failed as a whole: a decoder of strict records then fails
+/// again, and reports the page's own error.
+pub fn isolate_unreadable(page: &[u8]) -> Option<Vec<u8>> {
+    let (open, close) = value_array(page)?;
+    let mut out = Vec::with_capacity(page.len());
+    out.extend_from_slice(&page[..=open]);
+    let mut changed = false;
+    let mut i = skip_ws(page, open + 1);
+    let mut first = true;
+    while i < close {
+        let end = skip_value(page, i)?;
+        let record = &page[i..end];
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        let mut de = serde_json::Deserializer::from_slice(record);
+        match serde_path_to_error::deserialize::<_, Value>(&mut de) {
+            Ok(_) => out.extend_from_slice(record),
+            Err(e) => {
+                let lossy = without_surrogates(&String::from_utf8_lossy(record));
+                let mut object = match serde_json::from_str::<Value>(&lossy) {
+                    Ok(Value::Object(m)) => m,
+                    _ => serde_json::Map::new(),
+                };
+                object.insert(
+                    UNREADABLE_BYTES.into(),
+                    serde_json::json!({
+                        "field": e.path().to_string(),
+                        "problem": e.inner().to_string(),
+                    }),
+                );
+                out.extend(serde_json::to_vec(&object).ok()?);
+                changed = true;
+            }
+        }
+        i = skip_ws(page, end);
+        match page.get(i) {
+            Some(b',') => i = skip_ws(page, i + 1),
+            _ if i == close => {}
+            _ => return None,
+        }
+    }
+    out.extend_from_slice(&page[close..]);
+    changed.then_some(out)
+}
+
+/// `text` (JSON) with every `\u` escape of a UTF-16 surrogate replaced by U+FFFD, so that a
+/// record with half a pair can still be read for its name.
+fn without_surrogates(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let hex = text
+            .get(at + 2..at + 6)
+            .filter(|_| text[at + 1..].starts_with('u'));
+        match hex.and_then(|h| u16::from_str_radix(h, 16).ok()) {
+            Some(0xd800..=0xdfff) => {
+                out.push_str("\\ufffd");
+                chars.nth(4);
+            }
+            _ => {
+                // Whatever is escaped (`\\\\` too) is copied as it is.
+                out.push(c);
+                if let Some((_, next)) = chars.next() {
+                    out.push(next);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the string starting at `i` (its opening quote).
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The end of the JSON value starting at `i`, following only its structure.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']') && !b[j].is_ascii_whitespace()
+            {
+                j += 1;
+            }
+            Some(j)
+        }
+    }
+}
+
+/// The positions of the `[` and `]` of the top-level object's `value` array.
+fn value_array(b: &[u8]) -> Option<(usize, usize)> {
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    loop {
+        if b.get(i)? != &b'"' {
+            return None;
+        }
+        let key_end = skip_string(b, i)?;
+        let key = &b[i + 1..key_end - 1];
+        i = skip_ws(b, key_end);
+        if b.get(i)? != &b':' {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let end = skip_value(b, i)?;
+        if key == b"value" && b[i] == b'[' {
+            return Some((i, end - 1));
+        }
+        i = skip_ws(b, end);
+        if b.get(i)? != &b',' {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+    }
+}
+
 /// One record: read, or why not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked<T>(pub Result<T, Unreadable>);
 
 impl<'de, T: Record> Deserialize<'de> for Checked<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(d)?;
+        let mut value = Value::deserialize(d)?;
+        let bytes = value
+            .as_object_mut()
+            .and_then(|o| o.remove(UNREADABLE_BYTES));
         let key = T::KEYS.iter().find_map(|k| {
             value
                 .get(k)
@@ -81,6 +260,10 @@ impl<'de, T: Record> Deserialize<'de> for Checked<T> {
             field,
             problem,
         };
+        if let Some(found) = bytes {
+            let text = |name: &str| found[name].as_str().unwrap_or_default().to_owned();
+            return Ok(Checked(Err(unreadable(text("field"), text("problem")))));
+        }
         let record: T = match serde_path_to_error::deserialize(value) {
             Ok(r) => r,
             Err(e) => {
@@ -178,11 +361,38 @@ mod tests {
         );
     }
 
+    #[derive(serde::Deserialize)]
+    struct Page {
+        value: Vec<Checked<Thing>>,
+    }
+
     #[test]
-    fn bytes_that_are_not_json_still_fail_the_page() {
+    fn a_record_whose_bytes_are_not_json_text_is_isolated() {
+        let page: &[u8] = b"{\"@odata.context\":\"x\",\"value\":[{\"Id\":\"a\",\"Size\":1}, {\"Id\":\"b\",\"Name\":\"\xff\",\"Size\":2},{\"Id\":\"c\",\"Name\":\"\\ud800\",\"Size\":3} ],\"@odata.nextLink\":\"n\"}";
+        assert!(serde_json::from_slice::<Page>(page).is_err());
+        let isolated = isolate_unreadable(page).expect("two records isolated");
+        let next: Value = serde_json::from_slice(&isolated).unwrap();
+        assert_eq!(next["@odata.nextLink"], "n");
+        let (good, bad) = split(serde_json::from_slice::<Page>(&isolated).unwrap().value);
+        assert_eq!(good.len(), 1);
+        let lines: Vec<String> = bad.iter().map(ToString::to_string).collect();
         assert!(
-            serde_json::from_slice::<Vec<Checked<Thing>>>(b"[{\"Id\":\"\xff\",\"Size\":1}]")
-                .is_err()
+            lines[0].starts_with("thing with Id `b`: Name: invalid unicode code point"),
+            "{}",
+            lines[0]
         );
+        assert!(
+            lines[1].starts_with("thing with Id `c`: Name: unexpected end of hex escape"),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(
+            without_surrogates(r#"{"a":"\ud800","b":"\\ud800","c":"\u0041"}"#),
+            r#"{"a":"\ufffd","b":"\\ud800","c":"\u0041"}"#
+        );
+        // Nothing to isolate, or no structure to follow.
+        assert_eq!(isolate_unreadable(b"{\"value\":[{\"Id\":\"a\"}]}"), None);
+        assert_eq!(isolate_unreadable(b"{\"value\":[{\"Id\":\"\xff"), None);
+        assert_eq!(isolate_unreadable(b"[1]"), None);
     }
 }
