@@ -353,34 +353,49 @@ async fn a_token_endpoint_failing_costs_at_most_one_clean_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paging_link_expired_mid_listing_costs_at_most_one_clean_run() {
+async fn paging_links_expired_mid_listing_start_it_over_or_fail_it_cleanly() {
     // More than 1000 Intune records: the listing has a second page.
     let d = drill(2500, 1, 1).await;
     assert!(d.lab.control().info().managed_devices > 1000);
+    let sync = d.sync(&test_http(), Duration::from_secs(20));
+    // Once: the listing starts over and the run completes.
     d.lab.control().set_graph_faults(GraphFaults {
         expire_next_links: 1,
         ..GraphFaults::default()
     });
-    let sync = d.sync(&test_http(), Duration::from_secs(20));
     let first = d.full(&sync).await;
     assert_eq!(
         d.lab.control().graph_faults().expire_next_links,
         0,
         "used up"
     );
-    if first.outcome != RunOutcome::Succeeded {
-        assert_eq!(first.outcome, RunOutcome::Failed, "{first:#?}");
-        assert!(
-            first.errors[0].contains("Directory_ExpiredPageToken"),
-            "{:#?}",
-            first.errors
-        );
-        assert_eq!(d.lab.control().counters().calls(SET_CAS_MAILBOX), 0);
-        let second = d.full(&sync).await;
-        assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
-        d.report("a next link expired", &[&first, &second]);
-    } else {
-        d.report("a next link expired", &[&first]);
-    }
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    let pages = d.lab.control().info().managed_devices.div_ceil(1000) as u64;
+    let requests = d.lab.control().counters().graph.by_endpoint["managedDevices"];
+    assert_eq!(
+        requests,
+        2 + pages,
+        "page 1, page 2 refused, then every page again"
+    );
+    // More often than the client starts over: the run fails cleanly, changing nothing.
+    d.lab.control().set_graph_faults(GraphFaults {
+        expire_next_links: 3,
+        ..GraphFaults::default()
+    });
+    d.lab.control().reset_counters();
+    let second = d.full(&sync).await;
+    assert_eq!(second.outcome, RunOutcome::Failed, "{second:#?}");
+    assert!(
+        second.errors[0].contains("Directory_ExpiredPageToken"),
+        "{:#?}",
+        second.errors
+    );
+    assert_eq!(d.lab.control().counters().calls(SET_CAS_MAILBOX), 0);
+    let third = d.full(&sync).await;
+    assert_eq!(third.outcome, RunOutcome::Succeeded, "{third:#?}");
+    d.report(
+        "next links expired once, then three times",
+        &[&first, &second, &third],
+    );
     d.assert_converged();
 }

@@ -5,7 +5,8 @@
 //! before it expires; a 401 renews it once and resends. 429 and 503/504 wait `Retry-After` (or
 //! back off) and resend; connection failures and other 5xx back off and resend a few times (all
 //! requests here are reads). Listings follow `@odata.nextLink` as an opaque URL — checked to be
-//! on the Graph host, so the token never travels elsewhere. Answers that don't fit (`models`)
+//! on the Graph host, so the token never travels elsewhere — and start over when a link has
+//! expired (`Directory_ExpiredPageToken`), at most twice. Answers that don't fit (`models`)
 //! are [`GraphError::BadResponse`]s naming the endpoint and the field.
 
 mod budget;
@@ -26,6 +27,8 @@ use models::{DirectoryObject, MANAGED_DEVICE_SELECT, ManagedDevice, User};
 
 /// Attempts of one request (throttled or failed) before giving up.
 const ATTEMPTS: u32 = 8;
+/// Times a listing starts over after a page link expired, before giving up.
+const LISTING_RESTARTS: u32 = 2;
 
 /// Why a Graph request did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,11 @@ pub enum GraphError {
 impl GraphError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, GraphError::Service { status: 404, .. })
+    }
+
+    /// Graph refused a page link because its token expired.
+    pub fn is_expired_page(&self) -> bool {
+        matches!(self, GraphError::Service { status: 400, code, .. } if code == "Directory_ExpiredPageToken")
     }
 }
 
@@ -213,18 +221,36 @@ impl GraphClient {
         self.get(&url).await
     }
 
-    /// Every page of a listing.
+    /// Every page of a listing. A next link found expired starts the listing over (a page
+    /// token cannot be renewed, and the records already read may have moved on).
     async fn list<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<Vec<T>, GraphError> {
-        let mut url = format!("{}{path_and_query}", self.base);
-        let mut out = Vec::new();
-        loop {
-            let page: Page<T> = self.get(&url).await?;
-            out.extend(page.value);
-            match page.next {
-                None => return Ok(out),
-                Some(next) => {
-                    self.check_next(&url, &next)?;
-                    url = next;
+        let first = format!("{}{path_and_query}", self.base);
+        let mut restarts = 0;
+        'listing: loop {
+            let mut url = first.clone();
+            let mut out = Vec::new();
+            loop {
+                let page: Page<T> = match self.get(&url).await {
+                    Ok(page) => page,
+                    Err(e)
+                        if url != first && e.is_expired_page() && restarts < LISTING_RESTARTS =>
+                    {
+                        restarts += 1;
+                        tracing::warn!(
+                            endpoint = %endpoint(&first),
+                            "a Graph page link expired; starting the listing over: {e}"
+                        );
+                        continue 'listing;
+                    }
+                    Err(e) => return Err(e),
+                };
+                out.extend(page.value);
+                match page.next {
+                    None => return Ok(out),
+                    Some(next) => {
+                        self.check_next(&url, &next)?;
+                        url = next;
+                    }
                 }
             }
         }
