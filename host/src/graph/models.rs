@@ -74,6 +74,7 @@ pub struct ManagedDevice {
 impl crate::net::record::Record for ManagedDevice {
     const WHAT: &'static str = "Intune record";
     const KEYS: &'static [&'static str] = &["easDeviceId", "id"];
+    const LINK: Option<&'static str> = Some("easDeviceId");
 
     fn texts(&self) -> Vec<(&'static str, &str)> {
         let optional = [

@@ -24,6 +24,9 @@ pub trait Record: DeserializeOwned {
     const WHAT: &'static str;
     /// The properties that name a record, the first present one is used: `Identity`, `DeviceId`.
     const KEYS: &'static [&'static str];
+    /// The property that ties a record to a record of the other service (`easDeviceId`), if
+    /// any: an unreadable record reports what it holds ([`Unreadable::link`]).
+    const LINK: Option<&'static str> = None;
     /// Its text properties, with the service's names, to check against [`MAX_TEXT`].
     fn texts(&self) -> Vec<(&'static str, &str)>;
 }
@@ -38,13 +41,10 @@ pub struct Unreadable {
     /// The property that is wrong (`.` for the record as a whole).
     pub field: String,
     pub problem: String,
-}
-
-impl Unreadable {
-    /// The key's value, when the record has one.
-    pub fn key_value(&self) -> Option<&str> {
-        self.key.as_ref().map(|(_, v)| v.as_str())
-    }
+    /// The value of the record's [`Record::LINK`] property: `""` when it is absent or `null`
+    /// (the record is tied to nothing), `None` when it is there but not text (tied to something
+    /// unknown) or the record type has no link.
+    pub link: Option<String>,
 }
 
 impl std::fmt::Display for Unreadable {
@@ -254,11 +254,17 @@ impl<'de, T: Record> Deserialize<'de> for Checked<T> {
                 .and_then(Value::as_str)
                 .map(|v| (*k, v.to_owned()))
         });
+        let link = T::LINK.and_then(|name| match value.get(name) {
+            None | Some(Value::Null) => Some(String::new()),
+            Some(Value::String(v)) => Some(v.clone()),
+            Some(_) => None,
+        });
         let unreadable = |field: String, problem: String| Unreadable {
             what: T::WHAT,
             key: key.clone(),
             field,
             problem,
+            link: link.clone(),
         };
         if let Some(found) = bytes {
             let text = |name: &str| found[name].as_str().unwrap_or_default().to_owned();

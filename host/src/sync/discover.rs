@@ -9,6 +9,13 @@
 //!   partnerships they match, and only the mailboxes of those partnerships. Every call is per
 //!   change (or per 20 changes), none per device of the org.
 //!
+//! Both read the partnerships and the Intune records one record at a time (`net::record`): a
+//! record that cannot be read is reported, and the partnership it concerns — its own record, or
+//! the one its Intune record names by `easDeviceId` — is kept out of the inventory, so that the
+//! run leaves it exactly as it is rather than judge it unenrolled or gone. An unreadable Intune
+//! record whose `easDeviceId` is there but unreadable fails discovery: it could belong to any
+//! partnership.
+//!
 //! What the sync does not fetch: `Get-MobileDeviceStatistics` (no built-in policy reads
 //! `last-success-sync`, and it costs one call per device).
 
@@ -39,10 +46,10 @@ pub enum DiscoverError {
     Exchange(#[from] ExchangeError),
     #[error("Graph: {0}")]
     Graph(#[from] GraphError),
-    /// An Intune record that cannot be read and cannot be tied to a partnership: any device
-    /// without a readable record might be its device, and would be judged unenrolled.
+    /// An Intune record that cannot be read, whose `easDeviceId` cannot be read either: any
+    /// device without a readable record might be its device, and would be judged unenrolled.
     #[error("Graph: {0}; no partnership can be left out for it, so nothing is decided")]
-    UnlinkedRecord(Unreadable),
+    UnlinkedRecord(Box<Unreadable>),
 }
 
 /// What discovery read, and what it cost.
@@ -92,14 +99,15 @@ impl Unreadables {
     ) -> Result<Vec<graph_models::ManagedDevice>, DiscoverError> {
         let (good, bad) = record::split(records);
         for u in bad {
-            match &u.key {
-                Some(("easDeviceId", id)) => {
+            match &u.link {
+                // A record without `easDeviceId` concerns no partnership.
+                Some(id) => {
                     if !id.is_empty() {
                         self.intune.insert(id.to_lowercase());
                     }
                     self.lines.push(format!("{u}"));
                 }
-                _ => return Err(DiscoverError::UnlinkedRecord(u)),
+                None => return Err(DiscoverError::UnlinkedRecord(Box::new(u))),
             }
         }
         Ok(good)
@@ -497,6 +505,52 @@ mod tests {
     #[test]
     fn filter_values_are_quoted_for_opath() {
         assert_eq!(quote("a'b"), "'a''b'");
+    }
+
+    #[test]
+    fn unreadable_intune_records_keep_their_partnerships_out_or_fail_discovery() {
+        let page = |records: &str| -> Vec<Checked<graph_models::ManagedDevice>> {
+            serde_json::from_str(records).unwrap()
+        };
+        let device = |id: &str| models::MobileDevice {
+            identity: format!("alice\\ExchangeActiveSyncDevices\\{id}"),
+            device_id: id.into(),
+            device_type: None,
+            device_model: None,
+            device_os: None,
+            device_user_agent: None,
+            first_sync_time: None,
+            user_display_name: None,
+            device_access_state: DeviceAccessState::Allowed,
+            device_access_state_reason: "Individual".into(),
+            when_changed: None,
+        };
+        let mut u = Unreadables::default();
+        let good = u
+            .managed(page(
+                r#"[{"id":"m1","easDeviceId":"AAA","complianceState":"compliant","managedDeviceOwnerType":"company"},
+                    {"id":"m2","easDeviceId":"bbb","managedDeviceOwnerType":"company"}]"#,
+            ))
+            .unwrap();
+        assert_eq!(good.len(), 1);
+        let mut devices = vec![device("AAA"), device("BBB")];
+        u.keep_out(&mut devices);
+        assert_eq!(devices, [device("AAA")]);
+        assert_eq!(u.lines.len(), 2, "{:?}", u.lines);
+        assert!(u.lines[1].contains("ExchangeActiveSyncDevices\\BBB`: its Intune record"));
+
+        // A bad record of a device that never used EAS concerns no partnership.
+        let mut u = Unreadables::default();
+        let none = u
+            .managed(page(r#"[{"id":"m4","easDeviceId":null}]"#))
+            .unwrap();
+        assert!(none.is_empty() && u.intune.is_empty());
+        assert_eq!(u.lines.len(), 1);
+
+        let unlinked = Unreadables::default().managed(page(
+            r#"[{"id":"m3","easDeviceId":7,"complianceState":"compliant","managedDeviceOwnerType":"company"}]"#,
+        ));
+        assert!(matches!(unlinked, Err(DiscoverError::UnlinkedRecord(_))));
     }
 
     #[test]
