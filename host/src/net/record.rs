@@ -373,6 +373,22 @@ mod tests {
     }
 
     #[test]
+    fn isolating_never_panics_on_cut_or_damaged_pages() {
+        let page: &[u8] = b"{\"a\":[1,{\"b\":\"]\"}],\"value\":[{\"Id\":\"a\\\"\",\"Size\":1},{\"Id\":\"\xff\",\"N\":[\"\\ud800\"]} , 3, \"x\", null],\"z\":{}}";
+        assert!(isolate_unreadable(page).is_some());
+        for end in 0..page.len() {
+            let _ = isolate_unreadable(&page[..end]);
+        }
+        for at in 0..page.len() {
+            for b in [b'"', b'\\', b'[', b']', b'{', b'}', b',', b':', b' ', 0xff] {
+                let mut damaged = page.to_vec();
+                damaged[at] = b;
+                let _ = isolate_unreadable(&damaged);
+            }
+        }
+    }
+
+    #[test]
     fn a_record_whose_bytes_are_not_json_text_is_isolated() {
         let page: &[u8] = b"{\"@odata.context\":\"x\",\"value\":[{\"Id\":\"a\",\"Size\":1}, {\"Id\":\"b\",\"Name\":\"\xff\",\"Size\":2},{\"Id\":\"c\",\"Name\":\"\\ud800\",\"Size\":3} ],\"@odata.nextLink\":\"n\"}";
         assert!(serde_json::from_slice::<Page>(page).is_err());
