@@ -6,12 +6,16 @@
 //! | `GET /_lab/info` | URLs, tenant, client id/secret, static Exchange token |
 //! | `GET /_lab/truth` | every device's Exchange access state and what it rests on |
 //! | `GET /_lab/counters`, `POST /_lab/counters/reset` | commands served |
+//! | `GET /_lab/mailbox-edits` | `Set-CASMailbox` commands that changed lists, per mailbox (alias) |
 //! | `GET /_lab/cas` | each CAS: URL, running, mode |
 //! | `POST /_lab/cas/{i}/stop`, `…/start`, `…/heal` | stop (refuse connections) / restart / serve normally |
 //! | `POST /_lab/cas/{i}/slow` `{"extra_ms":n}` | add latency on that CAS |
 //! | `POST /_lab/cas/{i}/fail` `{"status":503}` | answer every request with that status |
+//! | `POST /_lab/cas/{i}/fail` `{"status":500,"fail_ratio":0.3,"seed":7,"after_apply":false}` | answer a seeded share of requests with it; `after_apply`: run the cmdlet, lose its answer |
 //! | `GET`/`PUT /_lab/latency` | the Exchange latency model (`LatencyModel` JSON) |
 //! | `GET`/`PUT /_lab/throttling` | `{"exchange_concurrency":n,"graph":{…GraphLimits}}`, fields optional |
+//! | `GET`/`PUT /_lab/graph-faults` | 429 on every n-th Graph call for a while, failing token requests, expired next links (`GraphFaults` JSON) |
+//! | `GET`/`POST`/`DELETE /_lab/malformed` | break a device's record in the Exchange or Graph listings (`Malformation` JSON: `{"service":"exchange","device_id":…,"field":"DeviceModel","kind":"huge_field","bytes":1048576}`; kinds `missing_field`, `huge_field`, `lone_surrogate`, `invalid_utf8`, `duplicate`, `no_mailbox`) / list / clear |
 //! | `PUT /_lab/token-lifetime` `{"seconds":n}` | lifetime of tokens issued from now on |
 //! | `POST /_lab/devices` | add devices now (`NewDevices` JSON); answers their ids |
 //! | `PUT /_lab/arrivals` `{"per_minute":x}` | add devices over time (0 stops) |
@@ -35,7 +39,9 @@ use serde_json::json;
 
 use crate::counters::CounterSnapshot;
 use crate::exchange::cost::LatencyModel;
+use crate::graph::faults::GraphFaults;
 use crate::graph::throttle::GraphLimits;
+use crate::malformed::Malformation;
 use crate::org::{ComplianceState, DeviceTruth, NewDevices, OrgError};
 use crate::server::{self, CasMode, CasStatus, LabError, Shared};
 use crate::smtp::{ReceivedMail, SmtpRules};
@@ -131,6 +137,30 @@ impl LabControl {
         self.set_mode(i, CasMode::Failing { status })
     }
 
+    /// Makes CAS `i` answer a seeded share `ratio` (0 to 1) of requests with `status`; with
+    /// `after_apply` the failing requests' cmdlets run first (their answers are lost).
+    pub fn flaky_cas(
+        &self,
+        i: usize,
+        status: u16,
+        ratio: f64,
+        seed: u64,
+        after_apply: bool,
+    ) -> Result<(), LabError> {
+        let slot = self.shared.cas.get(i).ok_or(LabError::NoSuchCas(i))?;
+        slot.flaky_draws
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.set_mode(
+            i,
+            CasMode::Flaky {
+                status,
+                fail_per_mille: (ratio.clamp(0.0, 1.0) * 1000.0).round() as u16,
+                seed,
+                after_apply,
+            },
+        )
+    }
+
     /// Makes CAS `i` serve normally again.
     pub fn heal_cas(&self, i: usize) -> Result<(), LabError> {
         self.set_mode(i, CasMode::Up)
@@ -175,6 +205,31 @@ impl LabControl {
         self.shared.throttle.set_limits(limits);
     }
 
+    /// Faults of Graph and the token endpoint from now on (replacing those in force).
+    pub fn set_graph_faults(&self, faults: GraphFaults) {
+        self.shared.graph_faults.set(faults);
+    }
+
+    /// What is left of the Graph faults in force.
+    pub fn graph_faults(&self) -> GraphFaults {
+        self.shared.graph_faults.get()
+    }
+
+    /// Breaks the record one service lists for a device, from now on.
+    pub fn malform(&self, m: Malformation) {
+        self.shared.malformed.add(m);
+    }
+
+    /// The malformations in force.
+    pub fn malformations(&self) -> Vec<Malformation> {
+        self.shared.malformed.all()
+    }
+
+    /// Lists every record as it is again.
+    pub fn clear_malformations(&self) {
+        self.shared.malformed.clear();
+    }
+
     /// Lifetime of access tokens issued from now on.
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         self.shared.tokens.set_lifetime(lifetime);
@@ -198,6 +253,20 @@ impl LabControl {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .truth()
+    }
+
+    /// `Set-CASMailbox` commands that changed a mailbox's lists, per mailbox (its alias: the
+    /// `Identity` Exchange prints), for mailboxes with any.
+    pub fn mailbox_edits(&self) -> std::collections::BTreeMap<String, u64> {
+        self.shared
+            .org
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .mailboxes
+            .iter()
+            .filter(|m| m.edits_applied > 0)
+            .map(|m| (m.alias.to_string(), m.edits_applied))
+            .collect()
     }
 
     pub fn set_compliance(&self, device_id: &str, state: ComplianceState) -> Result<(), OrgError> {
@@ -327,6 +396,13 @@ struct Slow {
 struct Fail {
     #[serde(default = "default_fail_status")]
     status: u16,
+    /// Share of requests that fail (seeded); every request when absent.
+    fail_ratio: Option<f64>,
+    #[serde(default)]
+    seed: u64,
+    /// The failing requests' cmdlets run first; only the answers fail.
+    #[serde(default)]
+    after_apply: bool,
 }
 
 fn default_fail_status() -> u16 {
@@ -381,6 +457,10 @@ pub(crate) fn router(control: LabControl) -> Router {
             }),
         )
         .route(
+            "/_lab/mailbox-edits",
+            get(|State(c): State<LabControl>| async move { Json(c.mailbox_edits()) }),
+        )
+        .route(
             "/_lab/cas",
             get(|State(c): State<LabControl>| async move { Json(c.cas_status()) }),
         )
@@ -407,6 +487,29 @@ pub(crate) fn router(control: LabControl) -> Router {
                     Json(throttling(&c))
                 },
             ),
+        )
+        .route(
+            "/_lab/graph-faults",
+            get(|State(c): State<LabControl>| async move { Json(c.graph_faults()) }).put(
+                |State(c): State<LabControl>, Json(f): Json<GraphFaults>| async move {
+                    c.set_graph_faults(f);
+                    Json(c.graph_faults())
+                },
+            ),
+        )
+        .route(
+            "/_lab/malformed",
+            get(|State(c): State<LabControl>| async move { Json(c.malformations()) })
+                .post(
+                    |State(c): State<LabControl>, Json(m): Json<Malformation>| async move {
+                        c.malform(m);
+                        Json(c.malformations())
+                    },
+                )
+                .delete(|State(c): State<LabControl>| async move {
+                    c.clear_malformations();
+                    StatusCode::NO_CONTENT
+                }),
         )
         .route(
             "/_lab/token-lifetime",
@@ -509,7 +612,18 @@ async fn cas_action(
         }
         "fail" => {
             let f: Fail = serde_json::from_value(body).map_err(parse)?;
-            c.fail_cas(i, f.status)?;
+            match f.fail_ratio {
+                None => c.fail_cas(i, f.status)?,
+                Some(r) if (0.0..=1.0).contains(&r) => {
+                    c.flaky_cas(i, f.status, r, f.seed, f.after_apply)?
+                }
+                Some(r) => {
+                    return Err(ControlError(
+                        StatusCode::BAD_REQUEST,
+                        format!("fail_ratio {r} is not between 0 and 1"),
+                    ));
+                }
+            }
         }
         other => {
             return Err(ControlError(

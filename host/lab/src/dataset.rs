@@ -505,6 +505,7 @@ fn mailboxes(
                 devices: Vec::new(),
                 when_created: created,
                 when_changed: created,
+                edits_applied: 0,
             }
         })
         .collect()

@@ -14,6 +14,7 @@
 //! - `paging` — the opaque `$skiptoken`s of both services' `@odata.nextLink`.
 //! - `org` — the organization both sides read; `dataset` — how a seed becomes one.
 //! - `smtp` — the mail sink; `control` — `/_lab/…` and `LabControl`; `counters` — what was served.
+//! - `malformed` — records broken on purpose in the listings, for the connector's bad-input drills.
 //! - `connector_config` — the connector configuration that points at a lab; `sim` — `easgate sim`.
 //!
 //! ```no_run
@@ -32,6 +33,7 @@ mod dataset;
 mod exchange;
 mod graph;
 mod login;
+mod malformed;
 mod org;
 mod paging;
 mod random;
@@ -51,8 +53,10 @@ pub use connector_config::{SecretSource, connector_config};
 pub use control::{LabControl, LabInfo};
 pub use counters::{CmdletCounters, CounterSnapshot, ExchangeCounters, GraphCounters};
 pub use exchange::cost::{CmdletLatency, DEFAULT_CONCURRENCY, LatencyModel};
+pub use graph::faults::GraphFaults;
 pub use graph::throttle::GraphLimits;
 pub use login::{Audience, DEFAULT_TOKEN_LIFETIME};
+pub use malformed::{Damage, Malformation, Service};
 pub use org::{
     AccessLevel, AccessReason, AccessState, Characteristic, ComplianceState, DeviceTruth,
     ManagementState, NewDevices, OrgError, OwnerType,
@@ -181,6 +185,8 @@ impl Lab {
             latency: RwLock::new(opts.latency.clone()),
             gate: exchange::cost::Gate::new(opts.exchange_concurrency),
             throttle: graph::throttle::Throttle::new(opts.graph_limits),
+            graph_faults: Default::default(),
+            malformed: Default::default(),
             counters: counters::Counters::new(cas_count),
             cas: cas_listeners
                 .iter()

@@ -184,6 +184,15 @@ pub(crate) async fn token(
     let store = &shared.tokens;
     let t = &shared.tenant;
     let bad = StatusCode::BAD_REQUEST;
+    if shared.graph_faults.fail_token() {
+        return aad_error(
+            store,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            90_033,
+            "A transient error has occurred. Please try again.".to_owned(),
+        );
+    }
     let missing = |name: &str| {
         aad_error(
             store,

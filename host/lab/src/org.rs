@@ -231,6 +231,10 @@ pub(crate) struct Mailbox {
     pub devices: Vec<u32>,
     pub when_created: Utc,
     pub when_changed: Utc,
+    /// `Set-CASMailbox` commands that changed this mailbox's lists (refused ones and repeats
+    /// that change nothing don't count): what fault drills compare with the connector's journal
+    /// to see no edit lost or applied twice.
+    pub edits_applied: u64,
 }
 
 /// The user a device partnership or Intune record belongs to.

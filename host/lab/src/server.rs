@@ -38,6 +38,15 @@ pub enum CasMode {
     Slow { extra_ms: u64 },
     /// Answers every request with this HTTP status and an Exchange error.
     Failing { status: u16 },
+    /// Answers a seeded share (`fail_per_mille` of 1000) of requests with this status. With
+    /// `after_apply` the cmdlet runs first and only its answer is replaced: the write happened,
+    /// the client cannot know it.
+    Flaky {
+        status: u16,
+        fail_per_mille: u16,
+        seed: u64,
+        after_apply: bool,
+    },
 }
 
 /// One CAS as the control API reports it.
@@ -56,6 +65,9 @@ pub struct CasStatus {
 pub(crate) struct CasSlot {
     pub addr: SocketAddr,
     pub mode: Mutex<CasMode>,
+    /// Requests this CAS has seen in `Flaky` mode: the n-th one fails when the seeded draw for
+    /// n says so, so a seed gives the same failures in the same order.
+    pub flaky_draws: std::sync::atomic::AtomicU64,
     task: Mutex<Option<JoinHandle<()>>>,
     /// Serializes start and stop of this CAS.
     op: tokio::sync::Mutex<()>,
@@ -66,6 +78,7 @@ impl CasSlot {
         Self {
             addr,
             mode: Mutex::new(CasMode::Up),
+            flaky_draws: std::sync::atomic::AtomicU64::new(0),
             task: Mutex::new(None),
             op: tokio::sync::Mutex::new(()),
         }
@@ -92,6 +105,8 @@ pub(crate) struct Shared {
     pub latency: RwLock<LatencyModel>,
     pub gate: Gate,
     pub throttle: Throttle,
+    pub graph_faults: crate::graph::faults::Faults,
+    pub malformed: crate::malformed::Malformed,
     pub counters: Counters,
     pub servers: Vec<ServerInfo>,
     pub cas: Vec<CasSlot>,

@@ -81,6 +81,18 @@ impl Cmdlet for GetMobileDevice {
     type Output = MobileDevice;
 }
 
+/// `Get-MobileDevice` read one record at a time: a device record that cannot be read is
+/// returned as such (which device, which field) instead of failing its page.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(transparent)]
+pub struct GetMobileDeviceRecords(pub GetMobileDevice);
+
+impl Cmdlet for GetMobileDeviceRecords {
+    const NAME: &'static str = "Get-MobileDevice";
+    const WRITE: bool = false;
+    type Output = crate::net::record::Checked<MobileDevice>;
+}
+
 /// `Get-CASMailbox`.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -2,7 +2,9 @@
 //!
 //! Tolerant of what we don't use (unknown properties are ignored, most optional ones may be
 //! missing or `null`), strict on what the connector relies on: identities, device ids and access
-//! states must be present and of the right type, or the page fails with the field named.
+//! states must be present and of the right type, or the page fails with the field named — except
+//! for devices, which the sync reads one record at a time (`net::record`): a device record that
+//! fails is reported and the rest of the page kept.
 
 use serde::{Deserialize, Deserializer};
 
@@ -57,6 +59,35 @@ impl MobileDevice {
         self.identity
             .split_once("\\ExchangeActiveSyncDevices\\")
             .map_or(&self.identity, |(m, _)| m)
+    }
+}
+
+impl crate::net::record::Record for MobileDevice {
+    const WHAT: &'static str = "device";
+    const KEYS: &'static [&'static str] = &["Identity", "DeviceId"];
+
+    fn texts(&self) -> Vec<(&'static str, &str)> {
+        let optional = [
+            ("DeviceType", &self.device_type),
+            ("DeviceModel", &self.device_model),
+            ("DeviceOS", &self.device_os),
+            ("DeviceUserAgent", &self.device_user_agent),
+            ("UserDisplayName", &self.user_display_name),
+        ];
+        let mut texts = vec![
+            ("Identity", self.identity.as_str()),
+            ("DeviceId", self.device_id.as_str()),
+            (
+                "DeviceAccessStateReason",
+                self.device_access_state_reason.as_str(),
+            ),
+        ];
+        texts.extend(
+            optional
+                .into_iter()
+                .filter_map(|(name, v)| v.as_deref().map(|v| (name, v))),
+        );
+        texts
     }
 }
 

@@ -5,7 +5,8 @@
 //! before it expires; a 401 renews it once and resends. 429 and 503/504 wait `Retry-After` (or
 //! back off) and resend; connection failures and other 5xx back off and resend a few times (all
 //! requests here are reads). Listings follow `@odata.nextLink` as an opaque URL — checked to be
-//! on the Graph host, so the token never travels elsewhere. Answers that don't fit (`models`)
+//! on the Graph host, so the token never travels elsewhere — and start over when a link has
+//! expired (`Directory_ExpiredPageToken`), at most twice. Answers that don't fit (`models`)
 //! are [`GraphError::BadResponse`]s naming the endpoint and the field.
 
 mod budget;
@@ -18,7 +19,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::Organization;
-use crate::metrics::Metrics;
+use crate::net::record::Checked;
 use crate::net::token::{TokenCache, TokenError};
 use crate::net::{self, BadField, HttpSettings, SetupError};
 use crate::timestamp::Timestamp;
@@ -27,6 +28,8 @@ use models::{DirectoryObject, MANAGED_DEVICE_SELECT, ManagedDevice, User};
 
 /// Attempts of one request (throttled or failed) before giving up.
 const ATTEMPTS: u32 = 8;
+/// Times a listing starts over after a page link expired, before giving up.
+const LISTING_RESTARTS: u32 = 2;
 
 /// Why a Graph request did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,11 @@ pub enum GraphError {
 impl GraphError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, GraphError::Service { status: 404, .. })
+    }
+
+    /// Graph refused a page link because its token expired.
+    pub fn is_expired_page(&self) -> bool {
+        matches!(self, GraphError::Service { status: 400, code, .. } if code == "Directory_ExpiredPageToken")
     }
 }
 
@@ -165,11 +173,7 @@ impl GraphClient {
 
     /// Every managed device, with only the fields the connector reads.
     pub async fn managed_devices(&self) -> Result<Vec<ManagedDevice>, GraphError> {
-        self.list(&format!(
-            "/v1.0/deviceManagement/managedDevices?$select={}",
-            encode(MANAGED_DEVICE_SELECT)
-        ))
-        .await
+        self.list(&managed_path(ManagedDevices::All)).await
     }
 
     /// The managed devices that synced with Intune at or after `since` (quick sync).
@@ -177,12 +181,8 @@ impl GraphClient {
         &self,
         since: Timestamp,
     ) -> Result<Vec<ManagedDevice>, GraphError> {
-        self.list(&format!(
-            "/v1.0/deviceManagement/managedDevices?$select={}&$filter={}",
-            encode(MANAGED_DEVICE_SELECT),
-            encode(&format!("lastSyncDateTime ge {since}"))
-        ))
-        .await
+        self.list(&managed_path(ManagedDevices::SyncedSince(since)))
+            .await
     }
 
     /// The managed devices whose `easDeviceId` is `eas_device_id` (a quick sync's new
@@ -191,15 +191,17 @@ impl GraphClient {
         &self,
         eas_device_id: &str,
     ) -> Result<Vec<ManagedDevice>, GraphError> {
-        self.list(&format!(
-            "/v1.0/deviceManagement/managedDevices?$select={}&$filter={}",
-            encode(MANAGED_DEVICE_SELECT),
-            encode(&format!(
-                "easDeviceId eq '{}'",
-                eas_device_id.replace('\'', "''")
-            ))
-        ))
-        .await
+        self.list(&managed_path(ManagedDevices::EasDeviceId(eas_device_id)))
+            .await
+    }
+
+    /// The managed devices `which` selects, read one record at a time: a record that cannot be
+    /// read is returned as such instead of failing its page (see `net::record`).
+    pub async fn managed_device_records(
+        &self,
+        which: ManagedDevices<'_>,
+    ) -> Result<Vec<Checked<ManagedDevice>>, GraphError> {
+        self.list(&managed_path(which)).await
     }
 
     /// Every member of a group, nested groups' members included (and the nested groups).
@@ -230,19 +232,37 @@ impl GraphClient {
         self.get(&url).await
     }
 
-    /// Every page of a listing.
+    /// Every page of a listing. A next link found expired starts the listing over (a page
+    /// token cannot be renewed, and the records already read may have moved on).
     async fn list<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<Vec<T>, GraphError> {
-        let mut url = format!("{}{path_and_query}", self.base);
-        let mut out = Vec::new();
-        loop {
-            let page: Page<T> = self.get(&url).await?;
-            crate::sync::progress::page_listed();
-            out.extend(page.value);
-            match page.next {
-                None => return Ok(out),
-                Some(next) => {
-                    self.check_next(&url, &next)?;
-                    url = next;
+        let first = format!("{}{path_and_query}", self.base);
+        let mut restarts = 0;
+        'listing: loop {
+            let mut url = first.clone();
+            let mut out = Vec::new();
+            loop {
+                let page: Page<T> = match self.get(&url).await {
+                    Ok(page) => page,
+                    Err(e)
+                        if url != first && e.is_expired_page() && restarts < LISTING_RESTARTS =>
+                    {
+                        restarts += 1;
+                        tracing::warn!(
+                            endpoint = %endpoint(&first),
+                            "a Graph page link expired; starting the listing over: {e}"
+                        );
+                        continue 'listing;
+                    }
+                    Err(e) => return Err(e),
+                };
+                crate::sync::progress::page_listed();
+                out.extend(page.value);
+                match page.next {
+                    None => return Ok(out),
+                    Some(next) => {
+                        self.check_next(&url, &next)?;
+                        url = next;
+                    }
                 }
             }
         }
@@ -332,7 +352,15 @@ impl GraphClient {
             };
             if status.is_success() {
                 net::expect_json(&headers).map_err(bad)?;
-                return net::decode::<T>(&body).map_err(bad);
+                return net::decode::<T>(&body)
+                    .or_else(|b| {
+                        // Records whose bytes are not JSON text fail the whole page, unless the
+                        // listing reads its records one at a time (`net::record`).
+                        crate::net::record::isolate_unreadable(&body)
+                            .and_then(|isolated| net::decode::<T>(&isolated).ok())
+                            .ok_or(b)
+                    })
+                    .map_err(bad);
             }
             let code = status.as_u16();
             if code == 401 && !just_renewed {
@@ -387,6 +415,35 @@ impl GraphClient {
             });
         }
     }
+}
+
+/// Which managed devices to list.
+#[derive(Debug, Clone, Copy)]
+pub enum ManagedDevices<'a> {
+    All,
+    /// Those that synced with Intune at or after this time.
+    SyncedSince(Timestamp),
+    /// Those whose `easDeviceId` is this one.
+    EasDeviceId(&'a str),
+}
+
+fn managed_path(which: ManagedDevices<'_>) -> String {
+    let filter = match which {
+        ManagedDevices::All => None,
+        ManagedDevices::SyncedSince(since) => Some(format!("lastSyncDateTime ge {since}")),
+        ManagedDevices::EasDeviceId(id) => {
+            Some(format!("easDeviceId eq '{}'", id.replace('\'', "''")))
+        }
+    };
+    let mut path = format!(
+        "/v1.0/deviceManagement/managedDevices?$select={}",
+        encode(MANAGED_DEVICE_SELECT)
+    );
+    if let Some(f) = filter {
+        path.push_str("&$filter=");
+        path.push_str(&encode(&f));
+    }
+    path
 }
 
 /// The path of a URL, without its query (which can be long and carries skip tokens).

@@ -69,6 +69,38 @@ pub struct ManagedDevice {
     pub azure_ad_device_id: Option<String>,
 }
 
+/// Read one record at a time by the sync (`net::record`). `easDeviceId` names the record first:
+/// it is what ties an unreadable record to the partnership the sync must then leave alone.
+impl crate::net::record::Record for ManagedDevice {
+    const WHAT: &'static str = "Intune record";
+    const KEYS: &'static [&'static str] = &["easDeviceId", "id"];
+    const LINK: Option<&'static str> = Some("easDeviceId");
+
+    fn texts(&self) -> Vec<(&'static str, &str)> {
+        let optional = [
+            ("userPrincipalName", &self.user_principal_name),
+            ("deviceName", &self.device_name),
+            ("operatingSystem", &self.operating_system),
+            ("osVersion", &self.os_version),
+            ("managementState", &self.management_state),
+            ("easDeviceId", &self.eas_device_id),
+            ("exchangeAccessState", &self.exchange_access_state),
+            (
+                "exchangeAccessStateReason",
+                &self.exchange_access_state_reason,
+            ),
+            ("azureADDeviceId", &self.azure_ad_device_id),
+        ];
+        let mut texts = vec![("id", self.id.as_str())];
+        texts.extend(
+            optional
+                .into_iter()
+                .filter_map(|(name, v)| v.as_deref().map(|v| (name, v))),
+        );
+        texts
+    }
+}
+
 /// A member of a group or a group a user is in: a user, a group, or another directory object.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct DirectoryObject {

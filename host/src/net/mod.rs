@@ -5,6 +5,7 @@
 //! Secrets (client secret, tokens, proxy password) live in [`Secret`]s and are sent from here;
 //! nothing in this module puts them in an error or a log line.
 
+pub mod record;
 pub mod token;
 
 use std::time::Duration;

@@ -9,6 +9,13 @@
 //!   partnerships they match, and only the mailboxes of those partnerships. Every call is per
 //!   change (or per 20 changes), none per device of the org.
 //!
+//! Both read the partnerships and the Intune records one record at a time (`net::record`): a
+//! record that cannot be read is reported, and the partnership it concerns — its own record, or
+//! the one its Intune record names by `easDeviceId` — is kept out of the inventory, so that the
+//! run leaves it exactly as it is rather than judge it unenrolled or gone. An unreadable Intune
+//! record whose `easDeviceId` is there but unreadable fails discovery: it could belong to any
+//! partnership.
+//!
 //! What the sync does not fetch: `Get-MobileDeviceStatistics` (no built-in policy reads
 //! `last-success-sync`, and it costs one call per device).
 
@@ -19,12 +26,14 @@ use super::inventory::{
     ManagedDevice, OwnerType,
 };
 use crate::exchange::cmdlets::{
-    GetCasMailbox, GetDeviceAccessRule, GetMailbox, GetMobileDevice, GetOrganizationSettings,
+    GetCasMailbox, GetDeviceAccessRule, GetMailbox, GetMobileDevice, GetMobileDeviceRecords,
+    GetOrganizationSettings,
 };
 use crate::exchange::models::{self, DeviceAccessState};
 use crate::exchange::{CmdletTransport, ExchangeClient, ExchangeError};
 use crate::graph::models as graph_models;
-use crate::graph::{GraphClient, GraphError};
+use crate::graph::{GraphClient, GraphError, ManagedDevices};
+use crate::net::record::{self, Checked, Unreadable};
 use crate::timestamp::Timestamp;
 
 /// How many `DeviceId`s one quick-sync `Get-MobileDevice -Filter` asks for.
@@ -37,6 +46,10 @@ pub enum DiscoverError {
     Exchange(#[from] ExchangeError),
     #[error("Graph: {0}")]
     Graph(#[from] GraphError),
+    /// An Intune record that cannot be read, whose `easDeviceId` cannot be read either: any
+    /// device without a readable record might be its device, and would be judged unenrolled.
+    #[error("Graph: {0}; no partnership can be left out for it, so nothing is decided")]
+    UnlinkedRecord(Box<Unreadable>),
 }
 
 /// What discovery read, and what it cost.
@@ -53,6 +66,92 @@ pub struct Discovered {
     pub exchange_calls: u64,
     /// Graph listings run (each may be several pages).
     pub graph_calls: u64,
+    /// Records that could not be read, and partnerships left out because of them, one line
+    /// each. Such devices are neither decided nor counted as gone.
+    pub unreadable: Vec<String>,
+}
+
+/// What discovery does with records it cannot read: report each, and keep out of the
+/// inventory every partnership whose own record or Intune record is unreadable, so that it is
+/// left exactly as it is (no verdict, no list edit) instead of looking unenrolled or gone.
+#[derive(Debug, Default)]
+struct Unreadables {
+    lines: Vec<String>,
+    /// Lowercase `DeviceId`s whose Intune record could not be read.
+    intune: BTreeSet<String>,
+}
+
+impl Unreadables {
+    fn devices(
+        &mut self,
+        records: Vec<Checked<models::MobileDevice>>,
+    ) -> Vec<models::MobileDevice> {
+        let (good, bad) = record::split(records);
+        for u in bad {
+            self.lines.push(format!("left as it is: {u}"));
+        }
+        good
+    }
+
+    fn managed(
+        &mut self,
+        records: Vec<Checked<graph_models::ManagedDevice>>,
+    ) -> Result<Vec<graph_models::ManagedDevice>, DiscoverError> {
+        let (good, bad) = record::split(records);
+        for u in bad {
+            match &u.link {
+                // A record without `easDeviceId` concerns no partnership.
+                Some(id) => {
+                    if !id.is_empty() {
+                        self.intune.insert(id.to_lowercase());
+                    }
+                    self.lines.push(format!("{u}"));
+                }
+                None => return Err(DiscoverError::UnlinkedRecord(Box::new(u))),
+            }
+        }
+        Ok(good)
+    }
+
+    /// Takes the partnerships of unreadable Intune records out of `devices`.
+    fn keep_out(&mut self, devices: &mut Vec<models::MobileDevice>) {
+        if self.intune.is_empty() {
+            return;
+        }
+        let intune = &self.intune;
+        let lines = &mut self.lines;
+        devices.retain(|d| {
+            let unreadable = intune.contains(&d.device_id.to_lowercase());
+            if unreadable {
+                lines.push(format!(
+                    "left as it is: device with Identity `{}`: its Intune record could not be read",
+                    d.identity
+                ));
+            }
+            !unreadable
+        });
+    }
+}
+
+/// `devices` without a second listing of one partnership (same `Identity`), reported.
+fn without_repeats(
+    devices: Vec<models::MobileDevice>,
+    unreadable: &mut Unreadables,
+) -> Vec<models::MobileDevice> {
+    let mut seen = BTreeSet::new();
+    devices
+        .into_iter()
+        .filter(|d| {
+            let first = seen.insert(d.identity.to_lowercase());
+            if !first {
+                unreadable.lines.push(format!(
+                    "device with Identity `{}` listed twice; its first listing is used",
+                    d.identity
+                ));
+            }
+            first
+        })
+        .collect()
 }
 
 fn access_state(state: DeviceAccessState) -> AccessState {
@@ -182,7 +281,7 @@ pub async fn full(
 ) -> Result<Discovered, DiscoverError> {
     // Every client type, not only `-ActiveSync`: Outlook for iOS and Android shows as
     // `ClientType Outlook` and obeys the same mailbox lists.
-    let devices = GetMobileDevice::default();
+    let devices = GetMobileDeviceRecords::default();
     let (cas, mbx, settings) = (
         GetCasMailbox::default(),
         GetMailbox::default(),
@@ -200,7 +299,7 @@ pub async fn full(
         exchange.run(&cas),
         exchange.run(&mbx),
         exchange.run(&settings),
-        graph.managed_devices(),
+        graph.managed_device_records(ManagedDevices::All),
         group_membership(graph, scope_groups),
         rules,
     );
@@ -209,7 +308,11 @@ pub async fn full(
         .iter()
         .map(|m| (m.identity.to_lowercase(), m.identity.clone()))
         .collect();
-    let devices = devices?
+    let mut unreadable = Unreadables::default();
+    let managed = unreadable.managed(managed?)?;
+    let mut devices = without_repeats(unreadable.devices(devices?), &mut unreadable);
+    unreadable.keep_out(&mut devices);
+    let devices = devices
         .into_iter()
         .map(|d| exchange_device(d, &by_identity))
         .collect();
@@ -224,7 +327,7 @@ pub async fn full(
         inventory: Inventory {
             devices,
             mailboxes,
-            managed: managed?.into_iter().map(managed_device).collect(),
+            managed: managed.into_iter().map(managed_device).collect(),
             users,
             managed_complete: true,
         },
@@ -233,6 +336,7 @@ pub async fn full(
         access_rules: rules?,
         exchange_calls: 4 + u64::from(read_rules),
         graph_calls: 1 + scope_groups.len() as u64,
+        unreadable: unreadable.lines,
     })
 }
 
@@ -247,24 +351,30 @@ pub async fn quick(
     scope_groups: &[String],
     since: i64,
 ) -> Result<Discovered, DiscoverError> {
-    let new_devices = GetMobileDevice {
+    let new_devices = GetMobileDeviceRecords(GetMobileDevice {
         filter: Some(format!(
             "FirstSyncTime -ge {}",
             quote(&Timestamp(since).to_string())
         )),
         ..Default::default()
-    };
+    });
     let (new_devices, changed) = tokio::join!(
         exchange.run(&new_devices),
-        graph.managed_devices_since(Timestamp(since))
+        graph.managed_device_records(ManagedDevices::SyncedSince(Timestamp(since)))
     );
     let mut calls = 1u64;
     let mut graph_calls = 1u64;
-    let mut devices: BTreeMap<String, models::MobileDevice> = new_devices?
+    let mut unreadable = Unreadables::default();
+    let mut devices: BTreeMap<String, models::MobileDevice> = unreadable
+        .devices(new_devices?)
         .into_iter()
         .map(|d| (d.identity.to_lowercase(), d))
         .collect();
-    let mut changed: Vec<ManagedDevice> = changed?.into_iter().map(managed_device).collect();
+    let mut changed: Vec<ManagedDevice> = unreadable
+        .managed(changed?)?
+        .into_iter()
+        .map(managed_device)
+        .collect();
 
     // A new partnership of a device enrolled long ago (a user adding the account again) has a
     // record that did not change: ask Intune for it, one request per such device.
@@ -279,13 +389,10 @@ pub async fn quick(
         .collect();
     for id in unknown {
         graph_calls += 1;
-        changed.extend(
-            graph
-                .managed_devices_by_eas_id(&id)
-                .await?
-                .into_iter()
-                .map(managed_device),
-        );
+        let records = graph
+            .managed_device_records(ManagedDevices::EasDeviceId(&id))
+            .await?;
+        changed.extend(unreadable.managed(records)?.into_iter().map(managed_device));
     }
 
     // The partnerships of the changed records that are not among the new ones.
@@ -298,24 +405,32 @@ pub async fn quick(
         .map(|m| m.eas_device_id.as_str())
         .filter(|id| !id.is_empty() && !known.contains(&id.to_lowercase()))
         .collect();
-    let lookups: Vec<GetMobileDevice> = wanted
+    let lookups: Vec<GetMobileDeviceRecords> = wanted
         .chunks(IDS_PER_FILTER)
-        .map(|ids| GetMobileDevice {
-            filter: Some(
-                ids.iter()
-                    .map(|id| format!("DeviceId -eq {}", quote(id)))
-                    .collect::<Vec<_>>()
-                    .join(" -or "),
-            ),
-            ..Default::default()
+        .map(|ids| {
+            GetMobileDeviceRecords(GetMobileDevice {
+                filter: Some(
+                    ids.iter()
+                        .map(|id| format!("DeviceId -eq {}", quote(id)))
+                        .collect::<Vec<_>>()
+                        .join(" -or "),
+                ),
+                ..Default::default()
+            })
         })
         .collect();
     calls += lookups.len() as u64;
     for found in exchange.run_all(lookups).await {
-        for d in found? {
+        for d in unreadable.devices(found?) {
             devices.entry(d.identity.to_lowercase()).or_insert(d);
         }
     }
+    let mut listed: Vec<models::MobileDevice> = devices.into_values().collect();
+    unreadable.keep_out(&mut listed);
+    let devices: BTreeMap<String, models::MobileDevice> = listed
+        .into_iter()
+        .map(|d| (d.identity.to_lowercase(), d))
+        .collect();
 
     // Only the mailboxes of those partnerships.
     let names: BTreeSet<String> = devices
@@ -379,6 +494,7 @@ pub async fn quick(
         access_rules: None,
         exchange_calls: calls,
         graph_calls: graph_calls + scope_groups.len() as u64,
+        unreadable: unreadable.lines,
     })
 }
 
@@ -389,6 +505,52 @@ mod tests {
     #[test]
     fn filter_values_are_quoted_for_opath() {
         assert_eq!(quote("a'b"), "'a''b'");
+    }
+
+    #[test]
+    fn unreadable_intune_records_keep_their_partnerships_out_or_fail_discovery() {
+        let page = |records: &str| -> Vec<Checked<graph_models::ManagedDevice>> {
+            serde_json::from_str(records).unwrap()
+        };
+        let device = |id: &str| models::MobileDevice {
+            identity: format!("alice\\ExchangeActiveSyncDevices\\{id}"),
+            device_id: id.into(),
+            device_type: None,
+            device_model: None,
+            device_os: None,
+            device_user_agent: None,
+            first_sync_time: None,
+            user_display_name: None,
+            device_access_state: DeviceAccessState::Allowed,
+            device_access_state_reason: "Individual".into(),
+            when_changed: None,
+        };
+        let mut u = Unreadables::default();
+        let good = u
+            .managed(page(
+                r#"[{"id":"m1","easDeviceId":"AAA","complianceState":"compliant","managedDeviceOwnerType":"company"},
+                    {"id":"m2","easDeviceId":"bbb","managedDeviceOwnerType":"company"}]"#,
+            ))
+            .unwrap();
+        assert_eq!(good.len(), 1);
+        let mut devices = vec![device("AAA"), device("BBB")];
+        u.keep_out(&mut devices);
+        assert_eq!(devices, [device("AAA")]);
+        assert_eq!(u.lines.len(), 2, "{:?}", u.lines);
+        assert!(u.lines[1].contains("ExchangeActiveSyncDevices\\BBB`: its Intune record"));
+
+        // A bad record of a device that never used EAS concerns no partnership.
+        let mut u = Unreadables::default();
+        let none = u
+            .managed(page(r#"[{"id":"m4","easDeviceId":null}]"#))
+            .unwrap();
+        assert!(none.is_empty() && u.intune.is_empty());
+        assert_eq!(u.lines.len(), 1);
+
+        let unlinked = Unreadables::default().managed(page(
+            r#"[{"id":"m3","easDeviceId":7,"complianceState":"compliant","managedDeviceOwnerType":"company"}]"#,
+        ));
+        assert!(matches!(unlinked, Err(DiscoverError::UnlinkedRecord(_))));
     }
 
     #[test]

@@ -331,8 +331,13 @@ impl OrgSync {
             org_default,
             org_settings,
             access_rules,
+            unreadable,
             ..
         } = discovered;
+        // Devices whose records could not be read are not in the inventory: they must not
+        // count as gone, nor be moved by a new org default that nobody decided for them.
+        let complete = unreadable.is_empty();
+        summary.errors.extend(unreadable);
 
         // Only a complete Intune listing can show a record gone; a quick sync skips the read.
         let previously_managed = if inventory.managed_complete {
@@ -364,7 +369,8 @@ impl OrgSync {
             if dry_run {
                 Ok(())
             } else {
-                self.save_inventory(org, inventory.clone(), full, now).await
+                self.save_inventory(org, inventory.clone(), full && complete, now)
+                    .await
             }
         };
         let decided = progress::Counter::default();
@@ -455,7 +461,14 @@ impl OrgSync {
             && self.settings.manage_org_default
             && let Some(current) = org_default
         {
-            plan.manage_org_default(current, &inventory.devices, &decided);
+            if complete {
+                plan.manage_org_default(current, &inventory.devices, &decided);
+            } else if current != super::AccessLevel::Quarantine {
+                summary.errors.push(format!(
+                    "the organization default stays {} this run: the devices whose records could not be read would move with it",
+                    current.as_str()
+                ));
+            }
         }
         if full {
             // After the lists and the default: rules decide only devices on no list.
@@ -672,7 +685,7 @@ impl OrgSync {
         &self,
         org: OrgId,
         inventory: Arc<super::Inventory>,
-        full: bool,
+        forget_absent: bool,
         now: i64,
     ) -> Result<(), StoreError> {
         blocking(&self.store, move |s| {
@@ -691,9 +704,10 @@ impl OrgSync {
                 })
                 .collect();
             s.save_inventory(org, &views, now)?;
-            // What `easgate policy diff` decides with; a quick sync read the changed part only.
-            s.save_directory(org, &inventory.mailboxes, &inventory.users, full, now)?;
-            if full {
+            // What `easgate policy diff` decides with; a quick sync, or a full one that could
+            // not read every record, saves what it read and forgets nothing.
+            s.save_directory(org, &inventory.mailboxes, &inventory.users, forget_absent, now)?;
+            if forget_absent {
                 let present: HashSet<DeviceKey> =
                     inventory.devices.iter().map(|d| d.key()).collect();
                 let gone: Vec<DeviceKey> = s

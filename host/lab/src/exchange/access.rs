@@ -164,6 +164,7 @@ mod tests {
             devices: vec![0],
             when_created: Utc::from_unix(0),
             when_changed: Utc::from_unix(0),
+            edits_applied: 0,
         }
     }
 

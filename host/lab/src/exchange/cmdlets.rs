@@ -500,6 +500,10 @@ fn set_cas_mailbox(org: &mut Org, args: &Args, env: &Env<'_>) -> Result<Output, 
         w.apply(&mut new_blocked)?;
     }
     let m = &mut org.mailboxes[ix as usize];
+    // A repeat that changes nothing (a `Remove` of an absent id) is no second effect.
+    if new_allowed != m.allowed || new_blocked != m.blocked {
+        m.edits_applied += 1;
+    }
     m.allowed = new_allowed;
     m.blocked = new_blocked;
     if let Some(e) = enabled {

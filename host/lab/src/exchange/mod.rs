@@ -127,6 +127,32 @@ async fn invoke(
         CasMode::Slow { extra_ms } => Duration::from_millis(extra_ms),
         _ => Duration::ZERO,
     };
+    // A flaky CAS draws once per request whether this one fails, and when.
+    let (fail_before, fail_after) = match mode {
+        CasMode::Flaky {
+            status,
+            fail_per_mille,
+            seed,
+            after_apply,
+        } => {
+            let n = shared.cas[cas.index]
+                .flaky_draws
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let fails =
+                crate::random::mix(seed ^ crate::random::mix(n)) % 1000 < u64::from(fail_per_mille);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            match (fails, after_apply) {
+                (false, _) => (None, None),
+                (true, false) => (Some(status), None),
+                (true, true) => (None, Some(status)),
+            }
+        }
+        _ => (None, None),
+    };
+    if let Some(status) = fail_before {
+        shared.counters.exchange_faulted();
+        return CmdletError::server_fault(status, &server.fqdn).into_response();
+    }
 
     let rejected = |e: CmdletError| {
         shared.counters.exchange_rejected();
@@ -172,10 +198,22 @@ async fn invoke(
         .counters
         .command(cas.index, &name, objects, latency, result.is_err());
 
-    let out = match result {
+    if let Some(status) = fail_after {
+        // The cmdlet ran (and is counted); its answer is what gets lost.
+        shared.counters.exchange_faulted();
+        return CmdletError::server_fault(status, &server.fqdn).into_response();
+    }
+    let mut out = match result {
         Ok(out) => out,
         Err(e) => return e.into_response(),
     };
+    if name == "Get-MobileDevice"
+        && let Some(broken) = shared
+            .malformed
+            .rewrite_array(crate::malformed::Service::Exchange, &out.value)
+    {
+        out.value = broken;
+    }
     let mut json = Vec::with_capacity(out.value.len() + 512);
     let context = format!(
         "{}/adminapi/beta/{tenant}/$metadata#Collection(Exchange.GenericHashTable)",

@@ -9,7 +9,10 @@
 //! needs a bearer token of audience Graph. Lists page with an opaque `$skiptoken` in
 //! `@odata.nextLink` (default page 1000 for managed devices, 100 for members). Errors use Graph's
 //! shape `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`.
+//! On top of the budget, `faults` injects what the control API asks for: 429 on every n-th
+//! call for a while, failing token requests, expired next links.
 
+pub mod faults;
 pub(crate) mod odata;
 pub mod throttle;
 mod views;
@@ -137,6 +140,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// Throttling and authentication, in the order Graph applies them.
 fn admit(shared: &Shared, headers: &HeaderMap, endpoint: &str) -> Result<(), GraphError> {
     shared.counters.graph_request(endpoint);
+    if let Some(retry) = shared.graph_faults.throttle() {
+        shared.counters.graph_throttled();
+        return Err(GraphError {
+            retry_after: Some(retry),
+            ..GraphError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            )
+        });
+    }
     if let Err(retry) = shared.throttle.admit() {
         shared.counters.graph_throttled();
         return Err(GraphError {
@@ -223,6 +237,11 @@ fn next_link(base: &str, path: &str, pairs: &[(String, String)], token: &str) ->
 fn resume(shared: &Shared, pairs: &[(String, String)], query: u64) -> Result<Position, GraphError> {
     match option(pairs, "$skiptoken") {
         None => Ok(Position::default()),
+        Some(_) if shared.graph_faults.expire_link() => Err(GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "Directory_ExpiredPageToken",
+            "The specified page token value has expired and can no longer be included in your request.",
+        )),
         Some(t) => shared.pages.decode(t, query).ok_or_else(|| {
             GraphError::new(
                 StatusCode::BAD_REQUEST,
@@ -252,6 +271,29 @@ fn collection<T: Serialize>(context: &str, items: &[T], next: Option<String>) ->
         next,
     })
     .expect("views serialize");
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// A collection page around an already serialized `value` array (which the lab may have
+/// broken on purpose, see `malformed`).
+fn collection_bytes(context: &str, array: &[u8], next: Option<String>) -> Response {
+    let mut body = Vec::with_capacity(array.len() + 256);
+    body.extend_from_slice(b"{\"@odata.context\":");
+    body.extend_from_slice(&serde_json::to_vec(context).expect("a string"));
+    body.extend_from_slice(b",\"value\":");
+    body.extend_from_slice(array);
+    if let Some(next) = next {
+        body.extend_from_slice(b",\"@odata.nextLink\":");
+        body.extend_from_slice(&serde_json::to_vec(&next).expect("a string"));
+    }
+    body.push(b'}');
     (
         [(
             header::CONTENT_TYPE,
@@ -391,7 +433,16 @@ fn list_managed_devices(
             &shared.pages.encode(n, query),
         )
     });
-    Ok(collection(&context, &items, next))
+    let array = serde_json::to_vec(&items).expect("views serialize");
+    drop(items);
+    drop(org);
+    match shared
+        .malformed
+        .rewrite_array(crate::malformed::Service::Graph, &array)
+    {
+        None => Ok(collection_bytes(&context, &array, next)),
+        Some(broken) => Ok(collection_bytes(&context, &broken, next)),
+    }
 }
 
 async fn managed_device(

@@ -4,6 +4,7 @@
 mod cas;
 mod control;
 mod exchange;
+mod faults;
 mod graph;
 mod paging;
 mod schema;

@@ -1,0 +1,401 @@
+//! Fault drills: full syncs against a lab whose Exchange or Graph misbehaves on purpose (the
+//! lab's control API injects the faults). Each drill checks that the run either converges to
+//! the built-in policy's verdicts or fails cleanly — nothing left `planned` or `sent` in the
+//! journal — and that the next run converges; and that no mailbox edit was lost or applied
+//! twice: per mailbox, the lab's count of `Set-CASMailbox` commands that changed its lists lies
+//! between the journal's `done` entries and its `done` + `failed` ones (a failed command may
+//! have been applied before its answer was lost; a done one was applied exactly once).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use easgate::exchange::ExchangeClient;
+use easgate::graph::GraphClient;
+use easgate::net::HttpSettings;
+use easgate::plugin::{AccessPolicyPlugin, PluginEngine};
+use easgate::store::{JournalState, RunOutcome, Store};
+use easgate::sync::{OrgSync, Summary, SyncKind};
+use easgate_lab::{CmdletLatency, GraphFaults, Lab, LatencyModel};
+
+use crate::support::{client_lab, lab_organization, test_http, within};
+use crate::sync::{builtin, expected, mismatches, unguarded};
+
+const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
+
+/// A drill: the lab, a store, the built-in policy.
+struct Drill {
+    lab: Lab,
+    store: Arc<Store>,
+    policy: Arc<AccessPolicyPlugin>,
+    _dir: tempfile::TempDir,
+    _engine: PluginEngine,
+}
+
+/// A lab of `devices` devices on `cas` CAS endpoints answering in 1 ms, except `Set-CASMailbox`
+/// (`edit_ms`): slow enough that a fault can land in the middle of the apply stage.
+async fn drill(devices: usize, cas: usize, edit_ms: u64) -> Drill {
+    let lab = client_lab(devices, cas).await;
+    let mut latency = LatencyModel::uniform(1, 0);
+    latency.cmdlets.insert(
+        SET_CAS_MAILBOX.into(),
+        CmdletLatency {
+            base_ms: edit_ms,
+            per_object_us: 0,
+        },
+    );
+    lab.control().set_latency(latency);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(Store::open(dir.path()).expect("store"));
+    let engine = PluginEngine::new().expect("engine");
+    let policy = builtin(&engine, "{}");
+    Drill {
+        lab,
+        store,
+        policy,
+        _dir: dir,
+        _engine: engine,
+    }
+}
+
+impl Drill {
+    /// The connector's sync of the lab: 16 commands in flight, failed CAS re-checked after
+    /// 100 ms, a command given up after `unavailable` without any CAS answering.
+    fn sync(&self, http: &HttpSettings, unavailable: Duration) -> OrgSync {
+        let mut org = lab_organization(&self.lab);
+        org.exchange.parallel_commands = 16;
+        org.exchange.probe_interval = Duration::from_millis(100);
+        org.exchange.unavailable_timeout = unavailable;
+        let exchange = ExchangeClient::builder(&org, http)
+            .build()
+            .expect("exchange client");
+        let graph = GraphClient::new(&org, http).expect("graph client");
+        OrgSync::new(
+            org.name.clone(),
+            exchange,
+            graph,
+            unguarded(),
+            self.store.clone(),
+        )
+    }
+
+    async fn full(&self, sync: &OrgSync) -> Summary {
+        within(
+            Duration::from_secs(60),
+            sync.run(SyncKind::Full, false, self.policy.clone()),
+        )
+        .await
+        .expect("the sync runs")
+    }
+
+    /// Waits until the lab has applied `n` mailbox edits (the apply stage is under way).
+    async fn wait_for_edits(&self, n: u64) {
+        within(Duration::from_secs(30), async {
+            while self.lab.control().counters().calls(SET_CAS_MAILBOX) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+
+    /// Prints what the drill did (for RELIABILITY.md: run with `--nocapture`).
+    fn report(&self, drill: &str, runs: &[&Summary]) {
+        let c = self.lab.control().counters();
+        let runs: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:?} ({} commands, {} failed)",
+                    r.outcome, r.commands_issued, r.commands_failed
+                )
+            })
+            .collect();
+        eprintln!(
+            "drill {drill}: runs {}; lab: {} Exchange answers failed on purpose, {} Graph calls throttled, {} Set-CASMailbox calls, {} mailboxes edited",
+            runs.join(", "),
+            c.exchange.faulted,
+            c.graph.throttled,
+            c.calls(SET_CAS_MAILBOX),
+            self.lab.control().mailbox_edits().len()
+        );
+    }
+
+    /// Every device as the policy decided, and every journaled edit applied once.
+    fn assert_converged(&self) {
+        let wrong = mismatches(&self.lab, expected);
+        assert!(
+            wrong.is_empty(),
+            "{} devices not as the policy decided, e.g. {:#?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
+        self.assert_edits_match_the_journal();
+    }
+
+    fn assert_edits_match_the_journal(&self) {
+        let org = self.store.organization("contoso", 0).unwrap();
+        // Per mailbox: (done, failed) journal entries over every run.
+        let mut journal: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for run in self.store.recent_runs(org, 100).unwrap() {
+            for e in self.store.journal(run.id).unwrap() {
+                if e.command.command.cmdlet != SET_CAS_MAILBOX {
+                    continue;
+                }
+                let mailbox = e
+                    .command
+                    .mailbox
+                    .clone()
+                    .expect("an edit names its mailbox");
+                let entry = journal.entry(mailbox.to_lowercase()).or_default();
+                match e.state {
+                    JournalState::Done => entry.0 += 1,
+                    JournalState::Failed => entry.1 += 1,
+                    other => panic!("run {} left {mailbox}'s edit {other:?}", run.id),
+                }
+            }
+        }
+        let applied: BTreeMap<String, u64> = self
+            .lab
+            .control()
+            .mailbox_edits()
+            .into_iter()
+            .map(|(m, n)| (m.to_lowercase(), n))
+            .collect();
+        assert!(!journal.is_empty(), "the drill edited no mailbox");
+        let mut wrong = Vec::new();
+        for mailbox in journal.keys().chain(applied.keys()) {
+            let (done, failed) = journal.get(mailbox).copied().unwrap_or_default();
+            let n = applied.get(mailbox).copied().unwrap_or_default();
+            if n < done || n > done + failed {
+                wrong.push(format!(
+                    "{mailbox}: applied {n} times, journal {done} done + {failed} failed"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "edits lost or doubled: {wrong:#?}");
+    }
+}
+
+/// A run that did not converge must have failed cleanly: an outcome that says so, the reason
+/// in its errors.
+fn assert_clean(run: &Summary) {
+    match run.outcome {
+        RunOutcome::Succeeded => assert!(run.errors.is_empty(), "{run:#?}"),
+        RunOutcome::Partial | RunOutcome::Failed => assert!(!run.errors.is_empty(), "{run:#?}"),
+        other => panic!("unexpected outcome {other:?}: {run:#?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cas_stopped_mid_apply_then_back_loses_and_doubles_no_edit() {
+    let d = drill(1500, 2, 20).await;
+    let sync = d.sync(&test_http(), Duration::from_secs(20));
+    let (first, ()) = tokio::join!(d.full(&sync), async {
+        d.wait_for_edits(40).await;
+        d.lab.control().stop_cas(0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        d.lab.control().start_cas(0).await.unwrap();
+    });
+    // Failover carries the run: the writes cut off by the stop are resent to the other CAS.
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    let by_cas = d.lab.control().counters().exchange.by_cas;
+    assert!(by_cas[1] > 0, "the other CAS took over: {by_cas:?}");
+    d.report("CAS stopped 400 ms mid-apply", &[&first]);
+    d.assert_converged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cas_down_for_longer_than_the_timeout_fails_cleanly_and_the_next_run_converges() {
+    let d = drill(1500, 2, 20).await;
+    let sync = d.sync(&test_http(), Duration::from_millis(800));
+    let (first, ()) = tokio::join!(d.full(&sync), async {
+        d.wait_for_edits(40).await;
+        d.lab.control().stop_cas(0).await.unwrap();
+        d.lab.control().stop_cas(1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        d.lab.control().start_cas(0).await.unwrap();
+        d.lab.control().start_cas(1).await.unwrap();
+    });
+    assert_eq!(first.outcome, RunOutcome::Partial, "{first:#?}");
+    assert!(first.commands_failed > 0, "{first:#?}");
+    assert_clean(&first);
+    assert!(
+        first
+            .errors
+            .iter()
+            .all(|e| e.contains("no Client Access Server answered")),
+        "{:#?}",
+        first.errors
+    );
+    let second = d.full(&sync).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
+    assert!(second.commands_issued > 0, "{second:#?}");
+    d.report("both CAS stopped 2 s mid-apply", &[&first, &second]);
+    d.assert_converged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cas_answering_slower_than_the_client_timeout_is_left_and_no_edit_doubles() {
+    let d = drill(1500, 2, 20).await;
+    let http = HttpSettings {
+        request_timeout: Duration::from_millis(600),
+        ..test_http()
+    };
+    let sync = d.sync(&http, Duration::from_secs(20));
+    let (first, ()) = tokio::join!(d.full(&sync), async {
+        d.wait_for_edits(40).await;
+        // The lab applies a command before its latency elapses: the slow CAS's writes happen,
+        // their answers come too late, and the client resends them to the other CAS.
+        d.lab
+            .control()
+            .slow_cas(0, Duration::from_millis(1500))
+            .unwrap();
+    });
+    d.lab.control().heal_cas(0).unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    let by_cas = d.lab.control().counters().exchange.by_cas;
+    assert!(by_cas[1] > 0, "the other CAS took over: {by_cas:?}");
+    d.report("CAS 1.5 s slower than the 0.6 s timeout", &[&first]);
+    d.assert_converged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_cas_failing_30_percent_of_calls_converge_without_doubled_edits() {
+    let d = drill(1500, 2, 5).await;
+    // CAS 0 refuses before running the cmdlet; CAS 1 runs it and loses the answer.
+    d.lab.control().flaky_cas(0, 500, 0.3, 7, false).unwrap();
+    d.lab.control().flaky_cas(1, 500, 0.3, 8, true).unwrap();
+    let sync = d.sync(&test_http(), Duration::from_secs(20));
+    let mut runs = vec![d.full(&sync).await];
+    if runs[0].outcome != RunOutcome::Succeeded {
+        assert_clean(&runs[0]);
+        runs.push(d.full(&sync).await);
+    }
+    let faulted = d.lab.control().counters().exchange.faulted;
+    d.lab.control().heal_cas(0).unwrap();
+    d.lab.control().heal_cas(1).unwrap();
+    let last = runs.last().unwrap();
+    assert_eq!(last.outcome, RunOutcome::Succeeded, "{runs:#?}");
+    assert!(faulted >= 50, "{faulted} failed answers");
+    d.report("both CAS failing 30 %", &runs.iter().collect::<Vec<_>>());
+    d.assert_converged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_throttling_every_other_call_is_waited_out() {
+    let d = drill(1500, 1, 1).await;
+    let every_other = GraphFaults {
+        throttle_every: 2,
+        retry_after_secs: 1,
+        throttle_for_ms: 20_000,
+        ..GraphFaults::default()
+    };
+    d.lab.control().set_graph_faults(every_other);
+    let sync = d.sync(&test_http(), Duration::from_secs(20));
+    let full = d.full(&sync).await;
+    assert_eq!(full.outcome, RunOutcome::Succeeded, "{full:#?}");
+    // A quick sync asks Intune once per new partnership: eight new phones, eight lookups.
+    d.lab
+        .control()
+        .add_devices(&easgate_lab::NewDevices {
+            count: 8,
+            ..Default::default()
+        })
+        .unwrap();
+    d.lab.control().set_graph_faults(every_other);
+    let quick = within(
+        Duration::from_secs(60),
+        sync.run(SyncKind::Quick, false, d.policy.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(quick.outcome, RunOutcome::Succeeded, "{quick:#?}");
+    assert_eq!(quick.verdicts.quarantine, 8, "{quick:#?}");
+    let graph = d.lab.control().counters().graph;
+    assert!(graph.throttled >= 5, "{graph:#?}");
+    d.report("Graph 429 on every other call", &[&full, &quick]);
+    d.assert_converged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_failing_costs_at_most_one_clean_run() {
+    // Once (the brief outage the drill is about), and twice: the first failure may land on the
+    // CAS discovery, which retries later by itself; the second then meets the sync's reads.
+    for failures in [1, 2] {
+        let d = drill(1500, 1, 1).await;
+        d.lab.control().set_graph_faults(GraphFaults {
+            token_failures: failures,
+            ..GraphFaults::default()
+        });
+        let sync = d.sync(&test_http(), Duration::from_secs(20));
+        let first = d.full(&sync).await;
+        assert_eq!(d.lab.control().graph_faults().token_failures, 0, "used up");
+        if first.outcome != RunOutcome::Succeeded {
+            assert_eq!(first.outcome, RunOutcome::Failed, "{first:#?}");
+            assert!(
+                first.errors[0].contains("temporarily_unavailable"),
+                "{:#?}",
+                first.errors
+            );
+            assert_eq!(d.lab.control().counters().calls(SET_CAS_MAILBOX), 0);
+            let second = d.full(&sync).await;
+            assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
+            d.report(
+                &format!("{failures} token requests failing"),
+                &[&first, &second],
+            );
+        } else {
+            assert_eq!(failures, 1, "two token failures in a row fail a read");
+            d.report(&format!("{failures} token request failing"), &[&first]);
+        }
+        d.assert_converged();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_links_expired_mid_listing_start_it_over_or_fail_it_cleanly() {
+    // More than 1000 Intune records: the listing has a second page.
+    let d = drill(2500, 1, 1).await;
+    assert!(d.lab.control().info().managed_devices > 1000);
+    let sync = d.sync(&test_http(), Duration::from_secs(20));
+    // Once: the listing starts over and the run completes.
+    d.lab.control().set_graph_faults(GraphFaults {
+        expire_next_links: 1,
+        ..GraphFaults::default()
+    });
+    let first = d.full(&sync).await;
+    assert_eq!(
+        d.lab.control().graph_faults().expire_next_links,
+        0,
+        "used up"
+    );
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    let pages = d.lab.control().info().managed_devices.div_ceil(1000) as u64;
+    let requests = d.lab.control().counters().graph.by_endpoint["managedDevices"];
+    assert_eq!(
+        requests,
+        2 + pages,
+        "page 1, page 2 refused, then every page again"
+    );
+    // More often than the client starts over: the run fails cleanly, changing nothing.
+    d.lab.control().set_graph_faults(GraphFaults {
+        expire_next_links: 3,
+        ..GraphFaults::default()
+    });
+    d.lab.control().reset_counters();
+    let second = d.full(&sync).await;
+    assert_eq!(second.outcome, RunOutcome::Failed, "{second:#?}");
+    assert!(
+        second.errors[0].contains("Directory_ExpiredPageToken"),
+        "{:#?}",
+        second.errors
+    );
+    assert_eq!(d.lab.control().counters().calls(SET_CAS_MAILBOX), 0);
+    let third = d.full(&sync).await;
+    assert_eq!(third.outcome, RunOutcome::Succeeded, "{third:#?}");
+    d.report(
+        "next links expired once, then three times",
+        &[&first, &second, &third],
+    );
+    d.assert_converged();
+}
