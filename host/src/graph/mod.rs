@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::Organization;
+use crate::metrics::Metrics;
 use crate::net::record::Checked;
 use crate::net::token::{TokenCache, TokenError};
 use crate::net::{self, BadField, HttpSettings, SetupError};
