@@ -4,9 +4,12 @@
 //! The order of the writes is what makes a crash at any point converge:
 //!
 //! 1. the inventory is saved (what Exchange and Intune said);
-//! 2. verdicts, audit rows and the whole plan are recorded in one transaction;
-//!    The notices of devices whose verdict changes are enqueued in that same transaction;
-//! 3. commands are sent (journal `sent`) and confirmed (`done`/`failed`) chunk by chunk;
+//! 2. verdicts, audit rows and the plan are recorded, the whole plan guarded first: a held plan
+//!    in one transaction, any other in chunks of commands, each transaction holding its
+//!    commands and the verdicts of every device they change (the other verdicts come last).
+//!    The notices of devices whose verdict changes are enqueued with their verdicts;
+//! 3. commands are sent (journal `sent`) and confirmed (`done`/`failed`) chunk by chunk, a
+//!    chunk as soon as the transaction that recorded it commits ([`super::apply`]);
 //! 4. the due notices (this run's and earlier retries) are rendered and sent, each marked after
 //!    the server's answer ([`super::notices`]);
 //! 5. the run is finished, which moves the quick-sync cursor only when it succeeded.
@@ -20,9 +23,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
+use tokio::sync::mpsc;
 
-use super::apply::{Applied, apply};
-use super::decide::{DEFAULT_BATCH_SIZE, decide};
+use super::apply::{Applied, ToRecord, apply, apply_received, record_in_chunks};
+use super::decide::{DEFAULT_BATCH_SIZE, decide_built};
 use super::discover::{self, Discovered};
 use super::inventory::{DeviceKey, ManagedDevice, Verdict};
 use super::matching::match_inventory;
@@ -130,6 +134,23 @@ fn resident_mb() -> u64 {
     0
 }
 
+/// Hands the heap's free pages back to the OS. glibc keeps what a thread frees in that
+/// thread's arena; after a stage frees tens of megabytes on the blocking pool, the next stage,
+/// allocating on another thread, would otherwise grow the process instead of reusing them.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's `malloc_trim` only releases free pages of its arenas; it takes the
+        // arenas' locks and may be called from any thread at any time.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// Everything one organization's sync needs.
 pub struct OrgSync {
     pub name: String,
@@ -150,27 +171,6 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("run {0} is not held for approval")]
     NotHeld(RunId),
-}
-
-/// What stays in a matched device once its context went to the plugin.
-fn empty_context() -> types::DeviceContext {
-    types::DeviceContext {
-        eas: types::EasDevice {
-            device_id: String::new(),
-            identity: String::new(),
-            mailbox: String::new(),
-            device_type: String::new(),
-            device_model: String::new(),
-            device_os: String::new(),
-            user_agent: String::new(),
-            first_sync: None,
-            last_success_sync: None,
-            access_state: types::AccessState::Unknown,
-            access_state_reason: String::new(),
-        },
-        managed: None,
-        user: None,
-    }
 }
 
 fn unix_now() -> i64 {
@@ -341,7 +341,13 @@ impl OrgSync {
         } else {
             HashSet::new()
         };
-        let mut matched = match_inventory(&inventory, &self.settings, &previously_managed);
+        let matched = Arc::new(match_inventory(
+            &inventory,
+            &self.settings,
+            &previously_managed,
+        ));
+        // Decoding the listings freed their pages and intermediate records.
+        release_free_memory();
         stage.done("match");
         let inventory = Arc::new(inventory);
 
@@ -354,12 +360,17 @@ impl OrgSync {
             now,
             organization: self.name.clone(),
         };
-        // The contexts move to the plugin: at 100 000 devices a copy costs about 100 MB.
-        let contexts = matched
-            .devices
-            .iter_mut()
-            .map(|d| std::mem::replace(&mut d.context, empty_context()))
-            .collect();
+        // Each batch's contexts are built as it is decided, not all at once.
+        let build = {
+            let (matched, inventory) = (matched.clone(), inventory.clone());
+            move |batch: std::ops::Range<usize>| {
+                matched.devices[batch]
+                    .iter()
+                    .map(|d| d.context(&inventory))
+                    .collect()
+            }
+        };
+        let count = matched.devices.len();
         // Saving the inventory and deciding use a core each.
         let save = async {
             if dry_run {
@@ -368,8 +379,10 @@ impl OrgSync {
                 self.save_inventory(org, inventory.clone(), full, now).await
             }
         };
-        let (saved, decisions) =
-            tokio::join!(save, decide(policy, info, contexts, self.batch_size));
+        let (saved, decisions) = tokio::join!(
+            save,
+            decide_built(policy, info, count, self.batch_size, build)
+        );
         saved?;
         stage.done("save inventory and decide");
         report("plan and record", 0, None);
@@ -380,6 +393,7 @@ impl OrgSync {
             inventory.managed = Vec::new();
             inventory.users = Vec::new();
         }
+        release_free_memory();
         for failure in &decisions.failures {
             summary.errors.push(format!(
                 "policy batch of {} devices (from device {}) decided nothing: {}",
@@ -484,60 +498,70 @@ impl OrgSync {
         }
 
         // What is left to do needs only the plan's commands and the records: free the
-        // inventory and the matched devices before the store's large transaction (at 100 000
-        // devices they are a third of the process).
+        // inventory and the matched devices before the store's writes (at 100 000 devices
+        // they are a third of the process).
         drop((decided, removals, matched));
         drop(inventory);
+        release_free_memory();
         let commands = std::mem::take(&mut plan.commands);
         let (held, restrictions, limit) = (plan.held, plan.restrictions, plan.limit);
         drop(plan);
-        // A held plan changes nothing on Exchange yet, so nobody is told.
-        if held {
-            notice_requests.clear();
-        }
         let resend_interval_secs = self
             .notices
             .as_ref()
             .map_or(0, |n| n.resend_interval.as_secs() as i64);
-        let (recorded, commands) = {
-            let digest = digest.clone();
-            blocking(&self.store, move |s| {
-                let recorded = s.record_decisions_and_notices(
-                    &DecisionBatch {
-                        run,
-                        plugin_digest: &digest,
-                        decided_at: now,
-                        decisions: &records,
-                        commands: &commands,
-                        held,
-                    },
-                    &NoticeBatch {
-                        requests: &notice_requests,
-                        resend_interval_secs,
-                    },
-                )?;
-                Ok((recorded, commands))
-            })
-            .await?
-        };
-        summary.notices.queued = recorded.notices_queued;
-        summary.notices.deduplicated = recorded.notices_deduplicated;
-        let ids = recorded.commands;
-        stage.done("record");
         if held {
+            let recorded = {
+                let digest = digest.clone();
+                blocking(&self.store, move |s| {
+                    s.record_decisions_and_notices(
+                        &DecisionBatch {
+                            run,
+                            plugin_digest: &digest,
+                            decided_at: now,
+                            decisions: &records,
+                            commands: &commands,
+                            held,
+                        },
+                        // A held plan changes nothing on Exchange yet, so nobody is told.
+                        &NoticeBatch {
+                            requests: &[],
+                            resend_interval_secs,
+                        },
+                    )
+                })
+                .await?
+            };
+            summary.notices.deduplicated = recorded.notices_deduplicated;
+            stage.done("record");
             summary.errors.push(format!(
                 "held: the plan restricts {} devices, more than the limit of {}; approve with `easgate plan approve {run}`",
                 restrictions, limit
             ));
             return self.finish(summary, RunOutcome::Held, started).await;
         }
-        report("apply", 0, Some(ids.len() as u64));
-        let to_send = ids
-            .into_iter()
-            .zip(commands.into_iter().map(|c| c.command))
-            .collect();
-        let applied = apply(&self.exchange, &self.store, to_send).await?;
-        stage.done("apply");
+        report("apply", 0, Some(commands.len() as u64));
+        // Apply starts on each chunk of the plan as soon as the transaction recording it (with
+        // its devices' verdicts) commits, so the SQLite writes overlap the commands.
+        let (send, received) = mpsc::unbounded_channel();
+        let record = ToRecord {
+            run,
+            plugin_digest: digest.clone(),
+            decided_at: now,
+            decisions: records,
+            commands,
+            notices: notice_requests,
+            resend_interval_secs,
+        };
+        let recording = blocking(&self.store, move |s| record_in_chunks(s, record, &send));
+        let (recorded, applied) = tokio::join!(
+            recording,
+            apply_received(&self.exchange, &self.store, received)
+        );
+        let (recorded, applied) = (recorded?, applied?);
+        summary.notices.queued = recorded.queued;
+        summary.notices.deduplicated = recorded.deduplicated;
+        stage.done("record and apply");
         self.account(&mut summary, &applied);
         if let (Some(notices), Some(template)) = (&self.notices, template) {
             deliver(notices, template, &self.store, org, &mut summary.notices).await?;

@@ -169,7 +169,11 @@ pub async fn diff(
         now,
         organization: organization.to_owned(),
     };
-    let contexts = matched.devices.into_iter().map(|d| d.context).collect();
+    let contexts = matched
+        .devices
+        .iter()
+        .map(|d| d.context(&inventory))
+        .collect();
     let digest = policy.meta.digest.hex();
     let decisions = decide(policy, info, contexts, DEFAULT_BATCH_SIZE).await;
 
