@@ -1,27 +1,37 @@
 //! Apply: runs journaled commands through the Exchange client's parallel pool and records each
 //! outcome in the journal.
 //!
-//! The commands are already in the journal (`planned`) when this runs: the run recorded them
-//! with its decisions. Each batch is marked `sent` before it goes out, so a crash leaves
-//! `planned` or `sent` entries that [`crate::store::Store::recover`] abandons and the next
-//! sync re-plans from fresh Exchange state.
+//! A command is in the journal (`planned`) before it is sent, in the transaction that records
+//! the verdicts of the devices it changes: a sync records its plan chunk by chunk
+//! ([`record_in_chunks`]) and apply starts on a chunk as soon as it is committed, so the
+//! SQLite writes overlap the network instead of preceding it. Each batch is marked `sent`
+//! before it goes out, so a crash leaves `planned` or `sent` entries that
+//! [`crate::store::Store::recover`] abandons and the next sync re-plans from fresh Exchange
+//! state.
 //!
 //! Order: the mailbox edits and partnership removals first, the organization default last, so
 //! that the devices a plan allows are on their allow lists before the default turns to
 //! Quarantine.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
+use super::inventory::DeviceKey;
 use super::plan::{
-    Command, NEW_ACCESS_RULE, REMOVE_ACCESS_RULE, REMOVE_MOBILE_DEVICE, SET_CAS_MAILBOX,
-    SET_ORG_SETTINGS,
+    Command, NEW_ACCESS_RULE, PlannedCommand, REMOVE_ACCESS_RULE, REMOVE_MOBILE_DEVICE,
+    SET_CAS_MAILBOX, SET_ORG_SETTINGS,
 };
+use super::progress;
 use crate::exchange::cmdlets::{
     JournaledNewDeviceAccessRule, JournaledRemoveDeviceAccessRule, JournaledRemoveMobileDevice,
     JournaledSetCasMailbox, JournaledSetOrganizationSettings,
 };
 use crate::exchange::{Cmdlet, ExchangeClient, ExchangeError};
-use crate::store::{CommandId, Store, StoreError};
+use crate::store::{
+    CommandId, DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, RunId, Store, StoreError,
+};
 
 /// What applying a plan did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -51,6 +61,7 @@ async fn blocking<T: Send + 'static>(
         .expect("a store task does not panic")
 }
 
+/// Runs `group` chunk by chunk through a [`Pipeline`].
 async fn run_group<C>(
     exchange: &ExchangeClient,
     store: &Arc<Store>,
@@ -61,34 +72,95 @@ async fn run_group<C>(
 where
     C: Cmdlet + 'static,
 {
+    let mut pipeline = Pipeline::default();
     let mut group = group.into_iter().peekable();
     while group.peek().is_some() {
-        let chunk: Vec<(CommandId, Command)> = group.by_ref().take(CHUNK).collect();
-        run_chunk(exchange, store, chunk, &wrap, applied).await?;
+        let chunk = group.by_ref().take(CHUNK).map(|(id, c)| (id, wrap(c)));
+        pipeline
+            .push(exchange, store, chunk.collect(), applied)
+            .await?;
     }
-    Ok(())
+    pipeline.drain(store, applied).await
 }
 
-/// Commands marked `sent` at once: one journal transaction per chunk instead of per command,
-/// while a crash leaves at most this many commands of unknown outcome.
+/// Commands marked `sent` at once: one journal transaction per chunk instead of per command.
 const CHUNK: usize = 500;
 
-async fn run_chunk<C>(
-    exchange: &ExchangeClient,
+/// Chunks sent but not yet confirmed: a crash leaves at most this many chunks of commands of
+/// unknown outcome (`sent`), which the next sync re-plans from Exchange's state.
+const CHUNKS_IN_FLIGHT: usize = 2;
+
+type ChunkResults<C> = Vec<Result<Vec<<C as Cmdlet>::Output>, ExchangeError>>;
+
+/// Chunks of one cmdlet on their way: the next chunk is journaled `sent` and queued behind the
+/// client's concurrency bound while the current one finishes, so the bound stays full across
+/// chunk ends instead of draining at each one.
+struct Pipeline<C: Cmdlet> {
+    in_flight: VecDeque<(Vec<CommandId>, tokio::task::JoinHandle<ChunkResults<C>>)>,
+}
+
+impl<C: Cmdlet> Default for Pipeline<C> {
+    fn default() -> Self {
+        Self {
+            in_flight: VecDeque::new(),
+        }
+    }
+}
+
+impl<C: Cmdlet + 'static> Pipeline<C> {
+    /// Journals `chunk` as `sent` (before anything goes out) and starts sending it, first
+    /// waiting for the oldest chunk when [`CHUNKS_IN_FLIGHT`] are going.
+    async fn push(
+        &mut self,
+        exchange: &ExchangeClient,
+        store: &Arc<Store>,
+        chunk: Vec<(CommandId, C)>,
+        applied: &mut Applied,
+    ) -> Result<(), StoreError> {
+        if self.in_flight.len() >= CHUNKS_IN_FLIGHT {
+            self.finish_oldest(store, applied).await?;
+        }
+        let (ids, cmdlets): (Vec<CommandId>, Vec<C>) = chunk.into_iter().unzip();
+        let sent_ids = ids.clone();
+        blocking(store, move |s| s.mark_sent(&sent_ids, now())).await?;
+        applied.sent += ids.len() as u64;
+        let exchange = exchange.clone();
+        // The chunk's answers count for the apply stage that spawns it.
+        let running = tokio::spawn(progress::inherit_commands(async move {
+            exchange.run_all(cmdlets).await
+        }));
+        self.in_flight.push_back((ids, running));
+        Ok(())
+    }
+
+    async fn finish_oldest(
+        &mut self,
+        store: &Arc<Store>,
+        applied: &mut Applied,
+    ) -> Result<(), StoreError> {
+        if let Some((ids, running)) = self.in_flight.pop_front() {
+            let results = running.await.expect("a command chunk does not panic");
+            finish_chunk(store, ids, results, applied).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every chunk sent.
+    async fn drain(&mut self, store: &Arc<Store>, applied: &mut Applied) -> Result<(), StoreError> {
+        while !self.in_flight.is_empty() {
+            self.finish_oldest(store, applied).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Journals each command of a chunk `done` or `failed` from its result.
+async fn finish_chunk<T>(
     store: &Arc<Store>,
-    group: Vec<(CommandId, Command)>,
-    wrap: &impl Fn(Command) -> C,
+    ids: Vec<CommandId>,
+    results: Vec<Result<T, ExchangeError>>,
     applied: &mut Applied,
-) -> Result<(), StoreError>
-where
-    C: Cmdlet + 'static,
-{
-    let ids: Vec<CommandId> = group.iter().map(|(id, _)| *id).collect();
-    let sent_ids = ids.clone();
-    blocking(store, move |s| s.mark_sent(&sent_ids, now())).await?;
-    applied.sent += ids.len() as u64;
-    let cmdlets: Vec<C> = group.into_iter().map(|(_, c)| wrap(c)).collect();
-    let results = exchange.run_all(cmdlets).await;
+) -> Result<(), StoreError> {
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for (id, result) in ids.into_iter().zip(results) {
@@ -124,39 +196,55 @@ pub async fn apply(
     store: &Arc<Store>,
     commands: Vec<(CommandId, Command)>,
 ) -> Result<Applied, StoreError> {
-    let mut edits = Vec::new();
+    let (send, received) = mpsc::unbounded_channel();
+    let _ = send.send(commands);
+    drop(send);
+    apply_received(exchange, store, received).await
+}
+
+/// Runs the journaled commands `received` in batches (in plan order) until the sender is
+/// gone: the mailbox edits as they arrive, the rest once every edit is done.
+pub async fn apply_received(
+    exchange: &ExchangeClient,
+    store: &Arc<Store>,
+    mut received: mpsc::UnboundedReceiver<Vec<(CommandId, Command)>>,
+) -> Result<Applied, StoreError> {
+    let mut edits = Pipeline::default();
     let mut removals = Vec::new();
     let mut org = Vec::new();
     let mut rule_removals = Vec::new();
     let mut new_rules = Vec::new();
     let mut applied = Applied::default();
-    for (id, command) in commands {
-        match command.cmdlet.as_str() {
-            SET_CAS_MAILBOX => edits.push((id, command)),
-            REMOVE_MOBILE_DEVICE => removals.push((id, command)),
-            SET_ORG_SETTINGS => org.push((id, command)),
-            REMOVE_ACCESS_RULE => rule_removals.push((id, command)),
-            NEW_ACCESS_RULE => new_rules.push((id, command)),
-            other => {
-                let error = format!("the sync does not run `{other}`");
-                let s = store.clone();
-                tokio::task::spawn_blocking(move || s.mark_failed(id, &error, now()))
-                    .await
-                    .expect("a store task does not panic")?;
-                applied
-                    .failed
-                    .push((id, format!("unknown cmdlet `{}`", command.cmdlet)));
+    while let Some(batch) = received.recv().await {
+        let mut batch_edits = Vec::new();
+        for (id, command) in batch {
+            match command.cmdlet.as_str() {
+                SET_CAS_MAILBOX => {
+                    batch_edits.push((id, JournaledSetCasMailbox(command.parameters)));
+                }
+                REMOVE_MOBILE_DEVICE => removals.push((id, command)),
+                SET_ORG_SETTINGS => org.push((id, command)),
+                REMOVE_ACCESS_RULE => rule_removals.push((id, command)),
+                NEW_ACCESS_RULE => new_rules.push((id, command)),
+                other => {
+                    let error = format!("the sync does not run `{other}`");
+                    let s = store.clone();
+                    tokio::task::spawn_blocking(move || s.mark_failed(id, &error, now()))
+                        .await
+                        .expect("a store task does not panic")?;
+                    applied
+                        .failed
+                        .push((id, format!("unknown cmdlet `{}`", command.cmdlet)));
+                }
             }
         }
+        let mut batch_edits = batch_edits.into_iter().peekable();
+        while batch_edits.peek().is_some() {
+            let chunk = batch_edits.by_ref().take(CHUNK).collect();
+            edits.push(exchange, store, chunk, &mut applied).await?;
+        }
     }
-    run_group(
-        exchange,
-        store,
-        edits,
-        |c| JournaledSetCasMailbox(c.parameters),
-        &mut applied,
-    )
-    .await?;
+    edits.drain(store, &mut applied).await?;
     run_group(
         exchange,
         store,
@@ -191,4 +279,236 @@ pub async fn apply(
     )
     .await?;
     Ok(applied)
+}
+
+/// Commands per recording transaction in [`record_in_chunks`]: apply's chunk, so the first
+/// chunk goes out after one small transaction.
+const RECORD_CHUNK: usize = CHUNK;
+
+/// Decisions per transaction for the devices no command changes.
+const UNCHANGED_PER_TRANSACTION: usize = 2000;
+
+/// A run's decisions and plan, to record.
+pub struct ToRecord {
+    pub run: RunId,
+    pub plugin_digest: String,
+    pub decided_at: i64,
+    pub decisions: Vec<DecisionRecord>,
+    /// The plan's commands, in plan order.
+    pub commands: Vec<PlannedCommand>,
+    pub notices: Vec<NoticeRequest>,
+    pub resend_interval_secs: i64,
+}
+
+/// Notices a recording enqueued and skipped as recent (see [`crate::store::Recorded`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NoticesRecorded {
+    pub queued: u64,
+    pub deduplicated: u64,
+}
+
+/// Records a plan that is not held in transactions of [`RECORD_CHUNK`] commands, each with
+/// the verdicts (and notices) of every device its commands change, and hands each chunk's
+/// journaled commands to `send` once it is committed: no command goes out before its
+/// devices' verdicts and its journal entry are stored. The verdicts of devices no command
+/// changes are recorded last, while the commands run.
+pub fn record_in_chunks(
+    store: &Store,
+    record: ToRecord,
+    send: &mpsc::UnboundedSender<Vec<(CommandId, Command)>>,
+) -> Result<NoticesRecorded, StoreError> {
+    let chunks = record.commands.len().div_ceil(RECORD_CHUNK);
+    // The first chunk whose commands change each device. The other devices follow in
+    // transactions of their own, short ones: apply waits for the store between them.
+    let mut chunk_of: HashMap<&DeviceKey, usize> = HashMap::new();
+    for (i, command) in record.commands.iter().enumerate() {
+        for key in &command.devices {
+            chunk_of.entry(key).or_insert(i / RECORD_CHUNK);
+        }
+    }
+    let mut unchanged = 0;
+    for d in &record.decisions {
+        chunk_of.entry(&d.key).or_insert_with(|| {
+            unchanged += 1;
+            chunks + (unchanged - 1) / UNCHANGED_PER_TRANSACTION
+        });
+    }
+    let transactions = chunks + unchanged.div_ceil(UNCHANGED_PER_TRANSACTION);
+    let decision_chunks: Vec<usize> = record.decisions.iter().map(|d| chunk_of[&d.key]).collect();
+    // Each notice goes with its device's verdict (the runner asks for notices of decided
+    // devices only).
+    let notice_chunks: Vec<usize> = record
+        .notices
+        .iter()
+        .map(|n| chunk_of.get(&n.key).copied().unwrap_or(0))
+        .collect();
+    drop(chunk_of);
+    let mut decisions: Vec<Vec<DecisionRecord>> = (0..transactions).map(|_| Vec::new()).collect();
+    for (d, chunk) in record.decisions.into_iter().zip(decision_chunks) {
+        decisions[chunk].push(d);
+    }
+    let mut notices: Vec<Vec<NoticeRequest>> = (0..transactions).map(|_| Vec::new()).collect();
+    for (n, chunk) in record.notices.into_iter().zip(notice_chunks) {
+        if let Some(chunk) = notices.get_mut(chunk) {
+            chunk.push(n);
+        }
+    }
+
+    let mut recorded = NoticesRecorded::default();
+    let mut commands = record.commands.into_iter();
+    for (i, (decisions, notices)) in decisions.into_iter().zip(notices).enumerate() {
+        let commands: Vec<PlannedCommand> = if i < chunks {
+            commands.by_ref().take(RECORD_CHUNK).collect()
+        } else {
+            Vec::new()
+        };
+        let chunk = store.record_decisions_and_notices(
+            &DecisionBatch {
+                run: record.run,
+                plugin_digest: &record.plugin_digest,
+                decided_at: record.decided_at,
+                decisions: &decisions,
+                commands: &commands,
+                held: false,
+            },
+            &NoticeBatch {
+                requests: &notices,
+                resend_interval_secs: record.resend_interval_secs,
+            },
+        )?;
+        recorded.queued += chunk.notices_queued;
+        recorded.deduplicated += chunk.notices_deduplicated;
+        if !commands.is_empty() {
+            let journaled = chunk.commands.into_iter();
+            // Apply gone (it failed on the store): the commands stay `planned`, which the
+            // next sync's recovery abandons, like a crash's.
+            let _ = send.send(
+                journaled
+                    .zip(commands.into_iter().map(|c| c.command))
+                    .collect(),
+            );
+        }
+    }
+    Ok(recorded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeviceView, RunKind};
+    use crate::sync::inventory::{ExchangeDevice, Verdict};
+
+    fn device(n: usize) -> ExchangeDevice {
+        ExchangeDevice {
+            device_id: format!("D{n}"),
+            identity: format!("m{n}\\ExchangeActiveSyncDevices\\iPhone\u{a7}D{n}"),
+            mailbox: Some(format!("m{n}")),
+            ..ExchangeDevice::default()
+        }
+    }
+
+    fn set_cas_mailbox(device: &ExchangeDevice) -> PlannedCommand {
+        let mut parameters = serde_json::Map::new();
+        parameters.insert("Identity".into(), device.mailbox.clone().into());
+        PlannedCommand {
+            mailbox: device.mailbox.clone(),
+            devices: vec![device.key()],
+            command: Command {
+                cmdlet: SET_CAS_MAILBOX.into(),
+                parameters,
+            },
+        }
+    }
+
+    /// The chunks reach apply in plan order, each after the verdicts of the devices its
+    /// commands change: their audit rows come before those of later chunks, and the devices
+    /// no command changes come last.
+    #[test]
+    fn each_chunk_is_sent_after_its_devices_verdicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let org = store.organization("Contoso", 1).unwrap();
+        let devices: Vec<ExchangeDevice> = (0..RECORD_CHUNK * 2 + 300).map(device).collect();
+        let views: Vec<DeviceView<'_>> = devices
+            .iter()
+            .map(|d| DeviceView {
+                exchange: d,
+                managed: None,
+            })
+            .collect();
+        store.save_inventory(org, &views, 1).unwrap();
+        let run = store
+            .start_run(org, RunKind::Full, Some("digest"), 2)
+            .unwrap();
+        // The last 100 devices get no command; the decisions come in the reverse order.
+        let changed = RECORD_CHUNK * 2 + 200;
+        let commands: Vec<PlannedCommand> =
+            devices[..changed].iter().map(set_cas_mailbox).collect();
+        let decisions = devices
+            .iter()
+            .rev()
+            .map(|d| DecisionRecord {
+                key: d.key(),
+                verdict: Verdict::Block,
+                reason: "test".into(),
+                notify: false,
+            })
+            .collect();
+        let (send, mut received) = mpsc::unbounded_channel();
+        let record = ToRecord {
+            run,
+            plugin_digest: "digest".into(),
+            decided_at: 2,
+            decisions,
+            commands,
+            notices: Vec::new(),
+            resend_interval_secs: 0,
+        };
+        record_in_chunks(&store, record, &send).unwrap();
+        drop(send);
+
+        let mut sent = Vec::new();
+        while let Ok(batch) = received.try_recv() {
+            sent.push(batch);
+        }
+        let sizes: Vec<usize> = sent.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [RECORD_CHUNK, RECORD_CHUNK, 200]);
+        let identities: Vec<serde_json::Value> = sent
+            .iter()
+            .flatten()
+            .map(|(_, c)| c.parameters["Identity"].clone())
+            .collect();
+        let planned: Vec<serde_json::Value> = devices[..changed]
+            .iter()
+            .map(|d| d.mailbox.clone().into())
+            .collect();
+        assert_eq!(identities, planned, "plan order");
+        let journal = store.journal(run).unwrap();
+        let ids: Vec<CommandId> = sent.iter().flatten().map(|(id, _)| *id).collect();
+        assert_eq!(ids, journal.iter().map(|e| e.id).collect::<Vec<_>>());
+
+        // The audit row id says when each verdict was written.
+        let db = rusqlite::Connection::open(store.path()).unwrap();
+        let written = |d: &ExchangeDevice| -> i64 {
+            db.query_row(
+                "SELECT id FROM decision_audit WHERE device_key = ?1",
+                [d.key().as_str()],
+                |row| row.get(0),
+            )
+            .unwrap()
+        };
+        let chunk_of = |i: usize| if i < changed { i / RECORD_CHUNK } else { 3 };
+        let mut first_and_last = [(i64::MAX, i64::MIN); 4];
+        for (i, d) in devices.iter().enumerate() {
+            let (first, last) = &mut first_and_last[chunk_of(i)];
+            let id = written(d);
+            (*first, *last) = ((*first).min(id), (*last).max(id));
+        }
+        for pair in first_and_last.windows(2) {
+            assert!(
+                pair[0].1 < pair[1].0,
+                "chunks written in order: {first_and_last:?}"
+            );
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! Wasm calls are synchronous and CPU-bound, so the batches run on the blocking pool, never on
 //! the async workers that drive the HTTP clients.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use super::progress::Counter;
@@ -52,14 +53,35 @@ pub async fn decide(
     batch_size: usize,
     decided: Counter,
 ) -> Decisions {
+    let count = devices.len();
+    let mut devices = devices.into_iter();
+    decide_built(plugin, info, count, batch_size, decided, move |batch| {
+        devices.by_ref().take(batch.len()).collect()
+    })
+    .await
+}
+
+/// Runs `count` devices through `plugin` in batches of `batch_size`, building each batch's
+/// contexts (`build` gets the batch's device indices) only when that batch is decided, so
+/// that no more than one batch of contexts is alive at a time. Each batch's devices count in
+/// `decided` once it is through.
+pub async fn decide_built(
+    plugin: Arc<AccessPolicyPlugin>,
+    info: types::SyncInfo,
+    count: usize,
+    batch_size: usize,
+    decided: Counter,
+    mut build: impl FnMut(Range<usize>) -> Vec<types::DeviceContext> + Send + 'static,
+) -> Decisions {
     let batch_size = batch_size.max(1);
     tokio::task::spawn_blocking(move || {
         let mut out = Decisions {
-            decisions: Vec::with_capacity(devices.len()),
+            decisions: Vec::with_capacity(count),
             failures: Vec::new(),
         };
-        for (i, batch) in devices.chunks(batch_size).enumerate() {
-            match plugin.decide(&info, batch) {
+        for first in (0..count).step_by(batch_size) {
+            let batch = build(first..count.min(first + batch_size));
+            match plugin.decide(&info, &batch) {
                 Ok(verdicts) => {
                     for line in &verdicts.log {
                         tracing::debug!(plugin = %plugin.meta.name, "plugin log: {line:?}");
@@ -75,7 +97,7 @@ pub async fn decide(
                         "a policy batch failed; its devices keep their state: {e}"
                     );
                     out.failures.push(BatchFailure {
-                        first: i * batch_size,
+                        first,
                         len: batch.len(),
                         error: e.to_string(),
                         kind: e.kind(),

@@ -25,6 +25,7 @@ use super::inventory::{
     AccessLevel, AccessState, ComplianceState, DirectoryUser, ExchangeDevice, Inventory, Mailbox,
     ManagedDevice, OwnerType,
 };
+use super::progress;
 use crate::exchange::cmdlets::{
     GetCasMailbox, GetDeviceAccessRule, GetMailbox, GetMobileDevice, GetMobileDeviceRecords,
     GetOrganizationSettings,
@@ -271,6 +272,15 @@ async fn group_membership(
     Ok(out)
 }
 
+/// Stops a spawned task when the discovery that needs it is dropped (a cancelled sync).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Everything, for a full sync.
 /// `read_rules`: also read the device access rules (when the configuration manages them).
 pub async fn full(
@@ -281,7 +291,22 @@ pub async fn full(
 ) -> Result<Discovered, DiscoverError> {
     // Every client type, not only `-ActiveSync`: Outlook for iOS and Android shows as
     // `ClientType Outlook` and obeys the same mailbox lists.
-    let devices = GetMobileDeviceRecords::default();
+    // The device listing is the longest chain of requests (its pages come one after another):
+    // it gets a task of its own, so that decoding the other listings' pages never delays the
+    // request for its next page.
+    let listing = tokio::spawn({
+        let exchange = exchange.clone();
+        // Its pages count for the discover stage awaiting it.
+        progress::inherit_pages(
+            async move { exchange.run(&GetMobileDeviceRecords::default()).await },
+        )
+    });
+    let _abort_listing = AbortOnDrop(listing.abort_handle());
+    let devices = async {
+        listing
+            .await
+            .expect("the device listing task does not panic")
+    };
     let (cas, mbx, settings) = (
         GetCasMailbox::default(),
         GetMailbox::default(),
@@ -295,7 +320,7 @@ pub async fn full(
         }
     };
     let (devices, cas, mbx, settings, managed, groups, rules) = tokio::join!(
-        exchange.run(&devices),
+        devices,
         exchange.run(&cas),
         exchange.run(&mbx),
         exchange.run(&settings),

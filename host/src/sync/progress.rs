@@ -77,6 +77,13 @@ pub fn inherit_pages<F: Future>(future: F) -> impl Future<Output = F::Output> {
     PAGES.scope(counter, future)
 }
 
+/// `future`, with the command counter of the task that creates it: a task spawned to send a
+/// chunk of commands on a stage's behalf counts for that stage.
+pub fn inherit_commands<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let counter = COMMANDS.try_with(Clone::clone).ok().flatten();
+    COMMANDS.scope(counter, future)
+}
+
 /// Runs `future` with the pages it lists counted in `counter`.
 pub async fn count_pages<F: Future>(counter: &Counter, future: F) -> F::Output {
     PAGES.scope(Some(counter.clone()), future).await

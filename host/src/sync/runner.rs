@@ -4,9 +4,12 @@
 //! The order of the writes is what makes a crash at any point converge:
 //!
 //! 1. the inventory is saved (what Exchange and Intune said);
-//! 2. verdicts, audit rows and the whole plan are recorded in one transaction;
-//!    The notices of devices whose verdict changes are enqueued in that same transaction;
-//! 3. commands are sent (journal `sent`) and confirmed (`done`/`failed`) chunk by chunk;
+//! 2. verdicts, audit rows and the plan are recorded, the whole plan guarded first: a held plan
+//!    in one transaction, any other in chunks of commands, each transaction holding its
+//!    commands and the verdicts of every device they change (the other verdicts come last).
+//!    The notices of devices whose verdict changes are enqueued with their verdicts;
+//! 3. commands are sent (journal `sent`) and confirmed (`done`/`failed`) chunk by chunk, a
+//!    chunk as soon as the transaction that recorded it commits ([`super::apply`]);
 //! 4. the due notices (this run's and earlier retries) are rendered and sent, each marked after
 //!    the server's answer ([`super::notices`]);
 //! 5. the run is finished, which moves the quick-sync cursor only when it succeeded.
@@ -20,9 +23,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
+use tokio::sync::mpsc;
 
-use super::apply::{Applied, apply};
-use super::decide::{DEFAULT_BATCH_SIZE, decide};
+use super::apply::{Applied, ToRecord, apply, apply_received, record_in_chunks};
+use super::decide::{DEFAULT_BATCH_SIZE, decide_built};
 use super::discover::{self, Discovered};
 use super::inventory::{DeviceKey, ManagedDevice, Verdict};
 use super::matching::match_inventory;
@@ -133,6 +137,23 @@ fn resident_mb() -> u64 {
     0
 }
 
+/// Hands the heap's free pages back to the OS. glibc keeps what a thread frees in that
+/// thread's arena; after a stage frees tens of megabytes on the blocking pool, the next stage,
+/// allocating on another thread, would otherwise grow the process instead of reusing them.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's `malloc_trim` only releases free pages of its arenas; it takes the
+        // arenas' locks and may be called from any thread at any time.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// Everything one organization's sync needs.
 pub struct OrgSync {
     pub name: String,
@@ -153,27 +174,6 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("run {0} is not held for approval")]
     NotHeld(RunId),
-}
-
-/// What stays in a matched device once its context went to the plugin.
-fn empty_context() -> types::DeviceContext {
-    types::DeviceContext {
-        eas: types::EasDevice {
-            device_id: String::new(),
-            identity: String::new(),
-            mailbox: String::new(),
-            device_type: String::new(),
-            device_model: String::new(),
-            device_os: String::new(),
-            user_agent: String::new(),
-            first_sync: None,
-            last_success_sync: None,
-            access_state: types::AccessState::Unknown,
-            access_state_reason: String::new(),
-        },
-        managed: None,
-        user: None,
-    }
 }
 
 fn unix_now() -> i64 {
@@ -323,7 +323,6 @@ impl OrgSync {
             }
         };
         stage.done("discover");
-        let to_decide = discovered.inventory.devices.len() as u64;
         summary.exchange_reads = discovered.exchange_calls;
         summary.graph_calls = discovered.graph_calls;
         let Discovered {
@@ -345,7 +344,13 @@ impl OrgSync {
         } else {
             HashSet::new()
         };
-        let mut matched = match_inventory(&inventory, &self.settings, &previously_managed);
+        let matched = Arc::new(match_inventory(
+            &inventory,
+            &self.settings,
+            &previously_managed,
+        ));
+        // Decoding the listings freed their pages and intermediate records.
+        release_free_memory();
         stage.done("match");
         let inventory = Arc::new(inventory);
 
@@ -358,12 +363,17 @@ impl OrgSync {
             now,
             organization: self.name.clone(),
         };
-        // The contexts move to the plugin: at 100 000 devices a copy costs about 100 MB.
-        let contexts = matched
-            .devices
-            .iter_mut()
-            .map(|d| std::mem::replace(&mut d.context, empty_context()))
-            .collect();
+        // Each batch's contexts are built as it is decided, not all at once.
+        let build = {
+            let (matched, inventory) = (matched.clone(), inventory.clone());
+            move |batch: std::ops::Range<usize>| {
+                matched.devices[batch]
+                    .iter()
+                    .map(|d| d.context(&inventory))
+                    .collect()
+            }
+        };
+        let count = matched.devices.len();
         // Saving the inventory and deciding use a core each.
         let save = async {
             if dry_run {
@@ -374,12 +384,15 @@ impl OrgSync {
             }
         };
         let decided = progress::Counter::default();
-        let deciding = decide(policy, info, contexts, self.batch_size, decided.clone());
-        let (saved, decisions) =
-            progress::stage(report, progress::DECIDE, Some(to_decide), &decided, async {
-                tokio::join!(save, deciding)
-            })
-            .await;
+        let deciding = decide_built(policy, info, count, self.batch_size, decided.clone(), build);
+        let (saved, decisions) = progress::stage(
+            report,
+            progress::DECIDE,
+            Some(count as u64),
+            &decided,
+            async { tokio::join!(save, deciding) },
+        )
+        .await;
         saved?;
         stage.done("save inventory and decide");
         report(progress::PLAN, 0, None);
@@ -390,6 +403,7 @@ impl OrgSync {
             inventory.managed = Vec::new();
             inventory.users = Vec::new();
         }
+        release_free_memory();
         for failure in &decisions.failures {
             summary.errors.push(format!(
                 "policy batch of {} devices (from device {}) decided nothing: {}",
@@ -410,13 +424,17 @@ impl OrgSync {
         } else {
             HashMap::new()
         };
-        for (i, decision) in decisions.decisions.iter().enumerate() {
+        // The decide task has let go of its copy. The decisions and the matched devices' keys
+        // move into the records instead of being copied: 100 000 of each at full scale.
+        let mut matched =
+            Arc::into_inner(matched).expect("the decide task no longer holds the matched devices");
+        for (i, decision) in decisions.decisions.into_iter().enumerate() {
             let verdict = decision.as_ref().map(|d| Verdict::from(d.verdict));
             summary.verdicts.add(verdict);
             if let (Some(d), Some(verdict)) = (decision, verdict) {
                 let device = &inventory.devices[i];
                 decided.push(Decided { device, verdict });
-                let key = &matched.devices[i].key;
+                let key = std::mem::replace(&mut matched.devices[i].key, DeviceKey::new(""));
                 // The store enqueues it only if the verdict changes; a device without a
                 // mailbox has nobody to tell.
                 if d.notify
@@ -440,7 +458,12 @@ impl OrgSync {
                         user_principal_name: mailbox.user_principal_name.clone(),
                     });
                 }
-                records.push(DecisionRecord::new(key.clone(), d));
+                records.push(DecisionRecord {
+                    key,
+                    verdict,
+                    reason: d.reason,
+                    notify: d.notify,
+                });
             }
         }
         drop(mailboxes);
@@ -502,62 +525,73 @@ impl OrgSync {
         }
 
         // What is left to do needs only the plan's commands and the records: free the
-        // inventory and the matched devices before the store's large transaction (at 100 000
-        // devices they are a third of the process).
+        // inventory and the matched devices before the store's writes (at 100 000 devices
+        // they are a third of the process).
         drop((decided, removals, matched));
         drop(inventory);
+        release_free_memory();
         let commands = std::mem::take(&mut plan.commands);
         let (held, restrictions, limit) = (plan.held, plan.restrictions, plan.limit);
         drop(plan);
-        // A held plan changes nothing on Exchange yet, so nobody is told.
-        if held {
-            notice_requests.clear();
-        }
         let resend_interval_secs = self
             .notices
             .as_ref()
             .map_or(0, |n| n.resend_interval.as_secs() as i64);
-        let (recorded, commands) = {
-            let digest = digest.clone();
-            blocking(&self.store, move |s| {
-                let recorded = s.record_decisions_and_notices(
-                    &DecisionBatch {
-                        run,
-                        plugin_digest: &digest,
-                        decided_at: now,
-                        decisions: &records,
-                        commands: &commands,
-                        held,
-                    },
-                    &NoticeBatch {
-                        requests: &notice_requests,
-                        resend_interval_secs,
-                    },
-                )?;
-                Ok((recorded, commands))
-            })
-            .await?
-        };
-        summary.notices.queued = recorded.notices_queued;
-        summary.notices.deduplicated = recorded.notices_deduplicated;
-        let ids = recorded.commands;
-        stage.done("record");
         if held {
+            let recorded = {
+                let digest = digest.clone();
+                blocking(&self.store, move |s| {
+                    s.record_decisions_and_notices(
+                        &DecisionBatch {
+                            run,
+                            plugin_digest: &digest,
+                            decided_at: now,
+                            decisions: &records,
+                            commands: &commands,
+                            held,
+                        },
+                        // A held plan changes nothing on Exchange yet, so nobody is told.
+                        &NoticeBatch {
+                            requests: &[],
+                            resend_interval_secs,
+                        },
+                    )
+                })
+                .await?
+            };
+            summary.notices.deduplicated = recorded.notices_deduplicated;
+            stage.done("record");
             summary.errors.push(format!(
                 "held: the plan restricts {} devices, more than the limit of {}; approve with `easgate plan approve {run}`",
                 restrictions, limit
             ));
             return self.finish(summary, RunOutcome::Held, started).await;
         }
-        let to_send: Vec<_> = ids
-            .into_iter()
-            .zip(commands.into_iter().map(|c| c.command))
-            .collect();
+        // Apply starts on each chunk of the plan as soon as the transaction recording it (with
+        // its devices' verdicts) commits, so the SQLite writes overlap the commands.
+        let total = Some(commands.len() as u64);
+        let (send, received) = mpsc::unbounded_channel();
+        let record = ToRecord {
+            run,
+            plugin_digest: digest.clone(),
+            decided_at: now,
+            decisions: records,
+            commands,
+            notices: notice_requests,
+            resend_interval_secs,
+        };
+        let recording = blocking(&self.store, move |s| record_in_chunks(s, record, &send));
         let sent = progress::Counter::default();
-        let total = Some(to_send.len() as u64);
-        let applying = progress::count_commands(&sent, apply(&self.exchange, &self.store, to_send));
-        let applied = progress::stage(report, progress::APPLY, total, &sent, applying).await?;
-        stage.done("apply");
+        let applying =
+            progress::count_commands(&sent, apply_received(&self.exchange, &self.store, received));
+        let (recorded, applied) = progress::stage(report, progress::APPLY, total, &sent, async {
+            tokio::join!(recording, applying)
+        })
+        .await;
+        let (recorded, applied) = (recorded?, applied?);
+        summary.notices.queued = recorded.queued;
+        summary.notices.deduplicated = recorded.deduplicated;
+        stage.done("record and apply");
         self.account(&mut summary, &applied);
         if let (Some(notices), Some(template)) = (&self.notices, template) {
             deliver(notices, template, &self.store, org, &mut summary.notices).await?;
@@ -706,7 +740,13 @@ impl OrgSync {
             s.save_inventory(org, &views, now)?;
             // What `easgate policy diff` decides with; a quick sync, or a full one that could
             // not read every record, saves what it read and forgets nothing.
-            s.save_directory(org, &inventory.mailboxes, &inventory.users, forget_absent, now)?;
+            s.save_directory(
+                org,
+                &inventory.mailboxes,
+                &inventory.users,
+                forget_absent,
+                now,
+            )?;
             if forget_absent {
                 let present: HashSet<DeviceKey> =
                     inventory.devices.iter().map(|d| d.key()).collect();

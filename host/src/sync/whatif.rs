@@ -269,7 +269,11 @@ pub async fn diff(
         now,
         organization: organization.to_owned(),
     };
-    let contexts = matched.devices.into_iter().map(|d| d.context).collect();
+    let contexts = matched
+        .devices
+        .iter()
+        .map(|d| d.context(&inventory))
+        .collect();
     let digest = policy.meta.digest.hex();
     let decisions = decide(
         policy,
