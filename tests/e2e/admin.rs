@@ -22,6 +22,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 
+use crate::support::daemon::sample;
+
 const TOKEN: &str = "s3cret-admin-token";
 /// Bound on every wait: a broken scheduler or page fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(30);
@@ -833,20 +835,6 @@ async fn plugins_show_the_active_versions_and_rejections_with_reasons() {
     admin.stop().await;
 }
 
-/// One sample of a parsed scrape.
-fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            ref other => panic!("{name}: unexpected {other:?}"),
-        })
-}
-
 async fn scrape(admin: &Admin) -> prometheus_parse::Scrape {
     let response = admin
         .http
@@ -873,14 +861,14 @@ async fn metrics_parse_and_move_after_a_sync() {
     let before = scrape(&admin).await;
     let contoso = [("org", "contoso")];
     assert_eq!(
-        value(
+        sample(
             &before,
             "easgate_devices",
             &[("org", "contoso"), ("verdict", "quarantine")]
         ),
         Some(21.0)
     );
-    assert_eq!(value(&before, "easgate_held_plans", &contoso), Some(2.0));
+    assert_eq!(sample(&before, "easgate_held_plans", &contoso), Some(2.0));
     // The outbox gauge is the status's pending notice count, read at scrape time.
     let status = admin.get("/api/v1/status").await;
     let pending = status["organizations"]
@@ -892,22 +880,22 @@ async fn metrics_parse_and_move_after_a_sync() {
         .as_f64()
         .expect("a pending count");
     assert_eq!(
-        value(&before, "easgate_notice_outbox_pending", &contoso),
+        sample(&before, "easgate_notice_outbox_pending", &contoso),
         Some(pending)
     );
-    let last_before = value(
+    let last_before = sample(
         &before,
         "easgate_last_successful_sync_timestamp_seconds",
         &contoso,
     )
     .expect("contoso has synced");
     assert_eq!(
-        value(&before, "easgate_syncs_total", &[("org", "contoso")]),
+        sample(&before, "easgate_syncs_total", &[("org", "contoso")]),
         None,
         "no sync finished yet"
     );
     assert_eq!(
-        value(
+        sample(
             &before,
             "easgate_plugin_rejections",
             &[("plugin", "broken")]
@@ -918,7 +906,7 @@ async fn metrics_parse_and_move_after_a_sync() {
     admin.scheduler.trigger("contoso", SyncKind::Full).unwrap();
     admin.until("the sync runs", |a| a.runs().len() == 1).await;
     let during = scrape(&admin).await;
-    assert_eq!(value(&during, "easgate_sync_running", &contoso), Some(1.0));
+    assert_eq!(sample(&during, "easgate_sync_running", &contoso), Some(1.0));
     admin.gate.add_permits(1);
     admin
         .until("the sync ends", |a| {
@@ -927,7 +915,7 @@ async fn metrics_parse_and_move_after_a_sync() {
         .await;
     let after = scrape(&admin).await;
     assert_eq!(
-        value(
+        sample(
             &after,
             "easgate_syncs_total",
             &[
@@ -938,8 +926,8 @@ async fn metrics_parse_and_move_after_a_sync() {
         ),
         Some(1.0)
     );
-    assert_eq!(value(&after, "easgate_sync_running", &contoso), Some(0.0));
-    let last_after = value(
+    assert_eq!(sample(&after, "easgate_sync_running", &contoso), Some(0.0));
+    let last_after = sample(
         &after,
         "easgate_last_successful_sync_timestamp_seconds",
         &contoso,

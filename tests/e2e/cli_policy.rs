@@ -2,15 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{easgate, stderr, stdout, wasm_path};
-
-fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-        .display()
-        .to_string()
-}
+use crate::support::{easgate, repo_file, stderr, stdout, wasm_path};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
@@ -92,8 +84,8 @@ fn check_names_a_bad_manifest_line() {
 #[test]
 fn test_runs_the_builtin_cases() {
     let settings =
-        std::fs::read_to_string(repo("plugins/access-policy/example-settings.json")).unwrap();
-    let cases = repo("plugins/access-policy/CASES.json");
+        std::fs::read_to_string(repo_file("plugins/access-policy/example-settings.json")).unwrap();
+    let cases = repo_file("plugins/access-policy/CASES.json");
     let output = easgate(&[
         "policy",
         "test",
@@ -198,7 +190,7 @@ fn the_third_party_example_passes_its_cases_and_self_checks() {
     )
     .unwrap();
     std::fs::copy(
-        repo("plugins/examples/byod-strict/byod-strict.toml"),
+        repo_file("plugins/examples/byod-strict/byod-strict.toml"),
         dir.path().join("byod-strict.toml"),
     )
     .unwrap();
@@ -209,7 +201,7 @@ fn the_third_party_example_passes_its_cases_and_self_checks() {
         !stdout(&output).contains("self-checks  0 passed"),
         "the manifest has self-checks"
     );
-    let cases = repo("plugins/examples/byod-strict/CASES.json");
+    let cases = repo_file("plugins/examples/byod-strict/CASES.json");
     let output = easgate(&["policy", "test", wasm.to_str().unwrap(), &cases]);
     assert!(
         output.status.success(),

@@ -16,12 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use easgate::store::{JournalState, RunOutcome, Store};
-use easgate_lab::{
-    CmdletLatency, ComplianceState, CounterSnapshot, Lab, LabOptions, LatencyModel, ReceivedMail,
-};
+use easgate_lab::{ComplianceState, CounterSnapshot, Lab, LabOptions, ReceivedMail};
 use mail_parser::MessageParser;
 
-use crate::support::{lab_organization, within};
+use crate::support::{easgate_within, json_stdout, lab_organization, succeeded, within};
 use crate::sync::{expected, mismatches, write_config};
 
 const KILLS: usize = 20;
@@ -134,22 +132,10 @@ fn spawn_sync(config: &std::path::Path) -> Child {
 
 /// Runs `easgate sync` to its end; returns its JSON summary.
 async fn sync_to_end(config: &std::path::Path) -> serde_json::Value {
-    let path = config.to_str().unwrap().to_owned();
-    let out = within(
-        LIMIT,
-        tokio::task::spawn_blocking(move || {
-            crate::support::easgate(&["sync", "--config", &path, "--json"])
-        }),
-    )
-    .await
-    .unwrap();
-    let text = crate::support::stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        crate::support::stderr(&out)
-    );
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+    let config = config.to_str().unwrap();
+    let out = easgate_within(LIMIT, &["sync", "--config", config, "--json"]).await;
+    succeeded(&out);
+    json_stdout(&out)
 }
 
 /// Changes some devices so that the next sync has verdicts to change, commands to send and
@@ -324,14 +310,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
     let started = Instant::now();
     let mut rng = fastrand::Rng::with_seed(seed);
     // Slow reads and edits widen the windows; 800 devices keep a sync around a second.
-    let mut latency = LatencyModel::uniform(15, 0);
-    latency.cmdlets.insert(
-        "Set-CASMailbox".into(),
-        CmdletLatency {
-            base_ms: 40,
-            per_object_us: 0,
-        },
-    );
+    let latency = crate::support::slow_mailbox_edits(15, 40);
     let lab = Lab::start(LabOptions {
         devices: 800,
         cas: 1,

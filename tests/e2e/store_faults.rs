@@ -13,7 +13,7 @@ use easgate::store::{DATABASE_FILE, RunOutcome, Store};
 use easgate_lab::{Lab, NewDevices};
 
 use crate::support::{lab_organization, stderr, stdout, within};
-use crate::sync::{expected, mismatches, sync_lab, write_config};
+use crate::sync::{assert_enforced, expected, sync_lab, write_config};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -74,8 +74,7 @@ fn nothing_applied(lab: &Lab, base: &easgate_lab::CounterSnapshot) {
 
 /// After a clean run: the lab as decided, no unfinished command, every notice sent.
 fn converged(lab: &Lab, data: &Path) {
-    let wrong = mismatches(lab, expected);
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+    assert_enforced(lab, expected);
     let store = Store::open_read_only(data).unwrap();
     let org = store
         .find_organization(&lab_organization(lab).name)

@@ -16,7 +16,9 @@ use easgate::store::{JournalState, RunKind, RunOutcome, Store};
 use easgate::sync::{OrgSync, RestrictionLimit, SyncKind, SyncSettings, Verdict};
 use easgate_lab::{ComplianceState, DeviceTruth, Lab, LabOptions, LatencyModel};
 
-use crate::support::{faulty, lab_organization, test_http, within};
+use crate::support::{
+    easgate_within, faulty, json_stdout, lab_organization, succeeded, temp_store, test_http, within,
+};
 
 /// A lab whose times are today's, so that devices added during a test are newer than the
 /// quick-sync cursor; 1 ms per Exchange request keeps a 5 000-device sync short.
@@ -113,10 +115,47 @@ pub fn mismatches(lab: &Lab, verdict_of: impl Fn(&DeviceTruth) -> Verdict) -> Ve
         .collect()
 }
 
-fn temp_store() -> (tempfile::TempDir, Arc<Store>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path()).expect("store");
-    (dir, Arc::new(store))
+/// Fails the test unless every device (with a mailbox) is as `verdict_of` says; the message
+/// counts the others and shows five of them.
+pub fn assert_enforced(lab: &Lab, verdict_of: impl Fn(&DeviceTruth) -> Verdict) {
+    let wrong = mismatches(lab, verdict_of);
+    assert!(
+        wrong.is_empty(),
+        "{} devices not as the policy decided, e.g. {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+/// The lab's "Mobile Access Exempt" group, found through the first of `users` who is a member
+/// (each lookup bounded): its id and its user members' principal names, lowercase.
+pub async fn exempt_group(
+    graph: &GraphClient,
+    users: impl IntoIterator<Item = &str>,
+) -> (String, std::collections::HashSet<String>) {
+    let mut group = None;
+    for upn in users {
+        let groups = within(Duration::from_secs(30), graph.member_of(upn))
+            .await
+            .unwrap();
+        if let Some(g) = groups
+            .into_iter()
+            .find(|g| g.display_name.as_deref() == Some("Mobile Access Exempt"))
+        {
+            group = Some(g.id);
+            break;
+        }
+    }
+    let group = group.expect("none of the users is a member of the exempt group");
+    let members = graph
+        .group_members(&group)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.is_user())
+        .filter_map(|m| m.user_principal_name.map(|u| u.to_lowercase()))
+        .collect();
+    (group, members)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,13 +181,7 @@ async fn full_sync_enforces_the_builtin_policy_and_a_second_one_issues_nothing()
         5_000
     );
 
-    let wrong = mismatches(&lab, expected);
-    assert!(
-        wrong.is_empty(),
-        "{} devices not as the policy decided, e.g. {:#?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(5)]
-    );
+    assert_enforced(&lab, expected);
     // The journal of the run is clean.
     assert!(
         store
@@ -264,8 +297,7 @@ async fn a_plan_that_would_restrict_everyone_is_held_until_approved() {
         .unwrap();
     assert_eq!(approved.outcome, RunOutcome::Succeeded, "{approved:#?}");
     assert!(approved.commands_issued > 0);
-    let wrong = mismatches(&lab, expected);
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+    assert_enforced(&lab, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,33 +373,14 @@ async fn the_cli_syncs_and_a_dry_run_then_finds_nothing_to_change() {
     let lab = sync_lab(600).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 8);
-    let config = config.to_str().unwrap().to_owned();
-    let run = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            crate::support::easgate(&args)
-        })
-    };
-    let out = within(
+    let config = config.to_str().unwrap();
+    let out = easgate_within(
         Duration::from_secs(120),
-        run(vec![
-            "sync".into(),
-            "--config".into(),
-            config.clone(),
-            "--full".into(),
-            "--json".into(),
-        ]),
+        &["sync", "--config", config, "--full", "--json"],
     )
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        crate::support::stdout(&out),
-        crate::support::stderr(&out)
-    );
-    let summary: serde_json::Value =
-        serde_json::from_str(crate::support::stdout(&out).trim()).expect("one JSON object");
+    .await;
+    succeeded(&out);
+    let summary = json_stdout(&out);
     assert_eq!(summary["kind"], "full");
     assert_eq!(summary["outcome"], "succeeded");
     assert!(summary["commands_issued"].as_u64().unwrap() > 0);
@@ -381,27 +394,15 @@ async fn the_cli_syncs_and_a_dry_run_then_finds_nothing_to_change() {
     ] {
         assert!(summary.get(key).is_some(), "{key} missing: {summary}");
     }
-    assert!(mismatches(&lab, expected).is_empty());
+    assert_enforced(&lab, expected);
 
     lab.control().reset_counters();
-    let out = within(
+    let out = easgate_within(
         Duration::from_secs(120),
-        run(vec![
-            "sync".into(),
-            "--config".into(),
-            config.clone(),
-            "--full".into(),
-            "--dry-run".into(),
-        ]),
+        &["sync", "--config", config, "--full", "--dry-run"],
     )
-    .await
-    .unwrap();
-    let text = crate::support::stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        crate::support::stderr(&out)
-    );
+    .await;
+    let text = succeeded(&out);
     assert!(text.contains("(what-if) succeeded"), "{text}");
     assert!(
         text.contains("devices changed 0, Exchange commands issued 0 of 0 planned"),
@@ -414,15 +415,8 @@ async fn the_cli_syncs_and_a_dry_run_then_finds_nothing_to_change() {
 async fn a_sync_killed_in_the_middle_of_apply_converges_on_the_next_run() {
     let lab = sync_lab(5_000).await;
     // Slow enough that the kill lands in the middle of the mailbox edits.
-    let mut latency = LatencyModel::uniform(1, 0);
-    latency.cmdlets.insert(
-        "Set-CASMailbox".into(),
-        easgate_lab::CmdletLatency {
-            base_ms: 20,
-            per_object_us: 0,
-        },
-    );
-    lab.control().set_latency(latency);
+    lab.control()
+        .set_latency(crate::support::slow_mailbox_edits(1, 20));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 4);
     let before: std::collections::HashMap<String, (bool, bool)> = lab
@@ -477,26 +471,17 @@ async fn a_sync_killed_in_the_middle_of_apply_converges_on_the_next_run() {
         .collect();
     assert!(odd.is_empty(), "{odd:#?}");
 
-    let out = within(
+    let out = easgate_within(
         Duration::from_secs(240),
-        tokio::task::spawn_blocking(move || {
-            crate::support::easgate(&["sync", "--config", config.to_str().unwrap(), "--json"])
-        }),
+        &["sync", "--config", config.to_str().unwrap(), "--json"],
     )
-    .await
-    .unwrap();
-    let text = crate::support::stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        crate::support::stderr(&out)
-    );
-    let summary: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    .await;
+    succeeded(&out);
+    let summary = json_stdout(&out);
     // The interrupted run forces a full sync even though a quick one was asked for.
     assert_eq!(summary["kind"], "full", "{summary}");
     assert_eq!(summary["outcome"], "succeeded", "{summary}");
-    let wrong = mismatches(&lab, expected);
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+    assert_enforced(&lab, expected);
 
     let store = Store::open(&dir.path().join("data")).unwrap();
     let org = store.organization("contoso", 0).unwrap();
@@ -527,7 +512,7 @@ async fn a_quick_sync_redecides_exactly_the_changed_devices() {
     .await
     .unwrap();
     assert_eq!(full.outcome, RunOutcome::Succeeded, "{full:#?}");
-    assert!(mismatches(&lab, expected).is_empty());
+    assert_enforced(&lab, expected);
 
     // 20 compliant devices turn noncompliant; 10 devices arrive, half of them enrolled.
     let truth = lab.control().truth();
@@ -580,7 +565,7 @@ async fn a_quick_sync_redecides_exactly_the_changed_devices() {
     assert_eq!(v.block, 20, "{quick:#?}");
     assert_eq!(v.allow, 5, "{quick:#?}");
     assert_eq!(v.quarantine, 5, "{quick:#?}");
-    assert!(mismatches(&lab, expected).is_empty());
+    assert_enforced(&lab, expected);
 
     // Calls grow with the 30 changes, not with the 5 000 devices.
     let counters = lab.control().counters();
@@ -627,7 +612,7 @@ async fn a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_na
     .await
     .unwrap();
     assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
-    assert!(mismatches(&lab, expected).is_empty());
+    assert_enforced(&lab, expected);
 
     // A new version of the active policy: unenrolled iPhones may sync.
     let bytes = crate::support::with_custom_section(
@@ -663,8 +648,7 @@ async fn a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_na
             expected(d)
         }
     };
-    let wrong = mismatches(&lab, iphone_rule);
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+    assert_enforced(&lab, iphone_rule);
 
     let org = store.organization("contoso", 0).unwrap();
     let (d1, d2) = (
@@ -728,15 +712,17 @@ async fn one_unreachable_organization_does_not_stop_the_others() {
     text.push_str(&second);
     std::fs::write(&config, text).unwrap();
 
-    let config = config.to_str().unwrap().to_owned();
-    let out = within(
+    let out = easgate_within(
         Duration::from_secs(120),
-        tokio::task::spawn_blocking(move || {
-            crate::support::easgate(&["sync", "--config", &config, "--full", "--json"])
-        }),
+        &[
+            "sync",
+            "--config",
+            config.to_str().unwrap(),
+            "--full",
+            "--json",
+        ],
     )
-    .await
-    .unwrap();
+    .await;
     let text = crate::support::stdout(&out);
     assert_eq!(
         out.status.code(),
@@ -760,7 +746,7 @@ async fn one_unreachable_organization_does_not_stop_the_others() {
             .contains("discovery failed"),
         "{text}"
     );
-    assert!(mismatches(&lab, expected).is_empty());
+    assert_enforced(&lab, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -771,34 +757,11 @@ async fn devices_of_an_excluded_group_are_exempt_and_their_lists_untouched() {
     let org = lab_organization(&lab);
     let graph = GraphClient::new(&org, &test_http()).unwrap();
 
-    // The lab's "Mobile Access Exempt" group, found through a member.
     let truth = lab.control().truth();
-    let mut group = None;
-    for upn in truth
+    let users = truth
         .iter()
-        .filter_map(|d| d.user_principal_name.as_deref())
-        .take(400)
-    {
-        if let Some(g) = graph
-            .member_of(upn)
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|g| g.display_name.as_deref() == Some("Mobile Access Exempt"))
-        {
-            group = Some(g.id);
-            break;
-        }
-    }
-    let group = group.expect("a member of the exempt group among 400 users");
-    let exempt: std::collections::HashSet<String> = graph
-        .group_members(&group)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|m| m.is_user())
-        .filter_map(|m| m.user_principal_name.map(|u| u.to_lowercase()))
-        .collect();
+        .filter_map(|d| d.user_principal_name.as_deref());
+    let (group, exempt) = exempt_group(&graph, users.take(400)).await;
     assert!(!exempt.is_empty());
 
     let settings = SyncSettings {
@@ -838,14 +801,13 @@ async fn devices_of_an_excluded_group_are_exempt_and_their_lists_untouched() {
             "{d:?}"
         );
     }
-    let wrong = mismatches(&lab, |d| {
+    assert_enforced(&lab, |d| {
         if is_exempt(d) {
             Verdict::Exempt
         } else {
             expected(d)
         }
     });
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

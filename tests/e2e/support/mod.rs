@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 
+pub mod daemon;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -116,6 +118,47 @@ pub fn easgate(args: &[&str]) -> Output {
         .expect("the easgate binary runs")
 }
 
+/// Runs the real `easgate` binary off the async runtime (the lab answers it from this
+/// process) and fails the test if it takes longer than `limit`.
+pub async fn easgate_within(limit: std::time::Duration, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    within(
+        limit,
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            easgate(&args)
+        }),
+    )
+    .await
+    .expect("the easgate binary's thread")
+}
+
+/// Fails the test, showing both outputs, unless the command exited 0; returns its stdout.
+pub fn succeeded(output: &Output) -> String {
+    let text = stdout(output);
+    assert!(
+        output.status.success(),
+        "{}: {text}{}",
+        output.status,
+        stderr(output)
+    );
+    text
+}
+
+/// The one JSON object a command printed (`--json`): its whole stdout.
+pub fn json_stdout(output: &Output) -> serde_json::Value {
+    let text = stdout(output);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|err| panic!("not one JSON object: {err}: {text}"))
+}
+
+/// A store in a fresh temporary directory (kept as long as the returned `TempDir`).
+pub fn temp_store() -> (tempfile::TempDir, std::sync::Arc<easgate::store::Store>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = easgate::store::Store::open(dir.path()).expect("store");
+    (dir, std::sync::Arc::new(store))
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -155,6 +198,21 @@ pub async fn client_lab(devices: usize, cas: usize) -> easgate_lab::Lab {
     panic!("no free ports for a lab");
 }
 
+/// Lab latencies where every request takes `request_ms` and each `Set-CASMailbox` (an allow or
+/// block list edit) `edit_ms`: slow edits keep a sync in its apply stage long enough for a test
+/// to act in the middle of it.
+pub fn slow_mailbox_edits(request_ms: u64, edit_ms: u64) -> easgate_lab::LatencyModel {
+    let mut latency = easgate_lab::LatencyModel::uniform(request_ms, 0);
+    latency.cmdlets.insert(
+        "Set-CASMailbox".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: edit_ms,
+            per_object_us: 0,
+        },
+    );
+    latency
+}
+
 /// The organization of the configuration the lab writes (secret inline), as the connector would
 /// load it; tests adjust its fields.
 pub fn lab_organization(lab: &easgate_lab::Lab) -> easgate::config::Organization {
@@ -188,6 +246,11 @@ pub const REQUIRE_BROWSER: &str = "EASGATE_REQUIRE_BROWSER";
 /// The repository's root.
 pub fn repo() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A file of the repository (`path` from its root), as an argument for the binary.
+pub fn repo_file(path: &str) -> String {
+    repo().join(path).display().to_string()
 }
 
 /// Why the browser test cannot run here, or `None` when it can.
