@@ -19,7 +19,7 @@ use easgate::store::{JournalState, RunOutcome, Store};
 use easgate_lab::{ComplianceState, CounterSnapshot, Lab, LabOptions, ReceivedMail};
 use mail_parser::MessageParser;
 
-use crate::support::{easgate_within, json_stdout, lab_organization, succeeded, within};
+use crate::support::{easgate_json, lab_organization, within};
 use crate::sync::{expected, mismatches, write_config};
 
 const KILLS: usize = 20;
@@ -133,9 +133,7 @@ fn spawn_sync(config: &std::path::Path) -> Child {
 /// Runs `easgate sync` to its end; returns its JSON summary.
 async fn sync_to_end(config: &std::path::Path) -> serde_json::Value {
     let config = config.to_str().unwrap();
-    let out = easgate_within(LIMIT, &["sync", "--config", config, "--json"]).await;
-    succeeded(&out);
-    json_stdout(&out)
+    easgate_json(LIMIT, &["sync", "--config", config, "--json"]).await
 }
 
 /// Changes some devices so that the next sync has verdicts to change, commands to send and

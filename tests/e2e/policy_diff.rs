@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{easgate_within, json_stdout, repo_file, succeeded, wasm_path};
+use crate::support::{easgate_json, easgate_within, repo_file, succeeded, wasm_path};
 use crate::sync::{exempt_group, sync_lab, write_config};
 
 /// How long one `easgate` command may take.
@@ -40,7 +40,7 @@ async fn a_stricter_policy_diff_reports_the_changes_and_touches_nothing() {
     lab.control().reset_counters();
 
     // The built-in policy that decided the stored verdicts finds nothing to change.
-    let out = easgate_within(
+    let same = easgate_json(
         LIMIT,
         &[
             "policy",
@@ -52,13 +52,11 @@ async fn a_stricter_policy_diff_reports_the_changes_and_touches_nothing() {
         ],
     )
     .await;
-    succeeded(&out);
-    let same = json_stdout(&out);
     assert_eq!(same["devices"], 300, "{same}");
     assert_eq!(same["changes"].as_array().unwrap().len(), 0, "{same}");
     assert_eq!(same["commands"].as_array().unwrap().len(), 0, "{same}");
 
-    let out = easgate_within(
+    let diff = easgate_json(
         LIMIT,
         &[
             "policy",
@@ -70,8 +68,6 @@ async fn a_stricter_policy_diff_reports_the_changes_and_touches_nothing() {
         ],
     )
     .await;
-    succeeded(&out);
-    let diff = json_stdout(&out);
     let changes = diff["changes"].as_array().unwrap();
     assert!(!changes.is_empty(), "{diff}");
     // byod-strict allows a subset of what the built-in allows, never quarantines, and its
@@ -171,7 +167,7 @@ async fn a_candidate_that_exempts_a_group_changes_exactly_its_members_devices() 
     let out = easgate_within(LIMIT, &["sync", "--config", &config, "--full"]).await;
     succeeded(&out);
 
-    let out = easgate_within(
+    let diff = easgate_json(
         LIMIT,
         &[
             "policy",
@@ -185,8 +181,6 @@ async fn a_candidate_that_exempts_a_group_changes_exactly_its_members_devices() 
         ],
     )
     .await;
-    succeeded(&out);
-    let diff = json_stdout(&out);
     assert_eq!(diff["directory"], "stored", "{diff}");
     let changed: std::collections::BTreeSet<String> = diff["changes"]
         .as_array()

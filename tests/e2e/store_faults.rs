@@ -12,7 +12,7 @@ use std::time::Duration;
 use easgate::store::{DATABASE_FILE, RunOutcome, Store};
 use easgate_lab::{Lab, NewDevices};
 
-use crate::support::{lab_organization, stderr, stdout, within};
+use crate::support::{json_stdout, lab_organization, stderr, stdout, succeeded, within};
 use crate::sync::{assert_enforced, expected, sync_lab, write_config};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -38,8 +38,8 @@ async fn sync_with(
 
 async fn sync_ok(config: &Path) -> serde_json::Value {
     let out = sync_with(config, || Ok(())).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_str(stdout(&out).trim()).unwrap()
+    succeeded(&out);
+    json_stdout(&out)
 }
 
 /// A lab with a synced connector in a fresh directory, then 40 new devices to decide (and

@@ -17,7 +17,8 @@ use easgate::sync::{OrgSync, RestrictionLimit, SyncKind, SyncSettings, Verdict};
 use easgate_lab::{ComplianceState, DeviceTruth, Lab, LabOptions, LatencyModel};
 
 use crate::support::{
-    easgate_within, faulty, json_stdout, lab_organization, succeeded, temp_store, test_http, within,
+    easgate_json, easgate_within, faulty, lab_organization, succeeded, temp_store, test_http,
+    within,
 };
 
 /// A lab whose times are today's, so that devices added during a test are newer than the
@@ -374,13 +375,11 @@ async fn the_cli_syncs_and_a_dry_run_then_finds_nothing_to_change() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 8);
     let config = config.to_str().unwrap();
-    let out = easgate_within(
+    let summary = easgate_json(
         Duration::from_secs(120),
         &["sync", "--config", config, "--full", "--json"],
     )
     .await;
-    succeeded(&out);
-    let summary = json_stdout(&out);
     assert_eq!(summary["kind"], "full");
     assert_eq!(summary["outcome"], "succeeded");
     assert!(summary["commands_issued"].as_u64().unwrap() > 0);
@@ -471,13 +470,11 @@ async fn a_sync_killed_in_the_middle_of_apply_converges_on_the_next_run() {
         .collect();
     assert!(odd.is_empty(), "{odd:#?}");
 
-    let out = easgate_within(
+    let summary = easgate_json(
         Duration::from_secs(240),
         &["sync", "--config", config.to_str().unwrap(), "--json"],
     )
     .await;
-    succeeded(&out);
-    let summary = json_stdout(&out);
     // The interrupted run forces a full sync even though a quick one was asked for.
     assert_eq!(summary["kind"], "full", "{summary}");
     assert_eq!(summary["outcome"], "succeeded", "{summary}");

@@ -152,6 +152,14 @@ pub fn json_stdout(output: &Output) -> serde_json::Value {
         .unwrap_or_else(|err| panic!("not one JSON object: {err}: {text}"))
 }
 
+/// Runs the binary as [`easgate_within`] does, requires success, and returns the one JSON
+/// object it printed (`--json`).
+pub async fn easgate_json(limit: std::time::Duration, args: &[&str]) -> serde_json::Value {
+    let output = easgate_within(limit, args).await;
+    succeeded(&output);
+    json_stdout(&output)
+}
+
 /// A store in a fresh temporary directory (kept as long as the returned `TempDir`).
 pub fn temp_store() -> (tempfile::TempDir, std::sync::Arc<easgate::store::Store>) {
     let dir = tempfile::tempdir().expect("temp dir");
