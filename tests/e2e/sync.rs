@@ -10,15 +10,14 @@ use std::time::Duration;
 
 use easgate::exchange::ExchangeClient;
 use easgate::graph::GraphClient;
-use easgate::plugin::registry::load_builtin;
-use easgate::plugin::{AccessPolicyPlugin, PluginEngine, World, loaded::LoadedPlugin};
+use easgate::plugin::PluginEngine;
 use easgate::store::{JournalState, RunKind, RunOutcome, Store};
 use easgate::sync::{OrgSync, RestrictionLimit, SyncKind, SyncSettings, Verdict};
 use easgate_lab::{ComplianceState, DeviceTruth, Lab, LabOptions, LatencyModel};
 
 use crate::support::{
-    easgate_json, easgate_within, faulty, lab_organization, succeeded, temp_store, test_http,
-    within,
+    builtin, easgate_json, easgate_within, faulty, lab_organization, succeeded, temp_store,
+    test_http, within,
 };
 
 /// A lab whose times are today's, so that devices added during a test are newer than the
@@ -56,13 +55,6 @@ pub fn org_sync(lab: &Lab, store: Arc<Store>, settings: SyncSettings) -> OrgSync
         .expect("exchange client");
     let graph = GraphClient::new(&org, &http).expect("graph client");
     OrgSync::new(org.name.clone(), exchange, graph, settings, store)
-}
-
-pub fn builtin(engine: &PluginEngine, settings: &str) -> Arc<AccessPolicyPlugin> {
-    match load_builtin(engine, World::AccessPolicy, settings).expect("the built-in loads") {
-        LoadedPlugin::Access(p) => p,
-        LoadedPlugin::Notice(_) => unreachable!("an access policy"),
-    }
 }
 
 /// The built-in policy's verdict for a device, from the lab's ground truth.

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use easgate::plugin::loaded::{LoadedPlugin, PluginSpec, load};
-use easgate::plugin::{AccessPolicyPlugin, PluginEngine, PluginError, Source, types};
+use easgate::plugin::registry::load_builtin;
+use easgate::plugin::{
+    AccessPolicyPlugin, NoticeTemplatePlugin, PluginEngine, PluginError, Source, World, types,
+};
 
 /// Where `host/build.rs` put the plugin components.
 pub fn wasm_path(file: &str) -> PathBuf {
@@ -36,6 +39,23 @@ pub fn faulty(
     match loaded {
         LoadedPlugin::Access(policy) => Ok(policy),
         LoadedPlugin::Notice(_) => panic!("faulty is an access policy"),
+    }
+}
+
+/// The built-in access policy with `settings` (JSON).
+pub fn builtin(engine: &PluginEngine, settings: &str) -> std::sync::Arc<AccessPolicyPlugin> {
+    match load_builtin(engine, World::AccessPolicy, settings).expect("the built-in loads") {
+        LoadedPlugin::Access(policy) => policy,
+        LoadedPlugin::Notice(_) => unreachable!("asked for an access policy"),
+    }
+}
+
+/// The built-in notice template with `settings` (JSON).
+pub fn builtin_template(settings: &str) -> std::sync::Arc<NoticeTemplatePlugin> {
+    let engine = PluginEngine::new().expect("engine");
+    match load_builtin(&engine, World::NoticeTemplate, settings).expect("the built-in loads") {
+        LoadedPlugin::Notice(template) => template,
+        LoadedPlugin::Access(_) => unreachable!("asked for a notice template"),
     }
 }
 
