@@ -19,8 +19,8 @@ use easgate::store::{JournalState, RunOutcome, Store};
 use easgate_lab::{ComplianceState, CounterSnapshot, Lab, LabOptions, ReceivedMail};
 use mail_parser::MessageParser;
 
+use crate::support::lab::{expected, mismatches, write_config};
 use crate::support::{easgate_json, lab_organization, within};
-use crate::sync::{expected, mismatches, write_config};
 
 const KILLS: usize = 20;
 const DEFAULT_SEED: u64 = 20_261_126;

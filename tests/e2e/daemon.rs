@@ -12,8 +12,8 @@ use tokio::process::Command;
 use crate::support::daemon::{
     Easgate, add_admin, post, sample, scrape, status, url_in, wait_for, wait_for_first_full_sync,
 };
+use crate::support::lab::{assert_enforced, expected, mismatches, sync_lab, write_config};
 use crate::support::{easgate_within, succeeded, within};
-use crate::sync::{assert_enforced, expected, mismatches, sync_lab, write_config};
 
 #[test]
 fn run_with_a_broken_config_exits_naming_the_file_line_and_field() {

@@ -18,8 +18,8 @@ use easgate::store::{JournalState, RunOutcome, Store};
 use easgate::sync::{OrgSync, Summary, SyncKind};
 use easgate_lab::{GraphFaults, Lab};
 
+use crate::support::lab::{assert_enforced, expected, unguarded};
 use crate::support::{builtin, client_lab, lab_organization, temp_store, test_http, within};
-use crate::sync::{assert_enforced, expected, unguarded};
 
 const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
 

@@ -15,8 +15,8 @@ use easgate::store::{RunOutcome, Store};
 use easgate::sync::{SyncKind, Verdict};
 use easgate_lab::{ComplianceState, Damage, DeviceTruth, Malformation, Service};
 
+use crate::support::lab::{expected, mismatches, org_sync, sync_lab, unguarded};
 use crate::support::{builtin, within};
-use crate::sync::{expected, mismatches, org_sync, sync_lab, unguarded};
 
 /// What the first run after the damage must report.
 enum Expect {

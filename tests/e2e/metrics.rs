@@ -12,8 +12,8 @@ use serde_json::json;
 use crate::support::daemon::{
     Easgate, add_admin, post, scrape, total, wait_for, wait_for_first_full_sync,
 };
+use crate::support::lab::write_config;
 use crate::support::{device, faulty, sync_info, wasm_bytes};
-use crate::sync::write_config;
 
 const TOKEN: &str = "metrics-e2e-token";
 const ORG: (&str, &str) = ("org", "contoso");
@@ -227,7 +227,7 @@ async fn every_listed_figure_moves_after_a_sync() {
 /// fails is rejected at reload and counted as such.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_errors_are_counted_by_kind() {
-    let lab = crate::sync::sync_lab(200).await;
+    let lab = crate::support::lab::sync_lab(200).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(&lab, dir.path(), 8, None);
     // Selected by the file name: `access-policy.wasm` replaces the built-in policy.
@@ -337,7 +337,7 @@ fn each_faulty_mode_fails_with_its_kind() {
 /// approved and the daemon applies it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_commands_and_failed_runs_are_counted() {
-    let lab = crate::sync::sync_lab(600).await;
+    let lab = crate::support::lab::sync_lab(600).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(&lab, dir.path(), 8, None);
     let text = std::fs::read_to_string(&config).unwrap().replace(

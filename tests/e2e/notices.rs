@@ -17,8 +17,8 @@ use easgate::sync::{NoticeStage, OrgSync, SyncKind, TemplateSource};
 use easgate_lab::{Lab, NewDevices, ReceivedMail};
 use mail_parser::MessageParser;
 
+use crate::support::lab::{org_sync, sync_lab, unguarded, write_config};
 use crate::support::{builtin, easgate_within, lab_organization, succeeded, wasm_bytes, within};
-use crate::sync::{org_sync, sync_lab, unguarded, write_config};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// A link with a query: `&` must come out as `&amp;` in the HTML part.

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::lab::{exempt_group, sync_lab, write_config};
 use crate::support::{easgate_json, easgate_within, repo_file, succeeded, wasm_path};
-use crate::sync::{exempt_group, sync_lab, write_config};
 
 /// How long one `easgate` command may take.
 const LIMIT: Duration = Duration::from_secs(120);

@@ -19,8 +19,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::daemon::{line_in_file, signal_process, url_in};
+use crate::support::lab::sync_lab;
 use crate::support::within;
-use crate::sync::sync_lab;
 
 /// Chosen with `/`, `+`, `=`, `&`, `%` and a space, so that URL, form and Base64 encodings of
 /// them differ from the raw text and each one is searched for.

@@ -12,8 +12,8 @@ use std::time::Duration;
 use easgate::store::{DATABASE_FILE, RunOutcome, Store};
 use easgate_lab::{Lab, NewDevices};
 
+use crate::support::lab::{assert_enforced, expected, sync_lab, write_config};
 use crate::support::{json_stdout, lab_organization, stderr, stdout, succeeded, within};
-use crate::sync::{assert_enforced, expected, sync_lab, write_config};
 
 const LIMIT: Duration = Duration::from_secs(120);
 

@@ -14,8 +14,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::daemon::{line_in_file, signal_process, url_in};
+use crate::support::lab::{sync_lab, write_config};
 use crate::support::{wasm_bytes, with_custom_section, within};
-use crate::sync::{sync_lab, write_config};
 
 const TOKEN: &str = "swap-storm-token";
 const LIMIT: Duration = Duration::from_secs(120);

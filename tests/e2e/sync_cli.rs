@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::support::lab::{sync_lab, write_config};
 use crate::support::{easgate_within, json_stdout, stderr, stdout, succeeded};
-use crate::sync::{sync_lab, write_config};
 
 /// How long one `easgate` command may take.
 const LIMIT: Duration = Duration::from_secs(120);

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 
 pub mod daemon;
+pub mod lab;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
