@@ -10,8 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use easgate::admin::{self, AdminState};
 use easgate::config::Secret;
 use easgate::metrics::Metrics;
-use easgate::plugin::registry::RegistryOptions;
-use easgate::plugin::{PluginEngine, PluginRegistry};
+use easgate::plugin::PluginRegistry;
 use easgate::schedule::{OrgSchedule, RunFn, Scheduler, Shutdown, SyncKind};
 use easgate::store::{
     DecisionBatch, DecisionRecord, DeviceView, RunEnd, RunId, RunKind, RunOutcome, Store,
@@ -23,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::support::daemon::sample;
+use crate::support::plugin_registry;
 
 const TOKEN: &str = "s3cret-admin-token";
 /// Bound on every wait: a broken scheduler or page fails the test instead of hanging it.
@@ -198,14 +198,7 @@ impl Admin {
         let plugin_dir = dir.path().join("plugins.d");
         std::fs::create_dir_all(&plugin_dir).unwrap();
         std::fs::write(plugin_dir.join("broken.wasm"), b"not a component").unwrap();
-        let registry = PluginRegistry::new(
-            PluginEngine::new().unwrap(),
-            RegistryOptions {
-                dir: Some(plugin_dir),
-                ..RegistryOptions::default()
-            },
-        )
-        .unwrap();
+        let registry = plugin_registry(&plugin_dir);
 
         let gate = Arc::new(Semaphore::new(0));
         let runs = Arc::new(Mutex::new(Vec::new()));

@@ -19,7 +19,7 @@ use easgate::store::{JournalState, RunOutcome, Store};
 use easgate_lab::{ComplianceState, CounterSnapshot, Lab, LabOptions, ReceivedMail};
 use mail_parser::MessageParser;
 
-use crate::support::lab::{expected, mismatches, write_config};
+use crate::support::lab::{add_notify, expected, mismatches, write_config};
 use crate::support::{easgate_json, lab_organization, within};
 
 const KILLS: usize = 20;
@@ -320,8 +320,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
     .expect("the lab starts");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 2);
-    let notify = crate::notices::notify_section(lab.smtp_addr().port(), "5s");
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &notify).unwrap();
+    add_notify(&config, lab.smtp_addr().port(), "5s");
     let data = dir.path().join("data");
     let org_name = lab_organization(&lab).name;
 

@@ -2,24 +2,14 @@
 //! atomically, bad ones are rejected with a reason while the last good one keeps serving.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use easgate::plugin::registry::RegistryOptions;
-use easgate::plugin::{Digest, PluginEngine, PluginRegistry};
+use easgate::plugin::{Digest, PluginRegistry};
 
-use crate::support::{device, sync_info, wasm_bytes, with_custom_section};
-
-fn registry(dir: &Path) -> Arc<PluginRegistry> {
-    let options = RegistryOptions {
-        dir: Some(dir.to_owned()),
-        ..RegistryOptions::default()
-    };
-    PluginRegistry::new(PluginEngine::new().unwrap(), options).unwrap()
-}
+use crate::support::{device, plugin_registry, sync_info, wasm_bytes, with_custom_section};
 
 /// Waits (bounded) until the active access policy has `digest`.
 fn wait_for_active(registry: &PluginRegistry, digest: Digest) {
@@ -37,7 +27,7 @@ fn wait_for_active(registry: &PluginRegistry, digest: Digest) {
 #[test]
 fn swaps_under_load_fail_no_evaluation() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = registry(dir.path());
+    let registry = plugin_registry(dir.path());
     let _watcher = registry.watch().unwrap();
     let builtin = wasm_bytes("access_policy.wasm");
     let builtin_digest = registry.access_policy().meta.digest;
@@ -128,7 +118,7 @@ fn a_rejected_version_keeps_the_last_good_one_and_says_why() {
     let builtin = wasm_bytes("access_policy.wasm");
     let good = with_custom_section(&builtin, "good");
     std::fs::write(dir.path().join("access-policy.wasm"), &good).unwrap();
-    let registry = registry(dir.path());
+    let registry = plugin_registry(dir.path());
     assert_eq!(registry.access_policy().meta.digest, Digest::of(&good));
 
     // Settings the policy refuses: configure fails, so the version is rejected.
@@ -179,7 +169,7 @@ fn a_rejected_version_keeps_the_last_good_one_and_says_why() {
 #[test]
 fn deleting_the_plugin_falls_back_to_the_builtin() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = registry(dir.path());
+    let registry = plugin_registry(dir.path());
     let _watcher = registry.watch().unwrap();
     let builtin_digest = registry.access_policy().meta.digest;
     let custom = with_custom_section(&wasm_bytes("access_policy.wasm"), "custom");
@@ -199,7 +189,7 @@ fn a_plugin_that_is_not_selected_is_loaded_but_not_active() {
         dir.path().join("byod-strict.wasm"),
     )
     .unwrap();
-    let registry = registry(dir.path());
+    let registry = plugin_registry(dir.path());
     let status = registry.status();
     assert_eq!(status.len(), 1);
     assert!(
@@ -214,7 +204,7 @@ fn a_plugin_that_is_not_selected_is_loaded_but_not_active() {
 #[test]
 fn a_loaded_plugin_is_not_read_again_until_it_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = registry(dir.path());
+    let registry = plugin_registry(dir.path());
     let _watcher = registry.watch().unwrap();
     let bytes = with_custom_section(&wasm_bytes("access_policy.wasm"), "quiet");
     std::fs::write(dir.path().join("access-policy.wasm"), &bytes).unwrap();

@@ -10,30 +10,20 @@ use std::time::Duration;
 
 use easgate::config::Config;
 use easgate::notify::{NoticeId, RetryPolicy};
-use easgate::plugin::registry::RegistryOptions;
 use easgate::plugin::{AccessPolicyPlugin, PluginEngine, PluginRegistry, Source};
 use easgate::store::{NoticeStatus, Store};
 use easgate::sync::{NoticeStage, OrgSync, SyncKind, TemplateSource};
 use easgate_lab::{Lab, NewDevices, ReceivedMail};
 use mail_parser::MessageParser;
 
-use crate::support::lab::{org_sync, sync_lab, unguarded, write_config};
-use crate::support::{builtin, easgate_within, lab_organization, succeeded, wasm_bytes, within};
+use crate::support::lab::{
+    REMEDIATION_URL, add_notify, notify_section, org_sync, sync_lab, unguarded, write_config,
+};
+use crate::support::{
+    builtin, easgate_within, lab_organization, plugin_registry, succeeded, wasm_bytes, within,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
-/// A link with a query: `&` must come out as `&amp;` in the HTML part.
-const URL: &str = "https://portal.contoso.example/enroll?src=mail&org=contoso";
-
-/// The `[notify]` section sending plain SMTP to `port` on loopback.
-pub fn notify_section(port: u16, timeout: &str) -> String {
-    format!(
-        "\n[notify]\n\
-         smtp = {{ host = \"127.0.0.1\", port = {port}, security = \"none\", timeout = \"{timeout}\" }}\n\
-         from = \"Contoso IT <noreply@contoso.com>\"\n\
-         remediation_url = \"{URL}\"\n"
-    )
-}
-
 /// The notice stage of the lab's organization as the connector builds it from its
 /// configuration, rendering with `template`; retries are due at once, so that the next run
 /// picks them up.
@@ -70,14 +60,7 @@ struct Notifying {
 
 fn notifying(lab: &Lab, dir: &Path) -> Notifying {
     let store = Arc::new(Store::open(&dir.join("data")).unwrap());
-    let registry = PluginRegistry::new(
-        PluginEngine::new().unwrap(),
-        RegistryOptions {
-            dir: Some(dir.join("plugins")),
-            ..RegistryOptions::default()
-        },
-    )
-    .expect("the registry");
+    let registry = plugin_registry(&dir.join("plugins"));
     let template: TemplateSource = {
         let registry = registry.clone();
         Arc::new(move || registry.notice_template())
@@ -188,9 +171,9 @@ async fn quarantining_50_devices_mails_each_user_exactly_once() {
         assert!(subject.contains("quarantined"), "{subject}");
         let (text, html) = (parsed.body_text(0).unwrap(), parsed.body_html(0).unwrap());
         assert!(text.contains(&device.device_model), "{text}");
-        assert!(text.contains(URL), "{text}");
+        assert!(text.contains(REMEDIATION_URL), "{text}");
         assert!(html.contains(&html_escape(&device.device_model)), "{html}");
-        assert!(html.contains(&html_escape(URL)), "{html}");
+        assert!(html.contains(&html_escape(REMEDIATION_URL)), "{html}");
         assert!(!html.contains("src=mail&org"), "unescaped link: {html}");
     }
 
@@ -479,12 +462,7 @@ async fn notice_preview_renders_a_stored_device_without_sending() {
     let lab = sync_lab(10).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 4);
-    let base = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!("{base}{}", notify_section(lab.smtp_addr().port(), "5s")),
-    )
-    .unwrap();
+    add_notify(&config, lab.smtp_addr().port(), "5s");
     let path = config.to_str().unwrap();
     let out = easgate_within(LIMIT, &["sync", "--full", "--config", path]).await;
     assert!(succeeded(&out).contains("notices: queued"));
@@ -517,7 +495,7 @@ async fn notice_preview_renders_a_stored_device_without_sending() {
     assert!(text.contains("quarantined"), "{text}");
     assert!(text.contains(&device.device_model), "{text}");
     assert!(
-        text.contains(URL) && text.contains(&html_escape(URL)),
+        text.contains(REMEDIATION_URL) && text.contains(&html_escape(REMEDIATION_URL)),
         "{text}"
     );
     assert_eq!(lab.control().mails().len(), sent, "a preview sends nothing");

@@ -11,10 +11,10 @@ use easgate::notify::{
     SmtpChannel,
 };
 use easgate::plugin::loaded::sample_notice;
-use easgate::plugin::{NoticeTemplatePlugin, PluginEngine, types};
+use easgate::plugin::{NoticeTemplatePlugin, types};
 use mail_parser::MessageParser;
 
-use crate::support::{builtin_template, client_lab, within};
+use crate::support::{builtin_template, client_lab, plugin_registry, within};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const GENERAL_URL: &str = "https://portal.contoso.example/enroll";
@@ -434,21 +434,11 @@ async fn a_silent_server_times_out_transiently() {
 /// notice is rendered by the new version.
 #[tokio::test]
 async fn after_a_template_swap_the_next_notice_uses_the_new_one() {
-    use easgate::plugin::PluginRegistry;
-    use easgate::plugin::registry::RegistryOptions;
-
     let lab = client_lab(10, 1).await;
     let (settings, smtp) = setup(&lab);
     let channel = SmtpChannel::new(&smtp, "contoso.com").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let registry = PluginRegistry::new(
-        PluginEngine::new().unwrap(),
-        RegistryOptions {
-            dir: Some(dir.path().to_owned()),
-            ..RegistryOptions::default()
-        },
-    )
-    .unwrap();
+    let registry = plugin_registry(dir.path());
 
     let first = outgoing_with(&settings, &registry.notice_template(), 1);
     within(LIMIT, channel.send(&first)).await.unwrap();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use easgate::store::{DATABASE_FILE, RunOutcome, Store};
 use easgate_lab::{Lab, NewDevices};
 
-use crate::support::lab::{assert_enforced, expected, sync_lab, write_config};
+use crate::support::lab::{add_notify, assert_enforced, expected, sync_lab, write_config};
 use crate::support::{json_stdout, lab_organization, stderr, stdout, succeeded, within};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -48,8 +48,7 @@ async fn synced() -> (Lab, tempfile::TempDir, std::path::PathBuf) {
     let lab = sync_lab(300).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 4);
-    let notify = crate::notices::notify_section(lab.smtp_addr().port(), "5s");
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &notify).unwrap();
+    add_notify(&config, lab.smtp_addr().port(), "5s");
     sync_ok(&config).await;
     lab.control()
         .add_devices(&NewDevices {

@@ -15,8 +15,8 @@ use crate::support::lab::{
     assert_enforced, exempt_group, expected, org_sync, sync_lab, unguarded, write_config,
 };
 use crate::support::{
-    builtin, easgate_json, easgate_within, faulty, lab_organization, succeeded, temp_store,
-    test_http, within,
+    builtin, easgate_json, easgate_within, faulty, lab_organization, plugin_registry, succeeded,
+    temp_store, test_http, within,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,21 +427,13 @@ async fn a_quick_sync_redecides_exactly_the_changed_devices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_names_it() {
-    use easgate::plugin::registry::RegistryOptions;
-    use easgate::plugin::{Digest, PluginRegistry};
+    use easgate::plugin::Digest;
     use easgate::sync::DeviceKey;
 
     let lab = sync_lab(1_000).await;
     let (_dir, store) = temp_store();
     let plugins = tempfile::tempdir().unwrap();
-    let registry = PluginRegistry::new(
-        PluginEngine::new().unwrap(),
-        RegistryOptions {
-            dir: Some(plugins.path().to_owned()),
-            ..RegistryOptions::default()
-        },
-    )
-    .unwrap();
+    let registry = plugin_registry(plugins.path());
     let sync = org_sync(&lab, store.clone(), unguarded());
     let first_policy = registry.access_policy();
     let first = within(

@@ -147,6 +147,26 @@ pub async fn exempt_group(
     (group, members)
 }
 
+/// A link with a query: `&` must come out as `&amp;` in the HTML part.
+pub const REMEDIATION_URL: &str = "https://portal.contoso.example/enroll?src=mail&org=contoso";
+
+/// The `[notify]` section sending plain SMTP to `port` on loopback.
+pub fn notify_section(port: u16, timeout: &str) -> String {
+    format!(
+        "\n[notify]\n\
+         smtp = {{ host = \"127.0.0.1\", port = {port}, security = \"none\", timeout = \"{timeout}\" }}\n\
+         from = \"Contoso IT <noreply@contoso.com>\"\n\
+         remediation_url = \"{REMEDIATION_URL}\"\n"
+    )
+}
+
+/// Appends to the configuration at `config` a `[notify]` section sending plain SMTP to `port`
+/// on loopback.
+pub fn add_notify(config: &Path, port: u16, timeout: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, text + &notify_section(port, timeout)).unwrap();
+}
+
 /// Writes a configuration for `lab` into `dir` with the store in `dir/data`, `parallel`
 /// commands in flight and the blast-radius guard lifted (a first roll-out).
 pub fn write_config(lab: &Lab, dir: &Path, parallel: usize) -> PathBuf {

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use easgate::plugin::loaded::{LoadedPlugin, PluginSpec, load};
-use easgate::plugin::registry::load_builtin;
+use easgate::plugin::registry::{RegistryOptions, load_builtin};
 use easgate::plugin::{
-    AccessPolicyPlugin, NoticeTemplatePlugin, PluginEngine, PluginError, Source, World, types,
+    AccessPolicyPlugin, NoticeTemplatePlugin, PluginEngine, PluginError, PluginRegistry, Source,
+    World, types,
 };
 
 /// Where `host/build.rs` put the plugin components.
@@ -41,6 +42,16 @@ pub fn faulty(
         LoadedPlugin::Access(policy) => Ok(policy),
         LoadedPlugin::Notice(_) => panic!("faulty is an access policy"),
     }
+}
+
+/// A plugin registry, on an engine of its own, that loads the plugins in `dir` (the default
+/// options otherwise: nothing watched until `watch`).
+pub fn plugin_registry(dir: &std::path::Path) -> std::sync::Arc<PluginRegistry> {
+    let options = RegistryOptions {
+        dir: Some(dir.to_owned()),
+        ..RegistryOptions::default()
+    };
+    PluginRegistry::new(PluginEngine::new().expect("engine"), options).expect("the registry")
 }
 
 /// The built-in access policy with `settings` (JSON).
