@@ -5,24 +5,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use easgate::plugin::{Digest, PluginRegistry};
 
-use crate::support::{device, plugin_registry, sync_info, wasm_bytes, with_custom_section};
+use crate::support::{
+    device, plugin_registry, sync_info, wait_for_active, wasm_bytes, with_custom_section,
+};
 
-/// Waits (bounded) until the active access policy has `digest`.
-fn wait_for_active(registry: &PluginRegistry, digest: Digest) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while registry.access_policy().meta.digest != digest {
-        assert!(
-            Instant::now() < deadline,
-            "{digest:?} never became active; status: {:#?}",
-            registry.status()
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
+/// How long a written plugin may take to become active.
+const RELOAD_LIMIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn swaps_under_load_fail_no_evaluation() {
@@ -88,7 +80,7 @@ fn swaps_under_load_fail_no_evaluation() {
     let final_digest = Digest::of(&final_bytes);
     good.insert(final_digest);
     std::fs::write(&target, &final_bytes).unwrap();
-    wait_for_active(&registry, final_digest);
+    wait_for_active(&registry, final_digest, RELOAD_LIMIT);
 
     stop.store(true, Ordering::Relaxed);
     let (seen, failures) = evaluator.join().unwrap();
@@ -175,9 +167,9 @@ fn deleting_the_plugin_falls_back_to_the_builtin() {
     let custom = with_custom_section(&wasm_bytes("access_policy.wasm"), "custom");
     let path = dir.path().join("access-policy.wasm");
     std::fs::write(&path, &custom).unwrap();
-    wait_for_active(&registry, Digest::of(&custom));
+    wait_for_active(&registry, Digest::of(&custom), RELOAD_LIMIT);
     std::fs::remove_file(&path).unwrap();
-    wait_for_active(&registry, builtin_digest);
+    wait_for_active(&registry, builtin_digest, RELOAD_LIMIT);
     assert!(registry.status().is_empty());
 }
 
@@ -208,7 +200,7 @@ fn a_loaded_plugin_is_not_read_again_until_it_changes() {
     let _watcher = registry.watch().unwrap();
     let bytes = with_custom_section(&wasm_bytes("access_policy.wasm"), "quiet");
     std::fs::write(dir.path().join("access-policy.wasm"), &bytes).unwrap();
-    wait_for_active(&registry, Digest::of(&bytes));
+    wait_for_active(&registry, Digest::of(&bytes), RELOAD_LIMIT);
     // Let the events of the write and of the load's own read settle (the debounce is 20 ms).
     thread::sleep(Duration::from_millis(300));
     let generation = *registry.subscribe().borrow();

@@ -54,6 +54,28 @@ pub fn plugin_registry(dir: &std::path::Path) -> std::sync::Arc<PluginRegistry> 
     PluginRegistry::new(PluginEngine::new().expect("engine"), options).expect("the registry")
 }
 
+/// Waits (at most `limit`) until the registry's active access policy is the one with `digest`;
+/// returns it.
+pub fn wait_for_active(
+    registry: &PluginRegistry,
+    digest: easgate::plugin::Digest,
+    limit: std::time::Duration,
+) -> std::sync::Arc<AccessPolicyPlugin> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let policy = registry.access_policy();
+        if policy.meta.digest == digest {
+            return policy;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{digest:?} never became active within {limit:?}; status: {:#?}",
+            registry.status()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// The built-in access policy with `settings` (JSON).
 pub fn builtin(engine: &PluginEngine, settings: &str) -> std::sync::Arc<AccessPolicyPlugin> {
     match load_builtin(engine, World::AccessPolicy, settings).expect("the built-in loads") {
