@@ -12,7 +12,6 @@
 //! the report counts where each kill landed and the test requires every stage to be hit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use easgate::store::{JournalState, RunOutcome, Store};
@@ -20,7 +19,7 @@ use easgate_lab::{ComplianceState, CounterSnapshot, Lab, LabOptions, ReceivedMai
 use mail_parser::MessageParser;
 
 use crate::support::lab::{add_notify, expected, mismatches, write_config};
-use crate::support::{easgate_json, lab_organization, within};
+use crate::support::{easgate_json, lab_organization, spawn_full_sync, within};
 
 const KILLS: usize = 20;
 const DEFAULT_SEED: u64 = 20_261_126;
@@ -118,16 +117,6 @@ impl Target {
             Stage::Finished => unreachable!("never aimed at"),
         }
     }
-}
-
-fn spawn_sync(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_easgate"))
-        .args(["sync", "--full", "--config", config.to_str().unwrap()])
-        .env("EASGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("easgate starts")
 }
 
 /// Runs `easgate sync` to its end; returns its JSON summary.
@@ -334,7 +323,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
     let reader = Store::open_read_only(&data).unwrap();
     let org = reader.find_organization(&org_name).unwrap().unwrap();
     let base = lab.control().counters();
-    let mut child = spawn_sync(&config);
+    let mut child = spawn_full_sync(&config);
     let (mut reads_done, mut recorded, mut last) = (None, None, Seen::default());
     while child.try_wait().unwrap().is_none() {
         let now = seen(&lab, &base);
@@ -381,7 +370,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
         let target = Target::draw(aim, &shape, &mut rng);
         let before = last_run(&data, &org_name);
         let base = lab.control().counters();
-        let mut child = spawn_sync(&config);
+        let mut child = spawn_full_sync(&config);
         let mut reads_done = None;
         let mut previous = Seen::default();
         within(LIMIT, async {

@@ -15,8 +15,8 @@ use crate::support::lab::{
     assert_enforced, exempt_group, expected, org_sync, sync_lab, unguarded, write_config,
 };
 use crate::support::{
-    builtin, easgate_json, easgate_within, faulty, lab_organization, plugin_registry, succeeded,
-    temp_store, test_http, within,
+    builtin, easgate_json, easgate_within, faulty, lab_organization, plugin_registry,
+    spawn_full_sync, succeeded, temp_store, test_http, within,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,13 +267,7 @@ async fn a_sync_killed_in_the_middle_of_apply_converges_on_the_next_run() {
         .map(|d| (d.identity, (d.in_allow_list, d.in_block_list)))
         .collect();
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_easgate"))
-        .args(["sync", "--config", config.to_str().unwrap(), "--full"])
-        .env("EASGATE_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("easgate starts");
+    let mut child = spawn_full_sync(&config);
     within(Duration::from_secs(120), async {
         while lab.control().counters().calls("Set-CASMailbox") < 100 {
             tokio::time::sleep(Duration::from_millis(10)).await;

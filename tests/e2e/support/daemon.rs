@@ -20,6 +20,7 @@ pub struct Easgate {
 }
 
 impl Easgate {
+    /// Starts `easgate ARGS` in `dir`: stdout read here, stderr the test's, killed if dropped.
     pub fn spawn(args: &[&str], dir: &Path) -> Easgate {
         let mut child = Command::new(env!("CARGO_BIN_EXE_easgate"))
             .args(args)
@@ -80,11 +81,10 @@ impl Easgate {
         (status, self.seen)
     }
 
-    /// Stops the daemon with SIGTERM and fails the test unless it exits 0; returns its stdout.
-    pub async fn stop_cleanly(self) -> String {
+    /// Stops the daemon with SIGTERM and fails the test unless it exits 0.
+    pub async fn stop_cleanly(self) {
         let (exit, out) = self.stop("TERM").await;
         assert!(exit.success(), "SIGTERM: {exit}\n{out}");
-        out
     }
 }
 

@@ -172,6 +172,18 @@ pub fn easgate(args: &[&str]) -> Output {
         .expect("the easgate binary runs")
 }
 
+/// Starts `easgate sync --full --config CONFIG` in the background, its output discarded: for
+/// tests that kill it part way.
+pub fn spawn_full_sync(config: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_easgate"))
+        .args(["sync", "--full", "--config", config.to_str().unwrap()])
+        .env("EASGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("easgate starts")
+}
+
 /// Runs the real `easgate` binary off the async runtime (the lab answers it from this
 /// process) and fails the test if it takes longer than `limit`.
 pub async fn easgate_within(limit: std::time::Duration, args: &[&str]) -> Output {
