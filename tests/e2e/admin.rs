@@ -10,8 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use easgate::admin::{self, AdminState};
 use easgate::config::Secret;
 use easgate::metrics::Metrics;
-use easgate::plugin::registry::RegistryOptions;
-use easgate::plugin::{PluginEngine, PluginRegistry};
+use easgate::plugin::PluginRegistry;
 use easgate::schedule::{OrgSchedule, RunFn, Scheduler, Shutdown, SyncKind};
 use easgate::store::{
     DecisionBatch, DecisionRecord, DeviceView, RunEnd, RunId, RunKind, RunOutcome, Store,
@@ -21,6 +20,9 @@ use easgate::sync::{AccessState, Command, DeviceKey, ExchangeDevice, PlannedComm
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
+
+use crate::support::daemon::sample;
+use crate::support::plugin_registry;
 
 const TOKEN: &str = "s3cret-admin-token";
 /// Bound on every wait: a broken scheduler or page fails the test instead of hanging it.
@@ -196,14 +198,7 @@ impl Admin {
         let plugin_dir = dir.path().join("plugins.d");
         std::fs::create_dir_all(&plugin_dir).unwrap();
         std::fs::write(plugin_dir.join("broken.wasm"), b"not a component").unwrap();
-        let registry = PluginRegistry::new(
-            PluginEngine::new().unwrap(),
-            RegistryOptions {
-                dir: Some(plugin_dir),
-                ..RegistryOptions::default()
-            },
-        )
-        .unwrap();
+        let registry = plugin_registry(&plugin_dir);
 
         let gate = Arc::new(Semaphore::new(0));
         let runs = Arc::new(Mutex::new(Vec::new()));
@@ -833,20 +828,6 @@ async fn plugins_show_the_active_versions_and_rejections_with_reasons() {
     admin.stop().await;
 }
 
-/// One sample of a parsed scrape.
-fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            ref other => panic!("{name}: unexpected {other:?}"),
-        })
-}
-
 async fn scrape(admin: &Admin) -> prometheus_parse::Scrape {
     let response = admin
         .http
@@ -873,14 +854,14 @@ async fn metrics_parse_and_move_after_a_sync() {
     let before = scrape(&admin).await;
     let contoso = [("org", "contoso")];
     assert_eq!(
-        value(
+        sample(
             &before,
             "easgate_devices",
             &[("org", "contoso"), ("verdict", "quarantine")]
         ),
         Some(21.0)
     );
-    assert_eq!(value(&before, "easgate_held_plans", &contoso), Some(2.0));
+    assert_eq!(sample(&before, "easgate_held_plans", &contoso), Some(2.0));
     // The outbox gauge is the status's pending notice count, read at scrape time.
     let status = admin.get("/api/v1/status").await;
     let pending = status["organizations"]
@@ -892,22 +873,22 @@ async fn metrics_parse_and_move_after_a_sync() {
         .as_f64()
         .expect("a pending count");
     assert_eq!(
-        value(&before, "easgate_notice_outbox_pending", &contoso),
+        sample(&before, "easgate_notice_outbox_pending", &contoso),
         Some(pending)
     );
-    let last_before = value(
+    let last_before = sample(
         &before,
         "easgate_last_successful_sync_timestamp_seconds",
         &contoso,
     )
     .expect("contoso has synced");
     assert_eq!(
-        value(&before, "easgate_syncs_total", &[("org", "contoso")]),
+        sample(&before, "easgate_syncs_total", &[("org", "contoso")]),
         None,
         "no sync finished yet"
     );
     assert_eq!(
-        value(
+        sample(
             &before,
             "easgate_plugin_rejections",
             &[("plugin", "broken")]
@@ -918,7 +899,7 @@ async fn metrics_parse_and_move_after_a_sync() {
     admin.scheduler.trigger("contoso", SyncKind::Full).unwrap();
     admin.until("the sync runs", |a| a.runs().len() == 1).await;
     let during = scrape(&admin).await;
-    assert_eq!(value(&during, "easgate_sync_running", &contoso), Some(1.0));
+    assert_eq!(sample(&during, "easgate_sync_running", &contoso), Some(1.0));
     admin.gate.add_permits(1);
     admin
         .until("the sync ends", |a| {
@@ -927,7 +908,7 @@ async fn metrics_parse_and_move_after_a_sync() {
         .await;
     let after = scrape(&admin).await;
     assert_eq!(
-        value(
+        sample(
             &after,
             "easgate_syncs_total",
             &[
@@ -938,8 +919,8 @@ async fn metrics_parse_and_move_after_a_sync() {
         ),
         Some(1.0)
     );
-    assert_eq!(value(&after, "easgate_sync_running", &contoso), Some(0.0));
-    let last_after = value(
+    assert_eq!(sample(&after, "easgate_sync_running", &contoso), Some(0.0));
+    let last_after = sample(
         &after,
         "easgate_last_successful_sync_timestamp_seconds",
         &contoso,

@@ -2,15 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{easgate, stderr, stdout, wasm_path};
-
-fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-        .display()
-        .to_string()
-}
+use crate::support::{easgate, json_stdout, repo_file, stderr, stdout, succeeded, wasm_path};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
@@ -21,8 +13,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 #[test]
 fn check_describes_the_builtin_policy() {
     let output = easgate(&["policy", "check", "builtin:access-policy"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let out = stdout(&output);
+    let out = succeeded(&output);
     assert!(out.contains("world        access-policy"), "{out}");
     assert!(out.contains("digest       sha256:"), "{out}");
     assert!(out.contains("configure, decide"), "{out}");
@@ -92,8 +83,8 @@ fn check_names_a_bad_manifest_line() {
 #[test]
 fn test_runs_the_builtin_cases() {
     let settings =
-        std::fs::read_to_string(repo("plugins/access-policy/example-settings.json")).unwrap();
-    let cases = repo("plugins/access-policy/CASES.json");
+        std::fs::read_to_string(repo_file("plugins/access-policy/example-settings.json")).unwrap();
+    let cases = repo_file("plugins/access-policy/CASES.json");
     let output = easgate(&[
         "policy",
         "test",
@@ -102,8 +93,7 @@ fn test_runs_the_builtin_cases() {
         "--settings",
         &settings,
     ]);
-    let out = stdout(&output);
-    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    let out = succeeded(&output);
     assert!(
         out.lines().last().unwrap().ends_with(" passed, 0 failed"),
         "{out}"
@@ -154,8 +144,8 @@ fn eval_prints_one_decision_per_device_in_order() {
         "--input",
         input.to_str().unwrap(),
     ]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let decisions: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    succeeded(&output);
+    let decisions = json_stdout(&output);
     assert_eq!(
         decisions,
         serde_json::json!([
@@ -198,23 +188,17 @@ fn the_third_party_example_passes_its_cases_and_self_checks() {
     )
     .unwrap();
     std::fs::copy(
-        repo("plugins/examples/byod-strict/byod-strict.toml"),
+        repo_file("plugins/examples/byod-strict/byod-strict.toml"),
         dir.path().join("byod-strict.toml"),
     )
     .unwrap();
     let wasm = dir.path().join("byod-strict.wasm");
     let output = easgate(&["policy", "check", wasm.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", stderr(&output));
     assert!(
-        !stdout(&output).contains("self-checks  0 passed"),
+        !succeeded(&output).contains("self-checks  0 passed"),
         "the manifest has self-checks"
     );
-    let cases = repo("plugins/examples/byod-strict/CASES.json");
+    let cases = repo_file("plugins/examples/byod-strict/CASES.json");
     let output = easgate(&["policy", "test", wasm.to_str().unwrap(), &cases]);
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        stdout(&output),
-        stderr(&output)
-    );
+    succeeded(&output);
 }

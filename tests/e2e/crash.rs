@@ -12,17 +12,14 @@
 //! the report counts where each kill landed and the test requires every stage to be hit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use easgate::store::{JournalState, RunOutcome, Store};
-use easgate_lab::{
-    CmdletLatency, ComplianceState, CounterSnapshot, Lab, LabOptions, LatencyModel, ReceivedMail,
-};
+use easgate_lab::{ComplianceState, CounterSnapshot, Lab, LabOptions, ReceivedMail};
 use mail_parser::MessageParser;
 
-use crate::support::{lab_organization, within};
-use crate::sync::{expected, mismatches, write_config};
+use crate::support::lab::{add_notify, expected, mismatches, write_config};
+use crate::support::{easgate_json, lab_organization, spawn_full_sync, within};
 
 const KILLS: usize = 20;
 const DEFAULT_SEED: u64 = 20_261_126;
@@ -122,34 +119,10 @@ impl Target {
     }
 }
 
-fn spawn_sync(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_easgate"))
-        .args(["sync", "--full", "--config", config.to_str().unwrap()])
-        .env("EASGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("easgate starts")
-}
-
 /// Runs `easgate sync` to its end; returns its JSON summary.
 async fn sync_to_end(config: &std::path::Path) -> serde_json::Value {
-    let path = config.to_str().unwrap().to_owned();
-    let out = within(
-        LIMIT,
-        tokio::task::spawn_blocking(move || {
-            crate::support::easgate(&["sync", "--config", &path, "--json"])
-        }),
-    )
-    .await
-    .unwrap();
-    let text = crate::support::stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        crate::support::stderr(&out)
-    );
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+    let config = config.to_str().unwrap();
+    easgate_json(LIMIT, &["sync", "--config", config, "--json"]).await
 }
 
 /// Changes some devices so that the next sync has verdicts to change, commands to send and
@@ -324,14 +297,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
     let started = Instant::now();
     let mut rng = fastrand::Rng::with_seed(seed);
     // Slow reads and edits widen the windows; 800 devices keep a sync around a second.
-    let mut latency = LatencyModel::uniform(15, 0);
-    latency.cmdlets.insert(
-        "Set-CASMailbox".into(),
-        CmdletLatency {
-            base_ms: 40,
-            per_object_us: 0,
-        },
-    );
+    let latency = crate::support::slow_mailbox_edits(15, 40);
     let lab = Lab::start(LabOptions {
         devices: 800,
         cas: 1,
@@ -343,8 +309,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
     .expect("the lab starts");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 2);
-    let notify = crate::notices::notify_section(lab.smtp_addr().port(), "5s");
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &notify).unwrap();
+    add_notify(&config, lab.smtp_addr().port(), "5s");
     let data = dir.path().join("data");
     let org_name = lab_organization(&lab).name;
 
@@ -358,7 +323,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
     let reader = Store::open_read_only(&data).unwrap();
     let org = reader.find_organization(&org_name).unwrap().unwrap();
     let base = lab.control().counters();
-    let mut child = spawn_sync(&config);
+    let mut child = spawn_full_sync(&config);
     let (mut reads_done, mut recorded, mut last) = (None, None, Seen::default());
     while child.try_wait().unwrap().is_none() {
         let now = seen(&lab, &base);
@@ -405,7 +370,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
         let target = Target::draw(aim, &shape, &mut rng);
         let before = last_run(&data, &org_name);
         let base = lab.control().counters();
-        let mut child = spawn_sync(&config);
+        let mut child = spawn_full_sync(&config);
         let mut reads_done = None;
         let mut previous = Seen::default();
         within(LIMIT, async {

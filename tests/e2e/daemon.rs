@@ -2,146 +2,18 @@
 //! HTTP, signals, and the lab as the other side.
 
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use easgate::store::{RunOutcome, Store};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 
-use crate::support::within;
-use crate::sync::{expected, mismatches, sync_lab, write_config};
-
-/// A running `easgate` process, its stdout read line by line.
-pub(crate) struct Easgate {
-    child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
-    /// Everything read from stdout so far, for failure messages.
-    seen: String,
-}
-
-impl Easgate {
-    pub(crate) fn spawn(args: &[&str], dir: &Path) -> Easgate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_easgate"))
-            .args(args)
-            .current_dir(dir)
-            .env("EASGATE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("easgate starts");
-        let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-        Easgate {
-            child,
-            stdout,
-            seen: String::new(),
-        }
-    }
-
-    /// Reads stdout until a line containing `marker`; returns that line.
-    pub(crate) async fn line_with(&mut self, marker: &str) -> String {
-        let limit = Duration::from_secs(60);
-        let found = tokio::time::timeout(limit, async {
-            while let Some(line) = self.stdout.next_line().await.expect("stdout") {
-                self.seen.push_str(&line);
-                self.seen.push('\n');
-                if line.contains(marker) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            _ => panic!("no line with {marker:?} in:\n{}", self.seen),
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("still running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{name} {pid}");
-    }
-
-    /// Sends the signal and waits for the exit (bounded).
-    pub(crate) async fn stop(mut self, signal: &str) -> (ExitStatus, String) {
-        self.signal(signal);
-        let status = within(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("wait");
-        while let Ok(Some(line)) = self.stdout.next_line().await {
-            self.seen.push_str(&line);
-            self.seen.push('\n');
-        }
-        (status, self.seen)
-    }
-}
-
-/// The URL in a line like `... on http://127.0.0.1:1234/`, without the trailing slash.
-pub(crate) fn url_in(line: &str) -> String {
-    let start = line.find("http://").expect("a URL");
-    line[start..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned()
-}
-
-async fn status(url: &str, token: &str) -> Value {
-    let response = reqwest::Client::new()
-        .get(format!("{url}/api/v1/status"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("status answers");
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("JSON")
-}
-
-/// Polls the status until `done` holds for the first organization (bounded); returns it.
-pub(crate) async fn wait_for(
-    url: &str,
-    token: &str,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let limit = Duration::from_secs(180);
-    let mut last = Value::Null;
-    let waited = tokio::time::timeout(limit, async {
-        loop {
-            last = status(url, token).await["organizations"][0].clone();
-            if done(&last) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(
-        waited.is_ok(),
-        "no {what} within {limit:?}; last status {last}"
-    );
-    last
-}
-
-pub(crate) fn add_admin(config: &Path, token: &str) {
-    std::fs::write(config.with_file_name("admin.token"), token).unwrap();
-    let text = std::fs::read_to_string(config).unwrap();
-    std::fs::write(
-        config,
-        format!(
-            "{text}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ file = \"admin.token\" }}\n"
-        ),
-    )
-    .unwrap();
-}
+use crate::support::daemon::{
+    Easgate, add_admin, post, sample, scrape, status, url_in, wait_for, wait_for_first_full_sync,
+};
+use crate::support::lab::{assert_enforced, expected, mismatches, sync_lab, write_config};
+use crate::support::{easgate_within, succeeded, within};
 
 #[test]
 fn run_with_a_broken_config_exits_naming_the_file_line_and_field() {
@@ -168,24 +40,15 @@ fn run_with_a_broken_config_exits_naming_the_file_line_and_field() {
 async fn run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes() {
     let lab = sync_lab(3_000).await;
     // Slow edits, so that the signal lands in the middle of them.
-    let mut latency = easgate_lab::LatencyModel::uniform(1, 0);
-    latency.cmdlets.insert(
-        "Set-CASMailbox".into(),
-        easgate_lab::CmdletLatency {
-            base_ms: 20,
-            per_object_us: 0,
-        },
-    );
-    lab.control().set_latency(latency.clone());
+    lab.control()
+        .set_latency(crate::support::slow_mailbox_edits(1, 20));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 4);
     let token = "daemon-test-token";
     add_admin(&config, token);
-    let config = config.to_str().unwrap().to_owned();
 
     // The start-up sync is a full one (no cursor yet); stop it in the middle of its edits.
-    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
-    let url = url_in(&daemon.line_with("admin API").await);
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
     let unauthorized = reqwest::get(format!("{url}/api/v1/status")).await.unwrap();
     assert_eq!(unauthorized.status(), 401);
     within(Duration::from_secs(120), async {
@@ -199,8 +62,7 @@ async fn run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes() {
     let progress = &org["current_run"]["progress"];
     assert_eq!(progress["stage"], "apply", "{org}");
     assert!(progress["total"].as_u64() > Some(50), "{org}");
-    let (exit, out) = daemon.stop("TERM").await;
-    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+    daemon.stop_cleanly().await;
     let edits = lab.control().counters().calls("Set-CASMailbox");
     assert_eq!(
         lab.control()
@@ -218,27 +80,26 @@ async fn run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes() {
     // The next start finishes the job.
     lab.control()
         .set_latency(easgate_lab::LatencyModel::uniform(1, 0));
-    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
-    let url = url_in(&daemon.line_with("admin API").await);
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
     let org = wait_for(&url, token, "successful sync after the restart", |o| {
         o["last_successful_sync"].is_i64() && o["current_run"].is_null()
     })
     .await;
     assert_eq!(org["connection"], "connected", "{org}");
     assert_eq!(org["recent_runs"][0]["kind"], "full", "{org}");
-    let wrong = mismatches(&lab, expected);
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+    assert_enforced(&lab, expected);
 
     // A manual full sync through the API.
     let before = org["recent_runs"][0]["id"].as_i64().unwrap();
-    let answer = reqwest::Client::new()
-        .post(format!("{url}/api/v1/organizations/contoso/sync"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({"kind": "full"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 202);
+    let full = serde_json::json!({"kind": "full"});
+    let answer = post(
+        &url,
+        token,
+        "/api/v1/organizations/contoso/sync",
+        Some(full),
+    )
+    .await;
+    assert_eq!(answer, 202);
     let org = wait_for(&url, token, "the manual full sync", |o| {
         o["recent_runs"][0]["id"].as_i64() > Some(before) && o["current_run"].is_null()
     })
@@ -249,8 +110,7 @@ async fn run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes() {
     // Everything was in place already.
     assert_eq!(run["commands_issued"], 0, "{org}");
 
-    let (exit, out) = daemon.stop("TERM").await;
-    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+    daemon.stop_cleanly().await;
     let store = Store::open(&dir.path().join("data")).unwrap();
     let org = store.organization("contoso", 0).unwrap();
     assert!(store.unfinished(org).unwrap().is_empty());
@@ -294,26 +154,16 @@ async fn lab_starts_syncs_and_stops_on_ctrl_c() {
     assert!(dir.path().join("plugins.d").is_dir(), "plugins.d created");
     let page = reqwest::get(format!("{url}/")).await.unwrap();
     assert_eq!(page.status(), 200);
-    let org = wait_for(&url, &token, "the first full sync", |o| {
-        o["last_successful_sync"].is_i64() && o["current_run"].is_null()
-    })
-    .await;
+    let org = wait_for_first_full_sync(&url, &token).await;
     assert_eq!(org["recent_runs"][0]["kind"], "full", "{org}");
     assert_eq!(org["recent_runs"][0]["outcome"], "succeeded", "{org}");
     assert_eq!(org["devices"], 300, "{org}");
-    let status = {
-        let (url, token) = (url.clone(), token.clone());
-        tokio::task::spawn_blocking(move || {
-            crate::support::easgate(&["status", "--url", &url, "--token", &token])
-        })
-        .await
-        .unwrap()
-    };
-    let text = crate::support::stdout(&status);
-    assert!(
-        status.status.success(),
-        "{text}{}",
-        crate::support::stderr(&status)
+    let text = succeeded(
+        &easgate_within(
+            Duration::from_secs(60),
+            &["status", "--url", &url, "--token", &token],
+        )
+        .await,
     );
     assert!(
         text.contains("contoso: connected, last successful sync"),
@@ -361,10 +211,8 @@ async fn a_plan_approved_through_the_api_is_applied_by_the_daemon() {
     std::fs::write(&config, text).unwrap();
     let token = "approval-test-token";
     add_admin(&config, token);
-    let config = config.to_str().unwrap().to_owned();
 
-    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
-    let url = url_in(&daemon.line_with("admin API").await);
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
     let org = wait_for(&url, token, "a held plan", |o| {
         o["held_plans"].as_array().is_some_and(|p| !p.is_empty()) && o["current_run"].is_null()
     })
@@ -372,13 +220,8 @@ async fn a_plan_approved_through_the_api_is_applied_by_the_daemon() {
     let held = org["held_plans"][0]["id"].as_i64().unwrap();
     assert!(!mismatches(&lab, expected).is_empty(), "nothing was held");
 
-    let answer = reqwest::Client::new()
-        .post(format!("{url}/api/v1/plans/{held}/approve"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    let answer = post(&url, token, &format!("/api/v1/plans/{held}/approve"), None).await;
+    assert_eq!(answer, 200);
     let org = wait_for(&url, token, "the approved plan applied", |o| {
         let applied = o["recent_runs"]
             .as_array()
@@ -389,10 +232,8 @@ async fn a_plan_approved_through_the_api_is_applied_by_the_daemon() {
     })
     .await;
     assert_eq!(org["held_plans"], serde_json::json!([]), "{org}");
-    let wrong = mismatches(&lab, expected);
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
-    let (exit, out) = daemon.stop("TERM").await;
-    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+    assert_enforced(&lab, expected);
+    daemon.stop_cleanly().await;
 }
 
 /// A SIGTERM as soon as the daemon says it is running stops it cleanly. (Its handlers are
@@ -406,8 +247,7 @@ async fn sigterm_right_after_start_is_a_clean_stop() {
     add_admin(&config, "t");
     let mut daemon = Easgate::spawn(&["run", "--config", config.to_str().unwrap()], dir.path());
     daemon.line_with("easgate: running").await;
-    let (exit, out) = daemon.stop("TERM").await;
-    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+    daemon.stop_cleanly().await;
 }
 
 /// The status page of a real `easgate run` against the lab, in headless Chromium: the operator
@@ -428,15 +268,8 @@ async fn the_status_page_drives_the_daemon_in_headless_chromium() {
     let lab = sync_lab(600).await;
     // Slow enough that the page, which polls every 2 s, sees each run in progress, and the
     // approved plan's apply (about 230 mailbox edits, 4 at a time) for several polls.
-    let mut latency = easgate_lab::LatencyModel::uniform(500, 0);
-    latency.cmdlets.insert(
-        "Set-CASMailbox".into(),
-        easgate_lab::CmdletLatency {
-            base_ms: 150,
-            per_object_us: 0,
-        },
-    );
-    lab.control().set_latency(latency);
+    lab.control()
+        .set_latency(crate::support::slow_mailbox_edits(500, 150));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 4);
     // The default guard holds the first full sync; plugins are watched in `plugins`.
@@ -454,10 +287,8 @@ async fn the_status_page_drives_the_daemon_in_headless_chromium() {
     std::fs::create_dir(dir.path().join("plugins")).unwrap();
     let token = "browser-test-token";
     add_admin(&config, token);
-    let config = config.to_str().unwrap().to_owned();
 
-    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
-    let url = url_in(&daemon.line_with("admin API").await);
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
     let org = wait_for(&url, token, "a held plan", |o| {
         o["held_plans"].as_array().is_some_and(|p| !p.is_empty()) && o["current_run"].is_null()
     })
@@ -535,43 +366,8 @@ async fn the_status_page_drives_the_daemon_in_headless_chromium() {
     // What the page did reached the lab: the approved plan and the full sync converged it.
     let org = status(&url, token).await["organizations"][0].clone();
     assert_eq!(org["held_plans"], serde_json::json!([]), "{org}");
-    let wrong = mismatches(&lab, expected);
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
-    let (exit, out) = daemon.stop("TERM").await;
-    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
-}
-
-/// Scrapes the daemon's `/metrics` and parses it as Prometheus does; returns the scrape and
-/// its text (for failure messages).
-pub(crate) async fn scrape(url: &str, token: &str) -> (prometheus_parse::Scrape, String) {
-    let text = reqwest::Client::new()
-        .get(format!("{url}/metrics"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .unwrap_or_else(|err| panic!("{err}:\n{text}"));
-    (scrape, text)
-}
-
-/// One counter or gauge sample of a scrape.
-pub(crate) fn sample(
-    scrape: &prometheus_parse::Scrape,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
-            ref other => panic!("{name}: unexpected {other:?}"),
-        })
+    assert_enforced(&lab, expected);
+    daemon.stop_cleanly().await;
 }
 
 /// `/metrics` of a real daemon counts the throttling the Exchange client met: the lab allows one
@@ -587,12 +383,8 @@ async fn metrics_count_exchange_throttling() {
     let config = write_config(&lab, dir.path(), 4);
     let token = "metrics-test-token";
     add_admin(&config, token);
-    let mut daemon = Easgate::spawn(&["run", "--config", config.to_str().unwrap()], dir.path());
-    let url = url_in(&daemon.line_with("admin API").await);
-    wait_for(&url, token, "the first full sync", |o| {
-        o["last_successful_sync"].is_i64() && o["current_run"].is_null()
-    })
-    .await;
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
+    wait_for_first_full_sync(&url, token).await;
     let (scrape, text) = scrape(&url, token).await;
     let throttled = sample(
         &scrape,
@@ -618,8 +410,7 @@ async fn metrics_count_exchange_throttling() {
         Some(0.0),
         "no [notify], no notices: {text}"
     );
-    let (exit, out) = daemon.stop("TERM").await;
-    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+    daemon.stop_cleanly().await;
 }
 
 /// `/metrics` counts CAS failovers: the lab's primary CAS answers 503 to everything, and the
@@ -640,12 +431,8 @@ async fn metrics_count_cas_failovers() {
     let config = write_config(&lab, dir.path(), 4);
     let token = "failover-test-token";
     add_admin(&config, token);
-    let mut daemon = Easgate::spawn(&["run", "--config", config.to_str().unwrap()], dir.path());
-    let url = url_in(&daemon.line_with("admin API").await);
-    wait_for(&url, token, "the first full sync", |o| {
-        o["last_successful_sync"].is_i64() && o["current_run"].is_null()
-    })
-    .await;
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
+    wait_for_first_full_sync(&url, token).await;
     let (scrape, text) = scrape(&url, token).await;
     let failovers = sample(
         &scrape,
@@ -653,6 +440,5 @@ async fn metrics_count_cas_failovers() {
         &[("org", "contoso")],
     );
     assert!(failovers > Some(0.0), "{text}");
-    let (exit, out) = daemon.stop("TERM").await;
-    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+    daemon.stop_cleanly().await;
 }

@@ -16,10 +16,10 @@ use easgate::net::HttpSettings;
 use easgate::plugin::{AccessPolicyPlugin, PluginEngine};
 use easgate::store::{JournalState, RunOutcome, Store};
 use easgate::sync::{OrgSync, Summary, SyncKind};
-use easgate_lab::{CmdletLatency, GraphFaults, Lab, LatencyModel};
+use easgate_lab::{GraphFaults, Lab};
 
-use crate::support::{client_lab, lab_organization, test_http, within};
-use crate::sync::{builtin, expected, mismatches, unguarded};
+use crate::support::lab::{assert_enforced, expected, unguarded};
+use crate::support::{builtin, client_lab, lab_organization, temp_store, test_http, within};
 
 const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
 
@@ -36,17 +36,9 @@ struct Drill {
 /// (`edit_ms`): slow enough that a fault can land in the middle of the apply stage.
 async fn drill(devices: usize, cas: usize, edit_ms: u64) -> Drill {
     let lab = client_lab(devices, cas).await;
-    let mut latency = LatencyModel::uniform(1, 0);
-    latency.cmdlets.insert(
-        SET_CAS_MAILBOX.into(),
-        CmdletLatency {
-            base_ms: edit_ms,
-            per_object_us: 0,
-        },
-    );
-    lab.control().set_latency(latency);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(Store::open(dir.path()).expect("store"));
+    lab.control()
+        .set_latency(crate::support::slow_mailbox_edits(1, edit_ms));
+    let (dir, store) = temp_store();
     let engine = PluginEngine::new().expect("engine");
     let policy = builtin(&engine, "{}");
     Drill {
@@ -122,13 +114,7 @@ impl Drill {
 
     /// Every device as the policy decided, and every journaled edit applied once.
     fn assert_converged(&self) {
-        let wrong = mismatches(&self.lab, expected);
-        assert!(
-            wrong.is_empty(),
-            "{} devices not as the policy decided, e.g. {:#?}",
-            wrong.len(),
-            &wrong[..wrong.len().min(5)]
-        );
+        assert_enforced(&self.lab, expected);
         self.assert_edits_match_the_journal();
     }
 

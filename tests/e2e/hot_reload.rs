@@ -2,42 +2,24 @@
 //! atomically, bad ones are rejected with a reason while the last good one keeps serving.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use easgate::plugin::registry::RegistryOptions;
-use easgate::plugin::{Digest, PluginEngine, PluginRegistry};
+use easgate::plugin::{Digest, PluginRegistry};
 
-use crate::support::{device, sync_info, wasm_bytes, with_custom_section};
+use crate::support::{
+    device, plugin_registry, sync_info, wait_for_active, wasm_bytes, with_custom_section,
+};
 
-fn registry(dir: &Path) -> Arc<PluginRegistry> {
-    let options = RegistryOptions {
-        dir: Some(dir.to_owned()),
-        ..RegistryOptions::default()
-    };
-    PluginRegistry::new(PluginEngine::new().unwrap(), options).unwrap()
-}
-
-/// Waits (bounded) until the active access policy has `digest`.
-fn wait_for_active(registry: &PluginRegistry, digest: Digest) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while registry.access_policy().meta.digest != digest {
-        assert!(
-            Instant::now() < deadline,
-            "{digest:?} never became active; status: {:#?}",
-            registry.status()
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
+/// How long a written plugin may take to become active.
+const RELOAD_LIMIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn swaps_under_load_fail_no_evaluation() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = registry(dir.path());
+    let registry = plugin_registry(dir.path());
     let _watcher = registry.watch().unwrap();
     let builtin = wasm_bytes("access_policy.wasm");
     let builtin_digest = registry.access_policy().meta.digest;
@@ -98,7 +80,7 @@ fn swaps_under_load_fail_no_evaluation() {
     let final_digest = Digest::of(&final_bytes);
     good.insert(final_digest);
     std::fs::write(&target, &final_bytes).unwrap();
-    wait_for_active(&registry, final_digest);
+    wait_for_active(&registry, final_digest, RELOAD_LIMIT);
 
     stop.store(true, Ordering::Relaxed);
     let (seen, failures) = evaluator.join().unwrap();
@@ -128,7 +110,7 @@ fn a_rejected_version_keeps_the_last_good_one_and_says_why() {
     let builtin = wasm_bytes("access_policy.wasm");
     let good = with_custom_section(&builtin, "good");
     std::fs::write(dir.path().join("access-policy.wasm"), &good).unwrap();
-    let registry = registry(dir.path());
+    let registry = plugin_registry(dir.path());
     assert_eq!(registry.access_policy().meta.digest, Digest::of(&good));
 
     // Settings the policy refuses: configure fails, so the version is rejected.
@@ -179,15 +161,15 @@ fn a_rejected_version_keeps_the_last_good_one_and_says_why() {
 #[test]
 fn deleting_the_plugin_falls_back_to_the_builtin() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = registry(dir.path());
+    let registry = plugin_registry(dir.path());
     let _watcher = registry.watch().unwrap();
     let builtin_digest = registry.access_policy().meta.digest;
     let custom = with_custom_section(&wasm_bytes("access_policy.wasm"), "custom");
     let path = dir.path().join("access-policy.wasm");
     std::fs::write(&path, &custom).unwrap();
-    wait_for_active(&registry, Digest::of(&custom));
+    wait_for_active(&registry, Digest::of(&custom), RELOAD_LIMIT);
     std::fs::remove_file(&path).unwrap();
-    wait_for_active(&registry, builtin_digest);
+    wait_for_active(&registry, builtin_digest, RELOAD_LIMIT);
     assert!(registry.status().is_empty());
 }
 
@@ -199,7 +181,7 @@ fn a_plugin_that_is_not_selected_is_loaded_but_not_active() {
         dir.path().join("byod-strict.wasm"),
     )
     .unwrap();
-    let registry = registry(dir.path());
+    let registry = plugin_registry(dir.path());
     let status = registry.status();
     assert_eq!(status.len(), 1);
     assert!(
@@ -214,11 +196,11 @@ fn a_plugin_that_is_not_selected_is_loaded_but_not_active() {
 #[test]
 fn a_loaded_plugin_is_not_read_again_until_it_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = registry(dir.path());
+    let registry = plugin_registry(dir.path());
     let _watcher = registry.watch().unwrap();
     let bytes = with_custom_section(&wasm_bytes("access_policy.wasm"), "quiet");
     std::fs::write(dir.path().join("access-policy.wasm"), &bytes).unwrap();
-    wait_for_active(&registry, Digest::of(&bytes));
+    wait_for_active(&registry, Digest::of(&bytes), RELOAD_LIMIT);
     // Let the events of the write and of the load's own read settle (the debounce is 20 ms).
     thread::sleep(Duration::from_millis(300));
     let generation = *registry.subscribe().borrow();

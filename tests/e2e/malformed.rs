@@ -7,16 +7,15 @@
 //! allowed device that then turns noncompliant, so any decision about it would move it off its
 //! allow list. After the record is fixed, the next run converges.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use easgate::plugin::PluginEngine;
-use easgate::store::{RunOutcome, Store};
+use easgate::store::RunOutcome;
 use easgate::sync::{SyncKind, Verdict};
 use easgate_lab::{ComplianceState, Damage, DeviceTruth, Malformation, Service};
 
-use crate::support::within;
-use crate::sync::{builtin, expected, mismatches, org_sync, sync_lab, unguarded};
+use crate::support::lab::{expected, mismatches, org_sync, sync_lab, unguarded};
+use crate::support::{builtin, temp_store, within};
 
 /// What the first run after the damage must report.
 enum Expect {
@@ -53,8 +52,7 @@ fn listed_as(d: &DeviceTruth, verdict: Verdict) -> bool {
 
 async fn drill(case: &Case) {
     let lab = sync_lab(300).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let (_dir, store) = temp_store();
     let engine = PluginEngine::new().unwrap();
     let sync = org_sync(&lab, store.clone(), unguarded());
     let run = || {
@@ -248,8 +246,7 @@ async fn a_record_whose_bytes_are_not_json_text_is_named_and_left_as_it_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partnership_whose_mailbox_is_not_listed_is_decided_but_no_list_is_edited() {
     let lab = sync_lab(300).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let (_dir, store) = temp_store();
     let engine = PluginEngine::new().unwrap();
     let sync = org_sync(&lab, store.clone(), unguarded());
     let victim = lab
@@ -293,8 +290,7 @@ async fn a_partnership_whose_mailbox_is_not_listed_is_decided_but_no_list_is_edi
 async fn a_first_run_with_an_unreadable_record_keeps_the_org_default() {
     // A fresh lab: the org default is still Allow, and the victim is allowed by it alone.
     let lab = sync_lab(300).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let (_dir, store) = temp_store();
     let engine = PluginEngine::new().unwrap();
     let sync = org_sync(&lab, store.clone(), unguarded());
     let run = || {

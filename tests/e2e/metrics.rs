@@ -9,28 +9,14 @@ use easgate::plugin::{PluginEngine, PluginErrorKind};
 use easgate_lab::{GraphLimits, Lab, LabOptions, LatencyModel};
 use serde_json::json;
 
-use crate::daemon::{Easgate, add_admin, scrape, url_in, wait_for};
+use crate::support::daemon::{
+    Easgate, add_admin, post, scrape, total, wait_for, wait_for_first_full_sync,
+};
+use crate::support::lab::write_config;
 use crate::support::{device, faulty, sync_info, wasm_bytes};
-use crate::sync::write_config;
 
 const TOKEN: &str = "metrics-e2e-token";
 const ORG: (&str, &str) = ("org", "contoso");
-
-/// The sum of every sample of `name` whose labels include `labels` (`None`: no such sample).
-fn total(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let values: Vec<f64> = scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            ref other => panic!("{name}: unexpected {other:?}"),
-        })
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
-}
 
 /// Scrapes until `done` holds for `total(name, labels)` (bounded); returns the scrape's text.
 async fn until_metric(
@@ -92,18 +78,9 @@ fn write_faulty(dir: &Path, name: &str, mode: &str) {
 }
 
 async fn trigger_full_sync(url: &str) {
-    let response = reqwest::Client::new()
-        .post(format!("{url}/api/v1/organizations/contoso/sync"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"kind": "full"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "sync trigger: {}",
-        response.status()
-    );
+    let full = json!({"kind": "full"});
+    let answer = post(url, TOKEN, "/api/v1/organizations/contoso/sync", Some(full)).await;
+    assert!(answer.is_success(), "sync trigger: {answer}");
 }
 
 /// Every figure of the list moves after a sync of a real daemon, each because its event really
@@ -162,12 +139,8 @@ async fn every_listed_figure_moves_after_a_sync() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
-    let url = url_in(&daemon.line_with("admin API").await);
-    wait_for(&url, TOKEN, "the first full sync", |o| {
-        o["last_successful_sync"].is_i64() && o["current_run"].is_null()
-    })
-    .await;
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
+    wait_for_first_full_sync(&url, TOKEN).await;
     let (m, text) = scrape(&url, TOKEN).await;
     let at_least = |name: &str, labels: &[(&str, &str)], floor: f64| {
         let value = total(&m, name, labels);
@@ -246,8 +219,7 @@ async fn every_listed_figure_moves_after_a_sync() {
         Some(1.0),
         "{text}"
     );
-    let (exit, out) = daemon.stop("TERM").await;
-    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+    daemon.stop_cleanly().await;
 }
 
 /// The faulty policy, hot-reloaded into the running daemon mode after mode, fails each full
@@ -255,13 +227,12 @@ async fn every_listed_figure_moves_after_a_sync() {
 /// fails is rejected at reload and counted as such.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_errors_are_counted_by_kind() {
-    let lab = crate::sync::sync_lab(200).await;
+    let lab = crate::support::lab::sync_lab(200).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(&lab, dir.path(), 8, None);
     // Selected by the file name: `access-policy.wasm` replaces the built-in policy.
     write_faulty(dir.path(), "access-policy", "trap");
-    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
-    let url = url_in(&daemon.line_with("admin API").await);
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
     // Every run is full (the first for want of a cursor) and partial (its one batch fails).
     let full = [ORG, ("kind", "full"), ("outcome", "partial")];
     until_metric(&url, "easgate_sync_runs_total", &full, |v| v == Some(1.0)).await;
@@ -326,8 +297,7 @@ async fn plugin_errors_are_counted_by_kind() {
         |v| v == Some(1.0),
     )
     .await;
-    let (exit, out) = daemon.stop("TERM").await;
-    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+    daemon.stop_cleanly().await;
 }
 
 /// The kind comes from the real wasmtime error of each faulty mode, not from its message.
@@ -367,7 +337,7 @@ fn each_faulty_mode_fails_with_its_kind() {
 /// approved and the daemon applies it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_commands_and_failed_runs_are_counted() {
-    let lab = crate::sync::sync_lab(600).await;
+    let lab = crate::support::lab::sync_lab(600).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(&lab, dir.path(), 8, None);
     let text = std::fs::read_to_string(&config).unwrap().replace(
@@ -375,8 +345,7 @@ async fn refused_commands_and_failed_runs_are_counted() {
         "max_new_restrictions = { percent = 10.0, floor = 25 }",
     );
     std::fs::write(&config, text).unwrap();
-    let mut daemon = Easgate::spawn(&["run", "--config", &config], dir.path());
-    let url = url_in(&daemon.line_with("admin API").await);
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
     let org = wait_for(&url, TOKEN, "a held plan", |o| {
         o["held_plans"].as_array().is_some_and(|p| !p.is_empty()) && o["current_run"].is_null()
     })
@@ -400,13 +369,8 @@ async fn refused_commands_and_failed_runs_are_counted() {
     let sent_before = total(&m, "easgate_commands_total", &[ORG, ("result", "sent")]);
 
     lab.control().fail_cas(0, 400).unwrap();
-    let answer = reqwest::Client::new()
-        .post(format!("{url}/api/v1/plans/{held}/approve"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    let answer = post(&url, TOKEN, &format!("/api/v1/plans/{held}/approve"), None).await;
+    assert_eq!(answer, 200);
     let failed_runs = [ORG, ("outcome", "failed")];
     let (m, text) = until_metric(&url, "easgate_syncs_total", &failed_runs, |v| {
         v.is_some_and(|v| v >= 1.0)
@@ -425,6 +389,5 @@ async fn refused_commands_and_failed_runs_are_counted() {
             .is_some_and(|n| n >= 1.0),
         "{text}"
     );
-    let (exit, out) = daemon.stop("TERM").await;
-    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+    daemon.stop_cleanly().await;
 }

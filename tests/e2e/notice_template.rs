@@ -1,27 +1,16 @@
 //! The built-in notice template through the real Wasm component.
 
-use easgate::plugin::loaded::{LoadedPlugin, sample_notice};
+use easgate::plugin::loaded::sample_notice;
 use easgate::plugin::registry::load_builtin;
-use easgate::plugin::{NoticeTemplatePlugin, PluginEngine, World};
+use easgate::plugin::{PluginEngine, World};
 
-fn template(settings: &str) -> std::sync::Arc<NoticeTemplatePlugin> {
-    match load_builtin(
-        &PluginEngine::new().unwrap(),
-        World::NoticeTemplate,
-        settings,
-    )
-    .unwrap()
-    {
-        LoadedPlugin::Notice(template) => template,
-        LoadedPlugin::Access(_) => unreachable!(),
-    }
-}
+use crate::support::builtin_template;
 
 #[test]
 fn device_values_are_escaped_in_html_and_kept_in_text() {
     let mut notice = sample_notice();
     notice.device.eas.device_model = "<b>Evil</b> & \"co\"".into();
-    let message = template("{}").render(&notice).unwrap();
+    let message = builtin_template("{}").render(&notice).unwrap();
     assert!(
         message
             .html
@@ -46,7 +35,7 @@ fn device_values_are_escaped_in_html_and_kept_in_text() {
 fn admins_edit_the_text_through_settings() {
     let settings = r#"{"subject": "{{organization}}: {{device_model}} is {{verdict}}",
                       "locales": {"de": {"subject": "{{organization}}: {{device_model}} ist gesperrt"}}}"#;
-    let template = template(settings);
+    let template = builtin_template(settings);
     let mut notice = sample_notice();
     assert_eq!(
         template.render(&notice).unwrap().subject,

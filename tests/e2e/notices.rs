@@ -10,30 +10,20 @@ use std::time::Duration;
 
 use easgate::config::Config;
 use easgate::notify::{NoticeId, RetryPolicy};
-use easgate::plugin::registry::RegistryOptions;
-use easgate::plugin::{PluginEngine, PluginRegistry, Source};
+use easgate::plugin::{AccessPolicyPlugin, PluginEngine, PluginRegistry, Source};
 use easgate::store::{NoticeStatus, Store};
 use easgate::sync::{NoticeStage, OrgSync, SyncKind, TemplateSource};
 use easgate_lab::{Lab, NewDevices, ReceivedMail};
 use mail_parser::MessageParser;
 
-use crate::support::{lab_organization, wasm_bytes, within};
-use crate::sync::{builtin, org_sync, sync_lab, unguarded, write_config};
+use crate::support::lab::{
+    REMEDIATION_URL, add_notify, notify_section, org_sync, sync_lab, unguarded, write_config,
+};
+use crate::support::{
+    builtin, easgate_within, lab_organization, plugin_registry, succeeded, wasm_bytes, within,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
-/// A link with a query: `&` must come out as `&amp;` in the HTML part.
-const URL: &str = "https://portal.contoso.example/enroll?src=mail&org=contoso";
-
-/// The `[notify]` section sending plain SMTP to `port` on loopback.
-pub fn notify_section(port: u16, timeout: &str) -> String {
-    format!(
-        "\n[notify]\n\
-         smtp = {{ host = \"127.0.0.1\", port = {port}, security = \"none\", timeout = \"{timeout}\" }}\n\
-         from = \"Contoso IT <noreply@contoso.com>\"\n\
-         remediation_url = \"{URL}\"\n"
-    )
-}
-
 /// The notice stage of the lab's organization as the connector builds it from its
 /// configuration, rendering with `template`; retries are due at once, so that the next run
 /// picks them up.
@@ -58,26 +48,31 @@ fn stage(lab: &Lab, template: TemplateSource) -> NoticeStage {
     stage
 }
 
-fn registry(dir: &Path) -> Arc<PluginRegistry> {
-    PluginRegistry::new(
-        PluginEngine::new().unwrap(),
-        RegistryOptions {
-            dir: Some(dir.to_owned()),
-            ..RegistryOptions::default()
-        },
-    )
-    .expect("the registry")
+/// A connector that sends notices: its store in `dir/data`, a plugin registry watching
+/// `dir/plugins` for the notice template, the sync of the lab's organization rendering with the
+/// registry's current template, and the built-in access policy.
+struct Notifying {
+    store: Arc<Store>,
+    registry: Arc<PluginRegistry>,
+    sync: OrgSync,
+    policy: Arc<AccessPolicyPlugin>,
 }
 
-fn source(registry: &Arc<PluginRegistry>) -> TemplateSource {
-    let registry = registry.clone();
-    Arc::new(move || registry.notice_template())
-}
-
-fn syncing(lab: &Lab, store: &Arc<Store>, template: TemplateSource) -> OrgSync {
+fn notifying(lab: &Lab, dir: &Path) -> Notifying {
+    let store = Arc::new(Store::open(&dir.join("data")).unwrap());
+    let registry = plugin_registry(&dir.join("plugins"));
+    let template: TemplateSource = {
+        let registry = registry.clone();
+        Arc::new(move || registry.notice_template())
+    };
     let mut sync = org_sync(lab, store.clone(), unguarded());
     sync.notices = Some(stage(lab, template));
-    sync
+    Notifying {
+        store,
+        registry,
+        sync,
+        policy: builtin(&PluginEngine::new().unwrap(), "{}"),
+    }
 }
 
 fn message_ids(mails: &[ReceivedMail]) -> Vec<String> {
@@ -101,10 +96,7 @@ fn html_escape(text: &str) -> String {
 async fn quarantining_50_devices_mails_each_user_exactly_once() {
     let lab = sync_lab(20).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
-    let registry = registry(&dir.path().join("plugins"));
-    let sync = syncing(&lab, &store, source(&registry));
-    let policy = builtin(&PluginEngine::new().unwrap(), "{}");
+    let Notifying { sync, policy, .. } = notifying(&lab, dir.path());
 
     // The first verdicts are changes too: those notices go out first and are set aside.
     let first = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
@@ -179,9 +171,9 @@ async fn quarantining_50_devices_mails_each_user_exactly_once() {
         assert!(subject.contains("quarantined"), "{subject}");
         let (text, html) = (parsed.body_text(0).unwrap(), parsed.body_html(0).unwrap());
         assert!(text.contains(&device.device_model), "{text}");
-        assert!(text.contains(URL), "{text}");
+        assert!(text.contains(REMEDIATION_URL), "{text}");
         assert!(html.contains(&html_escape(&device.device_model)), "{html}");
-        assert!(html.contains(&html_escape(URL)), "{html}");
+        assert!(html.contains(&html_escape(REMEDIATION_URL)), "{html}");
         assert!(!html.contains("src=mail&org"), "unescaped link: {html}");
     }
 
@@ -197,10 +189,12 @@ async fn quarantining_50_devices_mails_each_user_exactly_once() {
 async fn with_the_mail_server_down_notices_wait_and_go_once_it_is_back() {
     let lab = sync_lab(30).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
-    let registry = registry(&dir.path().join("plugins"));
-    let sync = syncing(&lab, &store, source(&registry));
-    let policy = builtin(&PluginEngine::new().unwrap(), "{}");
+    let Notifying {
+        store,
+        sync,
+        policy,
+        ..
+    } = notifying(&lab, dir.path());
 
     lab.control().stop_smtp().await;
     let down = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
@@ -301,16 +295,8 @@ async fn a_connector_killed_between_recording_and_sending_delivers_each_notice_o
         format!("{base}{}", notify_section(lab.smtp_addr().port(), "5s")),
     )
     .unwrap();
-    let path = config.to_str().unwrap().to_owned();
-    let out = within(
-        LIMIT,
-        tokio::task::spawn_blocking(move || {
-            crate::support::easgate(&["sync", "--config", &path, "--json"])
-        }),
-    )
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    let path = config.to_str().unwrap();
+    succeeded(&easgate_within(LIMIT, &["sync", "--config", path, "--json"]).await);
     let mails = lab.control().mails();
     let expected: HashSet<String> = recorded
         .iter()
@@ -333,11 +319,13 @@ async fn a_connector_killed_between_recording_and_sending_delivers_each_notice_o
 async fn a_swapped_template_renders_the_next_notices() {
     let lab = sync_lab(10).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
     let plugins = dir.path().join("plugins");
-    let registry = registry(&plugins);
-    let sync = syncing(&lab, &store, source(&registry));
-    let policy = builtin(&PluginEngine::new().unwrap(), "{}");
+    let Notifying {
+        registry,
+        sync,
+        policy,
+        ..
+    } = notifying(&lab, dir.path());
     within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
         .await
         .unwrap();
@@ -395,7 +383,6 @@ async fn a_swapped_template_renders_the_next_notices() {
 async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on() {
     let lab = sync_lab(30).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     // Passes the load-time self-check (an en-US sample) but renders, in the default locale the
@@ -414,13 +401,16 @@ async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on() {
         ),
     )
     .unwrap();
-    let registry = registry(&plugins);
+    let Notifying {
+        store,
+        registry,
+        sync,
+        policy,
+    } = notifying(&lab, dir.path());
     assert!(!matches!(
         registry.notice_template().meta.source,
         Source::Builtin
     ));
-    let sync = syncing(&lab, &store, source(&registry));
-    let policy = builtin(&PluginEngine::new().unwrap(), "{}");
     let run = within(LIMIT, sync.run(SyncKind::Full, false, policy))
         .await
         .unwrap();
@@ -472,32 +462,10 @@ async fn notice_preview_renders_a_stored_device_without_sending() {
     let lab = sync_lab(10).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 4);
-    let base = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!("{base}{}", notify_section(lab.smtp_addr().port(), "5s")),
-    )
-    .unwrap();
-    let path = config.to_str().unwrap().to_owned();
-    let cli = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            crate::support::easgate(&args)
-        })
-    };
-    let out = within(
-        LIMIT,
-        cli(vec![
-            "sync".into(),
-            "--full".into(),
-            "--config".into(),
-            path.clone(),
-        ]),
-    )
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{}", crate::support::stderr(&out));
-    assert!(crate::support::stdout(&out).contains("notices: queued"));
+    add_notify(&config, lab.smtp_addr().port(), "5s");
+    let path = config.to_str().unwrap();
+    let out = easgate_within(LIMIT, &["sync", "--full", "--config", path]).await;
+    assert!(succeeded(&out).contains("notices: queued"));
     let sent = lab.control().mails().len();
 
     let device = lab
@@ -506,21 +474,19 @@ async fn notice_preview_renders_a_stored_device_without_sending() {
         .into_iter()
         .find(|d| d.managed_device_id.is_none() && d.mailbox.is_some())
         .expect("an unenrolled device with a mailbox");
-    let out = within(
+    let out = easgate_within(
         LIMIT,
-        cli(vec![
-            "notice".into(),
-            "preview".into(),
-            "--device".into(),
-            device.device_id.clone(),
-            "--config".into(),
-            path.clone(),
-        ]),
+        &[
+            "notice",
+            "preview",
+            "--device",
+            &device.device_id,
+            "--config",
+            path,
+        ],
     )
-    .await
-    .unwrap();
-    let text = crate::support::stdout(&out);
-    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    .await;
+    let text = succeeded(&out);
     assert!(
         text.contains(&format!("To: {}", device.mailbox.as_deref().unwrap())),
         "{text}"
@@ -529,24 +495,23 @@ async fn notice_preview_renders_a_stored_device_without_sending() {
     assert!(text.contains("quarantined"), "{text}");
     assert!(text.contains(&device.device_model), "{text}");
     assert!(
-        text.contains(URL) && text.contains(&html_escape(URL)),
+        text.contains(REMEDIATION_URL) && text.contains(&html_escape(REMEDIATION_URL)),
         "{text}"
     );
     assert_eq!(lab.control().mails().len(), sent, "a preview sends nothing");
 
-    let out = within(
+    let out = easgate_within(
         LIMIT,
-        cli(vec![
-            "notice".into(),
-            "preview".into(),
-            "--device".into(),
-            "NO-SUCH-DEVICE".into(),
-            "--config".into(),
+        &[
+            "notice",
+            "preview",
+            "--device",
+            "NO-SUCH-DEVICE",
+            "--config",
             path,
-        ]),
+        ],
     )
-    .await
-    .unwrap();
+    .await;
     assert!(!out.status.success());
     assert!(crate::support::stderr(&out).contains("no stored device"));
 }
@@ -555,11 +520,10 @@ async fn notice_preview_renders_a_stored_device_without_sending() {
 async fn max_per_run_spreads_a_mass_change_over_syncs() {
     let lab = sync_lab(30).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
-    let registry = registry(&dir.path().join("plugins"));
-    let mut sync = syncing(&lab, &store, source(&registry));
+    let Notifying {
+        mut sync, policy, ..
+    } = notifying(&lab, dir.path());
     sync.notices.as_mut().unwrap().max_per_run = 5;
-    let policy = builtin(&PluginEngine::new().unwrap(), "{}");
     let first = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
         .await
         .unwrap();

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use easgate::config::{Config, Smtp, SmtpSecurity};
@@ -11,24 +10,16 @@ use easgate::notify::{
     NoticeChannel, NoticeId, NoticeSettings, OutgoingNotice, Retry, RetryPolicy, SendError,
     SmtpChannel,
 };
-use easgate::plugin::loaded::{LoadedPlugin, sample_notice};
-use easgate::plugin::registry::load_builtin;
-use easgate::plugin::{NoticeTemplatePlugin, PluginEngine, World, types};
+use easgate::plugin::loaded::sample_notice;
+use easgate::plugin::{NoticeTemplatePlugin, types};
 use mail_parser::MessageParser;
 
-use crate::support::{client_lab, within};
+use crate::support::{builtin_template, client_lab, plugin_registry, within};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const GENERAL_URL: &str = "https://portal.contoso.example/enroll";
 const IOS_URL: &str = "https://apps.example/company-portal-ios";
 const ADMIN: &str = "MDM Team <mdm-admins@contoso.com>";
-
-fn template() -> Arc<NoticeTemplatePlugin> {
-    match load_builtin(&PluginEngine::new().unwrap(), World::NoticeTemplate, "{}").unwrap() {
-        LoadedPlugin::Notice(template) => template,
-        LoadedPlugin::Access(_) => unreachable!(),
-    }
-}
 
 /// The connector's configuration for `lab`, with a `[notify]` section sending plain SMTP to
 /// the lab's sink on loopback (short timeout, so that failures show quickly): the notice
@@ -117,7 +108,7 @@ fn outgoing(template: &NoticeTemplatePlugin, i: usize) -> OutgoingNotice {
 #[tokio::test]
 async fn fifty_notices_arrive_once_each_at_the_right_addresses() {
     let lab = client_lab(10, 1).await;
-    let template = template();
+    let template = builtin_template("{}");
     let (settings, smtp) = setup(&lab);
     let channel: Box<dyn NoticeChannel> =
         Box::new(SmtpChannel::new(&smtp, settings.from.email.domain()).unwrap());
@@ -210,9 +201,9 @@ fn notice_id_header(notice: &OutgoingNotice) -> String {
 async fn a_server_that_is_down_fails_transiently_and_the_retry_arrives_once() {
     let lab = client_lab(10, 1).await;
     let channel = SmtpChannel::new(&smtp_to(&lab), "contoso.com").unwrap();
-    let notice = outgoing(&template(), 3);
+    let notice = outgoing(&builtin_template("{}"), 3);
     // A first delivery fills the connection pool, so the outage also breaks a pooled connection.
-    within(LIMIT, channel.send(&outgoing(&template(), 4)))
+    within(LIMIT, channel.send(&outgoing(&builtin_template("{}"), 4)))
         .await
         .unwrap();
     lab.control().stop_smtp().await;
@@ -255,7 +246,7 @@ async fn a_refused_recipient_is_permanent_and_a_deferred_one_is_not() {
         defer: vec!["user02@contoso.com".into()],
         ..Default::default()
     });
-    let template = template();
+    let template = builtin_template("{}");
     let channel = SmtpChannel::new(&smtp_to(&lab), "contoso.com").unwrap();
 
     let rejected = within(LIMIT, channel.send(&outgoing(&template, 1)))
@@ -319,7 +310,7 @@ async fn starttls_that_is_not_offered_sends_nothing_in_clear() {
         ..smtp_to(&lab)
     };
     let channel = SmtpChannel::new(&smtp, "contoso.com").unwrap();
-    let err = within(LIMIT, channel.send(&outgoing(&template(), 1)))
+    let err = within(LIMIT, channel.send(&outgoing(&builtin_template("{}"), 1)))
         .await
         .unwrap_err();
     assert!(matches!(err, SendError::Tls { .. }), "{err:?}");
@@ -342,7 +333,7 @@ async fn auth_with_the_right_password_delivers_and_the_password_shows_nowhere() 
         )),
         ..smtp_to(&lab)
     };
-    let template = template();
+    let template = builtin_template("{}");
 
     // A server that offers no AUTH: the notice must not go out unauthenticated.
     let channel = SmtpChannel::new(&with_password(password), "contoso.com").unwrap();
@@ -390,7 +381,7 @@ async fn implicit_tls_to_a_plain_server_fails_without_sending() {
     };
     let channel = SmtpChannel::new(&smtp, "contoso.com").unwrap();
     assert!(channel.describe().starts_with("smtps://127.0.0.1:"));
-    let err = within(LIMIT, channel.send(&outgoing(&template(), 1)))
+    let err = within(LIMIT, channel.send(&outgoing(&builtin_template("{}"), 1)))
         .await
         .unwrap_err();
     assert!(matches!(err, SendError::Tls { .. }), "{err:?}");
@@ -425,7 +416,7 @@ async fn a_silent_server_times_out_transiently() {
     let started = std::time::Instant::now();
     let err = within(
         Duration::from_secs(20),
-        channel.send(&outgoing(&template(), 1)),
+        channel.send(&outgoing(&builtin_template("{}"), 1)),
     )
     .await
     .unwrap_err();
@@ -443,21 +434,11 @@ async fn a_silent_server_times_out_transiently() {
 /// notice is rendered by the new version.
 #[tokio::test]
 async fn after_a_template_swap_the_next_notice_uses_the_new_one() {
-    use easgate::plugin::PluginRegistry;
-    use easgate::plugin::registry::RegistryOptions;
-
     let lab = client_lab(10, 1).await;
     let (settings, smtp) = setup(&lab);
     let channel = SmtpChannel::new(&smtp, "contoso.com").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let registry = PluginRegistry::new(
-        PluginEngine::new().unwrap(),
-        RegistryOptions {
-            dir: Some(dir.path().to_owned()),
-            ..RegistryOptions::default()
-        },
-    )
-    .unwrap();
+    let registry = plugin_registry(dir.path());
 
     let first = outgoing_with(&settings, &registry.notice_template(), 1);
     within(LIMIT, channel.send(&first)).await.unwrap();

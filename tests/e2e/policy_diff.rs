@@ -5,17 +5,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{easgate, stderr, stdout, wasm_path, within};
-use crate::sync::{sync_lab, write_config};
+use crate::support::lab::{exempt_group, sync_lab, write_config};
+use crate::support::{easgate_json, easgate_within, repo_file, succeeded, wasm_path};
 
-fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
+/// How long one `easgate` command may take.
+const LIMIT: Duration = Duration::from_secs(120);
 
 /// The bytes of the store's database and WAL: what a writer would change.
 fn store_bytes(data: &Path) -> Vec<Vec<u8>> {
@@ -25,37 +19,19 @@ fn store_bytes(data: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-async fn run(args: Vec<String>) -> std::process::Output {
-    within(
-        Duration::from_secs(120),
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            easgate(&args)
-        }),
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stricter_policy_diff_reports_the_changes_and_touches_nothing() {
     let lab = sync_lab(300).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 8);
     let config = config.to_str().unwrap().to_owned();
-    let out = run(vec![
-        "sync".into(),
-        "--config".into(),
-        config.clone(),
-        "--full".into(),
-    ])
-    .await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = easgate_within(LIMIT, &["sync", "--config", &config, "--full"]).await;
+    succeeded(&out);
 
     let wasm = dir.path().join("byod-strict.wasm");
     std::fs::copy(wasm_path("byod_strict.wasm"), &wasm).unwrap();
     std::fs::copy(
-        repo("plugins/examples/byod-strict/byod-strict.toml"),
+        repo_file("plugins/examples/byod-strict/byod-strict.toml"),
         dir.path().join("byod-strict.toml"),
     )
     .unwrap();
@@ -64,32 +40,34 @@ async fn a_stricter_policy_diff_reports_the_changes_and_touches_nothing() {
     lab.control().reset_counters();
 
     // The built-in policy that decided the stored verdicts finds nothing to change.
-    let out = run(vec![
-        "policy".into(),
-        "diff".into(),
-        "builtin:access-policy".into(),
-        "--config".into(),
-        config.clone(),
-        "--json".into(),
-    ])
+    let same = easgate_json(
+        LIMIT,
+        &[
+            "policy",
+            "diff",
+            "builtin:access-policy",
+            "--config",
+            &config,
+            "--json",
+        ],
+    )
     .await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let same: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON");
     assert_eq!(same["devices"], 300, "{same}");
     assert_eq!(same["changes"].as_array().unwrap().len(), 0, "{same}");
     assert_eq!(same["commands"].as_array().unwrap().len(), 0, "{same}");
 
-    let out = run(vec![
-        "policy".into(),
-        "diff".into(),
-        wasm.to_str().unwrap().into(),
-        "--config".into(),
-        config.clone(),
-        "--json".into(),
-    ])
+    let diff = easgate_json(
+        LIMIT,
+        &[
+            "policy",
+            "diff",
+            wasm.to_str().unwrap(),
+            "--config",
+            &config,
+            "--json",
+        ],
+    )
     .await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let diff: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON");
     let changes = diff["changes"].as_array().unwrap();
     assert!(!changes.is_empty(), "{diff}");
     // byod-strict allows a subset of what the built-in allows, never quarantines, and its
@@ -117,16 +95,18 @@ async fn a_stricter_policy_diff_reports_the_changes_and_touches_nothing() {
     }
 
     // The plain report names the changes too.
-    let out = run(vec![
-        "policy".into(),
-        "diff".into(),
-        wasm.to_str().unwrap().into(),
-        "--config".into(),
-        config.clone(),
-    ])
+    let out = easgate_within(
+        LIMIT,
+        &[
+            "policy",
+            "diff",
+            wasm.to_str().unwrap(),
+            "--config",
+            &config,
+        ],
+    )
     .await;
-    let text = stdout(&out);
-    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let text = succeeded(&out);
     assert!(
         text.contains(&format!("{} devices change verdict", changes.len())),
         "{text}"
@@ -155,33 +135,11 @@ async fn a_candidate_that_exempts_a_group_changes_exactly_its_members_devices() 
     let org = crate::support::lab_organization(&lab);
     let graph =
         easgate::graph::GraphClient::new(&org, &crate::support::test_http()).expect("graph");
-    // The lab's "Mobile Access Exempt" group, found through a member.
     let truth = lab.control().truth();
-    let mut group = None;
-    for upn in truth
+    let users = truth
         .iter()
-        .filter_map(|d| d.user_principal_name.as_deref())
-    {
-        let groups = within(Duration::from_secs(30), graph.member_of(upn))
-            .await
-            .unwrap();
-        if let Some(g) = groups
-            .into_iter()
-            .find(|g| g.display_name.as_deref() == Some("Mobile Access Exempt"))
-        {
-            group = Some(g.id);
-            break;
-        }
-    }
-    let group = group.expect("a member of the exempt group");
-    let members: std::collections::HashSet<String> = graph
-        .group_members(&group)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|m| m.is_user())
-        .filter_map(|m| m.user_principal_name.map(|u| u.to_lowercase()))
-        .collect();
+        .filter_map(|d| d.user_principal_name.as_deref());
+    let (group, members) = exempt_group(&graph, users).await;
     let exempted: std::collections::BTreeSet<String> = truth
         .iter()
         .filter(|d| d.mailbox.is_some())
@@ -206,28 +164,23 @@ async fn a_candidate_that_exempts_a_group_changes_exactly_its_members_devices() 
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}scope_groups = [\"{group}\"]\n")).unwrap();
     let config = config.to_str().unwrap().to_owned();
-    let out = run(vec![
-        "sync".into(),
-        "--config".into(),
-        config.clone(),
-        "--full".into(),
-    ])
-    .await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = easgate_within(LIMIT, &["sync", "--config", &config, "--full"]).await;
+    succeeded(&out);
 
-    let out = run(vec![
-        "policy".into(),
-        "diff".into(),
-        "builtin:access-policy".into(),
-        "--settings".into(),
-        serde_json::json!({ "excludedGroups": [group] }).to_string(),
-        "--config".into(),
-        config,
-        "--json".into(),
-    ])
+    let diff = easgate_json(
+        LIMIT,
+        &[
+            "policy",
+            "diff",
+            "builtin:access-policy",
+            "--settings",
+            &serde_json::json!({ "excludedGroups": [group] }).to_string(),
+            "--config",
+            &config,
+            "--json",
+        ],
+    )
     .await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let diff: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON");
     assert_eq!(diff["directory"], "stored", "{diff}");
     let changed: std::collections::BTreeSet<String> = diff["changes"]
         .as_array()

@@ -1,11 +1,10 @@
 //! The built-in access policy's decision table, row by row, through the real Wasm component.
 
-use easgate::plugin::loaded::LoadedPlugin;
 use easgate::plugin::registry::load_builtin;
 use easgate::plugin::types::{ComplianceState, DeviceContext, Verdict};
-use easgate::plugin::{AccessPolicyPlugin, PluginEngine, World};
+use easgate::plugin::{PluginEngine, World};
 
-use crate::support::{device, sync_info};
+use crate::support::{builtin, device, sync_info};
 
 const SETTINGS: &str = r#"{
     "includedGroups": ["g-staff", "g-contractors"],
@@ -16,14 +15,6 @@ const SETTINGS: &str = r#"{
         {"deviceClass": {"name": "Outlook", "type": "family"}, "accessLevel": "quarantine"}
     ]
 }"#;
-
-fn builtin(settings: &str) -> std::sync::Arc<AccessPolicyPlugin> {
-    let engine = PluginEngine::new().unwrap();
-    match load_builtin(&engine, World::AccessPolicy, settings).unwrap() {
-        LoadedPlugin::Access(policy) => policy,
-        LoadedPlugin::Notice(_) => unreachable!(),
-    }
-}
 
 fn staff() -> DeviceContext {
     let mut ctx = device("D1");
@@ -47,7 +38,7 @@ fn compliance(state: ComplianceState) -> DeviceContext {
 
 #[test]
 fn every_row_of_the_decision_table() {
-    let policy = builtin(SETTINGS);
+    let policy = builtin(&PluginEngine::new().unwrap(), SETTINGS);
     let mut outsider = staff();
     outsider.user.as_mut().unwrap().groups = vec!["g-other".into()];
     let mut vip = staff();
@@ -87,7 +78,7 @@ fn every_row_of_the_decision_table() {
 
 #[test]
 fn empty_settings_put_everyone_in_scope() {
-    let policy = builtin("{}");
+    let policy = builtin(&PluginEngine::new().unwrap(), "{}");
     let mut outsider = unenrolled("iPhone", "iPhone15,2");
     outsider.user.as_mut().unwrap().groups = vec!["anything".into()];
     let verdicts = policy.decide(&sync_info(), &[outsider]).unwrap();
@@ -97,7 +88,7 @@ fn empty_settings_put_everyone_in_scope() {
 #[test]
 fn notify_false_silences_every_notice() {
     let settings = SETTINGS.replacen('{', r#"{"notify": false,"#, 1);
-    let policy = builtin(&settings);
+    let policy = builtin(&PluginEngine::new().unwrap(), &settings);
     let devices = [
         compliance(ComplianceState::Noncompliant),
         unenrolled("iPhone", "iPhone15,2"),

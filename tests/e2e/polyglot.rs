@@ -9,7 +9,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use easgate::plugin::json::TestCase;
@@ -20,13 +19,11 @@ use easgate::plugin::{
     types,
 };
 
-use crate::support::{device, stderr, stdout, sync_info};
+use crate::support::{device, repo, stderr, stdout, sync_info, wait_for_active};
 
 const REQUIRE: &str = "EASGATE_REQUIRE_POLYGLOT";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+/// How long an installed plugin may take to become active: compiling a Python one takes seconds.
+const COMPILE_LIMIT: Duration = Duration::from_secs(120);
 
 /// A component built by an example's `build.sh`, which puts its manifest beside it.
 struct Built {
@@ -185,23 +182,6 @@ fn js_policy_passes_its_cases_and_restarts_from_the_cache() {
     passes_its_cases_and_restarts_from_the_cache("js-policy");
 }
 
-/// Waits (bounded: compiling a Python plugin takes seconds) until `digest` is active.
-fn wait_for_active(registry: &PluginRegistry, digest: Digest) -> Arc<AccessPolicyPlugin> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let policy = registry.access_policy();
-        if policy.meta.digest == digest {
-            return policy;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{digest:?} never became active; status: {:#?}",
-            registry.status()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Installs `built` as the plugin `name` the way an operator should: manifest first, then the
 /// component, each written aside and renamed into place so the watcher never sees half a file.
 fn install(dir: &Path, name: &str, built: &Built) -> Digest {
@@ -257,7 +237,7 @@ fn a_running_registry_hot_reloads_builtin_then_python_then_js() {
     };
 
     let python_digest = install(dir.path(), "access-policy", python);
-    let policy = wait_for_active(&registry, python_digest);
+    let policy = wait_for_active(&registry, python_digest, COMPILE_LIMIT);
     assert_ne!(python_digest, builtin);
     assert_eq!(
         decide(&policy, old_compliant_iphone("P1")),
@@ -268,7 +248,7 @@ fn a_running_registry_hot_reloads_builtin_then_python_then_js() {
     assert!(verdicts.decisions.iter().all(|d| d.reason == "os-too-old"));
 
     let js_digest = install(dir.path(), "access-policy", js);
-    let policy = wait_for_active(&registry, js_digest);
+    let policy = wait_for_active(&registry, js_digest, COMPILE_LIMIT);
     assert_eq!(
         decide(&policy, old_noncompliant_iphone("J1")),
         (types::Verdict::Allow, "grace-period".into())
@@ -277,7 +257,7 @@ fn a_running_registry_hot_reloads_builtin_then_python_then_js() {
     assert!(verdicts.decisions.iter().all(|d| d.reason == "compliant"));
 
     std::fs::remove_file(dir.path().join("access-policy.wasm")).unwrap();
-    wait_for_active(&registry, builtin);
+    wait_for_active(&registry, builtin, COMPILE_LIMIT);
 }
 
 /// The probe policy with `settings`, deciding one device.

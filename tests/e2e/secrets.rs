@@ -18,8 +18,9 @@ use easgate_lab::{ComplianceState, SmtpAuth, SmtpRules};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::support::daemon::{line_in_file, signal_process, url_in};
+use crate::support::lab::sync_lab;
 use crate::support::within;
-use crate::sync::sync_lab;
 
 /// Chosen with `/`, `+`, `=`, `&`, `%` and a space, so that URL, form and Base64 encodings of
 /// them differ from the raw text and each one is searched for.
@@ -176,6 +177,23 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Asks for a full sync of contoso, whose status is `contoso`, and waits until a newer run
+    /// than its last has ended; returns the new status.
+    async fn full_sync_after(&mut self, contoso: &Value, what: &str) -> Value {
+        let before = contoso["recent_runs"][0]["id"].as_i64().unwrap();
+        self.call(
+            Method::POST,
+            "/api/v1/organizations/contoso/sync",
+            Some(ADMIN_TOKEN),
+            Some(json!({"kind": "full"})),
+        )
+        .await;
+        self.until(0, what, |o| {
+            o["recent_runs"][0]["id"].as_i64() > Some(before) && o["current_run"].is_null()
+        })
+        .await
+    }
 }
 
 /// The configuration: secrets from files and the environment, never inline; a short Exchange
@@ -215,19 +233,6 @@ fn write_config(lab: &easgate_lab::Lab, dir: &Path) -> PathBuf {
 }
 
 /// Reads `file` until it holds a line with `marker` (bounded); returns that line.
-async fn line_in(file: &Path, marker: &str) -> String {
-    within(LIMIT, async {
-        loop {
-            let text = std::fs::read_to_string(file).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains(marker)) {
-                return line.to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_shows_in_any_output_of_a_full_run() {
     let lab = sync_lab(300).await;
@@ -251,11 +256,7 @@ async fn no_secret_shows_in_any_output_of_a_full_run() {
         .kill_on_drop(true)
         .spawn()
         .expect("easgate starts");
-    let line = line_in(&stdout_path, "admin API").await;
-    let url = line[line.find("http://").unwrap()..]
-        .trim()
-        .trim_end_matches('/')
-        .to_owned();
+    let url = url_in(&line_in_file(&stdout_path, "admin API", LIMIT).await);
     let mut api = Api {
         url,
         http: reqwest::Client::builder().timeout(LIMIT).build().unwrap(),
@@ -309,18 +310,8 @@ async fn no_secret_shows_in_any_output_of_a_full_run() {
             .set_compliance(device, ComplianceState::Noncompliant)
             .unwrap();
     }
-    let before = contoso["recent_runs"][0]["id"].as_i64().unwrap();
-    api.call(
-        Method::POST,
-        "/api/v1/organizations/contoso/sync",
-        Some(ADMIN_TOKEN),
-        Some(json!({"kind": "full"})),
-    )
-    .await;
     let contoso = api
-        .until(0, "the full sync with refused mail", |o| {
-            o["recent_runs"][0]["id"].as_i64() > Some(before) && o["current_run"].is_null()
-        })
+        .full_sync_after(&contoso, "the full sync with refused mail")
         .await;
     // Refused sign-ins are retried later: the notices wait, their error in the store.
     let counts = &contoso["notices"]["counts"];
@@ -332,19 +323,7 @@ async fn no_secret_shows_in_any_output_of_a_full_run() {
 
     // A CAS answering 500 to everything: the run fails with an error of its own.
     lab.control().fail_cas(0, 500).unwrap();
-    let before = contoso["recent_runs"][0]["id"].as_i64().unwrap();
-    api.call(
-        Method::POST,
-        "/api/v1/organizations/contoso/sync",
-        Some(ADMIN_TOKEN),
-        Some(json!({"kind": "full"})),
-    )
-    .await;
-    let contoso = api
-        .until(0, "the failed full sync", |o| {
-            o["recent_runs"][0]["id"].as_i64() > Some(before) && o["current_run"].is_null()
-        })
-        .await;
+    let contoso = api.full_sync_after(&contoso, "the failed full sync").await;
     assert!(contoso["last_attempt"]["error"].is_string(), "{contoso}");
     lab.control().heal_cas(0).unwrap();
 
@@ -446,14 +425,7 @@ async fn no_secret_shows_in_any_output_of_a_full_run() {
     );
 
     // ...and after a clean stop.
-    let pid = daemon.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal_process(daemon.id().unwrap(), "TERM");
     let exit = within(LIMIT, daemon.wait()).await.unwrap();
     assert!(exit.success(), "{exit}");
     outputs.extend(files_under(dir.path(), &except, "after stop:"));

@@ -12,8 +12,8 @@ use std::time::Duration;
 use easgate::store::{DATABASE_FILE, RunOutcome, Store};
 use easgate_lab::{Lab, NewDevices};
 
-use crate::support::{lab_organization, stderr, stdout, within};
-use crate::sync::{expected, mismatches, sync_lab, write_config};
+use crate::support::lab::{add_notify, assert_enforced, expected, sync_lab, write_config};
+use crate::support::{json_stdout, lab_organization, stderr, stdout, succeeded, within};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -38,8 +38,8 @@ async fn sync_with(
 
 async fn sync_ok(config: &Path) -> serde_json::Value {
     let out = sync_with(config, || Ok(())).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_str(stdout(&out).trim()).unwrap()
+    succeeded(&out);
+    json_stdout(&out)
 }
 
 /// A lab with a synced connector in a fresh directory, then 40 new devices to decide (and
@@ -48,8 +48,7 @@ async fn synced() -> (Lab, tempfile::TempDir, std::path::PathBuf) {
     let lab = sync_lab(300).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 4);
-    let notify = crate::notices::notify_section(lab.smtp_addr().port(), "5s");
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &notify).unwrap();
+    add_notify(&config, lab.smtp_addr().port(), "5s");
     sync_ok(&config).await;
     lab.control()
         .add_devices(&NewDevices {
@@ -74,8 +73,7 @@ fn nothing_applied(lab: &Lab, base: &easgate_lab::CounterSnapshot) {
 
 /// After a clean run: the lab as decided, no unfinished command, every notice sent.
 fn converged(lab: &Lab, data: &Path) {
-    let wrong = mismatches(lab, expected);
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+    assert_enforced(lab, expected);
     let store = Store::open_read_only(data).unwrap();
     let org = store
         .find_organization(&lab_organization(lab).name)

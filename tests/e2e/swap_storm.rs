@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::support::daemon::{line_in_file, signal_process, url_in};
+use crate::support::lab::{sync_lab, write_config};
 use crate::support::{wasm_bytes, with_custom_section, within};
-use crate::sync::{sync_lab, write_config};
 
 const TOKEN: &str = "swap-storm-token";
 const LIMIT: Duration = Duration::from_secs(120);
@@ -133,17 +134,7 @@ async fn a_swap_storm_during_a_sync_changes_nothing_in_it_and_the_last_valid_ver
         .kill_on_drop(true)
         .spawn()
         .expect("easgate starts");
-    let url = within(LIMIT, async {
-        loop {
-            let text = std::fs::read_to_string(&stdout).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains("admin API")) {
-                let at = line.find("http://").unwrap();
-                return line[at..].trim().trim_end_matches('/').to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let url = url_in(&line_in_file(&stdout, "admin API", LIMIT).await);
 
     // The start-up full sync lists the devices; the storm begins.
     let started = within(LIMIT, async {
@@ -285,14 +276,7 @@ async fn a_swap_storm_during_a_sync_changes_nothing_in_it_and_the_last_valid_ver
         },
         rejections.len(),
     );
-    let pid = daemon.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal_process(daemon.id().unwrap(), "TERM");
     let exit = within(LIMIT, daemon.wait()).await.unwrap();
     assert!(exit.success(), "{exit}");
 }

@@ -4,48 +4,24 @@
 
 use std::time::Duration;
 
-use easgate_lab::{CmdletLatency, LatencyModel};
+use crate::support::lab::{sync_lab, write_config};
+use crate::support::{easgate_within, json_stdout, stderr, stdout, succeeded};
 
-use crate::support::{easgate, stderr, stdout, within};
-use crate::sync::{sync_lab, write_config};
-
-async fn run(args: Vec<String>) -> std::process::Output {
-    within(
-        Duration::from_secs(120),
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            easgate(&args)
-        }),
-    )
-    .await
-    .unwrap()
-}
+/// How long one `easgate` command may take.
+const LIMIT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_without_a_terminal_prints_one_plain_line_per_stage() {
     let lab = sync_lab(400).await;
     // Slow mailbox edits: the apply stage lasts long enough for several progress reports,
     // which must still come out as one line.
-    let mut latency = LatencyModel::uniform(1, 0);
-    latency.cmdlets.insert(
-        "Set-CASMailbox".into(),
-        CmdletLatency {
-            base_ms: 5,
-            per_object_us: 0,
-        },
-    );
-    lab.control().set_latency(latency);
+    lab.control()
+        .set_latency(crate::support::slow_mailbox_edits(1, 5));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 2);
     let config = config.to_str().unwrap().to_owned();
 
-    let out = run(vec![
-        "sync".into(),
-        "--config".into(),
-        config.clone(),
-        "--full".into(),
-    ])
-    .await;
+    let out = easgate_within(LIMIT, &["sync", "--config", &config, "--full"]).await;
     let (text, progress) = (stdout(&out), stderr(&out));
     assert!(out.status.success(), "{text}{progress}");
     assert!(
@@ -95,17 +71,9 @@ async fn a_sync_without_a_terminal_prints_one_plain_line_per_stage() {
     assert!(lines.iter().all(|l| l.ends_with(" s")), "{progress}");
 
     // --json: stdout is the one summary object, stderr has no progress.
-    let out = run(vec![
-        "sync".into(),
-        "--config".into(),
-        config,
-        "--full".into(),
-        "--json".into(),
-    ])
-    .await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+    let out = easgate_within(LIMIT, &["sync", "--config", &config, "--full", "--json"]).await;
+    succeeded(&out);
+    let summary = json_stdout(&out);
     assert_eq!(summary["commands_issued"], 0, "{summary}");
     assert_eq!(stderr(&out), "");
 }

@@ -1,10 +1,17 @@
 //! Helpers shared by the end-to-end tests.
 
+pub mod daemon;
+pub mod lab;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use easgate::plugin::loaded::{LoadedPlugin, PluginSpec, load};
-use easgate::plugin::{AccessPolicyPlugin, PluginEngine, PluginError, Source, types};
+use easgate::plugin::registry::{RegistryOptions, load_builtin};
+use easgate::plugin::{
+    AccessPolicyPlugin, NoticeTemplatePlugin, PluginEngine, PluginError, PluginRegistry, Source,
+    World, types,
+};
 
 /// Where `host/build.rs` put the plugin components.
 pub fn wasm_path(file: &str) -> PathBuf {
@@ -34,6 +41,55 @@ pub fn faulty(
     match loaded {
         LoadedPlugin::Access(policy) => Ok(policy),
         LoadedPlugin::Notice(_) => panic!("faulty is an access policy"),
+    }
+}
+
+/// A plugin registry, on an engine of its own, that loads the plugins in `dir` (the default
+/// options otherwise: nothing watched until `watch`).
+pub fn plugin_registry(dir: &std::path::Path) -> std::sync::Arc<PluginRegistry> {
+    let options = RegistryOptions {
+        dir: Some(dir.to_owned()),
+        ..RegistryOptions::default()
+    };
+    PluginRegistry::new(PluginEngine::new().expect("engine"), options).expect("the registry")
+}
+
+/// Waits (at most `limit`) until the registry's active access policy is the one with `digest`;
+/// returns it.
+pub fn wait_for_active(
+    registry: &PluginRegistry,
+    digest: easgate::plugin::Digest,
+    limit: std::time::Duration,
+) -> std::sync::Arc<AccessPolicyPlugin> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let policy = registry.access_policy();
+        if policy.meta.digest == digest {
+            return policy;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{digest:?} never became active within {limit:?}; status: {:#?}",
+            registry.status()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The built-in access policy with `settings` (JSON).
+pub fn builtin(engine: &PluginEngine, settings: &str) -> std::sync::Arc<AccessPolicyPlugin> {
+    match load_builtin(engine, World::AccessPolicy, settings).expect("the built-in loads") {
+        LoadedPlugin::Access(policy) => policy,
+        LoadedPlugin::Notice(_) => unreachable!("asked for an access policy"),
+    }
+}
+
+/// The built-in notice template with `settings` (JSON).
+pub fn builtin_template(settings: &str) -> std::sync::Arc<NoticeTemplatePlugin> {
+    let engine = PluginEngine::new().expect("engine");
+    match load_builtin(&engine, World::NoticeTemplate, settings).expect("the built-in loads") {
+        LoadedPlugin::Notice(template) => template,
+        LoadedPlugin::Access(_) => unreachable!("asked for a notice template"),
     }
 }
 
@@ -116,6 +172,67 @@ pub fn easgate(args: &[&str]) -> Output {
         .expect("the easgate binary runs")
 }
 
+/// Starts `easgate sync --full --config CONFIG` in the background, its output discarded: for
+/// tests that kill it part way.
+pub fn spawn_full_sync(config: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_easgate"))
+        .args(["sync", "--full", "--config", config.to_str().unwrap()])
+        .env("EASGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("easgate starts")
+}
+
+/// Runs the real `easgate` binary off the async runtime (the lab answers it from this
+/// process) and fails the test if it takes longer than `limit`.
+pub async fn easgate_within(limit: std::time::Duration, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    within(
+        limit,
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            easgate(&args)
+        }),
+    )
+    .await
+    .expect("the easgate binary's thread")
+}
+
+/// Fails the test, showing both outputs, unless the command exited 0; returns its stdout.
+pub fn succeeded(output: &Output) -> String {
+    let text = stdout(output);
+    assert!(
+        output.status.success(),
+        "{}: {text}{}",
+        output.status,
+        stderr(output)
+    );
+    text
+}
+
+/// The one JSON object a command printed (`--json`): its whole stdout.
+pub fn json_stdout(output: &Output) -> serde_json::Value {
+    let text = stdout(output);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|err| panic!("not one JSON object: {err}: {text}"))
+}
+
+/// Runs the binary as [`easgate_within`] does, requires success, and returns the one JSON
+/// object it printed (`--json`).
+pub async fn easgate_json(limit: std::time::Duration, args: &[&str]) -> serde_json::Value {
+    let output = easgate_within(limit, args).await;
+    succeeded(&output);
+    json_stdout(&output)
+}
+
+/// A store in a fresh temporary directory (kept as long as the returned `TempDir`).
+pub fn temp_store() -> (tempfile::TempDir, std::sync::Arc<easgate::store::Store>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = easgate::store::Store::open(dir.path()).expect("store");
+    (dir, std::sync::Arc::new(store))
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -155,6 +272,21 @@ pub async fn client_lab(devices: usize, cas: usize) -> easgate_lab::Lab {
     panic!("no free ports for a lab");
 }
 
+/// Lab latencies where every request takes `request_ms` and each `Set-CASMailbox` (an allow or
+/// block list edit) `edit_ms`: slow edits keep a sync in its apply stage long enough for a test
+/// to act in the middle of it.
+pub fn slow_mailbox_edits(request_ms: u64, edit_ms: u64) -> easgate_lab::LatencyModel {
+    let mut latency = easgate_lab::LatencyModel::uniform(request_ms, 0);
+    latency.cmdlets.insert(
+        "Set-CASMailbox".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: edit_ms,
+            per_object_us: 0,
+        },
+    );
+    latency
+}
+
 /// The organization of the configuration the lab writes (secret inline), as the connector would
 /// load it; tests adjust its fields.
 pub fn lab_organization(lab: &easgate_lab::Lab) -> easgate::config::Organization {
@@ -188,6 +320,11 @@ pub const REQUIRE_BROWSER: &str = "EASGATE_REQUIRE_BROWSER";
 /// The repository's root.
 pub fn repo() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A file of the repository (`path` from its root), as an argument for the binary.
+pub fn repo_file(path: &str) -> String {
+    repo().join(path).display().to_string()
 }
 
 /// Why the browser test cannot run here, or `None` when it can.
