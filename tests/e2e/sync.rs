@@ -415,6 +415,15 @@ async fn a_quick_sync_redecides_exactly_the_changed_devices() {
         "{:#?}",
         counters.graph.by_endpoint
     );
+    // The summary's request counts are the ones the services saw (nothing was retried).
+    assert_eq!(
+        (
+            quick.exchange_reads + quick.commands_issued,
+            quick.graph_calls
+        ),
+        (counters.exchange.commands, counters.graph.requests),
+        "{quick:#?}"
+    );
     // The org's size, not the quick inventory's, is the base of the guard.
     assert!(quick.restriction_limit >= 500, "{quick:#?}");
 }

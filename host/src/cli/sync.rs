@@ -116,7 +116,7 @@ fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
         summary.commands_failed
     );
     println!(
-        "  discovery: {} Exchange cmdlets, {} Graph listings; restrictions {} (limit {})",
+        "  discovery: {} Exchange requests, {} Graph requests; restrictions {} (limit {})",
         summary.exchange_reads,
         summary.graph_calls,
         summary.restrictions,

@@ -55,6 +55,8 @@ struct Inner {
     /// Where throttling answers and CAS failovers are counted, with the organization's name;
     /// set once by the daemon ([`ExchangeClient::observe`]), unset for one-off CLI syncs.
     observer: std::sync::OnceLock<(Arc<crate::metrics::Metrics>, String)>,
+    /// HTTP requests sent (every attempt, reads and writes), for a sync's summary.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 /// The Exchange admin API client of one organization; cheap to clone (one shared pool).
@@ -136,6 +138,7 @@ impl ExchangeClientBuilder<'_> {
                 discovery: tokio::sync::Mutex::new(x.cas_failover.then(Instant::now)),
                 probe_interval: x.probe_interval,
                 observer: std::sync::OnceLock::new(),
+                requests: Default::default(),
             }),
         })
     }
@@ -205,6 +208,13 @@ impl ExchangeClient {
             http,
             page_size: PAGE_SIZE,
         }
+    }
+
+    /// HTTP requests this client has sent: every attempt, of reads and writes alike.
+    pub fn requests_sent(&self) -> u64 {
+        self.inner
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Counts this client's throttling answers and CAS failovers in `metrics` under `org`
@@ -471,6 +481,9 @@ impl ExchangeClient {
             if i != 0 {
                 self.probe_primary_if_due(now);
             }
+            inner
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let outcome = self.send(C::NAME, &base, path, body, &token).await;
             match outcome {
                 Outcome::Page(page) => {

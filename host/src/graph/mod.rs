@@ -12,6 +12,7 @@
 mod budget;
 pub mod models;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -106,6 +107,9 @@ pub struct GraphClient {
     /// Where throttling answers are counted, with the organization's name; set once by the
     /// daemon ([`GraphClient::observe`]), unset for one-off CLI syncs.
     observer: OnceLock<(Arc<Metrics>, String)>,
+    /// HTTP requests sent (every attempt, the token endpoint's not included), for a sync's
+    /// summary.
+    requests: AtomicU64,
 }
 
 /// Percent-encodes a query value or path segment (RFC 3986 unreserved characters and `$,:'`
@@ -163,7 +167,13 @@ impl GraphClient {
             origin,
             budget: budget::RequestBudget::new(g.request_budget),
             observer: OnceLock::new(),
+            requests: AtomicU64::new(0),
         })
+    }
+
+    /// HTTP requests this client has sent to Graph: every attempt, throttled ones included.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Counts this client's throttling answers in `metrics` under `org` from now on; a second
@@ -302,6 +312,7 @@ impl GraphClient {
                 Some(fresh) => (fresh, true),
                 None => (self.tokens.token().await?, false),
             };
+            self.requests.fetch_add(1, Ordering::Relaxed);
             let sent = self
                 .http
                 .get(url)

@@ -63,10 +63,6 @@ pub struct Discovered {
     pub org_settings: Option<models::OrganizationSettings>,
     /// The device access rules (full sync that manages them only).
     pub access_rules: Option<Vec<models::DeviceAccessRule>>,
-    /// Cmdlets run (each may be several pages).
-    pub exchange_calls: u64,
-    /// Graph listings run (each may be several pages).
-    pub graph_calls: u64,
     /// Records that could not be read, and partnerships left out because of them, one line
     /// each. Such devices are neither decided nor counted as gone.
     pub unreadable: Vec<String>,
@@ -359,8 +355,6 @@ pub async fn full(
         org_default,
         org_settings,
         access_rules: rules?,
-        exchange_calls: 4 + u64::from(read_rules),
-        graph_calls: 1 + scope_groups.len() as u64,
         unreadable: unreadable.lines,
     })
 }
@@ -387,8 +381,6 @@ pub async fn quick(
         exchange.run(&new_devices),
         graph.managed_device_records(ManagedDevices::SyncedSince(Timestamp(since)))
     );
-    let mut calls = 1u64;
-    let mut graph_calls = 1u64;
     let mut unreadable = Unreadables::default();
     let mut devices: BTreeMap<String, models::MobileDevice> = unreadable
         .devices(new_devices?)
@@ -413,7 +405,6 @@ pub async fn quick(
         .filter(|id| !have.contains(&id.to_lowercase()))
         .collect();
     for id in unknown {
-        graph_calls += 1;
         let records = graph
             .managed_device_records(ManagedDevices::EasDeviceId(&id))
             .await?;
@@ -444,7 +435,6 @@ pub async fn quick(
             })
         })
         .collect();
-    calls += lookups.len() as u64;
     for found in exchange.run_all(lookups).await {
         for d in unreadable.devices(found?) {
             devices.entry(d.identity.to_lowercase()).or_insert(d);
@@ -476,7 +466,6 @@ pub async fn quick(
             ..Default::default()
         })
         .collect();
-    calls += 2 * names.len() as u64;
     let (cas, mbx) = tokio::join!(exchange.run_all(cas_calls), exchange.run_all(mbx_calls));
     let mut cas_found = Vec::new();
     let mut mbx_found = Vec::new();
@@ -517,8 +506,6 @@ pub async fn quick(
         org_default: None,
         org_settings: None,
         access_rules: None,
-        exchange_calls: calls,
-        graph_calls: graph_calls + scope_groups.len() as u64,
         unreadable: unreadable.lines,
     })
 }

@@ -81,9 +81,10 @@ pub struct Summary {
     /// Devices the plan moves from allowed to blocked or quarantined, and the guard's limit.
     pub restrictions: u64,
     pub restriction_limit: u64,
-    /// Cmdlets run by discovery (each may be several pages).
+    /// HTTP requests discovery sent to Exchange (every page and retry).
     pub exchange_reads: u64,
-    /// Graph listings run by discovery (each may be several pages).
+    /// HTTP requests discovery sent to Graph (every page and retry; token requests not
+    /// included).
     pub graph_calls: u64,
     pub duration_ms: u64,
     /// Plugin batch failures and failed commands, one line each.
@@ -302,6 +303,7 @@ impl OrgSync {
             notices: NoticeReport::default(),
         };
         let groups = &self.settings.scope_groups;
+        let requests_before = (self.exchange.requests_sent(), self.graph.requests_sent());
         let pages = progress::Counter::default();
         let discovered = progress::stage(report, progress::DISCOVER, None, &pages, async {
             if full {
@@ -315,6 +317,8 @@ impl OrgSync {
             }
         })
         .await;
+        summary.exchange_reads = self.exchange.requests_sent() - requests_before.0;
+        summary.graph_calls = self.graph.requests_sent() - requests_before.1;
         let discovered = match discovered {
             Ok(d) => d,
             Err(e) => {
@@ -323,8 +327,6 @@ impl OrgSync {
             }
         };
         stage.done("discover");
-        summary.exchange_reads = discovered.exchange_calls;
-        summary.graph_calls = discovered.graph_calls;
         let Discovered {
             inventory,
             org_default,
