@@ -1,33 +1,22 @@
 //! Exchange's `InvokeCommand` answers: one page (`value`, `@odata.nextLink`,
-//! `adminapi.warnings`) decoded into each cmdlet's object type through the client's decoder
-//! (`net::decode`, which names the failing field). The first byte picks the type. Any bytes give
-//! objects or a `BadField` with a field path, never a panic.
+//! `adminapi.warnings`) decoded into each cmdlet's object type the way the client decodes it
+//! (`easgate_fuzz::decode_page`: `net::decode`, which names the failing field, then again after
+//! isolating unreadable records). The first byte picks the type. Any bytes give objects or a
+//! `BadField` that says what is wrong, never a panic. Device records read one at a time
+//! (`Checked<MobileDevice>`) are the `record_page` target's.
 #![no_main]
 
 use easgate::exchange::models::{
     CasMailbox, ClientAccessService, ExchangeServer, Mailbox, MobileDevice, OrganizationSettings,
 };
-use easgate::net::{self, BadField};
+use easgate::net::BadField;
+use easgate_fuzz::{ExchangePage, decode_page};
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 
-/// The shape of a page as Exchange sends it.
-#[derive(serde::Deserialize)]
-struct Page<T> {
-    value: Vec<T>,
-    #[serde(rename = "@odata.nextLink", default)]
-    #[allow(dead_code)]
-    next: Option<String>,
-    #[serde(rename = "adminapi.warnings", default)]
-    #[allow(dead_code)]
-    warnings: Option<Vec<String>>,
-}
-
-fn page<T: DeserializeOwned>(body: &[u8]) {
-    match net::decode::<Page<T>>(body) {
-        Ok(p) => {
-            let _ = p.value.len();
-        }
+fn page<T: DeserializeOwned>(body: &[u8]) -> Option<Vec<T>> {
+    match decode_page::<ExchangePage<T>>(body) {
+        Ok(p) => Some(p.value),
         Err(BadField { field, problem }) => {
             // The path may be empty: a document whose top-level key is "" fails at path "" (found
             // by this target; see RELIABILITY.md). What went wrong must always be said.
@@ -35,6 +24,7 @@ fn page<T: DeserializeOwned>(body: &[u8]) {
                 !problem.is_empty(),
                 "a bad field without a problem at {field:?}"
             );
+            None
         }
     }
 }
@@ -45,23 +35,25 @@ fuzz_target!(|data: &[u8]| {
     };
     match kind % 6 {
         0 => {
-            page::<MobileDevice>(body);
-            if let Ok(p) = net::decode::<Page<MobileDevice>>(body) {
-                for d in &p.value {
-                    let _ = d.mailbox();
-                }
+            for d in page::<MobileDevice>(body).unwrap_or_default() {
+                let _ = d.mailbox();
             }
         }
-        1 => page::<CasMailbox>(body),
-        2 => page::<Mailbox>(body),
-        3 => page::<OrganizationSettings>(body),
-        4 => page::<ExchangeServer>(body),
+        1 => {
+            let _ = page::<CasMailbox>(body);
+        }
+        2 => {
+            let _ = page::<Mailbox>(body);
+        }
+        3 => {
+            let _ = page::<OrganizationSettings>(body);
+        }
+        4 => {
+            let _ = page::<ExchangeServer>(body);
+        }
         _ => {
-            page::<ClientAccessService>(body);
-            if let Ok(p) = net::decode::<Page<ClientAccessService>>(body) {
-                for s in &p.value {
-                    let _ = s.base_url();
-                }
+            for s in page::<ClientAccessService>(body).unwrap_or_default() {
+                let _ = s.base_url();
             }
         }
     }

@@ -1,24 +1,19 @@
 //! Microsoft Graph answers: a listing page (`value`, `@odata.nextLink`) of managed devices or
-//! directory objects, or a single user, through the client's decoder (`net::decode`). The first
-//! byte picks the type. Any bytes give values or a `BadField` with a field path, never a panic.
+//! directory objects, or a single user, decoded the way the client decodes every answer
+//! (`easgate_fuzz::decode_page`: `net::decode`, then again after isolating unreadable records).
+//! The first byte picks the type. Any bytes give values or a `BadField` that says what is wrong,
+//! never a panic. Managed devices read one record at a time (`Checked<ManagedDevice>`) are the
+//! `record_page` target's.
 #![no_main]
 
 use easgate::graph::models::{DirectoryObject, ManagedDevice, User};
-use easgate::net::{self, BadField};
+use easgate::net::BadField;
+use easgate_fuzz::{GraphPage, decode_page};
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 
-/// The shape of a listing page as Graph sends it.
-#[derive(serde::Deserialize)]
-struct Page<T> {
-    value: Vec<T>,
-    #[serde(rename = "@odata.nextLink", default)]
-    #[allow(dead_code)]
-    next: Option<String>,
-}
-
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
-    match net::decode::<T>(body) {
+    match decode_page::<T>(body) {
         Ok(v) => Some(v),
         Err(BadField { field, problem }) => {
             // The path may be empty: a document whose top-level key is "" fails at path "" (found
@@ -38,13 +33,11 @@ fuzz_target!(|data: &[u8]| {
     };
     match kind % 3 {
         0 => {
-            let _ = decode::<Page<ManagedDevice>>(body);
+            let _ = decode::<GraphPage<ManagedDevice>>(body);
         }
         1 => {
-            if let Some(p) = decode::<Page<DirectoryObject>>(body) {
-                for o in &p.value {
-                    let _ = (o.is_user(), o.is_group());
-                }
+            for o in decode::<GraphPage<DirectoryObject>>(body).map_or_else(Vec::new, |p| p.value) {
+                let _ = (o.is_user(), o.is_group());
             }
         }
         _ => {

@@ -12,7 +12,7 @@
 //! What a caller must not do with an unreadable record is treat the device as absent: the sync
 //! leaves such devices undecided and their lists untouched (see `sync::discover`).
 
-use serde::de::{Deserialize, DeserializeOwned, Deserializer};
+use serde::de::{Deserialize, DeserializeOwned, Deserializer, IgnoredAny};
 use serde_json::Value;
 
 /// The longest text property a record may have, in bytes.
@@ -72,7 +72,8 @@ const UNREADABLE_BYTES: &str = "@easgate.unreadableBytes";
 /// JSON text — invalid UTF-8, half a surrogate pair — replaced by an object that [`Checked`]
 /// reports as unreadable: the record's properties as far as they can be read (invalid bytes
 /// replaced), and the field and problem found. `None` when the page has no such record or its
-/// structure cannot be followed (a truncated page, a broken escape outside a record).
+/// structure cannot be followed (a truncated page, a broken escape outside a record) or the
+/// result would not be JSON.
 ///
 /// Decoders try this only after a page failed as a whole: a decoder of strict records then fails
 /// again, and reports the page's own error.
@@ -99,10 +100,15 @@ pub fn isolate_unreadable(page: &[u8]) -> Option<Vec<u8>> {
                     Ok(Value::Object(m)) => m,
                     _ => serde_json::Map::new(),
                 };
+                // A property named "" has an empty path: say so rather than name nothing.
+                let field = match e.path().to_string() {
+                    path if path.is_empty() => "\"\"".to_owned(),
+                    path => path,
+                };
                 object.insert(
                     UNREADABLE_BYTES.into(),
                     serde_json::json!({
-                        "field": e.path().to_string(),
+                        "field": field,
                         "problem": e.inner().to_string(),
                     }),
                 );
@@ -117,8 +123,14 @@ pub fn isolate_unreadable(page: &[u8]) -> Option<Vec<u8>> {
             _ => return None,
         }
     }
+    if !changed {
+        return None;
+    }
     out.extend_from_slice(&page[close..]);
-    changed.then_some(out)
+    // The structure was followed, not checked: what surrounds the records (or a number cut
+    // short, `1x`) may still not be JSON, and the page then fails with its own error.
+    serde_json::from_slice::<IgnoredAny>(&out).ok()?;
+    Some(out)
 }
 
 /// `text` (JSON) with every `\u` escape of a UTF-16 surrogate replaced by U+FFFD, so that a
@@ -267,8 +279,23 @@ impl<'de, T: Record> Deserialize<'de> for Checked<T> {
             link: link.clone(),
         };
         if let Some(found) = bytes {
-            let text = |name: &str| found[name].as_str().unwrap_or_default().to_owned();
-            return Ok(Checked(Err(unreadable(text("field"), text("problem")))));
+            let text = |name: &str| {
+                found
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+            };
+            // What isolation found; anything else is a service's record that carries the
+            // property itself, unreadable too, but for that reason.
+            let (field, problem) = match (text("field"), text("problem")) {
+                (Some(field), Some(problem)) => (field, problem),
+                _ => (
+                    UNREADABLE_BYTES.to_owned(),
+                    "a property easgate reserves for records it cannot read".to_owned(),
+                ),
+            };
+            return Ok(Checked(Err(unreadable(field, problem))));
         }
         let record: T = match serde_path_to_error::deserialize(value) {
             Ok(r) => r,
@@ -416,5 +443,59 @@ mod tests {
         assert_eq!(isolate_unreadable(b"{\"value\":[{\"Id\":\"a\"}]}"), None);
         assert_eq!(isolate_unreadable(b"{\"value\":[{\"Id\":\"\xff"), None);
         assert_eq!(isolate_unreadable(b"[1]"), None);
+    }
+
+    // Found by the `record_page` fuzz target: the page around the records was copied as it
+    // was, so what isolation returned could be no JSON at all.
+    #[test]
+    fn what_isolation_returns_is_json_or_nothing() {
+        for page in [
+            &b"{\"value\":[{\"Id\":\"\xff\"}],\"@odaices?$skiptoken=y\"}"[..],
+            b"{\"a\":tru,\"value\":[{\"Id\":\"\xff\"}]}",
+            b"{\"value\":[1x,{\"Id\":\"\xff\"}]}",
+        ] {
+            assert_eq!(
+                isolate_unreadable(page),
+                None,
+                "{}",
+                String::from_utf8_lossy(page)
+            );
+        }
+        let isolated = isolate_unreadable(b"{\"value\":[1,{\"Id\":\"\xff\"}],\"n\":[]}").unwrap();
+        serde_json::from_slice::<IgnoredAny>(&isolated).unwrap();
+    }
+
+    // Found by the `record_page` fuzz target (from a seed carrying the mark): a record of the
+    // service's own with the mark isolation uses was reported with no field and no problem.
+    #[test]
+    fn a_record_carrying_the_mark_of_isolation_is_unreadable_for_that() {
+        for mark in [
+            "1",
+            "{}",
+            r#"{"field":"","problem":""}"#,
+            r#"{"field":"Size"}"#,
+        ] {
+            let (good, bad) = split(page(&format!(
+                r#"[{{"Id":"a","Size":1,"{UNREADABLE_BYTES}":{mark}}},{{"Id":"b","Size":2}}]"#
+            )));
+            assert_eq!(good.len(), 1);
+            assert_eq!(bad[0].field, UNREADABLE_BYTES, "{mark}");
+            assert_eq!(
+                bad[0].to_string(),
+                format!(
+                    "thing with Id `a`: {UNREADABLE_BYTES}: a property easgate reserves for \
+                     records it cannot read"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_text_in_a_property_named_nothing_are_named_too() {
+        let isolated =
+            isolate_unreadable(b"{\"value\":[{\"Id\":\"a\",\"\":\"\xff\",\"Size\":1}]}").unwrap();
+        let (_, bad) = split(serde_json::from_slice::<Page>(&isolated).unwrap().value);
+        assert_eq!(bad[0].field, r#""""#);
+        assert!(!bad[0].problem.is_empty());
     }
 }
