@@ -385,20 +385,14 @@ impl ExchangeClient {
         raw: &[u8],
         cas: &str,
     ) -> Result<Page<C::Output>, ExchangeError> {
-        net::decode::<Page<C::Output>>(raw)
-            .or_else(|b| {
-                // Records whose bytes are not JSON text fail the whole page, unless the cmdlet
-                // reads its records one at a time (`net::record`).
-                record::isolate_unreadable(raw)
-                    .and_then(|isolated| net::decode::<Page<C::Output>>(&isolated).ok())
-                    .ok_or(b)
-            })
-            .map_err(|b| ExchangeError::BadResponse {
-                cmdlet: C::NAME.into(),
-                endpoint: cas.to_owned(),
-                field: b.field,
-                problem: b.problem,
-            })
+        // Records whose bytes are not JSON text fail the whole page, unless the cmdlet reads
+        // its records one at a time (`net::record`).
+        record::decode_page::<Page<C::Output>>(raw).map_err(|b| ExchangeError::BadResponse {
+            cmdlet: C::NAME.into(),
+            endpoint: cas.to_owned(),
+            field: b.field,
+            problem: b.problem,
+        })
     }
 
     /// The path and query of a next link, which must point at a known CAS (a link elsewhere

@@ -364,15 +364,9 @@ impl GraphClient {
             };
             if status.is_success() {
                 net::expect_json(&headers).map_err(bad)?;
-                return net::decode::<T>(&body)
-                    .or_else(|b| {
-                        // Records whose bytes are not JSON text fail the whole page, unless the
-                        // listing reads its records one at a time (`net::record`).
-                        crate::net::record::isolate_unreadable(&body)
-                            .and_then(|isolated| net::decode::<T>(&isolated).ok())
-                            .ok_or(b)
-                    })
-                    .map_err(bad);
+                // Records whose bytes are not JSON text fail the whole page, unless the
+                // listing reads its records one at a time (`net::record`).
+                return crate::net::record::decode_page::<T>(&body).map_err(bad);
             }
             let code = status.as_u16();
             if code == 401 && !just_renewed {

@@ -65,6 +65,18 @@ fn shorten(text: &str) -> String {
     }
 }
 
+/// A listing page decoded as both clients decode it: whole, or — when that fails — once more
+/// after [`isolate_unreadable`] replaced the records whose bytes are not JSON text, and the
+/// page's own error when that does not help either (strict records fail again). The fuzz
+/// targets call this too, so they reach the code the clients run.
+pub fn decode_page<P: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<P, super::BadField> {
+    super::decode::<P>(raw).or_else(|b| {
+        isolate_unreadable(raw)
+            .and_then(|isolated| super::decode::<P>(&isolated).ok())
+            .ok_or(b)
+    })
+}
+
 /// The property with which [`isolate_unreadable`] marks a record whose bytes are not JSON text.
 const UNREADABLE_BYTES: &str = "@easgate.unreadableBytes";
 
