@@ -626,7 +626,12 @@ async fn graph_throttling_every_other_call_for_a_minute_is_waited_out() {
         elapsed.as_secs_f64(),
         longest as f64 / 1000.0,
         runs.iter()
-            .map(|r| format!("{:?} {:.1} s", r.kind, r.duration_ms as f64 / 1000.0))
+            .map(|r| format!(
+                "{:?} {:.1} s ({} Graph requests)",
+                r.kind,
+                r.duration_ms as f64 / 1000.0,
+                r.graph_calls
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     );
