@@ -14,6 +14,7 @@
 //! | `POST /_lab/cas/{i}/fail` `{"status":500,"fail_ratio":0.3,"seed":7,"after_apply":false}` | answer a seeded share of requests with it; `after_apply`: run the cmdlet, lose its answer |
 //! | `GET`/`PUT /_lab/latency` | the Exchange latency model (`LatencyModel` JSON) |
 //! | `GET`/`PUT /_lab/throttling` | `{"exchange_concurrency":n,"graph":{…GraphLimits}}`, fields optional |
+//! | `GET`/`PUT /_lab/exchange-faults` | expired next links, of any cmdlet or one (`ExchangeFaults` JSON: `{"expire_next_links":n,"cmdlet":"Get-MobileDevice"}`) |
 //! | `GET`/`PUT /_lab/graph-faults` | 429 on every n-th Graph call for a while, failing token requests, expired next links (`GraphFaults` JSON) |
 //! | `GET`/`POST`/`DELETE /_lab/malformed` | break a device's record in the Exchange or Graph listings (`Malformation` JSON: `{"service":"exchange","device_id":…,"field":"DeviceModel","kind":"huge_field","bytes":1048576}`; kinds `missing_field`, `huge_field`, `lone_surrogate`, `invalid_utf8`, `duplicate`, `no_mailbox`) / list / clear |
 //! | `PUT /_lab/token-lifetime` `{"seconds":n}` | lifetime of tokens issued from now on |
@@ -39,6 +40,7 @@ use serde_json::json;
 
 use crate::counters::CounterSnapshot;
 use crate::exchange::cost::LatencyModel;
+use crate::exchange::faults::ExchangeFaults;
 use crate::graph::faults::GraphFaults;
 use crate::graph::throttle::GraphLimits;
 use crate::malformed::Malformation;
@@ -203,6 +205,16 @@ impl LabControl {
 
     pub fn set_graph_limits(&self, limits: GraphLimits) {
         self.shared.throttle.set_limits(limits);
+    }
+
+    /// Faults of Exchange from now on (replacing those in force).
+    pub fn set_exchange_faults(&self, faults: ExchangeFaults) {
+        self.shared.exchange_faults.set(faults);
+    }
+
+    /// What is left of the Exchange faults in force.
+    pub fn exchange_faults(&self) -> ExchangeFaults {
+        self.shared.exchange_faults.get()
     }
 
     /// Faults of Graph and the token endpoint from now on (replacing those in force).
@@ -485,6 +497,15 @@ pub(crate) fn router(control: LabControl) -> Router {
                         c.set_graph_limits(g);
                     }
                     Json(throttling(&c))
+                },
+            ),
+        )
+        .route(
+            "/_lab/exchange-faults",
+            get(|State(c): State<LabControl>| async move { Json(c.exchange_faults()) }).put(
+                |State(c): State<LabControl>, Json(f): Json<ExchangeFaults>| async move {
+                    c.set_exchange_faults(f);
+                    Json(c.exchange_faults())
                 },
             ),
         )

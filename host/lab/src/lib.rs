@@ -53,6 +53,7 @@ pub use connector_config::{SecretSource, connector_config};
 pub use control::{LabControl, LabInfo};
 pub use counters::{CmdletCounters, CounterSnapshot, ExchangeCounters, GraphCounters};
 pub use exchange::cost::{CmdletLatency, DEFAULT_CONCURRENCY, LatencyModel};
+pub use exchange::faults::ExchangeFaults;
 pub use graph::faults::GraphFaults;
 pub use graph::throttle::GraphLimits;
 pub use login::{Audience, DEFAULT_TOKEN_LIFETIME};
@@ -186,6 +187,7 @@ impl Lab {
             gate: exchange::cost::Gate::new(opts.exchange_concurrency),
             throttle: graph::throttle::Throttle::new(opts.graph_limits),
             graph_faults: Default::default(),
+            exchange_faults: Default::default(),
             malformed: Default::default(),
             counters: counters::Counters::new(cas_count),
             cas: cas_listeners

@@ -106,6 +106,7 @@ pub(crate) struct Shared {
     pub gate: Gate,
     pub throttle: Throttle,
     pub graph_faults: crate::graph::faults::Faults,
+    pub exchange_faults: crate::exchange::faults::Faults,
     pub malformed: crate::malformed::Malformed,
     pub counters: Counters,
     pub servers: Vec<ServerInfo>,

@@ -7,6 +7,9 @@
 //!   fewer requests in flight, wait `Retry-After` (jittered) or back off, try again;
 //! - refused or dropped connection, timeout, other 5xx → that CAS failed: fail over and resend
 //!   (the next page link is moved to the new CAS: its path and skip token are kept);
+//! - a next link refused as expired or invalid (400 naming the skip token) → start the listing
+//!   over from its first page, at most twice (a token cannot be renewed, and the records already
+//!   read may have moved on), then [`ExchangeError::PageLinkRefused`]; never for a write;
 //! - 401 with a client-credentials token → one renewal, then resend;
 //! - any other error → [`ExchangeError::Cmdlet`] with Exchange's exception and category.
 //!
@@ -32,6 +35,8 @@ use crate::net::{self, BadField, HttpSettings, SetupError, record};
 const PAGE_SIZE: usize = 1000;
 /// Throttled attempts of one request before giving up.
 const THROTTLE_ATTEMPTS: u32 = 30;
+/// Times a listing starts over after a page link was refused, before giving up.
+const LISTING_RESTARTS: u32 = 2;
 
 #[derive(Debug)]
 enum Auth {
@@ -201,6 +206,19 @@ enum Outcome {
 
 const CONCURRENCY_TEXT: &str = "maximum number of concurrent requests";
 
+/// Exchange's refusal of a followed next link's skip token (expired, or not valid for the
+/// request): HTTP 400 naming the skip token. The admin API documents no code or exception for
+/// it, so the message is what sets it apart from a refused parameter.
+fn refused_page_link(e: &ExchangeError) -> Option<&CmdletFailure> {
+    match e {
+        ExchangeError::Cmdlet(f) if f.status == 400 => {
+            let message = f.message.to_ascii_lowercase();
+            (message.contains("skip token") || message.contains("skiptoken")).then_some(&**f)
+        }
+        _ => None,
+    }
+}
+
 impl ExchangeClient {
     pub fn builder<'a>(org: &'a Organization, http: &'a HttpSettings) -> ExchangeClientBuilder<'a> {
         ExchangeClientBuilder {
@@ -341,42 +359,69 @@ impl ExchangeClient {
             field: "Parameters".into(),
             problem: e.to_string(),
         })?;
-        let mut path = format!("/adminapi/beta/{}/InvokeCommand", self.inner.tenant);
-        let mut out = Vec::new();
-        let (mut raw, mut cas) = self.request::<C>(&body, &path).await?;
-        loop {
-            crate::sync::progress::page_listed();
-            // The next page is asked for before this one is decoded: a listing's pages can only
-            // come one after another, and decoding 1000 objects takes milliseconds.
-            let next = match net::decode::<NextLink>(&raw) {
-                Ok(n) => {
-                    for w in n.warnings.iter().flatten() {
-                        tracing::warn!(cmdlet = C::NAME, cas = %cas, "Exchange warns: {w}");
+        let first = format!("/adminapi/beta/{}/InvokeCommand", self.inner.tenant);
+        let mut restarts = 0;
+        'listing: loop {
+            let mut out = Vec::new();
+            let (mut raw, mut cas) = self.request::<C>(&body, &first).await?;
+            loop {
+                crate::sync::progress::page_listed();
+                // The next page is asked for before this one is decoded: a listing's pages can only
+                // come one after another, and decoding 1000 objects takes milliseconds.
+                let next = match net::decode::<NextLink>(&raw) {
+                    Ok(n) => {
+                        for w in n.warnings.iter().flatten() {
+                            tracing::warn!(cmdlet = C::NAME, cas = %cas, "Exchange warns: {w}");
+                        }
+                        n.next
                     }
-                    n.next
-                }
-                Err(b) => {
-                    // The typed decoding names what is wrong, if the objects are; otherwise the
-                    // link itself is.
-                    self.decode_page::<C>(&raw, &cas)?;
-                    return Err(ExchangeError::BadResponse {
-                        cmdlet: C::NAME.into(),
-                        endpoint: cas,
-                        field: b.field,
-                        problem: b.problem,
-                    });
-                }
-            };
-            let Some(link) = next else {
-                out.extend(self.decode_page::<C>(&raw, &cas)?.value);
-                return Ok(out);
-            };
-            path = self.next_path::<C>(&link, &cas)?;
-            let (following, page) = tokio::join!(self.request::<C>(&body, &path), async {
-                self.decode_page::<C>(&raw, &cas)
-            });
-            out.extend(page?.value);
-            (raw, cas) = following?;
+                    Err(b) => {
+                        // The typed decoding names what is wrong, if the objects are; otherwise the
+                        // link itself is.
+                        self.decode_page::<C>(&raw, &cas)?;
+                        return Err(ExchangeError::BadResponse {
+                            cmdlet: C::NAME.into(),
+                            endpoint: cas,
+                            field: b.field,
+                            problem: b.problem,
+                        });
+                    }
+                };
+                let Some(link) = next else {
+                    out.extend(self.decode_page::<C>(&raw, &cas)?.value);
+                    return Ok(out);
+                };
+                let path = self.next_path::<C>(&link, &cas)?;
+                let (following, page) = tokio::join!(self.request::<C>(&body, &path), async {
+                    self.decode_page::<C>(&raw, &cas)
+                });
+                out.extend(page?.value);
+                (raw, cas) = match following {
+                    Ok(answer) => answer,
+                    Err(e) => match refused_page_link(&e) {
+                        // A write never has a next link to follow; were one refused, the write
+                        // must not be sent again from the start.
+                        Some(refusal) if !C::WRITE && restarts < LISTING_RESTARTS => {
+                            restarts += 1;
+                            tracing::warn!(
+                                cmdlet = C::NAME,
+                                cas = %refusal.cas,
+                                "Exchange refused a page link; starting the listing over: {}",
+                                refusal.message
+                            );
+                            continue 'listing;
+                        }
+                        Some(refusal) if !C::WRITE => {
+                            return Err(ExchangeError::PageLinkRefused {
+                                cmdlet: C::NAME.into(),
+                                restarts,
+                                refusal: Box::new(refusal.clone()),
+                            });
+                        }
+                        _ => return Err(e),
+                    },
+                };
+            }
         }
     }
 
@@ -730,5 +775,55 @@ impl CmdletTransport for ExchangeClient {
     async fn run<C: Cmdlet>(&self, cmdlet: &C) -> Result<Vec<C::Output>, ExchangeError> {
         self.ensure_discovered().await;
         self.run_pages(cmdlet).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(status: u16, message: &str) -> ExchangeError {
+        ExchangeError::Cmdlet(Box::new(CmdletFailure {
+            cmdlet: "Get-MobileDevice".into(),
+            cas: "http://cas".into(),
+            status,
+            code: "BadRequest".into(),
+            exception: "Microsoft.Exchange.Admin.OData.Core.ODataServiceException".into(),
+            category: "InvalidArgument".into(),
+            message: message.into(),
+        }))
+    }
+
+    #[test]
+    fn only_a_400_naming_the_skip_token_is_a_refused_page_link() {
+        for (error, refused) in [
+            (
+                refusal(400, "The skip token has expired. Run the command again."),
+                true,
+            ),
+            (
+                refusal(400, "The skip token is not valid for this request."),
+                true,
+            ),
+            (refusal(400, "Invalid $skiptoken value"), true),
+            (
+                refusal(
+                    400,
+                    "A parameter cannot be found that matches parameter name 'X'.",
+                ),
+                false,
+            ),
+            (refusal(404, "The skip token has expired."), false),
+            (
+                ExchangeError::Throttled {
+                    cmdlet: "Get-MobileDevice".into(),
+                    attempts: 30,
+                    message: "skip token".into(),
+                },
+                false,
+            ),
+        ] {
+            assert_eq!(refused_page_link(&error).is_some(), refused, "{error}");
+        }
     }
 }

@@ -75,6 +75,17 @@ pub enum ExchangeError {
         field: String,
         problem: String,
     },
+    /// A listing's next page link (its `$skiptoken`) was refused as expired or invalid again
+    /// after the listing had been started over `restarts` times.
+    #[error(
+        "{cmdlet}: a page link was refused again after starting the listing over {restarts} times: {refusal}"
+    )]
+    PageLinkRefused {
+        cmdlet: String,
+        restarts: u32,
+        #[source]
+        refusal: Box<CmdletFailure>,
+    },
     #[error("{cmdlet}: no Exchange token: {source}")]
     Token {
         cmdlet: String,

@@ -148,6 +148,20 @@ impl CmdletError {
         )
     }
 
+    /// A followed next link whose skip token has expired. Microsoft does not document what the
+    /// admin API answers then, and no example of it was found: this is a plausible guess, shaped
+    /// as the admin API's other OData-layer refusals (HTTP 400, `ODataServiceException`) and, like
+    /// its refusal of an invalid skip token, naming the skip token in its message.
+    pub fn expired_skip_token() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+            "InvalidArgument",
+            "The skip token has expired. Run the command again without a skip token.".to_owned(),
+        )
+    }
+
     pub fn unauthorized(message: &str) -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -4,19 +4,21 @@
 //! One request goes through the steps the real service takes, in the same order, so that a client
 //! meets the same failures: the CAS may be down or failing (control API); the tenant in the path
 //! and the bearer token (audience Exchange) are checked; the body `{"CmdletInput":{"CmdletName":…,
-//! "Parameters":{…}}}` is parsed and bound; a `$skiptoken` continues an earlier listing; the
-//! tenant's concurrency slot is taken or the request refused with 429 and `Retry-After`; the
-//! cmdlet runs; the modelled latency elapses; the page is returned as
+//! "Parameters":{…}}}` is parsed and bound; a `$skiptoken` continues an earlier listing (or has
+//! expired, when the control API says so); the tenant's concurrency slot is taken or the request
+//! refused with 429 and `Retry-After`; the cmdlet runs; the modelled latency elapses; the page is returned as
 //! `{"@odata.context":…,"adminapi.warnings":[…],"value":[…],"@odata.nextLink":…}`.
 //!
 //! Submodules: `access` (how Exchange computes a device's access state), `filter` (OPATH
 //! `-Filter`), `params` (parameter binding), `cmdlets`, `views` (the returned objects), `cost`
-//! (latency model and concurrency limit), `error` (Exchange's error shape).
+//! (latency model and concurrency limit), `error` (Exchange's error shape), `faults` (injected
+//! by the control API).
 
 pub(crate) mod access;
 mod cmdlets;
 pub mod cost;
 mod error;
+pub mod faults;
 pub(crate) mod filter;
 mod params;
 mod views;
@@ -279,6 +281,9 @@ fn execute(
         let args = params::bind(spec, input.parameters.as_ref())?;
         let position = match query.get("$skiptoken") {
             None => Position::default(),
+            Some(_) if shared.exchange_faults.expire_link(spec.name) => {
+                return Err(CmdletError::expired_skip_token());
+            }
             Some(token) => shared
                 .pages
                 .decode(token, request_hash(spec.name, input))

@@ -1,10 +1,10 @@
 //! Injected faults over the control API: a seeded flaky CAS, Graph's 429 pattern, failing token
-//! requests, expired next links, and records broken on the wire.
+//! requests, expired Graph and Exchange next links, and records broken on the wire.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{Client, lab, token_request};
+use crate::{Client, exchange_detail, lab, token_request};
 
 async fn control(
     lab: &easgate_lab::Lab,
@@ -157,4 +157,68 @@ async fn a_malformed_record_goes_over_the_wire_until_cleared() {
     assert_eq!(r.status(), 204);
     let devices = c.invoke("Get-MobileDevice", json!({})).await.unwrap();
     assert!(model_of(&devices).unwrap().is_string());
+}
+
+#[tokio::test]
+async fn exchange_next_links_of_the_aimed_cmdlet_expire_then_work_again() {
+    let lab = lab(2500).await;
+    let c = Client::new(&lab).await;
+    let r = control(
+        &lab,
+        reqwest::Method::PUT,
+        "/_lab/exchange-faults",
+        json!({"expire_next_links": 1, "cmdlet": "get-mobiledevice"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let params = json!({"ResultSize": "Unlimited"});
+    // Another cmdlet's listing pages as usual: the fault is aimed elsewhere.
+    let mailboxes = c.invoke("Get-CASMailbox", params.clone()).await.unwrap();
+    assert!(mailboxes.len() > 1000, "{} mailboxes", mailboxes.len());
+    let first = c
+        .invoke_page(&c.invoke_url(0), "Get-MobileDevice", &params, None)
+        .await
+        .unwrap();
+    let next = first["@odata.nextLink"].as_str().expect("two pages");
+    let expired = c
+        .invoke_page(next, "Get-MobileDevice", &params, None)
+        .await
+        .unwrap_err();
+    assert_eq!(expired.status, StatusCode::BAD_REQUEST);
+    assert_eq!(expired.body["error"]["code"], "BadRequest");
+    let detail = exchange_detail(&expired);
+    assert!(
+        detail.starts_with(
+            "Microsoft.Exchange.Admin.OData.Core.ODataServiceException|InvalidArgument|"
+        ) && detail.contains("skip token has expired"),
+        "{detail}"
+    );
+    // Used up: the same link works now, and the listing runs to its end.
+    let second = c
+        .invoke_page(next, "Get-MobileDevice", &params, None)
+        .await
+        .unwrap();
+    assert_eq!(second["value"].as_array().unwrap().len(), 1000);
+    assert_eq!(
+        c.invoke("Get-MobileDevice", params).await.unwrap().len(),
+        2500
+    );
+    let left: Value = reqwest::get(format!("{}/_lab/exchange-faults", lab.control_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        json!({"expire_next_links": 0, "cmdlet": "get-mobiledevice"})
+    );
+    let r = control(
+        &lab,
+        reqwest::Method::PUT,
+        "/_lab/exchange-faults",
+        json!({"expire_links": 1}),
+    )
+    .await;
+    assert!(r.status().is_client_error(), "unknown fields are refused");
 }
