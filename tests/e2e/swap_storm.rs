@@ -140,7 +140,9 @@ async fn a_swap_storm_during_a_sync_changes_nothing_in_it_and_the_last_valid_ver
     let started = within(LIMIT, async {
         loop {
             let org = org_status(&url).await;
-            if !org["current_run"].is_null() {
+            // A run starts with the plans an operator approved ("approved plans"), then lists.
+            let stage = org["current_run"]["progress"]["stage"].as_str();
+            if stage.is_some_and(|s| s != "approved plans") {
                 return org["current_run"].clone();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
