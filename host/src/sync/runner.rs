@@ -31,7 +31,7 @@ use super::discover::{self, Discovered};
 use super::inventory::{DeviceKey, ManagedDevice, Verdict};
 use super::matching::match_inventory;
 use super::notices::{NoticeReport, NoticeStage, TemplateSource, deliver};
-use super::plan::{Decided, DeviceChange, plan};
+use super::plan::{Decided, DeviceChange, PlanStep, PlannedCommand, plan_steps};
 use super::progress;
 use super::settings::SyncSettings;
 use anyhow::Context;
@@ -475,7 +475,7 @@ impl OrgSync {
         } else {
             self.store.device_count(org)?
         };
-        let mut plan = plan(
+        let mut plan = plan_steps(
             &inventory.mailboxes,
             &decided,
             &removals,
@@ -497,11 +497,15 @@ impl OrgSync {
         }
         if full {
             // After the lists and the default: rules decide only devices on no list.
-            plan.commands.extend(super::plan::exchange_settings(
-                &self.settings,
-                org_settings.as_ref(),
-                access_rules.as_deref(),
-            ));
+            plan.commands.extend(
+                super::plan::exchange_settings(
+                    &self.settings,
+                    org_settings.as_ref(),
+                    access_rules.as_deref(),
+                )
+                .into_iter()
+                .map(PlanStep::from),
+            );
         }
         stage.done("plan");
         summary.devices_changed = (plan.changes.len() + removals.len()) as u64;
@@ -540,6 +544,9 @@ impl OrgSync {
             .as_ref()
             .map_or(0, |n| n.resend_interval.as_secs() as i64);
         if held {
+            // A held plan is recorded whole, in one transaction.
+            let commands: Vec<PlannedCommand> =
+                commands.into_iter().map(PlanStep::into_planned).collect();
             let recorded = {
                 let digest = digest.clone();
                 blocking(&self.store, move |s| {
