@@ -747,6 +747,7 @@ impl OrgSync {
                 })
                 .collect();
             s.save_inventory(org, &views, now)?;
+            drop((views, managed));
             // What `easgate policy diff` decides with; a quick sync, or a full one that could
             // not read every record, saves what it read and forgets nothing.
             s.save_directory(
@@ -757,12 +758,17 @@ impl OrgSync {
                 now,
             )?;
             if forget_absent {
-                let present: HashSet<DeviceKey> =
-                    inventory.devices.iter().map(|d| d.key()).collect();
-                let gone: Vec<DeviceKey> = s
-                    .device_keys(org)?
-                    .into_iter()
-                    .filter(|k| !present.contains(k))
+                // The stored keys less the present ones: the present keys are looked up one at
+                // a time, not gathered into a second set of 100 000 keys.
+                let stored = s.device_keys(org)?;
+                let mut absent: HashSet<&DeviceKey> = stored.iter().collect();
+                for device in &inventory.devices {
+                    absent.remove(&device.key());
+                }
+                let gone: Vec<DeviceKey> = stored
+                    .iter()
+                    .filter(|k| absent.contains(k))
+                    .cloned()
                     .collect();
                 s.forget_devices(org, &gone)?;
             }
