@@ -758,22 +758,57 @@ impl OrgSync {
                 now,
             )?;
             if forget_absent {
-                // The stored keys less the present ones: the present keys are looked up one at
-                // a time, not gathered into a second set of 100 000 keys.
-                let stored = s.device_keys(org)?;
-                let mut absent: HashSet<&DeviceKey> = stored.iter().collect();
-                for device in &inventory.devices {
-                    absent.remove(&device.key());
-                }
-                let gone: Vec<DeviceKey> = stored
-                    .iter()
-                    .filter(|k| absent.contains(k))
-                    .cloned()
-                    .collect();
+                let gone = absent(s.device_keys(org)?, &inventory.devices);
                 s.forget_devices(org, &gone)?;
             }
             Ok(())
         })
         .await
+    }
+}
+
+/// The `stored` keys of no partnership in `devices`, in the stored order. The present keys are
+/// looked up one at a time, not gathered into a second set as large as the organization.
+fn absent(stored: Vec<DeviceKey>, devices: &[super::ExchangeDevice]) -> Vec<DeviceKey> {
+    let mut absent: HashSet<&DeviceKey> = stored.iter().collect();
+    for device in devices {
+        absent.remove(&device.key());
+    }
+    stored
+        .iter()
+        .filter(|k| absent.contains(k))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::ExchangeDevice;
+
+    #[test]
+    fn absent_keeps_the_stored_keys_no_partnership_has() {
+        let device = |identity: &str| ExchangeDevice {
+            identity: identity.into(),
+            ..ExchangeDevice::default()
+        };
+        let stored = [
+            "alice\\eas\\a1",
+            "bob\\eas\\b1",
+            "carol\\eas\\c1",
+            "dave\\eas\\d1",
+        ]
+        .map(DeviceKey::new)
+        .to_vec();
+        // Keys ignore case and surrounding spaces, as Exchange's identities do.
+        let present = [
+            device(" Alice\\EAS\\A1"),
+            device("carol\\eas\\c1"),
+            device("erin\\eas\\e1"),
+        ];
+        assert_eq!(
+            absent(stored, &present),
+            ["bob\\eas\\b1", "dave\\eas\\d1"].map(DeviceKey::new)
+        );
     }
 }
