@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::inventory::DeviceKey;
 use super::plan::{
-    Command, NEW_ACCESS_RULE, PlannedCommand, REMOVE_ACCESS_RULE, REMOVE_MOBILE_DEVICE,
+    Command, NEW_ACCESS_RULE, PlanStep, PlannedCommand, REMOVE_ACCESS_RULE, REMOVE_MOBILE_DEVICE,
     SET_CAS_MAILBOX, SET_ORG_SETTINGS,
 };
 use super::progress;
@@ -294,8 +294,8 @@ pub struct ToRecord {
     pub plugin_digest: String,
     pub decided_at: i64,
     pub decisions: Vec<DecisionRecord>,
-    /// The plan's commands, in plan order.
-    pub commands: Vec<PlannedCommand>,
+    /// The plan's commands, in plan order, built as each chunk is recorded.
+    pub commands: Vec<PlanStep>,
     pub notices: Vec<NoticeRequest>,
     pub resend_interval_secs: i64,
 }
@@ -322,7 +322,7 @@ pub fn record_in_chunks(
     // transactions of their own, short ones: apply waits for the store between them.
     let mut chunk_of: HashMap<&DeviceKey, usize> = HashMap::new();
     for (i, command) in record.commands.iter().enumerate() {
-        for key in &command.devices {
+        for key in command.devices() {
             chunk_of.entry(key).or_insert(i / RECORD_CHUNK);
         }
     }
@@ -358,7 +358,11 @@ pub fn record_in_chunks(
     let mut commands = record.commands.into_iter();
     for (i, (decisions, notices)) in decisions.into_iter().zip(notices).enumerate() {
         let commands: Vec<PlannedCommand> = if i < chunks {
-            commands.by_ref().take(RECORD_CHUNK).collect()
+            commands
+                .by_ref()
+                .take(RECORD_CHUNK)
+                .map(PlanStep::into_planned)
+                .collect()
         } else {
             Vec::new()
         };
@@ -460,7 +464,7 @@ mod tests {
             plugin_digest: "digest".into(),
             decided_at: 2,
             decisions,
-            commands,
+            commands: commands.into_iter().map(PlanStep::from).collect(),
             notices: Vec::new(),
             resend_interval_secs: 0,
         };

@@ -31,7 +31,7 @@ use super::discover::{self, Discovered};
 use super::inventory::{DeviceKey, ManagedDevice, Verdict};
 use super::matching::match_inventory;
 use super::notices::{NoticeReport, NoticeStage, TemplateSource, deliver};
-use super::plan::{Decided, DeviceChange, plan};
+use super::plan::{Decided, DeviceChange, PlanStep, PlannedCommand, plan_steps};
 use super::progress;
 use super::settings::SyncSettings;
 use anyhow::Context;
@@ -475,7 +475,7 @@ impl OrgSync {
         } else {
             self.store.device_count(org)?
         };
-        let mut plan = plan(
+        let mut plan = plan_steps(
             &inventory.mailboxes,
             &decided,
             &removals,
@@ -497,11 +497,15 @@ impl OrgSync {
         }
         if full {
             // After the lists and the default: rules decide only devices on no list.
-            plan.commands.extend(super::plan::exchange_settings(
-                &self.settings,
-                org_settings.as_ref(),
-                access_rules.as_deref(),
-            ));
+            plan.commands.extend(
+                super::plan::exchange_settings(
+                    &self.settings,
+                    org_settings.as_ref(),
+                    access_rules.as_deref(),
+                )
+                .into_iter()
+                .map(PlanStep::from),
+            );
         }
         stage.done("plan");
         summary.devices_changed = (plan.changes.len() + removals.len()) as u64;
@@ -540,6 +544,9 @@ impl OrgSync {
             .as_ref()
             .map_or(0, |n| n.resend_interval.as_secs() as i64);
         if held {
+            // A held plan is recorded whole, in one transaction.
+            let commands: Vec<PlannedCommand> =
+                commands.into_iter().map(PlanStep::into_planned).collect();
             let recorded = {
                 let digest = digest.clone();
                 blocking(&self.store, move |s| {
@@ -740,6 +747,7 @@ impl OrgSync {
                 })
                 .collect();
             s.save_inventory(org, &views, now)?;
+            drop((views, managed));
             // What `easgate policy diff` decides with; a quick sync, or a full one that could
             // not read every record, saves what it read and forgets nothing.
             s.save_directory(
@@ -750,17 +758,57 @@ impl OrgSync {
                 now,
             )?;
             if forget_absent {
-                let present: HashSet<DeviceKey> =
-                    inventory.devices.iter().map(|d| d.key()).collect();
-                let gone: Vec<DeviceKey> = s
-                    .device_keys(org)?
-                    .into_iter()
-                    .filter(|k| !present.contains(k))
-                    .collect();
+                let gone = absent(s.device_keys(org)?, &inventory.devices);
                 s.forget_devices(org, &gone)?;
             }
             Ok(())
         })
         .await
+    }
+}
+
+/// The `stored` keys of no partnership in `devices`, in the stored order. The present keys are
+/// looked up one at a time, not gathered into a second set as large as the organization.
+fn absent(stored: Vec<DeviceKey>, devices: &[super::ExchangeDevice]) -> Vec<DeviceKey> {
+    let mut absent: HashSet<&DeviceKey> = stored.iter().collect();
+    for device in devices {
+        absent.remove(&device.key());
+    }
+    stored
+        .iter()
+        .filter(|k| absent.contains(k))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::ExchangeDevice;
+
+    #[test]
+    fn absent_keeps_the_stored_keys_no_partnership_has() {
+        let device = |identity: &str| ExchangeDevice {
+            identity: identity.into(),
+            ..ExchangeDevice::default()
+        };
+        let stored = [
+            "alice\\eas\\a1",
+            "bob\\eas\\b1",
+            "carol\\eas\\c1",
+            "dave\\eas\\d1",
+        ]
+        .map(DeviceKey::new)
+        .to_vec();
+        // Keys ignore case and surrounding spaces, as Exchange's identities do.
+        let present = [
+            device(" Alice\\EAS\\A1"),
+            device("carol\\eas\\c1"),
+            device("erin\\eas\\e1"),
+        ];
+        assert_eq!(
+            absent(stored, &present),
+            ["bob\\eas\\b1", "dave\\eas\\d1"].map(DeviceKey::new)
+        );
     }
 }
