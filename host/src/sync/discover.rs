@@ -524,18 +524,13 @@ mod tests {
         let page = |records: &str| -> Vec<Checked<graph_models::ManagedDevice>> {
             serde_json::from_str(records).unwrap()
         };
-        let device = |id: &str| models::MobileDevice {
-            identity: format!("alice\\ExchangeActiveSyncDevices\\{id}"),
-            device_id: id.into(),
-            device_type: None,
-            device_model: None,
-            device_os: None,
-            device_user_agent: None,
-            first_sync_time: None,
-            user_display_name: None,
-            device_access_state: DeviceAccessState::Allowed,
-            device_access_state_reason: "Individual".into(),
-            when_changed: None,
+        let device = |id: &str| {
+            mobile_device(
+                &format!("alice\\ExchangeActiveSyncDevices\\{id}"),
+                id,
+                DeviceAccessState::Allowed,
+                "Individual",
+            )
         };
         let mut u = Unreadables::default();
         let good = u
@@ -565,22 +560,33 @@ mod tests {
         assert!(matches!(unlinked, Err(DiscoverError::UnlinkedRecord(_))));
     }
 
-    #[test]
-    fn a_partnership_of_a_gone_mailbox_has_none() {
-        let known: HashMap<String, String> = [("alice".to_owned(), "Alice".to_owned())].into();
-        let device = |identity: &str| models::MobileDevice {
+    /// A partnership as Exchange lists it, with only what these tests look at.
+    fn mobile_device(
+        identity: &str,
+        id: &str,
+        state: DeviceAccessState,
+        reason: &str,
+    ) -> models::MobileDevice {
+        models::MobileDevice {
             identity: identity.into(),
-            device_id: "X".into(),
+            device_id: id.into(),
             device_type: None,
             device_model: None,
             device_os: None,
             device_user_agent: None,
             first_sync_time: None,
             user_display_name: None,
-            device_access_state: DeviceAccessState::Quarantined,
-            device_access_state_reason: "Global".into(),
+            device_access_state: state,
+            device_access_state_reason: reason.into(),
             when_changed: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_partnership_of_a_gone_mailbox_has_none() {
+        let known: HashMap<String, String> = [("alice".to_owned(), "Alice".to_owned())].into();
+        let device =
+            |identity: &str| mobile_device(identity, "X", DeviceAccessState::Quarantined, "Global");
         let d = exchange_device(device("alice\\ExchangeActiveSyncDevices\\x"), &known);
         assert_eq!(d.mailbox.as_deref(), Some("Alice"));
         assert_eq!(d.access_state, AccessState::Quarantined);

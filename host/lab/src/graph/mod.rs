@@ -140,18 +140,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// Throttling and authentication, in the order Graph applies them.
 fn admit(shared: &Shared, headers: &HeaderMap, endpoint: &str) -> Result<(), GraphError> {
     shared.counters.graph_request(endpoint);
-    if let Some(retry) = shared.graph_faults.throttle() {
-        shared.counters.graph_throttled();
-        return Err(GraphError {
-            retry_after: Some(retry),
-            ..GraphError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                "Too many requests, please try again later.",
-            )
-        });
-    }
-    if let Err(retry) = shared.throttle.admit() {
+    // An injected fault first, then the tenant's own limit.
+    let refused = shared
+        .graph_faults
+        .throttle()
+        .or_else(|| shared.throttle.admit().err());
+    if let Some(retry) = refused {
         shared.counters.graph_throttled();
         return Err(GraphError {
             retry_after: Some(retry),
