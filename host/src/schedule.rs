@@ -30,11 +30,7 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 
 /// The wall clock in Unix seconds: the `now` of [`Scheduler::start`] outside tests.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use crate::timestamp::unix_now;
 
 /// Which sync to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ use crate::plugin::registry::RegistryOptions;
 use crate::plugin::{PluginEngine, PluginRegistry};
 use crate::store::{NoticeStatus, OutboxNotice, Store};
 use crate::sync::notices::template_input;
+use crate::timestamp::unix_now;
 
 #[derive(Debug, Subcommand)]
 pub enum NoticeCommand {
@@ -31,12 +32,6 @@ pub struct PreviewArgs {
     /// The organization (default: the first one holding the device).
     #[arg(long)]
     org: Option<String>,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub fn run(command: NoticeCommand) -> anyhow::Result<ExitCode> {

@@ -181,9 +181,7 @@ fn diff(
         crate::store::Store::open_read_only(&config.sync.data_dir)
             .context("policy diff reads the store a sync wrote")?,
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = crate::timestamp::unix_now();
     let runtime = tokio::runtime::Runtime::new()?;
     for org in orgs {
         let diff = runtime.block_on(crate::sync::whatif::diff(

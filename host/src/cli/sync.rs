@@ -25,6 +25,7 @@ use crate::plugin::{PluginEngine, PluginRegistry};
 use crate::store::{RunId, RunOutcome, Store};
 use crate::sync::progress;
 use crate::sync::{OrgSync, Summary, SyncKind, TemplateSource};
+use crate::timestamp::unix_now;
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -66,12 +67,6 @@ pub struct PlanArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The store, recovered from an unclean stop of an earlier process.

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::blocking;
 use super::inventory::DeviceKey;
 use super::plan::{
     Command, NEW_ACCESS_RULE, PlanStep, PlannedCommand, REMOVE_ACCESS_RULE, REMOVE_MOBILE_DEVICE,
@@ -32,6 +33,7 @@ use crate::exchange::{Cmdlet, ExchangeClient, ExchangeError};
 use crate::store::{
     CommandId, DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, RunId, Store, StoreError,
 };
+use crate::timestamp::unix_now;
 
 /// What applying a plan did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -42,23 +44,6 @@ pub struct Applied {
     pub done: u64,
     /// Commands that failed, with the error.
     pub failed: Vec<(CommandId, String)>,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Runs the store call `f` on the blocking pool (the store's calls wait on SQLite).
-async fn blocking<T: Send + 'static>(
-    store: &Arc<Store>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .expect("a store task does not panic")
 }
 
 /// Runs `group` chunk by chunk through a [`Pipeline`].
@@ -122,7 +107,7 @@ impl<C: Cmdlet + 'static> Pipeline<C> {
         }
         let (ids, cmdlets): (Vec<CommandId>, Vec<C>) = chunk.into_iter().unzip();
         let sent_ids = ids.clone();
-        blocking(store, move |s| s.mark_sent(&sent_ids, now())).await?;
+        blocking(store, move |s| s.mark_sent(&sent_ids, unix_now())).await?;
         applied.sent += ids.len() as u64;
         let exchange = exchange.clone();
         // The chunk's answers count for the apply stage that spawns it.
@@ -175,9 +160,9 @@ async fn finish_chunk<T>(
     applied.done += done.len() as u64;
     let failures = failed.clone();
     blocking(store, move |s| {
-        s.mark_done(&done, now())?;
+        s.mark_done(&done, unix_now())?;
         for (id, error) in &failures {
-            s.mark_failed(*id, error, now())?;
+            s.mark_failed(*id, error, unix_now())?;
         }
         Ok(())
     })
@@ -229,7 +214,7 @@ pub async fn apply_received(
                 other => {
                     let error = format!("the sync does not run `{other}`");
                     let s = store.clone();
-                    tokio::task::spawn_blocking(move || s.mark_failed(id, &error, now()))
+                    tokio::task::spawn_blocking(move || s.mark_failed(id, &error, unix_now()))
                         .await
                         .expect("a store task does not panic")?;
                     applied

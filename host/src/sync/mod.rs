@@ -43,5 +43,21 @@ pub use matching::{MatchReport, Matched, MatchedDevice, Retired, match_inventory
 pub use notices::{NoticeReport, NoticeStage, TemplateSource};
 pub use plan::{Command, Decided, Plan, PlannedCommand, plan};
 pub use runner::{OrgSync, Summary, SyncError, SyncKind};
+
+use std::sync::Arc;
+
+use crate::store::{Store, StoreError};
+
+/// Runs the store call `f` on the blocking pool: the store's calls wait on SQLite, which must
+/// not hold up the async threads.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .expect("a store task does not panic")
+}
 pub use settings::{DeviceAccessRule, RestrictionLimit, RuleCharacteristic, SyncSettings};
 pub use whatif::{Diff, DiffError, DirectorySource, VerdictChange};

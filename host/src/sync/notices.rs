@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::blocking;
 use crate::config::{Notify, Organization};
 use crate::notify::channel::ChannelSetupError;
 use crate::notify::compose::BadAddress;
@@ -24,6 +25,7 @@ use crate::notify::{NoticeChannel, NoticeSettings, Retry, RetryPolicy, SendError
 use crate::plugin::{NoticeTemplatePlugin, PluginErrorKind, types};
 use crate::store::{NoticeAttempt, OrgId, OutboxNotice, Store, StoreError};
 use crate::sync::ManagedDevice;
+use crate::timestamp::unix_now;
 
 /// Gives the active notice template; called once per run, which then keeps that version.
 pub type TemplateSource = Arc<dyn Fn() -> Arc<NoticeTemplatePlugin> + Send + Sync>;
@@ -140,12 +142,6 @@ fn unix(at: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(at.max(0) as u64)
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// The template's input for a notice in the outbox: the device as it was when decided.
 pub fn template_input(settings: &NoticeSettings, notice: &OutboxNotice) -> types::Notice {
     let device = types::DeviceContext {
@@ -163,16 +159,6 @@ pub fn template_input(settings: &NoticeSettings, notice: &OutboxNotice) -> types
         notify: true,
     };
     settings.notice(&device, &decision, "")
-}
-
-async fn blocking<T: Send + 'static>(
-    store: &Arc<Store>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .expect("a store task does not panic")
 }
 
 /// Renders and sends `org`'s due notices (at most `stage.max_per_run`) with `template`.

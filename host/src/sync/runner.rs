@@ -26,6 +26,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::apply::{Applied, ToRecord, apply, apply_received, record_in_chunks};
+use super::blocking;
 use super::decide::{DEFAULT_BATCH_SIZE, decide_built};
 use super::discover::{self, Discovered};
 use super::inventory::{DeviceKey, ManagedDevice, Verdict};
@@ -46,6 +47,7 @@ use crate::store::{
     DecisionBatch, DecisionRecord, DeviceView, NoticeBatch, NoticeRequest, OrgId, RunEnd, RunId,
     RunKind, RunOutcome, Store, StoreError, VerdictCounts,
 };
+use crate::timestamp::unix_now;
 
 /// Which sync to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -175,22 +177,6 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("run {0} is not held for approval")]
     NotHeld(RunId),
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-async fn blocking<T: Send + 'static>(
-    store: &Arc<Store>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .expect("a store task does not panic")
 }
 
 impl OrgSync {
