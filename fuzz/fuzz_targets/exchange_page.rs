@@ -1,6 +1,6 @@
 //! Exchange's `InvokeCommand` answers: one page (`value`, `@odata.nextLink`,
 //! `adminapi.warnings`) decoded into each cmdlet's object type the way the client decodes it
-//! (`easgate_fuzz::decode_page`: `net::decode`, which names the failing field, then again after
+//! (`net::record::decode_page`: `net::decode`, which names the failing field, then again after
 //! isolating unreadable records). The first byte picks the type. Any bytes give objects or a
 //! `BadField` that says what is wrong, never a panic. Device records read one at a time
 //! (`Checked<MobileDevice>`) are the `record_page` target's.
@@ -9,24 +9,12 @@
 use easgate::exchange::models::{
     CasMailbox, ClientAccessService, ExchangeServer, Mailbox, MobileDevice, OrganizationSettings,
 };
-use easgate::net::BadField;
-use easgate_fuzz::{ExchangePage, decode_page};
+use easgate_fuzz::{ExchangePage, decode_or_say_why};
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 
 fn page<T: DeserializeOwned>(body: &[u8]) -> Option<Vec<T>> {
-    match decode_page::<ExchangePage<T>>(body) {
-        Ok(p) => Some(p.value),
-        Err(BadField { field, problem }) => {
-            // The path may be empty: a document whose top-level key is "" fails at path "" (found
-            // by this target; see RELIABILITY.md). What went wrong must always be said.
-            assert!(
-                !problem.is_empty(),
-                "a bad field without a problem at {field:?}"
-            );
-            None
-        }
-    }
+    decode_or_say_why::<ExchangePage<T>>(body).map(|p| p.value)
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -1,31 +1,14 @@
 //! Microsoft Graph answers: a listing page (`value`, `@odata.nextLink`) of managed devices or
 //! directory objects, or a single user, decoded the way the client decodes every answer
-//! (`easgate_fuzz::decode_page`: `net::decode`, then again after isolating unreadable records).
+//! (`net::record::decode_page`: `net::decode`, then again after isolating unreadable records).
 //! The first byte picks the type. Any bytes give values or a `BadField` that says what is wrong,
 //! never a panic. Managed devices read one record at a time (`Checked<ManagedDevice>`) are the
 //! `record_page` target's.
 #![no_main]
 
 use easgate::graph::models::{DirectoryObject, ManagedDevice, User};
-use easgate::net::BadField;
-use easgate_fuzz::{GraphPage, decode_page};
+use easgate_fuzz::{GraphPage, decode_or_say_why as decode};
 use libfuzzer_sys::fuzz_target;
-use serde::de::DeserializeOwned;
-
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
-    match decode_page::<T>(body) {
-        Ok(v) => Some(v),
-        Err(BadField { field, problem }) => {
-            // The path may be empty: a document whose top-level key is "" fails at path "" (found
-            // by this target; see RELIABILITY.md). What went wrong must always be said.
-            assert!(
-                !problem.is_empty(),
-                "a bad field without a problem at {field:?}"
-            );
-            None
-        }
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, body)) = data.split_first() else {

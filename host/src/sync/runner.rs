@@ -99,6 +99,33 @@ pub struct Summary {
     pub notices: NoticeReport,
 }
 
+impl Summary {
+    /// The summary of run `run` as it starts: running, nothing counted yet.
+    fn started(organization: &str, run: RunId, kind: RunKind, plugin_digest: String) -> Self {
+        Summary {
+            organization: organization.to_owned(),
+            run,
+            kind,
+            outcome: RunOutcome::Running,
+            plugin_digest,
+            verdicts: VerdictCounts::default(),
+            devices_changed: 0,
+            commands_issued: 0,
+            commands_failed: 0,
+            commands_planned: 0,
+            restrictions: 0,
+            restriction_limit: 0,
+            exchange_reads: 0,
+            graph_calls: 0,
+            duration_ms: 0,
+            errors: Vec::new(),
+            plugin_errors: Vec::new(),
+            changes: Vec::new(),
+            notices: NoticeReport::default(),
+        }
+    }
+}
+
 /// Logs how long each stage took (at debug level), for an operator chasing a slow sync.
 struct Stage<'a> {
     org: &'a str,
@@ -267,27 +294,7 @@ impl OrgSync {
         // Like the policy, the notice template is pinned for the whole run.
         let template = self.notices.as_ref().map(|n| (n.template)());
         let run = self.store.start_run(org, run_kind, Some(&digest), now)?;
-        let mut summary = Summary {
-            organization: self.name.clone(),
-            run,
-            kind: run_kind,
-            outcome: RunOutcome::Running,
-            plugin_digest: digest.clone(),
-            verdicts: VerdictCounts::default(),
-            devices_changed: 0,
-            commands_issued: 0,
-            commands_failed: 0,
-            commands_planned: 0,
-            restrictions: 0,
-            restriction_limit: 0,
-            exchange_reads: 0,
-            graph_calls: 0,
-            duration_ms: 0,
-            errors: Vec::new(),
-            plugin_errors: Vec::new(),
-            changes: Vec::new(),
-            notices: NoticeReport::default(),
-        };
+        let mut summary = Summary::started(&self.name, run, run_kind, digest.clone());
         let groups = &self.settings.scope_groups;
         let requests_before = (self.exchange.requests_sent(), self.graph.requests_sent());
         let pages = progress::Counter::default();
@@ -647,25 +654,15 @@ impl OrgSync {
             .map(|e| (e.id, e.command.command))
             .collect();
         let mut summary = Summary {
-            organization: self.name.clone(),
-            run,
-            kind: record.kind,
-            outcome: RunOutcome::Running,
-            plugin_digest: record.plugin_digest.unwrap_or_default(),
             verdicts: record.counts,
             devices_changed: record.devices_changed,
-            commands_issued: 0,
-            commands_failed: 0,
             commands_planned: commands.len() as u64,
-            restrictions: 0,
-            restriction_limit: 0,
-            exchange_reads: 0,
-            graph_calls: 0,
-            duration_ms: 0,
-            errors: Vec::new(),
-            plugin_errors: Vec::new(),
-            changes: Vec::new(),
-            notices: NoticeReport::default(),
+            ..Summary::started(
+                &self.name,
+                run,
+                record.kind,
+                record.plugin_digest.unwrap_or_default(),
+            )
         };
         let sent = progress::Counter::default();
         let total = Some(commands.len() as u64);
