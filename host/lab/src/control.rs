@@ -250,6 +250,7 @@ impl LabControl {
     pub fn counters(&self) -> CounterSnapshot {
         let mut s = self.shared.counters.snapshot();
         s.exchange.peak_in_flight = self.shared.gate.peak() as u64;
+        s.exchange.occupied_ms = self.shared.gate.occupied_ms();
         s
     }
 

@@ -40,6 +40,12 @@ pub struct ExchangeCounters {
     /// that keeps the limit busy reaches it).
     #[serde(default)]
     pub peak_in_flight: u64,
+    /// Sum of the time admitted requests held a slot of the limit (admission to answer), in
+    /// milliseconds: `modelled_latency_ms` plus what the lab itself adds (its timer fires on the
+    /// millisecond tick after the deadline). The limit's slots were idle for the rest of
+    /// `concurrency × wall time`: the time between an answer and the client's next request.
+    #[serde(default)]
+    pub occupied_ms: u64,
     /// `commands` per cmdlet (canonical name; unknown cmdlets as sent).
     pub by_cmdlet: BTreeMap<String, CmdletCounters>,
     /// `commands` per CAS endpoint, by index.

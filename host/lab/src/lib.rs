@@ -185,6 +185,7 @@ impl Lab {
             pages: paging::PageTokens::new(opts.seed),
             latency: RwLock::new(opts.latency.clone()),
             gate: exchange::cost::Gate::new(opts.exchange_concurrency),
+            timer: exchange::timer::PreciseTimer::new(),
             throttle: graph::throttle::Throttle::new(opts.graph_limits),
             graph_faults: Default::default(),
             exchange_faults: Default::default(),

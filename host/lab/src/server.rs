@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     pub pages: PageTokens,
     pub latency: RwLock<LatencyModel>,
     pub gate: Gate,
+    /// When modelled latencies end.
+    pub timer: crate::exchange::timer::PreciseTimer,
     pub throttle: Throttle,
     pub graph_faults: crate::graph::faults::Faults,
     pub exchange_faults: crate::exchange::faults::Faults,

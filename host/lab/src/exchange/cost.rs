@@ -6,8 +6,8 @@
 //! the sum of modelled latencies divided by the concurrency limit (see `CounterSnapshot`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,15 +71,23 @@ pub(crate) struct Gate {
     /// Most requests in flight at once since the last `take_peak`: what a test of a client's
     /// concurrency control checks, since 429s alone don't show how many were admitted.
     peak: AtomicUsize,
+    /// Microseconds slots were held since the last reset: what the admitted requests cost the
+    /// tenant's limit in fact, against their modelled latency.
+    occupied_us: AtomicU64,
 }
 
 /// A slot in the gate, released on drop.
 #[derive(Debug)]
-pub(crate) struct Slot<'a>(&'a Gate);
+pub(crate) struct Slot<'a> {
+    gate: &'a Gate,
+    since: Instant,
+}
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.gate.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let held = self.since.elapsed().as_micros() as u64;
+        self.gate.occupied_us.fetch_add(held, Ordering::AcqRel);
     }
 }
 
@@ -89,6 +97,7 @@ impl Gate {
             limit: AtomicUsize::new(limit),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            occupied_us: AtomicU64::new(0),
         }
     }
 
@@ -110,7 +119,10 @@ impl Gate {
             .ok()
             .map(|before| {
                 self.peak.fetch_max(before + 1, Ordering::AcqRel);
-                Slot(self)
+                Slot {
+                    gate: self,
+                    since: Instant::now(),
+                }
             })
     }
 
@@ -119,10 +131,16 @@ impl Gate {
         self.peak.load(Ordering::Acquire)
     }
 
-    /// Starts a new peak measurement from the requests in flight now.
+    /// Milliseconds slots were held since the last reset.
+    pub fn occupied_ms(&self) -> u64 {
+        self.occupied_us.load(Ordering::Acquire) / 1000
+    }
+
+    /// Starts a new peak and occupancy measurement from the requests in flight now.
     pub fn reset_peak(&self) {
         self.peak
             .store(self.in_flight.load(Ordering::Acquire), Ordering::Release);
+        self.occupied_us.store(0, Ordering::Release);
     }
 }
 
