@@ -187,6 +187,16 @@ struct NextLink {
     warnings: Option<Vec<String>>,
 }
 
+/// One step of a listing, as [`ExchangeClient::run_paged`] hands it on.
+#[derive(Debug)]
+pub enum Listed<T> {
+    /// The objects of the next page.
+    Page(Vec<T>),
+    /// Exchange refused a page link and the listing starts over: its pages come again from
+    /// the first.
+    Restarted,
+}
+
 /// What one request came to.
 enum Outcome {
     /// A JSON page, not decoded yet.
@@ -335,6 +345,34 @@ impl ExchangeClient {
 
     /// Every page of `cmdlet`, without discovery (discovery itself runs through here).
     async fn run_pages<C: Cmdlet>(&self, cmdlet: &C) -> Result<Vec<C::Output>, ExchangeError> {
+        let mut out = Vec::new();
+        self.list_pages(cmdlet, |listed| match listed {
+            Listed::Page(objects) => out.extend(objects),
+            // Only the listing that got to its end counts.
+            Listed::Restarted => out.clear(),
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Lists `cmdlet` page by page, handing each page's objects to `page` as soon as it is
+    /// decoded (while the next page is on its way), for a caller that works on a long listing
+    /// as it arrives. A listing Exchange made start over (a refused page link) says so with
+    /// [`Listed::Restarted`] before its first page comes again.
+    pub async fn run_paged<C: Cmdlet>(
+        &self,
+        cmdlet: &C,
+        page: impl FnMut(Listed<C::Output>),
+    ) -> Result<(), ExchangeError> {
+        self.ensure_discovered().await;
+        self.list_pages(cmdlet, page).await
+    }
+
+    async fn list_pages<C: Cmdlet>(
+        &self,
+        cmdlet: &C,
+        mut page_out: impl FnMut(Listed<C::Output>),
+    ) -> Result<(), ExchangeError> {
         #[derive(serde::Serialize)]
         struct Body<'a, P> {
             #[serde(rename = "CmdletInput")]
@@ -362,7 +400,9 @@ impl ExchangeClient {
         let first = format!("/adminapi/beta/{}/InvokeCommand", self.inner.tenant);
         let mut restarts = 0;
         'listing: loop {
-            let mut out = Vec::new();
+            if restarts > 0 {
+                page_out(Listed::Restarted);
+            }
             let (mut raw, mut cas) = self.request::<C>(&body, &first).await?;
             loop {
                 crate::sync::progress::page_listed();
@@ -378,7 +418,7 @@ impl ExchangeClient {
                     Err(b) => {
                         // The typed decoding names what is wrong, if the objects are; otherwise the
                         // link itself is.
-                        self.decode_page::<C>(&raw, &cas)?;
+                        Self::decode_page::<C>(&raw, &cas)?;
                         return Err(ExchangeError::BadResponse {
                             cmdlet: C::NAME.into(),
                             endpoint: cas,
@@ -388,14 +428,19 @@ impl ExchangeClient {
                     }
                 };
                 let Some(link) = next else {
-                    out.extend(self.decode_page::<C>(&raw, &cas)?.value);
-                    return Ok(out);
+                    page_out(Listed::Page(Self::decode_page::<C>(&raw, &cas)?.value));
+                    return Ok(());
                 };
                 let path = self.next_path::<C>(&link, &cas)?;
-                let (following, page) = tokio::join!(self.request::<C>(&body, &path), async {
-                    self.decode_page::<C>(&raw, &cas)
+                // Decoding a page of 1000 objects takes milliseconds of CPU: on the blocking
+                // pool, so that it never holds up the async thread that sends the next request.
+                let decoding = tokio::task::spawn_blocking({
+                    let cas = cas.clone();
+                    move || Self::decode_page::<C>(&raw, &cas)
                 });
-                out.extend(page?.value);
+                let following = self.request::<C>(&body, &path).await;
+                let page = decoding.await.expect("decoding a page does not panic");
+                page_out(Listed::Page(page?.value));
                 (raw, cas) = match following {
                     Ok(answer) => answer,
                     Err(e) => match refused_page_link(&e) {
@@ -425,11 +470,7 @@ impl ExchangeClient {
         }
     }
 
-    fn decode_page<C: Cmdlet>(
-        &self,
-        raw: &[u8],
-        cas: &str,
-    ) -> Result<Page<C::Output>, ExchangeError> {
+    fn decode_page<C: Cmdlet>(raw: &[u8], cas: &str) -> Result<Page<C::Output>, ExchangeError> {
         // Records whose bytes are not JSON text fail the whole page, unless the cmdlet reads
         // its records one at a time (`net::record`).
         record::decode_page::<Page<C::Output>>(raw).map_err(|b| ExchangeError::BadResponse {
