@@ -12,6 +12,7 @@
 //! * [`notify`]: notices to users — the MIME mail, recipients, SMTP delivery, retry policy.
 //! * [`net`]: what both clients share — HTTP client, proxy, TLS rule, tokens, backoff.
 //! * [`timestamp`]: the services' UTC date-times as Unix seconds.
+//! * [`memory`]: how the process uses glibc's allocator (arena cap, free pages back).
 //! * [`schedule`]: when syncs run — one queue per organization, timers, manual triggers.
 //! * [`daemon`]: the long-running connector (`easgate run`, `easgate lab`): store, plugins,
 //!   scheduler, runners and admin API started and stopped together.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod daemon;
 pub mod exchange;
 pub mod graph;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod notify;

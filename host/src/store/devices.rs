@@ -211,6 +211,76 @@ impl Store {
         tx.commit().map_err(self.sql("saving the inventory"))
     }
 
+    /// Saves the views of one page of a listing under way, in one transaction: as
+    /// [`save_inventory`](Self::save_inventory), except that a device listed without an Intune
+    /// record keeps the record stored for it. Only a listing that got to its end may drop those
+    /// ([`forget_records`](Self::forget_records)): a sync that fails halfway must not erase
+    /// that the device was enrolled, which is how the next sync sees its record gone.
+    pub fn save_listed(
+        &self,
+        org: OrgId,
+        devices: &[DeviceView<'_>],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(self.sql("saving the inventory"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO devices (org_id, device_key, device_id, mailbox, exchange, intune, seen_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT(org_id, device_key) DO UPDATE SET
+                         device_id = excluded.device_id, mailbox = excluded.mailbox,
+                         exchange = excluded.exchange,
+                         intune = coalesce(excluded.intune, devices.intune),
+                         seen_at = excluded.seen_at",
+                )
+                .map_err(self.sql("saving the inventory"))?;
+            for view in devices {
+                let exchange = encode("Exchange view of a device", view.exchange)?;
+                let intune = view
+                    .managed
+                    .map(|m| encode("Intune view of a device", m))
+                    .transpose()?;
+                stmt.execute(rusqlite::params![
+                    org.0,
+                    view.exchange.key().as_str(),
+                    view.exchange.device_id,
+                    view.exchange.mailbox,
+                    exchange,
+                    intune,
+                    now,
+                ])
+                .map_err(self.sql("saving the inventory"))?;
+            }
+        }
+        tx.commit().map_err(self.sql("saving the inventory"))
+    }
+
+    /// Drops the stored Intune record of the partnerships `keys` (a complete listing found
+    /// none for them), in one transaction.
+    pub fn forget_records(&self, org: OrgId, keys: &[DeviceKey]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(self.sql("forgetting Intune records"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE devices SET intune = NULL
+                     WHERE org_id = ?1 AND device_key = ?2 AND intune IS NOT NULL",
+                )
+                .map_err(self.sql("forgetting Intune records"))?;
+            for key in keys {
+                stmt.execute((org.0, key.as_str()))
+                    .map_err(self.sql("forgetting Intune records"))?;
+            }
+        }
+        tx.commit().map_err(self.sql("forgetting Intune records"))
+    }
+
     /// Forgets partnerships Exchange no longer has. Their audit rows stay.
     pub fn forget_devices(&self, org: OrgId, keys: &[DeviceKey]) -> Result<usize, StoreError> {
         let mut conn = self.conn();
@@ -553,6 +623,48 @@ mod tests {
 
         assert_eq!(store.forget_devices(org, &[a2.key()]).unwrap(), 1);
         assert!(store.device(org, &a2.key()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_listing_keeps_a_stored_intune_record_until_told_to_forget_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let org = store.organization("Contoso", 1).unwrap();
+        let a1 = device("A1", AccessState::Allowed);
+        let managed = ManagedDevice {
+            id: "md-1".into(),
+            eas_device_id: "a1".into(),
+            ..ManagedDevice::default()
+        };
+        let with = DeviceView {
+            exchange: &a1,
+            managed: Some(&managed),
+        };
+        store.save_inventory(org, &[with], 5).unwrap();
+        let moved = device("A1", AccessState::Blocked);
+        let without = DeviceView {
+            exchange: &moved,
+            managed: None,
+        };
+        store.save_listed(org, &[without], 9).unwrap();
+        let record = store.device(org, &a1.key()).unwrap().unwrap();
+        assert_eq!((record.exchange, record.seen_at), (moved.clone(), 9));
+        assert_eq!(record.managed.as_ref(), Some(&managed), "kept");
+        assert_eq!(store.managed_keys(org).unwrap(), HashSet::from([a1.key()]));
+
+        store.forget_records(org, &[a1.key()]).unwrap();
+        assert!(
+            store
+                .device(org, &a1.key())
+                .unwrap()
+                .unwrap()
+                .managed
+                .is_none()
+        );
+        assert!(store.managed_keys(org).unwrap().is_empty());
+        // A record listed again is saved again.
+        store.save_listed(org, &[with], 10).unwrap();
+        assert_eq!(store.managed_keys(org).unwrap(), HashSet::from([a1.key()]));
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! error. The connector never blocks because a policy failed.
 //!
 //! Wasm calls are synchronous and CPU-bound, so the batches run on the blocking pool, never on
-//! the async workers that drive the HTTP clients.
+//! the async workers that drive the HTTP clients. A [`Decider`] takes batches as they come, so a
+//! sync decides the devices it has listed while it lists the rest.
 
-use std::ops::Range;
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use super::progress::Counter;
 use crate::plugin::{AccessPolicyPlugin, PluginErrorKind, types};
@@ -53,62 +55,90 @@ pub async fn decide(
     batch_size: usize,
     decided: Counter,
 ) -> Decisions {
-    let count = devices.len();
-    let mut devices = devices.into_iter();
-    decide_built(plugin, info, count, batch_size, decided, move |batch| {
-        devices.by_ref().take(batch.len()).collect()
-    })
-    .await
+    let decider = Decider::start(plugin, info, decided);
+    let mut devices = devices.into_iter().peekable();
+    while devices.peek().is_some() {
+        let batch = devices.by_ref().take(batch_size.max(1)).collect();
+        decider.decide(batch).await;
+    }
+    decider.finish().await
 }
 
-/// Runs `count` devices through `plugin` in batches of `batch_size`, building each batch's
-/// contexts (`build` gets the batch's device indices) only when that batch is decided, so
-/// that no more than one batch of contexts is alive at a time. Each batch's devices count in
-/// `decided` once it is through.
-pub async fn decide_built(
-    plugin: Arc<AccessPolicyPlugin>,
-    info: types::SyncInfo,
-    count: usize,
-    batch_size: usize,
-    decided: Counter,
-    mut build: impl FnMut(Range<usize>) -> Vec<types::DeviceContext> + Send + 'static,
-) -> Decisions {
-    let batch_size = batch_size.max(1);
-    tokio::task::spawn_blocking(move || {
-        let mut out = Decisions {
-            decisions: Vec::with_capacity(count),
-            failures: Vec::new(),
-        };
-        for first in (0..count).step_by(batch_size) {
-            let batch = build(first..count.min(first + batch_size));
-            match plugin.decide(&info, &batch) {
-                Ok(verdicts) => {
-                    for line in &verdicts.log {
-                        tracing::debug!(plugin = %plugin.meta.name, "plugin log: {line:?}");
-                    }
-                    out.decisions
-                        .extend(verdicts.decisions.into_iter().map(Some));
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        plugin = %plugin.meta.name,
-                        digest = %plugin.meta.digest.short(),
-                        devices = batch.len(),
-                        "a policy batch failed; its devices keep their state: {e}"
-                    );
-                    out.failures.push(BatchFailure {
-                        first,
-                        len: batch.len(),
-                        error: e.to_string(),
-                        kind: e.kind(),
-                    });
-                    out.decisions.extend(batch.iter().map(|_| None));
-                }
+/// Batches waiting for the plugin: enough that it never waits for the next one, few enough
+/// that no more than a few batches of contexts are alive at a time.
+const QUEUED_BATCHES: usize = 2;
+
+/// The pinned policy, deciding batches on the blocking pool as they are handed to it, in
+/// order: a full sync decides each page of the device listing while the next one is fetched.
+pub struct Decider {
+    batches: mpsc::Sender<Vec<types::DeviceContext>>,
+    task: tokio::task::JoinHandle<Decisions>,
+}
+
+impl Decider {
+    /// Starts deciding with `plugin`; each batch's devices count in `decided` once it is
+    /// through.
+    pub fn start(plugin: Arc<AccessPolicyPlugin>, info: types::SyncInfo, decided: Counter) -> Self {
+        let (batches, mut queue) = mpsc::channel::<Vec<types::DeviceContext>>(QUEUED_BATCHES);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut out = Decisions::default();
+            while let Some(batch) = queue.blocking_recv() {
+                decide_batch(&plugin, &info, &batch, &mut out);
+                decided.add(batch.len() as u64);
             }
-            decided.add(batch.len() as u64);
+            out
+        });
+        Decider { batches, task }
+    }
+
+    /// Queues the next batch (the devices after the previous batch's), waiting while
+    /// [`QUEUED_BATCHES`] are queued already.
+    pub async fn decide(&self, batch: Vec<types::DeviceContext>) {
+        if batch.is_empty() {
+            return;
         }
-        out
-    })
-    .await
-    .expect("the decide task does not panic")
+        self.batches
+            .send(batch)
+            .await
+            .expect("the decide task runs until its queue closes");
+    }
+
+    /// The decisions of every device queued, in their order, once the last batch is through.
+    pub async fn finish(self) -> Decisions {
+        drop(self.batches);
+        self.task.await.expect("the decide task does not panic")
+    }
+}
+
+/// Decides `batch`, the devices after those already in `out`, and adds the decisions to `out`.
+fn decide_batch(
+    plugin: &AccessPolicyPlugin,
+    info: &types::SyncInfo,
+    batch: &[types::DeviceContext],
+    out: &mut Decisions,
+) {
+    match plugin.decide(info, batch) {
+        Ok(verdicts) => {
+            for line in &verdicts.log {
+                tracing::debug!(plugin = %plugin.meta.name, "plugin log: {line:?}");
+            }
+            out.decisions
+                .extend(verdicts.decisions.into_iter().map(Some));
+        }
+        Err(e) => {
+            tracing::warn!(
+                plugin = %plugin.meta.name,
+                digest = %plugin.meta.digest.short(),
+                devices = batch.len(),
+                "a policy batch failed; its devices keep their state: {e}"
+            );
+            out.failures.push(BatchFailure {
+                first: out.decisions.len(),
+                len: batch.len(),
+                error: e.to_string(),
+                kind: e.kind(),
+            });
+            out.decisions.extend(batch.iter().map(|_| None));
+        }
+    }
 }

@@ -21,9 +21,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use tokio::sync::mpsc;
+
 use super::inventory::{
-    AccessLevel, AccessState, ComplianceState, DirectoryUser, ExchangeDevice, Inventory, Mailbox,
-    ManagedDevice, OwnerType,
+    AccessLevel, AccessState, ComplianceState, DirectoryUser, ExchangeDevice, Inventory,
+    KeyDigests, Mailbox, ManagedDevice, OwnerType,
 };
 use super::progress;
 use crate::exchange::cmdlets::{
@@ -31,7 +33,7 @@ use crate::exchange::cmdlets::{
     GetOrganizationSettings,
 };
 use crate::exchange::models::{self, DeviceAccessState};
-use crate::exchange::{CmdletTransport, ExchangeClient, ExchangeError};
+use crate::exchange::{CmdletTransport, ExchangeClient, ExchangeError, Listed};
 use crate::graph::models as graph_models;
 use crate::graph::{GraphClient, GraphError, ManagedDevices};
 use crate::net::record::{self, Checked, Unreadable};
@@ -40,7 +42,8 @@ use crate::timestamp::Timestamp;
 /// How many `DeviceId`s one quick-sync `Get-MobileDevice -Filter` asks for.
 const IDS_PER_FILTER: usize = 20;
 
-/// Why discovery failed; a sync whose discovery failed changes nothing.
+/// Why discovery failed; a sync whose discovery failed decides and sends nothing (see
+/// [`super::save`] for what it stored).
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
     #[error("Exchange: {0}")]
@@ -130,25 +133,57 @@ impl Unreadables {
     }
 }
 
-/// `devices` without a second listing of one partnership (same `Identity`), reported.
-fn without_repeats(
-    devices: Vec<models::MobileDevice>,
-    unreadable: &mut Unreadables,
-) -> Vec<models::MobileDevice> {
-    let mut seen = BTreeSet::new();
-    devices
-        .into_iter()
-        .filter(|d| {
-            let first = seen.insert(d.identity.to_lowercase());
-            if !first {
-                unreadable.lines.push(format!(
-                    "device with Identity `{}` listed twice; its first listing is used",
-                    d.identity
-                ));
-            }
-            first
-        })
-        .collect()
+/// The identities of the partnerships listed so far, to leave out a second listing of one
+/// partnership (same `Identity`).
+#[derive(Debug)]
+struct Repeats {
+    /// Lowercase identities of the listing under way.
+    seen: KeyDigests,
+    /// Lowercase identities of listings Exchange made start over: listed again, not twice.
+    earlier: KeyDigests,
+}
+
+impl Default for Repeats {
+    fn default() -> Self {
+        let seen = KeyDigests::default();
+        Repeats {
+            earlier: seen.empty_like(),
+            seen,
+        }
+    }
+}
+
+impl Repeats {
+    /// `devices` without the partnerships listed before; a repeat within one listing is
+    /// reported.
+    fn remove(
+        &mut self,
+        devices: Vec<models::MobileDevice>,
+        unreadable: &mut Unreadables,
+    ) -> Vec<models::MobileDevice> {
+        devices
+            .into_iter()
+            .filter(|d| {
+                let identity = d.identity.to_lowercase();
+                if self.earlier.contains(&identity) {
+                    return false;
+                }
+                let first = self.seen.insert(&identity);
+                if !first {
+                    unreadable.lines.push(format!(
+                        "device with Identity `{}` listed twice; its first listing is used",
+                        d.identity
+                    ));
+                }
+                first
+            })
+            .collect()
+    }
+
+    /// The listing starts over: what it lists again is no repeat.
+    fn restart(&mut self) {
+        self.earlier.absorb(&mut self.seen);
+    }
 }
 
 fn access_state(state: DeviceAccessState) -> AccessState {
@@ -277,32 +312,105 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Everything, for a full sync.
+/// A discovery whose partnerships come page by page: everything else is in `discovered`
+/// (whose inventory has no devices yet), the partnerships come from `devices`.
+pub struct Started {
+    pub discovered: Discovered,
+    pub devices: DevicePages,
+}
+
+/// The partnerships of a discovery, a page at a time, each read against the mailboxes and the
+/// Intune records the discovery read first.
+pub struct DevicePages {
+    source: Source,
+    /// Lowercase mailbox identity → the identity as listed.
+    mailboxes: HashMap<String, String>,
+    unreadable: Unreadables,
+    repeats: Repeats,
+}
+
+enum Source {
+    /// The device listing's task, handing on its pages.
+    Listing {
+        pages: mpsc::UnboundedReceiver<Listed<Checked<models::MobileDevice>>>,
+        task: tokio::task::JoinHandle<Result<(), ExchangeError>>,
+        _abort: AbortOnDrop,
+    },
+    /// Partnerships read already (a quick sync), handed on as one page.
+    Read(Option<Vec<ExchangeDevice>>),
+}
+
+impl DevicePages {
+    /// The next page's partnerships (without those left out), `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<ExchangeDevice>>, DiscoverError> {
+        let Source::Listing { pages, task, .. } = &mut self.source else {
+            let Source::Read(devices) = &mut self.source else {
+                unreachable!()
+            };
+            return Ok(devices.take());
+        };
+        loop {
+            match pages.recv().await {
+                Some(Listed::Page(records)) => {
+                    let good = self.unreadable.devices(records);
+                    let mut devices = self.repeats.remove(good, &mut self.unreadable);
+                    self.unreadable.keep_out(&mut devices);
+                    return Ok(Some(
+                        devices
+                            .into_iter()
+                            .map(|d| exchange_device(d, &self.mailboxes))
+                            .collect(),
+                    ));
+                }
+                Some(Listed::Restarted) => self.repeats.restart(),
+                None => {
+                    // The listing's end, or its failure.
+                    (&mut *task)
+                        .await
+                        .expect("the device listing task does not panic")?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Records that could not be read and partnerships left out because of them, one line
+    /// each, once every page is in (see [`Discovered::unreadable`]).
+    pub fn unreadable(self) -> Vec<String> {
+        self.unreadable.lines
+    }
+}
+
+/// Everything, for a full sync. The partnerships come page by page from the device listing,
+/// which starts first and runs on while the rest is read: the caller works on each page while
+/// the next one is on its way.
 /// `read_rules`: also read the device access rules (when the configuration manages them).
 pub async fn full(
     exchange: &ExchangeClient,
     graph: &GraphClient,
     scope_groups: &[String],
     read_rules: bool,
-) -> Result<Discovered, DiscoverError> {
+) -> Result<Started, DiscoverError> {
     // Every client type, not only `-ActiveSync`: Outlook for iOS and Android shows as
     // `ClientType Outlook` and obeys the same mailbox lists.
     // The device listing is the longest chain of requests (its pages come one after another):
     // it gets a task of its own, so that decoding the other listings' pages never delays the
     // request for its next page.
-    let listing = tokio::spawn({
+    let (to_caller, pages) = mpsc::unbounded_channel();
+    let task = tokio::spawn({
         let exchange = exchange.clone();
         // Its pages count for the discover stage awaiting it.
-        progress::inherit_pages(
-            async move { exchange.run(&GetMobileDeviceRecords::default()).await },
-        )
+        progress::inherit_pages(async move {
+            exchange
+                .run_paged(&GetMobileDeviceRecords::default(), |listed| {
+                    // The caller may stop listening (a failed discovery); the task is
+                    // aborted then.
+                    let _ = to_caller.send(listed);
+                })
+                .await
+        })
     });
-    let _abort_listing = AbortOnDrop(listing.abort_handle());
-    let devices = async {
-        listing
-            .await
-            .expect("the device listing task does not panic")
-    };
+    let _abort = AbortOnDrop(task.abort_handle());
     let (cas, mbx, settings) = (
         GetCasMailbox::default(),
         GetMailbox::default(),
@@ -315,8 +423,7 @@ pub async fn full(
             Ok(None)
         }
     };
-    let (devices, cas, mbx, settings, managed, groups, rules) = tokio::join!(
-        devices,
+    let (cas, mbx, settings, managed, groups, rules) = tokio::join!(
         exchange.run(&cas),
         exchange.run(&mbx),
         exchange.run(&settings),
@@ -331,12 +438,6 @@ pub async fn full(
         .collect();
     let mut unreadable = Unreadables::default();
     let managed = unreadable.managed(managed?)?;
-    let mut devices = without_repeats(unreadable.devices(devices?), &mut unreadable);
-    unreadable.keep_out(&mut devices);
-    let devices = devices
-        .into_iter()
-        .map(|d| exchange_device(d, &by_identity))
-        .collect();
     let org_settings = settings?.into_iter().next();
     let org_default = org_settings.as_ref().map(|s| match s.default_access_level {
         models::AccessLevel::Allow => AccessLevel::Allow,
@@ -344,18 +445,30 @@ pub async fn full(
         models::AccessLevel::Quarantine => AccessLevel::Quarantine,
     });
     let users = users(&mailboxes, &groups?);
-    Ok(Discovered {
-        inventory: Inventory {
-            devices,
-            mailboxes,
-            managed: managed.into_iter().map(managed_device).collect(),
-            users,
-            managed_complete: true,
+    Ok(Started {
+        discovered: Discovered {
+            inventory: Inventory {
+                devices: Vec::new(),
+                mailboxes,
+                managed: managed.into_iter().map(managed_device).collect(),
+                users,
+                managed_complete: true,
+            },
+            org_default,
+            org_settings,
+            access_rules: rules?,
+            unreadable: Vec::new(),
         },
-        org_default,
-        org_settings,
-        access_rules: rules?,
-        unreadable: unreadable.lines,
+        devices: DevicePages {
+            source: Source::Listing {
+                pages,
+                task,
+                _abort,
+            },
+            mailboxes: by_identity,
+            unreadable,
+            repeats: Repeats::default(),
+        },
     })
 }
 
@@ -369,7 +482,7 @@ pub async fn quick(
     graph: &GraphClient,
     scope_groups: &[String],
     since: i64,
-) -> Result<Discovered, DiscoverError> {
+) -> Result<Started, DiscoverError> {
     let new_devices = GetMobileDeviceRecords(GetMobileDevice {
         filter: Some(format!(
             "FirstSyncTime -ge {}",
@@ -495,18 +608,26 @@ pub async fn quick(
         .collect();
     let groups = group_membership(graph, scope_groups).await?;
     let users = users(&mailboxes, &groups);
-    Ok(Discovered {
-        inventory: Inventory {
-            devices,
-            mailboxes,
-            managed: changed,
-            users,
-            managed_complete: false,
+    Ok(Started {
+        discovered: Discovered {
+            inventory: Inventory {
+                devices: Vec::new(),
+                mailboxes,
+                managed: changed,
+                users,
+                managed_complete: false,
+            },
+            org_default: None,
+            org_settings: None,
+            access_rules: None,
+            unreadable: unreadable.lines,
         },
-        org_default: None,
-        org_settings: None,
-        access_rules: None,
-        unreadable: unreadable.lines,
+        devices: DevicePages {
+            source: Source::Read(Some(devices)),
+            mailboxes: HashMap::new(),
+            unreadable: Unreadables::default(),
+            repeats: Repeats::default(),
+        },
     })
 }
 

@@ -250,6 +250,64 @@ impl std::fmt::Display for DeviceKey {
     }
 }
 
+/// A set of device keys (or other normalized names) held as 128-bit digests instead of
+/// strings: a few megabytes instead of tens at 100 000 keys, for sets a sync only asks
+/// "is it in?". The digests are keyed at random per set, so nobody can craft two names that
+/// share one; by chance, two of 100 000 names share one with a probability of about 10^-29.
+#[derive(Debug, Clone, Default)]
+pub struct KeyDigests {
+    digests: std::collections::HashSet<u128>,
+    keys: (std::hash::RandomState, std::hash::RandomState),
+}
+
+impl KeyDigests {
+    fn digest(&self, name: &str) -> u128 {
+        use std::hash::BuildHasher;
+        (u128::from(self.keys.0.hash_one(name)) << 64) | u128::from(self.keys.1.hash_one(name))
+    }
+
+    /// Adds `name`; false when it was in already.
+    pub fn insert(&mut self, name: &str) -> bool {
+        self.digests.insert(self.digest(name))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.digests.contains(&self.digest(name))
+    }
+
+    /// An empty set with the same digest keys, whose names [`Self::absorb`] can move.
+    pub fn empty_like(&self) -> Self {
+        KeyDigests {
+            digests: Default::default(),
+            keys: self.keys.clone(),
+        }
+    }
+
+    /// Moves the names of `other`, made by [`Self::empty_like`] of this set, into this one.
+    pub fn absorb(&mut self, other: &mut KeyDigests) {
+        self.digests.extend(other.digests.drain());
+    }
+
+    /// How many names.
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+}
+
+impl<'a> FromIterator<&'a DeviceKey> for KeyDigests {
+    fn from_iter<I: IntoIterator<Item = &'a DeviceKey>>(keys: I) -> Self {
+        let mut set = KeyDigests::default();
+        for key in keys {
+            set.insert(key.as_str());
+        }
+        set
+    }
+}
+
 /// One EAS device partnership as Exchange reports it (`Get-MobileDevice`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExchangeDevice {
@@ -419,6 +477,27 @@ pub struct Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_digests_tell_names_apart_and_move_between_sets_of_the_same_keys() {
+        let keys: KeyDigests = [
+            DeviceKey::new("Alice\\eas\\A1"),
+            DeviceKey::new("bob\\eas\\b1"),
+        ]
+        .iter()
+        .collect();
+        assert_eq!(keys.len(), 2);
+        assert!(keys.contains("alice\\eas\\a1"));
+        assert!(!keys.contains("Alice\\eas\\A1"), "names are taken as given");
+        assert!(!keys.contains("carol\\eas\\c1"));
+        let mut earlier = keys.empty_like();
+        assert!(earlier.is_empty());
+        let mut seen = earlier.empty_like();
+        assert!(seen.insert("x"));
+        assert!(!seen.insert("x"));
+        earlier.absorb(&mut seen);
+        assert!(earlier.contains("x") && seen.is_empty());
+    }
 
     #[test]
     fn the_mailbox_is_the_first_part_of_a_device_identity() {

@@ -14,7 +14,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::inventory::{DeviceKey, ExchangeDevice, Inventory, Mailbox, ManagedDevice};
+use super::inventory::{
+    DeviceKey, DirectoryUser, ExchangeDevice, Inventory, KeyDigests, Mailbox, ManagedDevice,
+};
 use super::settings::SyncSettings;
 use crate::plugin::types;
 
@@ -125,74 +127,132 @@ impl Matched {
 pub fn match_inventory(
     inventory: &Inventory,
     settings: &SyncSettings,
-    previously_managed: &HashSet<DeviceKey>,
+    previously_managed: &KeyDigests,
 ) -> Matched {
-    let mut report = MatchReport::default();
+    let mut matcher = Matcher::new(
+        &inventory.managed,
+        &inventory.mailboxes,
+        &inventory.users,
+        inventory.managed_complete,
+        settings,
+        previously_managed,
+    );
+    let devices = inventory
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(index, device)| matcher.match_device(index, device))
+        .collect();
+    Matched {
+        devices,
+        report: matcher.finish(),
+    }
+}
 
-    let mut managed: HashMap<String, (usize, &ManagedDevice)> = HashMap::new();
-    let mut duplicates = HashSet::new();
-    for (index, record) in inventory.managed.iter().enumerate() {
-        if record.eas_device_id.is_empty() {
-            continue;
-        }
-        let id = record.eas_device_id.to_lowercase();
-        match managed.get(&id) {
-            Some(existing) => {
-                duplicates.insert(id.clone());
-                // A re-enrolled device leaves its old record behind for a while; the one that
-                // checked in last describes the device as it is now.
-                if record.last_sync > existing.1.last_sync {
+/// Joins partnerships one at a time against an inventory's Intune records, mailboxes and users,
+/// which must be complete before the first partnership: a full sync matches each page of the
+/// device listing while the next one is on its way.
+pub struct Matcher<'a> {
+    /// Lowercase `easDeviceId` → the record used for it, with its index.
+    managed: HashMap<String, (usize, &'a ManagedDevice)>,
+    /// Lowercase identity → the mailbox, with its index.
+    mailboxes: HashMap<String, (usize, &'a Mailbox)>,
+    /// Lowercase UPN → index of the user.
+    users: HashMap<String, usize>,
+    /// Lowercase SMTP address → the UPN the configuration says it belongs to.
+    overrides: HashMap<String, &'a String>,
+    managed_complete: bool,
+    previously_managed: &'a KeyDigests,
+    unresolved: HashSet<String>,
+    /// By index of [`Inventory::managed`]: whether a partnership matched the record so far.
+    partnered: Vec<bool>,
+    report: MatchReport,
+}
+
+impl<'a> Matcher<'a> {
+    /// A matcher for partnerships of an inventory with these Intune records, mailboxes and
+    /// users. `managed_complete` and `previously_managed`: as in [`Inventory`] and
+    /// [`match_inventory`].
+    pub fn new(
+        managed_records: &'a [ManagedDevice],
+        mailboxes: &'a [Mailbox],
+        users: &'a [DirectoryUser],
+        managed_complete: bool,
+        settings: &'a SyncSettings,
+        previously_managed: &'a KeyDigests,
+    ) -> Self {
+        let mut report = MatchReport::default();
+        let mut managed: HashMap<String, (usize, &ManagedDevice)> = HashMap::new();
+        let mut duplicates = HashSet::new();
+        for (index, record) in managed_records.iter().enumerate() {
+            if record.eas_device_id.is_empty() {
+                continue;
+            }
+            let id = record.eas_device_id.to_lowercase();
+            match managed.get(&id) {
+                Some(existing) => {
+                    duplicates.insert(id.clone());
+                    // A re-enrolled device leaves its old record behind for a while; the one
+                    // that checked in last describes the device as it is now.
+                    if record.last_sync > existing.1.last_sync {
+                        managed.insert(id, (index, record));
+                    }
+                }
+                None => {
                     managed.insert(id, (index, record));
                 }
             }
-            None => {
-                managed.insert(id, (index, record));
-            }
+        }
+        report.duplicate_records = duplicates.into_iter().collect();
+        report.duplicate_records.sort();
+
+        Matcher {
+            managed,
+            mailboxes: mailboxes
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.identity.to_lowercase(), (i, m)))
+                .collect(),
+            users: users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.user_principal_name.to_lowercase(), i))
+                .collect(),
+            overrides: settings
+                .upn_overrides
+                .iter()
+                .map(|(smtp, upn)| (smtp.to_lowercase(), upn))
+                .collect(),
+            managed_complete,
+            previously_managed,
+            unresolved: HashSet::new(),
+            partnered: vec![false; managed_records.len()],
+            report,
         }
     }
-    report.duplicate_records = duplicates.into_iter().collect();
-    report.duplicate_records.sort();
 
-    let mailboxes: HashMap<String, (usize, &Mailbox)> = inventory
-        .mailboxes
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.identity.to_lowercase(), (i, m)))
-        .collect();
-    let users: HashMap<String, usize> = inventory
-        .users
-        .iter()
-        .enumerate()
-        .map(|(i, u)| (u.user_principal_name.to_lowercase(), i))
-        .collect();
-    let overrides: HashMap<String, &String> = settings
-        .upn_overrides
-        .iter()
-        .map(|(smtp, upn)| (smtp.to_lowercase(), upn))
-        .collect();
-    let mut unresolved: HashSet<String> = HashSet::new();
-
-    let mut partnered: HashSet<String> = HashSet::new();
-    let mut devices = Vec::with_capacity(inventory.devices.len());
-    for (index, device) in inventory.devices.iter().enumerate() {
+    /// Joins the partnership `device`, which is `index` in its inventory's devices.
+    pub fn match_device(&mut self, index: usize, device: &ExchangeDevice) -> MatchedDevice {
         let key = device.key();
         let device_id = device.device_id.to_lowercase();
-        let record = managed.get(&device_id).copied();
-        partnered.insert(device_id);
+        let record = self.managed.get(&device_id).copied();
+        if let Some((index, _)) = record {
+            self.partnered[index] = true;
+        }
 
         let mailbox = device
             .mailbox
             .as_ref()
-            .and_then(|m| mailboxes.get(&m.to_lowercase()).copied());
+            .and_then(|m| self.mailboxes.get(&m.to_lowercase()).copied());
         let user = mailbox.and_then(|(_, m)| {
             let smtp = m.primary_smtp.to_lowercase();
-            let upn = match overrides.get(&smtp) {
+            let upn = match self.overrides.get(&smtp) {
                 Some(upn) => upn.as_str(),
                 None => m.user_principal_name.as_deref().unwrap_or(&m.primary_smtp),
             };
-            let found = users.get(&upn.to_lowercase()).copied();
-            if found.is_none() && overrides.contains_key(&smtp) {
-                unresolved.insert(smtp);
+            let found = self.users.get(&upn.to_lowercase()).copied();
+            if found.is_none() && self.overrides.contains_key(&smtp) {
+                self.unresolved.insert(smtp);
             }
             found
         });
@@ -201,36 +261,43 @@ pub fn match_inventory(
             Some((_, r)) if r.is_leaving_management() => Some(Retired::LeavingManagement {
                 management_state: r.management_state.clone(),
             }),
-            None if inventory.managed_complete && previously_managed.contains(&key) => {
+            None if self.managed_complete && self.previously_managed.contains(key.as_str()) => {
                 Some(Retired::RecordGone)
             }
             _ => None,
         };
 
         if record.is_none() {
-            report.unenrolled += 1;
+            self.report.unenrolled += 1;
         }
         if mailbox.is_none() {
-            report.without_mailbox += 1;
+            self.report.without_mailbox += 1;
         } else if user.is_none() {
-            report.without_user += 1;
+            self.report.without_user += 1;
         }
 
-        devices.push(MatchedDevice {
+        MatchedDevice {
             key,
             device: index,
             mailbox: mailbox.map(|(i, _)| i),
             managed: record.map(|(i, _)| i),
             user,
             retired,
-        });
+        }
     }
-    report.records_without_partnership =
-        managed.keys().filter(|id| !partnered.contains(*id)).count();
-    report.unresolved_overrides = unresolved.into_iter().collect();
-    report.unresolved_overrides.sort();
 
-    Matched { devices, report }
+    /// What did not join, once every partnership is matched.
+    pub fn finish(self) -> MatchReport {
+        let mut report = self.report;
+        report.records_without_partnership = self
+            .managed
+            .values()
+            .filter(|(index, _)| !self.partnered[*index])
+            .count();
+        report.unresolved_overrides = self.unresolved.into_iter().collect();
+        report.unresolved_overrides.sort();
+        report
+    }
 }
 
 #[cfg(test)]
@@ -305,7 +372,7 @@ mod tests {
             users: vec![user("alice@contoso.com", &["g1"])],
             managed_complete: true,
         };
-        let matched = match_inventory(&inventory, &SyncSettings::default(), &HashSet::new());
+        let matched = match_inventory(&inventory, &SyncSettings::default(), &KeyDigests::default());
         let abc = by_id(&matched, &inventory, "ABC123");
         assert_eq!(inventory.managed[abc.managed.unwrap()].id, "md-AbC123-200");
         assert_eq!(
@@ -360,7 +427,7 @@ mod tests {
         settings
             .upn_overrides
             .insert("dave@contoso.com".into(), "david@contoso.com".into());
-        let matched = match_inventory(&inventory, &settings, &HashSet::new());
+        let matched = match_inventory(&inventory, &settings, &KeyDigests::default());
         let upn = |id: &str| {
             context(&matched, &inventory, id)
                 .user
@@ -394,7 +461,7 @@ mod tests {
             mailboxes: vec![mailbox("left", "left@contoso.com")],
             ..Inventory::default()
         };
-        let matched = match_inventory(&inventory, &SyncSettings::default(), &HashSet::new());
+        let matched = match_inventory(&inventory, &SyncSettings::default(), &KeyDigests::default());
         assert_eq!(matched.devices.len(), 3);
         assert!(
             matched
@@ -416,7 +483,7 @@ mod tests {
         let pending = device(Some("alice"), "P1");
         let vanished = device(Some("alice"), "V1");
         let never = device(Some("alice"), "N1");
-        let previously: HashSet<DeviceKey> = [pending.key(), vanished.key()].into();
+        let previously: KeyDigests = [pending.key(), vanished.key()].iter().collect();
         let mut inventory = Inventory {
             devices: vec![pending, vanished, never],
             mailboxes: vec![mailbox("alice", "alice@contoso.com")],

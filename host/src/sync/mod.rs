@@ -15,6 +15,7 @@
 //! * [`discover`]: reads Exchange and Intune into an [`Inventory`] (full, or the changes since
 //!   the quick-sync cursor).
 //! * [`decide`](mod@decide): the pinned policy version, batch by batch; a failed batch decides nothing.
+//! * [`save`]: the inventory into the store, page by page while the listing goes on.
 //! * [`apply`](mod@apply): journaled commands through the Exchange client's parallel pool.
 //! * [`notices`]: which devices get a notice, and the delivery of the outbox's due notices.
 //! * [`progress`]: how far a running stage got, counted where items complete.
@@ -32,6 +33,7 @@ pub mod notices;
 pub mod plan;
 pub mod progress;
 pub mod runner;
+pub mod save;
 pub mod settings;
 pub mod whatif;
 

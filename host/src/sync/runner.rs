@@ -1,9 +1,13 @@
 //! One sync of one organization, end to end: discover → match → decide → record → plan →
-//! guard → apply → notify → finish, with the store as its memory.
+//! guard → apply → notify → finish, with the store as its memory. Discover, match, decide and
+//! the inventory's save overlap: a full sync works on each page of the device listing while
+//! the next one is on its way.
 //!
 //! The order of the writes is what makes a crash at any point converge:
 //!
-//! 1. the inventory is saved (what Exchange and Intune said);
+//! 1. the inventory is saved (what Exchange and Intune said): each page of the device listing
+//!    as it is taken in ([`super::save`]), the directory and the forgetting of devices gone
+//!    while the plan is made;
 //! 2. verdicts, audit rows and the plan are recorded, the whole plan guarded first: a held plan
 //!    in one transaction, any other in chunks of commands, each transaction holding its
 //!    commands and the verdicts of every device they change (the other verdicts come last).
@@ -18,7 +22,7 @@
 //! [`Store::recover`] at the next start abandons both, and [`OrgSync::run`] then runs a full
 //! sync, which re-reads every mailbox and plans afresh instead of replaying the old plan.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,13 +31,14 @@ use tokio::sync::mpsc;
 
 use super::apply::{Applied, ToRecord, apply, apply_received, record_in_chunks};
 use super::blocking;
-use super::decide::{DEFAULT_BATCH_SIZE, decide_built};
-use super::discover::{self, Discovered};
-use super::inventory::{DeviceKey, ManagedDevice, Verdict};
-use super::matching::match_inventory;
+use super::decide::{DEFAULT_BATCH_SIZE, Decider};
+use super::discover::{self, Discovered, Started};
+use super::inventory::{DeviceKey, KeyDigests, Verdict};
+use super::matching::{Matched, MatchedDevice, Matcher};
 use super::notices::{NoticeReport, NoticeStage, TemplateSource, deliver};
 use super::plan::{Decided, DeviceChange, PlanStep, PlannedCommand, plan_steps};
 use super::progress;
+use super::save::InventorySaver;
 use super::settings::SyncSettings;
 use anyhow::Context;
 
@@ -44,8 +49,8 @@ use crate::net::HttpSettings;
 use crate::notify::NoticeId;
 use crate::plugin::{AccessPolicyPlugin, types};
 use crate::store::{
-    DecisionBatch, DecisionRecord, DeviceView, NoticeBatch, NoticeRequest, OrgId, RunEnd, RunId,
-    RunKind, RunOutcome, Store, StoreError, VerdictCounts,
+    DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, OrgId, RunEnd, RunId, RunKind,
+    RunOutcome, Store, StoreError, VerdictCounts,
 };
 use crate::timestamp::unix_now;
 
@@ -167,23 +172,6 @@ fn resident_mb() -> u64 {
     0
 }
 
-/// Hands the heap's free pages back to the OS. glibc keeps what a thread frees in that
-/// thread's arena; after a stage frees tens of megabytes on the blocking pool, the next stage,
-/// allocating on another thread, would otherwise grow the process instead of reusing them.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn malloc_trim(pad: usize) -> std::ffi::c_int;
-        }
-        // SAFETY: glibc's `malloc_trim` only releases free pages of its arenas; it takes the
-        // arenas' locks and may be called from any thread at any time.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
-}
-
 /// Everything one organization's sync needs.
 pub struct OrgSync {
     pub name: String,
@@ -298,57 +286,7 @@ impl OrgSync {
         let groups = &self.settings.scope_groups;
         let requests_before = (self.exchange.requests_sent(), self.graph.requests_sent());
         let pages = progress::Counter::default();
-        let discovered = progress::stage(report, progress::DISCOVER, None, &pages, async {
-            if full {
-                let rules = self.settings.device_access_rules.is_some();
-                let listing = discover::full(&self.exchange, &self.graph, groups, rules);
-                progress::count_pages(&pages, listing).await
-            } else {
-                let since = cursor.expect("a quick sync has a cursor");
-                let listing = discover::quick(&self.exchange, &self.graph, groups, since);
-                progress::count_pages(&pages, listing).await
-            }
-        })
-        .await;
-        summary.exchange_reads = self.exchange.requests_sent() - requests_before.0;
-        summary.graph_calls = self.graph.requests_sent() - requests_before.1;
-        let discovered = match discovered {
-            Ok(d) => d,
-            Err(e) => {
-                summary.errors.push(format!("discovery failed: {e}"));
-                return self.finish(summary, RunOutcome::Failed, started).await;
-            }
-        };
-        stage.done("discover");
-        let Discovered {
-            inventory,
-            org_default,
-            org_settings,
-            access_rules,
-            unreadable,
-            ..
-        } = discovered;
-        // Devices whose records could not be read are not in the inventory: they must not
-        // count as gone, nor be moved by a new org default that nobody decided for them.
-        let complete = unreadable.is_empty();
-        summary.errors.extend(unreadable);
-
-        // Only a complete Intune listing can show a record gone; a quick sync skips the read.
-        let previously_managed = if inventory.managed_complete {
-            blocking(&self.store, move |s| s.managed_keys(org)).await?
-        } else {
-            HashSet::new()
-        };
-        let matched = Arc::new(match_inventory(
-            &inventory,
-            &self.settings,
-            &previously_managed,
-        ));
-        // Decoding the listings freed their pages and intermediate records.
-        release_free_memory();
-        stage.done("match");
-        let inventory = Arc::new(inventory);
-
+        let decided = progress::Counter::default();
         let info = types::SyncInfo {
             kind: match run_kind {
                 RunKind::Quick => types::SyncKind::Quick,
@@ -358,47 +296,71 @@ impl OrgSync {
             now,
             organization: self.name.clone(),
         };
-        // Each batch's contexts are built as it is decided, not all at once.
-        let build = {
-            let (matched, inventory) = (matched.clone(), inventory.clone());
-            move |batch: std::ops::Range<usize>| {
-                matched.devices[batch]
-                    .iter()
-                    .map(|d| d.context(&inventory))
-                    .collect()
-            }
-        };
-        let count = matched.devices.len();
-        // Saving the inventory and deciding use a core each.
-        let save = async {
-            if dry_run {
-                Ok(())
+        // Discovery, matching, deciding and saving the inventory overlap: each page of the
+        // device listing is matched, queued for the policy and for the store while the next
+        // page is on its way.
+        let taken_in = progress::stage(report, progress::DISCOVER, None, &pages, async {
+            let started = if full {
+                let rules = self.settings.device_access_rules.is_some();
+                let listing = discover::full(&self.exchange, &self.graph, groups, rules);
+                progress::count_pages(&pages, listing).await
             } else {
-                self.save_inventory(org, inventory.clone(), full && complete, now)
-                    .await
+                let since = cursor.expect("a quick sync has a cursor");
+                let listing = discover::quick(&self.exchange, &self.graph, groups, since);
+                progress::count_pages(&pages, listing).await
+            }?;
+            let saver = (!dry_run).then(|| InventorySaver::start(self.store.clone(), org, now));
+            let decider = Decider::start(policy, info, decided.clone());
+            let taken_in = self.take_in(org, started, saver, &decider).await?;
+            Ok::<_, TakeInError>((taken_in, decider))
+        })
+        .await;
+        summary.exchange_reads = self.exchange.requests_sent() - requests_before.0;
+        summary.graph_calls = self.graph.requests_sent() - requests_before.1;
+        let (taken_in, decider) = match taken_in {
+            Ok(t) => t,
+            Err(TakeInError::Discover(e)) => {
+                summary.errors.push(format!("discovery failed: {e}"));
+                return self.finish(summary, RunOutcome::Failed, started).await;
             }
+            Err(TakeInError::Store(e)) => return Err(e.into()),
         };
-        let decided = progress::Counter::default();
-        let deciding = decide_built(policy, info, count, self.batch_size, decided.clone(), build);
-        let (saved, decisions) = progress::stage(
+        stage.done("discover, match and save");
+        let TakenIn {
+            mut inventory,
+            mut matched,
+            saver,
+            org_default,
+            org_settings,
+            access_rules,
+            unreadable,
+        } = taken_in;
+        // Devices whose records could not be read are not in the inventory: they must not
+        // count as gone, nor be moved by a new org default that nobody decided for them.
+        let complete = unreadable.is_empty();
+        summary.errors.extend(unreadable);
+        let count = inventory.devices.len();
+        let decisions = progress::stage(
             report,
             progress::DECIDE,
             Some(count as u64),
             &decided,
-            async { tokio::join!(save, deciding) },
+            decider.finish(),
         )
         .await;
-        saved?;
-        stage.done("save inventory and decide");
+        stage.done("decide the last pages");
         report(progress::PLAN, 0, None);
-        // Plan needs only the devices and mailboxes; the Intune records and users (half the
-        // inventory at 100 000 devices) are saved and matched by now.
-        let mut inventory = inventory;
-        if let Some(inventory) = Arc::get_mut(&mut inventory) {
-            inventory.managed = Vec::new();
-            inventory.users = Vec::new();
-        }
-        release_free_memory();
+        // Plan needs only the devices and mailboxes; the Intune records (half the inventory at
+        // 100 000 devices) are matched and saved by now, the users go to the store.
+        inventory.managed = Vec::new();
+        let users = std::mem::take(&mut inventory.users);
+        let inventory = Arc::new(inventory);
+        // The directory and the forgetting of absent devices are written while the plan is
+        // made; recording waits for them.
+        let saved = saver.map(|saver| {
+            tokio::spawn(saver.finish(inventory.clone(), users, full && complete, now))
+        });
+        crate::memory::release_free();
         for failure in &decisions.failures {
             summary.errors.push(format!(
                 "policy batch of {} devices (from device {}) decided nothing: {}",
@@ -419,10 +381,8 @@ impl OrgSync {
         } else {
             HashMap::new()
         };
-        // The decide task has let go of its copy. The decisions and the matched devices' keys
-        // move into the records instead of being copied: 100 000 of each at full scale.
-        let mut matched =
-            Arc::into_inner(matched).expect("the decide task no longer holds the matched devices");
+        // The decisions and the matched devices' keys move into the records instead of being
+        // copied: 100 000 of each at full scale.
         for (i, decision) in decisions.decisions.into_iter().enumerate() {
             let verdict = decision.as_ref().map(|d| Verdict::from(d.verdict));
             summary.verdicts.add(verdict);
@@ -528,7 +488,11 @@ impl OrgSync {
         // they are a third of the process).
         drop((decided, removals, matched));
         drop(inventory);
-        release_free_memory();
+        if let Some(saved) = saved {
+            saved.await.expect("the save task does not panic")?;
+            stage.done("finish saving the inventory");
+        }
+        crate::memory::release_free();
         let commands = std::mem::take(&mut plan.commands);
         let (held, restrictions, limit) = (plan.held, plan.restrictions, plan.limit);
         drop(plan);
@@ -707,91 +671,114 @@ impl OrgSync {
         Ok(summary)
     }
 
-    async fn save_inventory(
+    /// Takes in a discovery's partnerships page by page: each is matched against the Intune
+    /// records and mailboxes read first, its devices' contexts are queued for `decider` a batch
+    /// at a time, and the page is queued for `saver`.
+    async fn take_in(
         &self,
         org: OrgId,
-        inventory: Arc<super::Inventory>,
-        forget_absent: bool,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        blocking(&self.store, move |s| {
-            let managed: HashMap<String, &ManagedDevice> = inventory
-                .managed
-                .iter()
-                .filter(|m| !m.eas_device_id.is_empty())
-                .map(|m| (m.eas_device_id.to_lowercase(), m))
-                .collect();
-            let views: Vec<DeviceView<'_>> = inventory
-                .devices
-                .iter()
-                .map(|d| DeviceView {
-                    exchange: d,
-                    managed: managed.get(&d.device_id.to_lowercase()).copied(),
-                })
-                .collect();
-            s.save_inventory(org, &views, now)?;
-            drop((views, managed));
-            // What `easgate policy diff` decides with; a quick sync, or a full one that could
-            // not read every record, saves what it read and forgets nothing.
-            s.save_directory(
-                org,
-                &inventory.mailboxes,
-                &inventory.users,
-                forget_absent,
-                now,
-            )?;
-            if forget_absent {
-                let gone = absent(s.device_keys(org)?, &inventory.devices);
-                s.forget_devices(org, &gone)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-}
-
-/// The `stored` keys of no partnership in `devices`, in the stored order. The present keys are
-/// looked up one at a time, not gathered into a second set as large as the organization.
-fn absent(stored: Vec<DeviceKey>, devices: &[super::ExchangeDevice]) -> Vec<DeviceKey> {
-    let mut absent: HashSet<&DeviceKey> = stored.iter().collect();
-    for device in devices {
-        absent.remove(&device.key());
-    }
-    stored
-        .iter()
-        .filter(|k| absent.contains(k))
-        .cloned()
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sync::ExchangeDevice;
-
-    #[test]
-    fn absent_keeps_the_stored_keys_no_partnership_has() {
-        let device = |identity: &str| ExchangeDevice {
-            identity: identity.into(),
-            ..ExchangeDevice::default()
+        started: Started,
+        saver: Option<InventorySaver>,
+        decider: &Decider,
+    ) -> Result<TakenIn, TakeInError> {
+        let Started {
+            discovered,
+            devices: mut pages,
+        } = started;
+        let Discovered {
+            mut inventory,
+            org_default,
+            org_settings,
+            access_rules,
+            mut unreadable,
+        } = discovered;
+        // Only a complete Intune listing can show a record gone; a quick sync skips the read.
+        // Held as digests: at 100 000 devices the keys themselves are 10 MB more at the peak.
+        let previously_managed = if inventory.managed_complete {
+            blocking(&self.store, move |s| {
+                Ok(s.managed_keys(org)?.iter().collect::<KeyDigests>())
+            })
+            .await?
+        } else {
+            KeyDigests::default()
         };
-        let stored = [
-            "alice\\eas\\a1",
-            "bob\\eas\\b1",
-            "carol\\eas\\c1",
-            "dave\\eas\\d1",
-        ]
-        .map(DeviceKey::new)
-        .to_vec();
-        // Keys ignore case and surrounding spaces, as Exchange's identities do.
-        let present = [
-            device(" Alice\\EAS\\A1"),
-            device("carol\\eas\\c1"),
-            device("erin\\eas\\e1"),
-        ];
-        assert_eq!(
-            absent(stored, &present),
-            ["bob\\eas\\b1", "dave\\eas\\d1"].map(DeviceKey::new)
+        let mut matcher = Matcher::new(
+            &inventory.managed,
+            &inventory.mailboxes,
+            &inventory.users,
+            inventory.managed_complete,
+            &self.settings,
+            &previously_managed,
         );
+        let mut matched = Vec::new();
+        // The first device not yet queued for the policy.
+        let mut queued = 0;
+        let batch_size = self.batch_size.max(1);
+        while let Some(page) = pages.next().await? {
+            let first = inventory.devices.len();
+            for device in page {
+                matched.push(matcher.match_device(inventory.devices.len(), &device));
+                inventory.devices.push(device);
+            }
+            if let Some(saver) = &saver {
+                let page = (first..inventory.devices.len())
+                    .map(|i| {
+                        let record = matched[i].managed.map(|r| inventory.managed[r].clone());
+                        (inventory.devices[i].clone(), record)
+                    })
+                    .collect();
+                saver.save(page).await;
+            }
+            while matched.len() - queued >= batch_size {
+                let batch = queued..queued + batch_size;
+                decider.decide(contexts(&matched[batch], &inventory)).await;
+                queued += batch_size;
+            }
+        }
+        decider
+            .decide(contexts(&matched[queued..], &inventory))
+            .await;
+        unreadable.extend(pages.unreadable());
+        let report = matcher.finish();
+        tracing::debug!(org = %self.name, ?report, "matched");
+        Ok(TakenIn {
+            inventory,
+            matched: Matched {
+                devices: matched,
+                report,
+            },
+            saver,
+            org_default,
+            org_settings,
+            access_rules,
+            unreadable,
+        })
     }
+}
+
+/// The policy's contexts of `devices`, matched in `inventory`.
+fn contexts(devices: &[MatchedDevice], inventory: &super::Inventory) -> Vec<types::DeviceContext> {
+    devices.iter().map(|d| d.context(inventory)).collect()
+}
+
+/// What a sync took in: the inventory, matched, with the rest of what discovery read. Its
+/// decisions are with the decider, its pages with the saver.
+struct TakenIn {
+    inventory: super::Inventory,
+    matched: Matched,
+    saver: Option<InventorySaver>,
+    org_default: Option<super::AccessLevel>,
+    org_settings: Option<crate::exchange::models::OrganizationSettings>,
+    access_rules: Option<Vec<crate::exchange::models::DeviceAccessRule>>,
+    /// As [`Discovered::unreadable`], for the whole discovery.
+    unreadable: Vec<String>,
+}
+
+/// Why taking in a discovery failed.
+#[derive(Debug, thiserror::Error)]
+enum TakeInError {
+    #[error(transparent)]
+    Discover(#[from] discover::DiscoverError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use super::decide::{DEFAULT_BATCH_SIZE, decide};
 use super::inventory::{
-    AccessState, DeviceKey, DirectoryUser, ExchangeDevice, Inventory, Mailbox, Verdict,
+    AccessState, DeviceKey, DirectoryUser, ExchangeDevice, Inventory, KeyDigests, Mailbox, Verdict,
 };
 use super::matching::match_inventory;
 use super::plan::{Decided, PlannedCommand, plan};
@@ -263,7 +263,7 @@ pub async fn diff(
         ),
         None => (stored_inventory(&records), DirectorySource::Rebuilt),
     };
-    let matched = match_inventory(&inventory, settings, &HashSet::new());
+    let matched = match_inventory(&inventory, settings, &KeyDigests::default());
     let info = types::SyncInfo {
         kind: types::SyncKind::WhatIf,
         now,
