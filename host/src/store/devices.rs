@@ -175,40 +175,7 @@ impl Store {
         devices: &[DeviceView<'_>],
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(self.sql("saving the inventory"))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO devices (org_id, device_key, device_id, mailbox, exchange, intune, seen_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT(org_id, device_key) DO UPDATE SET
-                         device_id = excluded.device_id, mailbox = excluded.mailbox,
-                         exchange = excluded.exchange, intune = excluded.intune,
-                         seen_at = excluded.seen_at",
-                )
-                .map_err(self.sql("saving the inventory"))?;
-            for view in devices {
-                let exchange = encode("Exchange view of a device", view.exchange)?;
-                let intune = view
-                    .managed
-                    .map(|m| encode("Intune view of a device", m))
-                    .transpose()?;
-                stmt.execute(rusqlite::params![
-                    org.0,
-                    view.exchange.key().as_str(),
-                    view.exchange.device_id,
-                    view.exchange.mailbox,
-                    exchange,
-                    intune,
-                    now,
-                ])
-                .map_err(self.sql("saving the inventory"))?;
-            }
-        }
-        tx.commit().map_err(self.sql("saving the inventory"))
+        self.upsert_views(org, devices, now, "intune = excluded.intune")
     }
 
     /// Saves the views of one page of a listing under way, in one transaction: as
@@ -222,22 +189,36 @@ impl Store {
         devices: &[DeviceView<'_>],
         now: i64,
     ) -> Result<(), StoreError> {
+        self.upsert_views(
+            org,
+            devices,
+            now,
+            "intune = coalesce(excluded.intune, devices.intune)",
+        )
+    }
+
+    /// Inserts or updates the views of `devices`; `intune` is the `SET` clause of a known
+    /// device's Intune view.
+    fn upsert_views(
+        &self,
+        org: OrgId,
+        devices: &[DeviceView<'_>],
+        now: i64,
+        intune: &'static str,
+    ) -> Result<(), StoreError> {
+        const DOING: &str = "saving the inventory";
         let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(self.sql("saving the inventory"))?;
+        let tx = conn.transaction().map_err(self.sql(DOING))?;
         {
             let mut stmt = tx
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "INSERT INTO devices (org_id, device_key, device_id, mailbox, exchange, intune, seen_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT(org_id, device_key) DO UPDATE SET
                          device_id = excluded.device_id, mailbox = excluded.mailbox,
-                         exchange = excluded.exchange,
-                         intune = coalesce(excluded.intune, devices.intune),
-                         seen_at = excluded.seen_at",
-                )
-                .map_err(self.sql("saving the inventory"))?;
+                         exchange = excluded.exchange, {intune}, seen_at = excluded.seen_at"
+                ))
+                .map_err(self.sql(DOING))?;
             for view in devices {
                 let exchange = encode("Exchange view of a device", view.exchange)?;
                 let intune = view
@@ -253,10 +234,10 @@ impl Store {
                     intune,
                     now,
                 ])
-                .map_err(self.sql("saving the inventory"))?;
+                .map_err(self.sql(DOING))?;
             }
         }
-        tx.commit().map_err(self.sql("saving the inventory"))
+        tx.commit().map_err(self.sql(DOING))
     }
 
     /// Drops the stored Intune record of the partnerships `keys` (a complete listing found
