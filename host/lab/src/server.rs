@@ -71,6 +71,8 @@ pub(crate) struct CasSlot {
     task: Mutex<Option<JoinHandle<()>>>,
     /// Serializes start and stop of this CAS.
     op: tokio::sync::Mutex<()>,
+    /// Its port while it is stopped.
+    held: HeldPort,
 }
 
 impl CasSlot {
@@ -81,6 +83,7 @@ impl CasSlot {
             flaky_draws: std::sync::atomic::AtomicU64::new(0),
             task: Mutex::new(None),
             op: tokio::sync::Mutex::new(()),
+            held: HeldPort::default(),
         }
     }
 
@@ -171,6 +174,37 @@ pub enum LabError {
     },
 }
 
+/// A stopped listener's port, kept bound but not listening: connections to it are refused, and
+/// nothing else on the machine can take the port (an ephemeral port of another test's
+/// connection did, once, between a stop and a start) before the listener starts again.
+#[derive(Debug, Default)]
+pub(crate) struct HeldPort(Mutex<Option<tokio::net::TcpSocket>>);
+
+impl HeldPort {
+    /// Holds `addr` after its listener closed; best effort (the start binds anew either way).
+    pub fn hold(&self, addr: SocketAddr) {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        };
+        let held = socket.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            Ok(s)
+        });
+        match held {
+            Ok(s) => *self.0.lock().expect("held port") = Some(s),
+            Err(e) => tracing::debug!(%addr, "could not hold a stopped listener's port: {e}"),
+        }
+    }
+
+    /// Lets go of the port, for the listener about to bind it.
+    pub fn release(&self) {
+        self.0.lock().expect("held port").take();
+    }
+}
+
 pub(crate) async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, LabError> {
     TcpListener::bind(addr)
         .await
@@ -228,7 +262,10 @@ pub(crate) async fn start_cas(
     }
     let listener = match listener {
         Some(l) => l,
-        None => bind(&format!("CAS {i}"), slot.addr).await?,
+        None => {
+            slot.held.release();
+            bind(&format!("CAS {i}"), slot.addr).await?
+        }
     };
     let task = serve(listener, crate::exchange::router(shared.clone(), i));
     *slot.task.lock().expect("cas task") = Some(task);
@@ -244,6 +281,7 @@ pub(crate) async fn stop_cas(shared: &Shared, i: usize) -> Result<(), LabError> 
         task.abort();
         // Waiting for the cancelled task is what guarantees the socket is closed.
         let _ = task.await;
+        slot.held.hold(slot.addr);
     }
     Ok(())
 }

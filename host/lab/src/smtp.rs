@@ -175,6 +175,8 @@ pub(crate) struct SmtpSlot {
     task: Mutex<Option<JoinHandle<()>>>,
     /// Serializes start and stop.
     op: tokio::sync::Mutex<()>,
+    /// Its port while it is stopped.
+    held: crate::server::HeldPort,
 }
 
 impl SmtpSlot {
@@ -183,6 +185,7 @@ impl SmtpSlot {
             addr,
             task: Mutex::new(None),
             op: tokio::sync::Mutex::new(()),
+            held: Default::default(),
         }
     }
 
@@ -210,7 +213,10 @@ pub(crate) async fn start(
     }
     let listener = match listener {
         Some(l) => l,
-        None => crate::server::bind("SMTP", slot.addr).await?,
+        None => {
+            slot.held.release();
+            crate::server::bind("SMTP", slot.addr).await?
+        }
     };
     let task = tokio::spawn(serve(listener, shared.clone()));
     *slot.task.lock().expect("smtp task") = Some(task);
@@ -226,6 +232,7 @@ pub(crate) async fn stop(shared: &crate::server::Shared) {
         task.abort();
         // Waiting for the cancelled task is what guarantees the socket is closed.
         let _ = task.await;
+        slot.held.hold(slot.addr);
     }
 }
 

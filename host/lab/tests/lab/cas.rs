@@ -28,6 +28,13 @@ async fn a_stopped_cas_refuses_connections_and_the_others_serve_the_same_state()
     lab.control().stop_cas(1).await.unwrap();
     let refused = tokio::net::TcpStream::connect(&addr).await.unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    // The stopped CAS keeps its port: no other socket (one without `SO_REUSEADDR`, as the
+    // kernel's own choice of a free port for a connection or a port-0 listener) takes it before
+    // it starts again.
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    let taken = other.bind(addr.parse().unwrap()).unwrap_err();
+    assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
+    drop(other);
     // A client with no pooled connection sees a connect error.
     let fresh = Client::new(&lab).await;
     let err = fresh
