@@ -181,10 +181,25 @@ pub async fn apply(
     store: &Arc<Store>,
     commands: Vec<(CommandId, Command)>,
 ) -> Result<Applied, StoreError> {
-    let (send, received) = mpsc::unbounded_channel();
-    let _ = send.send(commands);
+    let (send, received) = mpsc::channel(1);
+    let _ = send.try_send(commands);
     drop(send);
     apply_received(exchange, store, received).await
+}
+
+/// Chunks recorded ahead of apply: enough that apply never waits for the next one, few enough
+/// that the recording's transactions come one at a time between apply's own. Recording all of
+/// them at once kept the store's connection busy for seconds; apply, waiting to journal its
+/// next chunk, let the commands in flight run dry (half a second without a command, at
+/// 100 000 devices).
+const RECORDED_AHEAD: usize = 2;
+
+/// One recorded chunk: its commands with their journal ids, in plan order.
+pub type RecordedChunk = Vec<(CommandId, Command)>;
+
+/// The way from [`record_in_chunks`] to [`apply_received`].
+pub fn recorded_chunks() -> (mpsc::Sender<RecordedChunk>, mpsc::Receiver<RecordedChunk>) {
+    mpsc::channel(RECORDED_AHEAD)
 }
 
 /// Runs the journaled commands `received` in batches (in plan order) until the sender is
@@ -192,7 +207,7 @@ pub async fn apply(
 pub async fn apply_received(
     exchange: &ExchangeClient,
     store: &Arc<Store>,
-    mut received: mpsc::UnboundedReceiver<Vec<(CommandId, Command)>>,
+    mut received: mpsc::Receiver<RecordedChunk>,
 ) -> Result<Applied, StoreError> {
     let mut edits = Pipeline::default();
     let mut removals = Vec::new();
@@ -294,31 +309,42 @@ pub struct NoticesRecorded {
 
 /// Records a plan that is not held in transactions of [`RECORD_CHUNK`] commands, each with
 /// the verdicts (and notices) of every device its commands change, and hands each chunk's
-/// journaled commands to `send` once it is committed: no command goes out before its
-/// devices' verdicts and its journal entry are stored. The verdicts of devices no command
-/// changes are recorded last, while the commands run.
+/// journaled commands to `send` once it is committed (waiting while [`RECORDED_AHEAD`] are
+/// not taken yet): no command goes out before its devices' verdicts and its journal entry are
+/// stored. Call it on the blocking pool. The verdicts of devices no command
+/// changes are spread over the chunks after the first, or recorded last when there is none.
 pub fn record_in_chunks(
     store: &Store,
     record: ToRecord,
-    send: &mpsc::UnboundedSender<Vec<(CommandId, Command)>>,
+    send: &mpsc::Sender<RecordedChunk>,
 ) -> Result<NoticesRecorded, StoreError> {
     let chunks = record.commands.len().div_ceil(RECORD_CHUNK);
-    // The first chunk whose commands change each device. The other devices follow in
-    // transactions of their own, short ones: apply waits for the store between them.
+    // The first chunk whose commands change each device.
     let mut chunk_of: HashMap<&DeviceKey, usize> = HashMap::new();
     for (i, command) in record.commands.iter().enumerate() {
         for key in command.devices() {
             chunk_of.entry(key).or_insert(i / RECORD_CHUNK);
         }
     }
+    // The other devices ride along with the chunks after the first (which goes out after one
+    // small transaction), a share each. In transactions of their own, after the last chunk,
+    // they held the store for a second while apply waited to journal its next chunk, and
+    // the commands in flight ran dry. Without a second chunk, they come last.
+    let spread = chunks.saturating_sub(1);
     let mut unchanged = 0;
     for d in &record.decisions {
         chunk_of.entry(&d.key).or_insert_with(|| {
             unchanged += 1;
-            chunks + (unchanged - 1) / UNCHANGED_PER_TRANSACTION
+            match spread {
+                0 => chunks + (unchanged - 1) / UNCHANGED_PER_TRANSACTION,
+                n => 1 + (unchanged - 1) % n,
+            }
         });
     }
-    let transactions = chunks + unchanged.div_ceil(UNCHANGED_PER_TRANSACTION);
+    let transactions = match spread {
+        0 => chunks + unchanged.div_ceil(UNCHANGED_PER_TRANSACTION),
+        _ => chunks,
+    };
     let decision_chunks: Vec<usize> = record.decisions.iter().map(|d| chunk_of[&d.key]).collect();
     // Each notice goes with its device's verdict (the runner asks for notices of decided
     // devices only).
@@ -371,7 +397,7 @@ pub fn record_in_chunks(
             let journaled = chunk.commands.into_iter();
             // Apply gone (it failed on the store): the commands stay `planned`, which the
             // next sync's recovery abandons, like a crash's.
-            let _ = send.send(
+            let _ = send.blocking_send(
                 journaled
                     .zip(commands.into_iter().map(|c| c.command))
                     .collect(),
@@ -411,7 +437,7 @@ mod tests {
 
     /// The chunks reach apply in plan order, each after the verdicts of the devices its
     /// commands change: their audit rows come before those of later chunks, and the devices
-    /// no command changes come last.
+    /// no command changes come with the chunks after the first.
     #[test]
     fn each_chunk_is_sent_after_its_devices_verdicts() {
         let dir = tempfile::tempdir().unwrap();
@@ -443,7 +469,7 @@ mod tests {
                 notify: false,
             })
             .collect();
-        let (send, mut received) = mpsc::unbounded_channel();
+        let (send, mut received) = recorded_chunks();
         let record = ToRecord {
             run,
             plugin_digest: "digest".into(),
@@ -453,13 +479,16 @@ mod tests {
             notices: Vec::new(),
             resend_interval_secs: 0,
         };
-        record_in_chunks(&store, record, &send).unwrap();
-        drop(send);
-
+        let store = Arc::new(store);
+        let recording = std::thread::spawn({
+            let store = store.clone();
+            move || record_in_chunks(&store, record, &send).unwrap()
+        });
         let mut sent = Vec::new();
-        while let Ok(batch) = received.try_recv() {
+        while let Some(batch) = received.blocking_recv() {
             sent.push(batch);
         }
+        recording.join().unwrap();
         let sizes: Vec<usize> = sent.iter().map(Vec::len).collect();
         assert_eq!(sizes, [RECORD_CHUNK, RECORD_CHUNK, 200]);
         let identities: Vec<serde_json::Value> = sent
@@ -486,10 +515,9 @@ mod tests {
             )
             .unwrap()
         };
-        let chunk_of = |i: usize| if i < changed { i / RECORD_CHUNK } else { 3 };
-        let mut first_and_last = [(i64::MAX, i64::MIN); 4];
-        for (i, d) in devices.iter().enumerate() {
-            let (first, last) = &mut first_and_last[chunk_of(i)];
+        let mut first_and_last = [(i64::MAX, i64::MIN); 3];
+        for (i, d) in devices[..changed].iter().enumerate() {
+            let (first, last) = &mut first_and_last[i / RECORD_CHUNK];
             let id = written(d);
             (*first, *last) = ((*first).min(id), (*last).max(id));
         }
@@ -497,6 +525,14 @@ mod tests {
             assert!(
                 pair[0].1 < pair[1].0,
                 "chunks written in order: {first_and_last:?}"
+            );
+        }
+        // The devices no command changes ride along with the chunks after the first.
+        for d in &devices[changed..] {
+            let id = written(d);
+            assert!(
+                first_and_last[0].1 < id && id <= first_and_last[2].1,
+                "{id} not after the first chunk: {first_and_last:?}"
             );
         }
     }

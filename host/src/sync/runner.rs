@@ -27,9 +27,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use tokio::sync::mpsc;
 
-use super::apply::{Applied, ToRecord, apply, apply_received, record_in_chunks};
+use super::apply::{Applied, ToRecord, apply, apply_received, record_in_chunks, recorded_chunks};
 use super::blocking;
 use super::decide::{DEFAULT_BATCH_SIZE, Decider};
 use super::discover::{self, Discovered, Started};
@@ -536,7 +535,7 @@ impl OrgSync {
         // Apply starts on each chunk of the plan as soon as the transaction recording it (with
         // its devices' verdicts) commits, so the SQLite writes overlap the commands.
         let total = Some(commands.len() as u64);
-        let (send, received) = mpsc::unbounded_channel();
+        let (send, received) = recorded_chunks();
         let record = ToRecord {
             run,
             plugin_digest: digest.clone(),
