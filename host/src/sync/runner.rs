@@ -10,10 +10,12 @@
 //!    while the plan is made;
 //! 2. verdicts, audit rows and the plan are recorded, the whole plan guarded first: a held plan
 //!    in one transaction, any other in chunks of commands, each transaction holding its
-//!    commands and the verdicts of every device they change (the other verdicts come last).
-//!    The notices of devices whose verdict changes are enqueued with their verdicts;
+//!    commands and the verdicts of every device they change (the other verdicts ride along
+//!    with the chunks after the first). The notices of devices whose verdict changes are
+//!    enqueued with their verdicts;
 //! 3. commands are sent (journal `sent`) and confirmed (`done`/`failed`) chunk by chunk, a
-//!    chunk as soon as the transaction that recorded it commits ([`super::apply`]);
+//!    chunk as soon as the transaction that recorded it commits, the recording staying two
+//!    chunks ahead ([`super::apply`]);
 //! 4. the due notices (this run's and earlier retries) are rendered and sent, each marked after
 //!    the server's answer ([`super::notices`]);
 //! 5. the run is finished, which moves the quick-sync cursor only when it succeeded.
