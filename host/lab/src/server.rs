@@ -205,6 +205,25 @@ impl HeldPort {
     }
 }
 
+/// Binds a stopped listener's address again. A child process another test forked in the
+/// instant before the stop holds a copy of the old listening socket until it executes its
+/// program (close-on-exec), and the port answers "in use" until then: a few tries over up to
+/// two seconds, instead of failing the restart.
+pub(crate) async fn bind_again(what: &str, addr: SocketAddr) -> Result<TcpListener, LabError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match bind(what, addr).await {
+            Err(LabError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 pub(crate) async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, LabError> {
     TcpListener::bind(addr)
         .await
@@ -264,7 +283,7 @@ pub(crate) async fn start_cas(
         Some(l) => l,
         None => {
             slot.held.release();
-            bind(&format!("CAS {i}"), slot.addr).await?
+            bind_again(&format!("CAS {i}"), slot.addr).await?
         }
     };
     let task = serve(listener, crate::exchange::router(shared.clone(), i));
@@ -284,4 +303,26 @@ pub(crate) async fn stop_cas(shared: &Shared, i: usize) -> Result<(), LabError> 
         slot.held.hold(slot.addr);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_listened_on_elsewhere_for_a_moment_is_bound_once_it_is_free() {
+        let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = elsewhere.local_addr().unwrap();
+        assert!(matches!(
+            bind("test", addr).await,
+            Err(LabError::Bind { ref source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse
+        ));
+        let freed = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(elsewhere);
+        });
+        let listener = bind_again("test", addr).await.unwrap();
+        assert_eq!(listener.local_addr().unwrap(), addr);
+        freed.join().unwrap();
+    }
 }

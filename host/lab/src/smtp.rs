@@ -215,7 +215,7 @@ pub(crate) async fn start(
         Some(l) => l,
         None => {
             slot.held.release();
-            crate::server::bind("SMTP", slot.addr).await?
+            crate::server::bind_again("SMTP", slot.addr).await?
         }
     };
     let task = tokio::spawn(serve(listener, shared.clone()));
