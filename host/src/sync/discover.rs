@@ -67,7 +67,8 @@ pub struct Discovered {
     /// The device access rules (full sync that manages them only).
     pub access_rules: Option<Vec<models::DeviceAccessRule>>,
     /// Records that could not be read, and partnerships left out because of them, one line
-    /// each. Such devices are neither decided nor counted as gone.
+    /// each. Such devices are neither decided nor counted as gone. A full sync's come from its
+    /// [`DevicePages`] once every page is in.
     pub unreadable: Vec<String>,
 }
 
