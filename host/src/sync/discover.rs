@@ -344,11 +344,9 @@ enum Source {
 impl DevicePages {
     /// The next page's partnerships (without those left out), `None` after the last.
     pub async fn next(&mut self) -> Result<Option<Vec<ExchangeDevice>>, DiscoverError> {
-        let Source::Listing { pages, task, .. } = &mut self.source else {
-            let Source::Read(devices) = &mut self.source else {
-                unreachable!()
-            };
-            return Ok(devices.take());
+        let (pages, task) = match &mut self.source {
+            Source::Read(devices) => return Ok(devices.take()),
+            Source::Listing { pages, task, .. } => (pages, task),
         };
         loop {
             match pages.recv().await {
@@ -366,8 +364,7 @@ impl DevicePages {
                 Some(Listed::Restarted) => self.repeats.restart(),
                 None => {
                     // The listing's end, or its failure.
-                    (&mut *task)
-                        .await
+                    task.await
                         .expect("the device listing task does not panic")?;
                     return Ok(None);
                 }
