@@ -219,7 +219,12 @@ impl Store {
                          exchange = excluded.exchange, {intune}, seen_at = excluded.seen_at"
                 ))
                 .map_err(self.sql(DOING))?;
-            for view in devices {
+            // In key order: the rows of one transaction then share the key index's pages, and
+            // SQLite writes each changed page once per transaction.
+            let mut keyed: Vec<(DeviceKey, &DeviceView<'_>)> =
+                devices.iter().map(|v| (v.exchange.key(), v)).collect();
+            keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (key, view) in keyed {
                 let exchange = encode("Exchange view of a device", view.exchange)?;
                 let intune = view
                     .managed
@@ -227,7 +232,7 @@ impl Store {
                     .transpose()?;
                 stmt.execute(rusqlite::params![
                     org.0,
-                    view.exchange.key().as_str(),
+                    key.as_str(),
                     view.exchange.device_id,
                     view.exchange.mailbox,
                     exchange,
