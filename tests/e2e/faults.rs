@@ -57,8 +57,18 @@ impl Drill {
     /// The connector's sync of the lab: 16 commands in flight, failed CAS re-checked after
     /// 100 ms, a command given up after `unavailable` without any CAS answering.
     fn sync(&self, http: &HttpSettings, unavailable: Duration) -> OrgSync {
+        self.sync_in_flight(http, unavailable, 16)
+    }
+
+    /// [`Self::sync`] with `parallel` commands in flight (below 8, one device listing).
+    fn sync_in_flight(
+        &self,
+        http: &HttpSettings,
+        unavailable: Duration,
+        parallel: usize,
+    ) -> OrgSync {
         let mut org = lab_organization(&self.lab);
-        org.exchange.parallel_commands = 16;
+        org.exchange.parallel_commands = parallel;
         org.exchange.probe_interval = Duration::from_millis(100);
         org.exchange.unavailable_timeout = unavailable;
         let exchange = ExchangeClient::builder(&org, http)
@@ -498,11 +508,38 @@ impl Drill {
     }
 }
 
+/// The device listing in four slices by `FirstSyncTime` (16 commands in flight), one of which
+/// Exchange makes start over: every partnership is listed once, none is reported twice, and
+/// the run converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliced_device_listing_whose_slice_starts_over_lists_every_device_once() {
+    // 10 000 devices spread over 700 days: each slice has two or three pages.
+    let d = drill(10_000, 1, 1).await;
+    let sync = d.sync(&test_http(), Duration::from_secs(20));
+    d.lab.control().set_exchange_faults(expire_device_links(1));
+    let run = d.full(&sync).await;
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:#?}");
+    assert!(run.errors.is_empty(), "{:#?}", run.errors);
+    assert_eq!(
+        d.lab.control().exchange_faults().expire_next_links,
+        0,
+        "a link was refused"
+    );
+    assert_eq!(d.known_devices().len(), 10_000);
+    assert_eq!(
+        run.verdicts.allow + run.verdicts.block + run.verdicts.quarantine,
+        10_000,
+        "{run:#?}"
+    );
+    d.assert_converged();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_page_links_expired_mid_listing_start_it_over_or_fail_the_run_cleanly() {
-    // 2 500 devices: the device listing has three pages of 1 000.
+    // 2 500 devices: the device listing, in one slice (4 commands in flight), has three pages
+    // of 1 000.
     let d = drill(2500, 1, 1).await;
-    let sync = d.sync(&test_http(), Duration::from_secs(20));
+    let sync = d.sync_in_flight(&test_http(), Duration::from_secs(20), 4);
     let devices = d.lab.control().info().devices;
     assert_eq!(devices.div_ceil(1000), 3);
 

@@ -197,6 +197,23 @@ pub enum Listed<T> {
     Restarted,
 }
 
+/// Where [`ExchangeClient::run_paged`] hands a listing's pages.
+pub trait PageSink<T> {
+    /// Takes one step of the listing. The page after the next is asked for only once this is
+    /// done: a taker that falls behind slows the listing down instead of piling pages up.
+    fn take(&mut self, listed: Listed<T>) -> impl Future<Output = ()> + Send;
+}
+
+/// A whole listing: only the pages of the listing that got to its end count.
+impl<T: Send> PageSink<T> for Vec<T> {
+    async fn take(&mut self, listed: Listed<T>) {
+        match listed {
+            Listed::Page(objects) => self.extend(objects),
+            Listed::Restarted => self.clear(),
+        }
+    }
+}
+
 /// What one request came to.
 enum Outcome {
     /// A JSON page, not decoded yet.
@@ -254,6 +271,11 @@ impl ExchangeClient {
     /// Each CAS the client knows and whether it is up.
     pub fn cas_health(&self) -> Vec<CasHealth> {
         self.inner.pool.health()
+    }
+
+    /// The configured upper bound of commands in flight (`parallel_commands`).
+    pub fn parallel_commands(&self) -> usize {
+        self.inner.limit.max()
     }
 
     /// The commands allowed in flight now (lowered while Exchange throttles).
@@ -346,32 +368,27 @@ impl ExchangeClient {
     /// Every page of `cmdlet`, without discovery (discovery itself runs through here).
     async fn run_pages<C: Cmdlet>(&self, cmdlet: &C) -> Result<Vec<C::Output>, ExchangeError> {
         let mut out = Vec::new();
-        self.list_pages(cmdlet, |listed| match listed {
-            Listed::Page(objects) => out.extend(objects),
-            // Only the listing that got to its end counts.
-            Listed::Restarted => out.clear(),
-        })
-        .await?;
+        self.list_pages(cmdlet, &mut out).await?;
         Ok(out)
     }
 
-    /// Lists `cmdlet` page by page, handing each page's objects to `page` as soon as it is
+    /// Lists `cmdlet` page by page, handing each page's objects to `sink` as soon as it is
     /// decoded (while the next page is on its way), for a caller that works on a long listing
     /// as it arrives. A listing Exchange made start over (a refused page link) says so with
     /// [`Listed::Restarted`] before its first page comes again.
     pub async fn run_paged<C: Cmdlet>(
         &self,
         cmdlet: &C,
-        page: impl FnMut(Listed<C::Output>),
+        sink: &mut impl PageSink<C::Output>,
     ) -> Result<(), ExchangeError> {
         self.ensure_discovered().await;
-        self.list_pages(cmdlet, page).await
+        self.list_pages(cmdlet, sink).await
     }
 
     async fn list_pages<C: Cmdlet>(
         &self,
         cmdlet: &C,
-        mut page_out: impl FnMut(Listed<C::Output>),
+        sink: &mut impl PageSink<C::Output>,
     ) -> Result<(), ExchangeError> {
         #[derive(serde::Serialize)]
         struct Body<'a, P> {
@@ -401,7 +418,7 @@ impl ExchangeClient {
         let mut restarts = 0;
         'listing: loop {
             if restarts > 0 {
-                page_out(Listed::Restarted);
+                sink.take(Listed::Restarted).await;
             }
             let (mut raw, mut cas) = self.request::<C>(&body, &first).await?;
             loop {
@@ -428,7 +445,8 @@ impl ExchangeClient {
                     }
                 };
                 let Some(link) = next else {
-                    page_out(Listed::Page(Self::decode_page::<C>(&raw, &cas)?.value));
+                    sink.take(Listed::Page(Self::decode_page::<C>(&raw, &cas)?.value))
+                        .await;
                     return Ok(());
                 };
                 let path = self.next_path::<C>(&link, &cas)?;
@@ -440,7 +458,7 @@ impl ExchangeClient {
                 });
                 let following = self.request::<C>(&body, &path).await;
                 let page = decoding.await.expect("decoding a page does not panic");
-                page_out(Listed::Page(page?.value));
+                sink.take(Listed::Page(page?.value)).await;
                 (raw, cas) = match following {
                     Ok(answer) => answer,
                     Err(e) => match refused_page_link(&e) {

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use cas::CasHealth;
-pub use client::{ExchangeClient, ExchangeClientBuilder, Listed};
+pub use client::{ExchangeClient, ExchangeClientBuilder, Listed, PageSink};
 pub use cmdlets::Cmdlet;
 
 use crate::net::SetupError;

@@ -2,8 +2,10 @@
 //!
 //! * Full: every mobile device partnership (`Get-MobileDevice`), every mailbox's lists
 //!   (`Get-CASMailbox`) and UPN (`Get-Mailbox`), the organization settings, every Intune
-//!   record, and the members of the in-scope groups. The listings run at once; each is a
-//!   handful of pages whatever the organization's size.
+//!   record, and the members of the in-scope groups. The listings run at once. The device
+//!   listing, the longest (a hundred pages at 100 000 devices, each asked for only after the
+//!   one before it), is split by `FirstSyncTime` into slices listed side by side
+//!   ([`listing_slices`]).
 //! * Quick: the partnerships Exchange first saw at or after the cursor (and their Intune
 //!   records, `easDeviceId eq`), the Intune records that changed since the cursor and the
 //!   partnerships they match, and only the mailboxes of those partnerships. Every call is per
@@ -22,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::inventory::{
     AccessLevel, AccessState, ComplianceState, DirectoryUser, ExchangeDevice, Inventory,
@@ -33,7 +36,7 @@ use crate::exchange::cmdlets::{
     GetOrganizationSettings,
 };
 use crate::exchange::models::{self, DeviceAccessState};
-use crate::exchange::{CmdletTransport, ExchangeClient, ExchangeError, Listed};
+use crate::exchange::{CmdletTransport, ExchangeClient, ExchangeError, Listed, PageSink};
 use crate::graph::models as graph_models;
 use crate::graph::{GraphClient, GraphError, ManagedDevices};
 use crate::net::record::{self, Checked, Unreadable};
@@ -41,6 +44,19 @@ use crate::timestamp::Timestamp;
 
 /// How many `DeviceId`s one quick-sync `Get-MobileDevice -Filter` asks for.
 const IDS_PER_FILTER: usize = 20;
+
+/// Pages of the device listing decoded and not yet taken: matching needs every Intune record,
+/// so the listing goes ahead this far while Graph is still being read, and no further.
+const LISTED_AHEAD: usize = 4;
+
+/// At most this many slices of the full device listing run side by side. Each decodes its
+/// pages while the others do: at 100 000 devices, 8 slices raised the peak by 10 to 15 MB
+/// (a more scattered heap) and were no faster than 4.
+pub const MAX_LISTING_SLICES: usize = 4;
+
+/// The span of `FirstSyncTime`s the slices share evenly (two years, about a device's life);
+/// the oldest slice also takes everything before it.
+const SLICED_SPAN_SECS: i64 = 730 * 86_400;
 
 /// Why discovery failed; a sync whose discovery failed decides and sends nothing (see
 /// [`super::save`] for what it stored).
@@ -181,7 +197,9 @@ impl Repeats {
             .collect()
     }
 
-    /// The listing starts over: what it lists again is no repeat.
+    /// A listing (one slice of it) starts over: what it lists again is no repeat. The names of
+    /// the other slices move along, so a repeat of theirs after this is left out unreported:
+    /// slices are disjoint, and the first listing is used either way.
     fn restart(&mut self) {
         self.earlier.absorb(&mut self.seen);
     }
@@ -304,13 +322,68 @@ async fn group_membership(
     Ok(out)
 }
 
-/// Stops a spawned task when the discovery that needs it is dropped (a cancelled sync).
-struct AbortOnDrop(tokio::task::AbortHandle);
+/// The full device listing in `count` slices by `FirstSyncTime`, which never changes for a
+/// partnership, so that every partnership is in exactly one slice, however long the listing
+/// takes and whatever is added meanwhile. Cut `now - k * (span / count)` for `k` in
+/// `1..count`: the newest slice is open towards the future (new partnerships), the oldest
+/// towards the past, and takes the partnerships without a `FirstSyncTime` too (`-not`, not
+/// `-lt`). One slice is the plain listing.
+///
+/// An organization whose partnerships crowd into one slice lists no faster than before, and
+/// no slower: its other slices are a request or two each, side by side.
+pub fn listing_slices(count: usize, now: i64) -> Vec<GetMobileDeviceRecords> {
+    let count = count.clamp(1, MAX_LISTING_SLICES);
+    let width = SLICED_SPAN_SECS / count as i64;
+    let cut = |k: usize| quote(&Timestamp(now - k as i64 * width).to_string());
+    (0..count)
+        .map(|k| {
+            let filter = match k {
+                _ if count == 1 => None,
+                0 => Some(format!("FirstSyncTime -ge {}", cut(1))),
+                _ if k == count - 1 => Some(format!("-not (FirstSyncTime -ge {})", cut(k))),
+                _ => Some(format!(
+                    "FirstSyncTime -ge {} -and FirstSyncTime -lt {}",
+                    cut(k + 1),
+                    cut(k)
+                )),
+            };
+            // Every client type, not only `-ActiveSync`: Outlook for iOS and Android shows
+            // as `ClientType Outlook` and obeys the same mailbox lists.
+            GetMobileDeviceRecords(GetMobileDevice {
+                filter,
+                ..Default::default()
+            })
+        })
+        .collect()
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// `listing`, logging how long it took: which listing a slow discovery waited for.
+async fn timed<T>(what: &str, listing: impl Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = listing.await;
+    tracing::debug!(
+        listing = what,
+        ms = started.elapsed().as_millis() as u64,
+        "listed"
+    );
+    out
+}
+
+/// Hands a slice's pages on to the discovery's caller; a full queue holds the slice back.
+struct SliceSink(mpsc::Sender<Sliced>);
+
+impl PageSink<Checked<models::MobileDevice>> for SliceSink {
+    async fn take(&mut self, listed: Listed<Checked<models::MobileDevice>>) {
+        // The caller may stop listening (a failed discovery); the tasks are aborted then.
+        let _ = self.0.send(Sliced::Listed(listed)).await;
     }
+}
+
+/// What a slice of the device listing hands on.
+enum Sliced {
+    Listed(Listed<Checked<models::MobileDevice>>),
+    /// The slice failed: the listing is incomplete.
+    Failed(ExchangeError),
 }
 
 /// A discovery whose partnerships come page by page: everything else is in `discovered`
@@ -331,11 +404,11 @@ pub struct DevicePages {
 }
 
 enum Source {
-    /// The device listing's task, handing on its pages.
+    /// The tasks of the device listing's slices, handing on their pages. Dropping the set
+    /// (a failed discovery, a cancelled sync) stops them.
     Listing {
-        pages: mpsc::UnboundedReceiver<Listed<Checked<models::MobileDevice>>>,
-        task: tokio::task::JoinHandle<Result<(), ExchangeError>>,
-        _abort: AbortOnDrop,
+        pages: mpsc::Receiver<Sliced>,
+        slices: JoinSet<()>,
     },
     /// Partnerships read already (a quick sync), handed on as one page.
     Read(Option<Vec<ExchangeDevice>>),
@@ -344,13 +417,13 @@ enum Source {
 impl DevicePages {
     /// The next page's partnerships (without those left out), `None` after the last.
     pub async fn next(&mut self) -> Result<Option<Vec<ExchangeDevice>>, DiscoverError> {
-        let (pages, task) = match &mut self.source {
+        let (pages, slices) = match &mut self.source {
             Source::Read(devices) => return Ok(devices.take()),
-            Source::Listing { pages, task, .. } => (pages, task),
+            Source::Listing { pages, slices } => (pages, slices),
         };
         loop {
             match pages.recv().await {
-                Some(Listed::Page(records)) => {
+                Some(Sliced::Listed(Listed::Page(records))) => {
                     let good = self.unreadable.devices(records);
                     let mut devices = self.repeats.remove(good, &mut self.unreadable);
                     self.unreadable.keep_out(&mut devices);
@@ -361,11 +434,16 @@ impl DevicePages {
                             .collect(),
                     ));
                 }
-                Some(Listed::Restarted) => self.repeats.restart(),
+                Some(Sliced::Listed(Listed::Restarted)) => self.repeats.restart(),
+                Some(Sliced::Failed(e)) => return Err(e.into()),
                 None => {
-                    // The listing's end, or its failure.
-                    task.await
-                        .expect("the device listing task does not panic")?;
+                    // Every slice got to its end, unless one panicked: that must not pass
+                    // for a complete listing.
+                    while let Some(joined) = slices.join_next().await {
+                        if let Err(e) = joined {
+                            std::panic::resume_unwind(e.into_panic());
+                        }
+                    }
                     return Ok(None);
                 }
             }
@@ -379,36 +457,39 @@ impl DevicePages {
     }
 }
 
-/// Everything, for a full sync. The partnerships come page by page from the device listing,
-/// which starts first and runs on while the rest is read: the caller works on each page while
-/// the next one is on its way.
+/// Everything, for a full sync. The partnerships come page by page from the device listing's
+/// `slices` (see [`listing_slices`]), which start first and run on while the rest is read: the
+/// caller works on each page while the next ones are on their way.
 /// `read_rules`: also read the device access rules (when the configuration manages them).
 pub async fn full(
     exchange: &ExchangeClient,
     graph: &GraphClient,
     scope_groups: &[String],
     read_rules: bool,
+    slices: Vec<GetMobileDeviceRecords>,
 ) -> Result<Started, DiscoverError> {
-    // Every client type, not only `-ActiveSync`: Outlook for iOS and Android shows as
-    // `ClientType Outlook` and obeys the same mailbox lists.
-    // The device listing is the longest chain of requests (its pages come one after another):
-    // it gets a task of its own, so that decoding the other listings' pages never delays the
-    // request for its next page.
-    let (to_caller, pages) = mpsc::unbounded_channel();
-    let task = tokio::spawn({
+    // Each slice of the device listing, the longest chain of requests, gets a task of its
+    // own, so that decoding the other listings' pages never delays the request for its next
+    // page.
+    let (to_caller, pages) = mpsc::channel(LISTED_AHEAD);
+    let mut tasks = JoinSet::new();
+    for slice in slices {
         let exchange = exchange.clone();
+        let to_caller = to_caller.clone();
         // Its pages count for the discover stage awaiting it.
-        progress::inherit_pages(async move {
-            exchange
-                .run_paged(&GetMobileDeviceRecords::default(), |listed| {
-                    // The caller may stop listening (a failed discovery); the task is
-                    // aborted then.
-                    let _ = to_caller.send(listed);
-                })
-                .await
-        })
-    });
-    let _abort = AbortOnDrop(task.abort_handle());
+        tasks.spawn(progress::inherit_pages(async move {
+            let what = format!(
+                "Get-MobileDevice {}",
+                slice.0.filter.as_deref().unwrap_or("")
+            );
+            let mut sink = SliceSink(to_caller);
+            let listed = timed(&what, exchange.run_paged(&slice, &mut sink)).await;
+            if let Err(e) = listed {
+                let _ = sink.0.send(Sliced::Failed(e)).await;
+            }
+        }));
+    }
+    drop(to_caller);
     let (cas, mbx, settings) = (
         GetCasMailbox::default(),
         GetMailbox::default(),
@@ -422,12 +503,18 @@ pub async fn full(
         }
     };
     let (cas, mbx, settings, managed, groups, rules) = tokio::join!(
-        exchange.run(&cas),
-        exchange.run(&mbx),
-        exchange.run(&settings),
-        graph.managed_device_records(ManagedDevices::All),
-        group_membership(graph, scope_groups),
-        rules,
+        timed("Get-CASMailbox", exchange.run(&cas)),
+        timed("Get-Mailbox", exchange.run(&mbx)),
+        timed(
+            "Get-ActiveSyncOrganizationSettings",
+            exchange.run(&settings)
+        ),
+        timed(
+            "Graph managedDevices",
+            graph.managed_device_records(ManagedDevices::All)
+        ),
+        timed("Graph group members", group_membership(graph, scope_groups)),
+        timed("Get-ActiveSyncDeviceAccessRule", rules),
     );
     let mailboxes = mailboxes(cas?, mbx?);
     let by_identity: HashMap<String, String> = mailboxes
@@ -460,8 +547,7 @@ pub async fn full(
         devices: DevicePages {
             source: Source::Listing {
                 pages,
-                task,
-                _abort,
+                slices: tasks,
             },
             mailboxes: by_identity,
             unreadable,
@@ -632,6 +718,37 @@ pub async fn quick(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exchange::cmdlets::ResultSize;
+
+    #[test]
+    fn listing_slices_cut_firstsynctime_into_adjoining_ranges_open_at_both_ends() {
+        let filters = |count, now| -> Vec<Option<String>> {
+            listing_slices(count, now)
+                .into_iter()
+                .map(|s| s.0.filter)
+                .collect()
+        };
+        assert_eq!(filters(1, 0), [None]);
+        assert_eq!(filters(0, 0), [None], "at least one slice");
+        // 2026-01-01T00:00:00Z; four slices of 182.5 days.
+        let now = 1_767_225_600;
+        assert_eq!(
+            filters(4, now),
+            [
+                Some("FirstSyncTime -ge '2025-07-02T12:00:00Z'".to_owned()),
+                Some("FirstSyncTime -ge '2025-01-01T00:00:00Z' -and FirstSyncTime -lt '2025-07-02T12:00:00Z'".to_owned()),
+                Some("FirstSyncTime -ge '2024-07-02T12:00:00Z' -and FirstSyncTime -lt '2025-01-01T00:00:00Z'".to_owned()),
+                Some("-not (FirstSyncTime -ge '2024-07-02T12:00:00Z')".to_owned()),
+            ]
+        );
+        assert_eq!(filters(100, now).len(), MAX_LISTING_SLICES);
+        assert!(
+            listing_slices(2, now)
+                .iter()
+                .all(|s| s.0.result_size == ResultSize::Unlimited),
+            "every slice is listed to its end"
+        );
+    }
 
     #[test]
     fn filter_values_are_quoted_for_opath() {

@@ -303,7 +303,18 @@ impl OrgSync {
         let taken_in = progress::stage(report, progress::DISCOVER, None, &pages, async {
             let started = if full {
                 let rules = self.settings.device_access_rules.is_some();
-                let listing = discover::full(&self.exchange, &self.graph, groups, rules);
+                // A quarter of the commands in flight for the device listing's slices, the
+                // rest for the other listings running beside them.
+                let slices = discover::listing_slices(self.exchange.parallel_commands() / 4, now);
+                // On the heap: the discovery's state is large in a debug build, and a caller's
+                // stack (a test's) is not.
+                let listing = Box::pin(discover::full(
+                    &self.exchange,
+                    &self.graph,
+                    groups,
+                    rules,
+                    slices,
+                ));
                 progress::count_pages(&pages, listing).await
             } else {
                 let since = cursor.expect("a quick sync has a cursor");
