@@ -311,40 +311,55 @@ pub struct NoticesRecorded {
 /// the verdicts (and notices) of every device its commands change, and hands each chunk's
 /// journaled commands to `send` once it is committed (waiting while [`RECORDED_AHEAD`] are
 /// not taken yet): no command goes out before its devices' verdicts and its journal entry are
-/// stored. Call it on the blocking pool. The verdicts of devices no command
-/// changes are spread over the chunks after the first, or recorded last when there is none.
+/// stored. Call it on the blocking pool. The verdicts of devices no command changes, and of
+/// those the organization default changes, are spread over the chunks after the first (no
+/// later than the org default's), or recorded last when there is none.
 pub fn record_in_chunks(
     store: &Store,
     record: ToRecord,
     send: &mpsc::Sender<RecordedChunk>,
 ) -> Result<NoticesRecorded, StoreError> {
     let chunks = record.commands.len().div_ceil(RECORD_CHUNK);
-    // The first chunk whose commands change each device.
+    // The chunk each device's verdict goes with. A verdict may be recorded before the chunk of
+    // the command that changes it, never after.
     let mut chunk_of: HashMap<&DeviceKey, usize> = HashMap::new();
-    for (i, command) in record.commands.iter().enumerate() {
-        for key in command.devices() {
-            chunk_of.entry(key).or_insert(i / RECORD_CHUNK);
+    // The latest chunk for the devices of the organization default's command: it changes every
+    // device allowed by the default alone (30 000 in the first sync of the 100 000-device lab).
+    // With it, its chunk, the last, was a transaction of a second that apply waited for with
+    // nothing in flight.
+    let mut no_later: HashMap<&DeviceKey, usize> = HashMap::new();
+    for (i, step) in record.commands.iter().enumerate() {
+        let chunk = i / RECORD_CHUNK;
+        let of = match step {
+            PlanStep::Command(c) if c.command.cmdlet == SET_ORG_SETTINGS => &mut no_later,
+            _ => &mut chunk_of,
+        };
+        for key in step.devices() {
+            of.entry(key).or_insert(chunk);
         }
     }
     // The other devices ride along with the chunks after the first (which goes out after one
     // small transaction), a share each. In transactions of their own, after the last chunk,
     // they held the store for a second while apply waited to journal its next chunk, and
-    // the commands in flight ran dry. Without a second chunk, they come last.
+    // the commands in flight ran dry. Without a second chunk, they come last, or with the
+    // first chunk when a command of it changes them.
     let spread = chunks.saturating_sub(1);
-    let mut unchanged = 0;
+    let mut placed = 0;
+    let mut transactions = chunks;
     for d in &record.decisions {
         chunk_of.entry(&d.key).or_insert_with(|| {
-            unchanged += 1;
-            match spread {
-                0 => chunks + (unchanged - 1) / UNCHANGED_PER_TRANSACTION,
-                n => 1 + (unchanged - 1) % n,
-            }
+            placed += 1;
+            let latest = no_later.get(&d.key).copied();
+            let chunk = match (latest.map_or(spread, |c| c.min(spread)), latest) {
+                (0, Some(_)) => 0,
+                (0, None) => chunks + (placed - 1) / UNCHANGED_PER_TRANSACTION,
+                (n, _) => 1 + (placed - 1) % n,
+            };
+            transactions = transactions.max(chunk + 1);
+            chunk
         });
     }
-    let transactions = match spread {
-        0 => chunks + unchanged.div_ceil(UNCHANGED_PER_TRANSACTION),
-        _ => chunks,
-    };
+    drop(no_later);
     let decision_chunks: Vec<usize> = record.decisions.iter().map(|d| chunk_of[&d.key]).collect();
     // Each notice goes with its device's verdict (the runner asks for notices of decided
     // devices only).
@@ -535,5 +550,100 @@ mod tests {
                 "{id} not after the first chunk: {first_and_last:?}"
             );
         }
+    }
+
+    /// The devices of the organization default's command, in the last chunk, are recorded
+    /// before it, spread over the chunks after the first instead of all with it.
+    #[test]
+    fn the_org_defaults_devices_are_spread_over_the_chunks_up_to_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let org = store.organization("Contoso", 1).unwrap();
+        let devices: Vec<ExchangeDevice> = (0..RECORD_CHUNK * 3).map(device).collect();
+        let views: Vec<DeviceView<'_>> = devices
+            .iter()
+            .map(|d| DeviceView {
+                exchange: d,
+                managed: None,
+            })
+            .collect();
+        store.save_inventory(org, &views, 1).unwrap();
+        let run = store
+            .start_run(org, RunKind::Full, Some("digest"), 2)
+            .unwrap();
+        // Two chunks and a half of mailbox edits, then the org default for the rest.
+        let edited = RECORD_CHUNK * 2 + RECORD_CHUNK / 2;
+        let mut commands: Vec<PlanStep> = devices[..edited]
+            .iter()
+            .map(|d| PlanStep::from(set_cas_mailbox(d)))
+            .collect();
+        commands.push(PlanStep::Command(PlannedCommand {
+            mailbox: None,
+            devices: devices[edited..].iter().map(ExchangeDevice::key).collect(),
+            command: Command {
+                cmdlet: SET_ORG_SETTINGS.into(),
+                parameters: serde_json::Map::new(),
+            },
+        }));
+        let decisions = devices
+            .iter()
+            .map(|d| DecisionRecord {
+                key: d.key(),
+                verdict: Verdict::Quarantine,
+                reason: "test".into(),
+                notify: false,
+            })
+            .collect();
+        let (send, mut received) = recorded_chunks();
+        let record = ToRecord {
+            run,
+            plugin_digest: "digest".into(),
+            decided_at: 2,
+            decisions,
+            commands,
+            notices: Vec::new(),
+            resend_interval_secs: 0,
+        };
+        let store = Arc::new(store);
+        let recording = std::thread::spawn({
+            let store = store.clone();
+            move || record_in_chunks(&store, record, &send).unwrap()
+        });
+        let mut sizes = Vec::new();
+        while let Some(batch) = received.blocking_recv() {
+            sizes.push(batch.len());
+        }
+        recording.join().unwrap();
+        assert_eq!(sizes, [RECORD_CHUNK, RECORD_CHUNK, RECORD_CHUNK / 2 + 1]);
+
+        let db = rusqlite::Connection::open(store.path()).unwrap();
+        let written = |d: &ExchangeDevice| -> i64 {
+            db.query_row(
+                "SELECT id FROM decision_audit WHERE device_key = ?1",
+                [d.key().as_str()],
+                |row| row.get(0),
+            )
+            .unwrap()
+        };
+        // Audit rows in the order written: a chunk's edited devices come before the org
+        // default's devices riding with it.
+        let edited_ids = |c: usize| {
+            devices[c * RECORD_CHUNK..((c + 1) * RECORD_CHUNK).min(edited)]
+                .iter()
+                .map(written)
+        };
+        let end_of_first = edited_ids(0).max().unwrap();
+        let start_of_third = edited_ids(2).min().unwrap();
+        let ids: Vec<i64> = devices[edited..].iter().map(written).collect();
+        assert!(
+            ids.iter().all(|&id| id > end_of_first),
+            "none with the first chunk"
+        );
+        let with_second = ids.iter().filter(|&&id| id < start_of_third).count();
+        assert_eq!(
+            with_second,
+            ids.len() / 2,
+            "half ride with the second chunk"
+        );
     }
 }
