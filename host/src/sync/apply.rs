@@ -450,15 +450,25 @@ mod tests {
         }
     }
 
-    /// The chunks reach apply in plan order, each after the verdicts of the devices its
-    /// commands change: their audit rows come before those of later chunks, and the devices
-    /// no command changes come with the chunks after the first.
-    #[test]
-    fn each_chunk_is_sent_after_its_devices_verdicts() {
+    fn decision(device: &ExchangeDevice, verdict: Verdict) -> DecisionRecord {
+        DecisionRecord {
+            key: device.key(),
+            verdict,
+            reason: "test".into(),
+            notify: false,
+        }
+    }
+
+    /// Records `commands` and `decisions` for `devices` (stored first) in a fresh store, as a
+    /// full run does; returns the store, the run and the chunks in the order apply got them.
+    fn record_plan(
+        devices: &[ExchangeDevice],
+        commands: Vec<PlanStep>,
+        decisions: Vec<DecisionRecord>,
+    ) -> (tempfile::TempDir, Arc<Store>, RunId, Vec<RecordedChunk>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let org = store.organization("Contoso", 1).unwrap();
-        let devices: Vec<ExchangeDevice> = (0..RECORD_CHUNK * 2 + 300).map(device).collect();
         let views: Vec<DeviceView<'_>> = devices
             .iter()
             .map(|d| DeviceView {
@@ -470,27 +480,13 @@ mod tests {
         let run = store
             .start_run(org, RunKind::Full, Some("digest"), 2)
             .unwrap();
-        // The last 100 devices get no command; the decisions come in the reverse order.
-        let changed = RECORD_CHUNK * 2 + 200;
-        let commands: Vec<PlannedCommand> =
-            devices[..changed].iter().map(set_cas_mailbox).collect();
-        let decisions = devices
-            .iter()
-            .rev()
-            .map(|d| DecisionRecord {
-                key: d.key(),
-                verdict: Verdict::Block,
-                reason: "test".into(),
-                notify: false,
-            })
-            .collect();
         let (send, mut received) = recorded_chunks();
         let record = ToRecord {
             run,
             plugin_digest: "digest".into(),
             decided_at: 2,
             decisions,
-            commands: commands.into_iter().map(PlanStep::from).collect(),
+            commands,
             notices: Vec::new(),
             resend_interval_secs: 0,
         };
@@ -504,6 +500,43 @@ mod tests {
             sent.push(batch);
         }
         recording.join().unwrap();
+        (dir, store, run, sent)
+    }
+
+    /// When each device's verdict was written: its audit row's id.
+    fn audit_ids(store: &Store, devices: &[ExchangeDevice]) -> Vec<i64> {
+        let db = rusqlite::Connection::open(store.path()).unwrap();
+        devices
+            .iter()
+            .map(|d| {
+                db.query_row(
+                    "SELECT id FROM decision_audit WHERE device_key = ?1",
+                    [d.key().as_str()],
+                    |row| row.get(0),
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    /// The chunks reach apply in plan order, each after the verdicts of the devices its
+    /// commands change: their audit rows come before those of later chunks, and the devices
+    /// no command changes come with the chunks after the first.
+    #[test]
+    fn each_chunk_is_sent_after_its_devices_verdicts() {
+        let devices: Vec<ExchangeDevice> = (0..RECORD_CHUNK * 2 + 300).map(device).collect();
+        // The last 100 devices get no command; the decisions come in the reverse order.
+        let changed = RECORD_CHUNK * 2 + 200;
+        let commands = devices[..changed]
+            .iter()
+            .map(|d| PlanStep::from(set_cas_mailbox(d)))
+            .collect();
+        let decisions = devices
+            .iter()
+            .rev()
+            .map(|d| decision(d, Verdict::Block))
+            .collect();
+        let (_dir, store, run, sent) = record_plan(&devices, commands, decisions);
         let sizes: Vec<usize> = sent.iter().map(Vec::len).collect();
         assert_eq!(sizes, [RECORD_CHUNK, RECORD_CHUNK, 200]);
         let identities: Vec<serde_json::Value> = sent
@@ -520,20 +553,10 @@ mod tests {
         let ids: Vec<CommandId> = sent.iter().flatten().map(|(id, _)| *id).collect();
         assert_eq!(ids, journal.iter().map(|e| e.id).collect::<Vec<_>>());
 
-        // The audit row id says when each verdict was written.
-        let db = rusqlite::Connection::open(store.path()).unwrap();
-        let written = |d: &ExchangeDevice| -> i64 {
-            db.query_row(
-                "SELECT id FROM decision_audit WHERE device_key = ?1",
-                [d.key().as_str()],
-                |row| row.get(0),
-            )
-            .unwrap()
-        };
+        let written = audit_ids(&store, &devices);
         let mut first_and_last = [(i64::MAX, i64::MIN); 3];
-        for (i, d) in devices[..changed].iter().enumerate() {
+        for (i, &id) in written[..changed].iter().enumerate() {
             let (first, last) = &mut first_and_last[i / RECORD_CHUNK];
-            let id = written(d);
             (*first, *last) = ((*first).min(id), (*last).max(id));
         }
         for pair in first_and_last.windows(2) {
@@ -543,8 +566,7 @@ mod tests {
             );
         }
         // The devices no command changes ride along with the chunks after the first.
-        for d in &devices[changed..] {
-            let id = written(d);
+        for &id in &written[changed..] {
             assert!(
                 first_and_last[0].1 < id && id <= first_and_last[2].1,
                 "{id} not after the first chunk: {first_and_last:?}"
@@ -556,21 +578,7 @@ mod tests {
     /// before it, spread over the chunks after the first instead of all with it.
     #[test]
     fn the_org_defaults_devices_are_spread_over_the_chunks_up_to_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let org = store.organization("Contoso", 1).unwrap();
         let devices: Vec<ExchangeDevice> = (0..RECORD_CHUNK * 3).map(device).collect();
-        let views: Vec<DeviceView<'_>> = devices
-            .iter()
-            .map(|d| DeviceView {
-                exchange: d,
-                managed: None,
-            })
-            .collect();
-        store.save_inventory(org, &views, 1).unwrap();
-        let run = store
-            .start_run(org, RunKind::Full, Some("digest"), 2)
-            .unwrap();
         // Two chunks and a half of mailbox edits, then the org default for the rest.
         let edited = RECORD_CHUNK * 2 + RECORD_CHUNK / 2;
         let mut commands: Vec<PlanStep> = devices[..edited]
@@ -587,59 +595,23 @@ mod tests {
         }));
         let decisions = devices
             .iter()
-            .map(|d| DecisionRecord {
-                key: d.key(),
-                verdict: Verdict::Quarantine,
-                reason: "test".into(),
-                notify: false,
-            })
+            .map(|d| decision(d, Verdict::Quarantine))
             .collect();
-        let (send, mut received) = recorded_chunks();
-        let record = ToRecord {
-            run,
-            plugin_digest: "digest".into(),
-            decided_at: 2,
-            decisions,
-            commands,
-            notices: Vec::new(),
-            resend_interval_secs: 0,
-        };
-        let store = Arc::new(store);
-        let recording = std::thread::spawn({
-            let store = store.clone();
-            move || record_in_chunks(&store, record, &send).unwrap()
-        });
-        let mut sizes = Vec::new();
-        while let Some(batch) = received.blocking_recv() {
-            sizes.push(batch.len());
-        }
-        recording.join().unwrap();
+        let (_dir, store, _run, sent) = record_plan(&devices, commands, decisions);
+        let sizes: Vec<usize> = sent.iter().map(Vec::len).collect();
         assert_eq!(sizes, [RECORD_CHUNK, RECORD_CHUNK, RECORD_CHUNK / 2 + 1]);
 
-        let db = rusqlite::Connection::open(store.path()).unwrap();
-        let written = |d: &ExchangeDevice| -> i64 {
-            db.query_row(
-                "SELECT id FROM decision_audit WHERE device_key = ?1",
-                [d.key().as_str()],
-                |row| row.get(0),
-            )
-            .unwrap()
-        };
         // Audit rows in the order written: a chunk's edited devices come before the org
         // default's devices riding with it.
-        let edited_ids = |c: usize| {
-            devices[c * RECORD_CHUNK..((c + 1) * RECORD_CHUNK).min(edited)]
-                .iter()
-                .map(written)
-        };
-        let end_of_first = edited_ids(0).max().unwrap();
-        let start_of_third = edited_ids(2).min().unwrap();
-        let ids: Vec<i64> = devices[edited..].iter().map(written).collect();
+        let written = audit_ids(&store, &devices);
+        let end_of_first = written[..RECORD_CHUNK].iter().max().unwrap();
+        let start_of_third = written[RECORD_CHUNK * 2..edited].iter().min().unwrap();
+        let ids = &written[edited..];
         assert!(
-            ids.iter().all(|&id| id > end_of_first),
+            ids.iter().all(|id| id > end_of_first),
             "none with the first chunk"
         );
-        let with_second = ids.iter().filter(|&&id| id < start_of_third).count();
+        let with_second = ids.iter().filter(|&id| id < start_of_third).count();
         assert_eq!(
             with_second,
             ids.len() / 2,
