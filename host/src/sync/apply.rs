@@ -349,11 +349,13 @@ pub fn record_in_chunks(
     for d in &record.decisions {
         chunk_of.entry(&d.key).or_insert_with(|| {
             placed += 1;
-            let latest = no_later.get(&d.key).copied();
-            let chunk = match (latest.map_or(spread, |c| c.min(spread)), latest) {
-                (0, Some(_)) => 0,
-                (0, None) => chunks + (placed - 1) / UNCHANGED_PER_TRANSACTION,
-                (n, _) => 1 + (placed - 1) % n,
+            let chunk = match no_later.get(&d.key) {
+                // The org default is in the first chunk: with it.
+                Some(0) => 0,
+                // Chunks 1 to the org default's (the last, so `c` is `spread`).
+                Some(&c) => 1 + (placed - 1) % c,
+                None if spread == 0 => chunks + (placed - 1) / UNCHANGED_PER_TRANSACTION,
+                None => 1 + (placed - 1) % spread,
             };
             transactions = transactions.max(chunk + 1);
             chunk
