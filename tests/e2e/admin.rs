@@ -159,7 +159,7 @@ struct Admin {
     gate: Arc<Semaphore>,
     /// Every sync the scheduler started: (org, kind).
     runs: Arc<Mutex<Vec<(String, SyncKind)>>>,
-    /// Held plans of contoso.
+    /// Plans of contoso: one a newer plan superseded, and the newer one, held.
     plans: [RunId; 2],
     stop: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
@@ -443,7 +443,7 @@ async fn every_endpoint_but_healthz_needs_the_token() {
     // Nothing was triggered or decided by the refused calls.
     assert!(admin.runs().is_empty());
     let contoso = admin.store.organization("contoso", now()).unwrap();
-    assert_eq!(admin.store.held_runs(contoso).unwrap().len(), 2);
+    assert_eq!(admin.store.held_runs(contoso).unwrap().len(), 1);
     admin.stop().await;
 }
 
@@ -453,7 +453,7 @@ async fn every_endpoint_but_healthz_needs_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_requests_change_nothing_and_nothing_may_be_framed() {
     let admin = Admin::start().await;
-    let plan = admin.plans[0];
+    let plan = admin.plans[1];
     let posts = [
         "/api/v1/organizations/contoso/sync".to_owned(),
         format!("/api/v1/plans/{plan}/approve"),
@@ -517,7 +517,7 @@ async fn cross_site_requests_change_nothing_and_nothing_may_be_framed() {
     }
     assert!(admin.runs().is_empty(), "a refused post triggered a sync");
     let contoso = admin.store.organization("contoso", now()).unwrap();
-    assert_eq!(admin.store.held_runs(contoso).unwrap().len(), 2);
+    assert_eq!(admin.store.held_runs(contoso).unwrap().len(), 1);
     assert_eq!(admin.store.run(plan).unwrap().unwrap().approval, None);
 
     // A preflight is not granted: no CORS header, whatever the origin asks.
@@ -702,56 +702,56 @@ async fn a_trigger_while_a_sync_runs_is_queued_not_doubled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approving_and_rejecting_held_plans_changes_the_store() {
     let admin = Admin::start().await;
-    let [first, second] = admin.plans;
+    let [superseded, held] = admin.plans;
     let status = admin.get("/api/v1/status").await;
-    let held: Vec<i64> = status["organizations"][0]["held_plans"]
+    let waiting: Vec<i64> = status["organizations"][0]["held_plans"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| p["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(held, [first.0, second.0]);
+    assert_eq!(
+        waiting,
+        [held.0],
+        "the newer plan made the older one expire"
+    );
 
+    // Regression (hostile run, hole 1): a superseded plan was approved and applied.
     let (status, body) = admin
         .call(
             Method::POST,
-            &format!("/api/v1/plans/{first}/approve"),
+            &format!("/api/v1/plans/{superseded}/approve"),
             None,
         )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("expired") && error.contains(&format!("run {held}")),
+        "{body}"
+    );
+    let run = admin.store.run(superseded).unwrap().unwrap();
+    assert_eq!((run.outcome, run.approval), (RunOutcome::Rejected, None));
+
+    let (status, body) = admin
+        .call(Method::POST, &format!("/api/v1/plans/{held}/approve"), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
-        json!({"run": first.0, "decision": "approved", "commands": 2})
+        json!({"run": held.0, "decision": "approved", "commands": 1})
     );
-    let run = admin.store.run(first).unwrap().unwrap();
+    let run = admin.store.run(held).unwrap().unwrap();
     assert_eq!(run.approval.as_deref(), Some("approved"));
     assert_eq!(run.outcome, RunOutcome::Running);
 
-    let (status, body) = admin
-        .call(
-            Method::POST,
-            &format!("/api/v1/plans/{second}/reject"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(
-        admin.store.run(second).unwrap().unwrap().outcome,
-        RunOutcome::Rejected
-    );
-
     // Deciding again is a conflict that says why.
     let (status, body) = admin
-        .call(
-            Method::POST,
-            &format!("/api/v1/plans/{second}/approve"),
-            None,
-        )
+        .call(Method::POST, &format!("/api/v1/plans/{held}/reject"), None)
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(
-        body["error"].as_str().unwrap().contains("rejected"),
+        body["error"].as_str().unwrap().contains("running"),
         "{body}"
     );
     let status = admin.get("/api/v1/status").await;
@@ -861,7 +861,7 @@ async fn metrics_parse_and_move_after_a_sync() {
         ),
         Some(21.0)
     );
-    assert_eq!(sample(&before, "easgate_held_plans", &contoso), Some(2.0));
+    assert_eq!(sample(&before, "easgate_held_plans", &contoso), Some(1.0));
     // The outbox gauge is the status's pending notice count, read at scrape time.
     let status = admin.get("/api/v1/status").await;
     let pending = status["organizations"]

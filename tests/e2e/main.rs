@@ -11,6 +11,7 @@ mod daemon;
 mod exchange_client;
 mod faults;
 mod graph_client;
+mod held_plans;
 mod hot_reload;
 mod malformed;
 mod metrics;

@@ -51,14 +51,14 @@ fn stage(lab: &Lab, template: TemplateSource) -> NoticeStage {
 /// A connector that sends notices: its store in `dir/data`, a plugin registry watching
 /// `dir/plugins` for the notice template, the sync of the lab's organization rendering with the
 /// registry's current template, and the built-in access policy.
-struct Notifying {
-    store: Arc<Store>,
-    registry: Arc<PluginRegistry>,
-    sync: OrgSync,
-    policy: Arc<AccessPolicyPlugin>,
+pub(crate) struct Notifying {
+    pub store: Arc<Store>,
+    pub registry: Arc<PluginRegistry>,
+    pub sync: OrgSync,
+    pub policy: Arc<AccessPolicyPlugin>,
 }
 
-fn notifying(lab: &Lab, dir: &Path) -> Notifying {
+pub(crate) fn notifying(lab: &Lab, dir: &Path) -> Notifying {
     let store = Arc::new(Store::open(&dir.join("data")).unwrap());
     let registry = plugin_registry(&dir.join("plugins"));
     let template: TemplateSource = {

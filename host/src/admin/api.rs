@@ -413,7 +413,9 @@ fn decide_plan(state: AdminState, id: i64, approve: bool) -> Result<Json<Value>,
             "commands": commands,
         }))),
         Err(StoreError::UnknownRun(_)) => Err(ApiError::NotFound(format!("no sync run {run}"))),
-        Err(err @ StoreError::RunState { .. }) => Err(ApiError::Conflict(err.to_string())),
+        Err(err @ (StoreError::RunState { .. } | StoreError::Superseded { .. })) => {
+            Err(ApiError::Conflict(err.to_string()))
+        }
         Err(err) => Err(err.into()),
     }
 }

@@ -22,7 +22,7 @@ use crate::config::{Config, Organization};
 use crate::net::HttpSettings;
 use crate::plugin::registry::RegistryOptions;
 use crate::plugin::{PluginEngine, PluginRegistry};
-use crate::store::{RunId, RunOutcome, Store};
+use crate::store::{RunId, RunOutcome, Store, StoreError};
 use crate::sync::progress;
 use crate::sync::{OrgSync, Summary, SyncKind, TemplateSource};
 use crate::timestamp::unix_now;
@@ -395,6 +395,9 @@ pub fn run_plan(command: PlanCommand) -> anyhow::Result<ExitCode> {
         }
     }
     let Some(org) = owner else {
+        if let Some(by) = store.run(run)?.and_then(|r| r.superseded_by) {
+            return Err(StoreError::Superseded { run, by }.into());
+        }
         bail!("run {run} is not a held plan of any organization in this configuration");
     };
     if !approve {

@@ -7,7 +7,7 @@ use rusqlite::OptionalExtension;
 
 use super::outbox::{self, NoticeBatch, Recorded};
 use super::runs::{RunKind, RunOutcome};
-use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode, journal};
+use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode, held, journal};
 use crate::plugin::types;
 use crate::sync::{DeviceKey, ExchangeDevice, ManagedDevice, PlannedCommand, Verdict};
 
@@ -407,9 +407,57 @@ impl Store {
                 needed: "running quick or full",
             });
         }
+        // Whatever this run plans replaces the plans still waiting for an operator.
+        held::supersede_waiting_plans(&tx, self, org, batch.run, batch.decided_at)?;
+        let (notices_queued, notices_deduplicated) = if batch.held {
+            // A held plan changes nothing on Exchange yet: its verdicts and notices wait
+            // beside it and become the devices' only when the approved plan is applied.
+            held::hold_decisions(&tx, self, batch, notices)?;
+            (0, 0)
+        } else {
+            self.write_decisions(
+                &tx,
+                org,
+                batch.run,
+                batch.plugin_digest,
+                batch.decided_at,
+                batch.decisions,
+                notices,
+            )?
+        };
+        let ids = journal::insert(
+            &tx,
+            self,
+            org,
+            batch.run,
+            batch.commands,
+            batch.held,
+            batch.decided_at,
+        )?;
+        tx.commit().map_err(self.sql("recording decisions"))?;
+        Ok(Recorded {
+            commands: ids,
+            notices_queued,
+            notices_deduplicated,
+        })
+    }
+
+    /// Within `tx`: enqueues `notices` (of devices whose verdict changes), writes an audit row
+    /// for each changed decision and makes `decisions` the devices' current verdicts.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn write_decisions(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        org: OrgId,
+        run: RunId,
+        plugin_digest: &str,
+        decided_at: i64,
+        decisions: &[DecisionRecord],
+        notices: &NoticeBatch<'_>,
+    ) -> Result<(u64, u64), StoreError> {
         // Notices read the old verdict too, so they are enqueued before the update.
         let (notices_queued, notices_deduplicated) =
-            outbox::enqueue(&tx, self, org, batch.run, batch.decided_at, notices)?;
+            outbox::enqueue(tx, self, org, run, decided_at, notices)?;
         {
             // The audit row reads the old verdict, so it is written before the update.
             let mut audit = tx
@@ -431,16 +479,16 @@ impl Store {
                      WHERE org_id = ?1 AND device_key = ?2",
                 )
                 .map_err(self.sql("recording decisions"))?;
-            for d in batch.decisions {
+            for d in decisions {
                 audit
                     .execute(rusqlite::params![
                         org.0,
                         d.key.as_str(),
-                        batch.run.0,
+                        run.0,
                         d.verdict.as_str(),
                         d.reason,
-                        batch.plugin_digest,
-                        batch.decided_at,
+                        plugin_digest,
+                        decided_at,
                     ])
                     .map_err(self.sql("auditing decisions"))?;
                 let updated = update
@@ -450,9 +498,9 @@ impl Store {
                         d.verdict.as_str(),
                         d.reason,
                         d.notify,
-                        batch.plugin_digest,
-                        batch.decided_at,
-                        batch.run.0,
+                        plugin_digest,
+                        decided_at,
+                        run.0,
                     ])
                     .map_err(self.sql("recording decisions"))?;
                 if updated == 0 {
@@ -463,21 +511,7 @@ impl Store {
                 }
             }
         }
-        let ids = journal::insert(
-            &tx,
-            self,
-            org,
-            batch.run,
-            batch.commands,
-            batch.held,
-            batch.decided_at,
-        )?;
-        tx.commit().map_err(self.sql("recording decisions"))?;
-        Ok(Recorded {
-            commands: ids,
-            notices_queued,
-            notices_deduplicated,
-        })
+        Ok((notices_queued, notices_deduplicated))
     }
 
     /// A device's audit trail, oldest first.

@@ -131,6 +131,12 @@ pub enum StoreError {
         state: String,
         to: &'static str,
     },
+    /// A held plan expired because a newer run of its organization planned since: approving
+    /// it would apply decisions made against an inventory and policy that are gone.
+    #[error(
+        "the plan of sync run {run} expired: run {by} of the same organization planned since, against newer Exchange and Intune state, so nothing of it was applied; approve the newest held plan instead, if there is one"
+    )]
+    Superseded { run: RunId, by: RunId },
     /// A run is not in the state the operation needs (e.g. approving a plan that is not held).
     #[error("sync run {run} is {outcome}; {doing} needs a {needed} run")]
     RunState {

@@ -327,15 +327,18 @@ impl Store {
         };
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql(doing))?;
-        let outcome: String = tx
+        let (outcome, superseded_by): (String, Option<i64>) = tx
             .query_row(
-                "SELECT outcome FROM sync_runs WHERE id = ?1",
+                "SELECT outcome, superseded_by FROM sync_runs WHERE id = ?1",
                 [run.0],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
             .map_err(self.sql(doing))?
             .ok_or(StoreError::UnknownRun(run))?;
+        if let Some(by) = superseded_by {
+            return Err(StoreError::Superseded { run, by: RunId(by) });
+        }
         if RunOutcome::parse(&outcome)? != RunOutcome::Held {
             return Err(StoreError::RunState {
                 run,
@@ -361,6 +364,9 @@ impl Store {
             (run.0, run_outcome.as_str(), approval, now),
         )
         .map_err(self.sql(doing))?;
+        if !approve {
+            super::held::drop_waiting(&tx, self, run, doing)?;
+        }
         tx.commit().map_err(self.sql(doing))?;
         Ok(released)
     }

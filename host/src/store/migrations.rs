@@ -8,7 +8,7 @@
 pub const APPLICATION_ID: i64 = 0x4541_5347;
 
 /// The migrations, oldest first.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -177,5 +177,38 @@ CREATE TABLE directory_users (
     groups              TEXT NOT NULL,
     seen_at             INTEGER NOT NULL,
     PRIMARY KEY (org_id, user_key)
+) STRICT;
+"#;
+
+/// Held plans that wait without touching the devices' verdicts, and expire when a newer run
+/// plans: a held plan's verdicts and notices are kept beside it and become the devices'
+/// (with their audit rows and notices) only when the approved plan is applied.
+const V4: &str = r#"
+-- The newer run of the same organization whose plan made this held (or approved, not yet
+-- applied) plan expire; such a run is `rejected` without an operator's decision.
+ALTER TABLE sync_runs ADD COLUMN superseded_by INTEGER REFERENCES sync_runs(id);
+-- Every recording of a plan looks for the plans it supersedes: only these few rows.
+CREATE INDEX sync_runs_waiting ON sync_runs(org_id, id) WHERE outcome IN ('held', 'running');
+
+CREATE TABLE held_decisions (
+    sync_id    INTEGER NOT NULL REFERENCES sync_runs(id),
+    device_key TEXT NOT NULL,
+    verdict    TEXT NOT NULL CHECK (verdict IN ('allow', 'block', 'quarantine', 'exempt')),
+    reason     TEXT NOT NULL,
+    notify     INTEGER NOT NULL,
+    decided_at INTEGER NOT NULL,
+    PRIMARY KEY (sync_id, device_key)
+) STRICT;
+
+CREATE TABLE held_notices (
+    sync_id              INTEGER NOT NULL REFERENCES sync_runs(id),
+    id                   TEXT NOT NULL,
+    device_key           TEXT NOT NULL,
+    state                TEXT NOT NULL CHECK (state IN ('allow', 'block', 'quarantine', 'exempt')),
+    reason               TEXT NOT NULL,
+    recipient            TEXT NOT NULL,
+    user_principal_name  TEXT,
+    resend_interval_secs INTEGER NOT NULL,
+    PRIMARY KEY (sync_id, id)
 ) STRICT;
 "#;

@@ -23,6 +23,7 @@ mod counts;
 mod devices;
 mod directory;
 mod error;
+mod held;
 mod journal;
 pub mod migrations;
 mod outbox;
@@ -39,6 +40,7 @@ pub use devices::{
 };
 pub use directory::StoredDirectory;
 pub use error::StoreError;
+pub use held::Enforced;
 pub use journal::{JournalEntry, JournalState, Recovery};
 pub use outbox::{
     NoticeAttempt, NoticeBatch, NoticeCounts, NoticeRequest, NoticeStatus, OutboxNotice, Recorded,

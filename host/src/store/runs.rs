@@ -165,13 +165,15 @@ pub struct RunRecord {
     pub commands_issued: u64,
     /// `approved` or `rejected`, when an operator acted on a held plan.
     pub approval: Option<String>,
+    /// The newer run whose plan made this held plan expire (its outcome is then `rejected`).
+    pub superseded_by: Option<RunId>,
     /// What went wrong.
     pub error: Option<String>,
 }
 
 const RUN_COLUMNS: &str = "id, org_id, kind, started_at, ended_at, outcome, plugin_digest,
     allowed, blocked, quarantined, exempt, undecided, devices_changed, commands_issued,
-    approval, error";
+    approval, error, superseded_by";
 
 type RunRow = (
     i64,
@@ -184,6 +186,7 @@ type RunRow = (
     [u64; 7],
     Option<String>,
     Option<String>,
+    Option<i64>,
 );
 
 fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
@@ -206,11 +209,12 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
         ],
         row.get(14)?,
         row.get(15)?,
+        row.get(16)?,
     ))
 }
 
 fn run_record(row: RunRow) -> Result<RunRecord, StoreError> {
-    let (id, org, kind, started_at, ended_at, outcome, plugin_digest, n, approval, error) = row;
+    let (id, org, kind, started_at, ended_at, outcome, plugin_digest, n, approval, error, by) = row;
     Ok(RunRecord {
         id: RunId(id),
         org: OrgId(org),
@@ -229,6 +233,7 @@ fn run_record(row: RunRow) -> Result<RunRecord, StoreError> {
         devices_changed: n[5],
         commands_issued: n[6],
         approval,
+        superseded_by: by.map(RunId),
         error,
     })
 }

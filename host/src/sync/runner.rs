@@ -528,9 +528,9 @@ impl OrgSync {
                             commands: &commands,
                             held,
                         },
-                        // A held plan changes nothing on Exchange yet, so nobody is told.
+                        // Kept with the plan: they are enqueued when it is applied.
                         &NoticeBatch {
-                            requests: &[],
+                            requests: &notice_requests,
                             resend_interval_secs,
                         },
                     )
@@ -540,7 +540,7 @@ impl OrgSync {
             summary.notices.deduplicated = recorded.notices_deduplicated;
             stage.done("record");
             summary.errors.push(format!(
-                "held: the plan restricts {} devices, more than the limit of {}; approve with `easgate plan approve {run}`",
+                "held: the plan restricts {} devices, more than the limit of {}; approve with `easgate plan approve {run}` before the next sync plans (the plan expires then)",
                 restrictions, limit
             ));
             return self.finish(summary, RunOutcome::Held, started).await;
@@ -601,10 +601,7 @@ impl OrgSync {
     /// Applies a held plan an operator approved: its journaled commands as planned. Commands
     /// whose effect Exchange already has (an `Add` of a present entry) count as done.
     pub async fn approve(&self, run: RunId) -> Result<Summary, SyncError> {
-        let record = self.store.run(run)?.ok_or(StoreError::UnknownRun(run))?;
-        if record.outcome != RunOutcome::Held {
-            return Err(SyncError::NotHeld(run));
-        }
+        // The store refuses a plan that is not held, or expired, saying which.
         self.store.approve(run, unix_now())?;
         self.apply_approved(run, &|_, _, _| {}).await
     }
@@ -622,6 +619,7 @@ impl OrgSync {
         if record.outcome != RunOutcome::Running || record.approval.as_deref() != Some("approved") {
             return Err(SyncError::NotHeld(run));
         }
+        let org = record.org;
         let commands: Vec<_> = self
             .store
             .journal(run)?
@@ -640,12 +638,23 @@ impl OrgSync {
                 record.plugin_digest.unwrap_or_default(),
             )
         };
+        // The plan's verdicts become the devices' and its notices are queued before its first
+        // command goes out, as in a run that was not held.
+        let enforced = blocking(&self.store, move |s| s.enforce_approved(run)).await?;
+        summary.notices.queued = enforced.notices_queued;
+        summary.notices.deduplicated = enforced.notices_deduplicated;
         let sent = progress::Counter::default();
         let total = Some(commands.len() as u64);
         let applying =
             progress::count_commands(&sent, apply(&self.exchange, &self.store, commands));
         let applied = progress::stage(report, progress::APPLY, total, &sent, applying).await?;
         self.account(&mut summary, &applied);
+        if let Some(notices) = &self.notices {
+            let template = (notices.template)();
+            deliver(notices, template, &self.store, org, &mut summary.notices).await?;
+            let template_errors = std::mem::take(&mut summary.notices.template_errors);
+            summary.plugin_errors.extend(template_errors);
+        }
         let outcome = if summary.errors.is_empty() {
             RunOutcome::Succeeded
         } else {
