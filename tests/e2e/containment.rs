@@ -192,6 +192,36 @@ fn the_capability_probe_gets_denials_not_data() {
     );
 }
 
+/// Regression (hostile run, hole 5): plugins got the host's wall clock, a running monotonic
+/// clock and secure randomness, so a plugin could be a time bomb that `policy test` misses.
+#[test]
+fn plugins_see_the_syncs_now_a_stopped_clock_and_the_same_random_numbers() {
+    let engine = engine();
+    let policy = faulty(&engine, json!({"mode": "probe"})).unwrap();
+    let random_line = |info: &easgate::plugin::types::SyncInfo| {
+        let verdicts = policy.decide(info, &[device("A")]).unwrap();
+        let log: Vec<String> = verdicts.log.iter().map(|l| l.message.clone()).collect();
+        assert_eq!(verdicts.decisions[0].reason, "probe-denied", "{log:#?}");
+        for what in [
+            "probe clock wall: stopped",
+            "probe clock monotonic: stands still",
+        ] {
+            assert!(log.iter().any(|l| l.starts_with(what)), "{what}: {log:#?}");
+        }
+        log.into_iter()
+            .find(|l| l.starts_with("probe random: "))
+            .expect("the probe logs its random number")
+    };
+    let first = random_line(&sync_info());
+    let mut later = sync_info();
+    later.now += 86_400 * 365;
+    assert_eq!(
+        random_line(&later),
+        first,
+        "randomness differs between calls"
+    );
+}
+
 #[test]
 fn sleeping_through_wasi_clocks_is_refused_not_waited_out() {
     // A sleep blocks in host code, out of the epoch deadline's reach; the host refuses to

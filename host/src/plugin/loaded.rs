@@ -261,6 +261,7 @@ impl AccessPolicyPlugin {
         let (decisions, log) = self.runner.call(
             &self.meta,
             "decide",
+            info.now,
             |store| self.pre.instantiate(store),
             |instance, store, settings| instance.call_configure(store, settings),
             |instance, store| instance.call_decide(store, info, devices),
@@ -332,6 +333,8 @@ impl NoticeTemplatePlugin {
         let (rendered, _log) = self.runner.call(
             &self.meta,
             "render",
+            // A notice carries its own dates; the template's clock says nothing of them.
+            0,
             |store| self.pre.instantiate(store),
             |instance, store, settings| instance.call_configure(store, settings),
             |instance, store| instance.call_render(store, notice),
@@ -411,6 +414,7 @@ impl Runner {
         &self,
         meta: &PluginMeta,
         call: &'static str,
+        now: i64,
         instantiate: impl FnOnce(&mut Store<SandboxState>) -> wasmtime::Result<I>,
         configure: impl FnOnce(
             &I,
@@ -421,7 +425,7 @@ impl Runner {
     ) -> Result<(R, Vec<PluginLogLine>), PluginError> {
         let mut store = Store::new(
             self.engine.engine(),
-            SandboxState::new(meta.limits.memory_bytes),
+            SandboxState::new(meta.limits.memory_bytes, now),
         );
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(PluginEngine::deadline_ticks(meta.limits.timeout));
@@ -461,7 +465,7 @@ impl Runner {
             &str,
         ) -> wasmtime::Result<Result<(), String>>,
     ) -> Result<(), PluginError> {
-        self.call(meta, "configure", instantiate, configure, |_, _| Ok(()))
+        self.call(meta, "configure", 0, instantiate, configure, |_, _| Ok(()))
             .map(drop)
     }
 

@@ -4,17 +4,26 @@
 //! denies everything (no preopened directories, no environment, no arguments, no sockets or
 //! name lookups, closed stdin), captured and bounded stdout/stderr, a memory limiter, and the
 //! plugin's `host.log` lines, also bounded. Nothing survives the call.
+//!
+//! Nor does the call see the host's time or entropy: the wall clock reads the sync's `now`
+//! and stands still, the monotonic clock reads 0, and both random interfaces are one
+//! generator with a fixed seed. A plugin's answer is then a function of its input alone, so
+//! `policy test` sees exactly what a sync will (no time bombs, no dice).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use tokio::io::AsyncWrite;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::Level;
 use super::bindings::access::easgate::policy::host;
@@ -43,15 +52,49 @@ pub struct SandboxState {
     output: CapturedOutput,
 }
 
+/// The seed of every call's random numbers.
+const RANDOM_SEED: u64 = 0x4541_5347;
+
+/// A wall clock stopped at the sync's `now`.
+struct StoppedWallClock(Duration);
+
+impl HostWallClock for StoppedWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// A monotonic clock that never moves.
+struct StoppedMonotonicClock;
+
+impl HostMonotonicClock for StoppedMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
 impl SandboxState {
-    pub(crate) fn new(memory_limit: usize) -> Self {
+    /// The state of one call whose clock reads `now` (Unix seconds; before 1970 reads 1970).
+    pub(crate) fn new(memory_limit: usize, now: i64) -> Self {
         let output = CapturedOutput::default();
+        let wall = Duration::from_secs(u64::try_from(now).unwrap_or(0));
         let wasi = WasiCtx::builder()
             .stdout(output.clone())
             .stderr(output.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .wall_clock(StoppedWallClock(wall))
+            .monotonic_clock(StoppedMonotonicClock)
+            .secure_random(StdRng::seed_from_u64(RANDOM_SEED))
+            .insecure_random(StdRng::seed_from_u64(RANDOM_SEED))
+            .insecure_random_seed(u128::from(RANDOM_SEED))
             .build();
         Self {
             wasi,
@@ -225,7 +268,7 @@ mod tests {
 
     #[test]
     fn log_lines_are_bounded_in_count_and_length() {
-        let mut state = SandboxState::new(1 << 20);
+        let mut state = SandboxState::new(1 << 20, 0);
         let long = "é".repeat(MAX_LOG_LINE_BYTES);
         for _ in 0..MAX_LOG_LINES + 5 {
             host::Host::log(&mut state, Level::Info, long.clone());

@@ -65,7 +65,7 @@ impl Guest for Faulty {
         Ok(())
     }
 
-    fn decide(_info: SyncInfo, devices: Vec<DeviceContext>) -> Vec<Decision> {
+    fn decide(info: SyncInfo, devices: Vec<DeviceContext>) -> Vec<Decision> {
         let mode = MODE
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -142,7 +142,7 @@ impl Guest for Faulty {
                 answer("ok")
             }
             Mode::Probe { port } => {
-                let reason = if probe::run(port) {
+                let reason = if probe::run(port, info.now) {
                     "probe-leaked"
                 } else {
                     "probe-denied"
