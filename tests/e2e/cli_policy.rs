@@ -202,3 +202,28 @@ fn the_third_party_example_passes_its_cases_and_self_checks() {
     let output = easgate(&["policy", "test", wasm.to_str().unwrap(), &cases]);
     succeeded(&output);
 }
+
+/// Regression (hostile run, hole 7): at `EASGATE_LOG=debug`, wasmtime-wasi logged every byte a
+/// plugin printed (a 235 MB log from one daemon run), past the sandbox's caps.
+#[test]
+fn a_plugins_output_stays_capped_at_debug_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = write(
+        dir.path(),
+        "cases.json",
+        br#"[{"name": "chatty", "input": {"eas": {"device-id": "A"}}, "expect": {"verdict": "allow"}}]"#,
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_easgate"))
+        .args(["policy", "test", wasm_path("faulty.wasm").to_str().unwrap()])
+        .arg(&cases)
+        .args(["--settings", r#"{"mode": "stdout"}"#])
+        .env("EASGATE_LOG", "debug")
+        .output()
+        .unwrap();
+    let out = succeeded(&output);
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+    // The plugin printed 10 000 lines; the sandbox forwards at most 100 lines of a call's
+    // output to the log (without the cap at debug level, 10 100 got there).
+    let printed = stderr(&output).matches("faulty: stdout line").count();
+    assert!(printed <= 100, "{printed} printed lines reached the log");
+}
