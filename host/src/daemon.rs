@@ -169,6 +169,7 @@ fn run_fn(
     Arc::new(move |req: SyncRequest| {
         let runner = runners.get(&req.org).cloned();
         let policy = registry.access_policy();
+        let registry = registry.clone();
         let metrics = metrics.clone();
         Box::pin(async move {
             let runner =
@@ -198,6 +199,9 @@ fn run_fn(
             metrics.run_recorded(&summary.organization, summary.kind, summary.outcome);
             let v = &summary.verdicts;
             let decided = v.allow + v.block + v.quarantine + v.exempt;
+            if decided == 0 && v.undecided > 0 {
+                roll_back(&registry, &summary);
+            }
             req.progress
                 .set("done", decided, Some(decided + v.undecided));
             tracing::info!(
@@ -217,6 +221,30 @@ fn run_fn(
             }
         })
     })
+}
+
+/// After a run in which the access policy decided nothing (every batch failed): the version
+/// is rolled back to the last good one, so that the next run decides again.
+fn roll_back(registry: &PluginRegistry, summary: &sync::Summary) {
+    let Some(&kind) = summary.plugin_errors.first() else {
+        return;
+    };
+    let first = summary
+        .errors
+        .iter()
+        .find(|e| e.starts_with("policy batch"))
+        .map_or("", String::as_str);
+    let reason = format!(
+        "rolled back after run {} of organization {}: every policy batch failed ({} devices undecided); first failure: {first}",
+        summary.run, summary.organization, summary.verdicts.undecided
+    );
+    if !registry.roll_back_access_policy(&summary.plugin_digest, kind, reason) {
+        tracing::warn!(
+            org = %summary.organization,
+            digest = %summary.plugin_digest,
+            "the access policy decided nothing in a whole run, and there is no other version to fall back to"
+        );
+    }
 }
 
 impl Daemon {

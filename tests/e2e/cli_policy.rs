@@ -222,8 +222,9 @@ fn a_plugins_output_stays_capped_at_debug_level() {
         .unwrap();
     let out = succeeded(&output);
     assert!(out.contains("1 passed, 0 failed"), "{out}");
-    // The plugin printed 10 000 lines; the sandbox forwards at most 100 lines of a call's
-    // output to the log (without the cap at debug level, 10 100 got there).
+    // Two calls (the load's rehearsal batch and the case) printed 10 000 lines each; the
+    // sandbox forwards at most 100 lines of a call's output to the log (without the cap at
+    // debug level, 10 100 of one call got there).
     let printed = stderr(&output).matches("faulty: stdout line").count();
-    assert!(printed <= 100, "{printed} printed lines reached the log");
+    assert!(printed <= 200, "{printed} printed lines reached the log");
 }

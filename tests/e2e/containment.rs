@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use easgate::plugin::engine::Limits;
-use easgate::plugin::{Digest, PluginEngine, PluginError};
+use easgate::plugin::{Digest, PluginEngine, PluginError, PluginErrorKind};
 use serde_json::json;
 
 use crate::support::{device, faulty, sync_info, wasm_bytes};
@@ -220,6 +220,33 @@ fn plugins_see_the_syncs_now_a_stopped_clock_and_the_same_random_numbers() {
         first,
         "randomness differs between calls"
     );
+}
+
+/// Regression (hostile run, hole 4): a version that loaded but failed every decision (it
+/// loops, exhausts memory, answers the wrong count) became active and every run ended with
+/// all devices undecided. The host's rehearsal batch now rejects it at load.
+#[test]
+fn a_version_that_fails_the_rehearsal_batch_is_rejected_at_load() {
+    let engine = engine();
+    for mode in ["trap", "loop", "alloc", "wrong-count", "bad-reason"] {
+        let loaded = faulty(&engine, json!({"mode": mode, "rehearsals": true}));
+        let Err(err) = loaded else {
+            panic!("{mode}: a version that fails every decision loaded");
+        };
+        assert_eq!(err.kind(), PluginErrorKind::SelfCheck, "{mode}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("rehearsal batch of 16 sample devices"),
+            "{mode}: {text}"
+        );
+        assert_eq!(
+            text.matches("plugin \"faulty\"").count(),
+            1,
+            "named once: {text}"
+        );
+    }
+    // The same modes outside rehearsals load: the rehearsal is what rejects them.
+    assert!(faulty(&engine, json!({"mode": "loop"})).is_ok());
 }
 
 #[test]

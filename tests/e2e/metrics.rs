@@ -300,6 +300,59 @@ async fn plugin_errors_are_counted_by_kind() {
     daemon.stop_cleanly().await;
 }
 
+/// Regression (hostile run, hole 4): a version that passes its rehearsal but decides nothing in
+/// a real sync (a time bomb) stayed active, and every run ended with all devices undecided. The
+/// daemon rolls it back after the first such run, says why among the plugin's rejections, and
+/// the next run decides with the version before it (here the built-in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_that_decides_nothing_in_a_run_is_rolled_back() {
+    let lab = crate::support::lab::sync_lab(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&lab, dir.path(), 8, None);
+    write_faulty(dir.path(), "access-policy", "trap");
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
+    let partial = [ORG, ("kind", "full"), ("outcome", "partial")];
+    until_metric(&url, "easgate_sync_runs_total", &partial, |v| {
+        v == Some(1.0)
+    })
+    .await;
+
+    let plugins: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/api/v1/plugins"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        plugins["active"]["access_policy"]["source"], "built-in",
+        "{plugins}"
+    );
+    let faulty = plugins["directory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "access-policy")
+        .expect("the faulty version is listed");
+    let reason = faulty["rejections"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("rolled back") && reason.contains("200 devices undecided"),
+        "{faulty}"
+    );
+
+    trigger_full_sync(&url).await;
+    let succeeded = [ORG, ("kind", "full"), ("outcome", "succeeded")];
+    until_metric(&url, "easgate_sync_runs_total", &succeeded, |v| {
+        v == Some(1.0)
+    })
+    .await;
+    daemon.stop_cleanly().await;
+}
+
 /// The kind comes from the real wasmtime error of each faulty mode, not from its message.
 #[test]
 fn each_faulty_mode_fails_with_its_kind() {

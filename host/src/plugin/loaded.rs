@@ -287,14 +287,26 @@ impl AccessPolicyPlugin {
         Ok(Verdicts { decisions, log })
     }
 
-    /// Configures the plugin and runs the manifest's cases, each as a what-if call.
+    /// Configures the plugin, decides the rehearsal batch ([`super::sample`]) and runs the
+    /// manifest's cases, each as a what-if call: a version that loads but fails every
+    /// decision never becomes active.
     fn self_check(&self, cases: &[TestCase]) -> Result<(), PluginError> {
-        if cases.is_empty() {
-            return self.runner.configure_only(
-                &self.meta,
-                |store| self.pre.instantiate(store),
-                |instance, store, settings| instance.call_configure(store, settings),
-            );
+        match self.decide(&what_if(DEFAULT_NOW), &super::sample::sample_batch()) {
+            Ok(_) => {}
+            // Refused settings are the operator's to fix, not the rehearsal's finding.
+            Err(err @ PluginError::Configure { .. }) => return Err(err),
+            Err(err) => {
+                let text = err.to_string();
+                let prefix = format!("{}: ", self.runner.id);
+                return Err(PluginError::SelfCheck {
+                    plugin: self.runner.id.clone(),
+                    case: format!(
+                        "the rehearsal batch of {} sample devices",
+                        super::sample::SAMPLE_SIZE
+                    ),
+                    detail: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
+                });
+            }
         }
         for case in cases {
             let info = what_if(case.now.unwrap_or(DEFAULT_NOW));
@@ -452,21 +464,6 @@ impl Runner {
             }),
             Err((call, err)) => Err(self.classify(call, err, &store, meta, &log)),
         }
-    }
-
-    /// Instantiates and configures, nothing more: proves the settings are accepted.
-    fn configure_only<I>(
-        &self,
-        meta: &PluginMeta,
-        instantiate: impl FnOnce(&mut Store<SandboxState>) -> wasmtime::Result<I>,
-        configure: impl FnOnce(
-            &I,
-            &mut Store<SandboxState>,
-            &str,
-        ) -> wasmtime::Result<Result<(), String>>,
-    ) -> Result<(), PluginError> {
-        self.call(meta, "configure", 0, instantiate, configure, |_, _| Ok(()))
-            .map(drop)
     }
 
     fn classify(

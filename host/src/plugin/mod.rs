@@ -19,6 +19,7 @@ pub mod json;
 pub mod loaded;
 pub mod manifest;
 pub mod registry;
+pub mod sample;
 pub mod sandbox;
 
 use std::fmt;

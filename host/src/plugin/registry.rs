@@ -143,6 +143,8 @@ pub struct PluginStatus {
 struct DirEntry {
     path: PathBuf,
     loaded: Option<LoadedPlugin>,
+    /// The version `loaded` replaced: what serves again if `loaded` is rolled back.
+    previous: Option<LoadedPlugin>,
     /// Digest of the `.wasm` and manifest bytes last looked at, to skip duplicate events.
     fingerprint: Option<Digest>,
     /// Size and modification time of both files when they were last read; see
@@ -156,6 +158,7 @@ impl DirEntry {
         Self {
             path: path.to_owned(),
             loaded: None,
+            previous: None,
             fingerprint: None,
             stamp: None,
             rejections: VecDeque::new(),
@@ -526,7 +529,7 @@ impl PluginRegistry {
                     compile_ms = compilation.took.as_millis() as u64,
                     "plugin version loaded"
                 );
-                entry.loaded = Some(plugin);
+                entry.previous = entry.loaded.replace(plugin);
                 self.reloads.lock().expect("reload counts lock").loaded += 1;
             }
             Err(err) => {
@@ -534,6 +537,51 @@ impl PluginRegistry {
                 self.reject(name, path, Some(digest), err.kind(), err.to_string());
             }
         }
+    }
+
+    /// Takes the active access-policy version with digest `digest` (hex) out of service after
+    /// a run in which it decided nothing (every batch failed, `kind` the first failure's): the
+    /// plugin's previous version serves again, or the built-in if it has none, and `reason` is
+    /// recorded among the plugin's rejections. Returns false when `digest` is not the active
+    /// version (a newer one arrived meanwhile) or is the built-in, which has nothing to fall
+    /// back to.
+    pub fn roll_back_access_policy(
+        &self,
+        digest: &str,
+        kind: PluginErrorKind,
+        reason: String,
+    ) -> bool {
+        let _serialized = self.reload_lock.lock().expect("reload lock");
+        let name = &self.options.access_policy;
+        let path = {
+            let mut entries = self.entries.lock().expect("registry lock");
+            let Some(entry) = entries.get_mut(name) else {
+                return false;
+            };
+            let active = matches!(&entry.loaded,
+                Some(LoadedPlugin::Access(p)) if p.meta.digest.hex() == digest);
+            if !active {
+                return false;
+            }
+            entry.loaded = entry.previous.take();
+            entry.path.clone()
+        };
+        self.reject(
+            name,
+            &path,
+            Digest::parse(&format!("sha256:{digest}")),
+            kind,
+            reason,
+        );
+        self.update_active();
+        self.generation.send_modify(|generation| *generation += 1);
+        tracing::warn!(
+            plugin = %name,
+            digest,
+            now_active = %self.access_policy().meta.digest,
+            "access policy rolled back: it decided nothing in a whole run"
+        );
+        true
     }
 
     /// A version of the selected policy (or template) must be of that world: a notice template

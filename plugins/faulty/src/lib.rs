@@ -22,9 +22,15 @@
 //! | `probe`           | tries what the sandbox must deny (see [`probe`]), then answers     |
 //! |                   | with reason `probe-denied`, or `probe-leaked` if anything got out  |
 //!
+//! A mode that breaks the call (`trap`, `loop`, `sleep`, `alloc`, `wrong-count`, `too-many`,
+//! `huge-reason`, `bad-reason`) answers a what-if call (the host's rehearsal before activation,
+//! `policy test`) well, so that the version loads and misbehaves in real syncs, as a time bomb
+//! would; with `"rehearsals": true` it misbehaves there too, and is rejected at load.
+//!
 //! Settings keys: `mode` (required), `device_id` (string, required by `trap-on`), `port`
-//! (0–65535, for `probe`, default 9). Any other key, or a key a mode does not use, is a
-//! configure error, so that a typo cannot turn a failure test into a passing one.
+//! (0–65535, for `probe`, default 9), `rehearsals` (bool, default false). Any other key, or a
+//! key a mode does not use, is a configure error, so that a typo cannot turn a failure test
+//! into a passing one.
 
 mod probe;
 
@@ -32,7 +38,7 @@ use std::hint::black_box;
 use std::sync::{Mutex, PoisonError};
 
 use easgate::policy::host::{Level, log};
-use easgate::policy::types::Verdict;
+use easgate::policy::types::{SyncKind, Verdict};
 use serde_json::Value;
 
 wit_bindgen::generate!({ path: "../../wit", world: "access-policy" });
@@ -54,7 +60,25 @@ enum Mode {
     Probe { port: u16 },
 }
 
-static MODE: Mutex<Option<Mode>> = Mutex::new(None);
+impl Mode {
+    /// Whether the mode makes the call fail (rather than answer after its antics).
+    fn breaks_the_call(&self) -> bool {
+        matches!(
+            self,
+            Mode::Trap
+                | Mode::Loop
+                | Mode::Sleep
+                | Mode::Alloc
+                | Mode::WrongCount
+                | Mode::TooMany
+                | Mode::HugeReason
+                | Mode::BadReason
+        )
+    }
+}
+
+/// The configured mode, and whether it misbehaves in what-if calls too.
+static MODE: Mutex<Option<(Mode, bool)>> = Mutex::new(None);
 
 struct Faulty;
 
@@ -66,13 +90,16 @@ impl Guest for Faulty {
     }
 
     fn decide(info: SyncInfo, devices: Vec<DeviceContext>) -> Vec<Decision> {
-        let mode = MODE
+        let (mode, rehearsals) = MODE
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .expect("faulty: the host calls configure before decide");
         let answer =
             |reason: &str| -> Vec<Decision> { devices.iter().map(|_| allow(reason)).collect() };
+        if info.kind == SyncKind::WhatIf && !rehearsals && mode.breaks_the_call() {
+            return answer("ok");
+        }
         match mode {
             Mode::Ok => answer("ok"),
             Mode::Trap => panic!("faulty: trap in decide, as mode trap asks"),
@@ -163,11 +190,16 @@ fn allow(reason: &str) -> Decision {
     }
 }
 
-fn parse(settings: &str) -> Result<Mode, String> {
+fn parse(settings: &str) -> Result<(Mode, bool), String> {
     let value: Value =
         serde_json::from_str(settings).map_err(|err| format!("faulty: settings: {err}"))?;
     let Value::Object(mut settings) = value else {
         return Err("faulty: settings: expected an object".into());
+    };
+    let rehearsals = match settings.remove("rehearsals") {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err("faulty: rehearsals: expected true or false".into()),
     };
     let mode = match settings.remove("mode") {
         Some(Value::String(mode)) => mode,
@@ -207,7 +239,7 @@ fn parse(settings: &str) -> Result<Mode, String> {
     if let Some(key) = settings.keys().next() {
         return Err(format!("faulty: {key}: not a setting of mode {mode:?}"));
     }
-    Ok(mode)
+    Ok((mode, rehearsals))
 }
 
 #[cfg(test)]
@@ -216,17 +248,27 @@ mod tests {
 
     #[test]
     fn parses_modes_and_their_keys() {
-        assert_eq!(parse(r#"{"mode": "ok"}"#), Ok(Mode::Ok));
+        assert_eq!(parse(r#"{"mode": "ok"}"#), Ok((Mode::Ok, false)));
         assert_eq!(
             parse(r#"{"mode": "trap-on", "device_id": "D1"}"#),
-            Ok(Mode::TrapOn {
-                device_id: "D1".into()
-            })
+            Ok((
+                Mode::TrapOn {
+                    device_id: "D1".into()
+                },
+                false
+            ))
         );
-        assert_eq!(parse(r#"{"mode": "probe"}"#), Ok(Mode::Probe { port: 9 }));
+        assert_eq!(
+            parse(r#"{"mode": "probe"}"#),
+            Ok((Mode::Probe { port: 9 }, false))
+        );
         assert_eq!(
             parse(r#"{"mode": "probe", "port": 8080}"#),
-            Ok(Mode::Probe { port: 8080 })
+            Ok((Mode::Probe { port: 8080 }, false))
+        );
+        assert_eq!(
+            parse(r#"{"mode": "loop", "rehearsals": true}"#),
+            Ok((Mode::Loop, true))
         );
         let errors = [
             ("{}", "faulty: mode: expected a string"),

@@ -81,7 +81,10 @@ fn listed(what: &str, count: usize) -> Result<String, String> {
 fn wall_clock(now: i64) -> Result<String, String> {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(t) if t.as_secs() as i64 == now => Ok(format!("stopped at the sync's now ({now})")),
-        Ok(t) => Err(format!("{} s since 1970, not the sync's {now}", t.as_secs())),
+        Ok(t) => Err(format!(
+            "{} s since 1970, not the sync's {now}",
+            t.as_secs()
+        )),
         Err(err) => Err(format!("before 1970: {err}")),
     }
 }

@@ -93,40 +93,9 @@ pub fn builtin_template(settings: &str) -> std::sync::Arc<NoticeTemplatePlugin> 
     }
 }
 
-/// A realistic, fully filled device context.
+/// A realistic, fully filled device context (the host's rehearsal device).
 pub fn device(id: &str) -> types::DeviceContext {
-    types::DeviceContext {
-        eas: types::EasDevice {
-            device_id: id.to_owned(),
-            identity: format!("alice@contoso.com\\ExchangeActiveSyncDevices\\iPhone§{id}"),
-            mailbox: "alice@contoso.com".into(),
-            device_type: "iPhone".into(),
-            device_model: "iPhone15,2".into(),
-            device_os: "iOS 17.4.1 21E236".into(),
-            user_agent: "Apple-iPhone15C2/2104.236".into(),
-            first_sync: Some(1_700_000_000),
-            last_success_sync: Some(1_735_000_000),
-            access_state: types::AccessState::Quarantined,
-            access_state_reason: "Global".into(),
-        },
-        managed: Some(types::ManagedDevice {
-            id: format!("m-{id}"),
-            user_principal_name: "alice@contoso.com".into(),
-            device_name: "Alice's iPhone".into(),
-            operating_system: "iOS".into(),
-            os_version: "17.4.1".into(),
-            compliance_state: types::ComplianceState::Compliant,
-            management_state: "managed".into(),
-            ownership: types::Ownership::Company,
-            last_sync: Some(1_735_000_000),
-            enrolled: Some(1_700_000_000),
-        }),
-        user: Some(types::User {
-            user_principal_name: "alice@contoso.com".into(),
-            primary_smtp: "alice@contoso.com".into(),
-            groups: vec!["g-all-staff".into()],
-        }),
-    }
+    easgate::plugin::sample::sample_device(id)
 }
 
 pub fn sync_info() -> types::SyncInfo {
