@@ -168,6 +168,10 @@ pub async fn trigger_sync(
     body: Result<Json<SyncBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body.map_err(|err| {
+        // A body over the limit is no malformed trigger: say what is wrong with it.
+        if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::PayloadTooLarge;
+        }
         ApiError::BadRequest(format!(
             "the body must be {{\"kind\": \"quick\"}} or {{\"kind\": \"full\"}}: {}",
             err.body_text()

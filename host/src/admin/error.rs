@@ -21,6 +21,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("a request body must be JSON, sent with Content-Type: application/json")]
     UnsupportedMediaType,
+    #[error("the request body is larger than the API takes (a sync trigger is a few bytes)")]
+    PayloadTooLarge,
     #[error("the connector is shutting down; no new syncs start")]
     ShuttingDown,
     #[error("the store failed")]
@@ -44,6 +46,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(err) => {
                 tracing::error!(error = %err, "admin API: store error");
