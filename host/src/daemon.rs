@@ -35,6 +35,8 @@ use crate::sync::{self, OrgSync, Summary};
 pub struct Daemon {
     scheduler: Scheduler,
     store: Arc<Store>,
+    /// Interrupted at shutdown, so that no plugin call holds the process up.
+    plugins: PluginEngine,
     admin: Option<AdminServer>,
     /// Reloads changed plugin files while it lives.
     _watcher: Option<PluginWatcher>,
@@ -255,7 +257,7 @@ impl Daemon {
         let http = HttpSettings::from_config(&config.network)?;
         let data_dir = config.sync.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
-            let store = Store::open(&data_dir)?;
+            let store = Store::open_writer(&data_dir)?;
             // This process is the store's only writer from now on: whatever a process before
             // it left running was cut short.
             let recovery = store.recover(schedule::unix_now())?;
@@ -357,6 +359,7 @@ impl Daemon {
         Ok(Daemon {
             scheduler,
             store,
+            plugins: registry.engine().clone(),
             admin,
             _watcher: watcher,
         })
@@ -383,6 +386,9 @@ impl Daemon {
     /// Stops the syncs (cancelling the running ones), then the admin API, and closes the store.
     pub async fn shutdown(self) {
         tracing::info!("stopping: no new syncs; running ones are cancelled");
+        // A plugin call runs on a blocking thread the runtime would wait for: end them all
+        // before cancelling, so that the process stops within a second whatever they do.
+        self.plugins.interrupt_all();
         self.scheduler.shutdown(Shutdown::Cancel).await;
         if let Some(admin) = self.admin {
             let _ = admin.stop.send(());

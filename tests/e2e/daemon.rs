@@ -442,3 +442,90 @@ async fn metrics_count_cas_failovers() {
     assert!(failovers > Some(0.0), "{text}");
     daemon.stop_cleanly().await;
 }
+
+/// Regression (hostile run, hole 8): `easgate sync` beside a running daemon ran the store's
+/// recovery and abandoned the daemon's in-flight work. The second writer is now refused,
+/// naming the daemon's pid, and the daemon's store is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_beside_the_daemon_is_refused_naming_its_pid() {
+    let lab = sync_lab(100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    let token = "lock-test-token";
+    add_admin(&config, token);
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
+    wait_for_first_full_sync(&url, token).await;
+    let pid = std::fs::read_to_string(dir.path().join("data/writer.lock")).unwrap();
+
+    let config = config.to_str().unwrap();
+    for args in [
+        vec!["sync", "--full", "--config", config],
+        vec!["plan", "approve", "1", "--config", config],
+    ] {
+        let out = easgate_within(Duration::from_secs(60), &args).await;
+        let err = crate::support::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("in use by another easgate process")
+                && err.contains(&format!("pid {}", pid.trim())),
+            "{args:?}: {err}"
+        );
+    }
+    // The daemon still serves, with no run of the refused commands recorded.
+    let org = status(&url, token).await["organizations"][0].clone();
+    assert!(
+        org["recent_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] != "interrupted"),
+        "{org}"
+    );
+    daemon.stop_cleanly().await;
+    // Once the daemon is gone, the CLI may write.
+    let out = easgate_within(Duration::from_secs(120), &["sync", "--config", config]).await;
+    succeeded(&out);
+}
+
+/// Regression (hostile run, hole 6): SIGTERM while a plugin call ran (a manifest may allow one
+/// 30 s) stopped the admin API at once but the process only 78 s later, past systemd's 90 s
+/// kill in the worst case. The daemon now interrupts every plugin call and exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_daemon_at_once_while_a_plugin_call_runs() {
+    let lab = sync_lab(100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&lab, dir.path(), 4);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "data_dir = \"data\"",
+        "data_dir = \"data\"\nplugin_dir = \"plugins\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    // Loops in every real decide, for as long as its manifest allows: 30 s.
+    std::fs::write(
+        plugins.join("access-policy.toml"),
+        "world = \"access-policy\"\n[settings]\nmode = \"loop\"\n[limits]\ntimeout_ms = 30000\n",
+    )
+    .unwrap();
+    std::fs::write(
+        plugins.join("access-policy.wasm"),
+        crate::support::wasm_bytes("faulty.wasm"),
+    )
+    .unwrap();
+    let token = "sigterm-test-token";
+    add_admin(&config, token);
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
+    wait_for(&url, token, "the policy deciding", |o| {
+        o["current_run"]["progress"]["stage"] == "decide"
+    })
+    .await;
+    // Let the looping call get well into its 30 s.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = std::time::Instant::now();
+    let (exit, out) = daemon.stop("TERM").await;
+    let took = asked.elapsed();
+    assert!(exit.success(), "SIGTERM: {exit}\n{out}");
+    // Without the interruption the process waits out the call (about 29 s more).
+    assert!(took < Duration::from_secs(10), "stopped after {took:?}");
+}

@@ -71,9 +71,10 @@ pub struct PlanArgs {
 
 /// The store, recovered from an unclean stop of an earlier process.
 fn open_store(config: &Config) -> anyhow::Result<Arc<Store>> {
-    let store = Store::open(&config.sync.data_dir)?;
-    // The CLI is the only process writing the store while it runs (there is no daemon yet):
-    // whatever an earlier process left running was cut short.
+    // The writer lock refuses to run beside a daemon on the same store; holding it, the CLI is
+    // the only process writing the store: whatever an earlier process left running was cut
+    // short.
+    let store = Store::open_writer(&config.sync.data_dir)?;
     let recovery = store.recover(unix_now())?;
     if !recovery.interrupted_runs.is_empty() || !recovery.unfinished.is_empty() {
         tracing::warn!(

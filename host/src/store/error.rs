@@ -15,6 +15,23 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process writes the store of this data directory.
+    #[error(
+        "the data directory {} is in use by another easgate process{}: stop it first, or ask the running daemon for a sync through its admin API (POST /api/v1/organizations/{{org}}/sync)",
+        data_dir.display(),
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    InUse {
+        data_dir: PathBuf,
+        holder: Option<u32>,
+    },
+    /// The writer lock file could not be opened or written.
+    #[error("cannot take the lock {}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// SQLite could not open the file at all (permissions, a directory in the way, ...).
     #[error(
         "cannot open the store {}: the data directory must be writable by this process and the path a file",

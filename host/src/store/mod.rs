@@ -25,6 +25,7 @@ mod directory;
 mod error;
 mod held;
 mod journal;
+mod lock;
 pub mod migrations;
 mod outbox;
 mod runs;
@@ -42,6 +43,7 @@ pub use directory::StoredDirectory;
 pub use error::StoreError;
 pub use held::Enforced;
 pub use journal::{JournalEntry, JournalState, Recovery};
+pub use lock::WriterLock;
 pub use outbox::{
     NoticeAttempt, NoticeBatch, NoticeCounts, NoticeRequest, NoticeStatus, OutboxNotice, Recorded,
 };
@@ -89,6 +91,8 @@ id_type!(
 pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Held by the process that writes the store ([`Store::open_writer`]).
+    _writer: Option<WriterLock>,
 }
 
 impl std::fmt::Debug for Store {
@@ -149,21 +153,36 @@ fn store_error(path: &Path, doing: &'static str, source: rusqlite::Error) -> Sto
     }
 }
 
+/// Creates `data_dir` if needed, readable by its owner only on Unix.
+fn create_data_dir(data_dir: &Path) -> Result<(), StoreError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(data_dir)
+        .map_err(|source| StoreError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })
+}
+
 impl Store {
     /// Opens (creating when needed) the store in `data_dir`, which is created too, readable by
     /// its owner only on Unix (the store holds user names and device details).
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(data_dir)
-            .map_err(|source| StoreError::DataDir {
-                path: data_dir.to_owned(),
-                source,
-            })?;
+        create_data_dir(data_dir)?;
         Self::open_file(&data_dir.join(DATABASE_FILE))
+    }
+
+    /// [`Store::open`] for the process that writes the store: takes the data directory's
+    /// [`WriterLock`] first, and keeps it as long as the store lives.
+    pub fn open_writer(data_dir: &Path) -> Result<Self, StoreError> {
+        create_data_dir(data_dir)?;
+        let lock = WriterLock::acquire(data_dir)?;
+        let mut store = Self::open_file(&data_dir.join(DATABASE_FILE))?;
+        store._writer = Some(lock);
+        Ok(store)
     }
 
     /// Opens (creating when needed) the store in the file `path`.
@@ -262,6 +281,7 @@ impl Store {
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_owned(),
+            _writer: None,
         })
     }
 
@@ -311,6 +331,7 @@ impl Store {
         Ok(Self {
             conn: Mutex::new(conn),
             path,
+            _writer: None,
         })
     }
 
