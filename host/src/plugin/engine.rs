@@ -51,6 +51,8 @@ struct Inner {
     default_limits: Limits,
     cache: Option<CompileCache>,
     ticker_stop: Arc<AtomicBool>,
+    /// Set by [`PluginEngine::interrupt_all`]: calls end at once, running or new.
+    stopping: AtomicBool,
 }
 
 /// Where a plugin version's machine code came from, and how long getting it took.
@@ -133,6 +135,7 @@ impl PluginEngineBuilder {
                 default_limits: self.default_limits,
                 cache,
                 ticker_stop,
+                stopping: AtomicBool::new(false),
             }),
         })
     }
@@ -228,6 +231,25 @@ impl PluginEngine {
 
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Ends every plugin call now, and every call started later, with a deadline trap: for a
+    /// shutdown that must not wait for plugins (a manifest may allow a call 30 s, and systemd
+    /// kills at 90). Each running call is past its deadline after this many epoch ticks.
+    pub fn interrupt_all(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        for _ in 0..Self::deadline_ticks(super::manifest::MAX_TIMEOUT) {
+            self.inner.engine.increment_epoch();
+        }
+    }
+
+    /// Epoch ticks a call starting now may run for `timeout`: none once the engine is stopping.
+    pub(crate) fn call_deadline(&self, timeout: Duration) -> u64 {
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            0
+        } else {
+            Self::deadline_ticks(timeout)
+        }
     }
 
     pub(crate) fn access_linker(&self) -> &Linker<SandboxState> {

@@ -440,7 +440,7 @@ impl Runner {
             SandboxState::new(meta.limits.memory_bytes, now),
         );
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(PluginEngine::deadline_ticks(meta.limits.timeout));
+        store.set_epoch_deadline(self.engine.call_deadline(meta.limits.timeout));
         store.epoch_deadline_trap();
 
         let outcome = (|| {
