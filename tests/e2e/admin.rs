@@ -634,7 +634,11 @@ async fn an_unknown_organization_is_a_404_naming_it() {
     // Regression (hostile run, hole 11): a 10 MB body got 400, as if it were a malformed one.
     let huge = json!({"kind": "full", "padding": "x".repeat(10 << 20)});
     let (status, body) = admin
-        .call(Method::POST, "/api/v1/organizations/contoso/sync", Some(huge))
+        .call(
+            Method::POST,
+            "/api/v1/organizations/contoso/sync",
+            Some(huge),
+        )
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert!(body["error"].as_str().unwrap().contains("larger"), "{body}");

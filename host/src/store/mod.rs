@@ -176,12 +176,14 @@ impl Store {
     }
 
     /// [`Store::open`] for the process that writes the store: takes the data directory's
-    /// [`WriterLock`] first, and keeps it as long as the store lives.
+    /// [`WriterLock`], and keeps it as long as the store lives.
     pub fn open_writer(data_dir: &Path) -> Result<Self, StoreError> {
         create_data_dir(data_dir)?;
-        let lock = WriterLock::acquire(data_dir)?;
+        // The store first: a data directory this process cannot write is best said by the
+        // store's own errors. Opening only migrates (each step atomic), and the lock is held
+        // before the caller can recover anything.
         let mut store = Self::open_file(&data_dir.join(DATABASE_FILE))?;
-        store._writer = Some(lock);
+        store._writer = Some(WriterLock::acquire(data_dir)?);
         Ok(store)
     }
 
