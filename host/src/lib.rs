@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //!
-//! One module per stage of the data flow:
+//! One module per stage of the data flow, over a ground floor they share:
 //!
+//! * [`model`]: the shared vocabulary (the command a plan holds); imports nothing of the crate.
 //! * [`plugin`]: the plugin engine (wasmtime), the registry with hot reload, the built-ins.
 //! * [`exchange`]: running cmdlets on Exchange — CAS pool and failover, parallel commands,
 //!   throttling.
@@ -32,6 +33,7 @@ pub mod exchange;
 pub mod graph;
 pub mod memory;
 pub mod metrics;
+pub mod model;
 pub mod net;
 pub mod notify;
 pub mod plugin;
