@@ -13,7 +13,9 @@ use easgate::store::{DATABASE_FILE, RunOutcome, Store};
 use easgate_lab::{Lab, NewDevices};
 
 use crate::support::lab::{add_notify, assert_enforced, expected, sync_lab, write_config};
-use crate::support::{json_stdout, lab_organization, stderr, stdout, succeeded, within};
+use crate::support::{
+    easgate_within, json_stdout, lab_organization, stderr, stdout, succeeded, within,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -245,4 +247,29 @@ async fn a_corrupted_store_is_refused_and_left_as_it_is() {
         lab.control().counters().exchange.commands,
         base.exchange.commands
     );
+}
+
+/// Regression (hostile run, hole 9): an emptied store file was taken as a new store, and the
+/// run went on without its audit trail or notice de-duplication. The CLI now refuses it until
+/// the operator says `--init`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_store_is_refused_until_init() {
+    let (lab, dir, config) = synced().await;
+    let db = dir.path().join("data").join(DATABASE_FILE);
+    std::fs::File::create(&db).unwrap().set_len(0).unwrap();
+    let base = lab.control().counters();
+    let out = sync_with(&config, || Ok(())).await;
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("is empty (0 bytes)") && message.contains("--init"),
+        "{message}"
+    );
+    nothing_applied(&lab, &base);
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
+
+    let config = config.to_str().unwrap();
+    let out = easgate_within(LIMIT, &["sync", "--init", "--config", config]).await;
+    succeeded(&out);
+    assert!(std::fs::metadata(&db).unwrap().len() > 0);
 }

@@ -19,6 +19,10 @@ pub struct RunArgs {
     /// The configuration file.
     #[arg(long)]
     config: PathBuf,
+    /// Start with a new store if the store file is empty (it lost its contents); without it,
+    /// an empty store file is refused.
+    #[arg(long)]
+    init: bool,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +81,9 @@ fn say(line: &str) {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    if args.init {
+        super::init_store(&config)?;
+    }
     block_on(async {
         let shutdown = super::caught_signals()?;
         daemon::run(

@@ -64,6 +64,18 @@ impl Cli {
     }
 }
 
+/// `--init`: the operator's word that an empty store file (one that lost its contents) may be
+/// replaced by a new store.
+fn init_store(config: &crate::config::Config) -> anyhow::Result<()> {
+    if crate::store::Store::forget_empty(&config.sync.data_dir)? {
+        tracing::warn!(
+            data_dir = %config.sync.data_dir.display(),
+            "--init: the empty store file was removed; starting with a new store"
+        );
+    }
+    Ok(())
+}
+
 /// Catches Ctrl-C and SIGTERM from now on (call it inside the runtime) and resolves on the
 /// first one. Unlike [`shutdown_signal`], which installs its handlers when first polled, a
 /// signal that arrives while the daemon is still starting is not lost to the default action

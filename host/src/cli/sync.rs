@@ -47,6 +47,10 @@ pub struct SyncArgs {
     /// Print each organization's summary as one JSON object on one line.
     #[arg(long)]
     json: bool,
+    /// Start with a new store if the store file is empty (it lost its contents); without it,
+    /// an empty store file is refused.
+    #[arg(long)]
+    init: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -329,6 +333,9 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         None => config.organizations.iter().collect(),
     };
     let http = HttpSettings::from_config(&config.network)?;
+    if args.init {
+        super::init_store(&config)?;
+    }
     let store = open_store(&config)?;
     let registry = PluginRegistry::new(
         PluginEngine::new()?,

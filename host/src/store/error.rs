@@ -15,6 +15,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The store file exists but is empty: it lost its contents.
+    #[error(
+        "the store {} is empty (0 bytes): it was truncated or replaced, and starting over would lose the audit trail and the notices' de-duplication; restore it from a backup, or start with a new store by running once with --init",
+        path.display()
+    )]
+    Empty { path: PathBuf },
     /// Another process writes the store of this data directory.
     #[error(
         "the data directory {} is in use by another easgate process{}: stop it first, or ask the running daemon for a sync through its admin API (POST /api/v1/organizations/{{org}}/sync)",

@@ -153,6 +153,33 @@ fn store_error(path: &Path, doing: &'static str, source: rusqlite::Error) -> Sto
     }
 }
 
+/// Creates the store `path`: migrated under a name of this process's, then hard-linked into
+/// place, which fails if another process got there first (its store is then the one used).
+fn create_file(path: &Path) -> Result<(), StoreError> {
+    // Unique per process and per call: threads of one process may create at once too.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".new-{}-{call}", std::process::id()));
+    let fresh = path.with_file_name(name);
+    let _ = std::fs::remove_file(&fresh);
+    let made = Store::open_existing(&fresh).map(drop);
+    let linked = made.and_then(|()| match std::fs::hard_link(&fresh, path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::DataDir {
+            path: path.to_owned(),
+            source,
+        }),
+    });
+    for leftover in ["", "-wal", "-shm", "-journal"] {
+        let mut name = fresh.clone().into_os_string();
+        name.push(leftover);
+        let _ = std::fs::remove_file(name);
+    }
+    linked
+}
+
 /// Creates `data_dir` if needed, readable by its owner only on Unix.
 fn create_data_dir(data_dir: &Path) -> Result<(), StoreError> {
     let mut builder = std::fs::DirBuilder::new();
@@ -188,7 +215,49 @@ impl Store {
     }
 
     /// Opens (creating when needed) the store in the file `path`.
+    ///
+    /// A new store is made under another name and linked into place whole, so that `path`
+    /// never exists empty while it is being created; an existing empty file is then no store
+    /// in the making but one that lost its contents (truncated, or replaced by hand), and is
+    /// refused ([`StoreError::Empty`]) instead of silently starting over: the audit trail and
+    /// the notices' de-duplication would be gone.
     pub fn open_file(path: &Path) -> Result<Self, StoreError> {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.len() == 0 => {
+                return Err(StoreError::Empty {
+                    path: path.to_owned(),
+                });
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => create_file(path)?,
+            Err(source) => {
+                return Err(StoreError::DataDir {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        Self::open_existing(path)
+    }
+
+    /// Removes the empty file a store lost its contents to, so that the next open creates a
+    /// new store: what `--init` does, by the operator's word. A file with contents is never
+    /// removed. Returns whether there was one.
+    pub fn forget_empty(data_dir: &Path) -> Result<bool, StoreError> {
+        let path = data_dir.join(DATABASE_FILE);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == 0 => {
+                std::fs::remove_file(&path).map_err(|source| StoreError::DataDir {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn open_existing(path: &Path) -> Result<Self, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -599,6 +668,34 @@ mod tests {
                 );
             }
         });
+    }
+
+    /// Regression (hostile run, hole 9): a 0-byte store file was silently taken as a new
+    /// empty store, losing the audit trail and the notices' de-duplication.
+    #[test]
+    fn an_emptied_store_file_is_refused_until_the_operator_says_init() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let path = dir.path().join(DATABASE_FILE);
+        std::fs::File::create(&path).unwrap().set_len(0).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Empty { .. }), "{err:?}");
+        assert!(err.to_string().contains("--init"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+        assert!(Store::forget_empty(dir.path()).unwrap());
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.schema_version().unwrap(),
+            migrations::SCHEMA_VERSION as i64
+        );
+        // A store with contents is never forgotten.
+        assert!(!Store::forget_empty(dir.path()).unwrap());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".new-"))
+            .collect();
+        assert!(names.is_empty(), "no creation leftovers: {names:?}");
     }
 
     #[test]
