@@ -105,6 +105,17 @@ impl ExchangeClientBuilder<'_> {
                     source,
                 })?)
             }
+            other @ (ExchangeAuth::Basic { .. }
+            | ExchangeAuth::Kerberos { .. }
+            | ExchangeAuth::Ntlm { .. }) => {
+                return Err(SetupError::Unsupported {
+                    field: at("auth"),
+                    message: format!(
+                        "kind = \"{}\" signs in to remote PowerShell, not to the REST admin API",
+                        other.kind()
+                    ),
+                });
+            }
             ExchangeAuth::ClientCredentials { scope } => {
                 let g = &self.org.graph;
                 self.http

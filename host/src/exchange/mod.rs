@@ -16,6 +16,7 @@ mod client;
 pub mod cmdlets;
 mod limit;
 pub mod models;
+pub mod psrp;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,4 @@
+//! Remote PowerShell (WS-Management + MS-PSRP at a CAS's `/PowerShell/`): the transport of
+//! on-premises Exchange.
+
+pub mod wsman;
