@@ -87,6 +87,14 @@ pub enum ExchangeError {
         #[source]
         refusal: Box<CmdletFailure>,
     },
+    /// The remote PowerShell endpoint refused the session or is not one (a wrong password,
+    /// path or role), named with the CAS and the fix.
+    #[error("{cmdlet}: {problem}")]
+    Endpoint {
+        cmdlet: String,
+        cas: String,
+        problem: String,
+    },
     #[error("{cmdlet}: no Exchange token: {source}")]
     Token {
         cmdlet: String,
