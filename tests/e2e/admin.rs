@@ -110,8 +110,7 @@ fn held_plan(store: &Store, org: &str, mailboxes: &[&str], at: i64) -> RunId {
     let commands: Vec<PlannedCommand> = mailboxes
         .iter()
         .map(|mailbox| {
-            let mut parameters = serde_json::Map::new();
-            parameters.insert("Identity".into(), json!(mailbox));
+            let parameters = easgate::model::Parameters::new().text("Identity", *mailbox);
             PlannedCommand {
                 mailbox: Some((*mailbox).to_owned()),
                 devices: vec![DeviceKey::new(&format!("{mailbox}\\x\\d"))],

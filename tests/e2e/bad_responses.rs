@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use easgate::config::Config;
 use easgate::exchange::cmdlets::GetMobileDevice;
-use easgate::exchange::{CmdletTransport, ExchangeClient, ExchangeError};
+use easgate::exchange::{ExchangeClient, ExchangeError};
 use easgate::graph::{GraphClient, GraphError};
 use easgate::net::token::TokenError;
 

@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use easgate::config::{Network, Proxy, SecretSource};
+use easgate::exchange::ExchangeClient;
 use easgate::exchange::cmdlets::GetCasMailbox;
-use easgate::exchange::{CmdletTransport, ExchangeClient};
 use easgate::graph::GraphClient;
 use easgate::net::HttpSettings;
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use easgate::exchange::cmdlets::{GetCasMailbox, GetMobileDevice, HashTableEdit, SetCasMailbox};
-use easgate::exchange::{CmdletTransport, ExchangeClient, ExchangeError};
+use easgate::exchange::{ExchangeClient, ExchangeError};
 use easgate_lab::{CmdletLatency, LatencyModel};
 
 use crate::support::{client_lab, lab_organization, test_http, within};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use easgate::exchange::cmdlets::GetMobileDevice;
-use easgate::exchange::{CmdletTransport, ExchangeClient, ExchangeError};
+use easgate::exchange::{ExchangeClient, ExchangeError};
 use easgate::graph::GraphClient;
 use easgate::net::HttpSettings;
 use easgate::plugin::{AccessPolicyPlugin, PluginEngine};

@@ -646,10 +646,8 @@ async fn devices_of_an_excluded_group_are_exempt_and_their_lists_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sync_sets_the_configured_org_settings_and_access_rules_once() {
-    use easgate::exchange::CmdletTransport;
-    use easgate::exchange::cmdlets::{
-        GetDeviceAccessRule, GetOrganizationSettings, JournaledNewDeviceAccessRule,
-    };
+    use easgate::exchange::cmdlets::{GetDeviceAccessRule, GetOrganizationSettings};
+    use easgate::model::{Command, Parameters};
     use easgate::sync::{AccessLevel, DeviceAccessRule, RuleCharacteristic};
 
     let lab = sync_lab(200).await;
@@ -675,12 +673,15 @@ async fn a_full_sync_sets_the_configured_org_settings_and_access_rules_once() {
     };
     let sync = org_sync(&lab, store.clone(), settings);
     // A rule someone made by hand, which the configuration does not list.
-    let mut stray = serde_json::Map::new();
-    stray.insert("QueryString".into(), "Kindle".into());
-    stray.insert("Characteristic".into(), "DeviceType".into());
-    stray.insert("AccessLevel".into(), "Allow".into());
+    let stray = Command::new(
+        "New-ActiveSyncDeviceAccessRule",
+        Parameters::new()
+            .text("QueryString", "Kindle")
+            .text("Characteristic", "DeviceType")
+            .text("AccessLevel", "Allow"),
+    );
     sync.exchange
-        .run(&JournaledNewDeviceAccessRule(stray))
+        .run(&stray)
         .await
         .expect("the stray rule is created");
 

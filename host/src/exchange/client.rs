@@ -1,17 +1,17 @@
-//! The REST `InvokeCommand` transport: one cmdlet → requests (one per page) → typed objects.
+//! The transport-neutral Exchange client: one cmdlet → attempts (one per page, more when
+//! throttled or failing over) → typed objects, whatever the wire ([`super::wire`]).
 //!
-//! For each request: take a slot in the bounded pool (`limit`), pick a CAS (`cas`), send with a
-//! bearer token, and classify the answer:
-//! - success → decode the page (`value`, `@odata.nextLink`), strictly, naming a bad field;
-//! - 429, a 503 with `Retry-After`, or "maximum number of concurrent requests" → throttled:
-//!   fewer requests in flight, wait `Retry-After` (jittered) or back off, try again;
-//! - refused or dropped connection, timeout, other 5xx → that CAS failed: fail over and resend
-//!   (the next page link is moved to the new CAS: its path and skip token are kept);
-//! - a next link refused as expired or invalid (400 naming the skip token) → start the listing
-//!   over from its first page, at most twice (a token cannot be renewed, and the records already
-//!   read may have moved on), then [`ExchangeError::PageLinkRefused`]; never for a write;
-//! - 401 with a client-credentials token → one renewal, then resend;
-//! - any other error → [`ExchangeError::Cmdlet`] with Exchange's exception and category.
+//! For each attempt: take a slot in the bounded pool (`limit`), pick a CAS (`cas`), hand the
+//! attempt to the wire, and act on what it came to ([`Attempt`]):
+//! - a page → decode its objects strictly, naming a bad field, and follow its continuation;
+//! - throttled → fewer requests in flight, wait `Retry-After` (jittered) or back off, again;
+//! - the CAS failed → fail over and resend (a REST next link moves to the new CAS; a
+//!   continuation bound to the failed CAS starts the listing over on the new one);
+//! - a continuation refused as expired or invalid → start the listing over from its first
+//!   page, at most twice (a token cannot be renewed, and the records already read may have
+//!   moved on), then [`ExchangeError::PageLinkRefused`]; never for a write;
+//! - unauthorized → one renewed credential if the wire has one, then resend;
+//! - any other error → that error ([`ExchangeError::Cmdlet`] for Exchange's refusals).
 //!
 //! A write that was sent but not answered may have been applied. It is resent: the connector's
 //! writes are `@{Add; Remove}` edits whose repetition has the same effect, except that Exchange
@@ -23,13 +23,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::ExchangeError;
 use super::cas::{CasHealth, CasPool, Pick};
 use super::cmdlets::{Cmdlet, GetClientAccessService, GetExchangeServer};
 use super::limit::Aimd;
-use super::{CmdletFailure, CmdletTransport, ExchangeError};
-use crate::config::{ExchangeAuth, Organization, Secret};
-use crate::net::token::{Token, TokenCache};
-use crate::net::{self, BadField, HttpSettings, SetupError, record};
+use super::psrp::PsrpWire;
+use super::rest::RestWire;
+use super::wire::{Attempt, Credential, Next, Prepared, Step, Wire};
+use crate::config::{ExchangeTransport, Organization};
+use crate::net::{self, HttpSettings, SetupError, record};
 
 /// Exchange's largest page, and what the client asks for.
 const PAGE_SIZE: usize = 1000;
@@ -39,21 +41,13 @@ const THROTTLE_ATTEMPTS: u32 = 30;
 const LISTING_RESTARTS: u32 = 2;
 
 #[derive(Debug)]
-enum Auth {
-    Bearer(Secret),
-    Tokens(TokenCache),
-}
-
-#[derive(Debug)]
 struct Inner {
-    http: reqwest::Client,
+    /// How attempts reach Exchange.
+    wire: Wire,
     settings: HttpSettings,
-    tenant: String,
-    auth: Auth,
     pool: CasPool,
     limit: Aimd,
     unavailable_timeout: Duration,
-    page_size: usize,
     /// When CAS discovery is next tried; `None` once it succeeded (or failover is off).
     discovery: tokio::sync::Mutex<Option<Instant>>,
     probe_interval: Duration,
@@ -97,60 +91,19 @@ impl ExchangeClientBuilder<'_> {
                     message,
                 })?;
         }
-        let http = self.http.client()?;
-        let auth = match &x.auth {
-            ExchangeAuth::Bearer { token } => {
-                Auth::Bearer(token.resolve().map_err(|source| SetupError::Secret {
-                    field: at("auth.token"),
-                    source,
-                })?)
+        let wire = match x.transport {
+            ExchangeTransport::Rest => {
+                Wire::Rest(RestWire::new(self.org, self.http, self.page_size)?)
             }
-            other @ (ExchangeAuth::Basic { .. }
-            | ExchangeAuth::Kerberos { .. }
-            | ExchangeAuth::Ntlm { .. }) => {
-                return Err(SetupError::Unsupported {
-                    field: at("auth"),
-                    message: format!(
-                        "kind = \"{}\" signs in to remote PowerShell, not to the REST admin API",
-                        other.kind()
-                    ),
-                });
-            }
-            ExchangeAuth::ClientCredentials { scope } => {
-                let g = &self.org.graph;
-                self.http
-                    .check_url(&g.login_url)
-                    .map_err(|message| SetupError::Url {
-                        field: format!("organization `{}`: graph.login_url", self.org.name),
-                        message,
-                    })?;
-                let secret = g
-                    .client_secret
-                    .resolve()
-                    .map_err(|source| SetupError::Secret {
-                        field: format!("organization `{}`: graph.client_secret", self.org.name),
-                        source,
-                    })?;
-                Auth::Tokens(TokenCache::new(
-                    http.clone(),
-                    &g.login_url,
-                    &g.tenant,
-                    &g.client_id,
-                    secret,
-                    scope,
-                ))
-            }
+            ExchangeTransport::PowerShell => Wire::PowerShell(PsrpWire::new(self.org, self.http)?),
         };
         Ok(ExchangeClient {
             inner: Arc::new(Inner {
-                http,
+                wire,
                 settings: self.http.clone(),
-                tenant: x.tenant_id.clone(),
-                auth,
                 pool: CasPool::new(&x.cas_urls, x.cas_failover, x.probe_interval),
                 limit: Aimd::new(x.parallel_commands),
                 unavailable_timeout: x.unavailable_timeout,
-                page_size: self.page_size,
                 discovery: tokio::sync::Mutex::new(x.cas_failover.then(Instant::now)),
                 probe_interval: x.probe_interval,
                 observer: std::sync::OnceLock::new(),
@@ -164,38 +117,6 @@ impl ExchangeClientBuilder<'_> {
 #[derive(Deserialize)]
 struct Page<T> {
     value: Vec<T>,
-}
-
-/// Exchange's error body.
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    details: Vec<ErrorLine>,
-}
-
-#[derive(Deserialize)]
-struct ErrorLine {
-    #[serde(default)]
-    message: String,
-}
-
-/// Just the next link of a page, read before its objects are decoded.
-#[derive(Deserialize)]
-struct NextLink {
-    #[serde(rename = "@odata.nextLink", default)]
-    next: Option<String>,
-    /// What a PowerShell session would print as WARNING (e.g. a result cut at `-ResultSize`).
-    #[serde(rename = "adminapi.warnings", default)]
-    warnings: Option<Vec<String>>,
 }
 
 /// One step of a listing, as [`ExchangeClient::run_paged`] hands it on.
@@ -225,38 +146,6 @@ impl<T: Send> PageSink<T> for Vec<T> {
     }
 }
 
-/// What one request came to.
-enum Outcome {
-    /// A JSON page, not decoded yet.
-    Page(Vec<u8>),
-    Throttled {
-        retry_after: Option<Duration>,
-        message: String,
-    },
-    /// The CAS failed; `sent`: the request may have reached it.
-    CasFailed {
-        reason: String,
-        sent: bool,
-    },
-    Unauthorized(ExchangeError),
-    Error(ExchangeError),
-}
-
-const CONCURRENCY_TEXT: &str = "maximum number of concurrent requests";
-
-/// Exchange's refusal of a followed next link's skip token (expired, or not valid for the
-/// request): HTTP 400 naming the skip token. The admin API documents no code or exception for
-/// it, so the message is what sets it apart from a refused parameter.
-fn refused_page_link(e: &ExchangeError) -> Option<&CmdletFailure> {
-    match e {
-        ExchangeError::Cmdlet(f) if f.status == 400 => {
-            let message = f.message.to_ascii_lowercase();
-            (message.contains("skip token") || message.contains("skiptoken")).then_some(&**f)
-        }
-        _ => None,
-    }
-}
-
 impl ExchangeClient {
     pub fn builder<'a>(org: &'a Organization, http: &'a HttpSettings) -> ExchangeClientBuilder<'a> {
         ExchangeClientBuilder {
@@ -277,6 +166,14 @@ impl ExchangeClient {
     /// from now on; a second call changes nothing.
     pub fn observe(&self, metrics: Arc<crate::metrics::Metrics>, org: &str) {
         let _ = self.inner.observer.set((metrics, org.to_owned()));
+    }
+
+    /// Closes what the transport keeps open on the servers: remote PowerShell's runspace
+    /// pools (their shells count against the account's `PowerShellMaxConcurrency` until
+    /// Exchange times them out). The daemon calls this on shutdown; the client still works
+    /// afterwards (a pool reopens on the next command). Returns the shells closed.
+    pub async fn close(&self) -> usize {
+        self.inner.wire.close().await
     }
 
     /// Each CAS the client knows and whether it is up.
@@ -310,6 +207,13 @@ impl ExchangeClient {
                 .is_none_or(|x| x.is_client_access_server != Some(false));
             let Some(base) = s.base_url().filter(|_| serves_clients) else {
                 continue;
+            };
+            let base = match self.inner.wire.discovered(&base) {
+                Ok(url) => url,
+                Err(why) => {
+                    tracing::warn!(name = %s.name, "not using a discovered CAS: {why}");
+                    continue;
+                }
             };
             match self.inner.settings.check_url(&base) {
                 Ok(()) => {
@@ -355,7 +259,7 @@ impl ExchangeClient {
         let spawn = |set: &mut tokio::task::JoinSet<_>, (i, c): (usize, C)| {
             let me = self.clone();
             // A listing spawned for a discovery counts its pages for it.
-            set.spawn(crate::sync::progress::inherit_pages(async move {
+            set.spawn(crate::model::progress::inherit_pages(async move {
                 (i, me.run_pages(&c).await)
             }));
         };
@@ -365,7 +269,7 @@ impl ExchangeClient {
         while let Some(done) = set.join_next().await {
             let (i, r) = done.expect("a command task panicked");
             results[i] = Some(r);
-            crate::sync::progress::command_done();
+            crate::model::progress::command_done();
             if let Some(item) = pending.next() {
                 spawn(&mut set, item);
             }
@@ -374,6 +278,12 @@ impl ExchangeClient {
             .into_iter()
             .map(|r| r.expect("every command ran"))
             .collect()
+    }
+
+    /// Runs `cmdlet` to completion: every page of its result, in order.
+    pub async fn run<C: Cmdlet>(&self, cmdlet: &C) -> Result<Vec<C::Output>, ExchangeError> {
+        self.ensure_discovered().await;
+        self.run_pages(cmdlet).await
     }
 
     /// Every page of `cmdlet`, without discovery (discovery itself runs through here).
@@ -385,8 +295,9 @@ impl ExchangeClient {
 
     /// Lists `cmdlet` page by page, handing each page's objects to `sink` as soon as it is
     /// decoded (while the next page is on its way), for a caller that works on a long listing
-    /// as it arrives. A listing Exchange made start over (a refused page link) says so with
-    /// [`Listed::Restarted`] before its first page comes again.
+    /// as it arrives. A listing that starts over (Exchange refused a page link, or the CAS
+    /// streaming it failed) says so with [`Listed::Restarted`] before its first page comes
+    /// again.
     pub async fn run_paged<C: Cmdlet>(
         &self,
         cmdlet: &C,
@@ -401,84 +312,67 @@ impl ExchangeClient {
         cmdlet: &C,
         sink: &mut impl PageSink<C::Output>,
     ) -> Result<(), ExchangeError> {
-        #[derive(serde::Serialize)]
-        struct Body<'a, P> {
-            #[serde(rename = "CmdletInput")]
-            input: Input<'a, P>,
-        }
-        #[derive(serde::Serialize)]
-        struct Input<'a, P> {
-            #[serde(rename = "CmdletName")]
-            name: &'a str,
-            #[serde(rename = "Parameters")]
-            parameters: &'a P,
-        }
-        let body = serde_json::to_vec(&Body {
-            input: Input {
-                name: C::NAME,
-                parameters: cmdlet,
-            },
-        })
-        .map_err(|e| ExchangeError::BadResponse {
-            cmdlet: C::NAME.into(),
-            endpoint: "(request)".into(),
-            field: "Parameters".into(),
-            problem: e.to_string(),
-        })?;
-        let first = format!("/adminapi/beta/{}/InvokeCommand", self.inner.tenant);
+        let name = cmdlet.name();
+        let call = Call {
+            name,
+            write: C::WRITE,
+            prepared: self.inner.wire.prepare(name, &cmdlet.parameters()),
+        };
         let mut restarts = 0;
+        let mut started = false;
         'listing: loop {
-            if restarts > 0 {
+            if std::mem::replace(&mut started, true) {
                 sink.take(Listed::Restarted).await;
             }
-            let (mut raw, mut cas) = self.request::<C>(&body, &first).await?;
+            let (mut raw, mut next, mut cas) = match self.request(&call, &Step::First).await? {
+                Requested::Answer(page) => page,
+                Requested::Moved => unreachable!("a first page is bound to no CAS"),
+            };
             loop {
-                crate::sync::progress::page_listed();
-                // The next page is asked for before this one is decoded: a listing's pages can only
-                // come one after another, and decoding 1000 objects takes milliseconds.
-                let next = match net::decode::<NextLink>(&raw) {
-                    Ok(n) => {
-                        for w in n.warnings.iter().flatten() {
-                            tracing::warn!(cmdlet = C::NAME, cas = %cas, "Exchange warns: {w}");
-                        }
-                        n.next
+                crate::model::progress::page_listed();
+                // The next page is asked for before this one is decoded: a listing's pages can
+                // only come one after another, and decoding 1000 objects takes milliseconds.
+                let continuation = match next {
+                    Next::Last => {
+                        sink.take(Listed::Page(decode_page::<C>(name, &raw, &cas)?.value))
+                            .await;
+                        return Ok(());
                     }
-                    Err(b) => {
-                        // The typed decoding names what is wrong, if the objects are; otherwise the
-                        // link itself is.
-                        Self::decode_page::<C>(&raw, &cas)?;
-                        return Err(ExchangeError::BadResponse {
-                            cmdlet: C::NAME.into(),
-                            endpoint: cas,
-                            field: b.field,
-                            problem: b.problem,
-                        });
+                    Next::More(c) => c,
+                    Next::Unreadable(e) => {
+                        // The typed decoding names what is wrong, if the objects are; otherwise
+                        // the frame itself is.
+                        decode_page::<C>(name, &raw, &cas)?;
+                        return Err(e);
                     }
+                    Next::BadLink(e) => return Err(e),
                 };
-                let Some(link) = next else {
-                    sink.take(Listed::Page(Self::decode_page::<C>(&raw, &cas)?.value))
-                        .await;
-                    return Ok(());
-                };
-                let path = self.next_path::<C>(&link, &cas)?;
                 // Decoding a page of 1000 objects takes milliseconds of CPU: on the blocking
                 // pool, so that it never holds up the async thread that sends the next request.
                 let decoding = tokio::task::spawn_blocking({
                     let cas = cas.clone();
-                    move || Self::decode_page::<C>(&raw, &cas)
+                    let name = name.to_owned();
+                    move || decode_page::<C>(&name, &raw, &cas)
                 });
-                let following = self.request::<C>(&body, &path).await;
+                let following = self.request(&call, &Step::Next(continuation)).await;
                 let page = decoding.await.expect("decoding a page does not panic");
                 sink.take(Listed::Page(page?.value)).await;
-                (raw, cas) = match following {
-                    Ok(answer) => answer,
-                    Err(e) => match refused_page_link(&e) {
-                        // A write never has a next link to follow; were one refused, the write
-                        // must not be sent again from the start.
+                (raw, next, cas) = match following {
+                    Ok(Requested::Answer(answer)) => answer,
+                    Ok(Requested::Moved) => {
+                        tracing::warn!(
+                            cmdlet = name,
+                            "the CAS streaming the listing failed; starting it over on another"
+                        );
+                        continue 'listing;
+                    }
+                    Err(e) => match self.inner.wire.refused_continuation(&e) {
+                        // A write never has a continuation to follow; were one refused, the
+                        // write must not be sent again from the start.
                         Some(refusal) if !C::WRITE && restarts < LISTING_RESTARTS => {
                             restarts += 1;
                             tracing::warn!(
-                                cmdlet = C::NAME,
+                                cmdlet = name,
                                 cas = %refusal.cas,
                                 "Exchange refused a page link; starting the listing over: {}",
                                 refusal.message
@@ -487,7 +381,7 @@ impl ExchangeClient {
                         }
                         Some(refusal) if !C::WRITE => {
                             return Err(ExchangeError::PageLinkRefused {
-                                cmdlet: C::NAME.into(),
+                                cmdlet: name.into(),
                                 restarts,
                                 refusal: Box::new(refusal.clone()),
                             });
@@ -499,78 +393,25 @@ impl ExchangeClient {
         }
     }
 
-    fn decode_page<C: Cmdlet>(raw: &[u8], cas: &str) -> Result<Page<C::Output>, ExchangeError> {
-        // Records whose bytes are not JSON text fail the whole page, unless the cmdlet reads
-        // its records one at a time (`net::record`).
-        record::decode_page::<Page<C::Output>>(raw).map_err(|b| ExchangeError::BadResponse {
-            cmdlet: C::NAME.into(),
-            endpoint: cas.to_owned(),
-            field: b.field,
-            problem: b.problem,
-        })
-    }
-
-    /// The path and query of a next link, which must point at a known CAS (a link elsewhere
-    /// would take our token with it).
-    fn next_path<C: Cmdlet>(&self, link: &str, cas: &str) -> Result<String, ExchangeError> {
-        let bad = |problem: String| ExchangeError::BadResponse {
-            cmdlet: C::NAME.into(),
-            endpoint: cas.to_owned(),
-            field: "@odata.nextLink".into(),
-            problem,
-        };
-        let url = reqwest::Url::parse(link).map_err(|e| bad(format!("not a URL: {e}")))?;
-        let origin = url.origin().ascii_serialization();
-        if !self.inner.pool.knows(&origin) {
-            return Err(bad(format!(
-                "`{origin}` is not one of the Client Access Servers"
-            )));
-        }
-        if !url.path().starts_with("/adminapi/") {
-            return Err(bad(format!("`{}` is not an admin API path", url.path())));
-        }
-        Ok(match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        })
-    }
-
-    async fn token(&self, cmdlet: &str) -> Result<(Secret, Option<Token>), ExchangeError> {
-        match &self.inner.auth {
-            Auth::Bearer(s) => Ok((s.clone(), None)),
-            Auth::Tokens(cache) => {
-                let t = cache.token().await.map_err(|source| ExchangeError::Token {
-                    cmdlet: cmdlet.into(),
-                    source,
-                })?;
-                Ok((t.value.clone(), Some(t)))
-            }
-        }
-    }
-
-    /// Sends one page request until it is answered, failing over and waiting out throttling.
-    /// Returns the page and the CAS that answered it.
-    async fn request<C: Cmdlet>(
-        &self,
-        body: &[u8],
-        path: &str,
-    ) -> Result<(Vec<u8>, String), ExchangeError> {
+    /// Sends one step of a cmdlet until it is answered, failing over and waiting out
+    /// throttling. Returns the page, where the listing goes on, and the CAS that answered; or
+    /// [`Requested::Moved`] when the step's continuation is bound to a CAS that no longer
+    /// serves.
+    async fn request(&self, call: &Call<'_>, step: &Step) -> Result<Requested, ExchangeError> {
         let inner = &*self.inner;
+        let cmdlet = call.name;
         let mut throttled = 0u32;
         // When the CAS stopped answering (reset by any answer) and what went wrong last.
         let mut failing_since: Option<Instant> = None;
         let mut last_failure = String::new();
         let mut maybe_applied = false;
-        // A 401 renews the token once; a renewed token refused again is an error.
-        let mut renewed: Option<Token> = None;
+        // An unauthorized attempt renews the credential once; a renewed one refused again is
+        // an error.
+        let mut renewed: Option<Credential> = None;
         loop {
-            // From the cache on every attempt: a throttling or failover wait may outlast it.
-            let (token, token_id, just_renewed) = match renewed.take() {
-                Some(t) => (t.value.clone(), Some(t), true),
-                None => {
-                    let (s, t) = self.token(C::NAME).await?;
-                    (s, t, false)
-                }
+            let credential = match renewed.take() {
+                Some(c) => c,
+                None => inner.wire.credential(cmdlet).await?,
             };
             let permit = inner.limit.acquire().await;
             let now = Instant::now();
@@ -581,52 +422,66 @@ impl ExchangeClient {
                     let since = *failing_since.get_or_insert(now);
                     let deadline = since + inner.unavailable_timeout;
                     if now >= deadline {
-                        return Err(self.unavailable::<C>(since, last_failure));
+                        return Err(self.unavailable(cmdlet, since, last_failure));
                     }
                     tokio::time::sleep_until(at.min(deadline)).await;
                     continue;
                 }
             };
+            if let Step::Next(c) = step
+                && c.bound_to().is_some_and(|bound| bound != base)
+            {
+                return Ok(Requested::Moved);
+            }
             if i != 0 {
                 self.probe_primary_if_due(now);
             }
             inner
                 .requests
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let outcome = self.send(C::NAME, &base, path, body, &token).await;
-            match outcome {
-                Outcome::Page(page) => {
+            let attempt = inner
+                .wire
+                .attempt(
+                    &credential,
+                    cmdlet,
+                    &call.prepared,
+                    step,
+                    &base,
+                    &inner.pool,
+                )
+                .await;
+            match attempt {
+                Attempt::Page { objects, next } => {
                     permit.success();
                     inner.pool.succeeded(i);
-                    return Ok((page, base));
+                    return Ok(Requested::Answer((objects, next, base)));
                 }
-                Outcome::Error(e) if maybe_applied && C::WRITE && e.is_repeat_of_applied() => {
+                Attempt::Error(e) if maybe_applied && call.write && e.is_repeat_of_applied() => {
                     permit.success();
                     inner.pool.succeeded(i);
-                    tracing::info!(cmdlet = C::NAME, "an unanswered attempt had been applied");
-                    return Ok((br#"{"value":[]}"#.to_vec(), base));
+                    tracing::info!(cmdlet, "an unanswered attempt had been applied");
+                    return Ok(Requested::Answer((
+                        br#"{"value":[]}"#.to_vec(),
+                        Next::Last,
+                        base,
+                    )));
                 }
-                Outcome::Error(e) => {
+                Attempt::Error(e) => {
                     inner.pool.succeeded(i);
                     return Err(e);
                 }
-                Outcome::Unauthorized(e) => {
+                Attempt::Unauthorized(e) => {
                     inner.pool.succeeded(i);
                     drop(permit);
-                    match (&inner.auth, &token_id, just_renewed) {
-                        (Auth::Tokens(cache), Some(rejected), false) => {
-                            renewed = Some(cache.renew(rejected).await.map_err(|source| {
-                                ExchangeError::Token {
-                                    cmdlet: C::NAME.into(),
-                                    source,
-                                }
-                            })?);
-                            self.count_retry::<C>();
+                    match inner.wire.renew(&credential, cmdlet).await? {
+                        Some(c) => {
+                            renewed = Some(c);
+                            self.count_retry(call);
                         }
-                        _ => return Err(e),
+                        None => return Err(e),
                     }
                 }
-                Outcome::Throttled {
+                Attempt::Throttled {
                     retry_after,
                     message,
                 } => {
@@ -639,15 +494,15 @@ impl ExchangeClient {
                     throttled += 1;
                     if throttled >= THROTTLE_ATTEMPTS {
                         return Err(ExchangeError::Throttled {
-                            cmdlet: C::NAME.into(),
+                            cmdlet: cmdlet.into(),
                             attempts: throttled,
                             message,
                         });
                     }
                     tokio::time::sleep(net::throttle_delay(retry_after, throttled - 1)).await;
-                    self.count_retry::<C>();
+                    self.count_retry(call);
                 }
-                Outcome::CasFailed { reason, sent } => {
+                Attempt::CasFailed { reason, sent } => {
                     drop(permit);
                     maybe_applied |= sent;
                     let now = Instant::now();
@@ -661,26 +516,26 @@ impl ExchangeClient {
                     last_failure = format!("{base}: {reason}");
                     let since = *failing_since.get_or_insert(now);
                     if now >= since + inner.unavailable_timeout {
-                        return Err(self.unavailable::<C>(since, last_failure));
+                        return Err(self.unavailable(cmdlet, since, last_failure));
                     }
-                    self.count_retry::<C>();
+                    self.count_retry(call);
                 }
             }
         }
     }
 
     /// A command (a write; reads are not commands) is about to be sent again.
-    fn count_retry<C: Cmdlet>(&self) {
+    fn count_retry(&self, call: &Call<'_>) {
         if let Some((metrics, org)) = self.inner.observer.get()
-            && C::WRITE
+            && call.write
         {
             metrics.command(org, crate::metrics::CommandResult::Retried, 1);
         }
     }
 
-    fn unavailable<C: Cmdlet>(&self, since: Instant, last: String) -> ExchangeError {
+    fn unavailable(&self, cmdlet: &str, since: Instant, last: String) -> ExchangeError {
         ExchangeError::Unavailable {
-            cmdlet: C::NAME.into(),
+            cmdlet: cmdlet.into(),
             tried: self.inner.pool.urls(),
             waited: since.elapsed(),
             last,
@@ -695,18 +550,27 @@ impl ExchangeClient {
         };
         let me = self.clone();
         tokio::spawn(async move {
-            let body = br#"{"CmdletInput":{"CmdletName":"Get-ExchangeServer","Parameters":{}}}"#;
-            let path = format!("/adminapi/beta/{}/InvokeCommand", me.inner.tenant);
-            let ok = match me.token("Get-ExchangeServer").await {
+            let probe = GetExchangeServer {};
+            let name = probe.name();
+            let wire = &me.inner.wire;
+            let prepared = wire.prepare(name, &probe.parameters());
+            let ok = match wire.credential(name).await {
                 Err(_) => false,
-                Ok((token, _)) => {
+                Ok(credential) => {
                     let permit = me.inner.limit.acquire().await;
-                    let r = me
-                        .send("Get-ExchangeServer", &base, &path, body, &token)
+                    let r = wire
+                        .attempt(
+                            &credential,
+                            name,
+                            &prepared,
+                            &Step::First,
+                            &base,
+                            &me.inner.pool,
+                        )
                         .await;
                     drop(permit);
                     // Any answer but a failure means it serves again (a 429 is an answer).
-                    !matches!(r, Outcome::CasFailed { .. })
+                    !matches!(r, Attempt::CasFailed { .. })
                 }
             };
             if ok {
@@ -716,184 +580,34 @@ impl ExchangeClient {
             }
         });
     }
-
-    /// One HTTP request, classified.
-    async fn send(
-        &self,
-        cmdlet: &str,
-        base: &str,
-        path: &str,
-        body: &[u8],
-        token: &Secret,
-    ) -> Outcome {
-        let url = format!("{base}{path}");
-        let response = self
-            .inner
-            .http
-            .post(&url)
-            .bearer_auth(token.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::ACCEPT, "application/json")
-            .header(
-                "Prefer",
-                format!("odata.maxpagesize={}", self.inner.page_size),
-            )
-            .body(body.to_vec())
-            .send()
-            .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::CasFailed {
-                    sent: !e.is_connect(),
-                    reason: net::describe(&e),
-                };
-            }
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                return Outcome::CasFailed {
-                    sent: true,
-                    reason: net::describe(&e),
-                };
-            }
-        };
-        let bad = |b: BadField| ExchangeError::BadResponse {
-            cmdlet: cmdlet.into(),
-            endpoint: base.to_owned(),
-            field: b.field,
-            problem: b.problem,
-        };
-        if status.is_success() {
-            if let Err(b) = net::expect_json(&headers) {
-                return Outcome::Error(bad(b));
-            }
-            return Outcome::Page(Vec::from(bytes));
-        }
-        let error = net::decode::<ErrorBody>(&bytes).ok().map(|b| b.error);
-        let message = error.as_ref().map_or(String::new(), |e| e.message.clone());
-        let retry_after = net::retry_after(&headers);
-        if status.as_u16() == 429
-            || message.contains(CONCURRENCY_TEXT)
-            || (status.as_u16() == 503 && retry_after.is_some())
-        {
-            return Outcome::Throttled {
-                retry_after,
-                message: net::first_line(&message),
-            };
-        }
-        if status.is_server_error() {
-            return Outcome::CasFailed {
-                sent: true,
-                reason: format!(
-                    "HTTP {}{}",
-                    status.as_u16(),
-                    if message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", net::first_line(&message))
-                    }
-                ),
-            };
-        }
-        let Some(error) = error else {
-            return Outcome::Error(bad(BadField {
-                field: "error".into(),
-                problem: format!(
-                    "HTTP {} without Exchange's error object ({} bytes of {})",
-                    status.as_u16(),
-                    bytes.len(),
-                    headers
-                        .get(reqwest::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("no content type")
-                ),
-            }));
-        };
-        // `details[0].message` is "Exception|Category|Message".
-        let detail = error
-            .details
-            .first()
-            .map(|d| d.message.as_str())
-            .unwrap_or("");
-        let mut parts = detail.splitn(3, '|');
-        let (exception, category) = match (parts.next(), parts.next()) {
-            (Some(e), Some(c)) => (e.to_owned(), c.to_owned()),
-            _ => (String::new(), String::new()),
-        };
-        let e = ExchangeError::Cmdlet(Box::new(CmdletFailure {
-            cmdlet: cmdlet.into(),
-            cas: base.to_owned(),
-            status: status.as_u16(),
-            code: error.code,
-            exception,
-            category,
-            message: net::first_line(&error.message),
-        }));
-        if status.as_u16() == 401 {
-            Outcome::Unauthorized(e)
-        } else {
-            Outcome::Error(e)
-        }
-    }
 }
 
-impl CmdletTransport for ExchangeClient {
-    async fn run<C: Cmdlet>(&self, cmdlet: &C) -> Result<Vec<C::Output>, ExchangeError> {
-        self.ensure_discovered().await;
-        self.run_pages(cmdlet).await
-    }
+/// A cmdlet being run: its name, whether it writes, and its rendering for the wire.
+struct Call<'a> {
+    name: &'a str,
+    write: bool,
+    prepared: Prepared,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What [`ExchangeClient::request`] came to.
+enum Requested {
+    /// The page's objects, where the listing goes on, and the CAS that answered.
+    Answer((Vec<u8>, Next, String)),
+    /// The continuation is bound to a CAS that no longer serves: the listing starts over.
+    Moved,
+}
 
-    fn refusal(status: u16, message: &str) -> ExchangeError {
-        ExchangeError::Cmdlet(Box::new(CmdletFailure {
-            cmdlet: "Get-MobileDevice".into(),
-            cas: "http://cas".into(),
-            status,
-            code: "BadRequest".into(),
-            exception: "Microsoft.Exchange.Admin.OData.Core.ODataServiceException".into(),
-            category: "InvalidArgument".into(),
-            message: message.into(),
-        }))
-    }
-
-    #[test]
-    fn only_a_400_naming_the_skip_token_is_a_refused_page_link() {
-        for (error, refused) in [
-            (
-                refusal(400, "The skip token has expired. Run the command again."),
-                true,
-            ),
-            (
-                refusal(400, "The skip token is not valid for this request."),
-                true,
-            ),
-            (refusal(400, "Invalid $skiptoken value"), true),
-            (
-                refusal(
-                    400,
-                    "A parameter cannot be found that matches parameter name 'X'.",
-                ),
-                false,
-            ),
-            (refusal(404, "The skip token has expired."), false),
-            (
-                ExchangeError::Throttled {
-                    cmdlet: "Get-MobileDevice".into(),
-                    attempts: 30,
-                    message: "skip token".into(),
-                },
-                false,
-            ),
-        ] {
-            assert_eq!(refused_page_link(&error).is_some(), refused, "{error}");
-        }
-    }
+fn decode_page<C: Cmdlet>(
+    cmdlet: &str,
+    raw: &[u8],
+    cas: &str,
+) -> Result<Page<C::Output>, ExchangeError> {
+    // Records whose bytes are not JSON text fail the whole page, unless the cmdlet reads its
+    // records one at a time (`net::record`).
+    record::decode_page::<Page<C::Output>>(raw).map_err(|b| ExchangeError::BadResponse {
+        cmdlet: cmdlet.into(),
+        endpoint: cas.to_owned(),
+        field: b.field,
+        problem: b.problem,
+    })
 }

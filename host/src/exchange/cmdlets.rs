@@ -1,23 +1,41 @@
-//! The cmdlets the connector runs, with typed parameters serialized as `CmdletInput.Parameters`
-//! and typed results. Listing cmdlets ask for `-ResultSize Unlimited` by default: without it
-//! Exchange stops at 1000 objects with only a warning.
+//! The cmdlets the connector runs: their names, typed parameters ([`Parameters`], rendered by
+//! each transport its own way) and typed results. Listing cmdlets ask for `-ResultSize
+//! Unlimited` by default: without it Exchange stops at 1000 objects with only a warning.
+
+use std::borrow::Cow;
 
 use serde::de::{DeserializeOwned, IgnoredAny};
-use serde::{Serialize, Serializer};
 
 use super::models::{
     AccessLevel, CasMailbox, ClientAccessService, DeviceAccessRule, ExchangeServer, Mailbox,
     MobileDevice, OrganizationSettings,
 };
+use crate::model::{Command, ParamValue, Parameters};
 
-/// A cmdlet with its parameters (serialized as `Parameters`) and the objects it returns.
-pub trait Cmdlet: Serialize + Send + Sync {
-    /// The cmdlet's name, e.g. `Get-MobileDevice`.
-    const NAME: &'static str;
+/// A cmdlet with its parameters and the objects it returns.
+pub trait Cmdlet: Send + Sync {
     /// Changes state. A write whose request may have reached Exchange without an answer is
     /// retried only where repeating it has the same effect; see `ExchangeError::is_repeat_of_applied`.
     const WRITE: bool;
     type Output: DeserializeOwned + Send + 'static;
+    /// The cmdlet's name, e.g. `Get-MobileDevice` (data for a planned [`Command`]).
+    fn name(&self) -> &str;
+    /// Its parameters, in the order a transport renders them.
+    fn parameters(&self) -> Cow<'_, Parameters>;
+}
+
+/// A planned command, run exactly as the plan and the journal hold it. Every command a plan
+/// holds is a write whose repetition has the same effect (an `@{Add; Remove}` edit, a removal,
+/// a setting).
+impl Cmdlet for Command {
+    const WRITE: bool = true;
+    type Output = IgnoredAny;
+    fn name(&self) -> &str {
+        &self.cmdlet
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Borrowed(&self.parameters)
+    }
 }
 
 /// `-ResultSize`.
@@ -28,224 +46,276 @@ pub enum ResultSize {
     Limit(u32),
 }
 
-impl Serialize for ResultSize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl ResultSize {
+    fn value(self) -> ParamValue {
         match self {
-            ResultSize::Unlimited => s.serialize_str("Unlimited"),
-            ResultSize::Limit(n) => s.serialize_u32(*n),
+            ResultSize::Unlimited => ParamValue::Unlimited,
+            ResultSize::Limit(n) => ParamValue::Int(n.into()),
         }
     }
 }
 
-/// An `@{Add=…; Remove=…}` change of a multi-valued property, sent as Exchange's
-/// `#Exchange.GenericHashTable`. Repeating it has the same effect (Exchange refuses an `Add` of a
-/// present value, which the client recognizes after an unanswered attempt).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+/// An `@{Add=…; Remove=…}` change of a multi-valued property ([`ParamValue::HashEdit`]).
+/// Repeating it has the same effect (Exchange refuses an `Add` of a present value, which the
+/// client recognizes after an unanswered attempt).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HashTableEdit {
-    #[serde(rename = "@odata.type")]
-    odata_type: &'static str,
-    #[serde(rename = "Add")]
     pub add: Vec<String>,
-    #[serde(rename = "Remove")]
     pub remove: Vec<String>,
 }
 
 impl HashTableEdit {
     pub fn new(add: Vec<String>, remove: Vec<String>) -> Self {
-        HashTableEdit {
-            odata_type: "#Exchange.GenericHashTable",
-            add,
-            remove,
+        HashTableEdit { add, remove }
+    }
+
+    fn value(&self) -> ParamValue {
+        ParamValue::HashEdit {
+            add: self.add.clone(),
+            remove: self.remove.clone(),
         }
     }
 }
 
+/// A switch: present when `on`.
+trait WithSwitch {
+    fn with_switch(self, name: &str, on: bool) -> Self;
+}
+
+impl WithSwitch for Parameters {
+    fn with_switch(self, name: &str, on: bool) -> Self {
+        if on { self.switch(name) } else { self }
+    }
+}
+
+/// Adds `name` when `value` is set.
+fn optional(p: Parameters, name: &str, value: Option<ParamValue>) -> Parameters {
+    match value {
+        Some(v) => p.with(name, v),
+        None => p,
+    }
+}
+
 /// `Get-MobileDevice`.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default)]
 pub struct GetMobileDevice {
     pub result_size: ResultSize,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
     /// OPATH filter, e.g. `FirstSyncTime -gt '2025-01-01T00:00:00Z'`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
     /// EAS devices only (not OWA for Devices).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub active_sync: bool,
 }
 
 impl Cmdlet for GetMobileDevice {
-    const NAME: &'static str = "Get-MobileDevice";
     const WRITE: bool = false;
     type Output = MobileDevice;
+    fn name(&self) -> &str {
+        "Get-MobileDevice"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(
+            optional(
+                optional(
+                    Parameters::new().with("ResultSize", self.result_size.value()),
+                    "Mailbox",
+                    self.mailbox.clone().map(ParamValue::Text),
+                ),
+                "Filter",
+                self.filter.clone().map(ParamValue::Text),
+            )
+            .with_switch("ActiveSync", self.active_sync),
+        )
+    }
 }
 
 /// `Get-MobileDevice` read one record at a time: a device record that cannot be read is
 /// returned as such (which device, which field) instead of failing its page.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Default)]
 pub struct GetMobileDeviceRecords(pub GetMobileDevice);
 
 impl Cmdlet for GetMobileDeviceRecords {
-    const NAME: &'static str = "Get-MobileDevice";
     const WRITE: bool = false;
     type Output = crate::net::record::Checked<MobileDevice>;
+    fn name(&self) -> &str {
+        "Get-MobileDevice"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        self.0.parameters()
+    }
 }
 
 /// `Get-CASMailbox`.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default)]
 pub struct GetCasMailbox {
     pub result_size: ResultSize,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
 }
 
 impl Cmdlet for GetCasMailbox {
-    const NAME: &'static str = "Get-CASMailbox";
     const WRITE: bool = false;
     type Output = CasMailbox;
+    fn name(&self) -> &str {
+        "Get-CASMailbox"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(optional(
+            optional(
+                Parameters::new().with("ResultSize", self.result_size.value()),
+                "Identity",
+                self.identity.clone().map(ParamValue::Text),
+            ),
+            "Filter",
+            self.filter.clone().map(ParamValue::Text),
+        ))
+    }
 }
 
 /// `Get-Mailbox`.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default)]
 pub struct GetMailbox {
     pub result_size: ResultSize,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
 }
 
 impl Cmdlet for GetMailbox {
-    const NAME: &'static str = "Get-Mailbox";
     const WRITE: bool = false;
     type Output = Mailbox;
+    fn name(&self) -> &str {
+        "Get-Mailbox"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(Parameters::new())
+    }
 }
 
 /// `Set-CASMailbox -Identity X -ActiveSyncAllowedDeviceIDs @{…} -ActiveSyncBlockedDeviceIDs @{…}`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone)]
 pub struct SetCasMailbox {
     pub identity: String,
-    #[serde(
-        rename = "ActiveSyncAllowedDeviceIDs",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub allowed: Option<HashTableEdit>,
-    #[serde(
-        rename = "ActiveSyncBlockedDeviceIDs",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub blocked: Option<HashTableEdit>,
 }
 
 impl Cmdlet for SetCasMailbox {
-    const NAME: &'static str = "Set-CASMailbox";
     const WRITE: bool = true;
     type Output = IgnoredAny;
+    fn name(&self) -> &str {
+        "Set-CASMailbox"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(optional(
+            optional(
+                Parameters::new().text("Identity", self.identity.clone()),
+                "ActiveSyncAllowedDeviceIDs",
+                self.allowed.as_ref().map(HashTableEdit::value),
+            ),
+            "ActiveSyncBlockedDeviceIDs",
+            self.blocked.as_ref().map(HashTableEdit::value),
+        ))
+    }
 }
 
 /// `Get-ActiveSyncOrganizationSettings`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct GetOrganizationSettings {}
 
 impl Cmdlet for GetOrganizationSettings {
-    const NAME: &'static str = "Get-ActiveSyncOrganizationSettings";
     const WRITE: bool = false;
     type Output = OrganizationSettings;
+    fn name(&self) -> &str {
+        "Get-ActiveSyncOrganizationSettings"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(Parameters::new())
+    }
 }
 
 /// `Set-ActiveSyncOrganizationSettings -DefaultAccessLevel …`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone)]
 pub struct SetOrganizationSettings {
     pub default_access_level: AccessLevel,
 }
 
 impl Cmdlet for SetOrganizationSettings {
-    const NAME: &'static str = "Set-ActiveSyncOrganizationSettings";
     const WRITE: bool = true;
     type Output = IgnoredAny;
+    fn name(&self) -> &str {
+        "Set-ActiveSyncOrganizationSettings"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(Parameters::new().text(
+            "DefaultAccessLevel",
+            match self.default_access_level {
+                AccessLevel::Allow => "Allow",
+                AccessLevel::Block => "Block",
+                AccessLevel::Quarantine => "Quarantine",
+            },
+        ))
+    }
 }
 
 /// `Get-ActiveSyncDeviceAccessRule`: every rule of the organization.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct GetDeviceAccessRule {}
 
 impl Cmdlet for GetDeviceAccessRule {
-    const NAME: &'static str = "Get-ActiveSyncDeviceAccessRule";
     const WRITE: bool = false;
     type Output = DeviceAccessRule;
+    fn name(&self) -> &str {
+        "Get-ActiveSyncDeviceAccessRule"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(Parameters::new())
+    }
 }
 
 /// `Get-ExchangeServer`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct GetExchangeServer {}
 
 impl Cmdlet for GetExchangeServer {
-    const NAME: &'static str = "Get-ExchangeServer";
     const WRITE: bool = false;
     type Output = ExchangeServer;
+    fn name(&self) -> &str {
+        "Get-ExchangeServer"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(Parameters::new())
+    }
 }
 
 /// `Get-ClientAccessService`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct GetClientAccessService {}
 
 impl Cmdlet for GetClientAccessService {
-    const NAME: &'static str = "Get-ClientAccessService";
     const WRITE: bool = false;
     type Output = ClientAccessService;
+    fn name(&self) -> &str {
+        "Get-ClientAccessService"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(Parameters::new())
+    }
 }
-
-/// Defines a cmdlet whose parameters are sent exactly as given: for commands the sync planned
-/// and journaled as JSON (`sync::plan::Command`), so that what runs is what the journal holds,
-/// byte for byte, without a round trip through the typed parameters.
-macro_rules! journaled {
-    ($(#[$meta:meta])* $name:ident = $cmdlet:literal) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(pub serde_json::Map<String, serde_json::Value>);
-
-        impl Cmdlet for $name {
-            const NAME: &'static str = $cmdlet;
-            const WRITE: bool = true;
-            type Output = IgnoredAny;
-        }
-    };
-}
-
-journaled!(
-    /// A planned `Set-CASMailbox` (the `Add`/`Remove` form; repeating it is harmless).
-    JournaledSetCasMailbox = "Set-CASMailbox"
-);
-journaled!(
-    /// A planned `Remove-MobileDevice`.
-    JournaledRemoveMobileDevice = "Remove-MobileDevice"
-);
-journaled!(
-    /// A planned `Set-ActiveSyncOrganizationSettings`.
-    JournaledSetOrganizationSettings = "Set-ActiveSyncOrganizationSettings"
-);
-journaled!(
-    /// A planned `New-ActiveSyncDeviceAccessRule`.
-    JournaledNewDeviceAccessRule = "New-ActiveSyncDeviceAccessRule"
-);
-journaled!(
-    /// A planned `Remove-ActiveSyncDeviceAccessRule`.
-    JournaledRemoveDeviceAccessRule = "Remove-ActiveSyncDeviceAccessRule"
-);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The `CmdletInput.Parameters` JSON the REST transport sends for `cmdlet`.
+    fn rest_json(cmdlet: &impl Cmdlet) -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&super::super::rest::invoke_body(
+            cmdlet.name(),
+            &cmdlet.parameters(),
+        ))
+        .unwrap()["CmdletInput"]["Parameters"]
+            .take()
+    }
 
     #[test]
     fn parameters_serialize_as_exchange_expects() {
@@ -255,25 +325,52 @@ mod tests {
             blocked: None,
         };
         assert_eq!(
-            serde_json::to_value(&set).unwrap(),
+            rest_json(&set),
             json!({"Identity":"alice","ActiveSyncAllowedDeviceIDs":
                 {"@odata.type":"#Exchange.GenericHashTable","Add":["ID1"],"Remove":[]}})
         );
         assert_eq!(
-            serde_json::to_value(GetMobileDevice::default()).unwrap(),
+            rest_json(&GetMobileDevice::default()),
             json!({"ResultSize":"Unlimited"})
         );
         let limited = GetCasMailbox {
             result_size: ResultSize::Limit(5),
             ..Default::default()
         };
+        assert_eq!(rest_json(&limited), json!({"ResultSize":5}));
+        assert_eq!(rest_json(&GetExchangeServer {}), json!({}));
+    }
+
+    /// The bodies as the typed parameters' serde derive wrote them before `Parameters`: same
+    /// members, same order, same bytes.
+    #[test]
+    fn rest_bodies_are_byte_for_byte_the_serde_derived_ones() {
+        let body = |c: &dyn Fn() -> Vec<u8>| String::from_utf8(c()).unwrap();
+        let devices = GetMobileDevice {
+            result_size: ResultSize::Unlimited,
+            mailbox: Some("alice".into()),
+            filter: Some("FirstSyncTime -gt '2025-01-01'".into()),
+            active_sync: true,
+        };
         assert_eq!(
-            serde_json::to_value(limited).unwrap(),
-            json!({"ResultSize":5})
+            body(&|| super::super::rest::invoke_body(devices.name(), &devices.parameters())),
+            r#"{"CmdletInput":{"CmdletName":"Get-MobileDevice","Parameters":{"ResultSize":"Unlimited","Mailbox":"alice","Filter":"FirstSyncTime -gt '2025-01-01'","ActiveSync":true}}}"#
         );
+        let set = SetCasMailbox {
+            identity: "alice".into(),
+            allowed: Some(HashTableEdit::new(vec!["ID1".into()], vec![])),
+            blocked: Some(HashTableEdit::new(vec![], vec!["ID2".into()])),
+        };
         assert_eq!(
-            serde_json::to_value(GetExchangeServer {}).unwrap(),
-            json!({})
+            body(&|| super::super::rest::invoke_body(set.name(), &set.parameters())),
+            r##"{"CmdletInput":{"CmdletName":"Set-CASMailbox","Parameters":{"Identity":"alice","ActiveSyncAllowedDeviceIDs":{"@odata.type":"#Exchange.GenericHashTable","Add":["ID1"],"Remove":[]},"ActiveSyncBlockedDeviceIDs":{"@odata.type":"#Exchange.GenericHashTable","Add":[],"Remove":["ID2"]}}}}"##
+        );
+        let org = SetOrganizationSettings {
+            default_access_level: AccessLevel::Quarantine,
+        };
+        assert_eq!(
+            body(&|| super::super::rest::invoke_body(org.name(), &org.parameters())),
+            r#"{"CmdletInput":{"CmdletName":"Set-ActiveSyncOrganizationSettings","Parameters":{"DefaultAccessLevel":"Quarantine"}}}"#
         );
     }
 }

@@ -1,13 +1,29 @@
-//! Exchange: running cmdlets through the admin API's `InvokeCommand` endpoint.
+//! Exchange: running cmdlets, whatever the wire.
 //!
-//! The sync stages see one thing, the [`CmdletTransport`] trait: run a typed cmdlet, get its typed
-//! objects (all pages) or a typed [`ExchangeError`]. [`ExchangeClient`] is the REST transport
-//! (`POST {cas}/adminapi/beta/{tenant}/InvokeCommand`), and does the rest behind that one method:
+//! What the sync sees is one concrete type, [`ExchangeClient`], and only these of its methods:
+//! [`run`](ExchangeClient::run) (a cmdlet's every object), [`run_paged`](ExchangeClient::run_paged)
+//! (a listing page by page into a [`PageSink`], told [`Listed::Restarted`] when it starts
+//! over), [`run_all`](ExchangeClient::run_all) (a batch of writes through the bounded,
+//! throttling-adaptive pool), and its counters and CAS health (`requests_sent`, `observe`,
+//! `cas_health`, `parallel_commands`, `effective_concurrency`). A cmdlet is a [`Cmdlet`]: a
+//! name and typed [`Parameters`](crate::model::Parameters); a planned
+//! [`Command`](crate::model::Command) is one, run as the journal holds it.
 //!
-//! - `cmdlets` / `models`: the typed parameters and objects.
-//! - `cas`: the pool of Client Access Servers, failover and return to the primary.
-//! - `limit`: the bounded, throttling-adaptive pool of requests in flight.
-//! - `client`: paging, retries, tokens, error classification.
+//! Inside, the client is two layers:
+//!
+//! - transport-neutral (`client`, `cas`, `limit`): the pool of Client Access Servers with
+//!   discovery, failover and return to the primary; the bound of requests in flight; the
+//!   retry loop over throttling, failing CASes and refused credentials; a listing's pages and
+//!   restarts; the counters and the observer.
+//! - the wire (`wire`): one attempt of a cmdlet on one CAS, classified into an `Attempt`. Today
+//!   it is REST only (`rest`: `POST {cas}/adminapi/beta/{tenant}/InvokeCommand`, where typed
+//!   parameters become `CmdletInput` JSON). A second transport (remote PowerShell) plugs in as
+//!   a variant of the `Wire` enum: it renders the cmdlet its way, answers each attempt with the
+//!   page's objects as JSON `{"value":[…]}` and a `Continuation`, which it may bind to the CAS
+//!   streaming the listing (a failover then starts the listing over), and nothing above the
+//!   wire changes.
+//!
+//! - `cmdlets` / `models`: the typed cmdlets and objects.
 //!
 //! It knows nothing of devices' fate: what to change is the `sync` stage's business.
 
@@ -17,8 +33,9 @@ pub mod cmdlets;
 mod limit;
 pub mod models;
 pub mod psrp;
+pub mod rest;
+mod wire;
 
-use std::future::Future;
 use std::time::Duration;
 
 pub use cas::CasHealth;
@@ -27,16 +44,6 @@ pub use cmdlets::Cmdlet;
 
 use crate::net::SetupError;
 use crate::net::token::TokenError;
-
-/// Runs cmdlets. Implemented by [`ExchangeClient`]; tests of later stages may put the lab's or
-/// another transport behind it.
-pub trait CmdletTransport: Send + Sync {
-    /// Runs `cmdlet` to completion: every page of its result, in order.
-    fn run<C: Cmdlet>(
-        &self,
-        cmdlet: &C,
-    ) -> impl Future<Output = Result<Vec<C::Output>, ExchangeError>> + Send;
-}
 
 /// Why a cmdlet did not complete.
 #[derive(Debug, thiserror::Error)]

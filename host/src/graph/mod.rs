@@ -266,7 +266,7 @@ impl GraphClient {
                     }
                     Err(e) => return Err(e),
                 };
-                crate::sync::progress::page_listed();
+                crate::model::progress::page_listed();
                 out.extend(page.value);
                 match page.next {
                     None => return Ok(out),

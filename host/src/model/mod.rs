@@ -3,5 +3,6 @@
 //! of no wire (REST JSON, PowerShell's CLIXML): each transport renders it its own way.
 
 pub mod command;
+pub mod progress;
 
 pub use command::{Command, ParamValue, Parameters};

@@ -554,8 +554,7 @@ mod tests {
     }
 
     fn command(mailbox: &str) -> PlannedCommand {
-        let mut parameters = serde_json::Map::new();
-        parameters.insert("Identity".into(), mailbox.into());
+        let parameters = crate::model::Parameters::new().text("Identity", mailbox);
         PlannedCommand {
             mailbox: Some(mailbox.into()),
             devices: vec![],

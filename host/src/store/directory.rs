@@ -237,9 +237,11 @@ mod tests {
         {
             let conn =
                 rusqlite::Connection::open(dir.path().join(super::super::DATABASE_FILE)).unwrap();
-            conn.execute_batch(super::super::migrations::MIGRATIONS[0])
+            super::super::migrations::MIGRATIONS[0]
+                .apply(&conn)
                 .unwrap();
-            conn.execute_batch(super::super::migrations::MIGRATIONS[1])
+            super::super::migrations::MIGRATIONS[1]
+                .apply(&conn)
                 .unwrap();
             conn.pragma_update(None, "user_version", 2).unwrap();
             conn.pragma_update(

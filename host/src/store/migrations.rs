@@ -1,14 +1,41 @@
 //! The schema, as an ordered list of migrations. Migration `i` (0-based) brings a database
 //! from `user_version` `i` to `i + 1`; each runs in its own transaction together with the
 //! version bump, so a crash mid-migration leaves the previous version intact. Never edit a
-//! migration that has shipped: append a new one.
+//! migration that has shipped: append a new one. Most are SQL; one that must read what it
+//! rewrites (JSON SQL cannot check as well) is a Rust function.
+
+use rusqlite::Connection;
+
+use crate::model::{Command, ParamValue, Parameters};
 
 /// `PRAGMA application_id` of an easgate store ("EASG"), so that easgate refuses to migrate an
 /// SQLite file some other program owns.
 pub const APPLICATION_ID: i64 = 0x4541_5347;
 
+/// One step of the schema.
+#[derive(Clone, Copy)]
+pub enum Migration {
+    Sql(&'static str),
+    Rewrite(fn(&Connection) -> rusqlite::Result<()>),
+}
+
+impl Migration {
+    /// Runs the step on `conn` (inside the caller's transaction).
+    pub fn apply(&self, conn: &Connection) -> rusqlite::Result<()> {
+        match self {
+            Migration::Sql(sql) => conn.execute_batch(sql),
+            Migration::Rewrite(f) => f(conn),
+        }
+    }
+}
+
 /// The migrations, oldest first.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(V1),
+    Migration::Sql(V2),
+    Migration::Sql(V3),
+    Migration::Rewrite(v4_typed_commands),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -179,3 +206,150 @@ CREATE TABLE directory_users (
     PRIMARY KEY (org_id, user_key)
 ) STRICT;
 "#;
+
+/// The journal's commands, stored until now as the REST body's `CmdletInput`
+/// (`{"CmdletName":…,"Parameters":{…}}`, a hashtable edit as an `#Exchange.GenericHashTable`),
+/// become the wire-neutral [`Command`] (`{"cmdlet":…,"parameters":{…}}`) that any transport
+/// renders. The parameters keep their order, so the REST transport sends the same bytes.
+fn v4_typed_commands(conn: &Connection) -> rusqlite::Result<()> {
+    let rows: Vec<(i64, String)> = conn
+        .prepare("SELECT id, command FROM command_journal")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut update = conn.prepare("UPDATE command_journal SET command = ?2 WHERE id = ?1")?;
+    for (id, text) in rows {
+        let command = typed_command(&text).map_err(|problem| {
+            rusqlite::Error::ToSqlConversionFailure(
+                format!("command_journal row {id}: {problem}: {text}").into(),
+            )
+        })?;
+        let typed = serde_json::to_string(&command)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        update.execute(rusqlite::params![id, typed])?;
+    }
+    Ok(())
+}
+
+/// A journaled `CmdletInput` as a typed command, or what in it has no typed form.
+fn typed_command(text: &str) -> Result<Command, String> {
+    use serde_json::Value;
+    // Read in the stored order (serde_json's `Value` would sort the members).
+    #[derive(serde::Deserialize)]
+    struct CmdletInput {
+        #[serde(rename = "CmdletName")]
+        cmdlet: String,
+        #[serde(rename = "Parameters")]
+        parameters: InOrder,
+    }
+    struct InOrder(Vec<(String, Value)>);
+    impl<'de> serde::Deserialize<'de> for InOrder {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = InOrder;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<InOrder, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(entry) = map.next_entry()? {
+                        out.push(entry);
+                    }
+                    Ok(InOrder(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    let strings = |v: &Value, what: &str| -> Result<Vec<String>, String> {
+        v.as_array()
+            .ok_or(format!("{what} is not an array"))?
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_owned)
+                    .ok_or(format!("{what} holds a non-string"))
+            })
+            .collect()
+    };
+    let input: CmdletInput = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let mut parameters = Parameters::new();
+    for (name, value) in input.parameters.0 {
+        let typed = match &value {
+            Value::String(s) => ParamValue::Text(s.clone()),
+            Value::Bool(b) => ParamValue::Bool(*b),
+            Value::Number(n) => ParamValue::Int(
+                n.as_i64()
+                    .ok_or(format!("parameter `{name}`: {n} is not an integer"))?,
+            ),
+            Value::Array(_) => ParamValue::Texts(strings(&value, &format!("parameter `{name}`"))?),
+            Value::Object(o)
+                if o.get("@odata.type").and_then(Value::as_str)
+                    == Some("#Exchange.GenericHashTable")
+                    && o.keys()
+                        .all(|k| ["@odata.type", "Add", "Remove"].contains(&k.as_str())) =>
+            {
+                let list = |key: &str| match o.get(key) {
+                    Some(v) => strings(v, &format!("parameter `{name}`.{key}")),
+                    None => Ok(Vec::new()),
+                };
+                ParamValue::HashEdit {
+                    add: list("Add")?,
+                    remove: list("Remove")?,
+                }
+            }
+            other => return Err(format!("parameter `{name}`: no typed form for {other}")),
+        };
+        parameters.push(name, typed);
+    }
+    Ok(Command::new(input.cmdlet, parameters))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_cmdlet_input_becomes_the_typed_command() {
+        let c = typed_command(
+            r##"{"CmdletName":"Set-CASMailbox","Parameters":{"ActiveSyncAllowedDeviceIDs":{"@odata.type":"#Exchange.GenericHashTable","Add":["A"],"Remove":[]},"Confirm":false,"Identity":"alice","N":3,"R":["x"]}}"##,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Command::new(
+                "Set-CASMailbox",
+                Parameters::new()
+                    .hash_edit("ActiveSyncAllowedDeviceIDs", vec!["A".into()], vec![])
+                    .bool("Confirm", false)
+                    .text("Identity", "alice")
+                    .int("N", 3)
+                    .texts("R", vec!["x".into()])
+            )
+        );
+        for (bad, says) in [
+            (
+                r#"{"CmdletName":"X","Parameters":{"P":{"a":1}}}"#,
+                "parameter `P`: no typed form",
+            ),
+            (
+                r#"{"CmdletName":"X","Parameters":{"P":[1]}}"#,
+                "parameter `P` holds a non-string",
+            ),
+            (
+                r#"{"CmdletName":"X","Parameters":{"P":1.5}}"#,
+                "parameter `P`: 1.5 is not an integer",
+            ),
+            (
+                r#"{"cmdlet":"X","parameters":{}}"#,
+                "missing field `CmdletName`",
+            ),
+        ] {
+            let e = typed_command(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}

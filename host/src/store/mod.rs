@@ -427,7 +427,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             return tx.commit().map_err(locking);
         };
         let target = current as usize + 1;
-        tx.execute_batch(migration).map_err(failed(target))?;
+        migration.apply(&tx).map_err(failed(target))?;
         tx.pragma_update(None, "user_version", target as i64)
             .map_err(failed(target))?;
         tx.pragma_update(None, "application_id", migrations::APPLICATION_ID)

@@ -25,10 +25,6 @@ use super::plan::{
     SET_CAS_MAILBOX, SET_ORG_SETTINGS,
 };
 use super::progress;
-use crate::exchange::cmdlets::{
-    JournaledNewDeviceAccessRule, JournaledRemoveDeviceAccessRule, JournaledRemoveMobileDevice,
-    JournaledSetCasMailbox, JournaledSetOrganizationSettings,
-};
 use crate::exchange::{Cmdlet, ExchangeClient, ExchangeError};
 use crate::store::{
     CommandId, DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, RunId, Store, StoreError,
@@ -46,21 +42,17 @@ pub struct Applied {
     pub failed: Vec<(CommandId, String)>,
 }
 
-/// Runs `group` chunk by chunk through a [`Pipeline`].
-async fn run_group<C>(
+/// Runs `group` chunk by chunk through a [`Pipeline`], each command as journaled.
+async fn run_group(
     exchange: &ExchangeClient,
     store: &Arc<Store>,
     group: Vec<(CommandId, Command)>,
-    wrap: impl Fn(Command) -> C,
     applied: &mut Applied,
-) -> Result<(), StoreError>
-where
-    C: Cmdlet + 'static,
-{
-    let mut pipeline = Pipeline::default();
+) -> Result<(), StoreError> {
+    let mut pipeline = Pipeline::<Command>::default();
     let mut group = group.into_iter().peekable();
     while group.peek().is_some() {
-        let chunk = group.by_ref().take(CHUNK).map(|(id, c)| (id, wrap(c)));
+        let chunk = group.by_ref().take(CHUNK);
         pipeline
             .push(exchange, store, chunk.collect(), applied)
             .await?;
@@ -220,7 +212,7 @@ pub async fn apply_received(
         for (id, command) in batch {
             match command.cmdlet.as_str() {
                 SET_CAS_MAILBOX => {
-                    batch_edits.push((id, JournaledSetCasMailbox(command.parameters)));
+                    batch_edits.push((id, command));
                 }
                 REMOVE_MOBILE_DEVICE => removals.push((id, command)),
                 SET_ORG_SETTINGS => org.push((id, command)),
@@ -245,39 +237,11 @@ pub async fn apply_received(
         }
     }
     edits.drain(store, &mut applied).await?;
-    run_group(
-        exchange,
-        store,
-        removals,
-        |c| JournaledRemoveMobileDevice(c.parameters),
-        &mut applied,
-    )
-    .await?;
-    run_group(
-        exchange,
-        store,
-        org,
-        |c| JournaledSetOrganizationSettings(c.parameters),
-        &mut applied,
-    )
-    .await?;
+    run_group(exchange, store, removals, &mut applied).await?;
+    run_group(exchange, store, org, &mut applied).await?;
     // Removals first: a rule whose level changes is removed and created again under its name.
-    run_group(
-        exchange,
-        store,
-        rule_removals,
-        |c| JournaledRemoveDeviceAccessRule(c.parameters),
-        &mut applied,
-    )
-    .await?;
-    run_group(
-        exchange,
-        store,
-        new_rules,
-        |c| JournaledNewDeviceAccessRule(c.parameters),
-        &mut applied,
-    )
-    .await?;
+    run_group(exchange, store, rule_removals, &mut applied).await?;
+    run_group(exchange, store, new_rules, &mut applied).await?;
     Ok(applied)
 }
 
@@ -440,8 +404,10 @@ mod tests {
     }
 
     fn set_cas_mailbox(device: &ExchangeDevice) -> PlannedCommand {
-        let mut parameters = serde_json::Map::new();
-        parameters.insert("Identity".into(), device.mailbox.clone().into());
+        let parameters = match &device.mailbox {
+            Some(m) => crate::model::Parameters::new().text("Identity", m.clone()),
+            None => crate::model::Parameters::new(),
+        };
         PlannedCommand {
             mailbox: device.mailbox.clone(),
             devices: vec![device.key()],
@@ -544,7 +510,10 @@ mod tests {
         let identities: Vec<serde_json::Value> = sent
             .iter()
             .flatten()
-            .map(|(_, c)| c.parameters["Identity"].clone())
+            .map(|(_, c)| match c.parameters.get("Identity") {
+                Some(crate::model::ParamValue::Text(s)) => serde_json::Value::String(s.clone()),
+                _ => serde_json::Value::Null,
+            })
             .collect();
         let planned: Vec<serde_json::Value> = devices[..changed]
             .iter()
@@ -592,7 +561,7 @@ mod tests {
             devices: devices[edited..].iter().map(ExchangeDevice::key).collect(),
             command: Command {
                 cmdlet: SET_ORG_SETTINGS.into(),
-                parameters: serde_json::Map::new(),
+                parameters: crate::model::Parameters::new(),
             },
         }));
         let decisions = devices

@@ -36,7 +36,7 @@ use crate::exchange::cmdlets::{
     GetOrganizationSettings,
 };
 use crate::exchange::models::{self, DeviceAccessState};
-use crate::exchange::{CmdletTransport, ExchangeClient, ExchangeError, Listed, PageSink};
+use crate::exchange::{ExchangeClient, ExchangeError, Listed, PageSink};
 use crate::graph::models as graph_models;
 use crate::graph::{GraphClient, GraphError, ManagedDevices};
 use crate::net::record::{self, Checked, Unreadable};

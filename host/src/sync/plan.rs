@@ -26,8 +26,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use crate::model::{ParamValue, Parameters};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 
 use super::inventory::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Mailbox, Verdict};
 use super::settings::{RestrictionLimit, SyncSettings};
@@ -47,28 +47,13 @@ pub const REMOVE_ACCESS_RULE: &str = "Remove-ActiveSyncDeviceAccessRule";
 pub const ALLOWED_IDS: &str = "ActiveSyncAllowedDeviceIDs";
 /// The parameter holding the block list.
 pub const BLOCKED_IDS: &str = "ActiveSyncBlockedDeviceIDs";
-/// The OData type that makes a multi-valued parameter an `Add`/`Remove` edit.
-pub const GENERIC_HASH_TABLE: &str = "#Exchange.GenericHashTable";
 
-/// One cmdlet call, serialized exactly as the `CmdletInput` object of an `InvokeCommand` body:
-/// `{"CmdletName": "...", "Parameters": {...}}`. The journal stores this JSON and the Exchange
-/// client sends it as it is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Command {
-    /// The cmdlet, e.g. `Set-CASMailbox`.
-    #[serde(rename = "CmdletName")]
-    pub cmdlet: String,
-    /// Its parameters, as `CmdletInput.Parameters`.
-    #[serde(rename = "Parameters")]
-    pub parameters: Map<String, Value>,
-}
-
-impl Command {
-    /// The whole `InvokeCommand` request body.
-    pub fn invoke_body(&self) -> Value {
-        json!({ "CmdletInput": self })
-    }
-}
+/// One cmdlet call: what the journal stores and the Exchange client runs as it is.
+///
+/// Parameters are given in the order the REST bodies have always had (alphabetical: the JSON
+/// map they were built in sorted them), so that the bytes sent are the same as before the
+/// typed parameters; PowerShell does not care.
+pub use crate::model::Command;
 
 /// A command of a plan, with what it is for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,10 +215,6 @@ fn same_id(a: &str, b: &str) -> bool {
         .eq(b.chars().flat_map(char::to_lowercase))
 }
 
-fn hashtable(add: Vec<String>, remove: Vec<String>) -> Value {
-    json!({ "@odata.type": GENERIC_HASH_TABLE, "Add": add, "Remove": remove })
-}
-
 impl ListEdits<'_> {
     fn into_edit(self, identity: &str) -> Option<MailboxEdit> {
         if self.devices.is_empty() {
@@ -252,20 +233,15 @@ impl ListEdits<'_> {
 
 impl MailboxEdit {
     fn into_planned(self) -> PlannedCommand {
-        let mut parameters = Map::new();
-        parameters.insert("Identity".into(), Value::String(self.identity.clone()));
+        // In the order the REST bodies always had (see `Command`): the lists, then `Identity`.
+        let mut parameters = Parameters::new();
         if !self.allow_add.is_empty() || !self.allow_remove.is_empty() {
-            parameters.insert(
-                ALLOWED_IDS.into(),
-                hashtable(self.allow_add, self.allow_remove),
-            );
+            parameters = parameters.hash_edit(ALLOWED_IDS, self.allow_add, self.allow_remove);
         }
         if !self.block_add.is_empty() || !self.block_remove.is_empty() {
-            parameters.insert(
-                BLOCKED_IDS.into(),
-                hashtable(self.block_add, self.block_remove),
-            );
+            parameters = parameters.hash_edit(BLOCKED_IDS, self.block_add, self.block_remove);
         }
+        parameters = parameters.text("Identity", self.identity.clone());
         PlannedCommand {
             mailbox: Some(self.identity),
             devices: self.devices,
@@ -431,11 +407,11 @@ pub fn plan_steps(
         .iter()
         .filter(|device| removable.contains(&device.key()))
     {
-        let mut parameters = Map::new();
-        parameters.insert("Identity".into(), Value::String(device.identity.clone()));
         // The REST endpoint never prompts, but the flag documents intent and matches what an
         // admin would type.
-        parameters.insert("Confirm".into(), Value::Bool(false));
+        let parameters = Parameters::new()
+            .bool("Confirm", false)
+            .text("Identity", device.identity.clone());
         commands.push(PlanStep::Command(PlannedCommand {
             mailbox: device.mailbox.clone(),
             devices: vec![device.key()],
@@ -514,11 +490,8 @@ impl<S: From<PlannedCommand>> Plan<S> {
         // The switch is what enforces their quarantine. (A set: at 100 000 devices both lists
         // hold tens of thousands, and a scan of one per entry of the other took a second.)
         self.unenforced.retain(|key| !losing_set.contains(key));
-        let mut parameters = Map::new();
-        parameters.insert(
-            "DefaultAccessLevel".into(),
-            Value::String(AccessLevel::Quarantine.as_str().into()),
-        );
+        let parameters =
+            Parameters::new().text("DefaultAccessLevel", AccessLevel::Quarantine.as_str());
         self.commands.push(
             PlannedCommand {
                 mailbox: None,
@@ -556,7 +529,7 @@ pub fn exchange_settings(
 ) -> Vec<PlannedCommand> {
     let mut commands = Vec::new();
     if let Some(current) = current {
-        let mut parameters = Map::new();
+        let mut parameters = Parameters::new();
         if let Some(wanted) = &settings.admin_mail_recipients {
             let same = wanted.len() == current.admin_mail_recipients.len()
                 && wanted.iter().all(|w| {
@@ -566,13 +539,13 @@ pub fn exchange_settings(
                         .any(|c| c.eq_ignore_ascii_case(w))
                 });
             if !same {
-                parameters.insert("AdminMailRecipients".into(), json!(wanted));
+                parameters.push("AdminMailRecipients", ParamValue::Texts(wanted.clone()));
             }
         }
         if let Some(wanted) = &settings.user_mail_insert
             && current.user_mail_insert.as_deref().unwrap_or("") != wanted
         {
-            parameters.insert("UserMailInsert".into(), json!(wanted));
+            parameters.push("UserMailInsert", ParamValue::Text(wanted.clone()));
         }
         if !parameters.is_empty() {
             commands.push(PlannedCommand {
@@ -591,7 +564,7 @@ pub fn exchange_settings(
                 .eq_ignore_ascii_case(w.characteristic.as_str())
                 && e.query_string.eq_ignore_ascii_case(&w.query_string)
         };
-        let rule_command = |cmdlet: &str, parameters: Map<String, Value>| PlannedCommand {
+        let rule_command = |cmdlet: &str, parameters: Parameters| PlannedCommand {
             mailbox: None,
             devices: Vec::new(),
             command: Command {
@@ -604,8 +577,7 @@ pub fn exchange_settings(
                 .iter()
                 .any(|w| same(e, w) && exchange_level(e.access_level) == w.access_level);
             if !keep {
-                let mut parameters = Map::new();
-                parameters.insert("Identity".into(), json!(e.identity));
+                let parameters = Parameters::new().text("Identity", e.identity.clone());
                 commands.push(rule_command(REMOVE_ACCESS_RULE, parameters));
             }
         }
@@ -614,10 +586,10 @@ pub fn exchange_settings(
                 .iter()
                 .any(|e| same(e, w) && exchange_level(e.access_level) == w.access_level);
             if !present {
-                let mut parameters = Map::new();
-                parameters.insert("QueryString".into(), json!(w.query_string));
-                parameters.insert("Characteristic".into(), json!(w.characteristic.as_str()));
-                parameters.insert("AccessLevel".into(), json!(w.access_level.as_str()));
+                let parameters = Parameters::new()
+                    .text("AccessLevel", w.access_level.as_str())
+                    .text("Characteristic", w.characteristic.as_str())
+                    .text("QueryString", w.query_string.clone());
                 commands.push(rule_command(NEW_ACCESS_RULE, parameters));
             }
         }
@@ -628,6 +600,38 @@ pub fn exchange_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
+
+    const GENERIC_HASH_TABLE: &str = "#Exchange.GenericHashTable";
+
+    /// A command as the REST transport sends it: the assertions below were written against
+    /// that JSON, and still hold.
+    trait Rest {
+        fn invoke_body(&self) -> Value;
+        fn rest_parameters(&self) -> Value;
+    }
+
+    impl Rest for Command {
+        fn invoke_body(&self) -> Value {
+            serde_json::from_slice(&crate::exchange::rest::invoke_body(
+                &self.cmdlet,
+                &self.parameters,
+            ))
+            .unwrap()
+        }
+        fn rest_parameters(&self) -> Value {
+            self.invoke_body()["CmdletInput"]["Parameters"].take()
+        }
+    }
+
+    fn typed_rest(cmdlet: &impl crate::exchange::Cmdlet) -> Value {
+        serde_json::from_slice::<Value>(&crate::exchange::rest::invoke_body(
+            cmdlet.name(),
+            &cmdlet.parameters(),
+        ))
+        .unwrap()["CmdletInput"]["Parameters"]
+            .take()
+    }
 
     #[test]
     fn exchange_settings_issue_only_what_differs() {
@@ -666,7 +670,7 @@ mod tests {
         let cmdlets = |commands: Vec<PlannedCommand>| -> Vec<(String, Value)> {
             commands
                 .into_iter()
-                .map(|c| (c.command.cmdlet, Value::Object(c.command.parameters)))
+                .map(|c| (c.command.cmdlet.clone(), c.command.rest_parameters()))
                 .collect()
         };
         assert_eq!(
@@ -802,7 +806,7 @@ mod tests {
             verdict: Verdict::Block,
         }];
         let plan = plan(&mailboxes, &decided, &[], &NO_LIMIT, 1);
-        let params = &plan.commands[0].command.parameters;
+        let params = &plan.commands[0].command.rest_parameters();
         assert_eq!(params[ALLOWED_IDS]["Remove"], json!(["abc"]));
         assert_eq!(params[BLOCKED_IDS]["Add"], json!(["ABC"]));
     }
@@ -1002,16 +1006,16 @@ mod tests {
             blocked: None,
         };
         assert_eq!(
-            Value::Object(plan.commands[0].command.parameters.clone()),
-            serde_json::to_value(&typed).unwrap()
+            plan.commands[0].command.rest_parameters(),
+            typed_rest(&typed)
         );
         let typed = SetOrganizationSettings {
             default_access_level: ClientLevel::Quarantine,
         };
         assert_eq!(plan.commands[1].command.cmdlet, SET_ORG_SETTINGS);
         assert_eq!(
-            Value::Object(plan.commands[1].command.parameters.clone()),
-            serde_json::to_value(&typed).unwrap()
+            plan.commands[1].command.rest_parameters(),
+            typed_rest(&typed)
         );
     }
 
@@ -1139,7 +1143,7 @@ mod tests {
 
             let mut touched = HashSet::new();
             for (i, planned) in first.commands.iter().enumerate() {
-                let params = &planned.command.parameters;
+                let params = &planned.command.rest_parameters();
                 if planned.command.cmdlet == SET_ORG_SETTINGS {
                     assert_eq!(i, first.commands.len() - 1, "seed {seed}: org default last");
                     default =
