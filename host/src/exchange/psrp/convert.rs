@@ -188,7 +188,8 @@ pub fn is_throttling(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     [
         "user load quota",
-        "maximum number of concurrent shells",
+        "concurrent shells",
+        "quotalimit",
         "exceeded the maximum number of connections",
         "maxconcurrency",
         "powershellmaxconcurrency",
@@ -208,24 +209,29 @@ pub fn record_is_throttling(e: &ErrorRecord) -> bool {
         || e.exception_types.iter().any(|t| is_throttling(t))
 }
 
-/// "… Please wait N seconds …" / "… try again after N seconds": how long Exchange asks to wait.
+/// How long Exchange asks to wait: "… Please wait N seconds …", "… will not be approved for
+/// at least N milliseconds."
 pub fn wait_hint(text: &str) -> Option<std::time::Duration> {
     let t = text.to_ascii_lowercase();
-    let after = t.find("wait").or_else(|| t.find("after"))?;
+    let after = ["wait", "at least", "after"]
+        .iter()
+        .find_map(|w| t.find(w))?;
     let rest = &t[after..];
     let start = rest.find(|c: char| c.is_ascii_digit())?;
     let digits: String = rest[start..]
         .chars()
         .take_while(char::is_ascii_digit)
         .collect();
-    if !rest[start + digits.len()..]
-        .trim_start()
-        .starts_with("second")
-    {
-        return None;
-    }
     let n: u64 = digits.parse().ok()?;
-    (n > 0 && n <= 3600).then(|| std::time::Duration::from_secs(n))
+    let unit = rest[start + digits.len()..].trim_start();
+    let wait = if unit.starts_with("millisecond") || unit.starts_with("ms") {
+        std::time::Duration::from_millis(n)
+    } else if unit.starts_with("second") {
+        std::time::Duration::from_secs(n)
+    } else {
+        return None;
+    };
+    (!wait.is_zero() && wait <= std::time::Duration::from_secs(3600)).then_some(wait)
 }
 
 #[cfg(test)]
@@ -431,5 +437,24 @@ mod tests {
             Some(std::time::Duration::from_secs(12))
         );
         assert!(!record_is_throttling(&not_found));
+        for (fault, wait) in [
+            (
+                "The WS-Management service cannot process the request. The user load quota of 5 \
+                 requests per 10 seconds has been exceeded. Send future requests at a slower rate \
+                 or raise the quota for this user. The next request from this user will not be \
+                 approved for at least 1500 milliseconds.",
+                Some(std::time::Duration::from_millis(1500)),
+            ),
+            (
+                "The WS-Management service cannot process the request. This user is allowed a \
+                 maximum number of 18 concurrent shells, which has been exceeded. Close existing \
+                 shells or raise the quota for this user.",
+                None,
+            ),
+        ] {
+            assert!(is_throttling(fault), "{fault}");
+            assert_eq!(wait_hint(fault), wait, "{fault}");
+        }
+        assert!(!is_throttling("The shell was not found on the server."));
     }
 }
