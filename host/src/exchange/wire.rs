@@ -196,8 +196,8 @@ impl Wire {
     ) -> Option<&'e super::CmdletFailure> {
         match self {
             Wire::Rest(_) => rest::refused_page_link(e),
-            // A pipeline has no link to refuse: its CAS failing restarts the listing.
-            Wire::PowerShell(_) => None,
+            // A pipeline that ended before its listing did starts the listing over.
+            Wire::PowerShell(_) => psrp::interrupted_listing(e),
         }
     }
 

@@ -35,7 +35,7 @@ use easgate_psrp::{
 };
 
 use self::wsman::{Action, Answer, Fault, Target};
-use super::ExchangeError;
+use super::{CmdletFailure, ExchangeError};
 use crate::config::{ExchangeAuth, Organization, Secret};
 use crate::model::{Command, Parameters};
 use crate::net::{self, HttpSettings, SetupError};
@@ -48,6 +48,19 @@ const MAX_FRAGMENT: usize = 32 * 1024;
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
 /// Held `Receive`s that came back empty before an opening pool is given up on.
 const OPEN_ROUNDS: u32 = 6;
+
+/// The code of the refusal [`PsrpWire::next`] gives for a pipeline that ended before its
+/// listing did: see [`interrupted_listing`].
+const INTERRUPTED: &str = "ListingInterrupted";
+
+/// A listing whose pipeline ended early (throttled or cut off mid-stream): it cannot go on
+/// where it was, and is started over, as a refused REST page link is.
+pub fn interrupted_listing(e: &ExchangeError) -> Option<&CmdletFailure> {
+    match e {
+        ExchangeError::Cmdlet(f) if f.code == INTERRUPTED => Some(f),
+        _ => None,
+    }
+}
 
 /// What one attempt of a cmdlet on one CAS came to (the seam's `Attempt`, for this wire).
 #[derive(Debug)]
@@ -242,10 +255,18 @@ impl PsrpWire {
     pub async fn next(&self, running: &Running) -> Attempt {
         let mut p = running.inner.lock().await;
         if p.finished {
-            return Attempt::Page {
-                objects: br#"{"value":[]}"#.to_vec(),
-                next: None,
-            };
+            // Its last page was handed on with no continuation, so this is a retry after the
+            // pipeline ended abnormally (throttled or cut off mid-listing): the listing must
+            // start over, never end short.
+            return Attempt::Error(ExchangeError::Cmdlet(Box::new(CmdletFailure {
+                cmdlet: p.cmdlet.clone(),
+                cas: p.pool.cas.clone(),
+                status: 409,
+                code: INTERRUPTED.into(),
+                exception: String::new(),
+                category: "OperationStopped".into(),
+                message: "the pipeline streaming the listing ended before its last object".into(),
+            })));
         }
         match self.inner.read_page(&mut p).await {
             Ok((objects, more)) => Attempt::Page {
