@@ -217,6 +217,21 @@ impl LabControl {
         self.shared.exchange_faults.get()
     }
 
+    /// Exchange's remote PowerShell throttling from now on (`PowerShellMaxConcurrency`, the user
+    /// load quota); the quota's count starts afresh.
+    pub fn set_powershell_limits(&self, limits: crate::PowerShellLimits) {
+        self.shared.powershell.set_limits(limits);
+    }
+
+    pub fn powershell_limits(&self) -> crate::PowerShellLimits {
+        self.shared.powershell.limits()
+    }
+
+    /// Remote PowerShell shells open on all CAS.
+    pub fn powershell_shells(&self) -> usize {
+        self.shared.powershell.open_shells()
+    }
+
     /// Faults of Graph and the token endpoint from now on (replacing those in force).
     pub fn set_graph_faults(&self, faults: GraphFaults) {
         self.shared.graph_faults.set(faults);
@@ -498,6 +513,15 @@ pub(crate) fn router(control: LabControl) -> Router {
                         c.set_graph_limits(g);
                     }
                     Json(throttling(&c))
+                },
+            ),
+        )
+        .route(
+            "/_lab/powershell",
+            get(|State(c): State<LabControl>| async move { Json(c.powershell_limits()) }).put(
+                |State(c): State<LabControl>, Json(l): Json<crate::PowerShellLimits>| async move {
+                    c.set_powershell_limits(l);
+                    Json(c.powershell_limits())
                 },
             ),
         )
