@@ -49,7 +49,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-pub use connector_config::{SecretSource, connector_config};
+pub use connector_config::{
+    ExchangeApi, SecretSource, connector_config, powershell_connector_config,
+};
 pub use control::{LabControl, LabInfo};
 pub use counters::{CmdletCounters, CounterSnapshot, ExchangeCounters, GraphCounters};
 pub use exchange::cost::{CmdletLatency, DEFAULT_CONCURRENCY, LatencyModel};
