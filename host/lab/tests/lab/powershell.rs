@@ -1,8 +1,13 @@
-//! The remote PowerShell face (`/PowerShell/`) driven by an independent client, pypsrp, in a
-//! Python process: what a script of an operator (or any PSRP client) sees.
+//! The remote PowerShell face (`/PowerShell/`): driven by an independent client, pypsrp, in a
+//! Python process (what a script of an operator, or any PSRP client, sees), and by the lab's own
+//! small client (`tests/powershell/client.rs`) for what pypsrp cannot show: the timeout fault,
+//! envelope sizes, the quota, faults of the CAS, signals.
 //!
-//! Without pypsrp the tests say so on stderr and pass, unless `EASGATE_REQUIRE_POLYGLOT=1`
+//! Without pypsrp its tests say so on stderr and pass, unless `EASGATE_REQUIRE_POLYGLOT=1`
 //! (set by `.ci/test`, which installs it) makes that a failure.
+
+#[path = "../powershell/client.rs"]
+mod client;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -229,5 +234,265 @@ async fn pypsrp_reaches_the_shell_limit_and_gets_a_shell_once_one_closes() {
         lab.control().powershell_shells(),
         0,
         "the client closed every shell"
+    );
+}
+
+fn ps_client(lab: &Lab, cas: usize) -> client::Client {
+    let (user, password) = lab.powershell_account();
+    client::Client::new(&lab.powershell_urls()[cas], &user, &password)
+}
+
+fn cmdlet(name: &str, params: &[(&str, easgate_psrp::Value)]) -> easgate_psrp::CreatePipeline {
+    let mut c = easgate_psrp::Command::cmdlet(name);
+    for (k, v) in params {
+        c = c.param(*k, v.clone());
+    }
+    easgate_psrp::CreatePipeline::single(c)
+}
+
+#[tokio::test]
+async fn an_idle_receive_answers_the_wsman_timeout_fault_after_operation_timeout() {
+    let lab = lab(20).await;
+    let mut c = ps_client(&lab, 0);
+    c.open().await.expect("opens");
+    let started = std::time::Instant::now();
+    let f = c
+        .receive(None, "PT0.700S")
+        .await
+        .expect_err("nothing to receive");
+    let waited = started.elapsed();
+    assert_eq!(
+        (f.status, f.subcode.as_str(), f.code.as_str()),
+        (500, "w:TimedOut", "2150858793"),
+        "{f:?}"
+    );
+    assert!(
+        waited >= std::time::Duration::from_millis(650)
+            && waited < std::time::Duration::from_secs(5),
+        "{waited:?}"
+    );
+    c.close().await.expect("closes");
+    assert_eq!(lab.control().powershell_shells(), 0);
+}
+
+#[tokio::test]
+async fn responses_stay_within_the_clients_max_envelope_size() {
+    let lab = lab(300).await;
+    let mut c = ps_client(&lab, 0);
+    c.max_envelope = 8192;
+    c.open().await.expect("opens");
+    let o = c
+        .run(
+            &cmdlet("Get-MobileDevice", &[("ResultSize", "Unlimited".into())]),
+            true,
+        )
+        .await
+        .expect("runs");
+    assert_eq!(o.count, 300);
+    assert_eq!(
+        o.state.as_ref().map(|s| s.0),
+        Some(easgate_psrp::PipelineState::Completed)
+    );
+    assert!(
+        o.largest_response <= 8192,
+        "a response of {} bytes",
+        o.largest_response
+    );
+    let first = easgate_psrp::from_clixml(&o.outputs[0]).unwrap();
+    assert!(first.prop("DeviceId").and_then(|v| v.as_str()).is_some());
+
+    // Without -ResultSize: Exchange's first 1000 and its warning (here all 300, no warning);
+    // with a smaller one, the warning that more exist.
+    let o = c
+        .run(
+            &cmdlet(
+                "Get-MobileDevice",
+                &[("ResultSize", easgate_psrp::Value::I32(10))],
+            ),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(o.count, 10);
+    assert!(
+        o.warnings[0].contains("There are more results available"),
+        "{:?}",
+        o.warnings
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_resource_uri_path_or_password_answers_as_exchange_does() {
+    let lab = lab(20).await;
+    let mut c = ps_client(&lab, 0);
+    c.resource = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell".into();
+    let f = c.open().await.expect_err("not Exchange's configuration");
+    assert_eq!(f.subcode, "w:DestinationUnreachable", "{f:?}");
+    assert!(
+        f.message
+            .contains("Microsoft.PowerShell) was not found in the WS-Management catalog"),
+        "{f:?}"
+    );
+
+    let http = reqwest::Client::new();
+    let r = http
+        .post(&lab.powershell_urls()[0])
+        .body("<x/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let offered: Vec<_> = r
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(offered, ["Negotiate", "Basic realm=\"\""]);
+    let (user, _) = lab.powershell_account();
+    let r = http
+        .post(&lab.powershell_urls()[0])
+        .basic_auth(&user, Some("wrong"))
+        .body("<x/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn the_user_load_quota_refuses_commands_beyond_it() {
+    let lab = lab(20).await;
+    lab.control()
+        .set_powershell_limits(easgate_lab::PowerShellLimits {
+            user_load_quota: Some(easgate_lab::UserLoadQuota {
+                requests: 2,
+                seconds: 60,
+            }),
+            ..Default::default()
+        });
+    let mut c = ps_client(&lab, 0);
+    c.open().await.unwrap();
+    for _ in 0..2 {
+        c.run(&cmdlet("Get-ExchangeServer", &[]), false)
+            .await
+            .expect("within the quota");
+    }
+    let f = c
+        .run(&cmdlet("Get-ExchangeServer", &[]), false)
+        .await
+        .expect_err("over the quota");
+    assert_eq!(f.subcode, "w:QuotaLimit", "{f:?}");
+    assert!(
+        f.message
+            .contains("The user load quota of 2 requests per 60 seconds has been exceeded"),
+        "{f:?}"
+    );
+    lab.control().set_powershell_limits(Default::default());
+    c.run(&cmdlet("Get-ExchangeServer", &[]), false)
+        .await
+        .expect("quota lifted");
+}
+
+#[tokio::test]
+async fn cas_faults_apply_to_the_powershell_face() {
+    let lab = lab(20).await;
+    let mut c = ps_client(&lab, 1);
+    c.open().await.unwrap();
+    lab.control().fail_cas(1, 503).unwrap();
+    let f = c
+        .run(&cmdlet("Get-ExchangeServer", &[]), false)
+        .await
+        .expect_err("failing CAS");
+    assert_eq!(f.status, 503);
+    lab.control().heal_cas(1).unwrap();
+    let o = c
+        .run(&cmdlet("Get-ExchangeServer", &[]), true)
+        .await
+        .expect("healed");
+    assert_eq!(o.count, 2);
+
+    // A stopped CAS loses its shells: after a restart the shell is gone.
+    lab.control().stop_cas(1).await.unwrap();
+    assert!(
+        c.run(&cmdlet("Get-ExchangeServer", &[]), false)
+            .await
+            .is_err()
+    );
+    lab.control().start_cas(1).await.unwrap();
+    let f = c
+        .run(&cmdlet("Get-ExchangeServer", &[]), false)
+        .await
+        .expect_err("shell gone");
+    assert_eq!(f.subcode, "w:InvalidSelectors", "{f:?}");
+    assert_eq!(lab.control().powershell_shells(), 0);
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_a_running_pipeline() {
+    let lab = lab(20).await;
+    lab.control()
+        .set_latency(easgate_lab::LatencyModel::uniform(3_000, 0));
+    let mut c = ps_client(&lab, 0);
+    c.open().await.unwrap();
+    let id = c.start(&cmdlet("Get-MobileDevice", &[])).await.unwrap();
+    c.signal(&id, "http://schemas.microsoft.com/powershell/signal/crtl_c")
+        .await
+        .expect("signalled");
+    let started = std::time::Instant::now();
+    let o = c.finish(&id, false).await.unwrap();
+    assert_eq!(
+        o.state.map(|s| s.0),
+        Some(easgate_psrp::PipelineState::Stopped)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "stopped at once"
+    );
+    c.signal(
+        &id,
+        "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/terminate",
+    )
+    .await
+    .expect("terminated");
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_write_through_rest_is_seen_through_powershell() {
+    let lab = lab(100).await;
+    let rest = Client::new(&lab).await;
+    let truth = lab.control().truth();
+    let dev = truth
+        .iter()
+        .find(|t| t.mailbox.is_some() && !t.in_block_list)
+        .unwrap();
+    let mailbox = dev.mailbox.clone().unwrap();
+    rest.invoke(
+        "Set-CASMailbox",
+        json!({"Identity": mailbox, "ActiveSyncBlockedDeviceIDs": {"@odata.type": "#Exchange.GenericHashTable", "Add": [dev.device_id]}}),
+    )
+    .await
+    .expect("REST write");
+    let mut c = ps_client(&lab, 1);
+    c.open().await.unwrap();
+    let o = c
+        .run(
+            &cmdlet(
+                "Get-MobileDevice",
+                &[("Identity", dev.device_id.as_str().into())],
+            ),
+            true,
+        )
+        .await
+        .unwrap();
+    let d = easgate_psrp::from_clixml(&o.outputs[0]).unwrap();
+    assert_eq!(
+        d.prop("DeviceAccessState").and_then(|v| v.as_str()),
+        Some("Blocked")
+    );
+    assert_eq!(
+        d.prop("DeviceAccessStateReason").and_then(|v| v.as_str()),
+        Some("Individual")
     );
 }
