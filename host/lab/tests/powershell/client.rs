@@ -34,6 +34,8 @@ pub struct Outcome {
     /// PIPELINE_OUTPUT bodies (CLIXML), unless only counted.
     pub outputs: Vec<String>,
     pub count: usize,
+    /// Bytes of CLIXML in the PIPELINE_OUTPUT bodies.
+    pub bytes: usize,
     pub errors: Vec<ErrorRecord>,
     pub warnings: Vec<String>,
     pub state: Option<(PipelineState, Option<ErrorRecord>)>,
@@ -275,6 +277,7 @@ impl Client {
                 match m.message_type {
                     MessageType::PIPELINE_OUTPUT => {
                         o.count += 1;
+                        o.bytes += m.data.len();
                         if keep {
                             o.outputs.push(m.text().into_owned());
                         }

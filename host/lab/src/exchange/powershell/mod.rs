@@ -99,6 +99,8 @@ struct Shell {
     runspace_pool: Guid,
     max_fragment: usize,
     next_object: AtomicU64,
+    /// When a request last named this shell (idle shells are closed, as IIS/WinRM do).
+    last_used: Mutex<Instant>,
     pool_out: Arc<tokio::sync::Mutex<Outbox>>,
     /// Keeps the pool's stream open for the shell's life.
     _pool_tx: mpsc::Sender<Vec<u8>>,
@@ -120,15 +122,19 @@ impl Shell {
     }
 }
 
-impl Drop for Shell {
-    fn drop(&mut self) {
-        for p in self.pipelines.get_mut().expect("pipelines").values() {
-            if let Some(t) = &p.task {
+impl Shell {
+    /// Stops every pipeline: their tasks hold the shell, so a closed shell must end them.
+    fn abort_pipelines(&self) {
+        for (_, p) in self.pipelines.lock().expect("pipelines").drain() {
+            if let Some(t) = p.task {
                 t.abort();
             }
         }
     }
 }
+
+/// How long a shell may go unused before the server closes it (Exchange's `IdleTimeOut`).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The remote PowerShell state of the whole lab: its account, limits and open shells.
 pub(crate) struct PowerShellState {
@@ -173,19 +179,35 @@ impl PowerShellState {
 
     /// A stopped CAS loses its shells, as a crashed server does.
     pub fn drop_cas(&self, cas: usize) {
-        self.shells
-            .lock()
-            .expect("shells")
-            .retain(|_, s| s.cas != cas);
+        self.close_where(|s| s.cas == cas);
+    }
+
+    /// Closes the shells `pred` picks.
+    fn close_where(&self, pred: impl Fn(&Shell) -> bool) {
+        let closed: Vec<Arc<Shell>> = {
+            let mut shells = self.shells.lock().expect("shells");
+            let ids: Vec<String> = shells
+                .values()
+                .filter(|s| pred(s))
+                .map(|s| s.id.clone())
+                .collect();
+            ids.iter().filter_map(|id| shells.remove(id)).collect()
+        };
+        for s in closed {
+            s.abort_pipelines();
+        }
     }
 
     fn shell(&self, id: &str, cas: usize) -> Option<Arc<Shell>> {
-        self.shells
+        let shell = self
+            .shells
             .lock()
             .expect("shells")
             .get(&id.to_ascii_uppercase())
             .filter(|s| s.cas == cas)
-            .cloned()
+            .cloned()?;
+        *shell.last_used.lock().expect("last used") = Instant::now();
+        Some(shell)
     }
 
     /// Counts a command of `user` against the load quota; the fault when it is exceeded.
@@ -402,6 +424,7 @@ fn create(shared: &Shared, cas: &Cas, user: &str, req: &Request) -> Result<Strin
         runspace_pool,
         max_fragment: fragment_room(req.max_envelope),
         next_object: AtomicU64::new(1),
+        last_used: Mutex::new(Instant::now()),
         pool_out: Arc::new(tokio::sync::Mutex::new(Outbox { rx, leftover: None })),
         _pool_tx: tx.clone(),
         pipelines: Mutex::new(HashMap::new()),
@@ -426,6 +449,10 @@ fn create(shared: &Shared, cas: &Cas, user: &str, req: &Request) -> Result<Strin
         }
     }
     drop(tx);
+    // Shells their clients abandoned no longer count.
+    shared
+        .powershell
+        .close_where(|s| s.last_used.lock().expect("last used").elapsed() > IDLE_TIMEOUT);
     {
         let limit = shared.powershell.limits().max_shells_per_user;
         let mut shells = shared.powershell.shells.lock().expect("shells");
@@ -473,7 +500,6 @@ async fn receive(shared: &Shared, cas: usize, req: &Request) -> Result<String, F
                 .ok_or_else(|| Fault::shell_not_found(&shell.id))?
         }
     };
-    drop(shell);
     let budget = fragment_room(req.max_envelope);
     let mut out = outbox.lock().await;
     let mut frags: Vec<Vec<u8>> = Vec::new();
@@ -508,6 +534,11 @@ async fn receive(shared: &Shared, cas: usize, req: &Request) -> Result<String, F
         }
     }
     drop(out);
+    if done && let Some(c) = &command {
+        // Delivered to the end: the pipeline is over (a later Signal for it is answered as done).
+        shell.pipelines.lock().expect("pipelines").remove(c);
+    }
+    drop(shell);
     let mut body = String::with_capacity(size * 4 / 3 + 512);
     body.push_str("<rsp:ReceiveResponse>");
     for f in &frags {
@@ -662,12 +693,7 @@ fn signal(shared: &Shared, cas: usize, req: &Request) -> Result<String, Fault> {
 
 fn delete(shared: &Shared, cas: usize, req: &Request) -> Result<String, Fault> {
     let shell = shell_of(shared, cas, req)?;
-    shared
-        .powershell
-        .shells
-        .lock()
-        .expect("shells")
-        .remove(&shell.id);
+    shared.powershell.close_where(|s| s.id == shell.id);
     Ok(String::new())
 }
 
