@@ -301,6 +301,29 @@ async fn responses_stay_within_the_clients_max_envelope_size() {
     let first = easgate_psrp::from_clixml(&o.outputs[0]).unwrap();
     assert!(first.prop("DeviceId").and_then(|v| v.as_str()).is_some());
 
+    // A large envelope carries many fragments, each with its own element: still within it.
+    let mut big = ps_client(&lab, 0);
+    big.max_envelope = 64 * 1024;
+    big.open().await.expect("opens");
+    let o = big
+        .run(
+            &cmdlet("Get-MobileDevice", &[("ResultSize", "Unlimited".into())]),
+            false,
+        )
+        .await
+        .expect("runs");
+    assert_eq!(o.count, 300);
+    assert!(
+        o.largest_response <= 64 * 1024,
+        "a response of {} bytes",
+        o.largest_response
+    );
+    assert!(
+        o.largest_response > 32 * 1024,
+        "responses are filled: {}",
+        o.largest_response
+    );
+
     // Without -ResultSize: Exchange's first 1000 and its warning (here all 300, no warning);
     // with a smaller one, the warning that more exist.
     let o = c

@@ -81,6 +81,9 @@ struct Outbox {
     leftover: Option<Vec<u8>>,
 }
 
+/// Bytes of one `<rsp:Stream Name="stdout" CommandId="…">…</rsp:Stream>` around its base64.
+const STREAM_ELEMENT: usize = 96;
+
 /// Fragments a producer may queue ahead of the client (back-pressure for long listings).
 const QUEUE: usize = 1024;
 
@@ -500,33 +503,35 @@ async fn receive(shared: &Shared, cas: usize, req: &Request) -> Result<String, F
                 .ok_or_else(|| Fault::shell_not_found(&shell.id))?
         }
     };
-    let budget = fragment_room(req.max_envelope);
+    // What the envelope may spend on streams: each fragment costs its base64 and its element.
+    let budget = req.max_envelope.saturating_sub(wsman::ENVELOPE_OVERHEAD);
+    let cost = |f: &Vec<u8>| f.len().div_ceil(3) * 4 + STREAM_ELEMENT;
     let mut out = outbox.lock().await;
     let mut frags: Vec<Vec<u8>> = Vec::new();
     let mut size = 0;
     let mut done = false;
     match out.leftover.take() {
         Some(f) => {
-            size += f.len();
+            size += cost(&f);
             frags.push(f);
         }
         None => match tokio::time::timeout(req.operation_timeout, out.rx.recv()).await {
             Err(_) => return Err(Fault::timed_out()),
             Ok(None) => done = true,
             Ok(Some(f)) => {
-                size += f.len();
+                size += cost(&f);
                 frags.push(f);
             }
         },
     }
     while !done {
         match out.rx.try_recv() {
-            Ok(f) if size + f.len() > budget => {
+            Ok(f) if size + cost(&f) > budget => {
                 out.leftover = Some(f);
                 break;
             }
             Ok(f) => {
-                size += f.len();
+                size += cost(&f);
                 frags.push(f);
             }
             Err(mpsc::error::TryRecvError::Empty) => break,
@@ -539,7 +544,7 @@ async fn receive(shared: &Shared, cas: usize, req: &Request) -> Result<String, F
         shell.pipelines.lock().expect("pipelines").remove(c);
     }
     drop(shell);
-    let mut body = String::with_capacity(size * 4 / 3 + 512);
+    let mut body = String::with_capacity(size + 512);
     body.push_str("<rsp:ReceiveResponse>");
     for f in &frags {
         body.push_str("<rsp:Stream Name=\"stdout\"");
