@@ -374,6 +374,25 @@ impl Writer {
         &self.out
     }
 
+    /// Bytes written so far: a mark for [`Writer::insert_to_string`].
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// Inserts `<ToString>text</ToString>` at `mark` (taken right after `begin_object` with no
+    /// `to_string`), for a writer that learns an object's display text only from its properties.
+    pub fn insert_to_string(&mut self, mark: usize, text: &str) {
+        let mut s = String::with_capacity(text.len() + 21);
+        s.push_str("<ToString>");
+        encode_into(&mut s, text);
+        s.push_str("</ToString>");
+        self.out.insert_str(mark, &s);
+    }
+
     /// The text written; the writer is reset.
     pub fn take(&mut self) -> String {
         let s = std::mem::take(&mut self.out);
@@ -1090,10 +1109,12 @@ mod tests {
         w.end_props();
         w.end_object();
         w.begin_object(None, &["A", "System.Object"], None);
+        let mark = w.len();
         w.end_object();
+        w.insert_to_string(mark, "b&");
         assert_eq!(
             w.as_str(),
-            r#"<Obj RefId="0"><TN RefId="0"><T>A</T><T>System.Object</T></TN><ToString>a</ToString><Props><S N="P">v</S><Obj N="L" RefId="1"><TN RefId="1"><T>System.Object[]</T><T>System.Array</T><T>System.Object</T></TN><LST><S>x</S></LST></Obj></Props></Obj><Obj RefId="2"><TNRef RefId="0" /></Obj>"#
+            r#"<Obj RefId="0"><TN RefId="0"><T>A</T><T>System.Object</T></TN><ToString>a</ToString><Props><S N="P">v</S><Obj N="L" RefId="1"><TN RefId="1"><T>System.Object[]</T><T>System.Array</T><T>System.Object</T></TN><LST><S>x</S></LST></Obj></Props></Obj><Obj RefId="2"><TNRef RefId="0" /><ToString>b&amp;</ToString></Obj>"#
         );
     }
 
