@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use easgate::config::{Config, Network};
+use easgate::exchange::ExchangeClient;
 use easgate::exchange::cmdlets::{GetCasMailbox, GetMobileDevice, HashTableEdit, SetCasMailbox};
-use easgate::exchange::{CmdletTransport, ExchangeClient};
 use easgate::graph::GraphClient;
 use easgate::net::HttpSettings;
 use easgate_lab::{CmdletLatency, Lab, LabOptions, LatencyModel, SecretSource};

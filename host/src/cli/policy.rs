@@ -241,7 +241,7 @@ fn print_diff(diff: &crate::sync::Diff) {
     for command in &diff.commands {
         println!(
             "  {}",
-            serde_json::to_string(&command.command).unwrap_or_default()
+            crate::exchange::rest::cmdlet_input(&command.command)
         );
     }
     for error in &diff.errors {

@@ -50,6 +50,15 @@ pub fn invoke_body(cmdlet: &str, parameters: &Parameters) -> Vec<u8> {
     serde_json::to_vec(&Body(cmdlet, parameters)).expect("strings and numbers always serialize")
 }
 
+/// `command` as the REST body's `CmdletInput` object: how reports (`easgate policy diff`) have
+/// always shown a planned command.
+pub fn cmdlet_input(command: &crate::model::Command) -> serde_json::Value {
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&invoke_body(&command.cmdlet, &command.parameters))
+            .expect("a rendered body is JSON");
+    body["CmdletInput"].take()
+}
+
 /// `CmdletInput.Parameters`.
 struct RestParameters<'a>(&'a Parameters);
 

@@ -530,9 +530,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Command;
     use crate::store::{JournalState, RunKind};
     use crate::sync::inventory::{AccessState, ComplianceState};
-    use crate::sync::plan::Command;
 
     fn device(id: &str, state: AccessState) -> ExchangeDevice {
         ExchangeDevice {

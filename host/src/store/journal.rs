@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::runs::RunOutcome;
 use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode};
-use crate::sync::{DeviceKey, PlannedCommand, plan::Command};
+use crate::model::Command;
+use crate::sync::{DeviceKey, PlannedCommand};
 
 /// Where a journaled command is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

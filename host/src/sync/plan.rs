@@ -767,6 +767,13 @@ mod tests {
                     "Add": [], "Remove": ["A2"]},
             }}})
         );
+        // Byte for byte what main sent (its parameters were a sorted JSON map).
+        let c = &plan.commands[0].command;
+        assert_eq!(
+            String::from_utf8(crate::exchange::rest::invoke_body(&c.cmdlet, &c.parameters))
+                .unwrap(),
+            serde_json::to_string(&body).unwrap()
+        );
         assert_eq!(plan.changes.len(), 3);
         assert_eq!(plan.restrictions, 1, "old goes from allowed to quarantine");
         assert!(!plan.held);
@@ -868,6 +875,12 @@ mod tests {
             plan.commands[0].command.invoke_body(),
             json!({"CmdletInput": {"CmdletName": "Remove-MobileDevice",
                 "Parameters": {"Identity": dev.identity, "Confirm": false}}})
+        );
+        let c = &plan.commands[0].command;
+        assert_eq!(
+            String::from_utf8(crate::exchange::rest::invoke_body(&c.cmdlet, &c.parameters))
+                .unwrap(),
+            serde_json::to_string(&c.invoke_body()).unwrap()
         );
         assert_eq!(plan.commands[0].mailbox.as_deref(), Some("alice"));
         assert_eq!(plan.restrictions, 1);

@@ -86,7 +86,9 @@ pub struct Diff {
     pub stored_verdicts: VerdictCounts,
     /// Devices whose verdict changes.
     pub changes: Vec<VerdictChange>,
-    /// The commands the plan would issue.
+    /// The commands the plan would issue, shown with each command as its REST `CmdletInput`
+    /// (the report's shape since before the commands were typed).
+    #[serde(serialize_with = "commands_as_cmdlet_input")]
     pub commands: Vec<PlannedCommand>,
     /// Devices the plan would take from allowed to blocked or quarantined, and the guard's
     /// limit; `held` when the guard would hold the plan.
@@ -98,6 +100,23 @@ pub struct Diff {
 }
 
 /// Why there is nothing to compare with.
+fn commands_as_cmdlet_input<S: serde::Serializer>(
+    commands: &[PlannedCommand],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        mailbox: &'a Option<String>,
+        devices: &'a [super::DeviceKey],
+        command: serde_json::Value,
+    }
+    s.collect_seq(commands.iter().map(|c| Shown {
+        mailbox: &c.mailbox,
+        devices: &c.devices,
+        command: crate::exchange::rest::cmdlet_input(&c.command),
+    }))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {
     #[error(transparent)]
