@@ -54,7 +54,8 @@ struct Inner {
     /// Where throttling answers and CAS failovers are counted, with the organization's name;
     /// set once by the daemon ([`ExchangeClient::observe`]), unset for one-off CLI syncs.
     observer: std::sync::OnceLock<(Arc<crate::metrics::Metrics>, String)>,
-    /// HTTP requests sent (every attempt, reads and writes), for a sync's summary.
+    /// Requests sent (every attempt, reads and writes; over remote PowerShell every pipeline
+    /// started, as Exchange counts cmdlets), for a sync's summary.
     requests: std::sync::atomic::AtomicU64,
 }
 
@@ -155,7 +156,8 @@ impl ExchangeClient {
         }
     }
 
-    /// HTTP requests this client has sent: every attempt, of reads and writes alike.
+    /// Requests this client has sent: every attempt, of reads and writes alike (REST: each
+    /// page's HTTP request; remote PowerShell: each pipeline started, not its `Receive`s).
     pub fn requests_sent(&self) -> u64 {
         self.inner
             .requests
@@ -436,9 +438,11 @@ impl ExchangeClient {
             if i != 0 {
                 self.probe_primary_if_due(now);
             }
-            inner
-                .requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if inner.wire.counts_as_request(step) {
+                inner
+                    .requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let attempt = inner
                 .wire
                 .attempt(

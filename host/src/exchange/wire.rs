@@ -201,6 +201,16 @@ impl Wire {
         }
     }
 
+    /// Whether an attempt of `step` counts in [`super::ExchangeClient::requests_sent`]: every
+    /// REST page is a request Exchange serves; a PowerShell pipeline is one command however
+    /// many `Receive`s read its output, and Exchange counts it once.
+    pub(super) fn counts_as_request(&self, step: &Step) -> bool {
+        match self {
+            Wire::Rest(_) => true,
+            Wire::PowerShell(_) => matches!(step, Step::First),
+        }
+    }
+
     /// The URL to use for a CAS discovered at `base` (`https://host[:port]`), or why not.
     pub(super) fn discovered(&self, base: &str) -> Result<String, String> {
         match self {

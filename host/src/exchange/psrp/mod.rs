@@ -226,6 +226,10 @@ impl PsrpWire {
     /// Starts `command` on the CAS `cas` (its `/PowerShell/` URL), opening that CAS's pool
     /// first if needed, and reads its first page.
     pub async fn start(&self, cas: &str, command: &Command) -> Attempt {
+        named(self.start_unnamed(cas, command).await, &command.cmdlet)
+    }
+
+    async fn start_unnamed(&self, cas: &str, command: &Command) -> Attempt {
         let mut reopened = false;
         loop {
             let pool = match self.inner.pool(cas).await {
@@ -253,6 +257,11 @@ impl PsrpWire {
 
     /// Reads the next page of a running pipeline.
     pub async fn next(&self, running: &Running) -> Attempt {
+        let cmdlet = running.inner.lock().await.cmdlet.clone();
+        named(self.next_unnamed(running).await, &cmdlet)
+    }
+
+    async fn next_unnamed(&self, running: &Running) -> Attempt {
         let mut p = running.inner.lock().await;
         if p.finished {
             // Its last page was handed on with no continuation, so this is a retry after the
@@ -379,6 +388,42 @@ impl PsrpWire {
     }
 }
 
+/// The session's own requests (opening, closing) fail in the name of the cmdlet that needed
+/// them: errors built below an attempt say "remote PowerShell", which this replaces.
+fn named(attempt: Attempt, cmdlet: &str) -> Attempt {
+    let rename = |e: ExchangeError| match e {
+        ExchangeError::Endpoint {
+            cmdlet: c,
+            cas,
+            problem,
+        } if c == SESSION => ExchangeError::Endpoint {
+            cmdlet: cmdlet.to_owned(),
+            cas,
+            problem,
+        },
+        ExchangeError::BadResponse {
+            cmdlet: c,
+            endpoint,
+            field,
+            problem,
+        } if c == SESSION => ExchangeError::BadResponse {
+            cmdlet: cmdlet.to_owned(),
+            endpoint,
+            field,
+            problem,
+        },
+        other => other,
+    };
+    match attempt {
+        Attempt::Unauthorized(e) => Attempt::Unauthorized(rename(e)),
+        Attempt::Error(e) => Attempt::Error(rename(e)),
+        other => other,
+    }
+}
+
+/// The stand-in cmdlet name of errors of the session itself (see [`named`]).
+const SESSION: &str = "remote PowerShell";
+
 /// Why a pipeline did not start.
 enum Launch {
     /// The pool's shell is gone.
@@ -428,7 +473,7 @@ impl Inner {
                 });
             }
         };
-        let cmdlet = "remote PowerShell";
+        let cmdlet = SESSION;
         match status {
             401 => {
                 return Err(Attempt::Unauthorized(self.endpoint_error(
@@ -566,7 +611,7 @@ impl Inner {
             .post(cas, wsman::create(&target, &shell_id, &creation))
             .await?;
         if let Some(f) = &answer.fault {
-            return Err(self.fault("remote PowerShell", cas, Action::Create, f));
+            return Err(self.fault(SESSION, cas, Action::Create, f));
         }
         let pool = Arc::new(Pool {
             cas: cas.to_owned(),
@@ -595,7 +640,7 @@ impl Inner {
 
     /// Reads the pool's own stream until RUNSPACEPOOL_STATE says how the opening went.
     async fn await_opened(&self, pool: &Pool) -> Result<(), Attempt> {
-        let cmdlet = "remote PowerShell";
+        let cmdlet = SESSION;
         let mut inbox = Reassembler::default();
         for _ in 0..OPEN_ROUNDS {
             let answer = self
