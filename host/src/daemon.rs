@@ -40,6 +40,9 @@ pub struct Daemon {
     admin: Option<AdminServer>,
     /// Reloads changed plugin files while it lives.
     _watcher: Option<PluginWatcher>,
+    /// Each organization's Exchange client, closed on shutdown (remote PowerShell's shells
+    /// count against the service account's quota until closed).
+    exchanges: Vec<(String, crate::exchange::ExchangeClient)>,
 }
 
 struct AdminServer {
@@ -288,11 +291,13 @@ impl Daemon {
         };
         let metrics = Arc::new(Metrics::default());
         let mut runners = HashMap::new();
+        let mut exchanges = Vec::new();
         for org in &config.organizations {
             let notices = config.notify.as_ref().map(|n| (n, template.clone()));
             let runner = OrgSync::from_config(org, &http, store.clone(), notices)?;
             runner.exchange.observe(metrics.clone(), &org.name);
             runner.graph.observe(metrics.clone(), &org.name);
+            exchanges.push((org.name.clone(), runner.exchange.clone()));
             runners.insert(org.name.clone(), Arc::new(runner));
         }
         let token = match &config.admin {
@@ -362,6 +367,7 @@ impl Daemon {
             plugins: registry.engine().clone(),
             admin,
             _watcher: watcher,
+            exchanges,
         })
     }
 
@@ -399,6 +405,12 @@ impl Daemon {
             }
         }
         drop(self._watcher);
+        for (org, exchange) in &self.exchanges {
+            let closed = exchange.close().await;
+            if closed > 0 {
+                tracing::info!(org, closed, "closed the remote PowerShell sessions");
+            }
+        }
         // The last handle: closing the connection checkpoints SQLite's write-ahead log. A
         // cancelled run's store task may still hold one until it commits; the runtime waits
         // for it before the process exits.

@@ -134,6 +134,16 @@ async fn run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes() {
 /// that token, the first full sync completes, and Ctrl-C stops it with exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_starts_syncs_and_stops_on_ctrl_c() {
+    lab_command_syncs_over("rest").await;
+}
+
+/// The same with the main job over the lab's remote PowerShell face.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_over_powershell_starts_syncs_and_stops_on_ctrl_c() {
+    lab_command_syncs_over("powershell").await;
+}
+
+async fn lab_command_syncs_over(exchange_api: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Easgate::spawn(
         &[
@@ -145,6 +155,8 @@ async fn lab_starts_syncs_and_stops_on_ctrl_c() {
             // The device count below stays exact.
             "--arrivals-per-minute",
             "0",
+            "--exchange-api",
+            exchange_api,
         ],
         dir.path(),
     );
@@ -170,6 +182,12 @@ async fn lab_starts_syncs_and_stops_on_ctrl_c() {
         "{text}"
     );
     assert!(text.contains("devices 300: allow "), "{text}");
+    let config = std::fs::read_to_string(dir.path().join("easgate-lab/lab.toml")).unwrap();
+    assert_eq!(
+        config.contains("transport = \"powershell\""),
+        exchange_api == "powershell",
+        "{config}"
+    );
     let (exit, out) = lab.stop("INT").await;
     assert!(exit.success(), "Ctrl-C: {exit}\n{out}");
     assert!(out.contains("easgate lab: stopped"), "{out}");

@@ -21,6 +21,7 @@ mod notify;
 mod policy_diff;
 mod policy_table;
 mod polyglot;
+mod psrp_client;
 mod secrets;
 mod store_faults;
 mod support;

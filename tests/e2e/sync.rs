@@ -12,20 +12,43 @@ use easgate::sync::{SyncKind, SyncSettings, Verdict};
 use easgate_lab::{ComplianceState, DeviceTruth};
 
 use crate::support::lab::{
-    assert_enforced, exempt_group, expected, org_sync, sync_lab, unguarded, write_config,
+    assert_enforced, exempt_group, expected, org_sync, org_sync_over, sync_lab, unguarded,
+    write_config,
 };
 use crate::support::{
-    builtin, easgate_json, easgate_within, faulty, lab_organization, plugin_registry,
+    Transport, builtin, easgate_json, easgate_within, faulty, lab_organization, plugin_registry,
     spawn_full_sync, succeeded, temp_store, test_http, within,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_sync_enforces_the_builtin_policy_and_a_second_one_issues_nothing() {
+/// A sync scenario `async fn name(transport)`, run as two tests, `name::rest` and
+/// `name::powershell`: the suite is one, the transports two.
+macro_rules! over_transports {
+    ($name:ident) => {
+        mod $name {
+            use crate::support::Transport;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rest() {
+                super::$name(Transport::Rest).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn powershell() {
+                super::$name(Transport::PowerShell).await
+            }
+        }
+    };
+}
+
+over_transports!(full_sync_enforces_the_builtin_policy_and_a_second_one_issues_nothing);
+async fn full_sync_enforces_the_builtin_policy_and_a_second_one_issues_nothing(
+    transport: Transport,
+) {
     let lab = sync_lab(5_000).await;
     let (_dir, store) = temp_store();
     let engine = PluginEngine::new().expect("engine");
     let policy = builtin(&engine, "{}");
-    let sync = org_sync(&lab, store.clone(), unguarded());
+    let sync = org_sync_over(&lab, store.clone(), unguarded(), transport);
 
     let first = within(
         Duration::from_secs(240),
@@ -331,13 +354,13 @@ async fn a_sync_killed_in_the_middle_of_apply_converges_on_the_next_run() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quick_sync_redecides_exactly_the_changed_devices() {
+over_transports!(a_quick_sync_redecides_exactly_the_changed_devices);
+async fn a_quick_sync_redecides_exactly_the_changed_devices(transport: Transport) {
     let lab = sync_lab(5_000).await;
     let (_dir, store) = temp_store();
     let engine = PluginEngine::new().expect("engine");
     let policy = builtin(&engine, "{}");
-    let sync = org_sync(&lab, store.clone(), unguarded());
+    let sync = org_sync_over(&lab, store.clone(), unguarded(), transport);
     let full = within(
         Duration::from_secs(240),
         sync.run(SyncKind::Full, false, policy.clone()),

@@ -71,6 +71,53 @@ client_secret = {secret}
     )
 }
 
+/// Which Exchange face the written config makes the connector use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ExchangeApi {
+    /// The Exchange Online admin API (`InvokeCommand`), with tokens from the login endpoint.
+    #[default]
+    Rest,
+    /// On-premises remote PowerShell (`/PowerShell/`, WS-Management), Basic authentication.
+    Powershell,
+}
+
+/// The config text for the remote PowerShell face: `password_file` holds the service account's
+/// password (relative paths are relative to the config file's directory).
+pub fn powershell_connector_config(
+    info: &LabInfo,
+    name: &str,
+    secret: &SecretSource,
+    password_file: &str,
+) -> String {
+    let rest = connector_config(info, name, secret);
+    let cas = info
+        .powershell_urls
+        .iter()
+        .map(|u| quote(u))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let exchange = format!(
+        r#"[organization.exchange]
+# On-premises Exchange: remote PowerShell (WS-Management) on each Client Access Server; the
+# first is the primary.
+transport = "powershell"
+cas_urls = [{cas}]
+auth = {{ kind = "basic", username = {user}, password = {{ file = {file} }} }}
+
+"#,
+        user = quote(&info.powershell_user),
+        file = quote(password_file),
+    );
+    // Replace the REST face's Exchange section, keep the rest (Graph).
+    let start = rest
+        .find("[organization.exchange]")
+        .expect("the REST config has an Exchange section");
+    let end = rest
+        .find("[organization.graph]")
+        .expect("the REST config has a Graph section");
+    format!("{}{exchange}{}", &rest[..start], &rest[end..])
+}
+
 /// Writes the config to `path` and the secret to `path` with extension `secret`; returns the
 /// secret's path.
 pub(crate) fn write(info: &LabInfo, name: &str, path: &Path) -> Result<PathBuf, LabError> {
@@ -89,6 +136,39 @@ pub(crate) fn write(info: &LabInfo, name: &str, path: &Path) -> Result<PathBuf, 
     Ok(secret_path)
 }
 
+/// Writes the remote PowerShell config to `path`, the service account's password to
+/// `{path}.exchange-password` and the Graph client secret to `path` with extension `secret`
+/// (each 0600); returns the password file's path.
+pub(crate) fn write_powershell(
+    info: &LabInfo,
+    name: &str,
+    path: &Path,
+) -> Result<PathBuf, LabError> {
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| LabError::Write { path, source }
+    };
+    let mut password_path = path.as_os_str().to_owned();
+    password_path.push(".exchange-password");
+    let password_path = PathBuf::from(password_path);
+    let password_name = password_path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let secret_path = path.with_extension("secret");
+    let secret_name = secret_path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    write_private(&password_path, info.powershell_password.as_bytes())
+        .map_err(err(&password_path))?;
+    write_private(&secret_path, info.client_secret.as_bytes()).map_err(err(&secret_path))?;
+    let text =
+        powershell_connector_config(info, name, &SecretSource::File(secret_name), &password_name);
+    std::fs::write(path, text).map_err(err(path))?;
+    Ok(password_path)
+}
+
 /// Writes a file only its owner can read.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -101,4 +181,76 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> LabInfo {
+        LabInfo {
+            organization: "Contoso".into(),
+            cas_urls: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+            graph_url: "http://127.0.0.1:3".into(),
+            login_url: "http://127.0.0.1:3".into(),
+            control_url: "http://127.0.0.1:4".into(),
+            smtp: "127.0.0.1:5".into(),
+            tenant_id: "t".into(),
+            tenant_domain: "contoso.onmicrosoft.com".into(),
+            client_id: "c".into(),
+            client_secret: "s3cret".into(),
+            exchange_token: "tok".into(),
+            powershell_urls: vec![
+                "http://127.0.0.1:1/PowerShell/".into(),
+                "http://127.0.0.1:2/PowerShell/".into(),
+            ],
+            powershell_user: "svc-easgate@contoso.com".into(),
+            powershell_password: "pw".into(),
+            devices: 1,
+            managed_devices: 0,
+            mailboxes: 1,
+        }
+    }
+
+    #[test]
+    fn the_powershell_config_names_the_face_and_keeps_the_password_out() {
+        let dir = std::env::temp_dir().join(format!("easgate-ps-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lab.toml");
+        let pw = write_powershell(&info(), "contoso", &path).unwrap();
+        assert_eq!(pw, dir.join("lab.toml.exchange-password"));
+        assert_eq!(std::fs::read_to_string(&pw).unwrap(), "pw");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&pw).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        let ex = &v["organization"][0]["exchange"];
+        assert_eq!(ex["transport"].as_str(), Some("powershell"));
+        assert_eq!(
+            ex["cas_urls"][1].as_str(),
+            Some("http://127.0.0.1:2/PowerShell/")
+        );
+        assert_eq!(ex["auth"]["kind"].as_str(), Some("basic"));
+        assert_eq!(
+            ex["auth"]["username"].as_str(),
+            Some("svc-easgate@contoso.com")
+        );
+        assert_eq!(
+            ex["auth"]["password"]["file"].as_str(),
+            Some("lab.toml.exchange-password")
+        );
+        assert!(ex.get("tenant_id").is_none());
+        assert_eq!(
+            v["organization"][0]["graph"]["client_secret"]["file"].as_str(),
+            Some("lab.secret")
+        );
+        assert!(!text.contains("\"pw\""), "the password is not inline");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

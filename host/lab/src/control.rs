@@ -15,6 +15,7 @@
 //! | `GET`/`PUT /_lab/latency` | the Exchange latency model (`LatencyModel` JSON) |
 //! | `GET`/`PUT /_lab/throttling` | `{"exchange_concurrency":n,"graph":{…GraphLimits}}`, fields optional |
 //! | `GET`/`PUT /_lab/exchange-faults` | expired next links, of any cmdlet or one (`ExchangeFaults` JSON: `{"expire_next_links":n,"cmdlet":"Get-MobileDevice"}`) |
+//! | `GET`/`PUT /_lab/powershell` | remote PowerShell throttling (`PowerShellLimits` JSON: `{"max_shells_per_user":18,"user_load_quota":{"requests":n,"seconds":s}}`) |
 //! | `GET`/`PUT /_lab/graph-faults` | 429 on every n-th Graph call for a while, failing token requests, expired next links (`GraphFaults` JSON) |
 //! | `GET`/`POST`/`DELETE /_lab/malformed` | break a device's record in the Exchange or Graph listings (`Malformation` JSON: `{"service":"exchange","device_id":…,"field":"DeviceModel","kind":"huge_field","bytes":1048576}`; kinds `missing_field`, `huge_field`, `lone_surrogate`, `invalid_utf8`, `duplicate`, `no_mailbox`) / list / clear |
 //! | `PUT /_lab/token-lifetime` `{"seconds":n}` | lifetime of tokens issued from now on |
@@ -65,6 +66,10 @@ pub struct LabInfo {
     pub client_secret: String,
     /// A non-expiring Exchange admin API token, for configs with a static bearer token.
     pub exchange_token: String,
+    /// The remote PowerShell face: one `…/PowerShell/` URL per CAS, and its Basic account.
+    pub powershell_urls: Vec<String>,
+    pub powershell_user: String,
+    pub powershell_password: String,
     pub devices: usize,
     pub managed_devices: usize,
     pub mailboxes: usize,
@@ -102,6 +107,13 @@ impl LabControl {
             client_id: s.tenant.client_id.to_string(),
             client_secret: s.tenant.client_secret.clone(),
             exchange_token: s.exchange_token.clone(),
+            powershell_urls: s
+                .servers
+                .iter()
+                .map(|x| format!("{}/PowerShell/", x.base_url))
+                .collect(),
+            powershell_user: s.powershell.account().0.to_owned(),
+            powershell_password: s.powershell.account().1.to_owned(),
             devices: org.devices.iter().flatten().count(),
             managed_devices: org.managed.iter().flatten().count(),
             mailboxes: org.mailboxes.len(),
@@ -215,6 +227,21 @@ impl LabControl {
     /// What is left of the Exchange faults in force.
     pub fn exchange_faults(&self) -> ExchangeFaults {
         self.shared.exchange_faults.get()
+    }
+
+    /// Exchange's remote PowerShell throttling from now on (`PowerShellMaxConcurrency`, the user
+    /// load quota); the quota's count starts afresh.
+    pub fn set_powershell_limits(&self, limits: crate::PowerShellLimits) {
+        self.shared.powershell.set_limits(limits);
+    }
+
+    pub fn powershell_limits(&self) -> crate::PowerShellLimits {
+        self.shared.powershell.limits()
+    }
+
+    /// Remote PowerShell shells open on all CAS.
+    pub fn powershell_shells(&self) -> usize {
+        self.shared.powershell.open_shells()
     }
 
     /// Faults of Graph and the token endpoint from now on (replacing those in force).
@@ -498,6 +525,15 @@ pub(crate) fn router(control: LabControl) -> Router {
                         c.set_graph_limits(g);
                     }
                     Json(throttling(&c))
+                },
+            ),
+        )
+        .route(
+            "/_lab/powershell",
+            get(|State(c): State<LabControl>| async move { Json(c.powershell_limits()) }).put(
+                |State(c): State<LabControl>, Json(l): Json<crate::PowerShellLimits>| async move {
+                    c.set_powershell_limits(l);
+                    Json(c.powershell_limits())
                 },
             ),
         )

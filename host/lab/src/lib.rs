@@ -49,11 +49,14 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-pub use connector_config::{SecretSource, connector_config};
+pub use connector_config::{
+    ExchangeApi, SecretSource, connector_config, powershell_connector_config,
+};
 pub use control::{LabControl, LabInfo};
 pub use counters::{CmdletCounters, CounterSnapshot, ExchangeCounters, GraphCounters};
 pub use exchange::cost::{CmdletLatency, DEFAULT_CONCURRENCY, LatencyModel};
 pub use exchange::faults::ExchangeFaults;
+pub use exchange::powershell::{DEFAULT_MAX_SHELLS, PowerShellLimits, UserLoadQuota};
 pub use graph::faults::GraphFaults;
 pub use graph::throttle::GraphLimits;
 pub use login::{Audience, DEFAULT_TOKEN_LIFETIME};
@@ -204,6 +207,7 @@ impl Lab {
             settings_guid: ids.guid(),
             exchange_token,
             arrivals: Mutex::new(None),
+            powershell: exchange::powershell::PowerShellState::new(&org.tenant.domain, opts.seed),
             org: RwLock::new(org),
         });
         for (i, listener) in cas_listeners.into_iter().enumerate() {
@@ -276,6 +280,21 @@ impl Lab {
 
     pub fn client_secret(&self) -> &str {
         &self.shared().tenant.client_secret
+    }
+
+    /// The account of the remote PowerShell face (`/PowerShell/` on every CAS): user
+    /// (`svc-easgate@contoso.com`) and password, for Basic authentication.
+    pub fn powershell_account(&self) -> (String, String) {
+        let (u, p) = self.shared().powershell.account();
+        (u.to_owned(), p.to_owned())
+    }
+
+    /// URLs of the remote PowerShell face, one per CAS (`http://127.0.0.1:port/PowerShell/`).
+    pub fn powershell_urls(&self) -> Vec<String> {
+        self.cas_urls()
+            .into_iter()
+            .map(|u| format!("{u}/PowerShell/"))
+            .collect()
     }
 
     /// A non-expiring Exchange admin API token, for configurations with a static bearer token.

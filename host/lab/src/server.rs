@@ -124,6 +124,8 @@ pub(crate) struct Shared {
     pub settings_guid: Guid,
     /// The static Exchange token for `bearer` connector configs.
     pub exchange_token: String,
+    /// The remote PowerShell face's account, limits and shells.
+    pub powershell: crate::exchange::powershell::PowerShellState,
     /// The task adding devices over time, while an arrival rate is set.
     pub arrivals: Mutex<Option<JoinHandle<()>>>,
 }
@@ -301,6 +303,8 @@ pub(crate) async fn stop_cas(shared: &Shared, i: usize) -> Result<(), LabError> 
         // Waiting for the cancelled task is what guarantees the socket is closed.
         let _ = task.await;
         slot.held.hold(slot.addr);
+        // Its remote PowerShell shells die with it.
+        shared.powershell.drop_cas(i);
     }
     Ok(())
 }

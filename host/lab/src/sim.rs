@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::connector_config::ExchangeApi;
 use crate::exchange::cost::{DEFAULT_CONCURRENCY, LatencyModel};
 use crate::{Lab, LabOptions};
 
@@ -46,6 +47,12 @@ pub struct SimArgs {
     /// PATH with the extension `.secret`, which the configuration references).
     #[arg(long = "write-config", value_name = "PATH")]
     pub write_config: Option<PathBuf>,
+
+    /// Which Exchange face the written configuration uses: `rest` (Exchange Online's admin API)
+    /// or `powershell` (on-premises remote PowerShell at `/PowerShell/`, Basic authentication;
+    /// the password goes to PATH.exchange-password).
+    #[arg(long = "exchange-api", value_enum, default_value_t = ExchangeApi::Rest)]
+    pub exchange_api: ExchangeApi,
 }
 
 impl SimArgs {
@@ -93,7 +100,21 @@ pub async fn run_sim(
         "  client secret  {} (lab credentials, not a real secret)",
         info.client_secret
     );
-    if let Some(path) = &args.write_config {
+    for (i, url) in info.powershell_urls.iter().enumerate() {
+        println!("  powershell CAS{:02} {url}", i + 1);
+    }
+    println!(
+        "  powershell     {} / {} (Basic, lab credentials)",
+        info.powershell_user, info.powershell_password
+    );
+    if let (Some(path), ExchangeApi::Powershell) = (&args.write_config, args.exchange_api) {
+        let password = crate::connector_config::write_powershell(&info, "contoso", path)?;
+        println!(
+            "  config         {} (password in {})",
+            path.display(),
+            password.display()
+        );
+    } else if let Some(path) = &args.write_config {
         let secret = lab.write_connector_config(path)?;
         println!(
             "  config         {} (secret in {})",

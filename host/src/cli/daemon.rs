@@ -50,6 +50,10 @@ pub struct LabArgs {
     /// syncs to find: each shows up quarantined unless Intune knows it.
     #[arg(long, default_value_t = 4.0)]
     arrivals_per_minute: f64,
+    /// How the connector reaches the simulated Exchange: its admin API (`rest`, as Exchange
+    /// Online) or remote PowerShell at `/PowerShell/` (`powershell`, as on-premises).
+    #[arg(long, value_enum, default_value = "rest")]
+    exchange_api: easgate_lab::ExchangeApi,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +129,30 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Turns the lab's configuration at `config` (its Graph secret already beside it) into one for
+/// the lab's remote PowerShell face, with the service account's password in a 0600 file.
+fn write_powershell_config(lab: &easgate_lab::Lab, config: &Path) -> anyhow::Result<()> {
+    let info = lab.control().info();
+    let name = |p: &Path| p.file_name().map(|f| f.to_string_lossy().into_owned());
+    let password = config.with_extension("exchange-password");
+    write_private(&password, &info.powershell_password)?;
+    let secret = config.with_extension("secret");
+    let text = easgate_lab::powershell_connector_config(
+        &info,
+        "contoso",
+        &easgate_lab::SecretSource::File(name(&secret).context("the secret's file name")?),
+        &name(&password).context("the password's file name")?,
+    )
+    // The lab's role has no Set-ADServerSettings (a single-domain forest needs none).
+    .replacen(
+        "transport = \"powershell\"\n",
+        "transport = \"powershell\"\nview_entire_forest = false  # the lab is one domain\n",
+        1,
+    );
+    std::fs::write(config, text).with_context(|| format!("writing {}", config.display()))?;
+    Ok(())
+}
+
 /// Writes the lab's connector configuration into `args.dir`; returns its path and the token.
 fn write_lab_config(lab: &easgate_lab::Lab, args: &LabArgs) -> anyhow::Result<(PathBuf, String)> {
     std::fs::create_dir_all(&args.dir)
@@ -134,6 +162,9 @@ fn write_lab_config(lab: &easgate_lab::Lab, args: &LabArgs) -> anyhow::Result<(P
     let plugins = std::fs::canonicalize(&args.plugins)?;
     let config = args.dir.join("lab.toml");
     lab.write_connector_config(&config)?;
+    if args.exchange_api == easgate_lab::ExchangeApi::Powershell {
+        write_powershell_config(lab, &config)?;
+    }
     // One token per working directory: a page left open keeps working across restarts.
     let token_file = args.dir.join("admin.token");
     let token = match std::fs::read_to_string(&token_file) {
@@ -218,6 +249,13 @@ pub fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         say(&format!("  status page   {url}"));
         say(&format!("  admin token   {token}"));
         say(&format!("  config        {}", config_path.display()));
+        if args.exchange_api == easgate_lab::ExchangeApi::Powershell {
+            say(&format!(
+                "  exchange      remote PowerShell at {} (Basic, user {})",
+                info.powershell_urls.join(", "),
+                info.powershell_user
+            ));
+        }
         say(&format!(
             "  plugins       {} (watched)",
             args.plugins.display()
@@ -432,6 +470,7 @@ mod tests {
                 listen: listen.parse().unwrap(),
                 quick_interval: "1m".into(),
                 arrivals_per_minute: 0.0,
+                exchange_api: easgate_lab::ExchangeApi::Rest,
             };
             let (path, _token) = write_lab_config(&lab, &args).unwrap();
             let config = Config::load(&path).unwrap_or_else(|e| panic!("{listen}: {e}"));

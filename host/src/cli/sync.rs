@@ -368,7 +368,14 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
                 watch.report(stage, done, total);
             };
             let policy = registry.access_policy();
-            let run = runtime.block_on(sync.run_reporting(kind, args.dry_run, policy, &report));
+            let run = runtime.block_on(async {
+                let run = sync
+                    .run_reporting(kind, args.dry_run, policy, &report)
+                    .await;
+                // Remote PowerShell sessions count against the account's quota until closed.
+                sync.exchange.close().await;
+                run
+            });
             watch.finish();
             run.map_err(anyhow::Error::from)
         });
@@ -419,7 +426,11 @@ pub fn run_plan(command: PlanCommand) -> anyhow::Result<ExitCode> {
     let http = HttpSettings::from_config(&config.network)?;
     let sync = OrgSync::from_config(org, &http, store.clone(), None)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let summary = runtime.block_on(sync.approve(run))?;
+    let summary = runtime.block_on(async {
+        let summary = sync.approve(run).await;
+        sync.exchange.close().await;
+        summary
+    })?;
     print(&summary, args.json)?;
     Ok(exit_code(&[summary.outcome]))
 }

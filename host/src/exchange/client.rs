@@ -27,9 +27,10 @@ use super::ExchangeError;
 use super::cas::{CasHealth, CasPool, Pick};
 use super::cmdlets::{Cmdlet, GetClientAccessService, GetExchangeServer};
 use super::limit::Aimd;
+use super::psrp::PsrpWire;
 use super::rest::RestWire;
 use super::wire::{Attempt, Credential, Next, Prepared, Step, Wire};
-use crate::config::Organization;
+use crate::config::{ExchangeTransport, Organization};
 use crate::net::{self, HttpSettings, SetupError, record};
 
 /// Exchange's largest page, and what the client asks for.
@@ -53,7 +54,8 @@ struct Inner {
     /// Where throttling answers and CAS failovers are counted, with the organization's name;
     /// set once by the daemon ([`ExchangeClient::observe`]), unset for one-off CLI syncs.
     observer: std::sync::OnceLock<(Arc<crate::metrics::Metrics>, String)>,
-    /// HTTP requests sent (every attempt, reads and writes), for a sync's summary.
+    /// Requests sent (every attempt, reads and writes; over remote PowerShell every pipeline
+    /// started, as Exchange counts cmdlets), for a sync's summary.
     requests: std::sync::atomic::AtomicU64,
 }
 
@@ -78,14 +80,17 @@ impl ExchangeClientBuilder<'_> {
         self
     }
 
-    /// The wire the organization's configuration asks for (a second transport adds its arm
-    /// here).
+    /// The wire the organization's configuration asks for: the one place a transport is
+    /// chosen.
     fn wire(&self) -> Result<Wire, SetupError> {
-        Ok(Wire::Rest(RestWire::new(
-            self.org,
-            self.http,
-            self.page_size,
-        )?))
+        Ok(match self.org.exchange.transport {
+            ExchangeTransport::Rest => Wire::Rest(Box::new(RestWire::new(
+                self.org,
+                self.http,
+                self.page_size,
+            )?)),
+            ExchangeTransport::PowerShell => Wire::PowerShell(PsrpWire::new(self.org, self.http)?),
+        })
     }
 
     /// Resolves the secrets and builds the HTTP client.
@@ -159,7 +164,8 @@ impl ExchangeClient {
         }
     }
 
-    /// HTTP requests this client has sent: every attempt, of reads and writes alike.
+    /// Requests this client has sent: every attempt, of reads and writes alike (REST: each
+    /// page's HTTP request; remote PowerShell: each pipeline started, not its `Receive`s).
     pub fn requests_sent(&self) -> u64 {
         self.inner
             .requests
@@ -170,6 +176,14 @@ impl ExchangeClient {
     /// from now on; a second call changes nothing.
     pub fn observe(&self, metrics: Arc<crate::metrics::Metrics>, org: &str) {
         let _ = self.inner.observer.set((metrics, org.to_owned()));
+    }
+
+    /// Closes what the transport keeps open on the servers: remote PowerShell's runspace
+    /// pools (their shells count against the account's `PowerShellMaxConcurrency` until
+    /// Exchange times them out). The daemon calls this on shutdown; the client still works
+    /// afterwards (a pool reopens on the next command). Returns the shells closed.
+    pub async fn close(&self) -> usize {
+        self.inner.wire.close().await
     }
 
     /// Each CAS the client knows and whether it is up.
@@ -203,6 +217,13 @@ impl ExchangeClient {
                 .is_none_or(|x| x.is_client_access_server != Some(false));
             let Some(base) = s.base_url().filter(|_| serves_clients) else {
                 continue;
+            };
+            let base = match self.inner.wire.discovered(&base) {
+                Ok(url) => url,
+                Err(why) => {
+                    tracing::warn!(name = %s.name, "not using a discovered CAS: {why}");
+                    continue;
+                }
             };
             match self.inner.settings.check_url(&base) {
                 Ok(()) => {
@@ -432,9 +453,11 @@ impl ExchangeClient {
             if i != 0 {
                 self.probe_primary_if_due(now);
             }
-            inner
-                .requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if inner.wire.counts_as_request(step) {
+                inner
+                    .requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let attempt = inner
                 .wire
                 .attempt(

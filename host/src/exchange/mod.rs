@@ -32,6 +32,7 @@ mod client;
 pub mod cmdlets;
 mod limit;
 pub mod models;
+pub mod psrp;
 pub mod rest;
 mod wire;
 
@@ -92,6 +93,14 @@ pub enum ExchangeError {
         restarts: u32,
         #[source]
         refusal: Box<CmdletFailure>,
+    },
+    /// The remote PowerShell endpoint refused the session or is not one (a wrong password,
+    /// path or role), named with the CAS and the fix.
+    #[error("{cmdlet}: {problem}")]
+    Endpoint {
+        cmdlet: String,
+        cas: String,
+        problem: String,
     },
     #[error("{cmdlet}: no Exchange token: {source}")]
     Token {

@@ -180,6 +180,17 @@ impl RestWire {
                     source,
                 })?)
             }
+            other @ (ExchangeAuth::Basic { .. }
+            | ExchangeAuth::Kerberos { .. }
+            | ExchangeAuth::Ntlm { .. }) => {
+                return Err(SetupError::Unsupported {
+                    field: at("auth"),
+                    message: format!(
+                        "kind = \"{}\" signs in to remote PowerShell, not to the REST admin API",
+                        other.kind()
+                    ),
+                });
+            }
             ExchangeAuth::ClientCredentials { scope } => {
                 let g = &org.graph;
                 http.check_url(&g.login_url)

@@ -10,14 +10,18 @@ use std::time::Duration;
 
 use super::ExchangeError;
 use super::cas::CasPool;
+use super::psrp::{self, PsrpWire, Running};
 use super::rest::{self, RestCredential, RestWire};
-use crate::model::Parameters;
+use crate::model::{Command, Parameters};
 
 /// How the client reaches Exchange.
 #[derive(Debug)]
 pub(super) enum Wire {
-    /// The admin API's `InvokeCommand`.
-    Rest(RestWire),
+    /// The admin API's `InvokeCommand`. Boxed: one wire per client, so its size is no matter,
+    /// and the enum stays small.
+    Rest(Box<RestWire>),
+    /// Remote PowerShell (on-premises): pipelines in a runspace pool per CAS.
+    PowerShell(PsrpWire),
 }
 
 /// A cmdlet ready to send, rendered once for all its attempts and pages.
@@ -25,12 +29,16 @@ pub(super) enum Wire {
 pub(super) enum Prepared {
     /// The `InvokeCommand` body.
     Rest(Vec<u8>),
+    /// The command itself: each attempt renders it as CREATE_PIPELINE for its pool.
+    PowerShell(Command),
 }
 
 /// What an attempt is sent with.
 #[derive(Debug)]
 pub(super) enum Credential {
     Rest(RestCredential),
+    /// Basic: the user name and password live in the wire, for every request.
+    PowerShell,
 }
 
 /// Where a listing goes on after a page.
@@ -39,6 +47,8 @@ pub(super) enum Continuation {
     /// REST: the path and query of `@odata.nextLink`. It names the listing, not the CAS: it is
     /// sent to whichever CAS serves, so a failover mid-listing goes on where it was.
     Link(String),
+    /// PowerShell: the pipeline whose output is being read, on the CAS that runs it.
+    Pipeline(Running),
 }
 
 impl Continuation {
@@ -48,6 +58,7 @@ impl Continuation {
     pub(super) fn bound_to(&self) -> Option<&str> {
         match self {
             Continuation::Link(_) => None,
+            Continuation::Pipeline(r) => Some(r.cas()),
         }
     }
 }
@@ -97,12 +108,14 @@ impl Wire {
     pub(super) fn prepare(&self, cmdlet: &str, parameters: &Parameters) -> Prepared {
         match self {
             Wire::Rest(_) => Prepared::Rest(rest::invoke_body(cmdlet, parameters)),
+            Wire::PowerShell(_) => Prepared::PowerShell(Command::new(cmdlet, parameters.clone())),
         }
     }
 
     pub(super) async fn credential(&self, cmdlet: &str) -> Result<Credential, ExchangeError> {
         match self {
             Wire::Rest(w) => w.credential(cmdlet).await.map(Credential::Rest),
+            Wire::PowerShell(_) => Ok(Credential::PowerShell),
         }
     }
 
@@ -116,6 +129,8 @@ impl Wire {
             (Wire::Rest(w), Credential::Rest(c)) => {
                 Ok(w.renew(c, cmdlet).await?.map(Credential::Rest))
             }
+            // A password is not renewed: refused, it is wrong.
+            _ => Ok(None),
         }
     }
 
@@ -134,9 +149,43 @@ impl Wire {
                 let path = match step {
                     Step::First => w.first_path(),
                     Step::Next(Continuation::Link(path)) => path.clone(),
+                    Step::Next(Continuation::Pipeline(_)) => {
+                        unreachable!("the REST wire makes no pipelines")
+                    }
                 };
                 w.attempt(c, cmdlet, base, &path, body, pool).await
             }
+            (Wire::PowerShell(w), Credential::PowerShell, Prepared::PowerShell(command)) => {
+                let attempt = match step {
+                    Step::First => w.start(base, command).await,
+                    Step::Next(Continuation::Pipeline(running)) => w.next(running).await,
+                    Step::Next(Continuation::Link(_)) => {
+                        unreachable!("the PowerShell wire makes no page links")
+                    }
+                };
+                match attempt {
+                    psrp::Attempt::Page { objects, next } => Attempt::Page {
+                        objects,
+                        next: match next {
+                            Some(running) => Next::More(Continuation::Pipeline(running)),
+                            None => Next::Last,
+                        },
+                    },
+                    psrp::Attempt::Throttled {
+                        retry_after,
+                        message,
+                    } => Attempt::Throttled {
+                        retry_after,
+                        message,
+                    },
+                    psrp::Attempt::CasFailed { reason, sent } => {
+                        Attempt::CasFailed { reason, sent }
+                    }
+                    psrp::Attempt::Unauthorized(e) => Attempt::Unauthorized(e),
+                    psrp::Attempt::Error(e) => Attempt::Error(e),
+                }
+            }
+            _ => unreachable!("a wire's credential and prepared command are its own"),
         }
     }
 
@@ -148,6 +197,42 @@ impl Wire {
     ) -> Option<&'e super::CmdletFailure> {
         match self {
             Wire::Rest(_) => rest::refused_page_link(e),
+            // A pipeline that ended before its listing did starts the listing over.
+            Wire::PowerShell(_) => psrp::interrupted_listing(e),
+        }
+    }
+
+    /// Whether an attempt of `step` counts in [`super::ExchangeClient::requests_sent`]: every
+    /// REST page is a request Exchange serves; a PowerShell pipeline is one command however
+    /// many `Receive`s read its output, and Exchange counts it once.
+    pub(super) fn counts_as_request(&self, step: &Step) -> bool {
+        match self {
+            Wire::Rest(_) => true,
+            Wire::PowerShell(_) => matches!(step, Step::First),
+        }
+    }
+
+    /// The URL to use for a CAS discovered at `base` (`https://host[:port]`), or why not.
+    pub(super) fn discovered(&self, base: &str) -> Result<String, String> {
+        match self {
+            Wire::Rest(_) => Ok(base.to_owned()),
+            Wire::PowerShell(_) => {
+                if base.starts_with("http://") && !crate::config::is_loopback_url(base) {
+                    return Err(format!(
+                        "`{base}` is plain HTTP: Basic authentication would send the password \
+                         in clear"
+                    ));
+                }
+                Ok(format!("{base}/PowerShell/"))
+            }
+        }
+    }
+
+    /// Ends what the wire keeps open on the servers (PowerShell: deletes every shell).
+    pub(super) async fn close(&self) -> usize {
+        match self {
+            Wire::Rest(_) => 0,
+            Wire::PowerShell(w) => w.close().await,
         }
     }
 }

@@ -44,6 +44,9 @@ pub enum SetupError {
     Url { field: String, message: String },
     #[error("cannot build the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
+    /// A setting this client cannot act on (e.g. a PowerShell sign-in given to the REST client).
+    #[error("{field}: {message}")]
+    Unsupported { field: String, message: String },
 }
 
 impl HttpSettings {

@@ -164,13 +164,15 @@ fn create_file(path: &Path) -> Result<(), StoreError> {
     let fresh = path.with_file_name(name);
     let _ = std::fs::remove_file(&fresh);
     // A data directory this process cannot write is named as the store's, not the aside name's.
-    let made = Store::open_existing(&fresh).map(drop).map_err(|err| match err {
-        StoreError::Open { source, .. } => StoreError::Open {
-            path: path.to_owned(),
-            source,
-        },
-        other => other,
-    });
+    let made = Store::open_existing(&fresh)
+        .map(drop)
+        .map_err(|err| match err {
+            StoreError::Open { source, .. } => StoreError::Open {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        });
     let linked = made.and_then(|()| match std::fs::hard_link(&fresh, path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),

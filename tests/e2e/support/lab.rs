@@ -14,7 +14,7 @@ use easgate::store::Store;
 use easgate::sync::{OrgSync, RestrictionLimit, SyncSettings, Verdict};
 use easgate_lab::{ComplianceState, DeviceTruth, Lab, LabOptions, LatencyModel};
 
-use super::{lab_organization, test_http, within};
+use super::{Transport, organization_over, test_http, within};
 
 /// A lab whose times are today's, so that devices added during a test are newer than the
 /// quick-sync cursor; 1 ms per Exchange request keeps a 5 000-device sync short.
@@ -43,7 +43,17 @@ pub fn unguarded() -> SyncSettings {
 }
 
 pub fn org_sync(lab: &Lab, store: Arc<Store>, settings: SyncSettings) -> OrgSync {
-    let mut org = lab_organization(lab);
+    org_sync_over(lab, store, settings, Transport::Rest)
+}
+
+/// [`org_sync`] with Exchange reached over `transport`.
+pub fn org_sync_over(
+    lab: &Lab,
+    store: Arc<Store>,
+    settings: SyncSettings,
+    transport: Transport,
+) -> OrgSync {
+    let mut org = organization_over(lab, transport);
     org.exchange.parallel_commands = 16;
     let http = test_http();
     let exchange = ExchangeClient::builder(&org, &http)

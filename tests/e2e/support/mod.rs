@@ -265,6 +265,40 @@ pub fn lab_organization(lab: &easgate_lab::Lab) -> easgate::config::Organization
     config.organizations.into_iter().next().expect("one org")
 }
 
+/// How the connector reaches the lab's Exchange: every sync test runs over both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The admin API's `InvokeCommand` (Exchange Online).
+    Rest,
+    /// Remote PowerShell at `/PowerShell/` (on-premises).
+    PowerShell,
+}
+
+/// The lab's organization as the connector would configure it over `transport`: for
+/// PowerShell, the `/PowerShell/` URLs of every CAS, Basic with the lab's service account, no
+/// tenant.
+pub fn organization_over(
+    lab: &easgate_lab::Lab,
+    transport: Transport,
+) -> easgate::config::Organization {
+    use easgate::config::{ExchangeAuth, ExchangeTransport, Secret, SecretSource};
+    let mut org = lab_organization(lab);
+    if transport == Transport::PowerShell {
+        let (username, password) = lab.powershell_account();
+        org.exchange.transport = ExchangeTransport::PowerShell;
+        org.exchange.cas_urls = lab.powershell_urls();
+        org.exchange.tenant_id = String::new();
+        org.exchange.auth = ExchangeAuth::Basic {
+            username,
+            password: SecretSource::Inline(Secret::new(password)),
+        };
+        // The lab's role has no Set-ADServerSettings (yet); the pool's set-up with it is
+        // tested on its own (`psrp_client`).
+        org.exchange.view_entire_forest = Some(false);
+    }
+    org
+}
+
 /// Connection settings for tests: defaults, with short timeouts so a failure shows quickly.
 pub fn test_http() -> easgate::net::HttpSettings {
     let net = easgate::config::Network {

@@ -22,6 +22,7 @@ mod error;
 pub mod faults;
 pub(crate) mod filter;
 mod params;
+pub(crate) mod powershell;
 pub(crate) mod timer;
 mod views;
 
@@ -68,6 +69,11 @@ struct Cas {
 pub(crate) fn router(shared: Arc<Shared>, index: usize) -> Router {
     Router::new()
         .route("/adminapi/beta/{tenant}/InvokeCommand", post(invoke))
+        // IIS matches paths ignoring case; clients write both spellings, with or without the slash.
+        .route("/PowerShell", post(powershell::handle))
+        .route("/PowerShell/", post(powershell::handle))
+        .route("/powershell", post(powershell::handle))
+        .route("/powershell/", post(powershell::handle))
         .fallback(|| async {
             CmdletError::malformed("The requested resource does not exist.".to_owned())
                 .with_status(StatusCode::NOT_FOUND)

@@ -7,6 +7,7 @@ mod exchange;
 mod faults;
 mod graph;
 mod paging;
+mod powershell;
 mod schema;
 mod smtp;
 mod throttling;

@@ -1,0 +1,243 @@
+//! The Exchange client over remote PowerShell against the lab's `/PowerShell/` face: a real
+//! WS-Management + PSRP conversation on loopback, Basic authentication, the lab's runspace
+//! pools, CLIXML both ways. Listings and edits are checked against the REST face and the lab's
+//! ground truth, which share the organization.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use easgate::config::{ExchangeAuth, Secret, SecretSource};
+use easgate::exchange::ExchangeClient;
+use easgate::exchange::cmdlets::{GetCasMailbox, GetMobileDevice, HashTableEdit, SetCasMailbox};
+use easgate::exchange::psrp::PsrpWire;
+use easgate::model::{Command, Parameters};
+
+use crate::support::{Transport, client_lab, organization_over, test_http, within};
+
+fn client(org: &easgate::config::Organization) -> ExchangeClient {
+    ExchangeClient::builder(org, &test_http())
+        .build()
+        .expect("the PowerShell client builds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_opens_once_and_lists_every_device_as_the_rest_face_does() {
+    let lab = client_lab(2_500, 1).await;
+    let ps = client(&organization_over(&lab, Transport::PowerShell));
+    let rest = client(&organization_over(&lab, Transport::Rest));
+
+    let listed = within(
+        Duration::from_secs(120),
+        ps.run(&GetMobileDevice::default()),
+    )
+    .await
+    .expect("the listing runs over PowerShell");
+    let truth: BTreeSet<String> = lab
+        .control()
+        .truth()
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    let ids: BTreeSet<String> = listed.iter().map(|d| d.device_id.clone()).collect();
+    assert_eq!(listed.len(), truth.len(), "every device once");
+    assert_eq!(ids, truth);
+    // Field by field, the objects decode as the REST face's do (same models, same values).
+    let mut by_rest = rest.run(&GetMobileDevice::default()).await.unwrap();
+    let mut by_ps = listed;
+    by_rest.sort_by(|a, b| a.identity.cmp(&b.identity));
+    by_ps.sort_by(|a, b| a.identity.cmp(&b.identity));
+    assert_eq!(by_ps, by_rest);
+
+    // A second command reuses the pool: still one shell on the lab.
+    ps.run(&GetCasMailbox::default()).await.unwrap();
+    assert_eq!(lab.control().powershell_shells(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_cas_mailbox_edits_are_enforced_and_errors_keep_their_class() {
+    let lab = client_lab(200, 1).await;
+    let ps = client(&organization_over(&lab, Transport::PowerShell));
+    let rest = client(&organization_over(&lab, Transport::Rest));
+    let mailbox = rest.run(&GetCasMailbox::default()).await.unwrap()[0]
+        .identity
+        .clone();
+
+    ps.run(&SetCasMailbox {
+        identity: mailbox.clone(),
+        allowed: Some(HashTableEdit::new(vec!["PSRPTEST1".into()], vec![])),
+        blocked: Some(HashTableEdit::new(vec!["PSRPTEST2".into()], vec![])),
+    })
+    .await
+    .expect("the edit is applied");
+    // Seen through the other face: the lab applied it to the organization.
+    let after = rest
+        .run(&GetCasMailbox {
+            identity: Some(mailbox.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        after[0]
+            .active_sync_allowed_device_ids
+            .contains(&"PSRPTEST1".to_owned())
+    );
+    assert!(
+        after[0]
+            .active_sync_blocked_device_ids
+            .contains(&"PSRPTEST2".to_owned())
+    );
+
+    // Exchange's refusals come back as the same error classes as over REST.
+    let again = ps
+        .run(&SetCasMailbox {
+            identity: mailbox.clone(),
+            allowed: Some(HashTableEdit::new(vec!["PSRPTEST1".into()], vec![])),
+            blocked: None,
+        })
+        .await;
+    match again {
+        Ok(_) => {}
+        Err(e) => assert!(e.is_repeat_of_applied(), "{e}"),
+    }
+    let missing = ps
+        .run(&SetCasMailbox {
+            identity: "nobody-at-all".into(),
+            allowed: Some(HashTableEdit::new(vec!["X".into()], vec![])),
+            blocked: None,
+        })
+        .await
+        .expect_err("no such mailbox");
+    assert!(missing.is_not_found(), "{missing}");
+    assert!(missing.to_string().contains("nobody-at-all"), "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_admin_gets_wrong_is_named_with_the_cas_and_the_fix() {
+    let lab = client_lab(10, 1).await;
+    let good = organization_over(&lab, Transport::PowerShell);
+    let url = good.exchange.cas_urls[0].clone();
+    // As the client names it (the CAS pool keeps URLs without their trailing slash).
+    let named = url.trim_end_matches('/').to_owned();
+
+    // A wrong password.
+    let mut wrong = good.clone();
+    if let ExchangeAuth::Basic { password, .. } = &mut wrong.exchange.auth {
+        *password = SecretSource::Inline(Secret::new("not-the-password"));
+    }
+    wrong.exchange.cas_failover = false;
+    let e = within(
+        Duration::from_secs(30),
+        client(&wrong).run(&GetCasMailbox::default()),
+    )
+    .await
+    .expect_err("refused");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("Get-CASMailbox: ")
+            && text.contains(&format!("wrong user name or password for {named}")),
+        "{text}"
+    );
+
+    // The WinRM path instead of Exchange's virtual directory.
+    let mut wsman = good.clone();
+    wsman.exchange.cas_urls = vec![url.replace("/PowerShell/", "/wsman")];
+    wsman.exchange.cas_failover = false;
+    let e = within(
+        Duration::from_secs(30),
+        client(&wsman).run(&GetCasMailbox::default()),
+    )
+    .await
+    .expect_err("no endpoint");
+    let text = e.to_string();
+    assert!(text.contains("no /PowerShell/ endpoint at"), "{text}");
+    assert!(text.contains("/wsman"), "{text}");
+
+    // A cmdlet outside the account's role: named, with the role to fix.
+    let wire = PsrpWire::new(&good, &test_http()).unwrap();
+    let e = wire
+        .run_to_end(
+            &url,
+            &Command::new("Remove-Mailbox", Parameters::new().text("Identity", "x")),
+        )
+        .await
+        .expect_err("not in the role");
+    let text = e.to_string();
+    assert!(text.contains("Remove-Mailbox"), "{text}");
+    assert!(text.contains("management roles do not include"), "{text}");
+    assert!(
+        !e.is_not_found(),
+        "a missing cmdlet must never read as a gone object"
+    );
+    wire.close().await;
+
+    // The same for the pool's own set-up when the role lacks Set-ADServerSettings (as the
+    // lab's does, unless it grew it: then the pool opens).
+    let mut forest = good.clone();
+    forest.exchange.view_entire_forest = Some(true);
+    forest.exchange.cas_failover = false;
+    let c = client(&forest);
+    match within(Duration::from_secs(30), c.run(&GetCasMailbox::default())).await {
+        Ok(_) => {}
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.contains("Set-ADServerSettings"), "{text}");
+        }
+    }
+    c.close().await;
+    assert_eq!(
+        lab.control().powershell_shells(),
+        0,
+        "a failed set-up leaves no shell"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_deletes_every_shell_and_the_client_reopens_after() {
+    let lab = client_lab(50, 2).await;
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.cas_failover = false;
+    let c = client(&org);
+    c.run(&GetCasMailbox::default()).await.unwrap();
+    assert_eq!(lab.control().powershell_shells(), 1);
+    assert_eq!(c.close().await, 1);
+    assert_eq!(lab.control().powershell_shells(), 0);
+    // Closing twice closes nothing more.
+    assert_eq!(c.close().await, 0);
+    c.run(&GetCasMailbox::default()).await.unwrap();
+    assert_eq!(lab.control().powershell_shells(), 1);
+    c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shell_limit_throttles_until_a_shell_is_closed() {
+    let lab = client_lab(20, 1).await;
+    lab.control()
+        .set_powershell_limits(easgate_lab::PowerShellLimits {
+            max_shells_per_user: 1,
+            user_load_quota: None,
+        });
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.cas_failover = false;
+    let first = client(&org);
+    let second = client(&org);
+    first.run(&GetCasMailbox::default()).await.unwrap();
+    // The second account session is refused a shell: throttled, not failed; it goes on once
+    // the first closes its pool.
+    let waiting = tokio::spawn({
+        let second = second.clone();
+        async move { second.run(&GetCasMailbox::default()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the second client waits for a shell"
+    );
+    assert_eq!(first.close().await, 1);
+    let listed = within(Duration::from_secs(60), waiting)
+        .await
+        .unwrap()
+        .expect("served once a shell is free");
+    assert!(!listed.is_empty());
+    second.close().await;
+}
