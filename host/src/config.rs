@@ -1022,7 +1022,23 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::from_toml(&text, path)
+        let config = Config::from_toml(&text, path)?;
+        // A missing secret is a mistake in this file: said at load, where it is, rather than
+        // by the first sync that needs it.
+        config.check_secrets().map_err(|err| match err {
+            ConfigError::Secret { field, source } => {
+                let (line, column) = locate_field(&text, &field);
+                ConfigError::Invalid {
+                    path: path.to_owned(),
+                    line,
+                    column,
+                    field,
+                    message: source.to_string(),
+                }
+            }
+            other => other,
+        })?;
+        Ok(config)
     }
 
     /// Parses and validates `text`, read from `path` (named in errors; relative secret files
@@ -1042,14 +1058,7 @@ impl Config {
         let dir = path.parent().unwrap_or(Path::new(""));
         config.absolutize(dir);
         config.validate().map_err(|(field, message)| {
-            // A key inside an inline table (`proxy = { url = … }`) is found at its parent's key.
-            let mut at = Some(field.as_str());
-            let mut place = None;
-            while let (None, Some(f)) = (place, at) {
-                place = locate(text, f);
-                at = f.rsplit_once('.').map(|(parent, _)| parent);
-            }
-            let (line, column) = place.unwrap_or((1, 1));
+            let (line, column) = locate_field(text, &field);
             ConfigError::Invalid {
                 path: path.to_owned(),
                 line,
@@ -1181,6 +1190,14 @@ impl Config {
                 if d.is_zero() {
                     return Err((at(field), "must be longer than 0".into()));
                 }
+            }
+            let percent = org.sync.max_new_restrictions.percent;
+            // NaN and infinity parse as TOML floats; either would switch the guard off.
+            if !(percent.is_finite() && (0.0..=100.0).contains(&percent)) {
+                return Err((
+                    at("sync.max_new_restrictions.percent"),
+                    format!("{percent} is not a share of the devices: write 0 to 100"),
+                ));
             }
             if !(1..=defaults::GRAPH_APP_LIMIT).contains(&org.graph.request_budget) {
                 return Err((
@@ -1593,6 +1610,18 @@ fn field_at(text: &str, offset: usize, message: &str) -> String {
 }
 
 /// Finds the line and column where `field` (as `validate` names it) is written.
+/// Where `field` is written in `text` (line and column): a key inside an inline table
+/// (`proxy = { url = … }`) is found at its parent's key; the file's start if nowhere.
+fn locate_field(text: &str, field: &str) -> (usize, usize) {
+    let mut at = Some(field);
+    let mut place = None;
+    while let (None, Some(f)) = (place, at) {
+        place = locate(text, f);
+        at = f.rsplit_once('.').map(|(parent, _)| parent);
+    }
+    place.unwrap_or((1, 1))
+}
+
 fn locate(text: &str, field: &str) -> Option<(usize, usize)> {
     // `organization[0].exchange.cas_urls[1]` → table `organization[0].exchange`, key `cas_urls`.
     let field = field
@@ -1707,6 +1736,63 @@ client_secret = { file = "fabrikam.secret" }
         let typo = format!("{FULL}\n[organization.sync]\nmanage_org_defaults = false\n");
         let (_, _, field, _) = place(parse(&typo).unwrap_err());
         assert!(field.contains("sync"), "{field}");
+    }
+
+    /// Regression (hostile run, hole 10): −5, NaN, 101 and inf were accepted as the guard's
+    /// share (inf switches the guard off).
+    #[test]
+    fn a_guard_share_outside_0_to_100_is_refused_with_its_line() {
+        for bad in ["-5.0", "nan", "101.0", "inf"] {
+            let text = format!(
+                "{FULL}\n[organization.sync]\nmax_new_restrictions = {{ percent = {bad}, floor = 10 }}\n"
+            );
+            let (line, _, field, message) = place(parse(&text).unwrap_err());
+            assert_eq!(
+                field, "organization[1].sync.max_new_restrictions.percent",
+                "{bad}"
+            );
+            let written = text.lines().position(|l| l.starts_with("max_new")).unwrap() + 1;
+            assert_eq!(line, written, "{bad}");
+            assert!(message.contains("0 to 100"), "{bad}: {message}");
+        }
+        for good in ["0.0", "12.5", "100.0"] {
+            let text = format!(
+                "{FULL}\n[organization.sync]\nmax_new_restrictions = {{ percent = {good}, floor = 10 }}\n"
+            );
+            parse(&text).unwrap();
+        }
+    }
+
+    /// Regression (hostile run, hole 10): a missing secret failed only at sync time, with exit
+    /// 2 and the organization named three times. It is now a load error naming file, line and
+    /// key, its cause said once.
+    #[test]
+    fn a_missing_secret_is_a_load_error_naming_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("easgate.toml");
+        std::fs::write(dir.path().join("fabrikam.secret"), "s3cret").unwrap();
+        let config = FULL.replace(
+            "{ env = \"PATH\" }",
+            "{ env = \"EASGATE_TEST_UNSET_4711\" }",
+        );
+        std::fs::write(&path, &config).unwrap();
+        let err = Config::load(&path).unwrap_err();
+        let text = format!("{err:#}");
+        let written = config
+            .lines()
+            .position(|l| l.contains("UNSET_4711"))
+            .unwrap()
+            + 1;
+        assert!(
+            text.starts_with(&format!("{}:{written}:", path.display())),
+            "file and line: {text}"
+        );
+        assert!(
+            text.contains("organization[1].exchange.auth.token"),
+            "{text}"
+        );
+        assert_eq!(text.matches("EASGATE_TEST_UNSET_4711").count(), 1, "{text}");
+        assert_eq!(text.matches("fabrikam").count(), 0, "{text}");
     }
 
     #[test]
