@@ -214,6 +214,37 @@ async fn all_cas_down_fails_with_a_clear_error_within_the_timeout() {
     assert!(text.contains("cannot connect"), "{text}");
 }
 
+/// Regression (hostile run, hole 11): with every CAS taking connections and never answering,
+/// the failure came after twice `unavailable_timeout` (the first attempt's request timeout was
+/// not counted, and the last attempt ran past the deadline).
+#[tokio::test]
+async fn servers_that_never_answer_fail_within_the_unavailable_timeout() {
+    let lab = client_lab(50, 2).await;
+    let mut org = lab_organization(&lab);
+    org.exchange.unavailable_timeout = Duration::from_millis(2000);
+    org.exchange.probe_interval = Duration::from_millis(100);
+    let http = easgate::net::HttpSettings {
+        request_timeout: Duration::from_millis(1500),
+        ..test_http()
+    };
+    let c = ExchangeClient::builder(&org, &http).build().unwrap();
+    c.run(&GetCasMailbox::default()).await.unwrap();
+    lab.control().slow_cas(0, Duration::from_secs(30)).unwrap();
+    lab.control().slow_cas(1, Duration::from_secs(30)).unwrap();
+
+    let started = Instant::now();
+    let e = within(Duration::from_secs(20), c.run(&GetMobileDevice::default()))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(e, ExchangeError::Unavailable { .. }), "{e}");
+    // Before: about 3.5 s (the first 1.5 s wait uncounted, then attempts past the deadline).
+    assert!(
+        took >= Duration::from_millis(2000) && took < Duration::from_millis(2900),
+        "{took:?}"
+    );
+}
+
 #[tokio::test]
 async fn with_failover_off_a_dead_primary_fails_and_the_others_are_not_used() {
     let lab = client_lab(50, 2).await;

@@ -425,6 +425,7 @@ impl ExchangeClient {
             };
             let permit = inner.limit.acquire().await;
             let now = Instant::now();
+            let started = now;
             // A continuation bound to one CAS goes on there while it is up, and nowhere else.
             let bound = match step {
                 Step::Next(c) => c.bound_to(),
@@ -458,17 +459,29 @@ impl ExchangeClient {
                     .requests
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            let attempt = inner
-                .wire
-                .attempt(
-                    &credential,
-                    cmdlet,
-                    &call.prepared,
-                    step,
-                    &base,
-                    &inner.pool,
-                )
-                .await;
+            let attempt = inner.wire.attempt(
+                &credential,
+                cmdlet,
+                &call.prepared,
+                step,
+                &base,
+                &inner.pool,
+            );
+            // Once the servers are failing, no attempt outlasts what is left of
+            // `unavailable_timeout`: a CAS that takes connections and never answers would
+            // otherwise add a whole request timeout to it.
+            let attempt = match failing_since {
+                None => attempt.await,
+                Some(since) => {
+                    let deadline = since + inner.unavailable_timeout;
+                    tokio::time::timeout_at(deadline, attempt)
+                        .await
+                        .unwrap_or_else(|_| Attempt::CasFailed {
+                            reason: "no answer before unavailable_timeout ran out".into(),
+                            sent: true,
+                        })
+                }
+            };
             match attempt {
                 Attempt::Page { objects, next } => {
                     permit.success();
@@ -533,7 +546,9 @@ impl ExchangeClient {
                         metrics.cas_failover(org);
                     }
                     last_failure = format!("{base}: {reason}");
-                    let since = *failing_since.get_or_insert(now);
+                    // Failing since this attempt began, not since it gave up: a timed-out
+                    // attempt's wait counts towards `unavailable_timeout`.
+                    let since = *failing_since.get_or_insert(started);
                     if now >= since + inner.unavailable_timeout {
                         return Err(self.unavailable(cmdlet, since, last_failure));
                     }
