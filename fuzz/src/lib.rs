@@ -8,7 +8,7 @@ pub use easgate::net::record::decode_page;
 
 /// [`decode_page`], asserting that a failure says what went wrong: a value, or `None` for a
 /// `BadField` with a problem. (The field path may be empty: a document whose top-level key is
-/// "" fails at path "", found by the page targets; see RELIABILITY.md.)
+/// "" fails at path "", found by the page targets; see docs/reliability.md.)
 pub fn decode_or_say_why<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
     match decode_page::<T>(body) {
         Ok(value) => Some(value),

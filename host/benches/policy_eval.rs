@@ -1,4 +1,4 @@
-//! Policy evaluation and plugin lifecycle figures for BENCHMARKS.md.
+//! Policy evaluation and plugin lifecycle figures for docs/benchmarks.md.
 //!
 //! `cargo bench -p easgate --bench policy_eval --features bench-cedar`
 //!

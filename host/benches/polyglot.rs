@@ -1,5 +1,5 @@
 //! What a plugin's language costs: the built-in Rust policy next to the Python and JavaScript
-//! examples, for BENCHMARKS.md.
+//! examples, for docs/benchmarks.md.
 //!
 //! ```sh
 //! bash .ci/install-plugin-toolchains

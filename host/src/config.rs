@@ -147,7 +147,7 @@ pub mod defaults {
     /// The seed's `IsCasFailoverEnabled`: on.
     pub const CAS_FAILOVER: bool = true;
     /// The seed's `EnableParallelCommandSupport`: off (one command at a time), which is right for
-    /// small organizations; large ones raise it (see the README).
+    /// small organizations; large ones raise it (see docs/operator-guide.md).
     pub const PARALLEL_COMMANDS: usize = 1;
     /// Upper bound of `parallel_commands`: Exchange's own limit is 18 concurrent requests per
     /// tenant, beyond which more only earns 429s.

@@ -2,7 +2,7 @@
 //! notify; after each kill one more sync must leave the lab as the policy decides, the journal
 //! and the notice outbox clean, and every notice delivered once, except the one notice a kill
 //! in notify may leave in doubt (accepted by the server, not yet recorded), sent again
-//! identical (RELIABILITY.md, "Crash points").
+//! identical (docs/reliability.md, "Crash points").
 //!
 //! No hook in the connector says where it is: a kill point is defined by what the lab has
 //! observed of the run (its N-th read, its N-th `Set-CASMailbox`, its N-th mail, or a fraction

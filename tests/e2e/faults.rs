@@ -103,7 +103,7 @@ impl Drill {
         .await;
     }
 
-    /// Prints what the drill did (for RELIABILITY.md: run with `--nocapture`).
+    /// Prints what the drill did (for docs/reliability.md: run with `--nocapture`).
     fn report(&self, drill: &str, runs: &[&Summary]) {
         let c = self.lab.control().counters();
         let runs: Vec<String> = runs
@@ -614,7 +614,7 @@ async fn exchange_page_links_expired_mid_listing_start_it_over_or_fail_the_run_c
 }
 
 /// Issue 8's "Graph throttles every other call with 429 for a minute": a longer run, ignored by
-/// default; see RELIABILITY.md for its command and figures. The minute starts with a full sync
+/// default; see docs/reliability.md for its command and figures. The minute starts with a full sync
 /// of a fresh lab; quick syncs follow back to back, each finding 40 new phones and asking Intune
 /// about each one (one request per phone, one after another), until the minute is over — so
 /// Graph is being called, and refused every other time, for the whole minute.

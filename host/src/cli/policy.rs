@@ -24,7 +24,7 @@ pub enum PolicyCommand {
     /// Decide a JSON array of device contexts and print the decisions as JSON.
     Eval {
         plugin: String,
-        /// JSON array of device contexts (WIT field names, kebab-case; see the README).
+        /// JSON array of device contexts (WIT field names, kebab-case; see docs/plugin-author-guide.md).
         #[arg(long)]
         input: PathBuf,
         #[command(flatten)]

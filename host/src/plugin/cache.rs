@@ -2,7 +2,7 @@
 //!
 //! Compiling a component with Cranelift costs about a second per few MiB of Wasm; a Python or
 //! JavaScript plugin carries its whole interpreter (12 to 20 MiB) and takes seconds to compile
-//! (BENCHMARKS.md). With a cache directory configured
+//! (docs/benchmarks.md). With a cache directory configured
 //! ([`PluginEngineBuilder::compile_cache`](super::engine::PluginEngineBuilder::compile_cache)),
 //! each compiled version is written once and loaded back on the next start.
 //!

@@ -106,7 +106,7 @@ impl PluginEngineBuilder {
         config.epoch_interruption(true);
         // A policy's time goes into lowering device records, not into its own code: optimized
         // code decided no faster in the benchmark, while compiling took 45 % longer, and compile
-        // time is what a hot reload waits for (BENCHMARKS.md).
+        // time is what a hot reload waits for (docs/benchmarks.md).
         config.cranelift_opt_level(OptLevel::None);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
         let engine = Engine::new(&config)?;
