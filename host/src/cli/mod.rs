@@ -1,6 +1,8 @@
 //! The `easgate` command line: parsing and dispatch only; the work lives in the library.
 
 pub mod daemon;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod notice;
 pub mod policy;
 pub mod sync;
@@ -24,7 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// The simulated organization and the connector against it in one process, with the
     /// status page: the quickest way to see easgate work.
-    Lab(daemon::LabArgs),
+    #[cfg(feature = "lab")]
+    Lab(lab::LabArgs),
     /// The connector as a service: every organization's schedule, the plugin watcher and the
     /// admin API, until SIGTERM or Ctrl-C.
     Run(daemon::RunArgs),
@@ -34,6 +37,7 @@ pub enum Command {
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
     /// Run the lab's simulated Exchange organization and Intune tenant alone.
+    #[cfg(feature = "lab")]
     Sim(easgate_lab::SimArgs),
     /// Sync the configured organizations once: discover, decide, plan, apply.
     Sync(sync::SyncArgs),
@@ -48,13 +52,15 @@ pub enum Command {
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
-            Command::Lab(args) => daemon::lab(args),
+            #[cfg(feature = "lab")]
+            Command::Lab(args) => lab::lab(args),
             Command::Run(args) => daemon::run(args),
             Command::Status(args) => daemon::status(args),
             Command::Policy(command) => policy::run(command),
             Command::Sync(args) => sync::run_sync(args),
             Command::Plan(command) => sync::run_plan(command),
             Command::Notice(command) => notice::run(command),
+            #[cfg(feature = "lab")]
             Command::Sim(args) => {
                 let runtime = tokio::runtime::Runtime::new()?;
                 runtime.block_on(easgate_lab::run_sim(args, shutdown_signal()))?;
