@@ -31,6 +31,10 @@ use crate::schedule::{self, OrgSchedule, RunFn, Scheduler, Shutdown, SyncKind, S
 use crate::store::{OrgId, RunId, RunOutcome, Store};
 use crate::sync::{self, OrgSync, Summary};
 
+/// The file in the data directory that holds the admin API's bound address while the daemon
+/// runs.
+pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+
 /// A running connector. [`Daemon::shutdown`] stops it.
 pub struct Daemon {
     scheduler: Scheduler,
@@ -326,6 +330,11 @@ impl Daemon {
         let admin = match (listener, token) {
             (Some(listener), Some((_, token))) => {
                 let addr = listener.local_addr()?;
+                // Where `easgate status --config` finds a daemon whose port was chosen at
+                // start (`listen = "…:0"`, as the lab's configuration has it).
+                let addr_file = config.sync.data_dir.join(ADMIN_ADDR_FILE);
+                std::fs::write(&addr_file, format!("{addr}\n"))
+                    .with_context(|| format!("writing {}", addr_file.display()))?;
                 let state = AdminState {
                     store: store.clone(),
                     registry: registry.clone(),

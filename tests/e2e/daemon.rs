@@ -474,6 +474,16 @@ async fn a_second_writer_beside_the_daemon_is_refused_naming_its_pid() {
     let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
     wait_for_first_full_sync(&url, token).await;
     let pid = std::fs::read_to_string(dir.path().join("data/writer.lock")).unwrap();
+    // `status --config` finds a daemon whose port was chosen at start (`listen = "…:0"`, as
+    // in the lab's configuration), and prints times as dates (issue 17).
+    let out = easgate_within(
+        Duration::from_secs(30),
+        &["status", "--config", config.to_str().unwrap()],
+    )
+    .await;
+    let shown = succeeded(&out);
+    assert!(shown.contains("contoso: ") && shown.contains("Z)"), "{shown}");
+    assert!(!shown.contains("unix"), "{shown}");
 
     let config = config.to_str().unwrap();
     for args in [

@@ -91,6 +91,22 @@ fn status_target(args: &StatusArgs) -> anyhow::Result<(String, String)> {
         )
     })?;
     let mut addr = admin.listen;
+    if addr.port() == 0 {
+        // The port was chosen at start; the running daemon wrote it down.
+        let file = config.sync.data_dir.join(crate::daemon::ADMIN_ADDR_FILE);
+        let text = std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "[admin] listen = \"{}\" takes any free port, and {} (where the daemon writes \
+                 the one it took) cannot be read: is the daemon running?",
+                admin.listen,
+                file.display()
+            )
+        })?;
+        addr = text
+            .trim()
+            .parse()
+            .with_context(|| format!("{} holds no address", file.display()))?;
+    }
     // A daemon listening on every address is reached on loopback.
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -113,7 +129,7 @@ fn when(unix: Option<i64>, now: i64) -> String {
                 3600..86400 => (ago / 3600, "h"),
                 _ => (ago / 86400, "d"),
             };
-            format!("{n} {unit} ago (unix {t})")
+            format!("{n} {unit} ago ({})", crate::timestamp::Timestamp(t))
         }
     }
 }
@@ -236,8 +252,8 @@ mod tests {
     #[test]
     fn times_read_as_how_long_ago() {
         assert_eq!(when(None, 100), "never");
-        assert_eq!(when(Some(100), 130), "30 s ago (unix 100)");
-        assert_eq!(when(Some(0), 7_200), "2 h ago (unix 0)");
-        assert_eq!(when(Some(0), 3 * 86_400), "3 d ago (unix 0)");
+        assert_eq!(when(Some(100), 130), "30 s ago (1970-01-01T00:01:40Z)");
+        assert_eq!(when(Some(0), 7_200), "2 h ago (1970-01-01T00:00:00Z)");
+        assert_eq!(when(Some(0), 3 * 86_400), "3 d ago (1970-01-01T00:00:00Z)");
     }
 }
