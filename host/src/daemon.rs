@@ -294,6 +294,9 @@ impl Daemon {
             Arc::new(move || registry.notice_template())
         };
         let metrics = Arc::new(Metrics::default());
+        for org in &config.organizations {
+            metrics.register_organization(&org.name);
+        }
         let mut runners = HashMap::new();
         let mut exchanges = Vec::new();
         for org in &config.organizations {

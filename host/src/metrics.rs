@@ -80,6 +80,56 @@ impl Metrics {
         *counters.entry((family, labels)).or_default() += n;
     }
 
+    /// Exports `org`'s event counters at 0 from now on, so that the first event of each is an
+    /// increase an alert (`increase(…[1h]) > 0`) can see, not a series that appears from
+    /// nothing. Called once per organization at start.
+    pub fn register_organization(&self, org: &str) {
+        let org = || ("org", org.to_owned());
+        let mut zero: Vec<CounterKey> = Vec::new();
+        for kind in [SyncKind::Quick, SyncKind::Full] {
+            for outcome in ["succeeded", "failed", "cancelled"] {
+                let labels = vec![
+                    org(),
+                    ("kind", kind.as_str().to_owned()),
+                    ("outcome", outcome.to_owned()),
+                ];
+                zero.push(("easgate_syncs_total", labels));
+            }
+        }
+        for result in ["sent", "failed", "retried"] {
+            zero.push((
+                "easgate_commands_total",
+                vec![org(), ("result", result.to_owned())],
+            ));
+        }
+        for service in ["exchange", "graph"] {
+            zero.push((
+                "easgate_throttling_events_total",
+                vec![org(), ("service", service.to_owned())],
+            ));
+        }
+        zero.push(("easgate_cas_failovers_total", vec![org()]));
+        zero.push(("easgate_plugin_evaluations_total", vec![org()]));
+        // The kinds a decide call can fail with (the others happen at load time).
+        for kind in [
+            PluginErrorKind::Trap,
+            PluginErrorKind::HostRefused,
+            PluginErrorKind::Timeout,
+            PluginErrorKind::Memory,
+            PluginErrorKind::BadOutput,
+            PluginErrorKind::Configure,
+        ] {
+            zero.push((
+                "easgate_plugin_errors_total",
+                vec![org(), ("kind", kind.as_str().to_owned())],
+            ));
+        }
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        for key in zero {
+            counters.entry(key).or_default();
+        }
+    }
+
     /// A sync ended (called by the scheduler).
     pub fn sync_finished(&self, org: &str, kind: SyncKind, outcome: &str, took: Duration) {
         self.add(

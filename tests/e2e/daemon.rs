@@ -482,7 +482,10 @@ async fn a_second_writer_beside_the_daemon_is_refused_naming_its_pid() {
     )
     .await;
     let shown = succeeded(&out);
-    assert!(shown.contains("contoso: ") && shown.contains("Z)"), "{shown}");
+    assert!(
+        shown.contains("contoso: ") && shown.contains("Z)"),
+        "{shown}"
+    );
     assert!(!shown.contains("unix"), "{shown}");
 
     let config = config.to_str().unwrap();

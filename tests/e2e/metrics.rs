@@ -200,7 +200,7 @@ async fn every_listed_figure_moves_after_a_sync() {
     );
     assert_eq!(
         total(&m, "easgate_plugin_errors_total", &[ORG]),
-        None,
+        Some(0.0),
         "the built-in policy does not fail: {text}"
     );
     at_least("easgate_notice_outbox_pending", &[ORG], 1.0);
@@ -416,7 +416,7 @@ async fn refused_commands_and_failed_runs_are_counted() {
     );
     assert_eq!(
         total(&m, "easgate_commands_total", &[ORG, ("result", "failed")]),
-        None,
+        Some(0.0),
         "{text}"
     );
     let sent_before = total(&m, "easgate_commands_total", &[ORG, ("result", "sent")]);
