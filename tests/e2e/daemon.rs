@@ -198,7 +198,11 @@ async fn lab_command_syncs_over(exchange_api: &str) {
 #[test]
 fn the_example_configuration_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/easgate.toml");
-    let config = easgate::config::Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
+    // Parsed and checked as `load` does, but for its secrets: the files it names are the
+    // deployment's, not this repository's.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config =
+        easgate::config::Config::from_toml(&text, &path).unwrap_or_else(|err| panic!("{err}"));
     let admin = config.admin.as_ref().expect("[admin]");
     assert_eq!(admin.listen.to_string(), "127.0.0.1:8470");
     assert!(config.notify.is_some() && config.network.proxy.is_some());
@@ -416,7 +420,7 @@ async fn metrics_count_exchange_throttling() {
             "easgate_cas_failovers_total",
             &[("org", "contoso")]
         ),
-        None,
+        Some(0.0),
         "one CAS, no failover: {text}"
     );
     assert_eq!(
