@@ -18,8 +18,23 @@ fn main() -> ExitCode {
     match easgate::cli::Cli::parse().run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", explain(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: many of the library's errors carry their cause's
+/// text in their own message (so that the admin API and the logs show it), and `{:#}` would
+/// repeat it ("…(os error 2): …(os error 2)").
+fn explain(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }

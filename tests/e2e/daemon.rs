@@ -33,6 +33,16 @@ fn run_with_a_broken_config_exits_naming_the_file_line_and_field() {
     assert!(!dir.path().join("data").exists());
 }
 
+/// Each cause is said once (issue 17): a missing file's "No such file or directory" came twice.
+#[test]
+fn a_missing_config_file_is_named_once_with_its_cause_once() {
+    let out = crate::support::easgate(&["run", "--config", "/nonexistent/easgate.toml"]);
+    let err = crate::support::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("/nonexistent/easgate.toml").count(), 1, "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
 /// SIGTERM in the middle of a sync's apply stage: the daemon exits 0, and the next start
 /// resumes with a full sync that makes Exchange match the verdicts; the admin API works
 /// throughout (a manual full sync is visible in the status).
