@@ -24,7 +24,7 @@ pub fn pipeline(command: &Command) -> easgate_psrp::CreatePipeline {
 }
 
 fn param(v: &ParamValue) -> Value {
-    let texts = |items: &[String]| Value::array(items.iter().map(|s| Value::string(s)).collect());
+    let texts = |items: &[String]| Value::array(items.iter().map(Value::string).collect());
     match v {
         ParamValue::Text(s) => Value::string(s),
         ParamValue::Texts(items) => texts(items),

@@ -155,6 +155,9 @@ impl Pool {
     }
 }
 
+/// A CAS's pool, or none yet: its lock is held while the pool opens.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Pool>>>>;
+
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
@@ -164,7 +167,7 @@ struct Inner {
     max_runspaces: i32,
     operation_timeout: Duration,
     /// Per CAS: the pool, behind an async lock so that one opening serves every waiter.
-    pools: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Arc<Pool>>>>>>,
+    pools: Mutex<HashMap<String, Slot>>,
 }
 
 /// The remote PowerShell wire of one organization; cheap to clone.

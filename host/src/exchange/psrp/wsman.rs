@@ -419,27 +419,26 @@ fn close(
         }
         "ShellId" if parent == "Shell" => answer.shell_id = Some(text.trim().to_owned()),
         "Selector" => {
-            if selector_name.take().as_deref() == Some("ShellId") && answer.shell_id.is_none() {
+            let name = selector_name.take();
+            if name.as_deref() == Some("ShellId") && answer.shell_id.is_none() {
                 answer.shell_id = Some(text.trim().to_owned());
             }
         }
         "CommandId" if parent == "CommandResponse" => {
             answer.command_id = Some(text.trim().to_owned());
         }
-        "Value" if in_fault => {
-            // The innermost code wins: Code/Subcode/Value is more precise than Code/Value.
-            if parent == "Subcode" || soap_code.is_empty() {
-                *soap_code = text.trim().to_owned();
-            }
+        // The innermost code wins: Code/Subcode/Value is more precise than Code/Value.
+        "Value" if in_fault && (parent == "Subcode" || soap_code.is_empty()) => {
+            *soap_code = text.trim().to_owned();
         }
         "Text" if in_fault && parent == "Reason" => soap_reason.push_str(text),
-        "Message" | "ProviderFault" if parents.iter().any(|p| p == "WSManFault") => {
-            if !text.trim().is_empty() {
-                if !wsman_message.is_empty() {
-                    wsman_message.push(' ');
-                }
-                wsman_message.push_str(text.trim());
+        "Message" | "ProviderFault"
+            if parents.iter().any(|p| p == "WSManFault") && !text.trim().is_empty() =>
+        {
+            if !wsman_message.is_empty() {
+                wsman_message.push(' ');
             }
+            wsman_message.push_str(text.trim());
         }
         _ => {}
     }
