@@ -241,3 +241,88 @@ async fn the_shell_limit_throttles_until_a_shell_is_closed() {
     assert!(!listed.is_empty());
     second.close().await;
 }
+
+/// Only the primary configured: the others are discovered over PowerShell too
+/// (`Get-ClientAccessService`, their `/PowerShell/` endpoints). The primary stopped in the
+/// middle of a listing: the pipeline cannot move, so the listing starts over on another CAS and
+/// completes, every device once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cas_stopped_mid_listing_restarts_it_on_a_discovered_one() {
+    let lab = client_lab(3000, 3).await;
+    let mut model = easgate_lab::LatencyModel::default();
+    model.cmdlets.insert(
+        "Get-MobileDevice".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: 0,
+            per_object_us: 400,
+        },
+    );
+    lab.control().set_latency(model);
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.cas_urls.truncate(1);
+    org.exchange.probe_interval = Duration::from_millis(200);
+    let c = client(&org);
+    let known = c.discover().await.expect("discovery over PowerShell");
+    let want: Vec<String> = lab
+        .powershell_urls()
+        .iter()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .collect();
+    assert_eq!(
+        known, want,
+        "the other CAS found, as /PowerShell/ endpoints"
+    );
+
+    let listing = tokio::spawn({
+        let c = c.clone();
+        async move { c.run(&GetMobileDevice::default()).await }
+    });
+    // 3000 objects at 0.4 ms: about 1.2 s of streaming; stop the primary early in it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    lab.control().stop_cas(0).await.unwrap();
+    let devices = within(Duration::from_secs(60), listing)
+        .await
+        .unwrap()
+        .expect("the listing completes elsewhere");
+    let ids: BTreeSet<String> = devices.iter().map(|d| d.device_id.clone()).collect();
+    assert_eq!(
+        devices.len(),
+        3000,
+        "nothing lost, nothing kept from the broken run"
+    );
+    assert_eq!(ids.len(), 3000, "nothing twice");
+    let by_cas = lab.control().counters().exchange.by_cas;
+    assert!(by_cas[1] + by_cas[2] >= 1, "another CAS served: {by_cas:?}");
+    assert!(!c.cas_health()[0].up);
+    c.close().await;
+}
+
+/// A CAS answering 503 fails over as over REST; with failover off, a dead primary is a clear
+/// error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_cas_fails_over_and_with_failover_off_the_error_names_it() {
+    let lab = client_lab(50, 2).await;
+    let org = organization_over(&lab, Transport::PowerShell);
+    let c = client(&org);
+    lab.control().fail_cas(0, 503).unwrap();
+    let boxes = within(Duration::from_secs(20), c.run(&GetCasMailbox::default()))
+        .await
+        .unwrap();
+    assert!(!boxes.is_empty());
+    assert!(!c.cas_health()[0].up);
+    c.close().await;
+
+    let mut off = org.clone();
+    off.exchange.cas_failover = false;
+    off.exchange.unavailable_timeout = Duration::from_millis(500);
+    let c = client(&off);
+    let e = within(Duration::from_secs(20), c.run(&GetCasMailbox::default()))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("cas_failover is off"), "{text}");
+    assert!(
+        text.contains(org.exchange.cas_urls[0].trim_end_matches('/')),
+        "{text}"
+    );
+}
