@@ -326,3 +326,112 @@ async fn a_failing_cas_fails_over_and_with_failover_off_the_error_names_it() {
         "{text}"
     );
 }
+
+/// One `Set-CASMailbox` per mailbox adding `tag-<alias>` to its allow list.
+fn add_one_each(mailboxes: &[String], tag: &str) -> Vec<SetCasMailbox> {
+    mailboxes
+        .iter()
+        .map(|m| SetCasMailbox {
+            identity: m.clone(),
+            allowed: Some(HashTableEdit::new(vec![format!("{tag}-{m}")], vec![])),
+            blocked: None,
+        })
+        .collect()
+}
+
+async fn allow_lists(c: &ExchangeClient) -> std::collections::BTreeMap<String, Vec<String>> {
+    c.run(&GetCasMailbox::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.identity, m.active_sync_allowed_device_ids))
+        .collect()
+}
+
+/// The user load quota drives the adaptive pool as a 429 does: fewer commands in flight,
+/// waits as long as Exchange says, and every command applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_load_quota_slows_a_batch_down_without_losing_a_command() {
+    let lab = client_lab(200, 1).await;
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.parallel_commands = 8;
+    let c = client(&org);
+    let mailboxes: Vec<String> = allow_lists(&c).await.into_keys().take(40).collect();
+    assert_eq!(mailboxes.len(), 40);
+    lab.control()
+        .set_powershell_limits(easgate_lab::PowerShellLimits {
+            max_shells_per_user: easgate_lab::DEFAULT_MAX_SHELLS,
+            user_load_quota: Some(easgate_lab::UserLoadQuota {
+                requests: 10,
+                seconds: 1,
+            }),
+        });
+    lab.control().reset_counters();
+    let started = std::time::Instant::now();
+    let results = within(
+        Duration::from_secs(60),
+        c.run_all(add_one_each(&mailboxes, "QUOTA")),
+    )
+    .await;
+    let took = started.elapsed();
+    for (m, r) in mailboxes.iter().zip(&results) {
+        assert!(r.is_ok(), "{m}: {:?}", r.as_ref().err());
+    }
+    // 40 commands at 10 per second: the quota was met, and waited out.
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    assert!(c.effective_concurrency() < 8, "the client backed off");
+    let x = lab.control().counters().exchange;
+    assert_eq!(x.by_cmdlet["Set-CASMailbox"].calls, 40, "each applied once");
+    lab.control()
+        .set_powershell_limits(easgate_lab::PowerShellLimits::default());
+    let after = allow_lists(&c).await;
+    for m in &mailboxes {
+        assert!(after[m].contains(&format!("QUOTA-{m}")), "{m}");
+    }
+    c.close().await;
+}
+
+/// The primary stopped in the middle of a batch of writes over PowerShell: each write is
+/// applied exactly once (a write sent to the stopped CAS and resent elsewhere is recognized as
+/// applied by Exchange's "already present").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cas_stopped_mid_batch_of_writes_applies_each_exactly_once() {
+    let lab = client_lab(600, 2).await;
+    let mut model = easgate_lab::LatencyModel::default();
+    model.cmdlets.insert(
+        "Set-CASMailbox".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: 40,
+            per_object_us: 0,
+        },
+    );
+    lab.control().set_latency(model);
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.parallel_commands = 4;
+    org.exchange.probe_interval = Duration::from_millis(200);
+    let c = client(&org);
+    let before = allow_lists(&c).await;
+    let mailboxes: Vec<String> = before.keys().cloned().collect();
+    assert!(mailboxes.len() >= 200);
+
+    let batch = tokio::spawn({
+        let c = c.clone();
+        let commands = add_one_each(&mailboxes, "FAILOVER");
+        async move { c.run_all(commands).await }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    lab.control().stop_cas(0).await.unwrap();
+    let results = within(Duration::from_secs(90), batch).await.unwrap();
+    for (m, r) in mailboxes.iter().zip(&results) {
+        assert!(r.is_ok(), "{m}: {:?}", r.as_ref().err());
+    }
+    let after = allow_lists(&c).await;
+    for m in &mailboxes {
+        let mut want = before[m].clone();
+        want.push(format!("FAILOVER-{m}"));
+        assert_eq!(after[m], want, "{m}");
+    }
+    let by_cas = lab.control().counters().exchange.by_cas;
+    assert!(by_cas[0] > 0 && by_cas[1] > 0, "{by_cas:?}");
+    c.close().await;
+}
