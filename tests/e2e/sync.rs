@@ -20,26 +20,6 @@ use crate::support::{
     spawn_full_sync, succeeded, temp_store, test_http, within,
 };
 
-/// A sync scenario `async fn name(transport)`, run as two tests, `name::rest` and
-/// `name::powershell`: the suite is one, the transports two.
-macro_rules! over_transports {
-    ($name:ident) => {
-        mod $name {
-            use crate::support::Transport;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn rest() {
-                super::$name(Transport::Rest).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn powershell() {
-                super::$name(Transport::PowerShell).await
-            }
-        }
-    };
-}
-
 over_transports!(full_sync_enforces_the_builtin_policy_and_a_second_one_issues_nothing);
 async fn full_sync_enforces_the_builtin_policy_and_a_second_one_issues_nothing(
     transport: Transport,
