@@ -435,3 +435,24 @@ async fn a_cas_stopped_mid_batch_of_writes_applies_each_exactly_once() {
     assert!(by_cas[0] > 0 && by_cas[1] > 0, "{by_cas:?}");
     c.close().await;
 }
+
+/// The daemon over remote PowerShell: its first full sync runs through the lab's
+/// `/PowerShell/` face, and stopping it (SIGTERM) deletes its shell, so the service account's
+/// `PowerShellMaxConcurrency` is not held by a connector that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_syncs_over_powershell_and_closes_its_shells_when_stopped() {
+    use crate::support::daemon::{Easgate, add_admin, wait_for_first_full_sync};
+    let lab = crate::support::lab::sync_lab(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::lab::write_config_over(&lab, dir.path(), 4, Transport::PowerShell);
+    let token = "psrp-daemon-token";
+    add_admin(&config, token);
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
+    let org = wait_for_first_full_sync(&url, token).await;
+    assert_eq!(org["recent_runs"][0]["outcome"], "succeeded", "{org}");
+    crate::support::lab::assert_enforced(&lab, crate::support::lab::expected);
+    assert_eq!(lab.control().powershell_shells(), 1, "one pool, kept open");
+    assert!(lab.control().counters().calls("Set-CASMailbox") > 0);
+    daemon.stop_cleanly().await;
+    assert_eq!(lab.control().powershell_shells(), 0, "closed on shutdown");
+}
