@@ -225,7 +225,8 @@ impl Fault {
         Fault {
             code: "s:Receiver",
             subcode: "w:QuotaLimit",
-            wsman_code: 2_150_859_174,
+            // ERROR_WSMAN_QUOTA_MAX_SHELLS_PPQ, as WinRM reports it.
+            wsman_code: 2_150_859_173,
             message: format!(
                 "The WS-Management service cannot process the request. This user is allowed a maximum number of {limit} concurrent shells, which has been exceeded. Close existing shells or raise the quota for this user."
             ),
@@ -237,7 +238,8 @@ impl Fault {
         Fault {
             code: "s:Receiver",
             subcode: "w:QuotaLimit",
-            wsman_code: 2_150_859_173,
+            // Not confirmed against a real server; clients match the message and subcode.
+            wsman_code: 2_150_859_172,
             message: format!(
                 "The WS-Management service cannot process the request. The user load quota of {requests} requests per {seconds} seconds has been exceeded. Send future requests at a slower rate or raise the quota for this user. The next request from this user will not be approved for at least {wait_ms} milliseconds."
             ),
