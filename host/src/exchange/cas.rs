@@ -99,6 +99,12 @@ impl CasPool {
         }
     }
 
+    /// The index of the CAS `base` if it is in the pool and up: where a listing bound to it
+    /// goes on.
+    pub fn up(&self, base: &str) -> Option<usize> {
+        self.lock().iter().position(|x| x.up && x.base == base)
+    }
+
     /// CAS `i` failed: down until its next check. A failed check doubles the wait; failures of
     /// requests that were already in flight when it went down don't (sixteen of them at once
     /// must not push the next check out to the maximum).
@@ -236,6 +242,19 @@ mod tests {
             p.pick(t1 + Duration::from_secs(60)),
             Pick::Use(..)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listing_bound_to_a_cas_goes_on_there_only_while_it_is_up() {
+        let p = pool(true);
+        let t0 = Instant::now();
+        assert_eq!(p.up("http://b"), Some(1));
+        assert_eq!(p.up("http://c"), None, "not in the pool");
+        p.failed(1, t0);
+        assert_eq!(p.up("http://b"), None);
+        // The primary serving again does not move a listing bound to the other.
+        p.succeeded(1);
+        assert_eq!(p.up("http://b"), Some(1));
     }
 
     #[tokio::test(start_paused = true)]

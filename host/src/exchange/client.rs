@@ -80,6 +80,17 @@ impl ExchangeClientBuilder<'_> {
         self
     }
 
+    /// The wire the organization's configuration asks for (a second transport adds its arm
+    /// here).
+    fn wire(&self) -> Result<Wire, SetupError> {
+        Ok(match self.org.exchange.transport {
+            ExchangeTransport::Rest => {
+                Wire::Rest(RestWire::new(self.org, self.http, self.page_size)?)
+            }
+            ExchangeTransport::PowerShell => Wire::PowerShell(PsrpWire::new(self.org, self.http)?),
+        })
+    }
+
     /// Resolves the secrets and builds the HTTP client.
     pub fn build(self) -> Result<ExchangeClient, SetupError> {
         let x = &self.org.exchange;
@@ -92,12 +103,7 @@ impl ExchangeClientBuilder<'_> {
                     message,
                 })?;
         }
-        let wire = match x.transport {
-            ExchangeTransport::Rest => {
-                Wire::Rest(RestWire::new(self.org, self.http, self.page_size)?)
-            }
-            ExchangeTransport::PowerShell => Wire::PowerShell(PsrpWire::new(self.org, self.http)?),
-        };
+        let wire = self.wire()?;
         Ok(ExchangeClient {
             inner: Arc::new(Inner {
                 wire,
@@ -417,7 +423,19 @@ impl ExchangeClient {
             };
             let permit = inner.limit.acquire().await;
             let now = Instant::now();
-            let (i, base) = match inner.pool.pick(now) {
+            // A continuation bound to one CAS goes on there while it is up, and nowhere else.
+            let bound = match step {
+                Step::Next(c) => c.bound_to(),
+                Step::First => None,
+            };
+            let pick = match bound {
+                None => inner.pool.pick(now),
+                Some(bound) => match inner.pool.up(bound) {
+                    Some(i) => Pick::Use(i, bound.to_owned()),
+                    None => return Ok(Requested::Moved),
+                },
+            };
+            let (i, base) = match pick {
                 Pick::Use(i, base) => (i, base),
                 Pick::Wait(at) => {
                     drop(permit);
@@ -430,11 +448,6 @@ impl ExchangeClient {
                     continue;
                 }
             };
-            if let Step::Next(c) = step
-                && c.bound_to().is_some_and(|bound| bound != base)
-            {
-                return Ok(Requested::Moved);
-            }
             if i != 0 {
                 self.probe_primary_if_due(now);
             }
