@@ -456,3 +456,28 @@ async fn the_daemon_syncs_over_powershell_and_closes_its_shells_when_stopped() {
     daemon.stop_cleanly().await;
     assert_eq!(lab.control().powershell_shells(), 0, "closed on shutdown");
 }
+
+/// A CAS that restarted has lost its shells: the client's pool there is gone, and the next
+/// command reopens one instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_lost_with_a_restarted_cas_is_reopened() {
+    let lab = client_lab(50, 1).await;
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.cas_failover = false;
+    let c = client(&org);
+    c.run(&GetCasMailbox::default()).await.unwrap();
+    lab.control().stop_cas(0).await.unwrap();
+    lab.control().start_cas(0).await.unwrap();
+    assert_eq!(
+        lab.control().powershell_shells(),
+        0,
+        "the restart lost the shell"
+    );
+    let boxes = within(Duration::from_secs(30), c.run(&GetCasMailbox::default()))
+        .await
+        .expect("a fresh pool serves");
+    assert!(!boxes.is_empty());
+    assert_eq!(lab.control().powershell_shells(), 1);
+    assert!(c.cas_health()[0].up, "a lost pool is not a failed CAS");
+    c.close().await;
+}
