@@ -481,3 +481,46 @@ async fn a_pool_lost_with_a_restarted_cas_is_reopened() {
     assert!(c.cas_health()[0].up, "a lost pool is not a failed CAS");
     c.close().await;
 }
+
+/// A pipeline that says nothing for longer than the request timeout (a hung cmdlet: every
+/// `Receive` only times out) fails its CAS, as a REST request would time out, instead of
+/// waiting forever; with every CAS so, the command ends with the CASes' unavailability.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_silent_past_the_request_timeout_fails_its_cas() {
+    let lab = client_lab(50, 2).await;
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.unavailable_timeout = Duration::from_secs(4);
+    let http = easgate::net::HttpSettings {
+        request_timeout: Duration::from_secs(3),
+        ..test_http()
+    };
+    let c = ExchangeClient::builder(&org, &http).build().unwrap();
+    c.run(&GetCasMailbox::default()).await.unwrap();
+    // Every Get-CASMailbox now takes 60 s before its first object (each HTTP request is
+    // answered at once: the Receives time out, as Exchange's do).
+    let mut model = easgate_lab::LatencyModel::default();
+    model.cmdlets.insert(
+        "Get-CASMailbox".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: 60_000,
+            per_object_us: 0,
+        },
+    );
+    lab.control().set_latency(model);
+    let started = std::time::Instant::now();
+    let e = within(Duration::from_secs(30), c.run(&GetCasMailbox::default()))
+        .await
+        .expect_err("no CAS says anything");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = e.to_string();
+    assert!(text.contains("no Client Access Server answered"), "{text}");
+    assert!(
+        text.contains("Get-CASMailbox sent nothing for 3s"),
+        "{text}"
+    );
+    c.close().await;
+}

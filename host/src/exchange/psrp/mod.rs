@@ -166,6 +166,9 @@ struct Inner {
     view_entire_forest: bool,
     max_runspaces: i32,
     operation_timeout: Duration,
+    /// How long a pipeline may go without a word (output, state) before its CAS counts as
+    /// failed: the REST wire's per-request timeout, so both wires give up alike.
+    silence_limit: Duration,
     /// Per CAS: the pool, behind an async lock so that one opening serves every waiter.
     pools: Mutex<HashMap<String, Slot>>,
 }
@@ -221,6 +224,7 @@ impl PsrpWire {
                     .unwrap_or(i32::MAX)
                     .max(1),
                 operation_timeout,
+                silence_limit: http.request_timeout,
                 pools: Mutex::new(HashMap::new()),
             }),
         })
@@ -832,6 +836,7 @@ impl Inner {
         let mut page = Vec::with_capacity(4096);
         page.extend_from_slice(br#"{"value":["#);
         let mut count = 0usize;
+        let mut heard = tokio::time::Instant::now();
         loop {
             let answer = self
                 .post(
@@ -842,7 +847,17 @@ impl Inner {
                 .inspect_err(|_| p.finished = true)?;
             if let Some(f) = &answer.fault {
                 if f.is_timeout() {
-                    continue;
+                    if heard.elapsed() < self.silence_limit {
+                        continue;
+                    }
+                    p.finished = true;
+                    return Err(Attempt::CasFailed {
+                        reason: format!(
+                            "{} sent nothing for {:?} (network.request_timeout)",
+                            p.cmdlet, self.silence_limit
+                        ),
+                        sent: true,
+                    });
                 }
                 p.finished = true;
                 if shell_gone(f) {
@@ -854,6 +869,7 @@ impl Inner {
                 }
                 return Err(self.fault(&p.cmdlet, &cas, Action::Receive, f));
             }
+            heard = tokio::time::Instant::now();
             let mut ended: Option<(PipelineState, Option<ErrorRecord>)> = None;
             for s in &answer.streams {
                 let messages = p.inbox.feed(&s.data).map_err(|e| {
