@@ -337,30 +337,6 @@ impl PsrpWire {
         }
     }
 
-    /// The CASes with an open runspace pool.
-    pub fn open_pools(&self) -> Vec<String> {
-        let slots: Vec<_> = self
-            .inner
-            .pools
-            .lock()
-            .expect("not poisoned")
-            .clone()
-            .into_iter()
-            .collect();
-        slots
-            .into_iter()
-            .filter(|(_, slot)| {
-                slot.try_lock()
-                    .map(|g| {
-                        g.as_ref()
-                            .is_some_and(|p| !p.broken.load(Ordering::Relaxed))
-                    })
-                    .unwrap_or(true)
-            })
-            .map(|(cas, _)| cas)
-            .collect()
-    }
-
     /// Deletes every open shell (the daemon calls this on shutdown), so that the service
     /// account's `PowerShellMaxConcurrency` is not held by shells nobody uses. Returns how many
     /// were closed; a failure is logged, not fatal (the server times idle shells out).
