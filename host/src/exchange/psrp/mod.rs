@@ -4,9 +4,9 @@
 //! [`PsrpWire`] keeps one **long-lived runspace pool per CAS**, opened on first use (a shell
 //! whose `creationXml` carries SESSION_CAPABILITY and INIT_RUNSPACEPOOL, then `Receive` until
 //! RUNSPACEPOOL_STATE says Opened, then `Set-ADServerSettings -ViewEntireForest $true` when
-//! configured). Each cmdlet is a pipeline in that pool (up to `parallel_commands` runspaces),
-//! started with [`PsrpWire::start`] and read with [`PsrpWire::next`]: every `Receive`'s objects
-//! become one page, JSON text `{"value":[…]}` with Exchange's property names, which the REST
+//! configured). Each cmdlet is a pipeline in that pool (as many at once as the client's
+//! adaptive limit of `parallel_commands` lets through), started with [`PsrpWire::start`] and
+//! read with [`PsrpWire::next`]: every `Receive`'s objects become one page, JSON text `{"value":[…]}` with Exchange's property names, which the REST
 //! transport's serde models decode unchanged. A listing is therefore a stream of pages whose
 //! continuation ([`Running`]) is bound to the CAS it runs on: it cannot move elsewhere.
 //!
@@ -164,6 +164,13 @@ struct Inner {
     username: String,
     password: Secret,
     view_entire_forest: bool,
+    /// The pool's `MaxRunspaces`. Commands in flight are bounded by the client's adaptive
+    /// limit (`parallel_commands`), one permit per attempt; but a listing's pipeline keeps its
+    /// runspace between its pages, while it holds no permit. Were the pool only
+    /// `parallel_commands` wide, new pipelines queued on the server for a runspace would hold
+    /// every permit waiting for their first output, and the listings holding the runspaces could
+    /// never fetch their next page. The client keeps at most twice its limit of commands
+    /// started (`run_all`'s tasks), plus a few listings: room for all of them.
     max_runspaces: i32,
     operation_timeout: Duration,
     /// How long a pipeline may go without a word (output, state) before its CAS counts as
@@ -220,9 +227,8 @@ impl PsrpWire {
                 username,
                 password,
                 view_entire_forest: x.view_entire_forest(),
-                max_runspaces: i32::try_from(x.parallel_commands)
-                    .unwrap_or(i32::MAX)
-                    .max(1),
+                max_runspaces: i32::try_from(x.parallel_commands.max(1) * 2 + 4)
+                    .unwrap_or(i32::MAX),
                 operation_timeout,
                 silence_limit: http.request_timeout,
                 pools: Mutex::new(HashMap::new()),
