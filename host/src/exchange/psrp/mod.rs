@@ -6,8 +6,9 @@
 //! RUNSPACEPOOL_STATE says Opened, then `Set-ADServerSettings -ViewEntireForest $true` when
 //! configured). Each cmdlet is a pipeline in that pool (as many at once as the client's
 //! adaptive limit of `parallel_commands` lets through), started with [`PsrpWire::start`] and
-//! read with [`PsrpWire::next`]: every `Receive`'s objects become one page, JSON text `{"value":[…]}` with Exchange's property names, which the REST
-//! transport's serde models decode unchanged. A listing is therefore a stream of pages whose
+//! read with [`PsrpWire::next`]: every `Receive`'s objects become one page, JSON text
+//! `{"value":[…]}` with Exchange's property names, which the REST transport's serde models
+//! decode unchanged. A listing is therefore a stream of pages whose
 //! continuation ([`Running`]) is bound to the CAS it runs on: it cannot move elsewhere.
 //!
 //! What one attempt came to is an [`Attempt`], the same classes as the REST wire's: a page,
