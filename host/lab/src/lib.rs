@@ -7,7 +7,9 @@
 //! - `server` — the listeners (K CAS endpoints, Graph + login, control, SMTP) and the state they
 //!   share; stopping a CAS closes its socket at once.
 //! - `exchange` — `POST /adminapi/beta/{tenant}/InvokeCommand`: parameter binding, `-Filter`,
-//!   the cmdlets, Exchange's access-state precedence, latency model and concurrency limit.
+//!   the cmdlets, Exchange's access-state precedence, latency model and concurrency limit; and
+//!   `exchange::powershell`, the on-premises face `POST /PowerShell/` (WS-Management + PSRP via
+//!   the `easgate-psrp` crate) over the same cmdlets and organization.
 //! - `login` — the Entra token endpoint and the tokens both services check.
 //! - `graph` — Intune `managedDevices`, group members and users, with OData options and Intune's
 //!   throttling.

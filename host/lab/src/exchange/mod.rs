@@ -13,7 +13,8 @@
 //! Submodules: `access` (how Exchange computes a device's access state), `filter` (OPATH
 //! `-Filter`), `params` (parameter binding), `cmdlets`, `views` (the returned objects), `cost`
 //! (latency model and concurrency limit), `timer` (when modelled latencies end), `error` (Exchange's error shape), `faults` (injected
-//! by the control API).
+//! by the control API), `powershell` (the same cmdlets behind on-premises remote PowerShell,
+//! `/PowerShell/`, on the same listener).
 
 pub(crate) mod access;
 mod cmdlets;

@@ -482,6 +482,44 @@ async fn ctrl_c_stops_a_running_pipeline() {
 }
 
 #[tokio::test]
+async fn set_ad_server_settings_is_accepted_as_on_premises_sessions_send_it() {
+    let lab = lab(20).await;
+    let mut c = ps_client(&lab, 0);
+    c.open().await.unwrap();
+    let o = c
+        .run(
+            &cmdlet("Set-ADServerSettings", &[("ViewEntireForest", true.into())]),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (o.count, o.state.map(|s| s.0)),
+        (0, Some(easgate_psrp::PipelineState::Completed))
+    );
+    let o = c
+        .run(
+            &cmdlet("Set-ADServerSettings", &[("Bogus", true.into())]),
+            false,
+        )
+        .await
+        .unwrap();
+    let (state, error) = o.state.unwrap();
+    assert_eq!(state, easgate_psrp::PipelineState::Failed);
+    assert_eq!(
+        error.unwrap().fully_qualified_error_id,
+        "NamedParameterNotFound,Set-ADServerSettings"
+    );
+    // The REST face (Exchange Online) has no such cmdlet.
+    let e = Client::new(&lab)
+        .await
+        .invoke("Set-ADServerSettings", json!({"ViewEntireForest": true}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 400);
+}
+
+#[tokio::test]
 async fn a_write_through_rest_is_seen_through_powershell() {
     let lab = lab(100).await;
     let rest = Client::new(&lab).await;

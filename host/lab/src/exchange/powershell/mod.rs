@@ -702,6 +702,30 @@ fn delete(shared: &Shared, cas: usize, req: &Request) -> Result<String, Fault> {
     Ok(String::new())
 }
 
+/// `Set-ADServerSettings`: on-premises only (Exchange Online has no such cmdlet, so the REST face
+/// does not know it); clients send `-ViewEntireForest $true` first in a session.
+static AD_SERVER_SETTINGS: params::Spec = params::Spec {
+    name: "Set-ADServerSettings",
+    params: &[
+        "ViewEntireForest",
+        "RecipientViewRoot",
+        "PreferredServer",
+        "PreferredGlobalCatalog",
+        "ConfigurationDomainController",
+    ],
+    mandatory: &[],
+};
+
+/// A cmdlet of the role this face serves: the lab's cmdlets and the on-premises session ones.
+fn role_spec(name: &str) -> Option<&'static params::Spec> {
+    cmdlets::spec(name).or_else(|| {
+        AD_SERVER_SETTINGS
+            .name
+            .eq_ignore_ascii_case(name)
+            .then_some(&AD_SERVER_SETTINGS)
+    })
+}
+
 /// Rows of a listing rendered per step.
 const PAGE: usize = 1000;
 
@@ -750,7 +774,7 @@ impl Job {
                 )
                 .await;
         }
-        if let Some(unknown) = commands.iter().find(|c| cmdlets::spec(&c.name).is_none()) {
+        if let Some(unknown) = commands.iter().find(|c| role_spec(&c.name).is_none()) {
             return self
                 .finish(
                     PipelineState::Failed,
@@ -770,7 +794,7 @@ impl Job {
                 .await;
         }
         let command = commands[0];
-        let spec = cmdlets::spec(&command.name).expect("checked");
+        let spec = role_spec(&command.name).expect("checked");
         let server = &self.shared.servers[self.shell.cas];
         let mut raw = Map::new();
         let mut positional = 0;
@@ -802,6 +826,19 @@ impl Job {
                 return self.finish(PipelineState::Failed, Some(&r)).await;
             }
         };
+        if spec.name == AD_SERVER_SETTINGS.name {
+            // The session's AD scope: the lab has one forest, so accepting the switch is all.
+            if let Err(e) = args.boolean("ViewEntireForest") {
+                let r = render::error_record(&e, spec.name, &server.name, None);
+                return self.finish(PipelineState::Failed, Some(&r)).await;
+            }
+            let cost = self.shared.latency().cost(spec.name, 0);
+            self.shared.timer.sleep_until(Instant::now() + cost).await;
+            self.shared
+                .counters
+                .command(self.shell.cas, spec.name, 0, cost, false);
+            return self.finish(PipelineState::Completed, None).await;
+        }
         let args = Arc::new(args);
         let types = Arc::new(render::type_names(spec.name));
         let admitted = Instant::now();
