@@ -135,12 +135,6 @@ fn write_powershell_config(lab: &easgate_lab::Lab, config: &Path) -> anyhow::Res
         "contoso",
         &easgate_lab::SecretSource::File(name(&secret).context("the secret's file name")?),
         &name(&password).context("the password's file name")?,
-    )
-    // The lab's role has no Set-ADServerSettings (a single-domain forest needs none).
-    .replacen(
-        "transport = \"powershell\"\n",
-        "transport = \"powershell\"\nview_entire_forest = false  # the lab is one domain\n",
-        1,
     );
     std::fs::write(config, text).with_context(|| format!("writing {}", config.display()))?;
     Ok(())

@@ -197,11 +197,6 @@ pub fn write_config_over(lab: &Lab, dir: &Path, parallel: usize, transport: Tran
                 &easgate_lab::SecretSource::Inline,
                 "exchange.pw",
             )
-            // The lab's role has no Set-ADServerSettings.
-            .replace(
-                "transport = \"powershell\"\n",
-                "transport = \"powershell\"\nview_entire_forest = false\n",
-            )
         }
     };
     let text = text.replace(

@@ -343,9 +343,6 @@ pub fn organization_over(
             username,
             password: SecretSource::Inline(Secret::new(password)),
         };
-        // The lab's role has no Set-ADServerSettings (yet); the pool's set-up with it is
-        // tested on its own (`psrp_client`).
-        org.exchange.view_entire_forest = Some(false);
     }
     org
 }

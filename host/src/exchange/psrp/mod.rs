@@ -827,7 +827,17 @@ impl Inner {
                     wsman::receive(&p.pool.target(self.operation_timeout), Some(&p.command_id)),
                 )
                 .await
-                .inspect_err(|_| p.finished = true)?;
+                .map_err(|a| {
+                    p.finished = true;
+                    match a {
+                        // The pipeline was started (its Command answered): whatever became of
+                        // this Receive, the command may have run, a write may be applied.
+                        Attempt::CasFailed { reason, .. } => {
+                            Attempt::CasFailed { reason, sent: true }
+                        }
+                        other => other,
+                    }
+                })?;
             if let Some(f) = &answer.fault {
                 if f.is_timeout() {
                     if heard.elapsed() < self.silence_limit {
@@ -918,13 +928,13 @@ impl Inner {
                 };
             }
             if done_by_wsman {
+                // The server ended the command without saying how (a CAS going down aborts
+                // its pipelines): a failure of that CAS, after which a write may be applied.
                 p.finished = true;
-                return Err(Attempt::Error(self.bad(
-                    &p.cmdlet,
-                    &cas,
-                    "PIPELINE_STATE",
-                    "the command is done but its pipeline state never came".into(),
-                )));
+                return Err(Attempt::CasFailed {
+                    reason: format!("{} ended without its pipeline state", p.cmdlet),
+                    sent: true,
+                });
             }
             // Objects are handed on as soon as a Receive brought some; a pipeline that already
             // wrote an error is read to its end first (its state says what the error meant).
