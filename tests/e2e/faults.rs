@@ -20,7 +20,10 @@ use easgate::sync::{DeviceKey, OrgSync, Summary, SyncKind};
 use easgate_lab::{ComplianceState, DeviceTruth, ExchangeFaults, GraphFaults, Lab};
 
 use crate::support::lab::{assert_enforced, expected, unguarded};
-use crate::support::{builtin, client_lab, lab_organization, temp_store, test_http, within};
+use crate::support::{
+    Transport, builtin, client_lab, lab_organization, organization_over, temp_store, test_http,
+    within,
+};
 
 const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
 const GET_MOBILE_DEVICE: &str = "Get-MobileDevice";
@@ -31,6 +34,8 @@ struct Drill {
     lab: Lab,
     store: Arc<Store>,
     policy: Arc<AccessPolicyPlugin>,
+    /// How the connector reaches Exchange in this drill.
+    transport: Transport,
     _dir: tempfile::TempDir,
     _engine: PluginEngine,
 }
@@ -38,6 +43,11 @@ struct Drill {
 /// A lab of `devices` devices on `cas` CAS endpoints answering in 1 ms, except `Set-CASMailbox`
 /// (`edit_ms`): slow enough that a fault can land in the middle of the apply stage.
 async fn drill(devices: usize, cas: usize, edit_ms: u64) -> Drill {
+    drill_over(devices, cas, edit_ms, Transport::Rest).await
+}
+
+/// [`drill`] with the connector reaching Exchange over `transport`.
+async fn drill_over(devices: usize, cas: usize, edit_ms: u64, transport: Transport) -> Drill {
     let lab = client_lab(devices, cas).await;
     lab.control()
         .set_latency(crate::support::slow_mailbox_edits(1, edit_ms));
@@ -48,6 +58,7 @@ async fn drill(devices: usize, cas: usize, edit_ms: u64) -> Drill {
         lab,
         store,
         policy,
+        transport,
         _dir: dir,
         _engine: engine,
     }
@@ -67,7 +78,7 @@ impl Drill {
         unavailable: Duration,
         parallel: usize,
     ) -> OrgSync {
-        let mut org = lab_organization(&self.lab);
+        let mut org = organization_over(&self.lab, self.transport);
         org.exchange.parallel_commands = parallel;
         org.exchange.probe_interval = Duration::from_millis(100);
         org.exchange.unavailable_timeout = unavailable;
@@ -185,9 +196,9 @@ fn assert_clean(run: &Summary) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cas_stopped_mid_apply_then_back_loses_and_doubles_no_edit() {
-    let d = drill(1500, 2, 20).await;
+over_transports!(a_cas_stopped_mid_apply_then_back_loses_and_doubles_no_edit);
+async fn a_cas_stopped_mid_apply_then_back_loses_and_doubles_no_edit(transport: Transport) {
+    let d = drill_over(1500, 2, 20, transport).await;
     let sync = d.sync(&test_http(), Duration::from_secs(20));
     let (first, ()) = tokio::join!(d.full(&sync), async {
         d.wait_for_edits(40).await;
@@ -203,9 +214,13 @@ async fn a_cas_stopped_mid_apply_then_back_loses_and_doubles_no_edit() {
     d.assert_converged();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_cas_down_for_longer_than_the_timeout_fails_cleanly_and_the_next_run_converges() {
-    let d = drill(1500, 2, 20).await;
+over_transports!(
+    every_cas_down_for_longer_than_the_timeout_fails_cleanly_and_the_next_run_converges
+);
+async fn every_cas_down_for_longer_than_the_timeout_fails_cleanly_and_the_next_run_converges(
+    transport: Transport,
+) {
+    let d = drill_over(1500, 2, 20, transport).await;
     let sync = d.sync(&test_http(), Duration::from_millis(800));
     let (first, ()) = tokio::join!(d.full(&sync), async {
         d.wait_for_edits(40).await;
@@ -233,9 +248,11 @@ async fn every_cas_down_for_longer_than_the_timeout_fails_cleanly_and_the_next_r
     d.assert_converged();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cas_answering_slower_than_the_client_timeout_is_left_and_no_edit_doubles() {
-    let d = drill(1500, 2, 20).await;
+over_transports!(a_cas_answering_slower_than_the_client_timeout_is_left_and_no_edit_doubles);
+async fn a_cas_answering_slower_than_the_client_timeout_is_left_and_no_edit_doubles(
+    transport: Transport,
+) {
+    let d = drill_over(1500, 2, 20, transport).await;
     let http = HttpSettings {
         request_timeout: Duration::from_millis(600),
         ..test_http()
@@ -258,9 +275,9 @@ async fn a_cas_answering_slower_than_the_client_timeout_is_left_and_no_edit_doub
     d.assert_converged();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_cas_failing_30_percent_of_calls_converge_without_doubled_edits() {
-    let d = drill(1500, 2, 5).await;
+over_transports!(both_cas_failing_30_percent_of_calls_converge_without_doubled_edits);
+async fn both_cas_failing_30_percent_of_calls_converge_without_doubled_edits(transport: Transport) {
+    let d = drill_over(1500, 2, 5, transport).await;
     // CAS 0 refuses before running the cmdlet; CAS 1 runs it and loses the answer.
     d.lab.control().flaky_cas(0, 500, 0.3, 7, false).unwrap();
     d.lab.control().flaky_cas(1, 500, 0.3, 8, true).unwrap();

@@ -1,6 +1,10 @@
 //! End-to-end tests: the real `easgate` binary and library against real plugins and the lab.
 //! One integration binary, one module per area; shared helpers in `support`.
 
+// First: its macros (`over_transports!`) are used by the modules below.
+#[macro_use]
+mod support;
+
 mod admin;
 mod bad_responses;
 mod cli_policy;
@@ -24,7 +28,6 @@ mod polyglot;
 mod psrp_client;
 mod secrets;
 mod store_faults;
-mod support;
 mod swap_storm;
 mod sync;
 mod sync_cli;

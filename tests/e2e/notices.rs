@@ -17,10 +17,11 @@ use easgate_lab::{Lab, NewDevices, ReceivedMail};
 use mail_parser::MessageParser;
 
 use crate::support::lab::{
-    REMEDIATION_URL, add_notify, notify_section, org_sync, sync_lab, unguarded, write_config,
+    REMEDIATION_URL, add_notify, notify_section, org_sync_over, sync_lab, unguarded, write_config,
 };
 use crate::support::{
-    builtin, easgate_within, lab_organization, plugin_registry, succeeded, wasm_bytes, within,
+    Transport, builtin, easgate_within, lab_organization, plugin_registry, succeeded, wasm_bytes,
+    within,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -59,13 +60,17 @@ pub(crate) struct Notifying {
 }
 
 pub(crate) fn notifying(lab: &Lab, dir: &Path) -> Notifying {
+    notifying_over(lab, dir, Transport::Rest)
+}
+
+pub(crate) fn notifying_over(lab: &Lab, dir: &Path, transport: Transport) -> Notifying {
     let store = Arc::new(Store::open(&dir.join("data")).unwrap());
     let registry = plugin_registry(&dir.join("plugins"));
     let template: TemplateSource = {
         let registry = registry.clone();
         Arc::new(move || registry.notice_template())
     };
-    let mut sync = org_sync(lab, store.clone(), unguarded());
+    let mut sync = org_sync_over(lab, store.clone(), unguarded(), transport);
     sync.notices = Some(stage(lab, template));
     Notifying {
         store,
@@ -92,11 +97,11 @@ fn html_escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quarantining_50_devices_mails_each_user_exactly_once() {
+over_transports!(quarantining_50_devices_mails_each_user_exactly_once);
+async fn quarantining_50_devices_mails_each_user_exactly_once(transport: Transport) {
     let lab = sync_lab(20).await;
     let dir = tempfile::tempdir().unwrap();
-    let Notifying { sync, policy, .. } = notifying(&lab, dir.path());
+    let Notifying { sync, policy, .. } = notifying_over(&lab, dir.path(), transport);
 
     // The first verdicts are changes too: those notices go out first and are set aside.
     let first = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))

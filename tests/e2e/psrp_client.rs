@@ -48,9 +48,20 @@ async fn a_pool_opens_once_and_lists_every_device_as_the_rest_face_does() {
     by_ps.sort_by(|a, b| a.identity.cmp(&b.identity));
     assert_eq!(by_ps, by_rest);
 
-    // A second command reuses the pool: still one shell on the lab.
+    // A second command reuses the pool: still one shell on the lab, set up once with the
+    // forest-wide view (view_entire_forest's default).
     ps.run(&GetCasMailbox::default()).await.unwrap();
     assert_eq!(lab.control().powershell_shells(), 1);
+    assert_eq!(lab.control().counters().calls("Set-ADServerSettings"), 1);
+    ps.close().await;
+
+    // Without it, a pool runs nothing before the first command.
+    let mut single_domain = organization_over(&lab, Transport::PowerShell);
+    single_domain.exchange.view_entire_forest = Some(false);
+    let c = client(&single_domain);
+    c.run(&GetCasMailbox::default()).await.unwrap();
+    assert_eq!(lab.control().counters().calls("Set-ADServerSettings"), 1);
+    c.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,25 +182,7 @@ async fn what_an_admin_gets_wrong_is_named_with_the_cas_and_the_fix() {
     );
     wire.close().await;
 
-    // The same for the pool's own set-up when the role lacks Set-ADServerSettings (as the
-    // lab's does, unless it grew it: then the pool opens).
-    let mut forest = good.clone();
-    forest.exchange.view_entire_forest = Some(true);
-    forest.exchange.cas_failover = false;
-    let c = client(&forest);
-    match within(Duration::from_secs(30), c.run(&GetCasMailbox::default())).await {
-        Ok(_) => {}
-        Err(e) => {
-            let text = e.to_string();
-            assert!(text.contains("Set-ADServerSettings"), "{text}");
-        }
-    }
-    c.close().await;
-    assert_eq!(
-        lab.control().powershell_shells(),
-        0,
-        "a failed set-up leaves no shell"
-    );
+    assert_eq!(lab.control().powershell_shells(), 0, "no shell left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,4 +233,287 @@ async fn the_shell_limit_throttles_until_a_shell_is_closed() {
         .expect("served once a shell is free");
     assert!(!listed.is_empty());
     second.close().await;
+}
+
+/// Only the primary configured: the others are discovered over PowerShell too
+/// (`Get-ClientAccessService`, their `/PowerShell/` endpoints). The primary stopped in the
+/// middle of a listing: the pipeline cannot move, so the listing starts over on another CAS and
+/// completes, every device once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cas_stopped_mid_listing_restarts_it_on_a_discovered_one() {
+    let lab = client_lab(3000, 3).await;
+    let mut model = easgate_lab::LatencyModel::default();
+    model.cmdlets.insert(
+        "Get-MobileDevice".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: 0,
+            per_object_us: 400,
+        },
+    );
+    lab.control().set_latency(model);
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.cas_urls.truncate(1);
+    org.exchange.probe_interval = Duration::from_millis(200);
+    let c = client(&org);
+    let known = c.discover().await.expect("discovery over PowerShell");
+    let want: Vec<String> = lab
+        .powershell_urls()
+        .iter()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .collect();
+    assert_eq!(
+        known, want,
+        "the other CAS found, as /PowerShell/ endpoints"
+    );
+
+    let listing = tokio::spawn({
+        let c = c.clone();
+        async move { c.run(&GetMobileDevice::default()).await }
+    });
+    // 3000 objects at 0.4 ms: about 1.2 s of streaming; stop the primary early in it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    lab.control().stop_cas(0).await.unwrap();
+    let devices = within(Duration::from_secs(60), listing)
+        .await
+        .unwrap()
+        .expect("the listing completes elsewhere");
+    let ids: BTreeSet<String> = devices.iter().map(|d| d.device_id.clone()).collect();
+    assert_eq!(
+        devices.len(),
+        3000,
+        "nothing lost, nothing kept from the broken run"
+    );
+    assert_eq!(ids.len(), 3000, "nothing twice");
+    let by_cas = lab.control().counters().exchange.by_cas;
+    assert!(by_cas[1] + by_cas[2] >= 1, "another CAS served: {by_cas:?}");
+    assert!(!c.cas_health()[0].up);
+    c.close().await;
+}
+
+/// A CAS answering 503 fails over as over REST; with failover off, a dead primary is a clear
+/// error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_cas_fails_over_and_with_failover_off_the_error_names_it() {
+    let lab = client_lab(50, 2).await;
+    let org = organization_over(&lab, Transport::PowerShell);
+    let c = client(&org);
+    lab.control().fail_cas(0, 503).unwrap();
+    let boxes = within(Duration::from_secs(20), c.run(&GetCasMailbox::default()))
+        .await
+        .unwrap();
+    assert!(!boxes.is_empty());
+    assert!(!c.cas_health()[0].up);
+    c.close().await;
+
+    let mut off = org.clone();
+    off.exchange.cas_failover = false;
+    off.exchange.unavailable_timeout = Duration::from_millis(500);
+    let c = client(&off);
+    let e = within(Duration::from_secs(20), c.run(&GetCasMailbox::default()))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("cas_failover is off"), "{text}");
+    assert!(
+        text.contains(org.exchange.cas_urls[0].trim_end_matches('/')),
+        "{text}"
+    );
+}
+
+/// One `Set-CASMailbox` per mailbox adding `tag-<alias>` to its allow list.
+fn add_one_each(mailboxes: &[String], tag: &str) -> Vec<SetCasMailbox> {
+    mailboxes
+        .iter()
+        .map(|m| SetCasMailbox {
+            identity: m.clone(),
+            allowed: Some(HashTableEdit::new(vec![format!("{tag}-{m}")], vec![])),
+            blocked: None,
+        })
+        .collect()
+}
+
+async fn allow_lists(c: &ExchangeClient) -> std::collections::BTreeMap<String, Vec<String>> {
+    c.run(&GetCasMailbox::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.identity, m.active_sync_allowed_device_ids))
+        .collect()
+}
+
+/// The user load quota drives the adaptive pool as a 429 does: fewer commands in flight,
+/// waits as long as Exchange says, and every command applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_load_quota_slows_a_batch_down_without_losing_a_command() {
+    let lab = client_lab(200, 1).await;
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.parallel_commands = 8;
+    let c = client(&org);
+    let mailboxes: Vec<String> = allow_lists(&c).await.into_keys().take(40).collect();
+    assert_eq!(mailboxes.len(), 40);
+    lab.control()
+        .set_powershell_limits(easgate_lab::PowerShellLimits {
+            max_shells_per_user: easgate_lab::DEFAULT_MAX_SHELLS,
+            user_load_quota: Some(easgate_lab::UserLoadQuota {
+                requests: 10,
+                seconds: 1,
+            }),
+        });
+    lab.control().reset_counters();
+    let started = std::time::Instant::now();
+    let results = within(
+        Duration::from_secs(60),
+        c.run_all(add_one_each(&mailboxes, "QUOTA")),
+    )
+    .await;
+    let took = started.elapsed();
+    for (m, r) in mailboxes.iter().zip(&results) {
+        assert!(r.is_ok(), "{m}: {:?}", r.as_ref().err());
+    }
+    // 40 commands at 10 per second: the quota was met, and waited out.
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    assert!(c.effective_concurrency() < 8, "the client backed off");
+    let x = lab.control().counters().exchange;
+    assert_eq!(x.by_cmdlet["Set-CASMailbox"].calls, 40, "each applied once");
+    lab.control()
+        .set_powershell_limits(easgate_lab::PowerShellLimits::default());
+    let after = allow_lists(&c).await;
+    for m in &mailboxes {
+        assert!(after[m].contains(&format!("QUOTA-{m}")), "{m}");
+    }
+    c.close().await;
+}
+
+/// The primary stopped in the middle of a batch of writes over PowerShell: each write is
+/// applied exactly once (a write sent to the stopped CAS and resent elsewhere is recognized as
+/// applied by Exchange's "already present").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cas_stopped_mid_batch_of_writes_applies_each_exactly_once() {
+    let lab = client_lab(600, 2).await;
+    let mut model = easgate_lab::LatencyModel::default();
+    model.cmdlets.insert(
+        "Set-CASMailbox".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: 40,
+            per_object_us: 0,
+        },
+    );
+    lab.control().set_latency(model);
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.parallel_commands = 4;
+    org.exchange.probe_interval = Duration::from_millis(200);
+    let c = client(&org);
+    let before = allow_lists(&c).await;
+    let mailboxes: Vec<String> = before.keys().cloned().collect();
+    assert!(mailboxes.len() >= 200);
+
+    let batch = tokio::spawn({
+        let c = c.clone();
+        let commands = add_one_each(&mailboxes, "FAILOVER");
+        async move { c.run_all(commands).await }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    lab.control().stop_cas(0).await.unwrap();
+    let results = within(Duration::from_secs(90), batch).await.unwrap();
+    for (m, r) in mailboxes.iter().zip(&results) {
+        assert!(r.is_ok(), "{m}: {:?}", r.as_ref().err());
+    }
+    let after = allow_lists(&c).await;
+    for m in &mailboxes {
+        let mut want = before[m].clone();
+        want.push(format!("FAILOVER-{m}"));
+        assert_eq!(after[m], want, "{m}");
+    }
+    let by_cas = lab.control().counters().exchange.by_cas;
+    assert!(by_cas[0] > 0 && by_cas[1] > 0, "{by_cas:?}");
+    c.close().await;
+}
+
+/// The daemon over remote PowerShell: its first full sync runs through the lab's
+/// `/PowerShell/` face, and stopping it (SIGTERM) deletes its shell, so the service account's
+/// `PowerShellMaxConcurrency` is not held by a connector that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_syncs_over_powershell_and_closes_its_shells_when_stopped() {
+    use crate::support::daemon::{Easgate, add_admin, wait_for_first_full_sync};
+    let lab = crate::support::lab::sync_lab(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::lab::write_config_over(&lab, dir.path(), 4, Transport::PowerShell);
+    let token = "psrp-daemon-token";
+    add_admin(&config, token);
+    let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
+    let org = wait_for_first_full_sync(&url, token).await;
+    assert_eq!(org["recent_runs"][0]["outcome"], "succeeded", "{org}");
+    crate::support::lab::assert_enforced(&lab, crate::support::lab::expected);
+    assert_eq!(lab.control().powershell_shells(), 1, "one pool, kept open");
+    assert!(lab.control().counters().calls("Set-CASMailbox") > 0);
+    daemon.stop_cleanly().await;
+    assert_eq!(lab.control().powershell_shells(), 0, "closed on shutdown");
+}
+
+/// A CAS that restarted has lost its shells: the client's pool there is gone, and the next
+/// command reopens one instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_lost_with_a_restarted_cas_is_reopened() {
+    let lab = client_lab(50, 1).await;
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.cas_failover = false;
+    let c = client(&org);
+    c.run(&GetCasMailbox::default()).await.unwrap();
+    lab.control().stop_cas(0).await.unwrap();
+    lab.control().start_cas(0).await.unwrap();
+    assert_eq!(
+        lab.control().powershell_shells(),
+        0,
+        "the restart lost the shell"
+    );
+    let boxes = within(Duration::from_secs(30), c.run(&GetCasMailbox::default()))
+        .await
+        .expect("a fresh pool serves");
+    assert!(!boxes.is_empty());
+    assert_eq!(lab.control().powershell_shells(), 1);
+    assert!(c.cas_health()[0].up, "a lost pool is not a failed CAS");
+    c.close().await;
+}
+
+/// A pipeline that says nothing for longer than the request timeout (a hung cmdlet: every
+/// `Receive` only times out) fails its CAS, as a REST request would time out, instead of
+/// waiting forever; with every CAS so, the command ends with the CASes' unavailability.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_silent_past_the_request_timeout_fails_its_cas() {
+    let lab = client_lab(50, 2).await;
+    let mut org = organization_over(&lab, Transport::PowerShell);
+    org.exchange.unavailable_timeout = Duration::from_secs(4);
+    let http = easgate::net::HttpSettings {
+        request_timeout: Duration::from_secs(3),
+        ..test_http()
+    };
+    let c = ExchangeClient::builder(&org, &http).build().unwrap();
+    c.run(&GetCasMailbox::default()).await.unwrap();
+    // Every Get-CASMailbox now takes 60 s before its first object (each HTTP request is
+    // answered at once: the Receives time out, as Exchange's do).
+    let mut model = easgate_lab::LatencyModel::default();
+    model.cmdlets.insert(
+        "Get-CASMailbox".into(),
+        easgate_lab::CmdletLatency {
+            base_ms: 60_000,
+            per_object_us: 0,
+        },
+    );
+    lab.control().set_latency(model);
+    let started = std::time::Instant::now();
+    let e = within(Duration::from_secs(30), c.run(&GetCasMailbox::default()))
+        .await
+        .expect_err("no CAS says anything");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = e.to_string();
+    assert!(text.contains("no Client Access Server answered"), "{text}");
+    assert!(
+        text.contains("Get-CASMailbox sent nothing for 3s"),
+        "{text}"
+    );
+    c.close().await;
 }

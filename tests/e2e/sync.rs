@@ -13,32 +13,12 @@ use easgate_lab::{ComplianceState, DeviceTruth};
 
 use crate::support::lab::{
     assert_enforced, exempt_group, expected, org_sync, org_sync_over, sync_lab, unguarded,
-    write_config,
+    write_config, write_config_over,
 };
 use crate::support::{
     Transport, builtin, easgate_json, easgate_within, faulty, lab_organization, plugin_registry,
     spawn_full_sync, succeeded, temp_store, test_http, within,
 };
-
-/// A sync scenario `async fn name(transport)`, run as two tests, `name::rest` and
-/// `name::powershell`: the suite is one, the transports two.
-macro_rules! over_transports {
-    ($name:ident) => {
-        mod $name {
-            use crate::support::Transport;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn rest() {
-                super::$name(Transport::Rest).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn powershell() {
-                super::$name(Transport::PowerShell).await
-            }
-        }
-    };
-}
 
 over_transports!(full_sync_enforces_the_builtin_policy_and_a_second_one_issues_nothing);
 async fn full_sync_enforces_the_builtin_policy_and_a_second_one_issues_nothing(
@@ -89,13 +69,13 @@ async fn full_sync_enforces_the_builtin_policy_and_a_second_one_issues_nothing(
     assert_eq!(counters.calls("Set-ActiveSyncOrganizationSettings"), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plan_that_would_restrict_everyone_is_held_until_approved() {
+over_transports!(a_plan_that_would_restrict_everyone_is_held_until_approved);
+async fn a_plan_that_would_restrict_everyone_is_held_until_approved(transport: Transport) {
     let lab = sync_lab(400).await;
     let (_dir, store) = temp_store();
     let engine = PluginEngine::new().expect("engine");
     // Settle the lab on the built-in policy first, so that many devices are allowed.
-    let settled = org_sync(&lab, store.clone(), unguarded());
+    let settled = org_sync_over(&lab, store.clone(), unguarded(), transport);
     let first = within(
         Duration::from_secs(120),
         settled.run(SyncKind::Full, false, builtin(&engine, "{}")),
@@ -126,7 +106,7 @@ async fn a_plan_that_would_restrict_everyone_is_held_until_approved() {
             .set_compliance(id, ComplianceState::Noncompliant)
             .unwrap();
     }
-    let guarded = org_sync(&lab, store.clone(), SyncSettings::default());
+    let guarded = org_sync_over(&lab, store.clone(), SyncSettings::default(), transport);
     lab.control().reset_counters();
 
     // A rehearsal says a real run would be held, lists the changes, and leaves nothing to
@@ -275,14 +255,14 @@ async fn the_cli_syncs_and_a_dry_run_then_finds_nothing_to_change() {
     assert_eq!(lab.control().counters().calls("Set-CASMailbox"), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sync_killed_in_the_middle_of_apply_converges_on_the_next_run() {
+over_transports!(a_sync_killed_in_the_middle_of_apply_converges_on_the_next_run);
+async fn a_sync_killed_in_the_middle_of_apply_converges_on_the_next_run(transport: Transport) {
     let lab = sync_lab(5_000).await;
     // Slow enough that the kill lands in the middle of the mailbox edits.
     lab.control()
         .set_latency(crate::support::slow_mailbox_edits(1, 20));
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 4);
+    let config = write_config_over(&lab, dir.path(), 4, transport);
     let before: std::collections::HashMap<String, (bool, bool)> = lab
         .control()
         .truth()
@@ -667,8 +647,8 @@ async fn devices_of_an_excluded_group_are_exempt_and_their_lists_untouched() {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_sync_sets_the_configured_org_settings_and_access_rules_once() {
+over_transports!(a_full_sync_sets_the_configured_org_settings_and_access_rules_once);
+async fn a_full_sync_sets_the_configured_org_settings_and_access_rules_once(transport: Transport) {
     use easgate::exchange::cmdlets::{GetDeviceAccessRule, GetOrganizationSettings};
     use easgate::model::{Command, Parameters};
     use easgate::sync::{AccessLevel, DeviceAccessRule, RuleCharacteristic};
@@ -694,7 +674,7 @@ async fn a_full_sync_sets_the_configured_org_settings_and_access_rules_once() {
         ]),
         ..unguarded()
     };
-    let sync = org_sync(&lab, store.clone(), settings);
+    let sync = org_sync_over(&lab, store.clone(), settings, transport);
     // A rule someone made by hand, which the configuration does not list.
     let stray = Command::new(
         "New-ActiveSyncDeviceAccessRule",

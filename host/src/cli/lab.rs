@@ -81,12 +81,6 @@ fn write_powershell_config(lab: &easgate_lab::Lab, config: &Path) -> anyhow::Res
         "contoso",
         &easgate_lab::SecretSource::File(name(&secret).context("the secret's file name")?),
         &name(&password).context("the password's file name")?,
-    )
-    // The lab's role has no Set-ADServerSettings (a single-domain forest needs none).
-    .replacen(
-        "transport = \"powershell\"\n",
-        "transport = \"powershell\"\nview_entire_forest = false  # the lab is one domain\n",
-        1,
     );
     std::fs::write(config, text).with_context(|| format!("writing {}", config.display()))?;
     Ok(())
@@ -244,7 +238,11 @@ mod tests {
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        for (listen, remote) in [("127.0.0.1:0", false), ("0.0.0.0:0", true)] {
+        for (listen, remote, api) in [
+            ("127.0.0.1:0", false, easgate_lab::ExchangeApi::Rest),
+            ("0.0.0.0:0", true, easgate_lab::ExchangeApi::Rest),
+            ("127.0.0.1:0", false, easgate_lab::ExchangeApi::Powershell),
+        ] {
             let args = LabArgs {
                 devices: 10,
                 seed: 1,
@@ -253,11 +251,34 @@ mod tests {
                 listen: listen.parse().unwrap(),
                 quick_interval: "1m".into(),
                 arrivals_per_minute: 0.0,
-                exchange_api: easgate_lab::ExchangeApi::Rest,
+                exchange_api: api,
             };
             let (path, _token) = write_lab_config(&lab, &args).unwrap();
             let config = Config::load(&path).unwrap_or_else(|e| panic!("{listen}: {e}"));
+            config.check_secrets().unwrap();
             assert_eq!(config.admin.unwrap().allow_remote, remote, "{listen}");
+            let x = &config.organizations[0].exchange;
+            match api {
+                easgate_lab::ExchangeApi::Rest => {
+                    assert_eq!(x.transport, crate::config::ExchangeTransport::Rest);
+                }
+                easgate_lab::ExchangeApi::Powershell => {
+                    assert_eq!(x.transport, crate::config::ExchangeTransport::PowerShell);
+                    assert_eq!(x.cas_urls, lab.powershell_urls());
+                    let password = path.with_extension("exchange-password");
+                    assert_eq!(
+                        std::fs::read_to_string(&password).unwrap(),
+                        lab.powershell_account().1
+                    );
+                    #[cfg(unix)]
+                    assert_eq!(
+                        std::os::unix::fs::PermissionsExt::mode(
+                            &std::fs::metadata(&password).unwrap().permissions()
+                        ) & 0o777,
+                        0o600
+                    );
+                }
+            }
         }
     }
 }

@@ -15,13 +15,13 @@
 //!   discovery, failover and return to the primary; the bound of requests in flight; the
 //!   retry loop over throttling, failing CASes and refused credentials; a listing's pages and
 //!   restarts; the counters and the observer.
-//! - the wire (`wire`): one attempt of a cmdlet on one CAS, classified into an `Attempt`. Today
-//!   it is REST only (`rest`: `POST {cas}/adminapi/beta/{tenant}/InvokeCommand`, where typed
-//!   parameters become `CmdletInput` JSON). A second transport (remote PowerShell) plugs in as
-//!   a variant of the `Wire` enum: it renders the cmdlet its way, answers each attempt with the
-//!   page's objects as JSON `{"value":[…]}` and a `Continuation`, which it may bind to the CAS
-//!   streaming the listing (a failover then starts the listing over), and nothing above the
-//!   wire changes.
+//! - the wire (`wire`): one attempt of a cmdlet on one CAS, classified into an `Attempt`, as
+//!   `[organization.exchange] transport` says: `rest` (`POST {cas}/adminapi/beta/{tenant}/
+//!   InvokeCommand`, where typed parameters become `CmdletInput` JSON) or `powershell`
+//!   ([`psrp`]: WS-Management + PSRP at `{cas}/PowerShell/`, a long-lived runspace pool per
+//!   CAS, each cmdlet a pipeline whose output comes as pages of JSON `{"value":[…]}` with a
+//!   `Continuation` bound to that CAS, so a failover starts the listing over). Nothing above
+//!   the wire differs between the two.
 //!
 //! - `cmdlets` / `models`: the typed cmdlets and objects.
 //!

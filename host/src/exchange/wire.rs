@@ -16,6 +16,8 @@ use crate::model::{Command, Parameters};
 
 /// How the client reaches Exchange.
 #[derive(Debug)]
+// One per client, built once: the REST wire's size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Wire {
     /// The admin API's `InvokeCommand`. Boxed: one wire per client, so its size is no matter,
     /// and the enum stays small.

@@ -180,12 +180,29 @@ pub fn add_notify(config: &Path, port: u16, timeout: &str) {
 /// Writes a configuration for `lab` into `dir` with the store in `dir/data`, `parallel`
 /// commands in flight and the blast-radius guard lifted (a first roll-out).
 pub fn write_config(lab: &Lab, dir: &Path, parallel: usize) -> PathBuf {
-    let text = lab
-        .connector_config(&easgate_lab::SecretSource::Inline)
-        .replace(
-            "[organization.graph]",
-            &format!("parallel_commands = {parallel}\n\n[organization.graph]"),
-        );
+    write_config_over(lab, dir, parallel, Transport::Rest)
+}
+
+/// [`write_config`] with Exchange reached over `transport` (PowerShell: the lab's
+/// `/PowerShell/` URLs, Basic, the password in `dir/exchange.pw`).
+pub fn write_config_over(lab: &Lab, dir: &Path, parallel: usize, transport: Transport) -> PathBuf {
+    let text = match transport {
+        Transport::Rest => lab.connector_config(&easgate_lab::SecretSource::Inline),
+        Transport::PowerShell => {
+            std::fs::write(dir.join("exchange.pw"), lab.powershell_account().1)
+                .expect("password written");
+            easgate_lab::powershell_connector_config(
+                &lab.control().info(),
+                "contoso",
+                &easgate_lab::SecretSource::Inline,
+                "exchange.pw",
+            )
+        }
+    };
+    let text = text.replace(
+        "[organization.graph]",
+        &format!("parallel_commands = {parallel}\n\n[organization.graph]"),
+    );
     let text = format!(
         "[sync]\ndata_dir = \"data\"\n\n{text}\n[organization.sync]\n\
          max_new_restrictions = {{ percent = 100.0, floor = 1000000 }}\n"

@@ -265,6 +265,26 @@ pub fn lab_organization(lab: &easgate_lab::Lab) -> easgate::config::Organization
     config.organizations.into_iter().next().expect("one org")
 }
 
+/// A sync scenario `async fn name(transport)`, run as two tests, `name::rest` and
+/// `name::powershell`: the suite is one, the transports two.
+macro_rules! over_transports {
+    ($name:ident) => {
+        mod $name {
+            use crate::support::Transport;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rest() {
+                super::$name(Transport::Rest).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn powershell() {
+                super::$name(Transport::PowerShell).await
+            }
+        }
+    };
+}
+
 /// How the connector reaches the lab's Exchange: every sync test runs over both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -292,9 +312,6 @@ pub fn organization_over(
             username,
             password: SecretSource::Inline(Secret::new(password)),
         };
-        // The lab's role has no Set-ADServerSettings (yet); the pool's set-up with it is
-        // tested on its own (`psrp_client`).
-        org.exchange.view_entire_forest = Some(false);
     }
     org
 }

@@ -4,10 +4,11 @@
 //! [`PsrpWire`] keeps one **long-lived runspace pool per CAS**, opened on first use (a shell
 //! whose `creationXml` carries SESSION_CAPABILITY and INIT_RUNSPACEPOOL, then `Receive` until
 //! RUNSPACEPOOL_STATE says Opened, then `Set-ADServerSettings -ViewEntireForest $true` when
-//! configured). Each cmdlet is a pipeline in that pool (up to `parallel_commands` runspaces),
-//! started with [`PsrpWire::start`] and read with [`PsrpWire::next`]: every `Receive`'s objects
-//! become one page, JSON text `{"value":[…]}` with Exchange's property names, which the REST
-//! transport's serde models decode unchanged. A listing is therefore a stream of pages whose
+//! configured). Each cmdlet is a pipeline in that pool (as many at once as the client's
+//! adaptive limit of `parallel_commands` lets through), started with [`PsrpWire::start`] and
+//! read with [`PsrpWire::next`]: every `Receive`'s objects become one page, JSON text
+//! `{"value":[…]}` with Exchange's property names, which the REST transport's serde models
+//! decode unchanged. A listing is therefore a stream of pages whose
 //! continuation ([`Running`]) is bound to the CAS it runs on: it cannot move elsewhere.
 //!
 //! What one attempt came to is an [`Attempt`], the same classes as the REST wire's: a page,
@@ -155,20 +156,30 @@ impl Pool {
     }
 }
 
+/// A CAS's pool, or none yet: its lock is held while the pool opens.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Pool>>>>;
+
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
     username: String,
     password: Secret,
     view_entire_forest: bool,
+    /// The pool's `MaxRunspaces`. Commands in flight are bounded by the client's adaptive
+    /// limit (`parallel_commands`), one permit per attempt; but a listing's pipeline keeps its
+    /// runspace between its pages, while it holds no permit. Were the pool only
+    /// `parallel_commands` wide, new pipelines queued on the server for a runspace would hold
+    /// every permit waiting for their first output, and the listings holding the runspaces could
+    /// never fetch their next page. The client keeps at most twice its limit of commands
+    /// started (`run_all`'s tasks), plus a few listings: room for all of them.
     max_runspaces: i32,
     operation_timeout: Duration,
+    /// How long a pipeline may go without a word (output, state) before its CAS counts as
+    /// failed: the REST wire's per-request timeout, so both wires give up alike.
+    silence_limit: Duration,
     /// Per CAS: the pool, behind an async lock so that one opening serves every waiter.
-    pools: Mutex<HashMap<String, PoolSlot>>,
+    pools: Mutex<HashMap<String, Slot>>,
 }
-
-/// One CAS's pool once opened; the async lock makes one opening serve every waiter.
-type PoolSlot = Arc<tokio::sync::Mutex<Option<Arc<Pool>>>>;
 
 /// The remote PowerShell wire of one organization; cheap to clone.
 #[derive(Debug, Clone)]
@@ -217,10 +228,10 @@ impl PsrpWire {
                 username,
                 password,
                 view_entire_forest: x.view_entire_forest(),
-                max_runspaces: i32::try_from(x.parallel_commands)
-                    .unwrap_or(i32::MAX)
-                    .max(1),
+                max_runspaces: i32::try_from(x.parallel_commands.max(1) * 2 + 4)
+                    .unwrap_or(i32::MAX),
                 operation_timeout,
+                silence_limit: http.request_timeout,
                 pools: Mutex::new(HashMap::new()),
             }),
         })
@@ -331,30 +342,6 @@ impl PsrpWire {
                 Attempt::Unauthorized(e) | Attempt::Error(e) => return Err(e),
             }
         }
-    }
-
-    /// The CASes with an open runspace pool.
-    pub fn open_pools(&self) -> Vec<String> {
-        let slots: Vec<_> = self
-            .inner
-            .pools
-            .lock()
-            .expect("not poisoned")
-            .clone()
-            .into_iter()
-            .collect();
-        slots
-            .into_iter()
-            .filter(|(_, slot)| {
-                slot.try_lock()
-                    .map(|g| {
-                        g.as_ref()
-                            .is_some_and(|p| !p.broken.load(Ordering::Relaxed))
-                    })
-                    .unwrap_or(true)
-            })
-            .map(|(cas, _)| cas)
-            .collect()
     }
 
     /// Deletes every open shell (the daemon calls this on shutdown), so that the service
@@ -832,6 +819,7 @@ impl Inner {
         let mut page = Vec::with_capacity(4096);
         page.extend_from_slice(br#"{"value":["#);
         let mut count = 0usize;
+        let mut heard = tokio::time::Instant::now();
         loop {
             let answer = self
                 .post(
@@ -839,10 +827,30 @@ impl Inner {
                     wsman::receive(&p.pool.target(self.operation_timeout), Some(&p.command_id)),
                 )
                 .await
-                .inspect_err(|_| p.finished = true)?;
+                .map_err(|a| {
+                    p.finished = true;
+                    match a {
+                        // The pipeline was started (its Command answered): whatever became of
+                        // this Receive, the command may have run, a write may be applied.
+                        Attempt::CasFailed { reason, .. } => {
+                            Attempt::CasFailed { reason, sent: true }
+                        }
+                        other => other,
+                    }
+                })?;
             if let Some(f) = &answer.fault {
                 if f.is_timeout() {
-                    continue;
+                    if heard.elapsed() < self.silence_limit {
+                        continue;
+                    }
+                    p.finished = true;
+                    return Err(Attempt::CasFailed {
+                        reason: format!(
+                            "{} sent nothing for {:?} (network.request_timeout)",
+                            p.cmdlet, self.silence_limit
+                        ),
+                        sent: true,
+                    });
                 }
                 p.finished = true;
                 if shell_gone(f) {
@@ -854,6 +862,7 @@ impl Inner {
                 }
                 return Err(self.fault(&p.cmdlet, &cas, Action::Receive, f));
             }
+            heard = tokio::time::Instant::now();
             let mut ended: Option<(PipelineState, Option<ErrorRecord>)> = None;
             for s in &answer.streams {
                 let messages = p.inbox.feed(&s.data).map_err(|e| {
@@ -919,13 +928,13 @@ impl Inner {
                 };
             }
             if done_by_wsman {
+                // The server ended the command without saying how (a CAS going down aborts
+                // its pipelines): a failure of that CAS, after which a write may be applied.
                 p.finished = true;
-                return Err(Attempt::Error(self.bad(
-                    &p.cmdlet,
-                    &cas,
-                    "PIPELINE_STATE",
-                    "the command is done but its pipeline state never came".into(),
-                )));
+                return Err(Attempt::CasFailed {
+                    reason: format!("{} ended without its pipeline state", p.cmdlet),
+                    sent: true,
+                });
             }
             // Objects are handed on as soon as a Receive brought some; a pipeline that already
             // wrote an error is read to its end first (its state says what the error meant).

@@ -418,10 +418,11 @@ fn close(
             *stream_command = None;
         }
         "ShellId" if parent == "Shell" => answer.shell_id = Some(text.trim().to_owned()),
-        "Selector"
-            if selector_name.take().as_deref() == Some("ShellId") && answer.shell_id.is_none() =>
-        {
-            answer.shell_id = Some(text.trim().to_owned());
+        "Selector" => {
+            let name = selector_name.take();
+            if name.as_deref() == Some("ShellId") && answer.shell_id.is_none() {
+                answer.shell_id = Some(text.trim().to_owned());
+            }
         }
         "CommandId" if parent == "CommandResponse" => {
             answer.command_id = Some(text.trim().to_owned());
