@@ -8,22 +8,22 @@ use easgate::store::{RunOutcome, StoreError};
 use easgate::sync::{SyncError, SyncKind};
 use easgate_lab::Lab;
 
-use crate::notices::{Notifying, notifying};
+use crate::notices::{Notifying, notifying_over};
 use crate::support::lab::{assert_enforced, expected, mismatches, sync_lab};
-use crate::support::within;
+use crate::support::{Transport, within};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// The connector of `notifying` with the default blast-radius guard, under which a lab's
+/// The connector of `notifying_over` with the default blast-radius guard, under which a lab's
 /// first full sync restricts far more than the limit.
-fn guarded(lab: &Lab, dir: &std::path::Path) -> Notifying {
-    let mut n = notifying(lab, dir);
+fn guarded(lab: &Lab, dir: &std::path::Path, transport: Transport) -> Notifying {
+    let mut n = notifying_over(lab, dir, transport);
     n.sync.settings.max_new_restrictions = Default::default();
     n
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_approved_plan_is_enforced_and_mails_the_users_it_restricts() {
+over_transports!(an_approved_plan_is_enforced_and_mails_the_users_it_restricts);
+async fn an_approved_plan_is_enforced_and_mails_the_users_it_restricts(transport: Transport) {
     let lab = sync_lab(300).await;
     let dir = tempfile::tempdir().unwrap();
     let Notifying {
@@ -31,7 +31,7 @@ async fn an_approved_plan_is_enforced_and_mails_the_users_it_restricts() {
         sync,
         policy,
         ..
-    } = guarded(&lab, dir.path());
+    } = guarded(&lab, dir.path(), transport);
 
     let held = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
         .await
@@ -81,11 +81,11 @@ async fn an_approved_plan_is_enforced_and_mails_the_users_it_restricts() {
     assert!(lab.control().mails().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plan_superseded_by_a_newer_run_cannot_be_approved() {
+over_transports!(a_plan_superseded_by_a_newer_run_cannot_be_approved);
+async fn a_plan_superseded_by_a_newer_run_cannot_be_approved(transport: Transport) {
     let lab = sync_lab(300).await;
     let dir = tempfile::tempdir().unwrap();
-    let Notifying { sync, policy, .. } = guarded(&lab, dir.path());
+    let Notifying { sync, policy, .. } = guarded(&lab, dir.path(), transport);
 
     let old = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
         .await
