@@ -17,7 +17,8 @@ use easgate_lab::{Lab, NewDevices, ReceivedMail};
 use mail_parser::MessageParser;
 
 use crate::support::lab::{
-    REMEDIATION_URL, add_notify, notify_section, org_sync_over, sync_lab, unguarded, write_config,
+    REMEDIATION_URL, add_notify, notify_section, org_sync_over, sync_lab, unguarded,
+    write_config_over,
 };
 use crate::support::{
     Transport, builtin, easgate_within, lab_organization, plugin_registry, succeeded, wasm_bytes,
@@ -57,10 +58,6 @@ pub(crate) struct Notifying {
     pub registry: Arc<PluginRegistry>,
     pub sync: OrgSync,
     pub policy: Arc<AccessPolicyPlugin>,
-}
-
-pub(crate) fn notifying(lab: &Lab, dir: &Path) -> Notifying {
-    notifying_over(lab, dir, Transport::Rest)
 }
 
 pub(crate) fn notifying_over(lab: &Lab, dir: &Path, transport: Transport) -> Notifying {
@@ -190,8 +187,8 @@ async fn quarantining_50_devices_mails_each_user_exactly_once(transport: Transpo
     assert_eq!(lab.control().mails().len(), 50);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_mail_server_down_notices_wait_and_go_once_it_is_back() {
+over_transports!(with_the_mail_server_down_notices_wait_and_go_once_it_is_back);
+async fn with_the_mail_server_down_notices_wait_and_go_once_it_is_back(transport: Transport) {
     let lab = sync_lab(30).await;
     let dir = tempfile::tempdir().unwrap();
     let Notifying {
@@ -199,7 +196,7 @@ async fn with_the_mail_server_down_notices_wait_and_go_once_it_is_back() {
         sync,
         policy,
         ..
-    } = notifying(&lab, dir.path());
+    } = notifying_over(&lab, dir.path(), transport);
 
     lab.control().stop_smtp().await;
     let down = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
@@ -260,11 +257,13 @@ async fn silent_server() -> (u16, Arc<AtomicUsize>) {
     (port, accepted)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connector_killed_between_recording_and_sending_delivers_each_notice_once() {
+over_transports!(a_connector_killed_between_recording_and_sending_delivers_each_notice_once);
+async fn a_connector_killed_between_recording_and_sending_delivers_each_notice_once(
+    transport: Transport,
+) {
     let lab = sync_lab(30).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 8);
+    let config = write_config_over(&lab, dir.path(), 8, transport);
     let base = std::fs::read_to_string(&config).unwrap();
     let (silent, accepted) = silent_server().await;
     std::fs::write(&config, format!("{base}{}", notify_section(silent, "120s"))).unwrap();
@@ -320,8 +319,8 @@ async fn a_connector_killed_between_recording_and_sending_delivers_each_notice_o
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_swapped_template_renders_the_next_notices() {
+over_transports!(a_swapped_template_renders_the_next_notices);
+async fn a_swapped_template_renders_the_next_notices(transport: Transport) {
     let lab = sync_lab(10).await;
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
@@ -330,7 +329,7 @@ async fn a_swapped_template_renders_the_next_notices() {
         sync,
         policy,
         ..
-    } = notifying(&lab, dir.path());
+    } = notifying_over(&lab, dir.path(), transport);
     within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
         .await
         .unwrap();
@@ -384,8 +383,8 @@ async fn a_swapped_template_renders_the_next_notices() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on() {
+over_transports!(a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on);
+async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on(transport: Transport) {
     let lab = sync_lab(30).await;
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
@@ -411,7 +410,7 @@ async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on() {
         registry,
         sync,
         policy,
-    } = notifying(&lab, dir.path());
+    } = notifying_over(&lab, dir.path(), transport);
     assert!(!matches!(
         registry.notice_template().meta.source,
         Source::Builtin
@@ -462,11 +461,11 @@ async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on() {
     assert_eq!((again.notices.failed, again.notices.sent), (0, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notice_preview_renders_a_stored_device_without_sending() {
+over_transports!(notice_preview_renders_a_stored_device_without_sending);
+async fn notice_preview_renders_a_stored_device_without_sending(transport: Transport) {
     let lab = sync_lab(10).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 4);
+    let config = write_config_over(&lab, dir.path(), 4, transport);
     add_notify(&config, lab.smtp_addr().port(), "5s");
     let path = config.to_str().unwrap();
     let out = easgate_within(LIMIT, &["sync", "--full", "--config", path]).await;
@@ -521,13 +520,13 @@ async fn notice_preview_renders_a_stored_device_without_sending() {
     assert!(crate::support::stderr(&out).contains("no stored device"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_per_run_spreads_a_mass_change_over_syncs() {
+over_transports!(max_per_run_spreads_a_mass_change_over_syncs);
+async fn max_per_run_spreads_a_mass_change_over_syncs(transport: Transport) {
     let lab = sync_lab(30).await;
     let dir = tempfile::tempdir().unwrap();
     let Notifying {
         mut sync, policy, ..
-    } = notifying(&lab, dir.path());
+    } = notifying_over(&lab, dir.path(), transport);
     sync.notices.as_mut().unwrap().max_per_run = 5;
     let first = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
         .await
