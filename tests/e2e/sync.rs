@@ -12,8 +12,7 @@ use easgate::sync::{SyncKind, SyncSettings, Verdict};
 use easgate_lab::{ComplianceState, DeviceTruth};
 
 use crate::support::lab::{
-    assert_enforced, exempt_group, expected, org_sync, org_sync_over, sync_lab, unguarded,
-    write_config, write_config_over,
+    assert_enforced, exempt_group, expected, org_sync_over, sync_lab, unguarded, write_config_over,
 };
 use crate::support::{
     Transport, builtin, easgate_json, easgate_within, faulty, lab_organization, plugin_registry,
@@ -164,8 +163,8 @@ async fn a_plan_that_would_restrict_everyone_is_held_until_approved(transport: T
     assert_enforced(&lab, expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_policy_that_traps_on_one_batch_leaves_those_devices_unchanged() {
+over_transports!(a_policy_that_traps_on_one_batch_leaves_those_devices_unchanged);
+async fn a_policy_that_traps_on_one_batch_leaves_those_devices_unchanged(transport: Transport) {
     let lab = sync_lab(1_000).await;
     let (_dir, store) = temp_store();
     let engine = PluginEngine::new().expect("engine");
@@ -177,7 +176,7 @@ async fn a_policy_that_traps_on_one_batch_leaves_those_devices_unchanged() {
         serde_json::json!({"mode": "trap-on", "device_id": victim}),
     )
     .expect("faulty loads");
-    let mut sync = org_sync(&lab, store.clone(), unguarded());
+    let mut sync = org_sync_over(&lab, store.clone(), unguarded(), transport);
     sync.batch_size = 100;
     let summary = within(
         Duration::from_secs(120),
@@ -214,11 +213,11 @@ async fn a_policy_that_traps_on_one_batch_leaves_those_devices_unchanged() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_syncs_and_a_dry_run_then_finds_nothing_to_change() {
+over_transports!(the_cli_syncs_and_a_dry_run_then_finds_nothing_to_change);
+async fn the_cli_syncs_and_a_dry_run_then_finds_nothing_to_change(transport: Transport) {
     let lab = sync_lab(600).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 8);
+    let config = write_config_over(&lab, dir.path(), 8, transport);
     let config = config.to_str().unwrap();
     let summary = easgate_json(
         Duration::from_secs(120),
@@ -431,8 +430,10 @@ async fn a_quick_sync_redecides_exactly_the_changed_devices(transport: Transport
     assert!(quick.restriction_limit >= 500, "{quick:#?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_names_it() {
+over_transports!(a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_names_it);
+async fn a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_names_it(
+    transport: Transport,
+) {
     use easgate::plugin::Digest;
     use easgate::sync::DeviceKey;
 
@@ -440,7 +441,7 @@ async fn a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_na
     let (_dir, store) = temp_store();
     let plugins = tempfile::tempdir().unwrap();
     let registry = plugin_registry(plugins.path());
-    let sync = org_sync(&lab, store.clone(), unguarded());
+    let sync = org_sync_over(&lab, store.clone(), unguarded(), transport);
     let first_policy = registry.access_policy();
     let first = within(
         Duration::from_secs(120),
@@ -527,20 +528,38 @@ async fn a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_na
     assert_eq!(audit[1].reason, "device-rule");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_unreachable_organization_does_not_stop_the_others() {
+over_transports!(one_unreachable_organization_does_not_stop_the_others);
+async fn one_unreachable_organization_does_not_stop_the_others(transport: Transport) {
     let lab = sync_lab(300).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 8);
+    let config = write_config_over(&lab, dir.path(), 8, transport);
     // A second organization whose only CAS refuses connections (a port nothing listens on).
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let mut text = std::fs::read_to_string(&config).unwrap();
-    let second = lab
-        .connector_config(&easgate_lab::SecretSource::Inline)
+    // The second organization speaks the same transport as the first, its primary CAS dead.
+    let (second, primary, dead) = match transport {
+        Transport::Rest => (
+            lab.connector_config(&easgate_lab::SecretSource::Inline),
+            lab.cas_urls()[0].clone(),
+            dead,
+        ),
+        Transport::PowerShell => (
+            easgate_lab::powershell_connector_config(
+                &lab.control().info(),
+                "contoso",
+                &easgate_lab::SecretSource::Inline,
+                "exchange.pw",
+            ),
+            lab.powershell_urls()[0].clone(),
+            format!("{dead}/PowerShell/"),
+        ),
+    };
+    assert!(second.contains(&format!("{primary:?}")), "{second}");
+    let second = second
         .replace("name = \"contoso\"", "name = \"fabrikam\"")
-        .replace(&format!("{:?}", lab.cas_urls()[0]), &format!("{dead:?}"))
+        .replace(&format!("{primary:?}"), &format!("{dead:?}"))
         .replace(
             "[organization.graph]",
             "unavailable_timeout = \"1s\"\ncas_failover = false\n\n[organization.graph]",
@@ -586,8 +605,8 @@ async fn one_unreachable_organization_does_not_stop_the_others() {
     assert_enforced(&lab, expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_of_an_excluded_group_are_exempt_and_their_lists_untouched() {
+over_transports!(devices_of_an_excluded_group_are_exempt_and_their_lists_untouched);
+async fn devices_of_an_excluded_group_are_exempt_and_their_lists_untouched(transport: Transport) {
     let lab = sync_lab(2_000).await;
     let (_dir, store) = temp_store();
     let engine = PluginEngine::new().expect("engine");
@@ -609,7 +628,7 @@ async fn devices_of_an_excluded_group_are_exempt_and_their_lists_untouched() {
         &engine,
         &serde_json::json!({ "excludedGroups": [group] }).to_string(),
     );
-    let sync = org_sync(&lab, store.clone(), settings);
+    let sync = org_sync_over(&lab, store.clone(), settings, transport);
     let summary = within(
         Duration::from_secs(120),
         sync.run(SyncKind::Full, false, policy),

@@ -4,21 +4,21 @@
 
 use std::time::Duration;
 
-use crate::support::lab::{sync_lab, write_config};
-use crate::support::{easgate_within, json_stdout, stderr, stdout, succeeded};
+use crate::support::lab::{sync_lab, write_config_over};
+use crate::support::{Transport, easgate_within, json_stdout, stderr, stdout, succeeded};
 
 /// How long one `easgate` command may take.
 const LIMIT: Duration = Duration::from_secs(120);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sync_without_a_terminal_prints_one_plain_line_per_stage() {
+over_transports!(a_sync_without_a_terminal_prints_one_plain_line_per_stage);
+async fn a_sync_without_a_terminal_prints_one_plain_line_per_stage(transport: Transport) {
     let lab = sync_lab(400).await;
     // Slow mailbox edits: the apply stage lasts long enough for several progress reports,
     // which must still come out as one line.
     lab.control()
         .set_latency(crate::support::slow_mailbox_edits(1, 5));
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 2);
+    let config = write_config_over(&lab, dir.path(), 2, transport);
     let config = config.to_str().unwrap().to_owned();
 
     let out = easgate_within(LIMIT, &["sync", "--config", &config, "--full"]).await;
