@@ -18,12 +18,19 @@ use easgate::store::{JournalState, RunOutcome, Store};
 use easgate_lab::{ComplianceState, CounterSnapshot, Lab, LabOptions, ReceivedMail};
 use mail_parser::MessageParser;
 
-use crate::support::lab::{add_notify, expected, mismatches, write_config};
-use crate::support::{easgate_json, lab_organization, spawn_full_sync, within};
+use crate::support::lab::{add_notify, expected, mismatches, write_config_over};
+use crate::support::{Transport, easgate_json, lab_organization, spawn_full_sync, within};
 
-const KILLS: usize = 20;
+/// Kills per transport: 20 over REST; over remote PowerShell each `easgate sync` first opens a
+/// runspace pool, which makes every run slower, so 8 (two a stage) keep the series bounded.
+fn kills(transport: Transport) -> usize {
+    match transport {
+        Transport::Rest => 20,
+        Transport::PowerShell => 8,
+    }
+}
 const DEFAULT_SEED: u64 = 20_261_126;
-/// The stages aimed at, `KILLS / 4` times each.
+/// The stages aimed at, `kills / 4` times each.
 const STAGES: [Stage; 4] = [Stage::Discover, Stage::Decide, Stage::Apply, Stage::Notify];
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -289,8 +296,9 @@ fn last_run(data: &std::path::Path, org_name: &str) -> i64 {
     store.recent_runs(org, 1).unwrap()[0].id.0
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
+over_transports!(seeded_sigkills_across_the_stages_each_converge_on_the_next_sync);
+async fn seeded_sigkills_across_the_stages_each_converge_on_the_next_sync(transport: Transport) {
+    let kills = kills(transport);
     let seed = std::env::var("EASGATE_CRASH_SEED")
         .map(|s| s.parse().expect("EASGATE_CRASH_SEED is a number"))
         .unwrap_or(DEFAULT_SEED);
@@ -308,7 +316,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
     .await
     .expect("the lab starts");
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 2);
+    let config = write_config_over(&lab, dir.path(), 2, transport);
     add_notify(&config, lab.smtp_addr().port(), "5s");
     let data = dir.path().join("data");
     let org_name = lab_organization(&lab).name;
@@ -359,7 +367,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
 
     let mut aims: Vec<Stage> = STAGES
         .iter()
-        .flat_map(|s| std::iter::repeat_n(*s, KILLS / STAGES.len()))
+        .flat_map(|s| std::iter::repeat_n(*s, kills / STAGES.len()))
         .collect();
     rng.shuffle(&mut aims);
     let mut tally: BTreeMap<Stage, usize> = BTreeMap::new();
@@ -398,7 +406,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
         let stage = landing.stage(at_kill.reads, seen(&lab, &after).reads);
         *tally.entry(stage).or_default() += 1;
         let context = format!(
-            "seed {seed}, kill {i} aimed at {target:?}, landed in {stage:?} after {at_kill:?}"
+            "seed {seed}, {transport:?}, kill {i} aimed at {target:?}, landed in {stage:?} after {at_kill:?}"
         );
         if stage != Stage::Finished {
             assert_eq!(summary["kind"], "full", "{context}: {summary}");
@@ -418,7 +426,7 @@ async fn twenty_sigkills_across_the_stages_each_converge_on_the_next_sync() {
         log.push(context);
     }
     eprintln!(
-        "seed {seed}: {KILLS} kills in {:.1?}, landed {tally:?}, {resent} notices in doubt sent \
+        "seed {seed}, {transport:?}: {kills} kills in {:.1?}, landed {tally:?}, {resent} notices in doubt sent \
          again; run shape {shape:?}\n{}",
         started.elapsed(),
         log.join("\n")
