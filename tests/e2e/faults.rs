@@ -424,6 +424,7 @@ fn expire_device_links(n: u32) -> ExchangeFaults {
     }
 }
 
+// REST only by nature: remote PowerShell streams a listing's objects, it has no page links.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exchange_client_starts_a_listing_over_when_its_page_link_expires() {
     let lab = client_lab(2500, 1).await;
@@ -525,15 +526,21 @@ impl Drill {
     }
 }
 
-/// The device listing in four slices by `FirstSyncTime` (16 commands in flight), one of which
-/// Exchange makes start over: every partnership is listed once, none is reported twice, and
-/// the run converges.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sliced_device_listing_whose_slice_starts_over_lists_every_device_once() {
+// The device listing in four slices by `FirstSyncTime` (16 commands in flight), one of which
+// Exchange makes start over: every partnership is listed once, none is reported twice, and
+// the run converges. Over remote PowerShell a listing is one pipeline streaming its objects,
+// with no page link to refuse: there the slices' filters alone are checked (each partnership
+// in exactly one slice).
+over_transports!(a_sliced_device_listing_whose_slice_starts_over_lists_every_device_once);
+async fn a_sliced_device_listing_whose_slice_starts_over_lists_every_device_once(
+    transport: Transport,
+) {
     // 10 000 devices spread over 700 days: each slice has two or three pages.
-    let d = drill(10_000, 1, 1).await;
+    let d = drill_over(10_000, 1, 1, transport).await;
     let sync = d.sync(&test_http(), Duration::from_secs(20));
-    d.lab.control().set_exchange_faults(expire_device_links(1));
+    if transport == Transport::Rest {
+        d.lab.control().set_exchange_faults(expire_device_links(1));
+    }
     let run = d.full(&sync).await;
     assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:#?}");
     assert!(run.errors.is_empty(), "{:#?}", run.errors);
@@ -542,6 +549,9 @@ async fn a_sliced_device_listing_whose_slice_starts_over_lists_every_device_once
         0,
         "a link was refused"
     );
+    // Four slices: at least four device listings (over REST, their pages and the restart too).
+    let listings = d.lab.control().counters().calls(GET_MOBILE_DEVICE);
+    assert!(listings >= 4, "{listings} Get-MobileDevice calls");
     assert_eq!(d.known_devices().len(), 10_000);
     assert_eq!(
         run.verdicts.allow + run.verdicts.block + run.verdicts.quarantine,
@@ -551,6 +561,7 @@ async fn a_sliced_device_listing_whose_slice_starts_over_lists_every_device_once
     d.assert_converged();
 }
 
+// REST only by nature: remote PowerShell streams a listing's objects, it has no page links.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_page_links_expired_mid_listing_start_it_over_or_fail_the_run_cleanly() {
     // 2 500 devices: the device listing, in one slice (4 commands in flight), has three pages
