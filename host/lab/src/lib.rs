@@ -17,6 +17,7 @@
 //! - `org` — the organization both sides read; `dataset` — how a seed becomes one.
 //! - `smtp` — the mail sink; `control` — `/_lab/…` and `LabControl`; `counters` — what was served.
 //! - `malformed` — records broken on purpose in the listings, for the connector's bad-input drills.
+//! - `kdc` — a real MIT KDC for tests (`TestKdc`), for the Kerberos faces.
 //! - `connector_config` — the connector configuration that points at a lab; `sim` — `easgate sim`.
 //!
 //! ```no_run
@@ -34,6 +35,7 @@ mod counters;
 mod dataset;
 mod exchange;
 mod graph;
+pub mod kdc;
 mod login;
 mod malformed;
 mod org;
