@@ -286,6 +286,15 @@ impl Lab {
         &self.shared().tenant.client_secret
     }
 
+    /// Makes the remote PowerShell face accept Kerberos (`Authorization: Negotiate` or
+    /// `Kerberos`) besides Basic, with the service keys in `keytab` (the SPN the clients ask
+    /// for must be in it: `kdc::TestKdc::keytab` holds `HTTP/localhost@LAB.EASGATE.TEST`). A
+    /// ticket for the principal `svc-easgate@REALM` is the service account. The keytab is
+    /// found through the process-wide `KRB5_KTNAME`, which this sets.
+    pub fn enable_powershell_kerberos(&self, keytab: &Path) -> Result<(), String> {
+        self.shared().powershell.enable_kerberos(keytab)
+    }
+
     /// The account of the remote PowerShell face (`/PowerShell/` on every CAS): user
     /// (`svc-easgate@contoso.com`) and password, for Basic authentication.
     pub fn powershell_account(&self) -> (String, String) {

@@ -6,6 +6,7 @@ mod control;
 mod exchange;
 mod faults;
 mod graph;
+mod kerberos;
 mod paging;
 mod powershell;
 mod schema;

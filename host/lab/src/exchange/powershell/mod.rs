@@ -17,6 +17,7 @@
 //! optionally the user load quota (`PowerShellMaxCmdlets` per period), set through the control
 //! API. Kerberos and WS-Management message encryption are not modelled.
 
+mod kerberos;
 mod render;
 pub(crate) mod wsman;
 
@@ -146,6 +147,8 @@ pub(crate) struct PowerShellState {
     limits: Mutex<PowerShellLimits>,
     shells: Mutex<HashMap<String, Arc<Shell>>>,
     loads: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// The Kerberos acceptor once `Lab::enable_powershell_kerberos` made one.
+    kerberos: Mutex<Option<Arc<kerberos::Acceptor>>>,
 }
 
 impl PowerShellState {
@@ -159,7 +162,15 @@ impl PowerShellState {
             limits: Mutex::new(PowerShellLimits::default()),
             shells: Mutex::new(HashMap::new()),
             loads: Mutex::new(HashMap::new()),
+            kerberos: Mutex::new(None),
         }
+    }
+
+    /// Accepts Kerberos (`Negotiate`/`Kerberos`) from now on, with the service keys of `keytab`.
+    pub fn enable_kerberos(&self, keytab: &std::path::Path) -> Result<(), String> {
+        let acceptor = kerberos::Acceptor::from_keytab(keytab)?;
+        *self.kerberos.lock().expect("kerberos") = Some(Arc::new(acceptor));
+        Ok(())
     }
 
     pub fn account(&self) -> (&str, &str) {
@@ -268,10 +279,10 @@ fn unauthorized() -> Response {
     )
         .into_response();
     let h = r.headers_mut();
-    h.append(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Negotiate"),
-    );
+    // IIS's Windows authentication offers both packages, Negotiate first.
+    for scheme in ["Negotiate", "Kerberos"] {
+        h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
+    }
     h.append(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"\""),
@@ -279,24 +290,67 @@ fn unauthorized() -> Response {
     r
 }
 
-/// The Basic user, when the credentials are the service account's.
-fn authenticate<'a>(state: &'a PowerShellState, headers: &HeaderMap) -> Option<&'a str> {
+/// Who sent a request: the user the cmdlets run as, and the mutual-authentication header for
+/// the response when the client used Kerberos.
+struct Authenticated<'a> {
+    user: &'a str,
+    reply: Option<HeaderValue>,
+}
+
+/// The service account when the credentials are its own: Basic with its password, or a Kerberos
+/// ticket (`Negotiate`/`Kerberos`) for a principal whose name is the account's local part
+/// (`svc-easgate@REALM` is `svc-easgate@{domain}`, as an AD account's UPN and its Kerberos
+/// principal are the same account).
+fn authenticate<'a>(state: &'a PowerShellState, headers: &HeaderMap) -> Option<Authenticated<'a>> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, b64) = value.split_once(' ')?;
+    let raw = easgate_psrp::clixml::base64_decode(b64.trim())?;
+    if scheme.eq_ignore_ascii_case("negotiate") || scheme.eq_ignore_ascii_case("kerberos") {
+        let acceptor = state.kerberos.lock().expect("kerberos").clone()?;
+        let accepted = match acceptor.accept(&raw) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!("/PowerShell/ Kerberos refused: {e}");
+                return None;
+            }
+        };
+        let local = state.user.split('@').next().unwrap_or_default();
+        let (name, _realm) = accepted.principal.rsplit_once('@')?;
+        if !name.eq_ignore_ascii_case(local) {
+            tracing::info!(
+                "/PowerShell/ Kerberos principal {} is not the service account",
+                accepted.principal
+            );
+            return None;
+        }
+        let reply = accepted.reply.map(|t| {
+            HeaderValue::from_str(&format!(
+                "{scheme} {}",
+                easgate_psrp::clixml::base64_encode(&t)
+            ))
+            .expect("base64 is a valid header value")
+        });
+        return Some(Authenticated {
+            user: &state.user,
+            reply,
+        });
+    }
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let raw = easgate_psrp::clixml::base64_decode(b64.trim())?;
     let text = String::from_utf8(raw).ok()?;
     let (user, password) = text.split_once(':')?;
-    (user.eq_ignore_ascii_case(&state.user) && password == state.password)
-        .then_some(state.user.as_str())
+    (user.eq_ignore_ascii_case(&state.user) && password == state.password).then_some(
+        Authenticated {
+            user: state.user.as_str(),
+            reply: None,
+        },
+    )
 }
 
 /// `POST /PowerShell/`.
 pub(super) async fn handle(State(cas): State<Cas>, headers: HeaderMap, body: Bytes) -> Response {
     let shared = cas.shared.clone();
-    let server = &shared.servers[cas.index];
     let mode = shared.cas_mode(cas.index);
     if let CasMode::Failing { status } = mode {
         shared.counters.exchange_faulted();
@@ -320,12 +374,24 @@ pub(super) async fn handle(State(cas): State<Cas>, headers: HeaderMap, body: Byt
     if let CasMode::Slow { extra_ms } = mode {
         tokio::time::sleep(Duration::from_millis(extra_ms)).await;
     }
-    let Some(user) = authenticate(&shared.powershell, &headers) else {
+    let Some(auth) = authenticate(&shared.powershell, &headers) else {
         shared.counters.exchange_rejected();
         return unauthorized();
     };
+    let mut response = respond(&shared, &cas, auth.user, &body).await;
+    if let Some(reply) = auth.reply {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, reply);
+    }
+    response
+}
+
+/// The WS-Management exchange of one authenticated request.
+async fn respond(shared: &Arc<Shared>, cas: &Cas, user: &str, body: &[u8]) -> Response {
+    let server = &shared.servers[cas.index];
     let machine = server.fqdn.clone();
-    let text = String::from_utf8_lossy(&body);
+    let text = String::from_utf8_lossy(body);
     let req = match wsman::parse_request(&text) {
         Ok(r) => r,
         Err(e) => return fault_response(&Fault::bad_request(e), "", &machine),
