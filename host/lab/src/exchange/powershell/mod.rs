@@ -18,6 +18,8 @@
 //! API. Kerberos and WS-Management message encryption are not modelled.
 
 mod kerberos;
+
+pub(crate) use kerberos::ConnectionAuth;
 mod render;
 pub(crate) mod wsman;
 
@@ -26,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -295,19 +298,25 @@ fn unauthorized() -> Response {
 struct Authenticated<'a> {
     user: &'a str,
     reply: Option<HeaderValue>,
+    /// Kerberos (the context now on the connection), not Basic.
+    kerberos: bool,
 }
 
 /// The service account when the credentials are its own: Basic with its password, or a Kerberos
 /// ticket (`Negotiate`/`Kerberos`) for a principal whose name is the account's local part
 /// (`svc-easgate@REALM` is `svc-easgate@{domain}`, as an AD account's UPN and its Kerberos
 /// principal are the same account).
-fn authenticate<'a>(state: &'a PowerShellState, headers: &HeaderMap) -> Option<Authenticated<'a>> {
+fn authenticate<'a>(
+    state: &'a PowerShellState,
+    headers: &HeaderMap,
+    conn: &ConnectionAuth,
+) -> Option<Authenticated<'a>> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, b64) = value.split_once(' ')?;
     let raw = easgate_psrp::clixml::base64_decode(b64.trim())?;
     if scheme.eq_ignore_ascii_case("negotiate") || scheme.eq_ignore_ascii_case("kerberos") {
         let acceptor = state.kerberos.lock().expect("kerberos").clone()?;
-        let accepted = match acceptor.accept(&raw) {
+        let mut accepted = match acceptor.accept(&raw) {
             Ok(a) => a,
             Err(e) => {
                 tracing::info!("/PowerShell/ Kerberos refused: {e}");
@@ -323,7 +332,8 @@ fn authenticate<'a>(state: &'a PowerShellState, headers: &HeaderMap) -> Option<A
             );
             return None;
         }
-        let reply = accepted.reply.map(|t| {
+        conn.set(accepted.ctx);
+        let reply = accepted.reply.take().map(|t| {
             HeaderValue::from_str(&format!(
                 "{scheme} {}",
                 easgate_psrp::clixml::base64_encode(&t)
@@ -333,6 +343,7 @@ fn authenticate<'a>(state: &'a PowerShellState, headers: &HeaderMap) -> Option<A
         return Some(Authenticated {
             user: &state.user,
             reply,
+            kerberos: true,
         });
     }
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -344,12 +355,18 @@ fn authenticate<'a>(state: &'a PowerShellState, headers: &HeaderMap) -> Option<A
         Authenticated {
             user: state.user.as_str(),
             reply: None,
+            kerberos: false,
         },
     )
 }
 
 /// `POST /PowerShell/`.
-pub(super) async fn handle(State(cas): State<Cas>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn handle(
+    State(cas): State<Cas>,
+    Extension(conn): Extension<ConnectionAuth>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let shared = cas.shared.clone();
     let mode = shared.cas_mode(cas.index);
     if let CasMode::Failing { status } = mode {
@@ -374,17 +391,88 @@ pub(super) async fn handle(State(cas): State<Cas>, headers: HeaderMap, body: Byt
     if let CasMode::Slow { extra_ms } = mode {
         tokio::time::sleep(Duration::from_millis(extra_ms)).await;
     }
-    let Some(auth) = authenticate(&shared.powershell, &headers) else {
+    let state = &shared.powershell;
+    let auth = if headers.contains_key(header::AUTHORIZATION) {
+        authenticate(state, &headers, &conn)
+    } else if conn.established() {
+        // The connection authenticated with Kerberos earlier; its sealed envelopes say who.
+        Some(Authenticated {
+            user: &state.user,
+            reply: None,
+            kerberos: true,
+        })
+    } else {
+        None
+    };
+    let Some(auth) = auth else {
         shared.counters.exchange_rejected();
         return unauthorized();
     };
-    let mut response = respond(&shared, &cas, auth.user, &body).await;
+    let mut response = if !auth.kerberos {
+        respond(&shared, &cas, auth.user, &body).await
+    } else if body.is_empty() {
+        // An encrypting client's first request: only the authentication, no envelope yet.
+        StatusCode::OK.into_response()
+    } else {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !content_type
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/encrypted")
+        {
+            // WinRM with AllowUnencrypted=false (Exchange's default): over HTTP, a Kerberos
+            // client must seal its envelopes.
+            tracing::info!("/PowerShell/ refused a plain envelope under Kerberos over HTTP");
+            shared.counters.exchange_rejected();
+            return unauthorized();
+        }
+        match conn.open(content_type, &body) {
+            Ok((plain, protocol)) => {
+                let r = respond(&shared, &cas, auth.user, &plain).await;
+                match seal_response(&conn, &protocol, r).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!("/PowerShell/ cannot seal its answer: {e}");
+                        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::info!("/PowerShell/ refused a sealed envelope: {e}");
+                shared.counters.exchange_rejected();
+                return unauthorized();
+            }
+        }
+    };
     if let Some(reply) = auth.reply {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, reply);
     }
     response
+}
+
+/// `response` with its body sealed for the connection's client, status and headers kept.
+async fn seal_response(
+    conn: &ConnectionAuth,
+    protocol: &str,
+    response: Response,
+) -> Result<Response, String> {
+    let (mut parts, body) = response.into_parts();
+    let plain = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    let sealed = conn.seal(protocol, &plain)?;
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&kerberos::encrypted_content_type(protocol))
+            .map_err(|e| format!("content type: {e}"))?,
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Response::from_parts(parts, axum::body::Body::from(sealed)))
 }
 
 /// The WS-Management exchange of one authenticated request.
