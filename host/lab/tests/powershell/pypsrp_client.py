@@ -37,6 +37,8 @@ def connect(url, user, password):
             password=password,
             encryption="auto",
             negotiate_hostname_override="localhost",
+            # IIS, not the WinRM service, serves /PowerShell/: its SPN is HTTP/host.
+            negotiate_service="HTTP",
             operation_timeout=5,
             read_timeout=15,
         )

@@ -492,12 +492,12 @@ async fn respond(shared: &Arc<Shared>, cas: &Cas, user: &str, body: &[u8]) -> Re
         );
     }
     let result = match req.action {
-        Action::Create => create(&shared, &cas, user, &req),
-        Action::Receive => receive(&shared, cas.index, &req).await,
-        Action::Command => command(&shared, cas.index, user, &req),
-        Action::Send => send(&shared, cas.index, &req),
-        Action::Signal => signal(&shared, cas.index, &req),
-        Action::Delete => delete(&shared, cas.index, &req),
+        Action::Create => create(shared, cas, user, &req),
+        Action::Receive => receive(shared, cas.index, &req).await,
+        Action::Command => command(shared, cas.index, user, &req),
+        Action::Send => send(shared, cas.index, &req),
+        Action::Signal => signal(shared, cas.index, &req),
+        Action::Delete => delete(shared, cas.index, &req),
         Action::Other => Err(Fault::action_not_supported(&req.action_uri)),
     };
     match result {
