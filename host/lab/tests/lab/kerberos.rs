@@ -280,6 +280,9 @@ async fn pypsrp_with_kerberos_and_message_encryption_lists_and_edits() {
 
     let refused = pypsrp(&lab, &kdc, "not-the-password", "wrong-password", &[]).await;
     assert_eq!(refused["opened"], false, "{refused}");
+    // Refused by the KDC (pre-authentication with the wrong key fails to decrypt), through
+    // pyspnego's krb5 binding, before any ticket could reach the face.
+    assert_eq!(refused["error"], "Krb5Error", "{refused}");
     drop(kdc);
     let _ = std::fs::remove_dir_all(&dir);
 }

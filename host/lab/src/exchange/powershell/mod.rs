@@ -12,10 +12,13 @@
 //! `OperationTimeout` and then answers the `w:TimedOut` fault. `Signal` stops a pipeline,
 //! `Delete` closes the shell.
 //!
-//! Authentication is Basic with the lab's service account (loopback HTTP). Exchange's
-//! throttling: at most `max_shells_per_user` open shells (`PowerShellMaxConcurrency`, 18), and
-//! optionally the user load quota (`PowerShellMaxCmdlets` per period), set through the control
-//! API. Kerberos and WS-Management message encryption are not modelled.
+//! Authentication is Basic with the lab's service account (loopback HTTP), and, once
+//! `Lab::enable_powershell_kerberos` gave it a keytab, Kerberos (`Negotiate`/`Kerberos`, see
+//! `kerberos`): the context is bound to the connection and every envelope after it is sealed
+//! (WS-Management message encryption over HTTP); plain envelopes under Kerberos are refused.
+//! Exchange's throttling: at most `max_shells_per_user` open shells (`PowerShellMaxConcurrency`,
+//! 18), and optionally the user load quota (`PowerShellMaxCmdlets` per period), set through the
+//! control API.
 
 mod kerberos;
 
