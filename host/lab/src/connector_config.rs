@@ -89,6 +89,31 @@ pub fn powershell_connector_config(
     secret: &SecretSource,
     password_file: &str,
 ) -> String {
+    powershell_config(info, name, secret, password_file, None)
+}
+
+/// The realm a written configuration authenticates to with Kerberos (`easgate sim --kerberos`).
+#[derive(Debug, Clone)]
+pub struct KerberosRealm {
+    /// The user principal's name in the realm (`svc-easgate`).
+    pub username: String,
+    /// `LAB.EASGATE.TEST`.
+    pub realm: String,
+    /// The KDC, `127.0.0.1:PORT`.
+    pub kdc: String,
+    /// A krb5.conf naming that KDC, for MIT tools (`KRB5_CONFIG`).
+    pub krb5_conf: PathBuf,
+    /// The user's password (written to the password file, never inline).
+    pub password: String,
+}
+
+fn powershell_config(
+    info: &LabInfo,
+    name: &str,
+    secret: &SecretSource,
+    password_file: &str,
+    kerberos: Option<&KerberosRealm>,
+) -> String {
     let rest = connector_config(info, name, secret);
     let cas = info
         .powershell_urls
@@ -102,11 +127,25 @@ pub fn powershell_connector_config(
 # first is the primary.
 transport = "powershell"
 cas_urls = [{cas}]
-auth = {{ kind = "basic", username = {user}, password = {{ file = {file} }} }}
+{auth}
 
 "#,
-        user = quote(&info.powershell_user),
-        file = quote(password_file),
+        auth = match kerberos {
+            None => format!(
+                "auth = {{ kind = \"basic\", username = {}, password = {{ file = {} }} }}",
+                quote(&info.powershell_user),
+                quote(password_file)
+            ),
+            Some(k) => format!(
+                "# The lab's test KDC; for MIT tools (kinit, klist): KRB5_CONFIG={}\n\
+                 auth = {{ kind = \"kerberos\", username = {}, password = {{ file = {} }}, realm = {}, kdc = {} }}",
+                k.krb5_conf.display(),
+                quote(&k.username),
+                quote(password_file),
+                quote(&k.realm),
+                quote(&k.kdc)
+            ),
+        },
     );
     // Replace the REST face's Exchange section, keep the rest (Graph).
     let start = rest
@@ -143,6 +182,7 @@ pub(crate) fn write_powershell(
     info: &LabInfo,
     name: &str,
     path: &Path,
+    kerberos: Option<&KerberosRealm>,
 ) -> Result<PathBuf, LabError> {
     let err = |path: &Path| {
         let path = path.to_owned();
@@ -160,11 +200,16 @@ pub(crate) fn write_powershell(
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    write_private(&password_path, info.powershell_password.as_bytes())
-        .map_err(err(&password_path))?;
+    let password = kerberos.map_or(info.powershell_password.as_str(), |k| &k.password);
+    write_private(&password_path, password.as_bytes()).map_err(err(&password_path))?;
     write_private(&secret_path, info.client_secret.as_bytes()).map_err(err(&secret_path))?;
-    let text =
-        powershell_connector_config(info, name, &SecretSource::File(secret_name), &password_name);
+    let text = powershell_config(
+        info,
+        name,
+        &SecretSource::File(secret_name),
+        &password_name,
+        kerberos,
+    );
     std::fs::write(path, text).map_err(err(path))?;
     Ok(password_path)
 }
@@ -217,7 +262,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("easgate-ps-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("lab.toml");
-        let pw = write_powershell(&info(), "contoso", &path).unwrap();
+        let pw = write_powershell(&info(), "contoso", &path, None).unwrap();
         assert_eq!(pw, dir.join("lab.toml.exchange-password"));
         assert_eq!(std::fs::read_to_string(&pw).unwrap(), "pw");
         #[cfg(unix)]
@@ -251,6 +296,36 @@ mod tests {
             Some("lab.secret")
         );
         assert!(!text.contains("\"pw\""), "the password is not inline");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_kerberos_config_names_the_realm_and_kdc_and_keeps_the_password_out() {
+        let dir = std::env::temp_dir().join(format!("easgate-krb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lab.toml");
+        let realm = KerberosRealm {
+            username: "svc-easgate".into(),
+            realm: "LAB.EASGATE.TEST".into(),
+            kdc: "127.0.0.1:8888".into(),
+            krb5_conf: dir.join("krb5.conf"),
+            password: "krb-pw".into(),
+        };
+        let pw = write_powershell(&info(), "contoso", &path, Some(&realm)).unwrap();
+        assert_eq!(std::fs::read_to_string(&pw).unwrap(), "krb-pw");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        let auth = &v["organization"][0]["exchange"]["auth"];
+        assert_eq!(auth["kind"].as_str(), Some("kerberos"));
+        assert_eq!(auth["username"].as_str(), Some("svc-easgate"));
+        assert_eq!(auth["realm"].as_str(), Some("LAB.EASGATE.TEST"));
+        assert_eq!(auth["kdc"].as_str(), Some("127.0.0.1:8888"));
+        assert_eq!(
+            auth["password"]["file"].as_str(),
+            Some("lab.toml.exchange-password")
+        );
+        assert!(text.contains(&format!("KRB5_CONFIG={}", dir.join("krb5.conf").display())));
+        assert!(!text.contains("krb-pw"), "the password is not inline");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -17,6 +17,7 @@
 //! - `org` — the organization both sides read; `dataset` — how a seed becomes one.
 //! - `smtp` — the mail sink; `control` — `/_lab/…` and `LabControl`; `counters` — what was served.
 //! - `malformed` — records broken on purpose in the listings, for the connector's bad-input drills.
+//! - `kdc` — a real MIT KDC for tests (`TestKdc`), for the Kerberos faces.
 //! - `connector_config` — the connector configuration that points at a lab; `sim` — `easgate sim`.
 //!
 //! ```no_run
@@ -34,6 +35,7 @@ mod counters;
 mod dataset;
 mod exchange;
 mod graph;
+pub mod kdc;
 mod login;
 mod malformed;
 mod org;
@@ -282,6 +284,15 @@ impl Lab {
 
     pub fn client_secret(&self) -> &str {
         &self.shared().tenant.client_secret
+    }
+
+    /// Makes the remote PowerShell face accept Kerberos (`Authorization: Negotiate` or
+    /// `Kerberos`) besides Basic, with the service keys in `keytab` (the SPN the clients ask
+    /// for must be in it: `kdc::TestKdc::keytab` holds `HTTP/localhost@LAB.EASGATE.TEST`). A
+    /// ticket for the principal `svc-easgate@REALM` is the service account. The keytab is
+    /// found through the process-wide `KRB5_KTNAME`, which this sets.
+    pub fn enable_powershell_kerberos(&self, keytab: &Path) -> Result<(), String> {
+        self.shared().powershell.enable_kerberos(keytab)
     }
 
     /// The account of the remote PowerShell face (`/PowerShell/` on every CAS): user

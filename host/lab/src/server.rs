@@ -254,7 +254,11 @@ pub(crate) fn serve(listener: TcpListener, router: Router) -> JoinHandle<()> {
                     };
                     // Small requests and responses: don't wait for Nagle.
                     let _ = stream.set_nodelay(true);
-                    let service = TowerToHyperService::new(router.clone());
+                    // Each connection gets its own slot for the Kerberos context that a remote
+                    // PowerShell client establishes on it (WinRM binds it to the connection).
+                    let service = TowerToHyperService::new(router.clone().layer(axum::Extension(
+                        crate::exchange::powershell::ConnectionAuth::default(),
+                    )));
                     connections.spawn(async move {
                         let conn = http1::Builder::new()
                             .keep_alive(true)

@@ -53,6 +53,12 @@ pub struct SimArgs {
     /// the password goes to PATH.exchange-password).
     #[arg(long = "exchange-api", value_enum, default_value_t = ExchangeApi::Rest)]
     pub exchange_api: ExchangeApi,
+
+    /// Also run a Kerberos KDC (MIT `krb5kdc`, `.ci/install-kerberos`) on loopback, realm
+    /// `LAB.EASGATE.TEST`, and accept Kerberos on `/PowerShell/` (with message encryption);
+    /// with `--exchange-api powershell --write-config`, the configuration authenticates with it.
+    #[arg(long)]
+    pub kerberos: bool,
 }
 
 impl SimArgs {
@@ -79,6 +85,25 @@ pub async fn run_sim(
     let started = Instant::now();
     let lab = Lab::start(args.options()).await?;
     let info = lab.control().info();
+    // Kept until shutdown: dropping it stops the KDC.
+    let kdc = if args.kerberos {
+        let dir = std::env::temp_dir().join(format!("easgate-sim-kdc-{}", std::process::id()));
+        let kdc = tokio::task::spawn_blocking(move || crate::kdc::TestKdc::start(&dir)).await??;
+        lab.enable_powershell_kerberos(kdc.keytab())
+            .map_err(anyhow::Error::msg)?;
+        Some(kdc)
+    } else {
+        None
+    };
+    let realm = kdc
+        .as_ref()
+        .map(|k| crate::connector_config::KerberosRealm {
+            username: crate::kdc::USER.to_owned(),
+            realm: k.realm().to_owned(),
+            kdc: k.kdc_addr().to_string(),
+            krb5_conf: k.krb5_conf().to_owned(),
+            password: k.password().to_owned(),
+        });
     println!(
         "easgate lab: {} with {} devices over {} mailboxes, {} Intune records (seed {})",
         info.organization, info.devices, info.mailboxes, info.managed_devices, args.seed
@@ -107,8 +132,20 @@ pub async fn run_sim(
         "  powershell     {} / {} (Basic, lab credentials)",
         info.powershell_user, info.powershell_password
     );
+    if let Some(k) = &kdc {
+        println!(
+            "  kerberos       {} / {} (realm {}, KDC {}, SPN {}, KRB5_CONFIG={})",
+            k.user_principal(),
+            k.password(),
+            k.realm(),
+            k.kdc_addr(),
+            k.service_principal(),
+            k.krb5_conf().display()
+        );
+    }
     if let (Some(path), ExchangeApi::Powershell) = (&args.write_config, args.exchange_api) {
-        let password = crate::connector_config::write_powershell(&info, "contoso", path)?;
+        let password =
+            crate::connector_config::write_powershell(&info, "contoso", path, realm.as_ref())?;
         println!(
             "  config         {} (password in {})",
             path.display(),
@@ -125,5 +162,6 @@ pub async fn run_sim(
     println!("ready in {} ms", started.elapsed().as_millis());
     shutdown.await;
     lab.shutdown().await;
+    drop(kdc);
     Ok(())
 }

@@ -6,6 +6,8 @@ mod control;
 mod exchange;
 mod faults;
 mod graph;
+#[cfg(feature = "kerberos")]
+mod kerberos;
 mod paging;
 mod powershell;
 mod schema;

@@ -371,7 +371,7 @@ async fn a_wrong_resource_uri_path_or_password_answers_as_exchange_does() {
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
         .collect();
-    assert_eq!(offered, ["Negotiate", "Basic realm=\"\""]);
+    assert_eq!(offered, ["Negotiate", "Kerberos", "Basic realm=\"\""]);
     let (user, _) = lab.powershell_account();
     let r = http
         .post(&lab.powershell_urls()[0])

@@ -55,6 +55,10 @@ pub struct Client {
     fragmenter: Fragmenter,
     inbox: Reassembler,
     pub largest_response: usize,
+    /// Makes the `Authorization` header of each request instead of Basic (Kerberos tests).
+    pub authorization: Option<Box<dyn FnMut() -> String + Send>>,
+    /// The last `WWW-Authenticate` header of a response (Kerberos's mutual authentication).
+    pub last_www_authenticate: Option<String>,
 }
 
 fn envelope(
@@ -90,6 +94,8 @@ impl Client {
             fragmenter: Fragmenter::new(100 * 1024),
             inbox: Reassembler::default(),
             largest_response: 0,
+            authorization: None,
+            last_www_authenticate: None,
         }
     }
 
@@ -110,10 +116,12 @@ impl Client {
             timeout,
             body,
         );
-        let r = self
-            .http
-            .post(&self.url)
-            .basic_auth(&self.user, Some(&self.password))
+        let request = self.http.post(&self.url);
+        let request = match self.authorization.as_mut() {
+            Some(make) => request.header("authorization", make()),
+            None => request.basic_auth(&self.user, Some(&self.password)),
+        };
+        let r = request
             .header("content-type", "application/soap+xml;charset=UTF-8")
             .body(text)
             .send()
@@ -126,6 +134,12 @@ impl Client {
                 body: String::new(),
             })?;
         let status = r.status().as_u16();
+        self.last_www_authenticate = r
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+            .reduce(|a, b| format!("{a}, {b}"));
         let body = r.text().await.unwrap_or_default();
         self.largest_response = self.largest_response.max(body.len());
         if status == 200 {

@@ -3,7 +3,13 @@ script would use it against Exchange's /PowerShell endpoint.
 
 Usage: pypsrp_client.py URL USER PASSWORD CASE [ARGS...]; prints one JSON object with what the
 case observed. The Rust test (tests/lab/powershell.rs) starts the lab and judges the output.
+
+With PYPSRP_AUTH=kerberos (tests/lab/kerberos.rs, KRB5_CONFIG naming the test KDC), USER is a
+Kerberos principal and pypsrp authenticates with Kerberos and seals every envelope (its default
+encryption="auto" over HTTP), asking for the SPN HTTP/localhost.
 """
+
+import os
 
 import json
 import sys
@@ -20,6 +26,22 @@ EXCHANGE = "Microsoft.Exchange"
 
 def connect(url, user, password):
     u = urlparse(url)
+    if os.environ.get("PYPSRP_AUTH") == "kerberos":
+        return WSMan(
+            u.hostname,
+            port=u.port,
+            path=u.path.strip("/"),
+            ssl=False,
+            auth="kerberos",
+            username=user,
+            password=password,
+            encryption="auto",
+            negotiate_hostname_override="localhost",
+            # IIS, not the WinRM service, serves /PowerShell/: its SPN is HTTP/host.
+            negotiate_service="HTTP",
+            operation_timeout=5,
+            read_timeout=15,
+        )
     return WSMan(
         u.hostname,
         port=u.port,
@@ -132,6 +154,10 @@ def main():
             with RunspacePool(connect(url, user, password + "x"), configuration_name=EXCHANGE):
                 result = {"opened": True}
         except AuthenticationError as e:
+            result = {"opened": False, "error": type(e).__name__, "message": str(e)}
+        except Exception as e:  # noqa: BLE001 - under Kerberos the KDC refuses first (pyspnego's error)
+            if os.environ.get("PYPSRP_AUTH") != "kerberos":
+                raise
             result = {"opened": False, "error": type(e).__name__, "message": str(e)}
     elif case == "shell-limit":
         # Opens shells until the server refuses one; closes one; opens one again.

@@ -12,11 +12,17 @@
 //! `OperationTimeout` and then answers the `w:TimedOut` fault. `Signal` stops a pipeline,
 //! `Delete` closes the shell.
 //!
-//! Authentication is Basic with the lab's service account (loopback HTTP). Exchange's
-//! throttling: at most `max_shells_per_user` open shells (`PowerShellMaxConcurrency`, 18), and
-//! optionally the user load quota (`PowerShellMaxCmdlets` per period), set through the control
-//! API. Kerberos and WS-Management message encryption are not modelled.
+//! Authentication is Basic with the lab's service account (loopback HTTP), and, once
+//! `Lab::enable_powershell_kerberos` gave it a keytab, Kerberos (`Negotiate`/`Kerberos`, see
+//! `kerberos`): the context is bound to the connection and every envelope after it is sealed
+//! (WS-Management message encryption over HTTP); plain envelopes under Kerberos are refused.
+//! Exchange's throttling: at most `max_shells_per_user` open shells (`PowerShellMaxConcurrency`,
+//! 18), and optionally the user load quota (`PowerShellMaxCmdlets` per period), set through the
+//! control API.
 
+mod kerberos;
+
+pub(crate) use kerberos::ConnectionAuth;
 mod render;
 pub(crate) mod wsman;
 
@@ -25,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -146,6 +153,8 @@ pub(crate) struct PowerShellState {
     limits: Mutex<PowerShellLimits>,
     shells: Mutex<HashMap<String, Arc<Shell>>>,
     loads: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// The Kerberos acceptor once `Lab::enable_powershell_kerberos` made one.
+    kerberos: Mutex<Option<Arc<kerberos::Acceptor>>>,
 }
 
 impl PowerShellState {
@@ -159,7 +168,15 @@ impl PowerShellState {
             limits: Mutex::new(PowerShellLimits::default()),
             shells: Mutex::new(HashMap::new()),
             loads: Mutex::new(HashMap::new()),
+            kerberos: Mutex::new(None),
         }
+    }
+
+    /// Accepts Kerberos (`Negotiate`/`Kerberos`) from now on, with the service keys of `keytab`.
+    pub fn enable_kerberos(&self, keytab: &std::path::Path) -> Result<(), String> {
+        let acceptor = kerberos::Acceptor::from_keytab(keytab)?;
+        *self.kerberos.lock().expect("kerberos") = Some(Arc::new(acceptor));
+        Ok(())
     }
 
     pub fn account(&self) -> (&str, &str) {
@@ -268,10 +285,10 @@ fn unauthorized() -> Response {
     )
         .into_response();
     let h = r.headers_mut();
-    h.append(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Negotiate"),
-    );
+    // IIS's Windows authentication offers both packages, Negotiate first.
+    for scheme in ["Negotiate", "Kerberos"] {
+        h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
+    }
     h.append(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"\""),
@@ -279,24 +296,81 @@ fn unauthorized() -> Response {
     r
 }
 
-/// The Basic user, when the credentials are the service account's.
-fn authenticate<'a>(state: &'a PowerShellState, headers: &HeaderMap) -> Option<&'a str> {
+/// Who sent a request: the user the cmdlets run as, and the mutual-authentication header for
+/// the response when the client used Kerberos.
+struct Authenticated<'a> {
+    user: &'a str,
+    reply: Option<HeaderValue>,
+    /// Kerberos (the context now on the connection), not Basic.
+    kerberos: bool,
+}
+
+/// The service account when the credentials are its own: Basic with its password, or a Kerberos
+/// ticket (`Negotiate`/`Kerberos`) for a principal whose name is the account's local part
+/// (`svc-easgate@REALM` is `svc-easgate@{domain}`, as an AD account's UPN and its Kerberos
+/// principal are the same account).
+fn authenticate<'a>(
+    state: &'a PowerShellState,
+    headers: &HeaderMap,
+    conn: &ConnectionAuth,
+) -> Option<Authenticated<'a>> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, b64) = value.split_once(' ')?;
+    let raw = easgate_psrp::clixml::base64_decode(b64.trim())?;
+    if scheme.eq_ignore_ascii_case("negotiate") || scheme.eq_ignore_ascii_case("kerberos") {
+        let acceptor = state.kerberos.lock().expect("kerberos").clone()?;
+        let mut accepted = match acceptor.accept(&raw) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!("/PowerShell/ Kerberos refused: {e}");
+                return None;
+            }
+        };
+        let local = state.user.split('@').next().unwrap_or_default();
+        let (name, _realm) = accepted.principal.rsplit_once('@')?;
+        if !name.eq_ignore_ascii_case(local) {
+            tracing::info!(
+                "/PowerShell/ Kerberos principal {} is not the service account",
+                accepted.principal
+            );
+            return None;
+        }
+        conn.set(accepted.ctx);
+        let reply = accepted.reply.take().map(|t| {
+            HeaderValue::from_str(&format!(
+                "{scheme} {}",
+                easgate_psrp::clixml::base64_encode(&t)
+            ))
+            .expect("base64 is a valid header value")
+        });
+        return Some(Authenticated {
+            user: &state.user,
+            reply,
+            kerberos: true,
+        });
+    }
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let raw = easgate_psrp::clixml::base64_decode(b64.trim())?;
     let text = String::from_utf8(raw).ok()?;
     let (user, password) = text.split_once(':')?;
-    (user.eq_ignore_ascii_case(&state.user) && password == state.password)
-        .then_some(state.user.as_str())
+    (user.eq_ignore_ascii_case(&state.user) && password == state.password).then_some(
+        Authenticated {
+            user: state.user.as_str(),
+            reply: None,
+            kerberos: false,
+        },
+    )
 }
 
 /// `POST /PowerShell/`.
-pub(super) async fn handle(State(cas): State<Cas>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn handle(
+    State(cas): State<Cas>,
+    Extension(conn): Extension<ConnectionAuth>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let shared = cas.shared.clone();
-    let server = &shared.servers[cas.index];
     let mode = shared.cas_mode(cas.index);
     if let CasMode::Failing { status } = mode {
         shared.counters.exchange_faulted();
@@ -320,12 +394,95 @@ pub(super) async fn handle(State(cas): State<Cas>, headers: HeaderMap, body: Byt
     if let CasMode::Slow { extra_ms } = mode {
         tokio::time::sleep(Duration::from_millis(extra_ms)).await;
     }
-    let Some(user) = authenticate(&shared.powershell, &headers) else {
+    let state = &shared.powershell;
+    let auth = if headers.contains_key(header::AUTHORIZATION) {
+        authenticate(state, &headers, &conn)
+    } else if conn.established() {
+        // The connection authenticated with Kerberos earlier; its sealed envelopes say who.
+        Some(Authenticated {
+            user: &state.user,
+            reply: None,
+            kerberos: true,
+        })
+    } else {
+        None
+    };
+    let Some(auth) = auth else {
         shared.counters.exchange_rejected();
         return unauthorized();
     };
+    let mut response = if !auth.kerberos {
+        respond(&shared, &cas, auth.user, &body).await
+    } else if body.is_empty() {
+        // An encrypting client's first request: only the authentication, no envelope yet.
+        StatusCode::OK.into_response()
+    } else {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !content_type
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/encrypted")
+        {
+            // WinRM with AllowUnencrypted=false (Exchange's default): over HTTP, a Kerberos
+            // client must seal its envelopes.
+            tracing::info!("/PowerShell/ refused a plain envelope under Kerberos over HTTP");
+            shared.counters.exchange_rejected();
+            return unauthorized();
+        }
+        match conn.open(content_type, &body) {
+            Ok((plain, protocol)) => {
+                let r = respond(&shared, &cas, auth.user, &plain).await;
+                match seal_response(&conn, &protocol, r).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!("/PowerShell/ cannot seal its answer: {e}");
+                        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::info!("/PowerShell/ refused a sealed envelope: {e}");
+                shared.counters.exchange_rejected();
+                return unauthorized();
+            }
+        }
+    };
+    if let Some(reply) = auth.reply {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, reply);
+    }
+    response
+}
+
+/// `response` with its body sealed for the connection's client, status and headers kept.
+async fn seal_response(
+    conn: &ConnectionAuth,
+    protocol: &str,
+    response: Response,
+) -> Result<Response, String> {
+    let (mut parts, body) = response.into_parts();
+    let plain = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    let sealed = conn.seal(protocol, &plain)?;
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&kerberos::encrypted_content_type(protocol))
+            .map_err(|e| format!("content type: {e}"))?,
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Response::from_parts(parts, axum::body::Body::from(sealed)))
+}
+
+/// The WS-Management exchange of one authenticated request.
+async fn respond(shared: &Arc<Shared>, cas: &Cas, user: &str, body: &[u8]) -> Response {
+    let server = &shared.servers[cas.index];
     let machine = server.fqdn.clone();
-    let text = String::from_utf8_lossy(&body);
+    let text = String::from_utf8_lossy(body);
     let req = match wsman::parse_request(&text) {
         Ok(r) => r,
         Err(e) => return fault_response(&Fault::bad_request(e), "", &machine),
@@ -338,12 +495,12 @@ pub(super) async fn handle(State(cas): State<Cas>, headers: HeaderMap, body: Byt
         );
     }
     let result = match req.action {
-        Action::Create => create(&shared, &cas, user, &req),
-        Action::Receive => receive(&shared, cas.index, &req).await,
-        Action::Command => command(&shared, cas.index, user, &req),
-        Action::Send => send(&shared, cas.index, &req),
-        Action::Signal => signal(&shared, cas.index, &req),
-        Action::Delete => delete(&shared, cas.index, &req),
+        Action::Create => create(shared, cas, user, &req),
+        Action::Receive => receive(shared, cas.index, &req).await,
+        Action::Command => command(shared, cas.index, user, &req),
+        Action::Send => send(shared, cas.index, &req),
+        Action::Signal => signal(shared, cas.index, &req),
+        Action::Delete => delete(shared, cas.index, &req),
         Action::Other => Err(Fault::action_not_supported(&req.action_uri)),
     };
     match result {

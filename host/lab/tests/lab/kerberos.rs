@@ -1,0 +1,288 @@
+//! Kerberos on the remote PowerShell face, against a real MIT KDC (`easgate_lab::kdc::TestKdc`):
+//! the client side is MIT's GSS-API initiator (through `libgssapi`), getting its ticket from the
+//! KDC with the account's password, as a domain-joined client would.
+//!
+//! Without MIT's KDC programs the tests say so on stderr and pass, unless
+//! `EASGATE_REQUIRE_POLYGLOT=1` (set by `.ci/test`, which installs them) makes that a failure.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use easgate_lab::kdc::TestKdc;
+use libgssapi::context::{ClientCtx, CtxFlags, SecurityContext};
+use libgssapi::credential::{Cred, CredUsage};
+use libgssapi::name::Name;
+use libgssapi::oid::{GSS_MECH_KRB5, GSS_NT_HOSTBASED_SERVICE, GSS_NT_KRB5_PRINCIPAL, OidSet};
+
+use crate::lab;
+
+fn kdc_available(test: &str) -> bool {
+    match TestKdc::missing_tools() {
+        None => true,
+        Some(why) if std::env::var("EASGATE_REQUIRE_POLYGLOT").is_ok_and(|v| v == "1") => {
+            panic!(
+                "{test}: {why}, and EASGATE_REQUIRE_POLYGLOT=1 requires it (.ci/install-kerberos)"
+            )
+        }
+        Some(why) => {
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+/// The client's credentials from the KDC, with a password (what `kinit` does, in memory).
+fn user_cred(kdc: &TestKdc, password: &str) -> Result<Cred, libgssapi::error::Error> {
+    let name = Name::new(kdc.user_principal().as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))?;
+    let mut mechs = OidSet::new();
+    mechs.add(GSS_MECH_KRB5)?;
+    Cred::acquire_with_password(
+        Some(&name),
+        password,
+        None,
+        CredUsage::Initiate,
+        Some(&mechs),
+    )
+}
+
+/// A fresh security context for `HTTP@localhost`, and its first token (the AP-REQ).
+fn client_token(cred: &Cred) -> (ClientCtx, Vec<u8>) {
+    let target = Name::new(b"HTTP@localhost", Some(GSS_NT_HOSTBASED_SERVICE)).expect("name");
+    let mut ctx = ClientCtx::new(
+        Some(cred.clone()),
+        target,
+        CtxFlags::GSS_C_MUTUAL_FLAG,
+        Some(GSS_MECH_KRB5),
+    );
+    let token = ctx
+        .step(None, None)
+        .expect("an AP-REQ for HTTP/localhost")
+        .expect("a token")
+        .to_vec();
+    (ctx, token)
+}
+
+/// A lab of `devices` devices whose face accepts Kerberos from a fresh KDC in its own directory.
+async fn kerberos_lab(devices: usize, name: &str) -> (easgate_lab::Lab, TestKdc, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("easgate-lab-{name}-{}", std::process::id()));
+    let kdc = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || TestKdc::start(&dir)
+    })
+    .await
+    .expect("joined")
+    .expect("KDC starts");
+    let lab = lab(devices).await;
+    lab.enable_powershell_kerberos(kdc.keytab())
+        .expect("acceptor from the keytab");
+    (lab, kdc, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kerberos_ticket_authenticates_the_connection_with_mutual_authentication() {
+    let test = "a_kerberos_ticket_authenticates_the_connection_with_mutual_authentication";
+    if !kdc_available(test) {
+        return;
+    }
+    let (lab, kdc, dir) = kerberos_lab(5, "kerberos-raw").await;
+    // SAFETY: the only test of this binary that sets KRB5_CONFIG (the others give it to a child
+    // process); libkrb5 reads it when the credentials below are acquired.
+    unsafe { std::env::set_var("KRB5_CONFIG", kdc.krb5_conf()) };
+
+    // A wrong password gets no ticket at all: the KDC refuses it.
+    assert!(
+        user_cred(&kdc, "not-the-password").is_err(),
+        "the KDC gave a ticket for a wrong password"
+    );
+    let cred = user_cred(&kdc, kdc.password()).expect("a TGT with the right password");
+    let url = lab.powershell_urls()[0].clone();
+    let http = reqwest::Client::new();
+
+    // The authenticating request of an encrypting client: no envelope, a 200 and the AP-REP.
+    let (mut ctx, token) = client_token(&cred);
+    let r = http
+        .post(&url)
+        .header(
+            "authorization",
+            format!("Kerberos {}", easgate_psrp::clixml::base64_encode(&token)),
+        )
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status().as_u16(), 200);
+    let answer = r
+        .headers()
+        .get("www-authenticate")
+        .expect("a mutual-authentication answer")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let reply = answer
+        .strip_prefix("Kerberos ")
+        .unwrap_or_else(|| panic!("WWW-Authenticate {answer:?}"));
+    let reply = easgate_psrp::clixml::base64_decode(reply).expect("base64 AP-REP");
+    assert!(
+        ctx.step(Some(&reply), None)
+            .expect("the AP-REP verifies")
+            .is_none()
+    );
+    assert!(ctx.is_complete(), "mutual authentication completed");
+
+    // A plain envelope under Kerberos over HTTP: refused, as with AllowUnencrypted=false.
+    let (_ctx, token) = client_token(&cred);
+    let r = http
+        .post(&url)
+        .header(
+            "authorization",
+            format!("Kerberos {}", easgate_psrp::clixml::base64_encode(&token)),
+        )
+        .header("content-type", "application/soap+xml;charset=UTF-8")
+        .body("<s:Envelope/>")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status().as_u16(), 401, "a plain envelope under Kerberos");
+
+    // A token that is no ticket, and a Negotiate without any: 401 offering every package.
+    for header in ["Kerberos AAAA", "Negotiate"] {
+        let r = reqwest::Client::new()
+            .post(&url)
+            .header("authorization", header)
+            .header("content-type", "application/soap+xml;charset=UTF-8")
+            .body("<s:Envelope/>")
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(r.status().as_u16(), 401, "{header}");
+        let offered: Vec<&str> = r
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            offered,
+            ["Negotiate", "Kerberos", "Basic realm=\"\""],
+            "{header}"
+        );
+    }
+    drop(kdc);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/powershell/pypsrp_client.py")
+}
+
+/// Whether pypsrp with its Kerberos extras can run; panics when it cannot but must.
+fn pypsrp_kerberos_available(test: &str) -> bool {
+    if !kdc_available(test) {
+        return false;
+    }
+    let why = match std::process::Command::new("python3")
+        .args(["-c", "import pypsrp, spnego, gssapi, krb5"])
+        .output()
+    {
+        Err(e) => format!("python3 cannot run: {e}"),
+        Ok(o) if !o.status.success() => format!(
+            "pypsrp[kerberos] is not installed ({})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Ok(_) => return true,
+    };
+    if std::env::var("EASGATE_REQUIRE_POLYGLOT").is_ok_and(|v| v == "1") {
+        panic!(
+            "{test}: {why}, and EASGATE_REQUIRE_POLYGLOT=1 requires it (.ci/install-plugin-toolchains)"
+        );
+    }
+    eprintln!("skipping {test}: {why}");
+    false
+}
+
+/// Runs one case of the client script with Kerberos against CAS 0, as `user`/`password`.
+async fn pypsrp(
+    lab: &easgate_lab::Lab,
+    kdc: &TestKdc,
+    password: &str,
+    case: &str,
+    args: &[&str],
+) -> Value {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script())
+        .args([
+            lab.powershell_urls()[0].as_str(),
+            &kdc.user_principal(),
+            password,
+            case,
+        ])
+        .args(args)
+        .env("PYPSRP_AUTH", "kerberos")
+        .env("KRB5_CONFIG", kdc.krb5_conf())
+        // pyspnego's kinit keeps the ticket in memory; no ccache of the machine is touched.
+        .env("KRB5CCNAME", format!("MEMORY:pypsrp-{case}"));
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("joined")
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pypsrp case {case} failed ({}):\n{}\n{}",
+        out.status,
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("case {case} printed no JSON ({e}): {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pypsrp_with_kerberos_and_message_encryption_lists_and_edits() {
+    let test = "pypsrp_with_kerberos_and_message_encryption_lists_and_edits";
+    if !pypsrp_kerberos_available(test) {
+        return;
+    }
+    let (lab, kdc, dir) = kerberos_lab(200, "kerberos-pypsrp").await;
+
+    let listed = pypsrp(&lab, &kdc, kdc.password(), "list", &[]).await;
+    assert_eq!(listed["count"], 200, "{listed}");
+    assert_eq!(listed["had_errors"], false, "{listed}");
+
+    let truth = lab.control().truth();
+    let dev = truth
+        .iter()
+        .find(|t| {
+            t.mailbox.is_some()
+                && t.access_state != easgate_lab::AccessState::Allowed
+                && !t.in_block_list
+        })
+        .expect("the dataset has devices that are not allowed");
+    let mailbox = dev.mailbox.clone().unwrap();
+    let edited = pypsrp(
+        &lab,
+        &kdc,
+        kdc.password(),
+        "allow-device",
+        &[&mailbox, &dev.device_id],
+    )
+    .await;
+    assert_eq!(edited["set_errors"], json!([]), "{edited}");
+    assert_eq!(
+        edited["mailbox"]["props"]["ActiveSyncAllowedDeviceIDs"]["items"],
+        json!([dev.device_id]),
+        "{edited}"
+    );
+    assert_eq!(
+        edited["device"]["props"]["DeviceAccessState"], "Allowed",
+        "{edited}"
+    );
+
+    let refused = pypsrp(&lab, &kdc, "not-the-password", "wrong-password", &[]).await;
+    assert_eq!(refused["opened"], false, "{refused}");
+    // Refused by the KDC (pre-authentication with the wrong key fails to decrypt), through
+    // pyspnego's krb5 binding, before any ticket could reach the face.
+    assert_eq!(refused["error"], "Krb5Error", "{refused}");
+    drop(kdc);
+    let _ = std::fs::remove_dir_all(&dir);
+}
