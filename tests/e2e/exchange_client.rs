@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use easgate::exchange::cmdlets::{GetCasMailbox, GetMobileDevice, HashTableEdit, SetCasMailbox};
+use easgate::exchange::cmdlets::{
+    GetCasMailbox, GetMailbox, GetMobileDevice, HashTableEdit, SetCasMailbox,
+};
 use easgate::exchange::{ExchangeClient, ExchangeError};
 use easgate_lab::{CmdletLatency, LatencyModel};
 
@@ -243,6 +245,28 @@ async fn servers_that_never_answer_fail_within_the_unavailable_timeout() {
         took >= Duration::from_millis(2000) && took < Duration::from_millis(2900),
         "{took:?}"
     );
+}
+
+/// Regression: `Get-Mailbox` went out without parameters after the move to typed ones, so a
+/// listing stopped at Exchange's default 1000 and a lookup by identity read those 1000 too.
+#[tokio::test]
+async fn mailboxes_are_listed_whole_and_looked_up_one_by_one() {
+    let lab = client_lab(2600, 1).await;
+    let org = lab_organization(&lab);
+    let c = ExchangeClient::builder(&org, &test_http()).build().unwrap();
+    let all = within(Duration::from_secs(30), c.run(&GetMailbox::default()))
+        .await
+        .unwrap();
+    let mailboxes = lab.control().info().mailboxes;
+    assert!(mailboxes > 1000, "the lab has {mailboxes} mailboxes");
+    assert_eq!(all.len(), mailboxes);
+    let one = GetMailbox {
+        identity: Some(all[1234].identity.clone()),
+        ..Default::default()
+    };
+    let found = within(Duration::from_secs(30), c.run(&one)).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].identity, all[1234].identity);
 }
 
 #[tokio::test]

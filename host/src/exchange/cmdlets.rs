@@ -160,16 +160,29 @@ impl Cmdlet for GetCasMailbox {
         "Get-CASMailbox"
     }
     fn parameters(&self) -> Cow<'_, Parameters> {
-        Cow::Owned(optional(
-            optional(
-                Parameters::new().with("ResultSize", self.result_size.value()),
-                "Identity",
-                self.identity.clone().map(ParamValue::Text),
-            ),
-            "Filter",
-            self.filter.clone().map(ParamValue::Text),
+        Cow::Owned(recipient_lookup(
+            self.result_size,
+            &self.identity,
+            &self.filter,
         ))
     }
+}
+
+/// The parameters of a recipient listing or lookup (`Get-CASMailbox`, `Get-Mailbox`).
+fn recipient_lookup(
+    result_size: ResultSize,
+    identity: &Option<String>,
+    filter: &Option<String>,
+) -> Parameters {
+    optional(
+        optional(
+            Parameters::new().with("ResultSize", result_size.value()),
+            "Identity",
+            identity.clone().map(ParamValue::Text),
+        ),
+        "Filter",
+        filter.clone().map(ParamValue::Text),
+    )
 }
 
 /// `Get-Mailbox`.
@@ -187,7 +200,11 @@ impl Cmdlet for GetMailbox {
         "Get-Mailbox"
     }
     fn parameters(&self) -> Cow<'_, Parameters> {
-        Cow::Owned(Parameters::new())
+        Cow::Owned(recipient_lookup(
+            self.result_size,
+            &self.identity,
+            &self.filter,
+        ))
     }
 }
 
@@ -339,6 +356,23 @@ mod tests {
         };
         assert_eq!(rest_json(&limited), json!({"ResultSize":5}));
         assert_eq!(rest_json(&GetExchangeServer {}), json!({}));
+        // Regression: the move to typed parameters sent `Get-Mailbox` with none, so a full
+        // sync read 1000 mailboxes (Exchange's default result size) and a quick sync's
+        // lookups by identity read those same 1000 each.
+        assert_eq!(
+            rest_json(&GetMailbox::default()),
+            json!({"ResultSize":"Unlimited"})
+        );
+        let lookup = GetMailbox {
+            identity: Some("alice".into()),
+            filter: Some("RecipientTypeDetails -eq 'UserMailbox'".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            rest_json(&lookup),
+            json!({"ResultSize":"Unlimited","Identity":"alice",
+                "Filter":"RecipientTypeDetails -eq 'UserMailbox'"})
+        );
     }
 
     /// The bodies as the typed parameters' serde derive wrote them before `Parameters`: same
