@@ -474,12 +474,15 @@ impl ExchangeClient {
                 None => attempt.await,
                 Some(since) => {
                     let deadline = since + inner.unavailable_timeout;
-                    tokio::time::timeout_at(deadline, attempt)
-                        .await
-                        .unwrap_or_else(|_| Attempt::CasFailed {
-                            reason: "no answer before unavailable_timeout ran out".into(),
-                            sent: true,
-                        })
+                    match tokio::time::timeout_at(deadline, attempt).await {
+                        Ok(attempt) => attempt,
+                        Err(_) => {
+                            // Out of time while failing; the last failure says why.
+                            drop(permit);
+                            inner.pool.failed(i, Instant::now());
+                            return Err(self.unavailable(cmdlet, since, last_failure));
+                        }
+                    }
                 }
             };
             match attempt {
