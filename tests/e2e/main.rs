@@ -19,6 +19,7 @@ mod held_plans;
 mod hot_reload;
 mod malformed;
 mod metrics;
+mod monitoring;
 mod notice_template;
 mod notices;
 mod notify;
