@@ -112,6 +112,14 @@ async fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
     let lab = sync_lab(200).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&lab, dir.path(), 8);
+    // A plugin directory holding a file that is no plugin: the plugin figures have a series.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "data_dir = \"data\"",
+        "data_dir = \"data\"\nplugin_dir = \"plugins\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::write(dir.path().join("plugins/broken.wasm"), b"not a component").unwrap();
     add_admin(&config, TOKEN);
     let config = config.to_str().unwrap().to_owned();
     let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
@@ -119,7 +127,13 @@ async fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
     // A failed sync: the lab's only CAS refuses everything, so discovery fails.
     lab.control().fail_cas(0, 400).unwrap();
     let full = json!({"kind": "full"});
-    let answer = post(&url, TOKEN, "/api/v1/organizations/contoso/sync", Some(full)).await;
+    let answer = post(
+        &url,
+        TOKEN,
+        "/api/v1/organizations/contoso/sync",
+        Some(full),
+    )
+    .await;
     assert!(answer.is_success(), "sync trigger: {answer}");
     let started = Instant::now();
     let text = loop {
@@ -136,7 +150,10 @@ async fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
     };
 
     let have = exported(&text);
-    let missing: Vec<_> = rules.union(&dashboard).filter(|n| !have.contains(*n)).collect();
+    let missing: Vec<_> = rules
+        .union(&dashboard)
+        .filter(|n| !have.contains(*n))
+        .collect();
     assert!(
         missing.is_empty(),
         "named by {RULES} or {DASHBOARD} but not exported: {missing:?}\n{text}"
@@ -153,7 +170,10 @@ async fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
         .send()
         .await
         .unwrap();
-    let content_type = answer.headers()["content-type"].to_str().unwrap().to_owned();
+    let content_type = answer.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(
         content_type,
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
