@@ -430,6 +430,7 @@ impl Metrics {
         took: Duration,
         at: i64,
     ) {
+        // The scheduler's three words, as the label's static values.
         let outcome = match outcome {
             "succeeded" => "succeeded",
             "cancelled" => "cancelled",

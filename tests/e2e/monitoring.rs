@@ -124,6 +124,30 @@ async fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
     let config = config.to_str().unwrap().to_owned();
     let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
     wait_for_first_full_sync(&url, TOKEN).await;
+    // Issue 17: the counters alerts take `increase()` of are there at 0 before any event (no
+    // throttling, failover, plugin error or refused command happened in this sync).
+    let (m, text) = scrape(&url, TOKEN).await;
+    let org = ("org", "contoso");
+    for (name, labels) in [
+        (
+            "easgate_throttling_events_total",
+            vec![org, ("service", "exchange")],
+        ),
+        (
+            "easgate_throttling_events_total",
+            vec![org, ("service", "graph")],
+        ),
+        ("easgate_cas_failovers_total", vec![org]),
+        ("easgate_plugin_errors_total", vec![org]),
+        ("easgate_commands_total", vec![org, ("result", "failed")]),
+        ("easgate_notices_total", vec![org, ("result", "given-up")]),
+    ] {
+        assert_eq!(
+            total(&m, name, &labels),
+            Some(0.0),
+            "{name}{labels:?}:\n{text}"
+        );
+    }
     // A failed sync: the lab's only CAS refuses everything, so discovery fails.
     lab.control().fail_cas(0, 400).unwrap();
     let full = json!({"kind": "full"});
