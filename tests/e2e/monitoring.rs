@@ -75,6 +75,39 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     assert!(tested.contains("SUCCESS"), "{tested}");
 }
 
+/// The dashboard's queries, as Grafana sends them: every panel queries Prometheus through the
+/// dashboard's data source variable, and every query is PromQL that Prometheus parses (checked
+/// by promtool as recording rules, Grafana's variables given values).
+#[test]
+fn the_dashboard_queries_are_promql() {
+    let text = std::fs::read_to_string(repo().join(DASHBOARD)).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut rules = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = &panel["title"];
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("a PromQL expr");
+            let expr = expr.replace("$__rate_interval", "5m").replace("$org", ".*");
+            let record = format!("dashboard:query_{}", rules.len());
+            rules.push(json!({"record": record, "expr": expr}));
+        }
+    }
+    assert!(rules.len() > 15, "{} queries", rules.len());
+    let Some(promtool) = promtool() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-queries.yml");
+    let groups = json!({"groups": [{"name": "dashboard", "rules": rules}]});
+    std::fs::write(&file, groups.to_string()).unwrap();
+    let checked = run_promtool(promtool, &["check", "rules", file.to_str().unwrap()], None);
+    assert!(checked.contains("SUCCESS"), "{checked}");
+}
+
 /// The metric names a file mentions: every `easgate_…` word.
 fn metric_names(path: &str) -> BTreeSet<String> {
     let text = std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
