@@ -206,82 +206,95 @@ impl Default for Metrics {
             notices: Family::default(),
             registry: Registry::default(),
         };
-        let registry = &mut m.registry;
-        // Help texts without a final full stop: the encoder adds one.
-        registry.register(
+        m.register_sync_families();
+        m.register_service_families();
+        m
+    }
+}
+
+impl Metrics {
+    /// Registers the families the scheduler and the daemon count (help texts without a final
+    /// full stop: the encoder adds one).
+    fn register_sync_families(&mut self) {
+        self.registry.register(
             "easgate_syncs",
             "Finished syncs by organization, the kind asked for, and whether the scheduler saw \
              them succeed, fail or be cancelled",
-            m.syncs.clone(),
+            self.syncs.clone(),
         );
-        registry.register(
+        self.registry.register(
             "easgate_sync_runs",
             "Sync runs by organization, the kind that ran (a quick sync without a cursor runs \
              full) and the run's outcome (succeeded, partial, held, failed)",
-            m.sync_runs.clone(),
+            self.sync_runs.clone(),
         );
-        registry.register_with_unit(
+        self.registry.register_with_unit(
             "easgate_sync_duration",
             "Time taken by finished syncs, by organization and the kind asked for",
             Unit::Seconds,
-            m.sync_duration.clone(),
+            self.sync_duration.clone(),
         );
-        registry.register(
+        self.registry.register(
             "easgate_last_sync_attempt_timestamp_seconds",
             "When the organization's last sync started (Unix time; since this process started)",
-            m.last_attempt.clone(),
+            self.last_attempt.clone(),
         );
-        registry.register(
+        self.registry.register(
             "easgate_last_failed_sync_timestamp_seconds",
             "When the organization's last failed sync ended (Unix time; since this process \
              started)",
-            m.last_failure.clone(),
+            self.last_failure.clone(),
         );
-        registry.register(
+    }
+
+    /// Registers the families the clients and the daemon count for Exchange, Graph, plugins
+    /// and notices, and the build's.
+    fn register_service_families(&mut self) {
+        self.registry.register(
             "easgate_commands",
             "Exchange commands by organization and result (sent, failed, retried: sent again \
              after throttling, a failed CAS or an expired token)",
-            m.commands.clone(),
+            self.commands.clone(),
         );
-        registry.register(
+        self.registry.register(
             "easgate_requests",
             "Requests to Exchange and Graph by organization, service and what they came to (ok, \
              refused, unauthorized, throttled, failed)",
-            m.requests.clone(),
+            self.requests.clone(),
         );
-        registry.register(
+        self.registry.register(
             "easgate_throttling_events",
             "Throttling answers by organization and service (exchange, graph)",
-            m.throttling.clone(),
+            self.throttling.clone(),
         );
-        registry.register(
+        self.registry.register(
             "easgate_cas_failovers",
             "Switches to another CAS by organization",
-            m.cas_failovers.clone(),
+            self.cas_failovers.clone(),
         );
-        registry.register(
+        self.registry.register(
             "easgate_exchange_connected",
             "1 when the organization's last Exchange request got an answer, 0 when the client \
              gave up for want of one",
-            m.exchange_connected.clone(),
+            self.exchange_connected.clone(),
         );
-        registry.register(
+        self.registry.register(
             "easgate_plugin_evaluations",
             "Devices evaluated by the access policy",
-            m.plugin_evaluations.clone(),
+            self.plugin_evaluations.clone(),
         );
-        registry.register(
+        self.registry.register(
             "easgate_plugin_errors",
             "Failed access-policy batches and notice renders by organization and kind of error",
-            m.plugin_errors.clone(),
+            self.plugin_errors.clone(),
         );
-        registry.register(
+        self.registry.register(
             "easgate_notices",
             "Notices by organization and what their attempt came to (sent, retrying, given-up, \
              failed: not renderable or addressable)",
-            m.notices.clone(),
+            self.notices.clone(),
         );
-        registry.register(
+        self.registry.register(
             "easgate_build",
             "The running easgate's version, and the git commit it was built from when the build \
              named it (EASGATE_GIT_COMMIT)",
@@ -290,7 +303,6 @@ impl Default for Metrics {
                 commit: option_env!("EASGATE_GIT_COMMIT").unwrap_or("unknown"),
             }),
         );
-        m
     }
 }
 
@@ -351,6 +363,12 @@ impl Metrics {
                 );
             }
         }
+        self.zero_services(name);
+    }
+
+    /// [`Metrics::register_organization`] for the figures of the clients, commands, plugins
+    /// and notices.
+    fn zero_services(&self, name: &str) {
         for result in [
             CommandResult::Sent,
             CommandResult::Failed,
