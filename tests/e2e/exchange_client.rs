@@ -98,6 +98,31 @@ async fn lists_every_device_page_by_page_and_discovers_the_other_cas() {
         lab.cas_urls(),
         "discovered CAS 2 and 3 after the primary"
     );
+
+    // Every request carried the module's client headers (the lab refuses an X-CmdletName
+    // that disagrees with the body, so each named its own cmdlet).
+    let exchange = lab.control().counters().exchange;
+    let sent = |key: &str| exchange.client_headers.get(key).copied().unwrap_or(0);
+    let anchor = format!(
+        "X-AnchorMailbox: APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{}",
+        org.exchange.tenant_id
+    );
+    assert_eq!(
+        sent(&anchor),
+        exchange.commands,
+        "{:?}",
+        exchange.client_headers
+    );
+    assert_eq!(sent("X-CmdletName: Get-MobileDevice"), pages);
+    assert_eq!(sent("X-ResponseFormat: json"), exchange.commands);
+    assert_eq!(
+        sent(&format!(
+            "X-ClientApplication: easgate/{}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        exchange.commands
+    );
+    assert_eq!(exchange.rejected, 0);
 }
 
 #[tokio::test]
