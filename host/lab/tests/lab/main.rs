@@ -6,6 +6,7 @@ mod control;
 mod exchange;
 mod faults;
 mod graph;
+mod graph_sdk;
 #[cfg(feature = "kerberos")]
 mod kerberos;
 mod paging;
