@@ -5,9 +5,9 @@
 //!
 //! Each lab generates its own authority and one server certificate it signs for the listen
 //! address (and `localhost`): a client is given the authority's PEM, never a key, and nothing
-//! outlives the lab. A separate authority rather than one self-signed server certificate,
-//! because strict verifiers (OpenSSL with `X509_V_FLAG_X509_STRICT`, webpki) refuse a server
-//! certificate that is its own issuer.
+//! outlives the lab. A separate authority rather than one self-signed server certificate: an
+//! authority and the certificate it signed is the shape every verifier accepts, while a server
+//! certificate trusted as its own issuer is accepted by some and refused by others.
 
 use std::net::IpAddr;
 use std::sync::Arc;

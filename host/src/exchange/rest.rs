@@ -335,8 +335,8 @@ impl RestWire {
     }
 
     /// One HTTP request of `body` to `path` on the CAS `base`, classified. Sent with the
-    /// module's headers: `X-CmdletName` (the service's routing and timeouts go by it),
-    /// `X-AnchorMailbox` (which mailbox server runs the session), `X-ResponseFormat: json`
+    /// module's headers: `X-CmdletName` (the cmdlet of the body, readable without parsing
+    /// it), `X-AnchorMailbox` (which mailbox server runs the session), `X-ResponseFormat: json`
     /// (the answer's format: the module asks `clixml` for its own deserializer, any other
     /// client JSON) and `X-ClientApplication` ([`CLIENT_APPLICATION`]).
     pub(super) async fn attempt(

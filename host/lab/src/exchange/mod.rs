@@ -281,11 +281,12 @@ const CLIENT_HEADERS: [&str; 4] = [
     "X-ClientApplication",
 ];
 
-/// Records the module's client headers and checks what the service relies on: a
-/// `X-CmdletName` that names another cmdlet than the body is refused (the service routes and
-/// times the request by the header, runs the body: the two must agree), and the lab answers only
-/// `X-ResponseFormat: json` (the module's other format, `clixml`, is for its own deserializer).
-/// Absent headers are accepted, as the service accepts them.
+/// Records the module's client headers and checks them: an `X-CmdletName` that names another
+/// cmdlet than the body is refused (a client bug whatever the real service makes of it: the
+/// header is read without the body, so the two must agree), and the lab answers only
+/// `X-ResponseFormat: json` (the module's other format, `clixml`, is for its own
+/// deserializer). Absent headers are accepted, as clients that send none are served by the
+/// real service.
 fn client_headers(
     shared: &Shared,
     headers: &HeaderMap,
