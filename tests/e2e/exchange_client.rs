@@ -410,3 +410,52 @@ async fn an_expiring_exchange_token_is_renewed_mid_listing() {
         "renewed before expiry, never refused"
     );
 }
+
+/// The lab answers refusals in Exchange Online's shape (`Ex6F9304|<exception>|<text>` under a
+/// generic "Error executing cmdlet"): the client must still class them, or an add repeated after
+/// a lost answer would fail the run and a removal of a gone object would not count as done.
+#[tokio::test]
+async fn refusals_in_exchange_onlines_shape_keep_their_class() {
+    let lab = client_lab(20, 1).await;
+    let c = ExchangeClient::builder(&lab_organization(&lab), &test_http())
+        .build()
+        .unwrap();
+    let mailbox = c.run(&GetMailbox::default()).await.unwrap()[0]
+        .identity
+        .clone();
+    let add = SetCasMailbox {
+        identity: mailbox.clone(),
+        allowed: Some(HashTableEdit::new(vec!["RESTREPEAT1".into()], vec![])),
+        blocked: None,
+    };
+    c.run(&add).await.unwrap();
+    let again = c.run(&add).await.expect_err("already present");
+    assert!(again.is_repeat_of_applied(), "{again}");
+    let ExchangeError::Cmdlet(f) = &again else {
+        panic!("{again}")
+    };
+    assert_eq!(f.exception, "System.InvalidOperationException");
+    assert!(f.message.contains("is already present"), "{f}");
+    assert!(
+        !again.to_string().contains("Error executing cmdlet"),
+        "{again}"
+    );
+
+    let missing = c
+        .run(&SetCasMailbox {
+            identity: "nobody-at-all".into(),
+            allowed: Some(HashTableEdit::new(vec!["X".into()], vec![])),
+            blocked: None,
+        })
+        .await
+        .expect_err("no such mailbox");
+    assert!(missing.is_not_found(), "{missing}");
+    let ExchangeError::Cmdlet(f) = &missing else {
+        panic!("{missing}")
+    };
+    assert_eq!(
+        f.exception,
+        "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException"
+    );
+    assert!(f.message.contains("'nobody-at-all'"), "{f}");
+}
