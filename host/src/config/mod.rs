@@ -83,7 +83,7 @@
 //! remediation_url = "https://fabrikam.com/enroll"
 //! ```
 //!
-//! Durations are written `"500ms"`, `"30s"`, `"5m"` or `"1h"`.
+//! Durations are written `"500ms"`, `"30s"`, `"5m"`, `"1h"` or `"1h 30m"` (see `duration.rs`).
 //!
 //! When syncs run, and the admin API (off without an `[admin]` section):
 //!
@@ -107,10 +107,10 @@
 //! Loading errors name the file, the line and column, and the field
 //! (`easgate.toml:12:13: organization[0].graph.client_id: invalid type: integer …`).
 //!
-//! Layout: one file per section, each with its types, its checks and their tests —
-//! [`exchange`](ExchangeConnection), `organization` (with Graph), `network`, `notify`, `sync`,
-//! `schedule`, `admin`; beside them `secrets`, `duration`, `url`, `defaults`, and `load` (the
-//! loader, which names file, line, column and key).
+//! Layout: one file per section, each with its types, its checks and their tests — `exchange`,
+//! `organization` (with Graph), `network`, `notify`, `sync`, `schedule`, `admin`; beside them
+//! `secrets`, `duration`, `url`, [`defaults`], and `load` (the loader, which names file, line,
+//! column and key). `Config::validate` only calls each section's checks in turn.
 
 use std::collections::HashMap;
 

@@ -135,63 +135,72 @@ fn check_mailbox(text: &str) -> Result<(), String> {
         .map_err(|e| format!("`{text}` is not a mail address ({e})"))
 }
 
-/// Checks `[notify]` and every `[organization.notify]`.
-fn validate_notify_section(notify: &Notify, orgs: &[Organization]) -> Result<(), (String, String)> {
-    let smtp = &notify.smtp;
-    let host = smtp.host.trim();
-    if host.is_empty() || host.contains(char::is_whitespace) || host.contains(['/', ':']) {
-        return Err((
-            "notify.smtp.host".into(),
-            format!(
-                "`{}` is not a host name or IP address (give the port in `port`)",
-                smtp.host
-            ),
-        ));
-    }
-    if smtp.port == Some(0) {
-        return Err((
-            "notify.smtp.port".into(),
-            "must be between 1 and 65535".into(),
-        ));
-    }
-    if smtp.timeout.is_zero() {
-        return Err(("notify.smtp.timeout".into(), "must be longer than 0".into()));
-    }
-    let loopback = is_loopback_host(host);
-    if smtp.security == SmtpSecurity::None && !loopback && !smtp.allow_insecure {
-        return Err((
-            "notify.smtp.security".into(),
-            format!(
-                "\"none\" sends mail in clear to `{host}`, which is not loopback; use \"starttls\" \
-                 or \"tls\", or set notify.smtp.allow_insecure = true"
-            ),
-        ));
-    }
-    match (&smtp.username, &smtp.password) {
-        (Some(_), None) => {
-            return Err(("notify.smtp.username".into(), "needs a `password`".into()));
-        }
-        (None, Some(_)) => {
-            return Err(("notify.smtp.password".into(), "needs a `username`".into()));
-        }
-        (Some(_), Some(_)) if smtp.security == SmtpSecurity::None && !loopback => {
+impl Smtp {
+    /// A host without a port, a port and timeout above zero, no password or mail in clear
+    /// beyond loopback unless said so, a one-word EHLO name.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let smtp = self;
+        let host = smtp.host.trim();
+        if host.is_empty() || host.contains(char::is_whitespace) || host.contains(['/', ':']) {
             return Err((
-                "notify.smtp.password".into(),
-                "would travel in clear: AUTH needs \"starttls\" or \"tls\" unless the server is \
-                 on loopback"
-                    .into(),
+                "notify.smtp.host".into(),
+                format!(
+                    "`{}` is not a host name or IP address (give the port in `port`)",
+                    smtp.host
+                ),
             ));
         }
-        _ => {}
+        if smtp.port == Some(0) {
+            return Err((
+                "notify.smtp.port".into(),
+                "must be between 1 and 65535".into(),
+            ));
+        }
+        if smtp.timeout.is_zero() {
+            return Err(("notify.smtp.timeout".into(), "must be longer than 0".into()));
+        }
+        let loopback = is_loopback_host(host);
+        if smtp.security == SmtpSecurity::None && !loopback && !smtp.allow_insecure {
+            return Err((
+                "notify.smtp.security".into(),
+                format!(
+                    "\"none\" sends mail in clear to `{host}`, which is not loopback; use \"starttls\" \
+                     or \"tls\", or set notify.smtp.allow_insecure = true"
+                ),
+            ));
+        }
+        match (&smtp.username, &smtp.password) {
+            (Some(_), None) => {
+                return Err(("notify.smtp.username".into(), "needs a `password`".into()));
+            }
+            (None, Some(_)) => {
+                return Err(("notify.smtp.password".into(), "needs a `username`".into()));
+            }
+            (Some(_), Some(_)) if smtp.security == SmtpSecurity::None && !loopback => {
+                return Err((
+                    "notify.smtp.password".into(),
+                    "would travel in clear: AUTH needs \"starttls\" or \"tls\" unless the server is \
+                     on loopback"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(name) = &smtp.helo_name
+            && (name.trim().is_empty() || name.contains(char::is_whitespace))
+        {
+            return Err((
+                "notify.smtp.helo_name".into(),
+                format!("`{name}` is not a host name"),
+            ));
+        }
+        Ok(())
     }
-    if let Some(name) = &smtp.helo_name
-        && (name.trim().is_empty() || name.contains(char::is_whitespace))
-    {
-        return Err((
-            "notify.smtp.helo_name".into(),
-            format!("`{name}` is not a host name"),
-        ));
-    }
+}
+
+/// Checks `[notify]` and every `[organization.notify]`.
+fn validate_notify_section(notify: &Notify, orgs: &[Organization]) -> Result<(), (String, String)> {
+    notify.smtp.validate()?;
     if notify.max_per_run == 0 {
         return Err((
             "notify.max_per_run".into(),
