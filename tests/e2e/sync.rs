@@ -117,14 +117,17 @@ async fn a_plan_that_would_restrict_everyone_is_held_until_approved(transport: T
     .await
     .unwrap();
     assert_eq!(rehearsal.kind, RunKind::WhatIf);
-    assert_eq!(rehearsal.outcome, RunOutcome::Held, "{rehearsal:#?}");
+    // A dry run succeeds and says a real run would be held (it is not itself a held plan).
+    assert_eq!(rehearsal.outcome, RunOutcome::Succeeded, "{rehearsal:#?}");
+    let report = rehearsal.dry_run.as_ref().expect("a dry run's report");
+    assert!(report.would_hold, "{rehearsal:#?}");
     assert_eq!(rehearsal.commands_issued, 0);
-    assert_eq!(rehearsal.changes.len() as u64, rehearsal.devices_changed);
+    assert_eq!(report.changes.len() as u64, rehearsal.devices_changed);
     assert!(
-        rehearsal
+        report
             .changes
             .iter()
-            .all(|c| c.verdict == Verdict::Block)
+            .all(|c| c.verdict == Some(Verdict::Block))
     );
     let org = store.organization("contoso", 0).unwrap();
     assert!(store.held_runs(org).unwrap().is_empty());
