@@ -22,6 +22,7 @@
 mod counts;
 mod devices;
 mod directory;
+mod enforced_state;
 mod error;
 mod held;
 mod journal;
