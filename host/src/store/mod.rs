@@ -30,6 +30,7 @@ mod lock;
 pub mod migrations;
 mod outbox;
 mod runs;
+mod trend;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -49,6 +50,7 @@ pub use outbox::{
     NoticeAttempt, NoticeBatch, NoticeCounts, NoticeRequest, NoticeStatus, OutboxNotice, Recorded,
 };
 pub use runs::{RunEnd, RunKind, RunOutcome, RunRecord, VerdictCounts};
+pub use trend::TrendPoint;
 
 /// The file name of the store inside the data directory.
 pub const DATABASE_FILE: &str = "easgate.db";
