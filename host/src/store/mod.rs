@@ -31,6 +31,7 @@ pub mod migrations;
 mod outbox;
 mod runs;
 mod trend;
+mod views;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -51,6 +52,7 @@ pub use outbox::{
 };
 pub use runs::{RunEnd, RunKind, RunOutcome, RunRecord, VerdictCounts};
 pub use trend::TrendPoint;
+pub use views::HeldChange;
 
 /// The file name of the store inside the data directory.
 pub const DATABASE_FILE: &str = "easgate.db";
