@@ -577,13 +577,19 @@ const PLAN_DEVICES_SHOWN: usize = 500;
 
 /// The state a held plan's command leaves a device in, in Exchange's words.
 fn held_target(change: &crate::store::HeldChange) -> &'static str {
-    use crate::sync::plan::{REMOVE_MOBILE_DEVICE, SET_ORG_SETTINGS};
-    match (change.cmdlet.as_str(), change.verdict) {
+    use crate::sync::AccessLevel;
+    use crate::sync::plan::REMOVE_MOBILE_DEVICE;
+    // The default's switch names the devices that fall to the new default.
+    let level = change.default_level.or(match change.verdict {
+        Some(Verdict::Allow) => Some(AccessLevel::Allow),
+        Some(Verdict::Block) => Some(AccessLevel::Block),
+        _ => None,
+    });
+    match (change.cmdlet.as_str(), level) {
         (REMOVE_MOBILE_DEVICE, _) => "Removed",
-        // The switch names the devices that lose access by the new default, Quarantine.
-        (SET_ORG_SETTINGS, _) => "Quarantined",
-        (_, Some(Verdict::Allow)) => "Allowed",
-        (_, Some(Verdict::Block)) => "Blocked",
+        (_, Some(AccessLevel::Allow)) => "Allowed",
+        (_, Some(AccessLevel::Block)) => "Blocked",
+        // Off both lists: the organization default the connector manages.
         _ => "Quarantined",
     }
 }

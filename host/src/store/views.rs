@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{NoticeStatus, OrgId, OutboxNotice, RunId, Store, StoreError, decode};
-use crate::sync::{AccessState, DeviceKey, ExchangeDevice, Verdict};
+use crate::sync::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Verdict};
 
 /// A device a held plan would change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub struct HeldChange {
     pub reason: Option<String>,
     /// The cmdlet that would change it.
     pub cmdlet: String,
+    /// The organization default that cmdlet sets, when it is the default's switch: the level
+    /// the device falls to.
+    pub default_level: Option<AccessLevel>,
 }
 
 impl Store {
@@ -48,12 +51,17 @@ impl Store {
     pub fn held_changes(&self, run: RunId) -> Result<Vec<HeldChange>, StoreError> {
         let doing = "reading a held plan";
         let record = self.run(run)?.ok_or(StoreError::UnknownRun(run))?;
-        let mut cmdlets: BTreeMap<DeviceKey, String> = BTreeMap::new();
+        let mut cmdlets: BTreeMap<DeviceKey, (String, Option<AccessLevel>)> = BTreeMap::new();
         for entry in self.journal(run)? {
+            let command = &entry.command.command;
+            let level = command
+                .parameters
+                .get_text("DefaultAccessLevel")
+                .and_then(AccessLevel::parse);
             for key in entry.command.devices {
                 cmdlets
                     .entry(key)
-                    .or_insert_with(|| entry.command.command.cmdlet.clone());
+                    .or_insert_with(|| (command.cmdlet.clone(), level));
             }
         }
         let conn = self.conn();
@@ -66,7 +74,7 @@ impl Store {
             )
             .map_err(self.sql(doing))?;
         let mut changes = Vec::with_capacity(cmdlets.len());
-        for (key, cmdlet) in cmdlets {
+        for (key, (cmdlet, default_level)) in cmdlets {
             let (exchange, verdict, reason): (Option<String>, Option<String>, Option<String>) =
                 stmt.query_row((run.0, record.org.0, key.as_str()), |row| {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?))
@@ -90,6 +98,7 @@ impl Store {
                 verdict,
                 reason,
                 cmdlet,
+                default_level,
             });
         }
         Ok(changes)
@@ -187,6 +196,10 @@ mod tests {
             ]
         );
         assert_eq!(changes[0].reason.as_deref(), Some("noncompliant"));
+        assert_eq!(
+            (changes[0].default_level, changes[1].default_level),
+            (None, Some(crate::sync::AccessLevel::Quarantine))
+        );
         assert!(
             store
                 .notices_in(org, NoticeStatus::Pending, 10)
