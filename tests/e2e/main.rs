@@ -12,6 +12,7 @@ mod client_secrets;
 mod containment;
 mod crash;
 mod daemon;
+mod dry_run;
 mod exchange_client;
 mod faults;
 mod graph_client;

@@ -37,7 +37,7 @@ use super::discover::{self, Discovered, Started};
 use super::inventory::{DeviceKey, KeyDigests, Verdict};
 use super::matching::{Matched, MatchedDevice, Matcher};
 use super::notices::{NoticeReport, NoticeStage, TemplateSource, deliver};
-use super::plan::{Decided, DeviceChange, PlanStep, PlannedCommand, plan_steps};
+use super::plan::{Decided, PlanStep, PlannedCommand, plan_steps};
 use super::progress;
 use super::save::InventorySaver;
 use super::settings::SyncSettings;
@@ -99,8 +99,8 @@ pub struct Summary {
     pub errors: Vec<String>,
     /// The kind of each failed policy batch, for `/metrics`.
     pub plugin_errors: Vec<crate::plugin::PluginErrorKind>,
-    /// The devices that change (dry run only; empty otherwise).
-    pub changes: Vec<DeviceChange>,
+    /// What a real run would change (dry run only).
+    pub dry_run: Option<super::dry_run::DryRun>,
     /// What the notify stage did (all zero when notices are off).
     pub notices: NoticeReport,
 }
@@ -126,7 +126,7 @@ impl Summary {
             duration_ms: 0,
             errors: Vec::new(),
             plugin_errors: Vec::new(),
-            changes: Vec::new(),
+            dry_run: None,
             notices: NoticeReport::default(),
         }
     }
@@ -479,20 +479,10 @@ impl OrgSync {
         summary.restriction_limit = plan.limit as u64;
 
         if dry_run {
-            summary.changes = plan.changes;
-            if plan.held {
-                summary.errors.push(format!(
-                    "a real run would be held: the plan restricts {} devices, more than the limit of {}",
-                    plan.restrictions, plan.limit
-                ));
-            }
-            // A what-if run records its counts only, and is never a held plan an operator could
-            // approve: the store says succeeded, the summary says what a real run would do.
-            let mut summary = self.finish(summary, RunOutcome::Succeeded, started).await?;
-            if plan.held {
-                summary.outcome = RunOutcome::Held;
-            }
-            return Ok(summary);
+            // A what-if run records its counts only; its report says what a real run would do.
+            let report = super::dry_run::report(&plan, &inventory.devices, &decided, org_default);
+            (summary.devices_changed, summary.dry_run) = (report.devices(), Some(report));
+            return self.finish(summary, RunOutcome::Succeeded, started).await;
         }
 
         // What is left to do needs only the plan's commands and the records: free the
