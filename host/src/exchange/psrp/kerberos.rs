@@ -1,0 +1,402 @@
+//! The Kerberos client of remote PowerShell: a security context for one HTTP connection,
+//! established with the service account's password (AS and TGS exchanges with the realm's KDC,
+//! then the AP-REQ for the CAS's `HTTP/<host>` and its AP-REP: mutual authentication), then
+//! used to seal and unseal that connection's envelopes ([`super::sealed`] frames them).
+//!
+//! The protocol is Devolutions' `sspi`; it hands the KDC messages it needs sent to us, and we
+//! carry them over TCP (or UDP) to the configured KDC with tokio, so that nothing blocks.
+
+use std::time::Duration;
+
+use sspi::generator::GeneratorState;
+use sspi::{
+    AuthIdentityBuffers, BufferType, ClientRequestFlags, CredentialsBuffers, DataRepresentation,
+    EncryptionFlags, ErrorKind, Kerberos, KerberosConfig, NetworkProtocol, NetworkRequest,
+    SecurityBuffer, SecurityBufferRef, SecurityStatus, Sspi, SspiImpl,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Who signs in and where the tickets come from (from `exchange.auth`, kind `kerberos`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The account name without its realm (`svc-easgate`).
+    pub account: String,
+    pub password: crate::config::Secret,
+    /// Upper-case realm (`CONTOSO.COM`).
+    pub realm: String,
+    /// Where the KDC is: `tcp://host:port`, or what `sspi` finds (`SSPI_KDC_URL`,
+    /// `KRB5_CONFIG`/`/etc/krb5.conf`), or the realm's own domain name on port 88 (an Active
+    /// Directory domain's name resolves to its domain controllers, which are its KDCs).
+    pub kdc: url::Url,
+    /// A fixed SPN (`HTTP/cas01.contoso.com`) instead of `HTTP/<the CAS URL's host>`.
+    pub spn: Option<String>,
+    /// How long one exchange with the KDC may take.
+    pub kdc_timeout: Duration,
+}
+
+impl Settings {
+    /// The KDC to ask: `explicit` (`host[:port]`, as in `kdc = "dc01.contoso.com:88"`), else
+    /// what the system's Kerberos configuration says for `realm`, else the realm's domain name.
+    pub fn kdc_url(explicit: Option<&str>, realm: &str) -> Result<url::Url, String> {
+        match explicit {
+            Some(k) => {
+                let with_port = if k
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                {
+                    k.to_owned()
+                } else {
+                    format!("{k}:88")
+                };
+                url::Url::parse(&format!("tcp://{with_port}"))
+                    .map_err(|e| format!("`{k}` is not a host[:port]: {e}"))
+            }
+            None => Ok(sspi::detect_kdc_url(realm).unwrap_or_else(|| {
+                url::Url::parse(&format!("tcp://{}:88", realm.to_ascii_lowercase()))
+                    .expect("a realm is a domain name")
+            })),
+        }
+    }
+
+    /// The SPN for a CAS URL: the override, or `HTTP/<host>`.
+    pub fn spn_for(&self, cas: &str) -> String {
+        if let Some(spn) = &self.spn {
+            return spn.clone();
+        }
+        let host = url::Url::parse(cas)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        format!(
+            "HTTP/{}",
+            host.trim_start_matches('[').trim_end_matches(']')
+        )
+    }
+}
+
+/// Why no context could be established; [`Failure::explain`] says it for an admin.
+#[derive(Debug)]
+pub enum Failure {
+    /// The KDC could not be reached (or did not answer).
+    KdcUnreachable(String),
+    /// The KDC refused the password (KDC_ERR_PREAUTH_FAILED).
+    Password(String),
+    /// The KDC does not know the account (KDC_ERR_C_PRINCIPAL_UNKNOWN).
+    UnknownAccount(String),
+    /// The KDC has no such service principal (KDC_ERR_S_PRINCIPAL_UNKNOWN).
+    UnknownSpn(String),
+    /// The clocks differ by more than the realm allows (KDC_ERR_SKEW / KRB_AP_ERR_SKEW).
+    Skew(String),
+    /// The realm is not the KDC's (KDC_ERR_WRONG_REALM).
+    WrongRealm(String),
+    /// Anything else the Kerberos exchange refused.
+    Other(String),
+}
+
+impl Failure {
+    fn from_sspi(e: sspi::Error) -> Failure {
+        let d = format!("{:?}: {}", e.error_type, e.description);
+        let lower = e.description.to_ascii_lowercase();
+        if lower.contains("pre-authentication information was invalid") {
+            Failure::Password(d)
+        } else if lower.contains("client not found in kerberos database") {
+            Failure::UnknownAccount(d)
+        } else if lower.contains("server not found in kerberos database") {
+            Failure::UnknownSpn(d)
+        } else if e.error_type == ErrorKind::TimeSkew || lower.contains("clock skew") {
+            Failure::Skew(d)
+        } else if lower.contains("wrong realm") {
+            Failure::WrongRealm(d)
+        } else if e.error_type == ErrorKind::NoAuthenticatingAuthority {
+            Failure::KdcUnreachable(d)
+        } else {
+            Failure::Other(d)
+        }
+    }
+
+    /// What went wrong for `cas` and how to fix it.
+    pub fn explain(&self, cas: &str, s: &Settings, spn: &str) -> String {
+        let who = format!("{}@{}", s.account, s.realm);
+        match self {
+            Failure::KdcUnreachable(why) => format!(
+                "Kerberos sign-in for {cas}: the KDC of realm {} at {} did not answer ({why}): \
+                 check exchange.auth.realm and exchange.auth.kdc (\"dc01.contoso.com:88\"), and \
+                 that TCP port 88 of a domain controller is reachable",
+                s.realm, s.kdc
+            ),
+            Failure::Password(why) => format!(
+                "Kerberos sign-in for {cas}: the KDC refused the password of `{who}` \
+                 (KDC_ERR_PREAUTH_FAILED: {why}): check exchange.auth.password"
+            ),
+            Failure::UnknownAccount(why) => format!(
+                "Kerberos sign-in for {cas}: the KDC of realm {} does not know `{who}` \
+                 (KDC_ERR_C_PRINCIPAL_UNKNOWN: {why}): check exchange.auth.username and \
+                 exchange.auth.realm",
+                s.realm
+            ),
+            Failure::UnknownSpn(why) => format!(
+                "Kerberos sign-in for {cas}: the KDC of realm {} has no service principal \
+                 `{spn}` (KDC_ERR_S_PRINCIPAL_UNKNOWN: {why}): register it on the CAS's \
+                 computer account (setspn -S {spn} <CAS>), or name the registered one with \
+                 exchange.auth.spn, or use the CAS's host name in exchange.cas_urls",
+                s.realm
+            ),
+            Failure::Skew(why) => format!(
+                "Kerberos sign-in for {cas}: this machine's clock differs from the KDC's or the \
+                 CAS's by more than the realm allows ({why}): synchronise it (NTP, the domain's \
+                 time source)"
+            ),
+            Failure::WrongRealm(why) => format!(
+                "Kerberos sign-in for {cas}: the KDC at {} is not the KDC of realm {} ({why}): \
+                 check exchange.auth.realm and exchange.auth.kdc",
+                s.kdc, s.realm
+            ),
+            Failure::Other(why) => format!("Kerberos sign-in for {cas} as `{who}` failed: {why}"),
+        }
+    }
+}
+
+/// A Kerberos security context, from its first token to the sealing of envelopes.
+pub struct Context {
+    krb: Kerberos,
+    creds: Option<CredentialsBuffers>,
+    spn: String,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("spn", &self.spn).finish()
+    }
+}
+
+/// What the client asks of the context: the server proves itself (the AP-REP), and envelopes
+/// are sealed (confidentiality, integrity, in order).
+fn requirements() -> ClientRequestFlags {
+    ClientRequestFlags::MUTUAL_AUTH
+        | ClientRequestFlags::CONFIDENTIALITY
+        | ClientRequestFlags::INTEGRITY
+        | ClientRequestFlags::SEQUENCE_DETECT
+        | ClientRequestFlags::REPLAY_DETECT
+}
+
+impl Context {
+    /// Gets the tickets for `spn` from the KDC and returns the context with its AP-REQ (the
+    /// token of the `Authorization` header).
+    pub async fn start(s: &Settings, spn: String) -> Result<(Context, Vec<u8>), Failure> {
+        let config = KerberosConfig {
+            kdc_resolution: sspi::KdcResolution::KdcUrl(Some(s.kdc.clone())),
+            client_computer_name: "easgate".into(),
+        };
+        let krb = Kerberos::new_client_from_config(config).map_err(Failure::from_sspi)?;
+        let creds = Some(CredentialsBuffers::AuthIdentity(
+            AuthIdentityBuffers::from_utf8(&s.account, &s.realm, s.password.expose()),
+        ));
+        let mut ctx = Context { krb, creds, spn };
+        let (status, token) = ctx.step(&[], Some(s)).await?;
+        if status != SecurityStatus::ContinueNeeded || token.is_empty() {
+            return Err(Failure::Other(format!(
+                "the Kerberos client produced no AP-REQ ({status:?})"
+            )));
+        }
+        Ok((ctx, token))
+    }
+
+    /// Checks the server's AP-REP (mutual authentication): after it, the context seals.
+    pub async fn finish(&mut self, ap_rep: &[u8]) -> Result<(), Failure> {
+        let (status, _) = self.step(ap_rep, None).await?;
+        if status != SecurityStatus::Ok {
+            return Err(Failure::Other(format!(
+                "the CAS's AP-REP did not complete the context ({status:?})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// One `InitializeSecurityContext`, answering the KDC requests it makes (only the first
+    /// step makes any; `kdc` is `None` for the others).
+    async fn step(
+        &mut self,
+        input: &[u8],
+        kdc: Option<&Settings>,
+    ) -> Result<(SecurityStatus, Vec<u8>), Failure> {
+        let mut input = vec![SecurityBuffer::new(input.to_vec(), BufferType::Token)];
+        let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
+        let spn = self.spn.clone();
+        let result = {
+            let mut builder = self
+                .krb
+                .initialize_security_context()
+                .with_credentials_handle(&mut self.creds)
+                .with_context_requirements(requirements())
+                .with_target_data_representation(DataRepresentation::Native)
+                .with_target_name(&spn)
+                .with_input(&mut input)
+                .with_output(&mut output);
+            let mut generator = self
+                .krb
+                .initialize_security_context_impl(&mut builder)
+                .map_err(Failure::from_sspi)?;
+            let mut state = generator.start();
+            loop {
+                match state {
+                    GeneratorState::Completed(r) => break r,
+                    GeneratorState::Suspended(request) => {
+                        let Some(s) = kdc else {
+                            return Err(Failure::Other(
+                                "the Kerberos client asked for the KDC after the AP-REQ".into(),
+                            ));
+                        };
+                        let answer = tokio::time::timeout(s.kdc_timeout, exchange(&request))
+                            .await
+                            .map_err(|_| {
+                                Failure::KdcUnreachable(format!(
+                                    "no answer within {:?}",
+                                    s.kdc_timeout
+                                ))
+                            })?
+                            .map_err(Failure::KdcUnreachable)?;
+                        state = generator.resume(Ok(answer));
+                    }
+                }
+            }
+        };
+        let result = result.map_err(Failure::from_sspi)?;
+        let token = output.pop().map(|b| b.buffer).unwrap_or_default();
+        Ok((result.status, token))
+    }
+
+    /// Seals an envelope: the wrap token's header and the sealed data (as long as `plain`).
+    pub fn seal(&mut self, plain: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let trailer = self
+            .krb
+            .query_context_sizes()
+            .map_err(|e| format!("sealing: {e:?}"))?
+            .security_trailer as usize;
+        let mut header = vec![0u8; trailer];
+        let mut data = plain.to_vec();
+        let header_len = {
+            let mut buffers = [
+                SecurityBufferRef::token_buf(&mut header),
+                SecurityBufferRef::data_buf(&mut data),
+            ];
+            self.krb
+                .encrypt_message(EncryptionFlags::empty(), &mut buffers)
+                .map_err(|e| format!("sealing: {}", e.description))?;
+            buffers[0].data().len()
+        };
+        header.truncate(header_len);
+        Ok((header, data))
+    }
+
+    /// Unseals an answer sealed by the server into `header` and `data`.
+    pub fn unseal(&mut self, header: &[u8], data: &[u8]) -> Result<Vec<u8>, String> {
+        let mut header = header.to_vec();
+        let mut data = data.to_vec();
+        let mut buffers = [
+            SecurityBufferRef::token_buf(&mut header),
+            SecurityBufferRef::data_buf(&mut data),
+        ];
+        self.krb
+            .decrypt_message(&mut buffers)
+            .map_err(|e| format!("unsealing: {}", e.description))?;
+        Ok(buffers[1].data().to_vec())
+    }
+}
+
+/// Carries one KDC message (RFC 4120 7.2): over TCP with its 4-byte length, which the answer
+/// has too; over UDP without it (and we add it to the answer, as `sspi` expects).
+async fn exchange(request: &NetworkRequest) -> Result<Vec<u8>, String> {
+    let host = request.url.host_str().unwrap_or_default().to_owned();
+    let port = request.url.port().unwrap_or(88);
+    let at = format!("{host}:{port}");
+    match request.protocol {
+        NetworkProtocol::Tcp => {
+            let mut stream = tokio::net::TcpStream::connect(&at)
+                .await
+                .map_err(|e| format!("connecting to {at}: {e}"))?;
+            stream
+                .write_all(&request.data)
+                .await
+                .map_err(|e| format!("sending to {at}: {e}"))?;
+            let len = stream
+                .read_u32()
+                .await
+                .map_err(|e| format!("reading from {at}: {e}"))?;
+            if len > 1 << 20 {
+                return Err(format!("{at} announced a {len}-byte answer"));
+            }
+            let mut answer = Vec::with_capacity(4 + len as usize);
+            answer.extend_from_slice(&len.to_be_bytes());
+            answer.resize(4 + len as usize, 0);
+            stream
+                .read_exact(&mut answer[4..])
+                .await
+                .map_err(|e| format!("reading from {at}: {e}"))?;
+            Ok(answer)
+        }
+        NetworkProtocol::Udp => {
+            let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
+                .await
+                .map_err(|e| format!("binding a UDP socket: {e}"))?;
+            socket
+                .connect(&at)
+                .await
+                .map_err(|e| format!("resolving {at}: {e}"))?;
+            socket
+                .send(&request.data)
+                .await
+                .map_err(|e| format!("sending to {at}: {e}"))?;
+            let mut buf = vec![0u8; 65536];
+            let n = socket
+                .recv(&mut buf)
+                .await
+                .map_err(|e| format!("reading from {at}: {e}"))?;
+            let mut answer = Vec::with_capacity(4 + n);
+            answer.extend_from_slice(&(n as u32).to_be_bytes());
+            answer.extend_from_slice(&buf[..n]);
+            Ok(answer)
+        }
+        other => Err(format!(
+            "KDC at {}: {other:?} (a KDC proxy) is not supported; give the KDC as host:port",
+            request.url
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kdc_is_the_given_address_with_port_88_by_default() {
+        let u = Settings::kdc_url(Some("dc01.contoso.com"), "CONTOSO.COM").unwrap();
+        assert_eq!(u.as_str(), "tcp://dc01.contoso.com:88");
+        let u = Settings::kdc_url(Some("127.0.0.1:6088"), "CONTOSO.COM").unwrap();
+        assert_eq!(u.as_str(), "tcp://127.0.0.1:6088");
+    }
+
+    #[test]
+    fn the_spn_is_http_and_the_cas_host_unless_overridden() {
+        let mut s = Settings {
+            account: "svc".into(),
+            password: crate::config::Secret::new("x"),
+            realm: "CONTOSO.COM".into(),
+            kdc: Settings::kdc_url(Some("dc01"), "CONTOSO.COM").unwrap(),
+            spn: None,
+            kdc_timeout: Duration::from_secs(1),
+        };
+        assert_eq!(
+            s.spn_for("https://cas01.contoso.com/PowerShell/"),
+            "HTTP/cas01.contoso.com"
+        );
+        assert_eq!(
+            s.spn_for("http://localhost:8080/PowerShell/"),
+            "HTTP/localhost"
+        );
+        s.spn = Some("HTTP/exchange.contoso.com".into());
+        assert_eq!(
+            s.spn_for("https://cas01.contoso.com/PowerShell/"),
+            "HTTP/exchange.contoso.com"
+        );
+    }
+}
