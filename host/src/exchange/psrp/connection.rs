@@ -161,7 +161,7 @@ impl Connections {
             let (mut conn, reused) = match idle {
                 Some(c) if !c.sender.is_closed() => (c, true),
                 Some(_) => continue,
-                None => match self.open(cas).await? {
+                None => match Box::pin(self.open(cas)).await? {
                     Ok(c) => (c, false),
                     // The CAS answered the sign-in with something to report (a 404…).
                     Err(reply) => return Ok(reply),
@@ -224,7 +224,7 @@ impl Connections {
             handshake(tcp).await?
         };
         let spn = self.settings.spn_for(cas);
-        let (mut ctx, ap_req) = Context::start(&self.settings, spn.clone())
+        let (ctx, ap_req) = Context::start(&self.settings, spn.clone())
             .await
             .map_err(|f| Trouble::SignIn(f.explain(cas, &self.settings, &spn)))?;
         let token = base64::engine::general_purpose::STANDARD.encode(&ap_req);
@@ -276,7 +276,8 @@ impl Connections {
                      {SCHEME} token in WWW-Authenticate): mutual authentication is required"
                 ))
             })?;
-        ctx.finish(&reply)
+        let ctx = ctx
+            .finish(reply)
             .await
             .map_err(|f| Trouble::SignIn(f.explain(cas, &self.settings, &spn)))?;
         tracing::debug!(cas, %spn, "Kerberos connection authenticated");

@@ -4,7 +4,8 @@
 //! used to seal and unseal that connection's envelopes ([`super::sealed`] frames them).
 //!
 //! The protocol is Devolutions' `sspi`; it hands the KDC messages it needs sent to us, and we
-//! carry them over TCP (or UDP) to the configured KDC with tokio, so that nothing blocks.
+//! carry them over TCP (or UDP) to the configured KDC. The handshake runs on a thread of its
+//! own (its state machines need a deep stack), so the runtime's workers never block on it.
 
 use std::time::Duration;
 
@@ -14,7 +15,6 @@ use sspi::{
     EncryptionFlags, ErrorKind, Kerberos, KerberosConfig, NetworkProtocol, NetworkRequest,
     SecurityBuffer, SecurityBufferRef, SecurityStatus, Sspi, SspiImpl,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Who signs in and where the tickets come from (from `exchange.auth`, kind `kerberos`).
 #[derive(Debug, Clone)]
@@ -179,10 +179,35 @@ fn requirements() -> ClientRequestFlags {
         | ClientRequestFlags::REPLAY_DETECT
 }
 
+/// The stack of the thread `sspi`'s handshake runs on: its state machines are deep (and much
+/// deeper unoptimized) and overflow a tokio worker's 2 MiB stack.
+const HANDSHAKE_STACK: usize = 16 << 20;
+
+/// Runs `f` on a thread of its own with [`HANDSHAKE_STACK`], without blocking the runtime.
+async fn on_own_stack<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("easgate-kerberos".into())
+        .stack_size(HANDSHAKE_STACK)
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Failure::Other(format!("starting the Kerberos thread: {e}")))?;
+    rx.await
+        .unwrap_or_else(|_| Err(Failure::Other("the Kerberos thread ended early".into())))
+}
+
 impl Context {
     /// Gets the tickets for `spn` from the KDC and returns the context with its AP-REQ (the
     /// token of the `Authorization` header).
     pub async fn start(s: &Settings, spn: String) -> Result<(Context, Vec<u8>), Failure> {
+        let s = s.clone();
+        on_own_stack(move || Context::start_blocking(&s, spn)).await
+    }
+
+    fn start_blocking(s: &Settings, spn: String) -> Result<(Context, Vec<u8>), Failure> {
         let config = KerberosConfig {
             kdc_resolution: sspi::KdcResolution::KdcUrl(Some(s.kdc.clone())),
             client_computer_name: "easgate".into(),
@@ -192,7 +217,7 @@ impl Context {
             AuthIdentityBuffers::from_utf8(&s.account, &s.realm, s.password.expose()),
         ));
         let mut ctx = Context { krb, creds, spn };
-        let (status, token) = ctx.step(&[], Some(s)).await?;
+        let (status, token) = ctx.step(&[], Some(s))?;
         if status != SecurityStatus::ContinueNeeded || token.is_empty() {
             return Err(Failure::Other(format!(
                 "the Kerberos client produced no AP-REQ ({status:?})"
@@ -202,19 +227,23 @@ impl Context {
     }
 
     /// Checks the server's AP-REP (mutual authentication): after it, the context seals.
-    pub async fn finish(&mut self, ap_rep: &[u8]) -> Result<(), Failure> {
-        let (status, _) = self.step(ap_rep, None).await?;
-        if status != SecurityStatus::Ok {
-            return Err(Failure::Other(format!(
-                "the CAS's AP-REP did not complete the context ({status:?})"
-            )));
-        }
-        Ok(())
+    pub async fn finish(self, ap_rep: Vec<u8>) -> Result<Context, Failure> {
+        on_own_stack(move || {
+            let mut ctx = self;
+            let (status, _) = ctx.step(&ap_rep, None)?;
+            if status != SecurityStatus::Ok {
+                return Err(Failure::Other(format!(
+                    "the CAS's AP-REP did not complete the context ({status:?})"
+                )));
+            }
+            Ok(ctx)
+        })
+        .await
     }
 
     /// One `InitializeSecurityContext`, answering the KDC requests it makes (only the first
-    /// step makes any; `kdc` is `None` for the others).
-    async fn step(
+    /// step makes any; `kdc` is `None` for the others). Blocking: it runs on its own thread.
+    fn step(
         &mut self,
         input: &[u8],
         kdc: Option<&Settings>,
@@ -246,15 +275,8 @@ impl Context {
                                 "the Kerberos client asked for the KDC after the AP-REQ".into(),
                             ));
                         };
-                        let answer = tokio::time::timeout(s.kdc_timeout, exchange(&request))
-                            .await
-                            .map_err(|_| {
-                                Failure::KdcUnreachable(format!(
-                                    "no answer within {:?}",
-                                    s.kdc_timeout
-                                ))
-                            })?
-                            .map_err(Failure::KdcUnreachable)?;
+                        let answer =
+                            exchange(&request, s.kdc_timeout).map_err(Failure::KdcUnreachable)?;
                         state = generator.resume(Ok(answer));
                     }
                 }
@@ -304,53 +326,64 @@ impl Context {
 }
 
 /// Carries one KDC message (RFC 4120 7.2): over TCP with its 4-byte length, which the answer
-/// has too; over UDP without it (and we add it to the answer, as `sspi` expects).
-async fn exchange(request: &NetworkRequest) -> Result<Vec<u8>, String> {
-    let host = request.url.host_str().unwrap_or_default().to_owned();
+/// has too; over UDP without it (and we add it to the answer, as `sspi` expects). Each step
+/// (connect, send, receive) may take `timeout`.
+fn exchange(request: &NetworkRequest, timeout: Duration) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+
+    let host = request.url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = request.url.port().unwrap_or(88);
     let at = format!("{host}:{port}");
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {at}: {e}"))?
+        .collect();
     match request.protocol {
         NetworkProtocol::Tcp => {
-            let mut stream = tokio::net::TcpStream::connect(&at)
-                .await
-                .map_err(|e| format!("connecting to {at}: {e}"))?;
-            stream
-                .write_all(&request.data)
-                .await
-                .map_err(|e| format!("sending to {at}: {e}"))?;
-            let len = stream
-                .read_u32()
-                .await
-                .map_err(|e| format!("reading from {at}: {e}"))?;
-            if len > 1 << 20 {
-                return Err(format!("{at} announced a {len}-byte answer"));
+            let mut last = format!("{at} has no address");
+            let mut stream = None;
+            for addr in &addrs {
+                match std::net::TcpStream::connect_timeout(addr, timeout) {
+                    Ok(s) => {
+                        stream = Some(s);
+                        break;
+                    }
+                    Err(e) => last = format!("connecting to {at}: {e}"),
+                }
             }
-            let mut answer = Vec::with_capacity(4 + len as usize);
-            answer.extend_from_slice(&len.to_be_bytes());
-            answer.resize(4 + len as usize, 0);
-            stream
-                .read_exact(&mut answer[4..])
-                .await
-                .map_err(|e| format!("reading from {at}: {e}"))?;
+            let mut stream = stream.ok_or(last)?;
+            let io = |e: std::io::Error| format!("talking to {at}: {e}");
+            stream.set_read_timeout(Some(timeout)).map_err(io)?;
+            stream.set_write_timeout(Some(timeout)).map_err(io)?;
+            stream.write_all(&request.data).map_err(io)?;
+            let mut len = [0u8; 4];
+            stream.read_exact(&mut len).map_err(io)?;
+            let n = u32::from_be_bytes(len) as usize;
+            if n > 1 << 20 {
+                return Err(format!("{at} announced a {n}-byte answer"));
+            }
+            let mut answer = Vec::with_capacity(4 + n);
+            answer.extend_from_slice(&len);
+            answer.resize(4 + n, 0);
+            stream.read_exact(&mut answer[4..]).map_err(io)?;
             Ok(answer)
         }
         NetworkProtocol::Udp => {
-            let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
-                .await
-                .map_err(|e| format!("binding a UDP socket: {e}"))?;
-            socket
-                .connect(&at)
-                .await
-                .map_err(|e| format!("resolving {at}: {e}"))?;
-            socket
-                .send(&request.data)
-                .await
-                .map_err(|e| format!("sending to {at}: {e}"))?;
+            let addr = addrs.first().ok_or(format!("{at} has no address"))?;
+            let any: std::net::SocketAddr = if addr.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                ([0u16; 8], 0).into()
+            };
+            let io = |e: std::io::Error| format!("talking to {at} over UDP: {e}");
+            let socket = std::net::UdpSocket::bind(any).map_err(io)?;
+            socket.set_read_timeout(Some(timeout)).map_err(io)?;
+            socket.connect(addr).map_err(io)?;
+            socket.send(&request.data).map_err(io)?;
             let mut buf = vec![0u8; 65536];
-            let n = socket
-                .recv(&mut buf)
-                .await
-                .map_err(|e| format!("reading from {at}: {e}"))?;
+            let n = socket.recv(&mut buf).map_err(io)?;
             let mut answer = Vec::with_capacity(4 + n);
             answer.extend_from_slice(&(n as u32).to_be_bytes());
             answer.extend_from_slice(&buf[..n]);

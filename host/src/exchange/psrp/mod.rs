@@ -512,7 +512,9 @@ impl Inner {
     /// One HTTP POST of an envelope; an answer to read, or what it came to.
     async fn post(&self, cas: &str, envelope: String) -> Posted {
         let (status, retry_after, text) = match &self.kerberos {
-            Some(k) => match k.post(cas, &envelope).await {
+            // Boxed: the connection's handshake (TLS, Kerberos) would otherwise sit inline in
+            // every future that posts, and those nest deep in a sync's.
+            Some(k) => match Box::pin(k.post(cas, &envelope)).await {
                 Ok(r) => (r.status, r.retry_after, r.body),
                 Err(connection::Trouble::Connect(reason)) => {
                     return Err(Attempt::CasFailed {
