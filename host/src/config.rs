@@ -1169,8 +1169,11 @@ impl Config {
                 return Err((at("exchange.cas_urls"), "list at least one CAS URL".into()));
             }
             validate_transport(&org.exchange).map_err(|(f, m)| (at(&f), m))?;
+            // Kerberos seals every envelope (WS-Management message encryption): plain HTTP to
+            // a CAS is what WinRM itself does, and reads nothing to an eavesdropper.
+            let sealed = matches!(org.exchange.auth, ExchangeAuth::Kerberos { .. });
             for (j, url) in org.exchange.cas_urls.iter().enumerate() {
-                check_service_url(url, insecure)
+                check_service_url(url, insecure || sealed)
                     .map_err(|m| (at(&format!("exchange.cas_urls[{j}]")), m))?;
             }
             check_service_url(&org.graph.graph_url, insecure)
