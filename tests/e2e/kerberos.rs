@@ -19,7 +19,9 @@ use easgate::sync::{OrgSync, SyncKind};
 use easgate_lab::kdc::TestKdc;
 
 use crate::support::lab::{assert_enforced, expected, sync_lab, unguarded};
-use crate::support::{Transport, builtin, organization_over, temp_store, test_http, within};
+use crate::support::{
+    Transport, builtin, client_lab, organization_over, temp_store, test_http, within,
+};
 
 fn kdc_available(test: &str) -> bool {
     match TestKdc::missing_tools() {
@@ -38,6 +40,11 @@ fn kdc_available(test: &str) -> bool {
 
 /// A lab of `devices` devices whose face accepts Kerberos from a fresh KDC.
 async fn kerberos_lab(devices: usize, name: &str) -> (easgate_lab::Lab, TestKdc, PathBuf) {
+    with_kdc(sync_lab(devices).await, name).await
+}
+
+/// `lab`, its face accepting Kerberos from a fresh KDC.
+async fn with_kdc(lab: easgate_lab::Lab, name: &str) -> (easgate_lab::Lab, TestKdc, PathBuf) {
     let dir = std::env::temp_dir().join(format!("easgate-e2e-{name}-{}", std::process::id()));
     let kdc = tokio::task::spawn_blocking({
         let dir = dir.clone();
@@ -46,7 +53,6 @@ async fn kerberos_lab(devices: usize, name: &str) -> (easgate_lab::Lab, TestKdc,
     .await
     .expect("joined")
     .expect("the KDC starts");
-    let lab = sync_lab(devices).await;
     lab.enable_powershell_kerberos(kdc.keytab())
         .expect("the face's acceptor from the keytab");
     (lab, kdc, dir)
@@ -238,6 +244,33 @@ async fn what_an_admin_gets_wrong_is_named_with_the_cas_and_the_fix() {
     .expect("the good settings sign in");
     assert_eq!(devices.len(), lab.control().truth().len());
     client.close().await;
+    drop(kdc);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A CAS restart drops every connection and its context: the next command authenticates new
+/// connections (new tickets, new contexts) and opens a new pool, without failing the CAS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_lost_with_a_restarted_cas_are_authenticated_again() {
+    if !kdc_available("connections_lost_with_a_restarted_cas_are_authenticated_again") {
+        return;
+    }
+    let (lab, kdc, dir) = with_kdc(client_lab(50, 1).await, "krb-restart").await;
+    let mut org = kerberos_org(&lab, &kdc);
+    org.exchange.cas_failover = false;
+    let c = ExchangeClient::builder(&org, &test_http()).build().unwrap();
+    c.run(&GetMobileDevice::default()).await.unwrap();
+    lab.control().stop_cas(0).await.unwrap();
+    lab.control().start_cas(0).await.unwrap();
+    let devices = within(Duration::from_secs(30), c.run(&GetMobileDevice::default()))
+        .await
+        .expect("new connections sign in again");
+    assert_eq!(devices.len(), lab.control().truth().len());
+    assert!(
+        c.cas_health()[0].up,
+        "a lost connection is not a failed CAS"
+    );
+    c.close().await;
     drop(kdc);
     let _ = std::fs::remove_dir_all(dir);
 }
