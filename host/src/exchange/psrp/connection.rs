@@ -72,7 +72,7 @@ impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connections")
             .field("realm", &self.settings.realm)
-            .field("kdc", &self.settings.kdc.as_str())
+            .field("kdc", &self.settings.kdc)
             .finish()
     }
 }

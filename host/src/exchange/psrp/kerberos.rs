@@ -24,10 +24,8 @@ pub struct Settings {
     pub password: crate::config::Secret,
     /// Upper-case realm (`CONTOSO.COM`).
     pub realm: String,
-    /// Where the KDC is: `tcp://host:port`, or what `sspi` finds (`SSPI_KDC_URL`,
-    /// `KRB5_CONFIG`/`/etc/krb5.conf`), or the realm's own domain name on port 88 (an Active
-    /// Directory domain's name resolves to its domain controllers, which are its KDCs).
-    pub kdc: url::Url,
+    /// Where the KDC is (`tcp://host:port`), or `None`: found at each sign-in ([`discover`]).
+    pub kdc: Option<url::Url>,
     /// A fixed SPN (`HTTP/cas01.contoso.com`) instead of `HTTP/<the CAS URL's host>`.
     pub spn: Option<String>,
     /// How long one exchange with the KDC may take.
@@ -35,26 +33,29 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The KDC to ask: `explicit` (`host[:port]`, as in `kdc = "dc01.contoso.com:88"`), else
-    /// what the system's Kerberos configuration says for `realm`, else the realm's domain name.
-    pub fn kdc_url(explicit: Option<&str>, realm: &str) -> Result<url::Url, String> {
-        match explicit {
-            Some(k) => {
-                let with_port = if k
-                    .rsplit_once(':')
-                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-                {
-                    k.to_owned()
-                } else {
-                    format!("{k}:88")
-                };
-                url::Url::parse(&format!("tcp://{with_port}"))
-                    .map_err(|e| format!("`{k}` is not a host[:port]: {e}"))
-            }
-            None => Ok(sspi::detect_kdc_url(realm).unwrap_or_else(|| {
-                url::Url::parse(&format!("tcp://{}:88", realm.to_ascii_lowercase()))
-                    .expect("a realm is a domain name")
-            })),
+    /// The KDC to ask: `explicit` (`host[:port]`, as in `kdc = "dc01.contoso.com:88"`), or
+    /// `None` to find it at sign-in ([`discover`]).
+    pub fn kdc_url(explicit: Option<&str>) -> Result<Option<url::Url>, String> {
+        let Some(k) = explicit else {
+            return Ok(None);
+        };
+        let with_port = if k
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            k.to_owned()
+        } else {
+            format!("{k}:88")
+        };
+        url::Url::parse(&format!("tcp://{with_port}"))
+            .map(Some)
+            .map_err(|e| format!("`{k}` is not a host[:port]: {e}"))
+    }
+
+    fn kdc_shown(&self) -> String {
+        match &self.kdc {
+            Some(u) => u.to_string(),
+            None => "(found through SSPI_KDC_URL, krb5.conf, DNS SRV or the realm's name)".into(),
         }
     }
 
@@ -122,7 +123,8 @@ impl Failure {
                 "Kerberos sign-in for {cas}: the KDC of realm {} at {} did not answer ({why}): \
                  check exchange.auth.realm and exchange.auth.kdc (\"dc01.contoso.com:88\"), and \
                  that TCP port 88 of a domain controller is reachable",
-                s.realm, s.kdc
+                s.realm,
+                s.kdc_shown()
             ),
             Failure::Password(why) => format!(
                 "Kerberos sign-in for {cas}: the KDC refused the password of `{who}` \
@@ -149,7 +151,8 @@ impl Failure {
             Failure::WrongRealm(why) => format!(
                 "Kerberos sign-in for {cas}: the KDC at {} is not the KDC of realm {} ({why}): \
                  check exchange.auth.realm and exchange.auth.kdc",
-                s.kdc, s.realm
+                s.kdc_shown(),
+                s.realm
             ),
             Failure::Other(why) => format!("Kerberos sign-in for {cas} as `{who}` failed: {why}"),
         }
@@ -208,8 +211,12 @@ impl Context {
     }
 
     fn start_blocking(s: &Settings, spn: String) -> Result<(Context, Vec<u8>), Failure> {
+        let kdc = match &s.kdc {
+            Some(u) => u.clone(),
+            None => discover(&s.realm, s.kdc_timeout),
+        };
         let config = KerberosConfig {
-            kdc_resolution: sspi::KdcResolution::KdcUrl(Some(s.kdc.clone())),
+            kdc_resolution: sspi::KdcResolution::KdcUrl(Some(kdc)),
             client_computer_name: "easgate".into(),
         };
         let krb = Kerberos::new_client_from_config(config).map_err(Failure::from_sspi)?;
@@ -325,6 +332,26 @@ impl Context {
     }
 }
 
+/// The KDC of `realm` when none is configured: `SSPI_KDC_URL` or the realm's `kdc` in
+/// `KRB5_CONFIG`/`/etc/krb5.conf` (what `sspi` reads), else the best of the DNS SRV records
+/// `_kerberos._tcp.<realm>`, else the realm's own domain name on port 88 (an Active Directory
+/// domain's name resolves to its domain controllers, which are its KDCs).
+fn discover(realm: &str, timeout: Duration) -> url::Url {
+    if let Some(u) = sspi::detect_kdc_url(realm) {
+        return u;
+    }
+    let by_dns = super::srv::kdcs(realm, timeout).unwrap_or_else(|e| {
+        tracing::debug!(realm, "no KDC from DNS SRV records: {e}");
+        Vec::new()
+    });
+    let host = by_dns
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| format!("{}:88", realm.to_ascii_lowercase()));
+    url::Url::parse(&format!("tcp://{host}"))
+        .unwrap_or_else(|_| url::Url::parse("tcp://localhost:88").expect("a valid URL"))
+}
+
 /// Carries one KDC message (RFC 4120 7.2): over TCP with its 4-byte length, which the answer
 /// has too; over UDP without it (and we add it to the answer, as `sspi` expects). Each step
 /// (connect, send, receive) may take `timeout`.
@@ -402,10 +429,13 @@ mod tests {
 
     #[test]
     fn the_kdc_is_the_given_address_with_port_88_by_default() {
-        let u = Settings::kdc_url(Some("dc01.contoso.com"), "CONTOSO.COM").unwrap();
+        let u = Settings::kdc_url(Some("dc01.contoso.com"))
+            .unwrap()
+            .unwrap();
         assert_eq!(u.as_str(), "tcp://dc01.contoso.com:88");
-        let u = Settings::kdc_url(Some("127.0.0.1:6088"), "CONTOSO.COM").unwrap();
+        let u = Settings::kdc_url(Some("127.0.0.1:6088")).unwrap().unwrap();
         assert_eq!(u.as_str(), "tcp://127.0.0.1:6088");
+        assert_eq!(Settings::kdc_url(None).unwrap(), None, "found at sign-in");
     }
 
     #[test]
@@ -414,7 +444,7 @@ mod tests {
             account: "svc".into(),
             password: crate::config::Secret::new("x"),
             realm: "CONTOSO.COM".into(),
-            kdc: Settings::kdc_url(Some("dc01"), "CONTOSO.COM").unwrap(),
+            kdc: Settings::kdc_url(Some("dc01")).unwrap(),
             spn: None,
             kdc_timeout: Duration::from_secs(1),
         };

@@ -29,6 +29,7 @@ mod connection;
 pub mod convert;
 mod kerberos;
 pub mod sealed;
+mod srv;
 pub mod wsman;
 
 use std::collections::HashMap;
@@ -255,13 +256,12 @@ impl PsrpWire {
                     .or_else(|| domain.map(str::to_owned))
                     .unwrap_or_default()
                     .to_ascii_uppercase();
-                let kdc =
-                    kerberos::Settings::kdc_url(kdc.as_deref(), &realm).map_err(|message| {
-                        SetupError::Url {
-                            field: at("auth.kdc"),
-                            message,
-                        }
-                    })?;
+                let kdc = kerberos::Settings::kdc_url(kdc.as_deref()).map_err(|message| {
+                    SetupError::Url {
+                        field: at("auth.kdc"),
+                        message,
+                    }
+                })?;
                 if http.proxy.is_some() {
                     return Err(SetupError::Unsupported {
                         field: at("auth"),
