@@ -164,6 +164,8 @@ async fn refusal(org: &Organization) -> String {
     )
     .await
     .expect_err("the sign-in is refused");
+    // Shown with --nocapture: what an admin reads.
+    eprintln!("{e}");
     e.to_string()
 }
 

@@ -96,7 +96,13 @@ pub enum Failure {
 
 impl Failure {
     fn from_sspi(e: sspi::Error) -> Failure {
-        let d = format!("{:?}: {}", e.error_type, e.description);
+        // The KDC's e-data (padata, in hex) says nothing to an admin.
+        let text = e
+            .description
+            .split(". Additional error data")
+            .next()
+            .unwrap_or_default();
+        let d = format!("{:?}: {text}", e.error_type);
         let lower = e.description.to_ascii_lowercase();
         if lower.contains("pre-authentication information was invalid") {
             Failure::Password(d)
