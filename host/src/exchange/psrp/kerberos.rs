@@ -445,6 +445,63 @@ mod tests {
     }
 
     #[test]
+    fn each_kerberos_refusal_is_explained_with_its_fix() {
+        let s = Settings {
+            account: "svc".into(),
+            password: crate::config::Secret::new("x"),
+            realm: "CONTOSO.COM".into(),
+            kdc: None,
+            spn: None,
+            kdc_timeout: Duration::from_secs(1),
+        };
+        let cas = "http://cas01.contoso.com/PowerShell/";
+        let explain = |kind, text: &str| {
+            Failure::from_sspi(sspi::Error::new(kind, text.to_owned())).explain(
+                cas,
+                &s,
+                "HTTP/cas01.contoso.com",
+            )
+        };
+        // As sspi words the KDC's errors (KRB_AP_ERR_SKEW, KDC_ERR_WRONG_REALM, …).
+        let cases = [
+            (
+                ErrorKind::TimeSkew,
+                "clock skew too great",
+                "synchronise it",
+            ),
+            (
+                ErrorKind::NoAuthenticatingAuthority,
+                "wrong Realm",
+                "is not the KDC of realm CONTOSO.COM",
+            ),
+            (
+                ErrorKind::KdcInvalidRequest,
+                "pre-authentication information was invalid",
+                "check exchange.auth.password",
+            ),
+            (
+                ErrorKind::UnknownCredentials,
+                "server not found in Kerberos database",
+                "setspn -S HTTP/cas01.contoso.com",
+            ),
+            (
+                ErrorKind::UnknownCredentials,
+                "client not found in Kerberos database",
+                "does not know `svc@CONTOSO.COM`",
+            ),
+            (
+                ErrorKind::NoAuthenticatingAuthority,
+                "No KDC server found",
+                "did not answer",
+            ),
+        ];
+        for (kind, text, fix) in cases {
+            let e = explain(kind, text);
+            assert!(e.contains(cas) && e.contains(fix), "{fix:?} in {e}");
+        }
+    }
+
+    #[test]
     fn the_spn_is_http_and_the_cas_host_unless_overridden() {
         let mut s = Settings {
             account: "svc".into(),
