@@ -18,6 +18,7 @@ mod faults;
 mod graph_client;
 mod held_plans;
 mod hot_reload;
+mod kerberos;
 mod malformed;
 mod metrics;
 mod monitoring;

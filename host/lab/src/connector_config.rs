@@ -138,7 +138,8 @@ cas_urls = [{cas}]
             ),
             Some(k) => format!(
                 "# The lab's test KDC; for MIT tools (kinit, klist): KRB5_CONFIG={}\n\
-                 auth = {{ kind = \"kerberos\", username = {}, password = {{ file = {} }}, realm = {}, kdc = {} }}",
+                 # The CAS URLs name 127.0.0.1; the face's service principal is HTTP/localhost.\n\
+                 auth = {{ kind = \"kerberos\", username = {}, password = {{ file = {} }}, realm = {}, kdc = {}, spn = \"HTTP/localhost\" }}",
                 k.krb5_conf.display(),
                 quote(&k.username),
                 quote(password_file),
@@ -320,6 +321,7 @@ mod tests {
         assert_eq!(auth["username"].as_str(), Some("svc-easgate"));
         assert_eq!(auth["realm"].as_str(), Some("LAB.EASGATE.TEST"));
         assert_eq!(auth["kdc"].as_str(), Some("127.0.0.1:8888"));
+        assert_eq!(auth["spn"].as_str(), Some("HTTP/localhost"));
         assert_eq!(
             auth["password"]["file"].as_str(),
             Some("lab.toml.exchange-password")

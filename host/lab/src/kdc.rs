@@ -141,7 +141,10 @@ impl TestKdc {
                 "-r",
                 REALM,
                 "-q",
-                &format!("addprinc -pw {password} {USER}@{REALM}"),
+                // Pre-authentication required, as Active Directory does for every account: a
+                // wrong password is then the KDC's KDC_ERR_PREAUTH_FAILED, not an AS-REP the
+                // client cannot decrypt.
+                &format!("addprinc +requires_preauth -pw {password} {USER}@{REALM}"),
             ],
             &env,
         )?;

@@ -90,18 +90,23 @@ pub enum ExchangeAuth {
         username: String,
         password: SecretSource,
     },
-    /// `powershell`: Kerberos. Read so that its keys are checked, but refused at load: this
-    /// build has no Kerberos (nor WS-Management message encryption).
+    /// `powershell`: Kerberos with the service account's password; every envelope sealed
+    /// (WS-Management message encryption), so plain `http://` CAS URLs are fine.
     Kerberos {
         username: String,
+        /// Required (checked at load): the ticket is acquired with it.
         #[serde(default)]
         password: Option<SecretSource>,
         /// The realm, when it is not the user name's domain upper-cased.
         #[serde(default)]
         realm: Option<String>,
-        /// An explicit KDC (`host[:port]`) instead of DNS SRV discovery.
+        /// An explicit KDC (`host[:port]`) instead of the system's Kerberos configuration or
+        /// the realm's domain name.
         #[serde(default)]
         kdc: Option<String>,
+        /// The CAS's service principal when it is not `HTTP/<the CAS URL's host>`.
+        #[serde(default)]
+        spn: Option<String>,
     },
     /// `powershell`: NTLM. Read, and refused at load like Kerberos.
     Ntlm {
@@ -166,8 +171,11 @@ impl ExchangeConnection {
             return Err((at("exchange.cas_urls"), "list at least one CAS URL".into()));
         }
         validate_transport(self).map_err(|(f, m)| (at(&f), m))?;
+        // Kerberos seals every envelope (WS-Management message encryption): plain HTTP to a
+        // CAS is what WinRM itself does, and reads nothing to an eavesdropper.
+        let sealed = matches!(self.auth, ExchangeAuth::Kerberos { .. });
         for (j, url) in self.cas_urls.iter().enumerate() {
-            check_service_url(url, insecure)
+            check_service_url(url, insecure || sealed)
                 .map_err(|m| (at(&format!("exchange.cas_urls[{j}]")), m))?;
         }
         if !(1..=defaults::MAX_PARALLEL_COMMANDS).contains(&self.parallel_commands) {
@@ -258,15 +266,66 @@ fn validate_transport(x: &ExchangeConnection) -> Result<(), (String, String)> {
                         ),
                     ));
                 }
-                ExchangeAuth::Kerberos { .. } | ExchangeAuth::Ntlm { .. } => {
+                ExchangeAuth::Ntlm { .. } => {
                     return Err((
                         "exchange.auth".into(),
                         format!(
-                            "kind = \"{auth}\" is not supported yet in this build (no Kerberos, \
-                             NTLM or WS-Management message encryption); use kind = \"basic\" \
-                             over https://"
+                            "kind = \"{auth}\" is not supported yet in this build; use kind = \
+                             \"kerberos\", or \"basic\" over https://"
                         ),
                     ));
+                }
+                ExchangeAuth::Kerberos {
+                    username,
+                    password,
+                    realm,
+                    kdc,
+                    spn,
+                } => {
+                    if username.trim().is_empty() {
+                        return Err((
+                            "exchange.auth.username".into(),
+                            "must not be empty (e.g. \"svc-easgate@contoso.com\")".into(),
+                        ));
+                    }
+                    if password.is_none() {
+                        return Err((
+                            "exchange.auth.password".into(),
+                            "is required with kind = \"kerberos\" (the ticket is acquired with \
+                             the account's password): password = { env = \"…\" } or { file = \
+                             \"…\" }"
+                                .into(),
+                        ));
+                    }
+                    if realm.as_deref().is_some_and(|r| r.trim().is_empty())
+                        || (realm.is_none() && !username.contains('@'))
+                    {
+                        return Err((
+                            "exchange.auth.realm".into(),
+                            format!(
+                                "the Kerberos realm is not known: write realm = \"CONTOSO.COM\", \
+                                 or the user name as `{username}@contoso.com`"
+                            ),
+                        ));
+                    }
+                    if let Some(k) = kdc
+                        && (k.trim().is_empty() || k.contains("://") || k.contains('/'))
+                    {
+                        return Err((
+                            "exchange.auth.kdc".into(),
+                            format!("`{k}` is not host[:port] (e.g. \"dc01.contoso.com:88\")"),
+                        ));
+                    }
+                    if let Some(s) = spn
+                        && !s.contains('/')
+                    {
+                        return Err((
+                            "exchange.auth.spn".into(),
+                            format!(
+                                "`{s}` is not a service principal (e.g. \"HTTP/cas01.contoso.com\")"
+                            ),
+                        ));
+                    }
                 }
                 ExchangeAuth::Basic { username, .. } => {
                     if username.trim().is_empty() {
@@ -395,22 +454,67 @@ client_secret = "inline-secret-value"
     }
 
     #[test]
+    fn kerberos_parses_and_allows_plain_http_since_every_envelope_is_sealed() {
+        let text = powershell(
+            r#"transport = "powershell""#,
+            r#"["http://cas01.contoso.com/PowerShell/"]"#,
+            r#"{ kind = "kerberos", username = "svc-easgate@contoso.com", password = { env = "PW" }, kdc = "dc01.contoso.com:88", spn = "HTTP/exchange.contoso.com" }"#,
+            "",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.organizations[0].exchange.auth,
+            ExchangeAuth::Kerberos {
+                username: "svc-easgate@contoso.com".into(),
+                password: Some(SecretSource::Env("PW".into())),
+                realm: None,
+                kdc: Some("dc01.contoso.com:88".into()),
+                spn: Some("HTTP/exchange.contoso.com".into()),
+            }
+        );
+    }
+
+    #[test]
     fn powershell_settings_refuse_what_does_not_fit_naming_line_and_key() {
         let ps = r#"transport = "powershell""#;
         let url = r#"["https://cas01.contoso.com/PowerShell/"]"#;
         // (case, text, field, the line the error points at, words the message must hold)
         let cases: Vec<(&str, String, &str, &str, Vec<&str>)> = vec![
             (
-                "kerberos is not in this build",
+                "kerberos without a password",
                 powershell(
                     ps,
                     url,
                     r#"{ kind = "kerberos", username = "svc@contoso.com", kdc = "dc01:88" }"#,
                     "",
                 ),
-                "organization[0].exchange.auth",
+                "organization[0].exchange.auth.password",
                 "auth = ",
-                vec!["kerberos", "not supported yet in this build"],
+                vec!["required", "kerberos"],
+            ),
+            (
+                "kerberos without a realm",
+                powershell(
+                    ps,
+                    url,
+                    r#"{ kind = "kerberos", username = "svc", password = { env = "PW" } }"#,
+                    "",
+                ),
+                "organization[0].exchange.auth.realm",
+                "auth = ",
+                vec!["realm = \"CONTOSO.COM\"", "svc@contoso.com"],
+            ),
+            (
+                "kerberos with a URL for a KDC",
+                powershell(
+                    ps,
+                    url,
+                    r#"{ kind = "kerberos", username = "svc@contoso.com", password = { env = "PW" }, kdc = "tcp://dc01" }"#,
+                    "",
+                ),
+                "organization[0].exchange.auth.kdc",
+                "auth = ",
+                vec!["tcp://dc01", "host[:port]"],
             ),
             (
                 "ntlm is not in this build",

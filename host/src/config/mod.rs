@@ -57,7 +57,8 @@
 //! ```
 //!
 //! Basic is refused over plain HTTP except to loopback (the password is in every request);
-//! `kind = "kerberos"` and `"ntlm"` are read but refused: this build does not speak them.
+//! `kind = "kerberos"` (username, password, `realm`, optional `kdc = "host:port"` and `spn`) seals
+//! every envelope, so plain `http://` is fine; `"ntlm"` is read but refused: not in this build.
 //!
 //! Notices to users (quarantined or blocked devices) go out through SMTP when `[notify]` is
 //! present; without it no notice is sent. `[notify]` holds the mail server and the defaults of

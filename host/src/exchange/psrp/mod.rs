@@ -18,10 +18,18 @@
 //! reopened by the next attempt; [`PsrpWire::close`] deletes every shell, so that the account's
 //! shell quota is not held by a stopped connector.
 //!
-//! Sign-in is HTTP Basic only (over HTTPS, or HTTP to loopback, as the configuration enforces).
-//! Kerberos, NTLM and WS-Management message encryption are not in this build.
+//! Sign-in is HTTP Basic (over HTTPS, or HTTP to loopback, as the configuration enforces) on
+//! reqwest's pooled connections, or Kerberos ([`kerberos`], Devolutions' `sspi`, tickets from
+//! the realm's KDC with the account's password) on connections of our own
+//! ([`connection`]): the security context is bound to its connection, mutual authentication is
+//! checked, and every envelope is sealed with WS-Management message encryption ([`sealed`]),
+//! over HTTP as over HTTPS. NTLM is not in this build.
 
+mod connection;
 pub mod convert;
+mod kerberos;
+pub mod sealed;
+mod srv;
 pub mod wsman;
 
 use std::collections::HashMap;
@@ -163,7 +171,10 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Pool>>>>;
 struct Inner {
     http: reqwest::Client,
     username: String,
+    /// Basic's password (Kerberos keeps its own in `kerberos`).
     password: Secret,
+    /// Under Kerberos, the authenticated connections every envelope goes on, sealed.
+    kerberos: Option<connection::Connections>,
     view_entire_forest: bool,
     /// The pool's `MaxRunspaces`. Commands in flight are bounded by the client's adaptive
     /// limit (`parallel_commands`), one permit per attempt; but a listing's pipeline keeps its
@@ -195,12 +206,20 @@ impl PsrpWire {
     pub fn new(org: &Organization, http: &HttpSettings) -> Result<PsrpWire, SetupError> {
         let x = &org.exchange;
         let at = |f: &str| format!("organization `{}`: exchange.{f}", org.name);
+        let sealed = matches!(x.auth, ExchangeAuth::Kerberos { .. });
         for (i, url) in x.cas_urls.iter().enumerate() {
+            // Under Kerberos every envelope is sealed (WS-Management message encryption), so
+            // plain HTTP to a CAS is what WinRM itself does; Basic needs HTTPS or loopback.
+            if sealed && url.starts_with("http://") {
+                continue;
+            }
             http.check_url(url).map_err(|message| SetupError::Url {
                 field: at(&format!("cas_urls[{i}]")),
                 message,
             })?;
         }
+        let max_runspaces = x.parallel_commands.max(1) * 2 + 4;
+        let mut kerberos = None;
         let (username, password) = match &x.auth {
             ExchangeAuth::Basic { username, password } => (
                 username.clone(),
@@ -209,6 +228,63 @@ impl PsrpWire {
                     source,
                 })?,
             ),
+            ExchangeAuth::Kerberos {
+                username,
+                password,
+                realm,
+                kdc,
+                spn,
+            } => {
+                let password = password
+                    .as_ref()
+                    .ok_or_else(|| SetupError::Unsupported {
+                        field: at("auth.password"),
+                        message: "Kerberos needs the account's password (no ticket cache is read)"
+                            .into(),
+                    })?
+                    .resolve()
+                    .map_err(|source| SetupError::Secret {
+                        field: at("auth.password"),
+                        source,
+                    })?;
+                let (account, domain) = match username.rsplit_once('@') {
+                    Some((a, d)) => (a.to_owned(), Some(d)),
+                    None => (username.clone(), None),
+                };
+                let realm = realm
+                    .clone()
+                    .or_else(|| domain.map(str::to_owned))
+                    .unwrap_or_default()
+                    .to_ascii_uppercase();
+                let kdc = kerberos::Settings::kdc_url(kdc.as_deref()).map_err(|message| {
+                    SetupError::Url {
+                        field: at("auth.kdc"),
+                        message,
+                    }
+                })?;
+                if http.proxy.is_some() {
+                    return Err(SetupError::Unsupported {
+                        field: at("auth"),
+                        message: "remote PowerShell with Kerberos connects to the CAS directly;                                   network.proxy is not used for it: remove the proxy or reach                                   the CAS without one"
+                            .into(),
+                    });
+                }
+                let settings = kerberos::Settings {
+                    account,
+                    password: password.clone(),
+                    realm,
+                    kdc,
+                    spn: spn.clone(),
+                    kdc_timeout: http.connect_timeout.max(Duration::from_secs(3)) * 2,
+                };
+                kerberos = Some(connection::Connections::new(
+                    settings,
+                    http.connect_timeout,
+                    http.request_timeout,
+                    max_runspaces,
+                ));
+                (username.clone(), password)
+            }
             other => {
                 return Err(SetupError::Unsupported {
                     field: at("auth"),
@@ -227,9 +303,9 @@ impl PsrpWire {
                 http: http.client()?,
                 username,
                 password,
+                kerberos,
                 view_entire_forest: x.view_entire_forest(),
-                max_runspaces: i32::try_from(x.parallel_commands.max(1) * 2 + 4)
-                    .unwrap_or(i32::MAX),
+                max_runspaces: i32::try_from(max_runspaces).unwrap_or(i32::MAX),
                 operation_timeout,
                 silence_limit: http.request_timeout,
                 pools: Mutex::new(HashMap::new()),
@@ -374,6 +450,9 @@ impl PsrpWire {
                 Err(a) => tracing::warn!(cas, "closing the runspace pool: {a:?}"),
             }
         }
+        if let Some(k) = &self.inner.kerberos {
+            k.clear();
+        }
         closed
     }
 }
@@ -432,6 +511,37 @@ impl Inner {
 
     /// One HTTP POST of an envelope; an answer to read, or what it came to.
     async fn post(&self, cas: &str, envelope: String) -> Posted {
+        let (status, retry_after, text) = match &self.kerberos {
+            // Boxed: the connection's handshake (TLS, Kerberos) would otherwise sit inline in
+            // every future that posts, and those nest deep in a sync's.
+            Some(k) => match Box::pin(k.post(cas, &envelope)).await {
+                Ok(r) => (r.status, r.retry_after, r.body),
+                Err(connection::Trouble::Connect(reason)) => {
+                    return Err(Attempt::CasFailed {
+                        reason,
+                        sent: false,
+                    });
+                }
+                Err(connection::Trouble::Broken(reason)) => {
+                    return Err(Attempt::CasFailed { reason, sent: true });
+                }
+                Err(connection::Trouble::SignIn(problem)) => {
+                    return Err(Attempt::Unauthorized(
+                        self.endpoint_error(SESSION, cas, problem),
+                    ));
+                }
+            },
+            None => self.post_basic(cas, envelope).await?,
+        };
+        self.answer(cas, status, retry_after, text)
+    }
+
+    /// The HTTP exchange of [`post`](Self::post) under Basic (reqwest's pooled connections).
+    async fn post_basic(
+        &self,
+        cas: &str,
+        envelope: String,
+    ) -> Result<(u16, Option<Duration>, String), Attempt> {
         let response = self
             .http
             .post(cas)
@@ -463,8 +573,31 @@ impl Inner {
                 });
             }
         };
+        Ok((status, retry_after, text))
+    }
+
+    /// What an HTTP answer to an envelope came to.
+    fn answer(
+        &self,
+        cas: &str,
+        status: u16,
+        retry_after: Option<Duration>,
+        text: String,
+    ) -> Posted {
         let cmdlet = SESSION;
         match status {
+            401 if self.kerberos.is_some() => {
+                return Err(Attempt::Unauthorized(self.endpoint_error(
+                    cmdlet,
+                    cas,
+                    format!(
+                        "{cas} refused the Kerberos-sealed request of `{}` on an authenticated \
+                         connection: check that the account may use remote PowerShell \
+                         (Set-User -RemotePowerShellEnabled $true)",
+                        self.username
+                    ),
+                )));
+            }
             401 => {
                 return Err(Attempt::Unauthorized(self.endpoint_error(
                     cmdlet,

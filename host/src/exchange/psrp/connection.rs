@@ -1,0 +1,403 @@
+//! The HTTP connections of remote PowerShell under Kerberos. WS-Management binds the security
+//! context to the connection: a client authenticates once on a connection (an empty POST with
+//! `Authorization: Negotiate <AP-REQ>`, answered with the CAS's AP-REP, which is checked), then
+//! seals every envelope on that same connection and sends no more `Authorization`. reqwest
+//! hides its connections, so this transport holds its own (hyper's HTTP/1.1 client
+//! connections over tokio, with rustls on HTTPS), each with its context.
+//!
+//! Per CAS, idle authenticated connections wait in a small stack; a request takes one (or
+//! opens and authenticates a new one), so there are as many as requests run at once (the
+//! client's `parallel_commands` bounds them). A connection the CAS closed while idle is
+//! dropped and the request goes on another; one that fails during a request fails that
+//! request, as a dropped connection does under Basic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1;
+use hyper::header;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::kerberos::{self, Context};
+use super::sealed;
+
+/// The scheme of `Authorization`/`WWW-Authenticate`. IIS's Windows authentication (the
+/// Exchange PowerShell virtual directory) offers `Negotiate`, which takes a bare Kerberos
+/// token as well as SPNEGO; the sealed bodies then name the SPNEGO protocol, as WinRM clients
+/// do.
+const SCHEME: &str = "Negotiate";
+const PROTOCOL: &str = "application/HTTP-SPNEGO-session-encrypted";
+
+/// An answer, unsealed.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: String,
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub enum Trouble {
+    /// No connection to the CAS: nothing was sent.
+    Connect(String),
+    /// The connection failed during the request: it may have been applied.
+    Broken(String),
+    /// Kerberos sign-in failed, explained for the admin (the KDC, the password, the SPN…).
+    SignIn(String),
+}
+
+/// One authenticated connection.
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    ctx: Context,
+}
+
+/// The Kerberos connections of one organization's remote PowerShell.
+pub struct Connections {
+    settings: kerberos::Settings,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    max_idle: usize,
+    tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    idle: Mutex<HashMap<String, Vec<Conn>>>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("realm", &self.settings.realm)
+            .field("kdc", &self.settings.kdc)
+            .finish()
+    }
+}
+
+/// A CAS URL's parts.
+struct Target {
+    https: bool,
+    host: String,
+    port: u16,
+    /// `host[:port]` for the `Host` header.
+    authority: String,
+    path: String,
+}
+
+fn target(cas: &str) -> Result<Target, String> {
+    let u = url::Url::parse(cas).map_err(|e| format!("`{cas}` is not a URL: {e}"))?;
+    let https = match u.scheme() {
+        "https" => true,
+        "http" => false,
+        s => return Err(format!("`{cas}`: scheme {s} is not http(s)")),
+    };
+    let host = u
+        .host_str()
+        .ok_or(format!("`{cas}` has no host"))?
+        .to_owned();
+    let port = u
+        .port_or_known_default()
+        .unwrap_or(if https { 443 } else { 80 });
+    let authority = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    let mut path = u.path().to_owned();
+    if let Some(q) = u.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    Ok(Target {
+        https,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+        authority,
+        path,
+    })
+}
+
+impl Connections {
+    pub fn new(
+        settings: kerberos::Settings,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+        max_idle: usize,
+    ) -> Connections {
+        let roots = tokio_rustls::rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Connections {
+            settings,
+            connect_timeout,
+            request_timeout,
+            max_idle,
+            tls: Arc::new(tls),
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// POSTs `envelope` to `cas`, sealed, on an authenticated connection; the answer unsealed.
+    pub async fn post(&self, cas: &str, envelope: &str) -> Result<Reply, Trouble> {
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .expect("not poisoned")
+                .get_mut(cas)
+                .and_then(Vec::pop);
+            let (mut conn, reused) = match idle {
+                Some(c) if !c.sender.is_closed() => (c, true),
+                Some(_) => continue,
+                None => match Box::pin(self.open(cas)).await? {
+                    Ok(c) => (c, false),
+                    // The CAS answered the sign-in with something to report (a 404…).
+                    Err(reply) => return Ok(reply),
+                },
+            };
+            match self.exchange(&mut conn, cas, envelope).await {
+                // A context the CAS no longer knows (it restarted): sign in again.
+                Ok(reply) if reply.status == 401 && reused => continue,
+                Ok(reply) => {
+                    if !conn.sender.is_closed() {
+                        let mut idle = self.idle.lock().expect("not poisoned");
+                        let stack = idle.entry(cas.to_owned()).or_default();
+                        if stack.len() < self.max_idle {
+                            stack.push(conn);
+                        }
+                    }
+                    return Ok(reply);
+                }
+                // The CAS closed the idle connection as the request went out: another one.
+                Err((e, true)) if reused => {
+                    tracing::debug!(cas, "an idle Kerberos connection was closed: {e}");
+                    continue;
+                }
+                Err((e, _)) => return Err(Trouble::Broken(e)),
+            }
+        }
+    }
+
+    /// Drops the idle connections (on shutdown).
+    pub fn clear(&self) {
+        self.idle.lock().expect("not poisoned").clear();
+    }
+
+    /// Opens a connection to `cas` and authenticates on it; the CAS's answer instead when it
+    /// was neither a success nor a refusal of the ticket.
+    async fn open(&self, cas: &str) -> Result<Result<Conn, Reply>, Trouble> {
+        let t = target(cas).map_err(Trouble::Connect)?;
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
+        )
+        .await
+        .map_err(|_| {
+            Trouble::Connect(format!(
+                "connecting to {}:{} timed out ({:?}, network.connect_timeout)",
+                t.host, t.port, self.connect_timeout
+            ))
+        })?
+        .map_err(|e| Trouble::Connect(format!("connecting to {}:{}: {e}", t.host, t.port)))?;
+        let _ = tcp.set_nodelay(true);
+        let mut sender = if t.https {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(t.host.clone())
+                .map_err(|e| Trouble::Connect(format!("`{}` is not a TLS name: {e}", t.host)))?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Trouble::Connect(tls_problem(cas, &t.host, &e)))?;
+            handshake(tls).await?
+        } else {
+            handshake(tcp).await?
+        };
+        let spn = self.settings.spn_for(cas);
+        let (ctx, ap_req) = Context::start(&self.settings, spn.clone())
+            .await
+            .map_err(|f| Trouble::SignIn(f.explain(cas, &self.settings, &spn)))?;
+        let token = base64::engine::general_purpose::STANDARD.encode(&ap_req);
+        let request = hyper::Request::post(&t.path)
+            .header(header::HOST, &t.authority)
+            .header(header::AUTHORIZATION, format!("{SCHEME} {token}"))
+            .header(header::CONTENT_LENGTH, "0")
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        let (status, headers, body) = self
+            .send(&mut sender, request)
+            .await
+            .map_err(|(e, _)| Trouble::Broken(e))?;
+        match status {
+            200 => {}
+            401 => {
+                return Err(Trouble::SignIn(format!(
+                    "{cas} refused the Kerberos ticket of `{}@{}` for `{spn}`: check that the \
+                     CAS's PowerShell virtual directory has Windows authentication (Kerberos) \
+                     on, that `{spn}` is the CAS's SPN (exchange.auth.spn), and that the \
+                     account may use remote PowerShell",
+                    self.settings.account, self.settings.realm
+                )));
+            }
+            _ => {
+                return Ok(Err(Reply {
+                    status,
+                    retry_after: crate::net::retry_after(&headers),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                }));
+            }
+        }
+        let reply = headers
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                (scheme.eq_ignore_ascii_case(SCHEME) || scheme.eq_ignore_ascii_case("Kerberos"))
+                    .then(|| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(token.trim())
+                            .ok()
+                    })?
+            })
+            .ok_or_else(|| {
+                Trouble::SignIn(format!(
+                    "{cas} accepted the Kerberos ticket but did not prove its own identity (no \
+                     {SCHEME} token in WWW-Authenticate): mutual authentication is required"
+                ))
+            })?;
+        let ctx = ctx
+            .finish(reply)
+            .await
+            .map_err(|f| Trouble::SignIn(f.explain(cas, &self.settings, &spn)))?;
+        tracing::debug!(cas, %spn, "Kerberos connection authenticated");
+        Ok(Ok(Conn { sender, ctx }))
+    }
+
+    /// One sealed request on an authenticated connection. On failure, whether the connection
+    /// was found closed (so that another may be tried).
+    async fn exchange(
+        &self,
+        conn: &mut Conn,
+        cas: &str,
+        envelope: &str,
+    ) -> Result<Reply, (String, bool)> {
+        let t = target(cas).map_err(|e| (e, false))?;
+        let (head, data) = conn.ctx.seal(envelope.as_bytes()).map_err(|e| (e, false))?;
+        let body = sealed::frame(PROTOCOL, envelope.len(), &head, &data);
+        let request = hyper::Request::post(&t.path)
+            .header(header::HOST, &t.authority)
+            .header(header::CONTENT_TYPE, sealed::content_type(PROTOCOL))
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid request");
+        let (status, headers, body) = self.send(&mut conn.sender, request).await?;
+        let retry_after = crate::net::retry_after(&headers);
+        let sealed_answer = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(sealed::is_sealed);
+        let body = if sealed_answer {
+            let f = sealed::unframe(&body)
+                .map_err(|e| (format!("{cas} sent a malformed sealed answer: {e}"), false))?;
+            let plain = conn
+                .ctx
+                .unseal(f.header, f.data)
+                .map_err(|e| (format!("{cas}'s sealed answer: {e}"), false))?;
+            if plain.len() != f.plain_len {
+                return Err((
+                    format!(
+                        "{cas}'s sealed answer is {} bytes, it announced {}",
+                        plain.len(),
+                        f.plain_len
+                    ),
+                    false,
+                ));
+            }
+            String::from_utf8(plain)
+                .map_err(|_| (format!("{cas}'s sealed answer is not UTF-8"), false))?
+        } else {
+            String::from_utf8_lossy(&body).into_owned()
+        };
+        Ok(Reply {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    async fn send(
+        &self,
+        sender: &mut http1::SendRequest<Full<Bytes>>,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<(u16, hyper::HeaderMap, Bytes), (String, bool)> {
+        let exchange = async {
+            sender
+                .ready()
+                .await
+                .map_err(|e| (format!("the connection closed: {e}"), true))?;
+            let response = sender.send_request(request).await.map_err(|e| {
+                let closed = e.is_closed() || e.is_incomplete_message() || e.is_canceled();
+                (format!("{e}"), closed)
+            })?;
+            let status = response.status().as_u16();
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| (format!("reading the answer: {e}"), false))?
+                .to_bytes();
+            Ok::<_, (String, bool)>((status, parts.headers, body))
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .map_err(|_| {
+                (
+                    format!(
+                        "no answer within {:?} (network.request_timeout)",
+                        self.request_timeout
+                    ),
+                    false,
+                )
+            })?
+    }
+}
+
+/// An HTTP/1.1 client connection over `io`, driven by a task of its own.
+async fn handshake<T>(io: T) -> Result<http1::SendRequest<Full<Bytes>>, Trouble>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Trouble::Connect(format!("HTTP handshake: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("a Kerberos connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// A TLS failure, with the fix when it is the certificate's name.
+fn tls_problem(cas: &str, host: &str, e: &std::io::Error) -> String {
+    let text = e.to_string();
+    if text.contains("NotValidForName") || text.contains("not valid for name") {
+        format!(
+            "the TLS certificate of {cas} is not valid for `{host}` ({text}): write the name \
+             the certificate is issued to in exchange.cas_urls"
+        )
+    } else {
+        format!("TLS with {host}: {text}")
+    }
+}
