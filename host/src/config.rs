@@ -417,7 +417,7 @@ pub struct Organization {
     /// `[organization.sync]`: the blast-radius guard, the org default, UPN overrides,
     /// partnership removal and the policy's scope groups; see [`SyncSettings`].
     #[serde(default)]
-    pub sync: crate::sync::SyncSettings,
+    pub sync: crate::model::SyncSettings,
 }
 
 /// Reads `"HH:MM"` (UTC) as seconds after midnight.
@@ -1708,7 +1708,7 @@ client_secret = { file = "fabrikam.secret" }
         assert_eq!(c.sync.builtin_policy_json(), "{}");
         assert_eq!(
             c.organizations[0].sync,
-            crate::sync::SyncSettings::default()
+            crate::model::SyncSettings::default()
         );
 
         let text = format!(
