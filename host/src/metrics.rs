@@ -17,9 +17,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::model::{RunKind, SyncKind};
 use crate::plugin::PluginErrorKind;
-use crate::schedule::SyncKind;
-use crate::store::{RunKind, RunOutcome};
+use crate::store::RunOutcome;
 
 /// A counter's family and its labels, in output order.
 type CounterKey = (&'static str, Vec<(&'static str, String)>);

@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{AdminState, ApiError};
+use crate::model::SyncKind;
+use crate::model::{AccessState, DeviceKey, Verdict};
 use crate::plugin::Source;
-use crate::schedule::{SyncKind, Triggered};
+use crate::schedule::Triggered;
 use crate::store::{OrgId, RunId, RunRecord, StoreError, VerdictCounts};
-use crate::sync::{AccessState, DeviceKey, Verdict};
 
 /// Devices per page when the caller does not say.
 const DEFAULT_PAGE: usize = 50;

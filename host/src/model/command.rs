@@ -18,6 +18,8 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::inventory::DeviceKey;
+
 /// One parameter's value, wire-neutral.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -250,6 +252,18 @@ impl fmt::Display for Command {
         }
         Ok(())
     }
+}
+
+/// A command of a plan, with what it is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedCommand {
+    /// The mailbox the command targets (its `-Identity` for `Set-CASMailbox`, the owner's for
+    /// `Remove-MobileDevice`); `None` for a partnership whose mailbox is gone.
+    pub mailbox: Option<String>,
+    /// The devices whose state the command changes.
+    pub devices: Vec<DeviceKey>,
+    /// The call itself.
+    pub command: Command,
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::runs::RunOutcome;
 use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode};
 use crate::model::Command;
-use crate::sync::{DeviceKey, PlannedCommand};
+use crate::model::{DeviceKey, PlannedCommand};
 
 /// Where a journaled command is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -19,13 +19,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::blocking;
-use super::inventory::DeviceKey;
 use super::plan::{
     Command, NEW_ACCESS_RULE, PlanStep, PlannedCommand, REMOVE_ACCESS_RULE, REMOVE_MOBILE_DEVICE,
     SET_CAS_MAILBOX, SET_ORG_SETTINGS,
 };
 use super::progress;
 use crate::exchange::{Cmdlet, ExchangeClient, ExchangeError};
+use crate::model::inventory::DeviceKey;
 use crate::store::{
     CommandId, DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, RunId, Store, StoreError,
 };
@@ -391,8 +391,8 @@ pub fn record_in_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::inventory::{ExchangeDevice, Verdict};
     use crate::store::{DeviceView, RunKind};
-    use crate::sync::inventory::{ExchangeDevice, Verdict};
 
     fn device(n: usize) -> ExchangeDevice {
         ExchangeDevice {

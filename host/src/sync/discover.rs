@@ -26,10 +26,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::inventory::{
-    AccessLevel, AccessState, ComplianceState, DirectoryUser, ExchangeDevice, Inventory,
-    KeyDigests, Mailbox, ManagedDevice, OwnerType,
-};
 use super::progress;
 use crate::exchange::cmdlets::{
     GetCasMailbox, GetDeviceAccessRule, GetMailbox, GetMobileDevice, GetMobileDeviceRecords,
@@ -39,6 +35,10 @@ use crate::exchange::models::{self, DeviceAccessState};
 use crate::exchange::{ExchangeClient, ExchangeError, Listed, PageSink};
 use crate::graph::models as graph_models;
 use crate::graph::{GraphClient, GraphError, ManagedDevices};
+use crate::model::inventory::{
+    AccessLevel, AccessState, DirectoryUser, ExchangeDevice, Inventory, KeyDigests, Mailbox,
+    ManagedDevice,
+};
 use crate::net::record::{self, Checked, Unreadable};
 use crate::timestamp::Timestamp;
 
@@ -237,21 +237,6 @@ fn exchange_device(d: models::MobileDevice, mailboxes: &HashMap<String, String>)
 }
 
 fn managed_device(m: graph_models::ManagedDevice) -> ManagedDevice {
-    use graph_models::ComplianceState as G;
-    let compliance_state = match m.compliance_state {
-        G::Unknown | G::UnknownFutureValue => ComplianceState::Unknown,
-        G::Compliant => ComplianceState::Compliant,
-        G::Noncompliant => ComplianceState::Noncompliant,
-        G::Conflict => ComplianceState::Conflict,
-        G::Error => ComplianceState::Error,
-        G::InGracePeriod => ComplianceState::InGracePeriod,
-        G::ConfigManager => ComplianceState::ConfigManager,
-    };
-    let owner_type = match m.managed_device_owner_type {
-        graph_models::OwnerType::Company => OwnerType::Company,
-        graph_models::OwnerType::Personal => OwnerType::Personal,
-        _ => OwnerType::Unknown,
-    };
     ManagedDevice {
         id: m.id,
         eas_device_id: m.eas_device_id.unwrap_or_default(),
@@ -259,9 +244,9 @@ fn managed_device(m: graph_models::ManagedDevice) -> ManagedDevice {
         device_name: m.device_name.unwrap_or_default(),
         operating_system: m.operating_system.unwrap_or_default(),
         os_version: m.os_version.unwrap_or_default(),
-        compliance_state,
+        compliance_state: m.compliance_state,
         management_state: m.management_state.unwrap_or_default(),
-        owner_type,
+        owner_type: m.managed_device_owner_type,
         last_sync: m.last_sync_date_time.map(|t| t.0),
         enrolled: m.enrolled_date_time.map(|t| t.0),
     }

@@ -19,12 +19,12 @@ use serde::Serialize;
 
 use super::blocking;
 use crate::config::{Notify, Organization};
+use crate::model::ManagedDevice;
 use crate::notify::channel::ChannelSetupError;
 use crate::notify::compose::BadAddress;
 use crate::notify::{NoticeChannel, NoticeSettings, Retry, RetryPolicy, SendError, SmtpChannel};
 use crate::plugin::{NoticeTemplatePlugin, PluginErrorKind, types};
 use crate::store::{NoticeAttempt, OrgId, OutboxNotice, Store, StoreError};
-use crate::sync::ManagedDevice;
 use crate::timestamp::unix_now;
 
 /// Gives the active notice template; called once per run, which then keeps that version.

@@ -29,9 +29,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use crate::model::{ParamValue, Parameters};
 use serde::{Deserialize, Serialize};
 
-use super::inventory::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Mailbox, Verdict};
-use super::settings::{RestrictionLimit, SyncSettings};
 use crate::exchange::models::{DeviceAccessRule as ExistingRule, OrganizationSettings};
+use crate::model::inventory::{
+    AccessLevel, AccessState, DeviceKey, ExchangeDevice, Mailbox, Verdict,
+};
+use crate::model::settings::{RestrictionLimit, SyncSettings};
 
 /// The cmdlet that edits a mailbox's device lists.
 pub const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
@@ -53,19 +55,7 @@ pub const BLOCKED_IDS: &str = "ActiveSyncBlockedDeviceIDs";
 /// Parameters are given in the order the REST bodies have always had (alphabetical: the JSON
 /// map they were built in sorted them), so that the bytes sent are the same as before the
 /// typed parameters; PowerShell does not care.
-pub use crate::model::Command;
-
-/// A command of a plan, with what it is for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlannedCommand {
-    /// The mailbox the command targets (its `-Identity` for `Set-CASMailbox`, the owner's for
-    /// `Remove-MobileDevice`); `None` for a partnership whose mailbox is gone.
-    pub mailbox: Option<String>,
-    /// The devices whose state the command changes.
-    pub devices: Vec<DeviceKey>,
-    /// The call itself.
-    pub command: Command,
-}
+pub use crate::model::{Command, PlannedCommand};
 
 /// A device and the verdict the policy gave it.
 #[derive(Debug, Clone, Copy)]
@@ -559,7 +549,7 @@ pub fn exchange_settings(
         }
     }
     if let (Some(wanted), Some(existing)) = (&settings.device_access_rules, rules) {
-        let same = |e: &ExistingRule, w: &super::settings::DeviceAccessRule| {
+        let same = |e: &ExistingRule, w: &crate::model::settings::DeviceAccessRule| {
             e.characteristic
                 .eq_ignore_ascii_case(w.characteristic.as_str())
                 && e.query_string.eq_ignore_ascii_case(&w.query_string)
@@ -636,7 +626,7 @@ mod tests {
     #[test]
     fn exchange_settings_issue_only_what_differs() {
         use crate::exchange::models::AccessLevel as Level;
-        use crate::sync::{DeviceAccessRule, RuleCharacteristic};
+        use crate::model::{DeviceAccessRule, RuleCharacteristic};
         let current = OrganizationSettings {
             default_access_level: Level::Quarantine,
             user_mail_insert: Some("Call 4711".into()),

@@ -34,13 +34,14 @@ use super::apply::{Applied, ToRecord, apply, apply_received, record_in_chunks, r
 use super::blocking;
 use super::decide::{DEFAULT_BATCH_SIZE, Decider};
 use super::discover::{self, Discovered, Started};
-use super::inventory::{DeviceKey, KeyDigests, Verdict};
 use super::matching::{Matched, MatchedDevice, Matcher};
 use super::notices::{NoticeReport, NoticeStage, TemplateSource, deliver};
 use super::plan::{Decided, DeviceChange, PlanStep, PlannedCommand, plan_steps};
 use super::progress;
 use super::save::InventorySaver;
-use super::settings::SyncSettings;
+use crate::model::SyncKind;
+use crate::model::inventory::{DeviceKey, KeyDigests, Verdict};
+use crate::model::settings::SyncSettings;
 use anyhow::Context;
 
 use crate::config::{Notify, Organization};
@@ -54,16 +55,6 @@ use crate::store::{
     RunOutcome, Store, StoreError, VerdictCounts,
 };
 use crate::timestamp::unix_now;
-
-/// Which sync to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SyncKind {
-    /// The changes since the last successful sync; a full sync when there is none.
-    Quick,
-    /// Everything, plus the organization default.
-    Full,
-}
 
 /// What one sync did: what `easgate sync` prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -289,11 +280,7 @@ impl OrgSync {
         let pages = progress::Counter::default();
         let decided = progress::Counter::default();
         let info = types::SyncInfo {
-            kind: match run_kind {
-                RunKind::Quick => types::SyncKind::Quick,
-                RunKind::Full => types::SyncKind::Full,
-                RunKind::WhatIf => types::SyncKind::WhatIf,
-            },
+            kind: run_kind.into(),
             now,
             organization: self.name.clone(),
         };
@@ -384,15 +371,16 @@ impl OrgSync {
         let mut decided = Vec::new();
         let mut records = Vec::new();
         let mut notice_requests = Vec::new();
-        let mailboxes: HashMap<String, &super::Mailbox> = if self.notices.is_some() && !dry_run {
-            inventory
-                .mailboxes
-                .iter()
-                .map(|m| (m.identity.to_lowercase(), m))
-                .collect()
-        } else {
-            HashMap::new()
-        };
+        let mailboxes: HashMap<String, &crate::model::Mailbox> =
+            if self.notices.is_some() && !dry_run {
+                inventory
+                    .mailboxes
+                    .iter()
+                    .map(|m| (m.identity.to_lowercase(), m))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
         // The decisions and the matched devices' keys move into the records instead of being
         // copied: 100 000 of each at full scale.
         for (i, decision) in decisions.decisions.into_iter().enumerate() {
@@ -453,7 +441,7 @@ impl OrgSync {
         {
             if complete {
                 plan.manage_org_default(current, &inventory.devices, &decided);
-            } else if current != super::AccessLevel::Quarantine {
+            } else if current != crate::model::AccessLevel::Quarantine {
                 summary.errors.push(format!(
                     "the organization default stays {} this run: the devices whose records could not be read would move with it",
                     current.as_str()
@@ -778,17 +766,20 @@ impl OrgSync {
 }
 
 /// The policy's contexts of `devices`, matched in `inventory`.
-fn contexts(devices: &[MatchedDevice], inventory: &super::Inventory) -> Vec<types::DeviceContext> {
+fn contexts(
+    devices: &[MatchedDevice],
+    inventory: &crate::model::Inventory,
+) -> Vec<types::DeviceContext> {
     devices.iter().map(|d| d.context(inventory)).collect()
 }
 
 /// What a sync took in: the inventory, matched, with the rest of what discovery read. Its
 /// decisions are with the decider, its pages with the saver.
 struct TakenIn {
-    inventory: super::Inventory,
+    inventory: crate::model::Inventory,
     matched: Matched,
     saver: Option<InventorySaver>,
-    org_default: Option<super::AccessLevel>,
+    org_default: Option<crate::model::AccessLevel>,
     org_settings: Option<crate::exchange::models::OrganizationSettings>,
     access_rules: Option<Vec<crate::exchange::models::DeviceAccessRule>>,
     /// As [`Discovered::unreadable`], for the whole discovery.
