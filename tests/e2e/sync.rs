@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use easgate::graph::GraphClient;
+use easgate::model::RunKind;
 use easgate::model::{SyncKind, SyncSettings, Verdict};
 use easgate::plugin::PluginEngine;
-use easgate::store::{JournalState, RunKind, RunOutcome, Store};
+use easgate::store::{JournalState, RunOutcome, Store};
 use easgate_lab::{ComplianceState, DeviceTruth};
 
 use crate::support::lab::{

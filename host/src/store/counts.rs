@@ -46,7 +46,8 @@ mod tests {
     use super::*;
 
     use crate::model::ExchangeDevice;
-    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, RunKind};
+    use crate::model::RunKind;
+    use crate::store::{DecisionBatch, DecisionRecord, DeviceView};
 
     #[test]
     fn devices_count_by_current_verdict_and_never_decided_ones_as_undecided() {

@@ -274,10 +274,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::RunKind;
     use crate::model::inventory::AccessState;
     use crate::model::{Command, ExchangeDevice, PlannedCommand};
     use crate::store::devices::DeviceView;
-    use crate::store::{JournalState, RunEnd, RunKind, RunOutcome, VerdictCounts};
+    use crate::store::{JournalState, RunEnd, RunOutcome, VerdictCounts};
 
     fn device(id: &str) -> ExchangeDevice {
         ExchangeDevice {

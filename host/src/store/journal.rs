@@ -419,7 +419,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DecisionBatch, RunEnd, RunKind, VerdictCounts};
+    use crate::model::RunKind;
+    use crate::store::{DecisionBatch, RunEnd, VerdictCounts};
 
     fn command(mailbox: &str) -> PlannedCommand {
         let parameters = crate::model::Parameters::new().text("Identity", mailbox);

@@ -47,7 +47,7 @@ pub use lock::WriterLock;
 pub use outbox::{
     NoticeAttempt, NoticeBatch, NoticeCounts, NoticeRequest, NoticeStatus, OutboxNotice, Recorded,
 };
-pub use runs::{RunEnd, RunKind, RunOutcome, RunRecord, VerdictCounts};
+pub use runs::{RunEnd, RunOutcome, RunRecord, VerdictCounts};
 
 /// The file name of the store inside the data directory.
 pub const DATABASE_FILE: &str = "easgate.db";

@@ -419,7 +419,8 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::AccessState;
-    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, RunKind};
+    use crate::model::RunKind;
+    use crate::store::{DecisionBatch, DecisionRecord, DeviceView};
 
     fn device(id: &str) -> ExchangeDevice {
         ExchangeDevice {

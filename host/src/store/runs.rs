@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{OrgId, RunId, Store, StoreError};
 use crate::model::Verdict;
 
-pub use crate::model::RunKind;
+use crate::model::RunKind;
 
 /// Reads a stored run kind.
 fn parse_kind(text: &str) -> Result<RunKind, StoreError> {

@@ -391,8 +391,9 @@ pub fn record_in_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::RunKind;
     use crate::model::inventory::{ExchangeDevice, Verdict};
-    use crate::store::{DeviceView, RunKind};
+    use crate::store::DeviceView;
 
     fn device(n: usize) -> ExchangeDevice {
         ExchangeDevice {

@@ -47,12 +47,13 @@ use anyhow::Context;
 use crate::config::{Notify, Organization};
 use crate::exchange::ExchangeClient;
 use crate::graph::GraphClient;
+use crate::model::RunKind;
 use crate::net::HttpSettings;
 use crate::notify::NoticeId;
 use crate::plugin::{AccessPolicyPlugin, types};
 use crate::store::{
-    DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, OrgId, RunEnd, RunId, RunKind,
-    RunOutcome, Store, StoreError, VerdictCounts,
+    DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, OrgId, RunEnd, RunId, RunOutcome,
+    Store, StoreError, VerdictCounts,
 };
 use crate::timestamp::unix_now;
 
