@@ -259,26 +259,27 @@ impl OrgSync {
         policy: Arc<AccessPolicyPlugin>,
         report: progress::Report<'_>,
     ) -> Result<Summary, SyncError> {
+        // The stages' futures are on the heap: their states are large in a debug build, and a
+        // caller's stack (a test's, awaiting the run inline) is not.
         let mut run = self.begin(kind, dry_run, &policy)?;
-        let Some(intake) = self.take_in_stage(&mut run, policy, report).await? else {
+        let Some(intake) = Box::pin(self.take_in_stage(&mut run, policy, report)).await? else {
             return self
                 .finish(run.summary, RunOutcome::Failed, run.started)
                 .await;
         };
-        let decided = self.decide(&mut run, intake, report).await;
+        let decided = Box::pin(self.decide(&mut run, intake, report)).await;
         let planned = self.plan(&mut run, decided)?;
         if run.dry_run {
-            return self.rehearse(run, planned.plan).await;
+            return Box::pin(self.rehearse(run, planned.plan)).await;
         }
-        let ready = self.settle(&mut run, planned).await?;
+        let ready = Box::pin(self.settle(&mut run, planned)).await?;
         if ready.held {
-            return self.hold(run, ready).await;
+            return Box::pin(self.hold(run, ready)).await;
         }
-        let applied = self.record_and_apply(&mut run, ready, report).await?;
+        let applied = Box::pin(self.record_and_apply(&mut run, ready, report)).await?;
         self.account(&mut run.summary, &applied);
         if let (Some(notices), Some(template)) = (&self.notices, run.template.take()) {
-            self.notify(notices, template, run.org, &mut run.summary)
-                .await?;
+            Box::pin(self.notify(notices, template, run.org, &mut run.summary)).await?;
             run.stage.done("notify");
         }
         self.conclude(run.summary, run.started).await
