@@ -545,128 +545,18 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// The changes since `since`, for a quick sync.
+/// The changes since `since`, for a quick sync: the partnerships new since then and those of
+/// the Intune records that changed, the mailboxes of all of them.
 pub async fn quick(
     exchange: &ExchangeClient,
     graph: &GraphClient,
     scope_groups: &[String],
     since: i64,
 ) -> Result<Started, DiscoverError> {
-    let new_devices = GetMobileDeviceRecords(GetMobileDevice {
-        filter: Some(format!(
-            "FirstSyncTime -ge {}",
-            quote(&Timestamp(since).to_string())
-        )),
-        ..Default::default()
-    });
-    let (new_devices, changed) = tokio::join!(
-        exchange.run(&new_devices),
-        graph.managed_device_records(ManagedDevices::SyncedSince(Timestamp(since)))
-    );
     let mut unreadable = Unreadables::default();
-    let mut devices: BTreeMap<String, models::MobileDevice> = unreadable
-        .devices(new_devices?)
-        .into_iter()
-        .map(|d| (d.identity.to_lowercase(), d))
-        .collect();
-    let mut changed: Vec<ManagedDevice> = unreadable
-        .managed(changed?)?
-        .into_iter()
-        .map(managed_device)
-        .collect();
-
-    // A new partnership of a device enrolled long ago (a user adding the account again) has a
-    // record that did not change: ask Intune for it, one request per such device.
-    let have: BTreeSet<String> = changed
-        .iter()
-        .map(|m| m.eas_device_id.to_lowercase())
-        .collect();
-    let unknown: BTreeSet<String> = devices
-        .values()
-        .map(|d| d.device_id.clone())
-        .filter(|id| !have.contains(&id.to_lowercase()))
-        .collect();
-    for id in unknown {
-        let records = graph
-            .managed_device_records(ManagedDevices::EasDeviceId(&id))
-            .await?;
-        changed.extend(unreadable.managed(records)?.into_iter().map(managed_device));
-    }
-
-    // The partnerships of the changed records that are not among the new ones.
-    let known: BTreeSet<String> = devices
-        .values()
-        .map(|d| d.device_id.to_lowercase())
-        .collect();
-    let wanted: Vec<&str> = changed
-        .iter()
-        .map(|m| m.eas_device_id.as_str())
-        .filter(|id| !id.is_empty() && !known.contains(&id.to_lowercase()))
-        .collect();
-    let lookups: Vec<GetMobileDeviceRecords> = wanted
-        .chunks(IDS_PER_FILTER)
-        .map(|ids| {
-            GetMobileDeviceRecords(GetMobileDevice {
-                filter: Some(
-                    ids.iter()
-                        .map(|id| format!("DeviceId -eq {}", quote(id)))
-                        .collect::<Vec<_>>()
-                        .join(" -or "),
-                ),
-                ..Default::default()
-            })
-        })
-        .collect();
-    for found in exchange.run_all(lookups).await {
-        for d in unreadable.devices(found?) {
-            devices.entry(d.identity.to_lowercase()).or_insert(d);
-        }
-    }
-    let mut listed: Vec<models::MobileDevice> = devices.into_values().collect();
-    unreadable.keep_out(&mut listed);
-    let devices: BTreeMap<String, models::MobileDevice> = listed
-        .into_iter()
-        .map(|d| (d.identity.to_lowercase(), d))
-        .collect();
-
-    // Only the mailboxes of those partnerships.
-    let names: BTreeSet<String> = devices
-        .values()
-        .filter_map(|d| ExchangeDevice::mailbox_of(&d.identity).map(str::to_lowercase))
-        .collect();
-    let cas_calls: Vec<GetCasMailbox> = names
-        .iter()
-        .map(|n| GetCasMailbox {
-            identity: Some(n.clone()),
-            ..Default::default()
-        })
-        .collect();
-    let mbx_calls: Vec<GetMailbox> = names
-        .iter()
-        .map(|n| GetMailbox {
-            identity: Some(n.clone()),
-            ..Default::default()
-        })
-        .collect();
-    let (cas, mbx) = tokio::join!(exchange.run_all(cas_calls), exchange.run_all(mbx_calls));
-    let mut cas_found = Vec::new();
-    let mut mbx_found = Vec::new();
-    // A mailbox that is gone leaves its partnerships with `mailbox: None`.
-    for r in cas {
-        match r {
-            Ok(v) => cas_found.extend(v),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for r in mbx {
-        match r {
-            Ok(v) => mbx_found.extend(v),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let mailboxes = mailboxes(cas_found, mbx_found);
+    let (devices, changed) = changed_since(exchange, graph, since, &mut unreadable).await?;
+    let devices = with_partnerships_of(exchange, devices, &changed, &mut unreadable).await?;
+    let mailboxes = mailboxes_of(exchange, &devices).await?;
     let by_identity: HashMap<String, String> = mailboxes
         .iter()
         .map(|m| (m.identity.to_lowercase(), m.identity.clone()))
@@ -698,6 +588,143 @@ pub async fn quick(
             repeats: Repeats::default(),
         },
     })
+}
+
+/// The partnerships first synced since `since` (by lowercased identity), and the Intune
+/// records synced since then or belonging to one of those partnerships.
+async fn changed_since(
+    exchange: &ExchangeClient,
+    graph: &GraphClient,
+    since: i64,
+    unreadable: &mut Unreadables,
+) -> Result<(BTreeMap<String, models::MobileDevice>, Vec<ManagedDevice>), DiscoverError> {
+    let new_devices = GetMobileDeviceRecords(GetMobileDevice {
+        filter: Some(format!(
+            "FirstSyncTime -ge {}",
+            quote(&Timestamp(since).to_string())
+        )),
+        ..Default::default()
+    });
+    let (new_devices, changed) = tokio::join!(
+        exchange.run(&new_devices),
+        graph.managed_device_records(ManagedDevices::SyncedSince(Timestamp(since)))
+    );
+    let devices: BTreeMap<String, models::MobileDevice> = unreadable
+        .devices(new_devices?)
+        .into_iter()
+        .map(|d| (d.identity.to_lowercase(), d))
+        .collect();
+    let mut changed: Vec<ManagedDevice> = unreadable
+        .managed(changed?)?
+        .into_iter()
+        .map(managed_device)
+        .collect();
+
+    // A new partnership of a device enrolled long ago (a user adding the account again) has a
+    // record that did not change: ask Intune for it, one request per such device.
+    let have: BTreeSet<String> = changed
+        .iter()
+        .map(|m| m.eas_device_id.to_lowercase())
+        .collect();
+    let unknown: BTreeSet<String> = devices
+        .values()
+        .map(|d| d.device_id.clone())
+        .filter(|id| !have.contains(&id.to_lowercase()))
+        .collect();
+    for id in unknown {
+        let records = graph
+            .managed_device_records(ManagedDevices::EasDeviceId(&id))
+            .await?;
+        changed.extend(unreadable.managed(records)?.into_iter().map(managed_device));
+    }
+    Ok((devices, changed))
+}
+
+/// `devices` with the partnerships of the `changed` records that are not among them, less the
+/// partnerships whose records could not be read.
+async fn with_partnerships_of(
+    exchange: &ExchangeClient,
+    mut devices: BTreeMap<String, models::MobileDevice>,
+    changed: &[ManagedDevice],
+    unreadable: &mut Unreadables,
+) -> Result<BTreeMap<String, models::MobileDevice>, DiscoverError> {
+    let known: BTreeSet<String> = devices
+        .values()
+        .map(|d| d.device_id.to_lowercase())
+        .collect();
+    let wanted: Vec<&str> = changed
+        .iter()
+        .map(|m| m.eas_device_id.as_str())
+        .filter(|id| !id.is_empty() && !known.contains(&id.to_lowercase()))
+        .collect();
+    let lookups: Vec<GetMobileDeviceRecords> = wanted
+        .chunks(IDS_PER_FILTER)
+        .map(|ids| {
+            GetMobileDeviceRecords(GetMobileDevice {
+                filter: Some(
+                    ids.iter()
+                        .map(|id| format!("DeviceId -eq {}", quote(id)))
+                        .collect::<Vec<_>>()
+                        .join(" -or "),
+                ),
+                ..Default::default()
+            })
+        })
+        .collect();
+    for found in exchange.run_all(lookups).await {
+        for d in unreadable.devices(found?) {
+            devices.entry(d.identity.to_lowercase()).or_insert(d);
+        }
+    }
+    let mut listed: Vec<models::MobileDevice> = devices.into_values().collect();
+    unreadable.keep_out(&mut listed);
+    Ok(listed
+        .into_iter()
+        .map(|d| (d.identity.to_lowercase(), d))
+        .collect())
+}
+
+/// Only the mailboxes of `devices`' partnerships. A mailbox that is gone is left out: its
+/// partnerships get `mailbox: None`.
+async fn mailboxes_of(
+    exchange: &ExchangeClient,
+    devices: &BTreeMap<String, models::MobileDevice>,
+) -> Result<Vec<Mailbox>, DiscoverError> {
+    let names: BTreeSet<String> = devices
+        .values()
+        .filter_map(|d| ExchangeDevice::mailbox_of(&d.identity).map(str::to_lowercase))
+        .collect();
+    let cas_calls: Vec<GetCasMailbox> = names
+        .iter()
+        .map(|n| GetCasMailbox {
+            identity: Some(n.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let mbx_calls: Vec<GetMailbox> = names
+        .iter()
+        .map(|n| GetMailbox {
+            identity: Some(n.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let (cas, mbx) = tokio::join!(exchange.run_all(cas_calls), exchange.run_all(mbx_calls));
+    let cas_found = found_or_gone(cas)?;
+    let mbx_found = found_or_gone(mbx)?;
+    Ok(mailboxes(cas_found, mbx_found))
+}
+
+/// The objects of lookups by identity, a lookup whose object is gone finding none.
+fn found_or_gone<T>(results: Vec<Result<Vec<T>, ExchangeError>>) -> Result<Vec<T>, DiscoverError> {
+    let mut found = Vec::new();
+    for r in results {
+        match r {
+            Ok(v) => found.extend(v),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
