@@ -206,6 +206,33 @@ fn same_id(a: &str, b: &str) -> bool {
 }
 
 impl ListEdits<'_> {
+    /// Edits `mailbox`'s lists so that `device_id` has `verdict`: on the allow list only if
+    /// allowed, on the block list only if blocked. Whether anything changes.
+    fn enforce(&mut self, mailbox: &Mailbox, device_id: &str, verdict: Verdict) -> bool {
+        let in_allow = entries(&mailbox.allowed, device_id);
+        let in_block = entries(&mailbox.blocked, device_id);
+        let want_allow = verdict == Verdict::Allow;
+        let want_block = verdict == Verdict::Block;
+        let mut changed = false;
+        if want_allow && in_allow.is_empty() {
+            self.allow_add.push(device_id.to_owned());
+            changed = true;
+        }
+        if !want_allow && !in_allow.is_empty() {
+            self.allow_remove.extend(in_allow.into_iter().cloned());
+            changed = true;
+        }
+        if want_block && in_block.is_empty() {
+            self.block_add.push(device_id.to_owned());
+            changed = true;
+        }
+        if !want_block && !in_block.is_empty() {
+            self.block_remove.extend(in_block.into_iter().cloned());
+            changed = true;
+        }
+        changed
+    }
+
     fn into_edit(self, identity: &str) -> Option<MailboxEdit> {
         if self.devices.is_empty() {
             return None;
@@ -293,89 +320,17 @@ pub fn plan_steps(
         .iter()
         .map(|m| (m.identity.to_lowercase(), m))
         .collect();
-    // Keyed by `by_identity`'s own lowercased names, not copies of them; hashed while the
-    // devices come (a tree costs a dozen string comparisons per device at 100 000), sorted once
-    // for the commands' order.
-    let mut edits: HashMap<&str, (&Mailbox, ListEdits)> = HashMap::new();
-    let mut changes = Vec::new();
-    let mut skipped = Vec::new();
-    let mut unenforced = Vec::new();
-    let mut restricted: BTreeSet<DeviceKey> = BTreeSet::new();
-
+    let mut planning = Planning::default();
     for d in decided {
-        if d.verdict == Verdict::Exempt {
-            continue;
-        }
-        let device = d.device;
-        let key = device.key();
-        let skip = |reason| Skipped {
-            key: key.clone(),
-            reason,
-        };
-        let Some(mailbox_name) = &device.mailbox else {
-            skipped.push(skip(SkipReason::NoMailbox));
-            continue;
-        };
-        let Some((mailbox_key, mailbox)) = by_identity.get_key_value(&mailbox_name.to_lowercase())
-        else {
-            skipped.push(skip(SkipReason::UnknownMailbox {
-                mailbox: mailbox_name.clone(),
-            }));
-            continue;
-        };
-        let (_, edit) = edits
-            .entry(mailbox_key.as_str())
-            .or_insert_with(|| (mailbox, ListEdits::default()));
-        // A mailbox has a handful of partnerships: a scan of its own beats a set of every
-        // (mailbox, DeviceId) pair of the organization (100 000 pairs of copied strings).
-        if edit.seen.iter().any(|id| same_id(id, &device.device_id)) {
-            skipped.push(skip(SkipReason::DuplicateDeviceId));
-            continue;
-        }
-        edit.seen.push(&device.device_id);
-        let in_allow = entries(&mailbox.allowed, &device.device_id);
-        let in_block = entries(&mailbox.blocked, &device.device_id);
-        let want_allow = d.verdict == Verdict::Allow;
-        let want_block = d.verdict == Verdict::Block;
-        let mut changed = false;
-        if want_allow && in_allow.is_empty() {
-            edit.allow_add.push(device.device_id.clone());
-            changed = true;
-        }
-        if !want_allow && !in_allow.is_empty() {
-            edit.allow_remove.extend(in_allow.into_iter().cloned());
-            changed = true;
-        }
-        if want_block && in_block.is_empty() {
-            edit.block_add.push(device.device_id.clone());
-            changed = true;
-        }
-        if !want_block && !in_block.is_empty() {
-            edit.block_remove.extend(in_block.into_iter().cloned());
-            changed = true;
-        }
-        if changed {
-            if device.access_state == AccessState::Allowed && d.verdict.restricts() {
-                restricted.insert(key.clone());
-            }
-            edit.devices.push(key.clone());
-            changes.push(DeviceChange {
-                key,
-                device_id: device.device_id.clone(),
-                mailbox: mailbox.identity.clone(),
-                from: device.access_state,
-                verdict: d.verdict,
-            });
-        } else if d.verdict == Verdict::Quarantine
-            && matches!(
-                device.access_state,
-                AccessState::Allowed | AccessState::Blocked
-            )
-        {
-            unenforced.push(key);
-        }
+        planning.device(&by_identity, d);
     }
-
+    let Planning {
+        edits,
+        changes,
+        skipped,
+        unenforced,
+        mut restricted,
+    } = planning;
     let mut edits: Vec<(&str, (&Mailbox, ListEdits))> = edits.into_iter().collect();
     edits.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut commands: Vec<PlanStep> = edits
@@ -383,38 +338,7 @@ pub fn plan_steps(
         .filter_map(|(_, (mailbox, edit))| edit.into_edit(&mailbox.identity))
         .map(PlanStep::MailboxEdit)
         .collect();
-    // Only when there is something to remove: a key per decided device is 10 MB at 100 000.
-    let removable: HashSet<DeviceKey> = if removals.is_empty() {
-        HashSet::new()
-    } else {
-        decided
-            .iter()
-            .filter(|d| d.verdict != Verdict::Exempt)
-            .map(|d| d.device.key())
-            .collect()
-    };
-    for device in removals
-        .iter()
-        .filter(|device| removable.contains(&device.key()))
-    {
-        // The REST endpoint never prompts, but the flag documents intent and matches what an
-        // admin would type.
-        let parameters = Parameters::new()
-            .bool("Confirm", false)
-            .text("Identity", device.identity.clone());
-        commands.push(PlanStep::Command(PlannedCommand {
-            mailbox: device.mailbox.clone(),
-            devices: vec![device.key()],
-            command: Command {
-                cmdlet: REMOVE_MOBILE_DEVICE.into(),
-                parameters,
-            },
-        }));
-        if device.access_state == AccessState::Allowed {
-            restricted.insert(device.key());
-        }
-    }
-
+    commands.extend(removal_steps(decided, removals, &mut restricted));
     let restrictions = restricted.len();
     let limit = limit.limit(org_devices);
     Plan {
@@ -427,6 +351,119 @@ pub fn plan_steps(
         limit,
         held: restrictions > limit,
     }
+}
+
+/// The list edits of a plan as the decided devices come, and what the plan says of each device.
+#[derive(Default)]
+struct Planning<'a> {
+    /// Keyed by the plan's lowercased mailbox names (borrowed, not copies); hashed while the
+    /// devices come (a tree costs a dozen string comparisons per device at 100 000), sorted
+    /// once for the commands' order.
+    edits: HashMap<&'a str, (&'a Mailbox, ListEdits<'a>)>,
+    changes: Vec<DeviceChange>,
+    skipped: Vec<Skipped>,
+    unenforced: Vec<DeviceKey>,
+    restricted: BTreeSet<DeviceKey>,
+}
+
+impl<'a> Planning<'a> {
+    /// Plans the list edits that give `d` its verdict, in its mailbox (found in `by_identity`,
+    /// keyed by lowercased identity).
+    fn device(&mut self, by_identity: &'a HashMap<String, &'a Mailbox>, d: &Decided<'a>) {
+        if d.verdict == Verdict::Exempt {
+            return;
+        }
+        let device = d.device;
+        let key = device.key();
+        let skip = |reason| Skipped {
+            key: key.clone(),
+            reason,
+        };
+        let Some(mailbox_name) = &device.mailbox else {
+            self.skipped.push(skip(SkipReason::NoMailbox));
+            return;
+        };
+        let Some((mailbox_key, mailbox)) = by_identity.get_key_value(&mailbox_name.to_lowercase())
+        else {
+            self.skipped.push(skip(SkipReason::UnknownMailbox {
+                mailbox: mailbox_name.clone(),
+            }));
+            return;
+        };
+        let (_, edit) = self
+            .edits
+            .entry(mailbox_key.as_str())
+            .or_insert_with(|| (mailbox, ListEdits::default()));
+        // A mailbox has a handful of partnerships: a scan of its own beats a set of every
+        // (mailbox, DeviceId) pair of the organization (100 000 pairs of copied strings).
+        if edit.seen.iter().any(|id| same_id(id, &device.device_id)) {
+            self.skipped.push(skip(SkipReason::DuplicateDeviceId));
+            return;
+        }
+        edit.seen.push(&device.device_id);
+        if edit.enforce(mailbox, &device.device_id, d.verdict) {
+            if device.access_state == AccessState::Allowed && d.verdict.restricts() {
+                self.restricted.insert(key.clone());
+            }
+            edit.devices.push(key.clone());
+            self.changes.push(DeviceChange {
+                key,
+                device_id: device.device_id.clone(),
+                mailbox: mailbox.identity.clone(),
+                from: device.access_state,
+                verdict: d.verdict,
+            });
+        } else if d.verdict == Verdict::Quarantine
+            && matches!(
+                device.access_state,
+                AccessState::Allowed | AccessState::Blocked
+            )
+        {
+            self.unenforced.push(key);
+        }
+    }
+}
+
+/// A `Remove-MobileDevice` for each of `removals` that was decided (an exempt device stays),
+/// adding the allowed ones to `restricted`.
+fn removal_steps(
+    decided: &[Decided<'_>],
+    removals: &[&ExchangeDevice],
+    restricted: &mut BTreeSet<DeviceKey>,
+) -> Vec<PlanStep> {
+    // Only when there is something to remove: a key per decided device is 10 MB at 100 000.
+    let removable: HashSet<DeviceKey> = if removals.is_empty() {
+        HashSet::new()
+    } else {
+        decided
+            .iter()
+            .filter(|d| d.verdict != Verdict::Exempt)
+            .map(|d| d.device.key())
+            .collect()
+    };
+    let mut steps = Vec::new();
+    for device in removals
+        .iter()
+        .filter(|device| removable.contains(&device.key()))
+    {
+        // The REST endpoint never prompts, but the flag documents intent and matches what an
+        // admin would type.
+        let parameters = Parameters::new()
+            .bool("Confirm", false)
+            .text("Identity", device.identity.clone());
+        steps.push(PlanStep::Command(PlannedCommand {
+            mailbox: device.mailbox.clone(),
+            devices: vec![device.key()],
+            command: Command {
+                cmdlet: REMOVE_MOBILE_DEVICE.into(),
+                parameters,
+            },
+        }));
+        if device.access_state == AccessState::Allowed {
+            restricted.insert(device.key());
+        }
+    }
+    steps
 }
 
 impl<S: From<PlannedCommand>> Plan<S> {
