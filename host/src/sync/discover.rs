@@ -453,28 +453,7 @@ pub async fn full(
     read_rules: bool,
     slices: Vec<GetMobileDeviceRecords>,
 ) -> Result<Started, DiscoverError> {
-    // Each slice of the device listing, the longest chain of requests, gets a task of its
-    // own, so that decoding the other listings' pages never delays the request for its next
-    // page.
-    let (to_caller, pages) = mpsc::channel(LISTED_AHEAD);
-    let mut tasks = JoinSet::new();
-    for slice in slices {
-        let exchange = exchange.clone();
-        let to_caller = to_caller.clone();
-        // Its pages count for the discover stage awaiting it.
-        tasks.spawn(progress::inherit_pages(async move {
-            let what = format!(
-                "Get-MobileDevice {}",
-                slice.0.filter.as_deref().unwrap_or("")
-            );
-            let mut sink = SliceSink(to_caller);
-            let listed = timed(&what, exchange.run_paged(&slice, &mut sink)).await;
-            if let Err(e) = listed {
-                let _ = sink.0.send(Sliced::Failed(e)).await;
-            }
-        }));
-    }
-    drop(to_caller);
+    let (pages, tasks) = spawn_slices(exchange, slices);
     let (cas, mbx, settings) = (
         GetCasMailbox::default(),
         GetMailbox::default(),
@@ -509,11 +488,7 @@ pub async fn full(
     let mut unreadable = Unreadables::default();
     let managed = unreadable.managed(managed?)?;
     let org_settings = settings?.into_iter().next();
-    let org_default = org_settings.as_ref().map(|s| match s.default_access_level {
-        models::AccessLevel::Allow => AccessLevel::Allow,
-        models::AccessLevel::Block => AccessLevel::Block,
-        models::AccessLevel::Quarantine => AccessLevel::Quarantine,
-    });
+    let org_default = org_settings.as_ref().map(|s| s.default_access_level);
     let users = users(&mailboxes, &groups?);
     Ok(Started {
         discovered: Discovered {
@@ -539,6 +514,35 @@ pub async fn full(
             repeats: Repeats::default(),
         },
     })
+}
+
+/// Starts the device listing's `slices`, each the longest chain of requests, in a task of its
+/// own, so that decoding the other listings' pages never delays the request for its next
+/// page. The pages come on the returned channel.
+fn spawn_slices(
+    exchange: &ExchangeClient,
+    slices: Vec<GetMobileDeviceRecords>,
+) -> (mpsc::Receiver<Sliced>, JoinSet<()>) {
+    let (to_caller, pages) = mpsc::channel(LISTED_AHEAD);
+    let mut tasks = JoinSet::new();
+    for slice in slices {
+        let exchange = exchange.clone();
+        let to_caller = to_caller.clone();
+        // Its pages count for the discover stage awaiting it.
+        tasks.spawn(progress::inherit_pages(async move {
+            let what = format!(
+                "Get-MobileDevice {}",
+                slice.0.filter.as_deref().unwrap_or("")
+            );
+            let mut sink = SliceSink(to_caller);
+            let listed = timed(&what, exchange.run_paged(&slice, &mut sink)).await;
+            if let Err(e) = listed {
+                let _ = sink.0.send(Sliced::Failed(e)).await;
+            }
+        }));
+    }
+    drop(to_caller);
+    (pages, tasks)
 }
 
 fn quote(text: &str) -> String {
