@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::metrics::{CommandResult, Metrics};
+use crate::metrics::{CommandResult, Metrics, NoticeResult};
 use crate::model::SyncKind;
 use crate::net::HttpSettings;
 use crate::plugin::registry::{PluginWatcher, RegistryOptions};
@@ -84,6 +84,17 @@ fn account(metrics: &Metrics, summary: &Summary) {
     }
     for kind in &summary.plugin_errors {
         metrics.plugin_error(org, *kind);
+    }
+    let n = &summary.notices;
+    for (result, count) in [
+        (NoticeResult::Sent, n.sent),
+        (NoticeResult::Retrying, n.retrying),
+        (NoticeResult::GivenUp, n.given_up),
+        (NoticeResult::Failed, n.failed),
+    ] {
+        if count > 0 {
+            metrics.notices(org, result, count);
+        }
     }
 }
 

@@ -438,6 +438,7 @@ impl Worker {
             progress,
         };
         tracing::info!(org = %self.name, kind = kind.as_str(), "sync starts");
+        self.metrics.sync_started(&self.name, started_at);
         let clock = Instant::now();
         // Its own task: a panicking run is a failed run, not a dead worker.
         let result = match tokio::spawn((self.run)(request)).await {
@@ -456,14 +457,15 @@ impl Worker {
                 tracing::warn!(org = %self.name, kind = kind.as_str(), error = %err, "sync failed")
             }
         }
+        let ended_at = (self.now)();
         self.metrics
-            .sync_finished(&self.name, kind, outcome, elapsed);
+            .sync_finished(&self.name, kind, outcome, elapsed, ended_at);
         let mut state = self.org.lock();
         state.running = None;
         state.last = Some(LastRun {
             kind,
             started_at,
-            ended_at: (self.now)(),
+            ended_at,
             error: result.err(),
         });
     }
@@ -669,9 +671,22 @@ mod tests {
         until(|| probe.runs().len() == 3).await;
         probe.gate.add_permits(1);
         s.shutdown(Shutdown::Finish).await;
-        let text = metrics.render_counters();
+        let text =
+            crate::metrics::encode(crate::metrics::Format::Prometheus, &[metrics.registry()]);
         assert!(
             text.contains(r#"easgate_syncs_total{org="broken",kind="full",outcome="failed"} 1"#),
+            "{text}"
+        );
+        // Both syncs were attempted at the test clock's time; only the broken one failed.
+        for line in [
+            r#"easgate_last_sync_attempt_timestamp_seconds{org="broken"} 1700000000"#,
+            r#"easgate_last_sync_attempt_timestamp_seconds{org="contoso"} 1700000000"#,
+            r#"easgate_last_failed_sync_timestamp_seconds{org="broken"} 1700000000"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(
+            !text.contains(r#"failed_sync_timestamp_seconds{org="contoso"}"#),
             "{text}"
         );
     }
@@ -739,8 +754,7 @@ mod tests {
         let state = s.state("contoso").unwrap();
         assert!(state.current.is_none() && state.queued.is_none());
         assert!(
-            metrics
-                .render_counters()
+            crate::metrics::encode(crate::metrics::Format::Prometheus, &[metrics.registry()])
                 .contains(r#"outcome="cancelled"} 1"#)
         );
     }

@@ -943,3 +943,94 @@ async fn metrics_parse_and_move_after_a_sync() {
     assert!(last_after > last_before, "{last_after} > {last_before}");
     admin.stop().await;
 }
+
+/// The status page's views: the run history with durations and the verdict trend, the outbox
+/// by status, and what a held plan would do; bad parameters are a 400 naming them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_outbox_and_held_plans_answer_with_the_stores_facts() {
+    let admin = Admin::start().await;
+    let [_, held] = admin.plans;
+    let history = admin.get("/api/v1/organizations/contoso/history").await;
+    let runs = history["runs"].as_array().unwrap();
+    assert!(!runs.is_empty(), "{history}");
+    for run in runs {
+        let (start, end) = (run["started_at"].as_i64(), run["ended_at"].as_i64());
+        match end {
+            Some(end) => assert_eq!(run["duration_s"].as_i64(), Some(end - start.unwrap())),
+            None => assert!(run["duration_s"].is_null(), "{run}"),
+        }
+    }
+    // The trend has a point per quick or full run that ended, oldest first, each the
+    // organization's counts then.
+    let trend = history["trend"].as_array().unwrap();
+    assert!(!trend.is_empty(), "{history}");
+    let ats: Vec<i64> = trend.iter().map(|p| p["at"].as_i64().unwrap()).collect();
+    assert!(ats.windows(2).all(|w| w[0] <= w[1]), "{ats:?}");
+    let status = admin.get("/api/v1/status").await;
+    let last = &trend.last().unwrap()["counts"];
+    assert_eq!(last, &status["organizations"][0]["verdicts"], "{history}");
+
+    let one = admin
+        .get("/api/v1/organizations/contoso/history?limit=1")
+        .await;
+    assert_eq!(one["runs"].as_array().unwrap().len(), 1);
+    let (code, body) = admin
+        .call(
+            Method::GET,
+            "/api/v1/organizations/contoso/history?limit=0",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
+    let (code, _) = admin
+        .call(Method::GET, "/api/v1/organizations/northwind/history", None)
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    let outbox = admin.get("/api/v1/organizations/contoso/notices").await;
+    for status in ["pending", "sent", "failed", "given_up"] {
+        assert!(outbox["counts"][status].is_u64(), "{outbox}");
+    }
+    let pending = admin
+        .get("/api/v1/organizations/contoso/notices?status=pending")
+        .await;
+    assert!(
+        pending["notices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["status"] == "pending"),
+        "{pending}"
+    );
+    let (code, body) = admin
+        .call(
+            Method::GET,
+            "/api/v1/organizations/contoso/notices?status=lost",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("\"lost\""),
+        "{body}"
+    );
+
+    // The held plan names its command's device and counts it by transition.
+    let plan = admin.get(&format!("/api/v1/plans/{held}")).await;
+    assert_eq!(plan["run"]["id"], held.0, "{plan}");
+    assert_eq!(plan["run"]["outcome"], "held", "{plan}");
+    assert_eq!(plan["devices_total"], 1, "{plan}");
+    assert_eq!(plan["devices"][0]["cmdlet"], "Set-CASMailbox", "{plan}");
+    let counted: u64 = plan["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 1, "{plan}");
+    let (code, body) = admin.call(Method::GET, "/api/v1/plans/4242", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "no sync run 4242");
+    admin.stop().await;
+}

@@ -119,7 +119,7 @@ async fn answer(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> 
                 "exchange-error" => reply(
                     404,
                     "application/json",
-                    r#"{"error":{"code":"NotFound","message":"The operation couldn't be performed because object 'x' couldn't be found.","details":[{"message":"Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|NotSpecified|The operation couldn't be performed"}]}}"#,
+                    r#"{"error":{"code":"NotFound","message":"Error executing cmdlet","details":[{"code":"Context","target":"","message":"Ex6F9304|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|The operation couldn't be performed because object 'x' couldn't be found on 'DC1.prod.outlook.com'."}],"innererror":{"message":"Error executing cmdlet","type":"Microsoft.Exchange.Admin.OData.Core.ODataServiceException","stacktrace":""}}}"#,
                 ),
                 other => reply(500, "text/plain", other),
             }
@@ -267,14 +267,23 @@ async fn bad_exchange_answers_are_typed_errors_naming_the_field() {
     assert!(matches!(e, ExchangeError::Unavailable { .. }), "{e}");
     assert!(e.to_string().contains("HTTP 502"), "{e}");
 
-    // Exchange's own error shape is read into its parts.
+    // Exchange Online's own error shape is read into its parts: the exception from the middle
+    // of the detail, the text from its end (not the generic "Error executing cmdlet").
     let e = exchange_error(&base, "exchange-error").await;
     assert!(e.is_not_found(), "{e}");
     let ExchangeError::Cmdlet(f) = &e else {
         panic!("{e}")
     };
-    assert_eq!((f.status, f.category.as_str()), (404, "NotSpecified"));
-    assert!(f.exception.ends_with("ManagementObjectNotFoundException"));
+    assert_eq!(f.status, 404);
+    assert_eq!(
+        f.exception,
+        "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException"
+    );
+    assert!(
+        f.message
+            .starts_with("The operation couldn't be performed because object 'x'"),
+        "{f}"
+    );
 }
 
 #[tokio::test]

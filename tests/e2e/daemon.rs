@@ -319,6 +319,8 @@ async fn the_status_page_drives_the_daemon_in_headless_chromium() {
     std::fs::create_dir(dir.path().join("plugins")).unwrap();
     let token = "browser-test-token";
     add_admin(&config, token);
+    // Notices to the lab's SMTP sink: the page's outbox shows them.
+    crate::support::lab::add_notify(&config, lab.smtp_addr().port(), "5s");
 
     let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
     let org = wait_for(&url, token, "a held plan", |o| {

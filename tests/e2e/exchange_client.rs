@@ -98,6 +98,31 @@ async fn lists_every_device_page_by_page_and_discovers_the_other_cas() {
         lab.cas_urls(),
         "discovered CAS 2 and 3 after the primary"
     );
+
+    // Every request carried the module's client headers (the lab refuses an X-CmdletName
+    // that disagrees with the body, so each named its own cmdlet).
+    let exchange = lab.control().counters().exchange;
+    let sent = |key: &str| exchange.client_headers.get(key).copied().unwrap_or(0);
+    let anchor = format!(
+        "X-AnchorMailbox: APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{}",
+        org.exchange.tenant_id
+    );
+    assert_eq!(
+        sent(&anchor),
+        exchange.commands,
+        "{:?}",
+        exchange.client_headers
+    );
+    assert_eq!(sent("X-CmdletName: Get-MobileDevice"), pages);
+    assert_eq!(sent("X-ResponseFormat: json"), exchange.commands);
+    assert_eq!(
+        sent(&format!(
+            "X-ClientApplication: easgate/{}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        exchange.commands
+    );
+    assert_eq!(exchange.rejected, 0);
 }
 
 #[tokio::test]
@@ -384,4 +409,53 @@ async fn an_expiring_exchange_token_is_renewed_mid_listing() {
         counters.exchange.rejected, 0,
         "renewed before expiry, never refused"
     );
+}
+
+/// The lab answers refusals in Exchange Online's shape (`Ex6F9304|<exception>|<text>` under a
+/// generic "Error executing cmdlet"): the client must still class them, or an add repeated after
+/// a lost answer would fail the run and a removal of a gone object would not count as done.
+#[tokio::test]
+async fn refusals_in_exchange_onlines_shape_keep_their_class() {
+    let lab = client_lab(20, 1).await;
+    let c = ExchangeClient::builder(&lab_organization(&lab), &test_http())
+        .build()
+        .unwrap();
+    let mailbox = c.run(&GetMailbox::default()).await.unwrap()[0]
+        .identity
+        .clone();
+    let add = SetCasMailbox {
+        identity: mailbox.clone(),
+        allowed: Some(HashTableEdit::new(vec!["RESTREPEAT1".into()], vec![])),
+        blocked: None,
+    };
+    c.run(&add).await.unwrap();
+    let again = c.run(&add).await.expect_err("already present");
+    assert!(again.is_repeat_of_applied(), "{again}");
+    let ExchangeError::Cmdlet(f) = &again else {
+        panic!("{again}")
+    };
+    assert_eq!(f.exception, "System.InvalidOperationException");
+    assert!(f.message.contains("is already present"), "{f}");
+    assert!(
+        !again.to_string().contains("Error executing cmdlet"),
+        "{again}"
+    );
+
+    let missing = c
+        .run(&SetCasMailbox {
+            identity: "nobody-at-all".into(),
+            allowed: Some(HashTableEdit::new(vec!["X".into()], vec![])),
+            blocked: None,
+        })
+        .await
+        .expect_err("no such mailbox");
+    assert!(missing.is_not_found(), "{missing}");
+    let ExchangeError::Cmdlet(f) = &missing else {
+        panic!("{missing}")
+    };
+    assert_eq!(
+        f.exception,
+        "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException"
+    );
+    assert!(f.message.contains("'nobody-at-all'"), "{f}");
 }

@@ -193,6 +193,56 @@ async fn every_listed_figure_moves_after_a_sync() {
         "{text}"
     );
     at_least("easgate_cas_failovers_total", &[ORG], 1.0);
+    // Requests by what they came to: every throttling answer is a throttled request, the
+    // failing primary CAS's answers failed ones, and Exchange answered (connected).
+    assert_eq!(
+        total(
+            &m,
+            "easgate_requests_total",
+            &[ORG, ("service", "graph"), ("status", "throttled")]
+        ),
+        Some(graph_throttled as f64),
+        "{text}"
+    );
+    assert_eq!(
+        total(
+            &m,
+            "easgate_requests_total",
+            &[ORG, ("service", "exchange"), ("status", "throttled")]
+        ),
+        total(
+            &m,
+            "easgate_throttling_events_total",
+            &[ORG, ("service", "exchange")]
+        ),
+        "{text}"
+    );
+    at_least(
+        "easgate_requests_total",
+        &[ORG, ("service", "exchange"), ("status", "failed")],
+        1.0,
+    );
+    at_least(
+        "easgate_requests_total",
+        &[ORG, ("service", "exchange"), ("status", "ok")],
+        1.0,
+    );
+    at_least(
+        "easgate_requests_total",
+        &[ORG, ("service", "graph"), ("status", "ok")],
+        1.0,
+    );
+    assert_eq!(
+        total(&m, "easgate_exchange_connected", &[ORG]),
+        Some(1.0),
+        "{text}"
+    );
+    at_least(
+        "easgate_last_sync_attempt_timestamp_seconds",
+        &[ORG],
+        started.floor(),
+    );
+    at_least("easgate_build_info", &[], 1.0);
     assert_eq!(
         total(&m, "easgate_plugin_evaluations_total", &[ORG]),
         Some(devices),
@@ -204,6 +254,13 @@ async fn every_listed_figure_moves_after_a_sync() {
         "the built-in policy does not fail: {text}"
     );
     at_least("easgate_notice_outbox_pending", &[ORG], 1.0);
+    // The SMTP sink is down: no notice was sent, and the attempts are counted as retrying.
+    assert_eq!(
+        total(&m, "easgate_notices_total", &[ORG, ("result", "sent")]),
+        Some(0.0),
+        "{text}"
+    );
+    at_least("easgate_notices_total", &[ORG, ("result", "retrying")], 1.0);
     at_least(
         "easgate_last_successful_sync_timestamp_seconds",
         &[ORG],

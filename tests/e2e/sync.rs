@@ -118,14 +118,17 @@ async fn a_plan_that_would_restrict_everyone_is_held_until_approved(transport: T
     .await
     .unwrap();
     assert_eq!(rehearsal.kind, RunKind::WhatIf);
-    assert_eq!(rehearsal.outcome, RunOutcome::Held, "{rehearsal:#?}");
+    // A dry run succeeds and says a real run would be held (it is not itself a held plan).
+    assert_eq!(rehearsal.outcome, RunOutcome::Succeeded, "{rehearsal:#?}");
+    let report = rehearsal.dry_run.as_ref().expect("a dry run's report");
+    assert!(report.would_hold, "{rehearsal:#?}");
     assert_eq!(rehearsal.commands_issued, 0);
-    assert_eq!(rehearsal.changes.len() as u64, rehearsal.devices_changed);
+    assert_eq!(report.changes.len() as u64, rehearsal.devices_changed);
     assert!(
-        rehearsal
+        report
             .changes
             .iter()
-            .all(|c| c.verdict == Verdict::Block)
+            .all(|c| c.verdict == Some(Verdict::Block))
     );
     let org = store.organization("contoso", 0).unwrap();
     assert!(store.held_runs(org).unwrap().is_empty());
@@ -781,5 +784,68 @@ async fn a_full_sync_sets_the_configured_org_settings_and_access_rules_once(tran
         "Remove-ActiveSyncDeviceAccessRule",
     ] {
         assert_eq!(counters.calls(cmdlet), 0, "{cmdlet}");
+    }
+}
+
+// The bug: the store kept a device's Exchange state as the last inventory read it, so the
+// status page and the API showed `Allowed` for devices a quick sync had just blocked until the
+// next full sync read them again. A confirmed command now records the state it enforces.
+over_transports!(a_quick_sync_records_the_state_it_enforces);
+async fn a_quick_sync_records_the_state_it_enforces(transport: Transport) {
+    let lab = sync_lab(300).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let sync = org_sync_over(&lab, store.clone(), unguarded(), transport);
+    let full = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Full, false, builtin(&engine, "{}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(full.outcome, RunOutcome::Succeeded, "{full:#?}");
+    let allowed: Vec<DeviceTruth> = lab
+        .control()
+        .truth()
+        .into_iter()
+        .filter(|d| d.in_allow_list && d.managed_device_id.is_some())
+        .take(3)
+        .collect();
+    assert_eq!(allowed.len(), 3);
+    for device in &allowed {
+        lab.control()
+            .set_compliance(&device.device_id, ComplianceState::Noncompliant)
+            .unwrap();
+    }
+    let quick = within(
+        Duration::from_secs(120),
+        sync.run(SyncKind::Quick, false, builtin(&engine, "{}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (quick.kind, quick.outcome),
+        (RunKind::Quick, RunOutcome::Succeeded),
+        "{quick:#?}"
+    );
+    assert!(quick.commands_issued > 0, "{quick:#?}");
+    let org = store.organization("contoso", 0).unwrap();
+    let truth = lab.control().truth();
+    for device in &allowed {
+        let key = easgate::model::DeviceKey::new(&device.identity);
+        let stored = store
+            .device(org, &key)
+            .unwrap()
+            .expect("the device is stored");
+        let now = truth
+            .iter()
+            .find(|d| d.identity == device.identity)
+            .unwrap();
+        assert_eq!(now.access_state.as_str(), "Blocked", "{}", device.identity);
+        assert_eq!(
+            stored.exchange.access_state.as_str(),
+            now.access_state.as_str(),
+            "{}",
+            device.identity
+        );
     }
 }

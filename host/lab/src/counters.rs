@@ -50,6 +50,12 @@ pub struct ExchangeCounters {
     pub by_cmdlet: BTreeMap<String, CmdletCounters>,
     /// `commands` per CAS endpoint, by index.
     pub by_cas: Vec<u64>,
+    /// The client headers the ExchangeOnlineManagement module sends with each `InvokeCommand`
+    /// (`X-AnchorMailbox`, `X-CmdletName`, `X-ResponseFormat`, `X-ClientApplication`), counted
+    /// per `"Name: value"` (`"Name"` alone when the request lacked it), over the requests that
+    /// reached the cmdlet stage: what a test asserts a client sent.
+    #[serde(default)]
+    pub client_headers: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +151,22 @@ impl Counters {
             c.errors += u64::from(error);
             c.objects += objects as u64;
             c.latency_ms += ms;
+        });
+    }
+
+    /// One request's client headers, `(name, value if sent)`.
+    pub fn client_headers<'a>(
+        &self,
+        headers: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) {
+        self.with(|s| {
+            for (name, value) in headers {
+                let key = match value {
+                    Some(v) => format!("{name}: {v}"),
+                    None => name.to_owned(),
+                };
+                *s.exchange.client_headers.entry(key).or_default() += 1;
+            }
         });
     }
 

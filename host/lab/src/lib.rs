@@ -44,6 +44,7 @@ mod random;
 mod server;
 mod sim;
 mod smtp;
+mod tls;
 mod utc;
 
 use std::net::SocketAddr;
@@ -73,6 +74,7 @@ pub use random::Guid;
 pub use server::{CasMode, CasStatus, LabError};
 pub use sim::{SimArgs, run_sim};
 pub use smtp::{ReceivedMail, SmtpAuth, SmtpRules};
+pub use tls::TlsError;
 pub use utc::Utc;
 
 use exchange::ServerInfo;
@@ -99,6 +101,9 @@ pub struct LabOptions {
     /// Every generated time lies before this instant; `None`: the start of the current UTC day,
     /// so that one seed gives the same organization all day while its times look recent.
     pub anchor: Option<Utc>,
+    /// Serve Graph and login over TLS (`https://`), with a certificate authority generated for
+    /// this lab ([`Lab::tls_ca_pem`]): what clients that insist on an https authority need.
+    pub tls: bool,
 }
 
 impl Default for LabOptions {
@@ -113,6 +118,7 @@ impl Default for LabOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             anchor: None,
+            tls: false,
         }
     }
 }
@@ -122,6 +128,8 @@ impl Default for LabOptions {
 pub struct Lab {
     control: LabControl,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The certificate authority of the Graph + login listener, with `tls`.
+    tls_ca_pem: Option<String>,
 }
 
 /// Binds listener `offset` (`what`) under `listen`: the same address when its port is 0,
@@ -161,6 +169,11 @@ impl Lab {
         let control_listener = bind_at("control", opts.listen, cas_count + 1).await?;
         let smtp_listener = bind_at("SMTP", opts.listen, cas_count + 2).await?;
         let local = |l: &tokio::net::TcpListener| l.local_addr().expect("bound socket");
+        let tls = if opts.tls {
+            Some(tls::LabTls::generate(opts.listen.ip())?)
+        } else {
+            None
+        };
 
         let anchor = opts.anchor.unwrap_or_else(|| Utc::now().day_start());
         let spec = dataset::DatasetSpec {
@@ -203,7 +216,11 @@ impl Lab {
                 .map(|l| CasSlot::new(local(l)))
                 .collect(),
             servers,
-            graph_url: format!("http://{}", local(&graph_listener)),
+            graph_url: format!(
+                "{}://{}",
+                if tls.is_some() { "https" } else { "http" },
+                local(&graph_listener)
+            ),
             control_url: format!("http://{}", local(&control_listener)),
             smtp_addr: local(&smtp_listener),
             smtp: smtp::SmtpSlot::new(local(&smtp_listener)),
@@ -222,12 +239,17 @@ impl Lab {
             shared: shared.clone(),
         };
         let tasks = vec![
-            server::serve(graph_listener, graph::router(shared.clone())),
+            server::serve_with(
+                graph_listener,
+                graph::router(shared.clone()),
+                tls.as_ref().map(|t| t.acceptor.clone()),
+            ),
             server::serve(control_listener, control::router(control.clone())),
         ];
         Ok(Lab {
             control,
             tasks: Mutex::new(tasks),
+            tls_ca_pem: tls.map(|t| t.ca_pem),
         })
     }
 
@@ -257,6 +279,12 @@ impl Lab {
     /// Base URL of the login endpoint (`…/{tenant}/oauth2/v2.0/token` below it).
     pub fn login_url(&self) -> &str {
         &self.shared().graph_url
+    }
+
+    /// With `LabOptions::tls`, the PEM of the certificate authority that signed the Graph +
+    /// login listener's certificate: what a client must trust.
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.tls_ca_pem.as_deref()
     }
 
     /// Base URL of the control API (`…/_lab/…` below it).

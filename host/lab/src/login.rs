@@ -1,5 +1,10 @@
 //! The lab's Entra ID: `POST /{tenant}/oauth2/v2.0/token` (client credentials) and the bearer
-//! tokens it issues, which both the Exchange and the Graph side check.
+//! tokens it issues, which both the Exchange and the Graph side check; and the discovery
+//! documents an MSAL-based client (azure-identity, the Graph SDKs) reads before it asks for a
+//! token: OpenID Connect discovery `GET /{tenant}/v2.0/.well-known/openid-configuration` (where
+//! the token endpoint is) and instance discovery `GET /common/discovery/instance` (whether an
+//! authority host is known; MSAL asks it of its own well-known host unless told otherwise, so
+//! only a client pointed at it explicitly reaches the lab's).
 //!
 //! As with the real services a token is for one resource: a token asked for with scope
 //! `https://graph.microsoft.com/.default` opens Graph, one for
@@ -16,7 +21,7 @@ use std::time::Duration;
 
 use axum::Form;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -170,6 +175,121 @@ fn aad_error(
         "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
     });
     (status, axum::Json(body)).into_response()
+}
+
+/// The tenant segment of a login path: the tenant's GUID or one of its domains (Entra's
+/// `common` / `organizations` are for user sign-in, which the lab does not do).
+fn tenant_not_found(store: &TokenStore, tenant: &str) -> Response {
+    aad_error(
+        store,
+        StatusCode::BAD_REQUEST,
+        "invalid_tenant",
+        90_002,
+        format!(
+            "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+        ),
+    )
+}
+
+/// `GET /{tenant}/v2.0/.well-known/openid-configuration`: Entra's v2.0 OpenID Connect metadata
+/// for the tenant, its endpoints on the lab's login listener and named by the tenant's GUID
+/// whichever name the request used, as Entra does. The lab issues opaque tokens, not signed
+/// JWTs, so `jwks_uri` lists no keys.
+pub(crate) async fn openid_configuration(
+    State(shared): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+) -> Response {
+    shared.counters.graph_request("openid-configuration");
+    if !shared.tenant.is(&tenant) {
+        return tenant_not_found(&shared.tokens, &tenant);
+    }
+    let base = &shared.graph_url;
+    let tid = shared.tenant.tenant_id;
+    let host = base.split_once("://").map_or(base.as_str(), |(_, h)| h);
+    axum::Json(json!({
+        "token_endpoint": format!("{base}/{tid}/oauth2/v2.0/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": format!("{base}/{tid}/discovery/v2.0/keys"),
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": format!("{base}/{tid}/v2.0"),
+        "request_uri_parameter_supported": false,
+        "userinfo_endpoint": format!("{base}/oidc/userinfo"),
+        "authorization_endpoint": format!("{base}/{tid}/oauth2/v2.0/authorize"),
+        "device_authorization_endpoint": format!("{base}/{tid}/oauth2/v2.0/devicecode"),
+        "http_logout_supported": true,
+        "frontchannel_logout_supported": true,
+        "end_session_endpoint": format!("{base}/{tid}/oauth2/v2.0/logout"),
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "tid", "ver"],
+        "tenant_region_scope": "EU",
+        "cloud_instance_name": host,
+        "cloud_graph_host_name": host,
+        "msgraph_host": host,
+    }))
+    .into_response()
+}
+
+/// `GET /{tenant}/discovery/v2.0/keys`: no keys (the lab's tokens are opaque).
+pub(crate) async fn keys(
+    State(shared): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+) -> Response {
+    shared.counters.graph_request("keys");
+    if !shared.tenant.is(&tenant) {
+        return tenant_not_found(&shared.tokens, &tenant);
+    }
+    axum::Json(json!({"keys": []})).into_response()
+}
+
+/// `GET /common/discovery/instance?api-version=…&authorization_endpoint=…`: Entra's answer to
+/// "is this authority known", for an authorization endpoint on the lab's own login host; any
+/// other host is `invalid_instance`, as Entra answers an authority it does not know.
+pub(crate) async fn instance_discovery(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    shared.counters.graph_request("instance-discovery");
+    let store = &shared.tokens;
+    let base = &shared.graph_url;
+    let Some(endpoint) = query.get("authorization_endpoint") else {
+        return aad_error(
+            store,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900_144,
+            "The request body must contain the following parameter: 'authorization_endpoint'."
+                .to_owned(),
+        );
+    };
+    // `{base}/{tenant}/oauth2/v2.0/authorize`, `{base}/{tenant}/oauth2/authorize`.
+    let tenant = endpoint
+        .strip_prefix(base.as_str())
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.split('/').next())
+        .filter(|t| !t.is_empty());
+    let Some(tenant) = tenant else {
+        return aad_error(
+            store,
+            StatusCode::BAD_REQUEST,
+            "invalid_instance",
+            50_049,
+            "Unknown or invalid instance.".to_owned(),
+        );
+    };
+    let host = base.split_once("://").map_or(base.as_str(), |(_, h)| h);
+    axum::Json(json!({
+        "tenant_discovery_endpoint": format!("{base}/{tenant}/v2.0/.well-known/openid-configuration"),
+        "api-version": query.get("api-version").map_or("1.1", String::as_str),
+        "metadata": [{
+            "preferred_network": host,
+            "preferred_cache": host,
+            "aliases": [host],
+        }],
+    }))
+    .into_response()
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token`.

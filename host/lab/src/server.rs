@@ -164,6 +164,8 @@ pub enum LabError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("there is no CAS {0}")]
     NoSuchCas(usize),
     #[error(transparent)]
@@ -238,6 +240,16 @@ pub(crate) async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, La
 
 /// Serves `router` over HTTP/1.1 on `listener` until the returned task is aborted.
 pub(crate) fn serve(listener: TcpListener, router: Router) -> JoinHandle<()> {
+    serve_with(listener, router, None)
+}
+
+/// Serves `router` over HTTP/1.1 on `listener`, over TLS when `tls` is given (a handshake that
+/// fails ends that connection only).
+pub(crate) fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut connections = JoinSet::new();
         loop {
@@ -259,11 +271,22 @@ pub(crate) fn serve(listener: TcpListener, router: Router) -> JoinHandle<()> {
                     let service = TowerToHyperService::new(router.clone().layer(axum::Extension(
                         crate::exchange::powershell::ConnectionAuth::default(),
                     )));
+                    let tls = tls.clone();
                     connections.spawn(async move {
-                        let conn = http1::Builder::new()
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = conn.await {
+                        let http = http1::Builder::new().keep_alive(true).clone();
+                        let served = match tls {
+                            None => http.serve_connection(TokioIo::new(stream), service).await,
+                            Some(acceptor) => match acceptor.accept(stream).await {
+                                Ok(stream) => {
+                                    http.serve_connection(TokioIo::new(stream), service).await
+                                }
+                                Err(e) => {
+                                    tracing::debug!("lab TLS handshake failed: {e}");
+                                    return;
+                                }
+                            },
+                        };
+                        if let Err(e) = served {
                             tracing::debug!("lab connection ended: {e}");
                         }
                     });

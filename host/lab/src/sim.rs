@@ -59,6 +59,13 @@ pub struct SimArgs {
     /// with `--exchange-api powershell --write-config`, the configuration authenticates with it.
     #[arg(long)]
     pub kerberos: bool,
+
+    /// Serve Graph and login over https, with a certificate authority generated for this run,
+    /// written to PATH (PEM): for clients that insist on an https authority (azure-identity,
+    /// MSAL); point them at it with `REQUESTS_CA_BUNDLE` / `SSL_CERT_FILE`. The connector has
+    /// no setting to trust another authority, hence not with `--write-config`.
+    #[arg(long = "tls-ca", value_name = "PATH", conflicts_with = "write_config")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl SimArgs {
@@ -71,6 +78,7 @@ impl SimArgs {
             latency: LatencyModel::uniform(self.latency_ms, self.latency_per_object_us),
             exchange_concurrency: self.concurrency,
             listen: self.listen,
+            tls: self.tls_ca.is_some(),
             ..LabOptions::default()
         }
     }
@@ -85,6 +93,14 @@ pub async fn run_sim(
     let started = Instant::now();
     let lab = Lab::start(args.options()).await?;
     let info = lab.control().info();
+    if let (Some(path), Some(pem)) = (&args.tls_ca, lab.tls_ca_pem()) {
+        std::fs::write(path, pem).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write the lab's CA certificate to {}: {e}",
+                path.display()
+            )
+        })?;
+    }
     // Kept until shutdown: dropping it stops the KDC.
     let kdc = if args.kerberos {
         let dir = std::env::temp_dir().join(format!("easgate-sim-kdc-{}", std::process::id()));
@@ -114,6 +130,12 @@ pub async fn run_sim(
     }
     println!("  graph          {}", info.graph_url);
     println!("  login          {}", info.login_url);
+    if let Some(path) = &args.tls_ca {
+        println!(
+            "  tls ca         {} (trust it for graph and login)",
+            path.display()
+        );
+    }
     println!("  control        {}/_lab/info", info.control_url);
     println!("  smtp sink      {}", info.smtp);
     println!(

@@ -9,11 +9,19 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use jiff::SignedDuration;
+use jiff::civil::{Date, DateTime, Time};
+use jiff::fmt::temporal::Pieces;
+
 /// Seconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Utc(i64);
 
 const DAY: i64 = 86_400;
+
+/// Arithmetic goes through jiff's civil date-time at this origin rather than its `Timestamp`,
+/// whose range stops a day short of Graph's `NO_DEADLINE`.
+const EPOCH: DateTime = DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
 
 impl Utc {
     /// Graph's "never" (`0001-01-01T00:00:00Z`).
@@ -36,19 +44,17 @@ impl Utc {
         self.0
     }
 
+    /// `None` for a date or time that does not exist, and for a leap second (neither service
+    /// emits one).
     pub fn from_ymd_hms(y: i64, m: u32, d: u32, hh: u32, mm: u32, ss: u32) -> Option<Utc> {
-        if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) || hh > 23 || mm > 59 {
-            return None;
-        }
-        // 60 would be a leap second; neither service emits one.
-        if ss > 59 {
-            return None;
-        }
-        let days = days_from_civil(y, m, d);
-        Some(Utc(days * DAY
-            + i64::from(hh) * 3600
-            + i64::from(mm) * 60
-            + i64::from(ss)))
+        let small = |v: u32| i8::try_from(v).ok();
+        let date = Date::new(i16::try_from(y).ok()?, small(m)?, small(d)?).ok()?;
+        let time = Time::new(small(hh)?, small(mm)?, small(ss)?, 0).ok()?;
+        Some(Utc::from_civil(date.to_datetime(time)))
+    }
+
+    fn from_civil(at: DateTime) -> Utc {
+        Utc(at.duration_since(EPOCH).as_secs())
     }
 
     pub fn plus_secs(self, secs: i64) -> Utc {
@@ -64,71 +70,39 @@ impl Utc {
         Utc(self.0.div_euclid(DAY) * DAY)
     }
 
-    fn parts(self) -> (i64, u32, u32, u32, u32, u32) {
-        let days = self.0.div_euclid(DAY);
-        let secs = self.0.rem_euclid(DAY);
-        let (y, m, d) = civil_from_days(days);
-        (
-            y,
-            m,
-            d,
-            (secs / 3600) as u32,
-            (secs / 60 % 60) as u32,
-            (secs % 60) as u32,
-        )
+    /// The civil date and time, held at jiff's bounds (years -9999 and 9999): the lab's
+    /// instants lie between Graph's `NEVER` and `NO_DEADLINE`.
+    fn civil(self) -> DateTime {
+        let bound = if self.0 < 0 {
+            DateTime::MIN
+        } else {
+            DateTime::MAX
+        };
+        EPOCH
+            .checked_add(SignedDuration::from_secs(self.0))
+            .unwrap_or(bound)
     }
 
     /// The date alone, `2024-05-01` (Android security patch levels look like this).
     pub fn date(self) -> String {
-        let (y, m, d, ..) = self.parts();
-        format!("{y:04}-{m:02}-{d:02}")
+        self.civil().date().to_string()
     }
 
     /// en-US short form as Intune uses it in generated device names: `5/1/2024_9:40 AM`.
     pub fn us_short(self) -> String {
-        let (y, m, d, hh, mm, _) = self.parts();
-        let (h12, ampm) = match hh {
-            0 => (12, "AM"),
-            1..=11 => (hh, "AM"),
-            12 => (12, "PM"),
-            _ => (hh - 12, "PM"),
-        };
-        format!("{m}/{d}/{y}_{h12}:{mm:02} {ampm}")
+        self.civil().strftime("%-m/%-d/%Y_%-I:%M %p").to_string()
     }
 
     /// Parses ISO 8601 / OData `DateTimeOffset`: `2024-05-01`, `2024-05-01T12:34`,
-    /// `2024-05-01T12:34:56.1234567Z`, `2024-05-01T14:34:56+02:00`.
+    /// `2024-05-01T12:34:56.1234567Z`, `2024-05-01T14:34:56+02:00`. Without an offset the time
+    /// is UTC; the fraction is dropped.
     pub fn parse_iso(text: &str) -> Option<Utc> {
-        let mut c = Cursor::new(text.trim());
-        let y = c.number(4, 4)?;
-        c.expect(b'-')?;
-        let m = c.number(2, 2)?;
-        c.expect(b'-')?;
-        let d = c.number(2, 2)?;
-        let (mut hh, mut mm, mut ss) = (0, 0, 0);
-        let mut offset = 0i64;
-        if c.eat(b'T') || c.eat(b' ') {
-            hh = c.number(2, 2)?;
-            c.expect(b':')?;
-            mm = c.number(2, 2)?;
-            if c.eat(b':') {
-                ss = c.number(2, 2)?;
-                if c.eat(b'.') {
-                    c.number(1, 9)?;
-                }
-            }
-            if c.eat(b'Z') || c.eat(b'z') {
-            } else if let Some(sign) = c.sign() {
-                let oh = c.number(2, 2)?;
-                c.expect(b':')?;
-                let om = c.number(2, 2)?;
-                offset = sign * (i64::from(oh) * 3600 + i64::from(om) * 60);
-            }
-        }
-        if !c.done() {
-            return None;
-        }
-        Utc::from_ymd_hms(i64::from(y), m, d, hh, mm, ss).map(|t| t.plus_secs(-offset))
+        let pieces = Pieces::parse(text.trim()).ok()?;
+        let local = pieces
+            .date()
+            .to_datetime(pieces.time().unwrap_or(Time::midnight()));
+        let offset = pieces.to_numeric_offset().map_or(0, |o| o.seconds());
+        Some(Utc::from_civil(local).plus_secs(-i64::from(offset)))
     }
 
     /// Parses a date literal of an Exchange `-Filter`: ISO 8601, or en-US
@@ -138,167 +112,31 @@ impl Utc {
     }
 }
 
+/// The en-US forms PowerShell users type, most common first.
+const US_FORMS: [&str; 5] = [
+    "%m/%d/%Y",
+    "%m/%d/%Y %I:%M %p",
+    "%m/%d/%Y %I:%M:%S %p",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y %H:%M:%S",
+];
+
 fn parse_us(text: &str) -> Option<Utc> {
-    let mut c = Cursor::new(text);
-    let m = c.number(1, 2)?;
-    c.expect(b'/')?;
-    let d = c.number(1, 2)?;
-    c.expect(b'/')?;
-    let y = c.number(4, 4)?;
-    let (mut hh, mut mm, mut ss) = (0, 0, 0);
-    if c.eat(b' ') {
-        hh = c.number(1, 2)?;
-        c.expect(b':')?;
-        mm = c.number(2, 2)?;
-        if c.eat(b':') {
-            ss = c.number(2, 2)?;
-        }
-        if c.eat(b' ') {
-            let pm = match c.rest().to_ascii_uppercase().as_str() {
-                "AM" => false,
-                "PM" => true,
-                _ => return None,
-            };
-            c.skip_rest();
-            if !(1..=12).contains(&hh) {
-                return None;
-            }
-            hh = match (hh, pm) {
-                (12, false) => 0,
-                (12, true) => 12,
-                (h, true) => h + 12,
-                (h, false) => h,
-            };
-        }
-    }
-    if !c.done() {
-        return None;
-    }
-    Utc::from_ymd_hms(i64::from(y), m, d, hh, mm, ss)
+    US_FORMS
+        .iter()
+        .find_map(|form| DateTime::strptime(form, text).ok())
+        .map(Utc::from_civil)
 }
 
 impl fmt::Display for Utc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (y, m, d, hh, mm, ss) = self.parts();
-        write!(f, "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+        write!(f, "{}Z", self.civil())
     }
 }
 
 impl serde::Serialize for Utc {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
-    }
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if is_leap(y) => 29,
-        _ => 28,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date. Counts in 400-year eras that start on
-/// March 1st, so that the leap day is the last day of the (shifted) year.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let month_from_march = i64::from((m + 9) % 12);
-    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(d) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// Inverse of `days_from_civil`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let d = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let m = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    } as u32;
-    let y = year_of_era + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// A byte cursor for the two fixed timestamp grammars.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn new(text: &'a str) -> Self {
-        Self {
-            bytes: text.as_bytes(),
-            at: 0,
-        }
-    }
-
-    fn number(&mut self, min: usize, max: usize) -> Option<u32> {
-        let start = self.at;
-        while self.at < self.bytes.len()
-            && self.at - start < max
-            && self.bytes[self.at].is_ascii_digit()
-        {
-            self.at += 1;
-        }
-        if self.at - start < min {
-            return None;
-        }
-        std::str::from_utf8(&self.bytes[start..self.at])
-            .ok()?
-            .parse::<u64>()
-            .ok()
-            .and_then(|v| u32::try_from(v).ok())
-    }
-
-    fn eat(&mut self, b: u8) -> bool {
-        if self.bytes.get(self.at) == Some(&b) {
-            self.at += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn expect(&mut self, b: u8) -> Option<()> {
-        self.eat(b).then_some(())
-    }
-
-    fn sign(&mut self) -> Option<i64> {
-        if self.eat(b'+') {
-            Some(1)
-        } else if self.eat(b'-') {
-            Some(-1)
-        } else {
-            None
-        }
-    }
-
-    fn rest(&self) -> String {
-        String::from_utf8_lossy(&self.bytes[self.at..]).into_owned()
-    }
-
-    fn skip_rest(&mut self) {
-        self.at = self.bytes.len();
-    }
-
-    fn done(&self) -> bool {
-        self.at == self.bytes.len()
     }
 }
 
@@ -342,9 +180,9 @@ mod tests {
 
     #[test]
     fn civil_round_trip_over_four_centuries() {
-        for days in (-800_000..800_000).step_by(997) {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+        for days in (-700_000..800_000).step_by(997) {
+            let t = Utc::from_unix(days * DAY + 3723);
+            assert_eq!(Utc::parse_iso(&t.to_string()), Some(t), "{t}");
         }
     }
 

@@ -50,6 +50,8 @@ fn run_json(run: &RunRecord) -> Value {
         "devices_changed": run.devices_changed,
         "commands_issued": run.commands_issued,
         "approval": run.approval,
+        // Whole seconds, as the store keeps the times; `null` while the run goes on.
+        "duration_s": run.ended_at.map(|end| end - run.started_at),
         "error": run.error,
     })
 }
@@ -451,4 +453,194 @@ pub async fn reject(
 /// Any other path behind the token.
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
+}
+
+/// Runs of the history shown when the caller does not say, and the most it may ask for.
+const DEFAULT_HISTORY: usize = 50;
+const MAX_HISTORY: usize = 1000;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/organizations/{org}/history`: the latest runs (newest first) with their
+/// duration and errors, and the trend of devices per verdict (oldest first).
+pub async fn history(
+    State(state): State<AdminState>,
+    Path(org): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::BadRequest(err.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_HISTORY);
+    if limit == 0 || limit > MAX_HISTORY {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_HISTORY}"
+        )));
+    }
+    blocking(move || {
+        let id = org_id(&state, &org)?;
+        let runs: Vec<Value> = state
+            .store
+            .recent_runs(id, limit)?
+            .iter()
+            .map(run_json)
+            .collect();
+        let trend: Vec<Value> = state
+            .store
+            .verdict_trend(id, limit)?
+            .iter()
+            .map(|p| json!({ "run": p.run, "at": p.at, "counts": p.counts }))
+            .collect();
+        Ok(Json(json!({ "org": org, "runs": runs, "trend": trend })))
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/organizations/{org}/notices`: the outbox's counts per status and its latest
+/// notices, of one status (`pending`, `sent`, `failed`, `given-up`) or all.
+pub async fn notices(
+    State(state): State<AdminState>,
+    Path(org): Path<String>,
+    query: Result<Query<NoticeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::store::NoticeStatus;
+    let Query(query) = query.map_err(|err| ApiError::BadRequest(err.body_text()))?;
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            [
+                NoticeStatus::Pending,
+                NoticeStatus::Sent,
+                NoticeStatus::Failed,
+                NoticeStatus::GivenUp,
+            ]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "unknown notice status {text:?}: use pending, sent, failed or given-up"
+                ))
+            })?,
+        ),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    blocking(move || {
+        let id = org_id(&state, &org)?;
+        let notices = match status {
+            Some(status) => state.store.notices_in(id, status, limit)?,
+            None => state.store.notices(id, limit)?,
+        };
+        let notices: Vec<Value> = notices
+            .iter()
+            .map(|n| {
+                json!({
+                    "id": n.id.as_str(),
+                    "device": n.key.as_str(),
+                    "device_id": n.device_id,
+                    "identity": n.exchange.identity,
+                    "recipient": n.recipient,
+                    "state": n.state.as_str(),
+                    "reason": n.reason,
+                    "status": n.status.as_str(),
+                    "attempts": n.attempts,
+                    "next_attempt_at": n.next_attempt_at,
+                    "error": n.last_error,
+                    "created_at": n.created_at,
+                    "sent_at": n.sent_at,
+                })
+            })
+            .collect();
+        Ok(Json(json!({
+            "org": org,
+            "counts": state.store.notice_counts(id)?,
+            "notices": notices,
+        })))
+    })
+    .await
+}
+
+/// Devices of a held plan listed one by one, at most; the transitions count them all.
+const PLAN_DEVICES_SHOWN: usize = 500;
+
+/// The state a held plan's command leaves a device in, in Exchange's words.
+fn held_target(change: &crate::store::HeldChange) -> &'static str {
+    use crate::model::AccessLevel;
+    use crate::sync::plan::REMOVE_MOBILE_DEVICE;
+    // The default's switch names the devices that fall to the new default.
+    let level = change.default_level.or(match change.verdict {
+        Some(Verdict::Allow) => Some(AccessLevel::Allow),
+        Some(Verdict::Block) => Some(AccessLevel::Block),
+        _ => None,
+    });
+    match (change.cmdlet.as_str(), level) {
+        (REMOVE_MOBILE_DEVICE, _) => "Removed",
+        (_, Some(AccessLevel::Allow)) => "Allowed",
+        (_, Some(AccessLevel::Block)) => "Blocked",
+        // Off both lists: the organization default the connector manages.
+        _ => "Quarantined",
+    }
+}
+
+/// `GET /api/v1/plans/{id}`: what a held plan would do: each device's Exchange state now → the
+/// state after the plan, counted per transition, and the devices (the first 500).
+pub async fn plan(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run = RunId(plan_id(&id)?);
+    blocking(move || {
+        let record = match state.store.run(run)? {
+            Some(record) => record,
+            None => return Err(ApiError::NotFound(format!("no sync run {run}"))),
+        };
+        let changes = state.store.held_changes(run)?;
+        let mut transitions: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+        for change in &changes {
+            let from = change.state.map_or("Unknown", AccessState::as_str);
+            *transitions.entry((from, held_target(change))).or_default() += 1;
+        }
+        let transitions: Vec<Value> = transitions
+            .into_iter()
+            .map(|((from, to), count)| json!({ "from": from, "to": to, "count": count }))
+            .collect();
+        let devices: Vec<Value> = changes
+            .iter()
+            .take(PLAN_DEVICES_SHOWN)
+            .map(|c| {
+                let exchange = c.exchange.as_ref();
+                json!({
+                    "id": c.key.as_str(),
+                    "identity": exchange.map(|e| e.identity.clone()),
+                    "device_id": exchange.map(|e| e.device_id.clone()),
+                    "mailbox": exchange.and_then(|e| e.mailbox.clone()),
+                    "from": c.state.map(AccessState::as_str),
+                    "to": held_target(c),
+                    "verdict": c.verdict.map(Verdict::as_str),
+                    "reason": c.reason,
+                    "cmdlet": c.cmdlet,
+                })
+            })
+            .collect();
+        Ok(Json(json!({
+            "run": run_json(&record),
+            "devices_total": changes.len(),
+            "transitions": transitions,
+            "devices": devices,
+        })))
+    })
+    .await
 }

@@ -1,32 +1,51 @@
-//! `GET /metrics`: the event counters of [`crate::metrics::Metrics`] plus gauges read now from
-//! the store, the scheduler and the plugin registry.
+//! `GET /metrics`: the event figures of [`crate::metrics::Metrics`] plus gauges read now from
+//! the store, the scheduler and the plugin registry, in the format the scraper asked for
+//! (OpenMetrics for Prometheus, the Prometheus text format otherwise).
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::{Registry, Unit};
 
 use super::{AdminState, ApiError};
-use crate::metrics::{family_header, sample};
+use crate::metrics::{Format, ScrapeGauges, encode, set};
 
-/// The content type of the Prometheus text format.
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-pub async fn metrics(State(state): State<AdminState>) -> Result<impl IntoResponse, ApiError> {
-    let text = tokio::task::spawn_blocking(move || render(&state))
+pub async fn metrics(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::for_accept(accept);
+    let text = tokio::task::spawn_blocking(move || render(&state, format))
         .await
         .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))?;
-    Ok(([(header::CONTENT_TYPE, TEXT_FORMAT)], text))
+    Ok(([(header::CONTENT_TYPE, format.content_type())], text))
 }
 
-fn render(state: &AdminState) -> Result<String, ApiError> {
-    let mut out = state.metrics.render_counters();
-    let names: Vec<String> = state.scheduler.organizations().map(str::to_owned).collect();
-    let mut devices = Vec::new();
-    let mut last_success = Vec::new();
-    let mut held = Vec::new();
-    let mut running = Vec::new();
-    let mut outbox = Vec::new();
-    for name in &names {
+fn render(state: &AdminState, format: Format) -> Result<String, ApiError> {
+    let scrape = scrape_registry(state)?;
+    Ok(encode(format, &[state.metrics.registry(), &scrape]))
+}
+
+/// The gauges of state, read now: one registry per scrape, so that nothing stale (a plugin no
+/// longer in the directory) outlives the scrape that saw it.
+fn scrape_registry(state: &AdminState) -> Result<Registry, ApiError> {
+    let mut r = Registry::default();
+    organization_gauges(state, &mut r)?;
+    plugin_gauges(state, &mut r);
+    Ok(r)
+}
+
+/// The store's and the scheduler's view of each organization.
+fn organization_gauges(state: &AdminState, r: &mut Registry) -> Result<(), ApiError> {
+    let devices = ScrapeGauges::default();
+    let last_success = ScrapeGauges::default();
+    let held = ScrapeGauges::default();
+    let running = ScrapeGauges::default();
+    let outbox = ScrapeGauges::default();
+    for name in state.scheduler.organizations() {
         let id = state.store.organization(name, (state.now)())?;
         let c = state.store.verdict_counts(id)?;
         for (verdict, n) in [
@@ -36,135 +55,95 @@ fn render(state: &AdminState) -> Result<String, ApiError> {
             ("exempt", c.exempt),
             ("undecided", c.undecided),
         ] {
-            devices.push((name.as_str(), verdict, n as f64));
+            set(&devices, &[("org", name), ("verdict", verdict)], n as i64);
         }
         if let Some(at) = state.store.last_successful_sync(id)? {
-            last_success.push((name.as_str(), at as f64));
+            set(&last_success, &[("org", name)], at);
         }
-        held.push((name.as_str(), state.store.held_runs(id)?.len() as f64));
+        let waiting = state.store.held_runs(id)?.len();
+        set(&held, &[("org", name)], waiting as i64);
         let busy = state
             .scheduler
             .state(name)
             .is_some_and(|s| s.current.is_some());
-        running.push((name.as_str(), if busy { 1.0 } else { 0.0 }));
-        let notices = state.store.notice_counts(id)?;
-        outbox.push((name.as_str(), notices.pending as f64));
+        set(&running, &[("org", name)], i64::from(busy));
+        let pending = state.store.notice_counts(id)?.pending;
+        set(&outbox, &[("org", name)], pending as i64);
     }
-    family_header(
-        &mut out,
+    r.register(
         "easgate_devices",
-        "Devices by organization and current verdict.",
-        "gauge",
+        "Devices by organization and current verdict",
+        devices,
     );
-    for (org, verdict, n) in devices {
-        sample(
-            &mut out,
-            "easgate_devices",
-            &[("org", org), ("verdict", verdict)],
-            n,
-        );
-    }
-    family_header(
-        &mut out,
-        "easgate_last_successful_sync_timestamp_seconds",
-        "When the organization's last successful sync ended (Unix time).",
-        "gauge",
+    r.register_with_unit(
+        "easgate_last_successful_sync_timestamp",
+        "When the organization's last successful sync ended (Unix time)",
+        Unit::Seconds,
+        last_success,
     );
-    for (org, at) in last_success {
-        sample(
-            &mut out,
-            "easgate_last_successful_sync_timestamp_seconds",
-            &[("org", org)],
-            at,
-        );
-    }
-    family_header(
-        &mut out,
+    r.register(
         "easgate_held_plans",
-        "Plans waiting for an operator's approval.",
-        "gauge",
+        "Plans waiting for an operator's approval",
+        held,
     );
-    for (org, n) in held {
-        sample(&mut out, "easgate_held_plans", &[("org", org)], n);
-    }
-    family_header(
-        &mut out,
+    r.register(
         "easgate_sync_running",
-        "1 while a sync of the organization runs.",
-        "gauge",
+        "1 while a sync of the organization runs",
+        running,
     );
-    for (org, n) in running {
-        sample(&mut out, "easgate_sync_running", &[("org", org)], n);
-    }
-    family_header(
-        &mut out,
+    r.register(
         "easgate_notice_outbox_pending",
-        "Notices waiting in the outbox to be sent (new or to be retried).",
-        "gauge",
+        "Notices waiting in the outbox to be sent (new or to be retried)",
+        outbox,
     );
-    for (org, n) in outbox {
-        sample(
-            &mut out,
-            "easgate_notice_outbox_pending",
-            &[("org", org)],
-            n,
-        );
+    Ok(())
+}
+
+/// The plugin registry's reloads, rejections and active versions.
+fn plugin_gauges(state: &AdminState, r: &mut Registry) {
+    // Counted by the plugin registry; a fresh counter per scrape carries its total.
+    let reloads = Family::<Vec<(&'static str, String)>, Counter>::default();
+    let counts = state.registry.reload_counts();
+    let loaded = vec![("result", "loaded".to_owned())];
+    reloads.get_or_create(&loaded).inc_by(counts.loaded);
+    for (kind, n) in counts.rejected {
+        let rejected = vec![
+            ("result", "rejected".to_owned()),
+            ("kind", kind.as_str().to_owned()),
+        ];
+        reloads.get_or_create(&rejected).inc_by(n);
     }
-    family_header(
-        &mut out,
-        "easgate_plugin_reloads_total",
+    r.register(
+        "easgate_plugin_reloads",
         "Directory plugin versions loaded, or rejected by kind of error (the last good version \
-         kept serving).",
-        "counter",
+         kept serving)",
+        reloads,
     );
-    let reloads = state.registry.reload_counts();
-    sample(
-        &mut out,
-        "easgate_plugin_reloads_total",
-        &[("result", "loaded")],
-        reloads.loaded as f64,
-    );
-    for (kind, n) in reloads.rejected {
-        sample(
-            &mut out,
-            "easgate_plugin_reloads_total",
-            &[("result", "rejected"), ("kind", kind.as_str())],
-            n as f64,
-        );
-    }
-    family_header(
-        &mut out,
-        "easgate_plugin_rejections",
-        "Rejected versions remembered per directory plugin (the last 10).",
-        "gauge",
-    );
+    let rejections = ScrapeGauges::default();
     for plugin in state.registry.status() {
-        sample(
-            &mut out,
-            "easgate_plugin_rejections",
-            &[("plugin", &plugin.name)],
-            plugin.rejections.len() as f64,
-        );
+        let n = plugin.rejections.len() as i64;
+        set(&rejections, &[("plugin", &plugin.name)], n);
     }
-    family_header(
-        &mut out,
-        "easgate_plugin_active",
-        "The active plugin version of each world.",
-        "gauge",
+    r.register(
+        "easgate_plugin_rejections",
+        "Rejected versions remembered per directory plugin (the last 10)",
+        rejections,
     );
+    let active = ScrapeGauges::default();
     let access = state.registry.access_policy();
     let notice = state.registry.notice_template();
     for meta in [&access.meta, &notice.meta] {
-        sample(
-            &mut out,
-            "easgate_plugin_active",
-            &[
-                ("world", meta.world.as_str()),
-                ("name", &meta.name),
-                ("digest", &meta.digest.hex()),
-            ],
-            1.0,
-        );
+        let digest = meta.digest.hex();
+        let labels = [
+            ("world", meta.world.as_str()),
+            ("name", meta.name.as_str()),
+            ("digest", digest.as_str()),
+        ];
+        set(&active, &labels, 1);
     }
-    Ok(out)
+    r.register(
+        "easgate_plugin_active",
+        "The active plugin version of each world",
+        active,
+    );
 }

@@ -6,8 +6,9 @@
 //! stage, so a log or a CI job gets a handful of lines and no escape codes. The summary goes
 //! to stdout when the run ends.
 //!
-//! Exit codes: 0 every run succeeded; 2 some run was partial (plugin batches or commands
-//! failed) or failed; 3 some plan was held for approval (and nothing worse happened).
+//! Exit codes: 0 every run succeeded (a dry run included, even one whose plan a real run would
+//! hold); 2 some run was partial (plugin batches or commands failed) or failed; 3 some plan
+//! was held for approval (and nothing worse happened).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -124,14 +125,8 @@ fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
         summary.restriction_limit
     );
     println!("  policy digest {}", summary.plugin_digest);
-    for change in &summary.changes {
-        println!(
-            "  would change {} ({}): {} -> {}",
-            change.key,
-            change.mailbox,
-            change.from.as_str(),
-            change.verdict.as_str()
-        );
+    if let Some(dry_run) = &summary.dry_run {
+        print_dry_run(dry_run, summary);
     }
     let n = &summary.notices;
     if n.queued + n.deduplicated + n.sent + n.retrying + n.given_up + n.failed + n.pending > 0 {
@@ -147,6 +142,42 @@ fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
         println!("  ! {error}");
     }
     Ok(())
+}
+
+/// What a real run would change, in Exchange's words: its states before → after, and the
+/// partnerships as its `Identity` spells them.
+fn print_dry_run(dry_run: &crate::sync::dry_run::DryRun, summary: &Summary) {
+    println!(
+        "  would change the access of {} devices ({} more would only get a list entry that keeps their state)",
+        dry_run.changes.len(),
+        dry_run.entries_only
+    );
+    if let Some(switch) = dry_run.org_default {
+        println!(
+            "  would change the organization default: {} -> {}",
+            switch.from.as_str(),
+            switch.to.as_str()
+        );
+    }
+    if dry_run.would_hold {
+        println!(
+            "  a real run would be held for approval: it restricts {} devices, more than the limit of {}",
+            summary.restrictions, summary.restriction_limit
+        );
+    }
+    for change in &dry_run.changes {
+        println!(
+            "  would change {} ({}): {} -> {}, by the {}{}",
+            change.identity,
+            change.mailbox.as_deref().unwrap_or("no mailbox"),
+            change.from.as_str(),
+            change.to.as_str(),
+            change.by.as_str(),
+            change
+                .verdict
+                .map_or(String::new(), |v| format!(" (verdict {})", v.as_str())),
+        );
+    }
 }
 
 /// A stage's last report, and when it started.

@@ -172,8 +172,8 @@ impl ExchangeClient {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Counts this client's throttling answers and CAS failovers in `metrics` under `org`
-    /// from now on; a second call changes nothing.
+    /// Counts this client's requests, throttling answers and CAS failovers in `metrics` under
+    /// `org`, and whether Exchange answers, from now on; a second call changes nothing.
     pub fn observe(&self, metrics: Arc<crate::metrics::Metrics>, org: &str) {
         let _ = self.inner.observer.set((metrics, org.to_owned()));
     }
@@ -461,6 +461,7 @@ impl ExchangeClient {
                     }
                 }
             };
+            self.count_request(&attempt);
             let sent = Sent { cas, base, started };
             let answered = self.answered(call, attempt, sent, permit, &credential, &mut tries);
             if let Some(answer) = answered.await? {
@@ -617,7 +618,26 @@ impl ExchangeClient {
         }
     }
 
+    /// Counts an attempt's answer by what it came to (`easgate_requests_total`).
+    fn count_request(&self, attempt: &Attempt) {
+        use crate::metrics::RequestStatus;
+        if let Some((metrics, org)) = self.inner.observer.get() {
+            let status = match attempt {
+                Attempt::Page { .. } => RequestStatus::Ok,
+                Attempt::Error(_) => RequestStatus::Refused,
+                Attempt::Unauthorized(_) => RequestStatus::Unauthorized,
+                Attempt::Throttled { .. } => RequestStatus::Throttled,
+                Attempt::CasFailed { .. } => RequestStatus::Failed,
+            };
+            metrics.request(org, "exchange", status);
+        }
+    }
+
+    /// The error of giving up for want of an answer; Exchange counts as unreachable.
     fn unavailable(&self, cmdlet: &str, since: Instant, last: String) -> ExchangeError {
+        if let Some((metrics, org)) = self.inner.observer.get() {
+            metrics.exchange_unreachable(org);
+        }
         ExchangeError::Unavailable {
             cmdlet: cmdlet.into(),
             tried: self.inner.pool.urls(),

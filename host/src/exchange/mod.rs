@@ -119,11 +119,15 @@ pub struct CmdletFailure {
     pub status: u16,
     /// `error.code`, e.g. `NotFound`.
     pub code: String,
-    /// The .NET exception type from `details[0]`, e.g. `…ManagementObjectNotFoundException`
-    /// (empty when Exchange sent none).
+    /// The .NET exception type, e.g. `…ManagementObjectNotFoundException` (empty when Exchange
+    /// sent none): over REST the middle part of `details[0].message`
+    /// (`Ex6F9304|<exception>|<text>`), over remote PowerShell the ErrorRecord's.
     pub exception: String,
-    /// The PowerShell error category, e.g. `InvalidArgument`.
+    /// The PowerShell error category, e.g. `InvalidArgument`: remote PowerShell only (empty
+    /// over REST, whose error body carries none).
     pub category: String,
+    /// What Exchange says went wrong: over REST the text of `details[0].message` (a failed
+    /// cmdlet's `error.message` is only "Error executing cmdlet"), else `error.message`.
     pub message: String,
 }
 

@@ -5,7 +5,13 @@
 //! - 429, a 503 with `Retry-After`, or "maximum number of concurrent requests" → throttled;
 //! - refused or dropped connection, timeout, other 5xx → that CAS failed;
 //! - 401 → unauthorized (a client-credentials token is renewed once, see [`RestWire::renew`]);
-//! - any other error → [`ExchangeError::Cmdlet`] with Exchange's exception and category.
+//! - any other error → [`ExchangeError::Cmdlet`] with Exchange's exception and its text, read
+//!   from `details[].message` = `"Ex6F9304|Microsoft.Exchange.…Exception|text"` (error site id,
+//!   exception, text: see [`Detail`]), since `error.message` of a failed cmdlet only says
+//!   "Error executing cmdlet".
+//!
+//! Each request carries the headers the ExchangeOnlineManagement module sends (see
+//! [`RestWire::attempt`]).
 //!
 //! The typed [`Parameters`] become `CmdletInput.Parameters` here and only here: a hashtable
 //! edit is sent as an `#Exchange.GenericHashTable`, a switch as `true`.
@@ -127,6 +133,8 @@ pub(super) struct RestCredential {
 pub(super) struct RestWire {
     http: reqwest::Client,
     tenant: String,
+    /// `X-AnchorMailbox`, `APP:<system mailbox>@<tenant>`.
+    anchor: String,
     auth: Auth,
     page_size: usize,
 }
@@ -152,6 +160,54 @@ struct ErrorLine {
     #[serde(default)]
     message: String,
 }
+
+/// One `details[].message` of Exchange's error body, `"<error id>|<exception>|<text>"`: the id
+/// of the error site (`Ex6F9304`, empty in some answers), the .NET exception type, and the
+/// text (which may itself hold `|`). Anything else is all text.
+#[derive(Debug, PartialEq, Eq)]
+struct Detail<'a> {
+    exception: &'a str,
+    text: &'a str,
+}
+
+impl<'a> Detail<'a> {
+    fn parse(message: &'a str) -> Self {
+        let mut parts = message.splitn(3, '|');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(_id), Some(exception), Some(text)) if looks_like_type(exception) => Detail {
+                exception: exception.trim(),
+                text: text.trim(),
+            },
+            _ => Detail {
+                exception: "",
+                text: message.trim(),
+            },
+        }
+    }
+}
+
+/// A .NET type name: dotted identifiers, no spaces (so that prose with two `|` is not
+/// mistaken for one).
+fn looks_like_type(s: &str) -> bool {
+    let s = s.trim();
+    s.contains('.')
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '`')
+        })
+}
+
+/// `X-AnchorMailbox` of an application acting for itself: the organization's system mailbox,
+/// whose name is the same in every Exchange organization. The module routes app-only sessions
+/// by it (`UPN:<user>` is for a signed-in user, which the connector never is).
+const APP_ANCHOR_MAILBOX: &str = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}";
+
+/// `X-ClientApplication`: the connector names itself rather than pose as the module
+/// (`ExoManagementModule`): the value is the service's telemetry and the tenant's audit of who
+/// called, and third-party clients naming themselves are served alike.
+const CLIENT_APPLICATION: &str = concat!("easgate/", env!("CARGO_PKG_VERSION"));
 
 /// Just the next link of a page, read before its objects are decoded.
 #[derive(Deserialize)]
@@ -218,6 +274,7 @@ impl RestWire {
         Ok(RestWire {
             http: client,
             tenant: x.tenant_id.clone(),
+            anchor: format!("APP:{APP_ANCHOR_MAILBOX}@{}", x.tenant_id),
             auth,
             page_size,
         })
@@ -277,7 +334,11 @@ impl RestWire {
         }
     }
 
-    /// One HTTP request of `body` to `path` on the CAS `base`, classified.
+    /// One HTTP request of `body` to `path` on the CAS `base`, classified. Sent with the
+    /// module's headers: `X-CmdletName` (the cmdlet of the body, readable without parsing
+    /// it), `X-AnchorMailbox` (which mailbox server runs the session), `X-ResponseFormat: json`
+    /// (the answer's format: the module asks `clixml` for its own deserializer, any other
+    /// client JSON) and `X-ClientApplication` ([`CLIENT_APPLICATION`]).
     pub(super) async fn attempt(
         &self,
         credential: &RestCredential,
@@ -295,6 +356,10 @@ impl RestWire {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "application/json")
             .header("Prefer", format!("odata.maxpagesize={}", self.page_size))
+            .header("X-CmdletName", cmdlet)
+            .header("X-AnchorMailbox", &self.anchor)
+            .header("X-ResponseFormat", "json")
+            .header("X-ClientApplication", CLIENT_APPLICATION)
             .body(body.to_vec())
             .send()
             .await;
@@ -333,10 +398,26 @@ impl RestWire {
             return Attempt::Page { objects, next };
         }
         let error = net::decode::<ErrorBody>(&bytes).ok().map(|b| b.error);
-        let message = error.as_ref().map_or(String::new(), |e| e.message.clone());
+        let (exception, text) = error
+            .as_ref()
+            .and_then(|e| e.details.first())
+            .map(|d| Detail::parse(&d.message))
+            .map_or((String::new(), String::new()), |d| {
+                (d.exception.to_owned(), d.text.to_owned())
+            });
+        // What Exchange says happened: the detail's text where there is one (a failed cmdlet's
+        // `error.message` is only "Error executing cmdlet"), else the error's message.
+        let message = match &error {
+            _ if !text.is_empty() => text,
+            Some(e) => e.message.clone(),
+            None => String::new(),
+        };
         let retry_after = net::retry_after(&headers);
         if status.as_u16() == 429
             || message.contains(CONCURRENCY_TEXT)
+            || error
+                .as_ref()
+                .is_some_and(|e| e.message.contains(CONCURRENCY_TEXT))
             || (status.as_u16() == 503 && retry_after.is_some())
         {
             return Attempt::Throttled {
@@ -372,25 +453,14 @@ impl RestWire {
                 ),
             }));
         };
-        // `details[0].message` is "Exception|Category|Message".
-        let detail = error
-            .details
-            .first()
-            .map(|d| d.message.as_str())
-            .unwrap_or("");
-        let mut parts = detail.splitn(3, '|');
-        let (exception, category) = match (parts.next(), parts.next()) {
-            (Some(e), Some(c)) => (e.to_owned(), c.to_owned()),
-            _ => (String::new(), String::new()),
-        };
         let e = ExchangeError::Cmdlet(Box::new(CmdletFailure {
             cmdlet: cmdlet.into(),
             cas: base.to_owned(),
             status: status.as_u16(),
             code: error.code,
             exception,
-            category,
-            message: net::first_line(&error.message),
+            category: String::new(),
+            message: net::first_line(&message),
         }));
         if status.as_u16() == 401 {
             Attempt::Unauthorized(e)
@@ -508,6 +578,48 @@ mod tests {
             ),
         ] {
             assert_eq!(refused_page_link(&error).is_some(), refused, "{error}");
+        }
+    }
+
+    #[test]
+    fn the_exception_is_the_middle_of_exchange_onlines_detail() {
+        // As Exchange Online answers a missing object (quoted in public bug reports).
+        let real = r#"{"error":{"code":"NotFound","message":"Error executing cmdlet","details":[{"code":"Context","target":"","message":"Ex6F9304|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|The operation couldn't be performed because object 'd2fed596-8883-4d3c-8df6-9a283286c4e4' couldn't be found on 'DB6PR06A001DC06.EURPR06A001.prod.outlook.com'."}],"innererror":{"message":"Error executing cmdlet","type":"Microsoft.Exchange.Admin.OData.Core.ODataServiceException","stacktrace":"   at Microsoft.Exchange.AdminApi.CommandInvocation.CommandInvocation.InvokeCommand(QueryContext queryContext, CmdletInvokeInputType cmdletInvokeInputType)"}}}"#;
+        let body: ErrorBody = serde_json::from_str(real).unwrap();
+        assert_eq!(body.error.message, "Error executing cmdlet");
+        let d = Detail::parse(&body.error.details[0].message);
+        assert_eq!(
+            d.exception,
+            "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException"
+        );
+        assert!(
+            d.text
+                .starts_with("The operation couldn't be performed because object 'd2fed596")
+        );
+
+        for (message, exception, text) in [
+            // An answer with no error id.
+            (
+                "|Microsoft.Exchange.Data.Storage.Management.MigrationTransientException|Try again.",
+                "Microsoft.Exchange.Data.Storage.Management.MigrationTransientException",
+                "Try again.",
+            ),
+            // The text may hold `|` itself.
+            (
+                "Ex1A2B3C|System.InvalidOperationException|The value \"a|b\" is already present in the collection.",
+                "System.InvalidOperationException",
+                "The value \"a|b\" is already present in the collection.",
+            ),
+            // No parts: all text.
+            ("Something went wrong.", "", "Something went wrong."),
+            // Prose between bars is not an exception type.
+            ("a | b c | d", "", "a | b c | d"),
+        ] {
+            assert_eq!(
+                Detail::parse(message),
+                Detail { exception, text },
+                "{message}"
+            );
         }
     }
 

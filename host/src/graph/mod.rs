@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::Organization;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestStatus};
 use crate::net::record::Checked;
 use crate::net::token::{TokenCache, TokenError};
 use crate::net::{self, BadField, HttpSettings, SetupError};
@@ -176,10 +176,17 @@ impl GraphClient {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Counts this client's throttling answers in `metrics` under `org` from now on; a second
-    /// call changes nothing.
+    /// Counts this client's requests and throttling answers in `metrics` under `org` from now
+    /// on; a second call changes nothing.
     pub fn observe(&self, metrics: Arc<Metrics>, org: &str) {
         let _ = self.observer.set((metrics, org.to_owned()));
+    }
+
+    /// Counts an attempt by what it came to (`easgate_requests_total`).
+    fn count_request(&self, status: RequestStatus) {
+        if let Some((metrics, org)) = self.observer.get() {
+            metrics.request(org, "graph", status);
+        }
     }
 
     /// Every managed device, with only the fields the connector reads.
@@ -316,6 +323,7 @@ impl GraphClient {
             let (status, headers, body) = match self.send(url, &token).await {
                 Exchanged::Answered(status, headers, body) => (status, headers, body),
                 Exchanged::NotSent(reason) => {
+                    self.count_request(RequestStatus::Failed);
                     if attempt >= ATTEMPTS {
                         return Err(GraphError::Unavailable {
                             endpoint,
@@ -328,10 +336,12 @@ impl GraphClient {
                     continue;
                 }
                 Exchanged::BrokeOff(reason) if attempt < ATTEMPTS => {
+                    self.count_request(RequestStatus::Failed);
                     tracing::debug!(%endpoint, "Graph answer broke off, retrying: {reason}");
                     continue;
                 }
                 Exchanged::BrokeOff(reason) => {
+                    self.count_request(RequestStatus::Failed);
                     return Err(GraphError::Unavailable {
                         endpoint,
                         attempts: attempt,
@@ -339,6 +349,13 @@ impl GraphClient {
                     });
                 }
             };
+            self.count_request(match status.as_u16() {
+                200..=299 => RequestStatus::Ok,
+                401 => RequestStatus::Unauthorized,
+                429 | 503 | 504 => RequestStatus::Throttled,
+                500..=599 => RequestStatus::Failed,
+                _ => RequestStatus::Refused,
+            });
             if status.is_success() {
                 return page(endpoint, &headers, &body[..]);
             }

@@ -242,7 +242,8 @@ impl Store {
         )
     }
 
-    /// Marks sent commands as confirmed by Exchange.
+    /// Marks sent commands as confirmed by Exchange, and their devices as in the state they
+    /// enforce (see [`super::enforced_state`]).
     pub fn mark_done(&self, ids: &[CommandId], now: i64) -> Result<(), StoreError> {
         self.transition(ids, JournalState::Done, &[JournalState::Sent], None, now)
     }
@@ -305,6 +306,9 @@ impl Store {
                     });
                 }
             }
+        }
+        if to == JournalState::Done {
+            super::enforced_state::record(&tx, self, ids)?;
         }
         tx.commit().map_err(self.sql(doing))
     }

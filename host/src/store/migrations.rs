@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V3),
     Migration::Rewrite(v4_typed_commands),
     Migration::Sql(V5),
+    Migration::Sql(V6),
 ];
 
 /// The schema version this build writes.
@@ -340,6 +341,22 @@ CREATE TABLE held_notices (
     resend_interval_secs INTEGER NOT NULL,
     PRIMARY KEY (sync_id, id)
 ) STRICT;
+"#;
+
+/// The status page's trend of devices per verdict: the organization's counts as each run that
+/// could change a verdict ended (runs only count the devices they decided, a quick sync few).
+const V6: &str = r#"
+CREATE TABLE verdict_trend (
+    sync_id     INTEGER PRIMARY KEY REFERENCES sync_runs(id),
+    org_id      INTEGER NOT NULL REFERENCES organizations(id),
+    at          INTEGER NOT NULL,
+    allowed     INTEGER NOT NULL,
+    blocked     INTEGER NOT NULL,
+    quarantined INTEGER NOT NULL,
+    exempt      INTEGER NOT NULL,
+    undecided   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX verdict_trend_by_org ON verdict_trend(org_id, sync_id);
 "#;
 
 #[cfg(test)]

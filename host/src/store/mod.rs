@@ -22,6 +22,7 @@
 mod counts;
 mod devices;
 mod directory;
+mod enforced_state;
 mod error;
 mod held;
 mod journal;
@@ -29,6 +30,8 @@ mod lock;
 pub mod migrations;
 mod outbox;
 mod runs;
+mod trend;
+mod views;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -48,6 +51,8 @@ pub use outbox::{
     NoticeAttempt, NoticeBatch, NoticeCounts, NoticeRequest, NoticeStatus, OutboxNotice, Recorded,
 };
 pub use runs::{RunEnd, RunOutcome, RunRecord, VerdictCounts};
+pub use trend::TrendPoint;
+pub use views::HeldChange;
 
 /// The file name of the store inside the data directory.
 pub const DATABASE_FILE: &str = "easgate.db";

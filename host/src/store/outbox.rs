@@ -138,7 +138,8 @@ pub struct NoticeCounts {
     pub given_up: u64,
 }
 
-const NOTICE_COLUMNS: &str = "id, org_id, sync_id, device_key, device_id, state, reason, recipient,
+pub(super) const NOTICE_COLUMNS: &str =
+    "id, org_id, sync_id, device_key, device_id, state, reason, recipient,
     user_principal_name, exchange, intune, status, attempts, next_attempt_at, last_error,
     template_digest, response, created_at, sent_at";
 
@@ -329,7 +330,7 @@ impl Store {
             .next())
     }
 
-    fn query_notices(
+    pub(super) fn query_notices(
         &self,
         sql: &str,
         params: impl rusqlite::Params,

@@ -273,6 +273,7 @@ impl Store {
         if changed == 0 {
             return Err(StoreError::UnknownRun(run));
         }
+        super::trend::record(&tx, self, run, end.ended_at)?;
         if end.outcome == RunOutcome::Succeeded {
             tx.execute(
                 "UPDATE organizations SET last_success_sync_at = ?2, sync_cursor = r.started_at

@@ -13,6 +13,7 @@
 //!   (full, or the changes since the quick-sync cursor).
 //! * [`decide`](mod@decide): the pinned policy version, batch by batch; a failed batch decides nothing.
 //! * [`save`]: the inventory into the store, page by page while the listing goes on.
+//! * [`dry_run`]: what a dry run reports: every device whose access a real run would change.
 //! * [`apply`](mod@apply): journaled commands through the Exchange client's parallel pool.
 //! * [`notices`]: which devices get a notice, and the delivery of the outbox's due notices.
 //! * [`progress`]: how far a running stage got, counted where items complete.
@@ -28,6 +29,7 @@
 pub mod apply;
 pub mod decide;
 pub mod discover;
+pub mod dry_run;
 pub mod matching;
 pub mod notices;
 pub mod plan;

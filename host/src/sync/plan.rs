@@ -35,20 +35,10 @@ use crate::model::inventory::{
 };
 use crate::model::settings::{RestrictionLimit, SyncSettings};
 
-/// The cmdlet that edits a mailbox's device lists.
-pub const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
-/// The cmdlet that removes an EAS partnership.
-pub const REMOVE_MOBILE_DEVICE: &str = "Remove-MobileDevice";
-/// The cmdlet that sets the organization default access level.
-pub const SET_ORG_SETTINGS: &str = "Set-ActiveSyncOrganizationSettings";
-/// The cmdlet that creates a device access rule.
-pub const NEW_ACCESS_RULE: &str = "New-ActiveSyncDeviceAccessRule";
-/// The cmdlet that removes a device access rule.
-pub const REMOVE_ACCESS_RULE: &str = "Remove-ActiveSyncDeviceAccessRule";
-/// The parameter holding the allow list.
-pub const ALLOWED_IDS: &str = "ActiveSyncAllowedDeviceIDs";
-/// The parameter holding the block list.
-pub const BLOCKED_IDS: &str = "ActiveSyncBlockedDeviceIDs";
+pub use crate::model::command::{
+    ALLOWED_IDS, BLOCKED_IDS, NEW_ACCESS_RULE, REMOVE_ACCESS_RULE, REMOVE_MOBILE_DEVICE,
+    SET_CAS_MAILBOX, SET_ORG_SETTINGS,
+};
 
 /// One cmdlet call: what the journal stores and the Exchange client runs as it is.
 ///

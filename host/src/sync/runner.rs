@@ -35,9 +35,10 @@ use super::apply::{Applied, ToRecord, apply, apply_received, record_in_chunks, r
 use super::blocking;
 use super::decide::{DEFAULT_BATCH_SIZE, Decider};
 use super::discover::{self, Discovered, Started};
+use super::dry_run::DryRun;
 use super::matching::{Matched, MatchedDevice, Matcher};
 use super::notices::{NoticeReport, NoticeStage, TemplateSource, deliver};
-use super::plan::{Decided, DeviceChange, Plan, PlanStep, PlannedCommand, plan_steps};
+use super::plan::{Decided, Plan, PlanStep, PlannedCommand, plan_steps};
 use super::progress;
 use super::save::InventorySaver;
 use crate::model::SyncKind;
@@ -93,8 +94,8 @@ pub struct Summary {
     pub errors: Vec<String>,
     /// The kind of each failed policy batch, for `/metrics`.
     pub plugin_errors: Vec<crate::plugin::PluginErrorKind>,
-    /// The devices that change (dry run only; empty otherwise).
-    pub changes: Vec<DeviceChange>,
+    /// What a real run would change (dry run only).
+    pub dry_run: Option<super::dry_run::DryRun>,
     /// What the notify stage did (all zero when notices are off).
     pub notices: NoticeReport,
 }
@@ -120,7 +121,7 @@ impl Summary {
             duration_ms: 0,
             errors: Vec::new(),
             plugin_errors: Vec::new(),
-            changes: Vec::new(),
+            dry_run: None,
             notices: NoticeReport::default(),
         }
     }
@@ -269,8 +270,8 @@ impl OrgSync {
         };
         let decided = Box::pin(self.decide(&mut run, intake, report)).await;
         let planned = self.plan(&mut run, decided)?;
-        if run.dry_run {
-            return Box::pin(self.rehearse(run, planned.plan)).await;
+        if let Some(report) = planned.dry_run {
+            return Box::pin(self.rehearse(run, report)).await;
         }
         let ready = Box::pin(self.settle(&mut run, planned)).await?;
         if ready.held {
@@ -520,11 +521,16 @@ impl OrgSync {
         summary.commands_planned = plan.commands.len() as u64;
         summary.restrictions = plan.restrictions as u64;
         summary.restriction_limit = plan.limit as u64;
+        // A dry run's report needs the devices and the verdicts, which go when this returns.
+        let dry_run = run.dry_run.then(|| {
+            super::dry_run::report(&plan, &inventory.devices, &verdicts.decided, org_default)
+        });
         Ok(Planned {
             plan,
             records: verdicts.records,
             notices: verdicts.notices,
             saved,
+            dry_run,
         })
     }
 
@@ -590,27 +596,16 @@ impl OrgSync {
         verdicts
     }
 
-    /// A dry run ends on its plan. It records its counts only, and is never a held plan an
-    /// operator could approve: the store says succeeded, the summary says what a real run
-    /// would do (the devices that change, and whether it would be held).
-    async fn rehearse(&self, run: Run<'_>, plan: Plan<PlanStep>) -> Result<Summary, SyncError> {
+    /// A dry run ends on its plan: it records its counts only, and its report says what a real
+    /// run would do.
+    async fn rehearse(&self, run: Run<'_>, report: DryRun) -> Result<Summary, SyncError> {
         let Run {
             mut summary,
             started,
             ..
         } = run;
-        summary.changes = plan.changes;
-        if plan.held {
-            summary.errors.push(format!(
-                "a real run would be held: the plan restricts {} devices, more than the limit of {}",
-                plan.restrictions, plan.limit
-            ));
-        }
-        let mut summary = self.finish(summary, RunOutcome::Succeeded, started).await?;
-        if plan.held {
-            summary.outcome = RunOutcome::Held;
-        }
-        Ok(summary)
+        (summary.devices_changed, summary.dry_run) = (report.devices(), Some(report));
+        self.finish(summary, RunOutcome::Succeeded, started).await
     }
 
     /// Waits for the inventory's save, which recording waits for, and keeps of the plan only
@@ -621,6 +616,7 @@ impl OrgSync {
             records,
             notices,
             saved,
+            ..
         } = planned;
         if let Some(saved) = saved {
             saved.await.expect("the save task does not panic")?;
@@ -1016,6 +1012,8 @@ struct Planned {
     records: Vec<DecisionRecord>,
     notices: Vec<NoticeRequest>,
     saved: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+    /// A dry run's report of what a real run would do; `None` in a real run.
+    dry_run: Option<DryRun>,
 }
 
 /// What is left to write once the inventory is saved and let go: the plan's commands and its

@@ -1,7 +1,21 @@
-//! Exchange-style errors of the admin API: an HTTP status and
-//! `{"error":{"code":…,"message":…,"details":[{"message":"Type|Category|Message"}]}}`, where `Type`
-//! is the .NET exception Exchange throws and `Category` the PowerShell error category — what a
-//! client classifies on (not found, bad parameter, throttled) without parsing prose.
+//! Exchange-style errors of the admin API, shaped as Exchange Online answers a cmdlet that failed:
+//!
+//! ```text
+//! {"error":{"code":"NotFound","message":"Error executing cmdlet",
+//!   "details":[{"code":"Context","target":"","message":"Ex6F9304|Microsoft.Exchange.…Exception|text"}],
+//!   "innererror":{"message":"Error executing cmdlet","type":"Microsoft.Exchange.Admin.OData.Core.ODataServiceException","stacktrace":"…"}}}
+//! ```
+//!
+//! (as real answers quoted in public bug reports show it). A client classifies on the middle part
+//! of `details[].message`, the .NET exception Exchange threw, and reads the text from its last
+//! part: `error.message` says only that a cmdlet failed. The first part is Exchange's id of the
+//! error site (`Ex` and six hex digits); the lab derives it from the exception type, and uses the
+//! `Ex6F9304` real answers carry for not found. The PowerShell error category is not in the REST
+//! body (the remote PowerShell face still writes it into its ErrorRecords).
+//!
+//! Refusals before any cmdlet runs (token, throttling, a failing CAS, a malformed request or skip
+//! token) carry their own text in `error.message` and an empty id: no public example of those
+//! was found, so they keep the rest of the shape, the lab's best guess.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +31,16 @@ pub(crate) struct CmdletError {
     pub message: String,
     /// Seconds for `Retry-After`, on throttling.
     pub retry_after: Option<u64>,
+    /// Whether the cmdlet ran and failed ("Error executing cmdlet"), rather than the request
+    /// being refused before it.
+    pub executed: bool,
 }
+
+/// The generic `error.message` (and `innererror.message`) of a cmdlet that ran and failed.
+const EXECUTING: &str = "Error executing cmdlet";
+
+/// The admin API's own exception, in `innererror.type` and in refusals of a request.
+const ODATA: &str = "Microsoft.Exchange.Admin.OData.Core.ODataServiceException";
 
 const BINDING: &str = "System.Management.Automation.ParameterBindingException";
 
@@ -36,7 +59,34 @@ impl CmdletError {
             category,
             message,
             retry_after: None,
+            executed: true,
         }
+    }
+
+    /// A refusal of the request itself, before any cmdlet ran.
+    fn refusal(self) -> Self {
+        Self {
+            executed: false,
+            ..self
+        }
+    }
+
+    /// Exchange's id of the error site, the first part of `details[].message`.
+    fn error_id(&self) -> String {
+        if !self.executed {
+            return String::new();
+        }
+        if self
+            .exception
+            .ends_with(".ManagementObjectNotFoundException")
+        {
+            // The id real not-found answers carry.
+            return "Ex6F9304".to_owned();
+        }
+        let hash = self.exception.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        format!("Ex{:06X}", hash >> 8)
     }
 
     pub fn not_found(identity: &str, server: &str) -> Self {
@@ -142,10 +192,11 @@ impl CmdletError {
         Self::new(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+            ODATA,
             "InvalidArgument",
             message,
         )
+        .refusal()
     }
 
     /// A followed next link whose skip token has expired. Microsoft does not document what the
@@ -156,10 +207,11 @@ impl CmdletError {
         Self::new(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+            ODATA,
             "InvalidArgument",
             "The skip token has expired. Run the command again without a skip token.".to_owned(),
         )
+        .refusal()
     }
 
     pub fn unauthorized(message: &str) -> Self {
@@ -170,6 +222,7 @@ impl CmdletError {
             "PermissionDenied",
             message.to_owned(),
         )
+        .refusal()
     }
 
     /// Exchange's concurrency throttling: too many requests of this tenant in flight.
@@ -185,6 +238,7 @@ impl CmdletError {
                     "Fail to create a runspace because you have exceeded the maximum number of concurrent requests allowed ({limit}). Please wait and try again."
                 ),
             )
+            .refusal()
         }
     }
 
@@ -199,18 +253,29 @@ impl CmdletError {
                 "The server '{server}' is unable to service the request right now. Try again later."
             ),
         )
+        .refusal()
     }
 
     fn body(&self) -> serde_json::Value {
+        let message = if self.executed {
+            EXECUTING
+        } else {
+            self.message.as_str()
+        };
         json!({
             "error": {
                 "code": self.code,
-                "message": self.message,
+                "message": message,
                 "details": [{
                     "code": "Context",
                     "target": "",
-                    "message": format!("{}|{}|{}", self.exception, self.category, self.message),
+                    "message": format!("{}|{}|{}", self.error_id(), self.exception, self.message),
                 }],
+                "innererror": {
+                    "message": message,
+                    "type": ODATA,
+                    "stacktrace": "   at Microsoft.Exchange.AdminApi.CommandInvocation.CommandInvocation.InvokeCommand(QueryContext queryContext, CmdletInvokeInputType cmdletInvokeInputType)",
+                },
             }
         })
     }
@@ -231,5 +296,51 @@ impl IntoResponse for CmdletError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_cmdlet_answers_as_exchange_online_does() {
+        let body = CmdletError::not_found("nobody", "CAS01.contoso.com").body();
+        let e = &body["error"];
+        assert_eq!(e["code"], "NotFound");
+        assert_eq!(e["message"], EXECUTING);
+        assert_eq!(e["innererror"]["type"], ODATA);
+        assert_eq!(e["details"][0]["code"], "Context");
+        assert_eq!(
+            e["details"][0]["message"],
+            "Ex6F9304|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|The operation couldn't be performed because object 'nobody' couldn't be found on 'CAS01.contoso.com'."
+        );
+        let other = CmdletError::already_present("ID1").error_id();
+        assert!(
+            other.len() == 8
+                && other.starts_with("Ex")
+                && other[2..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn a_refused_request_says_why_in_its_message() {
+        let body = CmdletError::too_many_concurrent(3, 2).body();
+        let e = &body["error"];
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("maximum number of concurrent requests"),
+            "{e}"
+        );
+        assert!(
+            e["details"][0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("|Microsoft.Exchange.Configuration.Core.ThrottlingException|"),
+            "{e}"
+        );
     }
 }

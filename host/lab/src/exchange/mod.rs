@@ -192,6 +192,9 @@ async fn invoke(
             )));
         }
     };
+    if let Err(e) = client_headers(shared, &headers, &input) {
+        return rejected(e);
+    }
 
     let Some(_slot) = shared.gate.try_enter() else {
         shared.counters.exchange_throttled();
@@ -268,6 +271,47 @@ async fn invoke(
         );
     }
     response
+}
+
+/// The headers the ExchangeOnlineManagement module sends beside the body.
+const CLIENT_HEADERS: [&str; 4] = [
+    "X-AnchorMailbox",
+    "X-CmdletName",
+    "X-ResponseFormat",
+    "X-ClientApplication",
+];
+
+/// Records the module's client headers and checks them: an `X-CmdletName` that names another
+/// cmdlet than the body is refused (a client bug whatever the real service makes of it: the
+/// header is read without the body, so the two must agree), and the lab answers only
+/// `X-ResponseFormat: json` (the module's other format, `clixml`, is for its own
+/// deserializer). Absent headers are accepted, as clients that send none are served by the
+/// real service.
+fn client_headers(
+    shared: &Shared,
+    headers: &HeaderMap,
+    input: &CmdletInput,
+) -> Result<(), CmdletError> {
+    let sent = CLIENT_HEADERS.map(|name| (name, headers.get(name).and_then(|v| v.to_str().ok())));
+    shared.counters.client_headers(sent);
+    if let Some(named) = headers.get("X-CmdletName") {
+        let named = named.to_str().unwrap_or_default();
+        if !named.eq_ignore_ascii_case(&input.cmdlet_name) {
+            return Err(CmdletError::malformed(format!(
+                "The X-CmdletName header '{named}' does not match the CmdletName '{}' of the request body.",
+                input.cmdlet_name
+            )));
+        }
+    }
+    if let Some(format) = headers.get("X-ResponseFormat") {
+        let format = format.to_str().unwrap_or_default();
+        if !format.eq_ignore_ascii_case("json") {
+            return Err(CmdletError::malformed(format!(
+                "The lab answers X-ResponseFormat 'json' only, not '{format}'."
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Identifies a listing for its page tokens: the cmdlet and its parameters as sent.

@@ -3,7 +3,8 @@
 //! - `GET /v1.0/deviceManagement/managedDevices[?$select&$filter&$top]` and `…/{id}`,
 //! - `GET /v1.0/groups/{id}/transitiveMembers`,
 //! - `GET /v1.0/users/{id|upn}` and `…/transitiveMemberOf`,
-//! - `POST /{tenant}/oauth2/v2.0/token` (see `login`).
+//! - `POST /{tenant}/oauth2/v2.0/token`, `GET /{tenant}/v2.0/.well-known/openid-configuration`,
+//!   `GET /{tenant}/discovery/v2.0/keys` and `GET /common/discovery/instance` (see `login`).
 //!
 //! Every Graph request passes the token bucket of `throttle` (429 + `Retry-After` when empty) and
 //! needs a bearer token of audience Graph. Lists page with an opaque `$skiptoken` in
@@ -110,6 +111,12 @@ impl IntoResponse for GraphError {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(login::token))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(login::openid_configuration),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(login::keys))
+        .route("/common/discovery/instance", get(login::instance_discovery))
         .route(
             "/v1.0/deviceManagement/managedDevices",
             get(managed_devices),

@@ -470,19 +470,19 @@ async fn errors_have_exchanges_shape() {
             "Get-Mailboxx",
             json!({}),
             400,
-            "System.Management.Automation.CommandNotFoundException|ObjectNotFound|",
+            "System.Management.Automation.CommandNotFoundException|The term 'Get-Mailboxx' is not recognized",
         ),
         (
             "Get-MobileDevice",
             json!({"Bogus": 1}),
             400,
-            "System.Management.Automation.ParameterBindingException|InvalidArgument|A parameter cannot be found that matches parameter name 'Bogus'.",
+            "System.Management.Automation.ParameterBindingException|A parameter cannot be found that matches parameter name 'Bogus'.",
         ),
         (
             "Get-MobileDevice",
             json!({"Filter": "Nonsense -eq 1"}),
             400,
-            "ParameterBindingException|InvalidArgument|Cannot bind parameter 'Filter'",
+            "ParameterBindingException|Cannot bind parameter 'Filter'",
         ),
         (
             "Get-MobileDevice",
@@ -500,7 +500,7 @@ async fn errors_have_exchanges_shape() {
             "Get-CASMailbox",
             json!({"Identity": "nobody@contoso.com"}),
             404,
-            "ManagementObjectNotFoundException|NotSpecified|The operation couldn't be performed because object 'nobody@contoso.com' couldn't be found on 'CAS01.contoso.com'.",
+            "ManagementObjectNotFoundException|The operation couldn't be performed because object 'nobody@contoso.com' couldn't be found on 'CAS01.contoso.com'.",
         ),
     ];
     for (cmdlet, params, status, detail) in cases {
@@ -511,9 +511,68 @@ async fn errors_have_exchanges_shape() {
             "{cmdlet}: {}",
             exchange_detail(&e)
         );
-        assert!(e.body["error"]["code"].is_string() && e.body["error"]["message"].is_string());
+        // Exchange Online's shape: a generic message, the facts in the detail after the id of
+        // the error site.
+        let error = &e.body["error"];
+        assert!(error["code"].is_string(), "{error}");
+        assert_eq!(error["message"], "Error executing cmdlet");
+        assert_eq!(error["details"][0]["code"], "Context");
+        assert_eq!(
+            error["innererror"]["type"],
+            "Microsoft.Exchange.Admin.OData.Core.ODataServiceException"
+        );
+        let id = error["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .split('|')
+            .next()
+            .unwrap();
+        assert!(
+            id.len() == 8 && id.starts_with("Ex") && u32::from_str_radix(&id[2..], 16).is_ok(),
+            "{id}"
+        );
     }
     assert_eq!(lab.control().counters().exchange.commands, 6);
+}
+
+#[tokio::test]
+async fn the_modules_client_headers_are_recorded_and_must_agree_with_the_body() {
+    let lab = lab(10).await;
+    let c = Client::new(&lab).await;
+    let send = |named: &'static str, format: &'static str| {
+        c.http
+            .post(c.invoke_url(0))
+            .bearer_auth(&c.exchange_token)
+            .header("X-CmdletName", named)
+            .header("X-ResponseFormat", format)
+            .header("X-ClientApplication", "lab-test/1")
+            .json(&json!({"CmdletInput": {"CmdletName": "Get-Mailbox", "Parameters": {}}}))
+            .send()
+    };
+    let ok = send("get-mailbox", "json").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let wrong = send("Get-MobileDevice", "json").await.unwrap();
+    assert_eq!(wrong.status(), 400);
+    let body: Value = wrong.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(
+            "X-CmdletName header 'Get-MobileDevice' does not match the CmdletName 'Get-Mailbox'"
+        ),
+        "{body}"
+    );
+    assert_eq!(send("Get-Mailbox", "clixml").await.unwrap().status(), 400);
+    // No header at all is accepted, as the service accepts it.
+    c.invoke("Get-Mailbox", json!({})).await.unwrap();
+
+    let counters = lab.control().counters().exchange;
+    assert_eq!((counters.commands, counters.rejected), (2, 2));
+    let seen = |key: &str| counters.client_headers.get(key).copied().unwrap_or(0);
+    assert_eq!(seen("X-CmdletName: get-mailbox"), 1);
+    assert_eq!(seen("X-CmdletName: Get-MobileDevice"), 1);
+    assert_eq!(seen("X-ResponseFormat: json"), 2);
+    assert_eq!(seen("X-ResponseFormat: clixml"), 1);
+    assert_eq!(seen("X-ClientApplication: lab-test/1"), 3);
+    assert_eq!(seen("X-AnchorMailbox"), 4, "{:?}", counters.client_headers);
 }
 
 #[tokio::test]

@@ -262,3 +262,111 @@ async fn users_by_id_or_upn_and_their_groups() {
         .collect();
     assert!(names.contains(&"All Staff"), "{names:?}");
 }
+
+#[tokio::test]
+async fn login_is_discovered_over_tls_as_msal_discovers_entra() {
+    let lab = easgate_lab::Lab::start(easgate_lab::LabOptions {
+        tls: true,
+        ..crate::options(10)
+    })
+    .await
+    .unwrap();
+    let base = lab.login_url().to_owned();
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    // Only the lab's own authority is trusted: not the built-in roots.
+    let ca = reqwest::Certificate::from_pem(lab.tls_ca_pem().unwrap().as_bytes()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.expect("login answers over TLS");
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+
+    // By domain or GUID, the endpoints are named by the GUID.
+    let tid = lab.tenant_id();
+    let (status, config) = get(format!(
+        "{base}/{}/v2.0/.well-known/openid-configuration",
+        lab.tenant_domain()
+    ))
+    .await;
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["issuer"], format!("{base}/{tid}/v2.0"));
+    assert_eq!(
+        config["token_endpoint"],
+        format!("{base}/{tid}/oauth2/v2.0/token")
+    );
+    assert_eq!(
+        config["authorization_endpoint"],
+        format!("{base}/{tid}/oauth2/v2.0/authorize")
+    );
+    let (status, keys) = get(config["jwks_uri"].as_str().unwrap().to_owned()).await;
+    assert_eq!((status, &keys["keys"]), (200, &serde_json::json!([])));
+
+    // The discovered token endpoint issues a token that opens Graph.
+    let token: Value = http
+        .post(config["token_endpoint"].as_str().unwrap())
+        .form(&[
+            ("client_id", lab.client_id().as_str()),
+            ("client_secret", lab.client_secret()),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let devices = http
+        .get(format!(
+            "{}/v1.0/deviceManagement/managedDevices",
+            lab.graph_url()
+        ))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(devices.status(), 200);
+
+    // An unknown tenant, as Entra refuses it.
+    let (status, refused) = get(format!(
+        "{base}/fabrikam.onmicrosoft.com/v2.0/.well-known/openid-configuration"
+    ))
+    .await;
+    assert_eq!(
+        (status, &refused["error"]),
+        (400, &Value::from("invalid_tenant"))
+    );
+    assert!(
+        refused["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS90002:")
+    );
+
+    // Instance discovery knows the lab's own authority, and no other.
+    let (status, instance) = get(format!(
+        "{base}/common/discovery/instance?api-version=1.1&authorization_endpoint={base}/{tid}/oauth2/v2.0/authorize"
+    ))
+    .await;
+    assert_eq!(status, 200, "{instance}");
+    assert_eq!(
+        instance["tenant_discovery_endpoint"],
+        format!("{base}/{tid}/v2.0/.well-known/openid-configuration")
+    );
+    let (status, unknown) = get(format!(
+        "{base}/common/discovery/instance?api-version=1.1&authorization_endpoint=https://login.example.com/{tid}/oauth2/v2.0/authorize"
+    ))
+    .await;
+    assert_eq!(
+        (status, &unknown["error"]),
+        (400, &Value::from("invalid_instance"))
+    );
+    lab.shutdown().await;
+}

@@ -6,6 +6,7 @@ mod control;
 mod exchange;
 mod faults;
 mod graph;
+mod graph_sdk;
 #[cfg(feature = "kerberos")]
 mod kerberos;
 mod paging;
@@ -206,10 +207,13 @@ impl Client {
     }
 }
 
-/// The `Type|Category|Message` detail of an Exchange error.
+/// The `Exception|Text` of an Exchange error's `Id|Exception|Text` detail.
 pub fn exchange_detail(f: &Failure) -> String {
-    f.body["error"]["details"][0]["message"]
+    let detail = f.body["error"]["details"][0]["message"]
         .as_str()
-        .unwrap_or_default()
-        .to_owned()
+        .unwrap_or_default();
+    let (_id, rest) = detail
+        .split_once('|')
+        .unwrap_or_else(|| panic!("no error id before the exception: {detail}"));
+    rest.to_owned()
 }

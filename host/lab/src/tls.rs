@@ -1,0 +1,83 @@
+//! TLS for the Graph + login listener (`LabOptions::tls`, `easgate sim --tls`): clients that
+//! insist on an `https` authority, as Microsoft's own (azure-identity, MSAL) do, sign in to the
+//! lab unmodified, trusting the lab's certificate authority through their usual CA bundle
+//! setting (`REQUESTS_CA_BUNDLE`, `SSL_CERT_FILE`).
+//!
+//! Each lab generates its own authority and one server certificate it signs for the listen
+//! address (and `localhost`): a client is given the authority's PEM, never a key, and nothing
+//! outlives the lab. A separate authority rather than one self-signed server certificate: an
+//! authority and the certificate it signed is the shape every verifier accepts, while a server
+//! certificate trusted as its own issuer is accepted by some and refused by others.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A lab's TLS: the authority clients trust and the acceptor its listener serves with.
+#[derive(Clone)]
+pub(crate) struct LabTls {
+    /// The authority's certificate, PEM.
+    pub ca_pem: String,
+    pub acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for LabTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabTls").finish_non_exhaustive()
+    }
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot generate the lab's TLS certificates: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the lab's generated TLS certificate was refused: {0}")]
+    Config(#[from] tokio_rustls::rustls::Error),
+}
+
+impl LabTls {
+    /// A new authority and a server certificate for `ip` and `localhost`.
+    pub fn generate(ip: IpAddr) -> Result<Self, TlsError> {
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.distinguished_name
+            .push(DnType::CommonName, "easgate lab certificate authority");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+
+        let mut server = CertificateParams::new(vec![ip.to_string(), "localhost".to_owned()])?;
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "easgate lab");
+        server.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        server.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = server.signed_by(&key, &ca)?;
+
+        let config = ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone(), ca.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )?;
+        Ok(Self {
+            ca_pem: ca.pem(),
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+}

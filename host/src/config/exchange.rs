@@ -1,0 +1,574 @@
+//! `[organization.exchange]`: where Exchange is, which transport reaches it (REST or remote
+//! PowerShell), how the connector signs in, and how it spreads load over the CAS.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration::duration;
+use super::url::{check_service_url, is_loopback_url, shown};
+use super::{SecretSource, defaults};
+
+/// Where and how to reach Exchange: its REST admin API (Exchange Online) or its remote
+/// PowerShell endpoint (on-premises).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConnection {
+    /// How cmdlets reach Exchange; `rest` by default.
+    #[serde(default)]
+    pub transport: ExchangeTransport,
+    /// The Client Access Servers, tried in order on failure; the first is the primary. For
+    /// `rest`, base URLs (`https://host[:port]`); for `powershell`, the endpoint itself
+    /// (`https://cas01.contoso.com/PowerShell/`).
+    pub cas_urls: Vec<String>,
+    /// The `{tenantId}` path segment of `/adminapi/beta/{tenantId}/InvokeCommand`: the tenant
+    /// GUID or its initial domain. Required for `rest`; an on-premises organization has none,
+    /// so `powershell` refuses it rather than silently ignoring a misplaced key.
+    #[serde(default)]
+    pub tenant_id: String,
+    /// How the connector signs in.
+    #[serde(default)]
+    pub auth: ExchangeAuth,
+    /// `powershell` only: run `Set-ADServerSettings -ViewEntireForest $true` when a runspace
+    /// pool opens, so that mailboxes in every domain of a multi-domain forest are seen (true
+    /// when not written). An `Option` so that writing it for `rest` can be refused.
+    #[serde(default)]
+    pub view_entire_forest: Option<bool>,
+    /// When a CAS fails, discover and use the others (`Get-ClientAccessService`), returning to
+    /// the primary once it answers again. Off: a dead primary fails the command.
+    #[serde(default = "defaults::cas_failover")]
+    pub cas_failover: bool,
+    /// Exchange commands in flight at once (the upper bound: throttling lowers it for a while).
+    #[serde(default = "defaults::parallel_commands")]
+    pub parallel_commands: usize,
+    /// A command fails when no CAS has answered for this long.
+    #[serde(
+        default = "defaults::unavailable_timeout",
+        deserialize_with = "duration"
+    )]
+    pub unavailable_timeout: Duration,
+    /// Wait before re-checking a failed CAS; doubles after each failed check (up to 5 minutes).
+    #[serde(default = "defaults::probe_interval", deserialize_with = "duration")]
+    pub probe_interval: Duration,
+}
+
+/// How cmdlets reach Exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeTransport {
+    /// The admin API's `InvokeCommand` (Exchange Online, or a gateway speaking it).
+    #[default]
+    Rest,
+    /// Remote PowerShell: WS-Management and MS-PSRP at the CAS's `/PowerShell/` virtual
+    /// directory (configuration `Microsoft.Exchange`), as on-premises Exchange offers.
+    #[serde(rename = "powershell")]
+    PowerShell,
+}
+
+impl ExchangeConnection {
+    /// Whether a PowerShell runspace pool runs `Set-ADServerSettings -ViewEntireForest $true`.
+    pub fn view_entire_forest(&self) -> bool {
+        self.view_entire_forest.unwrap_or(true)
+    }
+}
+
+/// How the connector authenticates to Exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExchangeAuth {
+    /// `rest`: a client-credentials token from the organization's Graph app registration
+    /// (`[organization.graph]` tenant, client id and secret), for `scope`. The default.
+    ClientCredentials {
+        #[serde(default = "defaults::exchange_scope")]
+        scope: String,
+    },
+    /// `rest`: a fixed bearer token, e.g. from a gateway in front of an on-premises Exchange.
+    Bearer { token: SecretSource },
+    /// `powershell`: HTTP Basic with a service account (`svc-easgate@contoso.com`). Only over
+    /// HTTPS or to loopback: the password travels in every request.
+    Basic {
+        username: String,
+        password: SecretSource,
+    },
+    /// `powershell`: Kerberos. Read so that its keys are checked, but refused at load: this
+    /// build has no Kerberos (nor WS-Management message encryption).
+    Kerberos {
+        username: String,
+        #[serde(default)]
+        password: Option<SecretSource>,
+        /// The realm, when it is not the user name's domain upper-cased.
+        #[serde(default)]
+        realm: Option<String>,
+        /// An explicit KDC (`host[:port]`) instead of DNS SRV discovery.
+        #[serde(default)]
+        kdc: Option<String>,
+    },
+    /// `powershell`: NTLM. Read, and refused at load like Kerberos.
+    Ntlm {
+        username: String,
+        password: SecretSource,
+    },
+}
+
+impl ExchangeAuth {
+    /// The `kind` as written in the configuration.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExchangeAuth::ClientCredentials { .. } => "client_credentials",
+            ExchangeAuth::Bearer { .. } => "bearer",
+            ExchangeAuth::Basic { .. } => "basic",
+            ExchangeAuth::Kerberos { .. } => "kerberos",
+            ExchangeAuth::Ntlm { .. } => "ntlm",
+        }
+    }
+
+    /// The secret this sign-in reads, and its key under `exchange.auth`.
+    pub(super) fn secret_mut(&mut self) -> Option<(&'static str, &mut SecretSource)> {
+        match self {
+            ExchangeAuth::ClientCredentials { .. } => None,
+            ExchangeAuth::Bearer { token } => Some(("token", token)),
+            ExchangeAuth::Basic { password, .. } | ExchangeAuth::Ntlm { password, .. } => {
+                Some(("password", password))
+            }
+            ExchangeAuth::Kerberos { password, .. } => password.as_mut().map(|p| ("password", p)),
+        }
+    }
+
+    pub(super) fn secret(&self) -> Option<(&'static str, &SecretSource)> {
+        match self {
+            ExchangeAuth::ClientCredentials { .. } => None,
+            ExchangeAuth::Bearer { token } => Some(("token", token)),
+            ExchangeAuth::Basic { password, .. } | ExchangeAuth::Ntlm { password, .. } => {
+                Some(("password", password))
+            }
+            ExchangeAuth::Kerberos { password, .. } => password.as_ref().map(|p| ("password", p)),
+        }
+    }
+}
+
+impl Default for ExchangeAuth {
+    fn default() -> Self {
+        ExchangeAuth::ClientCredentials {
+            scope: defaults::exchange_scope(),
+        }
+    }
+}
+
+impl ExchangeConnection {
+    /// Checks this organization's Exchange settings; `at` names its fields, `insecure` is
+    /// `network.allow_insecure_http`.
+    pub(super) fn validate(
+        &self,
+        at: impl Fn(&str) -> String,
+        insecure: bool,
+    ) -> Result<(), (String, String)> {
+        if self.cas_urls.is_empty() {
+            return Err((at("exchange.cas_urls"), "list at least one CAS URL".into()));
+        }
+        validate_transport(self).map_err(|(f, m)| (at(&f), m))?;
+        for (j, url) in self.cas_urls.iter().enumerate() {
+            check_service_url(url, insecure)
+                .map_err(|m| (at(&format!("exchange.cas_urls[{j}]")), m))?;
+        }
+        if !(1..=defaults::MAX_PARALLEL_COMMANDS).contains(&self.parallel_commands) {
+            return Err((
+                at("exchange.parallel_commands"),
+                format!(
+                    "must be between 1 and {} (Exchange refuses more than 18 per tenant)",
+                    defaults::MAX_PARALLEL_COMMANDS
+                ),
+            ));
+        }
+        for (field, d) in [
+            ("exchange.unavailable_timeout", self.unavailable_timeout),
+            ("exchange.probe_interval", self.probe_interval),
+        ] {
+            if d.is_zero() {
+                return Err((at(field), "must be longer than 0".into()));
+            }
+        }
+        if self.transport == ExchangeTransport::Rest && self.tenant_id.trim().is_empty() {
+            return Err((
+                at("exchange.tenant_id"),
+                "must not be empty: the REST transport names the tenant in every request \
+                 (for on-premises Exchange, set transport = \"powershell\")"
+                    .into(),
+            ));
+        }
+        if let ExchangeAuth::ClientCredentials { scope } = &self.auth
+            && !scope.ends_with("/.default")
+        {
+            return Err((
+                at("exchange.auth.scope"),
+                format!("`{scope}` is not a client-credentials scope (it must end in /.default)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The keys of `[organization.exchange]` that belong to one transport only, the sign-in each
+/// transport takes, and the PowerShell endpoint's shape. Returns the field under `exchange` and
+/// why.
+fn validate_transport(x: &ExchangeConnection) -> Result<(), (String, String)> {
+    let auth = x.auth.kind();
+    match x.transport {
+        ExchangeTransport::Rest => {
+            if matches!(
+                x.auth,
+                ExchangeAuth::Basic { .. }
+                    | ExchangeAuth::Kerberos { .. }
+                    | ExchangeAuth::Ntlm { .. }
+            ) {
+                return Err((
+                    "exchange.auth".into(),
+                    format!(
+                        "kind = \"{auth}\" signs in to remote PowerShell: set \
+                         transport = \"powershell\" (the REST transport takes \
+                         \"client_credentials\" or \"bearer\")"
+                    ),
+                ));
+            }
+            if x.view_entire_forest.is_some() {
+                return Err((
+                    "exchange.view_entire_forest".into(),
+                    "applies to transport = \"powershell\" only (the REST admin API has no \
+                     AD server settings); remove it or set the transport"
+                        .into(),
+                ));
+            }
+        }
+        ExchangeTransport::PowerShell => {
+            if !x.tenant_id.is_empty() {
+                return Err((
+                    "exchange.tenant_id".into(),
+                    "applies to transport = \"rest\" only (remote PowerShell has no tenant in \
+                     its URL); remove it"
+                        .into(),
+                ));
+            }
+            match &x.auth {
+                ExchangeAuth::ClientCredentials { .. } | ExchangeAuth::Bearer { .. } => {
+                    return Err((
+                        "exchange.auth".into(),
+                        format!(
+                            "kind = \"{auth}\" is for the REST admin API; remote PowerShell \
+                             signs in with auth = {{ kind = \"basic\", username = \"…\", \
+                             password = {{ env = \"…\" }} }}"
+                        ),
+                    ));
+                }
+                ExchangeAuth::Kerberos { .. } | ExchangeAuth::Ntlm { .. } => {
+                    return Err((
+                        "exchange.auth".into(),
+                        format!(
+                            "kind = \"{auth}\" is not supported yet in this build (no Kerberos, \
+                             NTLM or WS-Management message encryption); use kind = \"basic\" \
+                             over https://"
+                        ),
+                    ));
+                }
+                ExchangeAuth::Basic { username, .. } => {
+                    if username.trim().is_empty() {
+                        return Err((
+                            "exchange.auth.username".into(),
+                            "must not be empty (e.g. \"svc-easgate@contoso.com\")".into(),
+                        ));
+                    }
+                    for (j, url) in x.cas_urls.iter().enumerate() {
+                        if url.starts_with("http://") && !is_loopback_url(url) {
+                            return Err((
+                                format!("exchange.cas_urls[{j}]"),
+                                format!(
+                                    "`{}` is plain HTTP to a host other than loopback: Basic \
+                                     authentication would send the password of `{username}` in \
+                                     clear to that CAS; use https:// (require SSL on its \
+                                     PowerShell virtual directory) — allow_insecure_http does \
+                                     not cover passwords",
+                                    shown(url)
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            for (j, url) in x.cas_urls.iter().enumerate() {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+                let path = rest.find('/').map_or("", |i| &rest[i..]);
+                let path = path.split(['?', '#']).next().unwrap_or("");
+                let problem = if path.trim_matches('/').is_empty() {
+                    Some("has no path")
+                } else if path.to_ascii_lowercase().contains("wsman") {
+                    Some("is the WinRM endpoint (/wsman), not Exchange's")
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err((
+                        format!("exchange.cas_urls[{j}]"),
+                        format!(
+                            "`{}` {problem}: write the Exchange PowerShell virtual directory, \
+                             e.g. \"https://cas01.contoso.com/PowerShell/\"",
+                            shown(url)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::{FULL, parse, place};
+    use std::path::Path;
+
+    /// An on-premises organization over remote PowerShell, as a template: `{transport}`,
+    /// `{urls}`, `{auth}` and `{extra}` are filled in by each case.
+    const POWERSHELL: &str = r#"
+[[organization]]
+name = "contoso"
+
+[organization.exchange]
+{transport}
+cas_urls = {urls}
+auth = {auth}
+{extra}
+
+[organization.graph]
+tenant = "contoso.onmicrosoft.com"
+client_id = "3b1a6f2e-0000-4000-8000-000000000001"
+client_secret = "inline-secret-value"
+"#;
+
+    const BASIC: &str =
+        r#"{ kind = "basic", username = "svc-easgate@contoso.com", password = { env = "PW" } }"#;
+
+    fn powershell(transport: &str, urls: &str, auth: &str, extra: &str) -> String {
+        POWERSHELL
+            .replace("{transport}", transport)
+            .replace("{urls}", urls)
+            .replace("{auth}", auth)
+            .replace("{extra}", extra)
+    }
+
+    #[test]
+    fn powershell_transport_parses_with_basic_and_forest_default() {
+        let text = powershell(
+            r#"transport = "powershell""#,
+            r#"["https://cas01.contoso.com/PowerShell/", "http://127.0.0.1:8080/PowerShell/"]"#,
+            BASIC,
+            "",
+        );
+        let c = parse(&text).unwrap();
+        let x = &c.organizations[0].exchange;
+        assert_eq!(x.transport, ExchangeTransport::PowerShell);
+        assert_eq!(
+            x.auth,
+            ExchangeAuth::Basic {
+                username: "svc-easgate@contoso.com".into(),
+                password: SecretSource::Env("PW".into()),
+            }
+        );
+        assert!(x.view_entire_forest());
+        assert_eq!(x.tenant_id, "");
+        let off = parse(&text.replace(
+            "\n\n[organization.graph]",
+            "view_entire_forest = false\n\n[organization.graph]",
+        ))
+        .unwrap();
+        assert!(!off.organizations[0].exchange.view_entire_forest());
+        // A relative password file is beside the configuration.
+        let file = parse(&text.replace(r#"{ env = "PW" }"#, r#"{ file = "ex.pw" }"#)).unwrap();
+        assert!(matches!(
+            &file.organizations[0].exchange.auth,
+            ExchangeAuth::Basic { password: SecretSource::File(p), .. }
+                if p == Path::new("/etc/easgate/ex.pw")
+        ));
+        // Without a transport it is REST, as before.
+        assert_eq!(
+            parse(FULL).unwrap().organizations[0].exchange.transport,
+            ExchangeTransport::Rest
+        );
+    }
+
+    #[test]
+    fn powershell_settings_refuse_what_does_not_fit_naming_line_and_key() {
+        let ps = r#"transport = "powershell""#;
+        let url = r#"["https://cas01.contoso.com/PowerShell/"]"#;
+        // (case, text, field, the line the error points at, words the message must hold)
+        let cases: Vec<(&str, String, &str, &str, Vec<&str>)> = vec![
+            (
+                "kerberos is not in this build",
+                powershell(
+                    ps,
+                    url,
+                    r#"{ kind = "kerberos", username = "svc@contoso.com", kdc = "dc01:88" }"#,
+                    "",
+                ),
+                "organization[0].exchange.auth",
+                "auth = ",
+                vec!["kerberos", "not supported yet in this build"],
+            ),
+            (
+                "ntlm is not in this build",
+                powershell(
+                    ps,
+                    url,
+                    r#"{ kind = "ntlm", username = "svc", password = "x" }"#,
+                    "",
+                ),
+                "organization[0].exchange.auth",
+                "auth = ",
+                vec!["ntlm", "not supported yet in this build"],
+            ),
+            (
+                "basic over plain http to a remote CAS",
+                powershell(ps, r#"["http://cas01.contoso.com/PowerShell/"]"#, BASIC, ""),
+                "organization[0].exchange.cas_urls[0]",
+                "cas_urls = ",
+                vec![
+                    "http://cas01.contoso.com/PowerShell/",
+                    "in clear",
+                    "use https://",
+                ],
+            ),
+            (
+                "allow_insecure_http does not cover basic",
+                format!(
+                    "[network]\nallow_insecure_http = true\n{}",
+                    powershell(
+                        ps,
+                        r#"["https://cas01/PowerShell/", "http://cas02.contoso.com/PowerShell/"]"#,
+                        BASIC,
+                        "",
+                    )
+                ),
+                "organization[0].exchange.cas_urls[1]",
+                "cas_urls = ",
+                vec!["cas02.contoso.com", "allow_insecure_http does not cover"],
+            ),
+            (
+                "a bearer token is for rest",
+                powershell(ps, url, r#"{ kind = "bearer", token = "t" }"#, ""),
+                "organization[0].exchange.auth",
+                "auth = ",
+                vec!["bearer", "kind = \"basic\""],
+            ),
+            (
+                "powershell without auth gets the REST default, refused",
+                powershell(ps, url, "\"x\"", "").replace("auth = \"x\"\n", ""),
+                "organization[0].exchange.auth",
+                "[organization.exchange]",
+                vec!["client_credentials", "kind = \"basic\""],
+            ),
+            (
+                "tenant_id is for rest",
+                powershell(ps, url, BASIC, r#"tenant_id = "contoso.onmicrosoft.com""#),
+                "organization[0].exchange.tenant_id",
+                "tenant_id = ",
+                vec!["transport = \"rest\" only"],
+            ),
+            (
+                "view_entire_forest is for powershell",
+                powershell(
+                    "tenant_id = \"contoso.onmicrosoft.com\"",
+                    r#"["https://outlook.office365.com"]"#,
+                    r#"{ kind = "client_credentials" }"#,
+                    "view_entire_forest = true",
+                ),
+                "organization[0].exchange.view_entire_forest",
+                "view_entire_forest = ",
+                vec!["powershell"],
+            ),
+            (
+                "basic without the powershell transport",
+                powershell(
+                    "tenant_id = \"contoso.onmicrosoft.com\"",
+                    r#"["https://outlook.office365.com"]"#,
+                    BASIC,
+                    "",
+                ),
+                "organization[0].exchange.auth",
+                "auth = ",
+                vec!["transport = \"powershell\""],
+            ),
+            (
+                "rest still needs its tenant",
+                powershell(
+                    "",
+                    r#"["https://outlook.office365.com"]"#,
+                    r#"{ kind = "client_credentials" }"#,
+                    "",
+                ),
+                "organization[0].exchange.tenant_id",
+                "[organization.exchange]",
+                vec!["must not be empty", "powershell"],
+            ),
+            (
+                "the WinRM endpoint",
+                powershell(ps, r#"["https://cas01.contoso.com/wsman"]"#, BASIC, ""),
+                "organization[0].exchange.cas_urls[0]",
+                "cas_urls = ",
+                vec!["/wsman", "/PowerShell/"],
+            ),
+            (
+                "a bare host",
+                powershell(ps, r#"["https://cas01.contoso.com"]"#, BASIC, ""),
+                "organization[0].exchange.cas_urls[0]",
+                "cas_urls = ",
+                vec!["has no path", "/PowerShell/"],
+            ),
+            (
+                "an unknown transport",
+                powershell(r#"transport = "soap""#, url, BASIC, ""),
+                "organization[0].exchange.transport",
+                "transport = ",
+                vec!["soap"],
+            ),
+            (
+                "an unknown key of basic",
+                powershell(
+                    ps,
+                    url,
+                    r#"{ kind = "basic", username = "svc", password = "p", realm = "X" }"#,
+                    "",
+                ),
+                "organization[0].exchange.auth",
+                "auth = ",
+                vec!["realm"],
+            ),
+            (
+                "basic needs a password",
+                powershell(ps, url, r#"{ kind = "basic", username = "svc" }"#, ""),
+                "organization[0].exchange.auth",
+                "auth = ",
+                vec!["password"],
+            ),
+        ];
+        for (case, text, field, line_starts, words) in cases {
+            let e = parse(&text).expect_err(case);
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with("/etc/easgate/easgate.toml:"),
+                "{case}: {shown}"
+            );
+            let (line, _, got, message) = place(e);
+            assert!(
+                got.starts_with(field),
+                "{case}: field {got}, wanted {field}"
+            );
+            let at = text.lines().nth(line - 1).unwrap();
+            assert!(
+                at.starts_with(line_starts),
+                "{case}: points at line {line} `{at}`"
+            );
+            for w in words {
+                assert!(message.contains(w), "{case}: `{w}` not in: {message}");
+            }
+            assert!(!shown.contains("inline-secret-value"), "{case}: {shown}");
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The access state a confirmed command leaves its devices in, written into their stored
+//! Exchange view.
+//!
+//! The device rows hold Exchange's view as the last inventory read it. Without this, a device
+//! the connector blocked showed `Allowed` on the status page and in the API until the next
+//! full sync read it again (a quick sync does not re-read devices that did not change). When
+//! Exchange confirms a command, its devices' state is what the command enforces, so it is
+//! recorded then, in the same transaction that marks the command done:
+//!
+//! * `Set-CASMailbox`: each device's current verdict as Exchange spells the state (on the allow
+//!   list: `Allowed`; block list: `Blocked`; on neither: `Quarantined`, the organization
+//!   default the connector manages), reason `Individual` for a list entry, `Global` otherwise;
+//! * `Set-ActiveSyncOrganizationSettings -DefaultAccessLevel L`: the devices that lose access
+//!   by the switch take L's state, reason `Global`.
+//!
+//! Other commands (device rules, settings, `Remove-MobileDevice`) name no device whose state
+//! they set; the next inventory reads those.
+
+use rusqlite::{OptionalExtension, Transaction};
+
+use super::{CommandId, Store, StoreError, decode};
+use crate::model::AccessLevel;
+use crate::model::Command;
+use crate::model::command::{SET_CAS_MAILBOX, SET_ORG_SETTINGS};
+
+/// The stored spelling of the state a level gives.
+fn state_of(level: AccessLevel) -> &'static str {
+    match level {
+        AccessLevel::Allow => "Allowed",
+        AccessLevel::Block => "Blocked",
+        AccessLevel::Quarantine => "Quarantined",
+    }
+}
+
+/// Records, inside the caller's transaction, the state the confirmed commands `ids` leave
+/// their devices in.
+pub(super) fn record(
+    tx: &Transaction<'_>,
+    store: &Store,
+    ids: &[CommandId],
+) -> Result<(), StoreError> {
+    let doing = "recording the enforced access state";
+    let mut read = tx
+        .prepare_cached("SELECT org_id, devices, command FROM command_journal WHERE id = ?1")
+        .map_err(store.sql(doing))?;
+    // By the verdict the device has now: the one the command was planned for (a held plan's
+    // verdicts become current before its commands go out).
+    let mut by_verdict = tx
+        .prepare_cached(
+            "UPDATE devices SET exchange = json_set(exchange,
+                 '$.access_state', CASE verdict WHEN 'allow' THEN 'Allowed'
+                     WHEN 'block' THEN 'Blocked' ELSE 'Quarantined' END,
+                 '$.access_state_reason', CASE verdict WHEN 'quarantine' THEN 'Global'
+                     ELSE 'Individual' END)
+             WHERE org_id = ?1 AND device_key = ?2 AND verdict IN ('allow', 'block', 'quarantine')",
+        )
+        .map_err(store.sql(doing))?;
+    let mut to_state = tx
+        .prepare_cached(
+            "UPDATE devices SET exchange = json_set(exchange,
+                 '$.access_state', ?3, '$.access_state_reason', 'Global')
+             WHERE org_id = ?1 AND device_key = ?2",
+        )
+        .map_err(store.sql(doing))?;
+    for id in ids {
+        let Some((org, devices, command)) = read
+            .query_row([id.0], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .optional()
+            .map_err(store.sql(doing))?
+        else {
+            return Err(StoreError::UnknownCommand(*id));
+        };
+        let command: Command = decode("journaled command", &command)?;
+        let level = (command.cmdlet == SET_ORG_SETTINGS)
+            .then(|| command.parameters.get_text("DefaultAccessLevel"))
+            .flatten()
+            .and_then(AccessLevel::parse);
+        if command.cmdlet != SET_CAS_MAILBOX && level.is_none() {
+            continue;
+        }
+        let devices: Vec<String> = decode("journaled device list", &devices)?;
+        for key in &devices {
+            match level {
+                Some(level) => to_state.execute(rusqlite::params![org, key, state_of(level)]),
+                None => by_verdict.execute(rusqlite::params![org, key]),
+            }
+            .map_err(store.sql(doing))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::RunKind;
+    use crate::model::{AccessState, DeviceKey, ExchangeDevice, PlannedCommand, Verdict};
+    use crate::model::{Command, Parameters};
+    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, Store};
+
+    fn device(mailbox: &str, id: &str) -> ExchangeDevice {
+        ExchangeDevice {
+            device_id: id.into(),
+            identity: format!("{mailbox}\\ExchangeActiveSyncDevices\\iPhone§{id}"),
+            mailbox: Some(mailbox.into()),
+            access_state: AccessState::Allowed,
+            access_state_reason: "Global".into(),
+            ..ExchangeDevice::default()
+        }
+    }
+
+    /// The bug: the status page showed `Allowed` for devices the connector had blocked, until
+    /// the next full sync.
+    #[test]
+    fn a_confirmed_command_leaves_its_devices_in_the_state_it_enforces() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let org = store.organization("Contoso", 1).unwrap();
+        let devices = [
+            device("alice", "A1"),
+            device("bob", "B2"),
+            device("carol", "C3"),
+        ];
+        let views: Vec<DeviceView<'_>> = devices
+            .iter()
+            .map(|exchange| DeviceView {
+                exchange,
+                managed: None,
+            })
+            .collect();
+        store.save_inventory(org, &views, 1).unwrap();
+        let key = |d: &ExchangeDevice| d.key();
+        let decisions = [
+            (key(&devices[0]), Verdict::Block),
+            (key(&devices[1]), Verdict::Allow),
+            (key(&devices[2]), Verdict::Quarantine),
+        ]
+        .map(|(key, verdict)| DecisionRecord {
+            key,
+            verdict,
+            reason: "r".into(),
+            notify: false,
+        });
+        let edit = |devices: Vec<DeviceKey>| PlannedCommand {
+            mailbox: Some("alice".into()),
+            devices,
+            command: Command::new(
+                "Set-CASMailbox",
+                Parameters::new().text("Identity", "alice"),
+            ),
+        };
+        let commands = [
+            edit(vec![key(&devices[0]), key(&devices[1])]),
+            PlannedCommand {
+                mailbox: None,
+                devices: vec![key(&devices[2])],
+                command: Command::new(
+                    "Set-ActiveSyncOrganizationSettings",
+                    Parameters::new().text("DefaultAccessLevel", "Quarantine"),
+                ),
+            },
+        ];
+        let run = store.start_run(org, RunKind::Full, Some("d"), 2).unwrap();
+        let ids = store
+            .record_decisions(&DecisionBatch {
+                run,
+                plugin_digest: "d",
+                decided_at: 2,
+                decisions: &decisions,
+                commands: &commands,
+                held: false,
+            })
+            .unwrap();
+        store.mark_sent(&ids, 3).unwrap();
+        let state = |d: &ExchangeDevice| {
+            let record = store.device(org, &d.key()).unwrap().unwrap();
+            (
+                record.exchange.access_state,
+                record.exchange.access_state_reason,
+            )
+        };
+        // Sent is not confirmed: the state stays as read.
+        assert_eq!(state(&devices[0]).0, AccessState::Allowed);
+        store.mark_done(&ids[..1], 4).unwrap();
+        assert_eq!(
+            state(&devices[0]),
+            (AccessState::Blocked, "Individual".into())
+        );
+        assert_eq!(
+            state(&devices[1]),
+            (AccessState::Allowed, "Individual".into())
+        );
+        assert_eq!(state(&devices[2]).0, AccessState::Allowed);
+        store.mark_done(&ids[1..], 5).unwrap();
+        assert_eq!(
+            state(&devices[2]),
+            (AccessState::Quarantined, "Global".into())
+        );
+        // The rest of the view is the inventory's.
+        let record = store.device(org, &devices[0].key()).unwrap().unwrap();
+        assert_eq!(record.exchange.identity, devices[0].identity);
+    }
+}

@@ -1,0 +1,394 @@
+//! What a dry run (`easgate sync --dry-run`) reports: every device whose access on Exchange
+//! would change if the plan ran, in Exchange's own words (its `DeviceAccessState` now → the
+//! state after the plan, the partnership's `Identity` as Exchange spells it), and why.
+//!
+//! A plan changes a device's access in three ways, and the report lists all three:
+//!
+//! * its mailbox's allow or block list is edited (`Set-CASMailbox`);
+//! * the organization default moves to Quarantine (`Set-ActiveSyncOrganizationSettings`), which
+//!   takes access from every device that only the default allowed. Those devices get no
+//!   command of their own, which is why a report built from the list edits alone missed them
+//!   (825 of a 3 000-device organization, with 9 listed);
+//! * its partnership is removed (`Remove-MobileDevice`, a device Intune retired).
+//!
+//! A list edit that leaves the state as it is (an allow entry for a device the default already
+//! allows, put there so that the default's switch does not take it) is counted, not listed.
+//!
+//! The state after the plan is predicted the way Exchange decides it: the lists first, then
+//! the organization default. Device access rules are not modelled: a device the plan leaves on
+//! no list is shown as the default would treat it.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::plan::{Decided, Plan, PlanStep, REMOVE_MOBILE_DEVICE, SET_ORG_SETTINGS};
+use crate::model::inventory::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Verdict};
+
+/// A device's access after the plan, in Exchange's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum NewState {
+    Allowed,
+    Blocked,
+    Quarantined,
+    /// The partnership is removed: the device must set up a new one, which starts quarantined.
+    Removed,
+}
+
+impl NewState {
+    /// Exchange's spelling (`Removed` for a removed partnership).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NewState::Allowed => "Allowed",
+            NewState::Blocked => "Blocked",
+            NewState::Quarantined => "Quarantined",
+            NewState::Removed => "Removed",
+        }
+    }
+
+    fn of_level(level: AccessLevel) -> Self {
+        match level {
+            AccessLevel::Allow => NewState::Allowed,
+            AccessLevel::Block => NewState::Blocked,
+            AccessLevel::Quarantine => NewState::Quarantined,
+        }
+    }
+
+    /// Whether a device now in `state` would be in the same one.
+    fn same_as(self, state: AccessState) -> bool {
+        matches!(
+            (self, state),
+            (NewState::Allowed, AccessState::Allowed)
+                | (NewState::Blocked, AccessState::Blocked)
+                | (NewState::Quarantined, AccessState::Quarantined)
+        )
+    }
+}
+
+/// What moves a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// An edit of its mailbox's allow or block list.
+    MailboxLists,
+    /// The organization default's switch to Quarantine.
+    OrgDefault,
+    /// The removal of its partnership.
+    Removal,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::MailboxLists => "mailbox lists",
+            Cause::OrgDefault => "organization default",
+            Cause::Removal => "removal of the partnership",
+        }
+    }
+}
+
+/// One device whose access would change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessChange {
+    /// The partnership's `Identity`, as Exchange spells it.
+    pub identity: String,
+    /// Its `DeviceId`, as Exchange spells it.
+    pub device_id: String,
+    /// The mailbox's `-Identity`; `None` for a partnership whose mailbox is gone.
+    pub mailbox: Option<String>,
+    /// Exchange's `DeviceAccessState` now.
+    pub from: AccessState,
+    /// The state after the plan.
+    pub to: NewState,
+    /// The policy's verdict; `None` for a device it did not decide (its batch failed) that the
+    /// default's switch moves all the same.
+    pub verdict: Option<Verdict>,
+    /// What moves it.
+    pub by: Cause,
+}
+
+/// The organization default before and after the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DefaultSwitch {
+    pub from: AccessLevel,
+    pub to: AccessLevel,
+}
+
+/// A dry run's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DryRun {
+    /// Every device whose access would change, ordered by `Identity`.
+    pub changes: Vec<AccessChange>,
+    /// Devices whose list entries would change while their state stays.
+    pub entries_only: u64,
+    /// The organization default's switch, when the plan makes one.
+    pub org_default: Option<DefaultSwitch>,
+    /// Whether a real run would be held for approval (the blast-radius guard).
+    pub would_hold: bool,
+}
+
+impl DryRun {
+    /// Devices the plan touches: those whose access changes and those whose entries change.
+    pub fn devices(&self) -> u64 {
+        self.changes.len() as u64 + self.entries_only
+    }
+}
+
+/// The report of `plan`, planned for `devices` (every partnership discovery read) and the
+/// verdicts in `decided`; `org_default` is the organization's `DefaultAccessLevel` as read (`None`: not
+/// read, as in a quick sync).
+pub fn report(
+    plan: &Plan<PlanStep>,
+    devices: &[ExchangeDevice],
+    decided: &[Decided<'_>],
+    org_default: Option<AccessLevel>,
+) -> DryRun {
+    // The default's switch is a command naming the devices that lose access by it.
+    let switch = plan.commands.iter().find_map(|step| match step {
+        PlanStep::Command(c) if c.command.cmdlet == SET_ORG_SETTINGS => c
+            .command
+            .parameters
+            .get_text("DefaultAccessLevel")
+            .and_then(AccessLevel::parse)
+            .map(|to| (to, &c.devices)),
+        _ => None,
+    });
+    let default_after = switch.map(|(to, _)| to).or(org_default);
+    let org_default = match (org_default, switch) {
+        (Some(from), Some((to, _))) if from != to => Some(DefaultSwitch { from, to }),
+        _ => None,
+    };
+    // A device on no list after the plan gets what the default gives; without the default
+    // read (a quick sync), the quarantine the connector's configuration is built around.
+    let unlisted = NewState::of_level(default_after.unwrap_or(AccessLevel::Quarantine));
+
+    // The plan removes only the candidates the policy decided and did not exempt.
+    let removed: HashSet<&DeviceKey> = plan
+        .commands
+        .iter()
+        .filter_map(|step| match step {
+            PlanStep::Command(c) if c.command.cmdlet == REMOVE_MOBILE_DEVICE => Some(&c.devices),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let losing: HashSet<&DeviceKey> = switch.map_or_else(HashSet::new, |(_, keys)| {
+        keys.iter().collect::<HashSet<&DeviceKey>>()
+    });
+    // The verdicts of the devices the switch moves (exempt and undecided ones included).
+    let losing_verdicts: HashMap<DeviceKey, Verdict> = if losing.is_empty() {
+        HashMap::new()
+    } else {
+        decided
+            .iter()
+            .map(|d| (d.device.key(), d.verdict))
+            .filter(|(key, _)| losing.contains(key))
+            .collect()
+    };
+    let listed: HashMap<&DeviceKey, Verdict> =
+        plan.changes.iter().map(|c| (&c.key, c.verdict)).collect();
+
+    let mut changes = Vec::new();
+    let mut entries_only = 0;
+    for device in devices {
+        let key = device.key();
+        let (to, verdict, by) = if removed.contains(&key) {
+            (NewState::Removed, listed.get(&key).copied(), Cause::Removal)
+        } else if let Some(&verdict) = listed.get(&key) {
+            let to = match verdict {
+                Verdict::Allow => NewState::Allowed,
+                Verdict::Block => NewState::Blocked,
+                _ => unlisted,
+            };
+            (to, Some(verdict), Cause::MailboxLists)
+        } else if losing.contains(&key) {
+            (
+                NewState::Quarantined,
+                losing_verdicts.get(&key).copied(),
+                Cause::OrgDefault,
+            )
+        } else {
+            continue;
+        };
+        if to.same_as(device.access_state) {
+            entries_only += 1;
+            continue;
+        }
+        changes.push(AccessChange {
+            identity: device.identity.clone(),
+            device_id: device.device_id.clone(),
+            mailbox: device.mailbox.clone(),
+            from: device.access_state,
+            to,
+            verdict,
+            by,
+        });
+    }
+    changes.sort_by(|a, b| a.identity.cmp(&b.identity));
+    DryRun {
+        changes,
+        entries_only,
+        org_default,
+        would_hold: plan.held,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::inventory::Mailbox;
+    use crate::model::settings::RestrictionLimit;
+    use crate::sync::plan::plan_steps;
+
+    fn device(mailbox: &str, id: &str, state: AccessState, reason: &str) -> ExchangeDevice {
+        ExchangeDevice {
+            device_id: id.into(),
+            identity: format!("{mailbox}\\ExchangeActiveSyncDevices\\iPhone§{id}"),
+            mailbox: Some(mailbox.into()),
+            device_type: "iPhone".into(),
+            device_model: "iPhone15,2".into(),
+            device_os: "iOS 17".into(),
+            user_agent: String::new(),
+            first_sync: None,
+            last_success_sync: None,
+            access_state: state,
+            access_state_reason: reason.into(),
+        }
+    }
+
+    fn mailbox(identity: &str, allowed: &[&str], blocked: &[&str]) -> Mailbox {
+        Mailbox {
+            identity: identity.into(),
+            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+            blocked: blocked.iter().map(|s| s.to_string()).collect(),
+            ..Mailbox::default()
+        }
+    }
+
+    /// The bug: a full dry run that switches the default from Allow listed only the devices
+    /// whose lists change, not the ones the switch quarantines.
+    #[test]
+    fn the_default_switch_lists_every_device_it_quarantines() {
+        let devices = vec![
+            // Allowed by the default; the policy allows it: it gets an allow entry and stays.
+            device("Alice", "AAA1", AccessState::Allowed, "Global"),
+            // Allowed by the default; exempt: the switch quarantines it.
+            device("Bob", "BBB2", AccessState::Allowed, "Global"),
+            // Allowed by the default; the policy blocks it.
+            device("Carol", "CCC3", AccessState::Allowed, "Global"),
+            // On the allow list; the policy quarantines it.
+            device("Dave", "DDD4", AccessState::Allowed, "Individual"),
+            // Blocked and staying blocked: nothing to do.
+            device("Erin", "EEE5", AccessState::Blocked, "Individual"),
+        ];
+        let mailboxes = vec![
+            mailbox("Alice", &[], &[]),
+            mailbox("Bob", &[], &[]),
+            mailbox("Carol", &[], &[]),
+            mailbox("Dave", &["DDD4"], &[]),
+            mailbox("Erin", &[], &["EEE5"]),
+        ];
+        let verdicts = [
+            Verdict::Allow,
+            Verdict::Exempt,
+            Verdict::Block,
+            Verdict::Quarantine,
+            Verdict::Block,
+        ];
+        let decided: Vec<Decided<'_>> = devices
+            .iter()
+            .zip(verdicts)
+            .map(|(device, verdict)| Decided { device, verdict })
+            .collect();
+        let limit = RestrictionLimit {
+            percent: 10.0,
+            floor: 1,
+        };
+        let mut plan = plan_steps(&mailboxes, &decided, &[], &limit, devices.len());
+        plan.manage_org_default(AccessLevel::Allow, &devices, &decided);
+        let report = report(&plan, &devices, &decided, Some(AccessLevel::Allow));
+
+        let seen: Vec<(&str, AccessState, NewState, Cause)> = report
+            .changes
+            .iter()
+            .map(|c| (c.identity.as_str(), c.from, c.to, c.by))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "Bob\\ExchangeActiveSyncDevices\\iPhone§BBB2",
+                    AccessState::Allowed,
+                    NewState::Quarantined,
+                    Cause::OrgDefault
+                ),
+                (
+                    "Carol\\ExchangeActiveSyncDevices\\iPhone§CCC3",
+                    AccessState::Allowed,
+                    NewState::Blocked,
+                    Cause::MailboxLists
+                ),
+                (
+                    "Dave\\ExchangeActiveSyncDevices\\iPhone§DDD4",
+                    AccessState::Allowed,
+                    NewState::Quarantined,
+                    Cause::MailboxLists
+                ),
+            ]
+        );
+        assert_eq!(report.changes[0].verdict, Some(Verdict::Exempt));
+        assert_eq!(report.entries_only, 1, "Alice's allow entry");
+        assert_eq!(report.devices(), 4);
+        assert_eq!(
+            report.org_default,
+            Some(DefaultSwitch {
+                from: AccessLevel::Allow,
+                to: AccessLevel::Quarantine
+            })
+        );
+        assert!(report.would_hold, "3 restrictions over a limit of 1");
+    }
+
+    #[test]
+    fn a_removed_partnership_and_a_quick_plan_without_the_default() {
+        let devices = vec![
+            device("Alice", "AAA1", AccessState::Allowed, "Individual"),
+            device("Bob", "BBB2", AccessState::Blocked, "Individual"),
+        ];
+        let mailboxes = vec![
+            mailbox("Alice", &["AAA1"], &[]),
+            mailbox("Bob", &[], &["BBB2"]),
+        ];
+        let decided = vec![
+            Decided {
+                device: &devices[0],
+                verdict: Verdict::Allow,
+            },
+            Decided {
+                device: &devices[1],
+                verdict: Verdict::Quarantine,
+            },
+        ];
+        let limit = RestrictionLimit {
+            percent: 100.0,
+            floor: 100,
+        };
+        let removals = vec![&devices[0]];
+        let plan = plan_steps(&mailboxes, &decided, &removals, &limit, 2);
+        let report = report(&plan, &devices, &decided, None);
+        let seen: Vec<(&str, NewState, Cause)> = report
+            .changes
+            .iter()
+            .map(|c| (c.device_id.as_str(), c.to, c.by))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("AAA1", NewState::Removed, Cause::Removal),
+                ("BBB2", NewState::Quarantined, Cause::MailboxLists),
+            ]
+        );
+        assert_eq!(report.org_default, None);
+        assert!(!report.would_hold);
+    }
+}
