@@ -349,13 +349,7 @@ impl GraphClient {
                     });
                 }
             };
-            self.count_request(match status.as_u16() {
-                200..=299 => RequestStatus::Ok,
-                401 => RequestStatus::Unauthorized,
-                429 | 503 | 504 => RequestStatus::Throttled,
-                500..=599 => RequestStatus::Failed,
-                _ => RequestStatus::Refused,
-            });
+            self.count_request(request_status(status));
             if status.is_success() {
                 return page(endpoint, &headers, &body[..]);
             }
@@ -424,6 +418,17 @@ enum Exchanged<B> {
     NotSent(String),
     /// The answer broke off before its body was read, and why.
     BrokeOff(String),
+}
+
+/// What an answer with `status` counts as (`easgate_requests_total`).
+fn request_status(status: reqwest::StatusCode) -> RequestStatus {
+    match status.as_u16() {
+        200..=299 => RequestStatus::Ok,
+        401 => RequestStatus::Unauthorized,
+        429 | 503 | 504 => RequestStatus::Throttled,
+        500..=599 => RequestStatus::Failed,
+        _ => RequestStatus::Refused,
+    }
 }
 
 /// The pause before retrying a request that failed `attempt` times.
