@@ -24,10 +24,11 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::metrics::{CommandResult, Metrics, NoticeResult};
+use crate::model::SyncKind;
 use crate::net::HttpSettings;
 use crate::plugin::registry::{PluginWatcher, RegistryOptions};
 use crate::plugin::{PluginEngine, PluginRegistry};
-use crate::schedule::{self, OrgSchedule, RunFn, Scheduler, Shutdown, SyncKind, SyncRequest};
+use crate::schedule::{self, OrgSchedule, RunFn, Scheduler, Shutdown, SyncRequest};
 use crate::store::{OrgId, RunId, RunOutcome, Store};
 use crate::sync::{self, OrgSync, Summary};
 
@@ -194,10 +195,7 @@ fn run_fn(
         Box::pin(async move {
             let runner =
                 runner.with_context(|| format!("no sync runner for organization {}", req.org))?;
-            let kind = match req.kind {
-                SyncKind::Quick => sync::SyncKind::Quick,
-                SyncKind::Full => sync::SyncKind::Full,
-            };
+            let kind = req.kind;
             let work = async {
                 let progress = req.progress.clone();
                 let report = move |stage: &str, done: u64, total: Option<u64>| {

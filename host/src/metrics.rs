@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use crate::model::{RunKind, SyncKind};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,8 +24,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::plugin::PluginErrorKind;
-use crate::schedule::SyncKind;
-use crate::store::{RunKind, RunOutcome};
+use crate::store::RunOutcome;
 
 /// The upper bounds of the sync-duration buckets, in seconds: a quick sync of a few changes
 /// takes under a second, a full sync of 100 000 devices over remote PowerShell hours.

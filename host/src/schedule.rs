@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -32,35 +32,7 @@ use crate::metrics::Metrics;
 /// The wall clock in Unix seconds: the `now` of [`Scheduler::start`] outside tests.
 pub use crate::timestamp::unix_now;
 
-/// Which sync to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncKind {
-    /// The devices that changed since the last successful run.
-    Quick,
-    /// Everything, plus the organization settings. Ordered after `Quick`: merging two queued
-    /// triggers keeps the larger.
-    Full,
-}
-
-impl SyncKind {
-    /// The spelling in the API, the metrics and the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncKind::Quick => "quick",
-            SyncKind::Full => "full",
-        }
-    }
-}
-
-impl From<SyncKind> for crate::store::RunKind {
-    fn from(kind: SyncKind) -> Self {
-        match kind {
-            SyncKind::Quick => crate::store::RunKind::Quick,
-            SyncKind::Full => crate::store::RunKind::Full,
-        }
-    }
-}
+use crate::model::SyncKind;
 
 /// The future of one run: `Err` is a failed run, recorded and logged; the next one still
 /// starts.

@@ -10,13 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use easgate::admin::{self, AdminState};
 use easgate::config::Secret;
 use easgate::metrics::Metrics;
+use easgate::model::RunKind;
+use easgate::model::SyncKind;
+use easgate::model::{AccessState, Command, DeviceKey, ExchangeDevice, PlannedCommand, Verdict};
 use easgate::plugin::PluginRegistry;
-use easgate::schedule::{OrgSchedule, RunFn, Scheduler, Shutdown, SyncKind};
+use easgate::schedule::{OrgSchedule, RunFn, Scheduler, Shutdown};
 use easgate::store::{
-    DecisionBatch, DecisionRecord, DeviceView, RunEnd, RunId, RunKind, RunOutcome, Store,
-    VerdictCounts,
+    DecisionBatch, DecisionRecord, DeviceView, RunEnd, RunId, RunOutcome, Store, VerdictCounts,
 };
-use easgate::sync::{AccessState, Command, DeviceKey, ExchangeDevice, PlannedCommand, Verdict};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};

@@ -13,10 +13,11 @@ use std::time::Duration;
 use easgate::exchange::cmdlets::GetMobileDevice;
 use easgate::exchange::{ExchangeClient, ExchangeError};
 use easgate::graph::GraphClient;
+use easgate::model::{DeviceKey, SyncKind};
 use easgate::net::HttpSettings;
 use easgate::plugin::{AccessPolicyPlugin, PluginEngine};
 use easgate::store::{JournalState, RunOutcome, Store};
-use easgate::sync::{DeviceKey, OrgSync, Summary, SyncKind};
+use easgate::sync::{OrgSync, Summary};
 use easgate_lab::{ComplianceState, DeviceTruth, ExchangeFaults, GraphFaults, Lab};
 
 use crate::support::lab::{assert_enforced, expected, unguarded};

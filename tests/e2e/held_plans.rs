@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use easgate::model::SyncKind;
 use easgate::store::{RunOutcome, StoreError};
-use easgate::sync::{SyncError, SyncKind};
+use easgate::sync::SyncError;
 use easgate_lab::Lab;
 
 use crate::notices::{Notifying, notifying_over};

@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
+use easgate::model::{SyncKind, Verdict};
 use easgate::plugin::PluginEngine;
 use easgate::store::RunOutcome;
-use easgate::sync::{SyncKind, Verdict};
 use easgate_lab::{ComplianceState, Damage, DeviceTruth, Malformation, Service};
 
 use crate::support::lab::{expected, mismatches, org_sync, sync_lab, unguarded};

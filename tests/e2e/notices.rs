@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use easgate::config::Config;
+use easgate::model::SyncKind;
 use easgate::notify::{NoticeId, RetryPolicy};
 use easgate::plugin::{AccessPolicyPlugin, PluginEngine, PluginRegistry, Source};
 use easgate::store::{NoticeStatus, Store};
-use easgate::sync::{NoticeStage, OrgSync, SyncKind, TemplateSource};
+use easgate::sync::{NoticeStage, OrgSync, TemplateSource};
 use easgate_lab::{Lab, NewDevices, ReceivedMail};
 use mail_parser::MessageParser;
 

@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use easgate::graph::GraphClient;
+use easgate::model::RunKind;
+use easgate::model::{SyncKind, SyncSettings, Verdict};
 use easgate::plugin::PluginEngine;
-use easgate::store::{JournalState, RunKind, RunOutcome, Store};
-use easgate::sync::{SyncKind, SyncSettings, Verdict};
+use easgate::store::{JournalState, RunOutcome, Store};
 use easgate_lab::{ComplianceState, DeviceTruth};
 
 use crate::support::lab::{
@@ -437,8 +438,8 @@ over_transports!(a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_
 async fn a_policy_swapped_between_two_syncs_changes_the_outcome_and_the_audit_names_it(
     transport: Transport,
 ) {
+    use easgate::model::DeviceKey;
     use easgate::plugin::Digest;
-    use easgate::sync::DeviceKey;
 
     let lab = sync_lab(1_000).await;
     let (_dir, store) = temp_store();
@@ -672,8 +673,8 @@ async fn devices_of_an_excluded_group_are_exempt_and_their_lists_untouched(trans
 over_transports!(a_full_sync_sets_the_configured_org_settings_and_access_rules_once);
 async fn a_full_sync_sets_the_configured_org_settings_and_access_rules_once(transport: Transport) {
     use easgate::exchange::cmdlets::{GetDeviceAccessRule, GetOrganizationSettings};
+    use easgate::model::{AccessLevel, DeviceAccessRule, RuleCharacteristic};
     use easgate::model::{Command, Parameters};
-    use easgate::sync::{AccessLevel, DeviceAccessRule, RuleCharacteristic};
 
     let lab = sync_lab(200).await;
     let (_dir, store) = temp_store();
@@ -830,7 +831,7 @@ async fn a_quick_sync_records_the_state_it_enforces(transport: Transport) {
     let org = store.organization("contoso", 0).unwrap();
     let truth = lab.control().truth();
     for device in &allowed {
-        let key = easgate::sync::DeviceKey::new(&device.identity);
+        let key = easgate::model::DeviceKey::new(&device.identity);
         let stored = store
             .device(org, &key)
             .unwrap()

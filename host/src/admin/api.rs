@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{AdminState, ApiError};
+use crate::model::SyncKind;
+use crate::model::{AccessState, DeviceKey, Verdict};
 use crate::plugin::Source;
-use crate::schedule::{SyncKind, Triggered};
+use crate::schedule::Triggered;
 use crate::store::{OrgId, RunId, RunRecord, StoreError, VerdictCounts};
-use crate::sync::{AccessState, DeviceKey, Verdict};
 
 /// Devices per page when the caller does not say.
 const DEFAULT_PAGE: usize = 50;
@@ -577,7 +578,7 @@ const PLAN_DEVICES_SHOWN: usize = 500;
 
 /// The state a held plan's command leaves a device in, in Exchange's words.
 fn held_target(change: &crate::store::HeldChange) -> &'static str {
-    use crate::sync::AccessLevel;
+    use crate::model::AccessLevel;
     use crate::sync::plan::REMOVE_MOBILE_DEVICE;
     // The default's switch names the devices that fall to the new default.
     let level = change.default_level.or(match change.verdict {

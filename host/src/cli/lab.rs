@@ -13,7 +13,7 @@ use clap::Args;
 use super::daemon::{block_on, say};
 use crate::config::Config;
 use crate::daemon::Daemon;
-use crate::schedule::SyncKind;
+use crate::model::SyncKind;
 
 #[derive(Debug, Args)]
 pub struct LabArgs {

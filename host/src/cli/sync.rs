@@ -20,12 +20,13 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use crate::config::{Config, Organization};
+use crate::model::SyncKind;
 use crate::net::HttpSettings;
 use crate::plugin::registry::RegistryOptions;
 use crate::plugin::{PluginEngine, PluginRegistry};
 use crate::store::{RunId, RunOutcome, Store, StoreError};
 use crate::sync::progress;
-use crate::sync::{OrgSync, Summary, SyncKind, TemplateSource};
+use crate::sync::{OrgSync, Summary, TemplateSource};
 use crate::timestamp::unix_now;
 
 #[derive(Debug, Args)]

@@ -36,7 +36,7 @@ pub struct Organization {
     /// `[organization.sync]`: the blast-radius guard, the org default, UPN overrides,
     /// partnership removal and the policy's scope groups; see [`SyncSettings`].
     #[serde(default)]
-    pub sync: crate::sync::SyncSettings,
+    pub sync: crate::model::SyncSettings,
 }
 
 /// Where and how to reach Microsoft Graph (Intune, groups) and its token endpoint.

@@ -86,7 +86,7 @@ mod tests {
         assert_eq!(c.sync.builtin_policy_json(), "{}");
         assert_eq!(
             c.organizations[0].sync,
-            crate::sync::SyncSettings::default()
+            crate::model::SyncSettings::default()
         );
 
         let text = format!(

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::ExchangeError;
 use super::cas::{CasHealth, CasPool, Pick};
 use super::cmdlets::{Cmdlet, GetClientAccessService, GetExchangeServer};
-use super::limit::Aimd;
+use super::limit::{Aimd, Permit};
 use super::psrp::PsrpWire;
 use super::rest::RestWire;
 use super::wire::{Attempt, Credential, Next, Prepared, Step, Wire};
@@ -409,50 +409,26 @@ impl ExchangeClient {
     /// serves.
     async fn request(&self, call: &Call<'_>, step: &Step) -> Result<Requested, ExchangeError> {
         let inner = &*self.inner;
-        let cmdlet = call.name;
-        let mut throttled = 0u32;
-        // When the CAS stopped answering (reset by any answer) and what went wrong last.
-        let mut failing_since: Option<Instant> = None;
-        let mut last_failure = String::new();
-        let mut maybe_applied = false;
-        // An unauthorized attempt renews the credential once; a renewed one refused again is
-        // an error.
-        let mut renewed: Option<Credential> = None;
+        let mut tries = Tries::default();
         loop {
-            let credential = match renewed.take() {
+            let credential = match tries.renewed.take() {
                 Some(c) => c,
-                None => inner.wire.credential(cmdlet).await?,
+                None => inner.wire.credential(call.name).await?,
             };
             let permit = inner.limit.acquire().await;
-            let now = Instant::now();
-            let started = now;
-            // A continuation bound to one CAS goes on there while it is up, and nowhere else.
-            let bound = match step {
-                Step::Next(c) => c.bound_to(),
-                Step::First => None,
-            };
-            let pick = match bound {
-                None => inner.pool.pick(now),
-                Some(bound) => match inner.pool.up(bound) {
-                    Some(i) => Pick::Use(i, bound.to_owned()),
-                    None => return Ok(Requested::Moved),
-                },
-            };
-            let (i, base) = match pick {
-                Pick::Use(i, base) => (i, base),
-                Pick::Wait(at) => {
+            let started = Instant::now();
+            let (cas, base) = match self.pick(step, started) {
+                Some(Pick::Use(i, base)) => (i, base),
+                Some(Pick::Wait(at)) => {
                     drop(permit);
-                    let since = *failing_since.get_or_insert(now);
-                    let deadline = since + inner.unavailable_timeout;
-                    if now >= deadline {
-                        return Err(self.unavailable(cmdlet, since, last_failure));
-                    }
-                    tokio::time::sleep_until(at.min(deadline)).await;
+                    self.wait_for_cas(call.name, at, started, &mut tries)
+                        .await?;
                     continue;
                 }
+                None => return Ok(Requested::Moved),
             };
-            if i != 0 {
-                self.probe_primary_if_due(now);
+            if cas != 0 {
+                self.probe_primary_if_due(started);
             }
             if inner.wire.counts_as_request(step) {
                 inner
@@ -461,7 +437,7 @@ impl ExchangeClient {
             }
             let attempt = inner.wire.attempt(
                 &credential,
-                cmdlet,
+                call.name,
                 &call.prepared,
                 step,
                 &base,
@@ -470,7 +446,7 @@ impl ExchangeClient {
             // Once the servers are failing, no attempt outlasts what is left of
             // `unavailable_timeout`: a CAS that takes connections and never answers would
             // otherwise add a whole request timeout to it.
-            let attempt = match failing_since {
+            let attempt = match tries.failing_since {
                 None => attempt.await,
                 Some(since) => {
                     let deadline = since + inner.unavailable_timeout;
@@ -479,87 +455,158 @@ impl ExchangeClient {
                         Err(_) => {
                             // Out of time while failing; the last failure says why.
                             drop(permit);
-                            inner.pool.failed(i, Instant::now());
-                            return Err(self.unavailable(cmdlet, since, last_failure));
+                            inner.pool.failed(cas, Instant::now());
+                            return Err(self.unavailable(call.name, since, tries.last_failure));
                         }
                     }
                 }
             };
             self.count_request(&attempt);
-            match attempt {
-                Attempt::Page { objects, next } => {
-                    permit.success();
-                    inner.pool.succeeded(i);
-                    return Ok(Requested::Answer((objects, next, base)));
-                }
-                Attempt::Error(e) if maybe_applied && call.write && e.is_repeat_of_applied() => {
-                    permit.success();
-                    inner.pool.succeeded(i);
-                    tracing::info!(cmdlet, "an unanswered attempt had been applied");
-                    return Ok(Requested::Answer((
-                        br#"{"value":[]}"#.to_vec(),
-                        Next::Last,
-                        base,
-                    )));
-                }
-                Attempt::Error(e) => {
-                    inner.pool.succeeded(i);
-                    return Err(e);
-                }
-                Attempt::Unauthorized(e) => {
-                    inner.pool.succeeded(i);
-                    drop(permit);
-                    match inner.wire.renew(&credential, cmdlet).await? {
-                        Some(c) => {
-                            renewed = Some(c);
-                            self.count_retry(call);
-                        }
-                        None => return Err(e),
-                    }
-                }
-                Attempt::Throttled {
-                    retry_after,
-                    message,
-                } => {
-                    inner.pool.succeeded(i);
-                    failing_since = None;
-                    permit.throttled();
-                    if let Some((metrics, org)) = inner.observer.get() {
-                        metrics.throttled(org, "exchange");
-                    }
-                    throttled += 1;
-                    if throttled >= THROTTLE_ATTEMPTS {
-                        return Err(ExchangeError::Throttled {
-                            cmdlet: cmdlet.into(),
-                            attempts: throttled,
-                            message,
-                        });
-                    }
-                    tokio::time::sleep(net::throttle_delay(retry_after, throttled - 1)).await;
-                    self.count_retry(call);
-                }
-                Attempt::CasFailed { reason, sent } => {
-                    drop(permit);
-                    maybe_applied |= sent;
-                    let now = Instant::now();
-                    inner.pool.failed(i, now);
-                    // The next attempt goes to another CAS, if failover lets it.
-                    if let Some((metrics, org)) = inner.observer.get()
-                        && inner.pool.failover()
-                    {
-                        metrics.cas_failover(org);
-                    }
-                    last_failure = format!("{base}: {reason}");
-                    // Failing since this attempt began, not since it gave up: a timed-out
-                    // attempt's wait counts towards `unavailable_timeout`.
-                    let since = *failing_since.get_or_insert(started);
-                    if now >= since + inner.unavailable_timeout {
-                        return Err(self.unavailable(cmdlet, since, last_failure));
-                    }
-                    self.count_retry(call);
-                }
+            let sent = Sent { cas, base, started };
+            let answered = self.answered(call, attempt, sent, permit, &credential, &mut tries);
+            if let Some(answer) = answered.await? {
+                return Ok(answer);
             }
         }
+    }
+
+    /// The CAS for `step`: any the pool picks, except that a continuation bound to one CAS
+    /// goes on there while it is up, and nowhere else (`None`: it no longer serves).
+    fn pick(&self, step: &Step, now: Instant) -> Option<Pick> {
+        let bound = match step {
+            Step::Next(c) => c.bound_to(),
+            Step::First => None,
+        };
+        match bound {
+            None => Some(self.inner.pool.pick(now)),
+            Some(bound) => (self.inner.pool.up(bound)).map(|i| Pick::Use(i, bound.to_owned())),
+        }
+    }
+
+    /// Every usable CAS is down: waits until the first is due for a check at `at`, or fails
+    /// once the servers have been failing for `unavailable_timeout`.
+    async fn wait_for_cas(
+        &self,
+        cmdlet: &str,
+        at: Instant,
+        now: Instant,
+        tries: &mut Tries,
+    ) -> Result<(), ExchangeError> {
+        let since = *tries.failing_since.get_or_insert(now);
+        let deadline = since + self.inner.unavailable_timeout;
+        if now >= deadline {
+            let last = std::mem::take(&mut tries.last_failure);
+            return Err(self.unavailable(cmdlet, since, last));
+        }
+        tokio::time::sleep_until(at.min(deadline)).await;
+        Ok(())
+    }
+
+    /// What an attempt's answer means: the step's answer, an error, or (`None`) another try
+    /// after renewing the credential, waiting out throttling or failing over.
+    async fn answered(
+        &self,
+        call: &Call<'_>,
+        attempt: Attempt,
+        sent: Sent,
+        permit: Permit<'_>,
+        credential: &Credential,
+        tries: &mut Tries,
+    ) -> Result<Option<Requested>, ExchangeError> {
+        let inner = &*self.inner;
+        let cmdlet = call.name;
+        let Sent {
+            cas: i,
+            base,
+            started,
+        } = sent;
+        match attempt {
+            Attempt::Page { objects, next } => {
+                permit.success();
+                inner.pool.succeeded(i);
+                return Ok(Some(Requested::Answer((objects, next, base))));
+            }
+            Attempt::Error(e) if tries.maybe_applied && call.write && e.is_repeat_of_applied() => {
+                permit.success();
+                inner.pool.succeeded(i);
+                tracing::info!(cmdlet, "an unanswered attempt had been applied");
+                let empty = br#"{"value":[]}"#.to_vec();
+                return Ok(Some(Requested::Answer((empty, Next::Last, base))));
+            }
+            Attempt::Error(e) => {
+                inner.pool.succeeded(i);
+                return Err(e);
+            }
+            Attempt::Unauthorized(e) => {
+                inner.pool.succeeded(i);
+                drop(permit);
+                match inner.wire.renew(credential, cmdlet).await? {
+                    Some(c) => {
+                        tries.renewed = Some(c);
+                        self.count_retry(call);
+                    }
+                    None => return Err(e),
+                }
+            }
+            Attempt::Throttled {
+                retry_after,
+                message,
+            } => {
+                inner.pool.succeeded(i);
+                tries.failing_since = None;
+                permit.throttled();
+                if let Some((metrics, org)) = inner.observer.get() {
+                    metrics.throttled(org, "exchange");
+                }
+                tries.throttled += 1;
+                if tries.throttled >= THROTTLE_ATTEMPTS {
+                    return Err(ExchangeError::Throttled {
+                        cmdlet: cmdlet.into(),
+                        attempts: tries.throttled,
+                        message,
+                    });
+                }
+                tokio::time::sleep(net::throttle_delay(retry_after, tries.throttled - 1)).await;
+                self.count_retry(call);
+            }
+            Attempt::CasFailed { reason, sent } => {
+                drop(permit);
+                tries.maybe_applied |= sent;
+                self.cas_failed(cmdlet, i, format!("{base}: {reason}"), started, tries)?;
+                self.count_retry(call);
+            }
+        }
+        Ok(None)
+    }
+
+    /// CAS `i` failed an attempt begun at `started` (`failure` says how): the next goes to
+    /// another CAS, if failover lets it, unless the servers have been failing for
+    /// `unavailable_timeout`.
+    fn cas_failed(
+        &self,
+        cmdlet: &str,
+        i: usize,
+        failure: String,
+        started: Instant,
+        tries: &mut Tries,
+    ) -> Result<(), ExchangeError> {
+        let inner = &*self.inner;
+        let now = Instant::now();
+        inner.pool.failed(i, now);
+        if let Some((metrics, org)) = inner.observer.get()
+            && inner.pool.failover()
+        {
+            metrics.cas_failover(org);
+        }
+        tries.last_failure = failure;
+        // Failing since this attempt began, not since it gave up: a timed-out attempt's wait
+        // counts towards `unavailable_timeout`.
+        let since = *tries.failing_since.get_or_insert(started);
+        if now >= since + inner.unavailable_timeout {
+            let last = std::mem::take(&mut tries.last_failure);
+            return Err(self.unavailable(cmdlet, since, last));
+        }
+        Ok(())
     }
 
     /// A command (a write; reads are not commands) is about to be sent again.
@@ -644,6 +691,29 @@ struct Call<'a> {
     name: &'a str,
     write: bool,
     prepared: Prepared,
+}
+
+/// What [`ExchangeClient::request`] remembers across its attempts of one step.
+#[derive(Default)]
+struct Tries {
+    /// Throttled answers so far.
+    throttled: u32,
+    /// When the servers stopped answering (reset by any answer).
+    failing_since: Option<Instant>,
+    /// What went wrong last, for the error once they have been failing too long.
+    last_failure: String,
+    /// An attempt went unanswered after being sent: a write may have been applied.
+    maybe_applied: bool,
+    /// An unauthorized attempt renews the credential once; a renewed one refused again is an
+    /// error.
+    renewed: Option<Credential>,
+}
+
+/// Where and when an attempt was sent.
+struct Sent {
+    cas: usize,
+    base: String,
+    started: Instant,
 }
 
 /// What [`ExchangeClient::request`] came to.

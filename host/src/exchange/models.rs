@@ -128,13 +128,8 @@ pub struct Mailbox {
     pub recipient_type_details: Option<String>,
 }
 
-/// Exchange's organization-wide default for devices no list or rule decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub enum AccessLevel {
-    Allow,
-    Block,
-    Quarantine,
-}
+/// Exchange's organization-wide default for devices no list or rule decides, and a rule's level.
+pub use crate::model::AccessLevel;
 
 /// `Get-ActiveSyncOrganizationSettings`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

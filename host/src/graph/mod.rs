@@ -320,18 +320,10 @@ impl GraphClient {
                 None => (self.tokens.token().await?, false),
             };
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let sent = self
-                .http
-                .get(url)
-                .bearer_auth(token.value.expose())
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
-                .await;
-            let response = match sent {
-                Ok(r) => r,
-                Err(e) => {
+            let (status, headers, body) = match self.send(url, &token).await {
+                Exchanged::Answered(status, headers, body) => (status, headers, body),
+                Exchanged::NotSent(reason) => {
                     self.count_request(RequestStatus::Failed);
-                    let reason = net::describe(&e);
                     if attempt >= ATTEMPTS {
                         return Err(GraphError::Unavailable {
                             endpoint,
@@ -340,50 +332,26 @@ impl GraphClient {
                         });
                     }
                     tracing::debug!(%endpoint, "Graph request failed, retrying: {reason}");
-                    tokio::time::sleep(net::backoff(
-                        attempt - 1,
-                        Duration::from_millis(200),
-                        Duration::from_secs(10),
-                    ))
-                    .await;
+                    pause_before_retry(attempt).await;
                     continue;
                 }
-            };
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = match response.bytes().await {
-                Ok(b) => b,
-                Err(e) if attempt < ATTEMPTS => {
+                Exchanged::BrokeOff(reason) if attempt < ATTEMPTS => {
                     self.count_request(RequestStatus::Failed);
-                    tracing::debug!(%endpoint, "Graph answer broke off, retrying: {}", net::describe(&e));
+                    tracing::debug!(%endpoint, "Graph answer broke off, retrying: {reason}");
                     continue;
                 }
-                Err(e) => {
+                Exchanged::BrokeOff(reason) => {
                     self.count_request(RequestStatus::Failed);
                     return Err(GraphError::Unavailable {
                         endpoint,
                         attempts: attempt,
-                        reason: net::describe(&e),
+                        reason,
                     });
                 }
             };
-            self.count_request(match status.as_u16() {
-                200..=299 => RequestStatus::Ok,
-                401 => RequestStatus::Unauthorized,
-                429 | 503 | 504 => RequestStatus::Throttled,
-                500..=599 => RequestStatus::Failed,
-                _ => RequestStatus::Refused,
-            });
-            let bad = |b: BadField| GraphError::BadResponse {
-                endpoint: endpoint.clone(),
-                field: b.field,
-                problem: b.problem,
-            };
+            self.count_request(request_status(status));
             if status.is_success() {
-                net::expect_json(&headers).map_err(bad)?;
-                // Records whose bytes are not JSON text fail the whole page, unless the
-                // listing reads its records one at a time (`net::record`).
-                return crate::net::record::decode_page::<T>(&body).map_err(bad);
+                return page(endpoint, &headers, &body[..]);
             }
             let code = status.as_u16();
             if code == 401 && !just_renewed {
@@ -409,34 +377,113 @@ impl GraphClient {
                 continue;
             }
             if status.is_server_error() && attempt < ATTEMPTS {
-                tokio::time::sleep(net::backoff(
-                    attempt - 1,
-                    Duration::from_millis(200),
-                    Duration::from_secs(10),
-                ))
-                .await;
+                pause_before_retry(attempt).await;
                 continue;
             }
-            return Err(match net::decode::<ErrorBody>(&body) {
-                Ok(e) => GraphError::Service {
-                    endpoint,
-                    status: code,
-                    code: e.error.code,
-                    message: net::first_line(&e.error.message),
-                },
-                Err(_) => bad(BadField {
-                    field: "error".into(),
-                    problem: format!(
-                        "HTTP {code} without Graph's error object ({} bytes of {})",
-                        body.len(),
-                        headers
-                            .get(reqwest::header::CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("no content type")
-                    ),
-                }),
-            });
+            return Err(service_error(endpoint, code, &headers, &body[..]));
         }
+    }
+
+    /// Sends one GET of `url` with `token` and reads the answer whole.
+    async fn send(
+        &self,
+        url: &str,
+        token: &crate::net::token::Token,
+    ) -> Exchanged<impl std::ops::Deref<Target = [u8]> + use<>> {
+        let sent = self
+            .http
+            .get(url)
+            .bearer_auth(token.value.expose())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return Exchanged::NotSent(net::describe(&e)),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        match response.bytes().await {
+            Ok(body) => Exchanged::Answered(status, headers, body),
+            Err(e) => Exchanged::BrokeOff(net::describe(&e)),
+        }
+    }
+}
+
+/// What became of one GET (`B`: the body's bytes, as the HTTP client holds them).
+enum Exchanged<B> {
+    /// The status, headers and whole body of the answer.
+    Answered(reqwest::StatusCode, reqwest::header::HeaderMap, B),
+    /// No answer (connection refused, timed out, …), and why.
+    NotSent(String),
+    /// The answer broke off before its body was read, and why.
+    BrokeOff(String),
+}
+
+/// What an answer with `status` counts as (`easgate_requests_total`).
+fn request_status(status: reqwest::StatusCode) -> RequestStatus {
+    match status.as_u16() {
+        200..=299 => RequestStatus::Ok,
+        401 => RequestStatus::Unauthorized,
+        429 | 503 | 504 => RequestStatus::Throttled,
+        500..=599 => RequestStatus::Failed,
+        _ => RequestStatus::Refused,
+    }
+}
+
+/// The pause before retrying a request that failed `attempt` times.
+async fn pause_before_retry(attempt: u32) {
+    let wait = net::backoff(
+        attempt - 1,
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+    );
+    tokio::time::sleep(wait).await;
+}
+
+/// A successful answer's page. Records whose bytes are not JSON text fail the whole page,
+/// unless the listing reads its records one at a time (`net::record`).
+fn page<T: DeserializeOwned>(
+    endpoint: String,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> Result<T, GraphError> {
+    let bad = |b: BadField| GraphError::BadResponse {
+        endpoint: endpoint.clone(),
+        field: b.field,
+        problem: b.problem,
+    };
+    net::expect_json(headers).map_err(bad)?;
+    crate::net::record::decode_page::<T>(body).map_err(bad)
+}
+
+/// The error of an answer with status `code` that is neither success nor retried: Graph's
+/// own error object, or a bad answer saying what came instead.
+fn service_error(
+    endpoint: String,
+    code: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> GraphError {
+    match net::decode::<ErrorBody>(body) {
+        Ok(e) => GraphError::Service {
+            endpoint,
+            status: code,
+            code: e.error.code,
+            message: net::first_line(&e.error.message),
+        },
+        Err(_) => GraphError::BadResponse {
+            endpoint,
+            field: "error".into(),
+            problem: format!(
+                "HTTP {code} without Graph's error object ({} bytes of {})",
+                body.len(),
+                headers
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("no content type")
+            ),
+        },
     }
 }
 

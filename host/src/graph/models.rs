@@ -5,30 +5,7 @@ use serde::Deserialize;
 
 use crate::timestamp::Timestamp;
 
-/// `complianceState` of a managed device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ComplianceState {
-    Unknown,
-    Compliant,
-    Noncompliant,
-    Conflict,
-    Error,
-    InGracePeriod,
-    ConfigManager,
-    /// Graph's marker for values added after a client was written.
-    UnknownFutureValue,
-}
-
-/// `managedDeviceOwnerType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum OwnerType {
-    Unknown,
-    Company,
-    Personal,
-    UnknownFutureValue,
-}
+pub use crate::model::{ComplianceState, OwnerType};
 
 /// The `$select` the connector sends: exactly the fields of [`ManagedDevice`].
 pub const MANAGED_DEVICE_SELECT: &str = "id,userPrincipalName,deviceName,operatingSystem,osVersion,complianceState,managementState,managedDeviceOwnerType,lastSyncDateTime,enrolledDateTime,easActivated,easDeviceId,exchangeAccessState,exchangeAccessStateReason,azureADDeviceId";

@@ -18,6 +18,8 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::inventory::DeviceKey;
+
 /// One parameter's value, wire-neutral.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -250,6 +252,35 @@ impl fmt::Display for Command {
         }
         Ok(())
     }
+}
+
+// The cmdlets and parameters a plan uses, by name: what the store reads back from the journal
+// too (the enforced state), so they are the floor's.
+/// The cmdlet that edits a mailbox's device lists.
+pub const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
+/// The cmdlet that removes an EAS partnership.
+pub const REMOVE_MOBILE_DEVICE: &str = "Remove-MobileDevice";
+/// The cmdlet that sets the organization default access level.
+pub const SET_ORG_SETTINGS: &str = "Set-ActiveSyncOrganizationSettings";
+/// The cmdlet that creates a device access rule.
+pub const NEW_ACCESS_RULE: &str = "New-ActiveSyncDeviceAccessRule";
+/// The cmdlet that removes a device access rule.
+pub const REMOVE_ACCESS_RULE: &str = "Remove-ActiveSyncDeviceAccessRule";
+/// The parameter holding the allow list.
+pub const ALLOWED_IDS: &str = "ActiveSyncAllowedDeviceIDs";
+/// The parameter holding the block list.
+pub const BLOCKED_IDS: &str = "ActiveSyncBlockedDeviceIDs";
+
+/// A command of a plan, with what it is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedCommand {
+    /// The mailbox the command targets (its `-Identity` for `Set-CASMailbox`, the owner's for
+    /// `Remove-MobileDevice`); `None` for a partnership whose mailbox is gone.
+    pub mailbox: Option<String>,
+    /// The devices whose state the command changes.
+    pub devices: Vec<DeviceKey>,
+    /// The call itself.
+    pub command: Command,
 }
 
 #[cfg(test)]

@@ -18,6 +18,12 @@ use super::sandbox::SandboxState;
 /// How often the engine's epoch advances: the granularity of plugin deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Limits no manifest may exceed: a plugin is not allowed to stall a sync or eat the host. Here
+/// beside [`Limits`] because the engine sizes its memory pool and epoch ticks for them; the
+/// manifest checks its `[limits]` against them (so `manifest` uses `engine`, not the reverse).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+pub const MAX_MEMORY_MIB: u64 = 1024;
+
 /// Limits applied to a plugin whose manifest does not set its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -159,7 +165,7 @@ fn pooling() -> PoolingAllocationConfig {
         .total_memories(2 * MAX_CONCURRENT_CALLS)
         .max_tables_per_component(4)
         .total_tables(4 * MAX_CONCURRENT_CALLS)
-        .max_memory_size((super::manifest::MAX_MEMORY_MIB as usize) << 20)
+        .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
         .linear_memory_keep_resident(4 << 20)
         .table_keep_resident(64 << 10);
     pool
@@ -238,7 +244,7 @@ impl PluginEngine {
     /// kills at 90). Each running call is past its deadline after this many epoch ticks.
     pub fn interrupt_all(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
-        for _ in 0..Self::deadline_ticks(super::manifest::MAX_TIMEOUT) {
+        for _ in 0..Self::deadline_ticks(MAX_TIMEOUT) {
             self.inner.engine.increment_epoch();
         }
     }

@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::bindings::types;
+use super::wit::wit_name;
+use crate::model::{AccessState, ComplianceState, OwnerType};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -40,21 +42,10 @@ pub struct EasDeviceJson {
     pub first_sync: Option<i64>,
     #[serde(default)]
     pub last_success_sync: Option<i64>,
-    #[serde(default)]
-    pub access_state: AccessStateJson,
+    #[serde(default, with = "wit_name")]
+    pub access_state: AccessState,
     #[serde(default)]
     pub access_state_reason: String,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum AccessStateJson {
-    #[default]
-    Unknown,
-    Allowed,
-    Blocked,
-    Quarantined,
-    DeviceDiscovery,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -70,38 +61,16 @@ pub struct ManagedDeviceJson {
     pub operating_system: String,
     #[serde(default)]
     pub os_version: String,
-    #[serde(default)]
-    pub compliance_state: ComplianceStateJson,
+    #[serde(default, with = "wit_name")]
+    pub compliance_state: ComplianceState,
     #[serde(default)]
     pub management_state: String,
-    #[serde(default)]
-    pub ownership: OwnershipJson,
+    #[serde(default, with = "wit_name")]
+    pub ownership: OwnerType,
     #[serde(default)]
     pub last_sync: Option<i64>,
     #[serde(default)]
     pub enrolled: Option<i64>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ComplianceStateJson {
-    #[default]
-    Unknown,
-    Compliant,
-    Noncompliant,
-    Conflict,
-    Error,
-    InGracePeriod,
-    ConfigManager,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum OwnershipJson {
-    #[default]
-    Unknown,
-    Company,
-    Personal,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -204,13 +173,7 @@ impl From<EasDeviceJson> for types::EasDevice {
             user_agent: json.user_agent,
             first_sync: json.first_sync,
             last_success_sync: json.last_success_sync,
-            access_state: match json.access_state {
-                AccessStateJson::Unknown => types::AccessState::Unknown,
-                AccessStateJson::Allowed => types::AccessState::Allowed,
-                AccessStateJson::Blocked => types::AccessState::Blocked,
-                AccessStateJson::Quarantined => types::AccessState::Quarantined,
-                AccessStateJson::DeviceDiscovery => types::AccessState::DeviceDiscovery,
-            },
+            access_state: json.access_state.into(),
             access_state_reason: json.access_state_reason,
         }
     }
@@ -224,21 +187,9 @@ impl From<ManagedDeviceJson> for types::ManagedDevice {
             device_name: json.device_name,
             operating_system: json.operating_system,
             os_version: json.os_version,
-            compliance_state: match json.compliance_state {
-                ComplianceStateJson::Unknown => types::ComplianceState::Unknown,
-                ComplianceStateJson::Compliant => types::ComplianceState::Compliant,
-                ComplianceStateJson::Noncompliant => types::ComplianceState::Noncompliant,
-                ComplianceStateJson::Conflict => types::ComplianceState::Conflict,
-                ComplianceStateJson::Error => types::ComplianceState::Error,
-                ComplianceStateJson::InGracePeriod => types::ComplianceState::InGracePeriod,
-                ComplianceStateJson::ConfigManager => types::ComplianceState::ConfigManager,
-            },
+            compliance_state: json.compliance_state.into(),
             management_state: json.management_state,
-            ownership: match json.ownership {
-                OwnershipJson::Unknown => types::Ownership::Unknown,
-                OwnershipJson::Company => types::Ownership::Company,
-                OwnershipJson::Personal => types::Ownership::Personal,
-            },
+            ownership: json.ownership.into(),
             last_sync: json.last_sync,
             enrolled: json.enrolled,
         }
@@ -303,7 +254,7 @@ mod tests {
             r#"{"compliance-state":"in-grace-period","ownership":"personal"}"#,
         )
         .unwrap();
-        assert_eq!(json.compliance_state, ComplianceStateJson::InGracePeriod);
+        assert_eq!(json.compliance_state, ComplianceState::InGracePeriod);
         assert!(
             serde_json::from_str::<ManagedDeviceJson>(r#"{"compliance-state":"inGracePeriod"}"#)
                 .is_err()

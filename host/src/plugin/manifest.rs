@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::World;
-use super::engine::Limits;
+use super::engine::{Limits, MAX_MEMORY_MIB, MAX_TIMEOUT};
 use super::json::TestCase;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -43,10 +43,6 @@ pub struct ManifestLimits {
     pub timeout_ms: Option<u64>,
     pub memory_mib: Option<u64>,
 }
-
-/// Limits no manifest may exceed: a plugin is not allowed to stall a sync or eat the host.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
-pub const MAX_MEMORY_MIB: u64 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {

@@ -9,6 +9,7 @@
 //! * [`manifest`]: `NAME.toml` beside `NAME.wasm` (world, settings, limits, self-checks).
 //! * [`registry`]: the built-in and directory plugins, which version is active, hot reload.
 //! * [`json`]: the JSON form of the WIT records, for the CLI and for manifest cases.
+//! * [`wit`]: the ground floor's types ([`crate::model`]) in the contract's form.
 //!
 //! The contract itself lives in `wit/` at the repository root; `bindings` is generated from it.
 
@@ -21,6 +22,7 @@ pub mod manifest;
 pub mod registry;
 pub mod sample;
 pub mod sandbox;
+pub mod wit;
 
 use std::fmt;
 

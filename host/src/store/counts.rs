@@ -1,7 +1,7 @@
 //! Figures over a whole organization, for the status page and `/metrics`.
 
 use super::{OrgId, Store, StoreError, VerdictCounts};
-use crate::sync::Verdict;
+use crate::model::Verdict;
 
 impl Store {
     /// The organization's devices per current verdict; devices never decided are `undecided`.
@@ -45,8 +45,9 @@ impl Store {
 mod tests {
     use super::*;
 
-    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, RunKind};
-    use crate::sync::ExchangeDevice;
+    use crate::model::ExchangeDevice;
+    use crate::model::RunKind;
+    use crate::store::{DecisionBatch, DecisionRecord, DeviceView};
 
     #[test]
     fn devices_count_by_current_verdict_and_never_decided_ones_as_undecided() {

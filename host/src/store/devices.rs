@@ -6,10 +6,11 @@ use std::collections::HashSet;
 use rusqlite::OptionalExtension;
 
 use super::outbox::{self, NoticeBatch, Recorded};
-use super::runs::{RunKind, RunOutcome};
+use super::runs::RunOutcome;
 use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode, held, journal};
+use crate::model::RunKind;
+use crate::model::{DeviceKey, ExchangeDevice, ManagedDevice, PlannedCommand, Verdict};
 use crate::plugin::types;
-use crate::sync::{DeviceKey, ExchangeDevice, ManagedDevice, PlannedCommand, Verdict};
 
 /// One partnership's views to save.
 #[derive(Debug, Clone, Copy)]
@@ -565,8 +566,9 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::Command;
-    use crate::store::{JournalState, RunKind};
-    use crate::sync::inventory::{AccessState, ComplianceState};
+    use crate::model::RunKind;
+    use crate::model::inventory::{AccessState, ComplianceState};
+    use crate::store::JournalState;
 
     fn device(id: &str, state: AccessState) -> ExchangeDevice {
         ExchangeDevice {

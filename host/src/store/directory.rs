@@ -1,6 +1,6 @@
 //! The directory the last sync saw: every mailbox with its allow and block lists and its UPN,
 //! every user with the in-scope groups they are in. A what-if run reads it to decide with what
-//! a sync would see (see [`crate::sync::whatif`]).
+//! a sync would see (see the sync's `whatif`).
 //!
 //! A full sync replaces the organization's directory and marks it complete; a quick sync
 //! updates the mailboxes and users it read (those of the changed devices) and leaves the rest
@@ -9,7 +9,7 @@
 use rusqlite::OptionalExtension;
 
 use super::{OrgId, Store, StoreError, decode, encode};
-use crate::sync::{DirectoryUser, Mailbox};
+use crate::model::{DirectoryUser, Mailbox};
 
 /// The stored directory of an organization.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

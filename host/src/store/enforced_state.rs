@@ -19,9 +19,9 @@
 use rusqlite::{OptionalExtension, Transaction};
 
 use super::{CommandId, Store, StoreError, decode};
+use crate::model::AccessLevel;
 use crate::model::Command;
-use crate::sync::AccessLevel;
-use crate::sync::plan::{SET_CAS_MAILBOX, SET_ORG_SETTINGS};
+use crate::model::command::{SET_CAS_MAILBOX, SET_ORG_SETTINGS};
 
 /// The stored spelling of the state a level gives.
 fn state_of(level: AccessLevel) -> &'static str {
@@ -98,9 +98,10 @@ pub(super) fn record(
 
 #[cfg(test)]
 mod tests {
+    use crate::model::RunKind;
+    use crate::model::{AccessState, DeviceKey, ExchangeDevice, PlannedCommand, Verdict};
     use crate::model::{Command, Parameters};
-    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, RunKind, Store};
-    use crate::sync::{AccessState, DeviceKey, ExchangeDevice, PlannedCommand, Verdict};
+    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, Store};
 
     fn device(mailbox: &str, id: &str) -> ExchangeDevice {
         ExchangeDevice {

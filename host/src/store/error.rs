@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::{CommandId, OrgId, RunId};
-use crate::sync::DeviceKey;
+use crate::model::DeviceKey;
 
 /// A store error.
 #[derive(Debug, thiserror::Error)]

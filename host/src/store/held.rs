@@ -16,8 +16,8 @@ use rusqlite::Transaction;
 use super::devices::{DecisionBatch, DecisionRecord};
 use super::outbox::{NoticeBatch, NoticeRequest};
 use super::{OrgId, RunId, Store, StoreError};
+use crate::model::{DeviceKey, Verdict};
 use crate::notify::NoticeId;
-use crate::sync::{DeviceKey, Verdict};
 
 /// What applying an approved plan's decisions did ([`Store::enforce_approved`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -274,10 +274,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::RunKind;
+    use crate::model::inventory::AccessState;
+    use crate::model::{Command, ExchangeDevice, PlannedCommand};
     use crate::store::devices::DeviceView;
-    use crate::store::{JournalState, RunEnd, RunKind, RunOutcome, VerdictCounts};
-    use crate::sync::inventory::AccessState;
-    use crate::sync::{ExchangeDevice, PlannedCommand, plan::Command};
+    use crate::store::{JournalState, RunEnd, RunOutcome, VerdictCounts};
 
     fn device(id: &str) -> ExchangeDevice {
         ExchangeDevice {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::runs::RunOutcome;
 use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode};
 use crate::model::Command;
-use crate::sync::{DeviceKey, PlannedCommand};
+use crate::model::{DeviceKey, PlannedCommand};
 
 /// Where a journaled command is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -423,7 +423,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DecisionBatch, RunEnd, RunKind, VerdictCounts};
+    use crate::model::RunKind;
+    use crate::store::{DecisionBatch, RunEnd, VerdictCounts};
 
     fn command(mailbox: &str) -> PlannedCommand {
         let parameters = crate::model::Parameters::new().text("Identity", mailbox);

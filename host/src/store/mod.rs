@@ -50,7 +50,7 @@ pub use lock::WriterLock;
 pub use outbox::{
     NoticeAttempt, NoticeBatch, NoticeCounts, NoticeRequest, NoticeStatus, OutboxNotice, Recorded,
 };
-pub use runs::{RunEnd, RunKind, RunOutcome, RunRecord, VerdictCounts};
+pub use runs::{RunEnd, RunOutcome, RunRecord, VerdictCounts};
 pub use trend::TrendPoint;
 pub use views::HeldChange;
 

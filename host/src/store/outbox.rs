@@ -12,8 +12,8 @@
 use rusqlite::{OptionalExtension, Transaction};
 
 use super::{OrgId, RunId, Store, StoreError, decode};
+use crate::model::{DeviceKey, ExchangeDevice, ManagedDevice, Verdict};
 use crate::notify::NoticeId;
-use crate::sync::{DeviceKey, ExchangeDevice, ManagedDevice, Verdict};
 
 /// A notice the sync wants for a device whose verdict it is recording; enqueued only if the
 /// verdict changes and no like notice is recent.
@@ -419,8 +419,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, RunKind};
-    use crate::sync::AccessState;
+    use crate::model::AccessState;
+    use crate::model::RunKind;
+    use crate::store::{DecisionBatch, DecisionRecord, DeviceView};
 
     fn device(id: &str) -> ExchangeDevice {
         ExchangeDevice {

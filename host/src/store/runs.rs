@@ -4,39 +4,16 @@ use rusqlite::{OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use super::{OrgId, RunId, Store, StoreError};
-use crate::sync::Verdict;
+use crate::model::Verdict;
 
-/// Which sync a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunKind {
-    /// The devices that changed since the last run.
-    Quick,
-    /// Every device, plus the organization settings.
-    Full,
-    /// A rehearsal: planned and recorded, nothing applied.
-    WhatIf,
-}
+use crate::model::RunKind;
 
-impl RunKind {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunKind::Quick => "quick",
-            RunKind::Full => "full",
-            RunKind::WhatIf => "what-if",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, StoreError> {
-        [RunKind::Quick, RunKind::Full, RunKind::WhatIf]
-            .into_iter()
-            .find(|k| k.as_str() == text)
-            .ok_or_else(|| StoreError::Decode {
-                what: "run kind",
-                detail: text.to_owned(),
-            })
-    }
+/// Reads a stored run kind.
+fn parse_kind(text: &str) -> Result<RunKind, StoreError> {
+    RunKind::parse(text).ok_or_else(|| StoreError::Decode {
+        what: "run kind",
+        detail: text.to_owned(),
+    })
 }
 
 /// How a run ended (or that it has not).
@@ -218,7 +195,7 @@ fn run_record(row: RunRow) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
         id: RunId(id),
         org: OrgId(org),
-        kind: RunKind::parse(&kind)?,
+        kind: parse_kind(&kind)?,
         started_at,
         ended_at,
         outcome: RunOutcome::parse(&outcome)?,

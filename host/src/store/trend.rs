@@ -79,11 +79,11 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::RunKind;
+    use crate::model::{ExchangeDevice, Verdict};
     use crate::store::{
-        DecisionBatch, DecisionRecord, DeviceView, RunEnd, RunKind, RunOutcome, Store,
-        VerdictCounts,
+        DecisionBatch, DecisionRecord, DeviceView, RunEnd, RunOutcome, Store, VerdictCounts,
     };
-    use crate::sync::{ExchangeDevice, Verdict};
 
     fn end(at: i64) -> RunEnd {
         RunEnd {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{NoticeStatus, OrgId, OutboxNotice, RunId, Store, StoreError, decode};
-use crate::sync::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Verdict};
+use crate::model::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Verdict};
 
 /// A device a held plan would change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,9 +107,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::RunKind;
+    use crate::model::{AccessState, ExchangeDevice, PlannedCommand, Verdict};
     use crate::model::{Command, Parameters};
-    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, NoticeStatus, RunKind, Store};
-    use crate::sync::{AccessState, ExchangeDevice, PlannedCommand, Verdict};
+    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, NoticeStatus, Store};
 
     #[test]
     fn a_held_plan_shows_each_device_with_its_state_and_held_verdict() {
@@ -198,7 +199,7 @@ mod tests {
         assert_eq!(changes[0].reason.as_deref(), Some("noncompliant"));
         assert_eq!(
             (changes[0].default_level, changes[1].default_level),
-            (None, Some(crate::sync::AccessLevel::Quarantine))
+            (None, Some(crate::model::AccessLevel::Quarantine))
         );
         assert!(
             store

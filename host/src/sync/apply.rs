@@ -19,13 +19,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::blocking;
-use super::inventory::DeviceKey;
 use super::plan::{
     Command, NEW_ACCESS_RULE, PlanStep, PlannedCommand, REMOVE_ACCESS_RULE, REMOVE_MOBILE_DEVICE,
     SET_CAS_MAILBOX, SET_ORG_SETTINGS,
 };
 use super::progress;
 use crate::exchange::{Cmdlet, ExchangeClient, ExchangeError};
+use crate::model::inventory::DeviceKey;
 use crate::store::{
     CommandId, DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, RunId, Store, StoreError,
 };
@@ -284,57 +284,11 @@ pub fn record_in_chunks(
     send: &mpsc::Sender<RecordedChunk>,
 ) -> Result<NoticesRecorded, StoreError> {
     let chunks = record.commands.len().div_ceil(RECORD_CHUNK);
-    // The chunk each device's verdict goes with. A verdict may be recorded before the chunk of
-    // the command that changes it, never after.
-    let mut chunk_of: HashMap<&DeviceKey, usize> = HashMap::new();
-    // The latest chunk for the devices of the organization default's command: it changes every
-    // device allowed by the default alone (30 000 in the first sync of the 100 000-device lab).
-    // With it, its chunk, the last, was a transaction of a second that apply waited for with
-    // nothing in flight.
-    let mut no_later: HashMap<&DeviceKey, usize> = HashMap::new();
-    for (i, step) in record.commands.iter().enumerate() {
-        let chunk = i / RECORD_CHUNK;
-        let of = match step {
-            PlanStep::Command(c) if c.command.cmdlet == SET_ORG_SETTINGS => &mut no_later,
-            _ => &mut chunk_of,
-        };
-        for key in step.devices() {
-            of.entry(key).or_insert(chunk);
-        }
-    }
-    // The other devices ride along with the chunks after the first (which goes out after one
-    // small transaction), a share each. In transactions of their own, after the last chunk,
-    // they held the store for a second while apply waited to journal its next chunk, and
-    // the commands in flight ran dry. Without a second chunk, they come last, or with the
-    // first chunk when a command of it changes them.
-    let spread = chunks.saturating_sub(1);
-    let mut placed = 0;
-    let mut transactions = chunks;
-    for d in &record.decisions {
-        chunk_of.entry(&d.key).or_insert_with(|| {
-            placed += 1;
-            let chunk = match no_later.get(&d.key) {
-                // The org default is in the first chunk: with it.
-                Some(0) => 0,
-                // Chunks 1 to the org default's (the last, so `c` is `spread`).
-                Some(&c) => 1 + (placed - 1) % c,
-                None if spread == 0 => chunks + (placed - 1) / UNCHANGED_PER_TRANSACTION,
-                None => 1 + (placed - 1) % spread,
-            };
-            transactions = transactions.max(chunk + 1);
-            chunk
-        });
-    }
-    drop(no_later);
-    let decision_chunks: Vec<usize> = record.decisions.iter().map(|d| chunk_of[&d.key]).collect();
-    // Each notice goes with its device's verdict (the runner asks for notices of decided
-    // devices only).
-    let notice_chunks: Vec<usize> = record
-        .notices
-        .iter()
-        .map(|n| chunk_of.get(&n.key).copied().unwrap_or(0))
-        .collect();
-    drop(chunk_of);
+    let Placement {
+        decision_chunks,
+        notice_chunks,
+        transactions,
+    } = place(&record.commands, &record.decisions, &record.notices);
     let mut decisions: Vec<Vec<DecisionRecord>> = (0..transactions).map(|_| Vec::new()).collect();
     for (d, chunk) in record.decisions.into_iter().zip(decision_chunks) {
         decisions[chunk].push(d);
@@ -388,11 +342,87 @@ pub fn record_in_chunks(
     Ok(recorded)
 }
 
+/// Which transaction of [`record_in_chunks`] records each verdict and each notice.
+struct Placement {
+    /// The chunk of each decision, in order.
+    decision_chunks: Vec<usize>,
+    /// The chunk of each notice, in order.
+    notice_chunks: Vec<usize>,
+    /// Transactions in all: the command chunks, and any after them for verdicts alone.
+    transactions: usize,
+}
+
+/// Places the verdicts and notices of a plan recorded in chunks of [`RECORD_CHUNK`] commands
+/// (see [`record_in_chunks`]).
+fn place(
+    commands: &[PlanStep],
+    decisions: &[DecisionRecord],
+    notices: &[NoticeRequest],
+) -> Placement {
+    let chunks = commands.len().div_ceil(RECORD_CHUNK);
+    // The chunk each device's verdict goes with. A verdict may be recorded before the chunk of
+    // the command that changes it, never after.
+    let mut chunk_of: HashMap<&DeviceKey, usize> = HashMap::new();
+    // The latest chunk for the devices of the organization default's command: it changes every
+    // device allowed by the default alone (30 000 in the first sync of the 100 000-device lab).
+    // With it, its chunk, the last, was a transaction of a second that apply waited for with
+    // nothing in flight.
+    let mut no_later: HashMap<&DeviceKey, usize> = HashMap::new();
+    for (i, step) in commands.iter().enumerate() {
+        let chunk = i / RECORD_CHUNK;
+        let of = match step {
+            PlanStep::Command(c) if c.command.cmdlet == SET_ORG_SETTINGS => &mut no_later,
+            _ => &mut chunk_of,
+        };
+        for key in step.devices() {
+            of.entry(key).or_insert(chunk);
+        }
+    }
+    // The other devices ride along with the chunks after the first (which goes out after one
+    // small transaction), a share each. In transactions of their own, after the last chunk,
+    // they held the store for a second while apply waited to journal its next chunk, and
+    // the commands in flight ran dry. Without a second chunk, they come last, or with the
+    // first chunk when a command of it changes them.
+    let spread = chunks.saturating_sub(1);
+    let mut placed = 0;
+    let mut transactions = chunks;
+    for d in decisions {
+        chunk_of.entry(&d.key).or_insert_with(|| {
+            placed += 1;
+            let chunk = match no_later.get(&d.key) {
+                // The org default is in the first chunk: with it.
+                Some(0) => 0,
+                // Chunks 1 to the org default's (the last, so `c` is `spread`).
+                Some(&c) => 1 + (placed - 1) % c,
+                None if spread == 0 => chunks + (placed - 1) / UNCHANGED_PER_TRANSACTION,
+                None => 1 + (placed - 1) % spread,
+            };
+            transactions = transactions.max(chunk + 1);
+            chunk
+        });
+    }
+    drop(no_later);
+    let decision_chunks: Vec<usize> = decisions.iter().map(|d| chunk_of[&d.key]).collect();
+    // Each notice goes with its device's verdict (the runner asks for notices of decided
+    // devices only).
+    let notice_chunks: Vec<usize> = notices
+        .iter()
+        .map(|n| chunk_of.get(&n.key).copied().unwrap_or(0))
+        .collect();
+    drop(chunk_of);
+    Placement {
+        decision_chunks,
+        notice_chunks,
+        transactions,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DeviceView, RunKind};
-    use crate::sync::inventory::{ExchangeDevice, Verdict};
+    use crate::model::RunKind;
+    use crate::model::inventory::{ExchangeDevice, Verdict};
+    use crate::store::DeviceView;
 
     fn device(n: usize) -> ExchangeDevice {
         ExchangeDevice {

@@ -26,10 +26,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::inventory::{
-    AccessLevel, AccessState, ComplianceState, DirectoryUser, ExchangeDevice, Inventory,
-    KeyDigests, Mailbox, ManagedDevice, OwnerType,
-};
 use super::progress;
 use crate::exchange::cmdlets::{
     GetCasMailbox, GetDeviceAccessRule, GetMailbox, GetMobileDevice, GetMobileDeviceRecords,
@@ -39,6 +35,10 @@ use crate::exchange::models::{self, DeviceAccessState};
 use crate::exchange::{ExchangeClient, ExchangeError, Listed, PageSink};
 use crate::graph::models as graph_models;
 use crate::graph::{GraphClient, GraphError, ManagedDevices};
+use crate::model::inventory::{
+    AccessLevel, AccessState, DirectoryUser, ExchangeDevice, Inventory, KeyDigests, Mailbox,
+    ManagedDevice,
+};
 use crate::net::record::{self, Checked, Unreadable};
 use crate::timestamp::Timestamp;
 
@@ -237,21 +237,6 @@ fn exchange_device(d: models::MobileDevice, mailboxes: &HashMap<String, String>)
 }
 
 fn managed_device(m: graph_models::ManagedDevice) -> ManagedDevice {
-    use graph_models::ComplianceState as G;
-    let compliance_state = match m.compliance_state {
-        G::Unknown | G::UnknownFutureValue => ComplianceState::Unknown,
-        G::Compliant => ComplianceState::Compliant,
-        G::Noncompliant => ComplianceState::Noncompliant,
-        G::Conflict => ComplianceState::Conflict,
-        G::Error => ComplianceState::Error,
-        G::InGracePeriod => ComplianceState::InGracePeriod,
-        G::ConfigManager => ComplianceState::ConfigManager,
-    };
-    let owner_type = match m.managed_device_owner_type {
-        graph_models::OwnerType::Company => OwnerType::Company,
-        graph_models::OwnerType::Personal => OwnerType::Personal,
-        _ => OwnerType::Unknown,
-    };
     ManagedDevice {
         id: m.id,
         eas_device_id: m.eas_device_id.unwrap_or_default(),
@@ -259,9 +244,9 @@ fn managed_device(m: graph_models::ManagedDevice) -> ManagedDevice {
         device_name: m.device_name.unwrap_or_default(),
         operating_system: m.operating_system.unwrap_or_default(),
         os_version: m.os_version.unwrap_or_default(),
-        compliance_state,
+        compliance_state: m.compliance_state,
         management_state: m.management_state.unwrap_or_default(),
-        owner_type,
+        owner_type: m.managed_device_owner_type,
         last_sync: m.last_sync_date_time.map(|t| t.0),
         enrolled: m.enrolled_date_time.map(|t| t.0),
     }
@@ -468,28 +453,7 @@ pub async fn full(
     read_rules: bool,
     slices: Vec<GetMobileDeviceRecords>,
 ) -> Result<Started, DiscoverError> {
-    // Each slice of the device listing, the longest chain of requests, gets a task of its
-    // own, so that decoding the other listings' pages never delays the request for its next
-    // page.
-    let (to_caller, pages) = mpsc::channel(LISTED_AHEAD);
-    let mut tasks = JoinSet::new();
-    for slice in slices {
-        let exchange = exchange.clone();
-        let to_caller = to_caller.clone();
-        // Its pages count for the discover stage awaiting it.
-        tasks.spawn(progress::inherit_pages(async move {
-            let what = format!(
-                "Get-MobileDevice {}",
-                slice.0.filter.as_deref().unwrap_or("")
-            );
-            let mut sink = SliceSink(to_caller);
-            let listed = timed(&what, exchange.run_paged(&slice, &mut sink)).await;
-            if let Err(e) = listed {
-                let _ = sink.0.send(Sliced::Failed(e)).await;
-            }
-        }));
-    }
-    drop(to_caller);
+    let (pages, tasks) = spawn_slices(exchange, slices);
     let (cas, mbx, settings) = (
         GetCasMailbox::default(),
         GetMailbox::default(),
@@ -524,11 +488,7 @@ pub async fn full(
     let mut unreadable = Unreadables::default();
     let managed = unreadable.managed(managed?)?;
     let org_settings = settings?.into_iter().next();
-    let org_default = org_settings.as_ref().map(|s| match s.default_access_level {
-        models::AccessLevel::Allow => AccessLevel::Allow,
-        models::AccessLevel::Block => AccessLevel::Block,
-        models::AccessLevel::Quarantine => AccessLevel::Quarantine,
-    });
+    let org_default = org_settings.as_ref().map(|s| s.default_access_level);
     let users = users(&mailboxes, &groups?);
     Ok(Started {
         discovered: Discovered {
@@ -556,132 +516,51 @@ pub async fn full(
     })
 }
 
+/// Starts the device listing's `slices`, each the longest chain of requests, in a task of its
+/// own, so that decoding the other listings' pages never delays the request for its next
+/// page. The pages come on the returned channel.
+fn spawn_slices(
+    exchange: &ExchangeClient,
+    slices: Vec<GetMobileDeviceRecords>,
+) -> (mpsc::Receiver<Sliced>, JoinSet<()>) {
+    let (to_caller, pages) = mpsc::channel(LISTED_AHEAD);
+    let mut tasks = JoinSet::new();
+    for slice in slices {
+        let exchange = exchange.clone();
+        let to_caller = to_caller.clone();
+        // Its pages count for the discover stage awaiting it.
+        tasks.spawn(progress::inherit_pages(async move {
+            let what = format!(
+                "Get-MobileDevice {}",
+                slice.0.filter.as_deref().unwrap_or("")
+            );
+            let mut sink = SliceSink(to_caller);
+            let listed = timed(&what, exchange.run_paged(&slice, &mut sink)).await;
+            if let Err(e) = listed {
+                let _ = sink.0.send(Sliced::Failed(e)).await;
+            }
+        }));
+    }
+    drop(to_caller);
+    (pages, tasks)
+}
+
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// The changes since `since`, for a quick sync.
+/// The changes since `since`, for a quick sync: the partnerships new since then and those of
+/// the Intune records that changed, the mailboxes of all of them.
 pub async fn quick(
     exchange: &ExchangeClient,
     graph: &GraphClient,
     scope_groups: &[String],
     since: i64,
 ) -> Result<Started, DiscoverError> {
-    let new_devices = GetMobileDeviceRecords(GetMobileDevice {
-        filter: Some(format!(
-            "FirstSyncTime -ge {}",
-            quote(&Timestamp(since).to_string())
-        )),
-        ..Default::default()
-    });
-    let (new_devices, changed) = tokio::join!(
-        exchange.run(&new_devices),
-        graph.managed_device_records(ManagedDevices::SyncedSince(Timestamp(since)))
-    );
     let mut unreadable = Unreadables::default();
-    let mut devices: BTreeMap<String, models::MobileDevice> = unreadable
-        .devices(new_devices?)
-        .into_iter()
-        .map(|d| (d.identity.to_lowercase(), d))
-        .collect();
-    let mut changed: Vec<ManagedDevice> = unreadable
-        .managed(changed?)?
-        .into_iter()
-        .map(managed_device)
-        .collect();
-
-    // A new partnership of a device enrolled long ago (a user adding the account again) has a
-    // record that did not change: ask Intune for it, one request per such device.
-    let have: BTreeSet<String> = changed
-        .iter()
-        .map(|m| m.eas_device_id.to_lowercase())
-        .collect();
-    let unknown: BTreeSet<String> = devices
-        .values()
-        .map(|d| d.device_id.clone())
-        .filter(|id| !have.contains(&id.to_lowercase()))
-        .collect();
-    for id in unknown {
-        let records = graph
-            .managed_device_records(ManagedDevices::EasDeviceId(&id))
-            .await?;
-        changed.extend(unreadable.managed(records)?.into_iter().map(managed_device));
-    }
-
-    // The partnerships of the changed records that are not among the new ones.
-    let known: BTreeSet<String> = devices
-        .values()
-        .map(|d| d.device_id.to_lowercase())
-        .collect();
-    let wanted: Vec<&str> = changed
-        .iter()
-        .map(|m| m.eas_device_id.as_str())
-        .filter(|id| !id.is_empty() && !known.contains(&id.to_lowercase()))
-        .collect();
-    let lookups: Vec<GetMobileDeviceRecords> = wanted
-        .chunks(IDS_PER_FILTER)
-        .map(|ids| {
-            GetMobileDeviceRecords(GetMobileDevice {
-                filter: Some(
-                    ids.iter()
-                        .map(|id| format!("DeviceId -eq {}", quote(id)))
-                        .collect::<Vec<_>>()
-                        .join(" -or "),
-                ),
-                ..Default::default()
-            })
-        })
-        .collect();
-    for found in exchange.run_all(lookups).await {
-        for d in unreadable.devices(found?) {
-            devices.entry(d.identity.to_lowercase()).or_insert(d);
-        }
-    }
-    let mut listed: Vec<models::MobileDevice> = devices.into_values().collect();
-    unreadable.keep_out(&mut listed);
-    let devices: BTreeMap<String, models::MobileDevice> = listed
-        .into_iter()
-        .map(|d| (d.identity.to_lowercase(), d))
-        .collect();
-
-    // Only the mailboxes of those partnerships.
-    let names: BTreeSet<String> = devices
-        .values()
-        .filter_map(|d| ExchangeDevice::mailbox_of(&d.identity).map(str::to_lowercase))
-        .collect();
-    let cas_calls: Vec<GetCasMailbox> = names
-        .iter()
-        .map(|n| GetCasMailbox {
-            identity: Some(n.clone()),
-            ..Default::default()
-        })
-        .collect();
-    let mbx_calls: Vec<GetMailbox> = names
-        .iter()
-        .map(|n| GetMailbox {
-            identity: Some(n.clone()),
-            ..Default::default()
-        })
-        .collect();
-    let (cas, mbx) = tokio::join!(exchange.run_all(cas_calls), exchange.run_all(mbx_calls));
-    let mut cas_found = Vec::new();
-    let mut mbx_found = Vec::new();
-    // A mailbox that is gone leaves its partnerships with `mailbox: None`.
-    for r in cas {
-        match r {
-            Ok(v) => cas_found.extend(v),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for r in mbx {
-        match r {
-            Ok(v) => mbx_found.extend(v),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let mailboxes = mailboxes(cas_found, mbx_found);
+    let (devices, changed) = changed_since(exchange, graph, since, &mut unreadable).await?;
+    let devices = with_partnerships_of(exchange, devices, &changed, &mut unreadable).await?;
+    let mailboxes = mailboxes_of(exchange, &devices).await?;
     let by_identity: HashMap<String, String> = mailboxes
         .iter()
         .map(|m| (m.identity.to_lowercase(), m.identity.clone()))
@@ -713,6 +592,143 @@ pub async fn quick(
             repeats: Repeats::default(),
         },
     })
+}
+
+/// The partnerships first synced since `since` (by lowercased identity), and the Intune
+/// records synced since then or belonging to one of those partnerships.
+async fn changed_since(
+    exchange: &ExchangeClient,
+    graph: &GraphClient,
+    since: i64,
+    unreadable: &mut Unreadables,
+) -> Result<(BTreeMap<String, models::MobileDevice>, Vec<ManagedDevice>), DiscoverError> {
+    let new_devices = GetMobileDeviceRecords(GetMobileDevice {
+        filter: Some(format!(
+            "FirstSyncTime -ge {}",
+            quote(&Timestamp(since).to_string())
+        )),
+        ..Default::default()
+    });
+    let (new_devices, changed) = tokio::join!(
+        exchange.run(&new_devices),
+        graph.managed_device_records(ManagedDevices::SyncedSince(Timestamp(since)))
+    );
+    let devices: BTreeMap<String, models::MobileDevice> = unreadable
+        .devices(new_devices?)
+        .into_iter()
+        .map(|d| (d.identity.to_lowercase(), d))
+        .collect();
+    let mut changed: Vec<ManagedDevice> = unreadable
+        .managed(changed?)?
+        .into_iter()
+        .map(managed_device)
+        .collect();
+
+    // A new partnership of a device enrolled long ago (a user adding the account again) has a
+    // record that did not change: ask Intune for it, one request per such device.
+    let have: BTreeSet<String> = changed
+        .iter()
+        .map(|m| m.eas_device_id.to_lowercase())
+        .collect();
+    let unknown: BTreeSet<String> = devices
+        .values()
+        .map(|d| d.device_id.clone())
+        .filter(|id| !have.contains(&id.to_lowercase()))
+        .collect();
+    for id in unknown {
+        let records = graph
+            .managed_device_records(ManagedDevices::EasDeviceId(&id))
+            .await?;
+        changed.extend(unreadable.managed(records)?.into_iter().map(managed_device));
+    }
+    Ok((devices, changed))
+}
+
+/// `devices` with the partnerships of the `changed` records that are not among them, less the
+/// partnerships whose records could not be read.
+async fn with_partnerships_of(
+    exchange: &ExchangeClient,
+    mut devices: BTreeMap<String, models::MobileDevice>,
+    changed: &[ManagedDevice],
+    unreadable: &mut Unreadables,
+) -> Result<BTreeMap<String, models::MobileDevice>, DiscoverError> {
+    let known: BTreeSet<String> = devices
+        .values()
+        .map(|d| d.device_id.to_lowercase())
+        .collect();
+    let wanted: Vec<&str> = changed
+        .iter()
+        .map(|m| m.eas_device_id.as_str())
+        .filter(|id| !id.is_empty() && !known.contains(&id.to_lowercase()))
+        .collect();
+    let lookups: Vec<GetMobileDeviceRecords> = wanted
+        .chunks(IDS_PER_FILTER)
+        .map(|ids| {
+            GetMobileDeviceRecords(GetMobileDevice {
+                filter: Some(
+                    ids.iter()
+                        .map(|id| format!("DeviceId -eq {}", quote(id)))
+                        .collect::<Vec<_>>()
+                        .join(" -or "),
+                ),
+                ..Default::default()
+            })
+        })
+        .collect();
+    for found in exchange.run_all(lookups).await {
+        for d in unreadable.devices(found?) {
+            devices.entry(d.identity.to_lowercase()).or_insert(d);
+        }
+    }
+    let mut listed: Vec<models::MobileDevice> = devices.into_values().collect();
+    unreadable.keep_out(&mut listed);
+    Ok(listed
+        .into_iter()
+        .map(|d| (d.identity.to_lowercase(), d))
+        .collect())
+}
+
+/// Only the mailboxes of `devices`' partnerships. A mailbox that is gone is left out: its
+/// partnerships get `mailbox: None`.
+async fn mailboxes_of(
+    exchange: &ExchangeClient,
+    devices: &BTreeMap<String, models::MobileDevice>,
+) -> Result<Vec<Mailbox>, DiscoverError> {
+    let names: BTreeSet<String> = devices
+        .values()
+        .filter_map(|d| ExchangeDevice::mailbox_of(&d.identity).map(str::to_lowercase))
+        .collect();
+    let cas_calls: Vec<GetCasMailbox> = names
+        .iter()
+        .map(|n| GetCasMailbox {
+            identity: Some(n.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let mbx_calls: Vec<GetMailbox> = names
+        .iter()
+        .map(|n| GetMailbox {
+            identity: Some(n.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let (cas, mbx) = tokio::join!(exchange.run_all(cas_calls), exchange.run_all(mbx_calls));
+    let cas_found = found_or_gone(cas)?;
+    let mbx_found = found_or_gone(mbx)?;
+    Ok(mailboxes(cas_found, mbx_found))
+}
+
+/// The objects of lookups by identity, a lookup whose object is gone finding none.
+fn found_or_gone<T>(results: Vec<Result<Vec<T>, ExchangeError>>) -> Result<Vec<T>, DiscoverError> {
+    let mut found = Vec::new();
+    for r in results {
+        match r {
+            Ok(v) => found.extend(v),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -22,8 +22,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::inventory::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Verdict};
 use super::plan::{Decided, Plan, PlanStep, REMOVE_MOBILE_DEVICE, SET_ORG_SETTINGS};
+use crate::model::inventory::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Verdict};
 
 /// A device's access after the plan, in Exchange's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -236,9 +236,9 @@ pub fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::inventory::Mailbox;
+    use crate::model::inventory::Mailbox;
+    use crate::model::settings::RestrictionLimit;
     use crate::sync::plan::plan_steps;
-    use crate::sync::settings::RestrictionLimit;
 
     fn device(mailbox: &str, id: &str, state: AccessState, reason: &str) -> ExchangeDevice {
         ExchangeDevice {

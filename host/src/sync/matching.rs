@@ -14,10 +14,10 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::inventory::{
+use crate::model::inventory::{
     DeviceKey, DirectoryUser, ExchangeDevice, Inventory, KeyDigests, Mailbox, ManagedDevice,
 };
-use super::settings::SyncSettings;
+use crate::model::settings::SyncSettings;
 use crate::plugin::types;
 
 /// Why a partnership counts as retired from Intune.
@@ -303,7 +303,7 @@ impl<'a> Matcher<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::inventory::{AccessState, ComplianceState, DirectoryUser, ExchangeDevice};
+    use crate::model::inventory::{AccessState, ComplianceState, DirectoryUser, ExchangeDevice};
 
     fn device(mailbox: Option<&str>, id: &str) -> ExchangeDevice {
         ExchangeDevice {

@@ -3,17 +3,14 @@
 //! This module holds the stages that are pure functions of their inputs, so each is tested on
 //! its own:
 //!
-//! * [`inventory`]: what discover (Exchange) and fetch (Graph) produce, independent of the
-//!   clients' own models.
 //! * [`matching`]: joins partnerships to Intune records and users; builds the policy's input.
 //! * [`plan`](mod@plan): the minimal `Set-CASMailbox` commands for a set of verdicts, and the blast-radius
 //!   guard.
-//! * [`settings`]: the sync's settings and their defaults.
 //!
 //! And the stages that talk to the services, with [`runner`] tying all of them together:
 //!
-//! * [`discover`]: reads Exchange and Intune into an [`Inventory`] (full, or the changes since
-//!   the quick-sync cursor).
+//! * [`discover`]: reads Exchange and Intune into an [`Inventory`](crate::model::Inventory)
+//!   (full, or the changes since the quick-sync cursor).
 //! * [`decide`](mod@decide): the pinned policy version, batch by batch; a failed batch decides nothing.
 //! * [`save`]: the inventory into the store, page by page while the listing goes on.
 //! * [`dry_run`]: what a dry run reports: every device whose access a real run would change.
@@ -22,6 +19,10 @@
 //! * [`progress`]: how far a running stage got, counted where items complete.
 //! * [`runner`]: one run of one organization, from discovery to the finished run record.
 //!
+//! What the stages hand each other (the inventory, verdicts, commands, settings) is the ground
+//! floor's vocabulary, [`crate::model`], which the store and the clients share without
+//! depending on the sync.
+//!
 //! What the sync remembers between runs (verdicts, runs, the command journal, the audit trail)
 //! lives in [`crate::store`].
 
@@ -29,24 +30,18 @@ pub mod apply;
 pub mod decide;
 pub mod discover;
 pub mod dry_run;
-pub mod inventory;
 pub mod matching;
 pub mod notices;
 pub mod plan;
 pub mod progress;
 pub mod runner;
 pub mod save;
-pub mod settings;
 pub mod whatif;
 
-pub use inventory::{
-    AccessLevel, AccessState, DeviceKey, DirectoryUser, ExchangeDevice, Inventory, Mailbox,
-    ManagedDevice, Verdict,
-};
 pub use matching::{MatchReport, Matched, MatchedDevice, Retired, match_inventory};
 pub use notices::{NoticeReport, NoticeStage, TemplateSource};
-pub use plan::{Command, Decided, Plan, PlannedCommand, plan};
-pub use runner::{OrgSync, Summary, SyncError, SyncKind};
+pub use plan::{Decided, Plan, plan};
+pub use runner::{OrgSync, Summary, SyncError};
 
 use std::sync::Arc;
 
@@ -63,5 +58,4 @@ async fn blocking<T: Send + 'static>(
         .await
         .expect("a store task does not panic")
 }
-pub use settings::{DeviceAccessRule, RestrictionLimit, RuleCharacteristic, SyncSettings};
 pub use whatif::{Diff, DiffError, DirectorySource, VerdictChange};

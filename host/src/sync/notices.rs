@@ -19,12 +19,12 @@ use serde::Serialize;
 
 use super::blocking;
 use crate::config::{Notify, Organization};
+use crate::model::ManagedDevice;
 use crate::notify::channel::ChannelSetupError;
 use crate::notify::compose::BadAddress;
 use crate::notify::{NoticeChannel, NoticeSettings, Retry, RetryPolicy, SendError, SmtpChannel};
 use crate::plugin::{NoticeTemplatePlugin, PluginErrorKind, types};
 use crate::store::{NoticeAttempt, OrgId, OutboxNotice, Store, StoreError};
-use crate::sync::ManagedDevice;
 use crate::timestamp::unix_now;
 
 /// Gives the active notice template; called once per run, which then keeps that version.
@@ -173,25 +173,7 @@ pub async fn deliver(
     report.template_digest = digest.clone();
     let limit = stage.max_per_run;
     let due = blocking(store, move |s| s.due_notices(org, unix_now(), limit)).await?;
-    // The template is synchronous Wasm: all of this run's renders go to the blocking pool in one
-    // task, with a fresh instance per notice (the plugin host's own isolation).
-    let inputs: Vec<types::Notice> = due
-        .iter()
-        .map(|n| template_input(&stage.settings, n))
-        .collect();
-    let rendered = tokio::task::spawn_blocking(move || {
-        inputs
-            .iter()
-            .map(|input| {
-                template
-                    .render(input)
-                    .map_err(|e| (e.kind(), e.to_string()))
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .expect("the render task does not panic");
-
+    let rendered = render_all(&stage.settings, template, &due).await;
     let mut down = false;
     for (notice, rendered) in due.into_iter().zip(rendered) {
         if down {
@@ -205,63 +187,9 @@ pub async fn deliver(
                     error: format!("template {}: {error}", &digest[..12.min(digest.len())]),
                 }
             }
-            Ok(message) => {
-                let device = template_input(&stage.settings, &notice).device;
-                match stage.settings.outgoing(
-                    notice.id.clone(),
-                    &device,
-                    message,
-                    unix(notice.created_at),
-                ) {
-                    Err(error) => {
-                        report.failed += 1;
-                        NoticeAttempt::Failed {
-                            error: error.to_string(),
-                        }
-                    }
-                    Ok(outgoing) => match stage.channel.send(&outgoing).await {
-                        Ok(delivered) => {
-                            report.sent += 1;
-                            NoticeAttempt::Sent {
-                                response: delivered.response,
-                            }
-                        }
-                        Err(error) => {
-                            down = channel_down(&error);
-                            match stage.retry.after_failure(notice.attempts + 1, &error) {
-                                Retry::After(wait) => {
-                                    report.retrying += 1;
-                                    NoticeAttempt::Retry {
-                                        error: error.to_string(),
-                                        at: unix_now() + wait.as_secs() as i64,
-                                    }
-                                }
-                                Retry::GiveUp => {
-                                    report.given_up += 1;
-                                    NoticeAttempt::GiveUp {
-                                        error: error.to_string(),
-                                    }
-                                }
-                            }
-                        }
-                    },
-                }
-            }
+            Ok(message) => send(stage, &notice, message, report, &mut down).await,
         };
-        match &attempt {
-            NoticeAttempt::Sent { .. } => {}
-            NoticeAttempt::Retry { error, .. }
-            | NoticeAttempt::GiveUp { error }
-            | NoticeAttempt::Failed { error } => {
-                tracing::warn!(notice = %notice.id, device = %notice.key, "notice not sent: {error}");
-                if report.errors.len() < ERRORS_SHOWN {
-                    report.errors.push(format!(
-                        "notice {} ({}): {error}",
-                        notice.id, notice.recipient
-                    ));
-                }
-            }
-        }
+        note_unsent(&attempt, &notice, report);
         let (id, digest) = (notice.id.clone(), digest.clone());
         blocking(store, move |s| {
             s.notice_attempted(&id, Some(&digest), &attempt, unix_now())
@@ -277,4 +205,96 @@ pub async fn deliver(
         .await?
         .pending;
     Ok(())
+}
+
+/// Renders every notice of `due`. The template is synchronous Wasm: all of this run's renders
+/// go to the blocking pool in one task, with a fresh instance per notice (the plugin host's
+/// own isolation).
+async fn render_all(
+    settings: &NoticeSettings,
+    template: Arc<NoticeTemplatePlugin>,
+    due: &[OutboxNotice],
+) -> Vec<Result<types::Message, (PluginErrorKind, String)>> {
+    let inputs: Vec<types::Notice> = due.iter().map(|n| template_input(settings, n)).collect();
+    tokio::task::spawn_blocking(move || {
+        inputs
+            .iter()
+            .map(|input| {
+                template
+                    .render(input)
+                    .map_err(|e| (e.kind(), e.to_string()))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("the render task does not panic")
+}
+
+/// Sends one rendered notice, counting what became of it in `report`; sets `down` when the
+/// channel failed in a way the next notices would too.
+async fn send(
+    stage: &NoticeStage,
+    notice: &OutboxNotice,
+    message: types::Message,
+    report: &mut NoticeReport,
+    down: &mut bool,
+) -> NoticeAttempt {
+    let device = template_input(&stage.settings, notice).device;
+    let outgoing =
+        match stage
+            .settings
+            .outgoing(notice.id.clone(), &device, message, unix(notice.created_at))
+        {
+            Ok(outgoing) => outgoing,
+            Err(error) => {
+                report.failed += 1;
+                return NoticeAttempt::Failed {
+                    error: error.to_string(),
+                };
+            }
+        };
+    let error = match stage.channel.send(&outgoing).await {
+        Ok(delivered) => {
+            report.sent += 1;
+            return NoticeAttempt::Sent {
+                response: delivered.response,
+            };
+        }
+        Err(error) => error,
+    };
+    *down = channel_down(&error);
+    match stage.retry.after_failure(notice.attempts + 1, &error) {
+        Retry::After(wait) => {
+            report.retrying += 1;
+            NoticeAttempt::Retry {
+                error: error.to_string(),
+                at: unix_now() + wait.as_secs() as i64,
+            }
+        }
+        Retry::GiveUp => {
+            report.given_up += 1;
+            NoticeAttempt::GiveUp {
+                error: error.to_string(),
+            }
+        }
+    }
+}
+
+/// Logs a notice that was not sent, and says why in the report (the first
+/// [`ERRORS_SHOWN`]).
+fn note_unsent(attempt: &NoticeAttempt, notice: &OutboxNotice, report: &mut NoticeReport) {
+    match attempt {
+        NoticeAttempt::Sent { .. } => {}
+        NoticeAttempt::Retry { error, .. }
+        | NoticeAttempt::GiveUp { error }
+        | NoticeAttempt::Failed { error } => {
+            tracing::warn!(notice = %notice.id, device = %notice.key, "notice not sent: {error}");
+            if report.errors.len() < ERRORS_SHOWN {
+                report.errors.push(format!(
+                    "notice {} ({}): {error}",
+                    notice.id, notice.recipient
+                ));
+            }
+        }
+    }
 }

@@ -29,43 +29,23 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use crate::model::{ParamValue, Parameters};
 use serde::{Deserialize, Serialize};
 
-use super::inventory::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Mailbox, Verdict};
-use super::settings::{RestrictionLimit, SyncSettings};
 use crate::exchange::models::{DeviceAccessRule as ExistingRule, OrganizationSettings};
+use crate::model::inventory::{
+    AccessLevel, AccessState, DeviceKey, ExchangeDevice, Mailbox, Verdict,
+};
+use crate::model::settings::{RestrictionLimit, SyncSettings};
 
-/// The cmdlet that edits a mailbox's device lists.
-pub const SET_CAS_MAILBOX: &str = "Set-CASMailbox";
-/// The cmdlet that removes an EAS partnership.
-pub const REMOVE_MOBILE_DEVICE: &str = "Remove-MobileDevice";
-/// The cmdlet that sets the organization default access level.
-pub const SET_ORG_SETTINGS: &str = "Set-ActiveSyncOrganizationSettings";
-/// The cmdlet that creates a device access rule.
-pub const NEW_ACCESS_RULE: &str = "New-ActiveSyncDeviceAccessRule";
-/// The cmdlet that removes a device access rule.
-pub const REMOVE_ACCESS_RULE: &str = "Remove-ActiveSyncDeviceAccessRule";
-/// The parameter holding the allow list.
-pub const ALLOWED_IDS: &str = "ActiveSyncAllowedDeviceIDs";
-/// The parameter holding the block list.
-pub const BLOCKED_IDS: &str = "ActiveSyncBlockedDeviceIDs";
+pub use crate::model::command::{
+    ALLOWED_IDS, BLOCKED_IDS, NEW_ACCESS_RULE, REMOVE_ACCESS_RULE, REMOVE_MOBILE_DEVICE,
+    SET_CAS_MAILBOX, SET_ORG_SETTINGS,
+};
 
 /// One cmdlet call: what the journal stores and the Exchange client runs as it is.
 ///
 /// Parameters are given in the order the REST bodies have always had (alphabetical: the JSON
 /// map they were built in sorted them), so that the bytes sent are the same as before the
 /// typed parameters; PowerShell does not care.
-pub use crate::model::Command;
-
-/// A command of a plan, with what it is for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlannedCommand {
-    /// The mailbox the command targets (its `-Identity` for `Set-CASMailbox`, the owner's for
-    /// `Remove-MobileDevice`); `None` for a partnership whose mailbox is gone.
-    pub mailbox: Option<String>,
-    /// The devices whose state the command changes.
-    pub devices: Vec<DeviceKey>,
-    /// The call itself.
-    pub command: Command,
-}
+pub use crate::model::{Command, PlannedCommand};
 
 /// A device and the verdict the policy gave it.
 #[derive(Debug, Clone, Copy)]
@@ -216,6 +196,33 @@ fn same_id(a: &str, b: &str) -> bool {
 }
 
 impl ListEdits<'_> {
+    /// Edits `mailbox`'s lists so that `device_id` has `verdict`: on the allow list only if
+    /// allowed, on the block list only if blocked. Whether anything changes.
+    fn enforce(&mut self, mailbox: &Mailbox, device_id: &str, verdict: Verdict) -> bool {
+        let in_allow = entries(&mailbox.allowed, device_id);
+        let in_block = entries(&mailbox.blocked, device_id);
+        let want_allow = verdict == Verdict::Allow;
+        let want_block = verdict == Verdict::Block;
+        let mut changed = false;
+        if want_allow && in_allow.is_empty() {
+            self.allow_add.push(device_id.to_owned());
+            changed = true;
+        }
+        if !want_allow && !in_allow.is_empty() {
+            self.allow_remove.extend(in_allow.into_iter().cloned());
+            changed = true;
+        }
+        if want_block && in_block.is_empty() {
+            self.block_add.push(device_id.to_owned());
+            changed = true;
+        }
+        if !want_block && !in_block.is_empty() {
+            self.block_remove.extend(in_block.into_iter().cloned());
+            changed = true;
+        }
+        changed
+    }
+
     fn into_edit(self, identity: &str) -> Option<MailboxEdit> {
         if self.devices.is_empty() {
             return None;
@@ -303,89 +310,17 @@ pub fn plan_steps(
         .iter()
         .map(|m| (m.identity.to_lowercase(), m))
         .collect();
-    // Keyed by `by_identity`'s own lowercased names, not copies of them; hashed while the
-    // devices come (a tree costs a dozen string comparisons per device at 100 000), sorted once
-    // for the commands' order.
-    let mut edits: HashMap<&str, (&Mailbox, ListEdits)> = HashMap::new();
-    let mut changes = Vec::new();
-    let mut skipped = Vec::new();
-    let mut unenforced = Vec::new();
-    let mut restricted: BTreeSet<DeviceKey> = BTreeSet::new();
-
+    let mut planning = Planning::default();
     for d in decided {
-        if d.verdict == Verdict::Exempt {
-            continue;
-        }
-        let device = d.device;
-        let key = device.key();
-        let skip = |reason| Skipped {
-            key: key.clone(),
-            reason,
-        };
-        let Some(mailbox_name) = &device.mailbox else {
-            skipped.push(skip(SkipReason::NoMailbox));
-            continue;
-        };
-        let Some((mailbox_key, mailbox)) = by_identity.get_key_value(&mailbox_name.to_lowercase())
-        else {
-            skipped.push(skip(SkipReason::UnknownMailbox {
-                mailbox: mailbox_name.clone(),
-            }));
-            continue;
-        };
-        let (_, edit) = edits
-            .entry(mailbox_key.as_str())
-            .or_insert_with(|| (mailbox, ListEdits::default()));
-        // A mailbox has a handful of partnerships: a scan of its own beats a set of every
-        // (mailbox, DeviceId) pair of the organization (100 000 pairs of copied strings).
-        if edit.seen.iter().any(|id| same_id(id, &device.device_id)) {
-            skipped.push(skip(SkipReason::DuplicateDeviceId));
-            continue;
-        }
-        edit.seen.push(&device.device_id);
-        let in_allow = entries(&mailbox.allowed, &device.device_id);
-        let in_block = entries(&mailbox.blocked, &device.device_id);
-        let want_allow = d.verdict == Verdict::Allow;
-        let want_block = d.verdict == Verdict::Block;
-        let mut changed = false;
-        if want_allow && in_allow.is_empty() {
-            edit.allow_add.push(device.device_id.clone());
-            changed = true;
-        }
-        if !want_allow && !in_allow.is_empty() {
-            edit.allow_remove.extend(in_allow.into_iter().cloned());
-            changed = true;
-        }
-        if want_block && in_block.is_empty() {
-            edit.block_add.push(device.device_id.clone());
-            changed = true;
-        }
-        if !want_block && !in_block.is_empty() {
-            edit.block_remove.extend(in_block.into_iter().cloned());
-            changed = true;
-        }
-        if changed {
-            if device.access_state == AccessState::Allowed && d.verdict.restricts() {
-                restricted.insert(key.clone());
-            }
-            edit.devices.push(key.clone());
-            changes.push(DeviceChange {
-                key,
-                device_id: device.device_id.clone(),
-                mailbox: mailbox.identity.clone(),
-                from: device.access_state,
-                verdict: d.verdict,
-            });
-        } else if d.verdict == Verdict::Quarantine
-            && matches!(
-                device.access_state,
-                AccessState::Allowed | AccessState::Blocked
-            )
-        {
-            unenforced.push(key);
-        }
+        planning.device(&by_identity, d);
     }
-
+    let Planning {
+        edits,
+        changes,
+        skipped,
+        unenforced,
+        mut restricted,
+    } = planning;
     let mut edits: Vec<(&str, (&Mailbox, ListEdits))> = edits.into_iter().collect();
     edits.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut commands: Vec<PlanStep> = edits
@@ -393,38 +328,7 @@ pub fn plan_steps(
         .filter_map(|(_, (mailbox, edit))| edit.into_edit(&mailbox.identity))
         .map(PlanStep::MailboxEdit)
         .collect();
-    // Only when there is something to remove: a key per decided device is 10 MB at 100 000.
-    let removable: HashSet<DeviceKey> = if removals.is_empty() {
-        HashSet::new()
-    } else {
-        decided
-            .iter()
-            .filter(|d| d.verdict != Verdict::Exempt)
-            .map(|d| d.device.key())
-            .collect()
-    };
-    for device in removals
-        .iter()
-        .filter(|device| removable.contains(&device.key()))
-    {
-        // The REST endpoint never prompts, but the flag documents intent and matches what an
-        // admin would type.
-        let parameters = Parameters::new()
-            .bool("Confirm", false)
-            .text("Identity", device.identity.clone());
-        commands.push(PlanStep::Command(PlannedCommand {
-            mailbox: device.mailbox.clone(),
-            devices: vec![device.key()],
-            command: Command {
-                cmdlet: REMOVE_MOBILE_DEVICE.into(),
-                parameters,
-            },
-        }));
-        if device.access_state == AccessState::Allowed {
-            restricted.insert(device.key());
-        }
-    }
-
+    commands.extend(removal_steps(decided, removals, &mut restricted));
     let restrictions = restricted.len();
     let limit = limit.limit(org_devices);
     Plan {
@@ -437,6 +341,119 @@ pub fn plan_steps(
         limit,
         held: restrictions > limit,
     }
+}
+
+/// The list edits of a plan as the decided devices come, and what the plan says of each device.
+#[derive(Default)]
+struct Planning<'a> {
+    /// Keyed by the plan's lowercased mailbox names (borrowed, not copies); hashed while the
+    /// devices come (a tree costs a dozen string comparisons per device at 100 000), sorted
+    /// once for the commands' order.
+    edits: HashMap<&'a str, (&'a Mailbox, ListEdits<'a>)>,
+    changes: Vec<DeviceChange>,
+    skipped: Vec<Skipped>,
+    unenforced: Vec<DeviceKey>,
+    restricted: BTreeSet<DeviceKey>,
+}
+
+impl<'a> Planning<'a> {
+    /// Plans the list edits that give `d` its verdict, in its mailbox (found in `by_identity`,
+    /// keyed by lowercased identity).
+    fn device(&mut self, by_identity: &'a HashMap<String, &'a Mailbox>, d: &Decided<'a>) {
+        if d.verdict == Verdict::Exempt {
+            return;
+        }
+        let device = d.device;
+        let key = device.key();
+        let skip = |reason| Skipped {
+            key: key.clone(),
+            reason,
+        };
+        let Some(mailbox_name) = &device.mailbox else {
+            self.skipped.push(skip(SkipReason::NoMailbox));
+            return;
+        };
+        let Some((mailbox_key, mailbox)) = by_identity.get_key_value(&mailbox_name.to_lowercase())
+        else {
+            self.skipped.push(skip(SkipReason::UnknownMailbox {
+                mailbox: mailbox_name.clone(),
+            }));
+            return;
+        };
+        let (_, edit) = self
+            .edits
+            .entry(mailbox_key.as_str())
+            .or_insert_with(|| (mailbox, ListEdits::default()));
+        // A mailbox has a handful of partnerships: a scan of its own beats a set of every
+        // (mailbox, DeviceId) pair of the organization (100 000 pairs of copied strings).
+        if edit.seen.iter().any(|id| same_id(id, &device.device_id)) {
+            self.skipped.push(skip(SkipReason::DuplicateDeviceId));
+            return;
+        }
+        edit.seen.push(&device.device_id);
+        if edit.enforce(mailbox, &device.device_id, d.verdict) {
+            if device.access_state == AccessState::Allowed && d.verdict.restricts() {
+                self.restricted.insert(key.clone());
+            }
+            edit.devices.push(key.clone());
+            self.changes.push(DeviceChange {
+                key,
+                device_id: device.device_id.clone(),
+                mailbox: mailbox.identity.clone(),
+                from: device.access_state,
+                verdict: d.verdict,
+            });
+        } else if d.verdict == Verdict::Quarantine
+            && matches!(
+                device.access_state,
+                AccessState::Allowed | AccessState::Blocked
+            )
+        {
+            self.unenforced.push(key);
+        }
+    }
+}
+
+/// A `Remove-MobileDevice` for each of `removals` that was decided (an exempt device stays),
+/// adding the allowed ones to `restricted`.
+fn removal_steps(
+    decided: &[Decided<'_>],
+    removals: &[&ExchangeDevice],
+    restricted: &mut BTreeSet<DeviceKey>,
+) -> Vec<PlanStep> {
+    // Only when there is something to remove: a key per decided device is 10 MB at 100 000.
+    let removable: HashSet<DeviceKey> = if removals.is_empty() {
+        HashSet::new()
+    } else {
+        decided
+            .iter()
+            .filter(|d| d.verdict != Verdict::Exempt)
+            .map(|d| d.device.key())
+            .collect()
+    };
+    let mut steps = Vec::new();
+    for device in removals
+        .iter()
+        .filter(|device| removable.contains(&device.key()))
+    {
+        // The REST endpoint never prompts, but the flag documents intent and matches what an
+        // admin would type.
+        let parameters = Parameters::new()
+            .bool("Confirm", false)
+            .text("Identity", device.identity.clone());
+        steps.push(PlanStep::Command(PlannedCommand {
+            mailbox: device.mailbox.clone(),
+            devices: vec![device.key()],
+            command: Command {
+                cmdlet: REMOVE_MOBILE_DEVICE.into(),
+                parameters,
+            },
+        }));
+        if device.access_state == AccessState::Allowed {
+            restricted.insert(device.key());
+        }
+    }
+    steps
 }
 
 impl<S: From<PlannedCommand>> Plan<S> {
@@ -559,7 +576,7 @@ pub fn exchange_settings(
         }
     }
     if let (Some(wanted), Some(existing)) = (&settings.device_access_rules, rules) {
-        let same = |e: &ExistingRule, w: &super::settings::DeviceAccessRule| {
+        let same = |e: &ExistingRule, w: &crate::model::settings::DeviceAccessRule| {
             e.characteristic
                 .eq_ignore_ascii_case(w.characteristic.as_str())
                 && e.query_string.eq_ignore_ascii_case(&w.query_string)
@@ -636,7 +653,7 @@ mod tests {
     #[test]
     fn exchange_settings_issue_only_what_differs() {
         use crate::exchange::models::AccessLevel as Level;
-        use crate::sync::{DeviceAccessRule, RuleCharacteristic};
+        use crate::model::{DeviceAccessRule, RuleCharacteristic};
         let current = OrganizationSettings {
             default_access_level: Level::Quarantine,
             user_mail_insert: Some("Call 4711".into()),

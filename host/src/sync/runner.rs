@@ -25,6 +25,7 @@
 //! sync, which re-reads every mailbox and plans afresh instead of replaying the old plan.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,36 +35,30 @@ use super::apply::{Applied, ToRecord, apply, apply_received, record_in_chunks, r
 use super::blocking;
 use super::decide::{DEFAULT_BATCH_SIZE, Decider};
 use super::discover::{self, Discovered, Started};
-use super::inventory::{DeviceKey, KeyDigests, Verdict};
+use super::dry_run::DryRun;
 use super::matching::{Matched, MatchedDevice, Matcher};
 use super::notices::{NoticeReport, NoticeStage, TemplateSource, deliver};
-use super::plan::{Decided, PlanStep, PlannedCommand, plan_steps};
+use super::plan::{Decided, Plan, PlanStep, PlannedCommand, plan_steps};
 use super::progress;
 use super::save::InventorySaver;
-use super::settings::SyncSettings;
+use crate::model::SyncKind;
+use crate::model::inventory::{DeviceKey, KeyDigests, Verdict};
+use crate::model::settings::SyncSettings;
 use anyhow::Context;
 
 use crate::config::{Notify, Organization};
 use crate::exchange::ExchangeClient;
 use crate::graph::GraphClient;
+use crate::model::Inventory;
+use crate::model::RunKind;
 use crate::net::HttpSettings;
 use crate::notify::NoticeId;
-use crate::plugin::{AccessPolicyPlugin, types};
+use crate::plugin::{AccessPolicyPlugin, NoticeTemplatePlugin, types};
 use crate::store::{
-    DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, OrgId, RunEnd, RunId, RunKind,
-    RunOutcome, Store, StoreError, VerdictCounts,
+    DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, OrgId, RunEnd, RunId, RunOutcome,
+    Store, StoreError, VerdictCounts,
 };
 use crate::timestamp::unix_now;
-
-/// Which sync to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SyncKind {
-    /// The changes since the last successful sync; a full sync when there is none.
-    Quick,
-    /// Everything, plus the organization default.
-    Full,
-}
 
 /// What one sync did: what `easgate sync` prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -265,43 +260,129 @@ impl OrgSync {
         policy: Arc<AccessPolicyPlugin>,
         report: progress::Report<'_>,
     ) -> Result<Summary, SyncError> {
+        // The stages' futures are on the heap: their states are large in a debug build, and a
+        // caller's stack (a test's, awaiting the run inline) is not.
+        let mut run = self.begin(kind, dry_run, &policy)?;
+        let Some(intake) = Box::pin(self.take_in_stage(&mut run, policy, report)).await? else {
+            return self
+                .finish(run.summary, RunOutcome::Failed, run.started)
+                .await;
+        };
+        let decided = Box::pin(self.decide(&mut run, intake, report)).await;
+        let planned = self.plan(&mut run, decided)?;
+        if let Some(report) = planned.dry_run {
+            return Box::pin(self.rehearse(run, report)).await;
+        }
+        let ready = Box::pin(self.settle(&mut run, planned)).await?;
+        if ready.held {
+            return Box::pin(self.hold(run, ready)).await;
+        }
+        let applied = Box::pin(self.record_and_apply(&mut run, ready, report)).await?;
+        self.account(&mut run.summary, &applied);
+        if let (Some(notices), Some(template)) = (&self.notices, run.template.take()) {
+            Box::pin(self.notify(notices, template, run.org, &mut run.summary)).await?;
+            run.stage.done("notify");
+        }
+        self.conclude(run.summary, run.started).await
+    }
+
+    /// Starts the run's record: which sync it is (a quick sync needs a cursor, and unfinished
+    /// commands of an earlier run mean some mailboxes' lists may be anything: both call for
+    /// reading everything), with the policy and the notice template pinned for the whole run.
+    fn begin(
+        &self,
+        kind: SyncKind,
+        dry_run: bool,
+        policy: &AccessPolicyPlugin,
+    ) -> Result<Run<'_>, SyncError> {
         let started = Instant::now();
-        let mut stage = Stage::new(&self.name);
+        let stage = Stage::new(&self.name);
         let now = unix_now();
         let org = self.org()?;
-        // A quick sync needs a cursor, and unfinished commands of an earlier run mean some
-        // mailboxes' lists may be anything: both call for reading everything.
         let cursor = self.store.sync_cursor(org)?;
         let unfinished = !self.store.unfinished(org)?.is_empty() || self.interrupted(org)?;
         let full = kind == SyncKind::Full || cursor.is_none() || unfinished;
-        let run_kind = match (dry_run, full) {
+        let kind = match (dry_run, full) {
             (true, _) => RunKind::WhatIf,
             (false, true) => RunKind::Full,
             (false, false) => RunKind::Quick,
         };
         let digest = policy.meta.digest.hex();
-        // Like the policy, the notice template is pinned for the whole run.
         let template = self.notices.as_ref().map(|n| (n.template)());
-        let run = self.store.start_run(org, run_kind, Some(&digest), now)?;
-        let mut summary = Summary::started(&self.name, run, run_kind, digest.clone());
-        let groups = &self.settings.scope_groups;
+        let id = self.store.start_run(org, kind, Some(&digest), now)?;
+        let summary = Summary::started(&self.name, id, kind, digest.clone());
+        Ok(Run {
+            org,
+            id,
+            kind,
+            now,
+            full,
+            dry_run,
+            cursor,
+            digest,
+            template,
+            summary,
+            started,
+            stage,
+        })
+    }
+
+    /// Discovery, matching, the policy's first batches and saving the inventory, which
+    /// overlap: each page of the device listing is matched, queued for the policy and for the
+    /// store while the next page is on its way. `None`: discovery failed (said in the summary).
+    async fn take_in_stage(
+        &self,
+        run: &mut Run<'_>,
+        policy: Arc<AccessPolicyPlugin>,
+        report: progress::Report<'_>,
+    ) -> Result<Option<Intake>, SyncError> {
+        let (org, now, dry_run) = (run.org, run.now, run.dry_run);
         let requests_before = (self.exchange.requests_sent(), self.graph.requests_sent());
         let pages = progress::Counter::default();
         let decided = progress::Counter::default();
         let info = types::SyncInfo {
-            kind: match run_kind {
-                RunKind::Quick => types::SyncKind::Quick,
-                RunKind::Full => types::SyncKind::Full,
-                RunKind::WhatIf => types::SyncKind::WhatIf,
-            },
+            kind: run.kind.into(),
             now,
             organization: self.name.clone(),
         };
-        // Discovery, matching, deciding and saving the inventory overlap: each page of the
-        // device listing is matched, queued for the policy and for the store while the next
-        // page is on its way.
+        let listing = self.list(run, &pages);
         let taken_in = progress::stage(report, progress::DISCOVER, None, &pages, async {
-            let started = if full {
+            let started = listing.await?;
+            let saver = (!dry_run).then(|| InventorySaver::start(self.store.clone(), org, now));
+            let decider = Decider::start(policy, info, decided.clone());
+            let taken_in = self.take_in(org, started, saver, &decider).await?;
+            Ok::<_, TakeInError>((taken_in, decider))
+        })
+        .await;
+        run.summary.exchange_reads = self.exchange.requests_sent() - requests_before.0;
+        run.summary.graph_calls = self.graph.requests_sent() - requests_before.1;
+        match taken_in {
+            Ok((taken_in, decider)) => {
+                run.stage.done("discover, match and save");
+                Ok(Some(Intake {
+                    taken_in,
+                    decider,
+                    decided,
+                }))
+            }
+            Err(TakeInError::Discover(e)) => {
+                run.summary.errors.push(format!("discovery failed: {e}"));
+                Ok(None)
+            }
+            Err(TakeInError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Starts the listing a run reads: everything, or the changes since the cursor.
+    fn list<'s>(
+        &'s self,
+        run: &Run<'_>,
+        pages: &'s progress::Counter,
+    ) -> impl Future<Output = Result<Started, discover::DiscoverError>> + 's {
+        let (full, cursor, now) = (run.full, run.cursor, run.now);
+        let groups = &self.settings.scope_groups;
+        async move {
+            if full {
                 let rules = self.settings.device_access_rules.is_some();
                 // A quarter of the commands in flight for the device listing's slices, the
                 // rest for the other listings running beside them.
@@ -315,32 +396,33 @@ impl OrgSync {
                     rules,
                     slices,
                 ));
-                progress::count_pages(&pages, listing).await
+                progress::count_pages(pages, listing).await
             } else {
                 let since = cursor.expect("a quick sync has a cursor");
                 let listing = discover::quick(&self.exchange, &self.graph, groups, since);
-                progress::count_pages(&pages, listing).await
-            }?;
-            let saver = (!dry_run).then(|| InventorySaver::start(self.store.clone(), org, now));
-            let decider = Decider::start(policy, info, decided.clone());
-            let taken_in = self.take_in(org, started, saver, &decider).await?;
-            Ok::<_, TakeInError>((taken_in, decider))
-        })
-        .await;
-        summary.exchange_reads = self.exchange.requests_sent() - requests_before.0;
-        summary.graph_calls = self.graph.requests_sent() - requests_before.1;
-        let (taken_in, decider) = match taken_in {
-            Ok(t) => t,
-            Err(TakeInError::Discover(e)) => {
-                summary.errors.push(format!("discovery failed: {e}"));
-                return self.finish(summary, RunOutcome::Failed, started).await;
+                progress::count_pages(pages, listing).await
             }
-            Err(TakeInError::Store(e)) => return Err(e.into()),
-        };
-        stage.done("discover, match and save");
+        }
+    }
+
+    /// Waits for the policy's last batches, and lets go of what plan does not need: it needs
+    /// only the devices and mailboxes; the Intune records (half the inventory at 100 000
+    /// devices) are matched and saved by now, the users go to the store, whose writes of the
+    /// directory and of absent devices go on while the plan is made.
+    async fn decide(
+        &self,
+        run: &mut Run<'_>,
+        intake: Intake,
+        report: progress::Report<'_>,
+    ) -> DecidedInventory {
+        let Intake {
+            taken_in,
+            decider,
+            decided,
+        } = intake;
         let TakenIn {
             mut inventory,
-            mut matched,
+            matched,
             saver,
             org_default,
             org_settings,
@@ -350,203 +432,268 @@ impl OrgSync {
         // Devices whose records could not be read are not in the inventory: they must not
         // count as gone, nor be moved by a new org default that nobody decided for them.
         let complete = unreadable.is_empty();
-        summary.errors.extend(unreadable);
-        let count = inventory.devices.len();
-        let decisions = progress::stage(
-            report,
-            progress::DECIDE,
-            Some(count as u64),
-            &decided,
-            decider.finish(),
-        )
-        .await;
-        stage.done("decide the last pages");
+        run.summary.errors.extend(unreadable);
+        let count = Some(inventory.devices.len() as u64);
+        let finishing = decider.finish();
+        let decisions = progress::stage(report, progress::DECIDE, count, &decided, finishing).await;
+        run.stage.done("decide the last pages");
         report(progress::PLAN, 0, None);
-        // Plan needs only the devices and mailboxes; the Intune records (half the inventory at
-        // 100 000 devices) are matched and saved by now, the users go to the store.
         inventory.managed = Vec::new();
         let users = std::mem::take(&mut inventory.users);
         let inventory = Arc::new(inventory);
-        // The directory and the forgetting of absent devices are written while the plan is
-        // made; recording waits for them.
+        let forget_absent = run.full && complete;
         let saved = saver.map(|saver| {
-            tokio::spawn(saver.finish(inventory.clone(), users, full && complete, now))
+            tokio::spawn(saver.finish(inventory.clone(), users, forget_absent, run.now))
         });
         crate::memory::release_free();
         for failure in &decisions.failures {
-            summary.errors.push(format!(
+            run.summary.errors.push(format!(
                 "policy batch of {} devices (from device {}) decided nothing: {}",
                 failure.len, failure.first, failure.error
             ));
-            summary.plugin_errors.push(failure.kind);
+            run.summary.plugin_errors.push(failure.kind);
         }
+        DecidedInventory {
+            inventory,
+            matched,
+            decisions: decisions.decisions,
+            org_default,
+            org_settings,
+            access_rules,
+            complete,
+            saved,
+        }
+    }
 
-        let mut decided = Vec::new();
-        let mut records = Vec::new();
-        let mut notice_requests = Vec::new();
-        let mailboxes: HashMap<String, &super::Mailbox> = if self.notices.is_some() && !dry_run {
-            inventory
-                .mailboxes
-                .iter()
-                .map(|m| (m.identity.to_lowercase(), m))
-                .collect()
-        } else {
-            HashMap::new()
-        };
-        // The decisions and the matched devices' keys move into the records instead of being
-        // copied: 100 000 of each at full scale.
-        for (i, decision) in decisions.decisions.into_iter().enumerate() {
-            let verdict = decision.as_ref().map(|d| Verdict::from(d.verdict));
-            summary.verdicts.add(verdict);
-            if let (Some(d), Some(verdict)) = (decision, verdict) {
-                let device = &inventory.devices[i];
-                decided.push(Decided { device, verdict });
-                let key = std::mem::replace(&mut matched.devices[i].key, DeviceKey::new(""));
-                // The store enqueues it only if the verdict changes; a device without a
-                // mailbox has nobody to tell.
-                if d.notify
-                    && let Some(mailbox) = device
-                        .mailbox
-                        .as_ref()
-                        .and_then(|m| mailboxes.get(&m.to_lowercase()))
-                    && !mailbox.primary_smtp.trim().is_empty()
-                {
-                    notice_requests.push(NoticeRequest {
-                        id: NoticeId::derive(
-                            &self.name,
-                            key.as_str(),
-                            verdict.as_str(),
-                            &run.to_string(),
-                        ),
-                        key: key.clone(),
-                        state: verdict,
-                        reason: d.reason.clone(),
-                        recipient: mailbox.primary_smtp.trim().to_owned(),
-                        user_principal_name: mailbox.user_principal_name.clone(),
-                    });
-                }
-                records.push(DecisionRecord {
-                    key,
-                    verdict,
-                    reason: d.reason,
-                    notify: d.notify,
-                });
-            }
-        }
-        drop(mailboxes);
+    /// The verdicts, what to record of them and the plan that enforces them. The inventory and
+    /// the matched devices are let go on return: only the plan's commands and the records are
+    /// left to write.
+    fn plan(&self, run: &mut Run<'_>, decided: DecidedInventory) -> Result<Planned, SyncError> {
+        let DecidedInventory {
+            inventory,
+            mut matched,
+            decisions,
+            org_default,
+            org_settings,
+            access_rules,
+            complete,
+            saved,
+        } = decided;
+        let verdicts = self.verdicts(run, &inventory, decisions, &mut matched);
         let removals = matched.removal_candidates(&inventory, &self.settings);
-        let org_devices = if full {
+        let org_devices = if run.full {
             inventory.devices.len()
         } else {
-            self.store.device_count(org)?
+            self.store.device_count(run.org)?
         };
         let mut plan = plan_steps(
             &inventory.mailboxes,
-            &decided,
+            &verdicts.decided,
             &removals,
             &self.settings.max_new_restrictions,
             org_devices,
         );
-        if full
-            && self.settings.manage_org_default
-            && let Some(current) = org_default
-        {
-            if complete {
-                plan.manage_org_default(current, &inventory.devices, &decided);
-            } else if current != super::AccessLevel::Quarantine {
-                summary.errors.push(format!(
-                    "the organization default stays {} this run: the devices whose records could not be read would move with it",
-                    current.as_str()
-                ));
+        if run.full {
+            if self.settings.manage_org_default
+                && let Some(current) = org_default
+            {
+                if complete {
+                    plan.manage_org_default(current, &inventory.devices, &verdicts.decided);
+                } else if current != crate::model::AccessLevel::Quarantine {
+                    run.summary.errors.push(format!(
+                        "the organization default stays {} this run: the devices whose records could not be read would move with it",
+                        current.as_str()
+                    ));
+                }
             }
-        }
-        if full {
             // After the lists and the default: rules decide only devices on no list.
-            plan.commands.extend(
-                super::plan::exchange_settings(
-                    &self.settings,
-                    org_settings.as_ref(),
-                    access_rules.as_deref(),
-                )
-                .into_iter()
-                .map(PlanStep::from),
+            let settings = super::plan::exchange_settings(
+                &self.settings,
+                org_settings.as_ref(),
+                access_rules.as_deref(),
             );
+            plan.commands
+                .extend(settings.into_iter().map(PlanStep::from));
         }
-        stage.done("plan");
+        run.stage.done("plan");
+        let summary = &mut run.summary;
         summary.devices_changed = (plan.changes.len() + removals.len()) as u64;
         summary.commands_planned = plan.commands.len() as u64;
         summary.restrictions = plan.restrictions as u64;
         summary.restriction_limit = plan.limit as u64;
+        // A dry run's report needs the devices and the verdicts, which go when this returns.
+        let dry_run = run.dry_run.then(|| {
+            super::dry_run::report(&plan, &inventory.devices, &verdicts.decided, org_default)
+        });
+        Ok(Planned {
+            plan,
+            records: verdicts.records,
+            notices: verdicts.notices,
+            saved,
+            dry_run,
+        })
+    }
 
-        if dry_run {
-            // A what-if run records its counts only; its report says what a real run would do.
-            let report = super::dry_run::report(&plan, &inventory.devices, &decided, org_default);
-            (summary.devices_changed, summary.dry_run) = (report.devices(), Some(report));
-            return self.finish(summary, RunOutcome::Succeeded, started).await;
+    /// The policy's decisions as verdicts: counted in the summary, the decided devices for the
+    /// plan, the records to store and the notices to enqueue (only if the verdict changes; a
+    /// device without a mailbox has nobody to tell). The decisions and the matched devices'
+    /// keys move into the records instead of being copied: 100 000 of each at full scale.
+    fn verdicts<'i>(
+        &self,
+        run: &mut Run<'_>,
+        inventory: &'i Inventory,
+        decisions: Vec<Option<types::Decision>>,
+        matched: &mut Matched,
+    ) -> Verdicts<'i> {
+        let mut verdicts = Verdicts::default();
+        let mailboxes: HashMap<String, &crate::model::Mailbox> =
+            if self.notices.is_some() && !run.dry_run {
+                inventory
+                    .mailboxes
+                    .iter()
+                    .map(|m| (m.identity.to_lowercase(), m))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+        for (i, decision) in decisions.into_iter().enumerate() {
+            let verdict = decision.as_ref().map(|d| Verdict::from(d.verdict));
+            run.summary.verdicts.add(verdict);
+            let (Some(d), Some(verdict)) = (decision, verdict) else {
+                continue;
+            };
+            let device = &inventory.devices[i];
+            verdicts.decided.push(Decided { device, verdict });
+            let key = std::mem::replace(&mut matched.devices[i].key, DeviceKey::new(""));
+            if d.notify
+                && let Some(mailbox) = device
+                    .mailbox
+                    .as_ref()
+                    .and_then(|m| mailboxes.get(&m.to_lowercase()))
+                && !mailbox.primary_smtp.trim().is_empty()
+            {
+                verdicts.notices.push(NoticeRequest {
+                    id: NoticeId::derive(
+                        &self.name,
+                        key.as_str(),
+                        verdict.as_str(),
+                        &run.id.to_string(),
+                    ),
+                    key: key.clone(),
+                    state: verdict,
+                    reason: d.reason.clone(),
+                    recipient: mailbox.primary_smtp.trim().to_owned(),
+                    user_principal_name: mailbox.user_principal_name.clone(),
+                });
+            }
+            verdicts.records.push(DecisionRecord {
+                key,
+                verdict,
+                reason: d.reason,
+                notify: d.notify,
+            });
         }
+        verdicts
+    }
 
-        // What is left to do needs only the plan's commands and the records: free the
-        // inventory and the matched devices before the store's writes (at 100 000 devices
-        // they are a third of the process).
-        drop((decided, removals, matched));
-        drop(inventory);
+    /// A dry run ends on its plan: it records its counts only, and its report says what a real
+    /// run would do.
+    async fn rehearse(&self, run: Run<'_>, report: DryRun) -> Result<Summary, SyncError> {
+        let Run {
+            mut summary,
+            started,
+            ..
+        } = run;
+        (summary.devices_changed, summary.dry_run) = (report.devices(), Some(report));
+        self.finish(summary, RunOutcome::Succeeded, started).await
+    }
+
+    /// Waits for the inventory's save, which recording waits for, and keeps of the plan only
+    /// its commands and its guard.
+    async fn settle(&self, run: &mut Run<'_>, planned: Planned) -> Result<Ready, SyncError> {
+        let Planned {
+            mut plan,
+            records,
+            notices,
+            saved,
+            ..
+        } = planned;
         if let Some(saved) = saved {
             saved.await.expect("the save task does not panic")?;
-            stage.done("finish saving the inventory");
+            run.stage.done("finish saving the inventory");
         }
         crate::memory::release_free();
-        let commands = std::mem::take(&mut plan.commands);
-        let (held, restrictions, limit) = (plan.held, plan.restrictions, plan.limit);
-        drop(plan);
-        let resend_interval_secs = self
-            .notices
-            .as_ref()
-            .map_or(0, |n| n.resend_interval.as_secs() as i64);
-        if held {
-            // A held plan is recorded whole, in one transaction.
-            let commands: Vec<PlannedCommand> =
-                commands.into_iter().map(PlanStep::into_planned).collect();
-            let recorded = {
-                let digest = digest.clone();
-                blocking(&self.store, move |s| {
-                    s.record_decisions_and_notices(
-                        &DecisionBatch {
-                            run,
-                            plugin_digest: &digest,
-                            decided_at: now,
-                            decisions: &records,
-                            commands: &commands,
-                            held,
-                        },
-                        // Kept with the plan: they are enqueued when it is applied.
-                        &NoticeBatch {
-                            requests: &notice_requests,
-                            resend_interval_secs,
-                        },
-                    )
-                })
-                .await?
-            };
-            summary.notices.deduplicated = recorded.notices_deduplicated;
-            stage.done("record");
-            summary.errors.push(format!(
-                "held: the plan restricts {} devices, more than the limit of {}; approve with `easgate plan approve {run}` before the next sync plans (the plan expires then)",
-                restrictions, limit
-            ));
-            return self.finish(summary, RunOutcome::Held, started).await;
-        }
-        // Apply starts on each chunk of the plan as soon as the transaction recording it (with
-        // its devices' verdicts) commits, so the SQLite writes overlap the commands.
-        let total = Some(commands.len() as u64);
+        Ok(Ready {
+            commands: std::mem::take(&mut plan.commands),
+            records,
+            notices,
+            held: plan.held,
+            restrictions: plan.restrictions,
+            limit: plan.limit,
+        })
+    }
+
+    /// Records a held plan whole, in one transaction, with its notices (enqueued when it is
+    /// applied), and ends the run waiting for an operator.
+    async fn hold(&self, mut run: Run<'_>, ready: Ready) -> Result<Summary, SyncError> {
+        let Ready {
+            commands,
+            records,
+            notices,
+            held,
+            restrictions,
+            limit,
+        } = ready;
+        let commands: Vec<PlannedCommand> =
+            commands.into_iter().map(PlanStep::into_planned).collect();
+        let (id, digest, now) = (run.id, run.digest.clone(), run.now);
+        let resend_interval_secs = self.resend_interval_secs();
+        let recorded = blocking(&self.store, move |s| {
+            s.record_decisions_and_notices(
+                &DecisionBatch {
+                    run: id,
+                    plugin_digest: &digest,
+                    decided_at: now,
+                    decisions: &records,
+                    commands: &commands,
+                    held,
+                },
+                &NoticeBatch {
+                    requests: &notices,
+                    resend_interval_secs,
+                },
+            )
+        })
+        .await?;
+        run.summary.notices.deduplicated = recorded.notices_deduplicated;
+        run.stage.done("record");
+        run.summary.errors.push(format!(
+            "held: the plan restricts {} devices, more than the limit of {}; approve with `easgate plan approve {id}` before the next sync plans (the plan expires then)",
+            restrictions, limit
+        ));
+        self.finish(run.summary, RunOutcome::Held, run.started)
+            .await
+    }
+
+    /// Records the plan with its verdicts and notices and applies it: apply starts on each
+    /// chunk of the plan as soon as the transaction recording it (with its devices' verdicts)
+    /// commits, so the SQLite writes overlap the commands.
+    async fn record_and_apply(
+        &self,
+        run: &mut Run<'_>,
+        ready: Ready,
+        report: progress::Report<'_>,
+    ) -> Result<Applied, SyncError> {
+        let total = Some(ready.commands.len() as u64);
         let (send, received) = recorded_chunks();
         let record = ToRecord {
-            run,
-            plugin_digest: digest.clone(),
-            decided_at: now,
-            decisions: records,
-            commands,
-            notices: notice_requests,
-            resend_interval_secs,
+            run: run.id,
+            plugin_digest: run.digest.clone(),
+            decided_at: run.now,
+            decisions: ready.records,
+            commands: ready.commands,
+            notices: ready.notices,
+            resend_interval_secs: self.resend_interval_secs(),
         };
         let recording = blocking(&self.store, move |s| record_in_chunks(s, record, &send));
         let sent = progress::Counter::default();
@@ -557,16 +704,35 @@ impl OrgSync {
         })
         .await;
         let (recorded, applied) = (recorded?, applied?);
-        summary.notices.queued = recorded.queued;
-        summary.notices.deduplicated = recorded.deduplicated;
-        stage.done("record and apply");
-        self.account(&mut summary, &applied);
-        if let (Some(notices), Some(template)) = (&self.notices, template) {
-            deliver(notices, template, &self.store, org, &mut summary.notices).await?;
-            let template_errors = std::mem::take(&mut summary.notices.template_errors);
-            summary.plugin_errors.extend(template_errors);
-            stage.done("notify");
-        }
+        run.summary.notices.queued = recorded.queued;
+        run.summary.notices.deduplicated = recorded.deduplicated;
+        run.stage.done("record and apply");
+        Ok(applied)
+    }
+
+    /// No second notice about the same device and state within this many seconds.
+    fn resend_interval_secs(&self) -> i64 {
+        self.notices
+            .as_ref()
+            .map_or(0, |n| n.resend_interval.as_secs() as i64)
+    }
+
+    /// Renders and sends the organization's due notices (this run's and earlier retries).
+    async fn notify(
+        &self,
+        notices: &NoticeStage,
+        template: Arc<NoticeTemplatePlugin>,
+        org: OrgId,
+        summary: &mut Summary,
+    ) -> Result<(), SyncError> {
+        deliver(notices, template, &self.store, org, &mut summary.notices).await?;
+        let template_errors = std::mem::take(&mut summary.notices.template_errors);
+        summary.plugin_errors.extend(template_errors);
+        Ok(())
+    }
+
+    /// Finishes a run that went to the end: succeeded, or partial if anything failed.
+    async fn conclude(&self, summary: Summary, started: Instant) -> Result<Summary, SyncError> {
         let outcome = if summary.errors.is_empty() {
             RunOutcome::Succeeded
         } else {
@@ -641,16 +807,9 @@ impl OrgSync {
         self.account(&mut summary, &applied);
         if let Some(notices) = &self.notices {
             let template = (notices.template)();
-            deliver(notices, template, &self.store, org, &mut summary.notices).await?;
-            let template_errors = std::mem::take(&mut summary.notices.template_errors);
-            summary.plugin_errors.extend(template_errors);
+            self.notify(notices, template, org, &mut summary).await?;
         }
-        let outcome = if summary.errors.is_empty() {
-            RunOutcome::Succeeded
-        } else {
-            RunOutcome::Partial
-        };
-        self.finish(summary, outcome, started).await
+        self.conclude(summary, started).await
     }
 
     fn account(&self, summary: &mut Summary, applied: &Applied) {
@@ -768,17 +927,20 @@ impl OrgSync {
 }
 
 /// The policy's contexts of `devices`, matched in `inventory`.
-fn contexts(devices: &[MatchedDevice], inventory: &super::Inventory) -> Vec<types::DeviceContext> {
+fn contexts(
+    devices: &[MatchedDevice],
+    inventory: &crate::model::Inventory,
+) -> Vec<types::DeviceContext> {
     devices.iter().map(|d| d.context(inventory)).collect()
 }
 
 /// What a sync took in: the inventory, matched, with the rest of what discovery read. Its
 /// decisions are with the decider, its pages with the saver.
 struct TakenIn {
-    inventory: super::Inventory,
+    inventory: crate::model::Inventory,
     matched: Matched,
     saver: Option<InventorySaver>,
-    org_default: Option<super::AccessLevel>,
+    org_default: Option<crate::model::AccessLevel>,
     org_settings: Option<crate::exchange::models::OrganizationSettings>,
     access_rules: Option<Vec<crate::exchange::models::DeviceAccessRule>>,
     /// As [`Discovered::unreadable`], for the whole discovery.
@@ -792,4 +954,75 @@ enum TakeInError {
     Discover(#[from] discover::DiscoverError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// One run as it goes through the stages: what they all read and the summary they add to.
+struct Run<'a> {
+    org: OrgId,
+    id: RunId,
+    kind: RunKind,
+    now: i64,
+    /// Reads everything: a full sync, or a quick one that cannot trust its cursor.
+    full: bool,
+    dry_run: bool,
+    /// Where a quick sync starts reading.
+    cursor: Option<i64>,
+    /// The pinned policy's digest.
+    digest: String,
+    /// The pinned notice template, when notices are on.
+    template: Option<Arc<NoticeTemplatePlugin>>,
+    summary: Summary,
+    started: Instant,
+    stage: Stage<'a>,
+}
+
+/// What take-in hands on: the inventory, matched, with the policy's last batches still being
+/// decided (`decided` counts the devices decided so far).
+struct Intake {
+    taken_in: TakenIn,
+    decider: Decider,
+    decided: progress::Counter,
+}
+
+/// The inventory with every device's decision (`None`: its batch failed).
+struct DecidedInventory {
+    inventory: Arc<Inventory>,
+    matched: Matched,
+    decisions: Vec<Option<types::Decision>>,
+    org_default: Option<crate::model::AccessLevel>,
+    org_settings: Option<crate::exchange::models::OrganizationSettings>,
+    access_rules: Option<Vec<crate::exchange::models::DeviceAccessRule>>,
+    /// Every device's record could be read.
+    complete: bool,
+    /// The store's writes of the directory and of the devices gone, which recording waits for.
+    saved: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+}
+
+/// The decisions as the plan and the store take them.
+#[derive(Default)]
+struct Verdicts<'i> {
+    decided: Vec<Decided<'i>>,
+    records: Vec<DecisionRecord>,
+    notices: Vec<NoticeRequest>,
+}
+
+/// The plan, with what to record beside it.
+struct Planned {
+    plan: Plan<PlanStep>,
+    records: Vec<DecisionRecord>,
+    notices: Vec<NoticeRequest>,
+    saved: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+    /// A dry run's report of what a real run would do; `None` in a real run.
+    dry_run: Option<DryRun>,
+}
+
+/// What is left to write once the inventory is saved and let go: the plan's commands and its
+/// guard, the verdicts and the notices.
+struct Ready {
+    commands: Vec<PlanStep>,
+    records: Vec<DecisionRecord>,
+    notices: Vec<NoticeRequest>,
+    held: bool,
+    restrictions: usize,
+    limit: usize,
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::blocking;
-use super::inventory::{DeviceKey, DirectoryUser, ExchangeDevice, Inventory, ManagedDevice};
+use crate::model::inventory::{DeviceKey, DirectoryUser, ExchangeDevice, Inventory, ManagedDevice};
 use crate::store::{DeviceView, OrgId, Store, StoreError};
 
 /// One page of partnerships, each with the Intune record matched to it.

@@ -26,13 +26,13 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::decide::{DEFAULT_BATCH_SIZE, decide};
-use super::inventory::{
-    AccessState, DeviceKey, DirectoryUser, ExchangeDevice, Inventory, KeyDigests, Mailbox, Verdict,
-};
 use super::matching::match_inventory;
 use super::plan::{Decided, PlannedCommand, plan};
 use super::progress::Counter;
-use super::settings::SyncSettings;
+use crate::model::inventory::{
+    AccessState, DeviceKey, DirectoryUser, ExchangeDevice, Inventory, KeyDigests, Mailbox, Verdict,
+};
+use crate::model::settings::SyncSettings;
 use crate::plugin::{AccessPolicyPlugin, types};
 use crate::store::{DeviceRecord, Store, StoreError, StoredDirectory, VerdictCounts};
 
@@ -107,7 +107,7 @@ fn commands_as_cmdlet_input<S: serde::Serializer>(
     #[derive(Serialize)]
     struct Shown<'a> {
         mailbox: &'a Option<String>,
-        devices: &'a [super::DeviceKey],
+        devices: &'a [crate::model::DeviceKey],
         command: serde_json::Value,
     }
     s.collect_seq(commands.iter().map(|c| Shown {

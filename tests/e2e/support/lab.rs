@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use easgate::exchange::ExchangeClient;
 use easgate::graph::GraphClient;
+use easgate::model::{RestrictionLimit, SyncSettings, Verdict};
 use easgate::store::Store;
-use easgate::sync::{OrgSync, RestrictionLimit, SyncSettings, Verdict};
+use easgate::sync::OrgSync;
 use easgate_lab::{ComplianceState, DeviceTruth, Lab, LabOptions, LatencyModel};
 
 use super::{Transport, organization_over, test_http, within};

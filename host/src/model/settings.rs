@@ -51,7 +51,7 @@ pub struct DeviceAccessRule {
     /// What it matches on.
     pub characteristic: RuleCharacteristic,
     /// What matching devices get.
-    pub access_level: crate::sync::AccessLevel,
+    pub access_level: super::inventory::AccessLevel,
 }
 
 /// `-Characteristic` of a device access rule, as Exchange spells it.
@@ -144,7 +144,7 @@ mod tests {
             Some(vec![DeviceAccessRule {
                 query_string: "iPhone".into(),
                 characteristic: RuleCharacteristic::DeviceModel,
-                access_level: crate::sync::AccessLevel::Block,
+                access_level: crate::model::AccessLevel::Block,
             }])
         );
         let typo = toml::from_str::<SyncSettings>(

@@ -6,8 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugin::types;
-
 /// Exchange `DeviceAccessState`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AccessState {
@@ -51,17 +49,6 @@ impl AccessState {
             .into_iter()
             .find(|s| s.as_str().eq_ignore_ascii_case(text))
     }
-
-    /// The plugin contract's form.
-    pub fn to_wit(self) -> types::AccessState {
-        match self {
-            AccessState::Unknown => types::AccessState::Unknown,
-            AccessState::Allowed => types::AccessState::Allowed,
-            AccessState::Blocked => types::AccessState::Blocked,
-            AccessState::Quarantined => types::AccessState::Quarantined,
-            AccessState::DeviceDiscovery => types::AccessState::DeviceDiscovery,
-        }
-    }
 }
 
 /// Exchange `DeviceAccessLevel`: the organization default and device access rules.
@@ -101,8 +88,10 @@ impl AccessLevel {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ComplianceState {
-    /// Not evaluated yet.
+    /// Not evaluated yet; also Graph's `unknownFutureValue`, its marker for values added after
+    /// a client was written.
     #[default]
+    #[serde(alias = "unknownFutureValue")]
     Unknown,
     /// Meets every compliance policy.
     Compliant,
@@ -118,43 +107,18 @@ pub enum ComplianceState {
     ConfigManager,
 }
 
-impl ComplianceState {
-    /// The plugin contract's form.
-    pub fn to_wit(self) -> types::ComplianceState {
-        match self {
-            ComplianceState::Unknown => types::ComplianceState::Unknown,
-            ComplianceState::Compliant => types::ComplianceState::Compliant,
-            ComplianceState::Noncompliant => types::ComplianceState::Noncompliant,
-            ComplianceState::Conflict => types::ComplianceState::Conflict,
-            ComplianceState::Error => types::ComplianceState::Error,
-            ComplianceState::InGracePeriod => types::ComplianceState::InGracePeriod,
-            ComplianceState::ConfigManager => types::ComplianceState::ConfigManager,
-        }
-    }
-}
-
 /// Intune `managedDeviceOwnerType`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum OwnerType {
-    /// Not recorded.
+    /// Not recorded; also Graph's `unknownFutureValue`.
     #[default]
+    #[serde(alias = "unknownFutureValue")]
     Unknown,
     /// Corporate-owned.
     Company,
     /// Bring your own device.
     Personal,
-}
-
-impl OwnerType {
-    /// The plugin contract's form.
-    pub fn to_wit(self) -> types::Ownership {
-        match self {
-            OwnerType::Unknown => types::Ownership::Unknown,
-            OwnerType::Company => types::Ownership::Company,
-            OwnerType::Personal => types::Ownership::Personal,
-        }
-    }
 }
 
 /// What the connector does with a device: the policy's verdict.
@@ -198,28 +162,6 @@ impl Verdict {
     /// Whether this verdict takes mail access away (what the blast-radius guard counts).
     pub fn restricts(self) -> bool {
         matches!(self, Verdict::Block | Verdict::Quarantine)
-    }
-}
-
-impl From<Verdict> for types::Verdict {
-    fn from(verdict: Verdict) -> Self {
-        match verdict {
-            Verdict::Allow => types::Verdict::Allow,
-            Verdict::Block => types::Verdict::Block,
-            Verdict::Quarantine => types::Verdict::Quarantine,
-            Verdict::Exempt => types::Verdict::Exempt,
-        }
-    }
-}
-
-impl From<types::Verdict> for Verdict {
-    fn from(verdict: types::Verdict) -> Self {
-        match verdict {
-            types::Verdict::Allow => Verdict::Allow,
-            types::Verdict::Block => Verdict::Block,
-            types::Verdict::Quarantine => Verdict::Quarantine,
-            types::Verdict::Exempt => Verdict::Exempt,
-        }
     }
 }
 
@@ -333,24 +275,6 @@ impl ExchangeDevice {
         DeviceKey::new(&self.identity)
     }
 
-    /// The plugins' view of this partnership, syncing the mailbox whose primary SMTP address is
-    /// `mailbox_smtp` (empty when the mailbox is gone).
-    pub fn to_wit(&self, mailbox_smtp: &str) -> types::EasDevice {
-        types::EasDevice {
-            device_id: self.device_id.clone(),
-            identity: self.identity.clone(),
-            mailbox: mailbox_smtp.to_owned(),
-            device_type: self.device_type.clone(),
-            device_model: self.device_model.clone(),
-            device_os: self.device_os.clone(),
-            user_agent: self.user_agent.clone(),
-            first_sync: self.first_sync,
-            last_success_sync: self.last_success_sync,
-            access_state: self.access_state.to_wit(),
-            access_state_reason: self.access_state_reason.clone(),
-        }
-    }
-
     /// The mailbox part of a `Get-MobileDevice` `Identity`
     /// (`<mailbox>\ExchangeActiveSyncDevices\<name>`), which is the mailbox's `Get-CASMailbox`
     /// `Identity`: what discover puts in [`ExchangeDevice::mailbox`] when that mailbox exists.
@@ -420,22 +344,6 @@ impl ManagedDevice {
         LEAVING_MANAGEMENT
             .iter()
             .any(|s| s.eq_ignore_ascii_case(&self.management_state))
-    }
-
-    /// The plugin contract's form.
-    pub fn to_wit(&self) -> types::ManagedDevice {
-        types::ManagedDevice {
-            id: self.id.clone(),
-            user_principal_name: self.user_principal_name.clone(),
-            device_name: self.device_name.clone(),
-            operating_system: self.operating_system.clone(),
-            os_version: self.os_version.clone(),
-            compliance_state: self.compliance_state.to_wit(),
-            management_state: self.management_state.clone(),
-            ownership: self.owner_type.to_wit(),
-            last_sync: self.last_sync,
-            enrolled: self.enrolled,
-        }
     }
 }
 
