@@ -13,9 +13,10 @@ use std::time::Duration;
 use easgate::config::{ExchangeAuth, Organization, Secret, SecretSource};
 use easgate::exchange::ExchangeClient;
 use easgate::exchange::cmdlets::GetMobileDevice;
+use easgate::model::SyncKind;
 use easgate::plugin::PluginEngine;
 use easgate::store::RunOutcome;
-use easgate::sync::{OrgSync, SyncKind};
+use easgate::sync::OrgSync;
 use easgate_lab::kdc::TestKdc;
 
 use crate::support::lab::{assert_enforced, expected, sync_lab, unguarded};
