@@ -863,9 +863,12 @@ pub enum ClixmlError {
     BadEntry,
 }
 
+/// The `RefId`s of one document. An object is kept as its element and read again where a
+/// `Ref` names it: cloning each object's value as it was read made every nesting level copy
+/// its whole subtree (a CREATE_PIPELINE's objects nest a dozen deep), and `Ref`s are rare.
 #[derive(Default)]
-struct Refs {
-    objects: HashMap<String, Value>,
+struct Refs<'e> {
+    objects: HashMap<&'e str, &'e Element>,
     types: HashMap<String, Vec<String>>,
 }
 
@@ -913,7 +916,7 @@ fn number<T: std::str::FromStr>(e: &Element, what: &'static str) -> Result<T, Cl
         .map_err(|_| bad(&e.name, &e.text, what))
 }
 
-fn read(e: &Element, refs: &mut Refs) -> Result<Value, ClixmlError> {
+fn read<'e>(e: &'e Element, refs: &mut Refs<'e>) -> Result<Value, ClixmlError> {
     let v = match e.name.as_str() {
         "Nil" => Value::Null,
         "S" => Value::String(decode(&e.text)),
@@ -946,11 +949,10 @@ fn read(e: &Element, refs: &mut Refs) -> Result<Value, ClixmlError> {
         }
         "Ref" => {
             let id = e.attr("RefId").unwrap_or_default();
-            return refs
-                .objects
-                .get(id)
-                .cloned()
-                .ok_or_else(|| ClixmlError::UnknownRef("Ref", id.to_owned()));
+            let Some(&object) = refs.objects.get(id) else {
+                return Err(ClixmlError::UnknownRef("Ref", id.to_owned()));
+            };
+            return read(object, refs);
         }
         "Obj" => Value::Object(Box::new(read_object(e, refs)?)),
         "SB" | "By" | "I16" | "U16" | "Sg" | "D" | "TS" | "URI" | "XD" | "SBK" | "SS" | "PR" => {
@@ -964,7 +966,7 @@ fn read(e: &Element, refs: &mut Refs) -> Result<Value, ClixmlError> {
     Ok(v)
 }
 
-fn read_object(e: &Element, refs: &mut Refs) -> Result<Object, ClixmlError> {
+fn read_object<'e>(e: &'e Element, refs: &mut Refs<'e>) -> Result<Object, ClixmlError> {
     let mut o = Object::default();
     for c in &e.children {
         match c.name.as_str() {
@@ -1022,13 +1024,15 @@ fn read_object(e: &Element, refs: &mut Refs) -> Result<Object, ClixmlError> {
         }
     }
     if let Some(id) = e.attr("RefId") {
-        refs.objects
-            .insert(id.to_owned(), Value::Object(Box::new(o.clone())));
+        refs.objects.insert(id, e);
     }
     Ok(o)
 }
 
-fn read_props(e: &Element, refs: &mut Refs) -> Result<Vec<(String, Value)>, ClixmlError> {
+fn read_props<'e>(
+    e: &'e Element,
+    refs: &mut Refs<'e>,
+) -> Result<Vec<(String, Value)>, ClixmlError> {
     e.children
         .iter()
         .map(|c| Ok((decode(c.attr("N").unwrap_or_default()), read(c, refs)?)))

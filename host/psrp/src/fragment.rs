@@ -166,18 +166,42 @@ impl Reassembler {
     }
 
     /// Feeds bytes; returns each message completed by them, in completion order.
+    ///
+    /// Fragments are read where they lie: in `bytes` itself when nothing was pending (a
+    /// listing's every `Stream` holds whole fragments), so that each message is copied once.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, FragmentError> {
-        self.pending.extend_from_slice(bytes);
+        let mut kept = std::mem::take(&mut self.pending);
+        let from_kept = !kept.is_empty();
+        if from_kept {
+            kept.extend_from_slice(bytes);
+        }
+        let input: &[u8] = if from_kept { &kept } else { bytes };
+        let read = self.read(input);
+        let at = match &read {
+            Ok((_, at)) => *at,
+            Err(_) => input.len(),
+        };
+        // What follows the last whole fragment waits for the next bytes.
+        if from_kept {
+            kept.drain(..at);
+        } else {
+            kept.extend_from_slice(&bytes[at..]);
+        }
+        self.pending = kept;
+        read.map(|(done, _)| done)
+    }
+
+    /// The messages whole fragments of `input` complete, and how many bytes they took.
+    fn read(&mut self, input: &[u8]) -> Result<(Vec<Vec<u8>>, usize), FragmentError> {
         let mut done = Vec::new();
         let mut at = 0;
-        while self.pending.len() - at >= HEADER_LEN {
-            let h = &self.pending[at..at + HEADER_LEN];
+        while input.len() - at >= HEADER_LEN {
+            let h = &input[at..at + HEADER_LEN];
             let object_id = u64::from_be_bytes(h[0..8].try_into().expect("8"));
             let fragment_id = u64::from_be_bytes(h[8..16].try_into().expect("8"));
             let flags = h[16];
             let len = u32::from_be_bytes(h[17..21].try_into().expect("4")) as usize;
             if len > self.max_message {
-                self.pending.clear();
                 return Err(FragmentError::TooLong {
                     object_id,
                     fragment_id,
@@ -185,25 +209,18 @@ impl Reassembler {
                     limit: self.max_message,
                 });
             }
-            if self.pending.len() - at < HEADER_LEN + len {
+            if input.len() - at < HEADER_LEN + len {
                 break;
             }
-            let data = self.pending[at + HEADER_LEN..at + HEADER_LEN + len].to_vec();
+            let data = &input[at + HEADER_LEN..at + HEADER_LEN + len];
             at += HEADER_LEN + len;
             let start = flags & START != 0;
             let end = flags & END != 0;
-            let message = self.accept(object_id, fragment_id, start, end, &data);
-            match message {
-                Ok(Some(m)) => done.push(m),
-                Ok(None) => {}
-                Err(e) => {
-                    self.pending.clear();
-                    return Err(e);
-                }
+            if let Some(m) = self.accept(object_id, fragment_id, start, end, data)? {
+                done.push(m);
             }
         }
-        self.pending.drain(..at);
-        Ok(done)
+        Ok((done, at))
     }
 
     /// Feeds one parsed fragment.
@@ -321,6 +338,20 @@ mod tests {
         assert_eq!(out, vec![msg]);
         assert!(r.is_idle());
         r.finish().unwrap();
+    }
+
+    #[test]
+    fn whole_fragments_then_a_split_one_complete_in_order() {
+        let a = fragment(1, b"first", 100);
+        let b = fragment(2, &[7; 40], HEADER_LEN + 25);
+        let mut stream = a[0].clone();
+        stream.extend(b.concat());
+        let cut = a[0].len() + b[0].len() + 5;
+        let mut r = Reassembler::default();
+        assert_eq!(r.feed(&stream[..cut]).unwrap(), vec![b"first".to_vec()]);
+        assert!(!r.is_idle());
+        assert_eq!(r.feed(&stream[cut..]).unwrap(), vec![vec![7; 40]]);
+        assert!(r.is_idle());
     }
 
     #[test]

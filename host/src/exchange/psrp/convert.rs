@@ -4,8 +4,12 @@
 //! becomes a [`CmdletFailure`] the error classes (`is_not_found`, …) understand.
 
 use easgate_psrp::messages::category;
-use easgate_psrp::{Container, ErrorRecord, Value};
-use serde_json::{Map, Number, Value as Json};
+use easgate_psrp::{ErrorRecord, Value};
+#[cfg(test)]
+use {
+    easgate_psrp::Container,
+    serde_json::{Map, Number, Value as Json},
+};
 
 use crate::exchange::CmdletFailure;
 use crate::model::{Command, ParamValue};
@@ -51,6 +55,10 @@ fn param(v: &ParamValue) -> Value {
 
 /// One output object as the admin API's JSON would have it: properties by their Exchange
 /// names, enums as their names, multi-valued properties as arrays, dates as ISO 8601 text.
+///
+/// The definition of the mapping, on decoded values: the transport writes the same JSON
+/// straight from the CLIXML ([`super::objects::write_json`]), whose tests compare the two.
+#[cfg(test)]
 pub fn to_json(v: &Value) -> Json {
     match v {
         Value::Null => Json::Null,
@@ -113,7 +121,7 @@ pub fn to_json(v: &Value) -> Json {
 
 /// A CLIXML `DateTime` as UTC text the connector's timestamps read: .NET writes a local or
 /// unspecified time without a zone, which on a server is taken as UTC.
-fn utc_text(text: &str) -> String {
+pub(super) fn utc_text(text: &str) -> String {
     let t = text.trim();
     let has_zone = t.ends_with('Z')
         || t.ends_with('z')

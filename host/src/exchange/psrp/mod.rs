@@ -28,6 +28,7 @@
 mod connection;
 pub mod convert;
 mod kerberos;
+pub mod objects;
 pub mod sealed;
 mod srv;
 pub mod wsman;
@@ -1011,13 +1012,11 @@ impl Inner {
                         |what: &str, e: String| Attempt::Error(self.bad(&p.cmdlet, &cas, what, e));
                     match m.message_type {
                         MessageType::PIPELINE_OUTPUT => {
-                            let v = easgate_psrp::from_clixml(&text)
-                                .map_err(|e| unreadable("PIPELINE_OUTPUT", e.to_string()))?;
                             if count > 0 {
                                 page.push(b',');
                             }
-                            serde_json::to_writer(&mut page, &convert::to_json(&v))
-                                .expect("JSON values serialize");
+                            objects::write_json(&text, &mut page)
+                                .map_err(|e| unreadable("PIPELINE_OUTPUT", e.to_string()))?;
                             count += 1;
                         }
                         MessageType::ERROR_RECORD => {

@@ -1012,10 +1012,19 @@ impl Job {
                 types.clone(),
             );
             let pipeline = self.pipeline;
-            let step = tokio::task::spawn_blocking(move || {
-                render_step(&shared, &shell, spec, &args, &types, pipeline, position)
-            })
-            .await;
+            let step = if spec.name.starts_with("Get-") {
+                // A listing's page renders up to `PAGE` objects: off the I/O threads.
+                tokio::task::spawn_blocking(move || {
+                    render_step(&shared, &shell, spec, &args, &types, pipeline, position)
+                })
+                .await
+            } else {
+                // Any other cmdlet returns an object or none: a trip to the blocking pool (two
+                // thread wake-ups) cost more than the cmdlet, as the REST face runs it inline.
+                Ok(render_step(
+                    &shared, &shell, spec, &args, &types, pipeline, position,
+                ))
+            };
             let step = match step {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {

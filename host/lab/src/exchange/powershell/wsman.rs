@@ -99,8 +99,17 @@ pub(super) fn parse_duration(s: &str) -> Option<std::time::Duration> {
 }
 
 pub(super) fn parse_request(text: &str) -> Result<Request, XmlError> {
-    let env = xml::parse(text)?;
-    let header = env.child("Header").cloned().unwrap_or_default();
+    let mut env = xml::parse(text)?;
+    // Moved out, not cloned: a `Send` or `Command` body carries a whole base64 fragment.
+    let mut take = |name: &str| {
+        env.children
+            .iter()
+            .position(|c| c.name == name)
+            .map(|i| env.children.swap_remove(i))
+            .unwrap_or_default()
+    };
+    let header = take("Header");
+    let body = take("Body");
     let text_of = |name: &str| header.child(name).map(|e| e.text.trim().to_owned());
     let action_uri = text_of("Action").unwrap_or_default();
     let shell_id = header
@@ -122,7 +131,7 @@ pub(super) fn parse_request(text: &str) -> Result<Request, XmlError> {
         operation_timeout: text_of("OperationTimeout")
             .and_then(|s| parse_duration(&s))
             .unwrap_or(DEFAULT_TIMEOUT),
-        body: env.child("Body").cloned().unwrap_or_default(),
+        body,
     })
 }
 
