@@ -219,33 +219,8 @@ impl ExchangeConnection {
 /// transport takes, and the PowerShell endpoint's shape. Returns the field under `exchange` and
 /// why.
 fn validate_transport(x: &ExchangeConnection) -> Result<(), (String, String)> {
-    let auth = x.auth.kind();
     match x.transport {
-        ExchangeTransport::Rest => {
-            if matches!(
-                x.auth,
-                ExchangeAuth::Basic { .. }
-                    | ExchangeAuth::Kerberos { .. }
-                    | ExchangeAuth::Ntlm { .. }
-            ) {
-                return Err((
-                    "exchange.auth".into(),
-                    format!(
-                        "kind = \"{auth}\" signs in to remote PowerShell: set \
-                         transport = \"powershell\" (the REST transport takes \
-                         \"client_credentials\" or \"bearer\")"
-                    ),
-                ));
-            }
-            if x.view_entire_forest.is_some() {
-                return Err((
-                    "exchange.view_entire_forest".into(),
-                    "applies to transport = \"powershell\" only (the REST admin API has no \
-                     AD server settings); remove it or set the transport"
-                        .into(),
-                ));
-            }
-        }
+        ExchangeTransport::Rest => validate_rest_keys(x),
         ExchangeTransport::PowerShell => {
             if !x.tenant_id.is_empty() {
                 return Err((
@@ -255,124 +230,175 @@ fn validate_transport(x: &ExchangeConnection) -> Result<(), (String, String)> {
                         .into(),
                 ));
             }
-            match &x.auth {
-                ExchangeAuth::ClientCredentials { .. } | ExchangeAuth::Bearer { .. } => {
-                    return Err((
-                        "exchange.auth".into(),
-                        format!(
-                            "kind = \"{auth}\" is for the REST admin API; remote PowerShell \
-                             signs in with auth = {{ kind = \"basic\", username = \"…\", \
-                             password = {{ env = \"…\" }} }}"
-                        ),
-                    ));
-                }
-                ExchangeAuth::Ntlm { .. } => {
-                    return Err((
-                        "exchange.auth".into(),
-                        format!(
-                            "kind = \"{auth}\" is not supported yet in this build; use kind = \
-                             \"kerberos\", or \"basic\" over https://"
-                        ),
-                    ));
-                }
-                ExchangeAuth::Kerberos {
-                    username,
-                    password,
-                    realm,
-                    kdc,
-                    spn,
-                } => {
-                    if username.trim().is_empty() {
-                        return Err((
-                            "exchange.auth.username".into(),
-                            "must not be empty (e.g. \"svc-easgate@contoso.com\")".into(),
-                        ));
-                    }
-                    if password.is_none() {
-                        return Err((
-                            "exchange.auth.password".into(),
-                            "is required with kind = \"kerberos\" (the ticket is acquired with \
-                             the account's password): password = { env = \"…\" } or { file = \
-                             \"…\" }"
-                                .into(),
-                        ));
-                    }
-                    if realm.as_deref().is_some_and(|r| r.trim().is_empty())
-                        || (realm.is_none() && !username.contains('@'))
-                    {
-                        return Err((
-                            "exchange.auth.realm".into(),
-                            format!(
-                                "the Kerberos realm is not known: write realm = \"CONTOSO.COM\", \
-                                 or the user name as `{username}@contoso.com`"
-                            ),
-                        ));
-                    }
-                    if let Some(k) = kdc
-                        && (k.trim().is_empty() || k.contains("://") || k.contains('/'))
-                    {
-                        return Err((
-                            "exchange.auth.kdc".into(),
-                            format!("`{k}` is not host[:port] (e.g. \"dc01.contoso.com:88\")"),
-                        ));
-                    }
-                    if let Some(s) = spn
-                        && !s.contains('/')
-                    {
-                        return Err((
-                            "exchange.auth.spn".into(),
-                            format!(
-                                "`{s}` is not a service principal (e.g. \"HTTP/cas01.contoso.com\")"
-                            ),
-                        ));
-                    }
-                }
-                ExchangeAuth::Basic { username, .. } => {
-                    if username.trim().is_empty() {
-                        return Err((
-                            "exchange.auth.username".into(),
-                            "must not be empty (e.g. \"svc-easgate@contoso.com\")".into(),
-                        ));
-                    }
-                    for (j, url) in x.cas_urls.iter().enumerate() {
-                        if url.starts_with("http://") && !is_loopback_url(url) {
-                            return Err((
-                                format!("exchange.cas_urls[{j}]"),
-                                format!(
-                                    "`{}` is plain HTTP to a host other than loopback: Basic \
-                                     authentication would send the password of `{username}` in \
-                                     clear to that CAS; use https:// (require SSL on its \
-                                     PowerShell virtual directory) — allow_insecure_http does \
-                                     not cover passwords",
-                                    shown(url)
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
-            for (j, url) in x.cas_urls.iter().enumerate() {
-                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-                let path = rest.find('/').map_or("", |i| &rest[i..]);
-                let path = path.split(['?', '#']).next().unwrap_or("");
-                let problem = if path.trim_matches('/').is_empty() {
-                    Some("has no path")
-                } else if path.to_ascii_lowercase().contains("wsman") {
-                    Some("is the WinRM endpoint (/wsman), not Exchange's")
-                } else {
-                    None
-                };
-                if let Some(problem) = problem {
-                    return Err((
-                        format!("exchange.cas_urls[{j}]"),
-                        format!(
-                            "`{}` {problem}: write the Exchange PowerShell virtual directory, \
-                             e.g. \"https://cas01.contoso.com/PowerShell/\"",
-                            shown(url)
-                        ),
-                    ));
-                }
-            }
+            validate_powershell_auth(x)?;
+            validate_powershell_paths(x)
+        }
+    }
+}
+
+/// REST takes an app's sign-in and no AD server settings: a PowerShell-only key is a mistake.
+fn validate_rest_keys(x: &ExchangeConnection) -> Result<(), (String, String)> {
+    let auth = x.auth.kind();
+    if matches!(
+        x.auth,
+        ExchangeAuth::Basic { .. } | ExchangeAuth::Kerberos { .. } | ExchangeAuth::Ntlm { .. }
+    ) {
+        return Err((
+            "exchange.auth".into(),
+            format!(
+                "kind = \"{auth}\" signs in to remote PowerShell: set \
+                 transport = \"powershell\" (the REST transport takes \
+                 \"client_credentials\" or \"bearer\")"
+            ),
+        ));
+    }
+    if x.view_entire_forest.is_some() {
+        return Err((
+            "exchange.view_entire_forest".into(),
+            "applies to transport = \"powershell\" only (the REST admin API has no \
+             AD server settings); remove it or set the transport"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The sign-ins remote PowerShell takes, each with the keys it needs.
+fn validate_powershell_auth(x: &ExchangeConnection) -> Result<(), (String, String)> {
+    let auth = x.auth.kind();
+    match &x.auth {
+        ExchangeAuth::ClientCredentials { .. } | ExchangeAuth::Bearer { .. } => Err((
+            "exchange.auth".into(),
+            format!(
+                "kind = \"{auth}\" is for the REST admin API; remote PowerShell \
+                 signs in with auth = {{ kind = \"basic\", username = \"…\", \
+                 password = {{ env = \"…\" }} }}"
+            ),
+        )),
+        ExchangeAuth::Ntlm { .. } => Err((
+            "exchange.auth".into(),
+            format!(
+                "kind = \"{auth}\" is not supported yet in this build; use kind = \
+                 \"kerberos\", or \"basic\" over https://"
+            ),
+        )),
+        ExchangeAuth::Kerberos {
+            username,
+            password,
+            realm,
+            kdc,
+            spn,
+        } => validate_kerberos(
+            username,
+            password.is_some(),
+            realm.as_deref(),
+            kdc.as_deref(),
+            spn.as_deref(),
+        ),
+        ExchangeAuth::Basic { username, .. } => validate_basic(x, username),
+    }
+}
+
+/// Kerberos needs a password to get a ticket and a realm to get it from; the KDC and SPN, when
+/// given, must have their shapes.
+fn validate_kerberos(
+    username: &str,
+    has_password: bool,
+    realm: Option<&str>,
+    kdc: Option<&str>,
+    spn: Option<&str>,
+) -> Result<(), (String, String)> {
+    if username.trim().is_empty() {
+        return Err((
+            "exchange.auth.username".into(),
+            "must not be empty (e.g. \"svc-easgate@contoso.com\")".into(),
+        ));
+    }
+    if !has_password {
+        return Err((
+            "exchange.auth.password".into(),
+            "is required with kind = \"kerberos\" (the ticket is acquired with \
+             the account's password): password = { env = \"…\" } or { file = \
+             \"…\" }"
+                .into(),
+        ));
+    }
+    if realm.is_some_and(|r| r.trim().is_empty()) || (realm.is_none() && !username.contains('@')) {
+        return Err((
+            "exchange.auth.realm".into(),
+            format!(
+                "the Kerberos realm is not known: write realm = \"CONTOSO.COM\", \
+                 or the user name as `{username}@contoso.com`"
+            ),
+        ));
+    }
+    if let Some(k) = kdc
+        && (k.trim().is_empty() || k.contains("://") || k.contains('/'))
+    {
+        return Err((
+            "exchange.auth.kdc".into(),
+            format!("`{k}` is not host[:port] (e.g. \"dc01.contoso.com:88\")"),
+        ));
+    }
+    if let Some(s) = spn
+        && !s.contains('/')
+    {
+        return Err((
+            "exchange.auth.spn".into(),
+            format!("`{s}` is not a service principal (e.g. \"HTTP/cas01.contoso.com\")"),
+        ));
+    }
+    Ok(())
+}
+
+/// Basic sends the password with every request, so only over TLS or to loopback.
+fn validate_basic(x: &ExchangeConnection, username: &str) -> Result<(), (String, String)> {
+    if username.trim().is_empty() {
+        return Err((
+            "exchange.auth.username".into(),
+            "must not be empty (e.g. \"svc-easgate@contoso.com\")".into(),
+        ));
+    }
+    for (j, url) in x.cas_urls.iter().enumerate() {
+        if url.starts_with("http://") && !is_loopback_url(url) {
+            return Err((
+                format!("exchange.cas_urls[{j}]"),
+                format!(
+                    "`{}` is plain HTTP to a host other than loopback: Basic \
+                     authentication would send the password of `{username}` in \
+                     clear to that CAS; use https:// (require SSL on its \
+                     PowerShell virtual directory) — allow_insecure_http does \
+                     not cover passwords",
+                    shown(url)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each CAS URL must name Exchange's PowerShell virtual directory, not a bare host or WinRM's.
+fn validate_powershell_paths(x: &ExchangeConnection) -> Result<(), (String, String)> {
+    for (j, url) in x.cas_urls.iter().enumerate() {
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let path = rest.find('/').map_or("", |i| &rest[i..]);
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        let problem = if path.trim_matches('/').is_empty() {
+            Some("has no path")
+        } else if path.to_ascii_lowercase().contains("wsman") {
+            Some("is the WinRM endpoint (/wsman), not Exchange's")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err((
+                format!("exchange.cas_urls[{j}]"),
+                format!(
+                    "`{}` {problem}: write the Exchange PowerShell virtual directory, \
+                     e.g. \"https://cas01.contoso.com/PowerShell/\"",
+                    shown(url)
+                ),
+            ));
         }
     }
     Ok(())
