@@ -950,95 +950,16 @@ impl Inner {
     /// whether more may follow.
     async fn read_page(&self, p: &mut Pipeline) -> Result<(Vec<u8>, bool), Attempt> {
         let cas = p.pool.cas.clone();
-        let mut page = Vec::with_capacity(4096);
-        page.extend_from_slice(br#"{"value":["#);
-        let mut count = 0usize;
+        let mut page = Page::new();
         let mut heard = tokio::time::Instant::now();
         loop {
-            let answer = self
-                .post(
-                    &cas,
-                    wsman::receive(&p.pool.target(self.operation_timeout), Some(&p.command_id)),
-                )
-                .await
-                .map_err(|a| {
-                    p.finished = true;
-                    match a {
-                        // The pipeline was started (its Command answered): whatever became of
-                        // this Receive, the command may have run, a write may be applied.
-                        Attempt::CasFailed { reason, .. } => {
-                            Attempt::CasFailed { reason, sent: true }
-                        }
-                        other => other,
-                    }
-                })?;
+            let answer = self.receive(p, &cas).await?;
             if let Some(f) = &answer.fault {
-                if f.is_timeout() {
-                    if heard.elapsed() < self.silence_limit {
-                        continue;
-                    }
-                    p.finished = true;
-                    return Err(Attempt::CasFailed {
-                        reason: format!(
-                            "{} sent nothing for {:?} (network.request_timeout)",
-                            p.cmdlet, self.silence_limit
-                        ),
-                        sent: true,
-                    });
-                }
-                p.finished = true;
-                if shell_gone(f) {
-                    p.pool.broken.store(true, Ordering::Relaxed);
-                    return Err(Attempt::CasFailed {
-                        reason: format!("runspace pool gone: {}", net::first_line(&f.message)),
-                        sent: true,
-                    });
-                }
-                return Err(self.fault(&p.cmdlet, &cas, Action::Receive, f));
+                self.receive_fault(p, &cas, f, heard)?;
+                continue;
             }
             heard = tokio::time::Instant::now();
-            let mut ended: Option<(PipelineState, Option<ErrorRecord>)> = None;
-            for s in &answer.streams {
-                let messages = p.inbox.feed(&s.data).map_err(|e| {
-                    p.finished = true;
-                    Attempt::Error(self.bad(&p.cmdlet, &cas, "stdout", e.to_string()))
-                })?;
-                for bytes in messages {
-                    let m = Message::decode(&bytes).map_err(|e| {
-                        Attempt::Error(self.bad(&p.cmdlet, &cas, "message", e.to_string()))
-                    })?;
-                    let text = m.text();
-                    let unreadable =
-                        |what: &str, e: String| Attempt::Error(self.bad(&p.cmdlet, &cas, what, e));
-                    match m.message_type {
-                        MessageType::PIPELINE_OUTPUT => {
-                            if count > 0 {
-                                page.push(b',');
-                            }
-                            objects::write_json(&text, &mut page)
-                                .map_err(|e| unreadable("PIPELINE_OUTPUT", e.to_string()))?;
-                            count += 1;
-                        }
-                        MessageType::ERROR_RECORD => {
-                            let e = ErrorRecord::parse(&text)
-                                .map_err(|e| unreadable("ERROR_RECORD", e.to_string()))?;
-                            p.error.get_or_insert(e);
-                        }
-                        MessageType::WARNING_RECORD => {
-                            if let Ok(w) = messages::parse_informational_record(&text) {
-                                tracing::warn!(cmdlet = %p.cmdlet, cas = %cas, "Exchange warns: {w}");
-                            }
-                        }
-                        MessageType::PIPELINE_STATE => {
-                            ended = Some(
-                                messages::parse_pipeline_state(&text)
-                                    .map_err(|e| unreadable("PIPELINE_STATE", e.to_string()))?,
-                            );
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            let ended = self.take_streams(p, &cas, &answer.streams, &mut page)?;
             let done_by_wsman = answer
                 .command_state
                 .as_ref()
@@ -1046,18 +967,9 @@ impl Inner {
             if let Some((state, error)) = ended {
                 p.finished = true;
                 let error = error.or_else(|| p.error.take());
-                return match (state, error) {
-                    (PipelineState::Completed, None) => {
-                        page.extend_from_slice(b"]}");
-                        Ok((page, false))
-                    }
-                    (_, Some(e)) => Err(self.refusal(&p.cmdlet, &cas, &e)),
-                    (state, None) => Err(Attempt::Error(self.endpoint_error(
-                        &p.cmdlet,
-                        &cas,
-                        format!("the pipeline ended {state:?} without an error record"),
-                    ))),
-                };
+                return self
+                    .pipeline_ended(&p.cmdlet, &cas, state, error, page)
+                    .map(|page| (page, false));
             }
             if done_by_wsman {
                 // The server ended the command without saying how (a CAS going down aborts
@@ -1070,10 +982,135 @@ impl Inner {
             }
             // Objects are handed on as soon as a Receive brought some; a pipeline that already
             // wrote an error is read to its end first (its state says what the error meant).
-            if count > 0 && p.error.is_none() {
-                page.extend_from_slice(b"]}");
-                return Ok((page, true));
+            if page.count > 0 && p.error.is_none() {
+                return Ok((page.finish(), true));
             }
+        }
+    }
+
+    /// One `Receive` of the pipeline's output.
+    async fn receive(&self, p: &mut Pipeline, cas: &str) -> Posted {
+        self.post(
+            cas,
+            wsman::receive(&p.pool.target(self.operation_timeout), Some(&p.command_id)),
+        )
+        .await
+        .map_err(|a| {
+            p.finished = true;
+            match a {
+                // The pipeline was started (its Command answered): whatever became of
+                // this Receive, the command may have run, a write may be applied.
+                Attempt::CasFailed { reason, .. } => Attempt::CasFailed { reason, sent: true },
+                other => other,
+            }
+        })
+    }
+
+    /// A fault answering a `Receive`. `Ok` when it only timed out and the pipeline has not yet
+    /// been silent for longer than `network.request_timeout`: receive again.
+    fn receive_fault(
+        &self,
+        p: &mut Pipeline,
+        cas: &str,
+        f: &Fault,
+        heard: tokio::time::Instant,
+    ) -> Result<(), Attempt> {
+        if f.is_timeout() {
+            if heard.elapsed() < self.silence_limit {
+                return Ok(());
+            }
+            p.finished = true;
+            return Err(Attempt::CasFailed {
+                reason: format!(
+                    "{} sent nothing for {:?} (network.request_timeout)",
+                    p.cmdlet, self.silence_limit
+                ),
+                sent: true,
+            });
+        }
+        p.finished = true;
+        if shell_gone(f) {
+            p.pool.broken.store(true, Ordering::Relaxed);
+            return Err(Attempt::CasFailed {
+                reason: format!("runspace pool gone: {}", net::first_line(&f.message)),
+                sent: true,
+            });
+        }
+        Err(self.fault(&p.cmdlet, cas, Action::Receive, f))
+    }
+
+    /// The PSRP messages of one `Receive`'s streams: objects onto the page, the first error
+    /// record kept, warnings logged. Returns the pipeline's state when a message gave it.
+    fn take_streams(
+        &self,
+        p: &mut Pipeline,
+        cas: &str,
+        streams: &[wsman::Stream],
+        page: &mut Page,
+    ) -> Result<Option<(PipelineState, Option<ErrorRecord>)>, Attempt> {
+        let mut ended = None;
+        for s in streams {
+            let messages = p.inbox.feed(&s.data).map_err(|e| {
+                p.finished = true;
+                Attempt::Error(self.bad(&p.cmdlet, cas, "stdout", e.to_string()))
+            })?;
+            for bytes in messages {
+                let m = Message::decode(&bytes).map_err(|e| {
+                    Attempt::Error(self.bad(&p.cmdlet, cas, "message", e.to_string()))
+                })?;
+                let text = m.text();
+                let unreadable =
+                    |what: &str, e: String| Attempt::Error(self.bad(&p.cmdlet, cas, what, e));
+                match m.message_type {
+                    MessageType::PIPELINE_OUTPUT => {
+                        if page.count > 0 {
+                            page.json.push(b',');
+                        }
+                        objects::write_json(&text, &mut page.json)
+                            .map_err(|e| unreadable("PIPELINE_OUTPUT", e.to_string()))?;
+                        page.count += 1;
+                    }
+                    MessageType::ERROR_RECORD => {
+                        let e = ErrorRecord::parse(&text)
+                            .map_err(|e| unreadable("ERROR_RECORD", e.to_string()))?;
+                        p.error.get_or_insert(e);
+                    }
+                    MessageType::WARNING_RECORD => {
+                        if let Ok(w) = messages::parse_informational_record(&text) {
+                            tracing::warn!(cmdlet = %p.cmdlet, cas = %cas, "Exchange warns: {w}");
+                        }
+                    }
+                    MessageType::PIPELINE_STATE => {
+                        ended = Some(
+                            messages::parse_pipeline_state(&text)
+                                .map_err(|e| unreadable("PIPELINE_STATE", e.to_string()))?,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(ended)
+    }
+
+    /// The last page when the pipeline completed, else what its error record (or the lack of
+    /// one) means.
+    fn pipeline_ended(
+        &self,
+        cmdlet: &str,
+        cas: &str,
+        state: PipelineState,
+        error: Option<ErrorRecord>,
+        page: Page,
+    ) -> Result<Vec<u8>, Attempt> {
+        match (state, error) {
+            (PipelineState::Completed, None) => Ok(page.finish()),
+            (_, Some(e)) => Err(self.refusal(cmdlet, cas, &e)),
+            (state, None) => Err(Attempt::Error(self.endpoint_error(
+                cmdlet,
+                cas,
+                format!("the pipeline ended {state:?} without an error record"),
+            ))),
         }
     }
 
@@ -1088,6 +1125,25 @@ impl Inner {
         Attempt::Error(ExchangeError::Cmdlet(Box::new(convert::failure(
             cmdlet, cas, e,
         ))))
+    }
+}
+
+/// A page of listed objects as the JSON the REST transport answers: `{"value":[…]}`.
+struct Page {
+    json: Vec<u8>,
+    count: usize,
+}
+
+impl Page {
+    fn new() -> Self {
+        let mut json = Vec::with_capacity(4096);
+        json.extend_from_slice(br#"{"value":["#);
+        Page { json, count: 0 }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.json.extend_from_slice(b"]}");
+        self.json
     }
 }
 
