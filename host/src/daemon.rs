@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::metrics::{CommandResult, Metrics, NoticeResult};
 use crate::model::SyncKind;
 use crate::net::HttpSettings;
@@ -179,6 +179,106 @@ async fn after_approval(
     response
 }
 
+/// Opens the store as its only writer and recovers what a process before this one left cut
+/// short.
+fn open_and_recover(data_dir: &std::path::Path) -> anyhow::Result<Store> {
+    let store = Store::open_writer(data_dir)?;
+    // This process is the store's only writer from now on: whatever a process before
+    // it left running was cut short.
+    let recovery = store.recover(schedule::unix_now())?;
+    if !recovery.interrupted_runs.is_empty() || !recovery.unfinished.is_empty() {
+        tracing::warn!(
+            runs = ?recovery.interrupted_runs,
+            commands = recovery.unfinished.len(),
+            "an earlier sync was interrupted; the next sync is a full one and plans afresh"
+        );
+    }
+    Ok(store)
+}
+
+/// The runners by organization name
+/// with each organization's Exchange client, kept to close its sessions at stop.
+type OrgRunners = (
+    HashMap<String, Arc<OrgSync>>,
+    Vec<(String, crate::exchange::ExchangeClient)>,
+);
+
+/// One sync runner per organization, its clients reporting to `metrics`.
+fn org_runners(
+    config: &Config,
+    http: &HttpSettings,
+    store: &Arc<Store>,
+    registry: &Arc<PluginRegistry>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<OrgRunners> {
+    let template: sync::TemplateSource = {
+        let registry = registry.clone();
+        Arc::new(move || registry.notice_template())
+    };
+    let mut runners = HashMap::new();
+    let mut exchanges = Vec::new();
+    for org in &config.organizations {
+        let notices = config.notify.as_ref().map(|n| (n, template.clone()));
+        let runner = OrgSync::from_config(org, http, store.clone(), notices)?;
+        runner.exchange.observe(metrics.clone(), &org.name);
+        runner.graph.observe(metrics.clone(), &org.name);
+        exchanges.push((org.name.clone(), runner.exchange.clone()));
+        runners.insert(org.name.clone(), Arc::new(runner));
+    }
+    Ok((runners, exchanges))
+}
+
+/// With `[admin]`, its token and its bound listener.
+async fn bind_admin(config: &Config) -> anyhow::Result<Option<(TcpListener, Secret)>> {
+    let Some(admin) = &config.admin else {
+        return Ok(None);
+    };
+    let (listen, token) = (admin.listen, admin.token.resolve()?);
+    // Bound before the scheduler starts: a taken port stops the start-up cleanly.
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("[admin] listen: cannot listen on {listen}"))?;
+    Ok(Some((listener, token)))
+}
+
+/// Serves the admin API on `listener`, running [`after_approval`] after each call, and writes
+/// where it listens.
+fn serve_admin(
+    config: &Config,
+    listener: TcpListener,
+    state: AdminState,
+) -> anyhow::Result<AdminServer> {
+    let addr = listener.local_addr()?;
+    // Where `easgate status --config` finds a daemon whose port was chosen at
+    // start (`listen = "…:0"`, as the lab's configuration has it).
+    let addr_file = config.sync.data_dir.join(ADMIN_ADDR_FILE);
+    std::fs::write(&addr_file, format!("{addr}\n"))
+        .with_context(|| format!("writing {}", addr_file.display()))?;
+    let mut orgs = HashMap::new();
+    for org in &config.organizations {
+        orgs.insert(
+            state.store.organization(&org.name, schedule::unix_now())?,
+            org.name.clone(),
+        );
+    }
+    let hook = ApprovalHook {
+        store: state.store.clone(),
+        scheduler: state.scheduler.clone(),
+        orgs: Arc::new(orgs),
+    };
+    let router = admin::router(state).layer(middleware::from_fn_with_state(hook, after_approval));
+    let (stop, stopped) = oneshot::channel::<()>();
+    tracing::info!(%addr, "admin API listening");
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(AdminServer { addr, stop, task })
+}
+
 /// The scheduler's run function: the organization's runner with the active policy, pinned
 /// for the run, stopped when the scheduler cancels.
 fn run_fn(
@@ -272,21 +372,7 @@ impl Daemon {
     pub async fn start(config: &Config) -> anyhow::Result<Daemon> {
         let http = HttpSettings::from_config(&config.network)?;
         let data_dir = config.sync.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
-            let store = Store::open_writer(&data_dir)?;
-            // This process is the store's only writer from now on: whatever a process before
-            // it left running was cut short.
-            let recovery = store.recover(schedule::unix_now())?;
-            if !recovery.interrupted_runs.is_empty() || !recovery.unfinished.is_empty() {
-                tracing::warn!(
-                    runs = ?recovery.interrupted_runs,
-                    commands = recovery.unfinished.len(),
-                    "an earlier sync was interrupted; the next sync is a full one and plans afresh"
-                );
-            }
-            Ok(store)
-        })
-        .await??;
+        let store = tokio::task::spawn_blocking(move || open_and_recover(&data_dir)).await??;
         let store = Arc::new(store);
 
         let options = RegistryOptions::from_config(&config.sync);
@@ -298,37 +384,12 @@ impl Daemon {
             None => None,
         };
 
-        let template: sync::TemplateSource = {
-            let registry = registry.clone();
-            Arc::new(move || registry.notice_template())
-        };
         let metrics = Arc::new(Metrics::default());
         for org in &config.organizations {
             metrics.register_organization(&org.name);
         }
-        let mut runners = HashMap::new();
-        let mut exchanges = Vec::new();
-        for org in &config.organizations {
-            let notices = config.notify.as_ref().map(|n| (n, template.clone()));
-            let runner = OrgSync::from_config(org, &http, store.clone(), notices)?;
-            runner.exchange.observe(metrics.clone(), &org.name);
-            runner.graph.observe(metrics.clone(), &org.name);
-            exchanges.push((org.name.clone(), runner.exchange.clone()));
-            runners.insert(org.name.clone(), Arc::new(runner));
-        }
-        let token = match &config.admin {
-            Some(admin) => Some((admin.listen, admin.token.resolve()?)),
-            None => None,
-        };
-        // Bound before the scheduler starts: a taken port stops the start-up cleanly.
-        let listener = match &token {
-            Some((listen, _)) => Some(
-                TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("[admin] listen: cannot listen on {listen}"))?,
-            ),
-            None => None,
-        };
+        let (runners, exchanges) = org_runners(config, &http, &store, &registry, &metrics)?;
+        let admin_listener = bind_admin(config).await?;
 
         let scheduler = Scheduler::start(
             config
@@ -339,14 +400,8 @@ impl Daemon {
             metrics.clone(),
             schedule::unix_now,
         );
-        let admin = match (listener, token) {
-            (Some(listener), Some((_, token))) => {
-                let addr = listener.local_addr()?;
-                // Where `easgate status --config` finds a daemon whose port was chosen at
-                // start (`listen = "…:0"`, as the lab's configuration has it).
-                let addr_file = config.sync.data_dir.join(ADMIN_ADDR_FILE);
-                std::fs::write(&addr_file, format!("{addr}\n"))
-                    .with_context(|| format!("writing {}", addr_file.display()))?;
+        let admin = match admin_listener {
+            Some((listener, token)) => {
                 let state = AdminState {
                     store: store.clone(),
                     registry: registry.clone(),
@@ -355,32 +410,9 @@ impl Daemon {
                     token,
                     now: schedule::unix_now,
                 };
-                let mut orgs = HashMap::new();
-                for org in &config.organizations {
-                    orgs.insert(
-                        store.organization(&org.name, schedule::unix_now())?,
-                        org.name.clone(),
-                    );
-                }
-                let hook = ApprovalHook {
-                    store: store.clone(),
-                    scheduler: scheduler.clone(),
-                    orgs: Arc::new(orgs),
-                };
-                let router = admin::router(state)
-                    .layer(middleware::from_fn_with_state(hook, after_approval));
-                let (stop, stopped) = oneshot::channel::<()>();
-                tracing::info!(%addr, "admin API listening");
-                let task = tokio::spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(async move {
-                            let _ = stopped.await;
-                        })
-                        .await
-                });
-                Some(AdminServer { addr, stop, task })
+                Some(serve_admin(config, listener, state)?)
             }
-            _ => None,
+            None => None,
         };
         Ok(Daemon {
             scheduler,
