@@ -268,18 +268,11 @@ pub struct BadAnswer(pub String);
 /// Reads an answer's envelope.
 pub fn parse(text: &str) -> Result<Answer, BadAnswer> {
     let mut reader = quick_xml::Reader::from_str(text);
-    let mut answer = Answer::default();
+    let mut reading = Reading::default();
     // Element local names from the root down to the current one.
     let mut path: Vec<String> = Vec::new();
     // Text of the element being read (entity references resolved).
     let mut text_buf = String::new();
-    // Attributes of interest of the open element: Name, CommandId, Code, State.
-    let mut stream_command: Option<String> = None;
-    let mut selector_name: Option<String> = None;
-    let mut soap_code = String::new();
-    let mut soap_reason = String::new();
-    let mut wsman_code: Option<String> = None;
-    let mut wsman_message = String::new();
     let mut saw_envelope = false;
     loop {
         let event = reader
@@ -293,15 +286,6 @@ pub fn parse(text: &str) -> Result<Answer, BadAnswer> {
                     _ => unreachable!("matched above"),
                 };
                 let name = local(e.name().as_ref());
-                let attr = |key: &str| -> Option<String> {
-                    e.attributes().flatten().find_map(|a| {
-                        (local(a.key.as_ref()) == key).then(|| {
-                            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                                .map(|v| v.into_owned())
-                                .unwrap_or_default()
-                        })
-                    })
-                };
                 if path.is_empty() {
                     if name != "Envelope" {
                         return Err(BadAnswer(format!(
@@ -310,31 +294,12 @@ pub fn parse(text: &str) -> Result<Answer, BadAnswer> {
                     }
                     saw_envelope = true;
                 }
-                match name.as_str() {
-                    "Stream" => stream_command = attr("CommandId"),
-                    "Selector" => selector_name = attr("Name"),
-                    "CommandState" => {
-                        answer.command_state =
-                            Some((attr("CommandId"), attr("State").unwrap_or_default()));
-                    }
-                    "WSManFault" => wsman_code = attr("Code"),
-                    _ => {}
-                }
+                reading.open(&name, &e);
                 text_buf.clear();
                 if !empty {
                     path.push(name);
                 } else {
-                    close(
-                        &name,
-                        &path,
-                        "",
-                        &mut answer,
-                        &mut stream_command,
-                        &mut selector_name,
-                        &mut soap_code,
-                        &mut soap_reason,
-                        &mut wsman_message,
-                    )?;
+                    reading.close(&name, &path, "")?;
                 }
             }
             Event::Text(t) => text_buf.push_str(&t.xml10_content()),
@@ -353,17 +318,7 @@ pub fn parse(text: &str) -> Result<Answer, BadAnswer> {
             Event::End(_) => {
                 let name = path.pop().unwrap_or_default();
                 let text = std::mem::take(&mut text_buf);
-                close(
-                    &name,
-                    &path,
-                    &text,
-                    &mut answer,
-                    &mut stream_command,
-                    &mut selector_name,
-                    &mut soap_code,
-                    &mut soap_reason,
-                    &mut wsman_message,
-                )?;
+                reading.close(&name, &path, &text)?;
             }
             Event::Eof => break,
             _ => {}
@@ -372,17 +327,7 @@ pub fn parse(text: &str) -> Result<Answer, BadAnswer> {
     if !saw_envelope {
         return Err(BadAnswer("empty answer, no SOAP Envelope".into()));
     }
-    if path.iter().any(|p| p == "Fault") || !soap_code.is_empty() || wsman_code.is_some() {
-        answer.fault = Some(Fault {
-            code: wsman_code.unwrap_or(soap_code),
-            message: if wsman_message.trim().is_empty() {
-                soap_reason.trim().to_owned()
-            } else {
-                wsman_message.trim().to_owned()
-            },
-        });
-    }
-    Ok(answer)
+    Ok(reading.finish(&path))
 }
 
 /// The local part of a qualified name (`rsp:Stream` → `Stream`).
@@ -390,59 +335,108 @@ fn local(qname: &str) -> String {
     qname.rsplit(':').next().unwrap_or(qname).to_owned()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn close(
-    name: &str,
-    parents: &[String],
-    text: &str,
-    answer: &mut Answer,
-    stream_command: &mut Option<String>,
-    selector_name: &mut Option<String>,
-    soap_code: &mut String,
-    soap_reason: &mut String,
-    wsman_message: &mut String,
-) -> Result<(), BadAnswer> {
-    let parent = parents.last().map(String::as_str).unwrap_or("");
-    let in_fault = parents.iter().any(|p| p == "Fault");
-    match name {
-        "Stream" => {
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .map_err(|e| BadAnswer(format!("rsp:Stream is not base64: {e}")))?;
-            if !data.is_empty() {
-                answer.streams.push(Stream {
-                    command_id: stream_command.take(),
-                    data,
-                });
+/// What [`parse`] has read so far: the answer, and what an element's attributes said until the
+/// element closes.
+#[derive(Default)]
+struct Reading {
+    answer: Answer,
+    // Attributes of interest of the open element: Name, CommandId, Code, State.
+    stream_command: Option<String>,
+    selector_name: Option<String>,
+    soap_code: String,
+    soap_reason: String,
+    wsman_code: Option<String>,
+    wsman_message: String,
+}
+
+impl Reading {
+    /// Keeps the attributes of interest of an element that opens.
+    fn open(&mut self, name: &str, e: &quick_xml::events::BytesStart<'_>) {
+        let attr = |key: &str| -> Option<String> {
+            e.attributes().flatten().find_map(|a| {
+                (local(a.key.as_ref()) == key).then(|| {
+                    a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .map(|v| v.into_owned())
+                        .unwrap_or_default()
+                })
+            })
+        };
+        match name {
+            "Stream" => self.stream_command = attr("CommandId"),
+            "Selector" => self.selector_name = attr("Name"),
+            "CommandState" => {
+                self.answer.command_state =
+                    Some((attr("CommandId"), attr("State").unwrap_or_default()));
             }
-            *stream_command = None;
+            "WSManFault" => self.wsman_code = attr("Code"),
+            _ => {}
         }
-        "ShellId" if parent == "Shell" => answer.shell_id = Some(text.trim().to_owned()),
-        "Selector" => {
-            let name = selector_name.take();
-            if name.as_deref() == Some("ShellId") && answer.shell_id.is_none() {
-                answer.shell_id = Some(text.trim().to_owned());
-            }
-        }
-        "CommandId" if parent == "CommandResponse" => {
-            answer.command_id = Some(text.trim().to_owned());
-        }
-        // The innermost code wins: Code/Subcode/Value is more precise than Code/Value.
-        "Value" if in_fault && (parent == "Subcode" || soap_code.is_empty()) => {
-            *soap_code = text.trim().to_owned();
-        }
-        "Text" if in_fault && parent == "Reason" => soap_reason.push_str(text),
-        "Message" | "ProviderFault"
-            if parents.iter().any(|p| p == "WSManFault") && !text.trim().is_empty() =>
-        {
-            if !wsman_message.is_empty() {
-                wsman_message.push(' ');
-            }
-            wsman_message.push_str(text.trim());
-        }
-        _ => {}
     }
-    Ok(())
+
+    /// Takes in an element that closes, with its text.
+    fn close(&mut self, name: &str, parents: &[String], text: &str) -> Result<(), BadAnswer> {
+        let parent = parents.last().map(String::as_str).unwrap_or("");
+        let in_fault = parents.iter().any(|p| p == "Fault");
+        let answer = &mut self.answer;
+        match name {
+            "Stream" => {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .map_err(|e| BadAnswer(format!("rsp:Stream is not base64: {e}")))?;
+                if !data.is_empty() {
+                    answer.streams.push(Stream {
+                        command_id: self.stream_command.take(),
+                        data,
+                    });
+                }
+                self.stream_command = None;
+            }
+            "ShellId" if parent == "Shell" => answer.shell_id = Some(text.trim().to_owned()),
+            "Selector" => {
+                let name = self.selector_name.take();
+                if name.as_deref() == Some("ShellId") && answer.shell_id.is_none() {
+                    answer.shell_id = Some(text.trim().to_owned());
+                }
+            }
+            "CommandId" if parent == "CommandResponse" => {
+                answer.command_id = Some(text.trim().to_owned());
+            }
+            // The innermost code wins: Code/Subcode/Value is more precise than Code/Value.
+            "Value" if in_fault && (parent == "Subcode" || self.soap_code.is_empty()) => {
+                self.soap_code = text.trim().to_owned();
+            }
+            "Text" if in_fault && parent == "Reason" => self.soap_reason.push_str(text),
+            "Message" | "ProviderFault"
+                if parents.iter().any(|p| p == "WSManFault") && !text.trim().is_empty() =>
+            {
+                if !self.wsman_message.is_empty() {
+                    self.wsman_message.push(' ');
+                }
+                self.wsman_message.push_str(text.trim());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The answer, with its fault when the envelope held one (`path`: elements left open).
+    fn finish(self, path: &[String]) -> Answer {
+        let mut answer = self.answer;
+        if path.iter().any(|p| p == "Fault")
+            || !self.soap_code.is_empty()
+            || self.wsman_code.is_some()
+        {
+            answer.fault = Some(Fault {
+                code: self.wsman_code.unwrap_or(self.soap_code),
+                message: if self.wsman_message.trim().is_empty() {
+                    self.soap_reason.trim().to_owned()
+                } else {
+                    self.wsman_message.trim().to_owned()
+                },
+            });
+        }
+        answer
+    }
 }
 
 #[cfg(test)]
