@@ -171,84 +171,12 @@ impl Store {
                 |row| Ok((OrgId(row.get(0)?), row.get(1)?)),
             )
             .map_err(self.sql(doing))?;
-        type HeldRow = (String, String, String, bool, i64);
-        let rows: Vec<HeldRow> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT h.device_key, h.verdict, h.reason, h.notify, h.decided_at
-                     FROM held_decisions AS h
-                     JOIN devices AS d ON d.org_id = ?2 AND d.device_key = h.device_key
-                     WHERE h.sync_id = ?1 ORDER BY h.device_key",
-                )
-                .map_err(self.sql(doing))?;
-            stmt.query_map((run.0, org.0), |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
-            })
-            .map_err(self.sql(doing))?
-            .collect::<Result<_, _>>()
-            .map_err(self.sql(doing))?
-        };
-        type NoticeRow = (String, String, String, String, String, Option<String>, i64);
-        let notice_rows: Vec<NoticeRow> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT n.id, n.device_key, n.state, n.reason, n.recipient,
-                         n.user_principal_name, n.resend_interval_secs
-                     FROM held_notices AS n
-                     JOIN devices AS d ON d.org_id = ?2 AND d.device_key = n.device_key
-                     WHERE n.sync_id = ?1 ORDER BY n.id",
-                )
-                .map_err(self.sql(doing))?;
-            stmt.query_map((run.0, org.0), |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                    row.get(6)?,
-                ))
-            })
-            .map_err(self.sql(doing))?
-            .collect::<Result<_, _>>()
-            .map_err(self.sql(doing))?
-        };
+        let rows = self.held_decision_rows(&tx, run, org, doing)?;
+        let notice_rows = self.held_notice_rows(&tx, run, org, doing)?;
         let decided_at = rows.first().map_or(0, |r| r.4);
-        let decisions = rows
-            .into_iter()
-            .map(|(key, verdict, reason, notify, _)| {
-                Ok(DecisionRecord {
-                    key: DeviceKey::new(&key),
-                    verdict: parse_verdict(&verdict)?,
-                    reason,
-                    notify,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let decisions = decision_records(rows)?;
         let resend_interval_secs = notice_rows.first().map_or(0, |n| n.6);
-        let requests = notice_rows
-            .into_iter()
-            .map(|(id, key, state, reason, recipient, upn, _)| {
-                Ok(NoticeRequest {
-                    id: NoticeId::new(id).map_err(|e| StoreError::Decode {
-                        what: "held notice id",
-                        detail: e.to_string(),
-                    })?,
-                    key: DeviceKey::new(&key),
-                    state: parse_verdict(&state)?,
-                    reason,
-                    recipient,
-                    user_principal_name: upn,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let requests = notice_requests(notice_rows)?;
         let (notices_queued, notices_deduplicated) = self.write_decisions(
             &tx,
             org,
@@ -269,6 +197,107 @@ impl Store {
             notices_deduplicated,
         })
     }
+}
+
+/// A held decision as stored: device key, verdict, reason, notify, decided at.
+type HeldRow = (String, String, String, bool, i64);
+/// A held notice as stored: id, device key, state, reason, recipient, UPN, resend interval.
+type NoticeRow = (String, String, String, String, String, Option<String>, i64);
+
+impl Store {
+    /// The run's held decisions for devices the organization still has.
+    fn held_decision_rows(
+        &self,
+        tx: &Transaction<'_>,
+        run: RunId,
+        org: OrgId,
+        doing: &'static str,
+    ) -> Result<Vec<HeldRow>, StoreError> {
+        let mut stmt = tx
+            .prepare(
+                "SELECT h.device_key, h.verdict, h.reason, h.notify, h.decided_at
+                     FROM held_decisions AS h
+                     JOIN devices AS d ON d.org_id = ?2 AND d.device_key = h.device_key
+                     WHERE h.sync_id = ?1 ORDER BY h.device_key",
+            )
+            .map_err(self.sql(doing))?;
+        stmt.query_map((run.0, org.0), |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
+        .map_err(self.sql(doing))?
+        .collect::<Result<_, _>>()
+        .map_err(self.sql(doing))
+    }
+
+    /// The run's held notices for devices the organization still has.
+    fn held_notice_rows(
+        &self,
+        tx: &Transaction<'_>,
+        run: RunId,
+        org: OrgId,
+        doing: &'static str,
+    ) -> Result<Vec<NoticeRow>, StoreError> {
+        let mut stmt = tx
+            .prepare(
+                "SELECT n.id, n.device_key, n.state, n.reason, n.recipient,
+                         n.user_principal_name, n.resend_interval_secs
+                     FROM held_notices AS n
+                     JOIN devices AS d ON d.org_id = ?2 AND d.device_key = n.device_key
+                     WHERE n.sync_id = ?1 ORDER BY n.id",
+            )
+            .map_err(self.sql(doing))?;
+        stmt.query_map((run.0, org.0), |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+            ))
+        })
+        .map_err(self.sql(doing))?
+        .collect::<Result<_, _>>()
+        .map_err(self.sql(doing))
+    }
+}
+
+fn decision_records(rows: Vec<HeldRow>) -> Result<Vec<DecisionRecord>, StoreError> {
+    rows.into_iter()
+        .map(|(key, verdict, reason, notify, _)| {
+            Ok(DecisionRecord {
+                key: DeviceKey::new(&key),
+                verdict: parse_verdict(&verdict)?,
+                reason,
+                notify,
+            })
+        })
+        .collect()
+}
+
+fn notice_requests(rows: Vec<NoticeRow>) -> Result<Vec<NoticeRequest>, StoreError> {
+    rows.into_iter()
+        .map(|(id, key, state, reason, recipient, upn, _)| {
+            Ok(NoticeRequest {
+                id: NoticeId::new(id).map_err(|e| StoreError::Decode {
+                    what: "held notice id",
+                    detail: e.to_string(),
+                })?,
+                key: DeviceKey::new(&key),
+                state: parse_verdict(&state)?,
+                reason,
+                recipient,
+                user_principal_name: upn,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
