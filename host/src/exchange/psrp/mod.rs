@@ -46,7 +46,7 @@ use easgate_psrp::{
 
 use self::wsman::{Action, Answer, Fault, Target};
 use super::{CmdletFailure, ExchangeError};
-use crate::config::{ExchangeAuth, Organization, Secret};
+use crate::config::{ExchangeAuth, ExchangeConnection, Organization, Secret, SecretSource};
 use crate::model::{Command, Parameters};
 use crate::net::{self, HttpSettings, SetupError};
 
@@ -199,6 +199,136 @@ pub struct PsrpWire {
     inner: Arc<Inner>,
 }
 
+/// Names a field under the organization's `exchange` in a set-up error.
+type FieldAt<'a> = &'a dyn Fn(&str) -> String;
+
+/// Each CAS URL is one the network settings allow.
+fn check_cas_urls(
+    x: &ExchangeConnection,
+    http: &HttpSettings,
+    at: FieldAt,
+) -> Result<(), SetupError> {
+    let sealed = matches!(x.auth, ExchangeAuth::Kerberos { .. });
+    for (i, url) in x.cas_urls.iter().enumerate() {
+        // Under Kerberos every envelope is sealed (WS-Management message encryption), so
+        // plain HTTP to a CAS is what WinRM itself does; Basic needs HTTPS or loopback.
+        if sealed && url.starts_with("http://") {
+            continue;
+        }
+        http.check_url(url).map_err(|message| SetupError::Url {
+            field: at(&format!("cas_urls[{i}]")),
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+/// The account and password the wire signs in with, and under Kerberos its connections.
+fn sign_in(
+    x: &ExchangeConnection,
+    http: &HttpSettings,
+    at: FieldAt,
+    max_runspaces: usize,
+) -> Result<(String, Secret, Option<connection::Connections>), SetupError> {
+    match &x.auth {
+        ExchangeAuth::Basic { username, password } => Ok((
+            username.clone(),
+            password.resolve().map_err(|source| SetupError::Secret {
+                field: at("auth.password"),
+                source,
+            })?,
+            None,
+        )),
+        ExchangeAuth::Kerberos {
+            username,
+            password,
+            realm,
+            kdc,
+            spn,
+        } => {
+            let password = kerberos_password(password.as_ref(), at)?;
+            let settings = kerberos_settings(
+                username,
+                realm.as_deref(),
+                kdc.as_deref(),
+                spn,
+                &password,
+                http,
+                at,
+            )?;
+            let connections = connection::Connections::new(
+                settings,
+                http.connect_timeout,
+                http.request_timeout,
+                max_runspaces,
+            );
+            Ok((username.clone(), password, Some(connections)))
+        }
+        other => Err(SetupError::Unsupported {
+            field: at("auth"),
+            message: format!(
+                "kind = \"{}\": remote PowerShell in this build signs in with \"basic\" only",
+                other.kind()
+            ),
+        }),
+    }
+}
+
+/// Kerberos acquires its ticket with the account's password: there must be one.
+fn kerberos_password(password: Option<&SecretSource>, at: FieldAt) -> Result<Secret, SetupError> {
+    password
+        .ok_or_else(|| SetupError::Unsupported {
+            field: at("auth.password"),
+            message: "Kerberos needs the account's password (no ticket cache is read)".into(),
+        })?
+        .resolve()
+        .map_err(|source| SetupError::Secret {
+            field: at("auth.password"),
+            source,
+        })
+}
+
+/// The realm (given, or the user name's domain upper-cased), the KDC and the SPN to ask a
+/// ticket with.
+fn kerberos_settings(
+    username: &str,
+    realm: Option<&str>,
+    kdc: Option<&str>,
+    spn: &Option<String>,
+    password: &Secret,
+    http: &HttpSettings,
+    at: FieldAt,
+) -> Result<kerberos::Settings, SetupError> {
+    let (account, domain) = match username.rsplit_once('@') {
+        Some((a, d)) => (a.to_owned(), Some(d)),
+        None => (username.to_owned(), None),
+    };
+    let realm = realm
+        .or(domain)
+        .map(str::to_owned)
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let kdc = kerberos::Settings::kdc_url(kdc).map_err(|message| SetupError::Url {
+        field: at("auth.kdc"),
+        message,
+    })?;
+    if http.proxy.is_some() {
+        return Err(SetupError::Unsupported {
+            field: at("auth"),
+            message: "remote PowerShell with Kerberos connects to the CAS directly;                                   network.proxy is not used for it: remove the proxy or reach                                   the CAS without one"
+                .into(),
+        });
+    }
+    Ok(kerberos::Settings {
+        account,
+        password: password.clone(),
+        realm,
+        kdc,
+        spn: spn.clone(),
+        kdc_timeout: http.connect_timeout.max(Duration::from_secs(3)) * 2,
+    })
+}
+
 /// Why an HTTP exchange did not give an envelope to read.
 type Posted = Result<Answer, Attempt>;
 
@@ -207,95 +337,9 @@ impl PsrpWire {
     pub fn new(org: &Organization, http: &HttpSettings) -> Result<PsrpWire, SetupError> {
         let x = &org.exchange;
         let at = |f: &str| format!("organization `{}`: exchange.{f}", org.name);
-        let sealed = matches!(x.auth, ExchangeAuth::Kerberos { .. });
-        for (i, url) in x.cas_urls.iter().enumerate() {
-            // Under Kerberos every envelope is sealed (WS-Management message encryption), so
-            // plain HTTP to a CAS is what WinRM itself does; Basic needs HTTPS or loopback.
-            if sealed && url.starts_with("http://") {
-                continue;
-            }
-            http.check_url(url).map_err(|message| SetupError::Url {
-                field: at(&format!("cas_urls[{i}]")),
-                message,
-            })?;
-        }
+        check_cas_urls(x, http, &at)?;
         let max_runspaces = x.parallel_commands.max(1) * 2 + 4;
-        let mut kerberos = None;
-        let (username, password) = match &x.auth {
-            ExchangeAuth::Basic { username, password } => (
-                username.clone(),
-                password.resolve().map_err(|source| SetupError::Secret {
-                    field: at("auth.password"),
-                    source,
-                })?,
-            ),
-            ExchangeAuth::Kerberos {
-                username,
-                password,
-                realm,
-                kdc,
-                spn,
-            } => {
-                let password = password
-                    .as_ref()
-                    .ok_or_else(|| SetupError::Unsupported {
-                        field: at("auth.password"),
-                        message: "Kerberos needs the account's password (no ticket cache is read)"
-                            .into(),
-                    })?
-                    .resolve()
-                    .map_err(|source| SetupError::Secret {
-                        field: at("auth.password"),
-                        source,
-                    })?;
-                let (account, domain) = match username.rsplit_once('@') {
-                    Some((a, d)) => (a.to_owned(), Some(d)),
-                    None => (username.clone(), None),
-                };
-                let realm = realm
-                    .clone()
-                    .or_else(|| domain.map(str::to_owned))
-                    .unwrap_or_default()
-                    .to_ascii_uppercase();
-                let kdc = kerberos::Settings::kdc_url(kdc.as_deref()).map_err(|message| {
-                    SetupError::Url {
-                        field: at("auth.kdc"),
-                        message,
-                    }
-                })?;
-                if http.proxy.is_some() {
-                    return Err(SetupError::Unsupported {
-                        field: at("auth"),
-                        message: "remote PowerShell with Kerberos connects to the CAS directly;                                   network.proxy is not used for it: remove the proxy or reach                                   the CAS without one"
-                            .into(),
-                    });
-                }
-                let settings = kerberos::Settings {
-                    account,
-                    password: password.clone(),
-                    realm,
-                    kdc,
-                    spn: spn.clone(),
-                    kdc_timeout: http.connect_timeout.max(Duration::from_secs(3)) * 2,
-                };
-                kerberos = Some(connection::Connections::new(
-                    settings,
-                    http.connect_timeout,
-                    http.request_timeout,
-                    max_runspaces,
-                ));
-                (username.clone(), password)
-            }
-            other => {
-                return Err(SetupError::Unsupported {
-                    field: at("auth"),
-                    message: format!(
-                        "kind = \"{}\": remote PowerShell in this build signs in with \"basic\" only",
-                        other.kind()
-                    ),
-                });
-            }
-        };
+        let (username, password, kerberos) = sign_in(x, http, &at, max_runspaces)?;
         let operation_timeout = OPERATION_TIMEOUT
             .min(http.request_timeout.saturating_sub(Duration::from_secs(5)))
             .max(Duration::from_secs(1));
