@@ -112,22 +112,7 @@ pub fn load(engine: &PluginEngine, spec: PluginSpec<'_>) -> Result<LoadedPlugin,
         name: spec.name.clone(),
         digest,
     };
-    if let Err(message) = validate_name(&spec.name) {
-        return Err(PluginError::Compile {
-            plugin: id,
-            detail: message,
-        });
-    }
-    if spec.bytes.starts_with(b"\0asm\x01\0\0\0") {
-        return Err(PluginError::CoreModule { plugin: id });
-    }
-    let (component, compilation) =
-        engine
-            .compile(spec.bytes, &digest)
-            .map_err(|err| PluginError::Compile {
-                plugin: id.clone(),
-                detail: error_chain(&err),
-            })?;
+    let (component, compilation) = compile(engine, &spec, &id)?;
 
     let ty = component.component_type();
     let imports: Vec<String> = ty
@@ -170,6 +155,41 @@ pub fn load(engine: &PluginEngine, spec: PluginSpec<'_>) -> Result<LoadedPlugin,
         compilation,
         loaded_at: SystemTime::now(),
     };
+    instantiate(engine, &component, meta, id, &tests)
+}
+
+/// The plugin's name checked, its bytes checked to be a component, and compiled.
+fn compile(
+    engine: &PluginEngine,
+    spec: &PluginSpec<'_>,
+    id: &PluginId,
+) -> Result<(wasmtime::component::Component, Compilation), PluginError> {
+    if let Err(message) = validate_name(&spec.name) {
+        return Err(PluginError::Compile {
+            plugin: id.clone(),
+            detail: message,
+        });
+    }
+    if spec.bytes.starts_with(b"\0asm\x01\0\0\0") {
+        return Err(PluginError::CoreModule { plugin: id.clone() });
+    }
+    engine
+        .compile(spec.bytes, &id.digest)
+        .map_err(|err| PluginError::Compile {
+            plugin: id.clone(),
+            detail: error_chain(&err),
+        })
+}
+
+/// Links the component against its world's imports and self-checks it.
+fn instantiate(
+    engine: &PluginEngine,
+    component: &wasmtime::component::Component,
+    meta: PluginMeta,
+    id: PluginId,
+    tests: &[TestCase],
+) -> Result<LoadedPlugin, PluginError> {
+    let world = meta.world;
     let wrong_world = |err: wasmtime::Error| PluginError::WrongWorld {
         plugin: id.clone(),
         world,
@@ -180,7 +200,7 @@ pub fn load(engine: &PluginEngine, spec: PluginSpec<'_>) -> Result<LoadedPlugin,
         World::AccessPolicy => {
             let pre = engine
                 .access_linker()
-                .instantiate_pre(&component)
+                .instantiate_pre(component)
                 .map_err(wrong_world)?;
             let pre = access::AccessPolicyPre::new(pre).map_err(wrong_world)?;
             let plugin = AccessPolicyPlugin {
@@ -191,13 +211,13 @@ pub fn load(engine: &PluginEngine, spec: PluginSpec<'_>) -> Result<LoadedPlugin,
                 },
                 pre,
             };
-            plugin.self_check(&tests)?;
+            plugin.self_check(tests)?;
             Ok(LoadedPlugin::Access(Arc::new(plugin)))
         }
         World::NoticeTemplate => {
             let pre = engine
                 .notice_linker()
-                .instantiate_pre(&component)
+                .instantiate_pre(component)
                 .map_err(wrong_world)?;
             let pre = notice::NoticeTemplatePre::new(pre).map_err(wrong_world)?;
             let plugin = NoticeTemplatePlugin {
