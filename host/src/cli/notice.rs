@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use crate::config::Config;
-use crate::notify::{NoticeId, NoticeSettings};
+use crate::config::{Config, Organization};
+use crate::notify::{NoticeId, NoticeSettings, OutgoingNotice};
 use crate::plugin::registry::RegistryOptions;
-use crate::plugin::{PluginEngine, PluginRegistry};
-use crate::store::{NoticeStatus, OutboxNotice, Store};
+use crate::plugin::{NoticeTemplatePlugin, PluginEngine, PluginRegistry};
+use crate::store::{DeviceRecord, NoticeStatus, OrgId, OutboxNotice, Store, StoredDecision};
 use crate::sync::notices::template_input;
 use crate::timestamp::unix_now;
 
@@ -45,8 +45,43 @@ pub fn run(command: NoticeCommand) -> anyhow::Result<ExitCode> {
     };
     // Read-only use of the store: no recovery, which is the sync's business.
     let store = Store::open(&config.sync.data_dir)?;
+    let Some((org, org_id, device)) = find_device(&config, &store, &args)? else {
+        bail!("no stored device `{}`", args.device);
+    };
+    let Some(decision) = &device.decision else {
+        bail!(
+            "device `{}` has no verdict yet: run a sync first",
+            args.device
+        );
+    };
+    let notice = preview_notice(&store, org_id, &device, decision)?;
+    let settings = NoticeSettings::new(&org.name, &notify.for_organization(org))?;
+    let registry = PluginRegistry::new(
+        PluginEngine::new()?,
+        RegistryOptions::from_config(&config.sync),
+    )?;
+    let template = registry.notice_template();
+    let rendered = template
+        .render(&template_input(&settings, &notice))
+        .with_context(|| format!("template {} failed", template.meta.digest.short()))?;
+    let input = template_input(&settings, &notice);
+    let outgoing = settings.outgoing(
+        notice.id.clone(),
+        &input.device,
+        rendered,
+        std::time::SystemTime::now(),
+    )?;
+    print_preview(&template, decision, &outgoing);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first organization (or the one asked for) holding the device, by key or Exchange id.
+fn find_device<'c>(
+    config: &'c Config,
+    store: &Store,
+    args: &PreviewArgs,
+) -> anyhow::Result<Option<(&'c Organization, OrgId, DeviceRecord)>> {
     let wanted = args.device.to_lowercase();
-    let mut found = None;
     for org in &config.organizations {
         if args
             .org
@@ -60,19 +95,19 @@ pub fn run(command: NoticeCommand) -> anyhow::Result<ExitCode> {
             d.key.as_str() == wanted || d.exchange.device_id.eq_ignore_ascii_case(&wanted)
         });
         if let Some(device) = device {
-            found = Some((org, id, device));
-            break;
+            return Ok(Some((org, id, device)));
         }
     }
-    let Some((org, org_id, device)) = found else {
-        bail!("no stored device `{}`", args.device);
-    };
-    let Some(decision) = &device.decision else {
-        bail!(
-            "device `{}` has no verdict yet: run a sync first",
-            args.device
-        );
-    };
+    Ok(None)
+}
+
+/// The notice the outbox would hold for the device's verdict, never stored.
+fn preview_notice(
+    store: &Store,
+    org_id: OrgId,
+    device: &DeviceRecord,
+    decision: &StoredDecision,
+) -> anyhow::Result<OutboxNotice> {
     // The user's address is the one the outbox recorded for the device's latest notice; a
     // device never noticed falls back to its mailbox as Exchange names it.
     let latest = store
@@ -83,7 +118,7 @@ pub fn run(command: NoticeCommand) -> anyhow::Result<ExitCode> {
         Some(n) => (n.recipient.clone(), n.user_principal_name.clone()),
         None => (device.exchange.mailbox.clone().unwrap_or_default(), None),
     };
-    let notice = OutboxNotice {
+    Ok(OutboxNotice {
         id: NoticeId::new("preview").expect("a valid id"),
         org: org_id,
         run: decision.run,
@@ -103,23 +138,15 @@ pub fn run(command: NoticeCommand) -> anyhow::Result<ExitCode> {
         response: None,
         created_at: decision.decided_at,
         sent_at: None,
-    };
-    let settings = NoticeSettings::new(&org.name, &notify.for_organization(org))?;
-    let registry = PluginRegistry::new(
-        PluginEngine::new()?,
-        RegistryOptions::from_config(&config.sync),
-    )?;
-    let template = registry.notice_template();
-    let rendered = template
-        .render(&template_input(&settings, &notice))
-        .with_context(|| format!("template {} failed", template.meta.digest.short()))?;
-    let input = template_input(&settings, &notice);
-    let outgoing = settings.outgoing(
-        notice.id.clone(),
-        &input.device,
-        rendered,
-        std::time::SystemTime::now(),
-    )?;
+    })
+}
+
+/// Prints the notice as a mail client would show it.
+fn print_preview(
+    template: &NoticeTemplatePlugin,
+    decision: &StoredDecision,
+    outgoing: &OutgoingNotice,
+) {
     println!(
         "Template: {} ({})",
         template.meta.name,
@@ -138,5 +165,4 @@ pub fn run(command: NoticeCommand) -> anyhow::Result<ExitCode> {
     println!("Subject: {}", outgoing.rendered.subject);
     println!("\n--- text ---\n{}", outgoing.rendered.text);
     println!("\n--- html ---\n{}", outgoing.rendered.html);
-    Ok(ExitCode::SUCCESS)
 }
