@@ -266,15 +266,7 @@ pub async fn diff(
     policy: Arc<AccessPolicyPlugin>,
     now: i64,
 ) -> Result<Diff, DiffError> {
-    let name = organization.to_owned();
-    let (records, directory) = tokio::task::spawn_blocking(move || {
-        let org = store
-            .find_organization(&name)?
-            .ok_or_else(|| DiffError::UnknownOrganization(name.clone()))?;
-        Ok::<_, DiffError>((store.devices(org)?, store.directory(org)?))
-    })
-    .await
-    .expect("a store task does not panic")?;
+    let (records, directory) = read_stored(store, organization).await?;
     let (inventory, directory) = match directory {
         Some(directory) => (
             inventory_with_directory(&records, directory),
@@ -303,33 +295,12 @@ pub async fn diff(
     )
     .await;
 
-    let mut verdicts = VerdictCounts::default();
-    let mut stored_verdicts = VerdictCounts::default();
-    let mut changes = Vec::new();
-    let mut decided = Vec::new();
-    for (i, decision) in decisions.decisions.iter().enumerate() {
-        let record = &records[i];
-        let stored = record.decision.as_ref().map(|d| d.verdict);
-        stored_verdicts.add(stored);
-        let verdict = decision.as_ref().map(|d| Verdict::from(d.verdict));
-        verdicts.add(verdict);
-        let (Some(d), Some(verdict)) = (decision, verdict) else {
-            continue;
-        };
-        decided.push(Decided {
-            device: &inventory.devices[i],
-            verdict,
-        });
-        if stored != Some(verdict) {
-            changes.push(VerdictChange {
-                key: record.key.clone(),
-                device_id: record.exchange.device_id.clone(),
-                from: stored,
-                to: verdict,
-                reason: d.reason.clone(),
-            });
-        }
-    }
+    let Compared {
+        verdicts,
+        stored_verdicts,
+        changes,
+        decided,
+    } = compare(&records, &inventory, &decisions.decisions);
     let plan = plan(
         &inventory.mailboxes,
         &decided,
@@ -360,6 +331,72 @@ pub async fn diff(
             })
             .collect(),
     })
+}
+
+/// The organization's stored devices and directory, read off the async runtime.
+async fn read_stored(
+    store: Arc<Store>,
+    organization: &str,
+) -> Result<(Vec<DeviceRecord>, Option<StoredDirectory>), DiffError> {
+    let name = organization.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let org = store
+            .find_organization(&name)?
+            .ok_or_else(|| DiffError::UnknownOrganization(name.clone()))?;
+        Ok::<_, DiffError>((store.devices(org)?, store.directory(org)?))
+    })
+    .await
+    .expect("a store task does not panic")
+}
+
+/// The policy's verdicts next to the stored ones.
+struct Compared<'a> {
+    verdicts: VerdictCounts,
+    stored_verdicts: VerdictCounts,
+    changes: Vec<VerdictChange>,
+    /// The decided devices, for the plan.
+    decided: Vec<Decided<'a>>,
+}
+
+/// Counts both sides' verdicts and lists the devices whose verdict would change.
+fn compare<'a>(
+    records: &[DeviceRecord],
+    inventory: &'a Inventory,
+    decisions: &[Option<types::Decision>],
+) -> Compared<'a> {
+    let mut verdicts = VerdictCounts::default();
+    let mut stored_verdicts = VerdictCounts::default();
+    let mut changes = Vec::new();
+    let mut decided = Vec::new();
+    for (i, decision) in decisions.iter().enumerate() {
+        let record = &records[i];
+        let stored = record.decision.as_ref().map(|d| d.verdict);
+        stored_verdicts.add(stored);
+        let verdict = decision.as_ref().map(|d| Verdict::from(d.verdict));
+        verdicts.add(verdict);
+        let (Some(d), Some(verdict)) = (decision, verdict) else {
+            continue;
+        };
+        decided.push(Decided {
+            device: &inventory.devices[i],
+            verdict,
+        });
+        if stored != Some(verdict) {
+            changes.push(VerdictChange {
+                key: record.key.clone(),
+                device_id: record.exchange.device_id.clone(),
+                from: stored,
+                to: verdict,
+                reason: d.reason.clone(),
+            });
+        }
+    }
+    Compared {
+        verdicts,
+        stored_verdicts,
+        changes,
+        decided,
+    }
 }
 
 #[cfg(test)]
