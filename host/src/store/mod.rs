@@ -285,73 +285,11 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("setting the busy timeout"))?;
         // Reading the header first: a file that is not a database fails here, before any
-        // pragma could write to it. One read transaction, so that the three facts describe
-        // the same moment even while another process is creating the store.
-        let (application_id, version, tables) = {
-            let tx = conn.transaction().map_err(sql("reading the header"))?;
-            let application_id: i64 = tx
-                .pragma_query_value(None, "application_id", |row| row.get(0))
-                .map_err(sql("reading the application id"))?;
-            let version: i64 = tx
-                .pragma_query_value(None, "user_version", |row| row.get(0))
-                .map_err(sql("reading the schema version"))?;
-            let tables: i64 = tx
-                .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
-                .map_err(sql("listing tables"))?;
-            tx.commit().map_err(sql("reading the header"))?;
-            (application_id, version, tables)
-        };
-        let check: Vec<String> = {
-            let mut stmt = conn
-                .prepare("PRAGMA quick_check")
-                .map_err(sql("checking integrity"))?;
-            stmt.query_map([], |row| row.get(0))
-                .map_err(sql("checking integrity"))?
-                .collect::<Result<_, _>>()
-                .map_err(sql("checking integrity"))?
-        };
-        if check.first().map(String::as_str) != Some("ok") {
-            return Err(StoreError::Corrupt {
-                path: path.to_owned(),
-                detail: check.into_iter().take(3).collect::<Vec<_>>().join("; "),
-            });
-        }
-        if (application_id != 0 && application_id != migrations::APPLICATION_ID)
-            || (application_id == 0 && tables > 0)
-        {
-            return Err(StoreError::Foreign {
-                path: path.to_owned(),
-                found: application_id,
-            });
-        }
-        if version > migrations::SCHEMA_VERSION as i64 {
-            return Err(StoreError::NewerSchema {
-                path: path.to_owned(),
-                found: version,
-                supported: migrations::SCHEMA_VERSION,
-            });
-        }
-        // Switching to WAL needs the file to itself, and SQLite reports a conflict at once
-        // rather than through the busy handler, so it is retried here within the same bound.
-        let deadline = Instant::now() + BUSY_TIMEOUT;
-        let mode: String = loop {
-            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
-                Ok(mode) => break mode,
-                Err(err)
-                    if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
-                        && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(err) => return Err(sql("switching to WAL")(err)),
-            }
-        };
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::NoWal {
-                path: path.to_owned(),
-                mode,
-            });
-        }
+        // pragma could write to it.
+        let header = read_header(&mut conn, path)?;
+        check_integrity(&conn, path)?;
+        header.check(path)?;
+        switch_to_wal(&conn, path)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql("setting synchronous"))?;
         // A full sync of 100 000 devices sends a few hundred MB through the WAL. Copying it
@@ -499,6 +437,110 @@ impl Store {
     fn sql(&self, doing: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |source| store_error(&self.path, doing, source)
     }
+}
+
+/// What a store file's header says, read in one transaction.
+struct Header {
+    application_id: i64,
+    version: i64,
+    tables: i64,
+}
+
+/// One read transaction, so that the three facts describe the same moment even while another
+/// process is creating the store.
+fn read_header(conn: &mut Connection, path: &Path) -> Result<Header, StoreError> {
+    let sql = |doing: &'static str| move |source: rusqlite::Error| store_error(path, doing, source);
+    let tx = conn.transaction().map_err(sql("reading the header"))?;
+    let application_id: i64 = tx
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(sql("reading the application id"))?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sql("reading the schema version"))?;
+    let tables: i64 = tx
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+        .map_err(sql("listing tables"))?;
+    tx.commit().map_err(sql("reading the header"))?;
+    Ok(Header {
+        application_id,
+        version,
+        tables,
+    })
+}
+
+/// SQLite's quick check of the file.
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let sql = |doing: &'static str| move |source: rusqlite::Error| store_error(path, doing, source);
+    let check: Vec<String> = {
+        let mut stmt = conn
+            .prepare("PRAGMA quick_check")
+            .map_err(sql("checking integrity"))?;
+        stmt.query_map([], |row| row.get(0))
+            .map_err(sql("checking integrity"))?
+            .collect::<Result<_, _>>()
+            .map_err(sql("checking integrity"))?
+    };
+    if check.first().map(String::as_str) != Some("ok") {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: check.into_iter().take(3).collect::<Vec<_>>().join("; "),
+        });
+    }
+    Ok(())
+}
+
+impl Header {
+    /// The file is empty or ours, of a schema this build knows.
+    fn check(&self, path: &Path) -> Result<(), StoreError> {
+        let Header {
+            application_id,
+            version,
+            tables,
+        } = *self;
+        if (application_id != 0 && application_id != migrations::APPLICATION_ID)
+            || (application_id == 0 && tables > 0)
+        {
+            return Err(StoreError::Foreign {
+                path: path.to_owned(),
+                found: application_id,
+            });
+        }
+        if version > migrations::SCHEMA_VERSION as i64 {
+            return Err(StoreError::NewerSchema {
+                path: path.to_owned(),
+                found: version,
+                supported: migrations::SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Puts the store in WAL mode.
+fn switch_to_wal(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let sql = |doing: &'static str| move |source: rusqlite::Error| store_error(path, doing, source);
+    // Switching to WAL needs the file to itself, and SQLite reports a conflict at once
+    // rather than through the busy handler, so it is retried here within the same bound.
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mode: String = loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Ok(mode) => break mode,
+            Err(err)
+                if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(err) => return Err(sql("switching to WAL")(err)),
+        }
+    };
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::NoWal {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// Applies the missing migrations, one transaction each. The transaction takes the write lock
