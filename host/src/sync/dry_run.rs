@@ -143,71 +143,29 @@ pub fn report(
     decided: &[Decided<'_>],
     org_default: Option<AccessLevel>,
 ) -> DryRun {
-    // The default's switch is a command naming the devices that lose access by it.
-    let switch = plan.commands.iter().find_map(|step| match step {
-        PlanStep::Command(c) if c.command.cmdlet == SET_ORG_SETTINGS => c
-            .command
-            .parameters
-            .get_text("DefaultAccessLevel")
-            .and_then(AccessLevel::parse)
-            .map(|to| (to, &c.devices)),
-        _ => None,
-    });
+    let switch = default_switch(plan);
     let default_after = switch.map(|(to, _)| to).or(org_default);
     let org_default = match (org_default, switch) {
         (Some(from), Some((to, _))) if from != to => Some(DefaultSwitch { from, to }),
         _ => None,
     };
-    // A device on no list after the plan gets what the default gives; without the default
-    // read (a quick sync), the quarantine the connector's configuration is built around.
-    let unlisted = NewState::of_level(default_after.unwrap_or(AccessLevel::Quarantine));
-
-    // The plan removes only the candidates the policy decided and did not exempt.
-    let removed: HashSet<&DeviceKey> = plan
-        .commands
-        .iter()
-        .filter_map(|step| match step {
-            PlanStep::Command(c) if c.command.cmdlet == REMOVE_MOBILE_DEVICE => Some(&c.devices),
-            _ => None,
-        })
-        .flatten()
-        .collect();
     let losing: HashSet<&DeviceKey> = switch.map_or_else(HashSet::new, |(_, keys)| {
         keys.iter().collect::<HashSet<&DeviceKey>>()
     });
-    // The verdicts of the devices the switch moves (exempt and undecided ones included).
-    let losing_verdicts: HashMap<DeviceKey, Verdict> = if losing.is_empty() {
-        HashMap::new()
-    } else {
-        decided
-            .iter()
-            .map(|d| (d.device.key(), d.verdict))
-            .filter(|(key, _)| losing.contains(key))
-            .collect()
+    let outcomes = Outcomes {
+        // A device on no list after the plan gets what the default gives; without the default
+        // read (a quick sync), the quarantine the connector's configuration is built around.
+        unlisted: NewState::of_level(default_after.unwrap_or(AccessLevel::Quarantine)),
+        removed: removed_devices(plan),
+        losing_verdicts: losing_verdicts(decided, &losing),
+        losing,
+        listed: plan.changes.iter().map(|c| (&c.key, c.verdict)).collect(),
     };
-    let listed: HashMap<&DeviceKey, Verdict> =
-        plan.changes.iter().map(|c| (&c.key, c.verdict)).collect();
 
     let mut changes = Vec::new();
     let mut entries_only = 0;
     for device in devices {
-        let key = device.key();
-        let (to, verdict, by) = if removed.contains(&key) {
-            (NewState::Removed, listed.get(&key).copied(), Cause::Removal)
-        } else if let Some(&verdict) = listed.get(&key) {
-            let to = match verdict {
-                Verdict::Allow => NewState::Allowed,
-                Verdict::Block => NewState::Blocked,
-                _ => unlisted,
-            };
-            (to, Some(verdict), Cause::MailboxLists)
-        } else if losing.contains(&key) {
-            (
-                NewState::Quarantined,
-                losing_verdicts.get(&key).copied(),
-                Cause::OrgDefault,
-            )
-        } else {
+        let Some((to, verdict, by)) = outcomes.of(&device.key()) else {
             continue;
         };
         if to.same_as(device.access_state) {
@@ -230,6 +188,84 @@ pub fn report(
         entries_only,
         org_default,
         would_hold: plan.held,
+    }
+}
+
+/// The default's switch is a command naming the devices that lose access by it.
+fn default_switch(plan: &Plan<PlanStep>) -> Option<(AccessLevel, &Vec<DeviceKey>)> {
+    plan.commands.iter().find_map(|step| match step {
+        PlanStep::Command(c) if c.command.cmdlet == SET_ORG_SETTINGS => c
+            .command
+            .parameters
+            .get_text("DefaultAccessLevel")
+            .and_then(AccessLevel::parse)
+            .map(|to| (to, &c.devices)),
+        _ => None,
+    })
+}
+
+/// The plan removes only the candidates the policy decided and did not exempt.
+fn removed_devices(plan: &Plan<PlanStep>) -> HashSet<&DeviceKey> {
+    plan.commands
+        .iter()
+        .filter_map(|step| match step {
+            PlanStep::Command(c) if c.command.cmdlet == REMOVE_MOBILE_DEVICE => Some(&c.devices),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// The verdicts of the devices the switch moves (exempt and undecided ones included).
+fn losing_verdicts(
+    decided: &[Decided<'_>],
+    losing: &HashSet<&DeviceKey>,
+) -> HashMap<DeviceKey, Verdict> {
+    if losing.is_empty() {
+        HashMap::new()
+    } else {
+        decided
+            .iter()
+            .map(|d| (d.device.key(), d.verdict))
+            .filter(|(key, _)| losing.contains(key))
+            .collect()
+    }
+}
+
+/// What the plan does to each device, by the step that does it.
+struct Outcomes<'p> {
+    removed: HashSet<&'p DeviceKey>,
+    listed: HashMap<&'p DeviceKey, Verdict>,
+    losing: HashSet<&'p DeviceKey>,
+    losing_verdicts: HashMap<DeviceKey, Verdict>,
+    unlisted: NewState,
+}
+
+impl Outcomes<'_> {
+    /// The device's state after the plan, its verdict and what moves it; `None`: untouched.
+    fn of(&self, key: &DeviceKey) -> Option<(NewState, Option<Verdict>, Cause)> {
+        if self.removed.contains(key) {
+            Some((
+                NewState::Removed,
+                self.listed.get(key).copied(),
+                Cause::Removal,
+            ))
+        } else if let Some(&verdict) = self.listed.get(key) {
+            let to = match verdict {
+                Verdict::Allow => NewState::Allowed,
+                Verdict::Block => NewState::Blocked,
+                _ => self.unlisted,
+            };
+            Some((to, Some(verdict), Cause::MailboxLists))
+        } else if self.losing.contains(key) {
+            Some((
+                NewState::Quarantined,
+                self.losing_verdicts.get(key).copied(),
+                Cause::OrgDefault,
+            ))
+        } else {
+            None
+        }
     }
 }
 
