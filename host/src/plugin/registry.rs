@@ -478,39 +478,9 @@ impl PluginRegistry {
             );
             return;
         }
-        // The manifest as read above, not read again: it was checked to be a regular file.
-        let manifest_origin = path.with_extension("toml").display().to_string();
-        let manifest = manifest
-            .map(|bytes| {
-                let text = std::str::from_utf8(bytes).map_err(|err| ManifestError::Invalid {
-                    path: manifest_origin.clone(),
-                    message: format!("not UTF-8: {err}"),
-                })?;
-                Manifest::parse(text, &manifest_origin)
-            })
-            .transpose();
-        let loaded = manifest.map_err(PluginError::from).and_then(|manifest| {
-            let spec = PluginSpec {
-                name: manifest
-                    .as_ref()
-                    .and_then(|m| m.name.clone())
-                    .unwrap_or_else(|| name.to_owned()),
-                bytes,
-                source: Source::File(path.to_owned()),
-                manifest,
-                settings_override: None,
-            };
-            if spec.name != name {
-                return Err(PluginError::Compile {
-                    plugin: super::PluginId {
-                        name: spec.name,
-                        digest,
-                    },
-                    detail: format!("the manifest's name must match the file name {name:?}"),
-                });
-            }
-            load(&self.engine, spec).and_then(|plugin| self.check_selected_world(name, plugin))
-        });
+        let loaded = parse_manifest(path, manifest)
+            .map_err(PluginError::from)
+            .and_then(|manifest| self.load_version(name, path, bytes, digest, manifest));
         let mut entries = self.entries.lock().expect("registry lock");
         let entry = entries
             .entry(name.to_owned())
@@ -537,6 +507,37 @@ impl PluginRegistry {
                 self.reject(name, path, Some(digest), err.kind(), err.to_string());
             }
         }
+    }
+
+    /// Loads a version whose manifest was read: its name must be the file's.
+    fn load_version(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        digest: Digest,
+        manifest: Option<Manifest>,
+    ) -> Result<LoadedPlugin, PluginError> {
+        let spec = PluginSpec {
+            name: manifest
+                .as_ref()
+                .and_then(|m| m.name.clone())
+                .unwrap_or_else(|| name.to_owned()),
+            bytes,
+            source: Source::File(path.to_owned()),
+            manifest,
+            settings_override: None,
+        };
+        if spec.name != name {
+            return Err(PluginError::Compile {
+                plugin: super::PluginId {
+                    name: spec.name,
+                    digest,
+                },
+                detail: format!("the manifest's name must match the file name {name:?}"),
+            });
+        }
+        load(&self.engine, spec).and_then(|plugin| self.check_selected_world(name, plugin))
     }
 
     /// Takes the active access-policy version with digest `digest` (hex) out of service after
@@ -752,6 +753,21 @@ fn plugin_name_of(path: &Path) -> Option<String> {
 /// Keeps the directory watched; dropping it stops hot reload.
 pub struct PluginWatcher {
     _debouncer: Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+}
+
+/// The manifest beside the plugin at `path`, as read with it: it was checked to be a regular
+/// file, so it is not read again.
+fn parse_manifest(path: &Path, manifest: Option<&[u8]>) -> Result<Option<Manifest>, ManifestError> {
+    let manifest_origin = path.with_extension("toml").display().to_string();
+    manifest
+        .map(|bytes| {
+            let text = std::str::from_utf8(bytes).map_err(|err| ManifestError::Invalid {
+                path: manifest_origin.clone(),
+                message: format!("not UTF-8: {err}"),
+            })?;
+            Manifest::parse(text, &manifest_origin)
+        })
+        .transpose()
 }
 
 #[cfg(test)]
