@@ -231,24 +231,7 @@ pub async fn devices(
     query: Result<Query<DeviceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::BadRequest(err.body_text()))?;
-    // `undecided` selects devices without a verdict.
-    let verdict: Option<Option<Verdict>> = match query.verdict.as_deref() {
-        None | Some("") => None,
-        Some("undecided") => Some(None),
-        Some(text) => Some(Some(Verdict::parse(text).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "unknown verdict {text:?}: use allow, block, quarantine, exempt or undecided"
-            ))
-        })?)),
-    };
-    let access: Option<AccessState> = match query.state.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(AccessState::parse(text).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "unknown access state {text:?}: use Allowed, Blocked, Quarantined, DeviceDiscovery or Unknown"
-            ))
-        })?),
-    };
+    let filter = DeviceFilter::of(&query)?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::BadRequest(format!(
@@ -263,44 +246,13 @@ pub async fn devices(
         }
         None => state.scheduler.organizations().map(str::to_owned).collect(),
     };
-    let user = query
-        .user
-        .map(|u| u.to_lowercase())
-        .filter(|u| !u.is_empty());
-    let q = query.q.map(|q| q.to_lowercase()).filter(|q| !q.is_empty());
     let answer = blocking(move || {
         let mut total = 0usize;
         let mut page = Vec::new();
         for org in &orgs {
             let id = org_id(&state, org)?;
             for record in state.store.devices(id)? {
-                let v = record.decision.as_ref().map(|d| d.verdict);
-                let keep = verdict.is_none_or(|want| want == v)
-                    && access.is_none_or(|want| want == record.exchange.access_state)
-                    && user.as_deref().is_none_or(|u| {
-                        record
-                            .exchange
-                            .mailbox
-                            .as_deref()
-                            .is_some_and(|m| contains(m, u))
-                            || record
-                                .managed
-                                .as_ref()
-                                .is_some_and(|m| contains(&m.user_principal_name, u))
-                    })
-                    && q.as_deref().is_none_or(|q| {
-                        [
-                            record.key.as_str(),
-                            &record.exchange.device_id,
-                            &record.exchange.device_model,
-                            &record.exchange.device_os,
-                            record.exchange.mailbox.as_deref().unwrap_or(""),
-                            record.decision.as_ref().map_or("", |d| d.reason.as_str()),
-                        ]
-                        .iter()
-                        .any(|field| contains(field, q))
-                    });
-                if keep {
+                if filter.keeps(&record) {
                     if total >= offset && page.len() < limit {
                         page.push(device_json(org, &record));
                     }
@@ -312,6 +264,90 @@ pub async fn devices(
     })
     .await?;
     Ok(Json(answer))
+}
+
+/// What `GET /api/v1/devices` selects devices by; `None`: any.
+struct DeviceFilter {
+    verdict: Option<Option<Verdict>>,
+    access: Option<AccessState>,
+    /// Lower-cased, part of the mailbox or the Intune user.
+    user: Option<String>,
+    /// Lower-cased, part of any field shown.
+    q: Option<String>,
+}
+
+impl DeviceFilter {
+    fn of(query: &DeviceQuery) -> Result<DeviceFilter, ApiError> {
+        // `undecided` selects devices without a verdict.
+        let verdict: Option<Option<Verdict>> = match query.verdict.as_deref() {
+            None | Some("") => None,
+            Some("undecided") => Some(None),
+            Some(text) => Some(Some(Verdict::parse(text).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "unknown verdict {text:?}: use allow, block, quarantine, exempt or undecided"
+                ))
+            })?)),
+        };
+        let access: Option<AccessState> = match query.state.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(AccessState::parse(text).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "unknown access state {text:?}: use Allowed, Blocked, Quarantined, DeviceDiscovery or Unknown"
+                ))
+            })?),
+        };
+        let user = query
+            .user
+            .as_ref()
+            .map(|u| u.to_lowercase())
+            .filter(|u| !u.is_empty());
+        let q = query
+            .q
+            .as_ref()
+            .map(|q| q.to_lowercase())
+            .filter(|q| !q.is_empty());
+        Ok(DeviceFilter {
+            verdict,
+            access,
+            user,
+            q,
+        })
+    }
+
+    fn keeps(&self, record: &crate::store::DeviceRecord) -> bool {
+        let DeviceFilter {
+            verdict,
+            access,
+            user,
+            q,
+        } = self;
+        let v = record.decision.as_ref().map(|d| d.verdict);
+        verdict.is_none_or(|want| want == v)
+            && access.is_none_or(|want| want == record.exchange.access_state)
+            && user.as_deref().is_none_or(|u| {
+                record
+                    .exchange
+                    .mailbox
+                    .as_deref()
+                    .is_some_and(|m| contains(m, u))
+                    || record
+                        .managed
+                        .as_ref()
+                        .is_some_and(|m| contains(&m.user_principal_name, u))
+            })
+            && q.as_deref().is_none_or(|q| {
+                [
+                    record.key.as_str(),
+                    &record.exchange.device_id,
+                    &record.exchange.device_model,
+                    &record.exchange.device_os,
+                    record.exchange.mailbox.as_deref().unwrap_or(""),
+                    record.decision.as_ref().map_or("", |d| d.reason.as_str()),
+                ]
+                .iter()
+                .any(|field| contains(field, q))
+            })
+    }
 }
 
 #[derive(Deserialize, Default)]
