@@ -199,30 +199,7 @@ impl Connections {
     /// was neither a success nor a refusal of the ticket.
     async fn open(&self, cas: &str) -> Result<Result<Conn, Reply>, Trouble> {
         let t = target(cas).map_err(Trouble::Connect)?;
-        let tcp = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
-        )
-        .await
-        .map_err(|_| {
-            Trouble::Connect(format!(
-                "connecting to {}:{} timed out ({:?}, network.connect_timeout)",
-                t.host, t.port, self.connect_timeout
-            ))
-        })?
-        .map_err(|e| Trouble::Connect(format!("connecting to {}:{}: {e}", t.host, t.port)))?;
-        let _ = tcp.set_nodelay(true);
-        let mut sender = if t.https {
-            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(t.host.clone())
-                .map_err(|e| Trouble::Connect(format!("`{}` is not a TLS name: {e}", t.host)))?;
-            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| Trouble::Connect(tls_problem(cas, &t.host, &e)))?;
-            handshake(tls).await?
-        } else {
-            handshake(tcp).await?
-        };
+        let mut sender = self.connect(cas, &t).await?;
         let spn = self.settings.spn_for(cas);
         let (ctx, ap_req) = Context::start(&self.settings, spn.clone())
             .await
@@ -257,31 +234,46 @@ impl Connections {
                 }));
             }
         }
-        let reply = headers
-            .get_all(header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                (scheme.eq_ignore_ascii_case(SCHEME) || scheme.eq_ignore_ascii_case("Kerberos"))
-                    .then(|| {
-                        base64::engine::general_purpose::STANDARD
-                            .decode(token.trim())
-                            .ok()
-                    })?
-            })
-            .ok_or_else(|| {
-                Trouble::SignIn(format!(
-                    "{cas} accepted the Kerberos ticket but did not prove its own identity (no \
-                     {SCHEME} token in WWW-Authenticate): mutual authentication is required"
-                ))
-            })?;
+        let reply = server_token(&headers, cas)?;
         let ctx = ctx
             .finish(reply)
             .await
             .map_err(|f| Trouble::SignIn(f.explain(cas, &self.settings, &spn)))?;
         tracing::debug!(cas, %spn, "Kerberos connection authenticated");
         Ok(Ok(Conn { sender, ctx }))
+    }
+
+    /// A TCP connection to the CAS (under TLS for https://), ready for HTTP/1.1.
+    async fn connect(
+        &self,
+        cas: &str,
+        t: &Target,
+    ) -> Result<http1::SendRequest<Full<Bytes>>, Trouble> {
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
+        )
+        .await
+        .map_err(|_| {
+            Trouble::Connect(format!(
+                "connecting to {}:{} timed out ({:?}, network.connect_timeout)",
+                t.host, t.port, self.connect_timeout
+            ))
+        })?
+        .map_err(|e| Trouble::Connect(format!("connecting to {}:{}: {e}", t.host, t.port)))?;
+        let _ = tcp.set_nodelay(true);
+        let sender = if t.https {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(t.host.clone())
+                .map_err(|e| Trouble::Connect(format!("`{}` is not a TLS name: {e}", t.host)))?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Trouble::Connect(tls_problem(cas, &t.host, &e)))?;
+            handshake(tls).await?
+        } else {
+            handshake(tcp).await?
+        };
+        Ok(sender)
     }
 
     /// One sealed request on an authenticated connection. On failure, whether the connection
@@ -371,6 +363,30 @@ impl Connections {
                 )
             })?
     }
+}
+
+/// The CAS's own Kerberos token (mutual authentication) from its 200's `WWW-Authenticate`.
+fn server_token(headers: &hyper::HeaderMap, cas: &str) -> Result<Vec<u8>, Trouble> {
+    headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            (scheme.eq_ignore_ascii_case(SCHEME) || scheme.eq_ignore_ascii_case("Kerberos")).then(
+                || {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(token.trim())
+                        .ok()
+                },
+            )?
+        })
+        .ok_or_else(|| {
+            Trouble::SignIn(format!(
+                "{cas} accepted the Kerberos ticket but did not prove its own identity (no \
+                     {SCHEME} token in WWW-Authenticate): mutual authentication is required"
+            ))
+        })
 }
 
 /// An HTTP/1.1 client connection over `io`, driven by a task of its own.
