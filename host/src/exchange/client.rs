@@ -376,30 +376,43 @@ impl ExchangeClient {
                         );
                         continue 'listing;
                     }
-                    Err(e) => match self.inner.wire.refused_continuation(&e) {
-                        // A write never has a continuation to follow; were one refused, the
-                        // write must not be sent again from the start.
-                        Some(refusal) if !C::WRITE && restarts < LISTING_RESTARTS => {
-                            restarts += 1;
-                            tracing::warn!(
-                                cmdlet = name,
-                                cas = %refusal.cas,
-                                "Exchange refused a page link; starting the listing over: {}",
-                                refusal.message
-                            );
-                            continue 'listing;
-                        }
-                        Some(refusal) if !C::WRITE => {
-                            return Err(ExchangeError::PageLinkRefused {
-                                cmdlet: name.into(),
-                                restarts,
-                                refusal: Box::new(refusal.clone()),
-                            });
-                        }
-                        _ => return Err(e),
-                    },
+                    Err(e) => {
+                        self.restart_after(e, name, C::WRITE, &mut restarts)?;
+                        continue 'listing;
+                    }
                 };
             }
+        }
+    }
+
+    /// After a page's request failed: `Ok` when Exchange refused the page link and the listing
+    /// may start over (counted in `restarts`), else the error to return.
+    fn restart_after(
+        &self,
+        e: ExchangeError,
+        name: &str,
+        write: bool,
+        restarts: &mut u32,
+    ) -> Result<(), ExchangeError> {
+        match self.inner.wire.refused_continuation(&e) {
+            // A write never has a continuation to follow; were one refused, the
+            // write must not be sent again from the start.
+            Some(refusal) if !write && *restarts < LISTING_RESTARTS => {
+                *restarts += 1;
+                tracing::warn!(
+                    cmdlet = name,
+                    cas = %refusal.cas,
+                    "Exchange refused a page link; starting the listing over: {}",
+                    refusal.message
+                );
+                Ok(())
+            }
+            Some(refusal) if !write => Err(ExchangeError::PageLinkRefused {
+                cmdlet: name.into(),
+                restarts: *restarts,
+                refusal: Box::new(refusal.clone()),
+            }),
+            _ => Err(e),
         }
     }
 
