@@ -315,7 +315,9 @@ fn kerberos_settings(
     if http.proxy.is_some() {
         return Err(SetupError::Unsupported {
             field: at("auth"),
-            message: "remote PowerShell with Kerberos connects to the CAS directly;                                   network.proxy is not used for it: remove the proxy or reach                                   the CAS without one"
+            message: "remote PowerShell with Kerberos connects to the CAS directly; \
+                      network.proxy is not used for it: remove the proxy or reach the CAS \
+                      without one"
                 .into(),
         });
     }
