@@ -24,21 +24,6 @@ use crate::support::{
     Transport, builtin, client_lab, organization_over, temp_store, test_http, within,
 };
 
-fn kdc_available(test: &str) -> bool {
-    match TestKdc::missing_tools() {
-        None => true,
-        Some(why) if std::env::var("EASGATE_REQUIRE_POLYGLOT").is_ok_and(|v| v == "1") => {
-            panic!(
-                "{test}: {why}, and EASGATE_REQUIRE_POLYGLOT=1 requires it (.ci/install-kerberos)"
-            )
-        }
-        Some(why) => {
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
-
 /// A lab of `devices` devices whose face accepts Kerberos from a fresh KDC.
 async fn kerberos_lab(devices: usize, name: &str) -> (easgate_lab::Lab, TestKdc, PathBuf) {
     with_kdc(sync_lab(devices).await, name).await
@@ -82,7 +67,7 @@ fn kerberos_org(lab: &easgate_lab::Lab, kdc: &TestKdc) -> Organization {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sync_over_kerberos_converges_and_a_second_issues_nothing() {
-    if !kdc_available("a_full_sync_over_kerberos_converges_and_a_second_issues_nothing") {
+    if !TestKdc::available_for("a_full_sync_over_kerberos_converges_and_a_second_issues_nothing") {
         return;
     }
     let (lab, kdc, dir) = kerberos_lab(1_500, "krb-sync").await;
@@ -172,7 +157,7 @@ async fn refusal(org: &Organization) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_an_admin_gets_wrong_is_named_with_the_cas_and_the_fix() {
-    if !kdc_available("what_an_admin_gets_wrong_is_named_with_the_cas_and_the_fix") {
+    if !TestKdc::available_for("what_an_admin_gets_wrong_is_named_with_the_cas_and_the_fix") {
         return;
     }
     let (lab, kdc, dir) = kerberos_lab(10, "krb-errors").await;
@@ -255,7 +240,7 @@ async fn what_an_admin_gets_wrong_is_named_with_the_cas_and_the_fix() {
 /// connections (new tickets, new contexts) and opens a new pool, without failing the CAS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_lost_with_a_restarted_cas_are_authenticated_again() {
-    if !kdc_available("connections_lost_with_a_restarted_cas_are_authenticated_again") {
+    if !TestKdc::available_for("connections_lost_with_a_restarted_cas_are_authenticated_again") {
         return;
     }
     let (lab, kdc, dir) = with_kdc(client_lab(50, 1).await, "krb-restart").await;

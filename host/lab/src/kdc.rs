@@ -95,6 +95,24 @@ impl TestKdc {
         })
     }
 
+    /// Whether `test` can run: true with every program installed; without them it prints that
+    /// `test` is skipped, or panics when `EASGATE_REQUIRE_POLYGLOT=1` (CI, where a skip is a
+    /// failure). The one skip rule of every Kerberos test, in the lab's and the connector's.
+    pub fn available_for(test: &str) -> bool {
+        match Self::missing_tools() {
+            None => true,
+            Some(why) if std::env::var("EASGATE_REQUIRE_POLYGLOT").is_ok_and(|v| v == "1") => {
+                panic!(
+                    "{test}: {why}, and EASGATE_REQUIRE_POLYGLOT=1 requires it (.ci/install-kerberos)"
+                )
+            }
+            Some(why) => {
+                eprintln!("skipping {test}: {why}");
+                false
+            }
+        }
+    }
+
     /// Makes the realm in `dir` (created if absent; its previous realm files are replaced) and
     /// starts its KDC on a free loopback port. Blocks until the KDC accepts TCP connections
     /// (a few hundred milliseconds); call it from `spawn_blocking` in async code if that matters.
@@ -371,23 +389,9 @@ fn run(tool: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<()
 mod tests {
     use super::*;
 
-    /// Skips (with a message) without the programs, unless EASGATE_REQUIRE_POLYGLOT=1.
-    fn available(test: &str) -> bool {
-        match TestKdc::missing_tools() {
-            None => true,
-            Some(why) if std::env::var("EASGATE_REQUIRE_POLYGLOT").is_ok_and(|v| v == "1") => {
-                panic!("{test}: {why}, and EASGATE_REQUIRE_POLYGLOT=1 requires it")
-            }
-            Some(why) => {
-                eprintln!("skipping {test}: {why}");
-                false
-            }
-        }
-    }
-
     #[test]
     fn kinit_gets_a_ticket_and_a_service_ticket_from_the_test_kdc() {
-        if !available("kinit_gets_a_ticket_and_a_service_ticket_from_the_test_kdc") {
+        if !TestKdc::available_for("kinit_gets_a_ticket_and_a_service_ticket_from_the_test_kdc") {
             return;
         }
         let Some(kinit) = find_tool("kinit") else {

@@ -17,21 +17,6 @@ use libgssapi::oid::{GSS_MECH_KRB5, GSS_NT_HOSTBASED_SERVICE, GSS_NT_KRB5_PRINCI
 
 use crate::lab;
 
-fn kdc_available(test: &str) -> bool {
-    match TestKdc::missing_tools() {
-        None => true,
-        Some(why) if std::env::var("EASGATE_REQUIRE_POLYGLOT").is_ok_and(|v| v == "1") => {
-            panic!(
-                "{test}: {why}, and EASGATE_REQUIRE_POLYGLOT=1 requires it (.ci/install-kerberos)"
-            )
-        }
-        Some(why) => {
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
-
 /// The client's credentials from the KDC, with a password (what `kinit` does, in memory).
 fn user_cred(kdc: &TestKdc, password: &str) -> Result<Cred, libgssapi::error::Error> {
     let name = Name::new(kdc.user_principal().as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))?;
@@ -82,7 +67,7 @@ async fn kerberos_lab(devices: usize, name: &str) -> (easgate_lab::Lab, TestKdc,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kerberos_ticket_authenticates_the_connection_with_mutual_authentication() {
     let test = "a_kerberos_ticket_authenticates_the_connection_with_mutual_authentication";
-    if !kdc_available(test) {
+    if !TestKdc::available_for(test) {
         return;
     }
     let (lab, kdc, dir) = kerberos_lab(5, "kerberos-raw").await;
@@ -177,7 +162,7 @@ fn script() -> PathBuf {
 
 /// Whether pypsrp with its Kerberos extras can run; panics when it cannot but must.
 fn pypsrp_kerberos_available(test: &str) -> bool {
-    if !kdc_available(test) {
+    if !TestKdc::available_for(test) {
         return false;
     }
     let why = match std::process::Command::new("python3")
