@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::easgate::policy::types::Verdict;
 use crate::policy::{NameMap, Policy};
+use crate::stale::StaleRule;
 
 pub fn parse(settings: &str) -> Result<Policy, String> {
     let value: Value =
@@ -19,6 +20,7 @@ pub fn parse(settings: &str) -> Result<Policy, String> {
             "includedGroups" => policy.included_groups = groups(value, key)?,
             "excludedGroups" => policy.excluded_groups = groups(value, key)?,
             "accessRules" => (policy.model_rules, policy.family_rules) = rules(value)?,
+            "blockStaleAfterDays" => policy.stale = Some(stale_days(value, key)?),
             "notify" => {
                 policy.notify = value
                     .as_bool()
@@ -27,12 +29,23 @@ pub fn parse(settings: &str) -> Result<Policy, String> {
             _ => {
                 return Err(format!(
                     "{key}: unknown setting; the settings are includedGroups, excludedGroups, \
-                     accessRules and notify"
+                     accessRules, blockStaleAfterDays and notify"
                 ));
             }
         }
     }
     Ok(policy)
+}
+
+/// A whole number of days, at least 1: 0 would block every device the moment it syncs
+/// (Exchange's `LastSuccessSync` is always in the past).
+fn stale_days(value: &Value, path: &str) -> Result<StaleRule, String> {
+    match value.as_u64() {
+        Some(days @ 1..=36_500) => Ok(StaleRule {
+            after_days: days as u32,
+        }),
+        _ => Err(expected(path, "a whole number of days from 1 to 36500", value)),
+    }
 }
 
 fn groups(value: &Value, path: &str) -> Result<NameMap<()>, String> {
