@@ -415,6 +415,20 @@ impl Org {
 
     /// Resolves a mailbox identity the way `-Identity`/`-Mailbox` accept it: alias (Exchange
     /// Online's `Name`), UPN, primary SMTP, GUID or Entra object id.
+    /// Sets when a partnership last synced successfully (`LastSuccessSync` of
+    /// `Get-MobileDeviceStatistics`), as a device left in a drawer would have it.
+    pub fn set_last_sync(&mut self, device_id: &str, at: Utc) -> Result<(), OrgError> {
+        let seq = *self
+            .device_index
+            .get(&Self::mailbox_key(device_id))
+            .ok_or_else(|| OrgError::UnknownDevice(device_id.to_owned()))?;
+        let device = self.devices[seq as usize]
+            .as_mut()
+            .ok_or_else(|| OrgError::UnknownDevice(device_id.to_owned()))?;
+        device.last_sync = at;
+        Ok(())
+    }
+
     /// Sets a user's Graph `preferredLanguage` (`None`: `null`), as an admin would in Entra.
     pub fn set_preferred_language(
         &mut self,
