@@ -44,7 +44,11 @@ fn stale_days(value: &Value, path: &str) -> Result<StaleRule, String> {
         Some(days @ 1..=36_500) => Ok(StaleRule {
             after_days: days as u32,
         }),
-        _ => Err(expected(path, "a whole number of days from 1 to 36500", value)),
+        _ => Err(expected(
+            path,
+            "a whole number of days from 1 to 36500",
+            value,
+        )),
     }
 }
 
@@ -182,10 +186,12 @@ mod tests {
                     {"deviceClass": {"name": "iPhone15,2", "type": "model"}, "accessLevel": "block"},
                     {"deviceClass": {"name": "Android", "type": "family"}, "accessLevel": "quarantine"}
                 ],
+                "blockStaleAfterDays": 90,
                 "notify": false
             }"#,
         )
         .unwrap();
+        assert_eq!(policy.stale, Some(StaleRule { after_days: 90 }));
         assert!(policy.included_groups.contains("g1") && policy.included_groups.contains("G2"));
         assert!(policy.excluded_groups.contains("G3"));
         assert_eq!(policy.model_rules.get("IPHONE15,2"), Some(&Verdict::Block));
@@ -200,6 +206,7 @@ mod tests {
     fn empty_settings_are_the_default() {
         let policy = parse("{}").unwrap();
         assert!(policy.included_groups.is_empty() && policy.notify);
+        assert_eq!(policy.stale, None);
     }
 
     #[test]
@@ -224,6 +231,18 @@ mod tests {
             (
                 r#"{"excludedGroups": ["g1", 7]}"#.into(),
                 "excludedGroups[1]: expected a non-empty string, got 7",
+            ),
+            (
+                r#"{"blockStaleAfterDays": 0}"#.into(),
+                "blockStaleAfterDays: expected a whole number of days from 1 to 36500, got 0",
+            ),
+            (
+                r#"{"blockStaleAfterDays": 30.5}"#.into(),
+                "blockStaleAfterDays: expected a whole number of days from 1 to 36500, got 30.5",
+            ),
+            (
+                r#"{"blockStaleAfterDays": "90"}"#.into(),
+                r#"blockStaleAfterDays: expected a whole number of days from 1 to 36500, got "90""#,
             ),
             (
                 r#"{"notify": "yes"}"#.into(),

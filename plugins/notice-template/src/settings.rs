@@ -339,19 +339,29 @@ mod tests {
                 );
                 assert!(body.contains("Schritt-für-Schritt-Anleitung:"), "{body}");
             }
-            assert!(message.html.starts_with("<!DOCTYPE html>\n<html lang=\"de\">"));
+            assert!(
+                message
+                    .html
+                    .starts_with("<!DOCTYPE html>\n<html lang=\"de\">")
+            );
         }
         for locale in ["fr-FR", "en-US", "", "x-klingon"] {
             let message = render(locale);
             assert!(message.subject.starts_with("Action required"), "{locale}");
-            assert!(message.text.contains("Hello alice@contoso.com,"), "{locale}");
+            assert!(
+                message.text.contains("Hello alice@contoso.com,"),
+                "{locale}"
+            );
         }
         // Without a remediation URL the German defaults drop their link line too.
         let mut notice = notice();
         notice.locale = "de-DE".into();
         notice.remediation_url.clear();
         let text = templates.render(&notice).text;
-        assert!(!text.contains("Schritt-für-Schritt") && !text.contains("\n\n\n"), "{text}");
+        assert!(
+            !text.contains("Schritt-für-Schritt") && !text.contains("\n\n\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -361,12 +371,13 @@ mod tests {
         notice.locale = "de-DE".into();
         let message = templates.render(&notice);
         assert_eq!(message.text, "alice@contoso.com: quarantined");
-        assert!(message.subject.starts_with("Handlungsbedarf"), "{}", message.subject);
-        let own_german = parse(r#"{"locales": {"de": {"text": "{{verdict}}"}}}"#).unwrap();
-        assert_eq!(
-            own_german.render(&notice).text,
-            "unter Quarantäne gestellt"
+        assert!(
+            message.subject.starts_with("Handlungsbedarf"),
+            "{}",
+            message.subject
         );
+        let own_german = parse(r#"{"locales": {"de": {"text": "{{verdict}}"}}}"#).unwrap();
+        assert_eq!(own_german.render(&notice).text, "unter Quarantäne gestellt");
     }
 
     #[test]
