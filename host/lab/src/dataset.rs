@@ -919,6 +919,22 @@ mod tests {
     }
 
     #[test]
+    fn users_languages_vary_and_most_are_unset() {
+        let org = generate(&spec(10_000));
+        let count = |language: Option<&str>| {
+            org.mailboxes
+                .iter()
+                .filter(|m| m.preferred_language == language)
+                .count()
+        };
+        let unset = count(None);
+        assert!((1_700..2_300).contains(&unset), "unset {unset}");
+        for language in ["en-US", "de-DE", "fr-FR", "en-GB", "es-ES"] {
+            assert!(count(Some(language)) > 100, "{language}");
+        }
+    }
+
+    #[test]
     fn mix_is_realistic() {
         let org = generate(&spec(10_000));
         let devices: Vec<_> = org.devices.iter().flatten().collect();
