@@ -30,6 +30,7 @@ mod policy_table;
 mod polyglot;
 mod psrp_client;
 mod secrets;
+mod statistics;
 mod store_faults;
 mod swap_storm;
 mod sync;

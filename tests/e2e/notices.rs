@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use easgate::config::Config;
+use easgate::graph::GraphClient;
 use easgate::model::SyncKind;
 use easgate::notify::{NoticeId, RetryPolicy};
 use easgate::plugin::{AccessPolicyPlugin, PluginEngine, PluginRegistry, Source};
@@ -18,12 +19,12 @@ use easgate_lab::{Lab, NewDevices, ReceivedMail};
 use mail_parser::MessageParser;
 
 use crate::support::lab::{
-    REMEDIATION_URL, add_notify, notify_section, org_sync_over, sync_lab, unguarded,
+    REMEDIATION_URL, add_notify, exempt_group, notify_section, org_sync_over, sync_lab, unguarded,
     write_config_over,
 };
 use crate::support::{
-    Transport, builtin, easgate_within, lab_organization, plugin_registry, succeeded, wasm_bytes,
-    within,
+    Transport, builtin, easgate_within, lab_organization, plugin_registry, succeeded, test_http,
+    wasm_bytes, within,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -547,4 +548,104 @@ async fn max_per_run_spreads_a_mass_change_over_syncs(transport: Transport) {
     }
     let ids: HashSet<String> = message_ids(&lab.control().mails()).into_iter().collect();
     assert_eq!(ids.len() as u64, queued);
+}
+
+over_transports!(a_german_speaking_user_gets_the_german_notice);
+/// The user's Graph `preferredLanguage`, read with the scope group's members, reaches the
+/// template as `notice.locale`: `de-DE` gets the built-in German notice; `fr-FR`, which the
+/// built-in template does not speak, the English one.
+async fn a_german_speaking_user_gets_the_german_notice(transport: Transport) {
+    let lab = sync_lab(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let Notifying {
+        mut sync, policy, ..
+    } = notifying_over(&lab, dir.path(), transport);
+    let graph = GraphClient::new(&lab_organization(&lab), &test_http()).unwrap();
+    let truth = lab.control().truth();
+    let users = truth
+        .iter()
+        .filter_map(|d| d.user_principal_name.as_deref());
+    let (group, members) = exempt_group(&graph, users.take(400)).await;
+    // Listed only, so that its members' languages are read; the built-in policy's empty
+    // settings exclude nobody.
+    sync.settings.scope_groups = vec![group];
+    let mut members: Vec<String> = members.into_iter().collect();
+    members.sort();
+    assert!(members.len() >= 2, "{members:?}");
+    let (german, french) = (&members[0], &members[1]);
+    lab.control()
+        .set_preferred_language(german, Some("de-DE"))
+        .unwrap();
+    lab.control()
+        .set_preferred_language(french, Some("fr-FR"))
+        .unwrap();
+
+    within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
+        .await
+        .unwrap();
+    lab.control().clear_mails();
+
+    // A new, unenrolled device on each mailbox: quarantined, with a notice.
+    let mut mailbox_of = HashMap::new();
+    for upn in [german, french] {
+        let added = lab
+            .control()
+            .add_devices(&NewDevices {
+                count: 1,
+                mailbox: Some(upn.clone()),
+                enroll: None,
+            })
+            .unwrap();
+        let device = lab
+            .control()
+            .truth()
+            .into_iter()
+            .find(|d| d.device_id == added[0])
+            .unwrap();
+        mailbox_of.insert(upn.clone(), device.mailbox.expect("a mailbox"));
+    }
+    let run = within(LIMIT, sync.run(SyncKind::Quick, false, policy))
+        .await
+        .unwrap();
+    assert_eq!((run.notices.queued, run.notices.sent), (2, 2), "{run:?}");
+    let mails = lab.control().mails();
+    let parsed_for = |upn: &String| {
+        let mail = mails
+            .iter()
+            .find(|m| m.to == [mailbox_of[upn].clone()])
+            .unwrap_or_else(|| panic!("no notice to {upn}"));
+        let parsed = MessageParser::default().parse(mail.raw.as_bytes()).unwrap();
+        (
+            parsed.subject().unwrap().to_owned(),
+            parsed.body_text(0).unwrap().into_owned(),
+            parsed.body_html(0).unwrap().into_owned(),
+        )
+    };
+
+    let (subject, text, html) = parsed_for(german);
+    assert!(
+        subject.starts_with("Handlungsbedarf:") && subject.ends_with("unter Quarantäne gestellt"),
+        "{subject}"
+    );
+    assert!(text.starts_with("Hallo "), "{text}");
+    assert!(
+        text.contains("weil es nicht in der Geräteverwaltung registriert ist."),
+        "{text}"
+    );
+    assert!(html.contains("<html lang=\"de\">"), "{html}");
+
+    let (subject, text, _) = parsed_for(french);
+    assert!(subject.starts_with("Action required:"), "{subject}");
+    assert!(text.starts_with("Hello "), "{text}");
+
+    // The outbox kept each notice's language.
+    let org = sync.store.organization(&sync.name, 0).unwrap();
+    let stored = sync.store.notices(org, 10).unwrap();
+    let mut locales: Vec<&str> = stored
+        .iter()
+        .filter(|n| n.run == run.run)
+        .map(|n| n.locale.as_str())
+        .collect();
+    locales.sort();
+    assert_eq!(locales, ["de-DE", "fr-FR"]);
 }

@@ -317,6 +317,20 @@ impl LabControl {
         write(&self.shared).enroll(device_id, state, Utc::now())
     }
 
+    /// Sets a partnership's `LastSuccessSync` to `at` (Unix seconds).
+    pub fn set_last_sync(&self, device_id: &str, at: i64) -> Result<(), OrgError> {
+        write(&self.shared).set_last_sync(device_id, Utc::from_unix(at))
+    }
+
+    /// Sets the Graph `preferredLanguage` of `mailbox`'s user (alias, UPN or SMTP).
+    pub fn set_preferred_language(
+        &self,
+        mailbox: &str,
+        language: Option<&'static str>,
+    ) -> Result<(), OrgError> {
+        write(&self.shared).set_preferred_language(mailbox, language)
+    }
+
     pub fn retire(&self, device_id: &str) -> Result<(), OrgError> {
         write(&self.shared).retire(device_id)
     }

@@ -18,7 +18,7 @@ use crate::org::{
     EasDevice, Group, Mailbox, ManagedDevice, ManagementState, Org, OrgSettings, Owner, OwnerType,
     Tenant,
 };
-use crate::random::{Rng, mix};
+use crate::random::{Guid, Rng, mix};
 use crate::utc::Utc;
 
 /// The mail client of a device partnership; decides the user agent, the id format and `ClientType`.
@@ -491,14 +491,18 @@ fn mailboxes(
                 _ => smtp.clone(),
             };
             let created = spec.anchor.minus_days(rng.range(30, 2500));
+            // Drawn in the literal's former order: guid, then user id.
+            let guid = rng.guid();
+            let user_id = rng.guid();
             Mailbox {
                 display_name: format!("{} {}", p.first, p.last).into_boxed_str(),
                 alias: p.alias.into_boxed_str(),
                 upn: upn.into_boxed_str(),
                 primary_smtp: smtp.into_boxed_str(),
-                guid: rng.guid(),
-                user_id: rng.guid(),
+                guid,
+                user_id,
                 department: rng.weighted(&dept_weights) as u8,
+                preferred_language: preferred_language(user_id),
                 allowed: Vec::new(),
                 blocked: Vec::new(),
                 active_sync_enabled: true,
@@ -509,6 +513,20 @@ fn mailboxes(
             }
         })
         .collect()
+}
+
+/// A user's Graph `preferredLanguage`: most tenants leave it unset for most users (`null`);
+/// the rest mostly speak the tenant's language, some another. Taken from the user id's bits,
+/// not a new draw, so that the datasets of a seed stay what they were before languages.
+fn preferred_language(user_id: Guid) -> Option<&'static str> {
+    match (user_id.0 >> 64) % 100 {
+        0..=39 => None,
+        40..=74 => Some("en-US"),
+        75..=84 => Some("de-DE"),
+        85..=91 => Some("fr-FR"),
+        92..=95 => Some("en-GB"),
+        _ => Some("es-ES"),
+    }
 }
 
 fn devices(
@@ -898,6 +916,22 @@ mod tests {
             ..spec(500)
         });
         assert_ne!(a.truth(), c.truth());
+    }
+
+    #[test]
+    fn users_languages_vary_and_most_are_unset() {
+        let org = generate(&spec(10_000));
+        let count = |language: Option<&str>| {
+            org.mailboxes
+                .iter()
+                .filter(|m| m.preferred_language == language)
+                .count()
+        };
+        let unset = count(None);
+        assert!((1_700..2_300).contains(&unset), "unset {unset}");
+        for language in ["en-US", "de-DE", "fr-FR", "en-GB", "es-ES"] {
+            assert!(count(Some(language)) > 100, "{language}");
+        }
     }
 
     #[test]

@@ -224,6 +224,8 @@ pub(crate) struct Mailbox {
     /// Entra object id: `ExternalDirectoryObjectId` on Exchange, `id` of the Graph user.
     pub user_id: Guid,
     pub department: u8,
+    /// Graph `preferredLanguage` (BCP 47); `None` is Graph's `null`, what most users have.
+    pub preferred_language: Option<&'static str>,
     pub allowed: Vec<Box<str>>,
     pub blocked: Vec<Box<str>>,
     pub active_sync_enabled: bool,
@@ -413,6 +415,33 @@ impl Org {
 
     /// Resolves a mailbox identity the way `-Identity`/`-Mailbox` accept it: alias (Exchange
     /// Online's `Name`), UPN, primary SMTP, GUID or Entra object id.
+    /// Sets when a partnership last synced successfully (`LastSuccessSync` of
+    /// `Get-MobileDeviceStatistics`), as a device left in a drawer would have it.
+    pub fn set_last_sync(&mut self, device_id: &str, at: Utc) -> Result<(), OrgError> {
+        let seq = *self
+            .device_index
+            .get(&Self::mailbox_key(device_id))
+            .ok_or_else(|| OrgError::UnknownDevice(device_id.to_owned()))?;
+        let device = self.devices[seq as usize]
+            .as_mut()
+            .ok_or_else(|| OrgError::UnknownDevice(device_id.to_owned()))?;
+        device.last_sync = at;
+        Ok(())
+    }
+
+    /// Sets a user's Graph `preferredLanguage` (`None`: `null`), as an admin would in Entra.
+    pub fn set_preferred_language(
+        &mut self,
+        mailbox: &str,
+        language: Option<&'static str>,
+    ) -> Result<(), OrgError> {
+        let ix = self
+            .find_mailbox(mailbox)
+            .ok_or_else(|| OrgError::UnknownMailbox(mailbox.to_owned()))?;
+        self.mailboxes[ix as usize].preferred_language = language;
+        Ok(())
+    }
+
     pub fn find_mailbox(&self, identity: &str) -> Option<u32> {
         self.mailbox_index
             .get(&Self::mailbox_key(identity))

@@ -114,9 +114,17 @@ fn preview_notice(
         .notices(org_id, usize::MAX)?
         .into_iter()
         .find(|n| n.key == device.key);
-    let (recipient, upn) = match &latest {
-        Some(n) => (n.recipient.clone(), n.user_principal_name.clone()),
-        None => (device.exchange.mailbox.clone().unwrap_or_default(), None),
+    let (recipient, upn, locale) = match &latest {
+        Some(n) => (
+            n.recipient.clone(),
+            n.user_principal_name.clone(),
+            n.locale.clone(),
+        ),
+        None => (
+            device.exchange.mailbox.clone().unwrap_or_default(),
+            None,
+            String::new(),
+        ),
     };
     Ok(OutboxNotice {
         id: NoticeId::new("preview").expect("a valid id"),
@@ -128,6 +136,7 @@ fn preview_notice(
         reason: decision.reason.clone(),
         recipient,
         user_principal_name: upn,
+        locale,
         exchange: device.exchange.clone(),
         managed: device.managed.clone(),
         status: NoticeStatus::Pending,

@@ -8,7 +8,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::models::{
     AccessLevel, CasMailbox, ClientAccessService, DeviceAccessRule, ExchangeServer, Mailbox,
-    MobileDevice, OrganizationSettings,
+    MobileDevice, MobileDeviceStatistics, OrganizationSettings,
 };
 use crate::model::{Command, ParamValue, Parameters};
 
@@ -146,6 +146,29 @@ impl Cmdlet for GetMobileDeviceRecords {
 }
 
 /// `Get-CASMailbox`.
+/// `Get-MobileDeviceStatistics -Mailbox <mailbox> -ActiveSync`: the statistics of every
+/// ActiveSync partnership of one mailbox in one request (Exchange has no parameter set for a
+/// listing of the organization, and `-Identity` would cost a request per device).
+#[derive(Debug, Clone)]
+pub struct GetMobileDeviceStatistics {
+    pub mailbox: String,
+}
+
+impl Cmdlet for GetMobileDeviceStatistics {
+    const WRITE: bool = false;
+    type Output = MobileDeviceStatistics;
+    fn name(&self) -> &str {
+        "Get-MobileDeviceStatistics"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(
+            Parameters::new()
+                .text("Mailbox", self.mailbox.clone())
+                .switch("ActiveSync"),
+        )
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct GetCasMailbox {
     pub result_size: ResultSize,

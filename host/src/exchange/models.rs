@@ -91,6 +91,18 @@ impl crate::net::record::Record for MobileDevice {
     }
 }
 
+/// `Get-MobileDeviceStatistics`: the one fact the connector reads of it. Its other properties
+/// (folders synced, wipe times, policy status, ...) are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MobileDeviceStatistics {
+    /// The partnership's identity, as `Get-MobileDevice` spells it.
+    pub identity: String,
+    /// `null` for a partnership that never completed a sync.
+    #[serde(default)]
+    pub last_success_sync: Option<Timestamp>,
+}
+
 /// `Get-CASMailbox`: the per-mailbox allow and block lists.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]

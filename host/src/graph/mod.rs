@@ -225,7 +225,7 @@ impl GraphClient {
     /// Every member of a group, nested groups' members included (and the nested groups).
     pub async fn group_members(&self, group_id: &str) -> Result<Vec<DirectoryObject>, GraphError> {
         self.list(&format!(
-            "/v1.0/groups/{}/transitiveMembers?$select=id,userPrincipalName,displayName&$top=999",
+            "/v1.0/groups/{}/transitiveMembers?$select=id,userPrincipalName,displayName,preferredLanguage&$top=999",
             encode(group_id)
         ))
         .await
@@ -243,7 +243,7 @@ impl GraphClient {
     /// A user by object id or UPN.
     pub async fn user(&self, user: &str) -> Result<User, GraphError> {
         let url = format!(
-            "{}/v1.0/users/{}?$select=id,userPrincipalName,mail,displayName",
+            "{}/v1.0/users/{}?$select=id,userPrincipalName,mail,displayName,preferredLanguage",
             self.base,
             encode(user)
         );

@@ -88,6 +88,10 @@ pub struct DirectoryObject {
     pub user_principal_name: Option<String>,
     #[serde(rename = "displayName", default)]
     pub display_name: Option<String>,
+    /// A user's language (BCP 47), read for its notices; `null` or absent for most tenants'
+    /// users that nobody set it for.
+    #[serde(rename = "preferredLanguage", default)]
+    pub preferred_language: Option<String>,
 }
 
 impl DirectoryObject {
@@ -110,6 +114,8 @@ pub struct User {
     pub mail: Option<String>,
     #[serde(default)]
     pub display_name: Option<String>,
+    #[serde(default)]
+    pub preferred_language: Option<String>,
 }
 
 #[cfg(test)]

@@ -354,6 +354,10 @@ pub struct DirectoryUser {
     pub user_principal_name: String,
     /// Object ids of the in-scope groups the user belongs to.
     pub groups: Vec<String>,
+    /// Graph `preferredLanguage` (BCP 47, e.g. `de-DE`): the language of the user's notices.
+    /// Empty when the directory has none or the user was not listed with the in-scope groups.
+    #[serde(default)]
+    pub locale: String,
 }
 
 /// Everything discover and fetch found for one organization.

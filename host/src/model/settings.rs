@@ -39,6 +39,12 @@ pub struct SyncSettings {
     /// and removes the others (a rule whose level differs is removed and created again). Unset:
     /// the rules are not read and left alone; an empty list removes every rule.
     pub device_access_rules: Option<Vec<DeviceAccessRule>>,
+    /// Whether each device the sync decides gets its `LastSuccessSync` read
+    /// (`Get-MobileDeviceStatistics`, one request per mailbox of the devices decided) for the
+    /// policy's `last-success-sync`. Off by default: a full sync then costs a request per
+    /// mailbox more. Turn it on when the policy uses it (the built-in policy's
+    /// `blockStaleAfterDays`).
+    pub read_device_statistics: bool,
 }
 
 /// One device access rule (`New-ActiveSyncDeviceAccessRule`). Rules decide the devices that no
@@ -88,6 +94,7 @@ impl Default for SyncSettings {
             admin_mail_recipients: None,
             user_mail_insert: None,
             device_access_rules: None,
+            read_device_statistics: false,
         }
     }
 }

@@ -155,9 +155,11 @@ impl Store {
         let users = rows
             .into_iter()
             .map(|(user_principal_name, groups)| {
+                // The language is not kept: only a run's own notices use it, from its listing.
                 Ok(DirectoryUser {
                     user_principal_name,
                     groups: decode("a user's groups", &groups)?,
+                    locale: String::new(),
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -183,6 +185,7 @@ mod tests {
         DirectoryUser {
             user_principal_name: upn.into(),
             groups: groups.iter().map(|s| s.to_string()).collect(),
+            locale: String::new(),
         }
     }
 

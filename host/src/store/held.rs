@@ -128,8 +128,8 @@ pub(super) fn hold_decisions(
     let mut notice = tx
         .prepare_cached(
             "INSERT OR REPLACE INTO held_notices (sync_id, id, device_key, state, reason,
-                 recipient, user_principal_name, resend_interval_secs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 recipient, user_principal_name, resend_interval_secs, locale)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .map_err(store.sql(doing))?;
     for n in notices.requests {
@@ -143,6 +143,7 @@ pub(super) fn hold_decisions(
                 n.recipient,
                 n.user_principal_name,
                 notices.resend_interval_secs,
+                n.locale,
             ])
             .map_err(store.sql(doing))?;
     }
@@ -202,7 +203,16 @@ impl Store {
 /// A held decision as stored: device key, verdict, reason, notify, decided at.
 type HeldRow = (String, String, String, bool, i64);
 /// A held notice as stored: id, device key, state, reason, recipient, UPN, resend interval.
-type NoticeRow = (String, String, String, String, String, Option<String>, i64);
+type NoticeRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+);
 
 impl Store {
     /// The run's held decisions for devices the organization still has.
@@ -246,7 +256,7 @@ impl Store {
         let mut stmt = tx
             .prepare(
                 "SELECT n.id, n.device_key, n.state, n.reason, n.recipient,
-                         n.user_principal_name, n.resend_interval_secs
+                         n.user_principal_name, n.resend_interval_secs, n.locale
                      FROM held_notices AS n
                      JOIN devices AS d ON d.org_id = ?2 AND d.device_key = n.device_key
                      WHERE n.sync_id = ?1 ORDER BY n.id",
@@ -261,6 +271,7 @@ impl Store {
                 row.get(4)?,
                 row.get(5)?,
                 row.get(6)?,
+                row.get(7)?,
             ))
         })
         .map_err(self.sql(doing))?
@@ -284,7 +295,7 @@ fn decision_records(rows: Vec<HeldRow>) -> Result<Vec<DecisionRecord>, StoreErro
 
 fn notice_requests(rows: Vec<NoticeRow>) -> Result<Vec<NoticeRequest>, StoreError> {
     rows.into_iter()
-        .map(|(id, key, state, reason, recipient, upn, _)| {
+        .map(|(id, key, state, reason, recipient, upn, _, locale)| {
             Ok(NoticeRequest {
                 id: NoticeId::new(id).map_err(|e| StoreError::Decode {
                     what: "held notice id",
@@ -295,6 +306,7 @@ fn notice_requests(rows: Vec<NoticeRow>) -> Result<Vec<NoticeRequest>, StoreErro
                 reason,
                 recipient,
                 user_principal_name: upn,
+                locale,
             })
         })
         .collect()
@@ -370,6 +382,7 @@ mod tests {
                 reason: "why".into(),
                 recipient: "alice@contoso.com".into(),
                 user_principal_name: None,
+                locale: String::new(),
             };
             s.record_decisions_and_notices(
                 &DecisionBatch {

@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::Rewrite(v4_typed_commands),
     Migration::Sql(V5),
     Migration::Sql(V6),
+    Migration::Sql(V7),
 ];
 
 /// The schema version this build writes.
@@ -357,6 +358,14 @@ CREATE TABLE verdict_trend (
     undecided   INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX verdict_trend_by_org ON verdict_trend(org_id, sync_id);
+"#;
+
+/// The user's language (Graph `preferredLanguage`, a BCP 47 tag) with each notice, taken when
+/// the verdict is decided like the rest of the notice's facts; empty when the directory has none
+/// (and for notices recorded before this version).
+const V7: &str = r#"
+ALTER TABLE notices ADD COLUMN locale TEXT NOT NULL DEFAULT '';
+ALTER TABLE held_notices ADD COLUMN locale TEXT NOT NULL DEFAULT '';
 "#;
 
 #[cfg(test)]

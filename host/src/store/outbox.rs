@@ -29,6 +29,8 @@ pub struct NoticeRequest {
     /// The user's address (`To`).
     pub recipient: String,
     pub user_principal_name: Option<String>,
+    /// The user's language, a BCP 47 tag; empty when unknown.
+    pub locale: String,
 }
 
 /// The notices to enqueue with a batch of decisions.
@@ -103,6 +105,8 @@ pub struct OutboxNotice {
     pub reason: String,
     pub recipient: String,
     pub user_principal_name: Option<String>,
+    /// The user's language when decided, a BCP 47 tag; empty when unknown.
+    pub locale: String,
     /// The device's views when its verdict changed.
     pub exchange: ExchangeDevice,
     pub managed: Option<ManagedDevice>,
@@ -141,7 +145,7 @@ pub struct NoticeCounts {
 pub(super) const NOTICE_COLUMNS: &str =
     "id, org_id, sync_id, device_key, device_id, state, reason, recipient,
     user_principal_name, exchange, intune, status, attempts, next_attempt_at, last_error,
-    template_digest, response, created_at, sent_at";
+    template_digest, response, created_at, sent_at, locale";
 
 fn notice_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<OutboxNotice, StoreError>> {
     let id: String = row.get(0)?;
@@ -149,6 +153,7 @@ fn notice_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<OutboxNotice, 
     let exchange: String = row.get(9)?;
     let intune: Option<String> = row.get(10)?;
     let status: String = row.get(11)?;
+    let locale: String = row.get(19)?;
     let base = (
         OrgId(row.get(1)?),
         RunId(row.get(2)?),
@@ -198,6 +203,7 @@ fn notice_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<OutboxNotice, 
             reason,
             recipient,
             user_principal_name: upn,
+            locale,
             exchange: decode("Exchange view of a noticed device", &exchange)?,
             managed: intune
                 .map(|t| decode("Intune view of a noticed device", &t))
@@ -239,9 +245,9 @@ pub(super) fn enqueue(
         .prepare_cached(
             "INSERT OR IGNORE INTO notices (id, org_id, sync_id, device_key, device_id, state,
                  reason, recipient, user_principal_name, exchange, intune, status,
-                 next_attempt_at, created_at, updated_at)
+                 next_attempt_at, created_at, updated_at, locale)
              SELECT ?1, org_id, ?3, device_key, device_id, ?4, ?5, ?6, ?7, exchange, intune,
-                 'pending', ?8, ?8, ?8
+                 'pending', ?8, ?8, ?8, ?10
              FROM devices WHERE org_id = ?2 AND device_key = ?9",
         )
         .map_err(store.sql("enqueueing notices"))?;
@@ -283,6 +289,7 @@ pub(super) fn enqueue(
                 r.user_principal_name,
                 now,
                 r.key.as_str(),
+                r.locale,
             ])
             .map_err(store.sql("enqueueing notices"))? as u64;
     }
@@ -457,6 +464,7 @@ mod tests {
             reason: "not-enrolled".into(),
             recipient: "alice@contoso.com".into(),
             user_principal_name: None,
+            locale: String::new(),
         };
         store
             .record_decisions_and_notices(
@@ -602,6 +610,7 @@ mod tests {
                     reason: "x".into(),
                     recipient: "alice@contoso.com".into(),
                     user_principal_name: None,
+                    locale: String::new(),
                 }],
                 resend_interval_secs: 0,
             },

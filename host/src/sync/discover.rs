@@ -269,9 +269,10 @@ fn mailboxes(cas: Vec<models::CasMailbox>, mailboxes: Vec<models::Mailbox>) -> V
         .collect()
 }
 
-/// The directory users the mailboxes name, each with the in-scope groups it is a member of.
-/// Every mailbox's UPN counts as a user: the admin API lists mailboxes of existing users only.
-fn users(mailboxes: &[Mailbox], groups: &BTreeMap<String, Vec<String>>) -> Vec<DirectoryUser> {
+/// The directory users the mailboxes name, each with the in-scope groups it is a member of and
+/// its language. Every mailbox's UPN counts as a user: the admin API lists mailboxes of existing
+/// users only.
+fn users(mailboxes: &[Mailbox], members: &BTreeMap<String, DirectoryUser>) -> Vec<DirectoryUser> {
     mailboxes
         .iter()
         .map(|m| {
@@ -279,28 +280,33 @@ fn users(mailboxes: &[Mailbox], groups: &BTreeMap<String, Vec<String>>) -> Vec<D
                 .user_principal_name
                 .clone()
                 .unwrap_or_else(|| m.primary_smtp.clone());
-            let key = upn.to_lowercase();
+            let member = members.get(&upn.to_lowercase());
             DirectoryUser {
-                groups: groups.get(&key).cloned().unwrap_or_default(),
+                groups: member.map(|u| u.groups.clone()).unwrap_or_default(),
+                locale: member.map(|u| u.locale.clone()).unwrap_or_default(),
                 user_principal_name: upn,
             }
         })
         .collect()
 }
 
-/// UPN (lowercase) → the in-scope groups the user is a transitive member of.
+/// UPN (lowercase) → the user as the in-scope groups' listings show it: the groups it is a
+/// transitive member of and its `preferredLanguage` (read in the same listing, so the notices'
+/// language costs no request of its own).
 async fn group_membership(
     graph: &GraphClient,
     scope_groups: &[String],
-) -> Result<BTreeMap<String, Vec<String>>, GraphError> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+) -> Result<BTreeMap<String, DirectoryUser>, GraphError> {
+    let mut out: BTreeMap<String, DirectoryUser> = BTreeMap::new();
     for group in scope_groups {
         for member in graph.group_members(group).await? {
             let is_user = member.is_user();
             if let Some(upn) = member.user_principal_name.filter(|_| is_user) {
-                out.entry(upn.to_lowercase())
-                    .or_default()
-                    .push(group.clone());
+                let user = out.entry(upn.to_lowercase()).or_default();
+                user.groups.push(group.clone());
+                if let Some(locale) = member.preferred_language.filter(|l| !l.is_empty()) {
+                    user.locale = locale;
+                }
             }
         }
     }

@@ -332,6 +332,7 @@ mod tests {
         DirectoryUser {
             user_principal_name: upn.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            locale: String::new(),
         }
     }
 

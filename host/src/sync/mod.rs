@@ -36,6 +36,7 @@ pub mod plan;
 pub mod progress;
 pub mod runner;
 pub mod save;
+pub mod statistics;
 pub mod whatif;
 
 pub use matching::{MatchReport, Matched, MatchedDevice, Retired, match_inventory};

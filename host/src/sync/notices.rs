@@ -158,7 +158,7 @@ pub fn template_input(settings: &NoticeSettings, notice: &OutboxNotice) -> types
         reason: notice.reason.clone(),
         notify: true,
     };
-    settings.notice(&device, &decision, "")
+    settings.notice(&device, &decision, &notice.locale)
 }
 
 /// Renders and sends `org`'s due notices (at most `stage.max_per_run`) with `template`.

@@ -24,6 +24,7 @@
 //! [`Store::recover`] at the next start abandons both, and [`OrgSync::run`] then runs a full
 //! sync, which re-reads every mailbox and plans afresh instead of replaying the old plan.
 
+use super::statistics::{self, StatisticsReport};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -440,6 +441,17 @@ impl OrgSync {
         report(progress::PLAN, 0, None);
         inventory.managed = Vec::new();
         let users = std::mem::take(&mut inventory.users);
+        // The users go to the store; the notices keep only their languages, and only when the
+        // run sends notices.
+        let locales = if self.notices.is_some() && !run.dry_run {
+            users
+                .iter()
+                .filter(|u| !u.locale.is_empty())
+                .map(|u| (u.user_principal_name.to_lowercase(), u.locale.clone()))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let inventory = Arc::new(inventory);
         let forget_absent = run.full && complete;
         let saved = saver.map(|saver| {
@@ -462,6 +474,7 @@ impl OrgSync {
             access_rules,
             complete,
             saved,
+            locales,
         }
     }
 
@@ -478,8 +491,9 @@ impl OrgSync {
             access_rules,
             complete,
             saved,
+            locales,
         } = decided;
-        let verdicts = self.verdicts(run, &inventory, decisions, &mut matched);
+        let verdicts = self.verdicts(run, &inventory, decisions, &mut matched, &locales);
         let removals = matched.removal_candidates(&inventory, &self.settings);
         let org_devices = if run.full {
             inventory.devices.len()
@@ -544,6 +558,7 @@ impl OrgSync {
         inventory: &'i Inventory,
         decisions: Vec<Option<types::Decision>>,
         matched: &mut Matched,
+        locales: &HashMap<String, String>,
     ) -> Verdicts<'i> {
         let mut verdicts = Verdicts::default();
         let mailboxes: HashMap<String, &crate::model::Mailbox> =
@@ -584,6 +599,17 @@ impl OrgSync {
                     reason: d.reason.clone(),
                     recipient: mailbox.primary_smtp.trim().to_owned(),
                     user_principal_name: mailbox.user_principal_name.clone(),
+                    // Keyed as discovery keys users: the UPN, else the primary address.
+                    locale: locales
+                        .get(
+                            &mailbox
+                                .user_principal_name
+                                .as_deref()
+                                .unwrap_or(&mailbox.primary_smtp)
+                                .to_lowercase(),
+                        )
+                        .cloned()
+                        .unwrap_or_default(),
                 });
             }
             verdicts.records.push(DecisionRecord {
@@ -884,6 +910,10 @@ impl OrgSync {
         // The first device not yet queued for the policy.
         let mut queued = 0;
         let batch_size = self.batch_size.max(1);
+        let mut statistics = self
+            .settings
+            .read_device_statistics
+            .then(StatisticsReport::default);
         while let Some(page) = pages.next().await? {
             let first = inventory.devices.len();
             for device in page {
@@ -901,13 +931,28 @@ impl OrgSync {
             }
             while matched.len() - queued >= batch_size {
                 let batch = queued..queued + batch_size;
+                statistics::fill_in(
+                    &self.exchange,
+                    &mut inventory.devices[batch.clone()],
+                    &mut statistics,
+                )
+                .await;
                 decider.decide(contexts(&matched[batch], &inventory)).await;
                 queued += batch_size;
             }
         }
+        statistics::fill_in(
+            &self.exchange,
+            &mut inventory.devices[queued..],
+            &mut statistics,
+        )
+        .await;
         decider
             .decide(contexts(&matched[queued..], &inventory))
             .await;
+        if let Some(report) = &statistics {
+            report.log(&self.name);
+        }
         unreadable.extend(pages.unreadable());
         let report = matcher.finish();
         tracing::debug!(org = %self.name, ?report, "matched");
@@ -996,6 +1041,8 @@ struct DecidedInventory {
     complete: bool,
     /// The store's writes of the directory and of the devices gone, which recording waits for.
     saved: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+    /// UPN (lowercase) → the user's language, for the notices; only users that have one.
+    locales: HashMap<String, String>,
 }
 
 /// The decisions as the plan and the store take them.

@@ -249,7 +249,7 @@ pub fn stored_inventory(records: &[DeviceRecord]) -> Inventory {
             .into_iter()
             .map(|user_principal_name| DirectoryUser {
                 user_principal_name,
-                groups: Vec::new(),
+                ..DirectoryUser::default()
             })
             .collect(),
         // Records missing from the store are not records Intune let go of.
@@ -460,6 +460,7 @@ mod tests {
             users: vec![DirectoryUser {
                 user_principal_name: "alice@corp.contoso.com".into(),
                 groups: vec!["g1".into()],
+                locale: String::new(),
             }],
         };
         let inventory = inventory_with_directory(&records, directory.clone());

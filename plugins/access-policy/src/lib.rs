@@ -10,6 +10,7 @@
 mod bump;
 mod policy;
 mod settings;
+mod stale;
 
 use std::sync::{Mutex, PoisonError};
 
@@ -34,7 +35,7 @@ impl Guest for AccessPolicy {
         Ok(())
     }
 
-    fn decide(_info: SyncInfo, devices: Vec<DeviceContext>) -> Vec<Decision> {
+    fn decide(info: SyncInfo, devices: Vec<DeviceContext>) -> Vec<Decision> {
         let policy = POLICY.lock().unwrap_or_else(PoisonError::into_inner);
         // Deciding with some default instead would ignore the operator's scope and rules; a
         // trap makes the host's mistake visible and applies nothing.
@@ -43,7 +44,7 @@ impl Guest for AccessPolicy {
             .expect("the host calls configure before decide");
         devices
             .iter()
-            .map(|device| decision(policy.decide(device)))
+            .map(|device| decision(policy.decide(device, info.now)))
             .collect()
     }
 }

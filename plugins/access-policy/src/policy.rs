@@ -3,6 +3,7 @@
 use std::cmp::Ordering;
 
 use crate::easgate::policy::types::{ComplianceState, DeviceContext, Verdict};
+use crate::stale::StaleRule;
 
 /// The configured policy: what `configure` parsed out of the settings.
 #[derive(Debug)]
@@ -16,6 +17,8 @@ pub struct Policy {
     pub family_rules: NameMap<Verdict>,
     /// `false` silences every notice, whatever the verdict.
     pub notify: bool,
+    /// `blockStaleAfterDays`; `None` (the default) blocks no device for its age.
+    pub stale: Option<StaleRule>,
 }
 
 impl Default for Policy {
@@ -27,6 +30,7 @@ impl Default for Policy {
             model_rules: NameMap::default(),
             family_rules: NameMap::default(),
             notify: true,
+            stale: None,
         }
     }
 }
@@ -39,6 +43,7 @@ pub enum Reason {
     Noncompliant,
     DeviceRule,
     NotEnrolled,
+    Stale,
 }
 
 impl Reason {
@@ -49,6 +54,7 @@ impl Reason {
             Reason::Noncompliant => "noncompliant",
             Reason::DeviceRule => "device-rule",
             Reason::NotEnrolled => "not-enrolled",
+            Reason::Stale => "stale",
         }
     }
 }
@@ -63,8 +69,8 @@ pub struct Outcome {
 
 impl Policy {
     /// The decision table; the first row that matches wins. Allocates nothing: it runs a
-    /// million times a second.
-    pub fn decide(&self, device: &DeviceContext) -> Outcome {
+    /// million times a second. `now` is the host's `sync-info.now` (Unix seconds).
+    pub fn decide(&self, device: &DeviceContext, now: i64) -> Outcome {
         // An unresolved user (e.g. the owner left) cannot be shown to be out of scope, so the
         // device is judged like any other rather than silently left alone.
         if let Some(user) = &device.user {
@@ -75,6 +81,11 @@ impl Policy {
             if !in_scope || excluded {
                 return self.outcome(Verdict::Exempt, Reason::OutOfScope, false);
             }
+        }
+
+        // Before compliance: a compliant record says nothing about a partnership nobody uses.
+        if self.stale.is_some_and(|rule| rule.is_stale(device, now)) {
+            return self.outcome(Verdict::Block, Reason::Stale, true);
         }
 
         if let Some(managed) = &device.managed {
@@ -321,8 +332,59 @@ mod tests {
         ];
         let policy = policy();
         for (name, device, want) in cases {
-            assert_eq!(policy.decide(&device), want, "{name}");
+            assert_eq!(policy.decide(&device, NOW), want, "{name}");
         }
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn a_stale_partnership_is_blocked_before_compliance_but_not_out_of_scope() {
+        let stale_30 = Policy {
+            stale: Some(StaleRule { after_days: 30 }),
+            ..policy()
+        };
+        let synced = |mut d: DeviceContext, days_ago: i64| {
+            d.eas.last_success_sync = Some(NOW - days_ago * 86_400);
+            d
+        };
+        let phone = || device("iPhone", "iPhone14,7");
+        let cases = [
+            (
+                "stale and compliant",
+                synced(enrolled(phone(), ComplianceState::Compliant), 31),
+                expect(Verdict::Block, Reason::Stale, true),
+            ),
+            (
+                "stale and not enrolled",
+                synced(device("Outlook", "x"), 400),
+                expect(Verdict::Block, Reason::Stale, true),
+            ),
+            (
+                "recent",
+                synced(enrolled(phone(), ComplianceState::Compliant), 29),
+                expect(Verdict::Allow, Reason::Compliant, false),
+            ),
+            (
+                "no statistics",
+                enrolled(phone(), ComplianceState::Compliant),
+                expect(Verdict::Allow, Reason::Compliant, false),
+            ),
+            (
+                "out of scope stays exempt",
+                synced(in_groups(phone(), &[]), 400),
+                expect(Verdict::Exempt, Reason::OutOfScope, false),
+            ),
+        ];
+        for (name, device, want) in cases {
+            assert_eq!(stale_30.decide(&device, NOW), want, "{name}");
+        }
+        // Off by default.
+        let old = synced(enrolled(phone(), ComplianceState::Compliant), 4000);
+        assert_eq!(
+            policy().decide(&old, NOW),
+            expect(Verdict::Allow, Reason::Compliant, false)
+        );
     }
 
     #[test]
@@ -330,7 +392,7 @@ mod tests {
         let policy = Policy::default();
         let device = in_groups(device("Outlook", "x"), &[]);
         assert_eq!(
-            policy.decide(&device),
+            policy.decide(&device, NOW),
             expect(Verdict::Quarantine, Reason::NotEnrolled, true)
         );
     }
@@ -343,12 +405,12 @@ mod tests {
         };
         let noncompliant = enrolled(device("iPhone", "x"), ComplianceState::Error);
         assert_eq!(
-            policy.decide(&noncompliant),
+            policy.decide(&noncompliant, NOW),
             expect(Verdict::Block, Reason::Noncompliant, false)
         );
         let unknown = device("Outlook", "x");
         assert_eq!(
-            policy.decide(&unknown),
+            policy.decide(&unknown, NOW),
             expect(Verdict::Quarantine, Reason::NotEnrolled, false)
         );
     }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::easgate::policy::types::Verdict;
 use crate::policy::{NameMap, Policy};
+use crate::stale::StaleRule;
 
 pub fn parse(settings: &str) -> Result<Policy, String> {
     let value: Value =
@@ -19,6 +20,7 @@ pub fn parse(settings: &str) -> Result<Policy, String> {
             "includedGroups" => policy.included_groups = groups(value, key)?,
             "excludedGroups" => policy.excluded_groups = groups(value, key)?,
             "accessRules" => (policy.model_rules, policy.family_rules) = rules(value)?,
+            "blockStaleAfterDays" => policy.stale = Some(stale_days(value, key)?),
             "notify" => {
                 policy.notify = value
                     .as_bool()
@@ -27,12 +29,27 @@ pub fn parse(settings: &str) -> Result<Policy, String> {
             _ => {
                 return Err(format!(
                     "{key}: unknown setting; the settings are includedGroups, excludedGroups, \
-                     accessRules and notify"
+                     accessRules, blockStaleAfterDays and notify"
                 ));
             }
         }
     }
     Ok(policy)
+}
+
+/// A whole number of days, at least 1: 0 would block every device the moment it syncs
+/// (Exchange's `LastSuccessSync` is always in the past).
+fn stale_days(value: &Value, path: &str) -> Result<StaleRule, String> {
+    match value.as_u64() {
+        Some(days @ 1..=36_500) => Ok(StaleRule {
+            after_days: days as u32,
+        }),
+        _ => Err(expected(
+            path,
+            "a whole number of days from 1 to 36500",
+            value,
+        )),
+    }
 }
 
 fn groups(value: &Value, path: &str) -> Result<NameMap<()>, String> {
@@ -169,10 +186,12 @@ mod tests {
                     {"deviceClass": {"name": "iPhone15,2", "type": "model"}, "accessLevel": "block"},
                     {"deviceClass": {"name": "Android", "type": "family"}, "accessLevel": "quarantine"}
                 ],
+                "blockStaleAfterDays": 90,
                 "notify": false
             }"#,
         )
         .unwrap();
+        assert_eq!(policy.stale, Some(StaleRule { after_days: 90 }));
         assert!(policy.included_groups.contains("g1") && policy.included_groups.contains("G2"));
         assert!(policy.excluded_groups.contains("G3"));
         assert_eq!(policy.model_rules.get("IPHONE15,2"), Some(&Verdict::Block));
@@ -187,6 +206,7 @@ mod tests {
     fn empty_settings_are_the_default() {
         let policy = parse("{}").unwrap();
         assert!(policy.included_groups.is_empty() && policy.notify);
+        assert_eq!(policy.stale, None);
     }
 
     #[test]
@@ -211,6 +231,18 @@ mod tests {
             (
                 r#"{"excludedGroups": ["g1", 7]}"#.into(),
                 "excludedGroups[1]: expected a non-empty string, got 7",
+            ),
+            (
+                r#"{"blockStaleAfterDays": 0}"#.into(),
+                "blockStaleAfterDays: expected a whole number of days from 1 to 36500, got 0",
+            ),
+            (
+                r#"{"blockStaleAfterDays": 30.5}"#.into(),
+                "blockStaleAfterDays: expected a whole number of days from 1 to 36500, got 30.5",
+            ),
+            (
+                r#"{"blockStaleAfterDays": "90"}"#.into(),
+                r#"blockStaleAfterDays: expected a whole number of days from 1 to 36500, got "90""#,
             ),
             (
                 r#"{"notify": "yes"}"#.into(),

@@ -9,30 +9,57 @@
 //!
 //! Every key is optional. A part is looked up in the user's locale first (the exact tag, then
 //! its language alone: `de-AT` falls back to `de`), then at the top level, then in the built-in
-//! English defaults (`defaults/`). The built-in defaults leave out their "Step-by-step
-//! instructions" link line when the notice has no remediation URL; an operator's own templates
-//! are rendered as written.
+//! defaults in the user's language (`defaults/de/` for German), then in the built-in English
+//! defaults (`defaults/`). The built-in defaults leave out their "Step-by-step instructions"
+//! link line when the notice has no remediation URL; an operator's own templates are rendered
+//! as written. `{{verdict}}` and `{{reason_text}}` are written in the language of the template
+//! they appear in: a locale's own, German for the German defaults, English otherwise.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
 use crate::easgate::policy::types::{Message, Notice};
-use crate::template::{Escape, Template};
+use crate::template::{Escape, Language, Template};
 
 const DEFAULT_SUBJECT: &str =
     "Action required: {{organization}} email on {{device_name}} was {{verdict}}";
 const DEFAULT_HTML: &str = include_str!("../defaults/html.html");
 const DEFAULT_TEXT: &str = include_str!("../defaults/text.txt");
+const GERMAN_SUBJECT: &str =
+    "Handlungsbedarf: {{organization}}-E-Mail auf {{device_name}} wurde {{verdict}}";
+const GERMAN_HTML: &str = include_str!("../defaults/de/html.html");
+const GERMAN_TEXT: &str = include_str!("../defaults/de/text.txt");
 
 /// What `configure` compiled from the settings.
 #[derive(Debug)]
 pub struct Templates {
+    /// The operator's own parts for every user; `None` where the built-in defaults apply.
+    subject: Option<Part>,
+    html: Option<Part>,
+    text: Option<Part>,
+    /// Keyed by the lowercase tag, `-`-separated.
+    locales: BTreeMap<String, Overrides>,
+    english: Builtin,
+    german: Builtin,
+}
+
+/// The built-in defaults of one language.
+#[derive(Debug)]
+struct Builtin {
     subject: Part,
     html: Part,
     text: Part,
-    /// Keyed by the lowercase tag, `-`-separated.
-    locales: BTreeMap<String, Overrides>,
+}
+
+impl Builtin {
+    fn new(language: Language, [subject, html, text]: [&str; 3], name: &str) -> Self {
+        Self {
+            subject: Part::builtin(subject, &format!("{name} subject"), language),
+            html: Part::builtin(html, &format!("{name} html"), language),
+            text: Part::builtin(text, &format!("{name} text"), language),
+        }
+    }
 }
 
 /// A locale's replacements for some of the parts.
@@ -50,10 +77,12 @@ struct Part {
     /// For a built-in default, the same template without its lines that show the
     /// remediation URL, used when the host has none to give.
     without_link: Option<Template>,
+    /// The language `{{verdict}}` and `{{reason_text}}` are written in.
+    language: Language,
 }
 
 impl Part {
-    fn builtin(source: &str, name: &str) -> Self {
+    fn builtin(source: &str, name: &str, language: Language) -> Self {
         let mut without_link = String::with_capacity(source.len());
         let mut after_blank = false;
         for line in source.split_inclusive('\n') {
@@ -68,6 +97,7 @@ impl Part {
         Self {
             template: compile_builtin(source, name),
             without_link: Some(compile_builtin(&without_link, name)),
+            language,
         }
     }
 
@@ -76,7 +106,7 @@ impl Part {
             Some(without_link) if notice.remediation_url.is_empty() => without_link,
             _ => &self.template,
         };
-        template.render(notice, escape)
+        template.render(notice, escape, self.language)
     }
 }
 
@@ -87,15 +117,21 @@ fn compile_builtin(source: &str, name: &str) -> Template {
 impl Templates {
     pub fn render(&self, notice: &Notice) -> Message {
         let overrides = self.overrides(&notice.locale);
-        let subject = overrides.and_then(|o| o.subject.as_ref());
-        let html = overrides.and_then(|o| o.html.as_ref());
-        let text = overrides.and_then(|o| o.text.as_ref());
+        let builtin = match Language::of(&notice.locale) {
+            Language::German => &self.german,
+            Language::English => &self.english,
+        };
         Message {
-            subject: subject
-                .unwrap_or(&self.subject)
-                .render(notice, Escape::Subject),
-            html: html.unwrap_or(&self.html).render(notice, Escape::Html),
-            text: text.unwrap_or(&self.text).render(notice, Escape::Text),
+            subject: pick(
+                overrides.map(|o| &o.subject),
+                &self.subject,
+                &builtin.subject,
+            )
+            .render(notice, Escape::Subject),
+            html: pick(overrides.map(|o| &o.html), &self.html, &builtin.html)
+                .render(notice, Escape::Html),
+            text: pick(overrides.map(|o| &o.text), &self.text, &builtin.text)
+                .render(notice, Escape::Text),
         }
     }
 
@@ -111,6 +147,14 @@ impl Templates {
     }
 }
 
+/// A part: the locale's own, else the operator's for everyone, else the built-in default.
+fn pick<'a>(local: Option<&'a Option<Part>>, own: &'a Option<Part>, default: &'a Part) -> &'a Part {
+    local
+        .and_then(Option::as_ref)
+        .or(own.as_ref())
+        .unwrap_or(default)
+}
+
 /// `de_de` and `DE-de` are `de-de`: tags are case-insensitive, and `_` is a common misspelling.
 fn normalize_tag(tag: &str) -> String {
     tag.trim().to_ascii_lowercase().replace('_', "-")
@@ -120,16 +164,27 @@ pub fn parse(settings: &str) -> Result<Templates, String> {
     let value: Value =
         serde_json::from_str(settings).map_err(|err| format!("settings: not valid JSON: {err}"))?;
     let mut templates = Templates {
-        subject: Part::builtin(DEFAULT_SUBJECT, "default subject"),
-        html: Part::builtin(DEFAULT_HTML, "default html"),
-        text: Part::builtin(DEFAULT_TEXT, "default text"),
+        subject: None,
+        html: None,
+        text: None,
         locales: BTreeMap::new(),
+        english: Builtin::new(
+            Language::English,
+            [DEFAULT_SUBJECT, DEFAULT_HTML, DEFAULT_TEXT],
+            "default",
+        ),
+        german: Builtin::new(
+            Language::German,
+            [GERMAN_SUBJECT, GERMAN_HTML, GERMAN_TEXT],
+            "German default",
+        ),
     };
     for (key, value) in object(&value, "settings")? {
+        let english = Language::English;
         match key.as_str() {
-            "subject" => templates.subject = part(value, key, true)?,
-            "html" => templates.html = part(value, key, false)?,
-            "text" => templates.text = part(value, key, false)?,
+            "subject" => templates.subject = Some(part(value, key, true, english)?),
+            "html" => templates.html = Some(part(value, key, false, english)?),
+            "text" => templates.text = Some(part(value, key, false, english)?),
             "locales" => templates.locales = locales(value)?,
             _ => {
                 return Err(format!(
@@ -152,12 +207,13 @@ fn locales(value: &Value) -> Result<BTreeMap<String, Overrides>, String> {
             ));
         }
         let mut overrides = Overrides::default();
+        let language = Language::of(&key);
         for (part_name, value) in object(value, &path)? {
             let path = format!("{path}.{part_name}");
             match part_name.as_str() {
-                "subject" => overrides.subject = Some(part(value, &path, true)?),
-                "html" => overrides.html = Some(part(value, &path, false)?),
-                "text" => overrides.text = Some(part(value, &path, false)?),
+                "subject" => overrides.subject = Some(part(value, &path, true, language)?),
+                "html" => overrides.html = Some(part(value, &path, false, language)?),
+                "text" => overrides.text = Some(part(value, &path, false, language)?),
                 _ => {
                     return Err(format!(
                         "{path}: unknown key; a locale has subject, html and text"
@@ -175,7 +231,7 @@ fn locales(value: &Value) -> Result<BTreeMap<String, Overrides>, String> {
 }
 
 /// An operator's template for one part; `path` names it in errors.
-fn part(value: &Value, path: &str, one_line: bool) -> Result<Part, String> {
+fn part(value: &Value, path: &str, one_line: bool, language: Language) -> Result<Part, String> {
     let source = match value.as_str() {
         Some(source) if !source.trim().is_empty() => source,
         _ => return Err(expected(path, "a non-empty template string", value)),
@@ -188,6 +244,7 @@ fn part(value: &Value, path: &str, one_line: bool) -> Result<Part, String> {
     Ok(Part {
         template: Template::compile(source, path)?,
         without_link: None,
+        language,
     })
 }
 
@@ -256,6 +313,71 @@ mod tests {
         // An operator's template is rendered as written.
         let own = parse(r#"{"text": "Go to [{{remediation_url}}]"}"#).unwrap();
         assert_eq!(own.render(&notice).text, "Go to []");
+    }
+
+    #[test]
+    fn german_users_get_the_german_defaults_and_others_the_english_ones() {
+        let templates = parse("{}").unwrap();
+        let render = |locale: &str| {
+            let mut notice = notice();
+            notice.locale = locale.into();
+            templates.render(&notice)
+        };
+        for locale in ["de-DE", "de-AT", "de"] {
+            let message = render(locale);
+            assert_eq!(
+                message.subject,
+                "Handlungsbedarf: Contoso-E-Mail auf iPhone15,2 <b>\"x\" & 'y' wurde unter \
+                 Quarantäne gestellt",
+                "{locale}"
+            );
+            for body in [&message.text, &message.html] {
+                assert!(body.contains("Hallo alice@contoso.com,"), "{body}");
+                assert!(
+                    body.contains("weil es nicht in der Geräteverwaltung registriert ist."),
+                    "{body}"
+                );
+                assert!(body.contains("Schritt-für-Schritt-Anleitung:"), "{body}");
+            }
+            assert!(
+                message
+                    .html
+                    .starts_with("<!DOCTYPE html>\n<html lang=\"de\">")
+            );
+        }
+        for locale in ["fr-FR", "en-US", "", "x-klingon"] {
+            let message = render(locale);
+            assert!(message.subject.starts_with("Action required"), "{locale}");
+            assert!(
+                message.text.contains("Hello alice@contoso.com,"),
+                "{locale}"
+            );
+        }
+        // Without a remediation URL the German defaults drop their link line too.
+        let mut notice = notice();
+        notice.locale = "de-DE".into();
+        notice.remediation_url.clear();
+        let text = templates.render(&notice).text;
+        assert!(
+            !text.contains("Schritt-für-Schritt") && !text.contains("\n\n\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_operators_own_template_wins_over_the_german_default_and_stays_english() {
+        let templates = parse(r#"{"text": "{{user}}: {{verdict}}"}"#).unwrap();
+        let mut notice = notice();
+        notice.locale = "de-DE".into();
+        let message = templates.render(&notice);
+        assert_eq!(message.text, "alice@contoso.com: quarantined");
+        assert!(
+            message.subject.starts_with("Handlungsbedarf"),
+            "{}",
+            message.subject
+        );
+        let own_german = parse(r#"{"locales": {"de": {"text": "{{verdict}}"}}}"#).unwrap();
+        assert_eq!(own_german.render(&notice).text, "unter Quarantäne gestellt");
     }
 
     #[test]

@@ -28,6 +28,28 @@ pub enum Escape {
     Text,
 }
 
+/// The language of the words the plugin itself puts into a message (`{{verdict}}`,
+/// `{{reason_text}}`): the language of the template they are rendered into, so that an English
+/// template never shows a German verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    English,
+    German,
+}
+
+impl Language {
+    /// The language of a BCP 47 tag (any case, `_` or `-`) if the plugin speaks it, else
+    /// English.
+    pub fn of(tag: &str) -> Self {
+        let primary = tag.trim().split(['-', '_']).next().unwrap_or_default();
+        if primary.eq_ignore_ascii_case("de") {
+            Language::German
+        } else {
+            Language::English
+        }
+    }
+}
+
 /// The variables a template may use, by the name it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Var {
@@ -93,12 +115,12 @@ impl Template {
         Ok(Self { segments })
     }
 
-    pub fn render(&self, notice: &Notice, escape: Escape) -> String {
+    pub fn render(&self, notice: &Notice, escape: Escape, language: Language) -> String {
         let mut out = String::with_capacity(self.len_hint());
         for segment in &self.segments {
             match segment {
                 Segment::Text(text) => out.push_str(text),
-                Segment::Var(var) => write_value(&mut out, var.value(notice), escape),
+                Segment::Var(var) => write_value(&mut out, var.value(notice, language), escape),
             }
         }
         out
@@ -139,7 +161,7 @@ fn write_value(out: &mut String, value: &str, escape: Escape) {
 }
 
 impl Var {
-    fn value(self, notice: &Notice) -> &str {
+    fn value(self, notice: &Notice, language: Language) -> &str {
         let device = &notice.device;
         let eas = &device.eas;
         match self {
@@ -171,28 +193,48 @@ impl Var {
                 ])
                 .find(|name| !name.is_empty())
                 .unwrap_or_default(),
-            Var::Verdict => match notice.decision.verdict {
-                Verdict::Allow => "allowed",
-                Verdict::Block => "blocked",
-                Verdict::Quarantine => "quarantined",
-                Verdict::Exempt => "exempt",
-            },
+            Var::Verdict => verdict_word(notice.decision.verdict, language),
             Var::Reason => &notice.decision.reason,
-            Var::ReasonText => reason_text(&notice.decision.reason),
+            Var::ReasonText => reason_text(&notice.decision.reason, language),
             Var::RemediationUrl => &notice.remediation_url,
         }
     }
 }
 
-/// Completes "… because {{reason_text}}." for the reason codes of the built-in and example
-/// policies; any other policy's codes get a generic sentence.
-fn reason_text(reason: &str) -> &'static str {
-    match reason {
-        "noncompliant" => "it does not meet your organization's compliance requirements",
-        "not-enrolled" => "it is not enrolled in device management",
-        "device-rule" => "your organization's rules do not allow this type of device",
-        "os-too-old" => "its operating system is older than your organization allows",
-        _ => "it does not meet your organization's requirements for email access",
+/// Completes "… was {{verdict}}" ("… wurde {{verdict}}").
+fn verdict_word(verdict: Verdict, language: Language) -> &'static str {
+    match (language, verdict) {
+        (Language::English, Verdict::Allow) => "allowed",
+        (Language::English, Verdict::Block) => "blocked",
+        (Language::English, Verdict::Quarantine) => "quarantined",
+        (Language::English, Verdict::Exempt) => "exempt",
+        (Language::German, Verdict::Allow) => "zugelassen",
+        (Language::German, Verdict::Block) => "gesperrt",
+        (Language::German, Verdict::Quarantine) => "unter Quarantäne gestellt",
+        (Language::German, Verdict::Exempt) => "von der Richtlinie ausgenommen",
+    }
+}
+
+/// Completes "… because {{reason_text}}." ("…, weil {{reason_text}}.") for the reason codes
+/// of the built-in and example policies; any other policy's codes get a generic sentence.
+fn reason_text(reason: &str, language: Language) -> &'static str {
+    match language {
+        Language::English => match reason {
+            "noncompliant" => "it does not meet your organization's compliance requirements",
+            "not-enrolled" => "it is not enrolled in device management",
+            "device-rule" => "your organization's rules do not allow this type of device",
+            "os-too-old" => "its operating system is older than your organization allows",
+            "stale" => "it has not synchronized with the mail server for too long",
+            _ => "it does not meet your organization's requirements for email access",
+        },
+        Language::German => match reason {
+            "noncompliant" => "es die Konformitätsanforderungen Ihrer Organisation nicht erfüllt",
+            "not-enrolled" => "es nicht in der Geräteverwaltung registriert ist",
+            "device-rule" => "die Regeln Ihrer Organisation diesen Gerätetyp nicht zulassen",
+            "os-too-old" => "sein Betriebssystem älter ist, als Ihre Organisation erlaubt",
+            "stale" => "es sich zu lange nicht mit dem Mailserver synchronisiert hat",
+            _ => "es die Anforderungen Ihrer Organisation für den E-Mail-Zugriff nicht erfüllt",
+        },
     }
 }
 
@@ -241,7 +283,26 @@ pub(crate) mod tests {
     fn render(source: &str, notice: &Notice, escape: Escape) -> String {
         Template::compile(source, "t")
             .unwrap()
-            .render(notice, escape)
+            .render(notice, escape, Language::English)
+    }
+
+    #[test]
+    fn the_plugins_own_words_follow_the_templates_language() {
+        let template = Template::compile("{{verdict}}: {{reason_text}}", "t").unwrap();
+        assert_eq!(
+            template.render(&notice(), Escape::Text, Language::German),
+            "unter Quarantäne gestellt: es nicht in der Geräteverwaltung registriert ist"
+        );
+        for (tag, want) in [
+            ("de-DE", Language::German),
+            ("DE_at", Language::German),
+            ("de", Language::German),
+            ("fr-FR", Language::English),
+            ("", Language::English),
+            ("dev", Language::English),
+        ] {
+            assert_eq!(Language::of(tag), want, "{tag}");
+        }
     }
 
     #[test]

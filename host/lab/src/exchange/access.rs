@@ -158,6 +158,7 @@ mod tests {
             guid: Guid(2),
             user_id: Guid(3),
             department: 0,
+            preferred_language: None,
             allowed: allowed.iter().map(|s| (*s).into()).collect(),
             blocked: blocked.iter().map(|s| (*s).into()).collect(),
             active_sync_enabled: true,

@@ -289,7 +289,10 @@ impl Serialize for UserView<'_> {
                 "givenName" => Val::Str(Cow::Borrowed(given)),
                 "jobTitle" | "mobilePhone" | "officeLocation" => Val::Null,
                 "mail" => Val::Str(Cow::Borrowed(&m.primary_smtp)),
-                "preferredLanguage" => Val::Str(Cow::Borrowed("en-US")),
+                "preferredLanguage" => match m.preferred_language {
+                    Some(language) => Val::Str(Cow::Borrowed(language)),
+                    None => Val::Null,
+                },
                 "surname" => Val::Str(Cow::Borrowed(surname)),
                 "userPrincipalName" => Val::Str(Cow::Borrowed(&m.upn)),
                 "id" => Val::Str(Cow::Owned(m.user_id.to_string())),
