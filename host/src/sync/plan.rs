@@ -233,10 +233,12 @@ impl Default for Platform<'_> {
 /// Where a device goes in its mailbox's lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
-    AllowList,
-    BlockList,
+    /// On the allow list.
+    Allow,
+    /// On the block list.
+    Block,
     /// On neither: a rule or the default decides it.
-    NoList,
+    Neither,
 }
 
 impl Platform<'_> {
@@ -262,11 +264,11 @@ impl Platform<'_> {
     fn place(&self, verdict: Verdict, level: Option<AccessLevel>) -> Place {
         match verdict {
             Verdict::Allow if !self.override_default_rule && level == Some(AccessLevel::Block) => {
-                Place::NoList
+                Place::Neither
             }
-            Verdict::Allow => Place::AllowList,
-            Verdict::Block => Place::BlockList,
-            Verdict::Quarantine | Verdict::Exempt => Place::NoList,
+            Verdict::Allow => Place::Allow,
+            Verdict::Block => Place::Block,
+            Verdict::Quarantine | Verdict::Exempt => Place::Neither,
         }
     }
 
@@ -282,9 +284,9 @@ impl Platform<'_> {
 /// The level a device in `place` has, `level` being what a rule or the default gives it.
 fn settled(place: Place, level: Option<AccessLevel>) -> AccessLevel {
     match place {
-        Place::AllowList => AccessLevel::Allow,
-        Place::BlockList => AccessLevel::Block,
-        Place::NoList => level.unwrap_or(AccessLevel::Quarantine),
+        Place::Allow => AccessLevel::Allow,
+        Place::Block => AccessLevel::Block,
+        Place::Neither => level.unwrap_or(AccessLevel::Quarantine),
     }
 }
 
@@ -342,8 +344,8 @@ impl ListEdits<'_> {
     fn enforce(&mut self, mailbox: &Mailbox, device_id: &str, place: Place) -> bool {
         let in_allow = entries(&mailbox.allowed, device_id);
         let in_block = entries(&mailbox.blocked, device_id);
-        let want_allow = place == Place::AllowList;
-        let want_block = place == Place::BlockList;
+        let want_allow = place == Place::Allow;
+        let want_block = place == Place::Block;
         let mut changed = false;
         if want_allow && in_allow.is_empty() {
             self.allow_add.push(device_id.to_owned());
@@ -659,7 +661,7 @@ impl<S: From<PlannedCommand>> Plan<S> {
         let skipped: HashSet<&DeviceKey> = self.skipped.iter().map(|s| &s.key).collect();
         for d in decided {
             let place = platform.place(d.verdict, platform.level_of(d.device));
-            if place != Place::NoList {
+            if place != Place::Neither {
                 let key = d.device.key();
                 if !skipped.contains(&key) {
                     moving_set.remove(&key);
