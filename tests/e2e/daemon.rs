@@ -224,6 +224,11 @@ fn the_example_configuration_loads() {
     assert_eq!(org.exchange.parallel_commands, 8);
     assert_eq!(org.graph.request_budget, 1500);
     assert_eq!(org.sync.max_new_restrictions.floor, 25);
+    assert_eq!(
+        org.sync.org_default(),
+        Some(easgate::model::AccessLevel::Quarantine)
+    );
+    assert!(org.sync.override_default_rule);
     assert_eq!(org.sync.upn_overrides.len(), 1);
     assert_eq!(org.sync.scope_groups.len(), 2);
 }

@@ -5,6 +5,7 @@
 #[macro_use]
 mod support;
 
+mod access_levels;
 mod admin;
 mod bad_responses;
 mod cli_policy;

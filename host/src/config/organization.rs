@@ -84,6 +84,9 @@ impl Organization {
         self.exchange.validate(at, insecure)?;
         self.graph.validate(at, insecure)?;
         self.validate_schedule(at)?;
+        self.sync
+            .validate()
+            .map_err(|(field, message)| (at(&format!("sync.{field}")), message))?;
         let percent = self.sync.max_new_restrictions.percent;
         // NaN and infinity parse as TOML floats; either would switch the guard off.
         if !(percent.is_finite() && (0.0..=100.0).contains(&percent)) {

@@ -105,11 +105,21 @@ mod tests {
         assert_eq!(c.sync.builtin_policy_json(), r#"{"includedGroups":["g1"]}"#);
         // The section belongs to the last organization.
         let s = &c.organizations[1].sync;
-        assert!(!s.manage_org_default);
+        assert_eq!(s.org_default(), None);
         assert_eq!(s.scope_groups, ["g1"]);
         assert_eq!(s.max_new_restrictions.floor, 10);
         assert_eq!(s.upn_overrides["a@x.com"], "a@y.com");
-        assert!(c.organizations[0].sync.manage_org_default);
+        assert_eq!(
+            c.organizations[0].sync.org_default(),
+            Some(crate::model::AccessLevel::Quarantine)
+        );
+
+        let both = format!(
+            "{FULL}\n[organization.sync]\ndefault_access_level = \"block\"\nmanage_org_default = true\n"
+        );
+        let (_, _, field, message) = place(parse(&both).unwrap_err());
+        assert_eq!(field, "organization[1].sync.manage_org_default");
+        assert!(message.contains("default_access_level"), "{message}");
 
         let typo = format!("{FULL}\n[organization.sync]\nmanage_org_defaults = false\n");
         let (_, _, field, _) = place(parse(&typo).unwrap_err());

@@ -24,4 +24,6 @@ pub use inventory::{
     Mailbox, ManagedDevice, OwnerType, Verdict,
 };
 pub use kind::{RunKind, SyncKind};
-pub use settings::{DeviceAccessRule, RestrictionLimit, RuleCharacteristic, SyncSettings};
+pub use settings::{
+    DefaultAccess, DeviceAccessRule, RestrictionLimit, RuleCharacteristic, SyncSettings,
+};

@@ -12,11 +12,22 @@ pub struct SyncSettings {
     /// The blast-radius guard: how many devices one plan may move from allowed to blocked or
     /// quarantined before it is held for an operator's approval.
     pub max_new_restrictions: RestrictionLimit,
-    /// Whether a full sync sets the organization's `DefaultAccessLevel` to Quarantine. On by
-    /// default because the quarantine verdict relies on it (a device on neither list gets the
-    /// org default) and because the connector this replaces pushed its settings on every full
-    /// sync; turn it off only where another tool owns that setting.
-    pub manage_org_default: bool,
+    /// The organization's `DefaultAccessLevel`, set by a full sync when Exchange has another
+    /// one. Unset: Quarantine (see [`SyncSettings::org_default`]), because the quarantine
+    /// verdict relies on it (a device on neither list gets the default) and because the
+    /// connector this replaces pushed it on every full sync. `Unmanaged` leaves Exchange's
+    /// value alone, for where another tool owns it.
+    pub default_access_level: Option<DefaultAccess>,
+    /// The key `default_access_level` replaces, still read so that existing configurations
+    /// keep their meaning: `true` is `"quarantine"`, `false` is `"unmanaged"`. Setting both is
+    /// refused ([`SyncSettings::validate`]).
+    pub manage_org_default: Option<bool>,
+    /// Intune's `overrideDefaultRule`: whether a device the policy allows is put on its
+    /// mailbox's allow list even where a device access rule or the organization default would
+    /// block it (on, the default: compliance wins). Off: such a device is left on no list, so
+    /// the rule or the default that blocks it keeps it blocked; elsewhere an allowed device is
+    /// listed as before.
+    pub override_default_rule: bool,
     /// Mailbox primary SMTP address → the user's UPN, for users whose addresses differ. Keys
     /// compare ignoring case.
     pub upn_overrides: BTreeMap<String, String>,
@@ -47,8 +58,56 @@ pub struct SyncSettings {
     pub read_device_statistics: bool,
 }
 
-/// One device access rule (`New-ActiveSyncDeviceAccessRule`). Rules decide the devices that no
-/// mailbox list names, so they only matter for what the policy quarantines (on no list).
+/// `default_access_level`: the organization default a full sync keeps Exchange at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAccess {
+    Allow,
+    Block,
+    Quarantine,
+    /// Exchange's value is left alone.
+    Unmanaged,
+}
+
+impl SyncSettings {
+    /// The `DefaultAccessLevel` a full sync sets; `None`: left alone.
+    pub fn org_default(&self) -> Option<super::inventory::AccessLevel> {
+        use super::inventory::AccessLevel;
+        let chosen = match (self.default_access_level, self.manage_org_default) {
+            (Some(chosen), _) => chosen,
+            (None, Some(false)) => DefaultAccess::Unmanaged,
+            (None, Some(true) | None) => DefaultAccess::Quarantine,
+        };
+        match chosen {
+            DefaultAccess::Allow => Some(AccessLevel::Allow),
+            DefaultAccess::Block => Some(AccessLevel::Block),
+            DefaultAccess::Quarantine => Some(AccessLevel::Quarantine),
+            DefaultAccess::Unmanaged => None,
+        }
+    }
+
+    /// The old and the new key for the org default are not both set: which one would win is
+    /// not something an admin should have to guess. The error names the field (relative to
+    /// `[organization.sync]`) and the fix.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if let (Some(new), Some(old)) = (self.default_access_level, self.manage_org_default) {
+            let same = if old { "quarantine" } else { "unmanaged" };
+            let new = serde_json::to_value(new).unwrap_or_default();
+            return Err((
+                "manage_org_default".into(),
+                format!(
+                    "is replaced by `default_access_level` (here {new}): remove it \
+                     (`manage_org_default = {old}` means `default_access_level = \"{same}\"`)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One device access rule (`New-ActiveSyncDeviceAccessRule`): Intune's platform exceptions
+/// (a device family is a `DeviceType` rule, a model a `DeviceModel` rule). Rules decide the
+/// devices that no mailbox list names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceAccessRule {
@@ -87,7 +146,9 @@ impl Default for SyncSettings {
     fn default() -> Self {
         Self {
             max_new_restrictions: RestrictionLimit::default(),
-            manage_org_default: true,
+            default_access_level: None,
+            manage_org_default: None,
+            override_default_rule: true,
             upn_overrides: BTreeMap::new(),
             remove_retired_partnerships: false,
             scope_groups: Vec::new(),
@@ -175,10 +236,46 @@ mod tests {
     }
 
     #[test]
+    fn the_org_default_from_the_new_key_or_the_old_one_never_both() {
+        use crate::model::AccessLevel;
+        let read = |text: &str| toml::from_str::<SyncSettings>(text).unwrap();
+        let rows = [
+            ("", Some(AccessLevel::Quarantine)),
+            ("default_access_level = \"block\"", Some(AccessLevel::Block)),
+            ("default_access_level = \"allow\"", Some(AccessLevel::Allow)),
+            (
+                "default_access_level = \"quarantine\"",
+                Some(AccessLevel::Quarantine),
+            ),
+            ("default_access_level = \"unmanaged\"", None),
+            ("manage_org_default = true", Some(AccessLevel::Quarantine)),
+            ("manage_org_default = false", None),
+        ];
+        for (text, want) in rows {
+            let settings = read(text);
+            assert_eq!(settings.org_default(), want, "{text}");
+            assert_eq!(settings.validate(), Ok(()), "{text}");
+        }
+        let both = read("default_access_level = \"allow\"\nmanage_org_default = false");
+        let (field, message) = both.validate().unwrap_err();
+        assert_eq!(field, "manage_org_default");
+        assert!(
+            message.contains("default_access_level = \"unmanaged\"")
+                && message.contains("\"allow\""),
+            "{message}"
+        );
+        assert!(toml::from_str::<SyncSettings>("default_access_level = \"Deny\"").is_err());
+    }
+
+    #[test]
     fn defaults_manage_the_org_default_and_keep_partnerships() {
         let settings: SyncSettings = toml::from_str("").unwrap();
         assert_eq!(settings, SyncSettings::default());
-        assert!(settings.manage_org_default);
+        assert_eq!(
+            settings.org_default(),
+            Some(crate::model::AccessLevel::Quarantine)
+        );
+        assert!(settings.override_default_rule);
         assert!(!settings.remove_retired_partnerships);
         assert!(toml::from_str::<SyncSettings>("max_new_restriction = 3").is_err());
     }

@@ -5,24 +5,26 @@
 //! A plan changes a device's access in three ways, and the report lists all three:
 //!
 //! * its mailbox's allow or block list is edited (`Set-CASMailbox`);
-//! * the organization default moves to Quarantine (`Set-ActiveSyncOrganizationSettings`), which
-//!   takes access from every device that only the default allowed. Those devices get no
-//!   command of their own, which is why a report built from the list edits alone missed them
-//!   (825 of a 3 000-device organization, with 9 listed);
+//! * the organization default moves (`Set-ActiveSyncOrganizationSettings`), which moves every
+//!   device the default decides (on no list, matched by no rule): to Quarantine or Block takes
+//!   access from those it allowed, to Allow gives it to those it kept out. Those devices get
+//!   no command of their own, which is why a report built from the list edits alone missed
+//!   them (825 of a 3 000-device organization, with 9 listed);
 //! * its partnership is removed (`Remove-MobileDevice`, a device Intune retired).
 //!
 //! A list edit that leaves the state as it is (an allow entry for a device the default already
 //! allows, put there so that the default's switch does not take it) is counted, not listed.
 //!
-//! The state after the plan is predicted the way Exchange decides it: the lists first, then
-//! the organization default. Device access rules are not modelled: a device the plan leaves on
-//! no list is shown as the default would treat it.
+//! The state after the plan is predicted the way Exchange decides it ([`Platform`]): the lists
+//! first, then the device access rules, then the organization default. When the configuration
+//! does not manage the rules they are not read, and a device the plan leaves on no list is
+//! shown as the rule Exchange reports for it now, or else the default, would treat it.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::plan::{Decided, Plan, PlanStep, REMOVE_MOBILE_DEVICE, SET_ORG_SETTINGS};
+use super::plan::{Decided, Plan, PlanStep, Platform, REMOVE_MOBILE_DEVICE, SET_ORG_SETTINGS};
 use crate::model::inventory::{AccessLevel, AccessState, DeviceKey, ExchangeDevice, Verdict};
 
 /// A device's access after the plan, in Exchange's words.
@@ -71,7 +73,7 @@ impl NewState {
 pub enum Cause {
     /// An edit of its mailbox's allow or block list.
     MailboxLists,
-    /// The organization default's switch to Quarantine.
+    /// The organization default's switch.
     OrgDefault,
     /// The removal of its partnership.
     Removal,
@@ -135,16 +137,16 @@ impl DryRun {
 }
 
 /// The report of `plan`, planned for `devices` (every partnership discovery read) and the
-/// verdicts in `decided`; `org_default` is the organization's `DefaultAccessLevel` as read (`None`: not
-/// read, as in a quick sync).
+/// verdicts in `decided` with `platform`; `org_default` is the organization's
+/// `DefaultAccessLevel` as read (`None`: not read, as in a quick sync).
 pub fn report(
     plan: &Plan<PlanStep>,
     devices: &[ExchangeDevice],
     decided: &[Decided<'_>],
     org_default: Option<AccessLevel>,
+    platform: &Platform<'_>,
 ) -> DryRun {
     let switch = default_switch(plan);
-    let default_after = switch.map(|(to, _)| to).or(org_default);
     let org_default = match (org_default, switch) {
         (Some(from), Some((to, _))) if from != to => Some(DefaultSwitch { from, to }),
         _ => None,
@@ -153,9 +155,8 @@ pub fn report(
         keys.iter().collect::<HashSet<&DeviceKey>>()
     });
     let outcomes = Outcomes {
-        // A device on no list after the plan gets what the default gives; without the default
-        // read (a quick sync), the quarantine the connector's configuration is built around.
-        unlisted: NewState::of_level(default_after.unwrap_or(AccessLevel::Quarantine)),
+        platform,
+        switched_to: NewState::of_level(switch.map_or(AccessLevel::Quarantine, |(to, _)| to)),
         removed: removed_devices(plan),
         losing_verdicts: losing_verdicts(decided, &losing),
         losing,
@@ -165,7 +166,7 @@ pub fn report(
     let mut changes = Vec::new();
     let mut entries_only = 0;
     for device in devices {
-        let Some((to, verdict, by)) = outcomes.of(&device.key()) else {
+        let Some((to, verdict, by)) = outcomes.of(device) else {
             continue;
         };
         if to.same_as(device.access_state) {
@@ -238,12 +239,16 @@ struct Outcomes<'p> {
     listed: HashMap<&'p DeviceKey, Verdict>,
     losing: HashSet<&'p DeviceKey>,
     losing_verdicts: HashMap<DeviceKey, Verdict>,
-    unlisted: NewState,
+    /// What Exchange gives the devices the plan leaves on no list.
+    platform: &'p Platform<'p>,
+    /// The state the default's switch gives the devices it moves.
+    switched_to: NewState,
 }
 
 impl Outcomes<'_> {
     /// The device's state after the plan, its verdict and what moves it; `None`: untouched.
-    fn of(&self, key: &DeviceKey) -> Option<(NewState, Option<Verdict>, Cause)> {
+    fn of(&self, device: &ExchangeDevice) -> Option<(NewState, Option<Verdict>, Cause)> {
+        let key = &device.key();
         if self.removed.contains(key) {
             Some((
                 NewState::Removed,
@@ -251,15 +256,11 @@ impl Outcomes<'_> {
                 Cause::Removal,
             ))
         } else if let Some(&verdict) = self.listed.get(key) {
-            let to = match verdict {
-                Verdict::Allow => NewState::Allowed,
-                Verdict::Block => NewState::Blocked,
-                _ => self.unlisted,
-            };
+            let to = NewState::of_level(self.platform.after(verdict, device));
             Some((to, Some(verdict), Cause::MailboxLists))
         } else if self.losing.contains(key) {
             Some((
-                NewState::Quarantined,
+                self.switched_to,
                 self.losing_verdicts.get(key).copied(),
                 Cause::OrgDefault,
             ))
@@ -340,9 +341,25 @@ mod tests {
             percent: 10.0,
             floor: 1,
         };
-        let mut plan = plan_steps(&mailboxes, &decided, &[], &limit, devices.len());
-        plan.manage_org_default(AccessLevel::Allow, &devices, &decided);
-        let report = report(&plan, &devices, &decided, Some(AccessLevel::Allow));
+        let platform = Platform {
+            default: Some(AccessLevel::Quarantine),
+            ..Platform::default()
+        };
+        let mut plan = plan_steps(&mailboxes, &decided, &[], &limit, devices.len(), &platform);
+        plan.set_org_default(
+            AccessLevel::Quarantine,
+            AccessLevel::Allow,
+            &devices,
+            &decided,
+            &platform,
+        );
+        let report = report(
+            &plan,
+            &devices,
+            &decided,
+            Some(AccessLevel::Allow),
+            &platform,
+        );
 
         let seen: Vec<(&str, AccessState, NewState, Cause)> = report
             .changes
@@ -410,8 +427,9 @@ mod tests {
             floor: 100,
         };
         let removals = vec![&devices[0]];
-        let plan = plan_steps(&mailboxes, &decided, &removals, &limit, 2);
-        let report = report(&plan, &devices, &decided, None);
+        let platform = Platform::default();
+        let plan = plan_steps(&mailboxes, &decided, &removals, &limit, 2, &platform);
+        let report = report(&plan, &devices, &decided, None, &platform);
         let seen: Vec<(&str, NewState, Cause)> = report
             .changes
             .iter()

@@ -20,9 +20,15 @@
 //! compares them; an entry is removed in the spelling the list has, a new one is added in the
 //! device's. A device whose membership is already right costs nothing.
 //!
-//! Quarantine relies on the organization default being Quarantine; a full sync that manages it
-//! appends the command that sets it ([`Plan::manage_org_default`]), and the blast-radius guard
-//! then also counts the devices that only the old default allowed.
+//! A device on no list gets what Exchange's device access rules (Intune's platform exceptions)
+//! or, when none matches, the organization default give it ([`Platform`]). So quarantine is
+//! enforced only where that is Quarantine, and one exception to the table: with
+//! `override_default_rule` off, a device the policy allows but a rule or the default blocks is
+//! left on no list (the block stands), instead of being put on the allow list.
+//!
+//! A full sync that manages the organization default appends the command that sets it
+//! ([`Plan::set_org_default`]), and the blast-radius guard then also counts the devices the
+//! switch takes from allowed to blocked or quarantined.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -33,7 +39,9 @@ use crate::exchange::models::{DeviceAccessRule as ExistingRule, OrganizationSett
 use crate::model::inventory::{
     AccessLevel, AccessState, DeviceKey, ExchangeDevice, Mailbox, Verdict,
 };
-use crate::model::settings::{RestrictionLimit, SyncSettings};
+use crate::model::settings::{
+    DeviceAccessRule, RestrictionLimit, RuleCharacteristic, SyncSettings,
+};
 
 pub use crate::model::command::{
     ALLOWED_IDS, BLOCKED_IDS, NEW_ACCESS_RULE, REMOVE_ACCESS_RULE, REMOVE_MOBILE_DEVICE,
@@ -195,14 +203,149 @@ fn same_id(a: &str, b: &str) -> bool {
         .eq(b.chars().flat_map(char::to_lowercase))
 }
 
+/// What Exchange gives a device that is on no mailbox list once the plan ran: the level of the
+/// device access rule that decides it, else the organization default (Exchange's precedence:
+/// mailbox lists, then rules, then the default); and Intune's `overrideDefaultRule`.
+#[derive(Debug, Clone, Copy)]
+pub struct Platform<'a> {
+    /// The organization default after the plan; `None`: not known (neither managed nor read).
+    pub default: Option<AccessLevel>,
+    /// The device access rules after the plan (the configured ones, when the configuration
+    /// manages them); `None`: not known, and Exchange's `DeviceAccessStateReason` tells whether
+    /// a rule decides a device now.
+    pub rules: Option<&'a [DeviceAccessRule]>,
+    /// `override_default_rule`: an allowed device goes on the allow list even where a rule or
+    /// the default blocks it.
+    pub override_default_rule: bool,
+}
+
+impl Default for Platform<'_> {
+    /// Nothing known, allowed devices listed: the plan as it was before rules were modelled.
+    fn default() -> Self {
+        Platform {
+            default: None,
+            rules: None,
+            override_default_rule: true,
+        }
+    }
+}
+
+/// Where a device goes in its mailbox's lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// On the allow list.
+    Allow,
+    /// On the block list.
+    Block,
+    /// On neither: a rule or the default decides it.
+    Neither,
+}
+
+impl Platform<'_> {
+    /// The level a rule or the default gives `device` on no list; `None`: not known.
+    pub fn level_of(&self, device: &ExchangeDevice) -> Option<AccessLevel> {
+        let now_by = |reason: &str| {
+            device
+                .access_state_reason
+                .eq_ignore_ascii_case(reason)
+                .then(|| level_of_state(device.access_state))
+                .flatten()
+        };
+        // Where the default is not known (a quick sync that does not manage it), a device the
+        // default decides now shows it.
+        let default = || self.default.or_else(|| now_by("Global"));
+        match self.rules {
+            Some(rules) => deciding_rule(rules, device).or_else(default),
+            None => now_by("DeviceRule").or_else(default),
+        }
+    }
+
+    /// Where `verdict` puts `device`, given what rules and the default give it (`level`).
+    fn place(&self, verdict: Verdict, level: Option<AccessLevel>) -> Place {
+        match verdict {
+            Verdict::Allow if !self.override_default_rule && level == Some(AccessLevel::Block) => {
+                Place::Neither
+            }
+            Verdict::Allow => Place::Allow,
+            Verdict::Block => Place::Block,
+            Verdict::Quarantine | Verdict::Exempt => Place::Neither,
+        }
+    }
+
+    /// The level `device` has once the plan gave it `verdict` (not exempt): its list's, or on
+    /// no list what a rule or the default gives it, Quarantine where that is not known (the
+    /// default the connector manages unless told otherwise).
+    pub fn after(&self, verdict: Verdict, device: &ExchangeDevice) -> AccessLevel {
+        let level = self.level_of(device);
+        settled(self.place(verdict, level), level)
+    }
+}
+
+/// The level a device in `place` has, `level` being what a rule or the default gives it.
+fn settled(place: Place, level: Option<AccessLevel>) -> AccessLevel {
+    match place {
+        Place::Allow => AccessLevel::Allow,
+        Place::Block => AccessLevel::Block,
+        Place::Neither => level.unwrap_or(AccessLevel::Quarantine),
+    }
+}
+
+/// The level a device in `state` has, when a rule or the default put it there.
+fn level_of_state(state: AccessState) -> Option<AccessLevel> {
+    match state {
+        AccessState::Allowed => Some(AccessLevel::Allow),
+        AccessState::Blocked => Some(AccessLevel::Block),
+        AccessState::Quarantined => Some(AccessLevel::Quarantine),
+        AccessState::Unknown | AccessState::DeviceDiscovery => None,
+    }
+}
+
+/// The level of the rule among `rules` that decides `device`, as the lab's Exchange picks it:
+/// the most specific characteristic that matches (model, user agent, OS, type; a model rule is
+/// how an exception is carved out of a family rule), among those the most restrictive level.
+/// `XMSWLHeader` rules are never matched: the inventory does not read that header.
+fn deciding_rule(rules: &[DeviceAccessRule], device: &ExchangeDevice) -> Option<AccessLevel> {
+    let specificity = |c: RuleCharacteristic| match c {
+        RuleCharacteristic::DeviceModel => 4,
+        RuleCharacteristic::UserAgent => 3,
+        RuleCharacteristic::DeviceOS => 2,
+        RuleCharacteristic::DeviceType => 1,
+        RuleCharacteristic::XMSWLHeader => 0,
+    };
+    let restrictiveness = |level: AccessLevel| match level {
+        AccessLevel::Block => 3,
+        AccessLevel::Quarantine => 2,
+        AccessLevel::Allow => 1,
+    };
+    rules
+        .iter()
+        .filter(|rule| {
+            let value = match rule.characteristic {
+                RuleCharacteristic::DeviceModel => &device.device_model,
+                RuleCharacteristic::UserAgent => &device.user_agent,
+                RuleCharacteristic::DeviceOS => &device.device_os,
+                RuleCharacteristic::DeviceType => &device.device_type,
+                RuleCharacteristic::XMSWLHeader => return false,
+            };
+            value.eq_ignore_ascii_case(&rule.query_string)
+        })
+        .max_by_key(|rule| {
+            (
+                specificity(rule.characteristic),
+                restrictiveness(rule.access_level),
+            )
+        })
+        .map(|rule| rule.access_level)
+}
+
 impl ListEdits<'_> {
-    /// Edits `mailbox`'s lists so that `device_id` has `verdict`: on the allow list only if
-    /// allowed, on the block list only if blocked. Whether anything changes.
-    fn enforce(&mut self, mailbox: &Mailbox, device_id: &str, verdict: Verdict) -> bool {
+    /// Edits `mailbox`'s lists so that `device_id` is where `place` says: on the allow list
+    /// only if there, on the block list only if there. Whether anything changes.
+    fn enforce(&mut self, mailbox: &Mailbox, device_id: &str, place: Place) -> bool {
         let in_allow = entries(&mailbox.allowed, device_id);
         let in_block = entries(&mailbox.blocked, device_id);
-        let want_allow = verdict == Verdict::Allow;
-        let want_block = verdict == Verdict::Block;
+        let want_allow = place == Place::Allow;
+        let want_block = place == Place::Block;
         let mut changed = false;
         if want_allow && in_allow.is_empty() {
             self.allow_add.push(device_id.to_owned());
@@ -281,7 +424,14 @@ pub fn plan(
     limit: &RestrictionLimit,
     org_devices: usize,
 ) -> Plan {
-    let plan = plan_steps(mailboxes, decided, removals, limit, org_devices);
+    let plan = plan_steps(
+        mailboxes,
+        decided,
+        removals,
+        limit,
+        org_devices,
+        &Platform::default(),
+    );
     Plan {
         commands: plan
             .commands
@@ -298,23 +448,33 @@ pub fn plan(
     }
 }
 
-/// [`plan`], its mailbox edits left compact ([`PlanStep`]).
+/// [`plan`] for devices whose rules and default `platform` knows, its mailbox edits left
+/// compact ([`PlanStep`]).
 pub fn plan_steps(
     mailboxes: &[Mailbox],
     decided: &[Decided<'_>],
     removals: &[&ExchangeDevice],
     limit: &RestrictionLimit,
     org_devices: usize,
+    platform: &Platform<'_>,
 ) -> Plan<PlanStep> {
     let by_identity: HashMap<String, &Mailbox> = mailboxes
         .iter()
         .map(|m| (m.identity.to_lowercase(), m))
         .collect();
-    let mut planning = Planning::default();
+    let mut planning = Planning {
+        platform: *platform,
+        edits: HashMap::new(),
+        changes: Vec::new(),
+        skipped: Vec::new(),
+        unenforced: Vec::new(),
+        restricted: BTreeSet::new(),
+    };
     for d in decided {
         planning.device(&by_identity, d);
     }
     let Planning {
+        platform: _,
         edits,
         changes,
         skipped,
@@ -344,8 +504,9 @@ pub fn plan_steps(
 }
 
 /// The list edits of a plan as the decided devices come, and what the plan says of each device.
-#[derive(Default)]
 struct Planning<'a> {
+    /// What rules and the default give a device on no list.
+    platform: Platform<'a>,
     /// Keyed by the plan's lowercased mailbox names (borrowed, not copies); hashed while the
     /// devices come (a tree costs a dozen string comparisons per device at 100 000), sorted
     /// once for the commands' order.
@@ -391,8 +552,12 @@ impl<'a> Planning<'a> {
             return;
         }
         edit.seen.push(&device.device_id);
-        if edit.enforce(mailbox, &device.device_id, d.verdict) {
-            if device.access_state == AccessState::Allowed && d.verdict.restricts() {
+        let level = self.platform.level_of(device);
+        let place = self.platform.place(d.verdict, level);
+        if edit.enforce(mailbox, &device.device_id, place) {
+            if device.access_state == AccessState::Allowed
+                && settled(place, level) != AccessLevel::Allow
+            {
                 self.restricted.insert(key.clone());
             }
             edit.devices.push(key.clone());
@@ -457,62 +622,74 @@ fn removal_steps(
 }
 
 impl<S: From<PlannedCommand>> Plan<S> {
-    /// Adds a full sync's org-default step, for `manage_org_default`: when the organization's
-    /// `DefaultAccessLevel` (`current`) is not Quarantine, a
-    /// `Set-ActiveSyncOrganizationSettings -DefaultAccessLevel Quarantine`, last, so that the
-    /// devices the plan allows are on their allow lists before the default changes.
+    /// Adds a full sync's org-default step: when the organization's `DefaultAccessLevel`
+    /// (`current`) is not `target`, a `Set-ActiveSyncOrganizationSettings -DefaultAccessLevel
+    /// <target>`, last, so that the devices the plan lists are on their lists before the
+    /// default changes.
     ///
-    /// The switch takes access from every device Exchange allows only by the default (reason
-    /// `Global`) that this plan does not put on an allow list, whatever its verdict, exempt and
-    /// undecided ones included; `devices` is every partnership of the organization, so that
-    /// those are counted by the blast-radius guard too.
-    pub fn manage_org_default(
+    /// The switch moves every device that the default decides now (reason `Global`: on no list,
+    /// matched by no rule) and that stays on no list after the plan and matched by no rule of
+    /// `platform`, whatever its verdict, exempt and undecided ones included: `devices` is every
+    /// partnership of the organization. The command names them; those it takes from allowed
+    /// to blocked or quarantined count for the blast-radius guard. `platform` is the one the
+    /// plan was made with (its default is `target`).
+    pub fn set_org_default(
         &mut self,
+        target: AccessLevel,
         current: AccessLevel,
         devices: &[ExchangeDevice],
         decided: &[Decided<'_>],
+        platform: &Platform<'_>,
     ) {
-        if current == AccessLevel::Quarantine {
+        if current == target {
             return;
         }
         let by_default = |device: &ExchangeDevice| {
-            device.access_state == AccessState::Allowed
-                && device.access_state_reason.eq_ignore_ascii_case("Global")
+            device.access_state_reason.eq_ignore_ascii_case("Global")
+                && level_of_state(device.access_state).is_some_and(|level| level != target)
+                && platform
+                    .rules
+                    .is_none_or(|rules| deciding_rule(rules, device).is_none())
         };
-        // The devices only the default allows, less those on a list after the plan. (Not a set
-        // of the listed devices: that is a key per decided device, 10 MB at 100 000.)
-        let mut losing_set: HashSet<DeviceKey> = devices
+        // The devices the default decides, less those on a list after the plan. (Not a set of
+        // the listed devices: that is a key per decided device, 10 MB at 100 000.)
+        let mut moving_set: HashSet<DeviceKey> = devices
             .iter()
             .filter(|d| by_default(d))
             .map(ExchangeDevice::key)
             .collect();
         let skipped: HashSet<&DeviceKey> = self.skipped.iter().map(|s| &s.key).collect();
         for d in decided {
-            if matches!(d.verdict, Verdict::Allow | Verdict::Block) {
+            let place = platform.place(d.verdict, platform.level_of(d.device));
+            if place != Place::Neither {
                 let key = d.device.key();
                 if !skipped.contains(&key) {
-                    losing_set.remove(&key);
+                    moving_set.remove(&key);
                 }
             }
         }
         drop(skipped);
-        let mut losing = Vec::new();
+        let mut moving = Vec::new();
         for device in devices.iter().filter(|d| by_default(d)) {
             let key = device.key();
-            if losing_set.contains(&key) {
-                self.restricted.insert(key.clone());
-                losing.push(key);
+            if moving_set.contains(&key) {
+                if device.access_state == AccessState::Allowed {
+                    self.restricted.insert(key.clone());
+                }
+                moving.push(key);
             }
         }
-        // The switch is what enforces their quarantine. (A set: at 100 000 devices both lists
-        // hold tens of thousands, and a scan of one per entry of the other took a second.)
-        self.unenforced.retain(|key| !losing_set.contains(key));
-        let parameters =
-            Parameters::new().text("DefaultAccessLevel", AccessLevel::Quarantine.as_str());
+        // A switch to Quarantine is what enforces their quarantine. (A set: at 100 000 devices
+        // both lists hold tens of thousands, and a scan of one per entry of the other took a
+        // second.)
+        if target == AccessLevel::Quarantine {
+            self.unenforced.retain(|key| !moving_set.contains(key));
+        }
+        let parameters = Parameters::new().text("DefaultAccessLevel", target.as_str());
         self.commands.push(
             PlannedCommand {
                 mailbox: None,
-                devices: losing,
+                devices: moving,
                 command: Command {
                     cmdlet: SET_ORG_SETTINGS.into(),
                     parameters,
@@ -976,7 +1153,13 @@ mod tests {
         assert_eq!((plan.restrictions, plan.held), (1, false));
         assert_eq!(plan.unenforced, [quarantined.key()]);
 
-        plan.manage_org_default(AccessLevel::Allow, &all, &decided);
+        plan.set_org_default(
+            AccessLevel::Quarantine,
+            AccessLevel::Allow,
+            &all,
+            &decided,
+            &Platform::default(),
+        );
         assert_eq!(plan.commands.len(), 2);
         let last = plan.commands.last().unwrap();
         assert_eq!(
@@ -1000,12 +1183,214 @@ mod tests {
         assert!(plan.held);
 
         let mut steady = super::plan(&mailboxes, &decided, &[], &limit, all.len());
-        steady.manage_org_default(AccessLevel::Quarantine, &all, &decided);
+        steady.set_org_default(
+            AccessLevel::Quarantine,
+            AccessLevel::Quarantine,
+            &all,
+            &decided,
+            &Platform::default(),
+        );
         assert_eq!(
             steady.commands.len(),
             1,
             "no org command when already Quarantine"
         );
+    }
+
+    fn typed(
+        mailbox: &str,
+        id: &str,
+        ty: &str,
+        state: AccessState,
+        reason: &str,
+    ) -> ExchangeDevice {
+        ExchangeDevice {
+            device_type: ty.into(),
+            device_model: format!("{ty}-model"),
+            access_state_reason: reason.into(),
+            ..device(mailbox, id, state)
+        }
+    }
+
+    /// Exchange's order for a device on no list: the most specific matching rule, else the
+    /// default; without the rules, the rule Exchange reports now, else the default (or, not
+    /// known either, what the default gives the device now).
+    #[test]
+    fn the_platform_level_follows_exchanges_precedence() {
+        use crate::model::DeviceAccessRule as Rule;
+        let rule = |q: &str, characteristic, access_level| Rule {
+            query_string: q.into(),
+            characteristic,
+            access_level,
+        };
+        let rules = [
+            rule("iphone", RuleCharacteristic::DeviceType, AccessLevel::Allow),
+            rule(
+                "iPhone-model",
+                RuleCharacteristic::DeviceModel,
+                AccessLevel::Quarantine,
+            ),
+            rule(
+                "Android",
+                RuleCharacteristic::DeviceType,
+                AccessLevel::Allow,
+            ),
+            rule(
+                "Android",
+                RuleCharacteristic::DeviceType,
+                AccessLevel::Block,
+            ),
+        ];
+        let known = Platform {
+            default: Some(AccessLevel::Block),
+            rules: Some(&rules),
+            override_default_rule: true,
+        };
+        let iphone = typed("a", "1", "iPhone", AccessState::Allowed, "Individual");
+        let android = typed("a", "2", "Android", AccessState::Allowed, "Individual");
+        let nokia = typed("a", "3", "Nokia", AccessState::Allowed, "Individual");
+        assert_eq!(
+            known.level_of(&iphone),
+            Some(AccessLevel::Quarantine),
+            "model beats family"
+        );
+        assert_eq!(
+            known.level_of(&android),
+            Some(AccessLevel::Block),
+            "most restrictive"
+        );
+        assert_eq!(
+            known.level_of(&nokia),
+            Some(AccessLevel::Block),
+            "the default"
+        );
+
+        let unknown = Platform::default();
+        let by_rule = typed("a", "4", "Nokia", AccessState::Blocked, "DeviceRule");
+        let by_default = typed("a", "5", "Nokia", AccessState::Allowed, "Global");
+        assert_eq!(unknown.level_of(&by_rule), Some(AccessLevel::Block));
+        assert_eq!(unknown.level_of(&by_default), Some(AccessLevel::Allow));
+        assert_eq!(unknown.level_of(&nokia), None);
+        assert_eq!(
+            unknown.after(Verdict::Quarantine, &nokia),
+            AccessLevel::Quarantine
+        );
+    }
+
+    /// `override_default_rule`: on, an allowed device goes on the allow list whatever blocks
+    /// it; off, a device a rule or the default blocks stays on no list (and an allow entry it
+    /// had is taken away, which the guard counts), while one they would let in is listed.
+    #[test]
+    fn override_off_leaves_a_blocked_platform_blocked() {
+        use crate::model::DeviceAccessRule as Rule;
+        let rules = [Rule {
+            query_string: "Android".into(),
+            characteristic: RuleCharacteristic::DeviceType,
+            access_level: AccessLevel::Block,
+        }];
+        let mailboxes = [mailbox("alice", &["A1"], &[])];
+        let listed = typed("alice", "A1", "Android", AccessState::Allowed, "Individual");
+        let new = typed("alice", "A2", "Android", AccessState::Blocked, "DeviceRule");
+        let other = typed("alice", "A3", "iPhone", AccessState::Quarantined, "Global");
+        let decided = [&listed, &new, &other].map(|device| Decided {
+            device,
+            verdict: Verdict::Allow,
+        });
+        let mut platform = Platform {
+            default: Some(AccessLevel::Quarantine),
+            rules: Some(&rules),
+            override_default_rule: false,
+        };
+        let off = plan_steps(&mailboxes, &decided, &[], &NO_LIMIT, 3, &platform);
+        let edit = off.commands[0].clone().into_planned();
+        assert_eq!(
+            edit.command.rest_parameters()[ALLOWED_IDS],
+            json!({"@odata.type": GENERIC_HASH_TABLE, "Add": ["A3"], "Remove": ["A1"]})
+        );
+        assert_eq!(off.restricted, BTreeSet::from([listed.key()]));
+        assert_eq!(platform.after(Verdict::Allow, &new), AccessLevel::Block);
+
+        platform.override_default_rule = true;
+        let on = plan_steps(&mailboxes, &decided, &[], &NO_LIMIT, 3, &platform);
+        let PlanStep::MailboxEdit(edit) = &on.commands[0] else {
+            panic!("{on:#?}")
+        };
+        assert_eq!(edit.allow_add, ["A2", "A3"]);
+        assert!(edit.allow_remove.is_empty() && on.restricted.is_empty());
+    }
+
+    /// A switch to Block or Allow moves the devices the default decides and that stay on no
+    /// list, matched by no rule; only those it takes from allowed are restrictions.
+    #[test]
+    fn a_switch_to_block_or_allow_moves_only_what_the_default_decides() {
+        use crate::model::DeviceAccessRule as Rule;
+        let rules = [Rule {
+            query_string: "iPhone".into(),
+            characteristic: RuleCharacteristic::DeviceType,
+            access_level: AccessLevel::Allow,
+        }];
+        let mailboxes = [mailbox("alice", &[], &[])];
+        let quarantined = typed("alice", "Q", "Nokia", AccessState::Allowed, "Global");
+        let excepted = typed("alice", "I", "iPhone", AccessState::Allowed, "Global");
+        let allowed = typed("alice", "A", "Nokia", AccessState::Allowed, "Global");
+        let listed = typed("alice", "L", "Nokia", AccessState::Allowed, "Individual");
+        let all = [
+            quarantined.clone(),
+            excepted.clone(),
+            allowed.clone(),
+            listed.clone(),
+        ];
+        let decided = [
+            (&quarantined, Verdict::Quarantine),
+            (&excepted, Verdict::Quarantine),
+            (&allowed, Verdict::Allow),
+        ]
+        .map(|(device, verdict)| Decided { device, verdict });
+        let platform = Platform {
+            default: Some(AccessLevel::Block),
+            rules: Some(&rules),
+            override_default_rule: true,
+        };
+        let limit = RestrictionLimit {
+            percent: 0.0,
+            floor: 0,
+        };
+        let mut to_block = plan_steps(&mailboxes, &decided, &[], &limit, 4, &platform);
+        to_block.set_org_default(
+            AccessLevel::Block,
+            AccessLevel::Allow,
+            &all,
+            &decided,
+            &platform,
+        );
+        let PlanStep::Command(switch) = to_block.commands.last().unwrap() else {
+            panic!("{to_block:#?}")
+        };
+        assert_eq!(
+            switch.command.parameters.get_text("DefaultAccessLevel"),
+            Some("Block")
+        );
+        // The undecided `listed` is on the allow list (reason Individual): the default does
+        // not decide it. The excepted iPhone has its rule; `allowed` goes on its list.
+        assert_eq!(switch.devices, [quarantined.key()]);
+        assert_eq!(to_block.restricted, BTreeSet::from([quarantined.key()]));
+        assert!(to_block.held);
+
+        let blocked = typed("alice", "B", "Nokia", AccessState::Blocked, "Global");
+        let to_allow_platform = Platform {
+            default: Some(AccessLevel::Allow),
+            ..platform
+        };
+        let mut to_allow = plan_steps(&mailboxes, &[], &[], &limit, 1, &to_allow_platform);
+        to_allow.set_org_default(
+            AccessLevel::Allow,
+            AccessLevel::Block,
+            std::slice::from_ref(&blocked),
+            &[],
+            &to_allow_platform,
+        );
+        assert_eq!(to_allow.commands.last().unwrap().devices(), [blocked.key()]);
+        assert_eq!((to_allow.restrictions, to_allow.held), (0, false));
     }
 
     /// The journal stores these commands as JSON and the Exchange client has typed cmdlets:
@@ -1028,7 +1413,13 @@ mod tests {
         .map(|(device, verdict)| Decided { device, verdict });
         let mut plan = plan(&mailboxes, &decided, &[], &NO_LIMIT, 3);
         let all = [a1.clone(), a2.clone(), old.clone()];
-        plan.manage_org_default(AccessLevel::Allow, &all, &decided);
+        plan.set_org_default(
+            AccessLevel::Quarantine,
+            AccessLevel::Allow,
+            &all,
+            &decided,
+            &Platform::default(),
+        );
 
         let typed = SetCasMailbox {
             identity: "alice".into(),
@@ -1169,7 +1560,13 @@ mod tests {
                 .collect();
             let before = mailboxes.clone();
             let mut first = plan(&mailboxes, &decided, &[], &NO_LIMIT, devices.len());
-            first.manage_org_default(default, &devices, &decided);
+            first.set_org_default(
+                AccessLevel::Quarantine,
+                default,
+                &devices,
+                &decided,
+                &Platform::default(),
+            );
 
             let mut touched = HashSet::new();
             for (i, planned) in first.commands.iter().enumerate() {
@@ -1248,7 +1645,13 @@ mod tests {
                 .filter_map(|(device, v)| v.map(|verdict| Decided { device, verdict }))
                 .collect();
             let mut second = plan(&mailboxes, &decided_after, &[], &NO_LIMIT, devices.len());
-            second.manage_org_default(default, &after_devices, &decided_after);
+            second.set_org_default(
+                AccessLevel::Quarantine,
+                default,
+                &after_devices,
+                &decided_after,
+                &Platform::default(),
+            );
             assert!(second.is_empty(), "seed {seed}: {second:#?}");
             assert!(
                 second.changes.is_empty() && second.restricted.is_empty(),

@@ -39,7 +39,7 @@ use super::discover::{self, Discovered, Started};
 use super::dry_run::DryRun;
 use super::matching::{Matched, MatchedDevice, Matcher};
 use super::notices::{NoticeReport, NoticeStage, TemplateSource, deliver};
-use super::plan::{Decided, Plan, PlanStep, PlannedCommand, plan_steps};
+use super::plan::{Decided, Plan, PlanStep, PlannedCommand, Platform, plan_steps};
 use super::progress;
 use super::save::InventorySaver;
 use crate::model::SyncKind;
@@ -500,20 +500,38 @@ impl OrgSync {
         } else {
             self.store.device_count(run.org)?
         };
+        // The default after this run: the configured one, unless a full sync must leave it
+        // (below); what Exchange has where the configuration leaves it alone.
+        let target = self.settings.org_default();
+        let switch = run.full && complete;
+        let platform = Platform {
+            default: if switch || !run.full {
+                target.or(org_default)
+            } else {
+                org_default
+            },
+            rules: self.settings.device_access_rules.as_deref(),
+            override_default_rule: self.settings.override_default_rule,
+        };
         let mut plan = plan_steps(
             &inventory.mailboxes,
             &verdicts.decided,
             &removals,
             &self.settings.max_new_restrictions,
             org_devices,
+            &platform,
         );
         if run.full {
-            if self.settings.manage_org_default
-                && let Some(current) = org_default
-            {
-                if complete {
-                    plan.manage_org_default(current, &inventory.devices, &verdicts.decided);
-                } else if current != crate::model::AccessLevel::Quarantine {
+            if let (Some(target), Some(current)) = (target, org_default) {
+                if switch {
+                    plan.set_org_default(
+                        target,
+                        current,
+                        &inventory.devices,
+                        &verdicts.decided,
+                        &platform,
+                    );
+                } else if current != target {
                     run.summary.errors.push(format!(
                         "the organization default stays {} this run: the devices whose records could not be read would move with it",
                         current.as_str()
@@ -537,7 +555,13 @@ impl OrgSync {
         summary.restriction_limit = plan.limit as u64;
         // A dry run's report needs the devices and the verdicts, which go when this returns.
         let dry_run = run.dry_run.then(|| {
-            super::dry_run::report(&plan, &inventory.devices, &verdicts.decided, org_default)
+            super::dry_run::report(
+                &plan,
+                &inventory.devices,
+                &verdicts.decided,
+                org_default,
+                &platform,
+            )
         });
         Ok(Planned {
             plan,

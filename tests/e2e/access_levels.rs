@@ -1,0 +1,317 @@
+//! The organization default (allow, block, quarantine), Intune's platform exceptions (device
+//! access rules) and `override_default_rule`, end to end: the lab evaluates every device with
+//! Exchange's precedence (mailbox lists, then device access rules, then the default), so each
+//! device's state below is what Exchange itself makes of the connector's plan.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use easgate::exchange::cmdlets::GetOrganizationSettings;
+use easgate::model::{
+    AccessLevel, DefaultAccess, DeviceAccessRule, RuleCharacteristic, SyncKind, SyncSettings,
+    Verdict,
+};
+use easgate::plugin::PluginEngine;
+use easgate::store::RunOutcome;
+use easgate::sync::dry_run::{Cause, DefaultSwitch, NewState};
+use easgate_lab::{AccessReason, AccessState, DeviceTruth, Lab};
+
+use crate::support::lab::{expected, org_sync_over, sync_lab, unguarded};
+use crate::support::{Transport, builtin, temp_store, within};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A family rule (`DeviceType`), Intune's "device family" exception.
+fn family(query: &str, level: AccessLevel) -> DeviceAccessRule {
+    DeviceAccessRule {
+        query_string: query.into(),
+        characteristic: RuleCharacteristic::DeviceType,
+        access_level: level,
+    }
+}
+
+/// The built-in policy's verdict, or none for a partnership whose mailbox is gone (it has no
+/// lists: rules and the default decide it).
+fn verdict(d: &DeviceTruth) -> Option<Verdict> {
+    d.mailbox.as_ref().map(|_| expected(d))
+}
+
+/// Every discovered device: (identity, state, reason, on the allow list, on the block list).
+fn checked(lab: &Lab) -> Vec<DeviceTruth> {
+    lab.control()
+        .truth()
+        .into_iter()
+        .filter(|d| d.access_state != AccessState::DeviceDiscovery)
+        .collect()
+}
+
+/// Devices not as `want` says: (allow list, block list, state, reason) per device.
+fn wrong(
+    lab: &Lab,
+    want: impl Fn(&DeviceTruth) -> (bool, bool, AccessState, AccessReason),
+) -> Vec<(DeviceTruth, (bool, bool, AccessState, AccessReason))> {
+    checked(lab)
+        .into_iter()
+        .filter_map(|d| {
+            let w = want(&d);
+            let got = (
+                d.in_allow_list,
+                d.in_block_list,
+                d.access_state,
+                d.access_state_reason,
+            );
+            (got != w).then_some((d, w))
+        })
+        .collect()
+}
+
+fn assert_none_wrong(
+    lab: &Lab,
+    want: impl Fn(&DeviceTruth) -> (bool, bool, AccessState, AccessReason),
+) {
+    let wrong = wrong(lab, want);
+    assert!(
+        wrong.is_empty(),
+        "{} devices not as expected, e.g. {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+}
+
+async fn org_default(sync: &easgate::sync::OrgSync) -> String {
+    let settings = sync
+        .exchange
+        .run(&GetOrganizationSettings {})
+        .await
+        .unwrap()
+        .remove(0);
+    format!("{:?}", settings.default_access_level)
+}
+
+// Intune's usual on-premises set-up: block every device by default, let one platform in as an
+// exception, and let compliance decide the enrolled ones.
+over_transports!(default_block_with_an_allow_exception_for_a_platform);
+async fn default_block_with_an_allow_exception_for_a_platform(transport: Transport) {
+    let lab = sync_lab(400).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let settings = SyncSettings {
+        default_access_level: Some(DefaultAccess::Block),
+        device_access_rules: Some(vec![family("iPhone", AccessLevel::Allow)]),
+        ..unguarded()
+    };
+    let sync = org_sync_over(&lab, store, settings, transport);
+    let run = within(
+        LIMIT,
+        sync.run(SyncKind::Full, false, builtin(&engine, "{}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:#?}");
+    assert_eq!(org_default(&sync).await, "Block");
+
+    let iphone = |d: &DeviceTruth| d.device_type.eq_ignore_ascii_case("iPhone");
+    assert_none_wrong(&lab, |d| match verdict(d) {
+        Some(Verdict::Allow) => (true, false, AccessState::Allowed, AccessReason::Individual),
+        Some(Verdict::Block) => (false, true, AccessState::Blocked, AccessReason::Individual),
+        // On no list: the exception lets iPhones in, the default blocks the rest.
+        _ if iphone(d) => (false, false, AccessState::Allowed, AccessReason::DeviceRule),
+        _ => (false, false, AccessState::Blocked, AccessReason::Global),
+    });
+    // Not vacuous: unenrolled devices on both sides of the exception, and both verdicts.
+    let devices = checked(&lab);
+    let unlisted = |excepted: bool| {
+        devices
+            .iter()
+            .filter(|d| verdict(d) != Some(Verdict::Allow) && verdict(d) != Some(Verdict::Block))
+            .filter(|d| iphone(d) == excepted)
+            .count()
+    };
+    assert!(unlisted(true) > 0 && unlisted(false) > 0);
+    assert!(devices.iter().any(|d| verdict(d) == Some(Verdict::Block)));
+}
+
+// Default allow, compliance blocks; a blocked platform with `override_default_rule` off keeps
+// its compliant devices blocked, and turning it on lets them in through the allow list.
+over_transports!(default_allow_with_compliance_blocks_and_override_off_then_on);
+async fn default_allow_with_compliance_blocks_and_override_off_then_on(transport: Transport) {
+    let lab = sync_lab(400).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let settings = SyncSettings {
+        default_access_level: Some(DefaultAccess::Allow),
+        device_access_rules: Some(vec![family("Android", AccessLevel::Block)]),
+        override_default_rule: false,
+        ..unguarded()
+    };
+    let sync = org_sync_over(&lab, store.clone(), settings.clone(), transport);
+    let run = within(
+        LIMIT,
+        sync.run(SyncKind::Full, false, builtin(&engine, "{}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:#?}");
+    assert_eq!(org_default(&sync).await, "Allow");
+
+    let android = |d: &DeviceTruth| d.device_type.eq_ignore_ascii_case("Android");
+    assert_none_wrong(&lab, |d| match verdict(d) {
+        Some(Verdict::Block) => (false, true, AccessState::Blocked, AccessReason::Individual),
+        // Compliant, but the platform is blocked and compliance does not override it.
+        Some(Verdict::Allow) if android(d) => {
+            (false, false, AccessState::Blocked, AccessReason::DeviceRule)
+        }
+        Some(Verdict::Allow) => (true, false, AccessState::Allowed, AccessReason::Individual),
+        _ if android(d) => (false, false, AccessState::Blocked, AccessReason::DeviceRule),
+        // The policy would quarantine them, but the default lets them in: Exchange's verdict.
+        _ => (false, false, AccessState::Allowed, AccessReason::Global),
+    });
+    let compliant_android: BTreeSet<String> = checked(&lab)
+        .into_iter()
+        .filter(|d| android(d) && verdict(d) == Some(Verdict::Allow))
+        .map(|d| d.identity)
+        .collect();
+    assert!(!compliant_android.is_empty());
+
+    // Stable: the same settings again change nothing.
+    lab.control().reset_counters();
+    let again = within(
+        LIMIT,
+        sync.run(SyncKind::Full, false, builtin(&engine, "{}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.commands_issued, 0, "{again:#?}");
+
+    // Override on: the compliant devices of the blocked platform go on their allow lists.
+    let overriding = org_sync_over(
+        &lab,
+        store,
+        SyncSettings {
+            override_default_rule: true,
+            ..settings
+        },
+        transport,
+    );
+    let run = within(
+        LIMIT,
+        overriding.run(SyncKind::Full, false, builtin(&engine, "{}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:#?}");
+    for d in checked(&lab) {
+        if compliant_android.contains(&d.identity) {
+            assert!(
+                d.in_allow_list && d.access_state == AccessState::Allowed,
+                "{d:#?}"
+            );
+        }
+    }
+}
+
+// Switching the default from Allow to Block takes access from every device only the default
+// allowed: the dry run lists exactly those, the guard holds the real run (nothing changes),
+// and the approved switch then changes exactly what the dry run listed.
+over_transports!(a_default_switch_is_listed_by_the_dry_run_and_held_by_the_guard);
+async fn a_default_switch_is_listed_by_the_dry_run_and_held_by_the_guard(transport: Transport) {
+    let lab = sync_lab(600).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let policy = || builtin(&engine, "{}");
+    let allow = SyncSettings {
+        default_access_level: Some(DefaultAccess::Allow),
+        ..unguarded()
+    };
+    let settled = org_sync_over(&lab, store.clone(), allow, transport);
+    let first = within(LIMIT, settled.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    let state = |lab: &Lab| -> BTreeSet<(String, String)> {
+        checked(lab)
+            .into_iter()
+            .map(|d| (d.identity, d.access_state.as_str().to_owned()))
+            .collect()
+    };
+    let before = state(&lab);
+    let by_default: BTreeSet<String> = checked(&lab)
+        .into_iter()
+        .filter(|d| {
+            d.access_state == AccessState::Allowed && d.access_state_reason == AccessReason::Global
+        })
+        .map(|d| d.identity)
+        .collect();
+    // The default guard (10 %, at least 25) is below them.
+    assert!(
+        by_default.len() > 60,
+        "{} allowed by the default",
+        by_default.len()
+    );
+
+    let block = SyncSettings {
+        default_access_level: Some(DefaultAccess::Block),
+        ..SyncSettings::default()
+    };
+    let guarded = org_sync_over(&lab, store.clone(), block.clone(), transport);
+    lab.control().reset_counters();
+    let rehearsal = within(LIMIT, guarded.run(SyncKind::Full, true, policy()))
+        .await
+        .unwrap();
+    assert_eq!(rehearsal.outcome, RunOutcome::Succeeded, "{rehearsal:#?}");
+    assert_eq!(rehearsal.restrictions, by_default.len() as u64);
+    let report = rehearsal.dry_run.as_ref().expect("a dry run's report");
+    assert!(report.would_hold);
+    assert_eq!(
+        report.org_default,
+        Some(DefaultSwitch {
+            from: AccessLevel::Allow,
+            to: AccessLevel::Block
+        })
+    );
+    assert!(
+        report
+            .changes
+            .iter()
+            .all(|c| c.from == easgate::model::AccessState::Allowed
+                && c.to == NewState::Blocked
+                && c.by == Cause::OrgDefault)
+    );
+    let listed: BTreeSet<String> = report.changes.iter().map(|c| c.identity.clone()).collect();
+    assert_eq!(listed, by_default);
+
+    let held = within(LIMIT, guarded.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(held.outcome, RunOutcome::Held, "{held:#?}");
+    assert_eq!(held.restrictions, by_default.len() as u64);
+    let counters = lab.control().counters();
+    assert_eq!(counters.calls("Set-ActiveSyncOrganizationSettings"), 0);
+    assert_eq!(counters.calls("Set-CASMailbox"), 0);
+    assert_eq!(org_default(&guarded).await, "Allow");
+    assert_eq!(state(&lab), before);
+
+    // Let through: exactly the listed devices change, each to Blocked.
+    let unguarded_block = org_sync_over(
+        &lab,
+        store,
+        SyncSettings {
+            max_new_restrictions: unguarded().max_new_restrictions,
+            ..block
+        },
+        transport,
+    );
+    let run = within(LIMIT, unguarded_block.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:#?}");
+    let after = state(&lab);
+    let changed: BTreeSet<String> = after
+        .difference(&before)
+        .map(|(identity, state)| {
+            assert_eq!(state, "Blocked", "{identity}");
+            identity.clone()
+        })
+        .collect();
+    assert_eq!(changed, listed);
+}
