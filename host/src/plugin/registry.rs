@@ -233,8 +233,8 @@ pub struct PluginRegistry {
     generation: watch::Sender<u64>,
     /// For `/metrics`: directory versions loaded and rejected since start.
     reloads: Mutex<ReloadCounts>,
-    /// The organizations with a policy of their own, by name. Locked after `entries`, never
-    /// before.
+    /// The organizations with a policy of their own, by name. When both are held, this lock
+    /// is taken first, then `entries` (see `update_orgs`), never the other way round.
     orgs: Mutex<BTreeMap<String, Binding>>,
 }
 
