@@ -289,7 +289,9 @@ fn run_fn(
     let runners = Arc::new(runners);
     Arc::new(move |req: SyncRequest| {
         let runner = runners.get(&req.org).cloned();
-        let policy = registry.access_policy();
+        // Pinned now, for the whole run; one organization's broken policy fails its own
+        // syncs only.
+        let policy = registry.policy_for(&req.org);
         let registry = registry.clone();
         let metrics = metrics.clone();
         Box::pin(async move {
@@ -303,7 +305,10 @@ fn run_fn(
                 };
                 req.progress.set("approved plans", 0, None);
                 apply_approved(&runner, &metrics, &report).await?;
-                anyhow::Ok(runner.run_reporting(kind, false, policy, &report).await?)
+                anyhow::Ok(match policy {
+                    Ok(policy) => runner.run_reporting(kind, false, policy, &report).await?,
+                    Err(err) => runner.fail_without_policy(kind, false, &err).await?,
+                })
             };
             let summary = tokio::select! {
                 biased;
@@ -356,7 +361,7 @@ fn roll_back(registry: &PluginRegistry, summary: &sync::Summary) {
         "rolled back after run {} of organization {}: every policy batch failed ({} devices undecided); first failure: {first}",
         summary.run, summary.organization, summary.verdicts.undecided
     );
-    if !registry.roll_back_access_policy(&summary.plugin_digest, kind, reason) {
+    if !registry.roll_back_policy_of(&summary.organization, &summary.plugin_digest, kind, reason) {
         tracing::warn!(
             org = %summary.organization,
             digest = %summary.plugin_digest,
@@ -375,13 +380,14 @@ impl Daemon {
         let store = tokio::task::spawn_blocking(move || open_and_recover(&data_dir)).await??;
         let store = Arc::new(store);
 
-        let options = RegistryOptions::from_config(&config.sync);
+        let options = RegistryOptions::from_config(config);
         let registry =
             tokio::task::spawn_blocking(move || PluginRegistry::new(PluginEngine::new()?, options))
                 .await??;
-        let watcher = match config.sync.plugin_dir {
-            Some(_) => Some(registry.watch()?),
-            None => None,
+        // The plugin directory and the organizations' settings files.
+        let watcher = match registry.watches_files() {
+            true => Some(registry.watch()?),
+            false => None,
         };
 
         let metrics = Arc::new(Metrics::default());

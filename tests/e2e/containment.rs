@@ -129,9 +129,7 @@ fn an_invalid_reason_rejects_the_batch() {
 
 #[test]
 fn a_configure_error_rejects_the_plugin_at_load() {
-    let err = faulty(&engine(), json!({"mode": "configure-fails"}))
-        .err()
-        .expect("rejected");
+    let err = faulty(&engine(), json!({"mode": "configure-fails"})).expect_err("rejected");
     assert!(matches!(err, PluginError::Configure { .. }), "{err}");
     assert!(err.to_string().contains("configure refused"), "{err}");
     assert_names_plugin(&err);

@@ -26,6 +26,7 @@ mod monitoring;
 mod notice_template;
 mod notices;
 mod notify;
+mod org_policy;
 mod policy_diff;
 mod policy_table;
 mod polyglot;

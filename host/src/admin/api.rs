@@ -76,6 +76,31 @@ fn active_plugins(state: &AdminState) -> Value {
     })
 }
 
+/// The policy that decides organization `name`'s syncs: its own (`[organization.policy]`,
+/// with why it cannot serve, if it cannot) or the `[sync]` policy.
+fn org_policy_json(state: &AdminState, name: &str) -> Value {
+    let own = state
+        .registry
+        .org_policies()
+        .into_iter()
+        .find(|p| p.organization == name);
+    let Some(own) = own else {
+        let access = state.registry.access_policy();
+        let mut policy = digest_json(&access.meta.name, &access.meta.digest, &access.meta.source);
+        policy["settings"] = json!("[sync]");
+        policy["error"] = Value::Null;
+        return policy;
+    };
+    let mut policy = match &own.active {
+        Some(p) => digest_json(&p.meta.name, &p.meta.digest, &p.meta.source),
+        None => json!({ "name": own.plugin, "digest": null, "source": null }),
+    };
+    policy["settings"] = json!(own.settings);
+    policy["error"] = json!(own.failure.as_ref().map(|f| &f.reason));
+    policy["error_kind"] = json!(own.failure.as_ref().map(|f| f.kind.as_str()));
+    policy
+}
+
 /// Notices that did not go out and will not be retried, newest first, shown at most.
 const UNSENT_SHOWN: usize = 10;
 
@@ -143,6 +168,7 @@ pub async fn status(State(state): State<AdminState>) -> Result<Json<Value>, ApiE
                     "held_plans": held,
                     "recent_runs": recent,
                     "notices": notices_json(&state.store, id)?,
+                    "policy": org_policy_json(&state, name),
                 }))
             })
             .collect::<Result<Vec<Value>, ApiError>>()

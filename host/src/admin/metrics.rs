@@ -146,4 +146,17 @@ fn plugin_gauges(state: &AdminState, r: &mut Registry) {
         "The active plugin version of each world",
         active,
     );
+    // 0 while an organization's own policy cannot serve (its syncs fail until its plugin or
+    // settings file is fixed), or its latest plugin version or settings were refused.
+    let ready = ScrapeGauges::default();
+    for policy in state.registry.org_policies() {
+        let serving = policy.active.is_some() && policy.failure.is_none();
+        set(&ready, &[("org", &policy.organization)], i64::from(serving));
+    }
+    r.register(
+        "easgate_organization_policy_ready",
+        "1 when the organization's own access policy serves with its latest plugin version and \
+         settings, 0 when they were refused (per organization with [organization.policy])",
+        ready,
+    );
 }

@@ -163,6 +163,23 @@ fn print_status(status: &Value) {
         if let Some(error) = org["last_attempt"]["error"].as_str() {
             println!("  last attempt failed: {error}");
         }
+        let policy = &org["policy"];
+        if let Some(name) = policy["name"].as_str() {
+            let digest = policy["digest"].as_str().unwrap_or("");
+            println!(
+                "  policy: {name} {} ({}), settings {}",
+                if digest.is_empty() {
+                    "(none in place)"
+                } else {
+                    &digest[..digest.len().min(12)]
+                },
+                policy["source"].as_str().unwrap_or("no good version"),
+                policy["settings"].as_str().unwrap_or("?")
+            );
+        }
+        if let Some(error) = policy["error"].as_str() {
+            println!("  policy error: {error}");
+        }
         let v = &org["verdicts"];
         println!(
             "  devices {}: allow {}, block {}, quarantine {}, exempt {}, undecided {}",

@@ -56,10 +56,8 @@ pub fn run(command: NoticeCommand) -> anyhow::Result<ExitCode> {
     };
     let notice = preview_notice(&store, org_id, &device, decision)?;
     let settings = NoticeSettings::new(&org.name, &notify.for_organization(org))?;
-    let registry = PluginRegistry::new(
-        PluginEngine::new()?,
-        RegistryOptions::from_config(&config.sync),
-    )?;
+    let registry =
+        PluginRegistry::new(PluginEngine::new()?, RegistryOptions::from_config(&config))?;
     let template = registry.notice_template();
     let rendered = template
         .render(&template_input(&settings, &notice))

@@ -44,7 +44,8 @@ pub enum PolicyCommand {
     /// What-if against the last stored inventory: decide every stored device with this policy,
     /// plan against the state the last sync left, print the verdict counts, the devices whose
     /// verdict changes and the commands the plan would issue. Reads the store only; asks
-    /// Exchange and Intune nothing.
+    /// Exchange and Intune nothing. Without `--settings`, an organization with settings of its
+    /// own (`[organization.policy]`) is decided with them.
     Diff {
         /// A `.wasm` access policy (its `.toml` manifest beside it) or `builtin:access-policy`.
         plugin: String,
@@ -101,8 +102,10 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             settings,
             json,
         } => {
-            let policy = access_policy(load_target(&engine, &plugin, settings.validated()?)?)?;
-            diff(policy, &config, org.as_deref(), json)
+            let settings = settings.validated()?;
+            let own_settings = settings.is_none();
+            let policy = access_policy(load_target(&engine, &plugin, settings)?)?;
+            diff(policy, own_settings, &config, org.as_deref(), json)
         }
         PolicyCommand::Check { plugin, settings } => {
             let loaded = load_target(&engine, &plugin, settings.validated()?)?;
@@ -163,6 +166,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
 
 fn diff(
     policy: std::sync::Arc<crate::plugin::AccessPolicyPlugin>,
+    own_settings: bool,
     config_path: &Path,
     org: Option<&str>,
     json: bool,
@@ -184,11 +188,16 @@ fn diff(
     let now = crate::timestamp::unix_now();
     let runtime = tokio::runtime::Runtime::new()?;
     for org in orgs {
+        let policy = match org.policy.as_ref().filter(|_| own_settings) {
+            Some(own) => with_settings_of(&policy, own)
+                .with_context(|| format!("organization `{}`", org.name))?,
+            None => policy.clone(),
+        };
         let diff = runtime.block_on(crate::sync::whatif::diff(
             store.clone(),
             &org.name,
             &org.sync,
-            policy.clone(),
+            policy,
             now,
         ))?;
         if json {
@@ -198,6 +207,21 @@ fn diff(
         print_diff(&diff);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `policy` with an organization's own settings, where it has some (inline or in a file).
+fn with_settings_of(
+    policy: &std::sync::Arc<crate::plugin::AccessPolicyPlugin>,
+    own: &crate::config::OrgPolicy,
+) -> anyhow::Result<std::sync::Arc<crate::plugin::AccessPolicyPlugin>> {
+    let settings = match (&own.settings, &own.settings_file) {
+        (Some(table), _) => serde_json::to_string(table)?,
+        (None, Some(file)) => {
+            crate::plugin::org_policy::read_settings(file).map_err(anyhow::Error::msg)?
+        }
+        (None, None) => return Ok(policy.clone()),
+    };
+    Ok(std::sync::Arc::new(policy.with_settings(settings)?))
 }
 
 fn print_diff(diff: &crate::sync::Diff) {

@@ -369,10 +369,8 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         super::init_store(&config)?;
     }
     let store = open_store(&config)?;
-    let registry = PluginRegistry::new(
-        PluginEngine::new()?,
-        RegistryOptions::from_config(&config.sync),
-    )?;
+    let registry =
+        PluginRegistry::new(PluginEngine::new()?, RegistryOptions::from_config(&config))?;
     let kind = if args.full {
         SyncKind::Full
     } else {
@@ -399,11 +397,15 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             let report = |stage: &str, done: u64, total: Option<u64>| {
                 watch.report(stage, done, total);
             };
-            let policy = registry.access_policy();
+            let policy = registry.policy_for(&org.name);
             let run = runtime.block_on(async {
-                let run = sync
-                    .run_reporting(kind, args.dry_run, policy, &report)
-                    .await;
+                let run = match policy {
+                    Ok(policy) => {
+                        sync.run_reporting(kind, args.dry_run, policy, &report)
+                            .await
+                    }
+                    Err(err) => sync.fail_without_policy(kind, args.dry_run, &err).await,
+                };
                 // Remote PowerShell sessions count against the account's quota until closed.
                 sync.exchange.close().await;
                 run

@@ -133,6 +133,9 @@ impl Config {
             fix(p);
         }
         for org in &mut self.organizations {
+            if let Some(policy) = &mut org.policy {
+                policy.absolutize(dir);
+            }
             fix(&mut org.graph.client_secret);
             if let Some((_, secret)) = org.exchange.auth.secret_mut() {
                 fix(secret);

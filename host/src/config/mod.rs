@@ -125,6 +125,7 @@ mod load;
 mod network;
 mod notify;
 mod organization;
+mod policy;
 mod schedule;
 mod secrets;
 mod sync;
@@ -138,6 +139,7 @@ pub use load::ConfigError;
 pub use network::{Network, Proxy};
 pub use notify::{NOTICE_PLATFORMS, Notify, NotifyOverrides, OrgNotify, Smtp, SmtpSecurity};
 pub use organization::{GraphConnection, Organization};
+pub use policy::OrgPolicy;
 pub use secrets::{Secret, SecretError, SecretSource};
 pub use sync::SyncConfig;
 pub use url::{is_loopback_host, is_loopback_url};
@@ -175,6 +177,9 @@ impl Config {
         let mut names: HashMap<String, usize> = HashMap::new();
         for (i, org) in self.organizations.iter().enumerate() {
             org.validate(i, &mut names, self.network.allow_insecure_http)?;
+            if let Some(policy) = &org.policy {
+                policy.validate(|field| format!("organization[{i}].{field}"), &self.sync)?;
+            }
         }
         if let Some(admin) = &self.admin {
             admin.validate()?;

@@ -37,6 +37,9 @@ pub struct Organization {
     /// partnership removal and the policy's scope groups; see [`SyncSettings`].
     #[serde(default)]
     pub sync: crate::model::SyncSettings,
+    /// `[organization.policy]`: this organization's own policy plugin and settings; `None`:
+    /// the `[sync]` policy decides.
+    pub policy: Option<super::OrgPolicy>,
 }
 
 /// Where and how to reach Microsoft Graph (Intune, groups) and its token endpoint.

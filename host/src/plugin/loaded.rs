@@ -271,6 +271,15 @@ pub struct AccessPolicyPlugin {
     pre: access::AccessPolicyPre<SandboxState>,
 }
 
+/// Its metadata: the compiled code has nothing to show.
+impl std::fmt::Debug for AccessPolicyPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessPolicyPlugin")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AccessPolicyPlugin {
     /// One decision per device, in order; an invalid answer rejects the whole batch.
     pub fn decide(
@@ -305,6 +314,25 @@ impl AccessPolicyPlugin {
             });
         }
         Ok(Verdicts { decisions, log })
+    }
+
+    /// This version's compiled code with other `settings` (a JSON object): one organization's
+    /// own. The code is shared, not compiled again. Checked as a new version is, except for the
+    /// manifest's cases, which were written for the manifest's settings: `configure` must take
+    /// the settings and the rehearsal batch must be decided.
+    pub fn with_settings(&self, settings: String) -> Result<AccessPolicyPlugin, PluginError> {
+        let plugin = AccessPolicyPlugin {
+            meta: PluginMeta {
+                settings,
+                self_checks: 0,
+                loaded_at: SystemTime::now(),
+                ..self.meta.clone()
+            },
+            runner: self.runner.clone(),
+            pre: self.pre.clone(),
+        };
+        plugin.self_check(&[])?;
+        Ok(plugin)
     }
 
     /// Configures the plugin, decides the rehearsal batch ([`super::sample`]) and runs the
@@ -436,6 +464,7 @@ pub fn sample_notice() -> types::Notice {
 
 /// Runs one call in a fresh store: instantiate, configure, then the call itself, all under the
 /// plugin's deadline and memory limit; turns every failure into a [`PluginError`].
+#[derive(Clone)]
 struct Runner {
     engine: PluginEngine,
     id: PluginId,

@@ -8,6 +8,7 @@
 //! * [`loaded`]: a compiled, pre-instantiated, configured plugin version and its calls.
 //! * [`manifest`]: `NAME.toml` beside `NAME.wasm` (world, settings, limits, self-checks).
 //! * [`registry`]: the built-in and directory plugins, which version is active, hot reload.
+//! * [`org_policy`]: an organization's own policy: a plugin version bound to its settings.
 //! * [`json`]: the JSON form of the WIT records, for the CLI and for manifest cases.
 //! * [`wit`]: the ground floor's types ([`crate::model`]) in the contract's form.
 //!
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod json;
 pub mod loaded;
 pub mod manifest;
+pub mod org_policy;
 pub mod registry;
 pub mod sample;
 pub mod sandbox;

@@ -30,6 +30,10 @@ use tokio::sync::watch;
 
 use super::loaded::{LoadedPlugin, PluginSpec, load};
 use super::manifest::{Manifest, ManifestError, validate_name};
+use super::org_policy::{
+    Binding, OrgPolicyError, OrgPolicyFailure, OrgPolicyOptions, OrgPolicyStatus, OrgSettings,
+    file_of,
+};
 use super::{
     AccessPolicyPlugin, Digest, NoticeTemplatePlugin, PluginEngine, PluginError, PluginErrorKind,
     Source, World,
@@ -88,12 +92,17 @@ pub struct RegistryOptions {
     /// When set, only directory plugins whose `.wasm` has one of these digests load (the
     /// built-ins always do).
     pub allowed_digests: Option<Vec<Digest>>,
+    /// The organizations with a policy of their own (`[organization.policy]`).
+    pub organizations: Vec<OrgPolicyOptions>,
 }
 
 impl RegistryOptions {
-    /// The options `[sync]` asks for. Digests were checked when the configuration loaded.
-    pub fn from_config(sync: &crate::config::SyncConfig) -> Self {
+    /// The options `[sync]` and the organizations' `[organization.policy]` ask for. Digests
+    /// were checked when the configuration loaded.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let sync = &config.sync;
         Self {
+            organizations: OrgPolicyOptions::from_config(config),
             dir: sync.plugin_dir.clone(),
             access_policy: sync.access_policy.clone(),
             builtin_access_settings: sync.builtin_policy_json(),
@@ -115,6 +124,7 @@ impl Default for RegistryOptions {
             builtin_access_settings: "{}".to_owned(),
             builtin_notice_settings: "{}".to_owned(),
             allowed_digests: None,
+            organizations: Vec::new(),
         }
     }
 }
@@ -124,6 +134,7 @@ impl Default for RegistryOptions {
 pub struct Rejection {
     /// `None` when the file could not even be read.
     pub digest: Option<Digest>,
+    pub kind: PluginErrorKind,
     pub reason: String,
     pub at: SystemTime,
 }
@@ -222,6 +233,9 @@ pub struct PluginRegistry {
     generation: watch::Sender<u64>,
     /// For `/metrics`: directory versions loaded and rejected since start.
     reloads: Mutex<ReloadCounts>,
+    /// The organizations with a policy of their own, by name. When both are held, this lock
+    /// is taken first, then `entries` (see `update_orgs`), never the other way round.
+    orgs: Mutex<BTreeMap<String, Binding>>,
 }
 
 /// Directory plugin versions loaded, and rejected by kind of error, since the registry started.
@@ -264,6 +278,13 @@ impl PluginRegistry {
             reload_lock: Mutex::new(()),
             generation: watch::channel(0).0,
             reloads: Mutex::new(ReloadCounts::default()),
+            orgs: Mutex::new(
+                options
+                    .organizations
+                    .iter()
+                    .map(|o| (o.organization.clone(), Binding::new(o.clone())))
+                    .collect(),
+            ),
             options,
         });
         if let Some(dir) = &registry.options.dir {
@@ -275,7 +296,191 @@ impl PluginRegistry {
             })?;
             registry.rescan();
         }
+        // An empty directory reloads nothing: bind the organizations here in any case.
+        registry.update_orgs();
         Ok(registry)
+    }
+
+    /// The policy that decides organization `org`'s syncs: its own (`[organization.policy]`)
+    /// or, without one, the active `[sync]` policy. Hold the `Arc` for a whole sync.
+    pub fn policy_for(&self, org: &str) -> Result<Arc<AccessPolicyPlugin>, OrgPolicyError> {
+        let orgs = self.orgs.lock().expect("organization policies lock");
+        let Some(binding) = orgs.get(org) else {
+            return Ok(self.access_policy());
+        };
+        binding.active.clone().ok_or_else(|| OrgPolicyError {
+            organization: org.to_owned(),
+            failure: binding.failure.clone().unwrap_or_else(|| OrgPolicyFailure {
+                kind: PluginErrorKind::Invalid,
+                reason: "no policy version was put in place yet".into(),
+                at: SystemTime::now(),
+            }),
+        })
+    }
+
+    /// The organizations with a policy of their own, and how each stands.
+    pub fn org_policies(&self) -> Vec<OrgPolicyStatus> {
+        let orgs = self.orgs.lock().expect("organization policies lock");
+        orgs.values().map(Binding::status).collect()
+    }
+
+    /// Re-reads the organizations' settings files that changed and rebuilds what they feed.
+    pub fn refresh_org_settings(&self) {
+        let _serialized = self.reload_lock.lock().expect("reload lock");
+        self.update_orgs();
+        self.generation.send_modify(|generation| *generation += 1);
+    }
+
+    /// Binds each organization with a policy of its own to the current version of its plugin
+    /// and its current settings, where either changed since the last attempt.
+    fn update_orgs(&self) {
+        let mut orgs = self.orgs.lock().expect("organization policies lock");
+        for binding in orgs.values_mut() {
+            let version = match self.version_of(&binding.options.plugin) {
+                Ok(version) => version,
+                Err((kind, reason)) => {
+                    binding.tried = None;
+                    binding.fail(kind, reason);
+                    continue;
+                }
+            };
+            let origin = binding.settings_origin();
+            let settings_named = match &binding.options.settings {
+                OrgSettings::File(_) => format!("of {origin}"),
+                _ => origin.clone(),
+            };
+            let described = |cause: &str| {
+                format!(
+                    "access policy {:?} ({}, {}) with the settings {settings_named}: {cause}",
+                    version.meta.name,
+                    file_of(&version.meta.source),
+                    version.meta.digest,
+                )
+            };
+            let settings = match binding.settings(&version) {
+                Ok(settings) => settings,
+                Err(cause) => {
+                    // The cause names the file already.
+                    let reason = format!(
+                        "access policy {:?} ({}): {cause}",
+                        version.meta.name,
+                        file_of(&version.meta.source)
+                    );
+                    binding.tried = None;
+                    binding.fail(PluginErrorKind::Configure, reason);
+                    continue;
+                }
+            };
+            let unchanged = binding
+                .tried
+                .as_ref()
+                .is_some_and(|(v, s)| Arc::ptr_eq(v, &version) && *s == settings);
+            if unchanged {
+                continue;
+            }
+            binding.tried = Some((version.clone(), settings.clone()));
+            let built = if settings == version.meta.settings {
+                Ok(version.clone())
+            } else {
+                version.with_settings(settings).map(Arc::new)
+            };
+            match built {
+                Ok(plugin) => {
+                    tracing::info!(
+                        org = %binding.options.organization,
+                        plugin = %plugin.meta.name,
+                        digest = %plugin.meta.digest,
+                        settings = %origin,
+                        "the organization's access policy is in place"
+                    );
+                    binding.previous = binding.active.replace(plugin);
+                    binding.failure = None;
+                }
+                Err(err) => {
+                    let text = err.to_string();
+                    let cause = text
+                        .strip_prefix(&format!("{}: ", version.meta.id()))
+                        .unwrap_or(&text);
+                    let reason = described(cause);
+                    binding.fail(err.kind(), reason);
+                }
+            }
+        }
+    }
+
+    /// The loaded access-policy version of plugin `name`: the directory's, or the built-in for
+    /// the built-in's name when the directory has no good version of it. Otherwise the kind
+    /// and text of why there is none, naming the file.
+    fn version_of(&self, name: &str) -> Result<Arc<AccessPolicyPlugin>, (PluginErrorKind, String)> {
+        let entries = self.entries.lock().expect("registry lock");
+        let entry = entries.get(name);
+        match entry.and_then(|e| e.loaded.as_ref()) {
+            Some(LoadedPlugin::Access(plugin)) => return Ok(plugin.clone()),
+            Some(LoadedPlugin::Notice(plugin)) => {
+                return Err((
+                    PluginErrorKind::Invalid,
+                    format!(
+                        "{}: is a notice template, not an access policy",
+                        file_of(&plugin.meta.source)
+                    ),
+                ));
+            }
+            None => {}
+        }
+        if name == World::AccessPolicy.builtin_name() {
+            return Ok(self.builtin_access.clone());
+        }
+        let path = self.options.dir.as_ref().map_or_else(
+            || format!("{name}.wasm"),
+            |dir| dir.join(format!("{name}.wasm")).display().to_string(),
+        );
+        Err(match entry.and_then(|e| e.rejections.back()) {
+            // A rejection's reason names the plugin and its version.
+            Some(rejection) => (
+                rejection.kind,
+                format!(
+                    "access policy {name:?} ({path}) has no good version: {}",
+                    rejection.reason
+                ),
+            ),
+            None => (
+                PluginErrorKind::Invalid,
+                format!("access policy {name:?}: {path} does not exist"),
+            ),
+        })
+    }
+
+    /// Takes the policy of organization `org` out of service after a run in which it decided
+    /// nothing (see [`roll_back_access_policy`](Self::roll_back_access_policy)). An
+    /// organization with a policy of its own goes back to its previous binding, or has none
+    /// until its plugin or settings change; the other organizations are untouched. Without
+    /// one, the `[sync]` policy is rolled back.
+    pub fn roll_back_policy_of(
+        &self,
+        org: &str,
+        digest: &str,
+        kind: PluginErrorKind,
+        reason: String,
+    ) -> bool {
+        {
+            let _serialized = self.reload_lock.lock().expect("reload lock");
+            let mut orgs = self.orgs.lock().expect("organization policies lock");
+            if let Some(binding) = orgs.get_mut(org) {
+                let active = binding
+                    .active
+                    .as_ref()
+                    .is_some_and(|p| p.meta.digest.hex() == digest);
+                if !active {
+                    return false;
+                }
+                binding.active = binding.previous.take();
+                binding.fail(kind, reason);
+                drop(orgs);
+                self.generation.send_modify(|generation| *generation += 1);
+                return true;
+            }
+        }
+        self.roll_back_access_policy(digest, kind, reason)
     }
 
     /// The active access policy. Hold the `Arc` for a whole sync: one version throughout.
@@ -593,11 +798,17 @@ impl PluginRegistry {
         name: &str,
         plugin: LoadedPlugin,
     ) -> Result<LoadedPlugin, PluginError> {
+        let by_org = self
+            .options
+            .organizations
+            .iter()
+            .map(|org| (World::AccessPolicy, &org.plugin));
         let selected_as = [
             (World::AccessPolicy, &self.options.access_policy),
             (World::NoticeTemplate, &self.options.notice_template),
         ]
         .into_iter()
+        .chain(by_org)
         .find(|(_, selected)| selected.as_str() == name)
         .map(|(world, _)| world);
         match selected_as {
@@ -644,6 +855,7 @@ impl PluginRegistry {
         }
         entry.rejections.push_back(Rejection {
             digest,
+            kind,
             reason,
             at: SystemTime::now(),
         });
@@ -662,13 +874,48 @@ impl PluginRegistry {
         };
         swap_if_changed(&self.active_access, access, World::AccessPolicy);
         swap_if_changed(&self.active_notice, notice, World::NoticeTemplate);
+        drop(entries);
+        self.update_orgs();
+    }
+
+    /// The directories the watcher must watch: the plugin directory and those of the
+    /// organizations' settings files.
+    fn watched_dirs(&self) -> Vec<PathBuf> {
+        let files = self
+            .options
+            .organizations
+            .iter()
+            .filter_map(|o| match &o.settings {
+                OrgSettings::File(path) => path.parent().map(Path::to_owned),
+                _ => None,
+            });
+        let mut dirs: Vec<PathBuf> = self.options.dir.iter().cloned().chain(files).collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Whether there is anything to watch: a plugin directory or a settings file.
+    pub fn watches_files(&self) -> bool {
+        !self.watched_dirs().is_empty()
+    }
+
+    fn is_settings_file(&self, path: &Path) -> bool {
+        self.options
+            .organizations
+            .iter()
+            .any(|o| matches!(&o.settings, OrgSettings::File(file) if file == path))
     }
 
     /// Watches the plugin directory and reloads changed plugins until the watcher is dropped.
     pub fn watch(self: &Arc<Self>) -> anyhow::Result<PluginWatcher> {
-        let Some(dir) = self.options.dir.clone() else {
-            anyhow::bail!("no plugin directory is configured, so there is nothing to watch");
-        };
+        let dirs = self.watched_dirs();
+        if dirs.is_empty() {
+            anyhow::bail!(
+                "no plugin directory nor settings file is configured, so there is nothing to watch"
+            );
+        }
+        let plugin_dir = self.options.dir.clone();
         let registry = Arc::downgrade(self);
         let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {
             let Some(registry) = registry.upgrade() else {
@@ -676,8 +923,14 @@ impl PluginRegistry {
             };
             match events {
                 Ok(events) => {
+                    if events.iter().any(|e| registry.is_settings_file(&e.path)) {
+                        registry.refresh_org_settings();
+                    }
                     let mut names: Vec<String> = events
                         .iter()
+                        .filter(|event| {
+                            plugin_dir.is_some() && event.path.parent() == plugin_dir.as_deref()
+                        })
                         .filter_map(|event| plugin_name_of(&event.path))
                         .collect();
                     names.sort();
@@ -689,17 +942,19 @@ impl PluginRegistry {
                 Err(err) => {
                     tracing::error!("watching the plugin directory failed: {err}; rescanning");
                     registry.rescan();
+                    registry.refresh_org_settings();
                 }
             }
         })?;
-        debouncer
-            .watcher()
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|err| {
-                anyhow::anyhow!("cannot watch the plugin directory {}: {err}", dir.display())
-            })?;
+        for dir in &dirs {
+            debouncer
+                .watcher()
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|err| anyhow::anyhow!("cannot watch {}: {err}", dir.display()))?;
+        }
         // Files may have changed between the initial scan and the watch taking effect.
         self.rescan();
+        self.refresh_org_settings();
         Ok(PluginWatcher {
             _debouncer: debouncer,
         })
@@ -918,6 +1173,225 @@ mod tests {
             "{}",
             rejection.reason
         );
+    }
+
+    fn org(name: &str, plugin: &str, settings: OrgSettings) -> OrgPolicyOptions {
+        OrgPolicyOptions {
+            organization: name.into(),
+            plugin: plugin.into(),
+            settings,
+        }
+    }
+
+    fn registry_for(dir: &Path, organizations: Vec<OrgPolicyOptions>) -> Arc<PluginRegistry> {
+        PluginRegistry::new(
+            PluginEngine::new().unwrap(),
+            RegistryOptions {
+                dir: Some(dir.to_owned()),
+                organizations,
+                ..RegistryOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// The faulty test policy in the directory, its manifest making it a good one by default.
+    fn faulty_in(dir: &Path) {
+        let faulty = std::fs::read(concat!(env!("EASGATE_PLUGIN_WASM_DIR"), "/faulty.wasm"))
+            .expect("the faulty policy is built with the host");
+        std::fs::write(dir.join("faulty.wasm"), faulty).unwrap();
+        std::fs::write(
+            dir.join("faulty.toml"),
+            "world = \"access-policy\"\n[settings]\nmode = \"ok\"\n",
+        )
+        .unwrap();
+    }
+
+    /// The verdict `org`'s policy gives a device whose user is in group `group`.
+    fn verdict_for_member(registry: &PluginRegistry, org: &str, group: &str) -> types::Verdict {
+        let mut device = super::super::sample::sample_device("A1");
+        device.user.as_mut().unwrap().groups = vec![group.into()];
+        let policy = registry.policy_for(org).unwrap();
+        let info = super::super::loaded::what_if(1_735_689_600);
+        policy.decide(&info, &[device]).unwrap().decisions[0].verdict
+    }
+
+    use super::super::types;
+
+    #[test]
+    fn each_organization_decides_by_its_own_settings_on_shared_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        faulty_in(dir.path());
+        let beta_file = elsewhere.path().join("beta.toml");
+        std::fs::write(&beta_file, "excludedGroups = [\"g-beta\"]\n").unwrap();
+        let registry = registry_for(
+            dir.path(),
+            vec![
+                org(
+                    "alpha",
+                    "access-policy",
+                    OrgSettings::Inline(r#"{"excludedGroups":["g-alpha"]}"#.into()),
+                ),
+                org("beta", "access-policy", OrgSettings::File(beta_file)),
+                org("gamma", "faulty", OrgSettings::Plugin),
+            ],
+        );
+        let builtin = Digest::of(BUILTIN_ACCESS_POLICY);
+        let alpha = registry.policy_for("alpha").unwrap();
+        let beta = registry.policy_for("beta").unwrap();
+        assert_eq!((alpha.meta.digest, beta.meta.digest), (builtin, builtin));
+        assert_eq!(alpha.meta.settings, r#"{"excludedGroups":["g-alpha"]}"#);
+        assert_eq!(beta.meta.settings, r#"{"excludedGroups":["g-beta"]}"#);
+        // Not compiled again: the compilation is the built-in's own.
+        assert_eq!(
+            alpha.meta.compilation,
+            registry.builtin_access.meta.compilation
+        );
+        assert_eq!(
+            verdict_for_member(&registry, "alpha", "g-alpha"),
+            types::Verdict::Exempt
+        );
+        assert_ne!(
+            verdict_for_member(&registry, "beta", "g-alpha"),
+            types::Verdict::Exempt
+        );
+        assert_eq!(
+            verdict_for_member(&registry, "beta", "g-beta"),
+            types::Verdict::Exempt
+        );
+
+        // Without settings of its own, the directory version itself; without a section, the
+        // [sync] policy.
+        let gamma = registry.policy_for("gamma").unwrap();
+        let loaded = match &registry.entries.lock().unwrap()["faulty"].loaded {
+            Some(LoadedPlugin::Access(p)) => p.clone(),
+            _ => panic!("faulty loaded"),
+        };
+        assert!(Arc::ptr_eq(&gamma, &loaded));
+        assert!(Arc::ptr_eq(
+            &registry.policy_for("delta").unwrap(),
+            &registry.access_policy()
+        ));
+        assert!(registry.org_policies().iter().all(|p| p.failure.is_none()));
+    }
+
+    #[test]
+    fn a_broken_settings_file_fails_its_organization_only_until_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let file = elsewhere.path().join("alpha.toml");
+        std::fs::write(&file, "includedGroups = \"g1\"\n").unwrap();
+        let registry = registry_for(
+            dir.path(),
+            vec![
+                org("alpha", "access-policy", OrgSettings::File(file.clone())),
+                org(
+                    "beta",
+                    "access-policy",
+                    OrgSettings::Inline(r#"{"notify":false}"#.into()),
+                ),
+            ],
+        );
+        let err = registry.policy_for("alpha").unwrap_err();
+        assert_eq!(err.failure.kind, PluginErrorKind::Configure);
+        let text = err.to_string();
+        for needle in [
+            "organization \"alpha\": access policy \"access-policy\" (built-in, sha256:",
+            &format!("with the settings of {}: ", file.display()),
+            "configure rejected its settings: includedGroups",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in {text}");
+        }
+        assert_eq!(text.matches("configure rejected").count(), 1, "{text}");
+        assert!(registry.policy_for("beta").is_ok());
+
+        // Not TOML: the file and line are named.
+        std::fs::write(&file, "notify = false\nincludedGroups = [\n").unwrap();
+        registry.refresh_org_settings();
+        let text = registry.policy_for("alpha").unwrap_err().to_string();
+        assert!(text.contains(&format!("{}:2: ", file.display())), "{text}");
+
+        // Fixed: in place at the next refresh (the watcher's call).
+        std::fs::write(&file, "includedGroups = [\"g1\"]\n").unwrap();
+        registry.refresh_org_settings();
+        let good = registry.policy_for("alpha").unwrap();
+        assert_eq!(good.meta.settings, r#"{"includedGroups":["g1"]}"#);
+
+        // Broken again: the last good pairing keeps serving, the refusal is shown.
+        std::fs::write(&file, "includedGroups = 7\n").unwrap();
+        registry.refresh_org_settings();
+        assert!(Arc::ptr_eq(&registry.policy_for("alpha").unwrap(), &good));
+        let status = registry.org_policies();
+        let alpha = status.iter().find(|p| p.organization == "alpha").unwrap();
+        assert!(
+            alpha
+                .failure
+                .as_ref()
+                .unwrap()
+                .reason
+                .contains("includedGroups"),
+            "{:?}",
+            alpha.failure
+        );
+    }
+
+    #[test]
+    fn a_missing_or_trapping_plugin_fails_its_organization_and_a_roll_back_is_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry_for(
+            dir.path(),
+            vec![
+                org("alpha", "faulty", OrgSettings::Plugin),
+                org(
+                    "beta",
+                    "faulty",
+                    OrgSettings::Inline(r#"{"mode":"trap","rehearsals":true}"#.into()),
+                ),
+                org(
+                    "gamma",
+                    "faulty",
+                    OrgSettings::Inline(r#"{"mode":"trap"}"#.into()),
+                ),
+            ],
+        );
+        let err = registry.policy_for("alpha").unwrap_err().to_string();
+        let path = dir.path().join("faulty.wasm");
+        assert!(
+            err.contains(&format!("{} does not exist", path.display())),
+            "{err}"
+        );
+
+        // The plugin arrives: alpha and gamma serve; beta's settings trap on the rehearsal.
+        faulty_in(dir.path());
+        registry.reload("faulty");
+        assert!(registry.policy_for("alpha").is_ok());
+        let beta = registry.policy_for("beta").unwrap_err();
+        assert_eq!(beta.failure.kind, PluginErrorKind::SelfCheck);
+        assert!(
+            beta.to_string().contains(&path.display().to_string())
+                && beta.to_string().contains("trapped"),
+            "{beta}"
+        );
+
+        // gamma traps on real devices only: rolled back for gamma alone.
+        let gamma = registry.policy_for("gamma").unwrap();
+        let digest = gamma.meta.digest.hex();
+        assert!(registry.roll_back_policy_of(
+            "gamma",
+            &digest,
+            PluginErrorKind::Trap,
+            "every policy batch failed".into()
+        ));
+        let err = registry.policy_for("gamma").unwrap_err();
+        assert_eq!(err.failure.reason, "every policy batch failed");
+        assert!(registry.policy_for("alpha").is_ok());
+        assert!(!registry.roll_back_policy_of(
+            "gamma",
+            &digest,
+            PluginErrorKind::Trap,
+            String::new()
+        ));
     }
 
     #[test]

@@ -54,6 +54,7 @@ use crate::model::Inventory;
 use crate::model::RunKind;
 use crate::net::HttpSettings;
 use crate::notify::NoticeId;
+use crate::plugin::org_policy::OrgPolicyError;
 use crate::plugin::{AccessPolicyPlugin, NoticeTemplatePlugin, types};
 use crate::store::{
     DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, OrgId, RunEnd, RunId, RunOutcome,
@@ -249,6 +250,29 @@ impl OrgSync {
     ) -> Result<Summary, SyncError> {
         self.run_reporting(kind, dry_run, policy, &|_, _, _| {})
             .await
+    }
+
+    /// Records the sync an organization without a usable policy could not run (its own
+    /// plugin or settings are broken, see [`crate::plugin::org_policy`]): a failed run whose
+    /// error is `error`, so that the history, the status page and `/metrics` show why.
+    pub async fn fail_without_policy(
+        &self,
+        kind: SyncKind,
+        dry_run: bool,
+        error: &OrgPolicyError,
+    ) -> Result<Summary, SyncError> {
+        let started = Instant::now();
+        let org = self.org()?;
+        let kind = if dry_run {
+            RunKind::WhatIf
+        } else {
+            RunKind::from(kind)
+        };
+        let id = self.store.start_run(org, kind, None, unix_now())?;
+        let mut summary = Summary::started(&self.name, id, kind, String::new());
+        summary.errors.push(error.to_string());
+        summary.plugin_errors.push(error.failure.kind);
+        self.finish(summary, RunOutcome::Failed, started).await
     }
 
     /// [`run`](Self::run), telling `report` each stage as it starts and how far it got within
