@@ -88,18 +88,20 @@ fn esc(s: &str) -> std::borrow::Cow<'_, str> {
 /// A random (version 4) UUID in upper case, as Windows writes them: a message's id only
 /// needs to be unique.
 pub fn new_uuid() -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut b: [u8; 16] = fastrand::u128(..).to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    // Written digit by digit: two envelopes a write make this a hot path.
+    let mut out = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(x >> 4)]));
+        out.push(char::from(HEX[usize::from(x & 0x0f)]));
+    }
+    out
 }
 
 /// One envelope: header with `options` (`Name`, value, `MustComply`), then `body`.
@@ -269,8 +271,9 @@ pub struct BadAnswer(pub String);
 pub fn parse(text: &str) -> Result<Answer, BadAnswer> {
     let mut reader = quick_xml::Reader::from_str(text);
     let mut reading = Reading::default();
-    // Element local names from the root down to the current one.
-    let mut path: Vec<String> = Vec::new();
+    // Element local names from the root down to the current one, as far as the answer's
+    // reading cares (see `known`): no allocation per element.
+    let mut path: Vec<&'static str> = Vec::new();
     // Text of the element being read (entity references resolved).
     let mut text_buf = String::new();
     let mut saw_envelope = false;
@@ -285,21 +288,23 @@ pub fn parse(text: &str) -> Result<Answer, BadAnswer> {
                     Event::Empty(e) => (e, true),
                     _ => unreachable!("matched above"),
                 };
-                let name = local(e.name().as_ref());
+                let qname = e.name();
+                let local_name = local(qname.as_ref());
+                let name = known(local_name);
                 if path.is_empty() {
                     if name != "Envelope" {
                         return Err(BadAnswer(format!(
-                            "the root element is `{name}`, not a SOAP Envelope"
+                            "the root element is `{local_name}`, not a SOAP Envelope"
                         )));
                     }
                     saw_envelope = true;
                 }
-                reading.open(&name, &e);
+                reading.open(name, &e);
                 text_buf.clear();
                 if !empty {
                     path.push(name);
                 } else {
-                    reading.close(&name, &path, "")?;
+                    reading.close(name, &path, "")?;
                 }
             }
             Event::Text(t) => text_buf.push_str(&t.xml10_content()),
@@ -317,8 +322,8 @@ pub fn parse(text: &str) -> Result<Answer, BadAnswer> {
             },
             Event::End(_) => {
                 let name = path.pop().unwrap_or_default();
-                let text = std::mem::take(&mut text_buf);
-                reading.close(&name, &path, &text)?;
+                reading.close(name, &path, &text_buf)?;
+                text_buf.clear();
             }
             Event::Eof => break,
             _ => {}
@@ -331,8 +336,31 @@ pub fn parse(text: &str) -> Result<Answer, BadAnswer> {
 }
 
 /// The local part of a qualified name (`rsp:Stream` → `Stream`).
-fn local(qname: &str) -> String {
-    qname.rsplit(':').next().unwrap_or(qname).to_owned()
+fn local(qname: &str) -> &str {
+    qname.rsplit(':').next().unwrap_or(qname)
+}
+
+/// The local names [`Reading`] looks at, as themselves; every other name as `""`.
+fn known(name: &str) -> &'static str {
+    match name {
+        "Envelope" => "Envelope",
+        "Stream" => "Stream",
+        "Selector" => "Selector",
+        "CommandState" => "CommandState",
+        "WSManFault" => "WSManFault",
+        "ShellId" => "ShellId",
+        "Shell" => "Shell",
+        "CommandId" => "CommandId",
+        "CommandResponse" => "CommandResponse",
+        "Value" => "Value",
+        "Subcode" => "Subcode",
+        "Text" => "Text",
+        "Reason" => "Reason",
+        "Fault" => "Fault",
+        "Message" => "Message",
+        "ProviderFault" => "ProviderFault",
+        _ => "",
+    }
 }
 
 /// What [`parse`] has read so far: the answer, and what an element's attributes said until the
@@ -374,9 +402,9 @@ impl Reading {
     }
 
     /// Takes in an element that closes, with its text.
-    fn close(&mut self, name: &str, parents: &[String], text: &str) -> Result<(), BadAnswer> {
-        let parent = parents.last().map(String::as_str).unwrap_or("");
-        let in_fault = parents.iter().any(|p| p == "Fault");
+    fn close(&mut self, name: &str, parents: &[&str], text: &str) -> Result<(), BadAnswer> {
+        let parent = parents.last().copied().unwrap_or("");
+        let in_fault = parents.contains(&"Fault");
         let answer = &mut self.answer;
         match name {
             "Stream" => {
@@ -407,7 +435,7 @@ impl Reading {
             }
             "Text" if in_fault && parent == "Reason" => self.soap_reason.push_str(text),
             "Message" | "ProviderFault"
-                if parents.iter().any(|p| p == "WSManFault") && !text.trim().is_empty() =>
+                if parents.contains(&"WSManFault") && !text.trim().is_empty() =>
             {
                 if !self.wsman_message.is_empty() {
                     self.wsman_message.push(' ');
@@ -420,12 +448,9 @@ impl Reading {
     }
 
     /// The answer, with its fault when the envelope held one (`path`: elements left open).
-    fn finish(self, path: &[String]) -> Answer {
+    fn finish(self, path: &[&str]) -> Answer {
         let mut answer = self.answer;
-        if path.iter().any(|p| p == "Fault")
-            || !self.soap_code.is_empty()
-            || self.wsman_code.is_some()
-        {
+        if path.contains(&"Fault") || !self.soap_code.is_empty() || self.wsman_code.is_some() {
             answer.fault = Some(Fault {
                 code: self.wsman_code.unwrap_or(self.soap_code),
                 message: if self.wsman_message.trim().is_empty() {
@@ -451,6 +476,32 @@ mod tests {
             shell_id: Some("2D6534D0-6B12-40E3-B773-CBA26459CFA8"),
             timeout_secs: 20,
         }
+    }
+
+    /// A message id is a version-4 UUID in Windows' upper-case form.
+    #[test]
+    fn message_ids_are_upper_case_version_4_uuids() {
+        let a = new_uuid();
+        assert_eq!(a.len(), 36, "{a}");
+        for (i, c) in a.chars().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                assert_eq!(c, '-', "{a}");
+            } else {
+                assert!(matches!(c, '0'..='9' | 'A'..='F'), "{a}");
+            }
+        }
+        assert_eq!(&a[14..15], "4", "{a}");
+        assert!(matches!(&a[19..20], "8" | "9" | "A" | "B"), "{a}");
+        assert_ne!(a, new_uuid());
+    }
+
+    /// Only the names the reader looks at are kept; a foreign root is still named in full.
+    #[test]
+    fn names_the_reader_ignores_do_not_count() {
+        assert_eq!(known("CommandResponse"), "CommandResponse");
+        assert_eq!(known("Body"), "");
+        let e = parse(r#"<x:Root xmlns:x="urn:x"/>"#).unwrap_err();
+        assert_eq!(e.0, "the root element is `Root`, not a SOAP Envelope");
     }
 
     /// The envelopes are XML this module's own reader (and so any reader) accepts, and carry
