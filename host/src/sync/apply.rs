@@ -109,8 +109,9 @@ impl<C: Cmdlet + 'static> Pipeline<C> {
             confirming.push((id, enforces));
             cmdlets.push(cmdlet);
         }
-        applied.sent += sent_ids.len() as u64;
+        let count = sent_ids.len() as u64;
         blocking(store, move |s| s.mark_sent(&sent_ids, unix_now())).await?;
+        applied.sent += count;
         let exchange = exchange.clone();
         // The chunk's answers count for the apply stage that spawns it.
         let running = tokio::spawn(progress::inherit_commands(async move {
