@@ -57,7 +57,7 @@ impl Enforces {
             .then(|| command.parameters.get_text("DefaultAccessLevel"))
             .flatten()
             .and_then(AccessLevel::parse);
-        let enforces = (command.cmdlet == SET_CAS_MAILBOX || level.is_some()).then(|| Enforces {
+        let enforces = (command.cmdlet == SET_CAS_MAILBOX || level.is_some()).then_some(Enforces {
             org,
             devices,
             level,
