@@ -169,6 +169,36 @@ fn sync_duration_histogram() -> Histogram {
 /// A gauge of Unix seconds.
 type Timestamp = Gauge<i64>;
 
+/// One organization's per-request series for one service, held by its client: counting a
+/// request is then an atomic add on a shared series, not a lookup of its labels (an owned
+/// label string, a hash and a lock per request).
+#[derive(Debug, Clone)]
+pub struct ServiceCounters {
+    /// By [`RequestStatus`], in the order of [`RequestStatus::ALL`].
+    requests: [Counter; 5],
+    throttled: Counter,
+    /// Exchange only: whether it answers.
+    connected: Option<Gauge>,
+}
+
+impl ServiceCounters {
+    /// A request came to `status`. For Exchange, an answer of any kind means connected, and
+    /// [`Metrics::exchange_unreachable`] the opposite.
+    pub fn request(&self, status: RequestStatus) {
+        self.requests[status as usize].inc();
+        if let Some(connected) = &self.connected
+            && status != RequestStatus::Failed
+        {
+            connected.set(1);
+        }
+    }
+
+    /// The service answered "slow down".
+    pub fn throttled(&self) {
+        self.throttled.inc();
+    }
+}
+
 /// The event figures, shared by the scheduler, the daemon, the clients and the admin API.
 #[derive(Debug)]
 pub struct Metrics {
@@ -495,40 +525,43 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// Hook for the clients: a request of `name` to `service` (`exchange` or `graph`) came to
-    /// `status`. For Exchange, an answer of any kind means connected, and
-    /// [`Metrics::exchange_unreachable`] the opposite.
-    pub fn request(&self, name: &str, service: &'static str, status: RequestStatus) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                org: org(name),
-                service,
-                status: status.as_str(),
-            })
-            .inc();
-        if service == "exchange" && status != RequestStatus::Failed {
-            self.exchange_connected
-                .get_or_create(&OrgLabels { org: org(name) })
-                .set(1);
-        }
-    }
-
-    /// Hook for the Exchange client: it gave up on `name`'s Exchange, no CAS answering within
-    /// its time.
-    pub fn exchange_unreachable(&self, name: &str) {
-        self.exchange_connected
-            .get_or_create(&OrgLabels { org: org(name) })
-            .set(0);
-    }
-
-    /// Hook for the clients: a service of `name` (`exchange` or `graph`) answered "slow down".
-    pub fn throttled(&self, name: &str, service: &'static str) {
-        self.throttling
+    /// The request and throttling series of organization `name` for `service` (`exchange` or
+    /// `graph`), resolved once for a client to count into (see [`ServiceCounters`]).
+    pub fn service(&self, name: &str, service: &'static str) -> ServiceCounters {
+        let requests = RequestStatus::ALL.map(|status| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    org: org(name),
+                    service,
+                    status: status.as_str(),
+                })
+                .clone()
+        });
+        let throttled = self
+            .throttling
             .get_or_create(&ServiceLabels {
                 org: org(name),
                 service,
             })
-            .inc();
+            .clone();
+        let connected = (service == "exchange").then(|| {
+            self.exchange_connected
+                .get_or_create(&OrgLabels { org: org(name) })
+                .clone()
+        });
+        ServiceCounters {
+            requests,
+            throttled,
+            connected,
+        }
+    }
+
+    /// Hook for the Exchange client: it gave up on `name`'s Exchange, no CAS answering within
+    /// its time (the opposite of an answer, see [`ServiceCounters::request`]).
+    pub fn exchange_unreachable(&self, name: &str) {
+        self.exchange_connected
+            .get_or_create(&OrgLabels { org: org(name) })
+            .set(0);
     }
 
     /// Hook for the sync runner: `name` switched to another CAS.
@@ -677,15 +710,16 @@ mod tests {
     #[test]
     fn throttling_errors_and_runs_carry_their_labels() {
         let m = Metrics::default();
-        m.throttled("contoso", "graph");
-        m.throttled("contoso", "graph");
-        m.throttled("contoso", "exchange");
+        let graph = m.service("contoso", "graph");
+        graph.throttled();
+        graph.throttled();
+        m.service("contoso", "exchange").throttled();
         m.command("contoso", CommandResult::Retried, 1);
         m.plugin_error("contoso", PluginErrorKind::Timeout);
         m.plugin_error("contoso", PluginErrorKind::BadOutput);
         m.run_recorded("contoso", RunKind::Full, RunOutcome::Partial);
         m.notices("contoso", NoticeResult::GivenUp, 4);
-        m.request("contoso", "graph", RequestStatus::Throttled);
+        graph.request(RequestStatus::Throttled);
         let text = text(&m, Format::Prometheus);
         for line in [
             "easgate_throttling_events_total{org=\"contoso\",service=\"graph\"} 2\n",
@@ -734,7 +768,8 @@ mod tests {
             Duration::from_secs(3),
             1_700_000_003,
         );
-        m.request("contoso", "exchange", RequestStatus::Refused);
+        m.service("contoso", "exchange")
+            .request(RequestStatus::Refused);
         let text = text(&m, Format::Prometheus);
         for line in [
             "easgate_last_sync_attempt_timestamp_seconds{org=\"contoso\"} 1700000000\n",

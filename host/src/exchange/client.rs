@@ -51,9 +51,14 @@ struct Inner {
     /// When CAS discovery is next tried; `None` once it succeeded (or failover is off).
     discovery: tokio::sync::Mutex<Option<Instant>>,
     probe_interval: Duration,
-    /// Where throttling answers and CAS failovers are counted, with the organization's name;
-    /// set once by the daemon ([`ExchangeClient::observe`]), unset for one-off CLI syncs.
-    observer: std::sync::OnceLock<(Arc<crate::metrics::Metrics>, String)>,
+    /// Where throttling answers and CAS failovers are counted, with the organization's name
+    /// and its request series resolved once; set once by the daemon
+    /// ([`ExchangeClient::observe`]), unset for one-off CLI syncs.
+    observer: std::sync::OnceLock<(
+        Arc<crate::metrics::Metrics>,
+        String,
+        crate::metrics::ServiceCounters,
+    )>,
     /// Requests sent (every attempt, reads and writes; over remote PowerShell every pipeline
     /// started, as Exchange counts cmdlets), for a sync's summary.
     requests: std::sync::atomic::AtomicU64,
@@ -175,7 +180,8 @@ impl ExchangeClient {
     /// Counts this client's requests, throttling answers and CAS failovers in `metrics` under
     /// `org`, and whether Exchange answers, from now on; a second call changes nothing.
     pub fn observe(&self, metrics: Arc<crate::metrics::Metrics>, org: &str) {
-        let _ = self.inner.observer.set((metrics, org.to_owned()));
+        let counters = metrics.service(org, "exchange");
+        let _ = self.inner.observer.set((metrics, org.to_owned(), counters));
     }
 
     /// Closes what the transport keeps open on the servers: remote PowerShell's runspace
@@ -568,8 +574,8 @@ impl ExchangeClient {
                 inner.pool.succeeded(i);
                 tries.failing_since = None;
                 permit.throttled();
-                if let Some((metrics, org)) = inner.observer.get() {
-                    metrics.throttled(org, "exchange");
+                if let Some((_, _, counters)) = inner.observer.get() {
+                    counters.throttled();
                 }
                 tries.throttled += 1;
                 if tries.throttled >= THROTTLE_ATTEMPTS {
@@ -606,7 +612,7 @@ impl ExchangeClient {
         let inner = &*self.inner;
         let now = Instant::now();
         inner.pool.failed(i, now);
-        if let Some((metrics, org)) = inner.observer.get()
+        if let Some((metrics, org, _)) = inner.observer.get()
             && inner.pool.failover()
         {
             metrics.cas_failover(org);
@@ -624,7 +630,7 @@ impl ExchangeClient {
 
     /// A command (a write; reads are not commands) is about to be sent again.
     fn count_retry(&self, call: &Call<'_>) {
-        if let Some((metrics, org)) = self.inner.observer.get()
+        if let Some((metrics, org, _)) = self.inner.observer.get()
             && call.write
         {
             metrics.command(org, crate::metrics::CommandResult::Retried, 1);
@@ -634,7 +640,7 @@ impl ExchangeClient {
     /// Counts an attempt's answer by what it came to (`easgate_requests_total`).
     fn count_request(&self, attempt: &Attempt) {
         use crate::metrics::RequestStatus;
-        if let Some((metrics, org)) = self.inner.observer.get() {
+        if let Some((_, _, counters)) = self.inner.observer.get() {
             let status = match attempt {
                 Attempt::Page { .. } => RequestStatus::Ok,
                 Attempt::Error(_) => RequestStatus::Refused,
@@ -642,13 +648,13 @@ impl ExchangeClient {
                 Attempt::Throttled { .. } => RequestStatus::Throttled,
                 Attempt::CasFailed { .. } => RequestStatus::Failed,
             };
-            metrics.request(org, "exchange", status);
+            counters.request(status);
         }
     }
 
     /// The error of giving up for want of an answer; Exchange counts as unreachable.
     fn unavailable(&self, cmdlet: &str, since: Instant, last: String) -> ExchangeError {
-        if let Some((metrics, org)) = self.inner.observer.get() {
+        if let Some((metrics, org, _)) = self.inner.observer.get() {
             metrics.exchange_unreachable(org);
         }
         ExchangeError::Unavailable {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::Organization;
-use crate::metrics::{Metrics, RequestStatus};
+use crate::metrics::{Metrics, RequestStatus, ServiceCounters};
 use crate::net::record::Checked;
 use crate::net::token::{TokenCache, TokenError};
 use crate::net::{self, BadField, HttpSettings, SetupError};
@@ -104,9 +104,9 @@ pub struct GraphClient {
     origin: String,
     tokens: TokenCache,
     budget: budget::RequestBudget,
-    /// Where throttling answers are counted, with the organization's name; set once by the
+    /// The organization's request and throttling series, resolved once; set once by the
     /// daemon ([`GraphClient::observe`]), unset for one-off CLI syncs.
-    observer: OnceLock<(Arc<Metrics>, String)>,
+    observer: OnceLock<ServiceCounters>,
     /// HTTP requests sent (every attempt, the token endpoint's not included), for a sync's
     /// summary.
     requests: AtomicU64,
@@ -179,13 +179,13 @@ impl GraphClient {
     /// Counts this client's requests and throttling answers in `metrics` under `org` from now
     /// on; a second call changes nothing.
     pub fn observe(&self, metrics: Arc<Metrics>, org: &str) {
-        let _ = self.observer.set((metrics, org.to_owned()));
+        let _ = self.observer.set(metrics.service(org, "graph"));
     }
 
     /// Counts an attempt by what it came to (`easgate_requests_total`).
     fn count_request(&self, status: RequestStatus) {
-        if let Some((metrics, org)) = self.observer.get() {
-            metrics.request(org, "graph", status);
+        if let Some(counters) = self.observer.get() {
+            counters.request(status);
         }
     }
 
@@ -360,8 +360,8 @@ impl GraphClient {
                 continue;
             }
             if matches!(code, 429 | 503 | 504) {
-                if let Some((metrics, org)) = self.observer.get() {
-                    metrics.throttled(org, "graph");
+                if let Some(counters) = self.observer.get() {
+                    counters.throttled();
                 }
                 throttled += 1;
                 if throttled >= ATTEMPTS {

@@ -437,6 +437,7 @@ impl Store {
         )?;
         tx.commit().map_err(self.sql("recording decisions"))?;
         Ok(Recorded {
+            org,
             commands: ids,
             notices_queued,
             notices_deduplicated,

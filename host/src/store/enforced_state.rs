@@ -15,13 +15,17 @@
 //!
 //! Other commands (device rules, settings, `Remove-MobileDevice`) name no device whose state
 //! they set; the next inventory reads those.
+//!
+//! What a command enforces is taken from the planned command the apply path already holds
+//! ([`Enforces::split`]), not read back from its journal row and decoded again (docs/benchmarks.md,
+//! "The connector CPU rise": most of this module's cost is the second write of each device's
+//! row, not that read).
 
-use rusqlite::{OptionalExtension, Transaction};
+use rusqlite::Transaction;
 
-use super::{CommandId, Store, StoreError, decode};
-use crate::model::AccessLevel;
-use crate::model::Command;
+use super::{OrgId, Store, StoreError};
 use crate::model::command::{SET_CAS_MAILBOX, SET_ORG_SETTINGS};
+use crate::model::{AccessLevel, Command, DeviceKey, PlannedCommand};
 
 /// The stored spelling of the state a level gives.
 fn state_of(level: AccessLevel) -> &'static str {
@@ -32,17 +36,44 @@ fn state_of(level: AccessLevel) -> &'static str {
     }
 }
 
-/// Records, inside the caller's transaction, the state the confirmed commands `ids` leave
-/// their devices in.
+/// The devices whose access state a command sets once Exchange confirms it, and to what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enforces {
+    org: OrgId,
+    devices: Vec<DeviceKey>,
+    /// `None`: each device's current verdict (a mailbox edit); `Some`: the level the
+    /// organization default switches to.
+    level: Option<AccessLevel>,
+}
+
+impl Enforces {
+    /// Splits `planned`, a command of organization `org`, into the call to send and what it
+    /// enforces once confirmed (`None` for a command that names no device whose state it sets).
+    pub fn split(org: OrgId, planned: PlannedCommand) -> (Command, Option<Enforces>) {
+        let PlannedCommand {
+            devices, command, ..
+        } = planned;
+        let level = (command.cmdlet == SET_ORG_SETTINGS)
+            .then(|| command.parameters.get_text("DefaultAccessLevel"))
+            .flatten()
+            .and_then(AccessLevel::parse);
+        let enforces = (command.cmdlet == SET_CAS_MAILBOX || level.is_some()).then_some(Enforces {
+            org,
+            devices,
+            level,
+        });
+        (command, enforces)
+    }
+}
+
+/// Records, inside the caller's transaction (the one that marks the commands done), the state
+/// the confirmed commands leave their devices in.
 pub(super) fn record(
     tx: &Transaction<'_>,
     store: &Store,
-    ids: &[CommandId],
+    confirmed: &[&Enforces],
 ) -> Result<(), StoreError> {
     let doing = "recording the enforced access state";
-    let mut read = tx
-        .prepare_cached("SELECT org_id, devices, command FROM command_journal WHERE id = ?1")
-        .map_err(store.sql(doing))?;
     // By the verdict the device has now: the one the command was planned for (a held plan's
     // verdicts become current before its commands go out).
     let mut by_verdict = tx
@@ -62,33 +93,14 @@ pub(super) fn record(
              WHERE org_id = ?1 AND device_key = ?2",
         )
         .map_err(store.sql(doing))?;
-    for id in ids {
-        let Some((org, devices, command)) = read
-            .query_row([id.0], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            })
-            .optional()
-            .map_err(store.sql(doing))?
-        else {
-            return Err(StoreError::UnknownCommand(*id));
-        };
-        let command: Command = decode("journaled command", &command)?;
-        let level = (command.cmdlet == SET_ORG_SETTINGS)
-            .then(|| command.parameters.get_text("DefaultAccessLevel"))
-            .flatten()
-            .and_then(AccessLevel::parse);
-        if command.cmdlet != SET_CAS_MAILBOX && level.is_none() {
-            continue;
-        }
-        let devices: Vec<String> = decode("journaled device list", &devices)?;
-        for key in &devices {
-            match level {
-                Some(level) => to_state.execute(rusqlite::params![org, key, state_of(level)]),
-                None => by_verdict.execute(rusqlite::params![org, key]),
+    for enforces in confirmed {
+        let org = enforces.org.0;
+        for key in &enforces.devices {
+            match enforces.level {
+                Some(level) => {
+                    to_state.execute(rusqlite::params![org, key.as_str(), state_of(level)])
+                }
+                None => by_verdict.execute(rusqlite::params![org, key.as_str()]),
             }
             .map_err(store.sql(doing))?;
         }
@@ -101,7 +113,7 @@ mod tests {
     use crate::model::RunKind;
     use crate::model::{AccessState, DeviceKey, ExchangeDevice, PlannedCommand, Verdict};
     use crate::model::{Command, Parameters};
-    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, Store};
+    use crate::store::{DecisionBatch, DecisionRecord, DeviceView, Enforces, Store};
 
     fn device(mailbox: &str, id: &str) -> ExchangeDevice {
         ExchangeDevice {
@@ -112,6 +124,36 @@ mod tests {
             access_state_reason: "Global".into(),
             ..ExchangeDevice::default()
         }
+    }
+
+    /// Device rules, settings and partnership removals name no device whose state they set;
+    /// an org default switch without a level it can name sets none either.
+    #[test]
+    fn only_mailbox_edits_and_the_org_defaults_switch_enforce_a_state() {
+        let org = crate::store::OrgId(1);
+        let planned = |cmdlet: &str, parameters: Parameters| PlannedCommand {
+            mailbox: None,
+            devices: vec![DeviceKey::new("m\\x\\d")],
+            command: Command::new(cmdlet, parameters),
+        };
+        let enforces = |p: PlannedCommand| Enforces::split(org, p).1.is_some();
+        assert!(enforces(planned("Set-CASMailbox", Parameters::new())));
+        assert!(enforces(planned(
+            "Set-ActiveSyncOrganizationSettings",
+            Parameters::new().text("DefaultAccessLevel", "Block"),
+        )));
+        assert!(!enforces(planned(
+            "Set-ActiveSyncOrganizationSettings",
+            Parameters::new().text("UserMailInsert", "x"),
+        )));
+        assert!(!enforces(planned("Remove-MobileDevice", Parameters::new())));
+        assert!(!enforces(planned(
+            "New-ActiveSyncDeviceAccessRule",
+            Parameters::new()
+        )));
+        // The call sent is the planned one.
+        let (command, _) = Enforces::split(org, planned("Set-CASMailbox", Parameters::new()));
+        assert_eq!(command, Command::new("Set-CASMailbox", Parameters::new()));
     }
 
     /// The bug: the status page showed `Allowed` for devices the connector had blocked, until
@@ -177,6 +219,13 @@ mod tests {
             })
             .unwrap();
         store.mark_sent(&ids, 3).unwrap();
+        // What each command enforces, as the apply path holds it.
+        let enforces: Vec<Option<Enforces>> = commands
+            .iter()
+            .map(|c| Enforces::split(org, c.clone()).1)
+            .collect();
+        assert!(enforces.iter().all(Option::is_some));
+        let confirmed = |i: usize| [(ids[i], enforces[i].as_ref())];
         let state = |d: &ExchangeDevice| {
             let record = store.device(org, &d.key()).unwrap().unwrap();
             (
@@ -186,7 +235,7 @@ mod tests {
         };
         // Sent is not confirmed: the state stays as read.
         assert_eq!(state(&devices[0]).0, AccessState::Allowed);
-        store.mark_done(&ids[..1], 4).unwrap();
+        store.mark_done(&confirmed(0), 4).unwrap();
         assert_eq!(
             state(&devices[0]),
             (AccessState::Blocked, "Individual".into())
@@ -196,7 +245,14 @@ mod tests {
             (AccessState::Allowed, "Individual".into())
         );
         assert_eq!(state(&devices[2]).0, AccessState::Allowed);
-        store.mark_done(&ids[1..], 5).unwrap();
+        // A confirmation the journal refuses (already done) writes no state either.
+        assert!(
+            store
+                .mark_done(&[confirmed(0)[0], confirmed(1)[0]], 5)
+                .is_err()
+        );
+        assert_eq!(state(&devices[2]).0, AccessState::Allowed);
+        store.mark_done(&confirmed(1), 5).unwrap();
         assert_eq!(
             state(&devices[2]),
             (AccessState::Quarantined, "Global".into())

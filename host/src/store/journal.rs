@@ -10,6 +10,7 @@
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
+use super::enforced_state::Enforces;
 use super::runs::RunOutcome;
 use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode};
 use crate::model::Command;
@@ -239,13 +240,28 @@ impl Store {
             &[JournalState::Planned, JournalState::Sent],
             None,
             now,
+            |_| Ok(()),
         )
     }
 
-    /// Marks sent commands as confirmed by Exchange, and their devices as in the state they
-    /// enforce (see [`super::enforced_state`]).
-    pub fn mark_done(&self, ids: &[CommandId], now: i64) -> Result<(), StoreError> {
-        self.transition(ids, JournalState::Done, &[JournalState::Sent], None, now)
+    /// Marks sent commands as confirmed by Exchange, and in the same transaction their devices
+    /// as in the state they enforce: `confirmed` pairs each id with what its command enforces
+    /// (see [`super::enforced_state`]), as the apply path holds it.
+    pub fn mark_done(
+        &self,
+        confirmed: &[(CommandId, Option<&Enforces>)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<CommandId> = confirmed.iter().map(|(id, _)| *id).collect();
+        let enforced: Vec<&Enforces> = confirmed.iter().filter_map(|(_, e)| *e).collect();
+        self.transition(
+            &ids,
+            JournalState::Done,
+            &[JournalState::Sent],
+            None,
+            now,
+            |tx| super::enforced_state::record(tx, self, &enforced),
+        )
     }
 
     /// Marks a command as failed for good, with Exchange's error.
@@ -256,10 +272,12 @@ impl Store {
             &[JournalState::Planned, JournalState::Sent],
             Some(error),
             now,
+            |_| Ok(()),
         )
     }
 
-    /// Moves `ids` to `to` from one of `from`, all or none.
+    /// Moves `ids` to `to` from one of `from`, all or none, and runs `also` in the same
+    /// transaction.
     fn transition(
         &self,
         ids: &[CommandId],
@@ -267,6 +285,7 @@ impl Store {
         from: &[JournalState],
         error: Option<&str>,
         now: i64,
+        also: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let doing = "updating the journal";
         let mut conn = self.conn();
@@ -307,9 +326,7 @@ impl Store {
                 }
             }
         }
-        if to == JournalState::Done {
-            super::enforced_state::record(&tx, self, ids)?;
-        }
+        also(&tx)?;
         tx.commit().map_err(self.sql(doing))
     }
 
@@ -452,6 +469,11 @@ mod tests {
             .unwrap()
     }
 
+    /// `ids` as confirmed commands that enforce no state (the journal's own transitions).
+    fn confirmed(ids: &[CommandId]) -> Vec<(CommandId, Option<&'static Enforces>)> {
+        ids.iter().map(|id| (*id, None)).collect()
+    }
+
     fn states(store: &Store, run: RunId) -> Vec<JournalState> {
         store
             .journal(run)
@@ -471,7 +493,7 @@ mod tests {
 
         store.mark_sent(&ids, 11).unwrap();
         store.mark_sent(&ids[1..], 12).unwrap();
-        store.mark_done(&ids[..1], 13).unwrap();
+        store.mark_done(&confirmed(&ids[..1]), 13).unwrap();
         store
             .mark_failed(ids[1], "Couldn't find object", 14)
             .unwrap();
@@ -487,7 +509,7 @@ mod tests {
         );
         assert_eq!(journal[0].command, command("alice"));
 
-        let err = store.mark_done(&ids[1..], 15).unwrap_err();
+        let err = store.mark_done(&confirmed(&ids[1..]), 15).unwrap_err();
         assert!(matches!(err, StoreError::Transition { .. }), "{err:?}");
         assert!(err.to_string().contains("failed"), "{err}");
         assert!(matches!(
@@ -505,7 +527,7 @@ mod tests {
         let ids = journal_plan(&store, run, &["alice", "bob"], false);
         // bob is still planned, so marking both done fails as a whole: alice stays sent.
         store.mark_sent(&ids[..1], 11).unwrap();
-        assert!(store.mark_done(&ids, 12).is_err());
+        assert!(store.mark_done(&confirmed(&ids), 12).is_err());
         assert_eq!(
             states(&store, run),
             [JournalState::Sent, JournalState::Planned]
@@ -563,7 +585,7 @@ mod tests {
             let done_run = store.start_run(org, RunKind::Full, Some("d"), 1).unwrap();
             let done = journal_plan(&store, done_run, &["dave"], false);
             store.mark_sent(&done, 2).unwrap();
-            store.mark_done(&done, 3).unwrap();
+            store.mark_done(&confirmed(&done), 3).unwrap();
             store
                 .finish_run(
                     done_run,
@@ -581,7 +603,7 @@ mod tests {
             let run = store.start_run(org, RunKind::Full, Some("d"), 5).unwrap();
             let ids = journal_plan(&store, run, &["alice", "bob", "carol", "bob"], false);
             store.mark_sent(&ids[..2], 6).unwrap();
-            store.mark_done(&ids[..1], 7).unwrap();
+            store.mark_done(&confirmed(&ids[..1]), 7).unwrap();
             // The process dies here: the store is dropped without finishing the run.
             (org, run, done_run)
         };

@@ -42,8 +42,10 @@ pub struct NoticeBatch<'a> {
 }
 
 /// What [`Store::record_decisions_and_notices`] wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
+    /// The run's organization (what the commands' [`super::Enforces`] name).
+    pub org: OrgId,
     /// The journal ids, in the order of the batch's commands.
     pub commands: Vec<crate::store::CommandId>,
     /// Notices enqueued.

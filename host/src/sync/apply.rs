@@ -27,7 +27,8 @@ use super::progress;
 use crate::exchange::{Cmdlet, ExchangeClient, ExchangeError};
 use crate::model::inventory::DeviceKey;
 use crate::store::{
-    CommandId, DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, RunId, Store, StoreError,
+    CommandId, DecisionBatch, DecisionRecord, Enforces, NoticeBatch, NoticeRequest, RunId, Store,
+    StoreError,
 };
 use crate::timestamp::unix_now;
 
@@ -46,7 +47,7 @@ pub struct Applied {
 async fn run_group(
     exchange: &ExchangeClient,
     store: &Arc<Store>,
-    group: Vec<(CommandId, Command)>,
+    group: Vec<Journaled>,
     applied: &mut Applied,
 ) -> Result<(), StoreError> {
     let mut pipeline = Pipeline::<Command>::default();
@@ -73,8 +74,11 @@ type ChunkResults<C> = Vec<Result<Vec<<C as Cmdlet>::Output>, ExchangeError>>;
 /// client's concurrency bound while the current one finishes, so the bound stays full across
 /// chunk ends instead of draining at each one.
 struct Pipeline<C: Cmdlet> {
-    in_flight: VecDeque<(Vec<CommandId>, tokio::task::JoinHandle<ChunkResults<C>>)>,
+    in_flight: VecDeque<(Vec<Confirming>, tokio::task::JoinHandle<ChunkResults<C>>)>,
 }
+
+/// A command sent, with what it enforces once confirmed.
+type Confirming = (CommandId, Option<Enforces>);
 
 impl<C: Cmdlet> Default for Pipeline<C> {
     fn default() -> Self {
@@ -91,22 +95,29 @@ impl<C: Cmdlet + 'static> Pipeline<C> {
         &mut self,
         exchange: &ExchangeClient,
         store: &Arc<Store>,
-        chunk: Vec<(CommandId, C)>,
+        chunk: Vec<(CommandId, C, Option<Enforces>)>,
         applied: &mut Applied,
     ) -> Result<(), StoreError> {
         if self.in_flight.len() >= CHUNKS_IN_FLIGHT {
             self.finish_oldest(store, applied).await?;
         }
-        let (ids, cmdlets): (Vec<CommandId>, Vec<C>) = chunk.into_iter().unzip();
-        let sent_ids = ids.clone();
+        let mut sent_ids = Vec::with_capacity(chunk.len());
+        let mut confirming = Vec::with_capacity(chunk.len());
+        let mut cmdlets = Vec::with_capacity(chunk.len());
+        for (id, cmdlet, enforces) in chunk {
+            sent_ids.push(id);
+            confirming.push((id, enforces));
+            cmdlets.push(cmdlet);
+        }
+        let count = sent_ids.len() as u64;
         blocking(store, move |s| s.mark_sent(&sent_ids, unix_now())).await?;
-        applied.sent += ids.len() as u64;
+        applied.sent += count;
         let exchange = exchange.clone();
         // The chunk's answers count for the apply stage that spawns it.
         let running = tokio::spawn(progress::inherit_commands(async move {
             exchange.run_all(cmdlets).await
         }));
-        self.in_flight.push_back((ids, running));
+        self.in_flight.push_back((confirming, running));
         Ok(())
     }
 
@@ -115,9 +126,9 @@ impl<C: Cmdlet + 'static> Pipeline<C> {
         store: &Arc<Store>,
         applied: &mut Applied,
     ) -> Result<(), StoreError> {
-        if let Some((ids, running)) = self.in_flight.pop_front() {
+        if let Some((sent, running)) = self.in_flight.pop_front() {
             let results = running.await.expect("a command chunk does not panic");
-            finish_chunk(store, ids, results, applied).await?;
+            finish_chunk(store, sent, results, applied).await?;
         }
         Ok(())
     }
@@ -134,25 +145,27 @@ impl<C: Cmdlet + 'static> Pipeline<C> {
 /// Journals each command of a chunk `done` or `failed` from its result.
 async fn finish_chunk<T>(
     store: &Arc<Store>,
-    ids: Vec<CommandId>,
+    sent: Vec<Confirming>,
     results: Vec<Result<T, ExchangeError>>,
     applied: &mut Applied,
 ) -> Result<(), StoreError> {
     let mut done = Vec::new();
     let mut failed = Vec::new();
-    for (id, result) in ids.into_iter().zip(results) {
+    for ((id, enforces), result) in sent.into_iter().zip(results) {
         match result {
-            Ok(_) => done.push(id),
+            Ok(_) => done.push((id, enforces)),
             // The list already holds what the command adds: a plan approved after Exchange
             // moved on, or a retry of an applied command. The state is the one wanted.
-            Err(e) if e.is_repeat_of_applied() => done.push(id),
+            Err(e) if e.is_repeat_of_applied() => done.push((id, enforces)),
             Err(e) => failed.push((id, describe(&e))),
         }
     }
     applied.done += done.len() as u64;
     let failures = failed.clone();
     blocking(store, move |s| {
-        s.mark_done(&done, unix_now())?;
+        let confirmed: Vec<(CommandId, Option<&Enforces>)> =
+            done.iter().map(|(id, e)| (*id, e.as_ref())).collect();
+        s.mark_done(&confirmed, unix_now())?;
         for (id, error) in &failures {
             s.mark_failed(*id, error, unix_now())?;
         }
@@ -167,11 +180,11 @@ fn describe(e: &ExchangeError) -> String {
     e.to_string()
 }
 
-/// Runs `commands` (journal id and command, in plan order).
+/// Runs `commands` (journaled, in plan order).
 pub async fn apply(
     exchange: &ExchangeClient,
     store: &Arc<Store>,
-    commands: Vec<(CommandId, Command)>,
+    commands: Vec<Journaled>,
 ) -> Result<Applied, StoreError> {
     let (send, received) = mpsc::channel(1);
     let _ = send.try_send(commands);
@@ -186,8 +199,12 @@ pub async fn apply(
 /// 100 000 devices).
 const RECORDED_AHEAD: usize = 2;
 
-/// One recorded chunk: its commands with their journal ids, in plan order.
-pub type RecordedChunk = Vec<(CommandId, Command)>;
+/// A journaled command: its journal id, the call, and what it enforces once confirmed (kept
+/// from the planned command so that confirming it reads nothing back from the journal).
+pub type Journaled = (CommandId, Command, Option<Enforces>);
+
+/// One recorded chunk: its journaled commands, in plan order.
+pub type RecordedChunk = Vec<Journaled>;
 
 /// The way from [`record_in_chunks`] to [`apply_received`].
 pub fn recorded_chunks() -> (mpsc::Sender<RecordedChunk>, mpsc::Receiver<RecordedChunk>) {
@@ -209,15 +226,15 @@ pub async fn apply_received(
     let mut applied = Applied::default();
     while let Some(batch) = received.recv().await {
         let mut batch_edits = Vec::new();
-        for (id, command) in batch {
+        for journaled in batch {
+            let (id, command, _) = &journaled;
+            let id = *id;
             match command.cmdlet.as_str() {
-                SET_CAS_MAILBOX => {
-                    batch_edits.push((id, command));
-                }
-                REMOVE_MOBILE_DEVICE => removals.push((id, command)),
-                SET_ORG_SETTINGS => org.push((id, command)),
-                REMOVE_ACCESS_RULE => rule_removals.push((id, command)),
-                NEW_ACCESS_RULE => new_rules.push((id, command)),
+                SET_CAS_MAILBOX => batch_edits.push(journaled),
+                REMOVE_MOBILE_DEVICE => removals.push(journaled),
+                SET_ORG_SETTINGS => org.push(journaled),
+                REMOVE_ACCESS_RULE => rule_removals.push(journaled),
+                NEW_ACCESS_RULE => new_rules.push(journaled),
                 other => {
                     let error = format!("the sync does not run `{other}`");
                     let s = store.clone();
@@ -329,14 +346,18 @@ pub fn record_in_chunks(
         recorded.queued += chunk.notices_queued;
         recorded.deduplicated += chunk.notices_deduplicated;
         if !commands.is_empty() {
-            let journaled = chunk.commands.into_iter();
+            let org = chunk.org;
+            let journaled = chunk
+                .commands
+                .into_iter()
+                .zip(commands)
+                .map(|(id, planned)| {
+                    let (command, enforces) = Enforces::split(org, planned);
+                    (id, command, enforces)
+                });
             // Apply gone (it failed on the store): the commands stay `planned`, which the
             // next sync's recovery abandons, like a crash's.
-            let _ = send.blocking_send(
-                journaled
-                    .zip(commands.into_iter().map(|c| c.command))
-                    .collect(),
-            );
+            let _ = send.blocking_send(journaled.collect());
         }
     }
     Ok(recorded)
@@ -540,7 +561,7 @@ mod tests {
         let identities: Vec<serde_json::Value> = sent
             .iter()
             .flatten()
-            .map(|(_, c)| match c.parameters.get("Identity") {
+            .map(|(_, c, _)| match c.parameters.get("Identity") {
                 Some(crate::model::ParamValue::Text(s)) => serde_json::Value::String(s.clone()),
                 _ => serde_json::Value::Null,
             })
@@ -551,7 +572,7 @@ mod tests {
             .collect();
         assert_eq!(identities, planned, "plan order");
         let journal = store.journal(run).unwrap();
-        let ids: Vec<CommandId> = sent.iter().flatten().map(|(id, _)| *id).collect();
+        let ids: Vec<CommandId> = sent.iter().flatten().map(|(id, _, _)| *id).collect();
         assert_eq!(ids, journal.iter().map(|e| e.id).collect::<Vec<_>>());
 
         let written = audit_ids(&store, &devices);

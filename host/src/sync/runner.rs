@@ -855,7 +855,10 @@ impl OrgSync {
             .journal(run)?
             .into_iter()
             .filter(|e| e.state == crate::store::JournalState::Planned)
-            .map(|e| (e.id, e.command.command))
+            .map(|e| {
+                let (command, enforces) = crate::store::Enforces::split(org, e.command);
+                (e.id, command, enforces)
+            })
             .collect();
         let mut summary = Summary {
             verdicts: record.counts,
