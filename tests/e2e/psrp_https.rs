@@ -63,6 +63,9 @@ async fn basic_and_ntlm_sign_in_over_https_trusting_the_ca_file() {
     let mut over_ntlm = basic.clone();
     ntlm(&mut over_ntlm, &lab);
     for org in [basic.clone(), over_ntlm] {
+        // A Basic client that cannot connect retries until the CAS counts as unavailable.
+        let mut org = org;
+        org.exchange.unavailable_timeout = Duration::from_secs(5);
         let c = ExchangeClient::builder(&org, &http).build().unwrap();
         let devices = within(Duration::from_secs(60), c.run(&GetMobileDevice::default()))
             .await
@@ -71,12 +74,19 @@ async fn basic_and_ntlm_sign_in_over_https_trusting_the_ca_file() {
         c.close().await;
     }
     // Without the authority, the same CAS is not trusted: the setting is what made it work.
-    let c = ExchangeClient::builder(&basic, &crate::support::test_http())
+    let mut untrusted = basic.clone();
+    ntlm(&mut untrusted, &lab);
+    let c = ExchangeClient::builder(&untrusted, &crate::support::test_http())
         .build()
         .unwrap();
-    within(Duration::from_secs(60), c.run(&GetMobileDevice::default()))
+    let e = within(Duration::from_secs(60), c.run(&GetMobileDevice::default()))
         .await
-        .expect_err("an unknown authority is refused");
+        .expect_err("an unknown authority is refused")
+        .to_string();
+    assert!(
+        e.contains("is not trusted") && e.contains("network.ca_file"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

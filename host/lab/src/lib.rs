@@ -178,9 +178,10 @@ impl Lab {
         let smtp_listener = bind_at("SMTP", opts.listen, cas_count + 2).await?;
         let local = |l: &tokio::net::TcpListener| l.local_addr().expect("bound socket");
         let tls = if opts.tls || opts.cas_tls {
-            let names = opts.tls_names.clone().unwrap_or_else(|| {
-                vec![opts.listen.ip().to_string(), "localhost".to_owned()]
-            });
+            let names = opts
+                .tls_names
+                .clone()
+                .unwrap_or_else(|| vec![opts.listen.ip().to_string(), "localhost".to_owned()]);
             Some(tls::LabTls::generate(names)?)
         } else {
             None

@@ -121,7 +121,10 @@ impl ExchangeAuth {
     /// encryption): Kerberos and NTLM, so plain `http://` to a CAS reads nothing to an
     /// eavesdropper, as with WinRM itself.
     pub fn seals(&self) -> bool {
-        matches!(self, ExchangeAuth::Kerberos { .. } | ExchangeAuth::Ntlm { .. })
+        matches!(
+            self,
+            ExchangeAuth::Kerberos { .. } | ExchangeAuth::Ntlm { .. }
+        )
     }
 
     /// The `kind` as written in the configuration.
@@ -510,7 +513,9 @@ client_secret = "inline-secret-value"
             let text = powershell(
                 r#"transport = "powershell""#,
                 r#"["http://cas01.contoso.com/PowerShell/"]"#,
-                &format!(r#"{{ kind = "ntlm", username = {toml}, password = {{ file = "/etc/easgate/pw" }} }}"#),
+                &format!(
+                    r#"{{ kind = "ntlm", username = {toml}, password = {{ file = "/etc/easgate/pw" }} }}"#
+                ),
                 "",
             );
             let c = parse(&text).unwrap();

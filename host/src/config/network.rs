@@ -72,9 +72,12 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
     }
     let mut store = tokio_rustls::rustls::RootCertStore::empty();
     for (i, cert) in certs.iter().enumerate() {
-        store
-            .add(cert.clone())
-            .map_err(|e| format!("certificate {} of `{shown}` is not usable as a CA: {e}", i + 1))?;
+        store.add(cert.clone()).map_err(|e| {
+            format!(
+                "certificate {} of `{shown}` is not usable as a CA: {e}",
+                i + 1
+            )
+        })?;
     }
     Ok(certs)
 }
@@ -244,7 +247,10 @@ mod tests {
             let text = with_network(&format!("ca_file = {:?}", path.display().to_string()));
             let (line, _, field, message) = place(parse(&text).unwrap_err());
             assert_eq!(field, "network.ca_file", "{message}");
-            assert!(message.contains(want) && message.contains(name), "{message}");
+            assert!(
+                message.contains(want) && message.contains(name),
+                "{message}"
+            );
             assert!(line > 1);
         }
         // Plain HTTP to a remote host is allowed when said so.

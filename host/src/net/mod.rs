@@ -74,12 +74,10 @@ impl HttpSettings {
         };
         let extra_roots = match &net.ca_file {
             None => Vec::new(),
-            Some(path) => {
-                config::read_ca_file(path).map_err(|message| SetupError::Url {
-                    field: "network.ca_file".into(),
-                    message,
-                })?
-            }
+            Some(path) => config::read_ca_file(path).map_err(|message| SetupError::Url {
+                field: "network.ca_file".into(),
+                message,
+            })?,
         };
         Ok(HttpSettings {
             extra_roots,

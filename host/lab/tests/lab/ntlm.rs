@@ -30,7 +30,9 @@ async fn pypsrp(lab: &easgate_lab::Lab, user: &str, password: &str, case: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pypsrp_signs_in_over_ntlm_seals_and_lists_and_a_wrong_password_is_refused() {
-    if !pypsrp_available("pypsrp_signs_in_over_ntlm_seals_and_lists_and_a_wrong_password_is_refused") {
+    if !pypsrp_available(
+        "pypsrp_signs_in_over_ntlm_seals_and_lists_and_a_wrong_password_is_refused",
+    ) {
         return;
     }
     let lab = crate::lab(150).await;

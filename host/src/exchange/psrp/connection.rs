@@ -352,7 +352,7 @@ impl Connections {
             let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
                 .connect(name, tcp)
                 .await
-                .map_err(|e| Trouble::Connect(tls_problem(cas, &t.host, &e)))?;
+                .map_err(|e| tls_problem(cas, &t.host, &e))?;
             handshake(tls).await?
         } else {
             handshake(tcp).await?
@@ -526,15 +526,22 @@ where
     Ok(sender)
 }
 
-/// A TLS failure, with the fix when it is the certificate's name.
-fn tls_problem(cas: &str, host: &str, e: &std::io::Error) -> String {
+/// A TLS failure, with the fix when it is the certificate's name. A certificate this host does
+/// not accept is a setting to fix, not a CAS that is down: it fails the sign-in (reported at
+/// once) instead of the connection (retried until the CAS counts as unavailable).
+fn tls_problem(cas: &str, host: &str, e: &std::io::Error) -> Trouble {
     let text = e.to_string();
     if text.contains("NotValidForName") || text.contains("not valid for name") {
-        format!(
+        Trouble::SignIn(format!(
             "the TLS certificate of {cas} is not valid for `{host}` ({text}): write the name \
              the certificate is issued to in exchange.cas_urls"
-        )
+        ))
+    } else if text.contains("invalid peer certificate") {
+        Trouble::SignIn(format!(
+            "the TLS certificate of {cas} is not trusted ({text}): if a private CA issued it, \
+             name its PEM file in network.ca_file"
+        ))
     } else {
-        format!("TLS with {host}: {text}")
+        Trouble::Connect(format!("TLS with {host}: {text}"))
     }
 }

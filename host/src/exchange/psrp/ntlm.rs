@@ -62,7 +62,9 @@ impl Context {
         };
         let (status, token) = ctx.step(&[])?;
         if status != SecurityStatus::ContinueNeeded || !token.starts_with(SIGNATURE) {
-            return Err(format!("the NTLM client made no NEGOTIATE message ({status:?})"));
+            return Err(format!(
+                "the NTLM client made no NEGOTIATE message ({status:?})"
+            ));
         }
         Ok((ctx, token))
     }
@@ -96,9 +98,10 @@ impl Context {
             .with_target_data_representation(DataRepresentation::Native)
             .with_input(&mut input)
             .with_output(&mut output);
-        let result = <Ntlm as SspiImpl>::initialize_security_context_impl(&mut self.ntlm, &mut builder)
-            .and_then(|mut g| g.resolve_to_result())
-            .map_err(|e| format!("NTLM: {}", e.description))?;
+        let result =
+            <Ntlm as SspiImpl>::initialize_security_context_impl(&mut self.ntlm, &mut builder)
+                .and_then(|mut g| g.resolve_to_result())
+                .map_err(|e| format!("NTLM: {}", e.description))?;
         let token = output.pop().map(|b| b.buffer).unwrap_or_default();
         Ok((result.status, token))
     }

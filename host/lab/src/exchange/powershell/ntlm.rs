@@ -37,7 +37,11 @@ fn kind(raw: &[u8]) -> Option<u32> {
 }
 
 /// One acceptor step; the token to send back.
-fn accept(ntlm: &mut Ntlm, creds: &mut Option<AuthIdentityBuffers>, token: Vec<u8>) -> Result<Vec<u8>, String> {
+fn accept(
+    ntlm: &mut Ntlm,
+    creds: &mut Option<AuthIdentityBuffers>,
+    token: Vec<u8>,
+) -> Result<Vec<u8>, String> {
     let mut input = vec![SecurityBuffer::new(token, BufferType::Token)];
     let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
     let builder = ntlm
@@ -67,7 +71,10 @@ pub(crate) fn challenge(headers: &HeaderMap, conn: &ConnectionAuth) -> Option<Re
     match accept(&mut ntlm, &mut creds, raw) {
         Ok(challenge) => {
             conn.put(Sealing::NtlmPending(ntlm));
-            let value = format!("{scheme} {}", easgate_psrp::clixml::base64_encode(&challenge));
+            let value = format!(
+                "{scheme} {}",
+                easgate_psrp::clixml::base64_encode(&challenge)
+            );
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_str(&value).expect("base64 is a valid header value"),
@@ -81,7 +88,11 @@ pub(crate) fn challenge(headers: &HeaderMap, conn: &ConnectionAuth) -> Option<Re
 /// Whether `raw` is the AUTHENTICATE_MESSAGE of the handshake pending on `conn`, for `user`
 /// (`svc-easgate@{domain}`: sent as that UPN, or as `svc-easgate` with any domain) with
 /// `password`. On success the connection's context seals from now on.
-pub(crate) fn authenticate(raw: &[u8], (user, password): (&str, &str), conn: &ConnectionAuth) -> bool {
+pub(crate) fn authenticate(
+    raw: &[u8],
+    (user, password): (&str, &str),
+    conn: &ConnectionAuth,
+) -> bool {
     if kind(raw) != Some(3) {
         return false;
     }
@@ -107,8 +118,7 @@ pub(crate) fn authenticate(raw: &[u8], (user, password): (&str, &str), conn: &Co
         .map(|n| n.username.account_name().to_owned())
         .unwrap_or_default();
     let local = user.split('@').next().unwrap_or_default();
-    let named = sent.eq_ignore_ascii_case(user)
-        || sent.eq_ignore_ascii_case(local);
+    let named = sent.eq_ignore_ascii_case(user) || sent.eq_ignore_ascii_case(local);
     if !named {
         tracing::info!("/PowerShell/ NTLM user {sent} is not the service account");
         return false;
@@ -130,7 +140,8 @@ fn has_mic(raw: &[u8]) -> bool {
             .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
     };
     const TARGET_INFO: u32 = 0x0080_0000;
-    let (Some(len), Some(offset), Some(flags)) = (u16_at(raw, 20), u32_at(raw, 24), u32_at(raw, 60))
+    let (Some(len), Some(offset), Some(flags)) =
+        (u16_at(raw, 20), u32_at(raw, 24), u32_at(raw, 60))
     else {
         return false;
     };
