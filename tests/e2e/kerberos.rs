@@ -65,18 +65,12 @@ fn kerberos_org(lab: &easgate_lab::Lab, kdc: &TestKdc) -> Organization {
     org
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_sync_over_kerberos_converges_and_a_second_issues_nothing() {
-    if !TestKdc::available_for("a_full_sync_over_kerberos_converges_and_a_second_issues_nothing") {
-        return;
-    }
-    let (lab, kdc, dir) = kerberos_lab(1_500, "krb-sync").await;
-    let org = kerberos_org(&lab, &kdc);
-    let http = test_http();
-    let exchange = ExchangeClient::builder(&org, &http)
+/// A full sync of `lab` with `org` over `http` converges, and a second issues no command.
+async fn converges(lab: &easgate_lab::Lab, org: &Organization, http: &easgate::net::HttpSettings) {
+    let exchange = ExchangeClient::builder(org, http)
         .build()
         .expect("the Kerberos client builds");
-    let graph = easgate::graph::GraphClient::new(&org, &http).expect("graph client");
+    let graph = easgate::graph::GraphClient::new(org, http).expect("graph client");
     let (_store_dir, store) = temp_store();
     let sync = OrgSync::new(org.name.clone(), exchange, graph, unguarded(), store);
     let engine = PluginEngine::new().expect("engine");
@@ -91,7 +85,7 @@ async fn a_full_sync_over_kerberos_converges_and_a_second_issues_nothing() {
     assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
     assert!(first.commands_issued > 0);
     assert_eq!(first.verdicts.undecided, 0);
-    assert_enforced(&lab, expected);
+    assert_enforced(lab, expected);
 
     lab.control().reset_counters();
     let second = within(
@@ -103,6 +97,33 @@ async fn a_full_sync_over_kerberos_converges_and_a_second_issues_nothing() {
     assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
     assert_eq!(second.commands_issued, 0, "{second:#?}");
     assert_eq!(lab.control().counters().calls("Set-CASMailbox"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_over_kerberos_converges_and_a_second_issues_nothing() {
+    if !TestKdc::available_for("a_full_sync_over_kerberos_converges_and_a_second_issues_nothing") {
+        return;
+    }
+    let (lab, kdc, dir) = kerberos_lab(1_500, "krb-sync").await;
+    let org = kerberos_org(&lab, &kdc);
+    converges(&lab, &org, &test_http()).await;
+    drop(kdc);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The same over HTTPS: the CAS's certificate (issued to `localhost`, the SPN's host) trusted
+/// through `network.ca_file`, the Kerberos context on TLS connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_over_kerberos_and_https_converges() {
+    if !TestKdc::available_for("a_full_sync_over_kerberos_and_https_converges") {
+        return;
+    }
+    let lab = crate::psrp_https::https_lab(1_500, None).await;
+    let (lab, kdc, dir) = with_kdc(lab, "krb-https").await;
+    let org = kerberos_org(&lab, &kdc);
+    assert!(org.exchange.cas_urls[0].starts_with("https://localhost:"));
+    let http = crate::psrp_https::trusting(&lab, &dir);
+    converges(&lab, &org, &http).await;
     drop(kdc);
     let _ = std::fs::remove_dir_all(dir);
 }

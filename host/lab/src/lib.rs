@@ -104,6 +104,12 @@ pub struct LabOptions {
     /// Serve Graph and login over TLS (`https://`), with a certificate authority generated for
     /// this lab ([`Lab::tls_ca_pem`]): what clients that insist on an https authority need.
     pub tls: bool,
+    /// Serve the CAS endpoints (the REST admin API and the `/PowerShell/` face) over TLS too,
+    /// with the same generated authority: `https://` CAS URLs.
+    pub cas_tls: bool,
+    /// The names the TLS server certificate is issued to, instead of the listen address and
+    /// `localhost` (a certificate for another host, to see a client refuse it).
+    pub tls_names: Option<Vec<String>>,
 }
 
 impl Default for LabOptions {
@@ -119,6 +125,8 @@ impl Default for LabOptions {
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             anchor: None,
             tls: false,
+            cas_tls: false,
+            tls_names: None,
         }
     }
 }
@@ -169,11 +177,16 @@ impl Lab {
         let control_listener = bind_at("control", opts.listen, cas_count + 1).await?;
         let smtp_listener = bind_at("SMTP", opts.listen, cas_count + 2).await?;
         let local = |l: &tokio::net::TcpListener| l.local_addr().expect("bound socket");
-        let tls = if opts.tls {
-            Some(tls::LabTls::generate(opts.listen.ip())?)
+        let tls = if opts.tls || opts.cas_tls {
+            let names = opts
+                .tls_names
+                .clone()
+                .unwrap_or_else(|| vec![opts.listen.ip().to_string(), "localhost".to_owned()]);
+            Some(tls::LabTls::generate(names)?)
         } else {
             None
         };
+        let cas_scheme = if opts.cas_tls { "https" } else { "http" };
 
         let anchor = opts.anchor.unwrap_or_else(|| Utc::now().day_start());
         let spec = dataset::DatasetSpec {
@@ -193,7 +206,7 @@ impl Lab {
             .map(|(i, l)| ServerInfo {
                 name: format!("CAS{:02}", i + 1),
                 fqdn: format!("CAS{:02}.{}", i + 1, org.tenant.domain),
-                base_url: format!("http://{}", local(l)),
+                base_url: format!("{cas_scheme}://{}", local(l)),
                 guid: ids.guid(),
             })
             .collect();
@@ -216,9 +229,13 @@ impl Lab {
                 .map(|l| CasSlot::new(local(l)))
                 .collect(),
             servers,
+            cas_tls: tls
+                .as_ref()
+                .filter(|_| opts.cas_tls)
+                .map(|t| t.acceptor.clone()),
             graph_url: format!(
                 "{}://{}",
-                if tls.is_some() { "https" } else { "http" },
+                if opts.tls { "https" } else { "http" },
                 local(&graph_listener)
             ),
             control_url: format!("http://{}", local(&control_listener)),
@@ -242,7 +259,9 @@ impl Lab {
             server::serve_with(
                 graph_listener,
                 graph::router(shared.clone()),
-                tls.as_ref().map(|t| t.acceptor.clone()),
+                tls.as_ref()
+                    .filter(|_| opts.tls)
+                    .map(|t| t.acceptor.clone()),
             ),
             server::serve(control_listener, control::router(control.clone())),
         ];
@@ -281,8 +300,8 @@ impl Lab {
         &self.shared().graph_url
     }
 
-    /// With `LabOptions::tls`, the PEM of the certificate authority that signed the Graph +
-    /// login listener's certificate: what a client must trust.
+    /// With `LabOptions::tls` or `cas_tls`, the PEM of the certificate authority that signed
+    /// the listeners' certificate: what a client must trust.
     pub fn tls_ca_pem(&self) -> Option<&str> {
         self.tls_ca_pem.as_deref()
     }

@@ -116,6 +116,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     pub servers: Vec<ServerInfo>,
     pub cas: Vec<CasSlot>,
+    /// With `LabOptions::cas_tls`: the CAS listeners serve over TLS with it.
+    pub cas_tls: Option<tokio_rustls::TlsAcceptor>,
     pub graph_url: String,
     pub control_url: String,
     pub smtp_addr: SocketAddr,
@@ -315,7 +317,11 @@ pub(crate) async fn start_cas(
             bind_again(&format!("CAS {i}"), slot.addr).await?
         }
     };
-    let task = serve(listener, crate::exchange::router(shared.clone(), i));
+    let task = serve_with(
+        listener,
+        crate::exchange::router(shared.clone(), i),
+        shared.cas_tls.clone(),
+    );
     *slot.task.lock().expect("cas task") = Some(task);
     Ok(())
 }

@@ -60,11 +60,12 @@ pub struct SimArgs {
     #[arg(long)]
     pub kerberos: bool,
 
-    /// Serve Graph and login over https, with a certificate authority generated for this run,
-    /// written to PATH (PEM): for clients that insist on an https authority (azure-identity,
-    /// MSAL); point them at it with `REQUESTS_CA_BUNDLE` / `SSL_CERT_FILE`. The connector has
-    /// no setting to trust another authority, hence not with `--write-config`.
-    #[arg(long = "tls-ca", value_name = "PATH", conflicts_with = "write_config")]
+    /// Serve Graph, login and the CAS endpoints (REST and /PowerShell/) over https, with a
+    /// certificate authority generated for this run, written to PATH (PEM): for clients that
+    /// insist on an https authority (azure-identity, MSAL: `REQUESTS_CA_BUNDLE` /
+    /// `SSL_CERT_FILE`); with `--write-config` the connector's config trusts it through
+    /// `[network] ca_file`.
+    #[arg(long = "tls-ca", value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
 }
 
@@ -79,6 +80,7 @@ impl SimArgs {
             exchange_concurrency: self.concurrency,
             listen: self.listen,
             tls: self.tls_ca.is_some(),
+            cas_tls: self.tls_ca.is_some(),
             ..LabOptions::default()
         }
     }
@@ -132,7 +134,7 @@ pub async fn run_sim(
     println!("  login          {}", info.login_url);
     if let Some(path) = &args.tls_ca {
         println!(
-            "  tls ca         {} (trust it for graph and login)",
+            "  tls ca         {} (trust it for graph, login and the CAS endpoints)",
             path.display()
         );
     }
@@ -181,9 +183,27 @@ pub async fn run_sim(
             secret.display()
         );
     }
+    if let (Some(config), Some(ca)) = (&args.write_config, &args.tls_ca) {
+        trust_ca(config, ca)?;
+    }
     println!("ready in {} ms", started.elapsed().as_millis());
     shutdown.await;
     lab.shutdown().await;
     drop(kdc);
+    Ok(())
+}
+
+/// Appends `[network] ca_file = <ca>` to the written connector config, so that the connector
+/// trusts the lab's authority on every https URL of it (an absolute path: the config may be
+/// read from elsewhere).
+fn trust_ca(config: &std::path::Path, ca: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let ca = std::path::absolute(ca)?;
+    let line = toml::Value::String(ca.display().to_string());
+    let mut f = std::fs::OpenOptions::new().append(true).open(config)?;
+    writeln!(
+        f,
+        "\n# The lab's certificate authority (easgate sim --tls-ca).\n[network]\nca_file = {line}"
+    )?;
     Ok(())
 }

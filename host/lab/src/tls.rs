@@ -1,15 +1,15 @@
-//! TLS for the Graph + login listener (`LabOptions::tls`, `easgate sim --tls`): clients that
+//! TLS for the Graph + login listener (`LabOptions::tls`, `easgate sim --tls-ca`) and the CAS
+//! listeners (`LabOptions::cas_tls`, the REST and PowerShell faces): clients that
 //! insist on an `https` authority, as Microsoft's own (azure-identity, MSAL) do, sign in to the
 //! lab unmodified, trusting the lab's certificate authority through their usual CA bundle
 //! setting (`REQUESTS_CA_BUNDLE`, `SSL_CERT_FILE`).
 //!
 //! Each lab generates its own authority and one server certificate it signs for the listen
-//! address (and `localhost`): a client is given the authority's PEM, never a key, and nothing
+//! address and `localhost` (or the names given): a client is given the authority's PEM, never a key, and nothing
 //! outlives the lab. A separate authority rather than one self-signed server certificate: an
 //! authority and the certificate it signed is the shape every verifier accepts, while a server
 //! certificate trusted as its own issuer is accepted by some and refused by others.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use rcgen::{
@@ -44,8 +44,8 @@ pub enum TlsError {
 }
 
 impl LabTls {
-    /// A new authority and a server certificate for `ip` and `localhost`.
-    pub fn generate(ip: IpAddr) -> Result<Self, TlsError> {
+    /// A new authority and a server certificate for `names` (IP addresses or host names).
+    pub fn generate(names: Vec<String>) -> Result<Self, TlsError> {
         let mut ca = CertificateParams::new(Vec::<String>::new())?;
         ca.distinguished_name
             .push(DnType::CommonName, "easgate lab certificate authority");
@@ -53,7 +53,7 @@ impl LabTls {
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
 
-        let mut server = CertificateParams::new(vec![ip.to_string(), "localhost".to_owned()])?;
+        let mut server = CertificateParams::new(names)?;
         server
             .distinguished_name
             .push(DnType::CommonName, "easgate lab");

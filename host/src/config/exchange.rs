@@ -108,7 +108,8 @@ pub enum ExchangeAuth {
         #[serde(default)]
         spn: Option<String>,
     },
-    /// `powershell`: NTLM. Read, and refused at load like Kerberos.
+    /// `powershell`: NTLM with the service account's password (`CONTOSO\\svc-easgate` or
+    /// `svc-easgate@contoso.com`); every envelope sealed, as under Kerberos.
     Ntlm {
         username: String,
         password: SecretSource,
@@ -116,6 +117,16 @@ pub enum ExchangeAuth {
 }
 
 impl ExchangeAuth {
+    /// Whether every envelope is sealed with the sign-in's context (WS-Management message
+    /// encryption): Kerberos and NTLM, so plain `http://` to a CAS reads nothing to an
+    /// eavesdropper, as with WinRM itself.
+    pub fn seals(&self) -> bool {
+        matches!(
+            self,
+            ExchangeAuth::Kerberos { .. } | ExchangeAuth::Ntlm { .. }
+        )
+    }
+
     /// The `kind` as written in the configuration.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -173,7 +184,7 @@ impl ExchangeConnection {
         validate_transport(self).map_err(|(f, m)| (at(&f), m))?;
         // Kerberos seals every envelope (WS-Management message encryption): plain HTTP to a
         // CAS is what WinRM itself does, and reads nothing to an eavesdropper.
-        let sealed = matches!(self.auth, ExchangeAuth::Kerberos { .. });
+        let sealed = self.auth.seals();
         for (j, url) in self.cas_urls.iter().enumerate() {
             check_service_url(url, insecure || sealed)
                 .map_err(|m| (at(&format!("exchange.cas_urls[{j}]")), m))?;
@@ -275,13 +286,7 @@ fn validate_powershell_auth(x: &ExchangeConnection) -> Result<(), (String, Strin
                  password = {{ env = \"…\" }} }}"
             ),
         )),
-        ExchangeAuth::Ntlm { .. } => Err((
-            "exchange.auth".into(),
-            format!(
-                "kind = \"{auth}\" is not supported yet in this build; use kind = \
-                 \"kerberos\", or \"basic\" over https://"
-            ),
-        )),
+        ExchangeAuth::Ntlm { username, .. } => validate_ntlm(username),
         ExchangeAuth::Kerberos {
             username,
             password,
@@ -297,6 +302,26 @@ fn validate_powershell_auth(x: &ExchangeConnection) -> Result<(), (String, Strin
         ),
         ExchangeAuth::Basic { username, .. } => validate_basic(x, username),
     }
+}
+
+/// An NTLM account is `DOMAIN\user` or `user@domain` (the domain is in the NTLMv2 hash, so it
+/// must be the account's).
+fn validate_ntlm(username: &str) -> Result<(), (String, String)> {
+    let ok = match (username.split_once('\\'), username.split_once('@')) {
+        (Some((d, u)), None) => !d.is_empty() && !u.is_empty() && !u.contains('\\'),
+        (None, Some((u, d))) => !u.is_empty() && !d.is_empty() && !d.contains('@'),
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err((
+        "exchange.auth.username".into(),
+        format!(
+            "`{username}` names no domain: write username = \"CONTOSO\\\\svc-easgate\" or \
+             \"svc-easgate@contoso.com\" (NTLM hashes the domain with the password)"
+        ),
+    ))
 }
 
 /// Kerberos needs a password to get a ticket and a realm to get it from; the KDC and SPN, when
@@ -480,6 +505,31 @@ client_secret = "inline-secret-value"
     }
 
     #[test]
+    fn ntlm_parses_with_either_form_of_account_and_allows_plain_http() {
+        for (toml, name) in [
+            (r#""CONTOSO\\svc-easgate""#, r"CONTOSO\svc-easgate"),
+            (r#""svc-easgate@contoso.com""#, "svc-easgate@contoso.com"),
+        ] {
+            let text = powershell(
+                r#"transport = "powershell""#,
+                r#"["http://cas01.contoso.com/PowerShell/"]"#,
+                &format!(
+                    r#"{{ kind = "ntlm", username = {toml}, password = {{ file = "/etc/easgate/pw" }} }}"#
+                ),
+                "",
+            );
+            let c = parse(&text).unwrap();
+            assert_eq!(
+                c.organizations[0].exchange.auth,
+                ExchangeAuth::Ntlm {
+                    username: name.into(),
+                    password: SecretSource::File("/etc/easgate/pw".into()),
+                }
+            );
+        }
+    }
+
+    #[test]
     fn kerberos_parses_and_allows_plain_http_since_every_envelope_is_sealed() {
         let text = powershell(
             r#"transport = "powershell""#,
@@ -543,16 +593,16 @@ client_secret = "inline-secret-value"
                 vec!["tcp://dc01", "host[:port]"],
             ),
             (
-                "ntlm is not in this build",
+                "ntlm without a domain",
                 powershell(
                     ps,
                     url,
                     r#"{ kind = "ntlm", username = "svc", password = "x" }"#,
                     "",
                 ),
-                "organization[0].exchange.auth",
+                "organization[0].exchange.auth.username",
                 "auth = ",
-                vec!["ntlm", "not supported yet in this build"],
+                vec!["`svc` names no domain", r"CONTOSO\\svc-easgate"],
             ),
             (
                 "basic over plain http to a remote CAS",

@@ -107,6 +107,11 @@ impl Config {
         {
             *p = dir.join(&*p);
         }
+        if let Some(p) = &mut self.network.ca_file
+            && p.is_relative()
+        {
+            *p = dir.join(&*p);
+        }
         let fix = |s: &mut SecretSource| {
             if let SecretSource::File(p) = s
                 && p.is_relative()

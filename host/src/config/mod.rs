@@ -58,7 +58,8 @@
 //!
 //! Basic is refused over plain HTTP except to loopback (the password is in every request);
 //! `kind = "kerberos"` (username, password, `realm`, optional `kdc = "host:port"` and `spn`) seals
-//! every envelope, so plain `http://` is fine; `"ntlm"` is read but refused: not in this build.
+//! every envelope, so plain `http://` is fine; so does `kind = "ntlm"` (username
+//! `CONTOSO\\svc-easgate` or `svc-easgate@contoso.com`, password).
 //!
 //! Notices to users (quarantined or blocked devices) go out through SMTP when `[notify]` is
 //! present; without it no notice is sent. `[notify]` holds the mail server and the defaults of
@@ -136,7 +137,7 @@ mod url;
 pub use admin::Admin;
 pub use exchange::{ExchangeAuth, ExchangeConnection, ExchangeTransport};
 pub use load::ConfigError;
-pub use network::{Network, Proxy};
+pub use network::{Network, Proxy, read_ca_file};
 pub use notify::{NOTICE_PLATFORMS, Notify, NotifyOverrides, OrgNotify, Smtp, SmtpSecurity};
 pub use organization::{GraphConnection, Organization};
 pub use policy::OrgPolicy;

@@ -1,6 +1,11 @@
-//! `[network]`: the proxy, the plain-HTTP rule and the timeouts of every outgoing connection.
+//! `[network]`: the proxy, the plain-HTTP rule, the timeouts and the private certificate
+//! authorities of every outgoing connection.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 use serde::Deserialize;
 
@@ -23,6 +28,11 @@ pub struct Network {
     /// Whole request, body included; a CAS that exceeds it counts as failed.
     #[serde(default = "defaults::request_timeout", deserialize_with = "duration")]
     pub request_timeout: Duration,
+    /// A PEM file of certificate authorities trusted besides the public (webpki) roots, for a
+    /// CAS, a Graph gateway or a proxy whose certificate a private CA issued. Every HTTPS
+    /// client uses it: Graph, REST, remote PowerShell.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Network {
@@ -32,6 +42,7 @@ impl Default for Network {
             allow_insecure_http: false,
             connect_timeout: defaults::CONNECT_TIMEOUT,
             request_timeout: defaults::REQUEST_TIMEOUT,
+            ca_file: None,
         }
     }
 }
@@ -46,9 +57,38 @@ pub struct Proxy {
     pub password: Option<SecretSource>,
 }
 
+/// The certificates of a `ca_file`: each one PEM `CERTIFICATE` block, each a CA certificate
+/// rustls can trust. Why not, naming the file, otherwise.
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let text = std::fs::read(path).map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("`{shown}` is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "`{shown}` holds no certificate (a PEM file of -----BEGIN CERTIFICATE----- blocks)"
+        ));
+    }
+    let mut store = tokio_rustls::rustls::RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        store.add(cert.clone()).map_err(|e| {
+            format!(
+                "certificate {} of `{shown}` is not usable as a CA: {e}",
+                i + 1
+            )
+        })?;
+    }
+    Ok(certs)
+}
+
 impl Network {
-    /// Timeouts above zero; a proxy URL without credentials (they have their own keys).
+    /// Timeouts above zero; a proxy URL without credentials (they have their own keys); a
+    /// `ca_file` that reads as certificates.
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(path) = &self.ca_file {
+            read_ca_file(path).map_err(|m| ("network.ca_file".to_owned(), m))?;
+        }
         for (field, d) in [
             ("network.connect_timeout", self.connect_timeout),
             ("network.request_timeout", self.request_timeout),
@@ -176,6 +216,11 @@ mod tests {
                 "longer than 0",
             ),
             (
+                with_network("ca_file = \"/nonexistent/easgate-corp-ca.pem\""),
+                "network.ca_file",
+                "cannot read `/nonexistent/easgate-corp-ca.pem`",
+            ),
+            (
                 with_network("proxy_url = \"http://proxy:3128\""),
                 "network.proxy_url",
                 "unknown field",
@@ -186,6 +231,27 @@ mod tests {
             assert_eq!(field, want_field, "{message}");
             assert!(message.contains(want_message), "{field}: {message}");
             assert!(line > 1, "{field} located at line {line}");
+        }
+        // A file that is there but holds no certificate, and one whose block is not one.
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body, want) in [
+            ("empty.pem", "just text\n", "holds no certificate"),
+            (
+                "bad.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                "certificate 1 of",
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, body).unwrap();
+            let text = with_network(&format!("ca_file = {:?}", path.display().to_string()));
+            let (line, _, field, message) = place(parse(&text).unwrap_err());
+            assert_eq!(field, "network.ca_file", "{message}");
+            assert!(
+                message.contains(want) && message.contains(name),
+                "{message}"
+            );
+            assert!(line > 1);
         }
         // Plain HTTP to a remote host is allowed when said so.
         let allowed = with_network("allow_insecure_http = true")

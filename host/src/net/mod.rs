@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use tokio_rustls::rustls::pki_types::CertificateDer;
+
 use crate::config::{self, Network, Secret, SecretError};
 
 /// How every outgoing connection is made, resolved from [`Network`].
@@ -22,6 +24,8 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     pub proxy: Option<ProxySettings>,
     pub allow_insecure_http: bool,
+    /// Certificate authorities trusted besides the webpki roots (`network.ca_file`).
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,7 +72,15 @@ impl HttpSettings {
                     })?,
             }),
         };
+        let extra_roots = match &net.ca_file {
+            None => Vec::new(),
+            Some(path) => config::read_ca_file(path).map_err(|message| SetupError::Url {
+                field: "network.ca_file".into(),
+                message,
+            })?,
+        };
         Ok(HttpSettings {
+            extra_roots,
             connect_timeout: net.connect_timeout,
             request_timeout: net.request_timeout,
             proxy,
@@ -87,6 +99,11 @@ impl HttpSettings {
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .pool_max_idle_per_host(64);
+        // Added to the webpki roots reqwest's rustls already trusts, not instead of them.
+        for der in &self.extra_roots {
+            let cert = reqwest::Certificate::from_der(der).map_err(SetupError::Http)?;
+            b = b.add_root_certificate(cert);
+        }
         b = match &self.proxy {
             // Only the configured proxy: an HTTPS_PROXY in the daemon's environment must not
             // silently reroute tokens.
@@ -104,6 +121,25 @@ impl HttpSettings {
             }
         };
         b.build().map_err(|e| SetupError::Http(e.without_url()))
+    }
+
+    /// The TLS client settings of connections made outside reqwest (remote PowerShell's
+    /// authenticated ones): the webpki roots plus [`extra_roots`](Self::extra_roots), verified
+    /// the same way reqwest does.
+    pub fn tls_config(&self) -> std::sync::Arc<tokio_rustls::rustls::ClientConfig> {
+        let mut roots = tokio_rustls::rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        // Each was checked when the configuration was read.
+        let (_added, _ignored) = roots.add_parsable_certificates(self.extra_roots.iter().cloned());
+        let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        std::sync::Arc::new(tls)
     }
 
     /// Applies the plain-HTTP rule to a URL met at run time (a discovered CAS, a next link).

@@ -9,6 +9,7 @@ mod graph;
 mod graph_sdk;
 #[cfg(feature = "kerberos")]
 mod kerberos;
+mod ntlm;
 mod paging;
 mod powershell;
 mod schema;

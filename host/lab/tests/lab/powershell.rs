@@ -19,7 +19,7 @@ use crate::{Client, lab};
 
 const REQUIRE: &str = "EASGATE_REQUIRE_POLYGLOT";
 
-fn script() -> PathBuf {
+pub(crate) fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/powershell/pypsrp_client.py")
 }
 
@@ -39,7 +39,7 @@ fn missing_pypsrp() -> Option<String> {
 }
 
 /// Whether the test can run; panics when it cannot but must.
-fn pypsrp_available(test: &str) -> bool {
+pub(crate) fn pypsrp_available(test: &str) -> bool {
     match missing_pypsrp() {
         None => true,
         Some(why) if std::env::var(REQUIRE).is_ok_and(|v| v == "1") => {

@@ -6,7 +6,9 @@ case observed. The Rust test (tests/lab/powershell.rs) starts the lab and judges
 
 With PYPSRP_AUTH=kerberos (tests/lab/kerberos.rs, KRB5_CONFIG naming the test KDC), USER is a
 Kerberos principal and pypsrp authenticates with Kerberos and seals every envelope (its default
-encryption="auto" over HTTP), asking for the SPN HTTP/localhost.
+encryption="auto" over HTTP), asking for the SPN HTTP/localhost. With PYPSRP_AUTH=ntlm
+(tests/lab/ntlm.rs), USER is DOMAIN\\user or the UPN and pypsrp signs in with NTLM, sealing every
+envelope the same way.
 """
 
 import os
@@ -39,6 +41,19 @@ def connect(url, user, password):
             negotiate_hostname_override="localhost",
             # IIS, not the WinRM service, serves /PowerShell/: its SPN is HTTP/host.
             negotiate_service="HTTP",
+            operation_timeout=5,
+            read_timeout=15,
+        )
+    if os.environ.get("PYPSRP_AUTH") == "ntlm":
+        return WSMan(
+            u.hostname,
+            port=u.port,
+            path=u.path.strip("/"),
+            ssl=False,
+            auth="ntlm",
+            username=user,
+            password=password,
+            encryption="auto",
             operation_timeout=5,
             read_timeout=15,
         )

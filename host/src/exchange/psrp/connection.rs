@@ -1,7 +1,8 @@
-//! The HTTP connections of remote PowerShell under Kerberos. WS-Management binds the security
-//! context to the connection: a client authenticates once on a connection (an empty POST with
-//! `Authorization: Negotiate <AP-REQ>`, answered with the CAS's AP-REP, which is checked), then
-//! seals every envelope on that same connection and sends no more `Authorization`. reqwest
+//! The HTTP connections of remote PowerShell under Kerberos or NTLM. WS-Management binds the
+//! security context to the connection: a client authenticates once on a connection (an empty
+//! POST with `Authorization: Negotiate <AP-REQ>`, answered with the CAS's AP-REP, which is
+//! checked; or NTLM's two round trips, NEGOTIATE → 401 with the CHALLENGE → AUTHENTICATE → 200),
+//! then seals every envelope on that same connection and sends no more `Authorization`. reqwest
 //! hides its connections, so this transport holds its own (hyper's HTTP/1.1 client
 //! connections over tokio, with rustls on HTTPS), each with its context.
 //!
@@ -23,13 +24,13 @@ use hyper::header;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::kerberos::{self, Context};
 use super::sealed;
+use super::{kerberos, ntlm};
 
 /// The scheme of `Authorization`/`WWW-Authenticate`. IIS's Windows authentication (the
 /// Exchange PowerShell virtual directory) offers `Negotiate`, which takes a bare Kerberos
-/// token as well as SPNEGO; the sealed bodies then name the SPNEGO protocol, as WinRM clients
-/// do.
+/// token or a bare NTLM message as well as SPNEGO; the sealed bodies then name the SPNEGO
+/// protocol, as WinRM clients do for both.
 const SCHEME: &str = "Negotiate";
 const PROTOCOL: &str = "application/HTTP-SPNEGO-session-encrypted";
 
@@ -48,8 +49,47 @@ pub enum Trouble {
     Connect(String),
     /// The connection failed during the request: it may have been applied.
     Broken(String),
-    /// Kerberos sign-in failed, explained for the admin (the KDC, the password, the SPN…).
+    /// Sign-in failed, explained for the admin (the KDC, the password, the SPN…).
     SignIn(String),
+}
+
+/// How the connections sign in.
+#[derive(Debug)]
+pub enum SignIn {
+    Kerberos(kerberos::Settings),
+    Ntlm(ntlm::Settings),
+}
+
+impl SignIn {
+    /// The mechanism's name, for messages.
+    pub fn mechanism(&self) -> &'static str {
+        match self {
+            SignIn::Kerberos(_) => "Kerberos",
+            SignIn::Ntlm(_) => "NTLM",
+        }
+    }
+}
+
+/// A connection's established context.
+enum Context {
+    Kerberos(kerberos::Context),
+    Ntlm(ntlm::Context),
+}
+
+impl Context {
+    fn seal(&mut self, plain: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+        match self {
+            Context::Kerberos(c) => c.seal(plain),
+            Context::Ntlm(c) => c.seal(plain),
+        }
+    }
+
+    fn unseal(&mut self, header: &[u8], data: &[u8]) -> Result<Vec<u8>, String> {
+        match self {
+            Context::Kerberos(c) => c.unseal(header, data),
+            Context::Ntlm(c) => c.unseal(header, data),
+        }
+    }
 }
 
 /// One authenticated connection.
@@ -58,9 +98,9 @@ struct Conn {
     ctx: Context,
 }
 
-/// The Kerberos connections of one organization's remote PowerShell.
+/// The authenticated connections of one organization's remote PowerShell.
 pub struct Connections {
-    settings: kerberos::Settings,
+    sign_in: SignIn,
     connect_timeout: Duration,
     request_timeout: Duration,
     max_idle: usize,
@@ -71,9 +111,8 @@ pub struct Connections {
 impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connections")
-            .field("realm", &self.settings.realm)
-            .field("kdc", &self.settings.kdc)
-            .finish()
+            .field("sign_in", &self.sign_in)
+            .finish_non_exhaustive()
     }
 }
 
@@ -123,28 +162,13 @@ fn target(cas: &str) -> Result<Target, String> {
 }
 
 impl Connections {
-    pub fn new(
-        settings: kerberos::Settings,
-        connect_timeout: Duration,
-        request_timeout: Duration,
-        max_idle: usize,
-    ) -> Connections {
-        let roots = tokio_rustls::rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
-            tokio_rustls::rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    pub fn new(sign_in: SignIn, http: &crate::net::HttpSettings, max_idle: usize) -> Connections {
         Connections {
-            settings,
-            connect_timeout,
-            request_timeout,
+            sign_in,
+            connect_timeout: http.connect_timeout,
+            request_timeout: http.request_timeout,
             max_idle,
-            tls: Arc::new(tls),
+            tls: http.tls_config(),
             idle: Mutex::new(HashMap::new()),
         }
     }
@@ -182,12 +206,17 @@ impl Connections {
                 }
                 // The CAS closed the idle connection as the request went out: another one.
                 Err((e, true)) if reused => {
-                    tracing::debug!(cas, "an idle Kerberos connection was closed: {e}");
+                    tracing::debug!(cas, "an idle authenticated connection was closed: {e}");
                     continue;
                 }
                 Err((e, _)) => return Err(Trouble::Broken(e)),
             }
         }
+    }
+
+    /// The mechanism's name, for messages.
+    pub fn mechanism(&self) -> &'static str {
+        self.sign_in.mechanism()
     }
 
     /// Drops the idle connections (on shutdown).
@@ -196,25 +225,49 @@ impl Connections {
     }
 
     /// Opens a connection to `cas` and authenticates on it; the CAS's answer instead when it
-    /// was neither a success nor a refusal of the ticket.
+    /// was neither a success nor a refusal of the credentials.
     async fn open(&self, cas: &str) -> Result<Result<Conn, Reply>, Trouble> {
         let t = target(cas).map_err(Trouble::Connect)?;
         let mut sender = self.connect(cas, &t).await?;
-        let spn = self.settings.spn_for(cas);
-        let (ctx, ap_req) = Context::start(&self.settings, spn.clone())
-            .await
-            .map_err(|f| Trouble::SignIn(f.explain(cas, &self.settings, &spn)))?;
-        let token = base64::engine::general_purpose::STANDARD.encode(&ap_req);
+        let ctx = match &self.sign_in {
+            SignIn::Kerberos(s) => self.kerberos(&mut sender, &t, cas, s).await?,
+            SignIn::Ntlm(s) => self.ntlm(&mut sender, &t, cas, s).await?,
+        };
+        Ok(ctx.map(|ctx| Conn { sender, ctx }))
+    }
+
+    /// An empty POST carrying `token` in `Authorization`.
+    async fn authorize(
+        &self,
+        sender: &mut http1::SendRequest<Full<Bytes>>,
+        t: &Target,
+        token: &[u8],
+    ) -> Result<(u16, hyper::HeaderMap, Bytes), Trouble> {
+        let token = base64::engine::general_purpose::STANDARD.encode(token);
         let request = hyper::Request::post(&t.path)
             .header(header::HOST, &t.authority)
             .header(header::AUTHORIZATION, format!("{SCHEME} {token}"))
             .header(header::CONTENT_LENGTH, "0")
             .body(Full::new(Bytes::new()))
             .expect("a valid request");
-        let (status, headers, body) = self
-            .send(&mut sender, request)
+        self.send(sender, request)
             .await
-            .map_err(|(e, _)| Trouble::Broken(e))?;
+            .map_err(|(e, _)| Trouble::Broken(e))
+    }
+
+    /// Kerberos on a new connection: the AP-REQ, then the CAS's AP-REP checked.
+    async fn kerberos(
+        &self,
+        sender: &mut http1::SendRequest<Full<Bytes>>,
+        t: &Target,
+        cas: &str,
+        s: &kerberos::Settings,
+    ) -> Result<Result<Context, Reply>, Trouble> {
+        let spn = s.spn_for(cas);
+        let (ctx, ap_req) = kerberos::Context::start(s, spn.clone())
+            .await
+            .map_err(|f| Trouble::SignIn(f.explain(cas, s, &spn)))?;
+        let (status, headers, body) = self.authorize(sender, t, &ap_req).await?;
         match status {
             200 => {}
             401 => {
@@ -223,24 +276,55 @@ impl Connections {
                      CAS's PowerShell virtual directory has Windows authentication (Kerberos) \
                      on, that `{spn}` is the CAS's SPN (exchange.auth.spn), and that the \
                      account may use remote PowerShell",
-                    self.settings.account, self.settings.realm
+                    s.account, s.realm
                 )));
             }
-            _ => {
-                return Ok(Err(Reply {
-                    status,
-                    retry_after: crate::net::retry_after(&headers),
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                }));
-            }
+            _ => return Ok(Err(unexpected(status, &headers, &body))),
         }
         let reply = server_token(&headers, cas)?;
         let ctx = ctx
             .finish(reply)
             .await
-            .map_err(|f| Trouble::SignIn(f.explain(cas, &self.settings, &spn)))?;
+            .map_err(|f| Trouble::SignIn(f.explain(cas, s, &spn)))?;
         tracing::debug!(cas, %spn, "Kerberos connection authenticated");
-        Ok(Ok(Conn { sender, ctx }))
+        Ok(Ok(Context::Kerberos(ctx)))
+    }
+
+    /// NTLM on a new connection: NEGOTIATE, the CAS's CHALLENGE in its 401, AUTHENTICATE, 200.
+    async fn ntlm(
+        &self,
+        sender: &mut http1::SendRequest<Full<Bytes>>,
+        t: &Target,
+        cas: &str,
+        s: &ntlm::Settings,
+    ) -> Result<Result<Context, Reply>, Trouble> {
+        let failed = |e: String| Trouble::SignIn(format!("NTLM sign-in for {cas}: {e}"));
+        let (mut ctx, negotiate) = ntlm::Context::start(s).map_err(failed)?;
+        let (status, headers, body) = self.authorize(sender, t, &negotiate).await?;
+        match status {
+            401 => {}
+            200 => {
+                return Err(failed(
+                    "the CAS accepted the NTLM negotiation without a challenge, so no key \
+                     was agreed to seal the envelopes with"
+                        .into(),
+                ));
+            }
+            _ => return Ok(Err(unexpected(status, &headers, &body))),
+        }
+        let Some(challenge) = ntlm_challenge(&headers) else {
+            return Err(Trouble::SignIn(ntlm::not_offered(cas, &offered(&headers))));
+        };
+        let authenticate = ctx.respond(&challenge).map_err(failed)?;
+        let (status, headers, body) = self.authorize(sender, t, &authenticate).await?;
+        match status {
+            200 => {
+                tracing::debug!(cas, "NTLM connection authenticated");
+                Ok(Ok(Context::Ntlm(ctx)))
+            }
+            401 => Err(Trouble::SignIn(ntlm::refused(cas, &s.username))),
+            _ => Ok(Err(unexpected(status, &headers, &body))),
+        }
     }
 
     /// A TCP connection to the CAS (under TLS for https://), ready for HTTP/1.1.
@@ -268,7 +352,7 @@ impl Connections {
             let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
                 .connect(name, tcp)
                 .await
-                .map_err(|e| Trouble::Connect(tls_problem(cas, &t.host, &e)))?;
+                .map_err(|e| tls_problem(cas, &t.host, &e))?;
             handshake(tls).await?
         } else {
             handshake(tcp).await?
@@ -365,6 +449,43 @@ impl Connections {
     }
 }
 
+/// An answer to a sign-in that is neither a success nor a refusal (a 404, a 503…), to report.
+fn unexpected(status: u16, headers: &hyper::HeaderMap, body: &Bytes) -> Reply {
+    Reply {
+        status,
+        retry_after: crate::net::retry_after(headers),
+        body: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+/// The schemes a 401 offers (`Negotiate`, `Basic realm=""`…), for messages.
+fn offered(headers: &hyper::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(' ').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The NTLM CHALLENGE_MESSAGE in a 401's `WWW-Authenticate: Negotiate <token>` (or `NTLM`).
+fn ntlm_challenge(headers: &hyper::HeaderMap) -> Option<Vec<u8>> {
+    headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            if !(scheme.eq_ignore_ascii_case(SCHEME) || scheme.eq_ignore_ascii_case("NTLM")) {
+                return None;
+            }
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(token.trim())
+                .ok()?;
+            raw.starts_with(ntlm::SIGNATURE).then_some(raw)
+        })
+}
+
 /// The CAS's own Kerberos token (mutual authentication) from its 200's `WWW-Authenticate`.
 fn server_token(headers: &hyper::HeaderMap, cas: &str) -> Result<Vec<u8>, Trouble> {
     headers
@@ -399,21 +520,28 @@ where
         .map_err(|e| Trouble::Connect(format!("HTTP handshake: {e}")))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::debug!("a Kerberos connection ended: {e}");
+            tracing::debug!("an authenticated connection ended: {e}");
         }
     });
     Ok(sender)
 }
 
-/// A TLS failure, with the fix when it is the certificate's name.
-fn tls_problem(cas: &str, host: &str, e: &std::io::Error) -> String {
+/// A TLS failure, with the fix when it is the certificate's name. A certificate this host does
+/// not accept is a setting to fix, not a CAS that is down: it fails the sign-in (reported at
+/// once) instead of the connection (retried until the CAS counts as unavailable).
+fn tls_problem(cas: &str, host: &str, e: &std::io::Error) -> Trouble {
     let text = e.to_string();
     if text.contains("NotValidForName") || text.contains("not valid for name") {
-        format!(
+        Trouble::SignIn(format!(
             "the TLS certificate of {cas} is not valid for `{host}` ({text}): write the name \
              the certificate is issued to in exchange.cas_urls"
-        )
+        ))
+    } else if text.contains("invalid peer certificate") {
+        Trouble::SignIn(format!(
+            "the TLS certificate of {cas} is not trusted ({text}): if a private CA issued it, \
+             name its PEM file in network.ca_file"
+        ))
     } else {
-        format!("TLS with {host}: {text}")
+        Trouble::Connect(format!("TLS with {host}: {text}"))
     }
 }

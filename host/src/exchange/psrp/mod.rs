@@ -28,6 +28,7 @@
 mod connection;
 pub mod convert;
 mod kerberos;
+mod ntlm;
 pub mod objects;
 pub mod sealed;
 mod srv;
@@ -208,7 +209,7 @@ fn check_cas_urls(
     http: &HttpSettings,
     at: FieldAt,
 ) -> Result<(), SetupError> {
-    let sealed = matches!(x.auth, ExchangeAuth::Kerberos { .. });
+    let sealed = x.auth.seals();
     for (i, url) in x.cas_urls.iter().enumerate() {
         // Under Kerberos every envelope is sealed (WS-Management message encryption), so
         // plain HTTP to a CAS is what WinRM itself does; Basic needs HTTPS or loopback.
@@ -257,9 +258,32 @@ fn sign_in(
                 at,
             )?;
             let connections = connection::Connections::new(
-                settings,
-                http.connect_timeout,
-                http.request_timeout,
+                connection::SignIn::Kerberos(settings),
+                http,
+                max_runspaces,
+            );
+            Ok((username.clone(), password, Some(connections)))
+        }
+        ExchangeAuth::Ntlm { username, password } => {
+            if http.proxy.is_some() {
+                return Err(SetupError::Unsupported {
+                    field: at("auth"),
+                    message: "remote PowerShell with NTLM connects to the CAS directly; \
+                              network.proxy is not used for it: remove the proxy or reach the \
+                              CAS without one"
+                        .into(),
+                });
+            }
+            let password = password.resolve().map_err(|source| SetupError::Secret {
+                field: at("auth.password"),
+                source,
+            })?;
+            let connections = connection::Connections::new(
+                connection::SignIn::Ntlm(ntlm::Settings {
+                    username: username.clone(),
+                    password: password.clone(),
+                }),
+                http,
                 max_runspaces,
             );
             Ok((username.clone(), password, Some(connections)))
@@ -633,14 +657,15 @@ impl Inner {
     ) -> Posted {
         let cmdlet = SESSION;
         match status {
-            401 if self.kerberos.is_some() => {
+            401 if let Some(k) = &self.kerberos => {
                 return Err(Attempt::Unauthorized(self.endpoint_error(
                     cmdlet,
                     cas,
                     format!(
-                        "{cas} refused the Kerberos-sealed request of `{}` on an authenticated \
+                        "{cas} refused the {}-sealed request of `{}` on an authenticated \
                          connection: check that the account may use remote PowerShell \
                          (Set-User -RemotePowerShellEnabled $true)",
+                        k.mechanism(),
                         self.username
                     ),
                 )));

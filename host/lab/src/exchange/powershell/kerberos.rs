@@ -99,21 +99,49 @@ impl Acceptor {
     }
 }
 
-/// The security context a client established on one HTTP connection. WinRM binds the Kerberos
-/// context to the connection: after the authenticating request, the client sends no more
-/// `Authorization` and seals every envelope with that context's keys.
+/// A connection's security context: Kerberos (MIT's acceptor) or NTLM (see `super::ntlm`),
+/// or an NTLM handshake between its CHALLENGE and the client's AUTHENTICATE.
+pub(crate) enum Sealing {
+    Kerberos(ServerCtx),
+    NtlmPending(Box<sspi::Ntlm>),
+    Ntlm(Box<sspi::Ntlm>),
+}
+
+/// The security context a client established on one HTTP connection. WinRM binds the context
+/// (Kerberos or NTLM) to the connection: after the authenticating request(s), the client sends
+/// no more `Authorization` and seals every envelope with that context's keys.
 #[derive(Clone, Default)]
-pub(crate) struct ConnectionAuth(Arc<Mutex<Option<ServerCtx>>>);
+pub(crate) struct ConnectionAuth(Arc<Mutex<Option<Sealing>>>);
 
 impl ConnectionAuth {
     /// Keeps `ctx` as this connection's context, replacing any earlier one.
     pub fn set(&self, ctx: ServerCtx) {
-        *self.0.lock().expect("connection context") = Some(ctx);
+        self.put(Sealing::Kerberos(ctx));
     }
 
-    /// Whether a Kerberos context was established on this connection.
+    /// Keeps `sealing` as this connection's state, replacing any earlier one.
+    pub fn put(&self, sealing: Sealing) {
+        *self.0.lock().expect("connection context") = Some(sealing);
+    }
+
+    /// The NTLM handshake waiting for its AUTHENTICATE message, taken off the connection.
+    pub fn take_ntlm_pending(&self) -> Option<Box<sspi::Ntlm>> {
+        let mut guard = self.0.lock().expect("connection context");
+        match guard.take() {
+            Some(Sealing::NtlmPending(n)) => Some(n),
+            other => {
+                *guard = other;
+                None
+            }
+        }
+    }
+
+    /// Whether a context that seals was established on this connection.
     pub fn established(&self) -> bool {
-        self.0.lock().expect("connection context").is_some()
+        matches!(
+            *self.0.lock().expect("connection context"),
+            Some(Sealing::Kerberos(_) | Sealing::Ntlm(_))
+        )
     }
 
     /// Opens a sealed request body (see [`seal`] for the framing); the envelope and the
@@ -123,15 +151,19 @@ impl ConnectionAuth {
             .ok_or_else(|| format!("not a WS-Management encrypted body: {content_type:?}"))?;
         let (length, header, data) = parse_encrypted(body)?;
         let mut guard = self.0.lock().expect("connection context");
-        let ctx = guard
-            .as_mut()
-            .ok_or("no Kerberos context on this connection")?;
-        let mut token = Vec::with_capacity(header.len() + data.len());
-        token.extend_from_slice(header);
-        token.extend_from_slice(data);
-        // The header and the data are one wrap token cut in two (the header holds the token
-        // header, the rotated trailer and the confounder), so gss_unwrap takes them joined.
-        let plain = unseal(ctx, &token)?;
+        let plain = match guard.as_mut() {
+            Some(Sealing::Kerberos(ctx)) => {
+                let mut token = Vec::with_capacity(header.len() + data.len());
+                token.extend_from_slice(header);
+                token.extend_from_slice(data);
+                // The header and the data are one wrap token cut in two (the header holds the
+                // token header, the rotated trailer and the confounder), so gss_unwrap takes
+                // them joined.
+                unseal(ctx, &token)?
+            }
+            Some(Sealing::Ntlm(ntlm)) => super::ntlm::unseal(ntlm, header, data)?,
+            _ => return Err("no security context on this connection".into()),
+        };
         if plain.len() != length {
             return Err(format!(
                 "the envelope is {} bytes, OriginalContent said {length}",
@@ -144,10 +176,14 @@ impl ConnectionAuth {
     /// Seals a response envelope for this connection's client (see [`seal`]).
     pub fn seal(&self, protocol: &str, envelope: &[u8]) -> Result<Vec<u8>, String> {
         let mut guard = self.0.lock().expect("connection context");
-        let ctx = guard
-            .as_mut()
-            .ok_or("no Kerberos context on this connection")?;
-        seal(ctx, protocol, envelope)
+        match guard.as_mut() {
+            Some(Sealing::Kerberos(ctx)) => seal(ctx, protocol, envelope),
+            Some(Sealing::Ntlm(ntlm)) => {
+                let (signature, data) = super::ntlm::seal(ntlm, envelope)?;
+                Ok(frame(protocol, envelope.len(), &signature, &data, &[]))
+            }
+            _ => Err("no security context on this connection".into()),
+        }
     }
 }
 
@@ -210,20 +246,25 @@ fn seal(ctx: &mut ServerCtx, protocol: &str, envelope: &[u8]) -> Result<Vec<u8>,
             .map_err(|e| format!("sealing the envelope: {e}"))?;
         (iov[0].to_vec(), iov[2].to_vec())
     };
-    let mut out = Vec::with_capacity(envelope.len() + header.len() + 256);
+    Ok(frame(protocol, envelope.len(), &header, &data, &padding))
+}
+
+/// The framed body of an envelope of `plain_len` bytes sealed into `header`, `data` and
+/// `padding` (see [`seal`]).
+fn frame(protocol: &str, plain_len: usize, header: &[u8], data: &[u8], padding: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + header.len() + 256);
     out.extend_from_slice(
         format!(
-            "--{BOUNDARY}\r\n\tContent-Type: {protocol}\r\n\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length={}\r\n--{BOUNDARY}\r\n\tContent-Type: application/octet-stream\r\n",
-            envelope.len()
+            "--{BOUNDARY}\r\n\tContent-Type: {protocol}\r\n\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length={plain_len}\r\n--{BOUNDARY}\r\n\tContent-Type: application/octet-stream\r\n"
         )
         .as_bytes(),
     );
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&data);
-    out.extend_from_slice(&padding);
+    out.extend_from_slice(header);
+    out.extend_from_slice(data);
+    out.extend_from_slice(padding);
     out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    Ok(out)
+    out
 }
 
 /// The plain length, the wrap-token header and the sealed data of a framed body.

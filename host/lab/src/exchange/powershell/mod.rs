@@ -21,6 +21,7 @@
 //! control API.
 
 mod kerberos;
+mod ntlm;
 
 pub(crate) use kerberos::ConnectionAuth;
 mod render;
@@ -317,6 +318,13 @@ fn authenticate<'a>(
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, b64) = value.split_once(' ')?;
     let raw = easgate_psrp::clixml::base64_decode(b64.trim())?;
+    if raw.starts_with(ntlm::SIGNATURE) {
+        return ntlm::authenticate(&raw, state.account(), conn).then_some(Authenticated {
+            user: &state.user,
+            reply: None,
+            kerberos: true,
+        });
+    }
     if scheme.eq_ignore_ascii_case("negotiate") || scheme.eq_ignore_ascii_case("kerberos") {
         let acceptor = state.kerberos.lock().expect("kerberos").clone()?;
         let mut accepted = match acceptor.accept(&raw) {
@@ -395,6 +403,9 @@ pub(super) async fn handle(
         tokio::time::sleep(Duration::from_millis(extra_ms)).await;
     }
     let state = &shared.powershell;
+    if let Some(challenge) = ntlm::challenge(&headers, &conn) {
+        return challenge;
+    }
     let auth = if headers.contains_key(header::AUTHORIZATION) {
         authenticate(state, &headers, &conn)
     } else if conn.established() {

@@ -1,0 +1,49 @@
+//! NTLM on the lab's `/PowerShell/` face, proved by an independent client: pypsrp (PyPI, with
+//! pyspnego's NTLM) signs in as the lab's account in both name forms, seals every envelope
+//! (encryption="auto" over HTTP) and lists the devices; a wrong password is refused.
+
+use serde_json::Value;
+
+use crate::powershell::{pypsrp_available, script};
+
+/// Runs one case of the client script with NTLM against CAS 0, as `user`/`password`.
+async fn pypsrp(lab: &easgate_lab::Lab, user: &str, password: &str, case: &str) -> Value {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script())
+        .args([lab.powershell_urls()[0].as_str(), user, password, case])
+        .env("PYPSRP_AUTH", "ntlm");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("joined")
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pypsrp case {case} failed ({}):\n{}\n{}",
+        out.status,
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("case {case} printed no JSON ({e}): {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pypsrp_signs_in_over_ntlm_seals_and_lists_and_a_wrong_password_is_refused() {
+    if !pypsrp_available(
+        "pypsrp_signs_in_over_ntlm_seals_and_lists_and_a_wrong_password_is_refused",
+    ) {
+        return;
+    }
+    let lab = crate::lab(150).await;
+    let (upn, password) = lab.powershell_account();
+    let down_level = format!("LAB\\{}", upn.split('@').next().unwrap());
+    for user in [upn.as_str(), down_level.as_str()] {
+        let listed = pypsrp(&lab, user, &password, "list").await;
+        assert_eq!(listed["count"], 150, "{user}: {listed}");
+        assert_eq!(listed["had_errors"], false, "{user}: {listed}");
+    }
+    let refused = pypsrp(&lab, &upn, &password, "wrong-password").await;
+    assert_eq!(refused["opened"], false, "{refused}");
+    assert_eq!(refused["error"], "AuthenticationError", "{refused}");
+}

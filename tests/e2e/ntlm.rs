@@ -1,0 +1,130 @@
+//! Remote PowerShell with NTLM end to end: the connector's own NTLM client (`sspi`) signs in on
+//! each HTTP connection to the lab's `/PowerShell/` face in NTLM's two round trips (NEGOTIATE,
+//! the face's CHALLENGE in a 401, AUTHENTICATE checked against the lab account's password) and
+//! seals every envelope with WS-Management message encryption; the face refuses plain
+//! envelopes once a connection signed in that way, so a sync that converges went sealed all the
+//! way. NTLM needs no KDC: these tests always run.
+
+use std::time::Duration;
+
+use easgate::config::{ExchangeAuth, Organization, Secret, SecretSource};
+use easgate::exchange::ExchangeClient;
+use easgate::exchange::cmdlets::GetMobileDevice;
+use easgate::model::SyncKind;
+use easgate::plugin::PluginEngine;
+use easgate::store::RunOutcome;
+use easgate::sync::OrgSync;
+
+use crate::support::lab::{assert_enforced, expected, sync_lab, unguarded};
+use crate::support::{Transport, builtin, organization_over, temp_store, test_http, within};
+
+/// The lab's organization over remote PowerShell with NTLM as `username` (the lab's account
+/// password unless `password` is given), over the face's plain-HTTP URLs.
+fn ntlm_org(lab: &easgate_lab::Lab, username: &str, password: Option<&str>) -> Organization {
+    let mut org = organization_over(lab, Transport::PowerShell);
+    let (_, right) = lab.powershell_account();
+    org.exchange.auth = ExchangeAuth::Ntlm {
+        username: username.into(),
+        password: SecretSource::Inline(Secret::new(password.unwrap_or(&right))),
+    };
+    org.exchange.parallel_commands = 8;
+    org
+}
+
+/// `LAB\svc-easgate`: the account in its down-level form.
+fn down_level(lab: &easgate_lab::Lab) -> String {
+    let (upn, _) = lab.powershell_account();
+    let local = upn.split('@').next().unwrap().to_owned();
+    format!("LAB\\{local}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_over_ntlm_converges_and_a_second_issues_nothing() {
+    let lab = sync_lab(1_500).await;
+    let org = ntlm_org(&lab, &down_level(&lab), None);
+    let http = test_http();
+    let exchange = ExchangeClient::builder(&org, &http)
+        .build()
+        .expect("the NTLM client builds");
+    let graph = easgate::graph::GraphClient::new(&org, &http).expect("graph client");
+    let (_store_dir, store) = temp_store();
+    let sync = OrgSync::new(org.name.clone(), exchange, graph, unguarded(), store);
+    let engine = PluginEngine::new().expect("engine");
+    let policy = builtin(&engine, "{}");
+
+    let first = within(
+        Duration::from_secs(240),
+        sync.run(SyncKind::Full, false, policy.clone()),
+    )
+    .await
+    .expect("the sync runs");
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    assert!(first.commands_issued > 0);
+    assert_eq!(first.verdicts.undecided, 0);
+    assert_enforced(&lab, expected);
+
+    lab.control().reset_counters();
+    let second = within(
+        Duration::from_secs(240),
+        sync.run(SyncKind::Full, false, policy),
+    )
+    .await
+    .expect("the sync runs");
+    assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
+    assert_eq!(second.commands_issued, 0, "{second:#?}");
+    assert_eq!(lab.control().counters().calls("Set-CASMailbox"), 0);
+}
+
+/// What listing the devices with `org` fails with.
+async fn refusal(org: &Organization) -> String {
+    let client = ExchangeClient::builder(org, &test_http())
+        .build()
+        .expect("the client builds");
+    let e = within(
+        Duration::from_secs(60),
+        client.run(&GetMobileDevice::default()),
+    )
+    .await
+    .expect_err("the sign-in is refused");
+    // Shown with --nocapture: what an admin reads.
+    eprintln!("{e}");
+    e.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_or_user_is_named_with_the_cas_and_the_fix() {
+    let lab = sync_lab(10).await;
+    let (upn, _) = lab.powershell_account();
+    let good = ntlm_org(&lab, &upn, None);
+    let cas = good.exchange.cas_urls[0].clone();
+    let cas = cas.trim_end_matches('/');
+
+    let e = refusal(&ntlm_org(&lab, &upn, Some("not-the-password"))).await;
+    for words in [
+        cas,
+        upn.as_str(),
+        "wrong password or unknown user",
+        "exchange.auth.password",
+    ] {
+        assert!(e.contains(words), "{words:?} in {e}");
+    }
+    let e = refusal(&ntlm_org(&lab, "LAB\\nobody", None)).await;
+    for words in [cas, "LAB\\nobody", "wrong password or unknown user"] {
+        assert!(e.contains(words), "{words:?} in {e}");
+    }
+
+    // The right settings work on the same lab, in either form, so the refusals were theirs.
+    for username in [upn.clone(), down_level(&lab)] {
+        let client = ExchangeClient::builder(&ntlm_org(&lab, &username, None), &test_http())
+            .build()
+            .unwrap();
+        let devices = within(
+            Duration::from_secs(60),
+            client.run(&GetMobileDevice::default()),
+        )
+        .await
+        .expect("the good settings sign in");
+        assert_eq!(devices.len(), lab.control().truth().len(), "{username}");
+        client.close().await;
+    }
+}
