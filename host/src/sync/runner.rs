@@ -399,7 +399,9 @@ impl OrgSync {
                 progress::count_pages(pages, listing).await
             } else {
                 let since = cursor.expect("a quick sync has a cursor");
-                let listing = discover::quick(&self.exchange, &self.graph, groups, since);
+                let org = run.org;
+                let known = blocking(&self.store, move |s| s.known(org));
+                let listing = discover::quick(&self.exchange, &self.graph, groups, since, known);
                 progress::count_pages(pages, listing).await
             }
         }
@@ -862,7 +864,8 @@ impl OrgSync {
             access_rules,
             mut unreadable,
         } = discovered;
-        // Only a complete Intune listing can show a record gone; a quick sync skips the read.
+        // Only a complete Intune listing (see `Inventory::managed_complete`) can show a
+        // record gone.
         // Held as digests: at 100 000 devices the keys themselves are 10 MB more at the peak.
         let previously_managed = if inventory.managed_complete {
             blocking(&self.store, move |s| {

@@ -158,9 +158,23 @@ async fn quick_sync_filters_find_exactly_the_changes() {
         .await
         .unwrap();
     assert!(before.is_empty());
+    // Intune's own change (a grace period running out) leaves `lastSyncDateTime` alone…
     for t in &enrolled {
         lab.control()
             .set_compliance(&t.device_id, ComplianceState::Noncompliant)
+            .unwrap();
+    }
+    let unmoved = c
+        .graph_list(&format!(
+            "deviceManagement/managedDevices?$filter=lastSyncDateTime ge {cursor}"
+        ))
+        .await
+        .unwrap();
+    assert!(unmoved.is_empty(), "{unmoved:?}");
+    // …a check-in moves it.
+    for t in &enrolled {
+        lab.control()
+            .check_in(&t.device_id, ComplianceState::Noncompliant)
             .unwrap();
     }
     let changed = c
