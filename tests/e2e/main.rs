@@ -29,6 +29,7 @@ mod policy_diff;
 mod policy_table;
 mod polyglot;
 mod psrp_client;
+mod quick_sync;
 mod secrets;
 mod store_faults;
 mod swap_storm;

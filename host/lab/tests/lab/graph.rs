@@ -275,6 +275,51 @@ async fn users_by_id_or_upn_and_their_groups() {
         .map(|g| g["displayName"].as_str().unwrap())
         .collect();
     assert!(names.contains(&"All Staff"), "{names:?}");
+
+    // A membership change shows both ways: the group's members and the user's groups.
+    let ids = |list: &[Value], key: &str| -> Vec<String> {
+        list.iter()
+            .filter_map(|v| v[key].as_str().map(str::to_lowercase))
+            .collect()
+    };
+    let exempt = "Mobile Access Exempt";
+    let group = &groups
+        .iter()
+        .find(|g| g["displayName"] == exempt)
+        .map(|g| g["id"].as_str().unwrap().to_owned());
+    lab.control().set_membership(exempt, upn, true).unwrap();
+    let with = c
+        .graph_list(&format!("users/{upn}/transitiveMemberOf"))
+        .await
+        .unwrap();
+    let gid = with
+        .iter()
+        .find(|g| g["displayName"] == exempt)
+        .expect("a member now")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(group.as_ref().is_none_or(|g| g == &gid));
+    let members = c
+        .graph_list(&format!("groups/{gid}/transitiveMembers"))
+        .await
+        .unwrap();
+    assert!(ids(&members, "userPrincipalName").contains(&upn.to_lowercase()));
+    lab.control().set_membership(&gid, upn, false).unwrap();
+    let members = c
+        .graph_list(&format!("groups/{gid}/transitiveMembers"))
+        .await
+        .unwrap();
+    assert!(!ids(&members, "userPrincipalName").contains(&upn.to_lowercase()));
+    let without = c
+        .graph_list(&format!("users/{upn}/transitiveMemberOf"))
+        .await
+        .unwrap();
+    assert!(!ids(&without, "id").contains(&gid.to_lowercase()));
+    assert_eq!(
+        lab.control().set_membership("no such group", upn, true),
+        Err(easgate_lab::OrgError::UnknownGroup("no such group".into()))
+    );
 }
 
 #[tokio::test]
