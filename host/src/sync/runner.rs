@@ -379,7 +379,7 @@ impl OrgSync {
         run: &Run<'_>,
         pages: &'s progress::Counter,
     ) -> impl Future<Output = Result<Started, discover::DiscoverError>> + 's {
-        let (full, cursor, now) = (run.full, run.cursor, run.now);
+        let (full, cursor, now, org) = (run.full, run.cursor, run.now, run.org);
         let groups = &self.settings.scope_groups;
         async move {
             if full {
@@ -399,7 +399,6 @@ impl OrgSync {
                 progress::count_pages(pages, listing).await
             } else {
                 let since = cursor.expect("a quick sync has a cursor");
-                let org = run.org;
                 let known = blocking(&self.store, move |s| s.known(org));
                 let listing = discover::quick(&self.exchange, &self.graph, groups, since, known);
                 progress::count_pages(pages, listing).await
