@@ -110,7 +110,7 @@ async fn a_quick_sync_enforces_what_intune_and_the_directory_changed_without_a_c
     // edit).
     let mut users_taken = BTreeSet::from([regrouped.clone()]);
     let mut pick = || -> DeviceTruth {
-        let d = truth
+        truth
             .iter()
             .find(|d| {
                 let u = upn(d);
@@ -121,8 +121,7 @@ async fn a_quick_sync_enforces_what_intune_and_the_directory_changed_without_a_c
                     && users_taken.insert(u.unwrap())
             })
             .expect("an allowed compliant device of a user with one device")
-            .clone();
-        d
+            .clone()
     };
     let (flipped, deleted, retiring) = (pick(), pick(), pick());
     lab.control()
