@@ -43,6 +43,22 @@ async fn lists_managed_devices_and_the_quick_sync_subset() {
         .count();
     assert_eq!(recent.len(), want);
     assert!(recent.len() < all.len() / 5);
+
+    // The quick sync's look over every record: the same records, four fields each.
+    let states = g.managed_device_states().await.unwrap();
+    assert_eq!(states.len(), all.len());
+    let by_id: std::collections::HashMap<&str, _> =
+        all.iter().map(|d| (d.id.as_str(), d)).collect();
+    for s in &states {
+        let d = by_id[s.id.as_str()];
+        assert_eq!(
+            (&s.id, &s.eas_device_id, &s.management_state),
+            (&d.id, &d.eas_device_id, &d.management_state)
+        );
+        let compliance: ComplianceState =
+            serde_json::from_value(serde_json::json!(s.compliance_state)).unwrap();
+        assert_eq!(compliance, d.compliance_state);
+    }
 }
 
 #[tokio::test]

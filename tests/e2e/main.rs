@@ -33,6 +33,7 @@ mod policy_table;
 mod polyglot;
 mod psrp_client;
 mod psrp_https;
+mod quick_sync;
 mod secrets;
 mod statistics;
 mod store_faults;

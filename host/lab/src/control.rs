@@ -21,9 +21,10 @@
 //! | `PUT /_lab/token-lifetime` `{"seconds":n}` | lifetime of tokens issued from now on |
 //! | `POST /_lab/devices` | add devices now (`NewDevices` JSON); answers their ids |
 //! | `PUT /_lab/arrivals` `{"per_minute":x}` | add devices over time (0 stops) |
-//! | `POST /_lab/devices/{id}/compliance` `{"complianceState":…}` | change an enrolled device's compliance |
+//! | `POST /_lab/devices/{id}/compliance` `{"complianceState":…,"checkedIn":false}` | change an enrolled device's compliance the way Intune does, `lastSyncDateTime` unchanged; `"checkedIn":true`: the device checked in with it (moves `lastSyncDateTime`) |
 //! | `POST /_lab/devices/{id}/enroll` `{"complianceState":…}` | enroll a device in Intune |
-//! | `POST /_lab/devices/{id}/retire` | retire it from Intune |
+//! | `POST /_lab/devices/{id}/retire` `{"pending":false}` | delete its Intune record; `"pending":true`: an admin's Retire, the record stays with `managementState` `retirePending` |
+//! | `PUT`/`DELETE /_lab/groups/{group}/members/{user}` | make a mailbox's user a direct member of a group (id or display name) / take it out |
 //! | `GET`/`DELETE /_lab/mail` | mail received by the SMTP sink |
 //! | `GET`/`PUT /_lab/smtp` | recipients the sink refuses, AUTH it demands (`SmtpRules` JSON) |
 //! | `POST /_lab/smtp/stop`, `…/start` | stop the sink (refuse connections) / start it again |
@@ -309,8 +310,24 @@ impl LabControl {
             .collect()
     }
 
+    /// Changes a device's compliance on Intune's side: `lastSyncDateTime` stays.
     pub fn set_compliance(&self, device_id: &str, state: ComplianceState) -> Result<(), OrgError> {
-        write(&self.shared).set_compliance(device_id, state, Utc::now())
+        write(&self.shared).set_compliance(device_id, state, false, Utc::now())
+    }
+
+    /// The device checks in and reports `state`: `lastSyncDateTime` moves to now.
+    pub fn check_in(&self, device_id: &str, state: ComplianceState) -> Result<(), OrgError> {
+        write(&self.shared).set_compliance(device_id, state, true, Utc::now())
+    }
+
+    /// An admin's Retire: the record stays, `retirePending`, until the device checks in.
+    pub fn retire_pending(&self, device_id: &str) -> Result<(), OrgError> {
+        write(&self.shared).retire_pending(device_id)
+    }
+
+    /// Makes `user` (a mailbox) a direct member of `group`, or not.
+    pub fn set_membership(&self, group: &str, user: &str, member: bool) -> Result<(), OrgError> {
+        write(&self.shared).set_membership(group, user, member)
     }
 
     pub fn enroll(&self, device_id: &str, state: ComplianceState) -> Result<(), OrgError> {
@@ -428,9 +445,10 @@ impl From<LabError> for ControlError {
 impl From<OrgError> for ControlError {
     fn from(e: OrgError) -> Self {
         let status = match e {
-            OrgError::UnknownDevice(_) | OrgError::UnknownMailbox(_) | OrgError::NotEnrolled(_) => {
-                StatusCode::NOT_FOUND
-            }
+            OrgError::UnknownDevice(_)
+            | OrgError::UnknownMailbox(_)
+            | OrgError::UnknownGroup(_)
+            | OrgError::NotEnrolled(_) => StatusCode::NOT_FOUND,
             OrgError::AlreadyEnrolled(_) | OrgError::DuplicateDevice(_) => StatusCode::CONFLICT,
         };
         ControlError(status, e.to_string())
@@ -474,6 +492,17 @@ struct Throttling {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Compliance {
     compliance_state: ComplianceState,
+    /// The device checked in (moves `lastSyncDateTime`); otherwise Intune changed it.
+    #[serde(default)]
+    checked_in: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Retire {
+    /// Keep the record, `retirePending`, instead of deleting it.
+    #[serde(default)]
+    pending: bool,
 }
 
 #[derive(Deserialize)]
@@ -615,8 +644,29 @@ pub(crate) fn router(control: LabControl) -> Router {
         .route(
             "/_lab/devices/{id}/retire",
             post(
-                |State(c): State<LabControl>, Path(id): Path<String>| async move {
-                    c.retire(&id)?;
+                |State(c): State<LabControl>,
+                 Path(id): Path<String>,
+                 body: Option<Json<Retire>>| async move {
+                    if body.unwrap_or_default().0.pending {
+                        c.retire_pending(&id)?;
+                    } else {
+                        c.retire(&id)?;
+                    }
+                    Ok::<_, ControlError>(StatusCode::NO_CONTENT)
+                },
+            ),
+        )
+        .route(
+            "/_lab/groups/{group}/members/{user}",
+            put(
+                |State(c): State<LabControl>, Path((group, user)): Path<(String, String)>| async move {
+                    c.set_membership(&group, &user, true)?;
+                    Ok::<_, ControlError>(StatusCode::NO_CONTENT)
+                },
+            )
+            .delete(
+                |State(c): State<LabControl>, Path((group, user)): Path<(String, String)>| async move {
+                    c.set_membership(&group, &user, false)?;
                     Ok::<_, ControlError>(StatusCode::NO_CONTENT)
                 },
             ),
@@ -712,7 +762,11 @@ async fn set_compliance(
     Path(id): Path<String>,
     Json(body): Json<Compliance>,
 ) -> Result<StatusCode, ControlError> {
-    c.set_compliance(&id, body.compliance_state)?;
+    if body.checked_in {
+        c.check_in(&id, body.compliance_state)?;
+    } else {
+        c.set_compliance(&id, body.compliance_state)?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -361,6 +361,8 @@ pub enum OrgError {
     UnknownDevice(String),
     #[error("no mailbox `{0}`")]
     UnknownMailbox(String),
+    #[error("no group with id or display name `{0}`")]
+    UnknownGroup(String),
     #[error("device `{0}` is already enrolled in Intune")]
     AlreadyEnrolled(String),
     #[error("device `{0}` is not enrolled in Intune")]
@@ -565,19 +567,23 @@ impl Org {
         self.managed.get_mut(seq as usize).and_then(Option::as_mut)
     }
 
-    /// Changes a managed device's compliance, as Intune does after a check-in (which also moves
-    /// `lastSyncDateTime`, what quick syncs filter on).
+    /// Changes a managed device's compliance. `checked_in`: the device checked in and reported
+    /// it, which moves `lastSyncDateTime`; otherwise the change is Intune's own (a grace period
+    /// running out, an admin marking the device) and `lastSyncDateTime` stays where it was.
     pub fn set_compliance(
         &mut self,
         device_id: &str,
         state: ComplianceState,
+        checked_in: bool,
         now: Utc,
     ) -> Result<(), OrgError> {
         let md = self
             .managed_mut_by_eas_id(device_id)
             .ok_or_else(|| OrgError::NotEnrolled(device_id.to_owned()))?;
         md.compliance = state;
-        md.last_sync = now;
+        if checked_in {
+            md.last_sync = now;
+        }
         md.grace_expiry = if state == ComplianceState::InGracePeriod {
             now.plus_secs(3 * 86_400)
         } else {
@@ -633,6 +639,50 @@ impl Org {
                 .insert(Self::mailbox_key(&md.eas_device_id), md.seq);
         }
         self.managed.push(Some(md));
+    }
+
+    /// Starts retiring a device, as an admin's Retire does: Intune keeps the record, with
+    /// `managementState` `retirePending`, until the device checks in; `lastSyncDateTime` stays.
+    pub fn retire_pending(&mut self, device_id: &str) -> Result<(), OrgError> {
+        let md = self
+            .managed_mut_by_eas_id(device_id)
+            .ok_or_else(|| OrgError::NotEnrolled(device_id.to_owned()))?;
+        md.management_state = ManagementState::RetirePending;
+        Ok(())
+    }
+
+    /// Adds user `user` (a mailbox's alias, UPN or SMTP address) to group `group` (its id or
+    /// display name) as a direct member, or takes it out. Changes nothing about the user's
+    /// devices: Graph's `lastSyncDateTime` is the device's, not the directory's.
+    pub fn set_membership(
+        &mut self,
+        group: &str,
+        user: &str,
+        member: bool,
+    ) -> Result<(), OrgError> {
+        let g = self
+            .groups
+            .iter()
+            .position(|g| {
+                Guid::parse(group).is_some_and(|id| id == g.id)
+                    || g.display_name.eq_ignore_ascii_case(group)
+            })
+            .ok_or_else(|| OrgError::UnknownGroup(group.to_owned()))? as u32;
+        let ix = self
+            .find_mailbox(user)
+            .ok_or_else(|| OrgError::UnknownMailbox(user.to_owned()))?;
+        let users = &mut self.groups[g as usize].users;
+        let direct = &mut self.user_groups[ix as usize];
+        if member {
+            if !users.contains(&ix) {
+                users.push(ix);
+                direct.push(g);
+            }
+        } else {
+            users.retain(|&u| u != ix);
+            direct.retain(|&d| d != g);
+        }
+        Ok(())
     }
 
     /// Retires a device from Intune: its record disappears from `managedDevices`.

@@ -26,7 +26,10 @@ use crate::net::token::{TokenCache, TokenError};
 use crate::net::{self, BadField, HttpSettings, SetupError};
 use crate::timestamp::Timestamp;
 pub use budget::WINDOW as BUDGET_WINDOW;
-use models::{DirectoryObject, MANAGED_DEVICE_SELECT, ManagedDevice, User};
+use models::{
+    DirectoryObject, MANAGED_DEVICE_SELECT, MANAGED_DEVICE_STATE_SELECT, ManagedDevice,
+    ManagedDeviceState, User,
+};
 
 /// Attempts of one request (throttled or failed) before giving up.
 const ATTEMPTS: u32 = 8;
@@ -211,6 +214,17 @@ impl GraphClient {
     ) -> Result<Vec<ManagedDevice>, GraphError> {
         self.list(&managed_path(ManagedDevices::EasDeviceId(eas_device_id)))
             .await
+    }
+
+    /// Every managed device's id, `easDeviceId`, compliance and management state: a quick
+    /// sync's look for what Intune changed without the device checking in (those changes
+    /// leave `lastSyncDateTime` where it was). Four short fields of the fifteen the sync reads.
+    pub async fn managed_device_states(&self) -> Result<Vec<ManagedDeviceState>, GraphError> {
+        self.list(&format!(
+            "/v1.0/deviceManagement/managedDevices?$select={}",
+            encode(MANAGED_DEVICE_STATE_SELECT)
+        ))
+        .await
     }
 
     /// The managed devices `which` selects, read one record at a time: a record that cannot be

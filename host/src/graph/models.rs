@@ -10,6 +10,25 @@ pub use crate::model::{ComplianceState, OwnerType};
 /// The `$select` the connector sends: exactly the fields of [`ManagedDevice`].
 pub const MANAGED_DEVICE_SELECT: &str = "id,userPrincipalName,deviceName,operatingSystem,osVersion,complianceState,managementState,managedDeviceOwnerType,lastSyncDateTime,enrolledDateTime,easActivated,easDeviceId,exchangeAccessState,exchangeAccessStateReason,azureADDeviceId";
 
+/// The `$select` of the quick sync's look over every record: what Intune changes without the
+/// device checking in (compliance, a retire), and what ties the record to a partnership.
+pub const MANAGED_DEVICE_STATE_SELECT: &str = "id,easDeviceId,complianceState,managementState";
+
+/// What [`MANAGED_DEVICE_STATE_SELECT`] reads of a record. Every field is text, read as Graph
+/// spells it: this listing only compares with what the store holds, and a value it cannot
+/// read counts as a change (the record is then read whole, where it is checked).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedDeviceState {
+    pub id: String,
+    #[serde(default)]
+    pub eas_device_id: Option<String>,
+    #[serde(default)]
+    pub compliance_state: Option<String>,
+    #[serde(default)]
+    pub management_state: Option<String>,
+}
+
 /// An Intune `managedDevice`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]

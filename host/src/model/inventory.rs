@@ -371,9 +371,11 @@ pub struct Inventory {
     pub managed: Vec<ManagedDevice>,
     /// Users the mailboxes may belong to.
     pub users: Vec<DirectoryUser>,
-    /// True when `managed` lists every Intune record of the tenant (a full sync). Only then does
-    /// a record's absence mean Intune let go of a device that it managed before; a quick sync
-    /// fetches only the changed records.
+    /// True when `managed` holds the Intune record of every partnership in `devices` that has
+    /// one: every record of the tenant (a full sync), or those of the partnerships a quick sync
+    /// read, which it checked against a listing of every record's id. Only then does a record's
+    /// absence mean Intune let go of a device that it managed before. A what-if run reads
+    /// stored records and says false.
     pub managed_complete: bool,
 }
 

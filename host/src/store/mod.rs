@@ -26,6 +26,7 @@ mod enforced_state;
 mod error;
 mod held;
 mod journal;
+mod known;
 mod lock;
 pub mod migrations;
 mod outbox;
@@ -47,6 +48,7 @@ pub use enforced_state::Enforces;
 pub use error::StoreError;
 pub use held::Enforced;
 pub use journal::{JournalEntry, JournalState, Recovery};
+pub use known::{Known, KnownDevice, KnownRecord};
 pub use lock::WriterLock;
 pub use outbox::{
     NoticeAttempt, NoticeBatch, NoticeCounts, NoticeRequest, NoticeStatus, OutboxNotice, Recorded,

@@ -7,9 +7,15 @@
 //!   one before it), is split by `FirstSyncTime` into slices listed side by side
 //!   ([`listing_slices`]).
 //! * Quick: the partnerships Exchange first saw at or after the cursor (and their Intune
-//!   records, `easDeviceId eq`), the Intune records that changed since the cursor and the
-//!   partnerships they match, and only the mailboxes of those partnerships. Every call is per
-//!   change (or per 20 changes), none per device of the org.
+//!   records, `easDeviceId eq`), the Intune records that checked in since the cursor and the
+//!   partnerships they match, and only the mailboxes of those partnerships. What Intune and
+//!   the directory change without a check-in (compliance when a grace period runs out or an
+//!   admin marks a device, a retire, a deleted record, group membership) leaves
+//!   `lastSyncDateTime` alone: the quick sync finds it by listing every record's id,
+//!   `easDeviceId`, compliance and management state (a hundred Graph pages at 100 000 devices)
+//!   and the scope groups' members, and comparing them with the store ([`Moved`]). Every
+//!   Exchange call, and every other Graph call, is per change (or per 20 changes), none per
+//!   device of the org.
 //!
 //! Both read the partnerships and the Intune records one record at a time (`net::record`): a
 //! record that cannot be read is reported, and the partnership it concerns — its own record, or
@@ -35,11 +41,13 @@ use crate::exchange::models::{self, DeviceAccessState};
 use crate::exchange::{ExchangeClient, ExchangeError, Listed, PageSink};
 use crate::graph::models as graph_models;
 use crate::graph::{GraphClient, GraphError, ManagedDevices};
+use crate::model::ComplianceState;
 use crate::model::inventory::{
     AccessLevel, AccessState, DirectoryUser, ExchangeDevice, Inventory, KeyDigests, Mailbox,
     ManagedDevice,
 };
 use crate::net::record::{self, Checked, Unreadable};
+use crate::store::{Known, KnownRecord, StoreError};
 use crate::timestamp::Timestamp;
 
 /// How many `DeviceId`s one quick-sync `Get-MobileDevice -Filter` asks for.
@@ -66,6 +74,9 @@ pub enum DiscoverError {
     Exchange(#[from] ExchangeError),
     #[error("Graph: {0}")]
     Graph(#[from] GraphError),
+    /// What the last sync saw could not be read, so what changed since cannot be told.
+    #[error("{0}")]
+    Store(#[from] StoreError),
     /// An Intune record that cannot be read, whose `easDeviceId` cannot be read either: any
     /// device without a readable record might be its device, and would be judged unenrolled.
     #[error("Graph: {0}; no partnership can be left out for it, so nothing is decided")]
@@ -555,17 +566,42 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// The changes since `since`, for a quick sync: the partnerships new since then and those of
-/// the Intune records that changed, the mailboxes of all of them.
+/// The changes since `since`, for a quick sync: the partnerships new since then, those of the
+/// Intune records that changed, and those of what Intune and the directory changed without the
+/// device checking in, which leaves `lastSyncDateTime` where it was ([`Moved`]); the mailboxes
+/// of all of them. `known`: what the store holds, to compare with.
 pub async fn quick(
     exchange: &ExchangeClient,
     graph: &GraphClient,
     scope_groups: &[String],
     since: i64,
+    known: impl Future<Output = Result<Known, StoreError>>,
 ) -> Result<Started, DiscoverError> {
     let mut unreadable = Unreadables::default();
-    let (devices, changed) = changed_since(exchange, graph, since, &mut unreadable).await?;
-    let devices = with_partnerships_of(exchange, devices, &changed, &mut unreadable).await?;
+    let (since_cursor, states, groups, known) = tokio::join!(
+        changed_since(exchange, graph, since, &mut unreadable),
+        timed("Graph managedDevices states", graph.managed_device_states()),
+        timed("Graph group members", group_membership(graph, scope_groups)),
+        known,
+    );
+    let (devices, mut changed) = since_cursor?;
+    let (states, groups, known) = (states?, groups?, known?);
+    let moved = Moved::find(&known, &states, &groups, &devices, &changed);
+    tracing::debug!(
+        records = moved.records.len(),
+        partnerships = moved.partnerships.len(),
+        users = moved.users.len(),
+        "changed without a check-in"
+    );
+    changed.extend(records_of(graph, &moved.records, &mut unreadable).await?);
+    let devices = with_partnerships_of(
+        exchange,
+        devices,
+        &changed,
+        &moved.partnerships,
+        &mut unreadable,
+    )
+    .await?;
     let mailboxes = mailboxes_of(exchange, &devices).await?;
     let by_identity: HashMap<String, String> = mailboxes
         .iter()
@@ -575,8 +611,19 @@ pub async fn quick(
         .into_values()
         .map(|d| exchange_device(d, &by_identity))
         .collect();
-    let groups = group_membership(graph, scope_groups).await?;
-    let users = users(&mailboxes, &groups);
+    let mut users = users(&mailboxes, &groups);
+    // Users whose groups changed are saved even when none of their devices is here, so that
+    // the next quick sync does not find the same change again.
+    let here: BTreeSet<String> = users
+        .iter()
+        .map(|u| u.user_principal_name.to_lowercase())
+        .collect();
+    users.extend(
+        moved
+            .users
+            .into_iter()
+            .filter(|u| !here.contains(&u.user_principal_name)),
+    );
     Ok(Started {
         discovered: Discovered {
             inventory: Inventory {
@@ -584,7 +631,9 @@ pub async fn quick(
                 mailboxes,
                 managed: changed,
                 users,
-                managed_complete: false,
+                // Every partnership here has its record here when Intune has one (the state
+                // listing said which do): a partnership without one lost it.
+                managed_complete: true,
             },
             org_default: None,
             org_settings: None,
@@ -598,6 +647,108 @@ pub async fn quick(
             repeats: Repeats::default(),
         },
     })
+}
+
+/// What changed since the last sync without moving a record's `lastSyncDateTime`, found by
+/// comparing Graph's current state listing and group members with what the store holds.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Moved {
+    /// `DeviceId`s whose Intune record is to be read whole: its compliance or management state
+    /// changed, it is a new record of a stored partnership, or its user's groups changed.
+    records: Vec<String>,
+    /// `DeviceId`s of stored partnerships to list again without a record: their record is gone
+    /// (deleted, retired), or their user's groups changed and they have none.
+    partnerships: Vec<String>,
+    /// Users whose in-scope groups changed, with their groups now.
+    users: Vec<DirectoryUser>,
+}
+
+impl Moved {
+    /// `new` and `changed`: the partnerships and records the quick sync reads anyway.
+    fn find(
+        known: &Known,
+        states: &[graph_models::ManagedDeviceState],
+        groups: &BTreeMap<String, Vec<String>>,
+        new: &BTreeMap<String, models::MobileDevice>,
+        changed: &[ManagedDevice],
+    ) -> Moved {
+        let mut by_device: HashMap<String, Vec<&graph_models::ManagedDeviceState>> = HashMap::new();
+        for s in states {
+            if let Some(id) = s.eas_device_id.as_deref().filter(|id| !id.is_empty()) {
+                by_device.entry(id.to_lowercase()).or_default().push(s);
+            }
+        }
+        let mut moved = Moved::default();
+        let mut regrouped = BTreeSet::new();
+        for (user, was) in &known.groups {
+            let mut now = groups.get(user).cloned().unwrap_or_default();
+            now.sort();
+            if &now != was {
+                regrouped.insert(user.as_str());
+                moved.users.push(DirectoryUser {
+                    user_principal_name: user.clone(),
+                    groups: now,
+                });
+            }
+        }
+        let mut seen: BTreeSet<String> = changed
+            .iter()
+            .map(|m| m.eas_device_id.to_lowercase())
+            .chain(new.values().map(|d| d.device_id.to_lowercase()))
+            .collect();
+        for d in &known.devices {
+            let id = d.device_id.to_lowercase();
+            if seen.contains(&id) {
+                continue;
+            }
+            let now = by_device.get(&id).map(Vec::as_slice).unwrap_or_default();
+            let record_moved = match &d.record {
+                Some(was) => now.is_empty() || !now.iter().any(|s| same_record(was, s)),
+                None => !now.is_empty(),
+            };
+            let user_moved = d.user.as_deref().is_some_and(|u| regrouped.contains(u));
+            if record_moved || user_moved {
+                seen.insert(id);
+                if now.is_empty() {
+                    moved.partnerships.push(d.device_id.clone());
+                } else {
+                    moved.records.push(d.device_id.clone());
+                }
+            }
+        }
+        moved
+    }
+}
+
+/// Whether `now` is the stored record `was`, in the same compliance and management state. A
+/// compliance state that does not read as one counts as a change.
+fn same_record(was: &KnownRecord, now: &graph_models::ManagedDeviceState) -> bool {
+    let compliance = |text: &str| -> Option<ComplianceState> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+    };
+    let now_compliance = now.compliance_state.as_deref().and_then(compliance);
+    was.id == now.id
+        && now_compliance.is_some()
+        && now_compliance == compliance(&was.compliance_state)
+        && was
+            .management_state
+            .eq_ignore_ascii_case(now.management_state.as_deref().unwrap_or_default())
+}
+
+/// The Intune records of `device_ids`, one request each (`easDeviceId eq`).
+async fn records_of(
+    graph: &GraphClient,
+    device_ids: &[String],
+    unreadable: &mut Unreadables,
+) -> Result<Vec<ManagedDevice>, DiscoverError> {
+    let mut out = Vec::new();
+    for id in device_ids {
+        let records = graph
+            .managed_device_records(ManagedDevices::EasDeviceId(id))
+            .await?;
+        out.extend(unreadable.managed(records)?.into_iter().map(managed_device));
+    }
+    Ok(out)
 }
 
 /// The partnerships first synced since `since` (by lowercased identity), and the Intune
@@ -636,36 +787,35 @@ async fn changed_since(
         .iter()
         .map(|m| m.eas_device_id.to_lowercase())
         .collect();
-    let unknown: BTreeSet<String> = devices
+    let unknown: Vec<String> = devices
         .values()
         .map(|d| d.device_id.clone())
         .filter(|id| !have.contains(&id.to_lowercase()))
+        .collect::<BTreeSet<String>>()
+        .into_iter()
         .collect();
-    for id in unknown {
-        let records = graph
-            .managed_device_records(ManagedDevices::EasDeviceId(&id))
-            .await?;
-        changed.extend(unreadable.managed(records)?.into_iter().map(managed_device));
-    }
+    changed.extend(records_of(graph, &unknown, unreadable).await?);
     Ok((devices, changed))
 }
 
-/// `devices` with the partnerships of the `changed` records that are not among them, less the
-/// partnerships whose records could not be read.
+/// `devices` with the partnerships of the `changed` records and of `more` (`DeviceId`s) that are
+/// not among them, less the partnerships whose records could not be read.
 async fn with_partnerships_of(
     exchange: &ExchangeClient,
     mut devices: BTreeMap<String, models::MobileDevice>,
     changed: &[ManagedDevice],
+    more: &[String],
     unreadable: &mut Unreadables,
 ) -> Result<BTreeMap<String, models::MobileDevice>, DiscoverError> {
-    let known: BTreeSet<String> = devices
+    let mut listed: BTreeSet<String> = devices
         .values()
         .map(|d| d.device_id.to_lowercase())
         .collect();
     let wanted: Vec<&str> = changed
         .iter()
         .map(|m| m.eas_device_id.as_str())
-        .filter(|id| !id.is_empty() && !known.contains(&id.to_lowercase()))
+        .chain(more.iter().map(String::as_str))
+        .filter(|id| !id.is_empty() && listed.insert(id.to_lowercase()))
         .collect();
     let lookups: Vec<GetMobileDeviceRecords> = wanted
         .chunks(IDS_PER_FILTER)

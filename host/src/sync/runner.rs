@@ -404,7 +404,7 @@ impl OrgSync {
         run: &Run<'_>,
         pages: &'s progress::Counter,
     ) -> impl Future<Output = Result<Started, discover::DiscoverError>> + 's {
-        let (full, cursor, now) = (run.full, run.cursor, run.now);
+        let (full, cursor, now, org) = (run.full, run.cursor, run.now, run.org);
         let groups = &self.settings.scope_groups;
         async move {
             if full {
@@ -424,7 +424,8 @@ impl OrgSync {
                 progress::count_pages(pages, listing).await
             } else {
                 let since = cursor.expect("a quick sync has a cursor");
-                let listing = discover::quick(&self.exchange, &self.graph, groups, since);
+                let known = blocking(&self.store, move |s| s.known(org));
+                let listing = discover::quick(&self.exchange, &self.graph, groups, since, known);
                 progress::count_pages(pages, listing).await
             }
         }
@@ -939,7 +940,8 @@ impl OrgSync {
             access_rules,
             mut unreadable,
         } = discovered;
-        // Only a complete Intune listing can show a record gone; a quick sync skips the read.
+        // Only a complete Intune listing (see `Inventory::managed_complete`) can show a
+        // record gone.
         // Held as digests: at 100 000 devices the keys themselves are 10 MB more at the peak.
         let previously_managed = if inventory.managed_complete {
             blocking(&self.store, move |s| {

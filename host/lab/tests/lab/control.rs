@@ -62,6 +62,21 @@ async fn http_control_matches_the_in_process_handle() {
     )
     .await;
     assert_eq!(r.status(), 204);
+    // Whether `lastSyncDateTime` moves is checked in the Graph tests.
+    let r = post(
+        &format!("/_lab/devices/{}/compliance", ids[0]),
+        json!({"complianceState": "compliant", "checkedIn": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+
+    // An admin's Retire keeps the record, retirePending.
+    let r = post(
+        &format!("/_lab/devices/{}/retire", ids[1]),
+        json!({"pending": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
     assert_eq!(
         post(
             &format!("/_lab/devices/{}/enroll", ids[0]),

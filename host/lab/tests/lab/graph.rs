@@ -158,9 +158,23 @@ async fn quick_sync_filters_find_exactly_the_changes() {
         .await
         .unwrap();
     assert!(before.is_empty());
+    // Intune's own change (a grace period running out) leaves `lastSyncDateTime` alone…
     for t in &enrolled {
         lab.control()
             .set_compliance(&t.device_id, ComplianceState::Noncompliant)
+            .unwrap();
+    }
+    let unmoved = c
+        .graph_list(&format!(
+            "deviceManagement/managedDevices?$filter=lastSyncDateTime ge {cursor}"
+        ))
+        .await
+        .unwrap();
+    assert!(unmoved.is_empty(), "{unmoved:?}");
+    // …a check-in moves it.
+    for t in &enrolled {
+        lab.control()
+            .check_in(&t.device_id, ComplianceState::Noncompliant)
             .unwrap();
     }
     let changed = c
@@ -261,6 +275,63 @@ async fn users_by_id_or_upn_and_their_groups() {
         .map(|g| g["displayName"].as_str().unwrap())
         .collect();
     assert!(names.contains(&"All Staff"), "{names:?}");
+
+    // A membership change shows both ways: the group's members and the user's groups.
+    let ids = |list: &[Value], key: &str| -> Vec<String> {
+        list.iter()
+            .filter_map(|v| v[key].as_str().map(str::to_lowercase))
+            .collect()
+    };
+    let exempt = "Mobile Access Exempt";
+    // A user outside the group (a member through a nested group would stay one).
+    let mut outside = None;
+    for t in lab.control().truth() {
+        let Some(u) = t.user_principal_name else {
+            continue;
+        };
+        let of = c
+            .graph_list(&format!("users/{u}/transitiveMemberOf"))
+            .await
+            .unwrap();
+        if !of.iter().any(|g| g["displayName"] == exempt) {
+            outside = Some(u);
+            break;
+        }
+    }
+    let upn = outside.expect("a user outside the exempt group");
+    let upn = upn.as_str();
+    lab.control().set_membership(exempt, upn, true).unwrap();
+    let with = c
+        .graph_list(&format!("users/{upn}/transitiveMemberOf"))
+        .await
+        .unwrap();
+    let gid = with
+        .iter()
+        .find(|g| g["displayName"] == exempt)
+        .expect("a member now")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let members = c
+        .graph_list(&format!("groups/{gid}/transitiveMembers"))
+        .await
+        .unwrap();
+    assert!(ids(&members, "userPrincipalName").contains(&upn.to_lowercase()));
+    lab.control().set_membership(&gid, upn, false).unwrap();
+    let members = c
+        .graph_list(&format!("groups/{gid}/transitiveMembers"))
+        .await
+        .unwrap();
+    assert!(!ids(&members, "userPrincipalName").contains(&upn.to_lowercase()));
+    let without = c
+        .graph_list(&format!("users/{upn}/transitiveMemberOf"))
+        .await
+        .unwrap();
+    assert!(!ids(&without, "id").contains(&gid.to_lowercase()));
+    assert_eq!(
+        lab.control().set_membership("no such group", upn, true),
+        Err(easgate_lab::OrgError::UnknownGroup("no such group".into()))
+    );
 }
 
 #[tokio::test]
