@@ -12,6 +12,7 @@ mod client_secrets;
 mod containment;
 mod crash;
 mod daemon;
+mod device_actions;
 mod dry_run;
 mod exchange_client;
 mod faults;

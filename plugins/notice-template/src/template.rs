@@ -185,13 +185,18 @@ impl Var {
 }
 
 /// Completes "… because {{reason_text}}." for the reason codes of the built-in and example
-/// policies; any other policy's codes get a generic sentence.
+/// policies and of administrators' device actions; any other policy's codes get a generic
+/// sentence.
 fn reason_text(reason: &str) -> &'static str {
     match reason {
         "noncompliant" => "it does not meet your organization's compliance requirements",
         "not-enrolled" => "it is not enrolled in device management",
         "device-rule" => "your organization's rules do not allow this type of device",
         "os-too-old" => "its operating system is older than your organization allows",
+        // An administrator's device action (the host's codes, with the verdict `block`).
+        "admin-wipe" => "an administrator asked for a remote wipe: the device is reset to factory settings the next time it connects",
+        "admin-account-wipe" => "an administrator asked to wipe your work email account from it the next time it connects",
+        "admin-remove" => "an administrator removed its mail partnership: set up your work account on it again if you still use it",
         _ => "it does not meet your organization's requirements for email access",
     }
 }
