@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{AdminState, ApiError};
-use crate::exchange::cmdlets::{ClearMobileDevice, GetCasMailbox, RemoveMobileDevice};
+use crate::exchange::cmdlets::{
+    ClearMobileDevice, GetCasMailbox, GetMobileDevice, RemoveMobileDevice,
+};
 use crate::exchange::models::{CasMailbox, DeviceAccessState, MobileDevice};
 use crate::exchange::{Cmdlet, ExchangeClient, ExchangeError};
 use crate::model::{AccessState, ExchangeDevice, Parameters};
@@ -101,8 +103,7 @@ fn past(action: DeviceAction) -> &'static str {
     }
 }
 
-/// `Get-MobileDevice -Identity X`: the identity's device, or every partnership with that
-/// DeviceId.
+/// `Get-MobileDevice -Identity X`: the partnership of that Exchange Identity.
 struct GetDevice<'a>(&'a str);
 
 impl Cmdlet for GetDevice<'_> {
@@ -168,7 +169,20 @@ impl OrgActions {
         if device.is_empty() {
             return Err(unknown());
         }
-        let mut found = match self.exchange.run(&GetDevice(device)).await {
+        // An Identity names one partnership; a bare DeviceId is looked up with a filter, as
+        // `-Identity` does not take one, and may match a partnership per mailbox.
+        let listed = if device.contains('\\') {
+            self.exchange.run(&GetDevice(device)).await
+        } else {
+            let filter = format!("DeviceId -eq '{}'", device.replace('\'', "''"));
+            self.exchange
+                .run(&GetMobileDevice {
+                    filter: Some(filter),
+                    ..GetMobileDevice::default()
+                })
+                .await
+        };
+        let mut found = match listed {
             Ok(found) => found,
             Err(e) if e.is_not_found() => return Err(unknown()),
             Err(e) => return Err(exchange(e)),
