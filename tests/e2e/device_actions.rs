@@ -115,14 +115,24 @@ async fn the_cli_wipes_after_confirmation_with_a_reason_audits_and_notifies(tran
     // No reason: refused before anything is looked up.
     let out = run(args(&["--yes"])).await;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("a reason is required"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a reason is required"),
+        "{}",
+        stderr(&out)
+    );
     assert!(truth_of(&lab, id).unwrap().wipe.is_none());
 
     // Not confirmed: the device is shown, nothing happens.
     let a = args(&["--reason", "reported stolen"]);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let out = easgate_answering(&a, "no\n").await;
-    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let shown = stdout(&out);
     assert!(shown.contains(&dev.identity), "{shown}");
     assert!(shown.contains(&dev.device_model), "{shown}");
@@ -147,9 +157,7 @@ async fn the_cli_wipes_after_confirmation_with_a_reason_audits_and_notifies(tran
     assert_eq!(mails.len(), 1, "{:?}", lab.control().mails());
     let mailbox = dev.mailbox.clone().unwrap();
     assert!(
-        mails[0]
-            .iter()
-            .any(|to| to.eq_ignore_ascii_case(&mailbox)),
+        mails[0].iter().any(|to| to.eq_ignore_ascii_case(&mailbox)),
         "{:?} not to {mailbox}",
         mails[0]
     );
@@ -207,7 +215,11 @@ async fn the_cli_wipes_after_confirmation_with_a_reason_audits_and_notifies(tran
     assert_eq!(audit[1].reason, "reported stolen");
     for r in &audit {
         assert_eq!(r.result, ActionResult::Done);
-        assert!(r.actor.starts_with("cli:") && r.actor.contains("uid "), "{}", r.actor);
+        assert!(
+            r.actor.starts_with("cli:") && r.actor.contains("uid "),
+            "{}",
+            r.actor
+        );
         assert!(r.finished_at.is_some());
     }
 }
@@ -261,16 +273,27 @@ async fn the_api_asks_for_a_token_and_a_reason_then_wipes(transport: Transport) 
     .unwrap();
     assert_eq!(r.status(), 200);
     let asked: Value = r.json().await.unwrap();
-    assert_eq!(asked["device"]["identity"], dev.identity.as_str(), "{asked}");
-    assert_eq!(asked["device"]["model"], dev.device_model.as_str(), "{asked}");
+    assert_eq!(
+        asked["device"]["identity"],
+        dev.identity.as_str(),
+        "{asked}"
+    );
+    assert_eq!(
+        asked["device"]["model"],
+        dev.device_model.as_str(),
+        "{asked}"
+    );
     assert!(asked["effect"].as_str().unwrap().contains("factory"));
     let token = asked["token"].as_str().unwrap().to_owned();
     assert!(truth_of(&lab, &dev.device_id).unwrap().wipe.is_none());
 
     // Step two without a reason: refused, and the token still good.
-    let r = call("device-actions/confirm", json!({"token": token, "reason": " "}))
-        .await
-        .unwrap();
+    let r = call(
+        "device-actions/confirm",
+        json!({"token": token, "reason": " "}),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
     assert!(truth_of(&lab, &dev.device_id).unwrap().wipe.is_none());
 
@@ -285,7 +308,10 @@ async fn the_api_asks_for_a_token_and_a_reason_then_wipes(transport: Transport) 
     assert_eq!(done["record"]["result"], "done", "{done}");
     assert_eq!(done["record"]["actor"], "api");
     assert_eq!(done["notice"], "sent", "{done}");
-    let wipe = truth_of(&lab, &dev.device_id).unwrap().wipe.expect("pending");
+    let wipe = truth_of(&lab, &dev.device_id)
+        .unwrap()
+        .wipe
+        .expect("pending");
     assert!(!wipe.account_only);
     assert_eq!(action_mails(&lab).len(), 1);
 
@@ -316,9 +342,9 @@ async fn the_api_asks_for_a_token_and_a_reason_then_wipes(transport: Transport) 
     daemon.stop_cleanly().await;
 }
 
-/// Regression for the crash rule: an action journaled but never answered (the process died
-/// with the cmdlet in flight) is reported by the next process that opens the store, marked
-/// interrupted, and never sent again; the lab shows no wipe for it.
+// Regression for the crash rule: an action journaled but never answered (the process died
+// with the cmdlet in flight) is reported by the next process that opens the store, marked
+// interrupted, and never sent again; the lab shows no wipe for it.
 over_transports!(an_interrupted_wipe_is_reported_and_not_reissued);
 async fn an_interrupted_wipe_is_reported_and_not_reissued(transport: Transport) {
     let lab = sync_lab(40).await;
@@ -374,9 +400,9 @@ async fn an_interrupted_wipe_is_reported_and_not_reissued(transport: Transport) 
     assert_eq!(audit[0].result, ActionResult::Done);
 }
 
-/// No policy can cause a wipe: its answer is a verdict (allow, block, quarantine, exempt) and
-/// a sync's commands are list edits, retired partnerships' removals and the org default. A
-/// full sync that blocks or quarantines devices sends no `Clear-MobileDevice`.
+// No policy can cause a wipe: its answer is a verdict (allow, block, quarantine, exempt) and
+// a sync's commands are list edits, retired partnerships' removals and the org default. A
+// full sync that blocks or quarantines devices sends no `Clear-MobileDevice`.
 over_transports!(a_sync_never_wipes);
 async fn a_sync_never_wipes(transport: Transport) {
     let lab = sync_lab(300).await;
@@ -389,10 +415,7 @@ async fn a_sync_never_wipes(transport: Transport) {
         counters.get("Set-CASMailbox").is_some_and(|c| c.calls > 0),
         "the sync changed access: {text} {counters:?}"
     );
-    assert!(
-        !counters.contains_key("Clear-MobileDevice"),
-        "{counters:?}"
-    );
+    assert!(!counters.contains_key("Clear-MobileDevice"), "{counters:?}");
     assert!(lab.control().truth().iter().all(|t| t.wipe.is_none()));
 }
 
@@ -444,7 +467,10 @@ async fn the_status_page_wipes_a_device_after_its_dialog() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
-    let wipe = truth_of(&lab, &dev.device_id).unwrap().wipe.expect("pending");
+    let wipe = truth_of(&lab, &dev.device_id)
+        .unwrap()
+        .wipe
+        .expect("pending");
     assert!(wipe.account_only);
     assert_eq!(action_mails(&lab).len(), 1);
     daemon.stop_cleanly().await;

@@ -77,9 +77,13 @@ pub fn effect(action: DeviceAction) -> &'static str {
 pub enum ActionError {
     #[error("a reason is required: say why the device is {}", past(*.0))]
     NoReason(DeviceAction),
-    #[error("organization `{org}` has no device `{device}` (give its Exchange Identity or DeviceId)")]
+    #[error(
+        "organization `{org}` has no device `{device}` (give its Exchange Identity or DeviceId)"
+    )]
     UnknownDevice { org: String, device: String },
-    #[error("organization `{org}`: device `{device}` matches {count} partnerships; give its full Exchange Identity")]
+    #[error(
+        "organization `{org}`: device `{device}` matches {count} partnerships; give its full Exchange Identity"
+    )]
     Ambiguous {
         org: String,
         device: String,
