@@ -68,7 +68,7 @@ async fn easgate_answering(args: &[&str], answer: &str) -> Output {
 }
 
 /// The mails of device actions the lab's SMTP server received (their Message-ID is the notice
-/// id `admin-action-<audit id>`), to whom.
+/// id `admin-action-<audit id>`, in `notice.<id>@domain`), to whom.
 fn action_mails(lab: &Lab) -> Vec<Vec<String>> {
     lab.control()
         .mails()
@@ -76,7 +76,10 @@ fn action_mails(lab: &Lab) -> Vec<Vec<String>> {
         .filter(|m| {
             MessageParser::default()
                 .parse(m.raw.as_bytes())
-                .and_then(|p| p.message_id().map(|id| id.starts_with("admin-action-")))
+                .and_then(|p| {
+                    p.message_id()
+                        .map(|id| id.starts_with("notice.admin-action-"))
+                })
                 .unwrap_or(false)
         })
         .map(|m| m.to)
