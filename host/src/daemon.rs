@@ -193,6 +193,7 @@ fn open_and_recover(data_dir: &std::path::Path) -> anyhow::Result<Store> {
             "an earlier sync was interrupted; the next sync is a full one and plans afresh"
         );
     }
+    crate::admin::actions::report_interrupted(&store)?;
     Ok(store)
 }
 
@@ -226,6 +227,27 @@ fn org_runners(
         runners.insert(org.name.clone(), Arc::new(runner));
     }
     Ok((runners, exchanges))
+}
+
+/// Each organization's device actions, with its runner's Exchange client and notice stage.
+fn device_actions(
+    runners: &HashMap<String, Arc<OrgSync>>,
+    registry: &Arc<PluginRegistry>,
+) -> HashMap<String, crate::admin::actions::OrgActions> {
+    let template: sync::TemplateSource = {
+        let registry = registry.clone();
+        Arc::new(move || registry.notice_template())
+    };
+    runners
+        .iter()
+        .map(|(name, runner)| {
+            let actions = crate::admin::actions::OrgActions {
+                exchange: runner.exchange.clone(),
+                notices: runner.notices.clone().map(|n| (n, template.clone())),
+            };
+            (name.clone(), actions)
+        })
+        .collect()
 }
 
 /// With `[admin]`, its token and its bound listener.
@@ -395,6 +417,7 @@ impl Daemon {
             metrics.register_organization(&org.name);
         }
         let (runners, exchanges) = org_runners(config, &http, &store, &registry, &metrics)?;
+        let actions = device_actions(&runners, &registry);
         let admin_listener = bind_admin(config).await?;
 
         let scheduler = Scheduler::start(
@@ -415,6 +438,8 @@ impl Daemon {
                     metrics,
                     token,
                     now: schedule::unix_now,
+                    actions: Arc::new(actions),
+                    confirmations: Arc::default(),
                 };
                 Some(serve_admin(config, listener, state)?)
             }

@@ -247,6 +247,9 @@ impl Admin {
             metrics,
             token: Secret::new(TOKEN),
             now,
+            // No Exchange here: the device actions are tested in `device_actions`.
+            actions: Default::default(),
+            confirmations: Default::default(),
         };
         tokio::spawn(admin::serve(listener, state, async move {
             let _ = stopped.await;

@@ -13,6 +13,7 @@ mod client_secrets;
 mod containment;
 mod crash;
 mod daemon;
+mod device_actions;
 mod dry_run;
 mod exchange_client;
 mod faults;

@@ -427,6 +427,7 @@ pub(crate) fn new_device(rng: &mut Rng, seed: u64, seq: u32, owner: Owner) -> Ea
         state: AccessState::Unknown,
         reason: AccessReason::Unknown,
         rule: None,
+        wipe: None,
     }
 }
 

@@ -68,7 +68,7 @@ pub use login::{Audience, DEFAULT_TOKEN_LIFETIME};
 pub use malformed::{Damage, Malformation, Service};
 pub use org::{
     AccessLevel, AccessReason, AccessState, Characteristic, ComplianceState, DeviceTruth,
-    ManagementState, NewDevices, OrgError, OwnerType,
+    ManagementState, NewDevices, OrgError, OwnerType, WipeRequest,
 };
 pub use random::Guid;
 pub use server::{CasMode, CasStatus, LabError};

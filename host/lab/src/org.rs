@@ -278,6 +278,19 @@ pub(crate) struct EasDevice {
     pub reason: AccessReason,
     /// Index into `Org::rules` of the rule that decided, when `reason` is `DeviceRule`.
     pub rule: Option<u16>,
+    /// A remote wipe `Clear-MobileDevice` asked for and the device has not yet carried out
+    /// (lab devices never sync, so it stays pending). Boxed: almost every device has none.
+    pub wipe: Option<Box<WipeRequest>>,
+}
+
+/// A pending remote wipe, as `Get-MobileDeviceStatistics` shows it (`Status =
+/// DeviceWipePending`, `DeviceWipeRequestTime` or `AccountOnlyDeviceWipeRequestTime`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WipeRequest {
+    #[serde(with = "utc_text")]
+    pub requested: Utc,
+    /// `-AccountOnly`: only the mail account's data is removed.
+    pub account_only: bool,
 }
 
 impl EasDevice {
@@ -797,6 +810,7 @@ impl Org {
                     first_sync_time: dev.first_sync,
                     managed_device_id: md.map(|m| m.id.to_string()),
                     compliance_state: md.map(|m| m.compliance),
+                    wipe: dev.wipe.as_deref().cloned(),
                 }
             })
             .collect()
@@ -824,6 +838,9 @@ pub struct DeviceTruth {
     /// Intune record, when the device is enrolled.
     pub managed_device_id: Option<String>,
     pub compliance_state: Option<ComplianceState>,
+    /// The remote wipe pending on the device, if one was asked for.
+    #[serde(default)]
+    pub wipe: Option<WipeRequest>,
 }
 
 /// `Utc` as text inside the lab's own JSON (it only serializes natively).

@@ -29,7 +29,7 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
 }
 
-fn org_id(state: &AdminState, name: &str) -> Result<OrgId, ApiError> {
+pub(super) fn org_id(state: &AdminState, name: &str) -> Result<OrgId, ApiError> {
     if !state.scheduler.organizations().any(|o| o == name) {
         return Err(ApiError::NotFound(format!(
             "no organization named {name:?} is configured"

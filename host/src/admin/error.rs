@@ -25,6 +25,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("the connector is shutting down; no new syncs start")]
     ShuttingDown,
+    /// Exchange refused or could not be reached (a device action's lookup or cmdlet).
+    #[error("{0}")]
+    Exchange(String),
     #[error("the store failed")]
     Store(#[from] StoreError),
 }
@@ -48,6 +51,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Exchange(_) => StatusCode::BAD_GATEWAY,
             ApiError::Store(err) => {
                 tracing::error!(error = %err, "admin API: store error");
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -17,6 +17,7 @@
 //! send form or plain-text types), no CORS header is ever sent, and every answer forbids
 //! framing and content sniffing.
 
+pub mod actions;
 mod api;
 mod error;
 mod metrics;
@@ -55,6 +56,10 @@ pub struct AdminState {
     pub token: Secret,
     /// Wall clock in Unix seconds (injected so tests control it).
     pub now: fn() -> i64,
+    /// Each organization's means to wipe or remove a device, by name.
+    pub actions: Arc<std::collections::HashMap<String, actions::OrgActions>>,
+    /// Device actions requested and waiting for their confirmation.
+    pub confirmations: Arc<actions::Confirmations>,
 }
 
 /// The admin routes.
@@ -64,6 +69,15 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/organizations/{org}/sync", post(api::trigger_sync))
         .route("/api/v1/organizations/{org}/history", get(api::history))
         .route("/api/v1/organizations/{org}/notices", get(api::notices))
+        .route(
+            "/api/v1/organizations/{org}/device-actions",
+            post(actions::request),
+        )
+        .route(
+            "/api/v1/organizations/{org}/device-actions/confirm",
+            post(actions::confirm),
+        )
+        .route("/api/v1/device-actions", get(actions::audit))
         .route("/api/v1/devices", get(api::devices))
         .route("/api/v1/devices/{id}", get(api::device))
         .route("/api/v1/plugins", get(api::plugins))
@@ -194,6 +208,9 @@ mod tests {
             "/",
             "/api/v1/status",
             "/api/v1/organizations/{org}/sync",
+            "/api/v1/organizations/{org}/device-actions",
+            "/api/v1/organizations/{org}/device-actions/confirm",
+            "/api/v1/device-actions",
             "/api/v1/devices",
             "/api/v1/devices/{id}",
             "/api/v1/plugins",

@@ -1,6 +1,7 @@
 //! The `easgate` command line: parsing and dispatch only; the work lives in the library.
 
 pub mod daemon;
+pub mod device;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod notice;
@@ -44,6 +45,9 @@ pub enum Command {
     /// Approve or reject a plan the blast-radius guard held.
     #[command(subcommand)]
     Plan(sync::PlanCommand),
+    /// An administrator's device action: remote wipe or partnership removal.
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
     /// Preview the notice a device's user would get.
     #[command(subcommand)]
     Notice(notice::NoticeCommand),
@@ -60,6 +64,7 @@ impl Cli {
             Command::Sync(args) => sync::run_sync(args),
             Command::Plan(command) => sync::run_plan(command),
             Command::Notice(command) => notice::run(command),
+            Command::Device(command) => device::run(command),
             #[cfg(feature = "lab")]
             Command::Sim(args) => {
                 let runtime = tokio::runtime::Runtime::new()?;

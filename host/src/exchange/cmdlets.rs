@@ -258,6 +258,56 @@ impl Cmdlet for SetCasMailbox {
     }
 }
 
+/// `Clear-MobileDevice -Identity X [-AccountOnly] -Confirm:$false`: a remote wipe, issued only
+/// by an administrator's confirmed action (never by a plan). Exchange marks the wipe pending
+/// and the device carries it out at its next sync; `-AccountOnly` removes only the mail
+/// account's data. Asking twice has the effect of asking once (one pending wipe), which is
+/// what makes the client's retry of an unanswered attempt harmless.
+#[derive(Debug, Clone)]
+pub struct ClearMobileDevice {
+    pub identity: String,
+    pub account_only: bool,
+}
+
+impl Cmdlet for ClearMobileDevice {
+    const WRITE: bool = true;
+    type Output = IgnoredAny;
+    fn name(&self) -> &str {
+        "Clear-MobileDevice"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(
+            Parameters::new()
+                .text("Identity", self.identity.clone())
+                .with_switch("AccountOnly", self.account_only)
+                // The cmdlet asks "are you sure?" otherwise; the connector asked already.
+                .bool("Confirm", false),
+        )
+    }
+}
+
+/// `Remove-MobileDevice -Identity X -Confirm:$false`: the partnership removal an
+/// administrator asked for (a plan's removals are planned [`Command`]s).
+#[derive(Debug, Clone)]
+pub struct RemoveMobileDevice {
+    pub identity: String,
+}
+
+impl Cmdlet for RemoveMobileDevice {
+    const WRITE: bool = true;
+    type Output = IgnoredAny;
+    fn name(&self) -> &str {
+        "Remove-MobileDevice"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(
+            Parameters::new()
+                .text("Identity", self.identity.clone())
+                .bool("Confirm", false),
+        )
+    }
+}
+
 /// `Get-ActiveSyncOrganizationSettings`.
 #[derive(Debug, Clone, Default)]
 pub struct GetOrganizationSettings {}
@@ -395,6 +445,28 @@ mod tests {
             rest_json(&lookup),
             json!({"ResultSize":"Unlimited","Identity":"alice",
                 "Filter":"RecipientTypeDetails -eq 'UserMailbox'"})
+        );
+    }
+
+    #[test]
+    fn admin_actions_serialize_with_their_switch_and_no_prompt() {
+        let wipe = |account_only| ClearMobileDevice {
+            identity: "alice\\ExchangeActiveSyncDevices\\EAS§X".into(),
+            account_only,
+        };
+        assert_eq!(
+            rest_json(&wipe(false)),
+            json!({"Identity":"alice\\ExchangeActiveSyncDevices\\EAS§X","Confirm":false})
+        );
+        assert_eq!(
+            rest_json(&wipe(true)),
+            json!({"Identity":"alice\\ExchangeActiveSyncDevices\\EAS§X","AccountOnly":true,"Confirm":false})
+        );
+        assert_eq!(
+            rest_json(&RemoveMobileDevice {
+                identity: "D1".into()
+            }),
+            json!({"Identity":"D1","Confirm":false})
         );
     }
 

@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V5),
     Migration::Sql(V6),
     Migration::Sql(V7),
+    Migration::Sql(V8),
 ];
 
 /// The schema version this build writes.
@@ -366,6 +367,27 @@ CREATE INDEX verdict_trend_by_org ON verdict_trend(org_id, sync_id);
 const V7: &str = r#"
 ALTER TABLE notices ADD COLUMN locale TEXT NOT NULL DEFAULT '';
 ALTER TABLE held_notices ADD COLUMN locale TEXT NOT NULL DEFAULT '';
+"#;
+
+/// The audit of administrators' device actions, which is also their journal: a row is written
+/// `issuing` before the cmdlet is sent (see `store/audit.rs`).
+const V8: &str = r#"
+CREATE TABLE admin_actions (
+    id           INTEGER PRIMARY KEY,
+    org_id       INTEGER NOT NULL REFERENCES organizations(id),
+    action       TEXT NOT NULL CHECK (action IN ('wipe', 'account-wipe', 'remove')),
+    identity     TEXT NOT NULL,
+    device_id    TEXT NOT NULL,
+    user         TEXT NOT NULL,
+    -- `api` or `cli:<OS user>`.
+    actor        TEXT NOT NULL,
+    reason       TEXT NOT NULL CHECK (length(trim(reason)) > 0),
+    requested_at INTEGER NOT NULL,
+    finished_at  INTEGER,
+    result       TEXT NOT NULL CHECK (result IN ('issuing', 'done', 'failed', 'interrupted')),
+    error        TEXT
+) STRICT;
+CREATE INDEX admin_actions_by_org ON admin_actions(org_id, id);
 "#;
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! redundant re-plan. `FULL` would add an fsync to every journal update of a 100 000-device
 //! sync.
 
+mod audit;
 mod counts;
 mod devices;
 mod directory;
@@ -40,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
+pub use audit::{ActionIntent, ActionRecord, ActionResult, DeviceAction};
 pub use devices::{
     AuditEntry, DecisionBatch, DecisionRecord, DeviceRecord, DeviceView, StoredDecision,
 };

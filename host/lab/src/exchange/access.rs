@@ -146,6 +146,7 @@ mod tests {
             state: AccessState::Unknown,
             reason: AccessReason::Unknown,
             rule: None,
+            wipe: None,
         }
     }
 

@@ -16,7 +16,7 @@ use super::error::CmdletError;
 use super::filter::{self, Field, Filter, Kind, Property};
 use super::params::{Args, ResultSize, Spec};
 use super::views;
-use crate::org::{AccessLevel, DeviceRule, EasDevice, Mailbox, Org};
+use crate::org::{AccessLevel, DeviceRule, EasDevice, Mailbox, Org, WipeRequest};
 use crate::paging::{self, Position};
 use crate::random::{Guid, Rng};
 use crate::utc::Utc;
@@ -66,6 +66,16 @@ pub(crate) static SPECS: &[Spec] = &[
             "ShowRecoveryPassword",
         ],
         mandatory: &[],
+    },
+    Spec {
+        name: "Clear-MobileDevice",
+        params: &[
+            "Identity",
+            "AccountOnly",
+            "Cancel",
+            "NotificationEmailAddresses",
+        ],
+        mandatory: &["Identity"],
     },
     Spec {
         name: "Remove-MobileDevice",
@@ -341,6 +351,7 @@ pub(crate) fn run(
         "Get-MobileDevice" => get_mobile_device(&read(lock), args, env),
         "Get-MobileDeviceStatistics" => get_mobile_device_statistics(&read(lock), args, env),
         "Remove-MobileDevice" => remove_mobile_device(&mut write(lock), args, env),
+        "Clear-MobileDevice" => clear_mobile_device(&mut write(lock), args, env),
         "Get-CASMailbox" => get_mailboxes(&read(lock), args, env, true),
         "Get-Mailbox" => get_mailboxes(&read(lock), args, env, false),
         "Set-CASMailbox" => set_cas_mailbox(&mut write(lock), args, env),
@@ -441,6 +452,26 @@ fn remove_mobile_device(org: &mut Org, args: &Args, env: &Env<'_>) -> Result<Out
         .find_device(&identity)
         .ok_or_else(|| CmdletError::not_found(&identity, env.server))?;
     org.remove_device(seq);
+    Ok(single::<()>(None))
+}
+
+/// Marks a remote wipe pending (`-AccountOnly`: the mail account only), or with `-Cancel`
+/// withdraws it. Exchange answers nothing; `Get-MobileDeviceStatistics` shows the request.
+fn clear_mobile_device(org: &mut Org, args: &Args, env: &Env<'_>) -> Result<Output, CmdletError> {
+    let identity = args.string("Identity")?.unwrap_or_default();
+    let account_only = args.switch("AccountOnly")?;
+    let cancel = args.switch("Cancel")?;
+    let seq = org
+        .find_device(&identity)
+        .ok_or_else(|| CmdletError::not_found(&identity, env.server))?;
+    let dev = org.devices[seq as usize].as_mut().expect("found device");
+    dev.wipe = (!cancel).then(|| {
+        Box::new(WipeRequest {
+            requested: env.now,
+            account_only,
+        })
+    });
+    dev.when_changed = env.now;
     Ok(single::<()>(None))
 }
 

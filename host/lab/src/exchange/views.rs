@@ -195,6 +195,9 @@ pub(crate) struct MobileDeviceStatistics<'a> {
     device_wipe_sent_time: Option<Utc>,
     device_wipe_request_time: Option<Utc>,
     device_wipe_ack_time: Option<Utc>,
+    account_only_device_wipe_sent_time: Option<Utc>,
+    account_only_device_wipe_request_time: Option<Utc>,
+    account_only_device_wipe_ack_time: Option<Utc>,
     last_ping_heartbeat: u32,
     device_model: &'static str,
     device_imei: String,
@@ -226,6 +229,7 @@ impl<'a> MobileDeviceStatistics<'a> {
     pub fn new(org: &'a Org, dev: &'a EasDevice) -> Self {
         let f = DeviceFacts::new(org, dev);
         let p = dev.profile();
+        let wipe = dev.wipe.as_deref();
         MobileDeviceStatistics {
             first_sync_time: dev.first_sync,
             last_policy_update_time: dev.first_sync,
@@ -235,8 +239,13 @@ impl<'a> MobileDeviceStatistics<'a> {
             device_id: &dev.device_id,
             device_user_agent: f.user_agent,
             device_wipe_sent_time: None,
-            device_wipe_request_time: None,
+            device_wipe_request_time: wipe.filter(|w| !w.account_only).map(|w| w.requested),
             device_wipe_ack_time: None,
+            account_only_device_wipe_sent_time: None,
+            account_only_device_wipe_request_time: wipe
+                .filter(|w| w.account_only)
+                .map(|w| w.requested),
+            account_only_device_wipe_ack_time: None,
             last_ping_heartbeat: 540,
             device_model: p.eas_model,
             device_imei: f.imei,
@@ -248,7 +257,12 @@ impl<'a> MobileDeviceStatistics<'a> {
             identity: f.identity,
             guid: dev.guid,
             is_remote_wipe_supported: true,
-            status: "DeviceOk",
+            // A lab device never syncs, so a wipe it was asked for stays pending.
+            status: if wipe.is_some() {
+                "DeviceWipePending"
+            } else {
+                "DeviceOk"
+            },
             status_note: None,
             device_access_state: dev.state,
             device_access_state_reason: dev.reason,

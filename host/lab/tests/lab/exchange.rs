@@ -461,6 +461,60 @@ async fn remove_mobile_device_leaves_the_intune_record() {
     );
 }
 
+/// `Clear-MobileDevice` leaves the partnership and marks the wipe pending where Exchange shows
+/// it: `Get-MobileDeviceStatistics`' `Status` and the request time of the kind asked for;
+/// `-Cancel` withdraws it; an unknown device is Exchange's not-found.
+#[tokio::test]
+async fn clear_mobile_device_marks_a_wipe_pending() {
+    let lab = lab(300).await;
+    let c = Client::new(&lab).await;
+    let t = plain_device(&lab.control().truth());
+    let stats = || async {
+        let s = c
+            .invoke(
+                "Get-MobileDeviceStatistics",
+                json!({"Identity": t.identity.clone()}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.len(), 1);
+        s[0].clone()
+    };
+    assert_eq!(stats().await["Status"], "DeviceOk");
+    c.invoke(
+        "Clear-MobileDevice",
+        json!({"Identity": t.identity, "AccountOnly": true, "Confirm": false}),
+    )
+    .await
+    .unwrap();
+    let s = stats().await;
+    assert_eq!(s["Status"], "DeviceWipePending");
+    assert!(s["AccountOnlyDeviceWipeRequestTime"].is_string(), "{s}");
+    assert!(s["DeviceWipeRequestTime"].is_null(), "{s}");
+    let truth = lab.control().truth();
+    let now = truth.iter().find(|d| d.device_id == t.device_id).unwrap();
+    assert!(now.wipe.as_ref().unwrap().account_only);
+
+    c.invoke("Clear-MobileDevice", json!({"Identity": t.device_id}))
+        .await
+        .unwrap();
+    let s = stats().await;
+    assert!(s["DeviceWipeRequestTime"].is_string(), "{s}");
+    c.invoke(
+        "Clear-MobileDevice",
+        json!({"Identity": t.device_id, "Cancel": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats().await["Status"], "DeviceOk");
+
+    let e = c
+        .invoke("Clear-MobileDevice", json!({"Identity": "NOSUCHDEVICE"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 404);
+}
+
 #[tokio::test]
 async fn errors_have_exchanges_shape() {
     let lab = lab(100).await;
