@@ -89,7 +89,7 @@ pub fn run(command: DeviceCommand) -> anyhow::Result<ExitCode> {
         Some(notify) => {
             let registry = Arc::new(PluginRegistry::new(
                 PluginEngine::new()?,
-                RegistryOptions::from_config(&config.sync),
+                RegistryOptions::from_config(&config),
             )?);
             let template: TemplateSource = Arc::new(move || registry.notice_template());
             let stage = NoticeStage::from_config(org, notify, template.clone())?;

@@ -156,6 +156,7 @@ mod tests {
                 &[DirectoryUser {
                     user_principal_name: "Alice@Contoso.com".into(),
                     groups: vec!["g2".into(), "g1".into()],
+                    locale: String::new(),
                 }],
                 true,
                 5,

@@ -668,7 +668,7 @@ impl Moved {
     fn find(
         known: &Known,
         states: &[graph_models::ManagedDeviceState],
-        groups: &BTreeMap<String, Vec<String>>,
+        groups: &BTreeMap<String, DirectoryUser>,
         new: &BTreeMap<String, models::MobileDevice>,
         changed: &[ManagedDevice],
     ) -> Moved {
@@ -681,13 +681,15 @@ impl Moved {
         let mut moved = Moved::default();
         let mut regrouped = BTreeSet::new();
         for (user, was) in &known.groups {
-            let mut now = groups.get(user).cloned().unwrap_or_default();
+            let member = groups.get(user);
+            let mut now = member.map(|u| u.groups.clone()).unwrap_or_default();
             now.sort();
             if &now != was {
                 regrouped.insert(user.as_str());
                 moved.users.push(DirectoryUser {
                     user_principal_name: user.clone(),
                     groups: now,
+                    locale: member.map(|u| u.locale.clone()).unwrap_or_default(),
                 });
             }
         }
