@@ -70,10 +70,11 @@ impl SignIn {
     }
 }
 
-/// A connection's established context.
+/// A connection's established context, boxed: sspi's states are large (NTLM's about 1 KiB,
+/// Kerberos' about half) and unequal, and a connection holds one for its whole life.
 enum Context {
-    Kerberos(kerberos::Context),
-    Ntlm(ntlm::Context),
+    Kerberos(Box<kerberos::Context>),
+    Ntlm(Box<ntlm::Context>),
 }
 
 impl Context {
@@ -287,7 +288,7 @@ impl Connections {
             .await
             .map_err(|f| Trouble::SignIn(f.explain(cas, s, &spn)))?;
         tracing::debug!(cas, %spn, "Kerberos connection authenticated");
-        Ok(Ok(Context::Kerberos(ctx)))
+        Ok(Ok(Context::Kerberos(Box::new(ctx))))
     }
 
     /// NTLM on a new connection: NEGOTIATE, the CAS's CHALLENGE in its 401, AUTHENTICATE, 200.
@@ -320,7 +321,7 @@ impl Connections {
         match status {
             200 => {
                 tracing::debug!(cas, "NTLM connection authenticated");
-                Ok(Ok(Context::Ntlm(ctx)))
+                Ok(Ok(Context::Ntlm(Box::new(ctx))))
             }
             401 => Err(Trouble::SignIn(ntlm::refused(cas, &s.username))),
             _ => Ok(Err(unexpected(status, &headers, &body))),
