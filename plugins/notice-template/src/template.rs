@@ -227,9 +227,15 @@ fn reason_text(reason: &str, language: Language) -> &'static str {
             "os-too-old" => "its operating system is older than your organization allows",
             "stale" => "it has not synchronized with the mail server for too long",
             // An administrator's device action (the host's codes, with the verdict `block`).
-            "admin-wipe" => "an administrator asked for a remote wipe: the device is reset to factory settings the next time it connects",
-            "admin-account-wipe" => "an administrator asked to wipe your work email account from it the next time it connects",
-            "admin-remove" => "an administrator removed its mail partnership: set up your work account on it again if you still use it",
+            "admin-wipe" => {
+                "an administrator asked for a remote wipe: the device is reset to factory settings the next time it connects"
+            }
+            "admin-account-wipe" => {
+                "an administrator asked to wipe your work email account from it the next time it connects"
+            }
+            "admin-remove" => {
+                "an administrator removed its mail partnership: set up your work account on it again if you still use it"
+            }
             _ => "it does not meet your organization's requirements for email access",
         },
         Language::German => match reason {
@@ -238,9 +244,15 @@ fn reason_text(reason: &str, language: Language) -> &'static str {
             "device-rule" => "die Regeln Ihrer Organisation diesen Gerätetyp nicht zulassen",
             "os-too-old" => "sein Betriebssystem älter ist, als Ihre Organisation erlaubt",
             "stale" => "es sich zu lange nicht mit dem Mailserver synchronisiert hat",
-            "admin-wipe" => "ein Administrator eine Fernlöschung angefordert hat: das Gerät wird bei der nächsten Verbindung auf die Werkseinstellungen zurückgesetzt",
-            "admin-account-wipe" => "ein Administrator angefordert hat, Ihr geschäftliches E-Mail-Konto bei der nächsten Verbindung von dem Gerät zu löschen",
-            "admin-remove" => "ein Administrator seine Mailpartnerschaft entfernt hat: richten Sie Ihr geschäftliches Konto darauf neu ein, wenn Sie es noch verwenden",
+            "admin-wipe" => {
+                "ein Administrator eine Fernlöschung angefordert hat: das Gerät wird bei der nächsten Verbindung auf die Werkseinstellungen zurückgesetzt"
+            }
+            "admin-account-wipe" => {
+                "ein Administrator angefordert hat, Ihr geschäftliches E-Mail-Konto bei der nächsten Verbindung von dem Gerät zu löschen"
+            }
+            "admin-remove" => {
+                "ein Administrator seine Mailpartnerschaft entfernt hat: richten Sie Ihr geschäftliches Konto darauf neu ein, wenn Sie es noch verwenden"
+            }
             _ => "es die Anforderungen Ihrer Organisation für den E-Mail-Zugriff nicht erfüllt",
         },
     }
