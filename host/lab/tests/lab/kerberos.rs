@@ -156,10 +156,6 @@ async fn a_kerberos_ticket_authenticates_the_connection_with_mutual_authenticati
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/powershell/pypsrp_client.py")
-}
-
 /// Whether pypsrp with its Kerberos extras can run; panics when it cannot but must.
 fn pypsrp_kerberos_available(test: &str) -> bool {
     if !TestKdc::available_for(test) {
@@ -194,7 +190,7 @@ async fn pypsrp(
     args: &[&str],
 ) -> Value {
     let mut cmd = std::process::Command::new("python3");
-    cmd.arg(script())
+    cmd.arg(crate::powershell::script())
         .args([
             lab.powershell_urls()[0].as_str(),
             &kdc.user_principal(),
@@ -206,20 +202,7 @@ async fn pypsrp(
         .env("KRB5_CONFIG", kdc.krb5_conf())
         // pyspnego's kinit keeps the ticket in memory; no ccache of the machine is touched.
         .env("KRB5CCNAME", format!("MEMORY:pypsrp-{case}"));
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("joined")
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pypsrp case {case} failed ({}):\n{}\n{}",
-        out.status,
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("case {case} printed no JSON ({e}): {stdout}"))
+    crate::powershell::run_client(cmd, case).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

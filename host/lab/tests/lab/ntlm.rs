@@ -12,20 +12,7 @@ async fn pypsrp(lab: &easgate_lab::Lab, user: &str, password: &str, case: &str) 
     cmd.arg(script())
         .args([lab.powershell_urls()[0].as_str(), user, password, case])
         .env("PYPSRP_AUTH", "ntlm");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("joined")
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pypsrp case {case} failed ({}):\n{}\n{}",
-        out.status,
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("case {case} printed no JSON ({e}): {stdout}"))
+    crate::powershell::run_client(cmd, case).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,6 +60,13 @@ async fn pypsrp(lab: &Lab, case: &str, args: &[&str]) -> Value {
     cmd.arg(script())
         .args([url.as_str(), &user, &password, case])
         .args(args);
+    run_client(cmd, case).await
+}
+
+/// Runs the client script as `cmd` (one `case`, set up by the caller: URL, account, mechanism)
+/// and returns the JSON it printed; a failed case fails the test with its output.
+pub(crate) async fn run_client(mut cmd: Command, case: &str) -> Value {
+    let case = case.to_owned();
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .expect("joined")
