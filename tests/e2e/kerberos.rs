@@ -160,8 +160,8 @@ fn set(
     }
 }
 
-/// What listing the devices with `org` fails with.
-async fn refusal(org: &Organization) -> String {
+/// What listing the devices with `org` fails with (the sign-in refusals of every mechanism).
+pub(crate) async fn refusal(org: &Organization) -> String {
     let client = ExchangeClient::builder(org, &test_http())
         .build()
         .expect("the client builds");

@@ -15,6 +15,7 @@ use easgate::plugin::PluginEngine;
 use easgate::store::RunOutcome;
 use easgate::sync::OrgSync;
 
+use crate::kerberos::refusal;
 use crate::support::lab::{assert_enforced, expected, sync_lab, unguarded};
 use crate::support::{Transport, builtin, organization_over, temp_store, test_http, within};
 
@@ -73,22 +74,6 @@ async fn a_full_sync_over_ntlm_converges_and_a_second_issues_nothing() {
     assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:#?}");
     assert_eq!(second.commands_issued, 0, "{second:#?}");
     assert_eq!(lab.control().counters().calls("Set-CASMailbox"), 0);
-}
-
-/// What listing the devices with `org` fails with.
-async fn refusal(org: &Organization) -> String {
-    let client = ExchangeClient::builder(org, &test_http())
-        .build()
-        .expect("the client builds");
-    let e = within(
-        Duration::from_secs(60),
-        client.run(&GetMobileDevice::default()),
-    )
-    .await
-    .expect_err("the sign-in is refused");
-    // Shown with --nocapture: what an admin reads.
-    eprintln!("{e}");
-    e.to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
