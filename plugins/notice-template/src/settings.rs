@@ -296,8 +296,8 @@ fn expected(path: &str, what: &str, got: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::template::tests::notice;
     use crate::easgate::policy::types::Verdict;
+    use crate::template::tests::notice;
 
     #[test]
     fn defaults_render_a_complete_notice() {
@@ -349,12 +349,42 @@ mod tests {
     fn device_actions_get_their_own_text_without_compliance_steps() {
         let templates = parse("{}").unwrap();
         let cases = [
-            ("admin-wipe", "en", "remote wipe", "add your Contoso work account"),
-            ("admin-account-wipe", "en", "rest of the device is untouched", "help desk"),
-            ("admin-remove", "en", "removed its mail partnership", "add your Contoso work account"),
-            ("admin-wipe", "de", "Fernlöschung", "Geschäftskonto von Contoso"),
-            ("admin-account-wipe", "de", "der Rest des Geräts bleibt unberührt", "IT-Helpdesk"),
-            ("admin-remove", "de", "Mailpartnerschaft entfernt", "erneut hinzu"),
+            (
+                "admin-wipe",
+                "en",
+                "remote wipe",
+                "add your Contoso work account",
+            ),
+            (
+                "admin-account-wipe",
+                "en",
+                "rest of the device is untouched",
+                "help desk",
+            ),
+            (
+                "admin-remove",
+                "en",
+                "removed its mail partnership",
+                "add your Contoso work account",
+            ),
+            (
+                "admin-wipe",
+                "de",
+                "Fernlöschung",
+                "Geschäftskonto von Contoso",
+            ),
+            (
+                "admin-account-wipe",
+                "de",
+                "der Rest des Geräts bleibt unberührt",
+                "IT-Helpdesk",
+            ),
+            (
+                "admin-remove",
+                "de",
+                "Mailpartnerschaft entfernt",
+                "erneut hinzu",
+            ),
         ];
         for (reason, locale, what, todo) in cases {
             let mut notice = notice();
@@ -366,8 +396,14 @@ mod tests {
                 assert!(body.contains(what), "{reason} {locale}: {body}");
                 assert!(body.contains(todo), "{reason} {locale}: {body}");
                 assert!(body.contains(reason), "{reason} {locale}: the reason code");
-                assert!(!body.contains("Company Portal"), "{reason} {locale}: {body}");
-                assert!(!body.contains("Unternehmensportal"), "{reason} {locale}: {body}");
+                assert!(
+                    !body.contains("Company Portal"),
+                    "{reason} {locale}: {body}"
+                );
+                assert!(
+                    !body.contains("Unternehmensportal"),
+                    "{reason} {locale}: {body}"
+                );
                 assert!(!body.contains("{{"), "{reason} {locale}: {body}");
             }
             assert!(!message.subject.contains('\n'));
@@ -375,7 +411,11 @@ mod tests {
                 "de" => "ein Administrator hat Ihr Gerät bearbeitet",
                 _ => "an administrator acted on your device",
             };
-            assert!(message.subject.ends_with(expected_subject), "{}", message.subject);
+            assert!(
+                message.subject.ends_with(expected_subject),
+                "{}",
+                message.subject
+            );
         }
         // An operator's own text still wins for these too.
         let own = parse(r#"{"text": "{{reason}}"}"#).unwrap();
