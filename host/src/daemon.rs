@@ -233,6 +233,7 @@ fn org_runners(
 fn device_actions(
     runners: &HashMap<String, Arc<OrgSync>>,
     registry: &Arc<PluginRegistry>,
+    metrics: &Arc<Metrics>,
 ) -> HashMap<String, crate::admin::actions::OrgActions> {
     let template: sync::TemplateSource = {
         let registry = registry.clone();
@@ -244,6 +245,7 @@ fn device_actions(
             let actions = crate::admin::actions::OrgActions {
                 exchange: runner.exchange.clone(),
                 notices: runner.notices.clone().map(|n| (n, template.clone())),
+                metrics: Some(metrics.clone()),
             };
             (name.clone(), actions)
         })
@@ -329,7 +331,16 @@ fn run_fn(
                 apply_approved(&runner, &metrics, &report).await?;
                 anyhow::Ok(match policy {
                     Ok(policy) => runner.run_reporting(kind, false, policy, &report).await?,
-                    Err(err) => runner.fail_without_policy(kind, false, &err).await?,
+                    Err(err) => {
+                        // The run never reaches Exchange: one cheap read keeps the status's
+                        // `connection` about Exchange, not about the policy.
+                        probe_exchange(&runner).await;
+                        let mut summary = runner.fail_without_policy(kind, false, &err).await?;
+                        // Counted once per failure the registry recorded, not per retry.
+                        summary.plugin_errors.clear();
+                        metrics.org_policy_failure(&req.org, err.failure.kind, err.failure.at);
+                        summary
+                    }
                 })
             };
             let summary = tokio::select! {
@@ -366,6 +377,19 @@ fn run_fn(
             }
         })
     })
+}
+
+/// One `Get-CASMailbox -ResultSize 1` to `runner`'s Exchange, for what the client reports to
+/// the metrics (answered or not); its answer is not needed.
+async fn probe_exchange(runner: &OrgSync) {
+    use crate::exchange::cmdlets::{GetCasMailbox, ResultSize};
+    let probe = GetCasMailbox {
+        result_size: ResultSize::Limit(1),
+        ..GetCasMailbox::default()
+    };
+    if let Err(e) = runner.exchange.run(&probe).await {
+        tracing::debug!(org = %runner.name, "Exchange probe: {e}");
+    }
 }
 
 /// After a run in which the access policy decided nothing (every batch failed): the version
@@ -417,7 +441,7 @@ impl Daemon {
             metrics.register_organization(&org.name);
         }
         let (runners, exchanges) = org_runners(config, &http, &store, &registry, &metrics)?;
-        let actions = device_actions(&runners, &registry);
+        let actions = device_actions(&runners, &registry, &metrics);
         let admin_listener = bind_admin(config).await?;
 
         let scheduler = Scheduler::start(

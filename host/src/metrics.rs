@@ -216,6 +216,10 @@ pub struct Metrics {
     plugin_evaluations: Family<OrgLabels, Counter>,
     plugin_errors: Family<OrgKindLabels, Counter>,
     notices: Family<ResultLabels, Counter>,
+    /// Per organization, when the policy failure last counted in `plugin_errors` was recorded
+    /// (see [`Metrics::org_policy_failure`]).
+    policy_failures_counted:
+        std::sync::Mutex<std::collections::HashMap<String, std::time::SystemTime>>,
 }
 
 impl Default for Metrics {
@@ -234,6 +238,7 @@ impl Default for Metrics {
             plugin_evaluations: Family::default(),
             plugin_errors: Family::default(),
             notices: Family::default(),
+            policy_failures_counted: Default::default(),
             registry: Registry::default(),
         };
         m.register_sync_families();
@@ -588,6 +593,54 @@ impl Metrics {
             .inc();
     }
 
+    /// Hook for the daemon: a sync of `name` found no policy to run with, for the failure of
+    /// `kind` that the plugin registry recorded at `recorded_at`. The registry records a
+    /// failure once per plugin version and settings it tries, and each sync retry meets the
+    /// same record again: it counts in `easgate_plugin_errors_total` once, so that an
+    /// `increase()` alert fires once per broken settings, not once per retry (the readiness
+    /// gauge `easgate_organization_policy_ready` shows it as long as it lasts). Returns
+    /// whether it was counted now.
+    pub fn org_policy_failure(
+        &self,
+        name: &str,
+        kind: PluginErrorKind,
+        recorded_at: std::time::SystemTime,
+    ) -> bool {
+        let mut counted = self
+            .policy_failures_counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counted.get(name) == Some(&recorded_at) {
+            return false;
+        }
+        counted.insert(name.to_owned(), recorded_at);
+        drop(counted);
+        self.plugin_error(name, kind);
+        true
+    }
+
+    /// Whether `name`'s Exchange answered its last request (`Some(true)`), stopped answering
+    /// (`Some(false)`), or was never asked (`None`), as the Exchange client reported it.
+    pub fn exchange_reached(&self, name: &str) -> Option<bool> {
+        let asked: u64 = RequestStatus::ALL
+            .iter()
+            .map(|status| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        org: org(name),
+                        service: "exchange",
+                        status: status.as_str(),
+                    })
+                    .get()
+            })
+            .sum();
+        let connected = self
+            .exchange_connected
+            .get_or_create(&OrgLabels { org: org(name) })
+            .get();
+        (asked > 0).then_some(connected == 1)
+    }
+
     /// Hook for the daemon: `n` notices of `name` came to `result` in a run.
     pub fn notices(&self, name: &str, result: NoticeResult, n: u64) {
         self.notices
@@ -807,5 +860,44 @@ mod tests {
         );
         assert_eq!(Format::for_accept(Some("*/*")), Format::Prometheus);
         assert_eq!(Format::for_accept(None), Format::Prometheus);
+    }
+
+    /// Regression: each sync retry of an organization whose policy settings are broken
+    /// counted another `configure` error, so alerts on their increase fired on every retry.
+    #[test]
+    fn a_policy_failure_is_counted_once_however_often_a_sync_meets_it() {
+        let m = Metrics::default();
+        m.register_organization("contoso");
+        let first = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(10);
+        let second = first + std::time::Duration::from_secs(5);
+        let count = |m: &Metrics| {
+            m.plugin_errors
+                .get_or_create(&OrgKindLabels {
+                    org: "contoso".into(),
+                    kind: "configure",
+                })
+                .get()
+        };
+        assert!(m.org_policy_failure("contoso", PluginErrorKind::Configure, first));
+        for _ in 0..3 {
+            assert!(!m.org_policy_failure("contoso", PluginErrorKind::Configure, first));
+        }
+        assert_eq!(count(&m), 1);
+        // Another failure (other settings, tried anew) counts again; another org on its own.
+        assert!(m.org_policy_failure("contoso", PluginErrorKind::Configure, second));
+        assert!(m.org_policy_failure("fabrikam", PluginErrorKind::Configure, second));
+        assert_eq!(count(&m), 2);
+    }
+
+    #[test]
+    fn exchange_is_unknown_until_asked_then_as_it_last_answered() {
+        let m = Metrics::default();
+        m.register_organization("contoso");
+        assert_eq!(m.exchange_reached("contoso"), None);
+        let exchange = m.service("contoso", "exchange");
+        exchange.request(RequestStatus::Ok);
+        assert_eq!(m.exchange_reached("contoso"), Some(true));
+        m.exchange_unreachable("contoso");
+        assert_eq!(m.exchange_reached("contoso"), Some(false));
     }
 }

@@ -51,6 +51,8 @@ try {
   await dialog.locator("#action-device", { hasText: identity }).waitFor();
   await dialog.locator("#action-device", { hasText: model }).waitFor();
   await dialog.locator("#action-device", { hasText: "Last sync" }).waitFor();
+  // Where the user's notice goes (read with the lookup).
+  await dialog.locator("#action-device", { hasText: /Notice to.*@/ }).waitFor();
   await dialog.locator("#action-effect", { hasText: "-AccountOnly" }).waitFor();
 
   // No reason: refused, the dialog stays open.

@@ -233,7 +233,7 @@ fn check_converged(
                 twice.push(id);
             }
             other => panic!(
-                "{context}: {id} (run {}, {:?}, {} attempts) delivered {} times",
+                "{context}: {id} (run {:?}, {:?}, {} attempts) delivered {} times",
                 notice.run,
                 notice.status,
                 notice.attempts,

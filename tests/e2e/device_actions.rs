@@ -7,17 +7,25 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mail_parser::MessageParser;
 
-use easgate::store::{ActionIntent, ActionResult, DeviceAction, Store};
-use easgate_lab::{DeviceTruth, Lab};
+use easgate::admin::actions::OrgActions;
+use easgate::exchange::cmdlets::RemoveMobileDevice;
+use easgate::store::{
+    ActionEnd, ActionIntent, ActionNotice, ActionResult, DeviceAction, NoticeStatus, Store,
+};
+use easgate::sync::notices::deliver;
+use easgate::sync::{NoticeReport, TemplateSource};
+use easgate::timestamp::unix_now;
+use easgate_lab::{DeviceTruth, Lab, SmtpRules};
 use serde_json::{Value, json};
 
 use crate::support::daemon::{Easgate, add_admin};
 use crate::support::lab::{add_notify, sync_lab, write_config_over};
-use crate::support::{Transport, easgate_within, stderr, stdout, succeeded};
+use crate::support::{Transport, easgate_within, lab_organization, stderr, stdout, succeeded};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const TOKEN: &str = "device-actions-token";
@@ -477,4 +485,205 @@ async fn the_status_page_wipes_a_device_after_its_dialog() {
     assert!(wipe.account_only);
     assert_eq!(action_mails(&lab).len(), 1);
     daemon.stop_cleanly().await;
+}
+
+/// The lab's organization's device actions on `n`'s store, Exchange client and notice stage
+/// (whose retries are due at once), rendering with the registry's template.
+fn org_actions(n: &crate::notices::Notifying) -> (OrgActions, TemplateSource) {
+    let template: TemplateSource = {
+        let registry = n.registry.clone();
+        Arc::new(move || registry.notice_template())
+    };
+    let stage = n.sync.notices.clone().expect("a notice stage");
+    let actions = OrgActions {
+        exchange: n.sync.exchange.clone(),
+        notices: Some((stage, template.clone())),
+        metrics: None,
+    };
+    (actions, template)
+}
+
+/// The raw mails of device actions the lab's SMTP server received.
+fn action_mail_texts(lab: &Lab) -> Vec<String> {
+    lab.control()
+        .mails()
+        .into_iter()
+        .filter(|m| m.raw.contains("notice.admin-action-"))
+        .map(|m| {
+            let parsed = MessageParser::default().parse(m.raw.as_bytes()).unwrap();
+            parsed.body_text(0).unwrap().into_owned()
+        })
+        .collect()
+}
+
+// Regression: the notice after an action was sent once, beside the outbox, so a mail server
+// that failed lost it. Now it is in the outbox: a deferral leaves it pending (counted there),
+// the sync's notify stage sends it when the server takes mail again, and neither a second
+// delivery nor recording the action's end again mails twice.
+over_transports!(a_deferred_action_notice_stays_in_the_outbox_and_is_sent_once);
+async fn a_deferred_action_notice_stays_in_the_outbox_and_is_sent_once(transport: Transport) {
+    let lab = sync_lab(30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let n = crate::notices::notifying_over(&lab, dir.path(), transport);
+    let (actions, template) = org_actions(&n);
+    let stage = n.sync.notices.clone().unwrap();
+    let name = lab_organization(&lab).name;
+    let org = n.store.organization(&name, unix_now()).unwrap();
+    let dev = owned_device(&lab, 1);
+    let target = actions.lookup(&name, &dev.device_id).await.unwrap();
+    let recipient = target.recipient.clone().expect("the user's address");
+
+    lab.control().set_smtp_rules(SmtpRules {
+        defer: vec![recipient.clone()],
+        ..SmtpRules::default()
+    });
+    let outcome = actions
+        .perform(
+            &n.store,
+            org,
+            &target,
+            DeviceAction::Remove,
+            "cli:test",
+            "left the company",
+            unix_now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.record.result, ActionResult::Done, "{outcome:?}");
+    assert!(
+        outcome.notice.starts_with("pending: ") && outcome.notice.contains("450"),
+        "{}",
+        outcome.notice
+    );
+    assert!(action_mail_texts(&lab).is_empty());
+    let counts = n.store.notice_counts(org).unwrap();
+    assert_eq!((counts.pending, counts.sent), (1, 0), "{counts:?}");
+    let id = ActionNotice::id(outcome.record.id);
+    let pending = n.store.notice(&id).unwrap().unwrap();
+    assert_eq!(
+        (pending.status, pending.attempts),
+        (NoticeStatus::Pending, 1)
+    );
+
+    // Still deferred: the notify stage leaves it pending.
+    let mut report = NoticeReport::default();
+    deliver(&stage, template(), &n.store, org, &mut report)
+        .await
+        .unwrap();
+    assert_eq!((report.sent, report.retrying), (0, 1), "{report:?}");
+
+    lab.control().set_smtp_rules(SmtpRules::default());
+    let mut report = NoticeReport::default();
+    deliver(&stage, template(), &n.store, org, &mut report)
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 1, "{report:?}");
+    let texts = action_mail_texts(&lab);
+    assert_eq!(texts.len(), 1);
+    assert!(
+        texts[0].contains("removed its mail partnership"),
+        "{}",
+        texts[0]
+    );
+    assert!(!texts[0].contains("Company Portal"), "{}", texts[0]);
+    assert!(texts[0].contains("admin-remove"), "{}", texts[0]);
+    assert_eq!(action_mails(&lab), vec![vec![recipient]]);
+    let sent = n.store.notice(&id).unwrap().unwrap();
+    assert_eq!((sent.status, sent.attempts), (NoticeStatus::Sent, 3));
+
+    // Nothing is sent twice: not by the next delivery, not when the end is recorded again.
+    let mut report = NoticeReport::default();
+    deliver(&stage, template(), &n.store, org, &mut report)
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 0, "{report:?}");
+    let exchange = easgate::model::ExchangeDevice {
+        device_id: dev.device_id.clone(),
+        ..Default::default()
+    };
+    let again = ActionNotice {
+        reason: "admin-remove",
+        recipient: "x@example.com",
+        exchange: &exchange,
+        locale: "",
+        due_at: 0,
+    };
+    let queued = n
+        .store
+        .finish_device_action(
+            outcome.record.id,
+            ActionEnd::Done { note: None },
+            Some(&again),
+            unix_now(),
+        )
+        .unwrap();
+    assert!(!queued);
+    assert_eq!(n.store.notice_counts(org).unwrap().sent, 1);
+    assert_eq!(action_mails(&lab).len(), 1);
+}
+
+// Regression: a removal whose first attempt Exchange applied without an answer was resent,
+// found no partnership, and was audited `failed`. A removal that finds the partnership gone
+// is done, with a note saying why; a wipe that finds no device is still a failure.
+over_transports!(a_removal_that_finds_the_partnership_gone_is_done_and_says_so);
+async fn a_removal_that_finds_the_partnership_gone_is_done_and_says_so(transport: Transport) {
+    let lab = sync_lab(30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let n = crate::notices::notifying_over(&lab, dir.path(), transport);
+    let (actions, _) = org_actions(&n);
+    let name = lab_organization(&lab).name;
+    let org = n.store.organization(&name, unix_now()).unwrap();
+    let dev = owned_device(&lab, 2);
+    let target = actions.lookup(&name, &dev.device_id).await.unwrap();
+
+    // What the unanswered first attempt did: the partnership is gone before ours arrives.
+    n.sync
+        .exchange
+        .run(&RemoveMobileDevice {
+            identity: target.identity.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        actions.lookup(&name, &dev.device_id).await,
+        Err(easgate::admin::actions::ActionError::UnknownDevice { .. })
+    ));
+
+    let wipe = actions
+        .perform(
+            &n.store,
+            org,
+            &target,
+            DeviceAction::Wipe,
+            "cli:test",
+            "stolen",
+            unix_now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(wipe.record.result, ActionResult::Failed, "{wipe:?}");
+    assert_eq!(wipe.record.note, None);
+    assert_eq!(wipe.notice, "skipped");
+
+    let removal = actions
+        .perform(
+            &n.store,
+            org,
+            &target,
+            DeviceAction::Remove,
+            "cli:test",
+            "stolen",
+            unix_now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(removal.record.result, ActionResult::Done, "{removal:?}");
+    assert_eq!(removal.record.error, None);
+    let note = removal.record.note.as_deref().expect("a note");
+    assert!(
+        note.contains("not found") && note.contains("gone"),
+        "{note}"
+    );
+    assert_eq!(removal.notice, "sent", "{removal:?}");
+    assert_eq!(action_mails(&lab).len(), 1);
 }

@@ -150,6 +150,9 @@ async fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
         "data_dir = \"data\"",
         "data_dir = \"data\"\nplugin_dir = \"plugins\"",
     );
+    // The organization names its policy (the built-in, its own settings): the readiness gauge
+    // of per-organization policies has a series.
+    let text = format!("{text}\n[organization.policy]\nplugin = \"access-policy\"\n");
     std::fs::write(&config, text).unwrap();
     std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
     std::fs::write(dir.path().join("plugins/broken.wasm"), b"not a component").unwrap();

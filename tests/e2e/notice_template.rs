@@ -64,3 +64,80 @@ fn a_template_with_an_unknown_placeholder_is_rejected_at_load() {
         "{message}"
     );
 }
+
+/// Regression: an administrator's wipe or removal was announced with the compliance text
+/// (the Company Portal steps). Through the real component: each action's own words, what to
+/// do (the help desk, adding the account again) and the reason code, in English and German.
+#[test]
+fn device_actions_are_announced_with_their_own_text_in_both_languages() {
+    let template = builtin_template("{}");
+    let cases = [
+        (
+            "admin-wipe",
+            "en-US",
+            "remote wipe",
+            "add your Contoso work account",
+        ),
+        (
+            "admin-account-wipe",
+            "en",
+            "the rest of the device is untouched",
+            "help desk",
+        ),
+        (
+            "admin-remove",
+            "en-GB",
+            "removed its mail partnership",
+            "add your Contoso work account",
+        ),
+        (
+            "admin-wipe",
+            "de-DE",
+            "Fernlöschung",
+            "Geschäftskonto von Contoso",
+        ),
+        (
+            "admin-account-wipe",
+            "de",
+            "der Rest des Geräts bleibt unberührt",
+            "IT-Helpdesk",
+        ),
+        (
+            "admin-remove",
+            "de-AT",
+            "Mailpartnerschaft entfernt",
+            "erneut hinzu",
+        ),
+    ];
+    for (reason, locale, what, todo) in cases {
+        let mut notice = sample_notice();
+        notice.decision.verdict = easgate::plugin::types::Verdict::Block;
+        notice.decision.reason = reason.into();
+        notice.locale = locale.into();
+        let message = template.render(&notice).unwrap();
+        for body in [&message.text, &message.html] {
+            assert!(body.contains(what), "{reason} {locale}: {body}");
+            assert!(body.contains(todo), "{reason} {locale}: {body}");
+            assert!(
+                body.contains(reason),
+                "{reason} {locale}: no reason code in {body}"
+            );
+            for compliance in [
+                "Company Portal",
+                "Unternehmensportal",
+                "compliant",
+                "konform",
+            ] {
+                assert!(!body.contains(compliance), "{reason} {locale}: {body}");
+            }
+        }
+        let subject = match &locale[..2] {
+            "de" => "ein Administrator hat Ihr Gerät bearbeitet",
+            _ => "an administrator acted on your device",
+        };
+        assert!(message.subject.ends_with(subject), "{}", message.subject);
+    }
+    // A verdict's notice keeps the compliance steps.
+    let message = template.render(&sample_notice()).unwrap();
+    assert!(message.text.contains("Company Portal"), "{}", message.text);
+}

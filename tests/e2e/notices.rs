@@ -643,7 +643,7 @@ async fn a_german_speaking_user_gets_the_german_notice(transport: Transport) {
     let stored = sync.store.notices(org, 10).unwrap();
     let mut locales: Vec<&str> = stored
         .iter()
-        .filter(|n| n.run == run.run)
+        .filter(|n| n.run == Some(run.run))
         .map(|n| n.locale.as_str())
         .collect();
     locales.sort();

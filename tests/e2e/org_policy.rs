@@ -131,6 +131,15 @@ async fn a_broken_settings_file_fails_its_organization_only_until_it_is_fixed() 
         assert!(error.contains(needle), "{needle:?} not in {error}");
     }
     assert_eq!(failed["policy"]["error_kind"], "configure", "{failed}");
+    // Regression: the policy's failure showed as `connection: disconnected`. Exchange is
+    // reachable; the policy's state is told apart.
+    assert_eq!(failed["policy"]["state"], "unavailable", "{failed}");
+    let connected = wait_for_org(&url, token, "alpha", "connection", |o| {
+        o["connection"] != "unknown"
+    })
+    .await;
+    assert_eq!(connected["connection"], "connected", "{connected}");
+    assert_eq!(connected["policy"]["state"], "unavailable", "{connected}");
     assert!(failed["last_successful_sync"].is_null(), "{failed}");
     assert_eq!(failed["recent_runs"][0]["outcome"], "failed", "{failed}");
     assert_eq!(failed["recent_runs"][0]["error"], error, "{failed}");
@@ -146,13 +155,45 @@ async fn a_broken_settings_file_fails_its_organization_only_until_it_is_fixed() 
     };
     assert_eq!(ready("alpha"), Some(0.0), "{text}");
     assert_eq!(ready("beta"), None, "beta has no policy of its own: {text}");
-    assert!(
+    // Regression: every retry of the sync counted the same broken settings again.
+    for _ in 0..2 {
+        let before = status(&url, token).await["organizations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "alpha")
+            .unwrap()["recent_runs"][0]["id"]
+            .clone();
+        let code = post(
+            &url,
+            token,
+            "/api/v1/organizations/alpha/sync",
+            Some(serde_json::json!({ "kind": "quick" })),
+        )
+        .await;
+        assert!(code.is_success(), "{code}");
+        wait_for_org(&url, token, "alpha", "another failed attempt", |o| {
+            o["recent_runs"][0]["id"] != before && o["current_run"].is_null()
+        })
+        .await;
+    }
+    let (metrics, text) = scrape(&url, token).await;
+    assert_eq!(
         sample(
             &metrics,
             "easgate_plugin_errors_total",
             &[("org", "alpha"), ("kind", "configure")]
-        )
-        .is_some_and(|n| n >= 1.0),
+        ),
+        Some(1.0),
+        "three failed attempts, one failure: {text}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "easgate_organization_policy_ready",
+            &[("org", "alpha")]
+        ),
+        Some(0.0),
         "{text}"
     );
     // `easgate status` says it too.

@@ -145,7 +145,7 @@ async fn a_full_disk_stops_the_sync_with_a_clear_error_and_the_next_run_converge
             .notices(org, 10_000)
             .unwrap()
             .iter()
-            .all(|n| n.run != failed.id)
+            .all(|n| n.run != Some(failed.id))
     );
     drop(store);
 

@@ -9,14 +9,16 @@
 //! will happen); the administrator confirms with a reason; the intent is journaled in the
 //! store's audit (`issuing`) before the cmdlet is sent and finished with Exchange's answer; a
 //! crash between the two leaves it `interrupted`, reported at the next start and never sent
-//! again on its own. Then the user's notice goes through the notice template, with the
-//! decision `block` and the action as the reason code (`admin-wipe`, `admin-account-wipe`,
-//! `admin-remove`), so existing templates render it unchanged.
+//! again on its own. The user's notice (the notice template, with the decision `block` and
+//! the action as the reason code: `admin-wipe`, `admin-account-wipe`, `admin-remove`) is
+//! queued in the notice outbox in the transaction that records the action as done, one per
+//! audit row, and tried at once; when the mail server fails it stays pending and a later
+//! sync's notify stage retries it like any other notice.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -29,12 +31,15 @@ use crate::exchange::cmdlets::{
 };
 use crate::exchange::models::{CasMailbox, DeviceAccessState, MobileDevice};
 use crate::exchange::{Cmdlet, ExchangeClient, ExchangeError};
+use crate::metrics::{Metrics, NoticeResult};
 use crate::model::{AccessState, ExchangeDevice, Parameters};
-use crate::notify::NoticeId;
-use crate::plugin::types;
-use crate::store::{ActionIntent, ActionRecord, DeviceAction, OrgId, Store};
+use crate::notify::Retry;
+use crate::store::{
+    ActionEnd, ActionIntent, ActionNotice, ActionRecord, ActionResult, DeviceAction, NoticeAttempt,
+    NoticeStatus, OrgId, Store,
+};
 use crate::sync::NoticeStage;
-use crate::sync::notices::TemplateSource;
+use crate::sync::notices::{TemplateSource, template_input};
 
 /// How long a confirmation token stays good: long enough to read the device and type a
 /// reason, short enough that a forgotten dialog cannot be confirmed tomorrow.
@@ -53,8 +58,37 @@ pub struct Target {
     pub model: Option<String>,
     /// `LastSuccessSync` (`Get-MobileDeviceStatistics`), Unix seconds.
     pub last_sync: Option<i64>,
+    /// Where the user's notice goes (the mailbox's `PrimarySmtpAddress`); `None` when the
+    /// mailbox could not be read, and then no notice is sent.
+    pub recipient: Option<String>,
     #[serde(skip)]
     device: MobileDevice,
+}
+
+impl Target {
+    /// The device as the notice template sees it.
+    fn exchange_view(&self) -> ExchangeDevice {
+        let dev = &self.device;
+        ExchangeDevice {
+            device_id: dev.device_id.clone(),
+            identity: dev.identity.clone(),
+            mailbox: Some(self.user.clone()),
+            device_type: dev.device_type.clone().unwrap_or_default(),
+            device_model: dev.device_model.clone().unwrap_or_default(),
+            device_os: dev.device_os.clone().unwrap_or_default(),
+            user_agent: dev.device_user_agent.clone().unwrap_or_default(),
+            first_sync: dev.first_sync_time.map(|t| t.0),
+            last_success_sync: self.last_sync,
+            access_state: match dev.device_access_state {
+                DeviceAccessState::Unknown => AccessState::Unknown,
+                DeviceAccessState::Allowed => AccessState::Allowed,
+                DeviceAccessState::Blocked => AccessState::Blocked,
+                DeviceAccessState::Quarantined => AccessState::Quarantined,
+                DeviceAccessState::DeviceDiscovery => AccessState::DeviceDiscovery,
+            },
+            access_state_reason: dev.device_access_state_reason.clone(),
+        }
+    }
 }
 
 /// What an action will do, in words an administrator confirms.
@@ -148,13 +182,23 @@ pub struct OrgActions {
     pub exchange: ExchangeClient,
     /// `None` without `[notify]`: the action is taken and no notice sent.
     pub notices: Option<(NoticeStage, TemplateSource)>,
+    /// The daemon's, so that the notice's first attempt is counted with the sync's
+    /// (`easgate_notices_total`); `None` in the CLI, which exports none.
+    pub metrics: Option<Arc<Metrics>>,
 }
+
+/// How long the process that queued an action's notice holds it for its first attempt before
+/// a sync's notify stage may take it: longer than an SMTP attempt, so the two never send it
+/// side by side, short enough that a notice whose sender died goes out soon after.
+pub const NOTICE_HOLD: Duration = Duration::from_secs(600);
 
 /// What an action came to.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub record: ActionRecord,
-    /// `sent`, `not-configured`, `skipped` (the action failed) or the failure.
+    /// The user's notice: `sent`; `pending: …` (the mail server failed: a sync retries it),
+    /// `given-up: …` or `failed: …` with the reason; `not-configured` (no `[notify]`);
+    /// `not-queued: …` (no address for the user); `skipped` (the action failed).
     pub notice: String,
 }
 
@@ -214,6 +258,14 @@ impl OrgActions {
                 None
             }
         };
+        let recipient = match self.recipient(dev.mailbox()).await {
+            Ok(smtp) => Some(smtp),
+            // The action does not need it; the confirmation shows that no notice will go.
+            Err(e) => {
+                tracing::warn!(org, device = %dev.identity, "no address for the user's notice: {e}");
+                None
+            }
+        };
         Ok(Target {
             organization: org.to_owned(),
             identity: dev.identity.clone(),
@@ -223,8 +275,25 @@ impl OrgActions {
             device_type: dev.device_type.clone(),
             model: dev.device_model.clone(),
             last_sync,
+            recipient,
             device: dev,
         })
+    }
+
+    /// The `PrimarySmtpAddress` of `mailbox`.
+    async fn recipient(&self, mailbox: &str) -> Result<String, String> {
+        let found = self
+            .exchange
+            .run(&GetCasMailbox {
+                identity: Some(mailbox.to_owned()),
+                ..GetCasMailbox::default()
+            })
+            .await
+            .map_err(|e| format!("the user's mailbox: {e}"))?;
+        found
+            .first()
+            .map(|m: &CasMailbox| m.primary_smtp_address.clone())
+            .ok_or_else(|| format!("mailbox `{mailbox}` not found"))
     }
 
     /// Journals, sends and records `action` on `target`, then sends the user's notice.
@@ -272,95 +341,171 @@ impl OrgActions {
                 .await
                 .map(drop),
         };
-        let error = sent.as_ref().err().map(ToString::to_string);
-        store.finish_device_action(id, error.as_deref(), crate::timestamp::unix_now())?;
+        let (error, note) = match &sent {
+            Ok(()) => (None, None),
+            Err(e) => match self.gone_after_removal(action, target, e).await {
+                Some(note) => (None, Some(note)),
+                None => (Some(e.to_string()), None),
+            },
+        };
+        let end = match (&error, &note) {
+            (Some(error), _) => ActionEnd::Failed { error },
+            (None, note) => ActionEnd::Done {
+                note: note.as_deref(),
+            },
+        };
+        let exchange = target.exchange_view();
+        let notice = match (&self.notices, &target.recipient) {
+            (Some(_), Some(recipient)) => Some(ActionNotice {
+                reason: notice_reason(action),
+                recipient,
+                exchange: &exchange,
+                locale: "",
+                due_at: now + NOTICE_HOLD.as_secs() as i64,
+            }),
+            _ => None,
+        };
+        store.finish_device_action(id, end, notice.as_ref(), crate::timestamp::unix_now())?;
         let record = store
             .device_action(id)?
             .expect("the action recorded just now");
-        let notice = match (&sent, &self.notices) {
-            (Err(_), _) => "skipped".to_owned(),
-            (Ok(()), None) => "not-configured".to_owned(),
-            (Ok(()), Some((stage, template))) => {
-                match self.notify(stage, template, target, action, id).await {
-                    Ok(()) => "sent".to_owned(),
-                    Err(e) => {
-                        tracing::warn!(device = %target.identity, "device action notice not sent: {e}");
-                        e
-                    }
-                }
+        let notice = match (&record.result, &self.notices, &notice) {
+            (ActionResult::Done, Some((stage, template)), Some(_)) => {
+                self.deliver(stage, template, store, &target.organization, id)
+                    .await
             }
+            (ActionResult::Done, None, _) => "not-configured".to_owned(),
+            (ActionResult::Done, Some(_), None) => {
+                "not-queued: no address for the user (their mailbox could not be read)".to_owned()
+            }
+            _ => "skipped".to_owned(),
         };
         Ok(Outcome { record, notice })
     }
 
-    /// Renders the user's notice with the organization's template and sends it.
-    async fn notify(
+    /// After `Remove-MobileDevice` answered `error`: whether the partnership is gone all the
+    /// same, and the audit's note saying so. The client resends a write whose first attempt
+    /// went unanswered; when that attempt had removed the partnership, the resend finds none.
+    /// The partnership was there when the administrator confirmed; if Exchange confirms it
+    /// is gone now, the removal asked for is done. A wipe is never read this way: a wipe
+    /// that "cannot be found" has reached no device.
+    async fn gone_after_removal(
+        &self,
+        action: DeviceAction,
+        target: &Target,
+        error: &ExchangeError,
+    ) -> Option<String> {
+        if action != DeviceAction::Remove || !error.is_not_found() {
+            return None;
+        }
+        let gone = match self.exchange.run(&GetDevice(&target.identity)).await {
+            Ok(found) => found.is_empty(),
+            Err(e) => e.is_not_found(),
+        };
+        gone.then(|| {
+            format!(
+                "Remove-MobileDevice answered \"not found\" and Get-MobileDevice confirms the partnership is gone: an earlier attempt of this removal that went unanswered (or another removal since the confirmation) deleted it; recorded as done ({error})"
+            )
+        })
+    }
+
+    /// The first attempt at action `id`'s queued notice, recorded in the outbox like a notify
+    /// stage's (a failure leaves it pending with its next attempt time, or gives up); says
+    /// what became of it.
+    async fn deliver(
         &self,
         stage: &NoticeStage,
         template: &TemplateSource,
-        target: &Target,
-        action: DeviceAction,
+        store: &Arc<Store>,
+        org: &str,
         id: i64,
-    ) -> Result<(), String> {
-        let mailbox = self
-            .exchange
-            .run(&GetCasMailbox {
-                identity: Some(target.user.clone()),
-                ..GetCasMailbox::default()
-            })
-            .await
-            .map_err(|e| format!("the user's mailbox: {e}"))?;
-        let smtp = mailbox
-            .first()
-            .map(|m: &CasMailbox| m.primary_smtp_address.clone())
-            .ok_or_else(|| format!("mailbox `{}` not found", target.user))?;
-        let dev = &target.device;
-        let exchange = ExchangeDevice {
-            device_id: dev.device_id.clone(),
-            identity: dev.identity.clone(),
-            mailbox: Some(target.user.clone()),
-            device_type: dev.device_type.clone().unwrap_or_default(),
-            device_model: dev.device_model.clone().unwrap_or_default(),
-            device_os: dev.device_os.clone().unwrap_or_default(),
-            user_agent: dev.device_user_agent.clone().unwrap_or_default(),
-            first_sync: dev.first_sync_time.map(|t| t.0),
-            last_success_sync: target.last_sync,
-            access_state: match dev.device_access_state {
-                DeviceAccessState::Unknown => AccessState::Unknown,
-                DeviceAccessState::Allowed => AccessState::Allowed,
-                DeviceAccessState::Blocked => AccessState::Blocked,
-                DeviceAccessState::Quarantined => AccessState::Quarantined,
-                DeviceAccessState::DeviceDiscovery => AccessState::DeviceDiscovery,
-            },
-            access_state_reason: dev.device_access_state_reason.clone(),
+    ) -> String {
+        let notice_id = ActionNotice::id(id);
+        let found = {
+            let (store, notice_id) = (store.clone(), notice_id.clone());
+            tokio::task::spawn_blocking(move || store.notice(&notice_id))
+                .await
+                .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
         };
-        let device = types::DeviceContext {
-            eas: exchange.to_wit(&smtp),
-            managed: None,
-            user: None,
+        let notice = match found {
+            Ok(Some(n)) if n.status == NoticeStatus::Pending => n,
+            Ok(Some(n)) => return n.status.as_str().to_owned(),
+            Ok(None) => return "not-queued".to_owned(),
+            Err(e) => return format!("pending: the outbox could not be read: {e}"),
         };
-        let decision = types::Decision {
-            verdict: types::Verdict::Block,
-            reason: notice_reason(action).to_owned(),
-            notify: true,
-        };
-        let input = stage.settings.notice(&device, &decision, "");
         let template = template();
+        let digest = template.meta.digest.hex();
+        let input = template_input(&stage.settings, &notice);
+        let device = input.device.clone();
         let rendered = tokio::task::spawn_blocking(move || template.render(&input))
             .await
-            .map_err(|e| format!("the template task: {e}"))?
-            .map_err(|e| format!("the notice template: {e}"))?;
-        let notice_id = NoticeId::new(format!("admin-action-{id}")).expect("a valid notice id");
-        let outgoing = stage
-            .settings
-            .outgoing(notice_id, &device, rendered, SystemTime::now())
-            .map_err(|e| e.to_string())?;
-        stage
-            .channel
-            .send(&outgoing)
+            .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
+        let created = UNIX_EPOCH + Duration::from_secs(notice.created_at.max(0) as u64);
+        let (attempt, result) = match rendered
+            .map_err(|e| format!("template {}: {e}", &digest[..12.min(digest.len())]))
+            .and_then(|message| {
+                stage
+                    .settings
+                    .outgoing(notice_id.clone(), &device, message, created)
+                    .map_err(|e| e.to_string())
+            }) {
+            Err(error) => (NoticeAttempt::Failed { error }, NoticeResult::Failed),
+            Ok(outgoing) => match stage.channel.send(&outgoing).await {
+                Ok(delivered) => (
+                    NoticeAttempt::Sent {
+                        response: delivered.response,
+                    },
+                    NoticeResult::Sent,
+                ),
+                Err(error) => match stage.retry.after_failure(notice.attempts + 1, &error) {
+                    Retry::After(wait) => (
+                        NoticeAttempt::Retry {
+                            error: error.to_string(),
+                            at: crate::timestamp::unix_now() + wait.as_secs() as i64,
+                        },
+                        NoticeResult::Retrying,
+                    ),
+                    Retry::GiveUp => (
+                        NoticeAttempt::GiveUp {
+                            error: error.to_string(),
+                        },
+                        NoticeResult::GivenUp,
+                    ),
+                },
+            },
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.notices(org, result, 1);
+        }
+        let said = match &attempt {
+            NoticeAttempt::Sent { .. } => "sent".to_owned(),
+            NoticeAttempt::Retry { error, .. } => {
+                format!("pending: {error}; a sync's notify stage retries it")
+            }
+            NoticeAttempt::GiveUp { error } => format!("given-up: {error}"),
+            NoticeAttempt::Failed { error } => format!("failed: {error}"),
+        };
+        if !matches!(attempt, NoticeAttempt::Sent { .. }) {
+            tracing::warn!(org, notice = %notice_id, "device action notice: {said}");
+        }
+        let recorded = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                store.notice_attempted(
+                    &notice_id,
+                    Some(&digest),
+                    &attempt,
+                    crate::timestamp::unix_now(),
+                )
+            })
             .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+            .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+        };
+        match recorded {
+            Ok(_) => said,
+            // Sent but not marked: the next sync sends it again under the same Message-ID.
+            Err(e) => format!("{said} (not recorded in the outbox: {e})"),
+        }
     }
 }
 
@@ -580,6 +725,7 @@ mod tests {
             device_type: None,
             model: None,
             last_sync: None,
+            recipient: None,
             device: serde_json::from_value(json!({
                 "Identity": "alice\\ExchangeActiveSyncDevices\\X", "DeviceId": "X",
                 "DeviceAccessState": "Allowed", "DeviceAccessStateReason": "Global"

@@ -89,6 +89,7 @@ fn org_policy_json(state: &AdminState, name: &str) -> Value {
         let mut policy = digest_json(&access.meta.name, &access.meta.digest, &access.meta.source);
         policy["settings"] = json!("[sync]");
         policy["error"] = Value::Null;
+        policy["state"] = json!("ready");
         return policy;
     };
     let mut policy = match &own.active {
@@ -98,6 +99,12 @@ fn org_policy_json(state: &AdminState, name: &str) -> Value {
     policy["settings"] = json!(own.settings);
     policy["error"] = json!(own.failure.as_ref().map(|f| &f.reason));
     policy["error_kind"] = json!(own.failure.as_ref().map(|f| f.kind.as_str()));
+    policy["state"] = json!(match (&own.active, &own.failure) {
+        (Some(_), None) => "ready",
+        // The last good binding serves while the newer version or settings are refused.
+        (Some(_), Some(_)) => "degraded",
+        (None, _) => "unavailable",
+    });
     policy
 }
 
@@ -129,6 +136,37 @@ fn notices_json(store: &crate::store::Store, org: crate::store::OrgId) -> Result
     Ok(json!({ "counts": store.notice_counts(org)?, "unsent": unsent }))
 }
 
+/// Whether organization `name`'s Exchange answers, as the MDM console shows it: connected
+/// unless the last attempt failed. An organization whose own policy cannot serve fails every
+/// attempt without reaching Exchange; its connection is what Exchange last answered (the
+/// daemon asks it once per such attempt), and the policy's state is shown beside it.
+fn connection(
+    state: &AdminState,
+    name: &str,
+    last: Option<&crate::schedule::LastRun>,
+) -> &'static str {
+    let observed = || match state.metrics.exchange_reached(name) {
+        Some(true) => "connected",
+        Some(false) => "disconnected",
+        None => "unknown",
+    };
+    match last {
+        None => "unknown",
+        Some(last) if last.error.is_some() && policy_unavailable(state, name) => observed(),
+        Some(last) if last.error.is_some() => "disconnected",
+        Some(_) => "connected",
+    }
+}
+
+/// Whether organization `name` has a policy of its own and none of its versions serves.
+fn policy_unavailable(state: &AdminState, name: &str) -> bool {
+    state
+        .registry
+        .org_policies()
+        .iter()
+        .any(|p| p.organization == name && p.active.is_none())
+}
+
 /// `GET /api/v1/status`
 pub async fn status(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
     let plugins = active_plugins(&state);
@@ -142,12 +180,7 @@ pub async fn status(State(state): State<AdminState>) -> Result<Json<Value>, ApiE
                     .scheduler
                     .state(name)
                     .expect("a configured organization");
-                // What the MDM console shows: connected unless the last attempt failed.
-                let connection = match &runs.last {
-                    None => "unknown",
-                    Some(last) if last.error.is_some() => "disconnected",
-                    Some(_) => "connected",
-                };
+                let connection = connection(&state, name, runs.last.as_ref());
                 let held: Vec<Value> = state.store.held_runs(id)?.iter().map(run_json).collect();
                 let recent: Vec<Value> = state
                     .store

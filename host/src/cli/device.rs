@@ -97,7 +97,11 @@ pub fn run(command: DeviceCommand) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let org_actions = OrgActions { exchange, notices };
+    let org_actions = OrgActions {
+        exchange,
+        notices,
+        metrics: None,
+    };
     let target = runtime.block_on(org_actions.lookup(&org.name, &args.device))?;
     print_target(&target, action);
     if !args.yes && !confirmed(action)? {
@@ -123,6 +127,9 @@ pub fn run(command: DeviceCommand) -> anyhow::Result<ExitCode> {
                 r.id,
                 outcome.notice
             );
+            if let Some(note) = &r.note {
+                println!("note: {note}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         _ => {
@@ -162,6 +169,12 @@ fn print_target(t: &Target, action: DeviceAction) {
             || "unknown".to_owned(),
             |s| crate::timestamp::Timestamp(s).to_string()
         )
+    );
+    println!(
+        "notice to:    {}",
+        t.recipient
+            .as_deref()
+            .unwrap_or("nobody (the user's mailbox could not be read)")
     );
     println!("action:       {}", actions::effect(action));
 }

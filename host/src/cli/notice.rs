@@ -127,7 +127,7 @@ fn preview_notice(
     Ok(OutboxNotice {
         id: NoticeId::new("preview").expect("a valid id"),
         org: org_id,
-        run: decision.run,
+        run: Some(decision.run),
         key: device.key.clone(),
         device_id: device.exchange.device_id.clone(),
         state: decision.verdict,

@@ -10,7 +10,7 @@
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use super::{OrgId, Store, StoreError};
+use super::{ActionNotice, OrgId, Store, StoreError};
 
 /// What an administrator asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -104,10 +104,22 @@ pub struct ActionRecord {
     pub result: ActionResult,
     /// Exchange's refusal or the failure, when `result` is `failed`.
     pub error: Option<String>,
+    /// How Exchange's answer was read when it was not the plain one, e.g. a removal whose
+    /// retry found the partnership already gone (`done`).
+    pub note: Option<String>,
+}
+
+/// What came of an action's cmdlet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionEnd<'a> {
+    /// Exchange applied it; the note says how that was known when not from a plain success.
+    Done { note: Option<&'a str> },
+    /// Exchange refused it or could not be reached.
+    Failed { error: &'a str },
 }
 
 const COLUMNS: &str = "a.id, o.name, a.action, a.identity, a.device_id, a.user, a.actor, \
-     a.reason, a.requested_at, a.finished_at, a.result, a.error";
+     a.reason, a.requested_at, a.finished_at, a.result, a.error, a.note";
 
 fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRecord> {
     let bad = |i: usize, what: String| {
@@ -132,6 +144,7 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRecord> {
         finished_at: row.get(9)?,
         result: ActionResult::parse(&result).ok_or_else(|| bad(10, format!("result {result}")))?,
         error: row.get(11)?,
+        note: row.get(12)?,
     })
 }
 
@@ -160,25 +173,42 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
-    /// Records what Exchange answered to action `id`: `error` is `None` when it was applied.
+    /// Records what Exchange answered to action `id` and, when it was done and `notice` is
+    /// given, queues the user's notice in the same transaction: an applied action whose result
+    /// is recorded has its notice in the outbox. Only an `issuing` record is finished (once),
+    /// and an action has one notice at most. Returns whether the notice was queued now.
     pub fn finish_device_action(
         &self,
         id: i64,
-        error: Option<&str>,
+        end: ActionEnd<'_>,
+        notice: Option<&ActionNotice<'_>>,
         at: i64,
-    ) -> Result<(), StoreError> {
-        let result = match error {
-            None => ActionResult::Done,
-            Some(_) => ActionResult::Failed,
+    ) -> Result<bool, StoreError> {
+        let doing = "recording a device action's result";
+        let (result, error, note) = match end {
+            ActionEnd::Done { note } => (ActionResult::Done, None, note),
+            ActionEnd::Failed { error } => (ActionResult::Failed, Some(error), None),
         };
-        self.conn()
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql(doing))?;
+        let org: Option<i64> = tx
             .prepare_cached(
-                "UPDATE admin_actions SET result = ?2, error = ?3, finished_at = ?4
-                 WHERE id = ?1 AND result = 'issuing'",
+                "UPDATE admin_actions SET result = ?2, error = ?3, note = ?4, finished_at = ?5
+                 WHERE id = ?1 AND result = 'issuing' RETURNING org_id",
             )
-            .and_then(|mut stmt| stmt.execute((id, result.as_str(), error, at)))
-            .map_err(self.sql("recording a device action's result"))?;
-        Ok(())
+            .and_then(|mut stmt| {
+                stmt.query_row((id, result.as_str(), error, note, at), |row| row.get(0))
+                    .optional()
+            })
+            .map_err(self.sql(doing))?;
+        let queued = match (org, notice, result) {
+            (Some(org), Some(notice), ActionResult::Done) => {
+                super::outbox::enqueue_action_notice(&tx, self, OrgId(org), id, notice, at)?
+            }
+            _ => false,
+        };
+        tx.commit().map_err(self.sql(doing))?;
+        Ok(queued)
     }
 
     /// Marks every action still `issuing` as `interrupted` and returns them: call it only as
@@ -269,12 +299,14 @@ mod tests {
         let record = store.device_action(wipe).unwrap().unwrap();
         assert_eq!(record.result, ActionResult::Issuing);
         assert_eq!(record.finished_at, None);
-        store.finish_device_action(wipe, None, 11).unwrap();
+        store
+            .finish_device_action(wipe, ActionEnd::Done { note: None }, None, 11)
+            .unwrap();
         let removal = store
             .begin_device_action(&intent(other, DeviceAction::Remove, 12))
             .unwrap();
         store
-            .finish_device_action(removal, Some("not found"), 13)
+            .finish_device_action(removal, ActionEnd::Failed { error: "not found" }, None, 13)
             .unwrap();
 
         let all = store.device_actions(None, 10).unwrap();
@@ -293,7 +325,9 @@ mod tests {
         assert_eq!(all[1].finished_at, Some(11));
         assert_eq!(store.device_actions(Some(org), 10).unwrap().len(), 1);
         // A finished record stays as it was.
-        store.finish_device_action(wipe, Some("late"), 14).unwrap();
+        store
+            .finish_device_action(wipe, ActionEnd::Failed { error: "late" }, None, 14)
+            .unwrap();
         assert_eq!(
             store.device_action(wipe).unwrap().unwrap().result,
             ActionResult::Done
@@ -311,7 +345,9 @@ mod tests {
             let done = store
                 .begin_device_action(&intent(org, DeviceAction::AccountWipe, 5))
                 .unwrap();
-            store.finish_device_action(done, None, 6).unwrap();
+            store
+                .finish_device_action(done, ActionEnd::Done { note: None }, None, 6)
+                .unwrap();
             let wipe = store
                 .begin_device_action(&intent(org, DeviceAction::Wipe, 7))
                 .unwrap();
@@ -328,5 +364,88 @@ mod tests {
             store.device_action(done).unwrap().unwrap().result,
             ActionResult::Done
         );
+    }
+
+    /// The notice of an action is queued with its result, in the outbox where the notify stage
+    /// retries it, and once: recording the end again (a retried request, a restart) queues
+    /// no second one, and a failed action queues none.
+    #[test]
+    fn a_done_action_queues_its_notice_once_and_a_failed_one_none() {
+        use crate::model::ExchangeDevice;
+        use crate::store::NoticeStatus;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let org = store.organization("Contoso", 1).unwrap();
+        let device = ExchangeDevice {
+            device_id: "D1".into(),
+            identity: "alice\\ExchangeActiveSyncDevices\\iPhone\u{a7}D1".into(),
+            mailbox: Some("alice".into()),
+            ..ExchangeDevice::default()
+        };
+        let notice = ActionNotice {
+            reason: "admin-remove",
+            recipient: "alice@contoso.com",
+            exchange: &device,
+            locale: "de-DE",
+            due_at: 600,
+        };
+        let removal = store
+            .begin_device_action(&intent(org, DeviceAction::Remove, 10))
+            .unwrap();
+        let gone = "Exchange answered the retry: not found";
+        assert!(
+            store
+                .finish_device_action(
+                    removal,
+                    ActionEnd::Done { note: Some(gone) },
+                    Some(&notice),
+                    11
+                )
+                .unwrap()
+        );
+        assert!(
+            !store
+                .finish_device_action(removal, ActionEnd::Done { note: None }, Some(&notice), 12)
+                .unwrap(),
+            "the end is recorded once"
+        );
+        let record = store.device_action(removal).unwrap().unwrap();
+        assert_eq!(
+            (record.result, record.note.as_deref()),
+            (ActionResult::Done, Some(gone))
+        );
+        let queued = store.notices(org, 10).unwrap();
+        assert_eq!(queued.len(), 1);
+        let n = &queued[0];
+        assert_eq!(n.id, ActionNotice::id(removal));
+        assert_eq!(
+            (n.status, n.run, n.next_attempt_at),
+            (NoticeStatus::Pending, None, 600)
+        );
+        assert_eq!(
+            (n.reason.as_str(), n.locale.as_str()),
+            ("admin-remove", "de-DE")
+        );
+        assert_eq!(n.exchange, device);
+        assert!(
+            store.due_notices(org, 599, 10).unwrap().is_empty(),
+            "held by its sender"
+        );
+        assert_eq!(store.due_notices(org, 600, 10).unwrap().len(), 1);
+
+        let wipe = store
+            .begin_device_action(&intent(org, DeviceAction::Wipe, 20))
+            .unwrap();
+        assert!(
+            !store
+                .finish_device_action(
+                    wipe,
+                    ActionEnd::Failed { error: "refused" },
+                    Some(&notice),
+                    21
+                )
+                .unwrap()
+        );
+        assert_eq!(store.notices(org, 10).unwrap().len(), 1);
     }
 }

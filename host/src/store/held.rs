@@ -472,7 +472,10 @@ mod tests {
         assert_eq!(f.verdict(), Some(Verdict::Block));
         let notices = f.store.due_notices(f.org, i64::MAX, 100).unwrap();
         assert_eq!(notices.len(), 1);
-        assert_eq!((notices[0].state, notices[0].run), (Verdict::Block, held));
+        assert_eq!(
+            (notices[0].state, notices[0].run),
+            (Verdict::Block, Some(held))
+        );
         let audit = f.store.audit(f.org, &f.a1.key()).unwrap();
         assert_eq!((audit.len(), audit[0].run), (1, held));
         // Nothing is left to enforce a second time.

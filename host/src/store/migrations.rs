@@ -39,6 +39,8 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V6),
     Migration::Sql(V7),
     Migration::Sql(V8),
+    // V9 comes from another branch this round; on merge, this one follows it.
+    Migration::Sql(V10),
 ];
 
 /// The schema version this build writes.
@@ -388,6 +390,54 @@ CREATE TABLE admin_actions (
     error        TEXT
 ) STRICT;
 CREATE INDEX admin_actions_by_org ON admin_actions(org_id, id);
+"#;
+
+/// An administrator's device action mails its user through the outbox like a sync's verdict
+/// does (queued, retried, counted on the status page), so a notice may come from an audit row
+/// instead of a run: `sync_id` becomes optional, `admin_action_id` names the row, and being
+/// UNIQUE it is what keeps a retry or a restart from queueing a second mail for one action.
+/// SQLite cannot drop a NOT NULL, hence the copy. An action's `note` says how Exchange's
+/// answer was read when it was not the plain one (a removal whose retry found the
+/// partnership gone).
+const V10: &str = r#"
+CREATE TABLE notices_v10 (
+    id              TEXT PRIMARY KEY,
+    org_id          INTEGER NOT NULL REFERENCES organizations(id),
+    sync_id         INTEGER REFERENCES sync_runs(id),
+    device_key      TEXT NOT NULL,
+    device_id       TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('allow', 'block', 'quarantine', 'exempt')),
+    reason          TEXT NOT NULL,
+    recipient       TEXT NOT NULL,
+    user_principal_name TEXT,
+    exchange        TEXT NOT NULL,
+    intune          TEXT,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'given-up')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    template_digest TEXT,
+    response        TEXT,
+    created_at      INTEGER NOT NULL,
+    sent_at         INTEGER,
+    updated_at      INTEGER NOT NULL,
+    locale          TEXT NOT NULL DEFAULT '',
+    admin_action_id INTEGER UNIQUE REFERENCES admin_actions(id),
+    -- From a run or from an administrator's action, never both or neither.
+    CHECK ((sync_id IS NULL) <> (admin_action_id IS NULL))
+) STRICT;
+INSERT INTO notices_v10 (id, org_id, sync_id, device_key, device_id, state, reason, recipient,
+    user_principal_name, exchange, intune, status, attempts, next_attempt_at, last_error,
+    template_digest, response, created_at, sent_at, updated_at, locale)
+SELECT id, org_id, sync_id, device_key, device_id, state, reason, recipient,
+    user_principal_name, exchange, intune, status, attempts, next_attempt_at, last_error,
+    template_digest, response, created_at, sent_at, updated_at, locale
+FROM notices;
+DROP TABLE notices;
+ALTER TABLE notices_v10 RENAME TO notices;
+CREATE INDEX notices_due ON notices(org_id, next_attempt_at, id) WHERE status = 'pending';
+CREATE INDEX notices_by_device ON notices(org_id, device_key, state, created_at);
+ALTER TABLE admin_actions ADD COLUMN note TEXT;
 "#;
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-pub use audit::{ActionIntent, ActionRecord, ActionResult, DeviceAction};
+pub use audit::{ActionEnd, ActionIntent, ActionRecord, ActionResult, DeviceAction};
 pub use devices::{
     AuditEntry, DecisionBatch, DecisionRecord, DeviceRecord, DeviceView, StoredDecision,
 };
@@ -53,7 +53,8 @@ pub use journal::{JournalEntry, JournalState, Recovery};
 pub use known::{Known, KnownDevice, KnownRecord};
 pub use lock::WriterLock;
 pub use outbox::{
-    NoticeAttempt, NoticeBatch, NoticeCounts, NoticeRequest, NoticeStatus, OutboxNotice, Recorded,
+    ActionNotice, NoticeAttempt, NoticeBatch, NoticeCounts, NoticeRequest, NoticeStatus,
+    OutboxNotice, Recorded,
 };
 pub use runs::{RunEnd, RunOutcome, RunRecord, VerdictCounts};
 pub use trend::TrendPoint;

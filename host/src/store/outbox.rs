@@ -41,6 +41,70 @@ pub struct NoticeBatch<'a> {
     pub resend_interval_secs: i64,
 }
 
+/// The user's notice of an administrator's device action, queued with the action's result
+/// (see [`Store::finish_device_action`]). Its id is [`ActionNotice::id`] of the audit row, and
+/// the row can have one notice only: however often the action's end is recorded (a retried
+/// request, a restart), the user gets one mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionNotice<'a> {
+    /// The reason code the template gets (`admin-wipe`, …), with the verdict `block`.
+    pub reason: &'a str,
+    /// The user's address (`To`).
+    pub recipient: &'a str,
+    /// The device as Exchange showed it to the administrator.
+    pub exchange: &'a ExchangeDevice,
+    /// The user's language, a BCP 47 tag; empty when unknown.
+    pub locale: &'a str,
+    /// When a notify stage may take it up: the process that queues it tries at once and
+    /// holds it until then, so that a sync running beside it does not send it too; should
+    /// that process die first, the next sync after this time sends it.
+    pub due_at: i64,
+}
+
+impl ActionNotice<'_> {
+    /// The notice id of audit row `action`.
+    pub fn id(action: i64) -> NoticeId {
+        NoticeId::new(format!("admin-action-{action}")).expect("a valid notice id")
+    }
+}
+
+/// Inside the transaction that records action `action`'s result: queues its notice (once).
+/// Returns whether it was queued now.
+pub(super) fn enqueue_action_notice(
+    tx: &Transaction<'_>,
+    store: &Store,
+    org: OrgId,
+    action: i64,
+    notice: &ActionNotice<'_>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let exchange = super::encode("Exchange view of a noticed device", notice.exchange)?;
+    let queued = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO notices (id, org_id, sync_id, admin_action_id, device_key,
+                 device_id, state, reason, recipient, exchange, status, next_attempt_at,
+                 created_at, updated_at, locale)
+             VALUES (?1, ?2, NULL, ?3, ?4, ?5, 'block', ?6, ?7, ?8, 'pending', ?9, ?10, ?10, ?11)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(rusqlite::params![
+                ActionNotice::id(action).as_str(),
+                org.0,
+                action,
+                notice.exchange.key().as_str(),
+                notice.exchange.device_id,
+                notice.reason,
+                notice.recipient,
+                exchange,
+                notice.due_at,
+                now,
+                notice.locale,
+            ])
+        })
+        .map_err(store.sql("queueing a device action's notice"))?;
+    Ok(queued == 1)
+}
+
 /// What [`Store::record_decisions_and_notices`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
@@ -99,8 +163,9 @@ impl NoticeStatus {
 pub struct OutboxNotice {
     pub id: NoticeId,
     pub org: OrgId,
-    /// The run that recorded it.
-    pub run: RunId,
+    /// The run that recorded it; `None` for an administrator's device action's notice (see
+    /// [`ActionNotice`]).
+    pub run: Option<RunId>,
     pub key: DeviceKey,
     pub device_id: String,
     pub state: Verdict,
@@ -158,7 +223,7 @@ fn notice_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<OutboxNotice, 
     let locale: String = row.get(19)?;
     let base = (
         OrgId(row.get(1)?),
-        RunId(row.get(2)?),
+        row.get::<_, Option<i64>>(2)?.map(RunId),
         DeviceKey::new(&row.get::<_, String>(3)?),
         row.get::<_, String>(4)?,
         row.get::<_, String>(6)?,
@@ -238,8 +303,11 @@ pub(super) fn enqueue(
         .map_err(store.sql("enqueueing notices"))?;
     let mut recent = tx
         .prepare_cached(
+            // An administrator's action's notice says something else than a verdict's: it
+            // does not stand in for one.
             "SELECT 1 FROM notices
              WHERE org_id = ?1 AND device_key = ?2 AND state = ?3 AND created_at > ?4
+                 AND admin_action_id IS NULL
              LIMIT 1",
         )
         .map_err(store.sql("enqueueing notices"))?;

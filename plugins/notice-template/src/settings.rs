@@ -30,6 +30,16 @@ const GERMAN_SUBJECT: &str =
     "Handlungsbedarf: {{organization}}-E-Mail auf {{device_name}} wurde {{verdict}}";
 const GERMAN_HTML: &str = include_str!("../defaults/de/html.html");
 const GERMAN_TEXT: &str = include_str!("../defaults/de/text.txt");
+// An administrator's device action (reason codes `admin-…`): what was done on purpose and
+// what to do (the help desk, adding the account again), not how to become compliant.
+const ADMIN_SUBJECT: &str =
+    "{{organization}} email on {{device_name}}: an administrator acted on your device";
+const ADMIN_HTML: &str = include_str!("../defaults/admin.html");
+const ADMIN_TEXT: &str = include_str!("../defaults/admin.txt");
+const GERMAN_ADMIN_SUBJECT: &str =
+    "{{organization}}-E-Mail auf {{device_name}}: ein Administrator hat Ihr Gerät bearbeitet";
+const GERMAN_ADMIN_HTML: &str = include_str!("../defaults/de/admin.html");
+const GERMAN_ADMIN_TEXT: &str = include_str!("../defaults/de/admin.txt");
 
 /// What `configure` compiled from the settings.
 #[derive(Debug)]
@@ -42,6 +52,9 @@ pub struct Templates {
     locales: BTreeMap<String, Overrides>,
     english: Builtin,
     german: Builtin,
+    /// The defaults for an administrator's device action.
+    english_admin: Builtin,
+    german_admin: Builtin,
 }
 
 /// The built-in defaults of one language.
@@ -117,9 +130,12 @@ fn compile_builtin(source: &str, name: &str) -> Template {
 impl Templates {
     pub fn render(&self, notice: &Notice) -> Message {
         let overrides = self.overrides(&notice.locale);
-        let builtin = match Language::of(&notice.locale) {
-            Language::German => &self.german,
-            Language::English => &self.english,
+        let admin = notice.decision.reason.starts_with("admin-");
+        let builtin = match (Language::of(&notice.locale), admin) {
+            (Language::German, false) => &self.german,
+            (Language::English, false) => &self.english,
+            (Language::German, true) => &self.german_admin,
+            (Language::English, true) => &self.english_admin,
         };
         Message {
             subject: pick(
@@ -177,6 +193,16 @@ pub fn parse(settings: &str) -> Result<Templates, String> {
             Language::German,
             [GERMAN_SUBJECT, GERMAN_HTML, GERMAN_TEXT],
             "German default",
+        ),
+        english_admin: Builtin::new(
+            Language::English,
+            [ADMIN_SUBJECT, ADMIN_HTML, ADMIN_TEXT],
+            "device action default",
+        ),
+        german_admin: Builtin::new(
+            Language::German,
+            [GERMAN_ADMIN_SUBJECT, GERMAN_ADMIN_HTML, GERMAN_ADMIN_TEXT],
+            "German device action default",
         ),
     };
     for (key, value) in object(&value, "settings")? {
@@ -270,6 +296,7 @@ fn expected(path: &str, what: &str, got: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::easgate::policy::types::Verdict;
     use crate::template::tests::notice;
 
     #[test]
@@ -313,6 +340,88 @@ mod tests {
         // An operator's template is rendered as written.
         let own = parse(r#"{"text": "Go to [{{remediation_url}}]"}"#).unwrap();
         assert_eq!(own.render(&notice).text, "Go to []");
+    }
+
+    /// Regression: an administrator's wipe or removal was announced with the compliance text
+    /// (Company Portal steps). Each action gets its own words and the device-action steps, in
+    /// both languages.
+    #[test]
+    fn device_actions_get_their_own_text_without_compliance_steps() {
+        let templates = parse("{}").unwrap();
+        let cases = [
+            (
+                "admin-wipe",
+                "en",
+                "remote wipe",
+                "add your Contoso work account",
+            ),
+            (
+                "admin-account-wipe",
+                "en",
+                "rest of the device is untouched",
+                "help desk",
+            ),
+            (
+                "admin-remove",
+                "en",
+                "removed its mail partnership",
+                "add your Contoso work account",
+            ),
+            (
+                "admin-wipe",
+                "de",
+                "Fernlöschung",
+                "Geschäftskonto von Contoso",
+            ),
+            (
+                "admin-account-wipe",
+                "de",
+                "der Rest des Geräts bleibt unberührt",
+                "IT-Helpdesk",
+            ),
+            (
+                "admin-remove",
+                "de",
+                "Mailpartnerschaft entfernt",
+                "erneut hinzu",
+            ),
+        ];
+        for (reason, locale, what, todo) in cases {
+            let mut notice = notice();
+            notice.decision.verdict = Verdict::Block;
+            notice.decision.reason = reason.into();
+            notice.locale = locale.into();
+            let message = templates.render(&notice);
+            for body in [&message.text, &message.html] {
+                assert!(body.contains(what), "{reason} {locale}: {body}");
+                assert!(body.contains(todo), "{reason} {locale}: {body}");
+                assert!(body.contains(reason), "{reason} {locale}: the reason code");
+                assert!(
+                    !body.contains("Company Portal"),
+                    "{reason} {locale}: {body}"
+                );
+                assert!(
+                    !body.contains("Unternehmensportal"),
+                    "{reason} {locale}: {body}"
+                );
+                assert!(!body.contains("{{"), "{reason} {locale}: {body}");
+            }
+            assert!(!message.subject.contains('\n'));
+            let expected_subject = match locale {
+                "de" => "ein Administrator hat Ihr Gerät bearbeitet",
+                _ => "an administrator acted on your device",
+            };
+            assert!(
+                message.subject.ends_with(expected_subject),
+                "{}",
+                message.subject
+            );
+        }
+        // An operator's own text still wins for these too.
+        let own = parse(r#"{"text": "{{reason}}"}"#).unwrap();
+        let mut notice = notice();
+        notice.decision.reason = "admin-remove".into();
+        assert_eq!(own.render(&notice).text, "admin-remove");
     }
 
     #[test]

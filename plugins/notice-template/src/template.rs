@@ -228,13 +228,13 @@ fn reason_text(reason: &str, language: Language) -> &'static str {
             "stale" => "it has not synchronized with the mail server for too long",
             // An administrator's device action (the host's codes, with the verdict `block`).
             "admin-wipe" => {
-                "an administrator asked for a remote wipe: the device is reset to factory settings the next time it connects"
+                "an administrator asked for a remote wipe: the whole device is reset to factory settings, and everything on it erased, the next time it connects"
             }
             "admin-account-wipe" => {
-                "an administrator asked to wipe your work email account from it the next time it connects"
+                "an administrator asked for your work email account and its data to be removed from it the next time it connects; the rest of the device is untouched"
             }
             "admin-remove" => {
-                "an administrator removed its mail partnership: set up your work account on it again if you still use it"
+                "an administrator removed its mail partnership, so it no longer receives your work email"
             }
             _ => "it does not meet your organization's requirements for email access",
         },
@@ -245,13 +245,13 @@ fn reason_text(reason: &str, language: Language) -> &'static str {
             "os-too-old" => "sein Betriebssystem älter ist, als Ihre Organisation erlaubt",
             "stale" => "es sich zu lange nicht mit dem Mailserver synchronisiert hat",
             "admin-wipe" => {
-                "ein Administrator eine Fernlöschung angefordert hat: das Gerät wird bei der nächsten Verbindung auf die Werkseinstellungen zurückgesetzt"
+                "ein Administrator eine Fernlöschung angefordert hat: das ganze Gerät wird bei der nächsten Verbindung auf die Werkseinstellungen zurückgesetzt und alles darauf gelöscht"
             }
             "admin-account-wipe" => {
-                "ein Administrator angefordert hat, Ihr geschäftliches E-Mail-Konto bei der nächsten Verbindung von dem Gerät zu löschen"
+                "ein Administrator angefordert hat, Ihr geschäftliches E-Mail-Konto und seine Daten bei der nächsten Verbindung von dem Gerät zu entfernen; der Rest des Geräts bleibt unberührt"
             }
             "admin-remove" => {
-                "ein Administrator seine Mailpartnerschaft entfernt hat: richten Sie Ihr geschäftliches Konto darauf neu ein, wenn Sie es noch verwenden"
+                "ein Administrator seine Mailpartnerschaft entfernt hat und es Ihre geschäftlichen E-Mails nicht mehr erhält"
             }
             _ => "es die Anforderungen Ihrer Organisation für den E-Mail-Zugriff nicht erfüllt",
         },
