@@ -46,7 +46,7 @@ async fn a_device_unsynced_past_the_limit_is_blocked_and_a_recent_one_allowed(
         .unwrap();
     let (_dir, store) = temp_store();
     let settings = SyncSettings {
-        read_device_statistics: true,
+        read_device_statistics: Some(true),
         ..unguarded()
     };
     let policy = builtin(

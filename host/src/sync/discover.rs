@@ -87,7 +87,8 @@ pub enum DiscoverError {
 #[derive(Debug, Default)]
 pub struct Discovered {
     pub inventory: Inventory,
-    /// The organization's `DefaultAccessLevel` (full sync only).
+    /// The organization's `DefaultAccessLevel` as Exchange has it now (read by both syncs: a
+    /// quick sync predicts each unlisted device's state from it, and never sets it).
     pub org_default: Option<AccessLevel>,
     /// The ActiveSync organization settings (full sync only).
     pub org_settings: Option<models::OrganizationSettings>,
@@ -578,14 +579,22 @@ pub async fn quick(
     known: impl Future<Output = Result<Known, StoreError>>,
 ) -> Result<Started, DiscoverError> {
     let mut unreadable = Unreadables::default();
-    let (since_cursor, states, groups, known) = tokio::join!(
+    // The default as Exchange has it, not as configured: an admin may have changed it by hand
+    // since the last full sync, and only a full sync puts it back. One request.
+    let settings = GetOrganizationSettings {};
+    let (since_cursor, states, groups, known, settings) = tokio::join!(
         changed_since(exchange, graph, since, &mut unreadable),
         timed("Graph managedDevices states", graph.managed_device_states()),
         timed("Graph group members", group_membership(graph, scope_groups)),
         known,
+        timed(
+            "Get-ActiveSyncOrganizationSettings",
+            exchange.run(&settings)
+        ),
     );
     let (devices, mut changed) = since_cursor?;
     let (states, groups, known) = (states?, groups?, known?);
+    let org_default = settings?.into_iter().next().map(|s| s.default_access_level);
     let moved = Moved::find(&known, &states, &groups, &devices, &changed);
     tracing::debug!(
         records = moved.records.len(),
@@ -635,7 +644,7 @@ pub async fn quick(
                 // listing said which do): a partnership without one lost it.
                 managed_complete: true,
             },
-            org_default: None,
+            org_default,
             org_settings: None,
             access_rules: None,
             unreadable: unreadable.lines,

@@ -100,6 +100,9 @@ pub struct Summary {
     pub dry_run: Option<super::dry_run::DryRun>,
     /// What the notify stage did (all zero when notices are off).
     pub notices: NoticeReport,
+    /// What reading device statistics did (`None`: the run did not read them). Devices left
+    /// without them by an error also make one line of `errors`.
+    pub statistics: Option<StatisticsReport>,
 }
 
 impl Summary {
@@ -125,6 +128,7 @@ impl Summary {
             plugin_errors: Vec::new(),
             dry_run: None,
             notices: NoticeReport::default(),
+            statistics: None,
         }
     }
 }
@@ -370,12 +374,28 @@ impl OrgSync {
             now,
             organization: self.name.clone(),
         };
+        // Only the built-in policy's settings are read here (see
+        // `SyncSettings::reads_statistics`): a plugin file's are its own business.
+        let builtin = (policy.meta.source == crate::plugin::Source::Builtin)
+            .then_some(policy.meta.settings.as_str());
+        let reads_statistics = self.settings.reads_statistics(builtin);
+        // The configuration refuses this where it can see the settings; a settings file is
+        // read only by the plugin registry, so it can only be said here.
+        if self.settings.starves_stale_limit(builtin) {
+            run.summary.errors.push(format!(
+                "the built-in policy's {} never fires: `read_device_statistics = false` in \
+                 [organization.sync] withholds the last sync it needs; remove that line",
+                crate::model::settings::STALE_LIMIT_KEY
+            ));
+        }
         let listing = self.list(run, &pages);
         let taken_in = progress::stage(report, progress::DISCOVER, None, &pages, async {
             let started = listing.await?;
             let saver = (!dry_run).then(|| InventorySaver::start(self.store.clone(), org, now));
             let decider = Decider::start(policy, info, decided.clone());
-            let taken_in = self.take_in(org, started, saver, &decider).await?;
+            let taken_in = self
+                .take_in(org, started, saver, &decider, reads_statistics)
+                .await?;
             Ok::<_, TakeInError>((taken_in, decider))
         })
         .await;
@@ -384,6 +404,10 @@ impl OrgSync {
         match taken_in {
             Ok((taken_in, decider)) => {
                 run.stage.done("discover, match and save");
+                if let Some(report) = &taken_in.statistics {
+                    run.summary.errors.extend(report.error_line());
+                }
+                run.summary.statistics = taken_in.statistics.clone();
                 Ok(Some(Intake {
                     taken_in,
                     decider,
@@ -454,6 +478,7 @@ impl OrgSync {
             org_settings,
             access_rules,
             unreadable,
+            ..
         } = taken_in;
         // Devices whose records could not be read are not in the inventory: they must not
         // count as gone, nor be moved by a new org default that nobody decided for them.
@@ -525,15 +550,18 @@ impl OrgSync {
         } else {
             self.store.device_count(run.org)?
         };
-        // The default after this run: the configured one, unless a full sync must leave it
-        // (below); what Exchange has where the configuration leaves it alone.
+        // The default after this run: the configured one when a full sync sets it (below);
+        // else what Exchange has now, which a quick sync reads and never sets (an admin may
+        // have changed it by hand), the configured one only if Exchange's is unknown.
         let target = self.settings.org_default();
         let switch = run.full && complete;
         let platform = Platform {
-            default: if switch || !run.full {
+            default: if switch {
                 target.or(org_default)
-            } else {
+            } else if run.full {
                 org_default
+            } else {
+                org_default.or(target)
             },
             rules: self.settings.device_access_rules.as_deref(),
             override_default_rule: self.settings.override_default_rule,
@@ -928,6 +956,7 @@ impl OrgSync {
         started: Started,
         saver: Option<InventorySaver>,
         decider: &Decider,
+        reads_statistics: bool,
     ) -> Result<TakenIn, TakeInError> {
         let Started {
             discovered,
@@ -963,10 +992,7 @@ impl OrgSync {
         // The first device not yet queued for the policy.
         let mut queued = 0;
         let batch_size = self.batch_size.max(1);
-        let mut statistics = self
-            .settings
-            .read_device_statistics
-            .then(StatisticsReport::default);
+        let mut statistics = reads_statistics.then(StatisticsReport::default);
         while let Some(page) = pages.next().await? {
             let first = inventory.devices.len();
             for device in page {
@@ -1020,6 +1046,7 @@ impl OrgSync {
             org_settings,
             access_rules,
             unreadable,
+            statistics,
         })
     }
 }
@@ -1043,6 +1070,8 @@ struct TakenIn {
     access_rules: Option<Vec<crate::exchange::models::DeviceAccessRule>>,
     /// As [`Discovered::unreadable`], for the whole discovery.
     unreadable: Vec<String>,
+    /// What reading device statistics did, if the run read them.
+    statistics: Option<StatisticsReport>,
 }
 
 /// Why taking in a discovery failed.
