@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use easgate::exchange::cmdlets::GetOrganizationSettings;
+use easgate::exchange::cmdlets::{GetOrganizationSettings, SetOrganizationSettings};
 use easgate::model::{
     AccessLevel, DefaultAccess, DeviceAccessRule, RuleCharacteristic, SyncKind, SyncSettings,
     Verdict,
@@ -314,4 +314,83 @@ async fn a_default_switch_is_listed_by_the_dry_run_and_held_by_the_guard(transpo
         })
         .collect();
     assert_eq!(changed, listed);
+}
+
+// An admin changes the default by hand between full syncs: the quick sync reads the default
+// Exchange has (one request) and predicts with it. A device whose verdict turns to quarantine
+// stays allowed under that default, so it is neither listed as quarantined nor counted by the
+// guard; and the quick sync never sets the default back (only a full sync does).
+over_transports!(a_quick_sync_predicts_with_the_default_an_admin_set_by_hand);
+async fn a_quick_sync_predicts_with_the_default_an_admin_set_by_hand(transport: Transport) {
+    let lab = sync_lab(300).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let policy = || builtin(&engine, "{}");
+    // The configured default: quarantine.
+    let sync = org_sync_over(&lab, store, unguarded(), transport);
+    let full = within(LIMIT, sync.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(full.outcome, RunOutcome::Succeeded, "{full:#?}");
+    assert_eq!(org_default(&sync).await, "Quarantine");
+    sync.exchange
+        .run(&SetOrganizationSettings {
+            default_access_level: AccessLevel::Allow,
+        })
+        .await
+        .unwrap();
+    // An allowed, enrolled device loses its record: the policy now quarantines it.
+    let retired = checked(&lab)
+        .into_iter()
+        .find(|d| verdict(d) == Some(Verdict::Allow) && d.in_allow_list)
+        .expect("an allowed device on its allow list");
+    lab.control().retire(&retired.device_id).unwrap();
+
+    lab.control().reset_counters();
+    let rehearsal = within(LIMIT, sync.run(SyncKind::Quick, true, policy()))
+        .await
+        .unwrap();
+    assert_eq!(
+        lab.control()
+            .counters()
+            .calls("Get-ActiveSyncOrganizationSettings"),
+        1
+    );
+    let report = rehearsal.dry_run.as_ref().expect("a dry run's report");
+    assert!(
+        report
+            .changes
+            .iter()
+            .all(|c| c.identity != retired.identity),
+        "listed as changing, but the default allows it: {:#?}",
+        report.changes
+    );
+    assert_eq!(rehearsal.restrictions, 0, "{rehearsal:#?}");
+    assert!(
+        report.entries_only >= 1,
+        "its allow entry goes: {report:#?}"
+    );
+
+    lab.control().reset_counters();
+    let quick = within(LIMIT, sync.run(SyncKind::Quick, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(quick.kind, easgate::model::RunKind::Quick);
+    assert_eq!(quick.restrictions, 0, "{quick:#?}");
+    assert_eq!(
+        lab.control()
+            .counters()
+            .calls("Set-ActiveSyncOrganizationSettings"),
+        0
+    );
+    assert_eq!(org_default(&sync).await, "Allow");
+    let now = checked(&lab)
+        .into_iter()
+        .find(|d| d.identity == retired.identity)
+        .unwrap();
+    assert!(!now.in_allow_list && !now.in_block_list, "{now:#?}");
+    assert_eq!(
+        (now.access_state, now.access_state_reason),
+        (AccessState::Allowed, AccessReason::Global)
+    );
 }
