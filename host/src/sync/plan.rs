@@ -165,6 +165,11 @@ pub struct Plan<S = PlannedCommand> {
     /// Quarantined devices whose lists are right but that Exchange reports allowed or blocked:
     /// a device access rule or the org default decides them, which no list edit can change.
     pub unenforced: Vec<DeviceKey>,
+    /// Devices on no list after the plan, allowed now by a rule or the default, that a change
+    /// of the device access rules blocks or quarantines ([`Plan::count_rule_changes`]); in
+    /// `restricted` too.
+    #[serde(default)]
+    pub by_rules: Vec<DeviceKey>,
     /// Devices the plan takes from allowed to blocked or quarantined, or whose allowed
     /// partnership it removes: `restricted.len()`.
     pub restrictions: usize,
@@ -441,6 +446,7 @@ pub fn plan(
         changes: plan.changes,
         skipped: plan.skipped,
         unenforced: plan.unenforced,
+        by_rules: plan.by_rules,
         restrictions: plan.restrictions,
         restricted: plan.restricted,
         limit: plan.limit,
@@ -496,6 +502,7 @@ pub fn plan_steps(
         changes,
         skipped,
         unenforced,
+        by_rules: Vec::new(),
         restrictions,
         restricted,
         limit,
@@ -697,6 +704,59 @@ impl<S: From<PlannedCommand>> Plan<S> {
             }
             .into(),
         );
+        self.restrictions = self.restricted.len();
+        self.held = self.restrictions > self.limit;
+    }
+}
+
+impl<S> Plan<S> {
+    /// Counts, for the blast-radius guard, the devices a full sync's change of the device
+    /// access rules takes from allowed to blocked or quarantined: those Exchange allows now by
+    /// a rule or the default (reason `DeviceRule` or `Global`; a listed device is decided by
+    /// its list), that are on no list after the plan (decided so, or not decided and on none
+    /// now) and that the configured rules (`platform.rules`), or failing them the default
+    /// after the plan, block or quarantine. Devices already counted (a list edit, the
+    /// default's switch) are not counted twice. Call it only when the rules change: with the
+    /// rules as they are, a device's state already is what they give it.
+    pub fn count_rule_changes(
+        &mut self,
+        devices: &[ExchangeDevice],
+        decided: &[Decided<'_>],
+        platform: &Platform<'_>,
+    ) {
+        if platform.rules.is_none() {
+            return;
+        }
+        // A device the plan could not list (no or an unknown mailbox) stays on no list.
+        let skipped: HashSet<&DeviceKey> = self.skipped.iter().map(|s| &s.key).collect();
+        let verdicts: HashMap<DeviceKey, Verdict> = decided
+            .iter()
+            .map(|d| (d.device.key(), d.verdict))
+            .filter(|(key, _)| !skipped.contains(key))
+            .collect();
+        drop(skipped);
+        for device in devices {
+            let by_rule_or_default = ["DeviceRule", "Global"]
+                .iter()
+                .any(|r| device.access_state_reason.eq_ignore_ascii_case(r));
+            if device.access_state != AccessState::Allowed || !by_rule_or_default {
+                continue;
+            }
+            let key = device.key();
+            let level = platform.level_of(device);
+            let unlisted = match verdicts.get(&key) {
+                Some(&verdict) => platform.place(verdict, level) == Place::Neither,
+                // Not decided (or exempt): its lists stay, and it is on none now.
+                None => true,
+            };
+            if unlisted
+                && matches!(level, Some(AccessLevel::Block | AccessLevel::Quarantine))
+                && !self.restricted.contains(&key)
+            {
+                self.restricted.insert(key.clone());
+                self.by_rules.push(key);
+            }
+        }
         self.restrictions = self.restricted.len();
         self.held = self.restrictions > self.limit;
     }
@@ -1194,6 +1254,93 @@ mod tests {
             steady.commands.len(),
             1,
             "no org command when already Quarantine"
+        );
+    }
+
+    /// Issue 17: a new blocking rule restricts every allowed device on no list that it matches
+    /// (decided or not); a device it matches that goes on its allow list, one already counted,
+    /// one on a list now or one not allowed now is not counted.
+    #[test]
+    fn a_new_blocking_rule_counts_the_devices_on_no_list_it_takes_access_from() {
+        let rules = [crate::model::DeviceAccessRule {
+            query_string: "Android".into(),
+            characteristic: RuleCharacteristic::DeviceType,
+            access_level: AccessLevel::Block,
+        }];
+        let platform = Platform {
+            default: Some(AccessLevel::Allow),
+            rules: Some(&rules),
+            override_default_rule: true,
+        };
+        let mailboxes = [mailbox("alice", &["LISTED"], &[])];
+        let all = [
+            typed("alice", "Q", "Android", AccessState::Allowed, "Global"),
+            typed("alice", "U", "Android", AccessState::Allowed, "DeviceRule"),
+            typed("alice", "A", "Android", AccessState::Allowed, "Global"),
+            typed(
+                "alice",
+                "LISTED",
+                "Android",
+                AccessState::Allowed,
+                "Individual",
+            ),
+            typed("alice", "IPHONE", "iPhone", AccessState::Allowed, "Global"),
+            typed(
+                "alice",
+                "QUAR",
+                "Android",
+                AccessState::Quarantined,
+                "Global",
+            ),
+        ];
+        let [quarantined, undecided, allowed, listed, iphone, already] = &all;
+        let decided = [
+            (quarantined, Verdict::Quarantine),
+            (allowed, Verdict::Allow),
+            (listed, Verdict::Exempt),
+            (iphone, Verdict::Quarantine),
+            (already, Verdict::Quarantine),
+        ]
+        .map(|(device, verdict)| Decided { device, verdict });
+        let limit = RestrictionLimit {
+            percent: 0.0,
+            floor: 1,
+        };
+        let mut plan = plan_steps(&mailboxes, &decided, &[], &limit, all.len(), &platform);
+        // A goes on its allow list (allowed already: no restriction); nothing else changes.
+        assert_eq!((plan.restrictions, plan.held), (0, false));
+        plan.count_rule_changes(&all, &decided, &platform);
+        assert_eq!(plan.by_rules, [quarantined.key(), undecided.key()]);
+        assert_eq!((plan.restrictions, plan.held), (2, true));
+        // Counted once, however often asked.
+        plan.count_rule_changes(&all, &decided, &platform);
+        assert_eq!(plan.restrictions, 2);
+
+        let report = crate::sync::dry_run::report(
+            &plan,
+            &all,
+            &decided,
+            Some(AccessLevel::Allow),
+            &platform,
+        );
+        let listed: Vec<_> = report
+            .changes
+            .iter()
+            .filter(|c| c.by == crate::sync::dry_run::Cause::AccessRule)
+            .map(|c| (c.device_id.as_str(), c.from, c.to, c.verdict))
+            .collect();
+        use crate::sync::dry_run::NewState;
+        assert_eq!(
+            listed,
+            [
+                (
+                    "Q",
+                    AccessState::Allowed,
+                    NewState::Blocked,
+                    Some(Verdict::Quarantine)
+                ),
+                ("U", AccessState::Allowed, NewState::Blocked, None),
+            ]
         );
     }
 

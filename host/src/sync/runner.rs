@@ -597,6 +597,18 @@ impl OrgSync {
                 org_settings.as_ref(),
                 access_rules.as_deref(),
             );
+            // A rule change moves the devices on no list it matches: the guard counts those
+            // it restricts, and the dry run lists them.
+            let rules_change = settings.iter().any(|c| {
+                [
+                    super::plan::NEW_ACCESS_RULE,
+                    super::plan::REMOVE_ACCESS_RULE,
+                ]
+                .contains(&c.command.cmdlet.as_str())
+            });
+            if rules_change {
+                plan.count_rule_changes(&inventory.devices, &verdicts.decided, &platform);
+            }
             plan.commands
                 .extend(settings.into_iter().map(PlanStep::from));
         }
