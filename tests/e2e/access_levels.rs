@@ -394,3 +394,114 @@ async fn a_quick_sync_predicts_with_the_default_an_admin_set_by_hand(transport: 
         (AccessState::Allowed, AccessReason::Global)
     );
 }
+
+// A new blocking rule takes access from every device on no list it matches: the dry run lists
+// exactly those (Allowed → Blocked, by a device access rule), the guard holds the real run
+// (nothing changes), and the rule let through changes exactly what the dry run listed.
+over_transports!(a_new_blocking_rule_is_listed_by_the_dry_run_and_held_by_the_guard);
+async fn a_new_blocking_rule_is_listed_by_the_dry_run_and_held_by_the_guard(transport: Transport) {
+    let lab = sync_lab(600).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let policy = || builtin(&engine, "{}");
+    let allow = SyncSettings {
+        default_access_level: Some(DefaultAccess::Allow),
+        device_access_rules: Some(Vec::new()),
+        ..unguarded()
+    };
+    let settled = org_sync_over(&lab, store.clone(), allow.clone(), transport);
+    let first = within(LIMIT, settled.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    let state = |lab: &Lab| -> BTreeSet<(String, String)> {
+        checked(lab)
+            .into_iter()
+            .map(|d| (d.identity, d.access_state.as_str().to_owned()))
+            .collect()
+    };
+    let before = state(&lab);
+    let android = |d: &DeviceTruth| d.device_type.eq_ignore_ascii_case("Android");
+    // Allowed by the default, on no list: the rule takes them.
+    let by_rule: BTreeSet<String> = checked(&lab)
+        .into_iter()
+        .filter(|d| {
+            android(d)
+                && d.access_state == AccessState::Allowed
+                && d.access_state_reason == AccessReason::Global
+        })
+        .map(|d| d.identity)
+        .collect();
+    // A guard below them.
+    let strict = easgate::model::RestrictionLimit {
+        percent: 0.0,
+        floor: 10,
+    };
+    assert!(
+        by_rule.len() > strict.floor,
+        "{} Androids only the default allows",
+        by_rule.len()
+    );
+
+    let blocking = SyncSettings {
+        device_access_rules: Some(vec![family("Android", AccessLevel::Block)]),
+        max_new_restrictions: strict,
+        ..allow
+    };
+    let guarded = org_sync_over(&lab, store.clone(), blocking.clone(), transport);
+    let rehearsal = within(LIMIT, guarded.run(SyncKind::Full, true, policy()))
+        .await
+        .unwrap();
+    assert_eq!(
+        rehearsal.restrictions,
+        by_rule.len() as u64,
+        "{rehearsal:#?}"
+    );
+    let report = rehearsal.dry_run.as_ref().expect("a dry run's report");
+    assert!(report.would_hold);
+    assert!(
+        report
+            .changes
+            .iter()
+            .all(|c| c.from == easgate::model::AccessState::Allowed
+                && c.to == NewState::Blocked
+                && c.by == Cause::AccessRule),
+        "{:#?}",
+        report.changes
+    );
+    let listed: BTreeSet<String> = report.changes.iter().map(|c| c.identity.clone()).collect();
+    assert_eq!(listed, by_rule);
+
+    lab.control().reset_counters();
+    let held = within(LIMIT, guarded.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(held.outcome, RunOutcome::Held, "{held:#?}");
+    assert_eq!(held.restrictions, by_rule.len() as u64);
+    let counters = lab.control().counters();
+    assert_eq!(counters.calls("New-ActiveSyncDeviceAccessRule"), 0);
+    assert_eq!(counters.calls("Set-CASMailbox"), 0);
+    assert_eq!(state(&lab), before);
+
+    let let_through = org_sync_over(
+        &lab,
+        store,
+        SyncSettings {
+            max_new_restrictions: unguarded().max_new_restrictions,
+            ..blocking
+        },
+        transport,
+    );
+    let run = within(LIMIT, let_through.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:#?}");
+    let changed: BTreeSet<String> = state(&lab)
+        .difference(&before)
+        .map(|(identity, state)| {
+            assert_eq!(state, "Blocked", "{identity}");
+            identity.clone()
+        })
+        .collect();
+    assert_eq!(changed, listed);
+}
