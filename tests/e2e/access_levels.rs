@@ -393,6 +393,25 @@ async fn a_quick_sync_predicts_with_the_default_an_admin_set_by_hand(transport: 
         (now.access_state, now.access_state_reason),
         (AccessState::Allowed, AccessReason::Global)
     );
+    // The store (the status page, the API) records what Exchange shows, not the verdict's
+    // quarantine: the allow default decides the device.
+    let org = sync.store.organization(&sync.name, 0).unwrap();
+    let stored = sync
+        .store
+        .device(org, &easgate::model::DeviceKey::new(&retired.identity))
+        .unwrap()
+        .expect("the device is stored");
+    assert_eq!(
+        stored.decision.map(|d| d.verdict),
+        Some(Verdict::Quarantine)
+    );
+    assert_eq!(
+        (
+            stored.exchange.access_state,
+            stored.exchange.access_state_reason.as_str()
+        ),
+        (easgate::model::AccessState::Allowed, "Global")
+    );
 }
 
 // A new blocking rule takes access from every device on no list it matches: the dry run lists

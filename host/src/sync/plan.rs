@@ -170,6 +170,13 @@ pub struct Plan<S = PlannedCommand> {
     /// `restricted` too.
     #[serde(default)]
     pub by_rules: Vec<DeviceKey>,
+    /// Devices whose lists change but whose state Exchange will show is not their verdict's:
+    /// a quarantine under an allow rule or default (no list can quarantine a device), an
+    /// allowed device left to a blocking rule or default (`override_default_rule` off). With
+    /// the state and `DeviceAccessStateReason` Exchange will show, for the store to record
+    /// instead of the verdict's once the edit is confirmed.
+    #[serde(default)]
+    pub shown: Vec<Shown>,
     /// Devices the plan takes from allowed to blocked or quarantined, or whose allowed
     /// partnership it removes: `restricted.len()`.
     pub restrictions: usize,
@@ -185,6 +192,26 @@ impl<S> Plan<S> {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.commands.is_empty()
+    }
+}
+
+/// The state Exchange will show for a device whose verdict its lists cannot give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shown {
+    pub key: DeviceKey,
+    pub level: AccessLevel,
+    /// `DeviceRule` or `Global`.
+    pub reason: String,
+}
+
+/// The level the store records for a confirmed list edit by `verdict` (see
+/// `store::enforced_state`); `None` for exempt, which no edit is for.
+fn recorded_level(verdict: Verdict) -> Option<AccessLevel> {
+    match verdict {
+        Verdict::Allow => Some(AccessLevel::Allow),
+        Verdict::Block => Some(AccessLevel::Block),
+        Verdict::Quarantine => Some(AccessLevel::Quarantine),
+        Verdict::Exempt => None,
     }
 }
 
@@ -263,6 +290,18 @@ impl Platform<'_> {
             Some(rules) => deciding_rule(rules, device).or_else(default),
             None => now_by("DeviceRule").or_else(default),
         }
+    }
+
+    /// What Exchange names as deciding `device` on no list: `DeviceRule` when a rule matches
+    /// it (the configured ones, or without them the one Exchange reports now), else `Global`.
+    pub fn reason_of(&self, device: &ExchangeDevice) -> &'static str {
+        let by_rule = match self.rules {
+            Some(rules) => deciding_rule(rules, device).is_some(),
+            None => device
+                .access_state_reason
+                .eq_ignore_ascii_case("DeviceRule"),
+        };
+        if by_rule { "DeviceRule" } else { "Global" }
     }
 
     /// Where `verdict` puts `device`, given what rules and the default give it (`level`).
@@ -447,6 +486,7 @@ pub fn plan(
         skipped: plan.skipped,
         unenforced: plan.unenforced,
         by_rules: plan.by_rules,
+        shown: plan.shown,
         restrictions: plan.restrictions,
         restricted: plan.restricted,
         limit: plan.limit,
@@ -475,6 +515,7 @@ pub fn plan_steps(
         skipped: Vec::new(),
         unenforced: Vec::new(),
         restricted: BTreeSet::new(),
+        shown: Vec::new(),
     };
     for d in decided {
         planning.device(&by_identity, d);
@@ -486,6 +527,7 @@ pub fn plan_steps(
         skipped,
         unenforced,
         mut restricted,
+        shown,
     } = planning;
     let mut edits: Vec<(&str, (&Mailbox, ListEdits))> = edits.into_iter().collect();
     edits.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -503,6 +545,7 @@ pub fn plan_steps(
         skipped,
         unenforced,
         by_rules: Vec::new(),
+        shown,
         restrictions,
         restricted,
         limit,
@@ -522,6 +565,7 @@ struct Planning<'a> {
     skipped: Vec<Skipped>,
     unenforced: Vec<DeviceKey>,
     restricted: BTreeSet<DeviceKey>,
+    shown: Vec<Shown>,
 }
 
 impl<'a> Planning<'a> {
@@ -562,10 +606,16 @@ impl<'a> Planning<'a> {
         let level = self.platform.level_of(device);
         let place = self.platform.place(d.verdict, level);
         if edit.enforce(mailbox, &device.device_id, place) {
-            if device.access_state == AccessState::Allowed
-                && settled(place, level) != AccessLevel::Allow
-            {
+            let after = settled(place, level);
+            if device.access_state == AccessState::Allowed && after != AccessLevel::Allow {
                 self.restricted.insert(key.clone());
+            }
+            if Some(after) != recorded_level(d.verdict) {
+                self.shown.push(Shown {
+                    key: key.clone(),
+                    level: after,
+                    reason: self.platform.reason_of(device).to_owned(),
+                });
             }
             edit.devices.push(key.clone());
             self.changes.push(DeviceChange {
@@ -1340,6 +1390,52 @@ mod tests {
                     Some(Verdict::Quarantine)
                 ),
                 ("U", AccessState::Allowed, NewState::Blocked, None),
+            ]
+        );
+    }
+
+    /// Issue 17: an edit that cannot give a device its verdict's state says what Exchange
+    /// will show instead: a quarantine under an allow default stays allowed, an allowed device
+    /// left to a blocking rule (override off) stays blocked.
+    #[test]
+    fn an_edit_says_the_state_exchange_shows_where_it_is_not_the_verdicts() {
+        let rules = [crate::model::DeviceAccessRule {
+            query_string: "Android".into(),
+            characteristic: RuleCharacteristic::DeviceType,
+            access_level: AccessLevel::Block,
+        }];
+        let platform = Platform {
+            default: Some(AccessLevel::Allow),
+            rules: Some(&rules),
+            override_default_rule: false,
+        };
+        let mailboxes = [mailbox("alice", &["Q", "A", "B"], &[])];
+        let all = [
+            typed("alice", "Q", "iPhone", AccessState::Allowed, "Individual"),
+            typed("alice", "A", "Android", AccessState::Allowed, "Individual"),
+            typed("alice", "B", "iPhone", AccessState::Allowed, "Individual"),
+        ];
+        let decided = [
+            (&all[0], Verdict::Quarantine),
+            (&all[1], Verdict::Allow),
+            (&all[2], Verdict::Block),
+        ]
+        .map(|(device, verdict)| Decided { device, verdict });
+        let plan = plan_steps(&mailboxes, &decided, &[], &NO_LIMIT, 3, &platform);
+        assert_eq!(plan.changes.len(), 3);
+        assert_eq!(
+            plan.shown,
+            [
+                Shown {
+                    key: all[0].key(),
+                    level: AccessLevel::Allow,
+                    reason: "Global".into(),
+                },
+                Shown {
+                    key: all[1].key(),
+                    level: AccessLevel::Block,
+                    reason: "DeviceRule".into(),
+                },
             ]
         );
     }

@@ -306,7 +306,10 @@ impl OrgSync {
         if ready.held {
             return Box::pin(self.hold(run, ready)).await;
         }
+        let mut ready = ready;
+        let shown = std::mem::take(&mut ready.shown);
         let applied = Box::pin(self.record_and_apply(&mut run, ready, report)).await?;
+        self.record_shown(&run, shown).await?;
         self.account(&mut run.summary, &applied);
         if let (Some(notices), Some(template)) = (&self.notices, run.template.take()) {
             Box::pin(self.notify(notices, template, run.org, &mut run.summary)).await?;
@@ -739,6 +742,7 @@ impl OrgSync {
         }
         crate::memory::release_free();
         Ok(Ready {
+            shown: std::mem::take(&mut plan.shown),
             commands: std::mem::take(&mut plan.commands),
             records,
             notices,
@@ -751,6 +755,8 @@ impl OrgSync {
     /// Records a held plan whole, in one transaction, with its notices (enqueued when it is
     /// applied), and ends the run waiting for an operator.
     async fn hold(&self, mut run: Run<'_>, ready: Ready) -> Result<Summary, SyncError> {
+        // Not `shown`: an approved plan's confirmed edits record their verdicts' states (a
+        // quarantine under an allow default shows quarantined until the next full sync).
         let Ready {
             commands,
             records,
@@ -758,6 +764,7 @@ impl OrgSync {
             held,
             restrictions,
             limit,
+            ..
         } = ready;
         let commands: Vec<PlannedCommand> =
             commands.into_iter().map(PlanStep::into_planned).collect();
@@ -823,6 +830,37 @@ impl OrgSync {
         run.summary.notices.deduplicated = recorded.deduplicated;
         run.stage.done("record and apply");
         Ok(applied)
+    }
+
+    /// Records, for the devices whose confirmed list edit cannot give them their verdict's
+    /// state, the state Exchange shows instead (a quarantine under an allow rule or default
+    /// stays allowed), so that the status page does not show them quarantined until the next
+    /// full sync reads them. Only commands Exchange confirmed count.
+    async fn record_shown(
+        &self,
+        run: &Run<'_>,
+        shown: Vec<super::plan::Shown>,
+    ) -> Result<(), SyncError> {
+        if shown.is_empty() {
+            return Ok(());
+        }
+        let (id, org) = (run.id, run.org);
+        blocking(&self.store, move |s| {
+            let done: std::collections::HashSet<DeviceKey> = s
+                .journal(id)?
+                .into_iter()
+                .filter(|e| e.state == crate::store::JournalState::Done)
+                .flat_map(|e| e.command.devices)
+                .collect();
+            let states: Vec<_> = shown
+                .into_iter()
+                .filter(|x| done.contains(&x.key))
+                .map(|x| (x.key, x.level, x.reason))
+                .collect();
+            s.record_shown_states(org, &states)
+        })
+        .await?;
+        Ok(())
     }
 
     /// No second notice about the same device and state within this many seconds.
@@ -1160,6 +1198,8 @@ struct Planned {
 /// What is left to write once the inventory is saved and let go: the plan's commands and its
 /// guard, the verdicts and the notices.
 struct Ready {
+    /// See [`Plan::shown`]; recorded once the commands are confirmed.
+    shown: Vec<super::plan::Shown>,
     commands: Vec<PlanStep>,
     records: Vec<DecisionRecord>,
     notices: Vec<NoticeRequest>,
