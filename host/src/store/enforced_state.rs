@@ -10,6 +10,8 @@
 //! * `Set-CASMailbox`: each device's current verdict as Exchange spells the state (on the allow
 //!   list: `Allowed`; block list: `Blocked`; on neither: `Quarantined`, the organization
 //!   default the connector manages), reason `Individual` for a list entry, `Global` otherwise;
+//!   where a rule or the default gives a device on no list another state (a quarantine under an
+//!   allow default), the sync then records that one ([`Store::record_shown_states`]);
 //! * `Set-ActiveSyncOrganizationSettings -DefaultAccessLevel L`: the devices that lose access
 //!   by the switch take L's state, reason `Global`.
 //!
