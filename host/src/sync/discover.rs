@@ -746,18 +746,53 @@ fn same_record(was: &KnownRecord, now: &graph_models::ManagedDeviceState) -> boo
             .eq_ignore_ascii_case(now.management_state.as_deref().unwrap_or_default())
 }
 
-/// The Intune records of `device_ids`, one request each (`easDeviceId eq`).
+/// The Intune records of `device_ids`, one request each (`easDeviceId eq`), eight at a time:
+/// after a service-side change of many records (a grace period running out) one after another
+/// they would wait a round trip each, while the Graph client's budget paces them either way.
+/// In order of `device_ids`; the first failure stops the lookups not yet started.
 async fn records_of(
     graph: &GraphClient,
     device_ids: &[String],
     unreadable: &mut Unreadables,
 ) -> Result<Vec<ManagedDevice>, DiscoverError> {
+    // Workers of one task, taking the next id in turn (the client is shared, not cloned).
+    // Atomic and a mutex only because the sync's future must be `Send`; nothing contends.
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let next = AtomicUsize::new(0);
+    let found = std::sync::Mutex::new(Vec::with_capacity(device_ids.len()));
+    let worker = || async {
+        loop {
+            let i = next.fetch_add(1, Relaxed);
+            let Some(id) = device_ids.get(i) else { break };
+            let records = graph
+                .managed_device_records(ManagedDevices::EasDeviceId(id))
+                .await;
+            if records.is_err() {
+                next.store(device_ids.len(), Relaxed);
+            }
+            found.lock().expect("record lookups").push((i, records));
+        }
+    };
+    tokio::join!(
+        worker(),
+        worker(),
+        worker(),
+        worker(),
+        worker(),
+        worker(),
+        worker(),
+        worker()
+    );
+    let mut found = found.into_inner().expect("record lookups");
+    found.sort_unstable_by_key(|(i, _)| *i);
     let mut out = Vec::new();
-    for id in device_ids {
-        let records = graph
-            .managed_device_records(ManagedDevices::EasDeviceId(id))
-            .await?;
-        out.extend(unreadable.managed(records)?.into_iter().map(managed_device));
+    for (_, records) in found {
+        out.extend(
+            unreadable
+                .managed(records?)?
+                .into_iter()
+                .map(managed_device),
+        );
     }
     Ok(out)
 }
