@@ -85,6 +85,11 @@ fn account(metrics: &Metrics, summary: &Summary) {
     for kind in &summary.plugin_errors {
         metrics.plugin_error(org, *kind);
     }
+    if let Some(statistics) = &summary.statistics
+        && statistics.failed > 0
+    {
+        metrics.statistics_failures(org, statistics.failed);
+    }
     let n = &summary.notices;
     for (result, count) in [
         (NoticeResult::Sent, n.sent),

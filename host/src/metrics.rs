@@ -220,6 +220,7 @@ pub struct Metrics {
     /// (see [`Metrics::org_policy_failure`]).
     policy_failures_counted:
         std::sync::Mutex<std::collections::HashMap<String, std::time::SystemTime>>,
+    statistics_failures: Family<OrgLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -239,6 +240,7 @@ impl Default for Metrics {
             plugin_errors: Family::default(),
             notices: Family::default(),
             policy_failures_counted: Default::default(),
+            statistics_failures: Family::default(),
             registry: Registry::default(),
         };
         m.register_sync_families();
@@ -322,6 +324,12 @@ impl Metrics {
             "easgate_plugin_errors",
             "Failed access-policy batches and notice renders by organization and kind of error",
             self.plugin_errors.clone(),
+        );
+        self.registry.register(
+            "easgate_device_statistics_failures",
+            "Devices decided without their last sync because reading their statistics \
+             (Get-MobileDeviceStatistics) failed, by organization",
+            self.statistics_failures.clone(),
         );
         self.registry.register(
             "easgate_notices",
@@ -438,6 +446,7 @@ impl Metrics {
         }
         zero(&self.cas_failovers, OrgLabels { org: org(name) });
         zero(&self.plugin_evaluations, OrgLabels { org: org(name) });
+        zero(&self.statistics_failures, OrgLabels { org: org(name) });
         // The kinds a decide or render call can fail with (the others happen at load time).
         for kind in [
             PluginErrorKind::Trap,
@@ -641,6 +650,14 @@ impl Metrics {
         (asked > 0).then_some(connected == 1)
     }
 
+    /// Hook for the daemon: `n` devices of `name` were decided without their statistics
+    /// because reading them failed.
+    pub fn statistics_failures(&self, name: &str, n: u64) {
+        self.statistics_failures
+            .get_or_create(&OrgLabels { org: org(name) })
+            .inc_by(n);
+    }
+
     /// Hook for the daemon: `n` notices of `name` came to `result` in a run.
     pub fn notices(&self, name: &str, result: NoticeResult, n: u64) {
         self.notices
@@ -805,6 +822,7 @@ mod tests {
             "easgate_notices_total{org=\"contoso\",result=\"retrying\"} 0\n",
             "easgate_requests_total{org=\"contoso\",service=\"exchange\",status=\"failed\"} 0\n",
             "easgate_sync_duration_seconds_count{org=\"contoso\",kind=\"full\"} 0\n",
+            "easgate_device_statistics_failures_total{org=\"contoso\"} 0\n",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }

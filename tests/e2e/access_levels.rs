@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use easgate::exchange::cmdlets::GetOrganizationSettings;
+use easgate::exchange::cmdlets::{GetOrganizationSettings, SetOrganizationSettings};
 use easgate::model::{
     AccessLevel, DefaultAccess, DeviceAccessRule, RuleCharacteristic, SyncKind, SyncSettings,
     Verdict,
@@ -307,6 +307,215 @@ async fn a_default_switch_is_listed_by_the_dry_run_and_held_by_the_guard(transpo
     assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:#?}");
     let after = state(&lab);
     let changed: BTreeSet<String> = after
+        .difference(&before)
+        .map(|(identity, state)| {
+            assert_eq!(state, "Blocked", "{identity}");
+            identity.clone()
+        })
+        .collect();
+    assert_eq!(changed, listed);
+}
+
+// An admin changes the default by hand between full syncs: the quick sync reads the default
+// Exchange has (one request) and predicts with it. A device whose verdict turns to quarantine
+// stays allowed under that default, so it is neither listed as quarantined nor counted by the
+// guard; and the quick sync never sets the default back (only a full sync does).
+over_transports!(a_quick_sync_predicts_with_the_default_an_admin_set_by_hand);
+async fn a_quick_sync_predicts_with_the_default_an_admin_set_by_hand(transport: Transport) {
+    let lab = sync_lab(300).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let policy = || builtin(&engine, "{}");
+    // The configured default: quarantine.
+    let sync = org_sync_over(&lab, store, unguarded(), transport);
+    let full = within(LIMIT, sync.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(full.outcome, RunOutcome::Succeeded, "{full:#?}");
+    assert_eq!(org_default(&sync).await, "Quarantine");
+    sync.exchange
+        .run(&SetOrganizationSettings {
+            default_access_level: AccessLevel::Allow,
+        })
+        .await
+        .unwrap();
+    // An allowed, enrolled device loses its record: the policy now quarantines it.
+    let retired = checked(&lab)
+        .into_iter()
+        .find(|d| verdict(d) == Some(Verdict::Allow) && d.in_allow_list)
+        .expect("an allowed device on its allow list");
+    lab.control().retire(&retired.device_id).unwrap();
+
+    lab.control().reset_counters();
+    let rehearsal = within(LIMIT, sync.run(SyncKind::Quick, true, policy()))
+        .await
+        .unwrap();
+    assert_eq!(
+        lab.control()
+            .counters()
+            .calls("Get-ActiveSyncOrganizationSettings"),
+        1
+    );
+    let report = rehearsal.dry_run.as_ref().expect("a dry run's report");
+    assert!(
+        report
+            .changes
+            .iter()
+            .all(|c| c.identity != retired.identity),
+        "listed as changing, but the default allows it: {:#?}",
+        report.changes
+    );
+    assert_eq!(rehearsal.restrictions, 0, "{rehearsal:#?}");
+    assert!(
+        report.entries_only >= 1,
+        "its allow entry goes: {report:#?}"
+    );
+
+    lab.control().reset_counters();
+    let quick = within(LIMIT, sync.run(SyncKind::Quick, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(quick.kind, easgate::model::RunKind::Quick);
+    assert_eq!(quick.restrictions, 0, "{quick:#?}");
+    assert_eq!(
+        lab.control()
+            .counters()
+            .calls("Set-ActiveSyncOrganizationSettings"),
+        0
+    );
+    assert_eq!(org_default(&sync).await, "Allow");
+    let now = checked(&lab)
+        .into_iter()
+        .find(|d| d.identity == retired.identity)
+        .unwrap();
+    assert!(!now.in_allow_list && !now.in_block_list, "{now:#?}");
+    assert_eq!(
+        (now.access_state, now.access_state_reason),
+        (AccessState::Allowed, AccessReason::Global)
+    );
+    // The store (the status page, the API) records what Exchange shows, not the verdict's
+    // quarantine: the allow default decides the device.
+    let org = sync.store.organization(&sync.name, 0).unwrap();
+    let stored = sync
+        .store
+        .device(org, &easgate::model::DeviceKey::new(&retired.identity))
+        .unwrap()
+        .expect("the device is stored");
+    assert_eq!(
+        stored.decision.map(|d| d.verdict),
+        Some(Verdict::Quarantine)
+    );
+    assert_eq!(
+        (
+            stored.exchange.access_state,
+            stored.exchange.access_state_reason.as_str()
+        ),
+        (easgate::model::AccessState::Allowed, "Global")
+    );
+}
+
+// A new blocking rule takes access from every device on no list it matches: the dry run lists
+// exactly those (Allowed → Blocked, by a device access rule), the guard holds the real run
+// (nothing changes), and the rule let through changes exactly what the dry run listed.
+over_transports!(a_new_blocking_rule_is_listed_by_the_dry_run_and_held_by_the_guard);
+async fn a_new_blocking_rule_is_listed_by_the_dry_run_and_held_by_the_guard(transport: Transport) {
+    let lab = sync_lab(600).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let policy = || builtin(&engine, "{}");
+    let allow = SyncSettings {
+        default_access_level: Some(DefaultAccess::Allow),
+        device_access_rules: Some(Vec::new()),
+        ..unguarded()
+    };
+    let settled = org_sync_over(&lab, store.clone(), allow.clone(), transport);
+    let first = within(LIMIT, settled.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    let state = |lab: &Lab| -> BTreeSet<(String, String)> {
+        checked(lab)
+            .into_iter()
+            .map(|d| (d.identity, d.access_state.as_str().to_owned()))
+            .collect()
+    };
+    let before = state(&lab);
+    let android = |d: &DeviceTruth| d.device_type.eq_ignore_ascii_case("Android");
+    // Allowed by the default, on no list: the rule takes them.
+    let by_rule: BTreeSet<String> = checked(&lab)
+        .into_iter()
+        .filter(|d| {
+            android(d)
+                && d.access_state == AccessState::Allowed
+                && d.access_state_reason == AccessReason::Global
+        })
+        .map(|d| d.identity)
+        .collect();
+    // A guard below them.
+    let strict = easgate::model::RestrictionLimit {
+        percent: 0.0,
+        floor: 10,
+    };
+    assert!(
+        by_rule.len() > strict.floor,
+        "{} Androids only the default allows",
+        by_rule.len()
+    );
+
+    let blocking = SyncSettings {
+        device_access_rules: Some(vec![family("Android", AccessLevel::Block)]),
+        max_new_restrictions: strict,
+        ..allow
+    };
+    let guarded = org_sync_over(&lab, store.clone(), blocking.clone(), transport);
+    let rehearsal = within(LIMIT, guarded.run(SyncKind::Full, true, policy()))
+        .await
+        .unwrap();
+    assert_eq!(
+        rehearsal.restrictions,
+        by_rule.len() as u64,
+        "{rehearsal:#?}"
+    );
+    let report = rehearsal.dry_run.as_ref().expect("a dry run's report");
+    assert!(report.would_hold);
+    assert!(
+        report
+            .changes
+            .iter()
+            .all(|c| c.from == easgate::model::AccessState::Allowed
+                && c.to == NewState::Blocked
+                && c.by == Cause::AccessRule),
+        "{:#?}",
+        report.changes
+    );
+    let listed: BTreeSet<String> = report.changes.iter().map(|c| c.identity.clone()).collect();
+    assert_eq!(listed, by_rule);
+
+    lab.control().reset_counters();
+    let held = within(LIMIT, guarded.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(held.outcome, RunOutcome::Held, "{held:#?}");
+    assert_eq!(held.restrictions, by_rule.len() as u64);
+    let counters = lab.control().counters();
+    assert_eq!(counters.calls("New-ActiveSyncDeviceAccessRule"), 0);
+    assert_eq!(counters.calls("Set-CASMailbox"), 0);
+    assert_eq!(state(&lab), before);
+
+    let let_through = org_sync_over(
+        &lab,
+        store,
+        SyncSettings {
+            max_new_restrictions: unguarded().max_new_restrictions,
+            ..blocking
+        },
+        transport,
+    );
+    let run = within(LIMIT, let_through.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:#?}");
+    let changed: BTreeSet<String> = state(&lab)
         .difference(&before)
         .map(|(identity, state)| {
             assert_eq!(state, "Blocked", "{identity}");

@@ -175,6 +175,7 @@ async fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
         ),
         ("easgate_cas_failovers_total", vec![org]),
         ("easgate_plugin_errors_total", vec![org]),
+        ("easgate_device_statistics_failures_total", vec![org]),
         ("easgate_commands_total", vec![org, ("result", "failed")]),
         ("easgate_notices_total", vec![org, ("result", "given-up")]),
     ] {

@@ -45,10 +45,9 @@ async fn a_device_unsynced_past_the_limit_is_blocked_and_a_recent_one_allowed(
         .set_last_sync(&recent.device_id, now() - DAY)
         .unwrap();
     let (_dir, store) = temp_store();
-    let settings = SyncSettings {
-        read_device_statistics: true,
-        ..unguarded()
-    };
+    // `read_device_statistics` unset: the built-in policy's blockStaleAfterDays turns it on.
+    let settings = unguarded();
+    assert_eq!(settings.read_device_statistics, None);
     let policy = builtin(
         &PluginEngine::new().unwrap(),
         r#"{"blockStaleAfterDays": 90}"#,
@@ -60,6 +59,8 @@ async fn a_device_unsynced_past_the_limit_is_blocked_and_a_recent_one_allowed(
         .await
         .unwrap();
     assert!(full.errors.is_empty(), "{:?}", full.errors);
+    let read = full.statistics.as_ref().expect("statistics were read");
+    assert!(read.read > 0 && read.failed == 0, "{read:?}");
     let after = lab.control().truth();
     let state = |id: &str| after.iter().find(|d| d.device_id == id).unwrap().clone();
     assert!(
@@ -105,20 +106,53 @@ async fn a_device_unsynced_past_the_limit_is_blocked_and_a_recent_one_allowed(
     );
 }
 
-over_transports!(statistics_are_off_unless_asked_for);
-async fn statistics_are_off_unless_asked_for(transport: Transport) {
+// Nothing is read when nothing needs it, nor when turned off; turned off under a stale limit
+// (a settings file the configuration cannot see), the run says the limit never fires.
+over_transports!(statistics_are_off_unless_needed_or_asked_for);
+async fn statistics_are_off_unless_needed_or_asked_for(transport: Transport) {
     let lab = sync_lab(50).await;
+    let engine = PluginEngine::new().unwrap();
     let (_dir, store) = temp_store();
-    let policy = builtin(
-        &PluginEngine::new().unwrap(),
-        r#"{"blockStaleAfterDays": 1}"#,
-    );
     let sync = org_sync_over(&lab, store, unguarded(), transport);
     lab.control().reset_counters();
-    within(LIMIT, sync.run(SyncKind::Full, false, policy))
-        .await
-        .unwrap();
+    let run = within(
+        LIMIT,
+        sync.run(
+            SyncKind::Full,
+            false,
+            builtin(&engine, r#"{"notify": true}"#),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(lab.control().counters().calls(STATISTICS), 0);
+    assert_eq!(run.statistics, None);
+
+    let (_dir, store) = temp_store();
+    let off = SyncSettings {
+        read_device_statistics: Some(false),
+        ..unguarded()
+    };
+    let sync = org_sync_over(&lab, store, off, transport);
+    lab.control().reset_counters();
+    let run = within(
+        LIMIT,
+        sync.run(
+            SyncKind::Full,
+            false,
+            builtin(&engine, r#"{"blockStaleAfterDays": 1}"#),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lab.control().counters().calls(STATISTICS), 0);
+    let said: Vec<&String> = run
+        .errors
+        .iter()
+        .filter(|e| e.contains("blockStaleAfterDays never fires"))
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", run.errors);
+    assert!(said[0].contains("read_device_statistics = false"));
 }
 
 fn device(identity: &str, mailbox: &str) -> ExchangeDevice {
@@ -180,4 +214,65 @@ async fn a_device_or_mailbox_gone_meanwhile_is_left_without_statistics(transport
     assert_eq!(devices[0].last_success_sync, Some(at));
     assert_eq!(devices[1].last_success_sync, None);
     assert_eq!(devices[2].last_success_sync, None);
+}
+
+// Any error other than a gone mailbox or device is counted, and the first is kept naming its
+// mailbox once, with its cause: what the run's summary, errors and metric carry.
+over_transports!(a_failed_read_is_counted_with_its_mailbox_and_cause);
+async fn a_failed_read_is_counted_with_its_mailbox_and_cause(transport: Transport) {
+    let lab = sync_lab(20).await;
+    let truth = lab.control().truth();
+    let mut mailboxes: Vec<String> = truth.iter().filter_map(|d| d.mailbox.clone()).collect();
+    mailboxes.sort();
+    mailboxes.dedup();
+    let known: Vec<&DeviceTruth> = mailboxes[..2]
+        .iter()
+        .map(|m| {
+            truth
+                .iter()
+                .find(|d| d.mailbox.as_ref() == Some(m))
+                .unwrap()
+        })
+        .collect();
+    let org = organization_over(&lab, transport);
+    let exchange = ExchangeClient::builder(&org, &test_http()).build().unwrap();
+    let mut devices: Vec<ExchangeDevice> = known
+        .iter()
+        .map(|d| device(&d.identity, d.mailbox.as_deref().unwrap()))
+        .collect();
+    // Exchange refuses every request: neither a gone mailbox nor a gone device.
+    lab.control().fail_cas(0, 400).unwrap();
+    let mut report = StatisticsReport::default();
+    within(
+        LIMIT,
+        statistics::fill(&exchange, &mut devices, &mut report),
+    )
+    .await;
+    lab.control().heal_cas(0).unwrap();
+    assert_eq!(
+        (report.requests, report.read, report.gone, report.failed),
+        (2, 0, 0, 2),
+        "{report:?}"
+    );
+    assert!(devices.iter().all(|d| d.last_success_sync.is_none()));
+    let first = report.first_error.clone().expect("the first error is kept");
+    let named: Vec<&String> = mailboxes[..2]
+        .iter()
+        .filter(|m| first.to_lowercase().contains(&m.to_lowercase()))
+        .collect();
+    assert_eq!(named.len(), 1, "one mailbox named: {first}");
+    assert_eq!(
+        first
+            .to_lowercase()
+            .matches(&named[0].to_lowercase())
+            .count(),
+        1,
+        "named once: {first}"
+    );
+    assert!(first.contains(STATISTICS), "the cause: {first}");
+    let line = report.error_line().unwrap();
+    assert!(
+        line.contains("2 devices") && line.ends_with(&first),
+        "{line}"
+    );
 }

@@ -181,6 +181,7 @@ impl Config {
             if let Some(policy) = &org.policy {
                 policy.validate(|field| format!("organization[{i}].{field}"), &self.sync)?;
             }
+            policy::check_stale_limit(i, org, &self.sync)?;
         }
         if let Some(admin) = &self.admin {
             admin.validate()?;

@@ -114,6 +114,56 @@ impl OrgPolicy {
     }
 }
 
+/// Refuses `read_device_statistics = false` for organization `i` when the built-in policy
+/// deciding it has `blockStaleAfterDays`, which would then silently never fire. Only settings
+/// written here are seen: a settings file is read by the plugin registry (the run says it),
+/// and a plugin other than the built-in is never interpreted.
+pub(super) fn check_stale_limit(
+    i: usize,
+    org: &super::Organization,
+    sync: &SyncConfig,
+) -> Result<(), (String, String)> {
+    use crate::model::settings::STALE_LIMIT_KEY;
+    let (plugin, settings, written) = match &org.policy {
+        Some(policy) => match (&policy.settings, &policy.settings_file) {
+            (Some(inline), _) => (
+                policy.plugin_name(sync),
+                inline,
+                format!("organization[{i}].policy.settings.{STALE_LIMIT_KEY}"),
+            ),
+            (None, Some(_)) => return Ok(()),
+            (None, None) => (
+                policy.plugin_name(sync),
+                &sync.builtin_policy_settings,
+                format!("sync.builtin_policy_settings.{STALE_LIMIT_KEY}"),
+            ),
+        },
+        None => (
+            sync.access_policy.as_str(),
+            &sync.builtin_policy_settings,
+            format!("sync.builtin_policy_settings.{STALE_LIMIT_KEY}"),
+        ),
+    };
+    if plugin != World::AccessPolicy.builtin_name() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(settings).unwrap_or_default();
+    if !org.sync.starves_stale_limit(Some(&json)) {
+        return Ok(());
+    }
+    let days = settings.get(STALE_LIMIT_KEY).map(ToString::to_string);
+    Err((
+        format!("organization[{i}].sync.read_device_statistics"),
+        format!(
+            "is false, but the built-in policy's `{written} = {}` needs each device's last \
+             sync, so it would never block a device: remove `read_device_statistics = false` \
+             (unset, the statistics are read because of {STALE_LIMIT_KEY}) or remove \
+             {STALE_LIMIT_KEY}",
+            days.unwrap_or_default()
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::testing::{FULL, parse, place};
@@ -217,5 +267,48 @@ mod tests {
         assert_eq!(field, "organization[1].policy");
         assert_eq!(line, line_of(&text, "[organization.policy]"));
         assert!(message.contains("neither"), "{message}");
+    }
+
+    /// Issue 17: the built-in policy's `blockStaleAfterDays` with the statistics read turned
+    /// off is refused at the `read_device_statistics` line, naming both keys and the fix;
+    /// unset, or for a plugin of the directory, it loads.
+    #[test]
+    fn a_stale_limit_with_statistics_turned_off_is_refused_at_its_line() {
+        let line_of =
+            |text: &str, start: &str| text.lines().position(|l| l.starts_with(start)).unwrap() + 1;
+        let off = "\n[organization.sync]\nread_device_statistics = false\n";
+        let cases = [
+            (
+                format!("[sync.builtin_policy_settings]\nblockStaleAfterDays = 90\n{FULL}{off}"),
+                "sync.builtin_policy_settings.blockStaleAfterDays = 90",
+            ),
+            (
+                format!(
+                    "{FULL}{off}[organization.policy]\nplugin = \"access-policy\"\n\
+                     [organization.policy.settings]\nblockStaleAfterDays = 30\n"
+                ),
+                "organization[1].policy.settings.blockStaleAfterDays = 30",
+            ),
+        ];
+        for (text, other) in cases {
+            let (line, _, field, message) = place(parse(&text).unwrap_err());
+            assert_eq!(field, "organization[1].sync.read_device_statistics");
+            assert_eq!(line, line_of(&text, "read_device_statistics"), "{text}");
+            assert!(
+                message.contains(other) && message.contains("remove `read_device_statistics"),
+                "{message}"
+            );
+        }
+        // Unset: loads, and the run reads statistics for the limit.
+        let unset = format!("[sync.builtin_policy_settings]\nblockStaleAfterDays = 90\n{FULL}");
+        let c = parse(&unset).unwrap();
+        let settings = c.sync.builtin_policy_json();
+        assert!(c.organizations[1].sync.reads_statistics(Some(&settings)));
+        // Another organization's policy from the plugin directory: its settings are its own.
+        let foreign = format!(
+            "[sync]\nplugin_dir = \"plugins\"\n{FULL}{off}[organization.policy]\n\
+             plugin = \"byod-strict\"\n[organization.policy.settings]\nblockStaleAfterDays = 9\n"
+        );
+        parse(&foreign).unwrap();
     }
 }

@@ -52,10 +52,11 @@ pub struct SyncSettings {
     pub device_access_rules: Option<Vec<DeviceAccessRule>>,
     /// Whether each device the sync decides gets its `LastSuccessSync` read
     /// (`Get-MobileDeviceStatistics`, one request per mailbox of the devices decided) for the
-    /// policy's `last-success-sync`. Off by default: a full sync then costs a request per
-    /// mailbox more. Turn it on when the policy uses it (the built-in policy's
-    /// `blockStaleAfterDays`).
-    pub read_device_statistics: bool,
+    /// policy's `last-success-sync`: it costs a full sync a request per mailbox more. Unset:
+    /// read exactly when the built-in policy decides with `blockStaleAfterDays` set (see
+    /// [`SyncSettings::reads_statistics`]); a third-party plugin's settings are never
+    /// interpreted, so for one it must be set to `true`.
+    pub read_device_statistics: Option<bool>,
 }
 
 /// `default_access_level`: the organization default a full sync keeps Exchange at.
@@ -86,6 +87,22 @@ impl SyncSettings {
         }
     }
 
+    /// Whether a run reads device statistics. `builtin_policy_settings`: the settings (a JSON
+    /// object) of the policy deciding the run when it is the built-in one, `None` for any
+    /// other plugin. Unset, it follows the built-in policy's `blockStaleAfterDays`, which
+    /// never fires without them.
+    pub fn reads_statistics(&self, builtin_policy_settings: Option<&str>) -> bool {
+        self.read_device_statistics
+            .unwrap_or_else(|| builtin_policy_settings.is_some_and(sets_stale_limit))
+    }
+
+    /// Whether statistics are turned off while the built-in policy's `blockStaleAfterDays`
+    /// needs them: a limit that would silently never fire.
+    pub fn starves_stale_limit(&self, builtin_policy_settings: Option<&str>) -> bool {
+        self.read_device_statistics == Some(false)
+            && builtin_policy_settings.is_some_and(sets_stale_limit)
+    }
+
     /// The old and the new key for the org default are not both set: which one would win is
     /// not something an admin should have to guess. The error names the field (relative to
     /// `[organization.sync]`) and the fix.
@@ -103,6 +120,16 @@ impl SyncSettings {
         }
         Ok(())
     }
+}
+
+/// The built-in policy's key whose verdicts need the devices' statistics.
+pub const STALE_LIMIT_KEY: &str = "blockStaleAfterDays";
+
+/// Whether the built-in policy's settings (a JSON object) set `blockStaleAfterDays`. Settings
+/// that are not a JSON object set nothing (the policy refuses them itself).
+pub fn sets_stale_limit(builtin_policy_settings: &str) -> bool {
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(builtin_policy_settings)
+        .is_ok_and(|o| o.get(STALE_LIMIT_KEY).is_some_and(|v| !v.is_null()))
 }
 
 /// One device access rule (`New-ActiveSyncDeviceAccessRule`): Intune's platform exceptions
@@ -155,7 +182,7 @@ impl Default for SyncSettings {
             admin_mail_recipients: None,
             user_mail_insert: None,
             device_access_rules: None,
-            read_device_statistics: false,
+            read_device_statistics: None,
         }
     }
 }
@@ -278,5 +305,29 @@ mod tests {
         assert!(settings.override_default_rule);
         assert!(!settings.remove_retired_partnerships);
         assert!(toml::from_str::<SyncSettings>("max_new_restriction = 3").is_err());
+    }
+
+    /// Issue 17: `blockStaleAfterDays` of the built-in policy turns the statistics read on
+    /// unless the organization says otherwise; another plugin's settings mean nothing here.
+    #[test]
+    fn the_built_in_stale_limit_turns_the_statistics_read_on_unless_told_otherwise() {
+        let read = |text: &str| toml::from_str::<SyncSettings>(text).unwrap();
+        let stale = Some(r#"{"blockStaleAfterDays": 90, "notify": true}"#);
+        let (unset, on, off) = (
+            read(""),
+            read("read_device_statistics = true"),
+            read("read_device_statistics = false"),
+        );
+        assert!(unset.reads_statistics(stale));
+        assert!(!unset.reads_statistics(Some(r#"{"notify": true}"#)));
+        assert!(!unset.reads_statistics(Some(r#"{"blockStaleAfterDays": null}"#)));
+        assert!(!unset.reads_statistics(Some("not json")));
+        // A third-party plugin (no built-in settings) is never second-guessed.
+        assert!(!unset.reads_statistics(None));
+        assert!(on.reads_statistics(None));
+        assert!(!off.reads_statistics(stale));
+        assert!(off.starves_stale_limit(stale));
+        assert!(!unset.starves_stale_limit(stale) && !on.starves_stale_limit(stale));
+        assert!(!off.starves_stale_limit(None));
     }
 }

@@ -10,6 +10,8 @@
 //! * `Set-CASMailbox`: each device's current verdict as Exchange spells the state (on the allow
 //!   list: `Allowed`; block list: `Blocked`; on neither: `Quarantined`, the organization
 //!   default the connector manages), reason `Individual` for a list entry, `Global` otherwise;
+//!   where a rule or the default gives a device on no list another state (a quarantine under an
+//!   allow default), the sync then records that one ([`Store::record_shown_states`]);
 //! * `Set-ActiveSyncOrganizationSettings -DefaultAccessLevel L`: the devices that lose access
 //!   by the switch take L's state, reason `Global`.
 //!
@@ -106,6 +108,41 @@ pub(super) fn record(
         }
     }
     Ok(())
+}
+
+impl Store {
+    /// Records the state Exchange shows, where a confirmed list edit cannot give a device its
+    /// verdict's (a quarantine under an allow rule or default; see `sync::plan::Shown`):
+    /// (device, level, `DeviceAccessStateReason`). Called after [`record`] wrote the
+    /// verdict's, for the devices of confirmed commands only.
+    pub fn record_shown_states(
+        &self,
+        org: OrgId,
+        states: &[(DeviceKey, AccessLevel, String)],
+    ) -> Result<(), StoreError> {
+        let doing = "recording the access state Exchange shows";
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.sql(doing))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE devices SET exchange = json_set(exchange,
+                         '$.access_state', ?3, '$.access_state_reason', ?4)
+                     WHERE org_id = ?1 AND device_key = ?2",
+                )
+                .map_err(self.sql(doing))?;
+            for (key, level, reason) in states {
+                stmt.execute(rusqlite::params![
+                    org.0,
+                    key.as_str(),
+                    state_of(*level),
+                    reason
+                ])
+                .map_err(self.sql(doing))?;
+            }
+        }
+        tx.commit().map_err(self.sql(doing))
+    }
 }
 
 #[cfg(test)]

@@ -87,7 +87,8 @@ pub enum DiscoverError {
 #[derive(Debug, Default)]
 pub struct Discovered {
     pub inventory: Inventory,
-    /// The organization's `DefaultAccessLevel` (full sync only).
+    /// The organization's `DefaultAccessLevel` as Exchange has it now (read by both syncs: a
+    /// quick sync predicts each unlisted device's state from it, and never sets it).
     pub org_default: Option<AccessLevel>,
     /// The ActiveSync organization settings (full sync only).
     pub org_settings: Option<models::OrganizationSettings>,
@@ -578,14 +579,22 @@ pub async fn quick(
     known: impl Future<Output = Result<Known, StoreError>>,
 ) -> Result<Started, DiscoverError> {
     let mut unreadable = Unreadables::default();
-    let (since_cursor, states, groups, known) = tokio::join!(
+    // The default as Exchange has it, not as configured: an admin may have changed it by hand
+    // since the last full sync, and only a full sync puts it back. One request.
+    let settings = GetOrganizationSettings {};
+    let (since_cursor, states, groups, known, settings) = tokio::join!(
         changed_since(exchange, graph, since, &mut unreadable),
         timed("Graph managedDevices states", graph.managed_device_states()),
         timed("Graph group members", group_membership(graph, scope_groups)),
         known,
+        timed(
+            "Get-ActiveSyncOrganizationSettings",
+            exchange.run(&settings)
+        ),
     );
     let (devices, mut changed) = since_cursor?;
     let (states, groups, known) = (states?, groups?, known?);
+    let org_default = settings?.into_iter().next().map(|s| s.default_access_level);
     let moved = Moved::find(&known, &states, &groups, &devices, &changed);
     tracing::debug!(
         records = moved.records.len(),
@@ -635,7 +644,7 @@ pub async fn quick(
                 // listing said which do): a partnership without one lost it.
                 managed_complete: true,
             },
-            org_default: None,
+            org_default,
             org_settings: None,
             access_rules: None,
             unreadable: unreadable.lines,
@@ -737,18 +746,53 @@ fn same_record(was: &KnownRecord, now: &graph_models::ManagedDeviceState) -> boo
             .eq_ignore_ascii_case(now.management_state.as_deref().unwrap_or_default())
 }
 
-/// The Intune records of `device_ids`, one request each (`easDeviceId eq`).
+/// The Intune records of `device_ids`, one request each (`easDeviceId eq`), eight at a time:
+/// after a service-side change of many records (a grace period running out) one after another
+/// they would wait a round trip each, while the Graph client's budget paces them either way.
+/// In order of `device_ids`; the first failure stops the lookups not yet started.
 async fn records_of(
     graph: &GraphClient,
     device_ids: &[String],
     unreadable: &mut Unreadables,
 ) -> Result<Vec<ManagedDevice>, DiscoverError> {
+    // Workers of one task, taking the next id in turn (the client is shared, not cloned).
+    // Atomic and a mutex only because the sync's future must be `Send`; nothing contends.
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let next = AtomicUsize::new(0);
+    let found = std::sync::Mutex::new(Vec::with_capacity(device_ids.len()));
+    let worker = || async {
+        loop {
+            let i = next.fetch_add(1, Relaxed);
+            let Some(id) = device_ids.get(i) else { break };
+            let records = graph
+                .managed_device_records(ManagedDevices::EasDeviceId(id))
+                .await;
+            if records.is_err() {
+                next.store(device_ids.len(), Relaxed);
+            }
+            found.lock().expect("record lookups").push((i, records));
+        }
+    };
+    tokio::join!(
+        worker(),
+        worker(),
+        worker(),
+        worker(),
+        worker(),
+        worker(),
+        worker(),
+        worker()
+    );
+    let mut found = found.into_inner().expect("record lookups");
+    found.sort_unstable_by_key(|(i, _)| *i);
     let mut out = Vec::new();
-    for id in device_ids {
-        let records = graph
-            .managed_device_records(ManagedDevices::EasDeviceId(id))
-            .await?;
-        out.extend(unreadable.managed(records)?.into_iter().map(managed_device));
+    for (_, records) in found {
+        out.extend(
+            unreadable
+                .managed(records?)?
+                .into_iter()
+                .map(managed_device),
+        );
     }
     Ok(out)
 }

@@ -10,6 +10,10 @@
 //!   access from those it allowed, to Allow gives it to those it kept out. Those devices get
 //!   no command of their own, which is why a report built from the list edits alone missed
 //!   them (825 of a 3 000-device organization, with 9 listed);
+//! * a device access rule changes (`New-`/`Remove-ActiveSyncDeviceAccessRule`), which moves
+//!   the devices on no list that the new rules (or, no rule matching any more, the default)
+//!   decide otherwise: a new blocking rule takes access from every one it matches
+//!   ([`Plan::count_rule_changes`]);
 //! * its partnership is removed (`Remove-MobileDevice`, a device Intune retired).
 //!
 //! A list edit that leaves the state as it is (an allow entry for a device the default already
@@ -75,6 +79,8 @@ pub enum Cause {
     MailboxLists,
     /// The organization default's switch.
     OrgDefault,
+    /// A change of the device access rules.
+    AccessRule,
     /// The removal of its partnership.
     Removal,
 }
@@ -84,6 +90,7 @@ impl Cause {
         match self {
             Cause::MailboxLists => "mailbox lists",
             Cause::OrgDefault => "organization default",
+            Cause::AccessRule => "device access rule",
             Cause::Removal => "removal of the partnership",
         }
     }
@@ -161,6 +168,15 @@ pub fn report(
         losing_verdicts: losing_verdicts(decided, &losing),
         losing,
         listed: plan.changes.iter().map(|c| (&c.key, c.verdict)).collect(),
+        by_rules: plan.by_rules.iter().collect(),
+        verdicts: if plan.by_rules.is_empty() {
+            HashMap::new()
+        } else {
+            decided
+                .iter()
+                .map(|d| (d.device.key(), d.verdict))
+                .collect()
+        },
     };
 
     let mut changes = Vec::new();
@@ -243,6 +259,10 @@ struct Outcomes<'p> {
     platform: &'p Platform<'p>,
     /// The state the default's switch gives the devices it moves.
     switched_to: NewState,
+    /// The devices a change of the rules moves.
+    by_rules: HashSet<&'p DeviceKey>,
+    /// The verdicts of all decided devices, when a change of the rules moves some.
+    verdicts: HashMap<DeviceKey, Verdict>,
 }
 
 impl Outcomes<'_> {
@@ -263,6 +283,16 @@ impl Outcomes<'_> {
                 self.switched_to,
                 self.losing_verdicts.get(key).copied(),
                 Cause::OrgDefault,
+            ))
+        } else if self.by_rules.contains(key) {
+            let level = self
+                .platform
+                .level_of(device)
+                .unwrap_or(AccessLevel::Quarantine);
+            Some((
+                NewState::of_level(level),
+                self.verdicts.get(key).copied(),
+                Cause::AccessRule,
             ))
         } else {
             None

@@ -165,6 +165,18 @@ pub struct Plan<S = PlannedCommand> {
     /// Quarantined devices whose lists are right but that Exchange reports allowed or blocked:
     /// a device access rule or the org default decides them, which no list edit can change.
     pub unenforced: Vec<DeviceKey>,
+    /// Devices on no list after the plan, allowed now by a rule or the default, that a change
+    /// of the device access rules blocks or quarantines ([`Plan::count_rule_changes`]); in
+    /// `restricted` too.
+    #[serde(default)]
+    pub by_rules: Vec<DeviceKey>,
+    /// Devices whose lists change but whose state Exchange will show is not their verdict's:
+    /// a quarantine under an allow rule or default (no list can quarantine a device), an
+    /// allowed device left to a blocking rule or default (`override_default_rule` off). With
+    /// the state and `DeviceAccessStateReason` Exchange will show, for the store to record
+    /// instead of the verdict's once the edit is confirmed.
+    #[serde(default)]
+    pub shown: Vec<Shown>,
     /// Devices the plan takes from allowed to blocked or quarantined, or whose allowed
     /// partnership it removes: `restricted.len()`.
     pub restrictions: usize,
@@ -180,6 +192,26 @@ impl<S> Plan<S> {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.commands.is_empty()
+    }
+}
+
+/// The state Exchange will show for a device whose verdict its lists cannot give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shown {
+    pub key: DeviceKey,
+    pub level: AccessLevel,
+    /// `DeviceRule` or `Global`.
+    pub reason: String,
+}
+
+/// The level the store records for a confirmed list edit by `verdict` (see
+/// `store::enforced_state`); `None` for exempt, which no edit is for.
+fn recorded_level(verdict: Verdict) -> Option<AccessLevel> {
+    match verdict {
+        Verdict::Allow => Some(AccessLevel::Allow),
+        Verdict::Block => Some(AccessLevel::Block),
+        Verdict::Quarantine => Some(AccessLevel::Quarantine),
+        Verdict::Exempt => None,
     }
 }
 
@@ -258,6 +290,18 @@ impl Platform<'_> {
             Some(rules) => deciding_rule(rules, device).or_else(default),
             None => now_by("DeviceRule").or_else(default),
         }
+    }
+
+    /// What Exchange names as deciding `device` on no list: `DeviceRule` when a rule matches
+    /// it (the configured ones, or without them the one Exchange reports now), else `Global`.
+    pub fn reason_of(&self, device: &ExchangeDevice) -> &'static str {
+        let by_rule = match self.rules {
+            Some(rules) => deciding_rule(rules, device).is_some(),
+            None => device
+                .access_state_reason
+                .eq_ignore_ascii_case("DeviceRule"),
+        };
+        if by_rule { "DeviceRule" } else { "Global" }
     }
 
     /// Where `verdict` puts `device`, given what rules and the default give it (`level`).
@@ -441,6 +485,8 @@ pub fn plan(
         changes: plan.changes,
         skipped: plan.skipped,
         unenforced: plan.unenforced,
+        by_rules: plan.by_rules,
+        shown: plan.shown,
         restrictions: plan.restrictions,
         restricted: plan.restricted,
         limit: plan.limit,
@@ -469,6 +515,7 @@ pub fn plan_steps(
         skipped: Vec::new(),
         unenforced: Vec::new(),
         restricted: BTreeSet::new(),
+        shown: Vec::new(),
     };
     for d in decided {
         planning.device(&by_identity, d);
@@ -480,6 +527,7 @@ pub fn plan_steps(
         skipped,
         unenforced,
         mut restricted,
+        shown,
     } = planning;
     let mut edits: Vec<(&str, (&Mailbox, ListEdits))> = edits.into_iter().collect();
     edits.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -496,6 +544,8 @@ pub fn plan_steps(
         changes,
         skipped,
         unenforced,
+        by_rules: Vec::new(),
+        shown,
         restrictions,
         restricted,
         limit,
@@ -515,6 +565,7 @@ struct Planning<'a> {
     skipped: Vec<Skipped>,
     unenforced: Vec<DeviceKey>,
     restricted: BTreeSet<DeviceKey>,
+    shown: Vec<Shown>,
 }
 
 impl<'a> Planning<'a> {
@@ -555,10 +606,16 @@ impl<'a> Planning<'a> {
         let level = self.platform.level_of(device);
         let place = self.platform.place(d.verdict, level);
         if edit.enforce(mailbox, &device.device_id, place) {
-            if device.access_state == AccessState::Allowed
-                && settled(place, level) != AccessLevel::Allow
-            {
+            let after = settled(place, level);
+            if device.access_state == AccessState::Allowed && after != AccessLevel::Allow {
                 self.restricted.insert(key.clone());
+            }
+            if Some(after) != recorded_level(d.verdict) {
+                self.shown.push(Shown {
+                    key: key.clone(),
+                    level: after,
+                    reason: self.platform.reason_of(device).to_owned(),
+                });
             }
             edit.devices.push(key.clone());
             self.changes.push(DeviceChange {
@@ -697,6 +754,59 @@ impl<S: From<PlannedCommand>> Plan<S> {
             }
             .into(),
         );
+        self.restrictions = self.restricted.len();
+        self.held = self.restrictions > self.limit;
+    }
+}
+
+impl<S> Plan<S> {
+    /// Counts, for the blast-radius guard, the devices a full sync's change of the device
+    /// access rules takes from allowed to blocked or quarantined: those Exchange allows now by
+    /// a rule or the default (reason `DeviceRule` or `Global`; a listed device is decided by
+    /// its list), that are on no list after the plan (decided so, or not decided and on none
+    /// now) and that the configured rules (`platform.rules`), or failing them the default
+    /// after the plan, block or quarantine. Devices already counted (a list edit, the
+    /// default's switch) are not counted twice. Call it only when the rules change: with the
+    /// rules as they are, a device's state already is what they give it.
+    pub fn count_rule_changes(
+        &mut self,
+        devices: &[ExchangeDevice],
+        decided: &[Decided<'_>],
+        platform: &Platform<'_>,
+    ) {
+        if platform.rules.is_none() {
+            return;
+        }
+        // A device the plan could not list (no or an unknown mailbox) stays on no list.
+        let skipped: HashSet<&DeviceKey> = self.skipped.iter().map(|s| &s.key).collect();
+        let verdicts: HashMap<DeviceKey, Verdict> = decided
+            .iter()
+            .map(|d| (d.device.key(), d.verdict))
+            .filter(|(key, _)| !skipped.contains(key))
+            .collect();
+        drop(skipped);
+        for device in devices {
+            let by_rule_or_default = ["DeviceRule", "Global"]
+                .iter()
+                .any(|r| device.access_state_reason.eq_ignore_ascii_case(r));
+            if device.access_state != AccessState::Allowed || !by_rule_or_default {
+                continue;
+            }
+            let key = device.key();
+            let level = platform.level_of(device);
+            let unlisted = match verdicts.get(&key) {
+                Some(&verdict) => platform.place(verdict, level) == Place::Neither,
+                // Not decided (or exempt): its lists stay, and it is on none now.
+                None => true,
+            };
+            if unlisted
+                && matches!(level, Some(AccessLevel::Block | AccessLevel::Quarantine))
+                && !self.restricted.contains(&key)
+            {
+                self.restricted.insert(key.clone());
+                self.by_rules.push(key);
+            }
+        }
         self.restrictions = self.restricted.len();
         self.held = self.restrictions > self.limit;
     }
@@ -1194,6 +1304,139 @@ mod tests {
             steady.commands.len(),
             1,
             "no org command when already Quarantine"
+        );
+    }
+
+    /// Issue 17: a new blocking rule restricts every allowed device on no list that it matches
+    /// (decided or not); a device it matches that goes on its allow list, one already counted,
+    /// one on a list now or one not allowed now is not counted.
+    #[test]
+    fn a_new_blocking_rule_counts_the_devices_on_no_list_it_takes_access_from() {
+        let rules = [crate::model::DeviceAccessRule {
+            query_string: "Android".into(),
+            characteristic: RuleCharacteristic::DeviceType,
+            access_level: AccessLevel::Block,
+        }];
+        let platform = Platform {
+            default: Some(AccessLevel::Allow),
+            rules: Some(&rules),
+            override_default_rule: true,
+        };
+        let mailboxes = [mailbox("alice", &["LISTED"], &[])];
+        let all = [
+            typed("alice", "Q", "Android", AccessState::Allowed, "Global"),
+            typed("alice", "U", "Android", AccessState::Allowed, "DeviceRule"),
+            typed("alice", "A", "Android", AccessState::Allowed, "Global"),
+            typed(
+                "alice",
+                "LISTED",
+                "Android",
+                AccessState::Allowed,
+                "Individual",
+            ),
+            typed("alice", "IPHONE", "iPhone", AccessState::Allowed, "Global"),
+            typed(
+                "alice",
+                "QUAR",
+                "Android",
+                AccessState::Quarantined,
+                "Global",
+            ),
+        ];
+        let [quarantined, undecided, allowed, listed, iphone, already] = &all;
+        let decided = [
+            (quarantined, Verdict::Quarantine),
+            (allowed, Verdict::Allow),
+            (listed, Verdict::Exempt),
+            (iphone, Verdict::Quarantine),
+            (already, Verdict::Quarantine),
+        ]
+        .map(|(device, verdict)| Decided { device, verdict });
+        let limit = RestrictionLimit {
+            percent: 0.0,
+            floor: 1,
+        };
+        let mut plan = plan_steps(&mailboxes, &decided, &[], &limit, all.len(), &platform);
+        // A goes on its allow list (allowed already: no restriction); nothing else changes.
+        assert_eq!((plan.restrictions, plan.held), (0, false));
+        plan.count_rule_changes(&all, &decided, &platform);
+        assert_eq!(plan.by_rules, [quarantined.key(), undecided.key()]);
+        assert_eq!((plan.restrictions, plan.held), (2, true));
+        // Counted once, however often asked.
+        plan.count_rule_changes(&all, &decided, &platform);
+        assert_eq!(plan.restrictions, 2);
+
+        let report = crate::sync::dry_run::report(
+            &plan,
+            &all,
+            &decided,
+            Some(AccessLevel::Allow),
+            &platform,
+        );
+        let listed: Vec<_> = report
+            .changes
+            .iter()
+            .filter(|c| c.by == crate::sync::dry_run::Cause::AccessRule)
+            .map(|c| (c.device_id.as_str(), c.from, c.to, c.verdict))
+            .collect();
+        use crate::sync::dry_run::NewState;
+        assert_eq!(
+            listed,
+            [
+                (
+                    "Q",
+                    AccessState::Allowed,
+                    NewState::Blocked,
+                    Some(Verdict::Quarantine)
+                ),
+                ("U", AccessState::Allowed, NewState::Blocked, None),
+            ]
+        );
+    }
+
+    /// Issue 17: an edit that cannot give a device its verdict's state says what Exchange
+    /// will show instead: a quarantine under an allow default stays allowed, an allowed device
+    /// left to a blocking rule (override off) stays blocked.
+    #[test]
+    fn an_edit_says_the_state_exchange_shows_where_it_is_not_the_verdicts() {
+        let rules = [crate::model::DeviceAccessRule {
+            query_string: "Android".into(),
+            characteristic: RuleCharacteristic::DeviceType,
+            access_level: AccessLevel::Block,
+        }];
+        let platform = Platform {
+            default: Some(AccessLevel::Allow),
+            rules: Some(&rules),
+            override_default_rule: false,
+        };
+        let mailboxes = [mailbox("alice", &["Q", "A", "B"], &[])];
+        let all = [
+            typed("alice", "Q", "iPhone", AccessState::Allowed, "Individual"),
+            typed("alice", "A", "Android", AccessState::Allowed, "Individual"),
+            typed("alice", "B", "iPhone", AccessState::Allowed, "Individual"),
+        ];
+        let decided = [
+            (&all[0], Verdict::Quarantine),
+            (&all[1], Verdict::Allow),
+            (&all[2], Verdict::Block),
+        ]
+        .map(|(device, verdict)| Decided { device, verdict });
+        let plan = plan_steps(&mailboxes, &decided, &[], &NO_LIMIT, 3, &platform);
+        assert_eq!(plan.changes.len(), 3);
+        assert_eq!(
+            plan.shown,
+            [
+                Shown {
+                    key: all[0].key(),
+                    level: AccessLevel::Allow,
+                    reason: "Global".into(),
+                },
+                Shown {
+                    key: all[1].key(),
+                    level: AccessLevel::Block,
+                    reason: "DeviceRule".into(),
+                },
+            ]
         );
     }
 

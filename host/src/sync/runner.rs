@@ -100,6 +100,9 @@ pub struct Summary {
     pub dry_run: Option<super::dry_run::DryRun>,
     /// What the notify stage did (all zero when notices are off).
     pub notices: NoticeReport,
+    /// What reading device statistics did (`None`: the run did not read them). Devices left
+    /// without them by an error also make one line of `errors`.
+    pub statistics: Option<StatisticsReport>,
 }
 
 impl Summary {
@@ -125,6 +128,7 @@ impl Summary {
             plugin_errors: Vec::new(),
             dry_run: None,
             notices: NoticeReport::default(),
+            statistics: None,
         }
     }
 }
@@ -302,7 +306,10 @@ impl OrgSync {
         if ready.held {
             return Box::pin(self.hold(run, ready)).await;
         }
+        let mut ready = ready;
+        let shown = std::mem::take(&mut ready.shown);
         let applied = Box::pin(self.record_and_apply(&mut run, ready, report)).await?;
+        self.record_shown(&run, shown).await?;
         self.account(&mut run.summary, &applied);
         if let (Some(notices), Some(template)) = (&self.notices, run.template.take()) {
             Box::pin(self.notify(notices, template, run.org, &mut run.summary)).await?;
@@ -370,12 +377,28 @@ impl OrgSync {
             now,
             organization: self.name.clone(),
         };
+        // Only the built-in policy's settings are read here (see
+        // `SyncSettings::reads_statistics`): a plugin file's are its own business.
+        let builtin = (policy.meta.source == crate::plugin::Source::Builtin)
+            .then_some(policy.meta.settings.as_str());
+        let reads_statistics = self.settings.reads_statistics(builtin);
+        // The configuration refuses this where it can see the settings; a settings file is
+        // read only by the plugin registry, so it can only be said here.
+        if self.settings.starves_stale_limit(builtin) {
+            run.summary.errors.push(format!(
+                "the built-in policy's {} never fires: `read_device_statistics = false` in \
+                 [organization.sync] withholds the last sync it needs; remove that line",
+                crate::model::settings::STALE_LIMIT_KEY
+            ));
+        }
         let listing = self.list(run, &pages);
         let taken_in = progress::stage(report, progress::DISCOVER, None, &pages, async {
             let started = listing.await?;
             let saver = (!dry_run).then(|| InventorySaver::start(self.store.clone(), org, now));
             let decider = Decider::start(policy, info, decided.clone());
-            let taken_in = self.take_in(org, started, saver, &decider).await?;
+            let taken_in = self
+                .take_in(org, started, saver, &decider, reads_statistics)
+                .await?;
             Ok::<_, TakeInError>((taken_in, decider))
         })
         .await;
@@ -384,6 +407,10 @@ impl OrgSync {
         match taken_in {
             Ok((taken_in, decider)) => {
                 run.stage.done("discover, match and save");
+                if let Some(report) = &taken_in.statistics {
+                    run.summary.errors.extend(report.error_line());
+                }
+                run.summary.statistics = taken_in.statistics.clone();
                 Ok(Some(Intake {
                     taken_in,
                     decider,
@@ -454,6 +481,7 @@ impl OrgSync {
             org_settings,
             access_rules,
             unreadable,
+            ..
         } = taken_in;
         // Devices whose records could not be read are not in the inventory: they must not
         // count as gone, nor be moved by a new org default that nobody decided for them.
@@ -525,15 +553,18 @@ impl OrgSync {
         } else {
             self.store.device_count(run.org)?
         };
-        // The default after this run: the configured one, unless a full sync must leave it
-        // (below); what Exchange has where the configuration leaves it alone.
+        // The default after this run: the configured one when a full sync sets it (below);
+        // else what Exchange has now, which a quick sync reads and never sets (an admin may
+        // have changed it by hand), the configured one only if Exchange's is unknown.
         let target = self.settings.org_default();
         let switch = run.full && complete;
         let platform = Platform {
-            default: if switch || !run.full {
+            default: if switch {
                 target.or(org_default)
-            } else {
+            } else if run.full {
                 org_default
+            } else {
+                org_default.or(target)
             },
             rules: self.settings.device_access_rules.as_deref(),
             override_default_rule: self.settings.override_default_rule,
@@ -569,6 +600,18 @@ impl OrgSync {
                 org_settings.as_ref(),
                 access_rules.as_deref(),
             );
+            // A rule change moves the devices on no list it matches: the guard counts those
+            // it restricts, and the dry run lists them.
+            let rules_change = settings.iter().any(|c| {
+                [
+                    super::plan::NEW_ACCESS_RULE,
+                    super::plan::REMOVE_ACCESS_RULE,
+                ]
+                .contains(&c.command.cmdlet.as_str())
+            });
+            if rules_change {
+                plan.count_rule_changes(&inventory.devices, &verdicts.decided, &platform);
+            }
             plan.commands
                 .extend(settings.into_iter().map(PlanStep::from));
         }
@@ -699,6 +742,7 @@ impl OrgSync {
         }
         crate::memory::release_free();
         Ok(Ready {
+            shown: std::mem::take(&mut plan.shown),
             commands: std::mem::take(&mut plan.commands),
             records,
             notices,
@@ -711,6 +755,8 @@ impl OrgSync {
     /// Records a held plan whole, in one transaction, with its notices (enqueued when it is
     /// applied), and ends the run waiting for an operator.
     async fn hold(&self, mut run: Run<'_>, ready: Ready) -> Result<Summary, SyncError> {
+        // Not `shown`: an approved plan's confirmed edits record their verdicts' states (a
+        // quarantine under an allow default shows quarantined until the next full sync).
         let Ready {
             commands,
             records,
@@ -718,6 +764,7 @@ impl OrgSync {
             held,
             restrictions,
             limit,
+            ..
         } = ready;
         let commands: Vec<PlannedCommand> =
             commands.into_iter().map(PlanStep::into_planned).collect();
@@ -783,6 +830,37 @@ impl OrgSync {
         run.summary.notices.deduplicated = recorded.deduplicated;
         run.stage.done("record and apply");
         Ok(applied)
+    }
+
+    /// Records, for the devices whose confirmed list edit cannot give them their verdict's
+    /// state, the state Exchange shows instead (a quarantine under an allow rule or default
+    /// stays allowed), so that the status page does not show them quarantined until the next
+    /// full sync reads them. Only commands Exchange confirmed count.
+    async fn record_shown(
+        &self,
+        run: &Run<'_>,
+        shown: Vec<super::plan::Shown>,
+    ) -> Result<(), SyncError> {
+        if shown.is_empty() {
+            return Ok(());
+        }
+        let (id, org) = (run.id, run.org);
+        blocking(&self.store, move |s| {
+            let done: std::collections::HashSet<DeviceKey> = s
+                .journal(id)?
+                .into_iter()
+                .filter(|e| e.state == crate::store::JournalState::Done)
+                .flat_map(|e| e.command.devices)
+                .collect();
+            let states: Vec<_> = shown
+                .into_iter()
+                .filter(|x| done.contains(&x.key))
+                .map(|x| (x.key, x.level, x.reason))
+                .collect();
+            s.record_shown_states(org, &states)
+        })
+        .await?;
+        Ok(())
     }
 
     /// No second notice about the same device and state within this many seconds.
@@ -928,6 +1006,7 @@ impl OrgSync {
         started: Started,
         saver: Option<InventorySaver>,
         decider: &Decider,
+        reads_statistics: bool,
     ) -> Result<TakenIn, TakeInError> {
         let Started {
             discovered,
@@ -963,10 +1042,7 @@ impl OrgSync {
         // The first device not yet queued for the policy.
         let mut queued = 0;
         let batch_size = self.batch_size.max(1);
-        let mut statistics = self
-            .settings
-            .read_device_statistics
-            .then(StatisticsReport::default);
+        let mut statistics = reads_statistics.then(StatisticsReport::default);
         while let Some(page) = pages.next().await? {
             let first = inventory.devices.len();
             for device in page {
@@ -1020,6 +1096,7 @@ impl OrgSync {
             org_settings,
             access_rules,
             unreadable,
+            statistics,
         })
     }
 }
@@ -1043,6 +1120,8 @@ struct TakenIn {
     access_rules: Option<Vec<crate::exchange::models::DeviceAccessRule>>,
     /// As [`Discovered::unreadable`], for the whole discovery.
     unreadable: Vec<String>,
+    /// What reading device statistics did, if the run read them.
+    statistics: Option<StatisticsReport>,
 }
 
 /// Why taking in a discovery failed.
@@ -1119,6 +1198,8 @@ struct Planned {
 /// What is left to write once the inventory is saved and let go: the plan's commands and its
 /// guard, the verdicts and the notices.
 struct Ready {
+    /// See [`Plan::shown`]; recorded once the commands are confirmed.
+    shown: Vec<super::plan::Shown>,
     commands: Vec<PlanStep>,
     records: Vec<DecisionRecord>,
     notices: Vec<NoticeRequest>,

@@ -10,7 +10,9 @@
 //!
 //! Never fails a sync: a mailbox or device gone meanwhile (Exchange's not-found) leaves its
 //! devices without statistics, which the policy must read as "unknown"; any other error does
-//! the same and is counted, with the first message kept for the run's log.
+//! the same and is counted, with the first error (its mailbox and cause) kept. The count and
+//! that error reach the run's summary (`statistics`), one line of its errors (so the run is
+//! partial and its history says why) and `easgate_device_statistics_failures_total`.
 //!
 //! No cache: `LastSuccessSync` moves on every sync of a device, so a stored value is out of
 //! date for every device in use by the next full sync; a cache could only prove "not stale
@@ -22,8 +24,8 @@ use crate::exchange::ExchangeClient;
 use crate::exchange::cmdlets::GetMobileDeviceStatistics;
 use crate::model::ExchangeDevice;
 
-/// What reading statistics did in one run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What reading statistics did in one run (the summary's `statistics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatisticsReport {
     /// `Get-MobileDeviceStatistics` requests (one per mailbox of a batch).
     pub requests: u64,
@@ -33,6 +35,7 @@ pub struct StatisticsReport {
     pub gone: u64,
     /// Devices left without statistics by another error.
     pub failed: u64,
+    /// The first of those errors: `mailbox <mailbox>: <cause>`.
     pub first_error: Option<String>,
 }
 
@@ -50,28 +53,43 @@ pub async fn fill_in(
 }
 
 impl StatisticsReport {
-    /// One line for the run: warned when devices were left without statistics by an error.
+    /// The line the run's errors get when devices were decided without their statistics by
+    /// an error; `None` when none was.
+    pub fn error_line(&self) -> Option<String> {
+        (self.failed > 0).then(|| {
+            format!(
+                "device statistics: {} devices decided without their last sync; first: {}",
+                self.failed,
+                self.first_error.as_deref().unwrap_or("no error text")
+            )
+        })
+    }
+
+    /// One line for the run's log: warned when devices were left without statistics by an
+    /// error.
     pub fn log(&self, org: &str) {
         let StatisticsReport {
             requests,
             read,
             gone,
             failed,
-            first_error,
+            ..
         } = self;
-        if *failed > 0 {
-            tracing::warn!(
-                org,
-                requests,
-                read,
-                gone,
-                failed,
-                "device statistics: {failed} devices decided without their last sync: {}",
-                first_error.as_deref().unwrap_or_default()
-            );
+        if let Some(line) = self.error_line() {
+            tracing::warn!(org, requests, read, gone, failed, "{line}");
         } else {
             tracing::info!(org, requests, read, gone, "device statistics read");
         }
+    }
+}
+
+/// `mailbox <mailbox>: <cause>`, the mailbox named once: a cause that already names it (as
+/// Exchange's own messages may) is not prefixed again.
+fn failure(mailbox: &str, cause: &str) -> String {
+    if cause.to_lowercase().contains(&mailbox.to_lowercase()) {
+        cause.to_owned()
+    } else {
+        format!("mailbox {mailbox}: {cause}")
     }
 }
 
@@ -99,8 +117,9 @@ pub async fn fill(
         .map(|(mailbox, positions)| (GetMobileDeviceStatistics { mailbox }, positions))
         .unzip();
     report.requests += commands.len() as u64;
+    let mailboxes: Vec<String> = commands.iter().map(|c| c.mailbox.clone()).collect();
     let results = exchange.run_all(commands).await;
-    for (result, positions) in results.into_iter().zip(positions) {
+    for ((result, positions), mailbox) in results.into_iter().zip(positions).zip(mailboxes) {
         let count = positions.len() as u64;
         let statistics = match result {
             Ok(statistics) => statistics,
@@ -109,9 +128,11 @@ pub async fn fill(
                 continue;
             }
             Err(error) => {
-                tracing::warn!("device statistics not read: {error}");
+                tracing::debug!(mailbox, "device statistics not read: {error}");
                 report.failed += count;
-                report.first_error.get_or_insert_with(|| error.to_string());
+                report
+                    .first_error
+                    .get_or_insert_with(|| failure(&mailbox, &error.to_string()));
                 continue;
             }
         };
@@ -130,5 +151,43 @@ pub async fn fill(
                 None => report.gone += 1,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_failure_names_its_mailbox_once() {
+        assert_eq!(
+            failure("a@contoso.com", "Get-MobileDeviceStatistics: HTTP 400"),
+            "mailbox a@contoso.com: Get-MobileDeviceStatistics: HTTP 400"
+        );
+        let named = "Get-MobileDeviceStatistics: no access to A@contoso.com";
+        assert_eq!(failure("a@contoso.com", named), named);
+    }
+
+    #[test]
+    fn only_errors_make_an_error_line() {
+        let mut report = StatisticsReport {
+            requests: 3,
+            read: 4,
+            gone: 1,
+            ..StatisticsReport::default()
+        };
+        assert_eq!(report.error_line(), None, "gone devices are not errors");
+        report.failed = 2;
+        report.first_error = Some("mailbox a@contoso.com: refused".into());
+        assert_eq!(
+            report.error_line().as_deref(),
+            Some(
+                "device statistics: 2 devices decided without their last sync; first: \
+                 mailbox a@contoso.com: refused"
+            )
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["failed"], 2);
+        assert_eq!(json["first_error"], "mailbox a@contoso.com: refused");
     }
 }
