@@ -4,6 +4,8 @@
 //! Timestamps are Unix seconds (UTC), as in the plugin contract. Enums carry the services'
 //! spellings in serde so the store can keep these records as JSON an operator can read.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Exchange `DeviceAccessState`.
@@ -371,6 +373,9 @@ pub struct Inventory {
     pub managed: Vec<ManagedDevice>,
     /// Users the mailboxes may belong to.
     pub users: Vec<DirectoryUser>,
+    /// Mailbox identity (lowercase) → the most preferred of its Exchange `Languages`, for the
+    /// mailboxes that have one: the notices' language when the directory has none.
+    pub mailbox_languages: HashMap<String, String>,
     /// True when `managed` holds the Intune record of every partnership in `devices` that has
     /// one: every record of the tenant (a full sync), or those of the partnerships a quick sync
     /// read, which it checked against a listing of every record's id. Only then does a record's

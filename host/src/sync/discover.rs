@@ -263,13 +263,24 @@ fn managed_device(m: graph_models::ManagedDevice) -> ManagedDevice {
     }
 }
 
-/// Joins `Get-CASMailbox` (lists) with `Get-Mailbox` (UPN) by identity.
-fn mailboxes(cas: Vec<models::CasMailbox>, mailboxes: Vec<models::Mailbox>) -> Vec<Mailbox> {
-    let upn: HashMap<String, String> = mailboxes
+/// The mailboxes, joining `Get-CASMailbox` (lists) with `Get-Mailbox` (UPN) by identity, and
+/// each mailbox's most preferred language (from the same `Get-Mailbox` listing, so it costs no
+/// request) keyed as [`Inventory::mailbox_languages`].
+fn mailboxes(
+    cas: Vec<models::CasMailbox>,
+    mailboxes: Vec<models::Mailbox>,
+) -> (Vec<Mailbox>, HashMap<String, String>) {
+    let mut upn: HashMap<String, String> = HashMap::with_capacity(mailboxes.len());
+    let mut languages = HashMap::new();
+    for m in mailboxes {
+        let identity = m.identity.to_lowercase();
+        if let Some(language) = m.languages.into_iter().find(|l| !l.trim().is_empty()) {
+            languages.insert(identity.clone(), language.trim().to_owned());
+        }
+        upn.insert(identity, m.user_principal_name);
+    }
+    let mailboxes = cas
         .into_iter()
-        .map(|m| (m.identity.to_lowercase(), m.user_principal_name))
-        .collect();
-    cas.into_iter()
         .map(|c| Mailbox {
             user_principal_name: upn.get(&c.identity.to_lowercase()).cloned(),
             identity: c.identity,
@@ -277,7 +288,8 @@ fn mailboxes(cas: Vec<models::CasMailbox>, mailboxes: Vec<models::Mailbox>) -> V
             allowed: c.active_sync_allowed_device_ids,
             blocked: c.active_sync_blocked_device_ids,
         })
-        .collect()
+        .collect();
+    (mailboxes, languages)
 }
 
 /// The directory users the mailboxes name, each with the in-scope groups it is a member of and
@@ -497,7 +509,7 @@ pub async fn full(
         timed("Graph group members", group_membership(graph, scope_groups)),
         timed("Get-ActiveSyncDeviceAccessRule", rules),
     );
-    let mailboxes = mailboxes(cas?, mbx?);
+    let (mailboxes, mailbox_languages) = mailboxes(cas?, mbx?);
     let by_identity: HashMap<String, String> = mailboxes
         .iter()
         .map(|m| (m.identity.to_lowercase(), m.identity.clone()))
@@ -514,6 +526,7 @@ pub async fn full(
                 mailboxes,
                 managed: managed.into_iter().map(managed_device).collect(),
                 users,
+                mailbox_languages,
                 managed_complete: true,
             },
             org_default,
@@ -602,7 +615,7 @@ pub async fn quick(
         &mut unreadable,
     )
     .await?;
-    let mailboxes = mailboxes_of(exchange, &devices).await?;
+    let (mailboxes, mailbox_languages) = mailboxes_of(exchange, &devices).await?;
     let by_identity: HashMap<String, String> = mailboxes
         .iter()
         .map(|m| (m.identity.to_lowercase(), m.identity.clone()))
@@ -631,6 +644,7 @@ pub async fn quick(
                 mailboxes,
                 managed: changed,
                 users,
+                mailbox_languages,
                 // Every partnership here has its record here when Intune has one (the state
                 // listing said which do): a partnership without one lost it.
                 managed_complete: true,
@@ -851,7 +865,7 @@ async fn with_partnerships_of(
 async fn mailboxes_of(
     exchange: &ExchangeClient,
     devices: &BTreeMap<String, models::MobileDevice>,
-) -> Result<Vec<Mailbox>, DiscoverError> {
+) -> Result<(Vec<Mailbox>, HashMap<String, String>), DiscoverError> {
     let names: BTreeSet<String> = devices
         .values()
         .filter_map(|d| ExchangeDevice::mailbox_of(&d.identity).map(str::to_lowercase))
