@@ -440,3 +440,88 @@ fn note_unsent(attempt: &NoticeAttempt, notice: &OutboxNotice, report: &mut Noti
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mailbox(identity: &str, upn: Option<&str>, smtp: &str) -> Mailbox {
+        Mailbox {
+            identity: identity.into(),
+            primary_smtp: smtp.into(),
+            user_principal_name: upn.map(Into::into),
+            ..Mailbox::default()
+        }
+    }
+
+    fn user(upn: &str, groups: &[&str], locale: &str) -> DirectoryUser {
+        DirectoryUser {
+            user_principal_name: upn.into(),
+            groups: groups.iter().map(|g| (*g).into()).collect(),
+            locale: locale.into(),
+        }
+    }
+
+    #[test]
+    fn graph_first_then_the_mailbox_and_only_unlisted_users_are_asked() {
+        let users = [
+            // Listed with a scope group, with a language and without.
+            user("Anna@contoso.com", &["g1"], "de-AT"),
+            user("bob@contoso.com", &["g1"], ""),
+            // A mailbox's user no scope group lists (or an org without scope groups).
+            user("carol@contoso.com", &[], ""),
+        ];
+        let mailbox_languages: HashMap<String, String> = [
+            ("anna", "fr-FR"),
+            ("bob", "fr-CA"),
+            ("carol", "es-ES"),
+            ("dave", "it-IT"),
+        ]
+        .into_iter()
+        .map(|(m, l)| (m.into(), l.into()))
+        .collect();
+        let locales = Locales::new(&users, mailbox_languages);
+        let known = |l: &str| Locale::Known(l.into());
+        let cases = [
+            // Graph's language wins over the mailbox's.
+            (
+                mailbox("Anna", Some("anna@CONTOSO.com"), "a@x"),
+                known("de-AT"),
+            ),
+            // Graph has none for a listed user: the mailbox's, no lookup.
+            (
+                mailbox("bob", Some("bob@contoso.com"), "b@x"),
+                known("fr-CA"),
+            ),
+            // Not listed: ask Graph, with the mailbox's as the fallback.
+            (
+                mailbox("carol", Some("Carol@contoso.com"), "c@x"),
+                Locale::Ask {
+                    user: "carol@contoso.com".into(),
+                    fallback: "es-ES".into(),
+                },
+            ),
+            // No UPN from Exchange: the primary address names the user, as in discovery.
+            (
+                mailbox("dave", None, "Dave@contoso.com"),
+                Locale::Ask {
+                    user: "dave@contoso.com".into(),
+                    fallback: "it-IT".into(),
+                },
+            ),
+            // Neither: asked with no fallback.
+            (
+                mailbox("erin", None, "erin@contoso.com"),
+                Locale::Ask {
+                    user: "erin@contoso.com".into(),
+                    fallback: String::new(),
+                },
+            ),
+            // Nobody to ask.
+            (mailbox("ghost", None, " "), known("")),
+        ];
+        for (mailbox, want) in cases {
+            assert_eq!(locales.of(&mailbox), want, "{}", mailbox.identity);
+        }
+    }
+}
