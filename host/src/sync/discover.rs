@@ -44,7 +44,7 @@ use crate::graph::{GraphClient, GraphError, ManagedDevices};
 use crate::model::ComplianceState;
 use crate::model::inventory::{
     AccessLevel, AccessState, DirectoryUser, ExchangeDevice, Inventory, KeyDigests, Mailbox,
-    ManagedDevice,
+    MailboxLanguages, ManagedDevice,
 };
 use crate::net::record::{self, Checked, Unreadable};
 use crate::store::{Known, KnownRecord, StoreError};
@@ -264,29 +264,32 @@ fn managed_device(m: graph_models::ManagedDevice) -> ManagedDevice {
 }
 
 /// The mailboxes, joining `Get-CASMailbox` (lists) with `Get-Mailbox` (UPN) by identity, and
-/// each mailbox's most preferred language (from the same `Get-Mailbox` listing, so it costs no
-/// request) keyed as [`Inventory::mailbox_languages`].
+/// each one's most preferred language, which the same `Get-Mailbox` listing carries at no
+/// request of its own.
 fn mailboxes(
     cas: Vec<models::CasMailbox>,
     mailboxes: Vec<models::Mailbox>,
-) -> (Vec<Mailbox>, HashMap<String, String>) {
-    let mut upn: HashMap<String, String> = HashMap::with_capacity(mailboxes.len());
-    let mut languages = HashMap::new();
-    for m in mailboxes {
-        let identity = m.identity.to_lowercase();
-        if let Some(language) = m.languages.into_iter().find(|l| !l.trim().is_empty()) {
-            languages.insert(identity.clone(), language.trim().to_owned());
-        }
-        upn.insert(identity, m.user_principal_name);
-    }
+) -> (Vec<Mailbox>, MailboxLanguages) {
+    let by_identity: HashMap<String, (String, Option<String>)> = mailboxes
+        .into_iter()
+        .map(|m| {
+            let language = m.languages.into_iter().find(|l| !l.trim().is_empty());
+            (m.identity.to_lowercase(), (m.user_principal_name, language))
+        })
+        .collect();
+    let mut languages = MailboxLanguages::default();
     let mailboxes = cas
         .into_iter()
-        .map(|c| Mailbox {
-            user_principal_name: upn.get(&c.identity.to_lowercase()).cloned(),
-            identity: c.identity,
-            primary_smtp: c.primary_smtp_address,
-            allowed: c.active_sync_allowed_device_ids,
-            blocked: c.active_sync_blocked_device_ids,
+        .map(|c| {
+            let found = by_identity.get(&c.identity.to_lowercase());
+            languages.push(found.and_then(|(_, language)| language.as_deref()));
+            Mailbox {
+                user_principal_name: found.map(|(upn, _)| upn.clone()),
+                identity: c.identity,
+                primary_smtp: c.primary_smtp_address,
+                allowed: c.active_sync_allowed_device_ids,
+                blocked: c.active_sync_blocked_device_ids,
+            }
         })
         .collect();
     (mailboxes, languages)
@@ -865,7 +868,7 @@ async fn with_partnerships_of(
 async fn mailboxes_of(
     exchange: &ExchangeClient,
     devices: &BTreeMap<String, models::MobileDevice>,
-) -> Result<(Vec<Mailbox>, HashMap<String, String>), DiscoverError> {
+) -> Result<(Vec<Mailbox>, MailboxLanguages), DiscoverError> {
     let names: BTreeSet<String> = devices
         .values()
         .filter_map(|d| ExchangeDevice::mailbox_of(&d.identity).map(str::to_lowercase))

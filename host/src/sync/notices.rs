@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::blocking;
 use crate::config::{Notify, Organization};
 use crate::graph::GraphClient;
-use crate::model::{DirectoryUser, Mailbox, ManagedDevice};
+use crate::model::{DirectoryUser, Mailbox, MailboxLanguages, ManagedDevice};
 use crate::notify::channel::ChannelSetupError;
 use crate::notify::compose::BadAddress;
 use crate::notify::{NoticeChannel, NoticeSettings, Retry, RetryPolicy, SendError, SmtpChannel};
@@ -154,9 +154,8 @@ pub struct Locales {
     /// UPN (lowercase) → `preferredLanguage` of each user the scope groups' listing showed,
     /// empty where Graph has none (such a user is not looked up again).
     listed: HashMap<String, String>,
-    /// Mailbox identity (lowercase) → its most preferred language
-    /// ([`crate::model::Inventory::mailbox_languages`]).
-    mailboxes: HashMap<String, String>,
+    /// The mailboxes' languages, by the mailbox's position in the inventory.
+    mailboxes: MailboxLanguages,
 }
 
 /// A notice's language, or the user Graph must be asked about first.
@@ -172,7 +171,7 @@ pub enum Locale {
 impl Locales {
     /// `users`: the inventory's directory users (those with in-scope groups were listed with
     /// their language); `mailboxes`: the mailboxes' languages.
-    pub fn new(users: &[DirectoryUser], mailboxes: HashMap<String, String>) -> Self {
+    pub fn new(users: &[DirectoryUser], mailboxes: MailboxLanguages) -> Self {
         let listed = users
             .iter()
             .filter(|u| !u.groups.is_empty() || !u.locale.is_empty())
@@ -181,20 +180,16 @@ impl Locales {
         Locales { listed, mailboxes }
     }
 
-    /// The language of a notice to `mailbox`'s user. Users are keyed as discovery keys them:
-    /// the UPN, else the primary address.
-    pub fn of(&self, mailbox: &Mailbox) -> Locale {
+    /// The language of a notice to `mailbox`'s user; `position`: the mailbox's in the
+    /// inventory. Users are keyed as discovery keys them: the UPN, else the primary address.
+    pub fn of(&self, mailbox: &Mailbox, position: usize) -> Locale {
         let user = mailbox
             .user_principal_name
             .as_deref()
             .unwrap_or(&mailbox.primary_smtp)
             .trim()
             .to_lowercase();
-        let fallback = self
-            .mailboxes
-            .get(&mailbox.identity.to_lowercase())
-            .cloned()
-            .unwrap_or_default();
+        let fallback = self.mailboxes.get(position).to_owned();
         match self.listed.get(&user) {
             Some(listed) if !listed.is_empty() => Locale::Known(listed.clone()),
             Some(_) => Locale::Known(fallback),
@@ -471,15 +466,10 @@ mod tests {
             // A mailbox's user no scope group lists (or an org without scope groups).
             user("carol@contoso.com", &[], ""),
         ];
-        let mailbox_languages: HashMap<String, String> = [
-            ("anna", "fr-FR"),
-            ("bob", "fr-CA"),
-            ("carol", "es-ES"),
-            ("dave", "it-IT"),
-        ]
-        .into_iter()
-        .map(|(m, l)| (m.into(), l.into()))
-        .collect();
+        let mut mailbox_languages = MailboxLanguages::default();
+        for tag in ["fr-FR", "fr-CA", "es-ES", "it-IT", "", ""] {
+            mailbox_languages.push(Some(tag));
+        }
         let locales = Locales::new(&users, mailbox_languages);
         let known = |l: &str| Locale::Known(l.into());
         let cases = [
@@ -520,8 +510,8 @@ mod tests {
             // Nobody to ask.
             (mailbox("ghost", None, " "), known("")),
         ];
-        for (mailbox, want) in cases {
-            assert_eq!(locales.of(&mailbox), want, "{}", mailbox.identity);
+        for (position, (mailbox, want)) in cases.into_iter().enumerate() {
+            assert_eq!(locales.of(&mailbox, position), want, "{}", mailbox.identity);
         }
     }
 }

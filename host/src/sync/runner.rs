@@ -611,12 +611,14 @@ impl OrgSync {
         locales: &Locales,
     ) -> Verdicts<'i> {
         let mut verdicts = Verdicts::default();
-        let mailboxes: HashMap<String, &crate::model::Mailbox> =
+        // Each with its position, by which the mailboxes' languages are kept.
+        let mailboxes: HashMap<String, (usize, &crate::model::Mailbox)> =
             if self.notices.is_some() && !run.dry_run {
                 inventory
                     .mailboxes
                     .iter()
-                    .map(|m| (m.identity.to_lowercase(), m))
+                    .enumerate()
+                    .map(|(i, m)| (m.identity.to_lowercase(), (i, m)))
                     .collect()
             } else {
                 HashMap::new()
@@ -631,13 +633,13 @@ impl OrgSync {
             verdicts.decided.push(Decided { device, verdict });
             let key = std::mem::replace(&mut matched.devices[i].key, DeviceKey::new(""));
             if d.notify
-                && let Some(mailbox) = device
+                && let Some(&(position, mailbox)) = device
                     .mailbox
                     .as_ref()
                     .and_then(|m| mailboxes.get(&m.to_lowercase()))
                 && !mailbox.primary_smtp.trim().is_empty()
             {
-                let locale = match locales.of(mailbox) {
+                let locale = match locales.of(mailbox, position) {
                     Locale::Known(locale) => locale,
                     Locale::Ask { user, fallback } => {
                         verdicts.unresolved.push(Unresolved {
