@@ -171,8 +171,19 @@ async fn quarantining_50_devices_mails_each_user_exactly_once(transport: Transpo
             parsed.from().unwrap().first().unwrap().address(),
             Some("noreply@contoso.com")
         );
+        // In the user's language (the lab's users speak English, German, French or Spanish).
         let subject = parsed.subject().unwrap();
-        assert!(subject.contains("quarantined"), "{subject}");
+        assert!(
+            [
+                "quarantined",
+                "unter Quarantäne gestellt",
+                "mis en quarantaine",
+                "puesto en cuarentena"
+            ]
+            .iter()
+            .any(|word| subject.ends_with(word)),
+            "{subject}"
+        );
         let (text, html) = (parsed.body_text(0).unwrap(), parsed.body_html(0).unwrap());
         assert!(text.contains(&device.device_model), "{text}");
         assert!(text.contains(REMEDIATION_URL), "{text}");
@@ -391,8 +402,8 @@ async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on(tra
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    // Passes the load-time self-check (an en-US sample) but renders, in the default locale the
-    // sync's notices use, a subject longer than the host accepts.
+    // Passes the load-time self-check (an en-US sample) but renders, in any language but
+    // English, a subject longer than the host accepts.
     std::fs::write(
         plugins.join("notice-template.wasm"),
         wasm_bytes("notice_template.wasm"),
@@ -417,6 +428,18 @@ async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on(tra
         registry.notice_template().meta.source,
         Source::Builtin
     ));
+    // Every user reads German, which the settings leave to the long subject.
+    for upn in lab
+        .control()
+        .truth()
+        .iter()
+        .filter(|d| d.mailbox.is_some())
+        .filter_map(|d| d.user_principal_name.as_deref())
+    {
+        lab.control()
+            .set_preferred_language(upn, Some("de-DE"))
+            .unwrap();
+    }
     let run = within(LIMIT, sync.run(SyncKind::Full, false, policy))
         .await
         .unwrap();
