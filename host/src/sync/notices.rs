@@ -214,6 +214,11 @@ pub struct Unresolved {
 /// budget paces them against Intune's limits.
 const LOOKUP_LANES: usize = 4;
 
+/// How long a run spends on lookups at most. A first sync without scope groups may notify
+/// thousands of users, and a throttled Graph answers slowly: the users not looked up by then
+/// get their mailbox's language rather than holding up the run's enforcement.
+const LOOKUP_TIME: Duration = Duration::from_secs(30);
+
 /// What [`resolve_locales`] asked and found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LocaleLookups {
@@ -222,6 +227,8 @@ pub struct LocaleLookups {
     /// Lookups that failed (other than "no such user"); their notices took the mailbox's
     /// language.
     pub failed: usize,
+    /// Users not looked up within [`LOOKUP_TIME`]; their notices took the mailbox's language.
+    pub late: usize,
 }
 
 /// Sets the language of the `unresolved` notices: the user's Graph `preferredLanguage`, read
@@ -238,21 +245,33 @@ pub async fn resolve_locales(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let deadline = tokio::time::Instant::now() + LOOKUP_TIME;
     let lane = |k: usize| {
         let users = &users;
         async move {
             let mut found = Vec::new();
             for &user in users.iter().skip(k).step_by(LOOKUP_LANES) {
-                found.push((user, graph.user(user).await));
+                match tokio::time::timeout_at(deadline, graph.user(user)).await {
+                    Ok(answer) => found.push((user, answer)),
+                    Err(_) => break,
+                }
             }
             found
         }
     };
     let (a, b, c, d) = tokio::join!(lane(0), lane(1), lane(2), lane(3));
+    let answered = a.len() + b.len() + c.len() + d.len();
     let mut lookups = LocaleLookups {
         users: users.len(),
         failed: 0,
+        late: users.len() - answered,
     };
+    if lookups.late > 0 {
+        tracing::warn!(
+            late = lookups.late,
+            "users' languages not looked up within {LOOKUP_TIME:?}; their notices take their mailbox's language"
+        );
+    }
     let mut languages: HashMap<&str, String> = HashMap::new();
     for (user, found) in a.into_iter().chain(b).chain(c).chain(d) {
         match found {

@@ -716,6 +716,7 @@ impl OrgSync {
             tracing::debug!(
                 users = asked.users,
                 failed = asked.failed,
+                late = asked.late,
                 "users' languages looked up"
             );
             run.stage.done("look up the notified users' languages");
