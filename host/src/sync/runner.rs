@@ -711,7 +711,10 @@ impl OrgSync {
             }
             Some(resolve_locales(&self.graph, &mut notices, unresolved).await)
         };
+        let graph_before = self.graph.requests_sent();
         let (saved, asked) = tokio::join!(saving, asking);
+        // The lookups are Graph requests of this run too.
+        run.summary.graph_calls += self.graph.requests_sent() - graph_before;
         if let Some(asked) = asked {
             tracing::debug!(
                 users = asked.users,
