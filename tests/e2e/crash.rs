@@ -52,7 +52,7 @@ enum Stage {
 /// What the lab served since a snapshot.
 #[derive(Debug, Clone, Copy, Default)]
 struct Seen {
-    /// Exchange `Get-*` commands and Graph requests: discovery.
+    /// Exchange `Get-*` commands and Graph requests but the user lookups: discovery.
     reads: u64,
     /// `Set-CASMailbox` commands: the apply stage's edits.
     edits: u64,
@@ -68,7 +68,9 @@ fn reads(c: &CounterSnapshot) -> u64 {
         .filter(|(name, _)| name.to_ascii_lowercase().starts_with("get-"))
         .map(|(_, c)| c.calls)
         .sum();
-    exchange + c.graph.requests
+    // The lookups of notified users' languages come after the decisions, with the record.
+    let lookups = c.graph.by_endpoint.get("users").copied().unwrap_or(0);
+    exchange + c.graph.requests - lookups
 }
 
 fn seen(lab: &Lab, base: &CounterSnapshot) -> Seen {

@@ -67,9 +67,9 @@ fn a_template_with_an_unknown_placeholder_is_rejected_at_load() {
 
 /// Regression: an administrator's wipe or removal was announced with the compliance text
 /// (the Company Portal steps). Through the real component: each action's own words, what to
-/// do (the help desk, adding the account again) and the reason code, in English and German.
+/// do (the help desk, adding the account again) and the reason code, in English, German, French and Spanish.
 #[test]
-fn device_actions_are_announced_with_their_own_text_in_both_languages() {
+fn device_actions_are_announced_with_their_own_text_in_every_language() {
     let template = builtin_template("{}");
     let cases = [
         (
@@ -108,6 +108,30 @@ fn device_actions_are_announced_with_their_own_text_in_both_languages() {
             "Mailpartnerschaft entfernt",
             "erneut hinzu",
         ),
+        (
+            "admin-wipe",
+            "fr-FR",
+            "effacement à distance",
+            "support informatique",
+        ),
+        (
+            "admin-remove",
+            "fr-CA",
+            "partenariat de messagerie",
+            "ajoutez-y de nouveau votre compte professionnel Contoso",
+        ),
+        (
+            "admin-account-wipe",
+            "es-ES",
+            "se borre del dispositivo",
+            "servicio de asistencia",
+        ),
+        (
+            "admin-wipe",
+            "es-MX",
+            "borrado remoto",
+            "vuelva a agregar en él su cuenta profesional de Contoso",
+        ),
     ];
     for (reason, locale, what, todo) in cases {
         let mut notice = sample_notice();
@@ -125,6 +149,8 @@ fn device_actions_are_announced_with_their_own_text_in_both_languages() {
             for compliance in [
                 "Company Portal",
                 "Unternehmensportal",
+                "Portail d'entreprise",
+                "Portal de empresa",
                 "compliant",
                 "konform",
             ] {
@@ -133,6 +159,8 @@ fn device_actions_are_announced_with_their_own_text_in_both_languages() {
         }
         let subject = match &locale[..2] {
             "de" => "ein Administrator hat Ihr Gerät bearbeitet",
+            "fr" => "un administrateur est intervenu sur votre appareil",
+            "es" => "un administrador ha actuado sobre su dispositivo",
             _ => "an administrator acted on your device",
         };
         assert!(message.subject.ends_with(subject), "{}", message.subject);

@@ -171,8 +171,19 @@ async fn quarantining_50_devices_mails_each_user_exactly_once(transport: Transpo
             parsed.from().unwrap().first().unwrap().address(),
             Some("noreply@contoso.com")
         );
+        // In the user's language (the lab's users speak English, German, French or Spanish).
         let subject = parsed.subject().unwrap();
-        assert!(subject.contains("quarantined"), "{subject}");
+        assert!(
+            [
+                "quarantined",
+                "unter Quarantäne gestellt",
+                "mis en quarantaine",
+                "puesto en cuarentena"
+            ]
+            .iter()
+            .any(|word| subject.ends_with(word)),
+            "{subject}"
+        );
         let (text, html) = (parsed.body_text(0).unwrap(), parsed.body_html(0).unwrap());
         assert!(text.contains(&device.device_model), "{text}");
         assert!(text.contains(REMEDIATION_URL), "{text}");
@@ -391,8 +402,8 @@ async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on(tra
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    // Passes the load-time self-check (an en-US sample) but renders, in the default locale the
-    // sync's notices use, a subject longer than the host accepts.
+    // Passes the load-time self-check (an en-US sample) but renders, in any language but
+    // English, a subject longer than the host accepts.
     std::fs::write(
         plugins.join("notice-template.wasm"),
         wasm_bytes("notice_template.wasm"),
@@ -417,6 +428,18 @@ async fn a_template_that_fails_marks_its_notices_failed_and_the_sync_goes_on(tra
         registry.notice_template().meta.source,
         Source::Builtin
     ));
+    // Every user reads German, which the settings leave to the long subject.
+    for upn in lab
+        .control()
+        .truth()
+        .iter()
+        .filter(|d| d.mailbox.is_some())
+        .filter_map(|d| d.user_principal_name.as_deref())
+    {
+        lab.control()
+            .set_preferred_language(upn, Some("de-DE"))
+            .unwrap();
+    }
     let run = within(LIMIT, sync.run(SyncKind::Full, false, policy))
         .await
         .unwrap();
@@ -552,8 +575,9 @@ async fn max_per_run_spreads_a_mass_change_over_syncs(transport: Transport) {
 
 over_transports!(a_german_speaking_user_gets_the_german_notice);
 /// The user's Graph `preferredLanguage`, read with the scope group's members, reaches the
-/// template as `notice.locale`: `de-DE` gets the built-in German notice; `fr-FR`, which the
-/// built-in template does not speak, the English one.
+/// template as `notice.locale`: `de-DE` gets the built-in German notice; `it-IT`, which the
+/// built-in template does not speak, the English one, although that user's mailbox says French:
+/// the directory's language comes first.
 async fn a_german_speaking_user_gets_the_german_notice(transport: Transport) {
     let lab = sync_lab(300).await;
     let dir = tempfile::tempdir().unwrap();
@@ -572,12 +596,15 @@ async fn a_german_speaking_user_gets_the_german_notice(transport: Transport) {
     let mut members: Vec<String> = members.into_iter().collect();
     members.sort();
     assert!(members.len() >= 2, "{members:?}");
-    let (german, french) = (&members[0], &members[1]);
+    let (german, italian) = (&members[0], &members[1]);
     lab.control()
         .set_preferred_language(german, Some("de-DE"))
         .unwrap();
     lab.control()
-        .set_preferred_language(french, Some("fr-FR"))
+        .set_preferred_language(italian, Some("it-IT"))
+        .unwrap();
+    lab.control()
+        .set_mailbox_languages(italian, &["fr-FR"])
         .unwrap();
 
     within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
@@ -587,7 +614,7 @@ async fn a_german_speaking_user_gets_the_german_notice(transport: Transport) {
 
     // A new, unenrolled device on each mailbox: quarantined, with a notice.
     let mut mailbox_of = HashMap::new();
-    for upn in [german, french] {
+    for upn in [german, italian] {
         let added = lab
             .control()
             .add_devices(&NewDevices {
@@ -634,7 +661,7 @@ async fn a_german_speaking_user_gets_the_german_notice(transport: Transport) {
     );
     assert!(html.contains("<html lang=\"de\">"), "{html}");
 
-    let (subject, text, _) = parsed_for(french);
+    let (subject, text, _) = parsed_for(italian);
     assert!(subject.starts_with("Action required:"), "{subject}");
     assert!(text.starts_with("Hello "), "{text}");
 
@@ -647,5 +674,144 @@ async fn a_german_speaking_user_gets_the_german_notice(transport: Transport) {
         .map(|n| n.locale.as_str())
         .collect();
     locales.sort();
-    assert_eq!(locales, ["de-DE", "fr-FR"]);
+    assert_eq!(locales, ["de-DE", "it-IT"]);
+}
+
+over_transports!(without_a_graph_language_the_mailbox_language_decides);
+/// An organization without scope groups lists nobody's `preferredLanguage`, so the users about
+/// to be notified are looked up in Graph, one request per user, not per user of the org; where
+/// Graph has no language, the mailbox's Exchange `Languages` (read with `Get-Mailbox`) decide.
+/// No Graph language and a French mailbox: the French notice; neither: the English one; a
+/// Graph language (`es-MX`) wins over the mailbox's (`de-DE`).
+async fn without_a_graph_language_the_mailbox_language_decides(transport: Transport) {
+    let lab = sync_lab(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let Notifying { sync, policy, .. } = notifying_over(&lab, dir.path(), transport);
+    assert!(sync.settings.scope_groups.is_empty());
+    let lookups = || {
+        lab.control()
+            .counters()
+            .graph
+            .by_endpoint
+            .get("users")
+            .copied()
+    };
+
+    let first = within(LIMIT, sync.run(SyncKind::Full, false, policy.clone()))
+        .await
+        .unwrap();
+    let mailboxes = lab
+        .control()
+        .truth()
+        .iter()
+        .filter_map(|d| d.mailbox.clone())
+        .collect::<HashSet<_>>()
+        .len() as u64;
+    let looked_up = lookups().unwrap_or(0);
+    // One lookup per notified user at most, however many users the organization has.
+    assert!(
+        looked_up > 0 && looked_up <= first.notices.queued && looked_up <= mailboxes,
+        "{looked_up} lookups, {} notices, {mailboxes} mailboxes",
+        first.notices.queued
+    );
+    lab.control().clear_mails();
+
+    let mut users: Vec<String> = lab
+        .control()
+        .truth()
+        .iter()
+        .filter(|d| d.mailbox.is_some())
+        .filter_map(|d| d.user_principal_name.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    users.sort();
+    let (french, neither, spanish) = (&users[0], &users[1], &users[2]);
+    let control = lab.control();
+    control.set_preferred_language(french, None).unwrap();
+    control
+        .set_mailbox_languages(french, &["fr-FR", "en-US"])
+        .unwrap();
+    control.set_preferred_language(neither, None).unwrap();
+    control.set_mailbox_languages(neither, &[]).unwrap();
+    control
+        .set_preferred_language(spanish, Some("es-MX"))
+        .unwrap();
+    control.set_mailbox_languages(spanish, &["de-DE"]).unwrap();
+
+    // A new, unenrolled device on each mailbox: quarantined, with a notice.
+    let mut mailbox_of = HashMap::new();
+    for upn in [french, neither, spanish] {
+        let added = control
+            .add_devices(&NewDevices {
+                count: 1,
+                mailbox: Some(upn.clone()),
+                enroll: None,
+            })
+            .unwrap();
+        let device = control
+            .truth()
+            .into_iter()
+            .find(|d| d.device_id == added[0])
+            .unwrap();
+        mailbox_of.insert(upn.clone(), device.mailbox.expect("a mailbox"));
+    }
+    let before = lookups().unwrap_or(0);
+    let run = within(LIMIT, sync.run(SyncKind::Quick, false, policy))
+        .await
+        .unwrap();
+    assert_eq!((run.notices.queued, run.notices.sent), (3, 3), "{run:?}");
+    assert_eq!(
+        lookups().unwrap_or(0) - before,
+        3,
+        "one lookup per notified user"
+    );
+
+    let mails = control.mails();
+    let parsed_for = |upn: &String| {
+        let mail = mails
+            .iter()
+            .find(|m| m.to == [mailbox_of[upn].clone()])
+            .unwrap_or_else(|| panic!("no notice to {upn}"));
+        let parsed = MessageParser::default().parse(mail.raw.as_bytes()).unwrap();
+        (
+            parsed.subject().unwrap().to_owned(),
+            parsed.body_text(0).unwrap().into_owned(),
+            parsed.body_html(0).unwrap().into_owned(),
+        )
+    };
+    let (subject, text, html) = parsed_for(french);
+    assert!(
+        subject.starts_with("Action requise :") && subject.ends_with("a été mis en quarantaine"),
+        "{subject}"
+    );
+    assert!(text.starts_with("Bonjour "), "{text}");
+    assert!(
+        text.contains("car l'appareil n'est pas inscrit dans la gestion des appareils."),
+        "{text}"
+    );
+    assert!(html.contains("<html lang=\"fr\">"), "{html}");
+
+    let (subject, text, _) = parsed_for(neither);
+    assert!(subject.starts_with("Action required:"), "{subject}");
+    assert!(text.starts_with("Hello "), "{text}");
+
+    let (subject, text, _) = parsed_for(spanish);
+    assert!(
+        subject.starts_with("Acción necesaria:") && subject.ends_with("se ha puesto en cuarentena"),
+        "{subject}"
+    );
+    assert!(text.starts_with("Hola, "), "{text}");
+
+    let org = sync.store.organization(&sync.name, 0).unwrap();
+    let mut locales: Vec<String> = sync
+        .store
+        .notices(org, 1_000)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.run == Some(run.run))
+        .map(|n| n.locale)
+        .collect();
+    locales.sort();
+    assert_eq!(locales, ["", "es-MX", "fr-FR"]);
 }

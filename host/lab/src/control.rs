@@ -348,6 +348,15 @@ impl LabControl {
         write(&self.shared).set_preferred_language(mailbox, language)
     }
 
+    /// Sets the Exchange `Languages` of `mailbox` (alias, UPN or SMTP), most preferred first.
+    pub fn set_mailbox_languages(
+        &self,
+        mailbox: &str,
+        languages: &'static [&'static str],
+    ) -> Result<(), OrgError> {
+        write(&self.shared).set_mailbox_languages(mailbox, languages)
+    }
+
     pub fn retire(&self, device_id: &str) -> Result<(), OrgError> {
         write(&self.shared).retire(device_id)
     }

@@ -504,6 +504,7 @@ fn mailboxes(
                 user_id,
                 department: rng.weighted(&dept_weights) as u8,
                 preferred_language: preferred_language(user_id),
+                languages: mailbox_languages(user_id),
                 allowed: Vec::new(),
                 blocked: Vec::new(),
                 active_sync_enabled: true,
@@ -527,6 +528,24 @@ fn preferred_language(user_id: Guid) -> Option<&'static str> {
         85..=91 => Some("fr-FR"),
         92..=95 => Some("en-GB"),
         _ => Some("es-ES"),
+    }
+}
+
+/// A mailbox's Exchange `Languages`: set by the user's first sign-in to Outlook on the web or
+/// by an admin, so most mailboxes have one, often with a fallback after it; a third have none.
+/// Languages the notice template does not speak (`it-IT`) are among them. Taken from other bits
+/// of the user id than [`preferred_language`], so that the two vary independently.
+fn mailbox_languages(user_id: Guid) -> &'static [&'static str] {
+    match (user_id.0 >> 32) % 100 {
+        0..=34 => &[],
+        35..=64 => &["en-US"],
+        65..=74 => &["de-DE"],
+        75..=81 => &["fr-FR"],
+        82..=85 => &["fr-CA", "en-US"],
+        86..=89 => &["de-AT", "de-DE"],
+        90..=94 => &["es-ES"],
+        95..=97 => &["es-MX", "en-US"],
+        _ => &["it-IT", "en-US"],
     }
 }
 
@@ -933,6 +952,33 @@ mod tests {
         for language in ["en-US", "de-DE", "fr-FR", "en-GB", "es-ES"] {
             assert!(count(Some(language)) > 100, "{language}");
         }
+    }
+
+    #[test]
+    fn mailbox_languages_vary_and_a_third_are_empty() {
+        let org = generate(&spec(10_000));
+        let count = |first: Option<&str>| {
+            org.mailboxes
+                .iter()
+                .filter(|m| m.languages.first().copied() == first)
+                .count()
+        };
+        let (empty, all) = (count(None), org.mailboxes.len());
+        assert!(
+            (all * 30 / 100..all * 40 / 100).contains(&empty),
+            "empty {empty} of {all}"
+        );
+        for language in [
+            "en-US", "de-DE", "fr-FR", "fr-CA", "de-AT", "es-ES", "it-IT",
+        ] {
+            assert!(count(Some(language)) > 100, "{language}");
+        }
+        // Independent of Graph's preferredLanguage: some users have only the mailbox's.
+        assert!(
+            org.mailboxes
+                .iter()
+                .any(|m| m.preferred_language.is_none() && m.languages.first() == Some(&"fr-FR"))
+        );
     }
 
     #[test]

@@ -226,6 +226,9 @@ pub(crate) struct Mailbox {
     pub department: u8,
     /// Graph `preferredLanguage` (BCP 47); `None` is Graph's `null`, what most users have.
     pub preferred_language: Option<&'static str>,
+    /// Exchange's `Languages` of the mailbox (culture names, most preferred first); empty for
+    /// many mailboxes, as in real organizations.
+    pub languages: &'static [&'static str],
     pub allowed: Vec<Box<str>>,
     pub blocked: Vec<Box<str>>,
     pub active_sync_enabled: bool,
@@ -454,6 +457,20 @@ impl Org {
             .find_mailbox(mailbox)
             .ok_or_else(|| OrgError::UnknownMailbox(mailbox.to_owned()))?;
         self.mailboxes[ix as usize].preferred_language = language;
+        Ok(())
+    }
+
+    /// Sets a mailbox's `Languages` (most preferred first; empty clears them), as
+    /// `Set-MailboxRegionalConfiguration` or the user in Outlook on the web would.
+    pub fn set_mailbox_languages(
+        &mut self,
+        mailbox: &str,
+        languages: &'static [&'static str],
+    ) -> Result<(), OrgError> {
+        let ix = self
+            .find_mailbox(mailbox)
+            .ok_or_else(|| OrgError::UnknownMailbox(mailbox.to_owned()))?;
+        self.mailboxes[ix as usize].languages = languages;
         Ok(())
     }
 

@@ -138,6 +138,11 @@ pub struct Mailbox {
     pub external_directory_object_id: Option<String>,
     #[serde(default)]
     pub recipient_type_details: Option<String>,
+    /// `Languages`: the mailbox's culture names (`de-DE`), most preferred first, as the user
+    /// chose them in Outlook on the web or an admin set them; the notices' language when the
+    /// directory has none. Often empty.
+    #[serde(default, deserialize_with = "list")]
+    pub languages: Vec<String>,
 }
 
 /// Exchange's organization-wide default for devices no list or rule decides, and a rule's level.

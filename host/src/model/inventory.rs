@@ -360,6 +360,45 @@ pub struct DirectoryUser {
     pub locale: String,
 }
 
+/// The most preferred of the Exchange `Languages` of each of [`Inventory::mailboxes`], by
+/// position. An organization has a few distinct tags, so each mailbox holds a small index:
+/// 100 000 mailboxes cost 200 kB, not a map of their identities.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxLanguages {
+    /// The distinct tags.
+    tags: Vec<String>,
+    /// Per mailbox, in the order of the mailboxes: 1 + its tag's index in `tags`, 0 for none.
+    of: Vec<u16>,
+}
+
+impl MailboxLanguages {
+    /// Records the language of the next mailbox (`None` or blank: it has none).
+    pub fn push(&mut self, tag: Option<&str>) {
+        let tag = tag.map(str::trim).filter(|t| !t.is_empty());
+        let index = match tag {
+            None => 0,
+            Some(tag) => match self.tags.iter().position(|t| t == tag) {
+                Some(i) => i + 1,
+                // Past u16's range (no real organization has that many cultures): none.
+                None if self.tags.len() >= usize::from(u16::MAX) => 0,
+                None => {
+                    self.tags.push(tag.to_owned());
+                    self.tags.len()
+                }
+            },
+        };
+        self.of.push(index as u16);
+    }
+
+    /// The language of the mailbox at `position`; empty when it has none.
+    pub fn get(&self, position: usize) -> &str {
+        match self.of.get(position) {
+            Some(&i) if i > 0 => &self.tags[usize::from(i) - 1],
+            _ => "",
+        }
+    }
+}
+
 /// Everything discover and fetch found for one organization.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
@@ -371,6 +410,9 @@ pub struct Inventory {
     pub managed: Vec<ManagedDevice>,
     /// Users the mailboxes may belong to.
     pub users: Vec<DirectoryUser>,
+    /// The most preferred of each mailbox's Exchange `Languages`: the notices' language when
+    /// the directory has none.
+    pub mailbox_languages: MailboxLanguages,
     /// True when `managed` holds the Intune record of every partnership in `devices` that has
     /// one: every record of the tenant (a full sync), or those of the partnerships a quick sync
     /// read, which it checked against a listing of every record's id. Only then does a record's
@@ -382,6 +424,23 @@ pub struct Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mailbox_languages_keep_each_mailboxs_tag_by_position() {
+        let mut languages = MailboxLanguages::default();
+        for tag in [
+            Some("de-DE"),
+            None,
+            Some(" fr-CA "),
+            Some("de-DE"),
+            Some(""),
+        ] {
+            languages.push(tag);
+        }
+        let got: Vec<&str> = (0..6).map(|i| languages.get(i)).collect();
+        assert_eq!(got, ["de-DE", "", "fr-CA", "de-DE", "", ""]);
+        assert_eq!(languages.tags.len(), 2);
+    }
 
     #[test]
     fn key_digests_tell_names_apart_and_move_between_sets_of_the_same_keys() {

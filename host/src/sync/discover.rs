@@ -44,7 +44,7 @@ use crate::graph::{GraphClient, GraphError, ManagedDevices};
 use crate::model::ComplianceState;
 use crate::model::inventory::{
     AccessLevel, AccessState, DirectoryUser, ExchangeDevice, Inventory, KeyDigests, Mailbox,
-    ManagedDevice,
+    MailboxLanguages, ManagedDevice,
 };
 use crate::net::record::{self, Checked, Unreadable};
 use crate::store::{Known, KnownRecord, StoreError};
@@ -264,21 +264,36 @@ fn managed_device(m: graph_models::ManagedDevice) -> ManagedDevice {
     }
 }
 
-/// Joins `Get-CASMailbox` (lists) with `Get-Mailbox` (UPN) by identity.
-fn mailboxes(cas: Vec<models::CasMailbox>, mailboxes: Vec<models::Mailbox>) -> Vec<Mailbox> {
-    let upn: HashMap<String, String> = mailboxes
+/// The mailboxes, joining `Get-CASMailbox` (lists) with `Get-Mailbox` (UPN) by identity, and
+/// each one's most preferred language, which the same `Get-Mailbox` listing carries at no
+/// request of its own.
+fn mailboxes(
+    cas: Vec<models::CasMailbox>,
+    mailboxes: Vec<models::Mailbox>,
+) -> (Vec<Mailbox>, MailboxLanguages) {
+    let by_identity: HashMap<String, (String, Option<String>)> = mailboxes
         .into_iter()
-        .map(|m| (m.identity.to_lowercase(), m.user_principal_name))
-        .collect();
-    cas.into_iter()
-        .map(|c| Mailbox {
-            user_principal_name: upn.get(&c.identity.to_lowercase()).cloned(),
-            identity: c.identity,
-            primary_smtp: c.primary_smtp_address,
-            allowed: c.active_sync_allowed_device_ids,
-            blocked: c.active_sync_blocked_device_ids,
+        .map(|m| {
+            let language = m.languages.into_iter().find(|l| !l.trim().is_empty());
+            (m.identity.to_lowercase(), (m.user_principal_name, language))
         })
-        .collect()
+        .collect();
+    let mut languages = MailboxLanguages::default();
+    let mailboxes = cas
+        .into_iter()
+        .map(|c| {
+            let found = by_identity.get(&c.identity.to_lowercase());
+            languages.push(found.and_then(|(_, language)| language.as_deref()));
+            Mailbox {
+                user_principal_name: found.map(|(upn, _)| upn.clone()),
+                identity: c.identity,
+                primary_smtp: c.primary_smtp_address,
+                allowed: c.active_sync_allowed_device_ids,
+                blocked: c.active_sync_blocked_device_ids,
+            }
+        })
+        .collect();
+    (mailboxes, languages)
 }
 
 /// The directory users the mailboxes name, each with the in-scope groups it is a member of and
@@ -498,7 +513,7 @@ pub async fn full(
         timed("Graph group members", group_membership(graph, scope_groups)),
         timed("Get-ActiveSyncDeviceAccessRule", rules),
     );
-    let mailboxes = mailboxes(cas?, mbx?);
+    let (mailboxes, mailbox_languages) = mailboxes(cas?, mbx?);
     let by_identity: HashMap<String, String> = mailboxes
         .iter()
         .map(|m| (m.identity.to_lowercase(), m.identity.clone()))
@@ -515,6 +530,7 @@ pub async fn full(
                 mailboxes,
                 managed: managed.into_iter().map(managed_device).collect(),
                 users,
+                mailbox_languages,
                 managed_complete: true,
             },
             org_default,
@@ -611,7 +627,7 @@ pub async fn quick(
         &mut unreadable,
     )
     .await?;
-    let mailboxes = mailboxes_of(exchange, &devices).await?;
+    let (mailboxes, mailbox_languages) = mailboxes_of(exchange, &devices).await?;
     let by_identity: HashMap<String, String> = mailboxes
         .iter()
         .map(|m| (m.identity.to_lowercase(), m.identity.clone()))
@@ -640,6 +656,7 @@ pub async fn quick(
                 mailboxes,
                 managed: changed,
                 users,
+                mailbox_languages,
                 // Every partnership here has its record here when Intune has one (the state
                 // listing said which do): a partnership without one lost it.
                 managed_complete: true,
@@ -895,7 +912,7 @@ async fn with_partnerships_of(
 async fn mailboxes_of(
     exchange: &ExchangeClient,
     devices: &BTreeMap<String, models::MobileDevice>,
-) -> Result<Vec<Mailbox>, DiscoverError> {
+) -> Result<(Vec<Mailbox>, MailboxLanguages), DiscoverError> {
     let names: BTreeSet<String> = devices
         .values()
         .filter_map(|d| ExchangeDevice::mailbox_of(&d.identity).map(str::to_lowercase))

@@ -372,6 +372,7 @@ mod tests {
             ],
             users: vec![user("alice@contoso.com", &["g1"])],
             managed_complete: true,
+            ..Inventory::default()
         };
         let matched = match_inventory(&inventory, &SyncSettings::default(), &KeyDigests::default());
         let abc = by_id(&matched, &inventory, "ABC123");

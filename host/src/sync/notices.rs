@@ -12,6 +12,7 @@
 //! Nothing here fails a sync: a template that traps or answers badly marks its notice failed
 //! with the reason; a server that is down leaves the notices pending with a next attempt time.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,12 +20,13 @@ use serde::Serialize;
 
 use super::blocking;
 use crate::config::{Notify, Organization};
-use crate::model::ManagedDevice;
+use crate::graph::GraphClient;
+use crate::model::{DirectoryUser, Mailbox, MailboxLanguages, ManagedDevice};
 use crate::notify::channel::ChannelSetupError;
 use crate::notify::compose::BadAddress;
 use crate::notify::{NoticeChannel, NoticeSettings, Retry, RetryPolicy, SendError, SmtpChannel};
 use crate::plugin::{NoticeTemplatePlugin, PluginErrorKind, types};
-use crate::store::{NoticeAttempt, OrgId, OutboxNotice, Store, StoreError};
+use crate::store::{NoticeAttempt, NoticeRequest, OrgId, OutboxNotice, Store, StoreError};
 use crate::timestamp::unix_now;
 
 /// Gives the active notice template; called once per run, which then keeps that version.
@@ -140,6 +142,160 @@ fn channel_down(error: &SendError) -> bool {
 
 fn unix(at: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(at.max(0) as u64)
+}
+
+/// Where a notice's language comes from, in this order: the user's Graph `preferredLanguage`,
+/// then the most preferred of the mailbox's Exchange `Languages`; with neither, none (the
+/// template's own default). The scope groups' listing already carries `preferredLanguage` for
+/// the users it shows; only the other users about to be notified are looked up
+/// ([`resolve_locales`]), so the lookups follow the number of notices, not the org's size.
+#[derive(Debug, Default)]
+pub struct Locales {
+    /// UPN (lowercase) → `preferredLanguage` of each user the scope groups' listing showed,
+    /// empty where Graph has none (such a user is not looked up again).
+    listed: HashMap<String, String>,
+    /// The mailboxes' languages, by the mailbox's position in the inventory.
+    mailboxes: MailboxLanguages,
+}
+
+/// A notice's language, or the user Graph must be asked about first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Locale {
+    /// The language (a BCP 47 tag; empty: none known).
+    Known(String),
+    /// The directory's language of `user` (a UPN, lowercase) is not known yet; `fallback` is
+    /// the mailbox's, for when Graph has none.
+    Ask { user: String, fallback: String },
+}
+
+impl Locales {
+    /// `users`: the inventory's directory users (those with in-scope groups were listed with
+    /// their language); `mailboxes`: the mailboxes' languages.
+    pub fn new(users: &[DirectoryUser], mailboxes: MailboxLanguages) -> Self {
+        let listed = users
+            .iter()
+            .filter(|u| !u.groups.is_empty() || !u.locale.is_empty())
+            .map(|u| (u.user_principal_name.to_lowercase(), u.locale.clone()))
+            .collect();
+        Locales { listed, mailboxes }
+    }
+
+    /// The language of a notice to `mailbox`'s user; `position`: the mailbox's in the
+    /// inventory. Users are keyed as discovery keys them: the UPN, else the primary address.
+    pub fn of(&self, mailbox: &Mailbox, position: usize) -> Locale {
+        let user = mailbox
+            .user_principal_name
+            .as_deref()
+            .unwrap_or(&mailbox.primary_smtp)
+            .trim()
+            .to_lowercase();
+        let fallback = self.mailboxes.get(position).to_owned();
+        match self.listed.get(&user) {
+            Some(listed) if !listed.is_empty() => Locale::Known(listed.clone()),
+            Some(_) => Locale::Known(fallback),
+            None if user.is_empty() => Locale::Known(fallback),
+            None => Locale::Ask { user, fallback },
+        }
+    }
+}
+
+/// A notice whose user's Graph `preferredLanguage` is still to be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    /// The notice's index in the run's notices.
+    pub notice: usize,
+    /// UPN, lowercase.
+    pub user: String,
+    /// The mailbox's language, for when Graph has none.
+    pub fallback: String,
+}
+
+/// User lookups in flight at once: each waits on one Graph round trip, and the client's own
+/// budget paces them against Intune's limits.
+const LOOKUP_LANES: usize = 4;
+
+/// How long a run spends on lookups at most. A first sync without scope groups may notify
+/// thousands of users, and a throttled Graph answers slowly: the users not looked up by then
+/// get their mailbox's language rather than holding up the run's enforcement.
+const LOOKUP_TIME: Duration = Duration::from_secs(30);
+
+/// What [`resolve_locales`] asked and found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocaleLookups {
+    /// Distinct users looked up.
+    pub users: usize,
+    /// Lookups that failed (other than "no such user"); their notices took the mailbox's
+    /// language.
+    pub failed: usize,
+    /// Users not looked up within [`LOOKUP_TIME`]; their notices took the mailbox's language.
+    pub late: usize,
+}
+
+/// Sets the language of the `unresolved` notices: the user's Graph `preferredLanguage`, read
+/// with one lookup per distinct user, else the mailbox's language. A lookup that fails costs
+/// only that user's directory language, never the notice or the sync.
+pub async fn resolve_locales(
+    graph: &GraphClient,
+    notices: &mut [NoticeRequest],
+    unresolved: Vec<Unresolved>,
+) -> LocaleLookups {
+    let users: Vec<&str> = unresolved
+        .iter()
+        .map(|u| u.user.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let deadline = tokio::time::Instant::now() + LOOKUP_TIME;
+    let lane = |k: usize| {
+        let users = &users;
+        async move {
+            let mut found = Vec::new();
+            for &user in users.iter().skip(k).step_by(LOOKUP_LANES) {
+                match tokio::time::timeout_at(deadline, graph.user(user)).await {
+                    Ok(answer) => found.push((user, answer)),
+                    Err(_) => break,
+                }
+            }
+            found
+        }
+    };
+    let (a, b, c, d) = tokio::join!(lane(0), lane(1), lane(2), lane(3));
+    let answered = a.len() + b.len() + c.len() + d.len();
+    let mut lookups = LocaleLookups {
+        users: users.len(),
+        failed: 0,
+        late: users.len() - answered,
+    };
+    if lookups.late > 0 {
+        tracing::warn!(
+            late = lookups.late,
+            "users' languages not looked up within {LOOKUP_TIME:?}; their notices take their mailbox's language"
+        );
+    }
+    let mut languages: HashMap<&str, String> = HashMap::new();
+    for (user, found) in a.into_iter().chain(b).chain(c).chain(d) {
+        match found {
+            Ok(u) => {
+                if let Some(language) = u.preferred_language.filter(|l| !l.trim().is_empty()) {
+                    languages.insert(user, language.trim().to_owned());
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                lookups.failed += 1;
+                tracing::warn!(%user, "the user's language could not be read; the notice takes the mailbox's: {e}");
+            }
+        }
+    }
+    for u in &unresolved {
+        if let Some(notice) = notices.get_mut(u.notice) {
+            notice.locale = languages
+                .get(u.user.as_str())
+                .cloned()
+                .unwrap_or_else(|| u.fallback.clone());
+        }
+    }
+    lookups
 }
 
 /// The template's input for a notice in the outbox: the device as it was when decided.
@@ -295,6 +451,86 @@ fn note_unsent(attempt: &NoticeAttempt, notice: &OutboxNotice, report: &mut Noti
                     notice.id, notice.recipient
                 ));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mailbox(identity: &str, upn: Option<&str>, smtp: &str) -> Mailbox {
+        Mailbox {
+            identity: identity.into(),
+            primary_smtp: smtp.into(),
+            user_principal_name: upn.map(Into::into),
+            ..Mailbox::default()
+        }
+    }
+
+    fn user(upn: &str, groups: &[&str], locale: &str) -> DirectoryUser {
+        DirectoryUser {
+            user_principal_name: upn.into(),
+            groups: groups.iter().map(|g| (*g).into()).collect(),
+            locale: locale.into(),
+        }
+    }
+
+    #[test]
+    fn graph_first_then_the_mailbox_and_only_unlisted_users_are_asked() {
+        let users = [
+            // Listed with a scope group, with a language and without.
+            user("Anna@contoso.com", &["g1"], "de-AT"),
+            user("bob@contoso.com", &["g1"], ""),
+            // A mailbox's user no scope group lists (or an org without scope groups).
+            user("carol@contoso.com", &[], ""),
+        ];
+        let mut mailbox_languages = MailboxLanguages::default();
+        for tag in ["fr-FR", "fr-CA", "es-ES", "it-IT", "", ""] {
+            mailbox_languages.push(Some(tag));
+        }
+        let locales = Locales::new(&users, mailbox_languages);
+        let known = |l: &str| Locale::Known(l.into());
+        let cases = [
+            // Graph's language wins over the mailbox's.
+            (
+                mailbox("Anna", Some("anna@CONTOSO.com"), "a@x"),
+                known("de-AT"),
+            ),
+            // Graph has none for a listed user: the mailbox's, no lookup.
+            (
+                mailbox("bob", Some("bob@contoso.com"), "b@x"),
+                known("fr-CA"),
+            ),
+            // Not listed: ask Graph, with the mailbox's as the fallback.
+            (
+                mailbox("carol", Some("Carol@contoso.com"), "c@x"),
+                Locale::Ask {
+                    user: "carol@contoso.com".into(),
+                    fallback: "es-ES".into(),
+                },
+            ),
+            // No UPN from Exchange: the primary address names the user, as in discovery.
+            (
+                mailbox("dave", None, "Dave@contoso.com"),
+                Locale::Ask {
+                    user: "dave@contoso.com".into(),
+                    fallback: "it-IT".into(),
+                },
+            ),
+            // Neither: asked with no fallback.
+            (
+                mailbox("erin", None, "erin@contoso.com"),
+                Locale::Ask {
+                    user: "erin@contoso.com".into(),
+                    fallback: String::new(),
+                },
+            ),
+            // Nobody to ask.
+            (mailbox("ghost", None, " "), known("")),
+        ];
+        for (position, (mailbox, want)) in cases.into_iter().enumerate() {
+            assert_eq!(locales.of(&mailbox, position), want, "{}", mailbox.identity);
         }
     }
 }

@@ -38,7 +38,10 @@ use super::decide::{DEFAULT_BATCH_SIZE, Decider};
 use super::discover::{self, Discovered, Started};
 use super::dry_run::DryRun;
 use super::matching::{Matched, MatchedDevice, Matcher};
-use super::notices::{NoticeReport, NoticeStage, TemplateSource, deliver};
+use super::notices::{
+    Locale, Locales, NoticeReport, NoticeStage, TemplateSource, Unresolved, deliver,
+    resolve_locales,
+};
 use super::plan::{Decided, Plan, PlanStep, PlannedCommand, Platform, plan_steps};
 use super::progress;
 use super::save::InventorySaver;
@@ -496,14 +499,11 @@ impl OrgSync {
         let users = std::mem::take(&mut inventory.users);
         // The users go to the store; the notices keep only their languages, and only when the
         // run sends notices.
+        let mailbox_languages = std::mem::take(&mut inventory.mailbox_languages);
         let locales = if self.notices.is_some() && !run.dry_run {
-            users
-                .iter()
-                .filter(|u| !u.locale.is_empty())
-                .map(|u| (u.user_principal_name.to_lowercase(), u.locale.clone()))
-                .collect()
+            Locales::new(&users, mailbox_languages)
         } else {
-            HashMap::new()
+            Locales::default()
         };
         let inventory = Arc::new(inventory);
         let forget_absent = run.full && complete;
@@ -635,6 +635,7 @@ impl OrgSync {
             plan,
             records: verdicts.records,
             notices: verdicts.notices,
+            unresolved: verdicts.unresolved,
             saved,
             dry_run,
         })
@@ -650,15 +651,17 @@ impl OrgSync {
         inventory: &'i Inventory,
         decisions: Vec<Option<types::Decision>>,
         matched: &mut Matched,
-        locales: &HashMap<String, String>,
+        locales: &Locales,
     ) -> Verdicts<'i> {
         let mut verdicts = Verdicts::default();
-        let mailboxes: HashMap<String, &crate::model::Mailbox> =
+        // Each with its position, by which the mailboxes' languages are kept.
+        let mailboxes: HashMap<String, (usize, &crate::model::Mailbox)> =
             if self.notices.is_some() && !run.dry_run {
                 inventory
                     .mailboxes
                     .iter()
-                    .map(|m| (m.identity.to_lowercase(), m))
+                    .enumerate()
+                    .map(|(i, m)| (m.identity.to_lowercase(), (i, m)))
                     .collect()
             } else {
                 HashMap::new()
@@ -673,12 +676,23 @@ impl OrgSync {
             verdicts.decided.push(Decided { device, verdict });
             let key = std::mem::replace(&mut matched.devices[i].key, DeviceKey::new(""));
             if d.notify
-                && let Some(mailbox) = device
+                && let Some(&(position, mailbox)) = device
                     .mailbox
                     .as_ref()
                     .and_then(|m| mailboxes.get(&m.to_lowercase()))
                 && !mailbox.primary_smtp.trim().is_empty()
             {
+                let locale = match locales.of(mailbox, position) {
+                    Locale::Known(locale) => locale,
+                    Locale::Ask { user, fallback } => {
+                        verdicts.unresolved.push(Unresolved {
+                            notice: verdicts.notices.len(),
+                            user,
+                            fallback,
+                        });
+                        String::new()
+                    }
+                };
                 verdicts.notices.push(NoticeRequest {
                     id: NoticeId::derive(
                         &self.name,
@@ -691,17 +705,7 @@ impl OrgSync {
                     reason: d.reason.clone(),
                     recipient: mailbox.primary_smtp.trim().to_owned(),
                     user_principal_name: mailbox.user_principal_name.clone(),
-                    // Keyed as discovery keys users: the UPN, else the primary address.
-                    locale: locales
-                        .get(
-                            &mailbox
-                                .user_principal_name
-                                .as_deref()
-                                .unwrap_or(&mailbox.primary_smtp)
-                                .to_lowercase(),
-                        )
-                        .cloned()
-                        .unwrap_or_default(),
+                    locale,
                 });
             }
             verdicts.records.push(DecisionRecord {
@@ -732,12 +736,38 @@ impl OrgSync {
         let Planned {
             mut plan,
             records,
-            notices,
+            mut notices,
+            unresolved,
             saved,
             ..
         } = planned;
-        if let Some(saved) = saved {
-            saved.await.expect("the save task does not panic")?;
+        // The languages Graph is asked for while the store saves the inventory.
+        let saving = async {
+            match saved {
+                Some(saved) => saved.await.expect("the save task does not panic").map(Some),
+                None => Ok(None),
+            }
+        };
+        let asking = async {
+            if unresolved.is_empty() {
+                return None;
+            }
+            Some(resolve_locales(&self.graph, &mut notices, unresolved).await)
+        };
+        let graph_before = self.graph.requests_sent();
+        let (saved, asked) = tokio::join!(saving, asking);
+        // The lookups are Graph requests of this run too.
+        run.summary.graph_calls += self.graph.requests_sent() - graph_before;
+        if let Some(asked) = asked {
+            tracing::debug!(
+                users = asked.users,
+                failed = asked.failed,
+                late = asked.late,
+                "users' languages looked up"
+            );
+            run.stage.done("look up the notified users' languages");
+        }
+        if saved?.is_some() {
             run.stage.done("finish saving the inventory");
         }
         crate::memory::release_free();
@@ -1173,8 +1203,8 @@ struct DecidedInventory {
     complete: bool,
     /// The store's writes of the directory and of the devices gone, which recording waits for.
     saved: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
-    /// UPN (lowercase) → the user's language, for the notices; only users that have one.
-    locales: HashMap<String, String>,
+    /// Where the notices' languages come from.
+    locales: Locales,
 }
 
 /// The decisions as the plan and the store take them.
@@ -1183,6 +1213,8 @@ struct Verdicts<'i> {
     decided: Vec<Decided<'i>>,
     records: Vec<DecisionRecord>,
     notices: Vec<NoticeRequest>,
+    /// The notices whose user's language Graph is still to be asked for.
+    unresolved: Vec<Unresolved>,
 }
 
 /// The plan, with what to record beside it.
@@ -1190,6 +1222,7 @@ struct Planned {
     plan: Plan<PlanStep>,
     records: Vec<DecisionRecord>,
     notices: Vec<NoticeRequest>,
+    unresolved: Vec<Unresolved>,
     saved: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
     /// A dry run's report of what a real run would do; `None` in a real run.
     dry_run: Option<DryRun>,

@@ -191,6 +191,8 @@ pub fn inventory_with_directory(records: &[DeviceRecord], directory: StoredDirec
         mailboxes,
         managed,
         users,
+        // What-if runs send no notices.
+        mailbox_languages: Default::default(),
         managed_complete: false,
     }
 }
@@ -252,6 +254,7 @@ pub fn stored_inventory(records: &[DeviceRecord]) -> Inventory {
                 ..DirectoryUser::default()
             })
             .collect(),
+        mailbox_languages: Default::default(),
         // Records missing from the store are not records Intune let go of.
         managed_complete: false,
     }

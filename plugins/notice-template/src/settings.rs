@@ -9,11 +9,13 @@
 //!
 //! Every key is optional. A part is looked up in the user's locale first (the exact tag, then
 //! its language alone: `de-AT` falls back to `de`), then at the top level, then in the built-in
-//! defaults in the user's language (`defaults/de/` for German), then in the built-in English
-//! defaults (`defaults/`). The built-in defaults leave out their "Step-by-step instructions"
-//! link line when the notice has no remediation URL; an operator's own templates are rendered
-//! as written. `{{verdict}}` and `{{reason_text}}` are written in the language of the template
-//! they appear in: a locale's own, German for the German defaults, English otherwise.
+//! defaults in the user's language (`defaults/de/` German, `defaults/fr/` French,
+//! `defaults/es/` Spanish; any region of these: `de-AT`, `fr-CA`, `es-MX`), then in the
+//! built-in English defaults (`defaults/`), which every other language gets. The built-in
+//! defaults leave out their "Step-by-step instructions" link line when the notice has no
+//! remediation URL; an operator's own templates are rendered as written. `{{verdict}}` and
+//! `{{reason_text}}` are written in the language of the template they appear in: a locale's
+//! own (if the plugin speaks it), the defaults' language for the defaults, English otherwise.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +42,18 @@ const GERMAN_ADMIN_SUBJECT: &str =
     "{{organization}}-E-Mail auf {{device_name}}: ein Administrator hat Ihr Gerät bearbeitet";
 const GERMAN_ADMIN_HTML: &str = include_str!("../defaults/de/admin.html");
 const GERMAN_ADMIN_TEXT: &str = include_str!("../defaults/de/admin.txt");
+const FRENCH_SUBJECT: &str = "Action requise : l'accès à la messagerie {{organization}} sur {{device_name}} a été {{verdict}}";
+const FRENCH_HTML: &str = include_str!("../defaults/fr/html.html");
+const FRENCH_TEXT: &str = include_str!("../defaults/fr/text.txt");
+const SPANISH_SUBJECT: &str = "Acción necesaria: el acceso al correo de {{organization}} en {{device_name}} se ha {{verdict}}";
+const SPANISH_HTML: &str = include_str!("../defaults/es/html.html");
+const SPANISH_TEXT: &str = include_str!("../defaults/es/text.txt");
+const FRENCH_ADMIN_SUBJECT: &str = "Messagerie {{organization}} sur {{device_name}} : un administrateur est intervenu sur votre appareil";
+const FRENCH_ADMIN_HTML: &str = include_str!("../defaults/fr/admin.html");
+const FRENCH_ADMIN_TEXT: &str = include_str!("../defaults/fr/admin.txt");
+const SPANISH_ADMIN_SUBJECT: &str = "Correo de {{organization}} en {{device_name}}: un administrador ha actuado sobre su dispositivo";
+const SPANISH_ADMIN_HTML: &str = include_str!("../defaults/es/admin.html");
+const SPANISH_ADMIN_TEXT: &str = include_str!("../defaults/es/admin.txt");
 
 /// What `configure` compiled from the settings.
 #[derive(Debug)]
@@ -52,9 +66,13 @@ pub struct Templates {
     locales: BTreeMap<String, Overrides>,
     english: Builtin,
     german: Builtin,
+    french: Builtin,
+    spanish: Builtin,
     /// The defaults for an administrator's device action.
     english_admin: Builtin,
     german_admin: Builtin,
+    french_admin: Builtin,
+    spanish_admin: Builtin,
 }
 
 /// The built-in defaults of one language.
@@ -133,8 +151,12 @@ impl Templates {
         let admin = notice.decision.reason.starts_with("admin-");
         let builtin = match (Language::of(&notice.locale), admin) {
             (Language::German, false) => &self.german,
+            (Language::French, false) => &self.french,
+            (Language::Spanish, false) => &self.spanish,
             (Language::English, false) => &self.english,
             (Language::German, true) => &self.german_admin,
+            (Language::French, true) => &self.french_admin,
+            (Language::Spanish, true) => &self.spanish_admin,
             (Language::English, true) => &self.english_admin,
         };
         Message {
@@ -194,6 +216,16 @@ pub fn parse(settings: &str) -> Result<Templates, String> {
             [GERMAN_SUBJECT, GERMAN_HTML, GERMAN_TEXT],
             "German default",
         ),
+        french: Builtin::new(
+            Language::French,
+            [FRENCH_SUBJECT, FRENCH_HTML, FRENCH_TEXT],
+            "French default",
+        ),
+        spanish: Builtin::new(
+            Language::Spanish,
+            [SPANISH_SUBJECT, SPANISH_HTML, SPANISH_TEXT],
+            "Spanish default",
+        ),
         english_admin: Builtin::new(
             Language::English,
             [ADMIN_SUBJECT, ADMIN_HTML, ADMIN_TEXT],
@@ -203,6 +235,20 @@ pub fn parse(settings: &str) -> Result<Templates, String> {
             Language::German,
             [GERMAN_ADMIN_SUBJECT, GERMAN_ADMIN_HTML, GERMAN_ADMIN_TEXT],
             "German device action default",
+        ),
+        french_admin: Builtin::new(
+            Language::French,
+            [FRENCH_ADMIN_SUBJECT, FRENCH_ADMIN_HTML, FRENCH_ADMIN_TEXT],
+            "French device action default",
+        ),
+        spanish_admin: Builtin::new(
+            Language::Spanish,
+            [
+                SPANISH_ADMIN_SUBJECT,
+                SPANISH_ADMIN_HTML,
+                SPANISH_ADMIN_TEXT,
+            ],
+            "Spanish device action default",
         ),
     };
     for (key, value) in object(&value, "settings")? {
@@ -454,7 +500,7 @@ mod tests {
                     .starts_with("<!DOCTYPE html>\n<html lang=\"de\">")
             );
         }
-        for locale in ["fr-FR", "en-US", "", "x-klingon"] {
+        for locale in ["it-IT", "en-US", "", "x-klingon", "d"] {
             let message = render(locale);
             assert!(message.subject.starts_with("Action required"), "{locale}");
             assert!(
@@ -471,6 +517,111 @@ mod tests {
             !text.contains("Schritt-für-Schritt") && !text.contains("\n\n\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn french_and_spanish_users_of_any_region_get_their_defaults() {
+        let templates = parse("{}").unwrap();
+        let render = |locale: &str| {
+            let mut notice = notice();
+            notice.locale = locale.into();
+            templates.render(&notice)
+        };
+        let french = (
+            "Action requise : l'accès à la messagerie Contoso sur iPhone15,2 <b>\"x\" & 'y' a \
+             été mis en quarantaine",
+            "Bonjour alice@contoso.com,",
+            // Without its apostrophes, which the HTML part escapes.
+            "pas inscrit dans la gestion des appareils.",
+            "Instructions détaillées",
+            "<html lang=\"fr\">",
+        );
+        let spanish = (
+            "Acción necesaria: el acceso al correo de Contoso en iPhone15,2 <b>\"x\" & 'y' se ha \
+             puesto en cuarentena",
+            "Hola, alice@contoso.com:",
+            "porque el dispositivo no está inscrito en la administración de dispositivos.",
+            "Instrucciones paso a paso",
+            "<html lang=\"es\">",
+        );
+        for (locales, (subject, hello, because, link, lang)) in [
+            (["fr-FR", "fr-CA", "FR_be", "fr"], french),
+            (["es-ES", "es-MX", "es-419", "ES"], spanish),
+        ] {
+            for locale in locales {
+                let message = render(locale);
+                assert_eq!(message.subject, subject, "{locale}");
+                for body in [&message.text, &message.html] {
+                    assert!(body.contains(hello), "{locale}: {body}");
+                    assert!(body.contains(because), "{locale}: {body}");
+                    assert!(body.contains(link), "{locale}: {body}");
+                    assert!(
+                        !body.contains("Hello") && !body.contains("because"),
+                        "{body}"
+                    );
+                }
+                assert!(message.html.contains(lang), "{locale}");
+            }
+        }
+        // Without a remediation URL their link line goes too.
+        for locale in ["fr-FR", "es-ES"] {
+            let mut notice = notice();
+            notice.locale = locale.into();
+            notice.remediation_url.clear();
+            let message = templates.render(&notice);
+            for body in [&message.text, &message.html] {
+                assert!(
+                    !body.contains("Instructions détaillées")
+                        && !body.contains("Instrucciones paso a paso")
+                        && !body.contains("\n\n\n"),
+                    "{body}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_builtin_language_has_its_own_words_for_each_verdict_and_reason() {
+        use crate::easgate::policy::types::Verdict;
+        let templates = parse("{}").unwrap();
+        let reasons = [
+            "noncompliant",
+            "not-enrolled",
+            "device-rule",
+            "os-too-old",
+            "stale",
+            "admin-wipe",
+            "admin-account-wipe",
+            "admin-remove",
+            "some-other-policys-code",
+        ];
+        let verdicts = [
+            Verdict::Allow,
+            Verdict::Block,
+            Verdict::Quarantine,
+            Verdict::Exempt,
+        ];
+        for locale in ["en", "de", "fr", "es"] {
+            let mut seen = std::collections::BTreeSet::new();
+            for reason in reasons {
+                for verdict in verdicts {
+                    let mut notice = notice();
+                    notice.locale = locale.into();
+                    notice.decision.reason = reason.into();
+                    notice.decision.verdict = verdict;
+                    let text = templates.render(&notice).text;
+                    let sentence = text.lines().nth(2).unwrap_or_default().to_owned();
+                    assert!(
+                        seen.insert(sentence.clone()),
+                        "{locale}: repeated {sentence}"
+                    );
+                    // No other language's reason texts leak into this one's sentence.
+                    if locale != "en" {
+                        assert!(!sentence.contains(" because "), "{locale}: {sentence}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -35,17 +35,21 @@ pub enum Escape {
 pub enum Language {
     English,
     German,
+    French,
+    Spanish,
 }
 
 impl Language {
     /// The language of a BCP 47 tag (any case, `_` or `-`) if the plugin speaks it, else
-    /// English.
+    /// English. Only the primary subtag counts: every region and script of a language
+    /// (`de-AT`, `fr-CA`, `es-419`) reads the same texts.
     pub fn of(tag: &str) -> Self {
         let primary = tag.trim().split(['-', '_']).next().unwrap_or_default();
-        if primary.eq_ignore_ascii_case("de") {
-            Language::German
-        } else {
-            Language::English
+        match primary.to_ascii_lowercase().as_str() {
+            "de" => Language::German,
+            "fr" => Language::French,
+            "es" => Language::Spanish,
+            _ => Language::English,
         }
     }
 }
@@ -212,6 +216,16 @@ fn verdict_word(verdict: Verdict, language: Language) -> &'static str {
         (Language::German, Verdict::Block) => "gesperrt",
         (Language::German, Verdict::Quarantine) => "unter Quarantäne gestellt",
         (Language::German, Verdict::Exempt) => "von der Richtlinie ausgenommen",
+        // "L'accès … a été {{verdict}}": agrees with the masculine "accès".
+        (Language::French, Verdict::Allow) => "autorisé",
+        (Language::French, Verdict::Block) => "bloqué",
+        (Language::French, Verdict::Quarantine) => "mis en quarantaine",
+        (Language::French, Verdict::Exempt) => "exempté de la stratégie d'accès",
+        // "El acceso … se ha {{verdict}}".
+        (Language::Spanish, Verdict::Allow) => "permitido",
+        (Language::Spanish, Verdict::Block) => "bloqueado",
+        (Language::Spanish, Verdict::Quarantine) => "puesto en cuarentena",
+        (Language::Spanish, Verdict::Exempt) => "eximido de la directiva de acceso",
     }
 }
 
@@ -254,6 +268,60 @@ fn reason_text(reason: &str, language: Language) -> &'static str {
                 "ein Administrator seine Mailpartnerschaft entfernt hat und es Ihre geschäftlichen E-Mails nicht mehr erhält"
             }
             _ => "es die Anforderungen Ihrer Organisation für den E-Mail-Zugriff nicht erfüllt",
+        },
+        // "…, car {{reason_text}}.": the device is named, as "il" would read as "l'accès".
+        Language::French => match reason {
+            "noncompliant" => {
+                "l'appareil ne respecte pas les exigences de conformité de votre organisation"
+            }
+            "not-enrolled" => "l'appareil n'est pas inscrit dans la gestion des appareils",
+            "device-rule" => "les règles de votre organisation n'autorisent pas ce type d'appareil",
+            "os-too-old" => {
+                "le système d'exploitation de l'appareil est plus ancien que ce que votre organisation autorise"
+            }
+            "stale" => {
+                "l'appareil ne s'est pas synchronisé avec le serveur de messagerie depuis trop longtemps"
+            }
+            "admin-wipe" => {
+                "un administrateur a demandé un effacement à distance : l'appareil sera réinitialisé aux paramètres d'usine lors de sa prochaine connexion"
+            }
+            "admin-account-wipe" => {
+                "un administrateur a demandé que votre compte de messagerie professionnel soit supprimé de l'appareil lors de sa prochaine connexion"
+            }
+            "admin-remove" => {
+                "un administrateur a supprimé le partenariat de messagerie de l'appareil : configurez de nouveau votre compte professionnel sur l'appareil si vous l'utilisez encore"
+            }
+            _ => {
+                "l'appareil ne respecte pas les exigences de votre organisation pour l'accès à la messagerie"
+            }
+        },
+        // "… porque {{reason_text}}."
+        Language::Spanish => match reason {
+            "noncompliant" => {
+                "el dispositivo no cumple las directivas de cumplimiento de su organización"
+            }
+            "not-enrolled" => {
+                "el dispositivo no está inscrito en la administración de dispositivos"
+            }
+            "device-rule" => "las reglas de su organización no permiten este tipo de dispositivo",
+            "os-too-old" => {
+                "el sistema operativo del dispositivo es más antiguo de lo que permite su organización"
+            }
+            "stale" => {
+                "el dispositivo lleva demasiado tiempo sin sincronizarse con el servidor de correo"
+            }
+            "admin-wipe" => {
+                "un administrador ha solicitado un borrado remoto: el dispositivo se restablecerá a la configuración de fábrica la próxima vez que se conecte"
+            }
+            "admin-account-wipe" => {
+                "un administrador ha solicitado que su cuenta de correo profesional se borre del dispositivo la próxima vez que se conecte"
+            }
+            "admin-remove" => {
+                "un administrador ha quitado la asociación de correo del dispositivo: vuelva a configurar su cuenta profesional en él si todavía lo usa"
+            }
+            _ => {
+                "el dispositivo no cumple los requisitos de su organización para acceder al correo"
+            }
         },
     }
 }
@@ -313,13 +381,31 @@ pub(crate) mod tests {
             template.render(&notice(), Escape::Text, Language::German),
             "unter Quarantäne gestellt: es nicht in der Geräteverwaltung registriert ist"
         );
+        assert_eq!(
+            template.render(&notice(), Escape::Text, Language::French),
+            "mis en quarantaine: l'appareil n'est pas inscrit dans la gestion des appareils"
+        );
+        assert_eq!(
+            template.render(&notice(), Escape::Text, Language::Spanish),
+            "puesto en cuarentena: el dispositivo no está inscrito en la administración de \
+             dispositivos"
+        );
         for (tag, want) in [
             ("de-DE", Language::German),
             ("DE_at", Language::German),
             ("de", Language::German),
-            ("fr-FR", Language::English),
+            ("fr-FR", Language::French),
+            ("fr-CA", Language::French),
+            ("FR", Language::French),
+            ("es-ES", Language::Spanish),
+            ("es_MX", Language::Spanish),
+            ("es-419", Language::Spanish),
+            ("it-IT", Language::English),
+            ("pt-BR", Language::English),
+            ("en-GB", Language::English),
             ("", Language::English),
             ("dev", Language::English),
+            ("fra", Language::English),
         ] {
             assert_eq!(Language::of(tag), want, "{tag}");
         }

@@ -160,6 +160,7 @@ mod tests {
             user_id: Guid(3),
             department: 0,
             preferred_language: None,
+            languages: &[],
             allowed: allowed.iter().map(|s| (*s).into()).collect(),
             blocked: blocked.iter().map(|s| (*s).into()).collect(),
             active_sync_enabled: true,

@@ -348,6 +348,8 @@ pub(crate) struct MailboxView<'a> {
     email_addresses: Vec<String>,
     recipient_type: &'static str,
     recipient_type_details: &'static str,
+    /// Culture names, most preferred first; an empty list when unset, as Exchange lists it.
+    languages: &'a [&'static str],
     external_directory_object_id: Guid,
     guid: Guid,
     distinguished_name: String,
@@ -380,6 +382,7 @@ impl<'a> MailboxView<'a> {
             email_addresses: addresses,
             recipient_type: "UserMailbox",
             recipient_type_details: "UserMailbox",
+            languages: m.languages,
             external_directory_object_id: m.user_id,
             guid: m.guid,
             distinguished_name: format!("CN={},{}", m.alias, dn_suffix(org)),

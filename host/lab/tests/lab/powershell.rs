@@ -564,3 +564,45 @@ async fn a_write_through_rest_is_seen_through_powershell() {
         Some("Individual")
     );
 }
+
+#[tokio::test]
+async fn get_mailbox_lists_the_mailbox_languages_on_both_faces() {
+    let lab = lab(100).await;
+    let truth = lab.control().truth();
+    let mut mailboxes: Vec<String> = truth.iter().filter_map(|t| t.mailbox.clone()).collect();
+    mailboxes.sort();
+    mailboxes.dedup();
+    let (set, unset) = (&mailboxes[0], &mailboxes[1]);
+    lab.control()
+        .set_mailbox_languages(set, &["fr-CA", "en-US"])
+        .unwrap();
+    lab.control().set_mailbox_languages(unset, &[]).unwrap();
+
+    let rest = Client::new(&lab).await;
+    let mut c = ps_client(&lab, 0);
+    c.open().await.unwrap();
+    for (mailbox, want) in [(set, vec!["fr-CA", "en-US"]), (unset, vec![])] {
+        let found = rest
+            .invoke("Get-Mailbox", json!({"Identity": mailbox}))
+            .await
+            .unwrap();
+        assert_eq!(found[0]["Languages"], json!(want), "REST {mailbox}");
+
+        let o = c
+            .run(
+                &cmdlet("Get-Mailbox", &[("Identity", mailbox.as_str().into())]),
+                true,
+            )
+            .await
+            .unwrap();
+        let m = easgate_psrp::from_clixml(&o.outputs[0]).unwrap();
+        let languages: Vec<&str> = m
+            .prop("Languages")
+            .and_then(|v| v.as_list())
+            .unwrap_or_else(|| panic!("PowerShell {mailbox}: no Languages list"))
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(languages, want, "PowerShell {mailbox}");
+    }
+}
