@@ -909,7 +909,7 @@ impl<'t> Stream<'t> {
     fn new(text: &'t str, base: usize) -> Self {
         Stream {
             text,
-            reader: Reader::from_reader(text[base..].as_bytes()),
+            reader: Reader::from_reader(&text.as_bytes()[base..]),
             base,
         }
     }
