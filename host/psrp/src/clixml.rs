@@ -10,8 +10,13 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use std::borrow::Cow;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::reader::Reader;
+
 use crate::guid::Guid;
-use crate::xml::{self, Element, XmlError};
+use crate::xml::XmlError;
 
 /// A deserialized value.
 #[derive(Debug, Clone, PartialEq)]
@@ -863,42 +868,419 @@ pub enum ClixmlError {
     BadEntry,
 }
 
-/// The `RefId`s of one document. An object is kept as its element and read again where a
-/// `Ref` names it: cloning each object's value as it was read made every nesting level copy
-/// its whole subtree (a CREATE_PIPELINE's objects nest a dozen deep), and `Ref`s are rare.
+/// Deepest nesting of elements read. The reader recurses per value: the limit keeps a hostile
+/// document from exhausting the stack (PowerShell's own objects nest a dozen or two deep).
+const MAX_DEPTH: usize = 100;
+
+/// The `RefId`s of one document. An object is remembered by where it starts in the text and
+/// read again where a `Ref` names it: cloning each object's value as it was read made every
+/// nesting level copy its whole subtree (a CREATE_PIPELINE's objects nest a dozen deep), and
+/// `Ref`s are rare.
 #[derive(Default)]
-struct Refs<'e> {
-    objects: HashMap<&'e str, &'e Element>,
+struct Refs {
+    /// `RefId` → byte offset of the `Obj`'s start tag, once the object has ended.
+    objects: HashMap<String, usize>,
     types: HashMap<String, Vec<String>>,
+}
+
+/// A CLIXML reader over quick-xml events, building [`Value`]s as it goes: no element tree.
+/// A server parses every CREATE_PIPELINE this way, so per-element allocations matter.
+struct Stream<'t> {
+    text: &'t str,
+    reader: Reader<&'t [u8]>,
+    /// Where `reader`'s input starts in `text` (a `Ref` is read by a reader over a suffix).
+    base: usize,
+}
+
+/// An element's start as the reader met it.
+struct Open<'t> {
+    start: BytesStart<'t>,
+    /// Whether it was `<x/>`: no content, no end tag.
+    empty: bool,
+    /// Its byte offset in the document.
+    at: usize,
+}
+
+fn local_name(name: &str) -> &str {
+    name.rsplit_once(':').map_or(name, |(_, l)| l)
+}
+
+impl<'t> Stream<'t> {
+    fn new(text: &'t str, base: usize) -> Self {
+        Stream {
+            text,
+            reader: Reader::from_reader(&text.as_bytes()[base..]),
+            base,
+        }
+    }
+
+    fn syntax(&self, e: impl std::fmt::Display) -> ClixmlError {
+        ClixmlError::Xml(XmlError::Syntax {
+            position: (self.base as u64) + self.reader.buffer_position(),
+            message: e.to_string(),
+        })
+    }
+
+    fn eof_error(&self) -> ClixmlError {
+        self.syntax("the document ends inside an element")
+    }
+
+    /// The next element start, or `None` at the end tag of the element being read; text,
+    /// comments and declarations between elements are skipped. The input's end is an error
+    /// (the element is not closed), except before the root (`XmlError::Empty`).
+    fn next_child(&mut self) -> Result<Option<Open<'t>>, ClixmlError> {
+        loop {
+            let at = self.base + self.reader.buffer_position() as usize;
+            let event = self.reader.read_event().map_err(|e| self.syntax(e))?;
+            return Ok(Some(match event {
+                Event::Start(start) => Open {
+                    start,
+                    empty: false,
+                    at,
+                },
+                Event::Empty(start) => Open {
+                    start,
+                    empty: true,
+                    at,
+                },
+                Event::End(_) => return Ok(None),
+                Event::Eof => return Err(self.eof_error()),
+                _ => continue,
+            }));
+        }
+    }
+
+    /// An attribute by local name, unescaped.
+    fn attr(&self, start: &BytesStart<'_>, name: &str) -> Result<Option<String>, ClixmlError> {
+        for a in start.attributes() {
+            let a = a.map_err(|e| self.syntax(e))?;
+            let key = a.key.as_ref();
+            if key.starts_with("xmlns") || local_name(key) != name {
+                continue;
+            }
+            let v = a
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| self.syntax(e))?;
+            return Ok(Some(v.into_owned()));
+        }
+        Ok(None)
+    }
+
+    /// The element's own text (its text nodes together, children skipped) up to its end tag.
+    fn text(&mut self, open: &Open<'t>) -> Result<Cow<'t, str>, ClixmlError> {
+        let mut text: Cow<'t, str> = Cow::Borrowed("");
+        if open.empty {
+            return Ok(text);
+        }
+        let mut depth = 0usize;
+        loop {
+            let event = self.reader.read_event().map_err(|e| self.syntax(e))?;
+            let piece: Cow<'t, str> = match event {
+                Event::Text(t) if depth == 0 => t.xml10_content(),
+                Event::CData(t) if depth == 0 => t.xml10_content(),
+                Event::GeneralRef(r) if depth == 0 => {
+                    if let Some(c) = r.resolve_char_ref().map_err(|e| self.syntax(e))? {
+                        Cow::Owned(c.to_string())
+                    } else if let Some(s) = quick_xml::escape::resolve_predefined_entity(&r) {
+                        Cow::Borrowed(s)
+                    } else {
+                        return Err(self.syntax(format!("unknown entity &{};", &*r)));
+                    }
+                }
+                Event::Start(_) => {
+                    depth += 1;
+                    if depth >= MAX_DEPTH {
+                        return Err(ClixmlError::Xml(XmlError::TooDeep(MAX_DEPTH)));
+                    }
+                    continue;
+                }
+                Event::End(_) if depth == 0 => return Ok(text),
+                Event::End(_) => {
+                    depth -= 1;
+                    continue;
+                }
+                Event::Eof => return Err(self.eof_error()),
+                _ => continue,
+            };
+            if text.is_empty() {
+                text = piece;
+            } else {
+                text.to_mut().push_str(&piece);
+            }
+        }
+    }
+
+    /// Skips the rest of an element.
+    fn skip(&mut self, open: &Open<'t>) -> Result<(), ClixmlError> {
+        self.text(open).map(|_| ())
+    }
+
+    /// Reads the value element `open` (through its end tag).
+    fn value(
+        &mut self,
+        open: Open<'t>,
+        refs: &mut Refs,
+        depth: usize,
+    ) -> Result<Value, ClixmlError> {
+        if depth >= MAX_DEPTH {
+            return Err(ClixmlError::Xml(XmlError::TooDeep(MAX_DEPTH)));
+        }
+        let name = open.start.name();
+        let tag = local_name(name.as_ref());
+        // A primitive's text.
+        let primitive = |s: &mut Self, open: &Open<'t>| s.text(open);
+        let v = match tag {
+            "Obj" => {
+                return self
+                    .object(open, refs, depth)
+                    .map(|o| Value::Object(Box::new(o)));
+            }
+            "Ref" => {
+                let id = self.attr(&open.start, "RefId")?.unwrap_or_default();
+                self.skip(&open)?;
+                let Some(&at) = refs.objects.get(&id) else {
+                    return Err(ClixmlError::UnknownRef("Ref", id));
+                };
+                let mut again = Stream::new(self.text, at);
+                let open = again.next_child()?.ok_or_else(|| again.eof_error())?;
+                return again.value(open, refs, depth + 1);
+            }
+            "Nil" => {
+                self.skip(&open)?;
+                Value::Null
+            }
+            "S" => Value::String(decode(&primitive(self, &open)?)),
+            "B" => {
+                let t = primitive(self, &open)?;
+                match t.trim() {
+                    "true" | "True" => Value::Bool(true),
+                    "false" | "False" => Value::Bool(false),
+                    _ => return Err(bad("B", &t, "boolean")),
+                }
+            }
+            "I32" => Value::I32(number("I32", &primitive(self, &open)?, "32-bit integer")?),
+            "I64" => Value::I64(number("I64", &primitive(self, &open)?, "64-bit integer")?),
+            "U32" => Value::U32(number(
+                "U32",
+                &primitive(self, &open)?,
+                "unsigned 32-bit integer",
+            )?),
+            "U64" => Value::U64(number(
+                "U64",
+                &primitive(self, &open)?,
+                "unsigned 64-bit integer",
+            )?),
+            "Db" => {
+                let t = primitive(self, &open)?;
+                Value::Double(match t.trim() {
+                    "Infinity" => f64::INFINITY,
+                    "-Infinity" => f64::NEG_INFINITY,
+                    "NaN" => f64::NAN,
+                    _ => number("Db", &t, "double")?,
+                })
+            }
+            "DT" => Value::DateTime(primitive(self, &open)?.trim().to_owned()),
+            "G" => {
+                let t = primitive(self, &open)?;
+                Value::Guid(t.trim().parse().map_err(|_| bad("G", &t, "GUID"))?)
+            }
+            "Version" => Value::Version(primitive(self, &open)?.trim().to_owned()),
+            "C" => Value::Char(number("C", &primitive(self, &open)?, "UTF-16 code unit")?),
+            "BA" => {
+                let t = primitive(self, &open)?;
+                Value::Bytes(base64_decode(&t).ok_or_else(|| bad("BA", &t, "base64 text"))?)
+            }
+            "SB" | "By" | "I16" | "U16" | "Sg" | "D" | "TS" | "URI" | "XD" | "SBK" | "SS"
+            | "PR" => Value::Other {
+                tag: tag.to_owned(),
+                text: decode(&primitive(self, &open)?),
+            },
+            other => return Err(ClixmlError::UnknownElement(other.to_owned())),
+        };
+        Ok(v)
+    }
+
+    /// The children of a container element (`LST`, `Props`, …), each read with `each`.
+    fn children(
+        &mut self,
+        open: &Open<'t>,
+        mut each: impl FnMut(&mut Self, Open<'t>) -> Result<(), ClixmlError>,
+    ) -> Result<(), ClixmlError> {
+        if open.empty {
+            return Ok(());
+        }
+        while let Some(child) = self.next_child()? {
+            each(self, child)?;
+        }
+        Ok(())
+    }
+
+    fn object(
+        &mut self,
+        open: Open<'t>,
+        refs: &mut Refs,
+        depth: usize,
+    ) -> Result<Object, ClixmlError> {
+        let ref_id = self.attr(&open.start, "RefId")?;
+        let mut o = Object::default();
+        // Values inside sit two elements down (`Obj`, then `MS`/`LST`/…), as the limit counts.
+        let d = depth + 2;
+        self.children(&open, |s, c| {
+            let name = c.start.name();
+            match local_name(name.as_ref()) {
+                "TN" => {
+                    let mut names = Vec::new();
+                    s.children(&c, |s, t| {
+                        if local_name(t.start.name().as_ref()) == "T" {
+                            names.push(decode(&s.text(&t)?));
+                            Ok(())
+                        } else {
+                            s.skip(&t)
+                        }
+                    })?;
+                    if let Some(id) = s.attr(&c.start, "RefId")? {
+                        refs.types.insert(id, names.clone());
+                    }
+                    o.type_names = names;
+                }
+                "TNRef" => {
+                    let id = s.attr(&c.start, "RefId")?.unwrap_or_default();
+                    s.skip(&c)?;
+                    o.type_names = refs
+                        .types
+                        .get(&id)
+                        .cloned()
+                        .ok_or(ClixmlError::UnknownRef("TNRef", id))?;
+                }
+                "ToString" => o.to_string = Some(decode(&s.text(&c)?)),
+                "Props" => o.adapted = s.props(&c, refs, d)?,
+                "MS" => o.extended = s.props(&c, refs, d)?,
+                kind @ ("LST" | "IE" | "STK" | "QUE") => {
+                    let kind = match kind {
+                        "LST" => ListKind::List,
+                        "IE" => ListKind::Enumerable,
+                        "STK" => ListKind::Stack,
+                        _ => ListKind::Queue,
+                    };
+                    let mut items = Vec::new();
+                    s.children(&c, |s, i| {
+                        items.push(s.value(i, refs, d)?);
+                        Ok(())
+                    })?;
+                    o.container = Container::List(kind, items);
+                }
+                "DCT" => {
+                    let mut entries = Vec::new();
+                    s.children(&c, |s, en| {
+                        if local_name(en.start.name().as_ref()) != "En" {
+                            return s.skip(&en);
+                        }
+                        let (mut key, mut value) = (None, None);
+                        s.children(&en, |s, kv| match s.attr(&kv.start, "N")?.as_deref() {
+                            Some("Key") => {
+                                key = Some(s.value(kv, refs, d)?);
+                                Ok(())
+                            }
+                            Some("Value") => {
+                                value = Some(s.value(kv, refs, d)?);
+                                Ok(())
+                            }
+                            _ => s.skip(&kv),
+                        })?;
+                        entries.push((
+                            key.ok_or(ClixmlError::BadEntry)?,
+                            value.ok_or(ClixmlError::BadEntry)?,
+                        ));
+                        Ok(())
+                    })?;
+                    o.container = Container::Dict(entries);
+                }
+                _ => o.base = Some(s.value(c, refs, d)?),
+            }
+            Ok(())
+        })?;
+        if let Some(id) = ref_id {
+            refs.objects.insert(id, open.at);
+        }
+        Ok(o)
+    }
+
+    fn props(
+        &mut self,
+        open: &Open<'t>,
+        refs: &mut Refs,
+        depth: usize,
+    ) -> Result<Vec<(String, Value)>, ClixmlError> {
+        let mut props = Vec::new();
+        self.children(open, |s, c| {
+            let name = decode(&s.attr(&c.start, "N")?.unwrap_or_default());
+            props.push((name, s.value(c, refs, depth)?));
+            Ok(())
+        })?;
+        Ok(props)
+    }
+
+    /// The document's root element.
+    fn root(&mut self) -> Result<Open<'t>, ClixmlError> {
+        loop {
+            let event = self.reader.read_event().map_err(|e| self.syntax(e))?;
+            return Ok(match event {
+                Event::Start(start) => Open {
+                    start,
+                    empty: false,
+                    at: self.base,
+                },
+                Event::Empty(start) => Open {
+                    start,
+                    empty: true,
+                    at: self.base,
+                },
+                Event::Eof => return Err(ClixmlError::Xml(XmlError::Empty)),
+                Event::End(_) => return Err(self.syntax("closing tag without an opening one")),
+                _ => continue,
+            });
+        }
+    }
 }
 
 /// Reads one value from CLIXML text (its root element; an `Objs` root gives the first value,
 /// or `Null` when empty).
 pub fn from_clixml(text: &str) -> Result<Value, ClixmlError> {
-    let root = xml::parse(text)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut s = Stream::new(text, 0);
     let mut refs = Refs::default();
-    if root.name == "Objs" {
-        return match root.children.first() {
-            Some(c) => read(c, &mut refs),
-            None => Ok(Value::Null),
-        };
+    let root = s.root()?;
+    if local_name(root.start.name().as_ref()) != "Objs" {
+        return s.value(root, &mut refs, 0);
     }
-    read(&root, &mut refs)
+    let mut first = None;
+    // The rest is read too, so that a document broken after its first value is an error.
+    s.children(&root, |s, c| {
+        if first.is_none() {
+            first = Some(s.value(c, &mut refs, 1)?);
+            Ok(())
+        } else {
+            s.skip(&c)
+        }
+    })?;
+    Ok(first.unwrap_or(Value::Null))
 }
 
 /// Reads every value of an `Objs` document (or the single root value).
 pub fn from_clixml_all(text: &str) -> Result<Vec<Value>, ClixmlError> {
-    let root = xml::parse(text)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut s = Stream::new(text, 0);
     let mut refs = Refs::default();
-    if root.name == "Objs" {
-        return root.children.iter().map(|c| read(c, &mut refs)).collect();
+    let root = s.root()?;
+    if local_name(root.start.name().as_ref()) != "Objs" {
+        return Ok(vec![s.value(root, &mut refs, 0)?]);
     }
-    Ok(vec![read(&root, &mut refs)?])
-}
-
-/// Reads a value from an already parsed element.
-pub fn from_element(e: &Element) -> Result<Value, ClixmlError> {
-    read(e, &mut Refs::default())
+    let mut all = Vec::new();
+    s.children(&root, |s, c| {
+        all.push(s.value(c, &mut refs, 1)?);
+        Ok(())
+    })?;
+    Ok(all)
 }
 
 fn bad(tag: &str, text: &str, what: &'static str) -> ClixmlError {
@@ -909,134 +1291,12 @@ fn bad(tag: &str, text: &str, what: &'static str) -> ClixmlError {
     }
 }
 
-fn number<T: std::str::FromStr>(e: &Element, what: &'static str) -> Result<T, ClixmlError> {
-    e.text
-        .trim()
-        .parse::<T>()
-        .map_err(|_| bad(&e.name, &e.text, what))
-}
-
-fn read<'e>(e: &'e Element, refs: &mut Refs<'e>) -> Result<Value, ClixmlError> {
-    let v = match e.name.as_str() {
-        "Nil" => Value::Null,
-        "S" => Value::String(decode(&e.text)),
-        "B" => match e.text.trim() {
-            "true" | "True" => Value::Bool(true),
-            "false" | "False" => Value::Bool(false),
-            _ => return Err(bad("B", &e.text, "boolean")),
-        },
-        "I32" => Value::I32(number(e, "32-bit integer")?),
-        "I64" => Value::I64(number(e, "64-bit integer")?),
-        "U32" => Value::U32(number(e, "unsigned 32-bit integer")?),
-        "U64" => Value::U64(number(e, "unsigned 64-bit integer")?),
-        "Db" => Value::Double(match e.text.trim() {
-            "Infinity" => f64::INFINITY,
-            "-Infinity" => f64::NEG_INFINITY,
-            "NaN" => f64::NAN,
-            _ => number(e, "double")?,
-        }),
-        "DT" => Value::DateTime(e.text.trim().to_owned()),
-        "G" => Value::Guid(
-            e.text
-                .trim()
-                .parse()
-                .map_err(|_| bad("G", &e.text, "GUID"))?,
-        ),
-        "Version" => Value::Version(e.text.trim().to_owned()),
-        "C" => Value::Char(number(e, "UTF-16 code unit")?),
-        "BA" => {
-            Value::Bytes(base64_decode(&e.text).ok_or_else(|| bad("BA", &e.text, "base64 text"))?)
-        }
-        "Ref" => {
-            let id = e.attr("RefId").unwrap_or_default();
-            let Some(&object) = refs.objects.get(id) else {
-                return Err(ClixmlError::UnknownRef("Ref", id.to_owned()));
-            };
-            return read(object, refs);
-        }
-        "Obj" => Value::Object(Box::new(read_object(e, refs)?)),
-        "SB" | "By" | "I16" | "U16" | "Sg" | "D" | "TS" | "URI" | "XD" | "SBK" | "SS" | "PR" => {
-            Value::Other {
-                tag: e.name.clone(),
-                text: decode(&e.text),
-            }
-        }
-        other => return Err(ClixmlError::UnknownElement(other.to_owned())),
-    };
-    Ok(v)
-}
-
-fn read_object<'e>(e: &'e Element, refs: &mut Refs<'e>) -> Result<Object, ClixmlError> {
-    let mut o = Object::default();
-    for c in &e.children {
-        match c.name.as_str() {
-            "TN" => {
-                o.type_names = c.children_named("T").map(|t| decode(&t.text)).collect();
-                if let Some(id) = c.attr("RefId") {
-                    refs.types.insert(id.to_owned(), o.type_names.clone());
-                }
-            }
-            "TNRef" => {
-                let id = c.attr("RefId").unwrap_or_default();
-                o.type_names = refs
-                    .types
-                    .get(id)
-                    .cloned()
-                    .ok_or_else(|| ClixmlError::UnknownRef("TNRef", id.to_owned()))?;
-            }
-            "ToString" => o.to_string = Some(decode(&c.text)),
-            "Props" => o.adapted = read_props(c, refs)?,
-            "MS" => o.extended = read_props(c, refs)?,
-            "LST" | "IE" | "STK" | "QUE" => {
-                let kind = match c.name.as_str() {
-                    "LST" => ListKind::List,
-                    "IE" => ListKind::Enumerable,
-                    "STK" => ListKind::Stack,
-                    _ => ListKind::Queue,
-                };
-                let items = c
-                    .children
-                    .iter()
-                    .map(|i| read(i, refs))
-                    .collect::<Result<_, _>>()?;
-                o.container = Container::List(kind, items);
-            }
-            "DCT" => {
-                let mut entries = Vec::new();
-                for en in c.children_named("En") {
-                    let mut key = None;
-                    let mut value = None;
-                    for kv in &en.children {
-                        match kv.attr("N") {
-                            Some("Key") => key = Some(read(kv, refs)?),
-                            Some("Value") => value = Some(read(kv, refs)?),
-                            _ => {}
-                        }
-                    }
-                    entries.push((
-                        key.ok_or(ClixmlError::BadEntry)?,
-                        value.ok_or(ClixmlError::BadEntry)?,
-                    ));
-                }
-                o.container = Container::Dict(entries);
-            }
-            _ => o.base = Some(read(c, refs)?),
-        }
-    }
-    if let Some(id) = e.attr("RefId") {
-        refs.objects.insert(id, e);
-    }
-    Ok(o)
-}
-
-fn read_props<'e>(
-    e: &'e Element,
-    refs: &mut Refs<'e>,
-) -> Result<Vec<(String, Value)>, ClixmlError> {
-    e.children
-        .iter()
-        .map(|c| Ok((decode(c.attr("N").unwrap_or_default()), read(c, refs)?)))
-        .collect()
+fn number<T: std::str::FromStr>(
+    tag: &str,
+    text: &str,
+    what: &'static str,
+) -> Result<T, ClixmlError> {
+    text.trim().parse::<T>().map_err(|_| bad(tag, text, what))
 }
 
 #[cfg(test)]
@@ -1142,6 +1402,42 @@ mod tests {
             from_clixml("<Foo/>"),
             Err(ClixmlError::UnknownElement(_))
         ));
+    }
+
+    #[test]
+    fn broken_documents_are_errors_wherever_they_break() {
+        for text in [
+            "",
+            "<Obj RefId=\"0\"><S>x</Obj>",
+            "<Obj RefId=\"0\"><MS><S N=\"a\">x</S>",
+            "<Objs><S>a</S><S>b</Objs>",
+            "<S>a &bogus; b</S>",
+        ] {
+            assert!(from_clixml(text).is_err(), "{text}");
+        }
+        assert_eq!(from_clixml(""), Err(ClixmlError::Xml(XmlError::Empty)));
+        let deep = "<Obj><LST>".repeat(200) + &"</LST></Obj>".repeat(200);
+        assert_eq!(
+            from_clixml(&deep),
+            Err(ClixmlError::Xml(XmlError::TooDeep(MAX_DEPTH)))
+        );
+        let deepest = "<Obj><LST>".repeat(49) + "<Nil/>" + &"</LST></Obj>".repeat(49);
+        assert!(from_clixml(&deepest).is_ok());
+        // A primitive's own text only; an Objs root's first value, its second still read.
+        assert_eq!(
+            from_clixml("<S>a<x>skipped</x>b</S>").unwrap(),
+            Value::string("ab")
+        );
+        assert_eq!(
+            from_clixml("<Objs><I32>7</I32><B>true</B></Objs>").unwrap(),
+            Value::I32(7)
+        );
+        assert_eq!(from_clixml("<Objs/>").unwrap(), Value::Null);
+        // A Ref inside a Ref'd object resolves when the object is read again.
+        let text = r#"<Objs><Obj RefId="0"><MS><S N="a">x</S></MS></Obj><Obj RefId="1"><MS><Ref N="inner" RefId="0" /></MS></Obj><Ref RefId="1" /></Objs>"#;
+        let all = from_clixml_all(text).unwrap();
+        assert_eq!(all[2], all[1]);
+        assert_eq!(all[2].prop("inner"), Some(&all[0]));
     }
 
     #[test]

@@ -13,14 +13,14 @@
 //! - [`message`]: a [`Message`] is the 40-byte header (destination, [`MessageType`], runspace
 //!   pool id, pipeline id — GUIDs in .NET byte order) and the CLIXML data; `encode`/`decode`.
 //! - [`clixml`]: the [`Value`] model, a streaming [`Writer`] (no tree; what makes a server emit
-//!   tens of thousands of objects a second) and a reader [`from_clixml`] that resolves
-//!   `RefId`/`TNRef`.
+//!   tens of thousands of objects a second) and a streaming reader [`from_clixml`] (quick-xml
+//!   events straight to values, no element tree) that resolves `RefId`/`TNRef`.
 //! - [`messages`]: the bodies an Exchange session needs — [`SessionCapability`],
 //!   [`InitRunspacePool`], `application_private_data`, `runspace_pool_state`,
 //!   [`CreatePipeline`] (a client's cmdlet + named parameters, as pypsrp sends it), pipeline
 //!   output (any [`Value`] or streamed [`Writer`] text), [`ErrorRecord`], `pipeline_state`,
 //!   `warning_record` — each with a builder and a parser.
-//! - [`xml`]: the small element tree both CLIXML and callers' SOAP envelopes are read with.
+//! - [`xml`]: the small element tree callers' SOAP envelopes are read with.
 //!
 //! # A client, in short
 //!

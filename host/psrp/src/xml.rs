@@ -1,4 +1,4 @@
-//! A small element tree read with `quick-xml`, for the documents PSRP and WS-Management carry
+//! A small element tree read with `quick-xml`, for the documents WS-Management carries
 //! (CLIXML, SOAP envelopes, `creationXml`): names are kept without their namespace prefix, as
 //! both protocols' element names are unambiguous within a document; text is unescaped.
 
