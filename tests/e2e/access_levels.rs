@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use easgate::exchange::cmdlets::{GetOrganizationSettings, SetOrganizationSettings};
 use easgate::model::{
-    AccessLevel, DefaultAccess, DeviceAccessRule, RuleCharacteristic, SyncKind, SyncSettings,
-    Verdict,
+    AccessLevel, DefaultAccess, DeviceAccessRule, RestrictionLimit, RuleCharacteristic, SyncKind,
+    SyncSettings, Verdict,
 };
 use easgate::plugin::PluginEngine;
 use easgate::store::RunOutcome;
 use easgate::sync::dry_run::{Cause, DefaultSwitch, NewState};
-use easgate_lab::{AccessReason, AccessState, DeviceTruth, Lab};
+use easgate_lab::{AccessReason, AccessState, ComplianceState, DeviceTruth, Lab};
 
 use crate::support::lab::{expected, org_sync_over, sync_lab, unguarded};
 use crate::support::{Transport, builtin, temp_store, within};
@@ -523,4 +523,94 @@ async fn a_new_blocking_rule_is_listed_by_the_dry_run_and_held_by_the_guard(tran
         })
         .collect();
     assert_eq!(changed, listed);
+}
+
+// A held plan may hold a quarantine that an allow default overrides on Exchange. Once it is
+// approved and applied, the store (the status page, the API) records what Exchange shows, as
+// after a run that was not held: `Allowed` by the default, not the verdict's quarantine.
+over_transports!(an_approved_plan_records_the_state_exchange_shows_not_the_verdict);
+async fn an_approved_plan_records_the_state_exchange_shows_not_the_verdict(transport: Transport) {
+    let lab = sync_lab(300).await;
+    let (_dir, store) = temp_store();
+    let engine = PluginEngine::new().expect("engine");
+    let policy = || builtin(&engine, "{}");
+    let allow = SyncSettings {
+        default_access_level: Some(DefaultAccess::Allow),
+        ..unguarded()
+    };
+    let settled = org_sync_over(&lab, store.clone(), allow.clone(), transport);
+    let first = within(LIMIT, settled.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    let allowed: Vec<DeviceTruth> = checked(&lab)
+        .into_iter()
+        .filter(|d| verdict(d) == Some(Verdict::Allow) && d.in_allow_list)
+        .collect();
+    // One allowed device loses its record (the policy quarantines it, the default allows it);
+    // another turns noncompliant (a block: a restriction the guard below holds).
+    let (retired, blocked) = (&allowed[0], &allowed[1]);
+    lab.control().retire(&retired.device_id).unwrap();
+    lab.control()
+        .set_compliance(&blocked.device_id, ComplianceState::Noncompliant)
+        .unwrap();
+
+    let nothing_new = SyncSettings {
+        max_new_restrictions: RestrictionLimit {
+            percent: 0.0,
+            floor: 0,
+        },
+        ..allow
+    };
+    let guarded = org_sync_over(&lab, store, nothing_new, transport);
+    let held = within(LIMIT, guarded.run(SyncKind::Full, false, policy()))
+        .await
+        .unwrap();
+    assert_eq!(held.outcome, RunOutcome::Held, "{held:#?}");
+    assert_eq!(held.restrictions, 1, "{held:#?}");
+    let approved = within(LIMIT, guarded.approve(held.run)).await.unwrap();
+    assert_eq!(approved.outcome, RunOutcome::Succeeded, "{approved:#?}");
+
+    let on_exchange = |identity: &str| {
+        checked(&lab)
+            .into_iter()
+            .find(|d| d.identity == identity)
+            .expect("the device is on Exchange")
+    };
+    let now = on_exchange(&retired.identity);
+    assert!(!now.in_allow_list && !now.in_block_list, "{now:#?}");
+    assert_eq!(
+        (now.access_state, now.access_state_reason),
+        (AccessState::Allowed, AccessReason::Global)
+    );
+    assert_eq!(
+        on_exchange(&blocked.identity).access_state,
+        AccessState::Blocked
+    );
+
+    let org = guarded.store.organization(&guarded.name, 0).unwrap();
+    let stored = |identity: &str| {
+        guarded
+            .store
+            .device(org, &easgate::model::DeviceKey::new(identity))
+            .unwrap()
+            .expect("the device is stored")
+    };
+    let retired_row = stored(&retired.identity);
+    assert_eq!(
+        retired_row.decision.map(|d| d.verdict),
+        Some(Verdict::Quarantine)
+    );
+    assert_eq!(
+        (
+            retired_row.exchange.access_state,
+            retired_row.exchange.access_state_reason.as_str()
+        ),
+        (easgate::model::AccessState::Allowed, "Global"),
+        "the store shows what Exchange shows"
+    );
+    assert_eq!(
+        stored(&blocked.identity).exchange.access_state,
+        easgate::model::AccessState::Blocked
+    );
 }

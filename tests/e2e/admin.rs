@@ -81,6 +81,7 @@ fn decided_run(store: &Store, org: &str, devices: &[(ExchangeDevice, Verdict)], 
             decisions: &decisions,
             commands: &[],
             held: false,
+            shown: &[],
         })
         .unwrap();
     let mut counts = VerdictCounts::default();
@@ -130,6 +131,7 @@ fn held_plan(store: &Store, org: &str, mailboxes: &[&str], at: i64) -> RunId {
             decisions: &[],
             commands: &commands,
             held: true,
+            shown: &[],
         })
         .unwrap();
     store

@@ -92,6 +92,7 @@ mod tests {
                 decisions: &decisions,
                 commands: &[],
                 held: false,
+                shown: &[],
             })
             .unwrap();
         let counts = store.verdict_counts(org).unwrap();

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use rusqlite::OptionalExtension;
 
+use super::enforced_state::ShownState;
 use super::outbox::{self, NoticeBatch, Recorded};
 use super::runs::RunOutcome;
 use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode, held, journal};
@@ -93,6 +94,10 @@ pub struct DecisionBatch<'a> {
     pub commands: &'a [PlannedCommand],
     /// The blast-radius guard held the plan.
     pub held: bool,
+    /// A held plan's devices whose verdict no list edit can give, with the state Exchange
+    /// shows them in instead ([`ShownState`]); kept for when the approved plan is applied.
+    /// A plan that is not held records these itself once its commands are confirmed.
+    pub shown: &'a [ShownState],
 }
 
 /// One audit row: a device's verdict, reason or deciding policy changed.
@@ -715,6 +720,7 @@ mod tests {
                     decisions: &[decision(&a1, verdict, reason)],
                     commands: &[],
                     held: false,
+                    shown: &[],
                 })
                 .unwrap();
         };
@@ -786,6 +792,7 @@ mod tests {
                 decisions: &[decision(&a1, Verdict::Block, "noncompliant")],
                 commands: &[],
                 held: false,
+                shown: &[],
             })
             .unwrap();
         let conn = store.conn();
@@ -824,6 +831,7 @@ mod tests {
                 ],
                 commands: &[command("alice")],
                 held: false,
+                shown: &[],
             })
             .unwrap_err();
         assert!(matches!(err, StoreError::UnknownDevice { .. }), "{err:?}");
@@ -862,6 +870,7 @@ mod tests {
             decisions: &[],
             commands: &[],
             held: false,
+            shown: &[],
         };
         let rehearsal = store.start_run(org, RunKind::WhatIf, Some("d"), 1).unwrap();
         let err = store.record_decisions(&batch(rehearsal)).unwrap_err();
@@ -927,6 +936,7 @@ mod tests {
                 decisions: &[],
                 commands: &[command("alice"), command("bob")],
                 held: true,
+                shown: &[],
             })
             .unwrap();
         let journal = store.journal(run).unwrap();

@@ -29,6 +29,11 @@ use super::{OrgId, Store, StoreError};
 use crate::model::command::{SET_CAS_MAILBOX, SET_ORG_SETTINGS};
 use crate::model::{AccessLevel, Command, DeviceKey, PlannedCommand};
 
+/// A device whose verdict no confirmed list edit can give it, the level Exchange gives it
+/// instead (by a device access rule or the organization default), and Exchange's
+/// `DeviceAccessStateReason` for that (`DeviceRule` or `Global`).
+pub type ShownState = (DeviceKey, AccessLevel, String);
+
 /// The stored spelling of the state a level gives.
 fn state_of(level: AccessLevel) -> &'static str {
     match level {
@@ -115,11 +120,7 @@ impl Store {
     /// verdict's (a quarantine under an allow rule or default; see `sync::plan::Shown`):
     /// (device, level, `DeviceAccessStateReason`). Called after [`record`] wrote the
     /// verdict's, for the devices of confirmed commands only.
-    pub fn record_shown_states(
-        &self,
-        org: OrgId,
-        states: &[(DeviceKey, AccessLevel, String)],
-    ) -> Result<(), StoreError> {
+    pub fn record_shown_states(&self, org: OrgId, states: &[ShownState]) -> Result<(), StoreError> {
         let doing = "recording the access state Exchange shows";
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.sql(doing))?;
@@ -253,6 +254,7 @@ mod tests {
                 decisions: &decisions,
                 commands: &commands,
                 held: false,
+                shown: &[],
             })
             .unwrap();
         store.mark_sent(&ids, 3).unwrap();

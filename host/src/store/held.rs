@@ -14,13 +14,14 @@
 use rusqlite::Transaction;
 
 use super::devices::{DecisionBatch, DecisionRecord};
+use super::enforced_state::ShownState;
 use super::outbox::{NoticeBatch, NoticeRequest};
 use super::{OrgId, RunId, Store, StoreError};
-use crate::model::{DeviceKey, Verdict};
+use crate::model::{AccessLevel, DeviceKey, Verdict};
 use crate::notify::NoticeId;
 
 /// What applying an approved plan's decisions did ([`Store::enforce_approved`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Enforced {
     /// Verdicts that became the devices' own (devices gone since are skipped).
     pub decisions: u64,
@@ -28,6 +29,9 @@ pub struct Enforced {
     pub notices_queued: u64,
     /// Notices skipped: the verdict did not change, or a like notice is recent.
     pub notices_deduplicated: u64,
+    /// The plan's devices (still present) whose verdict its list edits cannot give, with the
+    /// state Exchange shows them in: to record once their commands are confirmed.
+    pub shown: Vec<ShownState>,
 }
 
 /// Inside a recording transaction of run `run`: every earlier plan of `org` still waiting (held,
@@ -91,14 +95,15 @@ pub(super) fn drop_waiting(
     run: RunId,
     doing: &'static str,
 ) -> Result<(), StoreError> {
-    for table in ["held_decisions", "held_notices"] {
+    for table in ["held_decisions", "held_notices", "held_shown"] {
         tx.execute(&format!("DELETE FROM {table} WHERE sync_id = ?1"), [run.0])
             .map_err(store.sql(doing))?;
     }
     Ok(())
 }
 
-/// Inside the recording transaction of a held plan: keeps its decisions and notices aside.
+/// Inside the recording transaction of a held plan: keeps its decisions, notices and shown
+/// states aside.
 pub(super) fn hold_decisions(
     tx: &Transaction<'_>,
     store: &Store,
@@ -147,6 +152,22 @@ pub(super) fn hold_decisions(
             ])
             .map_err(store.sql(doing))?;
     }
+    let mut shown = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO held_shown (sync_id, device_key, access_level, reason)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(store.sql(doing))?;
+    for (key, level, reason) in batch.shown {
+        shown
+            .execute(rusqlite::params![
+                batch.run.0,
+                key.as_str(),
+                level.as_str(),
+                reason
+            ])
+            .map_err(store.sql(doing))?;
+    }
     Ok(())
 }
 
@@ -178,6 +199,7 @@ impl Store {
         let decisions = decision_records(rows)?;
         let resend_interval_secs = notice_rows.first().map_or(0, |n| n.6);
         let requests = notice_requests(notice_rows)?;
+        let shown = self.held_shown(&tx, run, org, doing)?;
         let (notices_queued, notices_deduplicated) = self.write_decisions(
             &tx,
             org,
@@ -196,6 +218,7 @@ impl Store {
             decisions: decisions.len() as u64,
             notices_queued,
             notices_deduplicated,
+            shown,
         })
     }
 }
@@ -215,6 +238,40 @@ type NoticeRow = (
 );
 
 impl Store {
+    /// The run's shown states for devices the organization still has.
+    fn held_shown(
+        &self,
+        tx: &Transaction<'_>,
+        run: RunId,
+        org: OrgId,
+        doing: &'static str,
+    ) -> Result<Vec<ShownState>, StoreError> {
+        let mut stmt = tx
+            .prepare(
+                "SELECT s.device_key, s.access_level, s.reason
+                     FROM held_shown AS s
+                     JOIN devices AS d ON d.org_id = ?2 AND d.device_key = s.device_key
+                     WHERE s.sync_id = ?1 ORDER BY s.device_key",
+            )
+            .map_err(self.sql(doing))?;
+        let rows: Vec<(String, String, String)> = stmt
+            .query_map((run.0, org.0), |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .map_err(self.sql(doing))?
+            .collect::<Result<_, _>>()
+            .map_err(self.sql(doing))?;
+        rows.into_iter()
+            .map(|(key, level, reason)| {
+                let level = AccessLevel::parse(&level).ok_or_else(|| StoreError::Decode {
+                    what: "held shown access level",
+                    detail: level.clone(),
+                })?;
+                Ok((DeviceKey::new(&key), level, reason))
+            })
+            .collect()
+    }
+
     /// The run's held decisions for devices the organization still has.
     fn held_decision_rows(
         &self,
@@ -372,6 +429,18 @@ mod tests {
 
         /// A run deciding `verdict` for A1 with a notice, held or applied, then finished.
         fn run(&self, at: i64, verdict: Verdict, held: bool) -> RunId {
+            self.run_showing(at, verdict, held, &[])
+        }
+
+        /// [`Fixture::run`], with the states Exchange shows where the list edits cannot give
+        /// the verdicts.
+        fn run_showing(
+            &self,
+            at: i64,
+            verdict: Verdict,
+            held: bool,
+            shown: &[ShownState],
+        ) -> RunId {
             let s = &self.store;
             let run = s.start_run(self.org, RunKind::Full, Some("d"), at).unwrap();
             let key = self.a1.key();
@@ -397,6 +466,7 @@ mod tests {
                     }],
                     commands: &[command("alice")],
                     held,
+                    shown,
                 },
                 &NoticeBatch {
                     requests: &[request],
@@ -466,7 +536,8 @@ mod tests {
             Enforced {
                 decisions: 1,
                 notices_queued: 1,
-                notices_deduplicated: 0
+                notices_deduplicated: 0,
+                shown: Vec::new(),
             }
         );
         assert_eq!(f.verdict(), Some(Verdict::Block));
@@ -479,6 +550,19 @@ mod tests {
         let audit = f.store.audit(f.org, &f.a1.key()).unwrap();
         assert_eq!((audit.len(), audit[0].run), (1, held));
         // Nothing is left to enforce a second time.
+        assert_eq!(f.store.enforce_approved(held).unwrap(), Enforced::default());
+    }
+
+    /// A quarantine under an allow default stays allowed on Exchange: the approved plan hands
+    /// back the state to record once its command is confirmed, and only once.
+    #[test]
+    fn an_approved_plan_hands_back_the_states_exchange_shows() {
+        let f = Fixture::new();
+        let shown = [(f.a1.key(), AccessLevel::Allow, "Global".to_owned())];
+        let held = f.run_showing(10, Verdict::Quarantine, true, &shown);
+        assert_eq!(f.store.approve(held, 30).unwrap(), 1);
+        let enforced = f.store.enforce_approved(held).unwrap();
+        assert_eq!(enforced.shown, shown);
         assert_eq!(f.store.enforce_approved(held).unwrap(), Enforced::default());
     }
 

@@ -465,6 +465,7 @@ mod tests {
                 decisions: &[],
                 commands: &commands,
                 held,
+                shown: &[],
             })
             .unwrap()
     }

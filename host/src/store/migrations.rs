@@ -39,7 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V6),
     Migration::Sql(V7),
     Migration::Sql(V8),
-    // V9 comes from another branch this round; on merge, this one follows it.
+    Migration::Sql(V9),
     Migration::Sql(V10),
 ];
 
@@ -399,7 +399,7 @@ CREATE INDEX admin_actions_by_org ON admin_actions(org_id, id);
 /// SQLite cannot drop a NOT NULL, hence the copy. An action's `note` says how Exchange's
 /// answer was read when it was not the plain one (a removal whose retry found the
 /// partnership gone).
-const V10: &str = r#"
+const V9: &str = r#"
 CREATE TABLE notices_v10 (
     id              TEXT PRIMARY KEY,
     org_id          INTEGER NOT NULL REFERENCES organizations(id),
@@ -438,6 +438,19 @@ ALTER TABLE notices_v10 RENAME TO notices;
 CREATE INDEX notices_due ON notices(org_id, next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX notices_by_device ON notices(org_id, device_key, state, created_at);
 ALTER TABLE admin_actions ADD COLUMN note TEXT;
+"#;
+
+/// A held plan's devices whose verdict no list edit can give (a quarantine under an allow rule
+/// or default) and the state Exchange will show them in instead: the approved plan records
+/// these once its commands are confirmed, as a run that was not held does at once.
+const V10: &str = r#"
+CREATE TABLE held_shown (
+    sync_id      INTEGER NOT NULL REFERENCES sync_runs(id),
+    device_key   TEXT NOT NULL,
+    access_level TEXT NOT NULL CHECK (access_level IN ('Allow', 'Block', 'Quarantine')),
+    reason       TEXT NOT NULL,
+    PRIMARY KEY (sync_id, device_key)
+) STRICT;
 "#;
 
 #[cfg(test)]

@@ -550,6 +550,7 @@ mod tests {
                     }],
                     commands: &[],
                     held: false,
+                    shown: &[],
                 },
                 &NoticeBatch {
                     requests: &[request],
@@ -671,6 +672,7 @@ mod tests {
                 decisions: &[],
                 commands: &[],
                 held: false,
+                shown: &[],
             },
             &NoticeBatch {
                 requests: &[NoticeRequest {

@@ -140,6 +140,7 @@ mod tests {
                 decisions: &decisions,
                 commands: &[],
                 held: false,
+                shown: &[],
             })
             .unwrap();
         store.finish_run(run, &end(6)).unwrap();

@@ -165,6 +165,7 @@ mod tests {
                 decisions: &decisions,
                 commands: &commands,
                 held: true,
+                shown: &[],
             })
             .unwrap();
         let changes = store.held_changes(run).unwrap();

@@ -337,6 +337,7 @@ pub fn record_in_chunks(
                 decisions: &decisions,
                 commands: &commands,
                 held: false,
+                shown: &[],
             },
             &NoticeBatch {
                 requests: &notices,

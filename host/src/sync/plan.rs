@@ -204,6 +204,13 @@ pub struct Shown {
     pub reason: String,
 }
 
+impl Shown {
+    /// As the store keeps it.
+    pub fn into_state(self) -> crate::store::ShownState {
+        (self.key, self.level, self.reason)
+    }
+}
+
 /// The level the store records for a confirmed list edit by `verdict` (see
 /// `store::enforced_state`); `None` for exempt, which no edit is for.
 fn recorded_level(verdict: Verdict) -> Option<AccessLevel> {

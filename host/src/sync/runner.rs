@@ -42,7 +42,7 @@ use super::notices::{
     Locale, Locales, NoticeReport, NoticeStage, TemplateSource, Unresolved, deliver,
     resolve_locales,
 };
-use super::plan::{Decided, Plan, PlanStep, PlannedCommand, Platform, plan_steps};
+use super::plan::{Decided, Plan, PlanStep, PlannedCommand, Platform, Shown, plan_steps};
 use super::progress;
 use super::save::InventorySaver;
 use crate::model::SyncKind;
@@ -61,7 +61,7 @@ use crate::plugin::org_policy::OrgPolicyError;
 use crate::plugin::{AccessPolicyPlugin, NoticeTemplatePlugin, types};
 use crate::store::{
     DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, OrgId, RunEnd, RunId, RunOutcome,
-    Store, StoreError, VerdictCounts,
+    ShownState, Store, StoreError, VerdictCounts,
 };
 use crate::timestamp::unix_now;
 
@@ -312,7 +312,8 @@ impl OrgSync {
         let mut ready = ready;
         let shown = std::mem::take(&mut ready.shown);
         let applied = Box::pin(self.record_and_apply(&mut run, ready, report)).await?;
-        self.record_shown(&run, shown).await?;
+        let shown = shown.into_iter().map(Shown::into_state).collect();
+        self.record_shown((run.id, run.org), shown).await?;
         self.account(&mut run.summary, &applied);
         if let (Some(notices), Some(template)) = (&self.notices, run.template.take()) {
             Box::pin(self.notify(notices, template, run.org, &mut run.summary)).await?;
@@ -785,17 +786,17 @@ impl OrgSync {
     /// Records a held plan whole, in one transaction, with its notices (enqueued when it is
     /// applied), and ends the run waiting for an operator.
     async fn hold(&self, mut run: Run<'_>, ready: Ready) -> Result<Summary, SyncError> {
-        // Not `shown`: an approved plan's confirmed edits record their verdicts' states (a
-        // quarantine under an allow default shows quarantined until the next full sync).
         let Ready {
+            shown,
             commands,
             records,
             notices,
             held,
             restrictions,
             limit,
-            ..
         } = ready;
+        // Kept with the plan: its approval records them once the commands are confirmed.
+        let shown: Vec<ShownState> = shown.into_iter().map(Shown::into_state).collect();
         let commands: Vec<PlannedCommand> =
             commands.into_iter().map(PlanStep::into_planned).collect();
         let (id, digest, now) = (run.id, run.digest.clone(), run.now);
@@ -809,6 +810,7 @@ impl OrgSync {
                     decisions: &records,
                     commands: &commands,
                     held,
+                    shown: &shown,
                 },
                 &NoticeBatch {
                     requests: &notices,
@@ -868,13 +870,12 @@ impl OrgSync {
     /// full sync reads them. Only commands Exchange confirmed count.
     async fn record_shown(
         &self,
-        run: &Run<'_>,
-        shown: Vec<super::plan::Shown>,
+        (id, org): (RunId, OrgId),
+        shown: Vec<ShownState>,
     ) -> Result<(), SyncError> {
         if shown.is_empty() {
             return Ok(());
         }
-        let (id, org) = (run.id, run.org);
         blocking(&self.store, move |s| {
             let done: std::collections::HashSet<DeviceKey> = s
                 .journal(id)?
@@ -884,8 +885,7 @@ impl OrgSync {
                 .collect();
             let states: Vec<_> = shown
                 .into_iter()
-                .filter(|x| done.contains(&x.key))
-                .map(|x| (x.key, x.level, x.reason))
+                .filter(|(key, _, _)| done.contains(key))
                 .collect();
             s.record_shown_states(org, &states)
         })
@@ -991,6 +991,9 @@ impl OrgSync {
             progress::count_commands(&sent, apply(&self.exchange, &self.store, commands));
         let applied = progress::stage(report, progress::APPLY, total, &sent, applying).await?;
         self.account(&mut summary, &applied);
+        // As after a run that was not held: what Exchange shows where the confirmed list edits
+        // cannot give the verdict (a quarantine under an allow default stays allowed).
+        self.record_shown((run, org), enforced.shown).await?;
         if let Some(notices) = &self.notices {
             let template = (notices.template)();
             self.notify(notices, template, org, &mut summary).await?;
