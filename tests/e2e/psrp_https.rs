@@ -87,6 +87,28 @@ async fn basic_and_ntlm_sign_in_over_https_trusting_the_ca_file() {
         e.contains("is not trusted") && e.contains("network.ca_file"),
         "{e}"
     );
+
+    // A refused NTLM sign-in over HTTPS may also be a virtual directory that requires Extended
+    // Protection (channel binding, which easgate does not send): the message says so and how
+    // to get past it, beside the password.
+    let mut wrong = basic.clone();
+    let (user, _) = lab.powershell_account();
+    wrong.exchange.auth = ExchangeAuth::Ntlm {
+        username: user,
+        password: SecretSource::Inline(Secret::new("not-the-password")),
+    };
+    let c = ExchangeClient::builder(&wrong, &http).build().unwrap();
+    let e = within(Duration::from_secs(60), c.run(&GetMobileDevice::default()))
+        .await
+        .expect_err("a wrong password is refused")
+        .to_string();
+    for words in [
+        "wrong password or unknown user",
+        "Extended Protection",
+        "use an http:// CAS URL",
+    ] {
+        assert!(e.contains(words), "{words:?} in {e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

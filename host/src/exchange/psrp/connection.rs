@@ -276,8 +276,10 @@ impl Connections {
                     "{cas} refused the Kerberos ticket of `{}@{}` for `{spn}`: check that the \
                      CAS's PowerShell virtual directory has Windows authentication (Kerberos) \
                      on, that `{spn}` is the CAS's SPN (exchange.auth.spn), and that the \
-                     account may use remote PowerShell",
-                    s.account, s.realm
+                     account may use remote PowerShell{}",
+                    s.account,
+                    s.realm,
+                    extended_protection_hint(cas)
                 )));
             }
             _ => return Ok(Err(unexpected(status, &headers, &body))),
@@ -456,6 +458,19 @@ fn unexpected(status: u16, headers: &hyper::HeaderMap, body: &Bytes) -> Reply {
         status,
         retry_after: crate::net::retry_after(headers),
         body: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+/// For a sign-in an `https://` CAS refused after a complete handshake: Extended Protection
+/// (on by default since Exchange 2019 CU14) may require a channel binding token, which this
+/// client does not send. Over `http://` there is no TLS channel to bind, so nothing is added.
+pub(super) fn extended_protection_hint(cas: &str) -> &'static str {
+    if cas.starts_with("https://") {
+        "; over HTTPS, a PowerShell virtual directory whose Extended Protection is `Require` \
+         refuses it too (easgate sends no channel binding): use an http:// CAS URL, where every \
+         envelope is sealed, or set the directory's Extended Protection to `Allow`"
+    } else {
+        ""
     }
 }
 

@@ -162,12 +162,14 @@ pub fn not_offered(cas: &str, offered: &[String]) -> String {
     }
 }
 
-/// The CAS refused the AUTHENTICATE message: a wrong password, an unknown or locked account.
+/// The CAS refused the AUTHENTICATE message: a wrong password, an unknown or locked account,
+/// or (over HTTPS) a virtual directory that requires channel binding.
 pub fn refused(cas: &str, username: &str) -> String {
     format!(
         "{cas} refused the NTLM sign-in of `{username}`: wrong password or unknown user (or a \
          locked or disabled account): check exchange.auth.username (CONTOSO\\svc-easgate or \
-         svc-easgate@contoso.com) and exchange.auth.password"
+         svc-easgate@contoso.com) and exchange.auth.password{}",
+        super::connection::extended_protection_hint(cas)
     )
 }
 
@@ -278,5 +280,9 @@ mod tests {
         let wrong = refused(cas, r"CONTOSO\svc-easgate");
         assert!(wrong.contains(cas) && wrong.contains("wrong password or unknown user"));
         assert!(wrong.contains("exchange.auth.password"));
+        // Over HTTPS the same refusal may be Extended Protection's; over HTTP it cannot be.
+        assert!(wrong.contains("Extended Protection") && wrong.contains("http://"));
+        let plain = refused("http://cas01.contoso.com/PowerShell/", "svc@contoso.com");
+        assert!(!plain.contains("Extended Protection"), "{plain}");
     }
 }
