@@ -192,6 +192,17 @@ impl std::fmt::Display for DeviceKey {
     }
 }
 
+/// The state Exchange will show for a device whose verdict no list edit can give it (a
+/// quarantine under an allow rule or default), and Exchange's `DeviceAccessStateReason` for
+/// it: what the store records once the edit is confirmed, instead of the verdict's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownState {
+    pub key: DeviceKey,
+    pub level: AccessLevel,
+    /// `DeviceRule` or `Global`.
+    pub reason: String,
+}
+
 /// A set of device keys (or other normalized names) held as 128-bit digests instead of
 /// strings: a few megabytes instead of tens at 100 000 keys, for sets a sync only asks
 /// "is it in?". The digests are keyed at random per set, so nobody can craft two names that

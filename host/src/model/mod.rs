@@ -21,7 +21,7 @@ pub mod settings;
 pub use command::{Command, ParamValue, Parameters, PlannedCommand};
 pub use inventory::{
     AccessLevel, AccessState, ComplianceState, DeviceKey, DirectoryUser, ExchangeDevice, Inventory,
-    Mailbox, MailboxLanguages, ManagedDevice, OwnerType, Verdict,
+    Mailbox, MailboxLanguages, ManagedDevice, OwnerType, ShownState, Verdict,
 };
 pub use kind::{RunKind, SyncKind};
 pub use settings::{

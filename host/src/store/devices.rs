@@ -5,12 +5,11 @@ use std::collections::HashSet;
 
 use rusqlite::OptionalExtension;
 
-use super::enforced_state::ShownState;
 use super::outbox::{self, NoticeBatch, Recorded};
 use super::runs::RunOutcome;
 use super::{CommandId, OrgId, RunId, Store, StoreError, decode, encode, held, journal};
 use crate::model::RunKind;
-use crate::model::{DeviceKey, ExchangeDevice, ManagedDevice, PlannedCommand, Verdict};
+use crate::model::{DeviceKey, ExchangeDevice, ManagedDevice, PlannedCommand, ShownState, Verdict};
 use crate::plugin::types;
 
 /// One partnership's views to save.

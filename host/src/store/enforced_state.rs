@@ -27,12 +27,7 @@ use rusqlite::Transaction;
 
 use super::{OrgId, Store, StoreError};
 use crate::model::command::{SET_CAS_MAILBOX, SET_ORG_SETTINGS};
-use crate::model::{AccessLevel, Command, DeviceKey, PlannedCommand};
-
-/// A device whose verdict no confirmed list edit can give it, the level Exchange gives it
-/// instead (by a device access rule or the organization default), and Exchange's
-/// `DeviceAccessStateReason` for that (`DeviceRule` or `Global`).
-pub type ShownState = (DeviceKey, AccessLevel, String);
+use crate::model::{AccessLevel, Command, DeviceKey, PlannedCommand, ShownState};
 
 /// The stored spelling of the state a level gives.
 fn state_of(level: AccessLevel) -> &'static str {
@@ -117,8 +112,8 @@ pub(super) fn record(
 
 impl Store {
     /// Records the state Exchange shows, where a confirmed list edit cannot give a device its
-    /// verdict's (a quarantine under an allow rule or default; see `sync::plan::Shown`):
-    /// (device, level, `DeviceAccessStateReason`). Called after [`record`] wrote the
+    /// verdict's (a quarantine under an allow rule or default)
+    /// ([`ShownState`]). Called after [`record`] wrote the
     /// verdict's, for the devices of confirmed commands only.
     pub fn record_shown_states(&self, org: OrgId, states: &[ShownState]) -> Result<(), StoreError> {
         let doing = "recording the access state Exchange shows";
@@ -132,7 +127,7 @@ impl Store {
                      WHERE org_id = ?1 AND device_key = ?2",
                 )
                 .map_err(self.sql(doing))?;
-            for (key, level, reason) in states {
+            for ShownState { key, level, reason } in states {
                 stmt.execute(rusqlite::params![
                     org.0,
                     key.as_str(),

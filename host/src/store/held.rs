@@ -14,10 +14,9 @@
 use rusqlite::Transaction;
 
 use super::devices::{DecisionBatch, DecisionRecord};
-use super::enforced_state::ShownState;
 use super::outbox::{NoticeBatch, NoticeRequest};
 use super::{OrgId, RunId, Store, StoreError};
-use crate::model::{AccessLevel, DeviceKey, Verdict};
+use crate::model::{AccessLevel, DeviceKey, ShownState, Verdict};
 use crate::notify::NoticeId;
 
 /// What applying an approved plan's decisions did ([`Store::enforce_approved`]).
@@ -158,7 +157,7 @@ pub(super) fn hold_decisions(
              VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(store.sql(doing))?;
-    for (key, level, reason) in batch.shown {
+    for ShownState { key, level, reason } in batch.shown {
         shown
             .execute(rusqlite::params![
                 batch.run.0,
@@ -267,7 +266,11 @@ impl Store {
                     what: "held shown access level",
                     detail: level.clone(),
                 })?;
-                Ok((DeviceKey::new(&key), level, reason))
+                Ok(ShownState {
+                    key: DeviceKey::new(&key),
+                    level,
+                    reason,
+                })
             })
             .collect()
     }
@@ -558,7 +561,11 @@ mod tests {
     #[test]
     fn an_approved_plan_hands_back_the_states_exchange_shows() {
         let f = Fixture::new();
-        let shown = [(f.a1.key(), AccessLevel::Allow, "Global".to_owned())];
+        let shown = [ShownState {
+            key: f.a1.key(),
+            level: AccessLevel::Allow,
+            reason: "Global".to_owned(),
+        }];
         let held = f.run_showing(10, Verdict::Quarantine, true, &shown);
         assert_eq!(f.store.approve(held, 30).unwrap(), 1);
         let enforced = f.store.enforce_approved(held).unwrap();

@@ -46,7 +46,7 @@ pub use devices::{
     AuditEntry, DecisionBatch, DecisionRecord, DeviceRecord, DeviceView, StoredDecision,
 };
 pub use directory::StoredDirectory;
-pub use enforced_state::{Enforces, ShownState};
+pub use enforced_state::Enforces;
 pub use error::StoreError;
 pub use held::Enforced;
 pub use journal::{JournalEntry, JournalState, Recovery};

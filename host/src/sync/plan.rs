@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::exchange::models::{DeviceAccessRule as ExistingRule, OrganizationSettings};
 use crate::model::inventory::{
-    AccessLevel, AccessState, DeviceKey, ExchangeDevice, Mailbox, Verdict,
+    AccessLevel, AccessState, DeviceKey, ExchangeDevice, Mailbox, ShownState, Verdict,
 };
 use crate::model::settings::{
     DeviceAccessRule, RestrictionLimit, RuleCharacteristic, SyncSettings,
@@ -176,7 +176,7 @@ pub struct Plan<S = PlannedCommand> {
     /// the state and `DeviceAccessStateReason` Exchange will show, for the store to record
     /// instead of the verdict's once the edit is confirmed.
     #[serde(default)]
-    pub shown: Vec<Shown>,
+    pub shown: Vec<ShownState>,
     /// Devices the plan takes from allowed to blocked or quarantined, or whose allowed
     /// partnership it removes: `restricted.len()`.
     pub restrictions: usize,
@@ -192,22 +192,6 @@ impl<S> Plan<S> {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.commands.is_empty()
-    }
-}
-
-/// The state Exchange will show for a device whose verdict its lists cannot give it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shown {
-    pub key: DeviceKey,
-    pub level: AccessLevel,
-    /// `DeviceRule` or `Global`.
-    pub reason: String,
-}
-
-impl Shown {
-    /// As the store keeps it.
-    pub fn into_state(self) -> crate::store::ShownState {
-        (self.key, self.level, self.reason)
     }
 }
 
@@ -572,7 +556,7 @@ struct Planning<'a> {
     skipped: Vec<Skipped>,
     unenforced: Vec<DeviceKey>,
     restricted: BTreeSet<DeviceKey>,
-    shown: Vec<Shown>,
+    shown: Vec<ShownState>,
 }
 
 impl<'a> Planning<'a> {
@@ -618,7 +602,7 @@ impl<'a> Planning<'a> {
                 self.restricted.insert(key.clone());
             }
             if Some(after) != recorded_level(d.verdict) {
-                self.shown.push(Shown {
+                self.shown.push(ShownState {
                     key: key.clone(),
                     level: after,
                     reason: self.platform.reason_of(device).to_owned(),
@@ -1433,12 +1417,12 @@ mod tests {
         assert_eq!(
             plan.shown,
             [
-                Shown {
+                ShownState {
                     key: all[0].key(),
                     level: AccessLevel::Allow,
                     reason: "Global".into(),
                 },
-                Shown {
+                ShownState {
                     key: all[1].key(),
                     level: AccessLevel::Block,
                     reason: "DeviceRule".into(),

@@ -42,11 +42,11 @@ use super::notices::{
     Locale, Locales, NoticeReport, NoticeStage, TemplateSource, Unresolved, deliver,
     resolve_locales,
 };
-use super::plan::{Decided, Plan, PlanStep, PlannedCommand, Platform, Shown, plan_steps};
+use super::plan::{Decided, Plan, PlanStep, PlannedCommand, Platform, plan_steps};
 use super::progress;
 use super::save::InventorySaver;
 use crate::model::SyncKind;
-use crate::model::inventory::{DeviceKey, KeyDigests, Verdict};
+use crate::model::inventory::{DeviceKey, KeyDigests, ShownState, Verdict};
 use crate::model::settings::SyncSettings;
 use anyhow::Context;
 
@@ -61,7 +61,7 @@ use crate::plugin::org_policy::OrgPolicyError;
 use crate::plugin::{AccessPolicyPlugin, NoticeTemplatePlugin, types};
 use crate::store::{
     DecisionBatch, DecisionRecord, NoticeBatch, NoticeRequest, OrgId, RunEnd, RunId, RunOutcome,
-    ShownState, Store, StoreError, VerdictCounts,
+    Store, StoreError, VerdictCounts,
 };
 use crate::timestamp::unix_now;
 
@@ -312,7 +312,6 @@ impl OrgSync {
         let mut ready = ready;
         let shown = std::mem::take(&mut ready.shown);
         let applied = Box::pin(self.record_and_apply(&mut run, ready, report)).await?;
-        let shown = shown.into_iter().map(Shown::into_state).collect();
         self.record_shown((run.id, run.org), shown).await?;
         self.account(&mut run.summary, &applied);
         if let (Some(notices), Some(template)) = (&self.notices, run.template.take()) {
@@ -795,8 +794,6 @@ impl OrgSync {
             restrictions,
             limit,
         } = ready;
-        // Kept with the plan: its approval records them once the commands are confirmed.
-        let shown: Vec<ShownState> = shown.into_iter().map(Shown::into_state).collect();
         let commands: Vec<PlannedCommand> =
             commands.into_iter().map(PlanStep::into_planned).collect();
         let (id, digest, now) = (run.id, run.digest.clone(), run.now);
@@ -810,6 +807,8 @@ impl OrgSync {
                     decisions: &records,
                     commands: &commands,
                     held,
+                    // Kept with the plan: its approval records them once the commands are
+                    // confirmed.
                     shown: &shown,
                 },
                 &NoticeBatch {
@@ -885,7 +884,7 @@ impl OrgSync {
                 .collect();
             let states: Vec<_> = shown
                 .into_iter()
-                .filter(|(key, _, _)| done.contains(key))
+                .filter(|s| done.contains(&s.key))
                 .collect();
             s.record_shown_states(org, &states)
         })
@@ -1235,7 +1234,7 @@ struct Planned {
 /// guard, the verdicts and the notices.
 struct Ready {
     /// See [`Plan::shown`]; recorded once the commands are confirmed.
-    shown: Vec<super::plan::Shown>,
+    shown: Vec<ShownState>,
     commands: Vec<PlanStep>,
     records: Vec<DecisionRecord>,
     notices: Vec<NoticeRequest>,
