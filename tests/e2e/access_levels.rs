@@ -88,6 +88,30 @@ async fn org_default(sync: &easgate::sync::OrgSync) -> String {
     format!("{:?}", settings.default_access_level)
 }
 
+/// A first full sync of `lab` under `settings`, which succeeds: where a test's change starts.
+async fn settle(
+    lab: &Lab,
+    store: std::sync::Arc<easgate::store::Store>,
+    settings: SyncSettings,
+    transport: Transport,
+    policy: std::sync::Arc<easgate::plugin::AccessPolicyPlugin>,
+) {
+    let settled = org_sync_over(lab, store, settings, transport);
+    let first = within(LIMIT, settled.run(SyncKind::Full, false, policy))
+        .await
+        .unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+}
+
+/// The device `identity` as `sync`'s store keeps it (what the status page and the API show).
+fn stored(sync: &easgate::sync::OrgSync, identity: &str) -> easgate::store::DeviceRecord {
+    let org = sync.store.organization(&sync.name, 0).unwrap();
+    sync.store
+        .device(org, &easgate::model::DeviceKey::new(identity))
+        .unwrap()
+        .expect("the device is stored")
+}
+
 // Intune's usual on-premises set-up: block every device by default, let one platform in as an
 // exception, and let compliance decide the enrolled ones.
 over_transports!(default_block_with_an_allow_exception_for_a_platform);
@@ -223,11 +247,7 @@ async fn a_default_switch_is_listed_by_the_dry_run_and_held_by_the_guard(transpo
         default_access_level: Some(DefaultAccess::Allow),
         ..unguarded()
     };
-    let settled = org_sync_over(&lab, store.clone(), allow, transport);
-    let first = within(LIMIT, settled.run(SyncKind::Full, false, policy()))
-        .await
-        .unwrap();
-    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    settle(&lab, store.clone(), allow, transport, policy()).await;
     let state = |lab: &Lab| -> BTreeSet<(String, String)> {
         checked(lab)
             .into_iter()
@@ -395,12 +415,7 @@ async fn a_quick_sync_predicts_with_the_default_an_admin_set_by_hand(transport: 
     );
     // The store (the status page, the API) records what Exchange shows, not the verdict's
     // quarantine: the allow default decides the device.
-    let org = sync.store.organization(&sync.name, 0).unwrap();
-    let stored = sync
-        .store
-        .device(org, &easgate::model::DeviceKey::new(&retired.identity))
-        .unwrap()
-        .expect("the device is stored");
+    let stored = stored(&sync, &retired.identity);
     assert_eq!(
         stored.decision.map(|d| d.verdict),
         Some(Verdict::Quarantine)
@@ -428,11 +443,7 @@ async fn a_new_blocking_rule_is_listed_by_the_dry_run_and_held_by_the_guard(tran
         device_access_rules: Some(Vec::new()),
         ..unguarded()
     };
-    let settled = org_sync_over(&lab, store.clone(), allow.clone(), transport);
-    let first = within(LIMIT, settled.run(SyncKind::Full, false, policy()))
-        .await
-        .unwrap();
-    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    settle(&lab, store.clone(), allow.clone(), transport, policy()).await;
     let state = |lab: &Lab| -> BTreeSet<(String, String)> {
         checked(lab)
             .into_iter()
@@ -538,11 +549,7 @@ async fn an_approved_plan_records_the_state_exchange_shows_not_the_verdict(trans
         default_access_level: Some(DefaultAccess::Allow),
         ..unguarded()
     };
-    let settled = org_sync_over(&lab, store.clone(), allow.clone(), transport);
-    let first = within(LIMIT, settled.run(SyncKind::Full, false, policy()))
-        .await
-        .unwrap();
-    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:#?}");
+    settle(&lab, store.clone(), allow.clone(), transport, policy()).await;
     let allowed: Vec<DeviceTruth> = checked(&lab)
         .into_iter()
         .filter(|d| verdict(d) == Some(Verdict::Allow) && d.in_allow_list)
@@ -588,15 +595,7 @@ async fn an_approved_plan_records_the_state_exchange_shows_not_the_verdict(trans
         AccessState::Blocked
     );
 
-    let org = guarded.store.organization(&guarded.name, 0).unwrap();
-    let stored = |identity: &str| {
-        guarded
-            .store
-            .device(org, &easgate::model::DeviceKey::new(identity))
-            .unwrap()
-            .expect("the device is stored")
-    };
-    let retired_row = stored(&retired.identity);
+    let retired_row = stored(&guarded, &retired.identity);
     assert_eq!(
         retired_row.decision.map(|d| d.verdict),
         Some(Verdict::Quarantine)
@@ -610,7 +609,7 @@ async fn an_approved_plan_records_the_state_exchange_shows_not_the_verdict(trans
         "the store shows what Exchange shows"
     );
     assert_eq!(
-        stored(&blocked.identity).exchange.access_state,
+        stored(&guarded, &blocked.identity).exchange.access_state,
         easgate::model::AccessState::Blocked
     );
 }
