@@ -67,6 +67,12 @@ pub struct SimArgs {
     /// `[network] ca_file`.
     #[arg(long = "tls-ca", value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
+
+    /// With `--tls-ca`: check the channel binding of NTLM and Kerberos sign-ins on
+    /// /PowerShell/ as IIS's Extended Protection does (`require`: Exchange 2019 CU14's default;
+    /// `allow`: only a binding that is sent must match; `none`: no check).
+    #[arg(long = "extended-protection", value_enum, default_value_t = crate::ExtendedProtection::None)]
+    pub extended_protection: crate::ExtendedProtection,
 }
 
 impl SimArgs {
@@ -81,6 +87,7 @@ impl SimArgs {
             listen: self.listen,
             tls: self.tls_ca.is_some(),
             cas_tls: self.tls_ca.is_some(),
+            extended_protection: self.extended_protection,
             ..LabOptions::default()
         }
     }
