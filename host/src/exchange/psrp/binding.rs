@@ -1,9 +1,10 @@
 //! Channel binding for Windows sign-in over `https://` (what IIS calls Extended Protection, on
 //! by default since Exchange 2019 CU14): the RFC 5929 `tls-server-end-point` binding of the TLS
-//! connection the sign-in goes over, a hash of the CAS's own certificate. The NTLM and Kerberos
-//! clients put its MD5 (of the SEC_CHANNEL_BINDINGS structure around it) into their messages,
-//! so that a sign-in relayed through another TLS connection (a man in the middle with another
-//! certificate) no longer matches what the CAS sees on its own end.
+//! connection the sign-in goes over, a hash of the CAS's own certificate. The NTLM client puts
+//! its MD5 (of the SEC_CHANNEL_BINDINGS structure around it) into its AUTHENTICATE message, so
+//! that a sign-in relayed through another TLS connection (a man in the middle with another
+//! certificate) no longer matches what the CAS sees on its own end. (Kerberos could carry it
+//! in its authenticator's checksum, but see `connection` for why it does not yet.)
 //!
 //! A TLS-terminating proxy or load balancer in front of the CAS shows the client its own
 //! certificate: the binding then names that one, and a CAS that checks it refuses the sign-in.
@@ -29,18 +30,6 @@ pub fn tls_server_end_point(cert: &[u8]) -> Result<Vec<u8>, String> {
     let mut data = PREFIX.to_vec();
     data.extend_from_slice(&hash);
     Ok(data)
-}
-
-/// A SEC_CHANNEL_BINDINGS structure (the 32-byte header of addresses and offsets, all zero but
-/// the application data's length and offset, then that data), as `sspi` reads it from a
-/// `BufferType::ChannelBindings` buffer and Windows' SSPI takes it.
-pub fn sec_channel_bindings(application_data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; 32];
-    let len = u32::try_from(application_data.len()).expect("a binding is a few dozen bytes");
-    out[24..28].copy_from_slice(&len.to_le_bytes());
-    out[28..32].copy_from_slice(&32u32.to_le_bytes());
-    out.extend_from_slice(application_data);
-    out
 }
 
 /// The hash a `tls-server-end-point` binding uses.
@@ -236,15 +225,5 @@ mod tests {
             assert!(tls_server_end_point(&cert[..cut]).is_err(), "cut at {cut}");
         }
         assert!(tls_server_end_point(b"not DER at all").is_err());
-    }
-
-    #[test]
-    fn the_structure_holds_only_the_application_data() {
-        let s = sec_channel_bindings(b"tls-server-end-point:\x01\x02");
-        assert_eq!(s.len(), 32 + 23);
-        assert!(s[..24].iter().all(|&b| b == 0));
-        assert_eq!(&s[24..28], &23u32.to_le_bytes());
-        assert_eq!(&s[28..32], &32u32.to_le_bytes());
-        assert_eq!(&s[32..], b"tls-server-end-point:\x01\x02");
     }
 }

@@ -232,7 +232,12 @@ impl Connections {
         let (mut sender, binding) = self.connect(cas, &t).await?;
         let binding = binding.as_deref();
         let ctx = match &self.sign_in {
-            SignIn::Kerberos(s) => self.kerberos(&mut sender, &t, cas, s, binding).await?,
+            // Kerberos goes unbound: with a binding, sspi 0.23.1 adds the AP-options flag
+            // KERB_AP_OPTIONS_CBT to the authenticator as 2 bytes where MS-KILE, MIT and Heimdal
+            // use a 32-bit little-endian value, and MIT's acceptor refuses such a ticket outright
+            // (KRB5KRB_AP_ERR_MSG_TYPE), Extended Protection or not: binding would break
+            // Kerberos over https where it works today. See `extended_protection_hint`.
+            SignIn::Kerberos(s) => self.kerberos(&mut sender, &t, cas, s).await?,
             SignIn::Ntlm(s) => self.ntlm(&mut sender, &t, cas, s, binding).await?,
         };
         Ok(ctx.map(|ctx| Conn { sender, ctx }))
@@ -257,18 +262,16 @@ impl Connections {
             .map_err(|(e, _)| Trouble::Broken(e))
     }
 
-    /// Kerberos on a new connection: the AP-REQ (its authenticator bound to the TLS channel,
-    /// over https), then the CAS's AP-REP checked.
+    /// Kerberos on a new connection: the AP-REQ, then the CAS's AP-REP checked.
     async fn kerberos(
         &self,
         sender: &mut http1::SendRequest<Full<Bytes>>,
         t: &Target,
         cas: &str,
         s: &kerberos::Settings,
-        binding: Option<&[u8]>,
     ) -> Result<Result<Context, Reply>, Trouble> {
         let spn = s.spn_for(cas);
-        let (ctx, ap_req) = kerberos::Context::start(s, spn.clone(), binding.map(<[u8]>::to_vec))
+        let (ctx, ap_req) = kerberos::Context::start(s, spn.clone())
             .await
             .map_err(|f| Trouble::SignIn(f.explain(cas, s, &spn)))?;
         let (status, headers, body) = self.authorize(sender, t, &ap_req).await?;
@@ -282,7 +285,7 @@ impl Connections {
                      account may use remote PowerShell{}",
                     s.account,
                     s.realm,
-                    extended_protection_hint(cas)
+                    unbound_kerberos_hint(cas)
                 )));
             }
             _ => return Ok(Err(unexpected(status, &headers, &body))),
@@ -483,12 +486,12 @@ fn unexpected(status: u16, headers: &hyper::HeaderMap, body: &Bytes) -> Reply {
     }
 }
 
-/// For a sign-in an `https://` CAS refused after a complete handshake. The sign-in carries the
-/// channel binding of the TLS connection (Extended Protection, on by default since Exchange 2019
-/// CU14), so a CAS that checks it accepts it when it sees the same TLS session; what remains is
-/// a TLS-terminating load balancer or proxy in front of it (SSL offloading, which Microsoft
-/// does not support with Extended Protection): the binding then names the proxy's certificate.
-/// Over `http://` there is no TLS channel to bind, so nothing is added.
+/// For an NTLM sign-in an `https://` CAS refused after a complete handshake. The sign-in
+/// carries the channel binding of the TLS connection (Extended Protection, on by default since
+/// Exchange 2019 CU14), so a CAS that checks it accepts it when it sees the same TLS session;
+/// what remains is a TLS-terminating load balancer or proxy in front of it (SSL offloading,
+/// which Microsoft does not support with Extended Protection): the binding then names the
+/// proxy's certificate. Over `http://` there is no TLS channel to bind, so nothing is added.
 pub(super) fn extended_protection_hint(cas: &str) -> &'static str {
     if cas.starts_with("https://") {
         "; over HTTPS the sign-in is bound to the TLS connection (Extended Protection), so if a \
@@ -496,6 +499,20 @@ pub(super) fn extended_protection_hint(cas: &str) -> &'static str {
          certificate instead of the CAS's and a CAS with Extended Protection refuses it: point \
          exchange.cas_urls at the CAS itself, or pass TLS through to it (or bridge it with the \
          CAS's own certificate), or use an http:// CAS URL, where every envelope is sealed"
+    } else {
+        ""
+    }
+}
+
+/// For a Kerberos sign-in an `https://` CAS refused: the Kerberos sign-in carries no channel
+/// binding (see [`Connections::open`]), so a virtual directory whose Extended Protection is
+/// `Require` refuses it.
+fn unbound_kerberos_hint(cas: &str) -> &'static str {
+    if cas.starts_with("https://") {
+        "; over HTTPS, a PowerShell virtual directory whose Extended Protection is `Require` \
+         refuses it too (easgate's Kerberos sign-in carries no channel binding yet): use an \
+         http:// CAS URL, where every envelope is sealed, or kind = \"ntlm\" in exchange.auth \
+         (NTLM binds the channel), or set the directory's Extended Protection to `Allow`"
     } else {
         ""
     }

@@ -210,23 +210,13 @@ async fn on_own_stack<T: Send + 'static>(
 
 impl Context {
     /// Gets the tickets for `spn` from the KDC and returns the context with its AP-REQ (the
-    /// token of the `Authorization` header). With `binding` (the connection's
-    /// `tls-server-end-point` channel binding, over https) the authenticator's checksum carries
-    /// its hash (RFC 4121 §4.1.1), which an IIS with Extended Protection checks.
-    pub async fn start(
-        s: &Settings,
-        spn: String,
-        binding: Option<Vec<u8>>,
-    ) -> Result<(Context, Vec<u8>), Failure> {
+    /// token of the `Authorization` header).
+    pub async fn start(s: &Settings, spn: String) -> Result<(Context, Vec<u8>), Failure> {
         let s = s.clone();
-        on_own_stack(move || Context::start_blocking(&s, spn, binding.as_deref())).await
+        on_own_stack(move || Context::start_blocking(&s, spn)).await
     }
 
-    fn start_blocking(
-        s: &Settings,
-        spn: String,
-        binding: Option<&[u8]>,
-    ) -> Result<(Context, Vec<u8>), Failure> {
+    fn start_blocking(s: &Settings, spn: String) -> Result<(Context, Vec<u8>), Failure> {
         let kdc = match &s.kdc {
             Some(u) => u.clone(),
             None => discover(&s.realm, s.kdc_timeout),
@@ -240,7 +230,7 @@ impl Context {
             AuthIdentityBuffers::from_utf8(&s.account, &s.realm, s.password.expose()),
         ));
         let mut ctx = Context { krb, creds, spn };
-        let (status, token) = ctx.step(&[], Some(s), binding)?;
+        let (status, token) = ctx.step(&[], Some(s))?;
         if status != SecurityStatus::ContinueNeeded || token.is_empty() {
             return Err(Failure::Other(format!(
                 "the Kerberos client produced no AP-REQ ({status:?})"
@@ -253,7 +243,7 @@ impl Context {
     pub async fn finish(self, ap_rep: Vec<u8>) -> Result<Context, Failure> {
         on_own_stack(move || {
             let mut ctx = self;
-            let (status, _) = ctx.step(&ap_rep, None, None)?;
+            let (status, _) = ctx.step(&ap_rep, None)?;
             if status != SecurityStatus::Ok {
                 return Err(Failure::Other(format!(
                     "the CAS's AP-REP did not complete the context ({status:?})"
@@ -265,21 +255,13 @@ impl Context {
     }
 
     /// One `InitializeSecurityContext`, answering the KDC requests it makes (only the first
-    /// step makes any; `kdc` is `None` for the others), with the channel `binding` (only the
-    /// first step reads it). Blocking: it runs on its own thread.
+    /// step makes any; `kdc` is `None` for the others). Blocking: it runs on its own thread.
     fn step(
         &mut self,
         input: &[u8],
         kdc: Option<&Settings>,
-        binding: Option<&[u8]>,
     ) -> Result<(SecurityStatus, Vec<u8>), Failure> {
         let mut input = vec![SecurityBuffer::new(input.to_vec(), BufferType::Token)];
-        if let Some(b) = binding {
-            input.push(SecurityBuffer::new(
-                super::binding::sec_channel_bindings(b),
-                BufferType::ChannelBindings,
-            ));
-        }
         let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
         let spn = self.spn.clone();
         let result = {

@@ -23,8 +23,9 @@
 //! the realm's KDC with the account's password) or NTLM ([`ntlm`]) on connections of our own
 //! ([`connection`]): the security context is bound to its connection, mutual authentication is
 //! checked (Kerberos), and every envelope is sealed with WS-Management message encryption
-//! ([`sealed`]), over HTTP as over HTTPS. Over HTTPS the Windows sign-in also carries the TLS
-//! connection's channel binding ([`binding`]), which a CAS with Extended Protection requires.
+//! ([`sealed`]), over HTTP as over HTTPS. Over HTTPS the NTLM sign-in also carries the TLS
+//! connection's channel binding ([`binding`]), which a CAS with Extended Protection requires;
+//! the Kerberos one does not yet (see [`connection`]).
 
 mod binding;
 mod connection;

@@ -225,10 +225,12 @@ mod tests {
         let mut accept = |server: &mut Ntlm, token: Vec<u8>| {
             let mut input = vec![SecurityBuffer::new(token, BufferType::Token)];
             if let Some(b) = server_binding {
-                input.push(SecurityBuffer::new(
-                    crate::exchange::psrp::binding::sec_channel_bindings(b),
-                    BufferType::ChannelBindings,
-                ));
+                // SEC_CHANNEL_BINDINGS: no addresses, the application data after the header.
+                let mut bindings = vec![0u8; 32];
+                bindings[24..28].copy_from_slice(&(b.len() as u32).to_le_bytes());
+                bindings[28..32].copy_from_slice(&32u32.to_le_bytes());
+                bindings.extend_from_slice(b);
+                input.push(SecurityBuffer::new(bindings, BufferType::ChannelBindings));
             }
             let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
             let builder = server
