@@ -214,3 +214,37 @@ fn trust_ca(config: &std::path::Path, ca: &std::path::Path) -> anyhow::Result<()
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn extended_protection_is_off_unless_asked_and_reaches_the_lab_options() {
+        let plain = Cli::try_parse_from(["sim"]).unwrap().sim;
+        assert_eq!(
+            plain.options().extended_protection,
+            crate::ExtendedProtection::None
+        );
+        let asked = Cli::try_parse_from([
+            "sim",
+            "--tls-ca",
+            "ca.pem",
+            "--extended-protection",
+            "require",
+        ])
+        .unwrap()
+        .sim;
+        let o = asked.options();
+        assert!(o.cas_tls);
+        assert_eq!(o.extended_protection, crate::ExtendedProtection::Require);
+    }
+}
