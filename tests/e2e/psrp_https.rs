@@ -2,8 +2,10 @@
 //! authority signed, and the connector trusts that authority through `network.ca_file` (read
 //! as the configuration would, into every HTTPS client). Basic (reqwest) and NTLM (our own
 //! connections) sign in over it; a certificate issued to another name is refused with the
-//! message naming the CAS and the fix. Kerberos over HTTPS is in `kerberos.rs` (it needs MIT's
-//! KDC).
+//! message naming the CAS and the fix. With the face requiring Extended Protection (channel
+//! binding, as Exchange 2019 CU14+ does by default), NTLM signs in with the binding of its TLS
+//! connection. Kerberos over HTTPS, with Extended Protection required, is in `kerberos.rs` (it
+//! needs MIT's KDC).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,13 +14,23 @@ use easgate::config::{ExchangeAuth, Network, Organization, Secret, SecretSource}
 use easgate::exchange::ExchangeClient;
 use easgate::exchange::cmdlets::GetMobileDevice;
 use easgate::net::HttpSettings;
-use easgate_lab::{Lab, LabOptions, LatencyModel};
+use easgate_lab::{ExtendedProtection, Lab, LabOptions, LatencyModel};
 
 use crate::support::{Transport, organization_over, within};
 
 /// A lab whose CAS listeners serve TLS, its certificate issued to `names` (the listen address
 /// and `localhost` when `None`).
 pub async fn https_lab(devices: usize, names: Option<Vec<String>>) -> Lab {
+    protected_lab(devices, names, ExtendedProtection::None).await
+}
+
+/// The same, its `/PowerShell/` face checking the channel binding of Windows sign-ins as
+/// `check` says (IIS's `extendedProtection tokenChecking`).
+pub async fn protected_lab(
+    devices: usize,
+    names: Option<Vec<String>>,
+    check: ExtendedProtection,
+) -> Lab {
     Lab::start(LabOptions {
         devices,
         cas: 1,
@@ -26,6 +38,7 @@ pub async fn https_lab(devices: usize, names: Option<Vec<String>>) -> Lab {
         latency: LatencyModel::uniform(1, 0),
         cas_tls: true,
         tls_names: names,
+        extended_protection: check,
         ..Default::default()
     })
     .await
@@ -88,9 +101,9 @@ async fn basic_and_ntlm_sign_in_over_https_trusting_the_ca_file() {
         "{e}"
     );
 
-    // A refused NTLM sign-in over HTTPS may also be a virtual directory that requires Extended
-    // Protection (channel binding, which easgate does not send): the message says so and how
-    // to get past it, beside the password.
+    // A refused NTLM sign-in over HTTPS may also be a channel binding that names a
+    // TLS-terminating proxy's certificate instead of the CAS's: the message says so and how to
+    // get past it, beside the password.
     let mut wrong = basic.clone();
     let (user, _) = lab.powershell_account();
     wrong.exchange.auth = ExchangeAuth::Ntlm {
@@ -105,6 +118,7 @@ async fn basic_and_ntlm_sign_in_over_https_trusting_the_ca_file() {
     for words in [
         "wrong password or unknown user",
         "Extended Protection",
+        "terminates TLS in front of the CAS",
         "use an http:// CAS URL",
     ] {
         assert!(e.contains(words), "{words:?} in {e}");
@@ -131,5 +145,31 @@ async fn a_certificate_for_another_name_is_refused_naming_the_cas_and_the_fix() 
         "write the name the certificate is issued to in exchange.cas_urls",
     ] {
         assert!(e.contains(words), "{words:?} in {e}");
+    }
+}
+
+/// Exchange 2019 CU14+ turns Extended Protection on: an NTLM sign-in over https must carry the
+/// binding of its TLS connection (the lab refuses one without, see the lab's own tests). Under
+/// `Require` and `Allow` alike, the connector's sign-in passes and the devices are listed (each
+/// connection signs in with the binding of its own TLS session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntlm_signs_in_to_a_cas_that_requires_channel_binding() {
+    for check in [ExtendedProtection::Require, ExtendedProtection::Allow] {
+        let lab = protected_lab(300, None, check).await;
+        let dir = tempfile::tempdir().unwrap();
+        let http = trusting(&lab, dir.path());
+        let mut org = organization_over(&lab, Transport::PowerShell);
+        ntlm(&mut org, &lab);
+        let c = ExchangeClient::builder(&org, &http).build().unwrap();
+        let devices = within(Duration::from_secs(60), c.run(&GetMobileDevice::default()))
+            .await
+            .unwrap_or_else(|e| panic!("{check:?}: {e}"));
+        assert_eq!(devices.len(), lab.control().truth().len(), "{check:?}");
+        assert_eq!(
+            lab.control().counters().exchange.rejected,
+            0,
+            "{check:?}: no sign-in was refused"
+        );
+        c.close().await;
     }
 }

@@ -61,7 +61,9 @@ pub use control::{LabControl, LabInfo};
 pub use counters::{CmdletCounters, CounterSnapshot, ExchangeCounters, GraphCounters};
 pub use exchange::cost::{CmdletLatency, DEFAULT_CONCURRENCY, LatencyModel};
 pub use exchange::faults::ExchangeFaults;
-pub use exchange::powershell::{DEFAULT_MAX_SHELLS, PowerShellLimits, UserLoadQuota};
+pub use exchange::powershell::{
+    DEFAULT_MAX_SHELLS, ExtendedProtection, PowerShellLimits, UserLoadQuota,
+};
 pub use graph::faults::GraphFaults;
 pub use graph::throttle::GraphLimits;
 pub use login::{Audience, DEFAULT_TOKEN_LIFETIME};
@@ -110,6 +112,10 @@ pub struct LabOptions {
     /// The names the TLS server certificate is issued to, instead of the listen address and
     /// `localhost` (a certificate for another host, to see a client refuse it).
     pub tls_names: Option<Vec<String>>,
+    /// With `cas_tls`: whether the `/PowerShell/` face checks the channel binding of an NTLM or
+    /// Kerberos sign-in (IIS's `extendedProtection tokenChecking`); nothing is checked over
+    /// http, as with IIS.
+    pub extended_protection: ExtendedProtection,
 }
 
 impl Default for LabOptions {
@@ -127,6 +133,7 @@ impl Default for LabOptions {
             tls: false,
             cas_tls: false,
             tls_names: None,
+            extended_protection: ExtendedProtection::None,
         }
     }
 }
@@ -245,7 +252,16 @@ impl Lab {
             settings_guid: ids.guid(),
             exchange_token,
             arrivals: Mutex::new(None),
-            powershell: exchange::powershell::PowerShellState::new(&org.tenant.domain, opts.seed),
+            powershell: exchange::powershell::PowerShellState::new(
+                &org.tenant.domain,
+                opts.seed,
+                exchange::powershell::Expected::new(
+                    opts.extended_protection,
+                    tls.as_ref()
+                        .filter(|_| opts.cas_tls)
+                        .map(|t| t.end_point_binding.as_slice()),
+                ),
+            ),
             org: RwLock::new(org),
         });
         for (i, listener) in cas_listeners.into_iter().enumerate() {

@@ -67,6 +67,12 @@ pub struct SimArgs {
     /// `[network] ca_file`.
     #[arg(long = "tls-ca", value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
+
+    /// With `--tls-ca`: check the channel binding of NTLM and Kerberos sign-ins on
+    /// /PowerShell/ as IIS's Extended Protection does (`require`: Exchange 2019 CU14's default;
+    /// `allow`: only a binding that is sent must match; `none`: no check).
+    #[arg(long = "extended-protection", value_enum, default_value_t = crate::ExtendedProtection::None)]
+    pub extended_protection: crate::ExtendedProtection,
 }
 
 impl SimArgs {
@@ -81,6 +87,7 @@ impl SimArgs {
             listen: self.listen,
             tls: self.tls_ca.is_some(),
             cas_tls: self.tls_ca.is_some(),
+            extended_protection: self.extended_protection,
             ..LabOptions::default()
         }
     }
@@ -206,4 +213,38 @@ fn trust_ca(config: &std::path::Path, ca: &std::path::Path) -> anyhow::Result<()
         "\n# The lab's certificate authority (easgate sim --tls-ca).\n[network]\nca_file = {line}"
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn extended_protection_is_off_unless_asked_and_reaches_the_lab_options() {
+        let plain = Cli::try_parse_from(["sim"]).unwrap().sim;
+        assert_eq!(
+            plain.options().extended_protection,
+            crate::ExtendedProtection::None
+        );
+        let asked = Cli::try_parse_from([
+            "sim",
+            "--tls-ca",
+            "ca.pem",
+            "--extended-protection",
+            "require",
+        ])
+        .unwrap()
+        .sim;
+        let o = asked.options();
+        assert!(o.cas_tls);
+        assert_eq!(o.extended_protection, crate::ExtendedProtection::Require);
+    }
 }

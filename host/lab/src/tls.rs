@@ -12,6 +12,8 @@
 
 use std::sync::Arc;
 
+use sha2::Digest;
+
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -26,6 +28,10 @@ pub(crate) struct LabTls {
     /// The authority's certificate, PEM.
     pub ca_pem: String,
     pub acceptor: TlsAcceptor,
+    /// The channel binding of every connection the acceptor serves (RFC 5929
+    /// `tls-server-end-point`: the prefix and the SHA-256 of the server certificate), what the
+    /// `/PowerShell/` face checks a Windows sign-in against under Extended Protection.
+    pub end_point_binding: Vec<u8>,
 }
 
 impl std::fmt::Debug for LabTls {
@@ -51,7 +57,12 @@ impl LabTls {
             .push(DnType::CommonName, "easgate lab certificate authority");
         ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+        // The authority's key signs the server certificate, so its algorithm is that
+        // certificate's signature algorithm, whose hash (SHA-256) the channel binding uses.
+        let ca = CertifiedIssuer::self_signed(
+            ca,
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
+        )?;
 
         let mut server = CertificateParams::new(names)?;
         server
@@ -65,6 +76,8 @@ impl LabTls {
         server.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate()?;
         let cert = server.signed_by(&key, &ca)?;
+        let mut end_point_binding = b"tls-server-end-point:".to_vec();
+        end_point_binding.extend_from_slice(&sha2::Sha256::digest(cert.der()));
 
         let config = ServerConfig::builder_with_provider(Arc::new(
             tokio_rustls::rustls::crypto::ring::default_provider(),
@@ -78,6 +91,7 @@ impl LabTls {
         Ok(Self {
             ca_pem: ca.pem(),
             acceptor: TlsAcceptor::from(Arc::new(config)),
+            end_point_binding,
         })
     }
 }

@@ -33,6 +33,11 @@ fn user_cred(kdc: &TestKdc, password: &str) -> Result<Cred, libgssapi::error::Er
 
 /// A fresh security context for `HTTP@localhost`, and its first token (the AP-REQ).
 fn client_token(cred: &Cred) -> (ClientCtx, Vec<u8>) {
+    bound_client_token(cred, None)
+}
+
+/// The same with the channel binding `bindings` (application data) in the authenticator.
+fn bound_client_token(cred: &Cred, bindings: Option<&[u8]>) -> (ClientCtx, Vec<u8>) {
     let target = Name::new(b"HTTP@localhost", Some(GSS_NT_HOSTBASED_SERVICE)).expect("name");
     let mut ctx = ClientCtx::new(
         Some(cred.clone()),
@@ -41,7 +46,7 @@ fn client_token(cred: &Cred) -> (ClientCtx, Vec<u8>) {
         Some(GSS_MECH_KRB5),
     );
     let token = ctx
-        .step(None, None)
+        .step(None, bindings)
         .expect("an AP-REQ for HTTP/localhost")
         .expect("a token")
         .to_vec();
@@ -71,8 +76,9 @@ async fn a_kerberos_ticket_authenticates_the_connection_with_mutual_authenticati
         return;
     }
     let (lab, kdc, dir) = kerberos_lab(5, "kerberos-raw").await;
-    // SAFETY: the only test of this binary that sets KRB5_CONFIG (the others give it to a child
-    // process); libkrb5 reads it when the credentials below are acquired.
+    let _config = KRB5_CONFIG.lock().await;
+    // SAFETY: set only under `KRB5_CONFIG`, held for the whole test (the other tests give it to
+    // a child process); libkrb5 reads it whenever the initiator below asks the KDC.
     unsafe { std::env::set_var("KRB5_CONFIG", kdc.krb5_conf()) };
 
     // A wrong password gets no ticket at all: the KDC refuses it.
@@ -151,6 +157,100 @@ async fn a_kerberos_ticket_authenticates_the_connection_with_mutual_authenticati
             ["Negotiate", "Kerberos", "Basic realm=\"\""],
             "{header}"
         );
+    }
+    drop(kdc);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Held by the tests that point this process's `KRB5_CONFIG` at their own KDC, for as long as
+/// their initiator may read it.
+static KRB5_CONFIG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Under Extended Protection over https, MIT's acceptor is given the face's channel binding: a
+/// ticket whose authenticator carries it is accepted, one carrying another binding is refused,
+/// and one carrying none is refused under `Require` and accepted under `Allow`. The expected
+/// binding is computed here from the certificate the lab showed on the TLS connection
+/// (`tls-server-end-point`, SHA-256 as its ECDSA-with-SHA256 signature asks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protection_checks_the_tickets_channel_binding() {
+    use easgate_lab::ExtendedProtection;
+    use sha2::Digest;
+    let test = "extended_protection_checks_the_tickets_channel_binding";
+    if !TestKdc::available_for(test) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("easgate-lab-krb-ep-{}", std::process::id()));
+    let kdc = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || TestKdc::start(&dir)
+    })
+    .await
+    .expect("joined")
+    .expect("KDC starts");
+    let _config = KRB5_CONFIG.lock().await;
+    // SAFETY: see the other test that sets it; both hold `KRB5_CONFIG`.
+    unsafe { std::env::set_var("KRB5_CONFIG", kdc.krb5_conf()) };
+    let cred = user_cred(&kdc, kdc.password()).expect("a TGT with the right password");
+
+    for check in [ExtendedProtection::Require, ExtendedProtection::Allow] {
+        let lab = easgate_lab::Lab::start(easgate_lab::LabOptions {
+            cas_tls: true,
+            extended_protection: check,
+            ..crate::options(5)
+        })
+        .await
+        .expect("lab starts");
+        lab.enable_powershell_kerberos(kdc.keytab())
+            .expect("acceptor from the keytab");
+        let ca = reqwest::Certificate::from_pem(lab.tls_ca_pem().unwrap().as_bytes()).unwrap();
+        let url = lab.powershell_urls()[0].clone();
+        // One connection per request (the context is bound to it): a fresh client each time.
+        let client = || {
+            reqwest::Client::builder()
+                .add_root_certificate(ca.clone())
+                .tls_info(true)
+                .build()
+                .unwrap()
+        };
+        let probe = client().post(&url).send().await.expect("answers");
+        let cert = probe
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|t| t.peer_certificate())
+            .expect("the lab's certificate")
+            .to_vec();
+        let mut ours = b"tls-server-end-point:".to_vec();
+        ours.extend_from_slice(&sha2::Sha256::digest(&cert));
+        let mut other = b"tls-server-end-point:".to_vec();
+        other.extend_from_slice(&sha2::Sha256::digest(b"another certificate"));
+
+        let require = check == ExtendedProtection::Require;
+        for (bindings, accepted, what) in [
+            (Some(ours.as_slice()), true, "the connection's binding"),
+            (
+                Some(other.as_slice()),
+                false,
+                "another connection's binding",
+            ),
+            (None, !require, "no binding"),
+        ] {
+            let (_ctx, token) = bound_client_token(&cred, bindings);
+            let r = client()
+                .post(&url)
+                .header(
+                    "authorization",
+                    format!("Negotiate {}", easgate_psrp::clixml::base64_encode(&token)),
+                )
+                .send()
+                .await
+                .expect("answers");
+            let status = r.status().as_u16();
+            assert_eq!(
+                status,
+                if accepted { 200 } else { 401 },
+                "{check:?}: a ticket with {what}"
+            );
+        }
     }
     drop(kdc);
     let _ = std::fs::remove_dir_all(&dir);

@@ -8,7 +8,10 @@ With PYPSRP_AUTH=kerberos (tests/lab/kerberos.rs, KRB5_CONFIG naming the test KD
 Kerberos principal and pypsrp authenticates with Kerberos and seals every envelope (its default
 encryption="auto" over HTTP), asking for the SPN HTTP/localhost. With PYPSRP_AUTH=ntlm
 (tests/lab/ntlm.rs), USER is DOMAIN\\user or the UPN and pypsrp signs in with NTLM, sealing every
-envelope the same way.
+envelope the same way. For an https:// URL (NTLM only), PYPSRP_CA names the PEM of the authority
+to trust, envelopes are sealed all the same (encryption="always", as the face asks), and pypsrp
+binds its sign-in to the TLS channel (its own tls-server-end-point hash of the certificate)
+unless PYPSRP_CBT=0.
 """
 
 import os
@@ -45,15 +48,18 @@ def connect(url, user, password):
             read_timeout=15,
         )
     if os.environ.get("PYPSRP_AUTH") == "ntlm":
+        https = u.scheme == "https"
         return WSMan(
             u.hostname,
             port=u.port,
             path=u.path.strip("/"),
-            ssl=False,
+            ssl=https,
+            cert_validation=os.environ["PYPSRP_CA"] if https else True,
             auth="ntlm",
             username=user,
             password=password,
-            encryption="auto",
+            encryption="always" if https else "auto",
+            negotiate_send_cbt=os.environ.get("PYPSRP_CBT") != "0",
             operation_timeout=5,
             read_timeout=15,
         )
@@ -164,9 +170,11 @@ def main():
         with RunspacePool(connect(url, user, password), configuration_name=EXCHANGE) as pool:
             ps, output = run(pool, "Get-CASMailbox", [("Identity", "nobody-here")])
             result = {"output": len(output), "had_errors": ps.had_errors, "errors": errors(ps)}
-    elif case == "wrong-password":
+    elif case in ("wrong-password", "refused"):
+        # "refused": the right password, refused for another reason (no channel binding).
+        given = password + "x" if case == "wrong-password" else password
         try:
-            with RunspacePool(connect(url, user, password + "x"), configuration_name=EXCHANGE):
+            with RunspacePool(connect(url, user, given), configuration_name=EXCHANGE):
                 result = {"opened": True}
         except AuthenticationError as e:
             result = {"opened": False, "error": type(e).__name__, "message": str(e)}

@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::sealed;
-use super::{kerberos, ntlm};
+use super::{binding, kerberos, ntlm};
 
 /// The scheme of `Authorization`/`WWW-Authenticate`. IIS's Windows authentication (the
 /// Exchange PowerShell virtual directory) offers `Negotiate`, which takes a bare Kerberos
@@ -229,10 +229,16 @@ impl Connections {
     /// was neither a success nor a refusal of the credentials.
     async fn open(&self, cas: &str) -> Result<Result<Conn, Reply>, Trouble> {
         let t = target(cas).map_err(Trouble::Connect)?;
-        let mut sender = self.connect(cas, &t).await?;
+        let (mut sender, binding) = self.connect(cas, &t).await?;
+        let binding = binding.as_deref();
         let ctx = match &self.sign_in {
+            // Kerberos goes unbound: with a binding, sspi 0.23.1 adds the AP-options flag
+            // KERB_AP_OPTIONS_CBT to the authenticator as 2 bytes where MS-KILE, MIT and Heimdal
+            // use a 32-bit little-endian value, and MIT's acceptor refuses such a ticket outright
+            // (KRB5KRB_AP_ERR_MSG_TYPE), Extended Protection or not: binding would break
+            // Kerberos over https where it works today. See `extended_protection_hint`.
             SignIn::Kerberos(s) => self.kerberos(&mut sender, &t, cas, s).await?,
-            SignIn::Ntlm(s) => self.ntlm(&mut sender, &t, cas, s).await?,
+            SignIn::Ntlm(s) => self.ntlm(&mut sender, &t, cas, s, binding).await?,
         };
         Ok(ctx.map(|ctx| Conn { sender, ctx }))
     }
@@ -279,7 +285,7 @@ impl Connections {
                      account may use remote PowerShell{}",
                     s.account,
                     s.realm,
-                    extended_protection_hint(cas)
+                    unbound_kerberos_hint(cas)
                 )));
             }
             _ => return Ok(Err(unexpected(status, &headers, &body))),
@@ -293,16 +299,18 @@ impl Connections {
         Ok(Ok(Context::Kerberos(Box::new(ctx))))
     }
 
-    /// NTLM on a new connection: NEGOTIATE, the CAS's CHALLENGE in its 401, AUTHENTICATE, 200.
+    /// NTLM on a new connection: NEGOTIATE, the CAS's CHALLENGE in its 401, AUTHENTICATE (bound
+    /// to the TLS channel, over https), 200.
     async fn ntlm(
         &self,
         sender: &mut http1::SendRequest<Full<Bytes>>,
         t: &Target,
         cas: &str,
         s: &ntlm::Settings,
+        binding: Option<&[u8]>,
     ) -> Result<Result<Context, Reply>, Trouble> {
         let failed = |e: String| Trouble::SignIn(format!("NTLM sign-in for {cas}: {e}"));
-        let (mut ctx, negotiate) = ntlm::Context::start(s).map_err(failed)?;
+        let (mut ctx, negotiate) = ntlm::Context::start(s, binding).map_err(failed)?;
         let (status, headers, body) = self.authorize(sender, t, &negotiate).await?;
         match status {
             401 => {}
@@ -330,12 +338,15 @@ impl Connections {
         }
     }
 
-    /// A TCP connection to the CAS (under TLS for https://), ready for HTTP/1.1.
+    /// A TCP connection to the CAS (under TLS for https://), ready for HTTP/1.1, and over TLS
+    /// the connection's channel binding ([`binding::tls_server_end_point`] of the certificate
+    /// the CAS showed on this very connection: the sign-in goes over it, and IIS checks the
+    /// binding against its own end of it).
     async fn connect(
         &self,
         cas: &str,
         t: &Target,
-    ) -> Result<http1::SendRequest<Full<Bytes>>, Trouble> {
+    ) -> Result<(http1::SendRequest<Full<Bytes>>, Option<Vec<u8>>), Trouble> {
         let tcp = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
@@ -356,9 +367,23 @@ impl Connections {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| tls_problem(cas, &t.host, &e))?;
-            handshake(tls).await?
+            let leaf = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first());
+            let binding = match leaf.map(|c| binding::tls_server_end_point(c)) {
+                Some(Ok(b)) => Some(b),
+                // Signing in unbound still works where Extended Protection is off or `Allow`.
+                Some(Err(e)) => {
+                    tracing::warn!(cas, "signing in without channel binding: {e}");
+                    None
+                }
+                None => None,
+            };
+            (handshake(tls).await?, binding)
         } else {
-            handshake(tcp).await?
+            (handshake(tcp).await?, None)
         };
         Ok(sender)
     }
@@ -461,14 +486,33 @@ fn unexpected(status: u16, headers: &hyper::HeaderMap, body: &Bytes) -> Reply {
     }
 }
 
-/// For a sign-in an `https://` CAS refused after a complete handshake: Extended Protection
-/// (on by default since Exchange 2019 CU14) may require a channel binding token, which this
-/// client does not send. Over `http://` there is no TLS channel to bind, so nothing is added.
+/// For an NTLM sign-in an `https://` CAS refused after a complete handshake. The sign-in
+/// carries the channel binding of the TLS connection (Extended Protection, on by default since
+/// Exchange 2019 CU14), so a CAS that checks it accepts it when it sees the same TLS session;
+/// what remains is a TLS-terminating load balancer or proxy in front of it (SSL offloading,
+/// which Microsoft does not support with Extended Protection): the binding then names the
+/// proxy's certificate. Over `http://` there is no TLS channel to bind, so nothing is added.
 pub(super) fn extended_protection_hint(cas: &str) -> &'static str {
     if cas.starts_with("https://") {
+        "; over HTTPS the sign-in is bound to the TLS connection (Extended Protection), so if a \
+         load balancer or proxy terminates TLS in front of the CAS, the binding names its \
+         certificate instead of the CAS's and a CAS with Extended Protection refuses it: point \
+         exchange.cas_urls at the CAS itself, or pass TLS through to it (or bridge it with the \
+         CAS's own certificate), or use an http:// CAS URL, where every envelope is sealed"
+    } else {
+        ""
+    }
+}
+
+/// For a Kerberos sign-in an `https://` CAS refused: the Kerberos sign-in carries no channel
+/// binding (see [`Connections::open`]), so a virtual directory whose Extended Protection is
+/// `Require` refuses it.
+fn unbound_kerberos_hint(cas: &str) -> &'static str {
+    if cas.starts_with("https://") {
         "; over HTTPS, a PowerShell virtual directory whose Extended Protection is `Require` \
-         refuses it too (easgate sends no channel binding): use an http:// CAS URL, where every \
-         envelope is sealed, or set the directory's Extended Protection to `Allow`"
+         refuses it too (easgate's Kerberos sign-in carries no channel binding yet): use an \
+         http:// CAS URL, where every envelope is sealed, or kind = \"ntlm\" in exchange.auth \
+         (NTLM binds the channel), or set the directory's Extended Protection to `Allow`"
     } else {
         ""
     }

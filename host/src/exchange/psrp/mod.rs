@@ -20,11 +20,14 @@
 //!
 //! Sign-in is HTTP Basic (over HTTPS, or HTTP to loopback, as the configuration enforces) on
 //! reqwest's pooled connections, or Kerberos ([`kerberos`], Devolutions' `sspi`, tickets from
-//! the realm's KDC with the account's password) on connections of our own
+//! the realm's KDC with the account's password) or NTLM ([`ntlm`]) on connections of our own
 //! ([`connection`]): the security context is bound to its connection, mutual authentication is
-//! checked, and every envelope is sealed with WS-Management message encryption ([`sealed`]),
-//! over HTTP as over HTTPS. NTLM is not in this build.
+//! checked (Kerberos), and every envelope is sealed with WS-Management message encryption
+//! ([`sealed`]), over HTTP as over HTTPS. Over HTTPS the NTLM sign-in also carries the TLS
+//! connection's channel binding ([`binding`]), which a CAS with Extended Protection requires;
+//! the Kerberos one does not yet (see [`connection`]).
 
+mod binding;
 mod connection;
 pub mod convert;
 mod kerberos;

@@ -48,18 +48,22 @@ impl std::fmt::Debug for Context {
 pub const SIGNATURE: &[u8] = b"NTLMSSP\0";
 
 impl Context {
-    /// A context for `s` and its NEGOTIATE_MESSAGE (the first `Authorization` token).
-    pub fn start(s: &Settings) -> Result<(Context, Vec<u8>), String> {
+    /// A context for `s` and its NEGOTIATE_MESSAGE (the first `Authorization` token). With
+    /// `binding` (the connection's `tls-server-end-point` channel binding, over https), the
+    /// AUTHENTICATE_MESSAGE carries its hash (the MsvAvChannelBindings AV pair), which an IIS
+    /// with Extended Protection checks against its own end of the TLS connection.
+    pub fn start(s: &Settings, binding: Option<&[u8]>) -> Result<(Context, Vec<u8>), String> {
         let (user, domain) = s.user_and_domain();
         let creds = Some(AuthIdentityBuffers::from_utf8(
             user,
             domain,
             s.password.expose(),
         ));
-        let mut ctx = Context {
-            ntlm: Ntlm::with_config(NtlmConfig::new("easgate".into())),
-            creds,
-        };
+        let mut ntlm = Ntlm::with_config(NtlmConfig::new("easgate".into()));
+        if let Some(b) = binding {
+            ntlm.set_channel_bindings(b);
+        }
+        let mut ctx = Context { ntlm, creds };
         let (status, token) = ctx.step(&[])?;
         if status != SecurityStatus::ContinueNeeded || !token.starts_with(SIGNATURE) {
             return Err(format!(
@@ -163,7 +167,7 @@ pub fn not_offered(cas: &str, offered: &[String]) -> String {
 }
 
 /// The CAS refused the AUTHENTICATE message: a wrong password, an unknown or locked account,
-/// or (over HTTPS) a virtual directory that requires channel binding.
+/// or (over HTTPS) a channel binding that does not match the CAS's end of the connection.
 pub fn refused(cas: &str, username: &str) -> String {
     format!(
         "{cas} refused the NTLM sign-in of `{username}`: wrong password or unknown user (or a \
@@ -199,9 +203,19 @@ mod tests {
     /// Our context against `sspi`'s acceptor: sealed both ways, and a wrong password is
     /// refused at the acceptor.
     fn handshake(client_pw: &str, server_pw: &str) -> Result<(Context, Ntlm), String> {
+        bound_handshake(client_pw, server_pw, None, None)
+    }
+
+    /// The same with the client's channel binding and the one the acceptor expects.
+    fn bound_handshake(
+        client_pw: &str,
+        server_pw: &str,
+        client_binding: Option<&[u8]>,
+        server_binding: Option<&[u8]>,
+    ) -> Result<(Context, Ntlm), String> {
         use sspi::ServerRequestFlags;
         let s = settings(r"LAB\svc-easgate", client_pw);
-        let (mut client, negotiate) = Context::start(&s)?;
+        let (mut client, negotiate) = Context::start(&s, client_binding)?;
         let mut server = Ntlm::new();
         let mut server_creds = Some(AuthIdentityBuffers::from_utf8(
             "svc-easgate",
@@ -210,6 +224,14 @@ mod tests {
         ));
         let mut accept = |server: &mut Ntlm, token: Vec<u8>| {
             let mut input = vec![SecurityBuffer::new(token, BufferType::Token)];
+            if let Some(b) = server_binding {
+                // SEC_CHANNEL_BINDINGS: no addresses, the application data after the header.
+                let mut bindings = vec![0u8; 32];
+                bindings[24..28].copy_from_slice(&(b.len() as u32).to_le_bytes());
+                bindings[28..32].copy_from_slice(&32u32.to_le_bytes());
+                bindings.extend_from_slice(b);
+                input.push(SecurityBuffer::new(bindings, BufferType::ChannelBindings));
+            }
             let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
             let builder = server
                 .accept_security_context()
@@ -270,6 +292,15 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_authenticate_is_accepted_on_its_channel_and_refused_on_another() {
+        let ours = b"tls-server-end-point:our CAS's certificate hash".as_slice();
+        let theirs = b"tls-server-end-point:a proxy's certificate hash".as_slice();
+        bound_handshake("right", "right", Some(ours), Some(ours)).unwrap();
+        let e = bound_handshake("right", "right", Some(theirs), Some(ours)).unwrap_err();
+        assert!(e.contains("Channel bindings hash mismatch"), "{e}");
+    }
+
+    #[test]
     fn the_messages_name_the_cas_and_the_fix() {
         let cas = "https://cas01.contoso.com/PowerShell/";
         let basic_only = not_offered(cas, &["Basic realm=\"\"".into()]);
@@ -280,8 +311,9 @@ mod tests {
         let wrong = refused(cas, r"CONTOSO\svc-easgate");
         assert!(wrong.contains(cas) && wrong.contains("wrong password or unknown user"));
         assert!(wrong.contains("exchange.auth.password"));
-        // Over HTTPS the same refusal may be Extended Protection's; over HTTP it cannot be.
-        assert!(wrong.contains("Extended Protection") && wrong.contains("http://"));
+        // Over HTTPS the same refusal may be a binding that names a TLS-terminating proxy's
+        // certificate; over HTTP nothing is bound.
+        assert!(wrong.contains("Extended Protection") && wrong.contains("terminates TLS"));
         let plain = refused("http://cas01.contoso.com/PowerShell/", "svc@contoso.com");
         assert!(!plain.contains("Extended Protection"), "{plain}");
     }

@@ -3,12 +3,20 @@
 //! checks it against the keytab of `HTTP/localhost`, and the reply token (mutual
 //! authentication, the AP-REP) goes back in `WWW-Authenticate` under the same scheme.
 //!
+//! Under Extended Protection ([`Expected`]) the acceptor is given the face's own channel
+//! binding: MIT refuses a ticket whose authenticator checksum carries another binding
+//! (GSS_S_BAD_BINDINGS), and reports GSS_C_CHANNEL_BOUND_FLAG (MIT 1.19+) when it carried the
+//! right one; under `Require` a context without that flag (a client that sent no binding, which
+//! MIT lets through) is refused.
+//!
 //! The context is kept per connection ([`ConnectionAuth`]): after it, the client seals every
 //! envelope with it (WS-Management message encryption over HTTP, MS-WSMV 2.2.9.1), and the face
 //! refuses plain envelopes as WinRM does with `AllowUnencrypted=false`, Exchange's default.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use super::protection::Expected;
 
 #[cfg(feature = "kerberos")]
 use libgssapi::context::{SecurityContext, ServerCtx};
@@ -55,7 +63,7 @@ impl Acceptor {
         )
     }
 
-    pub fn accept(&self, _token: &[u8]) -> Result<Accepted, String> {
+    pub fn accept(&self, _token: &[u8], _expected: Option<&Expected>) -> Result<Accepted, String> {
         match self.never {}
     }
 }
@@ -78,14 +86,29 @@ impl Acceptor {
         Ok(Acceptor { cred })
     }
 
-    /// Accepts one client token (Kerberos completes in one round trip).
-    pub fn accept(&self, token: &[u8]) -> Result<Accepted, String> {
+    /// Accepts one client token (Kerberos completes in one round trip), bound to the
+    /// connection's TLS channel as `expected` asks.
+    pub fn accept(&self, token: &[u8], expected: Option<&Expected>) -> Result<Accepted, String> {
+        /// `GSS_C_CHANNEL_BOUND_FLAG` (MIT's gssapi_ext.h), which libgssapi has no name for.
+        const CHANNEL_BOUND: u32 = 0x800;
         let mut ctx = ServerCtx::new(Some(self.cred.clone()));
+        // libgssapi passes these as the application data of gss_channel_bindings_struct,
+        // addresses empty: the SEC_CHANNEL_BINDINGS a Windows client hashes.
+        let bindings = expected.map(|e| e.application_data.as_slice());
         let reply = ctx
-            .step(token, None)
+            .step(token, bindings)
             .map_err(|e| format!("rejected token: {e}"))?;
         if !ctx.is_complete() {
             return Err("the token needs another round trip, which Kerberos never does".into());
+        }
+        if expected.is_some_and(Expected::required) {
+            let flags = ctx.flags().map_err(|e| format!("no context flags: {e}"))?;
+            if flags.bits() & CHANNEL_BOUND == 0 {
+                return Err(
+                    "the ticket carries no channel binding, which Extended Protection requires"
+                        .into(),
+                );
+            }
         }
         let principal = ctx
             .source_name()

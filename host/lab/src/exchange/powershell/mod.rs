@@ -16,14 +16,19 @@
 //! `Lab::enable_powershell_kerberos` gave it a keytab, Kerberos (`Negotiate`/`Kerberos`, see
 //! `kerberos`): the context is bound to the connection and every envelope after it is sealed
 //! (WS-Management message encryption over HTTP); plain envelopes under Kerberos are refused.
+//! Over https, `LabOptions::extended_protection` checks the Windows sign-in's channel binding
+//! as IIS's Extended Protection does (see `protection`).
 //! Exchange's throttling: at most `max_shells_per_user` open shells (`PowerShellMaxConcurrency`,
 //! 18), and optionally the user load quota (`PowerShellMaxCmdlets` per period), set through the
 //! control API.
 
 mod kerberos;
 mod ntlm;
+mod protection;
 
 pub(crate) use kerberos::ConnectionAuth;
+pub(crate) use protection::Expected;
+pub use protection::ExtendedProtection;
 mod render;
 pub(crate) mod wsman;
 
@@ -156,11 +161,14 @@ pub(crate) struct PowerShellState {
     loads: Mutex<HashMap<String, VecDeque<Instant>>>,
     /// The Kerberos acceptor once `Lab::enable_powershell_kerberos` made one.
     kerberos: Mutex<Option<Arc<kerberos::Acceptor>>>,
+    /// The channel binding a Windows sign-in must carry, under Extended Protection over https.
+    expected: Option<Expected>,
 }
 
 impl PowerShellState {
-    /// The service account `svc-easgate@{domain}` with a password derived from the seed.
-    pub fn new(domain: &str, seed: u64) -> Self {
+    /// The service account `svc-easgate@{domain}` with a password derived from the seed, its
+    /// Windows sign-in checked against `expected` (Extended Protection) when given.
+    pub fn new(domain: &str, seed: u64, expected: Option<Expected>) -> Self {
         let a = crate::random::mix(seed ^ 0x5053_5250);
         let b = crate::random::mix(a);
         PowerShellState {
@@ -170,6 +178,7 @@ impl PowerShellState {
             shells: Mutex::new(HashMap::new()),
             loads: Mutex::new(HashMap::new()),
             kerberos: Mutex::new(None),
+            expected,
         }
     }
 
@@ -319,15 +328,18 @@ fn authenticate<'a>(
     let (scheme, b64) = value.split_once(' ')?;
     let raw = easgate_psrp::clixml::base64_decode(b64.trim())?;
     if raw.starts_with(ntlm::SIGNATURE) {
-        return ntlm::authenticate(&raw, state.account(), conn).then_some(Authenticated {
-            user: &state.user,
-            reply: None,
-            kerberos: true,
-        });
+        let expected = state.expected.as_ref();
+        return ntlm::authenticate(&raw, state.account(), conn, expected).then_some(
+            Authenticated {
+                user: &state.user,
+                reply: None,
+                kerberos: true,
+            },
+        );
     }
     if scheme.eq_ignore_ascii_case("negotiate") || scheme.eq_ignore_ascii_case("kerberos") {
         let acceptor = state.kerberos.lock().expect("kerberos").clone()?;
-        let mut accepted = match acceptor.accept(&raw) {
+        let mut accepted = match acceptor.accept(&raw, state.expected.as_ref()) {
             Ok(a) => a,
             Err(e) => {
                 tracing::info!("/PowerShell/ Kerberos refused: {e}");
