@@ -113,3 +113,50 @@ async fn a_wrong_password_or_user_is_named_with_the_cas_and_the_fix() {
         client.close().await;
     }
 }
+
+/// A CAS whose PowerShell virtual directory does not take NTLM: Negotiate limited to Kerberos
+/// (the NTLM negotiation gets a plain 401), or Windows authentication off (the 401 offers Basic
+/// only). Each is named with the CAS and its own fix, and the same settings sign in once the
+/// directory takes NTLM again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cas_that_does_not_take_ntlm_is_named_with_the_fix() {
+    let lab = sync_lab(10).await;
+    let (upn, _) = lab.powershell_account();
+    let org = ntlm_org(&lab, &upn, None);
+    let cas = org.exchange.cas_urls[0].trim_end_matches('/').to_owned();
+
+    lab.control()
+        .set_windows_auth(easgate_lab::WindowsAuth::KerberosOnly);
+    let e = refusal(&org).await;
+    for words in [
+        cas.as_str(),
+        "offers Windows authentication (Negotiate, Kerberos, Basic",
+        "did not answer the NTLM negotiation with a challenge",
+        "kind = \"kerberos\"",
+    ] {
+        assert!(e.contains(words), "{words:?} in {e}");
+    }
+
+    lab.control()
+        .set_windows_auth(easgate_lab::WindowsAuth::Off);
+    let e = refusal(&org).await;
+    for words in [
+        cas.as_str(),
+        "does not offer NTLM (its 401 offers: Basic",
+        "Set-PowerShellVirtualDirectory -WindowsAuthentication $true",
+    ] {
+        assert!(e.contains(words), "{words:?} in {e}");
+    }
+
+    lab.control()
+        .set_windows_auth(easgate_lab::WindowsAuth::Negotiate);
+    let client = ExchangeClient::builder(&org, &test_http()).build().unwrap();
+    let devices = within(
+        Duration::from_secs(60),
+        client.run(&GetMobileDevice::default()),
+    )
+    .await
+    .expect("the same settings sign in once the CAS takes NTLM");
+    assert_eq!(devices.len(), lab.control().truth().len());
+    client.close().await;
+}

@@ -240,6 +240,12 @@ impl LabControl {
         self.shared.powershell.limits()
     }
 
+    /// What the `/PowerShell/` face's Windows authentication offers from now on (new sign-ins;
+    /// connections already signed in stay so).
+    pub fn set_windows_auth(&self, offered: crate::WindowsAuth) {
+        self.shared.powershell.set_windows_auth(offered);
+    }
+
     /// Remote PowerShell shells open on all CAS.
     pub fn powershell_shells(&self) -> usize {
         self.shared.powershell.open_shells()

@@ -277,6 +277,15 @@ impl Connections {
         let (status, headers, body) = self.authorize(sender, t, &ap_req).await?;
         match status {
             200 => {}
+            401 if !offers_windows(&offered(&headers)) => {
+                return Err(Trouble::SignIn(format!(
+                    "{cas} does not offer Kerberos (its 401 offers: {}): turn on Windows \
+                     authentication on the CAS's PowerShell virtual directory \
+                     (Set-PowerShellVirtualDirectory -WindowsAuthentication $true), or change \
+                     exchange.auth to a kind the CAS offers",
+                    shown(&offered(&headers))
+                )));
+            }
             401 => {
                 return Err(Trouble::SignIn(format!(
                     "{cas} refused the Kerberos ticket of `{}@{}` for `{spn}`: check that the \
@@ -519,6 +528,24 @@ fn unbound_kerberos_hint(cas: &str) -> &'static str {
 }
 
 /// The schemes a 401 offers (`Negotiate`, `Basic realm=""`…), for messages.
+/// Whether a 401's schemes include Windows authentication (`Negotiate`, `Kerberos`, `NTLM`).
+pub(super) fn offers_windows(offered: &[String]) -> bool {
+    offered.iter().any(|s| {
+        ["negotiate", "kerberos", "ntlm"]
+            .iter()
+            .any(|w| s.eq_ignore_ascii_case(w))
+    })
+}
+
+/// A 401's schemes for a message: `Negotiate, Basic`, or `none`.
+pub(super) fn shown(offered: &[String]) -> String {
+    if offered.is_empty() {
+        "none".to_owned()
+    } else {
+        offered.join(", ")
+    }
+}
+
 fn offered(headers: &hyper::HeaderMap) -> Vec<String> {
     headers
         .get_all(header::WWW_AUTHENTICATE)

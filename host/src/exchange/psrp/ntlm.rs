@@ -141,15 +141,8 @@ impl Context {
 
 /// Why the CAS gave no challenge to our NEGOTIATE message, from the schemes its 401 offered.
 pub fn not_offered(cas: &str, offered: &[String]) -> String {
-    let shown = if offered.is_empty() {
-        "none".to_owned()
-    } else {
-        offered.join(", ")
-    };
-    let windows = offered
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case("negotiate") || s.eq_ignore_ascii_case("ntlm"));
-    if windows {
+    let shown = super::connection::shown(offered);
+    if super::connection::offers_windows(offered) {
         format!(
             "{cas} offers Windows authentication ({shown}) but did not answer the NTLM \
              negotiation with a challenge: NTLM is likely disabled for it (Negotiate limited to \

@@ -76,6 +76,21 @@ pub struct UserLoadQuota {
     pub seconds: u32,
 }
 
+/// What the `/PowerShell/` virtual directory's Windows authentication offers (IIS's
+/// `windowsAuthentication` and its providers), to see a client that needs one it lacks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowsAuth {
+    /// `Negotiate` (Kerberos or NTLM) and `Kerberos`, as Exchange sets it up.
+    #[default]
+    Negotiate,
+    /// `Negotiate` limited to Kerberos (an NTLM-blocking policy): an NTLM NEGOTIATE_MESSAGE is
+    /// answered with a plain 401, no challenge.
+    KerberosOnly,
+    /// Windows authentication off: the 401 offers Basic only.
+    Off,
+}
+
 /// Exchange's default `PowerShellMaxConcurrency`.
 pub const DEFAULT_MAX_SHELLS: usize = 18;
 
@@ -163,6 +178,7 @@ pub(crate) struct PowerShellState {
     kerberos: Mutex<Option<Arc<kerberos::Acceptor>>>,
     /// The channel binding a Windows sign-in must carry, under Extended Protection over https.
     expected: Option<Expected>,
+    windows_auth: Mutex<WindowsAuth>,
 }
 
 impl PowerShellState {
@@ -179,7 +195,16 @@ impl PowerShellState {
             loads: Mutex::new(HashMap::new()),
             kerberos: Mutex::new(None),
             expected,
+            windows_auth: Mutex::new(WindowsAuth::default()),
         }
+    }
+
+    pub fn windows_auth(&self) -> WindowsAuth {
+        *self.windows_auth.lock().expect("windows auth")
+    }
+
+    pub fn set_windows_auth(&self, offered: WindowsAuth) {
+        *self.windows_auth.lock().expect("windows auth") = offered;
     }
 
     /// Accepts Kerberos (`Negotiate`/`Kerberos`) from now on, with the service keys of `keytab`.
@@ -286,8 +311,8 @@ fn fault_response(f: &Fault, relates_to: &str, machine: &str) -> Response {
     )
 }
 
-/// IIS's answer to a request without valid credentials.
-fn unauthorized() -> Response {
+/// IIS's answer to a request without valid credentials: the schemes the directory offers.
+fn unauthorized(windows: WindowsAuth) -> Response {
     let mut r = (
         StatusCode::UNAUTHORIZED,
         [(header::CONTENT_TYPE, "text/html")],
@@ -296,8 +321,10 @@ fn unauthorized() -> Response {
         .into_response();
     let h = r.headers_mut();
     // IIS's Windows authentication offers both packages, Negotiate first.
-    for scheme in ["Negotiate", "Kerberos"] {
-        h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
+    if windows != WindowsAuth::Off {
+        for scheme in ["Negotiate", "Kerberos"] {
+            h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
+        }
     }
     h.append(
         header::WWW_AUTHENTICATE,
@@ -327,7 +354,14 @@ fn authenticate<'a>(
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, b64) = value.split_once(' ')?;
     let raw = easgate_psrp::clixml::base64_decode(b64.trim())?;
+    let windows = state.windows_auth();
+    if windows == WindowsAuth::Off && !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
     if raw.starts_with(ntlm::SIGNATURE) {
+        if windows != WindowsAuth::Negotiate {
+            return None;
+        }
         let expected = state.expected.as_ref();
         return ntlm::authenticate(&raw, state.account(), conn, expected).then_some(
             Authenticated {
@@ -415,7 +449,10 @@ pub(super) async fn handle(
         tokio::time::sleep(Duration::from_millis(extra_ms)).await;
     }
     let state = &shared.powershell;
-    if let Some(challenge) = ntlm::challenge(&headers, &conn) {
+    let windows = state.windows_auth();
+    if windows == WindowsAuth::Negotiate
+        && let Some(challenge) = ntlm::challenge(&headers, &conn)
+    {
         return challenge;
     }
     let auth = if headers.contains_key(header::AUTHORIZATION) {
@@ -432,7 +469,7 @@ pub(super) async fn handle(
     };
     let Some(auth) = auth else {
         shared.counters.exchange_rejected();
-        return unauthorized();
+        return unauthorized(windows);
     };
     let mut response = if !auth.kerberos {
         respond(&shared, &cas, auth.user, &body).await
@@ -453,7 +490,7 @@ pub(super) async fn handle(
             // client must seal its envelopes.
             tracing::info!("/PowerShell/ refused a plain envelope under Kerberos over HTTP");
             shared.counters.exchange_rejected();
-            return unauthorized();
+            return unauthorized(windows);
         }
         match conn.open(content_type, &body) {
             Ok((plain, protocol)) => {
@@ -469,7 +506,7 @@ pub(super) async fn handle(
             Err(e) => {
                 tracing::info!("/PowerShell/ refused a sealed envelope: {e}");
                 shared.counters.exchange_rejected();
-                return unauthorized();
+                return unauthorized(windows);
             }
         }
     };
