@@ -425,7 +425,8 @@ impl CreatePipeline {
             "System.Object",
         ];
         const RESULT: &str = "System.Management.Automation.Runspaces.PipelineResultTypes";
-        let mut w = Writer::with_capacity(2048);
+        // A one-cmdlet pipeline with a few parameters is 2.5–3 KB: one allocation, no regrowth.
+        let mut w = Writer::with_capacity(4096);
         w.begin_object(None, &[], None);
         w.begin_ms();
         w.bool(Some("NoInput"), self.no_input);

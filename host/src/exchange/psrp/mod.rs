@@ -176,8 +176,9 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Pool>>>>;
 struct Inner {
     http: reqwest::Client,
     username: String,
-    /// Basic's password (Kerberos keeps its own in `kerberos`).
-    password: Secret,
+    /// Basic's `Authorization` value, built once (Kerberos and NTLM sign in on their own
+    /// connections, `kerberos`): two envelopes a write would otherwise encode it twice.
+    basic: reqwest::header::HeaderValue,
     /// Under Kerberos, the authenticated connections every envelope goes on, sealed.
     kerberos: Option<connection::Connections>,
     view_entire_forest: bool,
@@ -358,6 +359,17 @@ fn kerberos_settings(
     })
 }
 
+/// `Basic <base64 of user:password>`, marked sensitive (kept out of logs and HPACK tables).
+fn basic_authorization(username: &str, password: &Secret) -> reqwest::header::HeaderValue {
+    use base64::Engine as _;
+    let credentials = base64::engine::general_purpose::STANDARD
+        .encode(format!("{username}:{}", password.expose()));
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {credentials}"))
+        .expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
 /// Why an HTTP exchange did not give an envelope to read.
 type Posted = Result<Answer, Attempt>;
 
@@ -372,11 +384,12 @@ impl PsrpWire {
         let operation_timeout = OPERATION_TIMEOUT
             .min(http.request_timeout.saturating_sub(Duration::from_secs(5)))
             .max(Duration::from_secs(1));
+        let basic = basic_authorization(&username, &password);
         Ok(PsrpWire {
             inner: Arc::new(Inner {
                 http: http.client()?,
                 username,
-                password,
+                basic,
                 kerberos,
                 view_entire_forest: x.view_entire_forest(),
                 max_runspaces: i32::try_from(max_runspaces).unwrap_or(i32::MAX),
@@ -619,7 +632,7 @@ impl Inner {
         let response = self
             .http
             .post(cas)
-            .basic_auth(&self.username, Some(self.password.expose()))
+            .header(reqwest::header::AUTHORIZATION, self.basic.clone())
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/soap+xml;charset=UTF-8",

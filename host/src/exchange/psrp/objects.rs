@@ -274,6 +274,27 @@ struct Parts {
     base: Option<u32>,
 }
 
+/// The children of node `i`, in document order.
+fn children<'d>(doc: &'d Doc<'_>, i: u32) -> impl Iterator<Item = u32> + 'd {
+    let mut c = doc.nodes[i as usize].first;
+    std::iter::from_fn(move || {
+        (c != NONE).then(|| {
+            let this = c;
+            c = doc.nodes[c as usize].next;
+            this
+        })
+    })
+}
+
+/// Whether `s` has a `_x`/`_X` (the start of an `_xHHHH_` escape). A byte scan: a substring
+/// search is set up anew for each call, and a listing makes a hundred calls per object.
+fn has_escape(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter()
+        .zip(b.iter().skip(1))
+        .any(|(&u, &x)| u == b'_' && (x == b'x' || x == b'X'))
+}
+
 struct Writer<'d, 'a> {
     doc: &'d Doc<'a>,
     out: &'d mut Vec<u8>,
@@ -285,15 +306,7 @@ impl<'d, 'a> Writer<'d, 'a> {
     }
 
     fn children(&self, i: u32) -> impl Iterator<Item = u32> + 'd {
-        let doc = self.doc;
-        let mut c = doc.nodes[i as usize].first;
-        std::iter::from_fn(move || {
-            (c != NONE).then(|| {
-                let this = c;
-                c = doc.nodes[c as usize].next;
-                this
-            })
-        })
+        children(self.doc, i)
     }
 
     fn string(&mut self, s: &str) {
@@ -302,7 +315,7 @@ impl<'d, 'a> Writer<'d, 'a> {
 
     /// Text with `_xHHHH_` escapes, as a JSON string.
     fn decoded(&mut self, s: &str) {
-        if s.contains("_x") || s.contains("_X") {
+        if has_escape(s) {
             self.string(&decode(s));
         } else {
             self.string(s);
@@ -410,8 +423,7 @@ impl<'d, 'a> Writer<'d, 'a> {
                 self.dictionary(c)
             } else {
                 self.out.push(b'[');
-                let items: Vec<u32> = self.children(c).collect();
-                for (k, item) in items.into_iter().enumerate() {
+                for (k, item) in self.children(c).enumerate() {
                     if k > 0 {
                         self.out.push(b',');
                     }
@@ -421,13 +433,14 @@ impl<'d, 'a> Writer<'d, 'a> {
                 Ok(())
             };
         }
-        let props: Vec<u32> = [parts.adapted, parts.extended]
+        let doc = self.doc;
+        let mut props = [parts.adapted, parts.extended]
             .into_iter()
             .flatten()
-            .flat_map(|p| self.children(p).collect::<Vec<_>>())
-            .collect();
-        if !props.is_empty() {
-            return self.properties(&props);
+            .flat_map(|p| children(doc, p))
+            .peekable();
+        if props.peek().is_some() {
+            return self.properties(props);
         }
         if let Some(s) = parts.to_string {
             let is_enum = parts.types.is_some_and(|t| {
@@ -451,19 +464,19 @@ impl<'d, 'a> Writer<'d, 'a> {
     }
 
     /// Properties as an object; the first of a name wins.
-    fn properties(&mut self, props: &[u32]) -> Result<(), ClixmlError> {
+    fn properties(&mut self, props: impl Iterator<Item = u32>) -> Result<(), ClixmlError> {
         let doc = self.doc;
         let name = |p: u32| -> Cow<'_, str> {
             let n = doc.nodes[p as usize].n.as_deref().unwrap_or_default();
-            if n.contains("_x") || n.contains("_X") {
+            if has_escape(n) {
                 Cow::Owned(decode(n))
             } else {
                 Cow::Borrowed(n)
             }
         };
-        let mut seen: Vec<Cow<'_, str>> = Vec::with_capacity(props.len());
+        let mut seen: Vec<Cow<'_, str>> = Vec::with_capacity(64);
         self.out.push(b'{');
-        for &p in props {
+        for p in props {
             let key = name(p);
             if seen.contains(&key) {
                 continue;
@@ -562,6 +575,21 @@ mod tests {
             adapted: props.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             ..Object::default()
         }))
+    }
+
+    #[test]
+    fn an_escape_is_an_underscore_before_an_x_of_either_case() {
+        for (text, escaped) in [
+            ("_x0041_", true),
+            ("a_X0041_", true),
+            ("x_", false),
+            ("_", false),
+            ("", false),
+            ("snake_case_name", false),
+            ("ends_", false),
+        ] {
+            assert_eq!(has_escape(text), escaped, "{text:?}");
+        }
     }
 
     #[test]

@@ -77,8 +77,14 @@ pub struct Target<'a> {
     pub timeout_secs: u32,
 }
 
-fn b64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(data)
+/// `data` in base64, appended to `out`.
+fn b64_into(out: &mut String, data: &[u8]) {
+    base64::engine::general_purpose::STANDARD.encode_string(data, out);
+}
+
+/// Room for `data` in base64 and the markup around it.
+fn b64_room(data: &[u8]) -> usize {
+    data.len().div_ceil(3) * 4 + 256
 }
 
 fn esc(s: &str) -> std::borrow::Cow<'_, str> {
@@ -104,9 +110,17 @@ pub fn new_uuid() -> String {
     out
 }
 
-/// One envelope: header with `options` (`Name`, value, `MustComply`), then `body`.
-fn envelope(t: &Target<'_>, action: Action, options: &[(&str, &str, bool)], body: &str) -> String {
-    let mut out = String::with_capacity(1400 + body.len());
+/// One envelope: header with `options` (`Name`, value, `MustComply`), then the body `body`
+/// writes (about `body_len` bytes) in place: a pipeline's fragments go from bytes to base64 in
+/// the envelope itself, with no string of their own (two envelopes a write).
+fn envelope(
+    t: &Target<'_>,
+    action: Action,
+    options: &[(&str, &str, bool)],
+    body_len: usize,
+    body: impl FnOnce(&mut String),
+) -> String {
+    let mut out = String::with_capacity(1400 + body_len);
     out.push_str(
         r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:wsman="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd" xmlns:wsmv="http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd" xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell"><s:Header>"#,
     );
@@ -139,7 +153,7 @@ fn envelope(t: &Target<'_>, action: Action, options: &[(&str, &str, bool)], body
         out.push_str("</wsman:OptionSet>");
     }
     out.push_str("</s:Header><s:Body>");
-    out.push_str(body);
+    body(&mut out);
     out.push_str("</s:Body></s:Envelope>");
     out
 }
@@ -147,82 +161,97 @@ fn envelope(t: &Target<'_>, action: Action, options: &[(&str, &str, bool)], body
 /// Opens a runspace pool: a shell whose `creationXml` is the first fragment(s) of
 /// SESSION_CAPABILITY and INIT_RUNSPACEPOOL. `shell_id` is the pool's id (the server keeps it).
 pub fn create(t: &Target<'_>, shell_id: &str, creation: &[u8]) -> String {
-    let body = format!(
-        r#"<rsp:Shell ShellId="{}"><rsp:InputStreams>stdin pr</rsp:InputStreams><rsp:OutputStreams>stdout</rsp:OutputStreams><creationXml xmlns="http://schemas.microsoft.com/powershell">{}</creationXml></rsp:Shell>"#,
-        esc(shell_id),
-        b64(creation)
-    );
     envelope(
         t,
         Action::Create,
         &[("protocolversion", PROTOCOL_VERSION, true)],
-        &body,
+        b64_room(creation),
+        |out| {
+            let _ = write!(
+                out,
+                r#"<rsp:Shell ShellId="{}"><rsp:InputStreams>stdin pr</rsp:InputStreams><rsp:OutputStreams>stdout</rsp:OutputStreams><creationXml xmlns="http://schemas.microsoft.com/powershell">"#,
+                esc(shell_id)
+            );
+            b64_into(out, creation);
+            out.push_str("</creationXml></rsp:Shell>");
+        },
     )
 }
 
 /// Starts a pipeline `command_id` whose first fragment(s) of CREATE_PIPELINE are `arguments`.
 pub fn command(t: &Target<'_>, command_id: &str, arguments: &[u8]) -> String {
-    let body = format!(
-        r#"<rsp:CommandLine CommandId="{}"><rsp:Command></rsp:Command><rsp:Arguments>{}</rsp:Arguments></rsp:CommandLine>"#,
-        esc(command_id),
-        b64(arguments)
-    );
     envelope(
         t,
         Action::Command,
         &[("WINRS_SKIP_CMD_SHELL", "False", false)],
-        &body,
+        b64_room(arguments),
+        |out| {
+            let _ = write!(
+                out,
+                r#"<rsp:CommandLine CommandId="{}"><rsp:Command></rsp:Command><rsp:Arguments>"#,
+                esc(command_id)
+            );
+            b64_into(out, arguments);
+            out.push_str("</rsp:Arguments></rsp:CommandLine>");
+        },
     )
 }
 
 /// Further fragments for the pool (`command_id` `None`) or a pipeline.
 pub fn send(t: &Target<'_>, command_id: Option<&str>, data: &[u8]) -> String {
-    let body = match command_id {
-        Some(id) => format!(
-            r#"<rsp:Send><rsp:Stream Name="stdin" CommandId="{}">{}</rsp:Stream></rsp:Send>"#,
-            esc(id),
-            b64(data)
-        ),
-        None => format!(
-            r#"<rsp:Send><rsp:Stream Name="stdin">{}</rsp:Stream></rsp:Send>"#,
-            b64(data)
-        ),
-    };
-    envelope(t, Action::Send, &[], &body)
+    envelope(t, Action::Send, &[], b64_room(data), |out| {
+        match command_id {
+            Some(id) => {
+                let _ = write!(
+                    out,
+                    r#"<rsp:Send><rsp:Stream Name="stdin" CommandId="{}">"#,
+                    esc(id)
+                );
+            }
+            None => out.push_str(r#"<rsp:Send><rsp:Stream Name="stdin">"#),
+        }
+        b64_into(out, data);
+        out.push_str("</rsp:Stream></rsp:Send>");
+    })
 }
 
 /// Asks for output of the pool (`command_id` `None`) or of a pipeline.
 pub fn receive(t: &Target<'_>, command_id: Option<&str>) -> String {
-    let body = match command_id {
-        Some(id) => format!(
-            r#"<rsp:Receive><rsp:DesiredStream CommandId="{}">stdout</rsp:DesiredStream></rsp:Receive>"#,
-            esc(id)
-        ),
-        None => {
-            "<rsp:Receive><rsp:DesiredStream>stdout</rsp:DesiredStream></rsp:Receive>".to_owned()
-        }
-    };
     envelope(
         t,
         Action::Receive,
         &[("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "True", false)],
-        &body,
+        160,
+        |out| match command_id {
+            Some(id) => {
+                let _ = write!(
+                    out,
+                    r#"<rsp:Receive><rsp:DesiredStream CommandId="{}">stdout</rsp:DesiredStream></rsp:Receive>"#,
+                    esc(id)
+                );
+            }
+            None => out.push_str(
+                "<rsp:Receive><rsp:DesiredStream>stdout</rsp:DesiredStream></rsp:Receive>",
+            ),
+        },
     )
 }
 
 /// Sends `code` to pipeline `command_id`.
 pub fn signal(t: &Target<'_>, command_id: &str, code: &str) -> String {
-    let body = format!(
-        r#"<rsp:Signal CommandId="{}"><rsp:Code>{}</rsp:Code></rsp:Signal>"#,
-        esc(command_id),
-        esc(code)
-    );
-    envelope(t, Action::Signal, &[], &body)
+    envelope(t, Action::Signal, &[], 200, |out| {
+        let _ = write!(
+            out,
+            r#"<rsp:Signal CommandId="{}"><rsp:Code>{}</rsp:Code></rsp:Signal>"#,
+            esc(command_id),
+            esc(code)
+        );
+    })
 }
 
 /// Closes the shell (the runspace pool and everything running in it).
 pub fn delete(t: &Target<'_>) -> String {
-    envelope(t, Action::Delete, &[], "")
+    envelope(t, Action::Delete, &[], 0, |_| {})
 }
 
 /// A SOAP fault, as WinRM and Exchange send them.
