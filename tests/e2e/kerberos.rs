@@ -57,6 +57,7 @@ fn kerberos_org(lab: &easgate_lab::Lab, kdc: &TestKdc) -> Organization {
     org.exchange.auth = ExchangeAuth::Kerberos {
         username: easgate_lab::kdc::USER.into(),
         password: Some(SecretSource::Inline(Secret::new(kdc.password()))),
+        keytab: None,
         realm: Some(kdc.realm().into()),
         kdc: Some(kdc.kdc_addr().to_string()),
         spn: None,

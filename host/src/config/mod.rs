@@ -135,7 +135,7 @@ mod testing;
 mod url;
 
 pub use admin::Admin;
-pub use exchange::{ExchangeAuth, ExchangeConnection, ExchangeTransport};
+pub use exchange::{ExchangeAuth, ExchangeConnection, ExchangeTransport, kerberos_principal};
 pub use load::ConfigError;
 pub use network::{Network, Proxy, read_ca_file};
 pub use notify::{NOTICE_PLATFORMS, Notify, NotifyOverrides, OrgNotify, Smtp, SmtpSecurity};
