@@ -11,6 +11,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use picky_krb::crypto::CipherSuite;
+
 use sspi::generator::GeneratorState;
 use sspi::{
     AuthIdentityBuffers, BufferType, ClientRequestFlags, CredentialsBuffers, DataRepresentation,
@@ -261,8 +263,18 @@ impl Context {
         };
         let (status, token) = ctx.step(&[], Some(s)).map_err(|f| match (f, key) {
             // Which key the KDC refused: an admin compares it with the account's.
-            (Failure::Password(why), Some(key)) => {
+            (Failure::Password(why), Some((key, _))) => {
                 Failure::Password(format!("{why}; the keytab's key: {key}"))
+            }
+            // sspi asks for AES256 first; a KDC holding that key answers with it, which an
+            // AES128 key cannot read (sspi then says no more than a slice's length is wrong).
+            (Failure::Other(why), Some((key, CipherSuite::Aes128CtsHmacSha196))) => {
+                Failure::Other(format!(
+                    "{why}; the keytab holds an AES128 key only ({key}), and the KDC most \
+                     likely answered with the account's AES256 key, which easgate asks for \
+                     first: export the AES256 key too (ktpass /crypto AES256-SHA1, or kadmin \
+                     ktadd -e aes256-cts-hmac-sha1-96:normal)"
+                ))
             }
             (f, _) => f,
         })?;
@@ -373,8 +385,11 @@ impl Context {
     }
 }
 
-/// The credentials of `s` for `sspi`, and for a keytab which of its keys (`kvno 3, aes256…`).
-fn credentials(s: &Settings) -> Result<(CredentialsBuffers, Option<String>), Failure> {
+/// The credentials of `s` for `sspi`, and for a keytab which of its keys (`kvno 3, aes256…`)
+/// and its type.
+fn credentials(
+    s: &Settings,
+) -> Result<(CredentialsBuffers, Option<(String, CipherSuite)>), Failure> {
     match &s.credential {
         Credential::Password(p) => Ok((
             CredentialsBuffers::AuthIdentity(AuthIdentityBuffers::from_utf8(
@@ -389,7 +404,7 @@ fn credentials(s: &Settings) -> Result<(CredentialsBuffers, Option<String>), Fai
             // The same client name as with a password: `account`, NT-PRINCIPAL, in `realm`.
             let principal = sspi::Username::new_down_level_logon_name(&s.account, &s.realm)
                 .map_err(|e| Failure::Other(format!("the account `{}`: {e}", s.account)))?;
-            let described = key.describe();
+            let described = (key.describe(), key.enctype.clone());
             Ok((
                 CredentialsBuffers::Keytab(sspi::KeytabIdentity {
                     principal,
