@@ -57,8 +57,9 @@
 //! ```
 //!
 //! Basic is refused over plain HTTP except to loopback (the password is in every request);
-//! `kind = "kerberos"` (username, password, `realm`, optional `kdc = "host:port"` and `spn`) seals
-//! every envelope, so plain `http://` is fine; so does `kind = "ntlm"` (username
+//! `kind = "kerberos"` (username, password or `keytab = "path"`, `realm`, optional
+//! `kdc = "host:port"` and `spn`) seals every envelope, so plain `http://` is fine; so does
+//! `kind = "ntlm"` (username
 //! `CONTOSO\\svc-easgate` or `svc-easgate@contoso.com`, password).
 //!
 //! Notices to users (quarantined or blocked devices) go out through SMTP when `[notify]` is
