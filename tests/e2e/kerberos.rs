@@ -57,6 +57,7 @@ fn kerberos_org(lab: &easgate_lab::Lab, kdc: &TestKdc) -> Organization {
     org.exchange.auth = ExchangeAuth::Kerberos {
         username: easgate_lab::kdc::USER.into(),
         password: Some(SecretSource::Inline(Secret::new(kdc.password()))),
+        keytab: None,
         realm: Some(kdc.realm().into()),
         kdc: Some(kdc.kdc_addr().to_string()),
         spn: None,
@@ -124,6 +125,156 @@ async fn a_full_sync_over_kerberos_and_https_converges() {
     assert!(org.exchange.cas_urls[0].starts_with("https://localhost:"));
     let http = crate::psrp_https::trusting(&lab, &dir);
     converges(&lab, &org, &http).await;
+    drop(kdc);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `org` signing in from a keytab at `path` instead of the password.
+fn from_keytab(org: &Organization, path: &std::path::Path) -> Organization {
+    let mut org = org.clone();
+    let ExchangeAuth::Kerberos {
+        password, keytab, ..
+    } = &mut org.exchange.auth
+    else {
+        panic!("a Kerberos sign-in");
+    };
+    *password = None;
+    *keytab = Some(path.to_owned());
+    org
+}
+
+/// Exports the user's keys to `path` as an admin would, `-norandkey` keeping its password (and
+/// key version) as it is.
+fn export_keytab(kdc: &TestKdc, path: &std::path::Path) {
+    kdc.kadmin(&format!(
+        "ktadd -k {} -norandkey {}",
+        path.display(),
+        kdc.user_principal()
+    ))
+    .expect("kadmin.local ktadd");
+    assert!(path.is_file(), "ktadd wrote {}", path.display());
+}
+
+/// No password anywhere: the connector's key comes from a keytab `kadmin.local ktadd` wrote,
+/// and a full sync over sealed Kerberos connections converges with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_signed_in_from_a_keytab_converges() {
+    if !TestKdc::available_for("a_full_sync_signed_in_from_a_keytab_converges") {
+        return;
+    }
+    let (lab, kdc, dir) = kerberos_lab(300, "krb-keytab").await;
+    let keytab = dir.join("svc-easgate.keytab");
+    export_keytab(&kdc, &keytab);
+    let org = from_keytab(&kerberos_org(&lab, &kdc), &keytab);
+    converges(&lab, &org, &test_http()).await;
+    drop(kdc);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The account's password changes after the keytab was exported (its key version moves on):
+/// the KDC refuses the keytab's key, and the connector says the keytab is stale and how to
+/// export it again. Exported again, the same client signs in on its next connection (the
+/// keytab is read at each sign-in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_keytab_is_refused_with_how_to_export_it_again() {
+    if !TestKdc::available_for("a_stale_keytab_is_refused_with_how_to_export_it_again") {
+        return;
+    }
+    let (lab, kdc, dir) = kerberos_lab(10, "krb-stale-keytab").await;
+    let keytab = dir.join("svc-easgate.keytab");
+    export_keytab(&kdc, &keytab);
+    let mut org = from_keytab(&kerberos_org(&lab, &kdc), &keytab);
+    org.exchange.cas_failover = false;
+    let cas = org.exchange.cas_urls[0].trim_end_matches('/').to_owned();
+    kdc.kadmin(&format!(
+        "cpw -pw Lab-Kerberos-Password-2 {}",
+        kdc.user_principal()
+    ))
+    .expect("kadmin.local cpw");
+
+    let client = ExchangeClient::builder(&org, &test_http())
+        .build()
+        .expect("the keytab is read at build");
+    let e = within(
+        Duration::from_secs(60),
+        client.run(&GetMobileDevice::default()),
+    )
+    .await
+    .expect_err("the stale key is refused")
+    .to_string();
+    eprintln!("{e}");
+    for words in [
+        cas.as_str(),
+        "KDC_ERR_PREAUTH_FAILED",
+        "svc-easgate@LAB.EASGATE.TEST",
+        &keytab.display().to_string(),
+        "the keytab's key: kvno 1, aes256-cts-hmac-sha1-96",
+        "the keytab is stale",
+        "ktpass",
+        "-norandkey",
+    ] {
+        assert!(e.contains(words), "{words:?} in {e}");
+    }
+
+    // Exported again (now kvno 2): the next connection reads it and signs in.
+    std::fs::remove_file(&keytab).unwrap();
+    export_keytab(&kdc, &keytab);
+    let devices = within(
+        Duration::from_secs(60),
+        client.run(&GetMobileDevice::default()),
+    )
+    .await
+    .expect("the keytab exported again signs in");
+    assert_eq!(devices.len(), lab.control().truth().len());
+    client.close().await;
+    drop(kdc);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A keytab with the AES128 key only, while the account also has an AES256 one: the KDC answers
+/// with the AES256 key (easgate asks for it first), which the keytab cannot read; the error
+/// says so and how to export the AES256 key, rather than sspi's bare "slice" error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aes128_only_keytab_is_told_to_export_the_aes256_key() {
+    if !TestKdc::available_for("an_aes128_only_keytab_is_told_to_export_the_aes256_key") {
+        return;
+    }
+    let (lab, kdc, dir) = kerberos_lab(10, "krb-aes128-keytab").await;
+    let both = dir.join("both.keytab");
+    export_keytab(&kdc, &both);
+    // ktutil (krb5-user) drops the AES256 entry, which ktadd writes first.
+    let aes128 = dir.join("aes128.keytab");
+    let script = format!(
+        "rkt {}\ndelent 1\nwkt {}\nquit\n",
+        both.display(),
+        aes128.display()
+    );
+    let mut ktutil = std::process::Command::new("ktutil")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ktutil (krb5-user) runs");
+    std::io::Write::write_all(&mut ktutil.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    assert!(ktutil.wait().unwrap().success());
+    let org = from_keytab(&kerberos_org(&lab, &kdc), &aes128);
+    let client = ExchangeClient::builder(&org, &test_http())
+        .build()
+        .expect("an AES128 key is usable as far as the keytab goes");
+    let e = within(
+        Duration::from_secs(60),
+        client.run(&GetMobileDevice::default()),
+    )
+    .await
+    .expect_err("the KDC's AES256 answer cannot be read")
+    .to_string();
+    eprintln!("{e}");
+    for words in [
+        "kvno 1, aes128-cts-hmac-sha1-96",
+        "AES256 key",
+        "ktpass /crypto AES256-SHA1",
+    ] {
+        assert!(e.contains(words), "{words:?} in {e}");
+    }
     drop(kdc);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -263,6 +263,21 @@ impl TestKdc {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Runs one `kadmin.local` query on the realm while its KDC serves it, as an admin would:
+    /// `ktadd -k FILE -norandkey svc-easgate` exports the user's keys to a keytab (its password
+    /// still works), `cpw -pw NEW svc-easgate` changes its password (and key version).
+    pub fn kadmin(&self, query: &str) -> Result<(), KdcError> {
+        let kdc_conf = self.dir.join("kdc.conf");
+        run(
+            "kadmin.local",
+            &["-r", REALM, "-q", query],
+            &[
+                ("KRB5_CONFIG", self.krb5_conf.as_os_str()),
+                ("KRB5_KDC_PROFILE", kdc_conf.as_os_str()),
+            ],
+        )
+    }
 }
 
 impl Drop for TestKdc {

@@ -1,6 +1,7 @@
 //! `[organization.exchange]`: where Exchange is, which transport reaches it (REST or remote
 //! PowerShell), how the connector signs in, and how it spreads load over the CAS.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -90,13 +91,19 @@ pub enum ExchangeAuth {
         username: String,
         password: SecretSource,
     },
-    /// `powershell`: Kerberos with the service account's password; every envelope sealed
-    /// (WS-Management message encryption), so plain `http://` CAS URLs are fine.
+    /// `powershell`: Kerberos with the service account's password or its keytab; every envelope
+    /// sealed (WS-Management message encryption), so plain `http://` CAS URLs are fine.
     Kerberos {
         username: String,
-        /// Required (checked at load): the ticket is acquired with it.
+        /// The account's password; this or `keytab` (checked at load): the ticket is acquired
+        /// with it.
         #[serde(default)]
         password: Option<SecretSource>,
+        /// A keytab file holding the account's key (relative to the configuration's directory),
+        /// instead of `password`: Linux hosts keep service keys this way, with no password on
+        /// disk. Read at each sign-in, so a keytab exported again is used without a restart.
+        #[serde(default)]
+        keytab: Option<PathBuf>,
         /// The realm, when it is not the user name's domain upper-cased.
         #[serde(default)]
         realm: Option<String>,
@@ -150,6 +157,22 @@ impl ExchangeAuth {
         }
     }
 
+    /// Under Kerberos with a keytab: the keytab, and the account and realm whose key it must hold.
+    pub fn keytab(&self) -> Option<(&std::path::Path, String, String)> {
+        match self {
+            ExchangeAuth::Kerberos {
+                username,
+                keytab: Some(path),
+                realm,
+                ..
+            } => {
+                let (account, realm) = kerberos_principal(username, realm.as_deref());
+                Some((path, account, realm))
+            }
+            _ => None,
+        }
+    }
+
     pub(super) fn secret(&self) -> Option<(&'static str, &SecretSource)> {
         match self {
             ExchangeAuth::ClientCredentials { .. } => None,
@@ -160,6 +183,21 @@ impl ExchangeAuth {
             ExchangeAuth::Kerberos { password, .. } => password.as_ref().map(|p| ("password", p)),
         }
     }
+}
+
+/// A Kerberos sign-in's account without its realm (`svc-easgate`) and its realm: `realm` if
+/// given, else the user name's domain, upper-cased (`CONTOSO.COM`).
+pub fn kerberos_principal(username: &str, realm: Option<&str>) -> (String, String) {
+    let (account, domain) = match username.rsplit_once('@') {
+        Some((a, d)) => (a.to_owned(), Some(d)),
+        None => (username.to_owned(), None),
+    };
+    let realm = realm
+        .or(domain)
+        .map(str::to_owned)
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    (account, realm)
 }
 
 impl Default for ExchangeAuth {
@@ -290,12 +328,13 @@ fn validate_powershell_auth(x: &ExchangeConnection) -> Result<(), (String, Strin
         ExchangeAuth::Kerberos {
             username,
             password,
+            keytab,
             realm,
             kdc,
             spn,
         } => validate_kerberos(
             username,
-            password.is_some(),
+            (password.is_some(), keytab.is_some()),
             realm.as_deref(),
             kdc.as_deref(),
             spn.as_deref(),
@@ -324,11 +363,11 @@ fn validate_ntlm(username: &str) -> Result<(), (String, String)> {
     ))
 }
 
-/// Kerberos needs a password to get a ticket and a realm to get it from; the KDC and SPN, when
-/// given, must have their shapes.
+/// Kerberos needs a password or a keytab (one of them) to get a ticket and a realm to get it
+/// from; the KDC and SPN, when given, must have their shapes.
 fn validate_kerberos(
     username: &str,
-    has_password: bool,
+    (has_password, has_keytab): (bool, bool),
     realm: Option<&str>,
     kdc: Option<&str>,
     spn: Option<&str>,
@@ -339,14 +378,25 @@ fn validate_kerberos(
             "must not be empty (e.g. \"svc-easgate@contoso.com\")".into(),
         ));
     }
-    if !has_password {
-        return Err((
-            "exchange.auth.password".into(),
-            "is required with kind = \"kerberos\" (the ticket is acquired with \
-             the account's password): password = { env = \"…\" } or { file = \
-             \"…\" }"
-                .into(),
-        ));
+    match (has_password, has_keytab) {
+        (true, false) | (false, true) => {}
+        (false, false) => {
+            return Err((
+                "exchange.auth".into(),
+                "kind = \"kerberos\" needs the account's password or its keytab to acquire \
+                 the ticket with: password = { env = \"…\" } or { file = \"…\" }, or \
+                 keytab = \"/etc/easgate/svc-easgate.keytab\""
+                    .into(),
+            ));
+        }
+        (true, true) => {
+            return Err((
+                "exchange.auth.keytab".into(),
+                "is given with a password too: the ticket is acquired with one of them; keep \
+                 the keytab and remove the password, or the reverse"
+                    .into(),
+            ));
+        }
     }
     if realm.is_some_and(|r| r.trim().is_empty()) || (realm.is_none() && !username.contains('@')) {
         return Err((
@@ -543,11 +593,47 @@ client_secret = "inline-secret-value"
             ExchangeAuth::Kerberos {
                 username: "svc-easgate@contoso.com".into(),
                 password: Some(SecretSource::Env("PW".into())),
+                keytab: None,
                 realm: None,
                 kdc: Some("dc01.contoso.com:88".into()),
                 spn: Some("HTTP/exchange.contoso.com".into()),
             }
         );
+    }
+
+    #[test]
+    fn kerberos_takes_a_keytab_instead_of_a_password_beside_the_configuration() {
+        for (written, resolved) in [
+            ("svc-easgate.keytab", "/etc/easgate/svc-easgate.keytab"),
+            ("/var/lib/easgate/svc.keytab", "/var/lib/easgate/svc.keytab"),
+        ] {
+            let text = powershell(
+                r#"transport = "powershell""#,
+                r#"["http://cas01.contoso.com/PowerShell/"]"#,
+                &format!(
+                    r#"{{ kind = "kerberos", username = "svc-easgate@contoso.com", keytab = "{written}" }}"#
+                ),
+                "",
+            );
+            let c = parse(&text).unwrap();
+            let auth = &c.organizations[0].exchange.auth;
+            assert_eq!(
+                *auth,
+                ExchangeAuth::Kerberos {
+                    username: "svc-easgate@contoso.com".into(),
+                    password: None,
+                    keytab: Some(resolved.into()),
+                    realm: None,
+                    kdc: None,
+                    spn: None,
+                }
+            );
+            let (path, account, realm) = auth.keytab().unwrap();
+            assert_eq!(
+                (path, account.as_str(), realm.as_str()),
+                (Path::new(resolved), "svc-easgate", "CONTOSO.COM")
+            );
+        }
     }
 
     #[test]
@@ -557,16 +643,52 @@ client_secret = "inline-secret-value"
         // (case, text, field, the line the error points at, words the message must hold)
         let cases: Vec<(&str, String, &str, &str, Vec<&str>)> = vec![
             (
-                "kerberos without a password",
+                "kerberos without a password or a keytab",
                 powershell(
                     ps,
                     url,
                     r#"{ kind = "kerberos", username = "svc@contoso.com", kdc = "dc01:88" }"#,
                     "",
                 ),
-                "organization[0].exchange.auth.password",
+                "organization[0].exchange.auth",
                 "auth = ",
-                vec!["required", "kerberos"],
+                vec!["kind = \"kerberos\"", "password = {", "keytab = \""],
+            ),
+            (
+                "kerberos with both a password and a keytab",
+                powershell(
+                    ps,
+                    url,
+                    r#"{ kind = "kerberos", username = "svc@contoso.com", password = { env = "PW" }, keytab = "svc.keytab" }"#,
+                    "",
+                ),
+                "organization[0].exchange.auth.keytab",
+                "auth = ",
+                vec!["with a password too", "remove the password"],
+            ),
+            (
+                "a keytab with basic",
+                powershell(
+                    ps,
+                    url,
+                    r#"{ kind = "basic", username = "svc@contoso.com", password = "p", keytab = "svc.keytab" }"#,
+                    "",
+                ),
+                "organization[0].exchange.auth",
+                "auth = ",
+                vec!["keytab"],
+            ),
+            (
+                "a keytab with ntlm",
+                powershell(
+                    ps,
+                    url,
+                    r#"{ kind = "ntlm", username = "CONTOSO\\svc", keytab = "svc.keytab" }"#,
+                    "",
+                ),
+                "organization[0].exchange.auth",
+                "auth = ",
+                vec!["keytab"],
             ),
             (
                 "kerberos without a realm",

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{Config, Notify, Proxy, SecretError, SecretSource, Smtp};
+use super::{Config, ExchangeAuth, Notify, Proxy, SecretError, SecretSource, Smtp};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +144,13 @@ impl Config {
             fix(&mut org.graph.client_secret);
             if let Some((_, secret)) = org.exchange.auth.secret_mut() {
                 fix(secret);
+            }
+            if let ExchangeAuth::Kerberos {
+                keytab: Some(p), ..
+            } = &mut org.exchange.auth
+                && p.is_relative()
+            {
+                *p = dir.join(&*p);
             }
         }
     }
@@ -303,6 +310,69 @@ mod tests {
         );
         assert_eq!(text.matches("EASGATE_TEST_UNSET_4711").count(), 1, "{text}");
         assert_eq!(text.matches("fabrikam").count(), 0, "{text}");
+    }
+
+    /// A keytab is checked where a password file is: at load, its problem named with the file,
+    /// the line and `exchange.auth.keytab` (the file written relative to the configuration).
+    #[test]
+    fn a_keytab_without_a_usable_key_is_a_load_error_naming_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("easgate.toml");
+        let keytab = dir.path().join("svc.keytab");
+        std::fs::write(
+            &keytab,
+            include_bytes!("../exchange/psrp/fixtures/contoso.keytab"),
+        )
+        .unwrap();
+        let config = |user: &str| {
+            format!(
+                "[[organization]]\nname = \"contoso\"\n\n[organization.exchange]\n\
+                 transport = \"powershell\"\n\
+                 cas_urls = [\"http://cas01.contoso.com/PowerShell/\"]\n\
+                 auth = {{ kind = \"kerberos\", username = \"{user}\", keytab = \"svc.keytab\" }}\n\n\
+                 [organization.graph]\ntenant = \"contoso.onmicrosoft.com\"\n\
+                 client_id = \"3b1a6f2e-0000-4000-8000-000000000001\"\n\
+                 client_secret = \"s\"\n"
+            )
+        };
+        std::fs::write(&path, config("svc-easgate@contoso.com")).unwrap();
+        Config::load(&path).expect("the account's AES key is in the keytab");
+
+        let kt = keytab.display().to_string();
+        for (user, words) in [
+            (
+                "svc-other@contoso.com",
+                vec![
+                    kt.as_str(),
+                    "no key for `svc-other@CONTOSO.COM`",
+                    "legacy@CONTOSO.COM, svc-easgate@CONTOSO.COM",
+                ],
+            ),
+            (
+                "legacy@contoso.com",
+                vec![kt.as_str(), "only rc4-hmac keys", "AES256-SHA1"],
+            ),
+        ] {
+            std::fs::write(&path, config(user)).unwrap();
+            let text = Config::load(&path).unwrap_err().to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "{}:7:1: organization[0].exchange.auth.keytab: ",
+                    path.display()
+                )),
+                "{text}"
+            );
+            for w in words {
+                assert!(text.contains(w), "{w:?} in {text}");
+            }
+        }
+        std::fs::remove_file(&keytab).unwrap();
+        std::fs::write(&path, config("svc-easgate@contoso.com")).unwrap();
+        let text = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            text.contains(&format!("auth.keytab: cannot read the keytab {kt}: ")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -57,8 +57,9 @@
 //! ```
 //!
 //! Basic is refused over plain HTTP except to loopback (the password is in every request);
-//! `kind = "kerberos"` (username, password, `realm`, optional `kdc = "host:port"` and `spn`) seals
-//! every envelope, so plain `http://` is fine; so does `kind = "ntlm"` (username
+//! `kind = "kerberos"` (username, password or `keytab = "path"`, `realm`, optional
+//! `kdc = "host:port"` and `spn`) seals every envelope, so plain `http://` is fine; so does
+//! `kind = "ntlm"` (username
 //! `CONTOSO\\svc-easgate` or `svc-easgate@contoso.com`, password).
 //!
 //! Notices to users (quarantined or blocked devices) go out through SMTP when `[notify]` is
@@ -135,7 +136,7 @@ mod testing;
 mod url;
 
 pub use admin::Admin;
-pub use exchange::{ExchangeAuth, ExchangeConnection, ExchangeTransport};
+pub use exchange::{ExchangeAuth, ExchangeConnection, ExchangeTransport, kerberos_principal};
 pub use load::ConfigError;
 pub use network::{Network, Proxy, read_ca_file};
 pub use notify::{NOTICE_PLATFORMS, Notify, NotifyOverrides, OrgNotify, Smtp, SmtpSecurity};

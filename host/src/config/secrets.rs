@@ -61,6 +61,9 @@ pub enum SecretError {
     },
     #[error("the secret from {0} is empty")]
     Empty(String),
+    /// A Kerberos keytab that is unreadable, damaged, or holds no usable key for the account.
+    #[error(transparent)]
+    Keytab(#[from] crate::exchange::psrp::keytab::KeytabError),
 }
 
 impl SecretSource {
@@ -174,6 +177,14 @@ impl Config {
             check("graph.client_secret", &org.graph.client_secret)?;
             if let Some((key, secret)) = org.exchange.auth.secret() {
                 check(&format!("exchange.auth.{key}"), secret)?;
+            }
+            if let Some((path, account, realm)) = org.exchange.auth.keytab() {
+                crate::exchange::psrp::keytab::load(path, &account, &realm).map_err(|e| {
+                    ConfigError::Secret {
+                        field: format!("organization[{i}].exchange.auth.keytab"),
+                        source: e.into(),
+                    }
+                })?;
             }
         }
         Ok(())

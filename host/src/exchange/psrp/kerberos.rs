@@ -1,13 +1,17 @@
 //! The Kerberos client of remote PowerShell: a security context for one HTTP connection,
-//! established with the service account's password (AS and TGS exchanges with the realm's KDC,
-//! then the AP-REQ for the CAS's `HTTP/<host>` and its AP-REP: mutual authentication), then
-//! used to seal and unseal that connection's envelopes ([`super::sealed`] frames them).
+//! established with the service account's password or its key from a keytab
+//! ([`super::keytab`]) (AS and TGS exchanges with the realm's KDC, then the AP-REQ for the
+//! CAS's `HTTP/<host>` and its AP-REP: mutual authentication), then used to seal and unseal that
+//! connection's envelopes ([`super::sealed`] frames them).
 //!
 //! The protocol is Devolutions' `sspi`; it hands the KDC messages it needs sent to us, and we
 //! carry them over TCP (or UDP) to the configured KDC. The handshake runs on a thread of its
 //! own (its state machines need a deep stack), so the runtime's workers never block on it.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use picky_krb::crypto::CipherSuite;
 
 use sspi::generator::GeneratorState;
 use sspi::{
@@ -21,7 +25,7 @@ use sspi::{
 pub struct Settings {
     /// The account name without its realm (`svc-easgate`).
     pub account: String,
-    pub password: crate::config::Secret,
+    pub credential: Credential,
     /// Upper-case realm (`CONTOSO.COM`).
     pub realm: String,
     /// Where the KDC is (`tcp://host:port`), or `None`: found at each sign-in ([`discover`]).
@@ -30,6 +34,15 @@ pub struct Settings {
     pub spn: Option<String>,
     /// How long one exchange with the KDC may take.
     pub kdc_timeout: Duration,
+}
+
+/// What the account's ticket is acquired with.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Password(crate::config::Secret),
+    /// A keytab, read at each sign-in: a keytab exported again after a password change is used
+    /// by the next connection, without a restart.
+    Keytab(PathBuf),
 }
 
 impl Settings {
@@ -80,8 +93,10 @@ impl Settings {
 pub enum Failure {
     /// The KDC could not be reached (or did not answer).
     KdcUnreachable(String),
-    /// The KDC refused the password (KDC_ERR_PREAUTH_FAILED).
+    /// The KDC refused the password, or the keytab's key (KDC_ERR_PREAUTH_FAILED).
     Password(String),
+    /// The keytab gave no key to sign in with.
+    Keytab(super::keytab::KeytabError),
     /// The KDC does not know the account (KDC_ERR_C_PRINCIPAL_UNKNOWN).
     UnknownAccount(String),
     /// The KDC has no such service principal (KDC_ERR_S_PRINCIPAL_UNKNOWN).
@@ -132,10 +147,24 @@ impl Failure {
                 s.realm,
                 s.kdc_shown()
             ),
-            Failure::Password(why) => format!(
-                "Kerberos sign-in for {cas}: the KDC refused the password of `{who}` \
-                 (KDC_ERR_PREAUTH_FAILED: {why}): check exchange.auth.password"
-            ),
+            Failure::Password(why) => match &s.credential {
+                Credential::Password(_) => format!(
+                    "Kerberos sign-in for {cas}: the KDC refused the password of `{who}` \
+                     (KDC_ERR_PREAUTH_FAILED: {why}): check exchange.auth.password"
+                ),
+                Credential::Keytab(path) => format!(
+                    "Kerberos sign-in for {cas}: the KDC refused the key of `{who}` from the \
+                     keytab {} (KDC_ERR_PREAUTH_FAILED: {why}): the keytab is stale, the \
+                     account's password (and key version) changed since it was exported: export \
+                     it again (Windows: ktpass /princ {who} /mapuser <DOMAIN>\\{} /crypto \
+                     AES256-SHA1 /ptype KRB5_NT_PRINCIPAL /pass * /out <file>; \
+                     MIT: kadmin.local -q \"ktadd -k <file> -norandkey {who}\"), or check \
+                     exchange.auth.keytab",
+                    path.display(),
+                    s.account
+                ),
+            },
+            Failure::Keytab(e) => format!("Kerberos sign-in for {cas} as `{who}`: {e}"),
             Failure::UnknownAccount(why) => format!(
                 "Kerberos sign-in for {cas}: the KDC of realm {} does not know `{who}` \
                  (KDC_ERR_C_PRINCIPAL_UNKNOWN: {why}): check exchange.auth.username and \
@@ -226,11 +255,29 @@ impl Context {
             client_computer_name: "easgate".into(),
         };
         let krb = Kerberos::new_client_from_config(config).map_err(Failure::from_sspi)?;
-        let creds = Some(CredentialsBuffers::AuthIdentity(
-            AuthIdentityBuffers::from_utf8(&s.account, &s.realm, s.password.expose()),
-        ));
-        let mut ctx = Context { krb, creds, spn };
-        let (status, token) = ctx.step(&[], Some(s))?;
+        let (creds, key) = credentials(s)?;
+        let mut ctx = Context {
+            krb,
+            creds: Some(creds),
+            spn,
+        };
+        let (status, token) = ctx.step(&[], Some(s)).map_err(|f| match (f, key) {
+            // Which key the KDC refused: an admin compares it with the account's.
+            (Failure::Password(why), Some((key, _))) => {
+                Failure::Password(format!("{why}; the keytab's key: {key}"))
+            }
+            // sspi asks for AES256 first; a KDC holding that key answers with it, which an
+            // AES128 key cannot read (sspi then says no more than a slice's length is wrong).
+            (Failure::Other(why), Some((key, CipherSuite::Aes128CtsHmacSha196))) => {
+                Failure::Other(format!(
+                    "{why}; the keytab holds an AES128 key only ({key}), and the KDC most \
+                     likely answered with the account's AES256 key, which easgate asks for \
+                     first: export the AES256 key too (ktpass /crypto AES256-SHA1, or kadmin \
+                     ktadd -e aes256-cts-hmac-sha1-96:normal)"
+                ))
+            }
+            (f, _) => f,
+        })?;
         if status != SecurityStatus::ContinueNeeded || token.is_empty() {
             return Err(Failure::Other(format!(
                 "the Kerberos client produced no AP-REQ ({status:?})"
@@ -335,6 +382,38 @@ impl Context {
             .decrypt_message(&mut buffers)
             .map_err(|e| format!("unsealing: {}", e.description))?;
         Ok(buffers[1].data().to_vec())
+    }
+}
+
+/// The credentials of `s` for `sspi`, and for a keytab which of its keys (`kvno 3, aes256…`)
+/// and its type.
+fn credentials(
+    s: &Settings,
+) -> Result<(CredentialsBuffers, Option<(String, CipherSuite)>), Failure> {
+    match &s.credential {
+        Credential::Password(p) => Ok((
+            CredentialsBuffers::AuthIdentity(AuthIdentityBuffers::from_utf8(
+                &s.account,
+                &s.realm,
+                p.expose(),
+            )),
+            None,
+        )),
+        Credential::Keytab(path) => {
+            let key = super::keytab::load(path, &s.account, &s.realm).map_err(Failure::Keytab)?;
+            // The same client name as with a password: `account`, NT-PRINCIPAL, in `realm`.
+            let principal = sspi::Username::new_down_level_logon_name(&s.account, &s.realm)
+                .map_err(|e| Failure::Other(format!("the account `{}`: {e}", s.account)))?;
+            let described = (key.describe(), key.enctype.clone());
+            Ok((
+                CredentialsBuffers::Keytab(sspi::KeytabIdentity {
+                    principal,
+                    key: key.key,
+                    key_enctype: key.enctype,
+                }),
+                Some(described),
+            ))
+        }
     }
 }
 
@@ -448,7 +527,7 @@ mod tests {
     fn each_kerberos_refusal_is_explained_with_its_fix() {
         let s = Settings {
             account: "svc".into(),
-            password: crate::config::Secret::new("x"),
+            credential: Credential::Password(crate::config::Secret::new("x")),
             realm: "CONTOSO.COM".into(),
             kdc: None,
             spn: None,
@@ -502,10 +581,38 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_keytab_key_is_called_stale_with_how_to_export_it_again() {
+        let s = Settings {
+            account: "svc-easgate".into(),
+            credential: Credential::Keytab("/etc/easgate/svc-easgate.keytab".into()),
+            realm: "CONTOSO.COM".into(),
+            kdc: None,
+            spn: None,
+            kdc_timeout: Duration::from_secs(1),
+        };
+        let e = Failure::from_sspi(sspi::Error::new(
+            ErrorKind::KdcInvalidRequest,
+            "pre-authentication information was invalid".to_owned(),
+        ))
+        .explain("http://cas01/PowerShell/", &s, "HTTP/cas01");
+        for words in [
+            "refused the key of `svc-easgate@CONTOSO.COM`",
+            "keytab /etc/easgate/svc-easgate.keytab",
+            "KDC_ERR_PREAUTH_FAILED",
+            "the keytab is stale",
+            r"ktpass /princ svc-easgate@CONTOSO.COM /mapuser <DOMAIN>\svc-easgate",
+            "ktadd -k <file> -norandkey svc-easgate@CONTOSO.COM",
+        ] {
+            assert!(e.contains(words), "{words:?} in {e}");
+        }
+        assert!(!e.contains("exchange.auth.password"), "{e}");
+    }
+
+    #[test]
     fn the_spn_is_http_and_the_cas_host_unless_overridden() {
         let mut s = Settings {
             account: "svc".into(),
-            password: crate::config::Secret::new("x"),
+            credential: Credential::Password(crate::config::Secret::new("x")),
             realm: "CONTOSO.COM".into(),
             kdc: Settings::kdc_url(Some("dc01")).unwrap(),
             spn: None,

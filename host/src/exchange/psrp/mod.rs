@@ -20,17 +20,18 @@
 //!
 //! Sign-in is HTTP Basic (over HTTPS, or HTTP to loopback, as the configuration enforces) on
 //! reqwest's pooled connections, or Kerberos ([`kerberos`], Devolutions' `sspi`, tickets from
-//! the realm's KDC with the account's password) or NTLM ([`ntlm`]) on connections of our own
-//! ([`connection`]): the security context is bound to its connection, mutual authentication is
-//! checked (Kerberos), and every envelope is sealed with WS-Management message encryption
-//! ([`sealed`]), over HTTP as over HTTPS. Over HTTPS the NTLM sign-in also carries the TLS
-//! connection's channel binding ([`binding`]), which a CAS with Extended Protection requires;
-//! the Kerberos one does not yet (see [`connection`]).
+//! the realm's KDC with the account's password or its [`keytab`]) or NTLM ([`ntlm`]) on
+//! connections of our own ([`connection`]): the security context is bound to its connection,
+//! mutual authentication is checked (Kerberos), and every envelope is sealed with WS-Management
+//! message encryption ([`sealed`]), over HTTP as over HTTPS. Over HTTPS the NTLM sign-in also
+//! carries the TLS connection's channel binding ([`binding`]), which a CAS with Extended
+//! Protection requires; the Kerberos one does not yet (see [`connection`]).
 
 mod binding;
 mod connection;
 pub mod convert;
 mod kerberos;
+pub(crate) mod keytab;
 mod ntlm;
 pub mod objects;
 pub mod sealed;
@@ -247,26 +248,39 @@ fn sign_in(
         ExchangeAuth::Kerberos {
             username,
             password,
+            keytab,
             realm,
             kdc,
             spn,
         } => {
-            let password = kerberos_password(password.as_ref(), at)?;
+            let credential = kerberos_credential(password.as_ref(), keytab.as_deref(), at)?;
             let settings = kerberos_settings(
                 username,
                 realm.as_deref(),
                 kdc.as_deref(),
                 spn,
-                &password,
+                credential,
                 http,
                 at,
             )?;
+            if let kerberos::Credential::Keytab(path) = &settings.credential {
+                // Read now, so that a missing or unusable keytab stops start-up; read again at
+                // each sign-in, so that a keytab exported again is picked up.
+                keytab::load(path, &settings.account, &settings.realm).map_err(|e| {
+                    SetupError::Secret {
+                        field: at("auth.keytab"),
+                        source: e.into(),
+                    }
+                })?;
+                warn_if_others_read(path);
+            }
             let connections = connection::Connections::new(
                 connection::SignIn::Kerberos(settings),
                 http,
                 max_runspaces,
             );
-            Ok((username.clone(), password, Some(connections)))
+            // Basic's password slot: unused under Kerberos.
+            Ok((username.clone(), Secret::new(""), Some(connections)))
         }
         ExchangeAuth::Ntlm { username, password } => {
             if http.proxy.is_some() {
@@ -302,18 +316,45 @@ fn sign_in(
     }
 }
 
-/// Kerberos acquires its ticket with the account's password: there must be one.
-fn kerberos_password(password: Option<&SecretSource>, at: FieldAt) -> Result<Secret, SetupError> {
-    password
-        .ok_or_else(|| SetupError::Unsupported {
-            field: at("auth.password"),
-            message: "Kerberos needs the account's password (no ticket cache is read)".into(),
-        })?
-        .resolve()
-        .map_err(|source| SetupError::Secret {
-            field: at("auth.password"),
-            source,
-        })
+/// Kerberos acquires its ticket with the account's password or its keytab: one of them.
+fn kerberos_credential(
+    password: Option<&SecretSource>,
+    keytab: Option<&std::path::Path>,
+    at: FieldAt,
+) -> Result<kerberos::Credential, SetupError> {
+    match (password, keytab) {
+        (Some(p), None) => p
+            .resolve()
+            .map(kerberos::Credential::Password)
+            .map_err(|source| SetupError::Secret {
+                field: at("auth.password"),
+                source,
+            }),
+        (None, Some(k)) => Ok(kerberos::Credential::Keytab(k.to_owned())),
+        _ => Err(SetupError::Unsupported {
+            field: at("auth"),
+            message: "Kerberos needs the account's password or its keytab, one of them (no \
+                      ticket cache is read)"
+                .into(),
+        }),
+    }
+}
+
+/// A keytab is as good as the account's password: warn when others than its owner may read it.
+fn warn_if_others_read(path: &std::path::Path) {
+    #[cfg(unix)]
+    use std::os::unix::fs::PermissionsExt;
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                keytab = %path.display(),
+                "the keytab is readable by others than its owner (mode {mode:04o}): it signs in \
+                 as the service account; chmod 0600 it"
+            );
+        }
+    }
 }
 
 /// The realm (given, or the user name's domain upper-cased), the KDC and the SPN to ask a
@@ -323,19 +364,11 @@ fn kerberos_settings(
     realm: Option<&str>,
     kdc: Option<&str>,
     spn: &Option<String>,
-    password: &Secret,
+    credential: kerberos::Credential,
     http: &HttpSettings,
     at: FieldAt,
 ) -> Result<kerberos::Settings, SetupError> {
-    let (account, domain) = match username.rsplit_once('@') {
-        Some((a, d)) => (a.to_owned(), Some(d)),
-        None => (username.to_owned(), None),
-    };
-    let realm = realm
-        .or(domain)
-        .map(str::to_owned)
-        .unwrap_or_default()
-        .to_ascii_uppercase();
+    let (account, realm) = crate::config::kerberos_principal(username, realm);
     let kdc = kerberos::Settings::kdc_url(kdc).map_err(|message| SetupError::Url {
         field: at("auth.kdc"),
         message,
@@ -351,7 +384,7 @@ fn kerberos_settings(
     }
     Ok(kerberos::Settings {
         account,
-        password: password.clone(),
+        credential,
         realm,
         kdc,
         spn: spn.clone(),
