@@ -438,6 +438,21 @@ async fn what_an_admin_gets_wrong_is_named_with_the_cas_and_the_fix() {
         assert!(e.contains(words), "{words:?} in {e}");
     }
 
+    // A virtual directory with Windows authentication off: its 401 offers Basic only, which is
+    // said instead of blaming the ticket.
+    lab.control()
+        .set_windows_auth(easgate_lab::WindowsAuth::Off);
+    let e = refusal(&good).await;
+    for words in [
+        cas.as_str(),
+        "does not offer Kerberos (its 401 offers: Basic)",
+        "Set-PowerShellVirtualDirectory -WindowsAuthentication $true",
+    ] {
+        assert!(e.contains(words), "{words:?} in {e}");
+    }
+    lab.control()
+        .set_windows_auth(easgate_lab::WindowsAuth::Negotiate);
+
     // The right settings work on the same lab, so the refusals above were theirs.
     let client = ExchangeClient::builder(&good, &test_http())
         .build()
