@@ -31,7 +31,7 @@ mod binding;
 mod connection;
 pub mod convert;
 mod kerberos;
-pub(crate) mod keytab;
+pub mod keytab;
 mod ntlm;
 pub mod objects;
 pub mod sealed;
