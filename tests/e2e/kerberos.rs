@@ -19,7 +19,7 @@ use easgate::store::RunOutcome;
 use easgate::sync::OrgSync;
 use easgate_lab::kdc::TestKdc;
 
-use crate::support::lab::{assert_enforced, expected, sync_lab, unguarded};
+use crate::support::lab::{assert_enforced, expected, lists_every_device, sync_lab, unguarded};
 use crate::support::{
     Transport, builtin, client_lab, organization_over, temp_store, test_http, within,
 };
@@ -454,17 +454,7 @@ async fn what_an_admin_gets_wrong_is_named_with_the_cas_and_the_fix() {
         .set_windows_auth(easgate_lab::WindowsAuth::Negotiate);
 
     // The right settings work on the same lab, so the refusals above were theirs.
-    let client = ExchangeClient::builder(&good, &test_http())
-        .build()
-        .unwrap();
-    let devices = within(
-        Duration::from_secs(60),
-        client.run(&GetMobileDevice::default()),
-    )
-    .await
-    .expect("the good settings sign in");
-    assert_eq!(devices.len(), lab.control().truth().len());
-    client.close().await;
+    lists_every_device(&lab, &good, "the good settings sign in").await;
     drop(kdc);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use easgate::config::{ExchangeAuth, Organization, Secret, SecretSource};
 use easgate::exchange::ExchangeClient;
-use easgate::exchange::cmdlets::GetMobileDevice;
 use easgate::model::SyncKind;
 use easgate::plugin::PluginEngine;
 use easgate::store::RunOutcome;
 use easgate::sync::OrgSync;
 
 use crate::kerberos::refusal;
-use crate::support::lab::{assert_enforced, expected, sync_lab, unguarded};
+use crate::support::lab::{assert_enforced, expected, lists_every_device, sync_lab, unguarded};
 use crate::support::{Transport, builtin, organization_over, temp_store, test_http, within};
 
 /// The lab's organization over remote PowerShell with NTLM as `username` (the lab's account
@@ -100,17 +99,8 @@ async fn a_wrong_password_or_user_is_named_with_the_cas_and_the_fix() {
 
     // The right settings work on the same lab, in either form, so the refusals were theirs.
     for username in [upn.clone(), down_level(&lab)] {
-        let client = ExchangeClient::builder(&ntlm_org(&lab, &username, None), &test_http())
-            .build()
-            .unwrap();
-        let devices = within(
-            Duration::from_secs(60),
-            client.run(&GetMobileDevice::default()),
-        )
-        .await
-        .expect("the good settings sign in");
-        assert_eq!(devices.len(), lab.control().truth().len(), "{username}");
-        client.close().await;
+        let why = format!("the good settings sign in as {username}");
+        lists_every_device(&lab, &ntlm_org(&lab, &username, None), &why).await;
     }
 }
 
@@ -150,13 +140,10 @@ async fn a_cas_that_does_not_take_ntlm_is_named_with_the_fix() {
 
     lab.control()
         .set_windows_auth(easgate_lab::WindowsAuth::Negotiate);
-    let client = ExchangeClient::builder(&org, &test_http()).build().unwrap();
-    let devices = within(
-        Duration::from_secs(60),
-        client.run(&GetMobileDevice::default()),
+    lists_every_device(
+        &lab,
+        &org,
+        "the same settings sign in once the CAS takes NTLM",
     )
-    .await
-    .expect("the same settings sign in once the CAS takes NTLM");
-    assert_eq!(devices.len(), lab.control().truth().len());
-    client.close().await;
+    .await;
 }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use easgate::config::Organization;
 use easgate::exchange::ExchangeClient;
+use easgate::exchange::cmdlets::GetMobileDevice;
 use easgate::graph::GraphClient;
 use easgate::model::{RestrictionLimit, SyncSettings, Verdict};
 use easgate::store::Store;
@@ -211,4 +213,20 @@ pub fn write_config_over(lab: &Lab, dir: &Path, parallel: usize, transport: Tran
     let path = dir.join("easgate.toml");
     std::fs::write(&path, text).expect("config written");
     path
+}
+
+/// Lists every device of `lab` with `org`, whose sign-in must work (`why` says what that
+/// shows): the settings a test's refusals were compared with.
+pub async fn lists_every_device(lab: &Lab, org: &Organization, why: &str) {
+    let client = ExchangeClient::builder(org, &test_http())
+        .build()
+        .expect("the client builds");
+    let devices = within(
+        Duration::from_secs(60),
+        client.run(&GetMobileDevice::default()),
+    )
+    .await
+    .expect(why);
+    assert_eq!(devices.len(), lab.control().truth().len(), "{why}");
+    client.close().await;
 }

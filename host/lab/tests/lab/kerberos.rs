@@ -53,8 +53,8 @@ fn bound_client_token(cred: &Cred, bindings: Option<&[u8]>) -> (ClientCtx, Vec<u
     (ctx, token)
 }
 
-/// A lab of `devices` devices whose face accepts Kerberos from a fresh KDC in its own directory.
-async fn kerberos_lab(devices: usize, name: &str) -> (easgate_lab::Lab, TestKdc, PathBuf) {
+/// A fresh KDC in a directory of its own, named after `name`.
+async fn start_kdc(name: &str) -> (TestKdc, PathBuf) {
     let dir = std::env::temp_dir().join(format!("easgate-lab-{name}-{}", std::process::id()));
     let kdc = tokio::task::spawn_blocking({
         let dir = dir.clone();
@@ -63,6 +63,12 @@ async fn kerberos_lab(devices: usize, name: &str) -> (easgate_lab::Lab, TestKdc,
     .await
     .expect("joined")
     .expect("KDC starts");
+    (kdc, dir)
+}
+
+/// A lab of `devices` devices whose face accepts Kerberos from a fresh KDC in its own directory.
+async fn kerberos_lab(devices: usize, name: &str) -> (easgate_lab::Lab, TestKdc, PathBuf) {
+    let (kdc, dir) = start_kdc(name).await;
     let lab = lab(devices).await;
     lab.enable_powershell_kerberos(kdc.keytab())
         .expect("acceptor from the keytab");
@@ -179,14 +185,7 @@ async fn extended_protection_checks_the_tickets_channel_binding() {
     if !TestKdc::available_for(test) {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("easgate-lab-krb-ep-{}", std::process::id()));
-    let kdc = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || TestKdc::start(&dir)
-    })
-    .await
-    .expect("joined")
-    .expect("KDC starts");
+    let (kdc, dir) = start_kdc("krb-ep").await;
     let _config = KRB5_CONFIG.lock().await;
     // SAFETY: see the other test that sets it; both hold `KRB5_CONFIG`.
     unsafe { std::env::set_var("KRB5_CONFIG", kdc.krb5_conf()) };
