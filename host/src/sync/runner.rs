@@ -455,7 +455,14 @@ impl OrgSync {
             } else {
                 let since = cursor.expect("a quick sync has a cursor");
                 let known = blocking(&self.store, move |s| s.known(org));
-                let listing = discover::quick(&self.exchange, &self.graph, groups, since, known);
+                // On the heap, as the full one: its state is as large in a debug build.
+                let listing = Box::pin(discover::quick(
+                    &self.exchange,
+                    &self.graph,
+                    groups,
+                    since,
+                    known,
+                ));
                 progress::count_pages(pages, listing).await
             }
         }
