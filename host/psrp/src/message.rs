@@ -132,7 +132,12 @@ impl Message {
 
     /// The data as text (CLIXML); invalid UTF-8 is replaced.
     pub fn text(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.data)
+        // Checked by `from_utf8`, which strides over ASCII a word at a time; the replacing
+        // decoder walks byte by byte, and a listing's CLIXML is hundreds of megabytes of ASCII.
+        match std::str::from_utf8(&self.data) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(&self.data),
+        }
     }
 
     /// Header, byte-order mark, data.
@@ -194,6 +199,25 @@ mod tests {
         assert_eq!(&b[43..], b"<x/>");
         assert_eq!(Message::decode(&b).unwrap(), m);
         assert_eq!(Message::decode(&b[..39]).unwrap_err(), MessageError(39));
+    }
+
+    #[test]
+    fn text_borrows_utf8_data_and_replaces_what_is_not() {
+        let message = |data: &[u8]| {
+            Message::new(
+                Destination::Client,
+                MessageType::PIPELINE_OUTPUT,
+                Guid::NIL,
+                Guid::NIL,
+                data.to_vec(),
+            )
+        };
+        let m = message("<S>Gerät</S>".as_bytes());
+        assert!(matches!(
+            m.text(),
+            std::borrow::Cow::Borrowed("<S>Gerät</S>")
+        ));
+        assert_eq!(message(b"<S>\xc3</S>").text(), "<S>\u{fffd}</S>");
     }
 
     #[test]

@@ -440,7 +440,7 @@ impl Connections {
             String::from_utf8(plain)
                 .map_err(|_| (format!("{cas}'s sealed answer is not UTF-8"), false))?
         } else {
-            String::from_utf8_lossy(&body).into_owned()
+            super::answer_text(body)
         };
         Ok(Reply {
             status,

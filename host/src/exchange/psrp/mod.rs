@@ -684,8 +684,8 @@ impl Inner {
         };
         let status = response.status().as_u16();
         let retry_after = net::retry_after(response.headers());
-        let text = match response.text().await {
-            Ok(t) => t,
+        let text = match response.bytes().await {
+            Ok(body) => answer_text(body),
             Err(e) => {
                 return Err(Attempt::CasFailed {
                     sent: true,
@@ -1267,11 +1267,32 @@ impl Page {
     }
 }
 
+/// An answer's body as text. A CAS answers in UTF-8: checked in one pass and kept where it
+/// is (reqwest's `text()` walks it byte by byte and copies it, for every answer); other bytes
+/// are replaced, so that an error can still quote the answer.
+fn answer_text(body: hyper::body::Bytes) -> String {
+    String::from_utf8(Vec::from(body))
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// The shell the request named is no longer on the server.
 fn shell_gone(f: &Fault) -> bool {
     // 2150858843: ERROR_WSMAN_INVALID_SELECTORS-like "shell was not found".
     f.code == "2150858843" || {
         let m = f.message.to_ascii_lowercase();
         m.contains("shell was not found") || m.contains("shell not found")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_text_as_sent_and_bytes_that_are_not_utf8_are_replaced() {
+        let envelope = "<s:Envelope>Gerät</s:Envelope>";
+        assert_eq!(answer_text(envelope.as_bytes().to_vec().into()), envelope);
+        let garbled = hyper::body::Bytes::from_static(b"HTTP 500: \xff\xfe broken");
+        assert_eq!(answer_text(garbled), "HTTP 500: \u{fffd}\u{fffd} broken");
     }
 }
