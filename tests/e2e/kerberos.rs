@@ -19,7 +19,9 @@ use easgate::store::RunOutcome;
 use easgate::sync::OrgSync;
 use easgate_lab::kdc::TestKdc;
 
-use crate::support::lab::{assert_enforced, expected, lists_every_device, sync_lab, unguarded};
+use crate::support::lab::{
+    assert_enforced, expected, list_devices, lists_every_device, sync_lab, unguarded,
+};
 use crate::support::{
     Transport, builtin, client_lab, organization_over, temp_store, test_http, within,
 };
@@ -359,15 +361,7 @@ async fn over_https_extended_protection_allow_passes_and_require_is_named_with_t
 
 /// What listing the devices with `org` fails with (the sign-in refusals of every mechanism).
 pub(crate) async fn refusal(org: &Organization) -> String {
-    let client = ExchangeClient::builder(org, &test_http())
-        .build()
-        .expect("the client builds");
-    let e = within(
-        Duration::from_secs(60),
-        client.run(&GetMobileDevice::default()),
-    )
-    .await
-    .expect_err("the sign-in is refused");
+    let e = list_devices(org).await.expect_err("the sign-in is refused");
     // Shown with --nocapture: what an admin reads.
     eprintln!("{e}");
     e.to_string()

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use easgate::config::Organization;
-use easgate::exchange::ExchangeClient;
 use easgate::exchange::cmdlets::GetMobileDevice;
+use easgate::exchange::models::MobileDevice;
+use easgate::exchange::{ExchangeClient, ExchangeError};
 use easgate::graph::GraphClient;
 use easgate::model::{RestrictionLimit, SyncSettings, Verdict};
 use easgate::store::Store;
@@ -215,9 +216,9 @@ pub fn write_config_over(lab: &Lab, dir: &Path, parallel: usize, transport: Tran
     path
 }
 
-/// Lists every device of `lab` with `org`, whose sign-in must work (`why` says what that
-/// shows): the settings a test's refusals were compared with.
-pub async fn lists_every_device(lab: &Lab, org: &Organization, why: &str) {
+/// Every device `org`'s settings list (one client, closed after), within a minute: what the
+/// sign-in tests compare a refusal with, or expect one from.
+pub async fn list_devices(org: &Organization) -> Result<Vec<MobileDevice>, ExchangeError> {
     let client = ExchangeClient::builder(org, &test_http())
         .build()
         .expect("the client builds");
@@ -225,8 +226,14 @@ pub async fn lists_every_device(lab: &Lab, org: &Organization, why: &str) {
         Duration::from_secs(60),
         client.run(&GetMobileDevice::default()),
     )
-    .await
-    .expect(why);
-    assert_eq!(devices.len(), lab.control().truth().len(), "{why}");
+    .await;
     client.close().await;
+    devices
+}
+
+/// Lists every device of `lab` with `org`, whose sign-in must work (`why` says what that
+/// shows): the settings a test's refusals were compared with.
+pub async fn lists_every_device(lab: &Lab, org: &Organization, why: &str) {
+    let devices = list_devices(org).await.expect(why);
+    assert_eq!(devices.len(), lab.control().truth().len(), "{why}");
 }
