@@ -236,6 +236,12 @@ impl LabControl {
         self.shared.powershell.set_limits(limits);
     }
 
+    /// Whether the session offers `Select-Object` beside the role's cmdlets, as Exchange's does
+    /// (on by default). Off, a pipeline naming it fails as a command not found.
+    pub fn set_powershell_select_object(&self, offered: bool) {
+        self.shared.powershell.set_select_object(offered);
+    }
+
     pub fn powershell_limits(&self) -> crate::PowerShellLimits {
         self.shared.powershell.limits()
     }

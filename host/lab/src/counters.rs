@@ -20,6 +20,10 @@ pub struct CmdletCounters {
     pub objects: u64,
     /// Modelled latency spent, in milliseconds.
     pub latency_ms: u64,
+    /// Of the calls, those whose objects went out cut to a few properties (remote PowerShell's
+    /// `… | Select-Object -Property …`).
+    #[serde(default)]
+    pub selected: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +155,17 @@ impl Counters {
             c.errors += u64::from(error);
             c.objects += objects as u64;
             c.latency_ms += ms;
+        });
+    }
+
+    /// A call of `cmdlet` whose output went through `Select-Object -Property`.
+    pub fn selected(&self, cmdlet: &str) {
+        self.with(|s| {
+            s.exchange
+                .by_cmdlet
+                .entry(cmdlet.to_owned())
+                .or_default()
+                .selected += 1;
         });
     }
 

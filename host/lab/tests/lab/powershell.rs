@@ -121,6 +121,52 @@ async fn pypsrp_lists_ten_thousand_devices_as_exchange_objects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pypsrp_lists_devices_cut_to_a_few_properties_by_select_object() {
+    if !pypsrp_available("pypsrp_lists_devices_cut_to_a_few_properties_by_select_object") {
+        return;
+    }
+    let lab = lab(500).await;
+    let r = pypsrp(&lab, "select", &["DeviceId", "identity", "NoSuchProperty"]).await;
+    assert_eq!(
+        (&r["count"], &r["had_errors"]),
+        (&json!(500), &json!(false)),
+        "{r}"
+    );
+    let first = &r["first"];
+    assert_eq!(
+        first["types"][0],
+        "Selected.Microsoft.Exchange.Data.Directory.SystemConfiguration.MobileDevice",
+        "{r}"
+    );
+    let props = first["props"].as_object().unwrap();
+    let mut names: Vec<&str> = props.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["DeviceId", "Identity", "NoSuchProperty"], "{r}");
+    assert!(props["NoSuchProperty"].is_null(), "{r}");
+    let by_cmdlet = &lab.control().counters().exchange.by_cmdlet;
+    assert_eq!(by_cmdlet["Get-MobileDevice"].selected, 1);
+
+    // A session configuration without it refuses the pipeline, naming the command.
+    lab.control().set_powershell_select_object(false);
+    let r = pypsrp(&lab, "select", &["DeviceId"]).await;
+    assert_eq!(
+        (&r["count"], &r["had_errors"]),
+        (&json!(0), &json!(true)),
+        "{r}"
+    );
+    assert_eq!(
+        r["errors"][0]["fq_error"], "CommandNotFoundException",
+        "{r}"
+    );
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'Select-Object'")),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pypsrp_reads_and_edits_a_cas_mailbox_that_exchange_then_enforces() {
     if !pypsrp_available("pypsrp_reads_and_edits_a_cas_mailbox_that_exchange_then_enforces") {
         return;

@@ -140,6 +140,19 @@ def main():
                 "last_id": plain(output[-1])["props"]["DeviceId"] if output else None,
                 "state": str(ps.state),
             }
+    elif case == "select":
+        # A listing cut to a few properties on the server, as clients ask Exchange to.
+        with RunspacePool(connect(url, user, password), configuration_name=EXCHANGE) as pool:
+            ps = PowerShell(pool)
+            ps.add_cmdlet("Get-MobileDevice").add_parameter("ResultSize", "Unlimited")
+            ps.add_cmdlet("Select-Object").add_parameter("Property", args)
+            output = ps.invoke()
+            result = {
+                "count": len(output),
+                "had_errors": ps.had_errors,
+                "errors": errors(ps),
+                "first": plain(output[0]) if output else None,
+            }
     elif case == "get-casmailbox":
         with RunspacePool(connect(url, user, password), configuration_name=EXCHANGE) as pool:
             ps, output = run(pool, "Get-CASMailbox", [("Identity", args[0])])

@@ -33,7 +33,7 @@ mod render;
 pub(crate) mod wsman;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -179,6 +179,8 @@ pub(crate) struct PowerShellState {
     /// The channel binding a Windows sign-in must carry, under Extended Protection over https.
     expected: Option<Expected>,
     windows_auth: Mutex<WindowsAuth>,
+    /// The session offers `Select-Object` (Exchange's does, beside the role's cmdlets).
+    select_object: AtomicBool,
 }
 
 impl PowerShellState {
@@ -196,6 +198,7 @@ impl PowerShellState {
             kerberos: Mutex::new(None),
             expected,
             windows_auth: Mutex::new(WindowsAuth::default()),
+            select_object: AtomicBool::new(true),
         }
     }
 
@@ -205,6 +208,14 @@ impl PowerShellState {
 
     pub fn set_windows_auth(&self, offered: WindowsAuth) {
         *self.windows_auth.lock().expect("windows auth") = offered;
+    }
+
+    pub fn offers_select_object(&self) -> bool {
+        self.select_object.load(Ordering::Relaxed)
+    }
+
+    pub fn set_select_object(&self, offered: bool) {
+        self.select_object.store(offered, Ordering::Relaxed);
     }
 
     /// Accepts Kerberos (`Negotiate`/`Kerberos`) from now on, with the service keys of `keytab`.
@@ -943,6 +954,55 @@ fn role_spec(name: &str) -> Option<&'static params::Spec> {
     })
 }
 
+fn is_select_object(name: &str) -> bool {
+    name.eq_ignore_ascii_case("Select-Object")
+}
+
+/// A pipeline's role cmdlet, and the properties of a trailing `Select-Object -Property a, b`
+/// (the one other cmdlet this lab runs in a pipeline, as clients ask Exchange for fewer
+/// properties); any other shape is refused as Exchange's no-language runspace refuses a script.
+fn split_selection<'a>(
+    commands: &[&'a easgate_psrp::Command],
+) -> Result<(&'a easgate_psrp::Command, Option<Vec<String>>), Box<ErrorRecord>> {
+    let refused = || {
+        let text = commands
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        Box::new(render::script_refused(&text))
+    };
+    match commands {
+        [one] if !is_select_object(&one.name) => Ok((one, None)),
+        [cmdlet, select] if !is_select_object(&cmdlet.name) && is_select_object(&select.name) => {
+            let bad = |name: &str| {
+                let e = super::error::CmdletError::unknown_parameter(name);
+                Box::new(render::error_record(&e, "Select-Object", "", None))
+            };
+            let mut names = Vec::new();
+            for p in &select.parameters {
+                match p.name.as_deref().map(|n| n.trim_start_matches('-')) {
+                    Some(n) if n.eq_ignore_ascii_case("Property") => {}
+                    other => return Err(bad(other.unwrap_or("(by position)"))),
+                }
+                // A list's object has a `ToString` too: look for the list first.
+                match (p.value.as_list(), p.value.as_str()) {
+                    (None, Some(one)) => names.push(one.to_owned()),
+                    (Some(items), _) => {
+                        for item in items {
+                            let name = item.as_str().ok_or_else(|| bad("Property"))?;
+                            names.push(name.to_owned());
+                        }
+                    }
+                    _ => return Err(bad("Property")),
+                }
+            }
+            Ok((cmdlet, Some(names)))
+        }
+        _ => Err(refused()),
+    }
+}
+
 /// Rows of a listing rendered per step.
 const PAGE: usize = 1000;
 
@@ -991,7 +1051,14 @@ impl Job {
                 )
                 .await;
         }
-        if let Some(unknown) = commands.iter().find(|c| role_spec(&c.name).is_none()) {
+        let offered = self.shared.powershell.offers_select_object();
+        if let Some(unknown) = commands
+            .iter()
+            .find(|c| role_spec(&c.name).is_none() && !(offered && is_select_object(&c.name)))
+        {
+            self.shared
+                .counters
+                .command(self.shell.cas, &unknown.name, 0, Duration::ZERO, true);
             return self
                 .finish(
                     PipelineState::Failed,
@@ -999,20 +1066,12 @@ impl Job {
                 )
                 .await;
         }
-        if commands.len() != 1 {
-            // Exchange's endpoint runs one role cmdlet per pipeline for this lab's clients.
-            let text = commands
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(" | ");
-            return self
-                .finish(PipelineState::Failed, Some(&render::script_refused(&text)))
-                .await;
-        }
-        let command = commands[0];
-        let spec = role_spec(&command.name).expect("checked");
         let server = &self.shared.servers[self.shell.cas];
+        let (command, selection) = match split_selection(&commands) {
+            Ok(split) => split,
+            Err(record) => return self.finish(PipelineState::Failed, Some(&record)).await,
+        };
+        let spec = role_spec(&command.name).expect("checked");
         let mut raw = Map::new();
         let mut positional = 0;
         for p in &command.parameters {
@@ -1057,7 +1116,17 @@ impl Job {
             return self.finish(PipelineState::Completed, None).await;
         }
         let args = Arc::new(args);
-        let types = Arc::new(render::type_names(spec.name));
+        let types = Arc::new(match &selection {
+            Some(_) => render::selected_type_names(spec.name),
+            None => render::type_names(spec.name)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        });
+        let selection = selection.map(Arc::new);
+        if selection.is_some() {
+            self.shared.counters.selected(spec.name);
+        }
         let admitted = Instant::now();
         let latency = self.shared.latency();
         let mut position = Position::default();
@@ -1065,24 +1134,33 @@ impl Job {
         let mut warnings = Vec::new();
         let mut failure = None;
         loop {
-            let (shared, shell, args, types) = (
+            let (shared, shell, args, types, selection) = (
                 self.shared.clone(),
                 self.shell.clone(),
                 args.clone(),
                 types.clone(),
+                selection.clone(),
             );
             let pipeline = self.pipeline;
             let step = if spec.name.starts_with("Get-") {
                 // A listing's page renders up to `PAGE` objects: off the I/O threads.
                 tokio::task::spawn_blocking(move || {
-                    render_step(&shared, &shell, spec, &args, &types, pipeline, position)
+                    let view = View {
+                        types: &types,
+                        selection: selection.as_deref().map(Vec::as_slice),
+                    };
+                    render_step(&shared, &shell, spec, &args, &view, pipeline, position)
                 })
                 .await
             } else {
                 // Any other cmdlet returns an object or none: a trip to the blocking pool (two
                 // thread wake-ups) cost more than the cmdlet, as the REST face runs it inline.
+                let view = View {
+                    types: &types,
+                    selection: selection.as_deref().map(Vec::as_slice),
+                };
                 Ok(render_step(
-                    &shared, &shell, spec, &args, &types, pipeline, position,
+                    &shared, &shell, spec, &args, &view, pipeline, position,
                 ))
             };
             let step = match step {
@@ -1153,13 +1231,20 @@ impl Job {
     }
 }
 
+/// How a pipeline's objects go out: their type names, and the properties a trailing
+/// `Select-Object -Property` keeps (all when `None`).
+struct View<'a> {
+    types: &'a [String],
+    selection: Option<&'a [String]>,
+}
+
 /// Runs one page of the cmdlet and renders its objects as PIPELINE_OUTPUT fragments.
 fn render_step(
     shared: &Shared,
     shell: &Shell,
     spec: &'static params::Spec,
     args: &params::Args,
-    types: &[&str],
+    view: &View,
     pipeline: Guid,
     position: Position,
 ) -> Result<Step, super::error::CmdletError> {
@@ -1174,7 +1259,8 @@ fn render_step(
     let out = cmdlets::run(&shared.org, spec, args, &env)?;
     let mut fragments = Vec::with_capacity(out.count);
     let mut w = Writer::with_capacity(4096);
-    render::objects(&out.value, types, &mut w, &mut |clixml| {
+    let types: Vec<&str> = view.types.iter().map(String::as_str).collect();
+    render::objects(&out.value, &types, view.selection, &mut w, &mut |clixml| {
         fragments.extend(shell.fragments(MessageType::PIPELINE_OUTPUT, pipeline, clixml));
     })
     .expect("the lab's views are JSON arrays of objects");

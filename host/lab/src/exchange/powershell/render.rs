@@ -78,6 +78,17 @@ pub(super) fn type_names(cmdlet: &str) -> Vec<&'static str> {
     own.iter().chain(base).copied().collect()
 }
 
+/// The type names of `cmdlet`'s objects after `Select-Object -Property`: custom objects named
+/// after the type they were cut from, as PowerShell's serializer writes them.
+pub(super) fn selected_type_names(cmdlet: &str) -> Vec<String> {
+    let own = type_names(cmdlet)[0].trim_start_matches("Deserialized.");
+    vec![
+        format!("Selected.{own}"),
+        "System.Management.Automation.PSCustomObject".to_owned(),
+        "System.Object".to_owned(),
+    ]
+}
+
 const PRESENTATION: &[&str] = &[
     "Deserialized.Microsoft.Exchange.Data.Directory.ADPresentationObject",
     "Deserialized.Microsoft.Exchange.Data.ConfigurableObject",
@@ -104,21 +115,30 @@ fn is_time(s: &str) -> bool {
 }
 
 /// Converts the JSON array `json` of `cmdlet`'s objects, calling `emit` with each object's CLIXML
-/// (one PIPELINE_OUTPUT body each). Returns how many objects there were.
+/// (one PIPELINE_OUTPUT body each). With a `selection` (`Select-Object -Property`), each
+/// object keeps just those properties, as a custom object's extended ones. Returns how many
+/// objects there were.
 pub(super) fn objects(
     json: &[u8],
     types: &[&str],
+    selection: Option<&[String]>,
     w: &mut Writer,
     emit: &mut dyn FnMut(&str),
 ) -> Result<usize, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    let n = de.deserialize_seq(Objects { types, w, emit })?;
+    let n = de.deserialize_seq(Objects {
+        types,
+        selection,
+        w,
+        emit,
+    })?;
     de.end()?;
     Ok(n)
 }
 
 struct Objects<'a> {
     types: &'a [&'a str],
+    selection: Option<&'a [String]>,
     w: &'a mut Writer,
     emit: &'a mut dyn FnMut(&str),
 }
@@ -137,6 +157,7 @@ impl<'de> Visitor<'de> for Objects<'_> {
             self.w.reset();
             let seed = ObjectSeed {
                 types: self.types,
+                selection: self.selection,
                 w: self.w,
                 key: &mut key,
             };
@@ -151,6 +172,7 @@ impl<'de> Visitor<'de> for Objects<'_> {
 
 struct ObjectSeed<'a> {
     types: &'a [&'a str],
+    selection: Option<&'a [String]>,
     w: &'a mut Writer,
     key: &'a mut String,
 }
@@ -171,6 +193,9 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if let Some(names) = self.selection {
+            return select(map, names, self.types, self.w, self.key);
+        }
         self.w.begin_object(None, self.types, None);
         let mark = self.w.len();
         self.w.begin_props();
@@ -190,6 +215,41 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
         self.w.end_object();
         Ok(())
     }
+}
+
+/// One object as `Select-Object -Property <names>` leaves it: a custom object with just those
+/// properties (spelled as the object spells them), `$null` for one it lacks.
+fn select<'de, A: MapAccess<'de>>(
+    mut map: A,
+    names: &[String],
+    types: &[&str],
+    w: &mut Writer,
+    key: &mut String,
+) -> Result<(), A::Error> {
+    w.begin_object(None, types, None);
+    w.begin_ms();
+    let mut written = vec![false; names.len()];
+    while map.next_key_seed(KeySeed(key))?.is_some() {
+        match names.iter().position(|n| n.eq_ignore_ascii_case(key)) {
+            Some(i) if !written[i] => {
+                written[i] = true;
+                map.next_value_seed(PropSeed {
+                    name: Some(key),
+                    w,
+                    capture: None,
+                })?;
+            }
+            _ => {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+    }
+    for (name, _) in names.iter().zip(&written).filter(|(_, w)| !**w) {
+        w.nil(Some(name));
+    }
+    w.end_ms();
+    w.end_object();
+    Ok(())
 }
 
 /// Reads a map key into a reused buffer.
@@ -507,6 +567,7 @@ mod tests {
         let n = objects(
             json,
             &type_names("Get-MobileDevice"),
+            None,
             &mut Writer::new(),
             &mut |s| out.push(s.to_owned()),
         )
@@ -533,6 +594,47 @@ mod tests {
             &[Value::string("x"), Value::string("y")]
         );
         assert!(ids.as_object().unwrap().type_names[0].contains("MultiValuedProperty"));
+    }
+
+    #[test]
+    fn a_selection_keeps_just_the_named_properties_as_a_custom_object() {
+        let json = br#"[{"DeviceId":"A1","Identity":"contoso/a","Ids":["x"],"Other":1},{"DeviceId":"B2","Identity":"contoso/b"}]"#;
+        let names = ["identity", "DeviceId", "Ids"].map(String::from);
+        let types = selected_type_names("Get-MobileDevice");
+        let types: Vec<&str> = types.iter().map(String::as_str).collect();
+        let mut out = Vec::new();
+        let n = objects(json, &types, Some(&names), &mut Writer::new(), &mut |s| {
+            out.push(s.to_owned())
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        let v = easgate_psrp::from_clixml(&out[0]).unwrap();
+        let o = v.as_object().unwrap();
+        assert_eq!(
+            o.type_names,
+            [
+                "Selected.Microsoft.Exchange.Data.Directory.SystemConfiguration.MobileDevice",
+                "System.Management.Automation.PSCustomObject",
+                "System.Object"
+            ]
+        );
+        assert!(
+            out[0].contains("<MS>") && !out[0].contains("<Props>"),
+            "{}",
+            out[0]
+        );
+        // Spelled as the object spells them, the rest left out.
+        assert!(o.extended.iter().any(|(k, _)| k == "Identity"), "{o:?}");
+        assert_eq!(v.prop("Identity"), Some(&Value::string("contoso/a")));
+        assert_eq!(v.prop("DeviceId"), Some(&Value::string("A1")));
+        assert_eq!(
+            v.prop("Ids").and_then(Value::as_list).map(<[_]>::len),
+            Some(1)
+        );
+        assert_eq!(v.prop("Other"), None);
+        // A property the object lacks is there, as $null.
+        let second = easgate_psrp::from_clixml(&out[1]).unwrap();
+        assert_eq!(second.prop("Ids"), Some(&Value::Null));
     }
 
     #[test]
