@@ -47,6 +47,9 @@ async fn a_pool_opens_once_and_lists_every_device_as_the_rest_face_does() {
     by_rest.sort_by(|a, b| a.identity.cmp(&b.identity));
     by_ps.sort_by(|a, b| a.identity.cmp(&b.identity));
     assert_eq!(by_ps, by_rest);
+    // Over PowerShell the lab sent just the properties the model reads (`| Select-Object`).
+    let counters = lab.control().counters();
+    assert_eq!(counters.exchange.by_cmdlet["Get-MobileDevice"].selected, 1);
 
     // A second command reuses the pool: still one shell on the lab, set up once with the
     // forest-wide view (view_entire_forest's default).
@@ -183,6 +186,35 @@ async fn what_an_admin_gets_wrong_is_named_with_the_cas_and_the_fix() {
     wire.close().await;
 
     assert_eq!(lab.control().powershell_shells(), 0, "no shell left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_select_object_still_lists_with_every_property() {
+    let lab = client_lab(300, 1).await;
+    let org = organization_over(&lab, Transport::PowerShell);
+    let selected = client(&org).run(&GetMobileDevice::default()).await.unwrap();
+
+    // A session configuration that offers the role's cmdlets alone.
+    lab.control().set_powershell_select_object(false);
+    lab.control().reset_counters();
+    let ps = client(&org);
+    let mut whole = within(Duration::from_secs(60), ps.run(&GetMobileDevice::default()))
+        .await
+        .expect("the listing runs again without the selection");
+    let mut selected = selected;
+    selected.sort_by(|a, b| a.identity.cmp(&b.identity));
+    whole.sort_by(|a, b| a.identity.cmp(&b.identity));
+    assert_eq!(whole, selected, "the same devices, field by field");
+    // The next listing asks for every property straight away: one refusal in all.
+    ps.run(&GetCasMailbox::default()).await.unwrap();
+    let counters = lab.control().counters();
+    for cmdlet in ["Get-MobileDevice", "Get-CASMailbox"] {
+        let c = &counters.exchange.by_cmdlet[cmdlet];
+        assert_eq!((c.calls, c.selected), (1, 0), "{cmdlet}: {c:?}");
+    }
+    let refused = &counters.exchange.by_cmdlet["Select-Object"];
+    assert_eq!((refused.calls, refused.errors), (1, 1), "{refused:?}");
+    ps.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -332,7 +332,10 @@ impl ExchangeClient {
         let call = Call {
             name,
             write: C::WRITE,
-            prepared: self.inner.wire.prepare(name, &cmdlet.parameters()),
+            prepared: self
+                .inner
+                .wire
+                .prepare(name, &cmdlet.parameters(), cmdlet.properties()),
         };
         let mut restarts = 0;
         let mut started = false;
@@ -676,7 +679,7 @@ impl ExchangeClient {
             let probe = GetExchangeServer {};
             let name = probe.name();
             let wire = &me.inner.wire;
-            let prepared = wire.prepare(name, &probe.parameters());
+            let prepared = wire.prepare(name, &probe.parameters(), probe.properties());
             let ok = match wire.credential(name).await {
                 Err(_) => false,
                 Ok(credential) => {

@@ -8,7 +8,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::models::{
     AccessLevel, CasMailbox, ClientAccessService, DeviceAccessRule, ExchangeServer, Mailbox,
-    MobileDevice, MobileDeviceStatistics, OrganizationSettings,
+    MobileDevice, MobileDeviceStatistics, OrganizationSettings, properties_of,
 };
 use crate::model::{Command, ParamValue, Parameters};
 
@@ -22,6 +22,12 @@ pub trait Cmdlet: Send + Sync {
     fn name(&self) -> &str;
     /// Its parameters, in the order a transport renders them.
     fn parameters(&self) -> Cow<'_, Parameters>;
+    /// The properties of each object the connector reads, for a transport that can ask for
+    /// just those (remote PowerShell: `… | Select-Object -Property …`, which spares Exchange
+    /// and the connector a listing's other properties). `None`: every property.
+    fn properties(&self) -> Option<&'static [&'static str]> {
+        None
+    }
 }
 
 /// A planned command, run exactly as the plan and the journal hold it. Every command a plan
@@ -127,6 +133,9 @@ impl Cmdlet for GetMobileDevice {
             .with_switch("ActiveSync", self.active_sync),
         )
     }
+    fn properties(&self) -> Option<&'static [&'static str]> {
+        properties_of::<MobileDevice>()
+    }
 }
 
 /// `Get-MobileDevice` read one record at a time: a device record that cannot be read is
@@ -142,6 +151,9 @@ impl Cmdlet for GetMobileDeviceRecords {
     }
     fn parameters(&self) -> Cow<'_, Parameters> {
         self.0.parameters()
+    }
+    fn properties(&self) -> Option<&'static [&'static str]> {
+        properties_of::<MobileDevice>()
     }
 }
 
@@ -167,6 +179,9 @@ impl Cmdlet for GetMobileDeviceStatistics {
                 .switch("ActiveSync"),
         )
     }
+    fn properties(&self) -> Option<&'static [&'static str]> {
+        properties_of::<MobileDeviceStatistics>()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -188,6 +203,9 @@ impl Cmdlet for GetCasMailbox {
             &self.identity,
             &self.filter,
         ))
+    }
+    fn properties(&self) -> Option<&'static [&'static str]> {
+        properties_of::<CasMailbox>()
     }
 }
 
@@ -228,6 +246,9 @@ impl Cmdlet for GetMailbox {
             &self.identity,
             &self.filter,
         ))
+    }
+    fn properties(&self) -> Option<&'static [&'static str]> {
+        properties_of::<Mailbox>()
     }
 }
 

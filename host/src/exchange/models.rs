@@ -16,6 +16,44 @@ fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
+/// The Exchange property names `T` reads, as its derived `Deserialize` declares them (renames
+/// included): what a transport that can ask for fewer properties asks for (remote PowerShell's
+/// `Select-Object -Property`). `None` for a type that does not read as a struct of fields.
+pub fn properties_of<'de, T: Deserialize<'de>>() -> Option<&'static [&'static str]> {
+    use serde::de::{Error as _, Visitor, value::Error};
+
+    /// A deserializer that only learns the fields a struct asks for.
+    struct Fields<'a>(&'a mut Option<&'static [&'static str]>);
+
+    impl<'de> Deserializer<'de> for Fields<'_> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = Some(fields);
+            Err(Error::custom("fields learnt"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut fields = None;
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
+
 /// A device's Exchange ActiveSync access state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 pub enum DeviceAccessState {
@@ -222,6 +260,26 @@ impl ClientAccessService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_properties_a_model_reads_are_its_fields_by_exchange_name() {
+        let device = properties_of::<MobileDevice>().unwrap();
+        for name in [
+            "Identity",
+            "DeviceId",
+            "DeviceOS",
+            "DeviceAccessStateReason",
+        ] {
+            assert!(device.contains(&name), "{name} in {device:?}");
+        }
+        assert_eq!(device.len(), 11, "{device:?}");
+        let cas = properties_of::<CasMailbox>().unwrap();
+        assert!(cas.contains(&"ActiveSyncAllowedDeviceIDs"), "{cas:?}");
+        assert!(cas.contains(&"ActiveSyncBlockedDeviceIDs"), "{cas:?}");
+        // Not a struct: nothing to select.
+        assert_eq!(properties_of::<serde::de::IgnoredAny>(), None);
+        assert_eq!(properties_of::<Vec<String>>(), None);
+    }
 
     #[test]
     fn a_device_reads_from_exchange_json_ignoring_the_rest() {

@@ -31,8 +31,9 @@ pub(super) enum Wire {
 pub(super) enum Prepared {
     /// The `InvokeCommand` body.
     Rest(Vec<u8>),
-    /// The command itself: each attempt renders it as CREATE_PIPELINE for its pool.
-    PowerShell(Command),
+    /// The command itself (each attempt renders it as CREATE_PIPELINE for its pool), and the
+    /// properties to keep of its objects.
+    PowerShell(Command, Option<&'static [&'static str]>),
 }
 
 /// What an attempt is sent with.
@@ -107,10 +108,19 @@ pub(super) enum Attempt {
 }
 
 impl Wire {
-    pub(super) fn prepare(&self, cmdlet: &str, parameters: &Parameters) -> Prepared {
+    /// `properties`: the ones the connector reads of each object, where the wire can ask for
+    /// just those (remote PowerShell can; the admin API's `InvokeCommand` answers them all).
+    pub(super) fn prepare(
+        &self,
+        cmdlet: &str,
+        parameters: &Parameters,
+        properties: Option<&'static [&'static str]>,
+    ) -> Prepared {
         match self {
             Wire::Rest(_) => Prepared::Rest(rest::invoke_body(cmdlet, parameters)),
-            Wire::PowerShell(_) => Prepared::PowerShell(Command::new(cmdlet, parameters.clone())),
+            Wire::PowerShell(_) => {
+                Prepared::PowerShell(Command::new(cmdlet, parameters.clone()), properties)
+            }
         }
     }
 
@@ -157,9 +167,13 @@ impl Wire {
                 };
                 w.attempt(c, cmdlet, base, &path, body, pool).await
             }
-            (Wire::PowerShell(w), Credential::PowerShell, Prepared::PowerShell(command)) => {
+            (
+                Wire::PowerShell(w),
+                Credential::PowerShell,
+                Prepared::PowerShell(command, properties),
+            ) => {
                 let attempt = match step {
-                    Step::First => w.start(base, command).await,
+                    Step::First => w.start(base, command, *properties).await,
                     Step::Next(Continuation::Pipeline(running)) => w.next(running).await,
                     Step::Next(Continuation::Link(_)) => {
                         unreachable!("the PowerShell wire makes no page links")

@@ -15,8 +15,9 @@ use crate::exchange::CmdletFailure;
 use crate::model::{Command, ParamValue};
 
 /// The pipeline that runs `command`: the cmdlet with its parameters, as PowerShell would
-/// bind them from `Set-CASMailbox -Identity 'alice' -ActiveSyncAllowedDeviceIDs @{Add='X'}`.
-pub fn pipeline(command: &Command) -> easgate_psrp::CreatePipeline {
+/// bind them from `Set-CASMailbox -Identity 'alice' -ActiveSyncAllowedDeviceIDs @{Add='X'}`,
+/// then `| Select-Object -Property <selection>` when given.
+pub fn pipeline(command: &Command, selection: Option<&[&str]>) -> easgate_psrp::CreatePipeline {
     let mut c = easgate_psrp::Command::cmdlet(command.cmdlet.clone());
     for (name, value) in command.parameters.iter() {
         c = match value {
@@ -24,7 +25,13 @@ pub fn pipeline(command: &Command) -> easgate_psrp::CreatePipeline {
             other => c.param(name, param(other)),
         };
     }
-    easgate_psrp::CreatePipeline::single(c)
+    let mut pipeline = easgate_psrp::CreatePipeline::single(c);
+    if let Some(names) = selection {
+        let names = Value::array(names.iter().map(|n| Value::string(*n)).collect());
+        pipeline.statements[0]
+            .push(easgate_psrp::Command::cmdlet("Select-Object").param("Property", names));
+    }
+    pipeline
 }
 
 fn param(v: &ParamValue) -> Value {
@@ -189,6 +196,13 @@ pub fn is_missing_cmdlet(e: &ErrorRecord) -> bool {
             .any(|t| t.ends_with("CommandNotFoundException"))
 }
 
+/// `Select-Object` is not in the session (a configuration offering the role's cmdlets alone).
+pub fn is_missing_select_object(e: &ErrorRecord) -> bool {
+    is_missing_cmdlet(e)
+        && (e.target_name.eq_ignore_ascii_case("Select-Object")
+            || e.message.contains("'Select-Object'"))
+}
+
 /// Exchange's remote PowerShell throttling, in an error record or a fault's text: the
 /// account's concurrent shells (`PowerShellMaxConcurrency`) or its cmdlet quota (the user
 /// load quota, `PowerShellMaxCmdlets`…). Both pass with time, like a 429.
@@ -263,7 +277,8 @@ mod tests {
                 .int("Limit", 5)
                 .texts("Mailbox", vec!["a".into(), "b".into()]),
         );
-        let p = pipeline(&c);
+        let p = pipeline(&c, None);
+        assert_eq!(p.commands().count(), 1);
         let cmd = p.commands().next().unwrap();
         assert_eq!(cmd.name, "Set-CASMailbox");
         assert!(!cmd.is_script);
@@ -293,6 +308,29 @@ mod tests {
         // And it goes out as CLIXML the codec reads back the same.
         let back = easgate_psrp::CreatePipeline::parse(&p.to_clixml()).unwrap();
         assert_eq!(back.commands().next(), Some(cmd));
+    }
+
+    #[test]
+    fn a_selection_follows_the_cmdlet_in_the_same_statement() {
+        let c = Command::new("Get-MobileDevice", Parameters::new().switch("ActiveSync"));
+        let p = pipeline(&c, Some(&["Identity", "DeviceId"]));
+        assert_eq!(
+            p.statements.len(),
+            1,
+            "one statement: a pipe, not a second command"
+        );
+        let names: Vec<_> = p.commands().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["Get-MobileDevice", "Select-Object"]);
+        let select = p.commands().nth(1).unwrap();
+        assert_eq!(
+            select.get("Property"),
+            Some(&Value::array(vec![
+                Value::string("Identity"),
+                Value::string("DeviceId")
+            ]))
+        );
+        let back = easgate_psrp::CreatePipeline::parse(&p.to_clixml()).unwrap();
+        assert_eq!(back, p);
     }
 
     #[test]

@@ -197,6 +197,9 @@ struct Inner {
     silence_limit: Duration,
     /// Per CAS: the pool, behind an async lock so that one opening serves every waiter.
     pools: Mutex<HashMap<String, Slot>>,
+    /// The endpoint refused `Select-Object` (a session configuration that offers the role's
+    /// cmdlets alone): listings ask for every property from then on.
+    selection_refused: AtomicBool,
 }
 
 /// The remote PowerShell wire of one organization; cheap to clone.
@@ -429,25 +432,47 @@ impl PsrpWire {
                 operation_timeout,
                 silence_limit: http.request_timeout,
                 pools: Mutex::new(HashMap::new()),
+                selection_refused: AtomicBool::new(false),
             }),
         })
     }
 
     /// Starts `command` on the CAS `cas` (its `/PowerShell/` URL), opening that CAS's pool
-    /// first if needed, and reads its first page.
-    pub async fn start(&self, cas: &str, command: &Command) -> Attempt {
-        named(self.start_unnamed(cas, command).await, &command.cmdlet)
+    /// first if needed, and reads its first page. With `properties`, its objects are cut to
+    /// those on the server (`| Select-Object -Property …`) unless the endpoint refused that.
+    pub async fn start(
+        &self,
+        cas: &str,
+        command: &Command,
+        properties: Option<&'static [&'static str]>,
+    ) -> Attempt {
+        named(
+            self.start_unnamed(cas, command, properties).await,
+            &command.cmdlet,
+        )
     }
 
-    async fn start_unnamed(&self, cas: &str, command: &Command) -> Attempt {
+    async fn start_unnamed(
+        &self,
+        cas: &str,
+        command: &Command,
+        properties: Option<&'static [&'static str]>,
+    ) -> Attempt {
         let mut reopened = false;
         loop {
             let pool = match self.inner.pool(cas).await {
                 Ok(p) => p,
                 Err(a) => return a,
             };
-            match self.inner.launch(&pool, command).await {
-                Ok(running) => return self.next(&running).await,
+            let refused = || self.inner.selection_refused.load(Ordering::Relaxed);
+            let selection = properties.filter(|_| !refused());
+            match self.inner.launch(&pool, command, selection).await {
+                // A session without `Select-Object` fails the pipeline before its first
+                // object: the same command again, with every property.
+                Ok(running) => match self.next(&running).await {
+                    Attempt::Error(_) if selection.is_some() && refused() => {}
+                    first => return first,
+                },
                 // The shell vanished between two commands (idle timeout, an IIS recycle):
                 // one fresh pool, then the failure counts.
                 Err(Launch::Gone(reason)) if !reopened => {
@@ -505,7 +530,7 @@ impl PsrpWire {
         command: &Command,
     ) -> Result<Vec<serde_json::Value>, ExchangeError> {
         let mut out = Vec::new();
-        let mut attempt = self.start(cas, command).await;
+        let mut attempt = self.start(cas, command, None).await;
         loop {
             match attempt {
                 Attempt::Page { objects, next } => {
@@ -980,7 +1005,7 @@ impl Inner {
         pool: &Arc<Pool>,
         command: &Command,
     ) -> Result<(), Attempt> {
-        let mut p = match self.launch(pool, command).await {
+        let mut p = match self.launch(pool, command, None).await {
             Ok(r) => Arc::try_unwrap(r.inner)
                 .expect("not shared yet")
                 .into_inner(),
@@ -998,11 +1023,12 @@ impl Inner {
         Ok(())
     }
 
-    /// Sends CREATE_PIPELINE for `command` into `pool`.
+    /// Sends CREATE_PIPELINE for `command` into `pool`, its output cut to `selection`.
     async fn launch(
         self: &Arc<Self>,
         pool: &Arc<Pool>,
         command: &Command,
+        selection: Option<&[&str]>,
     ) -> Result<Running, Launch> {
         let pipeline_id = Guid::new_v4();
         let command_id = pipeline_id.to_string().to_ascii_uppercase();
@@ -1011,7 +1037,7 @@ impl Inner {
             MessageType::CREATE_PIPELINE,
             pool.id,
             pipeline_id,
-            convert::pipeline(command).to_clixml(),
+            convert::pipeline(command, selection).to_clixml(),
         );
         let fragments = pool
             .fragmenter
@@ -1236,6 +1262,15 @@ impl Inner {
 
     /// An error record as what it means: throttling or a refusal of the cmdlet.
     fn refusal(&self, cmdlet: &str, cas: &str, e: &ErrorRecord) -> Attempt {
+        if convert::is_missing_select_object(e)
+            && !self.selection_refused.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                cas,
+                "this endpoint's session has no Select-Object: listings ask for every property \
+                 from now on, which costs Exchange and easgate more"
+            );
+        }
         if convert::record_is_throttling(e) {
             return Attempt::Throttled {
                 retry_after: convert::wait_hint(&e.message),
