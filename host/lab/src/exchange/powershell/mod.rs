@@ -32,6 +32,7 @@ pub use protection::ExtendedProtection;
 mod render;
 pub(crate) mod wsman;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1116,17 +1117,10 @@ impl Job {
             return self.finish(PipelineState::Completed, None).await;
         }
         let args = Arc::new(args);
-        let types = Arc::new(match &selection {
-            Some(_) => render::selected_type_names(spec.name),
-            None => render::type_names(spec.name)
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-        });
-        let selection = selection.map(Arc::new);
         if selection.is_some() {
             self.shared.counters.selected(spec.name);
         }
+        let view = Arc::new(View::new(spec.name, selection));
         let admitted = Instant::now();
         let latency = self.shared.latency();
         let mut position = Position::default();
@@ -1134,31 +1128,22 @@ impl Job {
         let mut warnings = Vec::new();
         let mut failure = None;
         loop {
-            let (shared, shell, args, types, selection) = (
+            let (shared, shell, args, view) = (
                 self.shared.clone(),
                 self.shell.clone(),
                 args.clone(),
-                types.clone(),
-                selection.clone(),
+                view.clone(),
             );
             let pipeline = self.pipeline;
             let step = if spec.name.starts_with("Get-") {
                 // A listing's page renders up to `PAGE` objects: off the I/O threads.
                 tokio::task::spawn_blocking(move || {
-                    let view = View {
-                        types: &types,
-                        selection: selection.as_deref().map(Vec::as_slice),
-                    };
                     render_step(&shared, &shell, spec, &args, &view, pipeline, position)
                 })
                 .await
             } else {
                 // Any other cmdlet returns an object or none: a trip to the blocking pool (two
                 // thread wake-ups) cost more than the cmdlet, as the REST face runs it inline.
-                let view = View {
-                    types: &types,
-                    selection: selection.as_deref().map(Vec::as_slice),
-                };
                 Ok(render_step(
                     &shared, &shell, spec, &args, &view, pipeline, position,
                 ))
@@ -1233,9 +1218,25 @@ impl Job {
 
 /// How a pipeline's objects go out: their type names, and the properties a trailing
 /// `Select-Object -Property` keeps (all when `None`).
-struct View<'a> {
-    types: &'a [String],
-    selection: Option<&'a [String]>,
+struct View {
+    types: Vec<Cow<'static, str>>,
+    selection: Option<Vec<String>>,
+}
+
+impl View {
+    fn new(cmdlet: &str, selection: Option<Vec<String>>) -> Self {
+        let types = match selection {
+            Some(_) => render::selected_type_names(cmdlet)
+                .into_iter()
+                .map(Cow::Owned)
+                .collect(),
+            None => render::type_names(cmdlet)
+                .into_iter()
+                .map(Cow::Borrowed)
+                .collect(),
+        };
+        View { types, selection }
+    }
 }
 
 /// Runs one page of the cmdlet and renders its objects as PIPELINE_OUTPUT fragments.
@@ -1259,8 +1260,9 @@ fn render_step(
     let out = cmdlets::run(&shared.org, spec, args, &env)?;
     let mut fragments = Vec::with_capacity(out.count);
     let mut w = Writer::with_capacity(4096);
-    let types: Vec<&str> = view.types.iter().map(String::as_str).collect();
-    render::objects(&out.value, &types, view.selection, &mut w, &mut |clixml| {
+    let types: Vec<&str> = view.types.iter().map(|t| t.as_ref()).collect();
+    let selection = view.selection.as_deref();
+    render::objects(&out.value, &types, selection, &mut w, &mut |clixml| {
         fragments.extend(shell.fragments(MessageType::PIPELINE_OUTPUT, pipeline, clixml));
     })
     .expect("the lab's views are JSON arrays of objects");
