@@ -190,12 +190,27 @@ async fn what_an_admin_gets_wrong_is_named_with_the_cas_and_the_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_without_select_object_still_lists_with_every_property() {
+    // A session configuration that offers the role's cmdlets alone.
+    lists_every_property_where_the_session_refuses(easgate_lab::SelectObject::Absent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_select_object_taking_only_command_properties_still_lists_with_every_property() {
+    // A restricted endpoint's proxy: `-Property DeviceId` fails its ValidateSet.
+    lists_every_property_where_the_session_refuses(
+        easgate_lab::SelectObject::CommandPropertiesOnly,
+    )
+    .await;
+}
+
+/// The listing runs again with every property after the session refuses the selection, and
+/// the next listing asks for every property straight away.
+async fn lists_every_property_where_the_session_refuses(offered: easgate_lab::SelectObject) {
     let lab = client_lab(300, 1).await;
     let org = organization_over(&lab, Transport::PowerShell);
     let selected = client(&org).run(&GetMobileDevice::default()).await.unwrap();
 
-    // A session configuration that offers the role's cmdlets alone.
-    lab.control().set_powershell_select_object(false);
+    lab.control().set_powershell_select_object(offered);
     lab.control().reset_counters();
     let ps = client(&org);
     let mut whole = within(Duration::from_secs(60), ps.run(&GetMobileDevice::default()))

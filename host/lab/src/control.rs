@@ -236,9 +236,11 @@ impl LabControl {
         self.shared.powershell.set_limits(limits);
     }
 
-    /// Whether the session offers `Select-Object` beside the role's cmdlets, as Exchange's does
-    /// (on by default). Off, a pipeline naming it fails as a command not found.
-    pub fn set_powershell_select_object(&self, offered: bool) {
+    /// What the session offers of `Select-Object` from now on: the command, as Exchange's
+    /// session does beside the role's cmdlets (the default), a restricted endpoint's proxy that
+    /// takes only `Get-Command`'s properties, or nothing (a pipeline naming it fails as a
+    /// command not found).
+    pub fn set_powershell_select_object(&self, offered: crate::SelectObject) {
         self.shared.powershell.set_select_object(offered);
     }
 

@@ -62,7 +62,8 @@ pub use counters::{CmdletCounters, CounterSnapshot, ExchangeCounters, GraphCount
 pub use exchange::cost::{CmdletLatency, DEFAULT_CONCURRENCY, LatencyModel};
 pub use exchange::faults::ExchangeFaults;
 pub use exchange::powershell::{
-    DEFAULT_MAX_SHELLS, ExtendedProtection, PowerShellLimits, UserLoadQuota, WindowsAuth,
+    DEFAULT_MAX_SHELLS, ExtendedProtection, PowerShellLimits, SelectObject, UserLoadQuota,
+    WindowsAuth,
 };
 pub use graph::faults::GraphFaults;
 pub use graph::throttle::GraphLimits;

@@ -146,6 +146,20 @@ impl CmdletError {
         )
     }
 
+    /// A value outside a parameter's `ValidateSet`.
+    pub fn not_in_set(parameter: &str, value: &str, set: &[&str]) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "System.Management.Automation.ParameterBindingValidationException",
+            "InvalidData",
+            format!(
+                "Cannot validate argument on parameter '{parameter}'. The argument \"{value}\" does not belong to the set \"{}\" specified by the ValidateSet attribute. Supply an argument that is in the set and then try the command again.",
+                set.join(",")
+            ),
+        )
+    }
+
     pub fn bad_value(parameter: &str, value: &str, type_name: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

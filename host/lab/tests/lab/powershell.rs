@@ -146,8 +146,30 @@ async fn pypsrp_lists_devices_cut_to_a_few_properties_by_select_object() {
     let by_cmdlet = &lab.control().counters().exchange.by_cmdlet;
     assert_eq!(by_cmdlet["Get-MobileDevice"].selected, 1);
 
+    // A restricted endpoint's proxy takes only `Get-Command`'s properties.
+    lab.control()
+        .set_powershell_select_object(easgate_lab::SelectObject::CommandPropertiesOnly);
+    let r = pypsrp(&lab, "select", &["Name", "DeviceId"]).await;
+    assert_eq!(
+        (&r["count"], &r["had_errors"]),
+        (&json!(0), &json!(true)),
+        "{r}"
+    );
+    assert_eq!(
+        r["errors"][0]["fq_error"], "ParameterArgumentValidationError,Select-Object",
+        "{r}"
+    );
+    assert_eq!(r["errors"][0]["activity"], "Select-Object", "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"DeviceId\" does not belong to the set")),
+        "{r}"
+    );
+
     // A session configuration without it refuses the pipeline, naming the command.
-    lab.control().set_powershell_select_object(false);
+    lab.control()
+        .set_powershell_select_object(easgate_lab::SelectObject::Absent);
     let r = pypsrp(&lab, "select", &["DeviceId"]).await;
     assert_eq!(
         (&r["count"], &r["had_errors"]),

@@ -196,11 +196,20 @@ pub fn is_missing_cmdlet(e: &ErrorRecord) -> bool {
             .any(|t| t.ends_with("CommandNotFoundException"))
 }
 
-/// `Select-Object` is not in the session (a configuration offering the role's cmdlets alone).
-pub fn is_missing_select_object(e: &ErrorRecord) -> bool {
-    is_missing_cmdlet(e)
-        && (e.target_name.eq_ignore_ascii_case("Select-Object")
-            || e.message.contains("'Select-Object'"))
+/// The session refuses the `Select-Object -Property` stage a listing ends in: the command is
+/// not there (a configuration offering the role's cmdlets alone), or it is a proxy that takes
+/// other properties only (as a `RestrictedRemoteServer` endpoint's takes `Get-Command`'s).
+pub fn refuses_select_object(e: &ErrorRecord) -> bool {
+    let names_it = |s: &str| s.trim().eq_ignore_ascii_case("Select-Object");
+    let missing =
+        is_missing_cmdlet(e) && (names_it(&e.target_name) || e.message.contains("'Select-Object'"));
+    // A restricted endpoint's proxy of it fails its ValidateSet on other properties: the error
+    // is raised by the command itself (its activity, and the id's last part).
+    let raised = names_it(&e.activity)
+        || e.fully_qualified_error_id
+            .rsplit_once(',')
+            .is_some_and(|(_, command)| names_it(command));
+    missing || (raised && !record_is_throttling(e))
 }
 
 /// Exchange's remote PowerShell throttling, in an error record or a fault's text: the
@@ -417,6 +426,62 @@ mod tests {
             target_name: String::new(),
             target_type: String::new(),
         }
+    }
+
+    #[test]
+    fn a_missing_or_restricted_select_object_is_told_from_the_cmdlets_own_errors() {
+        let binding = "System.Management.Automation.ParameterBindingException";
+        let missing = ErrorRecord {
+            target_name: "Select-Object".into(),
+            ..record(
+                &["System.Management.Automation.CommandNotFoundException"],
+                "CommandNotFoundException",
+                category::OBJECT_NOT_FOUND,
+                "The term 'Select-Object' is not recognized as the name of a cmdlet…",
+            )
+        };
+        assert!(refuses_select_object(&missing));
+        let not_in_set = ErrorRecord {
+            activity: "Select-Object".into(),
+            ..record(
+                &[binding],
+                "ParameterArgumentValidationError,Select-Object",
+                category::INVALID_DATA,
+                "Cannot validate argument on parameter 'Property'. The argument \"DeviceId\" does not belong to the set…",
+            )
+        };
+        assert!(refuses_select_object(&not_in_set));
+        // The listing cmdlet's own refusals, a missing role cmdlet and throttling are not it.
+        let own = ErrorRecord {
+            activity: "Get-MobileDevice".into(),
+            ..record(
+                &[binding],
+                "NamedParameterNotFound,Get-MobileDevice",
+                category::INVALID_ARGUMENT,
+                "A parameter cannot be found that matches parameter name 'Bogus'.",
+            )
+        };
+        assert!(!refuses_select_object(&own));
+        let other_missing = ErrorRecord {
+            target_name: "Get-MobileDevice".into(),
+            ..record(
+                &["System.Management.Automation.CommandNotFoundException"],
+                "CommandNotFoundException",
+                category::OBJECT_NOT_FOUND,
+                "The term 'Get-MobileDevice' is not recognized…",
+            )
+        };
+        assert!(!refuses_select_object(&other_missing));
+        let throttled = ErrorRecord {
+            activity: "Select-Object".into(),
+            ..record(
+                &["System.Management.Automation.RemoteException"],
+                "RemoteException,Select-Object",
+                category::NOT_SPECIFIED,
+                "The user load quota of 400 cmdlets was exceeded",
+            )
+        };
+        assert!(!refuses_select_object(&throttled));
     }
 
     #[test]

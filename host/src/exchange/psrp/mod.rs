@@ -1262,13 +1262,14 @@ impl Inner {
 
     /// An error record as what it means: throttling or a refusal of the cmdlet.
     fn refusal(&self, cmdlet: &str, cas: &str, e: &ErrorRecord) -> Attempt {
-        if convert::is_missing_select_object(e)
+        if convert::refuses_select_object(e)
             && !self.selection_refused.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(
                 cas,
-                "this endpoint's session has no Select-Object: listings ask for every property \
-                 from now on, which costs Exchange and easgate more"
+                refusal = net::first_line(&e.message),
+                "this endpoint's session refuses `Select-Object -Property`: listings ask for \
+                 every property from now on, which costs Exchange and easgate more"
             );
         }
         if convert::record_is_throttling(e) {

@@ -34,7 +34,7 @@ pub(crate) mod wsman;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,38 @@ pub enum WindowsAuth {
     /// Windows authentication off: the 401 offers Basic only.
     Off,
 }
+
+/// What the session offers of `Select-Object`, which clients end a listing in to ask for fewer
+/// properties.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelectObject {
+    /// The command itself, any property (Exchange's session offers it beside the role's
+    /// cmdlets, as implicit remoting needs it).
+    #[default]
+    Offered,
+    /// The proxy a restricted endpoint (`RestrictedRemoteServer`) offers: `-Property` takes
+    /// only `Get-Command`'s properties, others fail its ValidateSet.
+    CommandPropertiesOnly,
+    /// Not in the session: naming it fails as a command not found.
+    Absent,
+}
+
+/// The properties the restricted proxy of `Select-Object` takes (those of `Get-Command`'s
+/// output, what implicit remoting selects).
+const COMMAND_PROPERTIES: [&str; 11] = [
+    "ModuleName",
+    "Namespace",
+    "OutputType",
+    "Count",
+    "HelpUri",
+    "Name",
+    "CommandType",
+    "ResolvedCommandName",
+    "DefaultParameterSet",
+    "CmdletBinding",
+    "Parameters",
+];
 
 /// Exchange's default `PowerShellMaxConcurrency`.
 pub const DEFAULT_MAX_SHELLS: usize = 18;
@@ -180,8 +212,8 @@ pub(crate) struct PowerShellState {
     /// The channel binding a Windows sign-in must carry, under Extended Protection over https.
     expected: Option<Expected>,
     windows_auth: Mutex<WindowsAuth>,
-    /// The session offers `Select-Object` (Exchange's does, beside the role's cmdlets).
-    select_object: AtomicBool,
+    /// What the session offers of `Select-Object`.
+    select_object: Mutex<SelectObject>,
 }
 
 impl PowerShellState {
@@ -199,7 +231,7 @@ impl PowerShellState {
             kerberos: Mutex::new(None),
             expected,
             windows_auth: Mutex::new(WindowsAuth::default()),
-            select_object: AtomicBool::new(true),
+            select_object: Mutex::new(SelectObject::default()),
         }
     }
 
@@ -211,12 +243,12 @@ impl PowerShellState {
         *self.windows_auth.lock().expect("windows auth") = offered;
     }
 
-    pub fn offers_select_object(&self) -> bool {
-        self.select_object.load(Ordering::Relaxed)
+    pub fn select_object(&self) -> SelectObject {
+        *self.select_object.lock().expect("select object")
     }
 
-    pub fn set_select_object(&self, offered: bool) {
-        self.select_object.store(offered, Ordering::Relaxed);
+    pub fn set_select_object(&self, offered: SelectObject) {
+        *self.select_object.lock().expect("select object") = offered;
     }
 
     /// Accepts Kerberos (`Negotiate`/`Kerberos`) from now on, with the service keys of `keytab`.
@@ -1052,7 +1084,8 @@ impl Job {
                 )
                 .await;
         }
-        let offered = self.shared.powershell.offers_select_object();
+        let select_object = self.shared.powershell.select_object();
+        let offered = select_object != SelectObject::Absent;
         if let Some(unknown) = commands
             .iter()
             .find(|c| role_spec(&c.name).is_none() && !(offered && is_select_object(&c.name)))
@@ -1073,6 +1106,18 @@ impl Job {
             Err(record) => return self.finish(PipelineState::Failed, Some(&record)).await,
         };
         let spec = role_spec(&command.name).expect("checked");
+        if let (SelectObject::CommandPropertiesOnly, Some(names)) = (select_object, &selection)
+            && let Some(other) = names
+                .iter()
+                .find(|n| !COMMAND_PROPERTIES.iter().any(|p| p.eq_ignore_ascii_case(n)))
+        {
+            self.shared
+                .counters
+                .command(self.shell.cas, "Select-Object", 0, Duration::ZERO, true);
+            let e = super::error::CmdletError::not_in_set("Property", other, &COMMAND_PROPERTIES);
+            let r = render::error_record(&e, "Select-Object", "", None);
+            return self.finish(PipelineState::Failed, Some(&r)).await;
+        }
         let mut raw = Map::new();
         let mut positional = 0;
         for p in &command.parameters {

@@ -462,7 +462,7 @@ pub(super) fn error_record(
     target: Option<&str>,
 ) -> ErrorRecord {
     let reason = short(e.exception).to_owned();
-    let fqid = if e.exception.ends_with("ParameterBindingException") {
+    let fqid = if e.exception.contains(".ParameterBinding") {
         let id = if e.message.starts_with("A parameter cannot be found") {
             "NamedParameterNotFound"
         } else if e
