@@ -12,8 +12,20 @@ use tokio::process::Command;
 use crate::support::daemon::{
     Easgate, add_admin, post, sample, scrape, status, url_in, wait_for, wait_for_first_full_sync,
 };
-use crate::support::lab::{assert_enforced, expected, mismatches, sync_lab, write_config};
-use crate::support::{easgate_within, succeeded, within};
+use crate::support::lab::{
+    assert_enforced, expected, mismatches, sync_lab, write_config, write_config_over,
+};
+use crate::support::{Transport, easgate_within, succeeded, within};
+
+/// A daemon stopped by a signal closed its remote PowerShell sessions: none is left counting
+/// against the account's `PowerShellMaxConcurrency` (over REST there are none to close).
+fn no_shell_left(lab: &easgate_lab::Lab) {
+    assert_eq!(
+        lab.control().powershell_shells(),
+        0,
+        "the stopped daemon left remote PowerShell sessions open"
+    );
+}
 
 #[test]
 fn run_with_a_broken_config_exits_naming_the_file_line_and_field() {
@@ -43,17 +55,17 @@ fn a_missing_config_file_is_named_once_with_its_cause_once() {
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
 
+over_transports!(run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes);
 /// SIGTERM in the middle of a sync's apply stage: the daemon exits 0, and the next start
 /// resumes with a full sync that makes Exchange match the verdicts; the admin API works
 /// throughout (a manual full sync is visible in the status).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes() {
+async fn run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes(transport: Transport) {
     let lab = sync_lab(3_000).await;
     // Slow edits, so that the signal lands in the middle of them.
     lab.control()
         .set_latency(crate::support::slow_mailbox_edits(1, 20));
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 4);
+    let config = write_config_over(&lab, dir.path(), 4, transport);
     let token = "daemon-test-token";
     add_admin(&config, token);
 
@@ -73,6 +85,7 @@ async fn run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes() {
     assert_eq!(progress["stage"], "apply", "{org}");
     assert!(progress["total"].as_u64() > Some(50), "{org}");
     daemon.stop_cleanly().await;
+    no_shell_left(&lab);
     let edits = lab.control().counters().calls("Set-CASMailbox");
     assert_eq!(
         lab.control()
@@ -121,6 +134,7 @@ async fn run_stops_cleanly_on_sigterm_mid_sync_and_the_next_start_resumes() {
     assert_eq!(run["commands_issued"], 0, "{org}");
 
     daemon.stop_cleanly().await;
+    no_shell_left(&lab);
     let store = Store::open(&dir.path().join("data")).unwrap();
     let org = store.organization("contoso", 0).unwrap();
     assert!(store.unfinished(org).unwrap().is_empty());
@@ -233,13 +247,13 @@ fn the_example_configuration_loads() {
     assert_eq!(org.sync.scope_groups.len(), 2);
 }
 
+over_transports!(a_plan_approved_through_the_api_is_applied_by_the_daemon);
 /// A plan the blast-radius guard held is applied once approved through the admin API: the
 /// approval queues a sync of its organization, which applies the plan before planning anew.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plan_approved_through_the_api_is_applied_by_the_daemon() {
+async fn a_plan_approved_through_the_api_is_applied_by_the_daemon(transport: Transport) {
     let lab = sync_lab(600).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 8);
+    let config = write_config_over(&lab, dir.path(), 8, transport);
     // The default guard: the first full sync restricts far more than 10 % of the devices.
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "max_new_restrictions = { percent = 100.0, floor = 1000000 }",
@@ -271,6 +285,7 @@ async fn a_plan_approved_through_the_api_is_applied_by_the_daemon() {
     assert_eq!(org["held_plans"], serde_json::json!([]), "{org}");
     assert_enforced(&lab, expected);
     daemon.stop_cleanly().await;
+    no_shell_left(&lab);
 }
 
 /// A SIGTERM as soon as the daemon says it is running stops it cleanly. (Its handlers are
@@ -409,17 +424,30 @@ async fn the_status_page_drives_the_daemon_in_headless_chromium() {
     daemon.stop_cleanly().await;
 }
 
-/// `/metrics` of a real daemon counts the throttling the Exchange client met: the lab allows one
-/// request at a time while the connector sends four.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_exchange_throttling() {
+over_transports!(metrics_count_exchange_throttling);
+/// `/metrics` of a real daemon counts the throttling the Exchange client met: over REST the lab
+/// allows one request at a time while the connector sends four; over remote PowerShell the
+/// account's user load quota allows 25 requests a second.
+async fn metrics_count_exchange_throttling(transport: Transport) {
     let lab = sync_lab(600).await;
-    lab.control().set_exchange_concurrency(1);
+    match transport {
+        Transport::Rest => lab.control().set_exchange_concurrency(1),
+        Transport::PowerShell => {
+            lab.control()
+                .set_powershell_limits(easgate_lab::PowerShellLimits {
+                    max_shells_per_user: easgate_lab::DEFAULT_MAX_SHELLS,
+                    user_load_quota: Some(easgate_lab::UserLoadQuota {
+                        requests: 25,
+                        seconds: 1,
+                    }),
+                })
+        }
+    }
     // Requests that take a while, so that they overlap.
     lab.control()
         .set_latency(easgate_lab::LatencyModel::uniform(20, 0));
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 4);
+    let config = write_config_over(&lab, dir.path(), 4, transport);
     let token = "metrics-test-token";
     add_admin(&config, token);
     let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
@@ -450,12 +478,13 @@ async fn metrics_count_exchange_throttling() {
         "no [notify], no notices: {text}"
     );
     daemon.stop_cleanly().await;
+    no_shell_left(&lab);
 }
 
+over_transports!(metrics_count_cas_failovers);
 /// `/metrics` counts CAS failovers: the lab's primary CAS answers 503 to everything, and the
 /// sync completes on the second.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_cas_failovers() {
+async fn metrics_count_cas_failovers(transport: Transport) {
     let lab = easgate_lab::Lab::start(easgate_lab::LabOptions {
         devices: 200,
         cas: 2,
@@ -467,7 +496,7 @@ async fn metrics_count_cas_failovers() {
     .expect("the lab starts");
     lab.control().fail_cas(0, 503).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 4);
+    let config = write_config_over(&lab, dir.path(), 4, transport);
     let token = "failover-test-token";
     add_admin(&config, token);
     let (daemon, url) = Easgate::run_with_admin(&config, dir.path()).await;
@@ -480,6 +509,7 @@ async fn metrics_count_cas_failovers() {
     );
     assert!(failovers > Some(0.0), "{text}");
     daemon.stop_cleanly().await;
+    no_shell_left(&lab);
 }
 
 /// Regression (hostile run, hole 8): `easgate sync` beside a running daemon ran the store's

@@ -12,9 +12,11 @@ use std::time::Duration;
 use easgate::store::{DATABASE_FILE, RunOutcome, Store};
 use easgate_lab::{Lab, NewDevices};
 
-use crate::support::lab::{add_notify, assert_enforced, expected, sync_lab, write_config};
+use crate::support::lab::{
+    add_notify, assert_enforced, expected, sync_lab, write_config, write_config_over,
+};
 use crate::support::{
-    easgate_within, json_stdout, lab_organization, stderr, stdout, succeeded, within,
+    Transport, easgate_within, json_stdout, lab_organization, stderr, stdout, succeeded, within,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -47,9 +49,13 @@ async fn sync_ok(config: &Path) -> serde_json::Value {
 /// A lab with a synced connector in a fresh directory, then 40 new devices to decide (and
 /// notices to send): the next sync has a large transaction to write.
 async fn synced() -> (Lab, tempfile::TempDir, std::path::PathBuf) {
+    synced_over(Transport::Rest).await
+}
+
+async fn synced_over(transport: Transport) -> (Lab, tempfile::TempDir, std::path::PathBuf) {
     let lab = sync_lab(300).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 4);
+    let config = write_config_over(&lab, dir.path(), 4, transport);
     add_notify(&config, lab.smtp_addr().port(), "5s");
     sync_ok(&config).await;
     lab.control()
@@ -87,9 +93,11 @@ fn converged(lab: &Lab, data: &Path) {
     assert_eq!(lab.control().mails().len() as u64, counts.sent);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_stops_the_sync_with_a_clear_error_and_the_next_run_converges() {
-    let (lab, dir, config) = synced().await;
+over_transports!(a_full_disk_stops_the_sync_with_a_clear_error_and_the_next_run_converges);
+async fn a_full_disk_stops_the_sync_with_a_clear_error_and_the_next_run_converges(
+    transport: Transport,
+) {
+    let (lab, dir, config) = synced_over(transport).await;
     let data = dir.path().join("data");
     let base = lab.control().counters();
     // A real write failure without root or a tiny file system: RLIMIT_FSIZE caps the size of
@@ -128,6 +136,8 @@ async fn a_full_disk_stops_the_sync_with_a_clear_error_and_the_next_run_converge
         "{message}"
     );
     nothing_applied(&lab, &base);
+    // The failed run still closed its remote PowerShell sessions.
+    assert_eq!(lab.control().powershell_shells(), 0);
 
     // The store is whole: it opens (integrity check included), and the failed run recorded
     // no verdict, command or notice: it stays `running` until the next start finds it.
@@ -152,6 +162,7 @@ async fn a_full_disk_stops_the_sync_with_a_clear_error_and_the_next_run_converge
     let summary = sync_ok(&config).await;
     assert_eq!(summary["outcome"], "succeeded", "{summary}");
     converged(&lab, &data);
+    assert_eq!(lab.control().powershell_shells(), 0);
 }
 
 /// Runs the child as `nobody` when the test runs as root, for whom permissions do not bite.
