@@ -12,8 +12,8 @@ use serde_json::json;
 use crate::support::daemon::{
     Easgate, add_admin, post, scrape, total, wait_for, wait_for_first_full_sync,
 };
-use crate::support::lab::write_config;
-use crate::support::{device, faulty, sync_info, wasm_bytes};
+use crate::support::lab::write_config_over;
+use crate::support::{Transport, device, faulty, sync_info, wasm_bytes};
 
 const TOKEN: &str = "metrics-e2e-token";
 const ORG: (&str, &str) = ("org", "contoso");
@@ -43,7 +43,18 @@ async fn until_metric(
 /// The connector's configuration for `lab` with a watched plugin directory `plugins/`, the
 /// admin API, and, with `smtp_port`, notices sent to that port.
 fn config(lab: &Lab, dir: &Path, parallel: usize, smtp_port: Option<u16>) -> String {
-    let path = write_config(lab, dir, parallel);
+    config_over(lab, dir, parallel, smtp_port, Transport::Rest)
+}
+
+/// [`config`] with Exchange reached over `transport`.
+fn config_over(
+    lab: &Lab,
+    dir: &Path,
+    parallel: usize,
+    smtp_port: Option<u16>,
+    transport: Transport,
+) -> String {
+    let path = write_config_over(lab, dir, parallel, transport);
     let mut text = std::fs::read_to_string(&path).unwrap().replace(
         "data_dir = \"data\"",
         "data_dir = \"data\"\nplugin_dir = \"plugins\"",
@@ -83,9 +94,11 @@ async fn trigger_full_sync(url: &str) {
     assert!(answer.is_success(), "sync trigger: {answer}");
 }
 
+over_transports!(every_listed_figure_moves_after_a_sync);
 /// Every figure of the list moves after a sync of a real daemon, each because its event really
 /// happened in the lab: the primary CAS answers 503 (failover), the lab admits one Exchange
-/// request at a time while the connector sends four (Exchange throttling, commands sent again),
+/// request at a time while the connector sends four, or over remote PowerShell the account's
+/// user load quota admits 100 commands a second (Exchange throttling, commands sent again),
 /// Graph admits one request per second while the listing has several pages (Graph throttling),
 /// the SMTP sink is down (notices wait in the outbox), and the plugin directory holds one good
 /// and one broken plugin (reloads loaded and rejected). Plugin errors by kind: see
@@ -95,8 +108,7 @@ async fn trigger_full_sync(url: &str) {
 /// and nothing else from Graph, so an organization of a few hundred devices makes one Graph
 /// request per sync, and setting the lab's limits refills its buckets: that one request always
 /// passes, however low the limit. Here the tenant has more than one page of managed devices.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_listed_figure_moves_after_a_sync() {
+async fn every_listed_figure_moves_after_a_sync(transport: Transport) {
     let lab = Lab::start(LabOptions {
         devices: 2500,
         cas: 2,
@@ -112,7 +124,19 @@ async fn every_listed_figure_moves_after_a_sync() {
         "one page of managed devices only: {managed}"
     );
     lab.control().fail_cas(0, 503).unwrap();
-    lab.control().set_exchange_concurrency(1);
+    match transport {
+        Transport::Rest => lab.control().set_exchange_concurrency(1),
+        Transport::PowerShell => {
+            lab.control()
+                .set_powershell_limits(easgate_lab::PowerShellLimits {
+                    max_shells_per_user: easgate_lab::DEFAULT_MAX_SHELLS,
+                    user_load_quota: Some(easgate_lab::UserLoadQuota {
+                        requests: 100,
+                        seconds: 1,
+                    }),
+                })
+        }
+    }
     // Through the lab's control API, as an operator of the lab would.
     let limits = GraphLimits {
         tenant_requests: 1,
@@ -131,7 +155,7 @@ async fn every_listed_figure_moves_after_a_sync() {
     lab.control().stop_smtp().await;
 
     let dir = tempfile::tempdir().unwrap();
-    let config = config(&lab, dir.path(), 4, Some(smtp_port));
+    let config = config_over(&lab, dir.path(), 4, Some(smtp_port), transport);
     // Loaded but not active (the built-in policy stays selected), and a file that is no plugin.
     write_faulty(dir.path(), "faulty", "ok");
     std::fs::write(dir.path().join("plugins/broken.wasm"), b"not a component").unwrap();
@@ -441,15 +465,15 @@ fn each_faulty_mode_fails_with_its_kind() {
     assert_eq!(rejected.kind(), PluginErrorKind::Configure, "{rejected}");
 }
 
+over_transports!(refused_commands_and_failed_runs_are_counted);
 /// Commands Exchange refuses are counted `failed`, and a run whose discovery fails is counted
 /// failed twice over (by the scheduler and as a run): the default blast-radius guard holds the
 /// first plan, then the lab's only CAS starts refusing everything with 400, then the plan is
 /// approved and the daemon applies it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_commands_and_failed_runs_are_counted() {
+async fn refused_commands_and_failed_runs_are_counted(transport: Transport) {
     let lab = crate::support::lab::sync_lab(600).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config(&lab, dir.path(), 8, None);
+    let config = config_over(&lab, dir.path(), 8, None, transport);
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "max_new_restrictions = { percent = 100.0, floor = 1000000 }",
         "max_new_restrictions = { percent = 10.0, floor = 25 }",
