@@ -3,6 +3,7 @@
 //! syncs only and a fixed file recovers it without a restart; two organizations with their own
 //! settings of the same built-in policy each decide by theirs.
 
+use std::path::Path;
 use std::time::Duration;
 
 use easgate::graph::GraphClient;
@@ -32,7 +33,28 @@ async fn tenant(devices: usize, seed: u64) -> Lab {
 /// `lab`'s organization named `name`, unguarded, with `extra` (more `[organization.*]`
 /// sections) after it.
 fn organization(lab: &Lab, name: &str, extra: &str) -> String {
-    let text = lab.connector_config(&easgate_lab::SecretSource::Inline);
+    organization_text(
+        lab.connector_config(&easgate_lab::SecretSource::Inline),
+        name,
+        extra,
+    )
+}
+
+/// [`organization`] on-premises: Exchange over remote PowerShell, its account's password in
+/// `dir/<name>-exchange.pw`.
+fn on_premises_organization(lab: &Lab, dir: &Path, name: &str, extra: &str) -> String {
+    let password_file = format!("{name}-exchange.pw");
+    std::fs::write(dir.join(&password_file), lab.powershell_account().1).unwrap();
+    let text = easgate_lab::powershell_connector_config(
+        &lab.control().info(),
+        name,
+        &easgate_lab::SecretSource::Inline,
+        &password_file,
+    );
+    organization_text(text, name, extra)
+}
+
+fn organization_text(text: String, name: &str, extra: &str) -> String {
     let text = &text[text.find("[[organization]]").expect("an organization")..];
     let text = text.replace("name = \"contoso\"", &format!("name = \"{name}\""));
     format!(
@@ -260,6 +282,8 @@ async fn exempt_devices(lab: &Lab) -> (String, std::collections::BTreeSet<String
     (group, devices)
 }
 
+/// Two organizations, one each way an admin may have them: alpha in Exchange Online (REST),
+/// beta on-premises (remote PowerShell), each deciding by its own settings in one run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_organizations_decide_by_their_own_settings_of_the_builtin_policy() {
     let (alpha, beta) = (tenant(400, 21).await, tenant(400, 22).await);
@@ -294,8 +318,9 @@ async fn two_organizations_decide_by_their_own_settings_of_the_builtin_policy() 
                     )
                 )
             ),
-            organization(
+            on_premises_organization(
                 &beta,
+                dir.path(),
                 "beta",
                 &policy_of(&beta_group, "settings_file = \"beta-policy.json\"\n")
             ),
@@ -339,6 +364,12 @@ async fn two_organizations_decide_by_their_own_settings_of_the_builtin_policy() 
         };
         assert_enforced(lab, verdict);
     }
+    // Each over its own transport: only remote PowerShell listings end in `Select-Object`, and
+    // the CLI closed beta's sessions.
+    let selected =
+        |lab: &Lab| lab.control().counters().exchange.by_cmdlet["Get-MobileDevice"].selected;
+    assert_eq!((selected(&alpha), selected(&beta) > 0), (0, true));
+    assert_eq!(beta.control().powershell_shells(), 0);
     alpha.shutdown().await;
     beta.shutdown().await;
 }
