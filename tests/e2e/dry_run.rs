@@ -80,6 +80,18 @@ async fn a_dry_run_lists_exactly_what_the_real_run_then_changes(transport: Trans
     assert_eq!(report["outcome"], "succeeded", "{report}");
     let dry_run = &report["dry_run"];
     assert_eq!(dry_run["would_hold"], true, "{report}");
+    // The account's roles: asked of its remote PowerShell session, not of the REST admin API.
+    match transport {
+        Transport::Rest => assert_eq!(dry_run["roles"]["result"], "not-checked", "{report}"),
+        Transport::PowerShell => {
+            assert_eq!(dry_run["roles"]["result"], "complete", "{report}");
+            assert_eq!(
+                dry_run["roles"]["checked"],
+                serde_json::json!(["Set-CASMailbox", "Set-ActiveSyncOrganizationSettings"]),
+                "{report}"
+            );
+        }
+    }
     let listed: BTreeMap<String, (String, String)> = dry_run["changes"]
         .as_array()
         .unwrap()
@@ -133,4 +145,60 @@ async fn a_dry_run_lists_exactly_what_the_real_run_then_changes(transport: Trans
         })
         .collect();
     assert_eq!(listed, changed);
+}
+
+/// Over remote PowerShell a dry run asks the session which of the cmdlets a real run may send
+/// the account's management roles hold, and names the ones they lack; the real run then fails
+/// exactly those commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_names_the_cmdlets_the_accounts_roles_lack() {
+    let lab = sync_lab(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_over(&lab, dir.path(), 4, Transport::PowerShell);
+    let path = config.to_str().unwrap().to_owned();
+    // A role trimmed one entry too many.
+    lab.control().set_powershell_role_lacks(&["Set-CASMailbox"]);
+
+    let out = easgate_within(LIMIT, &["sync", "--config", &path, "--full", "--dry-run"]).await;
+    let text = succeeded(&out);
+    assert!(
+        text.contains(
+            "! the account's management roles lack Set-CASMailbox: a real run's commands through \
+             them would fail"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("New-ManagementRoleEntry \"<role>\\Set-CASMailbox\""),
+        "{text}"
+    );
+    let report = easgate_json(
+        LIMIT,
+        &["sync", "--config", &path, "--full", "--dry-run", "--json"],
+    )
+    .await;
+    assert_eq!(
+        report["dry_run"]["roles"],
+        serde_json::json!({"result": "lacking", "missing": ["Set-CASMailbox"]}),
+        "{report}"
+    );
+    assert_eq!(lab.control().counters().calls("Set-CASMailbox"), 0);
+
+    // As predicted: the real run's mailbox edits fail, naming the cmdlet and the fix.
+    let real = easgate_within(LIMIT, &["sync", "--config", &path, "--full"]).await;
+    let text = String::from_utf8_lossy(&real.stdout);
+    assert!(!real.status.success(), "{text}");
+    assert!(
+        text.contains("management roles do not include Set-CASMailbox"),
+        "{text}"
+    );
+
+    // The entry put back, the next dry run finds every cmdlet.
+    lab.control().set_powershell_role_lacks(&[]);
+    let report = easgate_json(
+        LIMIT,
+        &["sync", "--config", &path, "--full", "--dry-run", "--json"],
+    )
+    .await;
+    assert_eq!(report["dry_run"]["roles"]["result"], "complete", "{report}");
 }

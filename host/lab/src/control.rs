@@ -244,6 +244,13 @@ impl LabControl {
         self.shared.powershell.set_select_object(offered);
     }
 
+    /// Takes `cmdlets` out of the account's management roles from now on (none by default):
+    /// its session has them no more, as after `Remove-ManagementRoleEntry`. An empty list
+    /// gives every role cmdlet back.
+    pub fn set_powershell_role_lacks(&self, cmdlets: &[&str]) {
+        self.shared.powershell.set_role_lacks(cmdlets);
+    }
+
     pub fn powershell_limits(&self) -> crate::PowerShellLimits {
         self.shared.powershell.limits()
     }

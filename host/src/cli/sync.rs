@@ -147,6 +147,7 @@ fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
 /// What a real run would change, in Exchange's words: its states before → after, and the
 /// partnerships as its `Identity` spells them.
 fn print_dry_run(dry_run: &crate::sync::dry_run::DryRun, summary: &Summary) {
+    use crate::sync::dry_run::RoleCheck;
     println!(
         "  would change the access of {} devices ({} more would only get a list entry that keeps their state)",
         dry_run.changes.len(),
@@ -164,6 +165,23 @@ fn print_dry_run(dry_run: &crate::sync::dry_run::DryRun, summary: &Summary) {
             "  a real run would be held for approval: it restricts {} devices, more than the limit of {}",
             summary.restrictions, summary.restriction_limit
         );
+    }
+    match &dry_run.roles {
+        RoleCheck::NotChecked => {}
+        RoleCheck::Complete { checked } => println!(
+            "  the account's management roles hold every cmdlet a real run may send ({})",
+            checked.join(", ")
+        ),
+        RoleCheck::Lacking { missing } => println!(
+            "  ! the account's management roles lack {}: a real run's commands through them would \
+             fail; add each to the role assigned to the account (New-ManagementRoleEntry \
+             \"<role>\\{}\"), then run again",
+            missing.join(", "),
+            missing[0]
+        ),
+        RoleCheck::Failed { error } => {
+            println!("  ! could not ask which cmdlets the account's roles hold: {error}")
+        }
     }
     for change in &dry_run.changes {
         println!(

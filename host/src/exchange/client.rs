@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::ExchangeError;
 use super::cas::{CasHealth, CasPool, Pick};
-use super::cmdlets::{Cmdlet, GetClientAccessService, GetExchangeServer};
+use super::cmdlets::{Cmdlet, GetClientAccessService, GetCommand, GetExchangeServer};
 use super::limit::{Aimd, Permit};
 use super::psrp::PsrpWire;
 use super::rest::RestWire;
@@ -190,6 +190,28 @@ impl ExchangeClient {
     /// afterwards (a pool reopens on the next command). Returns the shells closed.
     pub async fn close(&self) -> usize {
         self.inner.wire.close().await
+    }
+
+    /// Which of `cmdlets` the account's session lacks (`Get-Command`), over remote PowerShell,
+    /// where the management roles assigned to the account decide what it may run; `None` over
+    /// REST, whose admin API cannot be asked.
+    pub async fn cmdlets_lacking(
+        &self,
+        cmdlets: &[&str],
+    ) -> Option<Result<Vec<String>, ExchangeError>> {
+        if !matches!(self.inner.wire, Wire::PowerShell(_)) {
+            return None;
+        }
+        let asked = GetCommand {
+            names: cmdlets.iter().map(|c| (*c).to_owned()).collect(),
+        };
+        Some(self.run(&asked).await.map(|found| {
+            cmdlets
+                .iter()
+                .filter(|c| !found.iter().any(|f| f.name.eq_ignore_ascii_case(c)))
+                .map(|c| (*c).to_owned())
+                .collect()
+        }))
     }
 
     /// Each CAS the client knows and whether it is up.

@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::models::{
-    AccessLevel, CasMailbox, ClientAccessService, DeviceAccessRule, ExchangeServer, Mailbox,
-    MobileDevice, MobileDeviceStatistics, OrganizationSettings, properties_of,
+    AccessLevel, CasMailbox, ClientAccessService, CommandInfo, DeviceAccessRule, ExchangeServer,
+    Mailbox, MobileDevice, MobileDeviceStatistics, OrganizationSettings, properties_of,
 };
 use crate::model::{Command, ParamValue, Parameters};
 
@@ -410,6 +410,30 @@ impl Cmdlet for GetClientAccessService {
     }
     fn parameters(&self) -> Cow<'_, Parameters> {
         Cow::Owned(Parameters::new())
+    }
+}
+
+/// `Get-Command -Name … -ErrorAction SilentlyContinue`: which of the named commands the
+/// account's remote PowerShell session has, as its management roles decide (a command it lacks
+/// is left out, not an error). Remote PowerShell only: Exchange Online's admin API has no
+/// such cmdlet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetCommand {
+    pub names: Vec<String>,
+}
+
+impl Cmdlet for GetCommand {
+    const WRITE: bool = false;
+    type Output = CommandInfo;
+    fn name(&self) -> &str {
+        "Get-Command"
+    }
+    fn parameters(&self) -> Cow<'_, Parameters> {
+        Cow::Owned(
+            Parameters::new()
+                .texts("Name", self.names.clone())
+                .text("ErrorAction", "SilentlyContinue"),
+        )
     }
 }
 

@@ -224,6 +224,13 @@ pub struct ExchangeServer {
     pub is_client_access_server: Option<bool>,
 }
 
+/// `Get-Command`: a command the session has.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CommandInfo {
+    pub name: String,
+}
+
 /// `Get-ClientAccessService`: where a CAS answers.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -134,6 +134,25 @@ pub struct DryRun {
     pub org_default: Option<DefaultSwitch>,
     /// Whether a real run would be held for approval (the blast-radius guard).
     pub would_hold: bool,
+    /// Whether the account may run every cmdlet a real run could send.
+    pub roles: RoleCheck,
+}
+
+/// What a dry run found of the account's rights to the cmdlets that change Exchange: asked of
+/// its remote PowerShell session (`Get-Command`), whose commands the management roles
+/// assigned to the account decide. The reads need no asking: the dry run ran them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "result")]
+pub enum RoleCheck {
+    /// Not asked: Exchange Online's admin API (REST) has no such question.
+    #[default]
+    NotChecked,
+    /// The session has every one of `checked`.
+    Complete { checked: Vec<String> },
+    /// The session lacks `missing`: a real run's commands through them would fail.
+    Lacking { missing: Vec<String> },
+    /// The question itself failed (the dry run's report stands).
+    Failed { error: String },
 }
 
 impl DryRun {
@@ -205,6 +224,7 @@ pub fn report(
         entries_only,
         org_default,
         would_hold: plan.held,
+        roles: RoleCheck::NotChecked,
     }
 }
 

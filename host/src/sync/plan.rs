@@ -812,6 +812,26 @@ fn exchange_level(level: crate::exchange::models::AccessLevel) -> AccessLevel {
     }
 }
 
+/// The cmdlets that change Exchange a sync under `settings` may send, which the account's
+/// management roles must hold beside the reads: the mailbox lists always, the others as the
+/// settings manage partnerships, device access rules and the organization's settings.
+pub fn write_cmdlets(settings: &SyncSettings) -> Vec<&'static str> {
+    let mut cmdlets = vec![SET_CAS_MAILBOX];
+    if settings.remove_retired_partnerships {
+        cmdlets.push(REMOVE_MOBILE_DEVICE);
+    }
+    if settings.device_access_rules.is_some() {
+        cmdlets.extend([NEW_ACCESS_RULE, REMOVE_ACCESS_RULE]);
+    }
+    if settings.org_default().is_some()
+        || settings.admin_mail_recipients.is_some()
+        || settings.user_mail_insert.is_some()
+    {
+        cmdlets.push(SET_ORG_SETTINGS);
+    }
+    cmdlets
+}
+
 /// A full sync's organization settings step: the `Set-ActiveSyncOrganizationSettings` for the
 /// configured `AdminMailRecipients` and `UserMailInsert` that differ from `current`, and the
 /// device access rule commands that make Exchange's rules (`rules`, read only when the
@@ -896,6 +916,37 @@ pub fn exchange_settings(
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    #[test]
+    fn the_write_cmdlets_follow_what_the_settings_manage() {
+        use crate::model::settings::DefaultAccess;
+        let lists_only = SyncSettings {
+            default_access_level: Some(DefaultAccess::Unmanaged),
+            ..SyncSettings::default()
+        };
+        assert_eq!(write_cmdlets(&lists_only), [SET_CAS_MAILBOX]);
+        // The defaults manage the organization default (Quarantine).
+        assert_eq!(
+            write_cmdlets(&SyncSettings::default()),
+            [SET_CAS_MAILBOX, SET_ORG_SETTINGS]
+        );
+        let everything = SyncSettings {
+            remove_retired_partnerships: true,
+            device_access_rules: Some(Vec::new()),
+            user_mail_insert: Some("Enroll first.".into()),
+            ..lists_only
+        };
+        assert_eq!(
+            write_cmdlets(&everything),
+            [
+                SET_CAS_MAILBOX,
+                REMOVE_MOBILE_DEVICE,
+                NEW_ACCESS_RULE,
+                REMOVE_ACCESS_RULE,
+                SET_ORG_SETTINGS
+            ]
+        );
+    }
 
     const GENERIC_HASH_TABLE: &str = "#Exchange.GenericHashTable";
 

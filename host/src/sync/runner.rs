@@ -727,14 +727,32 @@ impl OrgSync {
 
     /// A dry run ends on its plan: it records its counts only, and its report says what a real
     /// run would do.
-    async fn rehearse(&self, run: Run<'_>, report: DryRun) -> Result<Summary, SyncError> {
+    async fn rehearse(&self, run: Run<'_>, mut report: DryRun) -> Result<Summary, SyncError> {
         let Run {
             mut summary,
             started,
             ..
         } = run;
+        report.roles = self.check_roles().await;
         (summary.devices_changed, summary.dry_run) = (report.devices(), Some(report));
         self.finish(summary, RunOutcome::Succeeded, started).await
+    }
+
+    /// Whether the account's session has every cmdlet a real run may send (remote PowerShell
+    /// only); asked by a dry run, before an operator relies on it.
+    async fn check_roles(&self) -> super::dry_run::RoleCheck {
+        use super::dry_run::RoleCheck;
+        let cmdlets = super::plan::write_cmdlets(&self.settings);
+        match self.exchange.cmdlets_lacking(&cmdlets).await {
+            None => RoleCheck::NotChecked,
+            Some(Ok(missing)) if missing.is_empty() => RoleCheck::Complete {
+                checked: cmdlets.iter().map(|c| (*c).to_owned()).collect(),
+            },
+            Some(Ok(missing)) => RoleCheck::Lacking { missing },
+            Some(Err(e)) => RoleCheck::Failed {
+                error: e.to_string(),
+            },
+        }
     }
 
     /// Waits for the inventory's save, which recording waits for, and keeps of the plan only

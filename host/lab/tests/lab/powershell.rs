@@ -189,6 +189,51 @@ async fn pypsrp_lists_devices_cut_to_a_few_properties_by_select_object() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pypsrp_asks_get_command_which_role_cmdlets_the_account_has() {
+    if !pypsrp_available("pypsrp_asks_get_command_which_role_cmdlets_the_account_has") {
+        return;
+    }
+    let lab = lab(20).await;
+    let names = ["Get-MobileDevice", "Set-CASMailbox", "Remove-Mailbox"];
+    let r = pypsrp(&lab, "get-command", &names).await;
+    // Remove-Mailbox is no role cmdlet of the lab's account.
+    assert_eq!(
+        r["names"],
+        json!(["Get-MobileDevice", "Set-CASMailbox"]),
+        "{r}"
+    );
+    assert_eq!(
+        r["types"][0], "System.Management.Automation.CmdletInfo",
+        "{r}"
+    );
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(1), "{r}");
+
+    // The role trimmed of Set-CASMailbox: Get-Command no longer finds it, and it cannot run.
+    lab.control().set_powershell_role_lacks(&["set-casmailbox"]);
+    let r = pypsrp(&lab, "get-command", &names).await;
+    assert_eq!(r["names"], json!(["Get-MobileDevice"]), "{r}");
+    assert_eq!(r["state"], "4", "completed, the errors written: {r}");
+    let errors = r["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{r}");
+    assert_eq!(
+        errors[0]["fq_error"],
+        "CommandNotFoundException,Microsoft.PowerShell.Commands.GetCommandCommand",
+        "{r}"
+    );
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'Set-CASMailbox'")),
+        "{r}"
+    );
+    let r = pypsrp(&lab, "allow-device", &["nobody", "DEV1"]).await;
+    assert_eq!(
+        r["set_errors"][0]["fq_error"], "CommandNotFoundException",
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pypsrp_reads_and_edits_a_cas_mailbox_that_exchange_then_enforces() {
     if !pypsrp_available("pypsrp_reads_and_edits_a_cas_mailbox_that_exchange_then_enforces") {
         return;

@@ -153,6 +153,18 @@ def main():
                 "errors": errors(ps),
                 "first": plain(output[0]) if output else None,
             }
+    elif case == "get-command":
+        # Which of the named commands the account's session has (implicit remoting asks so).
+        with RunspacePool(connect(url, user, password), configuration_name=EXCHANGE) as pool:
+            ps = PowerShell(pool)
+            ps.add_cmdlet("Get-Command").add_parameter("Name", args)
+            output = ps.invoke()
+            result = {
+                "names": [plain(o)["props"]["Name"] for o in output],
+                "types": plain(output[0])["types"] if output else None,
+                "errors": errors(ps),
+                "state": str(ps.state),
+            }
     elif case == "get-casmailbox":
         with RunspacePool(connect(url, user, password), configuration_name=EXCHANGE) as pool:
             ps, output = run(pool, "Get-CASMailbox", [("Identity", args[0])])

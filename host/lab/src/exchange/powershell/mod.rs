@@ -214,6 +214,8 @@ pub(crate) struct PowerShellState {
     windows_auth: Mutex<WindowsAuth>,
     /// What the session offers of `Select-Object`.
     select_object: Mutex<SelectObject>,
+    /// Role cmdlets the account's management roles leave out (lower case): not in its session.
+    role_lacks: Mutex<Vec<String>>,
 }
 
 impl PowerShellState {
@@ -232,6 +234,7 @@ impl PowerShellState {
             expected,
             windows_auth: Mutex::new(WindowsAuth::default()),
             select_object: Mutex::new(SelectObject::default()),
+            role_lacks: Mutex::new(Vec::new()),
         }
     }
 
@@ -249,6 +252,17 @@ impl PowerShellState {
 
     pub fn set_select_object(&self, offered: SelectObject) {
         *self.select_object.lock().expect("select object") = offered;
+    }
+
+    pub fn set_role_lacks(&self, cmdlets: &[&str]) {
+        *self.role_lacks.lock().expect("role") =
+            cmdlets.iter().map(|c| c.to_ascii_lowercase()).collect();
+    }
+
+    /// The role cmdlet `name`, when the account's session has it.
+    fn in_role(&self, name: &str) -> Option<&'static params::Spec> {
+        let lacks = self.role_lacks.lock().expect("role");
+        role_spec(name).filter(|spec| !lacks.contains(&spec.name.to_ascii_lowercase()))
     }
 
     /// Accepts Kerberos (`Negotiate`/`Kerberos`) from now on, with the service keys of `keytab`.
@@ -991,6 +1005,10 @@ fn is_select_object(name: &str) -> bool {
     name.eq_ignore_ascii_case("Select-Object")
 }
 
+fn is_get_command(name: &str) -> bool {
+    name.eq_ignore_ascii_case("Get-Command")
+}
+
 /// A pipeline's role cmdlet, and the properties of a trailing `Select-Object -Property a, b`
 /// (the one other cmdlet this lab runs in a pipeline, as clients ask Exchange for fewer
 /// properties); any other shape is refused as Exchange's no-language runspace refuses a script.
@@ -1084,12 +1102,17 @@ impl Job {
                 )
                 .await;
         }
-        let select_object = self.shared.powershell.select_object();
+        let powershell = &self.shared.powershell;
+        let select_object = powershell.select_object();
         let offered = select_object != SelectObject::Absent;
-        if let Some(unknown) = commands
-            .iter()
-            .find(|c| role_spec(&c.name).is_none() && !(offered && is_select_object(&c.name)))
+        if let [one] = commands.as_slice()
+            && is_get_command(&one.name)
         {
+            return self.get_command(one).await;
+        }
+        if let Some(unknown) = commands.iter().find(|c| {
+            powershell.in_role(&c.name).is_none() && !(offered && is_select_object(&c.name))
+        }) {
             self.shared
                 .counters
                 .command(self.shell.cas, &unknown.name, 0, Duration::ZERO, true);
@@ -1257,6 +1280,95 @@ impl Job {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Job {
+    /// `Get-Command -Name a, b [-ErrorAction SilentlyContinue]`, which the session offers beside
+    /// the role's cmdlets (implicit remoting lists the commands with it): the named commands the
+    /// account's session has, and a CommandNotFoundException written for each other one unless
+    /// `-ErrorAction SilentlyContinue`.
+    async fn get_command(&self, command: &easgate_psrp::Command) {
+        let refuse = |name: &str| {
+            let e = super::error::CmdletError::unknown_parameter(name);
+            render::error_record(&e, "Get-Command", "", None)
+        };
+        let mut names = Vec::new();
+        let mut quiet = false;
+        for p in &command.parameters {
+            match p.name.as_deref().map(|n| n.trim_start_matches('-')) {
+                Some(n) if n.eq_ignore_ascii_case("Name") => {
+                    match (p.value.as_list(), p.value.as_str()) {
+                        (None, Some(one)) => names.push(one.to_owned()),
+                        (Some(items), _) => {
+                            names.extend(items.iter().filter_map(|i| i.as_str().map(str::to_owned)))
+                        }
+                        _ => {}
+                    }
+                }
+                Some(n) if n.eq_ignore_ascii_case("ErrorAction") => {
+                    quiet = p
+                        .value
+                        .as_str()
+                        .is_some_and(|v| v.eq_ignore_ascii_case("SilentlyContinue"));
+                }
+                other => {
+                    let r = refuse(other.unwrap_or("(by position)"));
+                    return self.finish(PipelineState::Failed, Some(&r)).await;
+                }
+            }
+        }
+        let powershell = &self.shared.powershell;
+        let (found, missing): (Vec<_>, Vec<_>) = names.iter().partition(|n| {
+            powershell.in_role(n).is_some() || is_select_object(n) || is_get_command(n)
+        });
+        let infos: Vec<serde_json::Value> = found
+            .iter()
+            .map(|n| {
+                let name = powershell.in_role(n).map_or(n.as_str(), |spec| spec.name);
+                serde_json::json!({"Name": name, "CommandType": "Cmdlet"})
+            })
+            .collect();
+        let mut frags = Vec::new();
+        let mut w = Writer::with_capacity(1024);
+        render::objects(
+            &serde_json::to_vec(&infos).expect("JSON"),
+            &[
+                "System.Management.Automation.CmdletInfo",
+                "System.Management.Automation.CommandInfo",
+                "System.Object",
+            ],
+            None,
+            &mut w,
+            &mut |clixml| {
+                frags.extend(self.shell.fragments(
+                    MessageType::PIPELINE_OUTPUT,
+                    self.pipeline,
+                    clixml,
+                ))
+            },
+        )
+        .expect("JSON objects");
+        if !quiet {
+            for name in missing {
+                let record = render::command_not_found_by_get_command(name);
+                frags.extend(self.shell.fragments(
+                    MessageType::ERROR_RECORD,
+                    self.pipeline,
+                    &record.to_clixml(),
+                ));
+            }
+        }
+        self.shared.counters.command(
+            self.shell.cas,
+            "Get-Command",
+            found.len(),
+            Duration::ZERO,
+            false,
+        );
+        if self.send(frags).await {
+            self.finish(PipelineState::Completed, None).await;
         }
     }
 }

@@ -534,6 +534,16 @@ pub(super) fn script_refused(text: &str) -> ErrorRecord {
 }
 
 /// A command that is not one of the role's cmdlets.
+/// The error `Get-Command -Name name` writes when the session has no such command.
+pub(super) fn command_not_found_by_get_command(name: &str) -> ErrorRecord {
+    ErrorRecord {
+        fully_qualified_error_id:
+            "CommandNotFoundException,Microsoft.PowerShell.Commands.GetCommandCommand".into(),
+        activity: "Get-Command".into(),
+        ..command_not_found(name)
+    }
+}
+
 pub(super) fn command_not_found(name: &str) -> ErrorRecord {
     ErrorRecord {
         exception_types: [
