@@ -62,6 +62,9 @@ struct Inner {
     /// Requests sent (every attempt, reads and writes; over remote PowerShell every pipeline
     /// started, as Exchange counts cmdlets), for a sync's summary.
     requests: std::sync::atomic::AtomicU64,
+    /// The background check of the primary CAS while it runs: [`ExchangeClient::close`] stops
+    /// it, so that it cannot open a remote PowerShell session after the others were closed.
+    probe: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The Exchange admin API client of one organization; cheap to clone (one shared pool).
@@ -122,6 +125,7 @@ impl ExchangeClientBuilder<'_> {
                 probe_interval: x.probe_interval,
                 observer: std::sync::OnceLock::new(),
                 requests: Default::default(),
+                probe: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -189,6 +193,15 @@ impl ExchangeClient {
     /// Exchange times them out). The daemon calls this on shutdown; the client still works
     /// afterwards (a pool reopens on the next command). Returns the shells closed.
     pub async fn close(&self) -> usize {
+        let probe = self
+            .inner
+            .probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(probe) = probe {
+            probe.abort();
+        }
         self.inner.wire.close().await
     }
 
@@ -697,7 +710,7 @@ impl ExchangeClient {
             return;
         };
         let me = self.clone();
-        tokio::spawn(async move {
+        let probe = tokio::spawn(async move {
             let probe = GetExchangeServer {};
             let name = probe.name();
             let wire = &me.inner.wire;
@@ -727,6 +740,11 @@ impl ExchangeClient {
                 me.inner.pool.failed(0, Instant::now());
             }
         });
+        *self
+            .inner
+            .probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(probe);
     }
 }
 

@@ -74,7 +74,19 @@ type ChunkResults<C> = Vec<Result<Vec<<C as Cmdlet>::Output>, ExchangeError>>;
 /// client's concurrency bound while the current one finishes, so the bound stays full across
 /// chunk ends instead of draining at each one.
 struct Pipeline<C: Cmdlet> {
-    in_flight: VecDeque<(Vec<Confirming>, tokio::task::JoinHandle<ChunkResults<C>>)>,
+    in_flight: VecDeque<(Vec<Confirming>, ChunkTask<C>)>,
+}
+
+/// A chunk's commands running as a task of their own, which stops when dropped: a sync
+/// cancelled (the daemon stopping) sends nothing more, and cannot reopen a remote PowerShell
+/// session the shutdown closed. Its `sent` entries are then of unknown outcome, as after a
+/// crash, and the next sync re-plans them from Exchange's state.
+struct ChunkTask<C: Cmdlet>(tokio::task::JoinHandle<ChunkResults<C>>);
+
+impl<C: Cmdlet> Drop for ChunkTask<C> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A command sent, with what it enforces once confirmed.
@@ -117,7 +129,7 @@ impl<C: Cmdlet + 'static> Pipeline<C> {
         let running = tokio::spawn(progress::inherit_commands(async move {
             exchange.run_all(cmdlets).await
         }));
-        self.in_flight.push_back((confirming, running));
+        self.in_flight.push_back((confirming, ChunkTask(running)));
         Ok(())
     }
 
@@ -126,8 +138,10 @@ impl<C: Cmdlet + 'static> Pipeline<C> {
         store: &Arc<Store>,
         applied: &mut Applied,
     ) -> Result<(), StoreError> {
-        if let Some((sent, running)) = self.in_flight.pop_front() {
-            let results = running.await.expect("a command chunk does not panic");
+        if let Some((sent, mut running)) = self.in_flight.pop_front() {
+            let results = (&mut running.0)
+                .await
+                .expect("a command chunk does not panic");
             finish_chunk(store, sent, results, applied).await?;
         }
         Ok(())
