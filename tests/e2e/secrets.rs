@@ -1,5 +1,7 @@
 //! Secrets never leave the process: a full `easgate run` against the lab, with a known Graph
-//! client secret, SMTP password and admin token, logging at debug level, syncing with notices
+//! client secret, SMTP password, admin token and remote PowerShell password (a second,
+//! on-premises organization signs in to the lab's `/PowerShell/` face with Basic), logging at
+//! debug level, syncing with notices
 //! sent through SMTP AUTH, then failing in the ways an operator sees (a CAS answering 500s, a
 //! rejected client secret, a mail server refusing the password, wrong admin tokens, bad API
 //! calls). Then every output is searched for every secret, raw and in each encoding it crosses
@@ -64,6 +66,10 @@ fn forms(name: &str, secret: &str) -> Vec<(String, Vec<u8>)> {
     if name == "SMTP password" {
         let plain = format!("\0{SMTP_USER}\0{secret}");
         forms.push(("AUTH PLAIN", BASE64.encode(plain).into_bytes()));
+    }
+    if let Some(user) = name.strip_prefix("remote PowerShell password of ") {
+        let basic = format!("{user}:{secret}");
+        forms.push(("Basic credentials", BASE64.encode(basic).into_bytes()));
     }
     let mut seen = Vec::new();
     forms
@@ -198,9 +204,10 @@ impl Api {
 
 /// The configuration: secrets from files and the environment, never inline; a short Exchange
 /// timeout so the failing CAS ends the run quickly; a second organization whose client secret
-/// the lab refuses.
+/// the lab refuses; a third, on-premises, reaching the lab's Exchange over remote PowerShell.
 fn write_config(lab: &easgate_lab::Lab, dir: &Path) -> PathBuf {
     std::fs::write(dir.join("graph.secret"), lab.client_secret()).unwrap();
+    std::fs::write(dir.join("exchange.pw"), lab.powershell_account().1).unwrap();
     std::fs::write(dir.join("wrong.secret"), WRONG_CLIENT_SECRET).unwrap();
     std::fs::write(dir.join("admin.token"), ADMIN_TOKEN).unwrap();
     let contoso = lab
@@ -212,6 +219,13 @@ fn write_config(lab: &easgate_lab::Lab, dir: &Path) -> PathBuf {
     let fabrikam = contoso
         .replace("name = \"contoso\"", "name = \"fabrikam\"")
         .replace("graph.secret", "wrong.secret");
+    let northwind = easgate_lab::powershell_connector_config(
+        &lab.control().info(),
+        "northwind",
+        &easgate_lab::SecretSource::File("graph.secret".into()),
+        "exchange.pw",
+    );
+    let northwind = &northwind[northwind.find("[[organization]]").unwrap()..];
     let guard =
         "[organization.sync]\nmax_new_restrictions = { percent = 100.0, floor = 1000000 }\n";
     let smtp = lab.smtp_addr();
@@ -223,7 +237,7 @@ fn write_config(lab: &easgate_lab::Lab, dir: &Path) -> PathBuf {
          username = \"{SMTP_USER}\", password = {{ env = \"EASGATE_TEST_SMTP_PASSWORD\" }} }}\n\
          from = \"IT <it@contoso.com>\"\n\
          remediation_url = \"https://portal.manage.microsoft.com/\"\n\n\
-         {contoso}\n{guard}\n{fabrikam}\n{guard}",
+         {contoso}\n{guard}\n{fabrikam}\n{guard}\n{northwind}\n{guard}",
         smtp.ip(),
         smtp.port(),
     );
@@ -282,6 +296,13 @@ async fn no_secret_shows_in_any_output_of_a_full_run() {
         })
         .await;
     assert_eq!(fabrikam["connection"], "disconnected", "{fabrikam}");
+    // The on-premises organization signed in over remote PowerShell and synced.
+    let northwind = api
+        .until(2, "successful first sync of northwind", |o| {
+            o["last_successful_sync"].is_i64() && o["current_run"].is_null()
+        })
+        .await;
+    assert_eq!(northwind["connection"], "connected", "{northwind}");
 
     // The mail server now refuses the password: the notices of new devices fail and say why.
     lab.control().set_smtp_rules(SmtpRules {
@@ -414,7 +435,8 @@ async fn no_secret_shows_in_any_output_of_a_full_run() {
     }
 
     // The store and every other file, while the daemon runs (the WAL holds recent writes)...
-    let secret_files = ["graph.secret", "wrong.secret", "admin.token"].map(|f| dir.path().join(f));
+    let secret_files =
+        ["graph.secret", "wrong.secret", "admin.token", "exchange.pw"].map(|f| dir.path().join(f));
     let mut except = secret_files.to_vec();
     except.extend([stdout_path.clone(), stderr_path.clone()]);
     outputs.extend(files_under(dir.path(), &except, "while running:"));
@@ -438,11 +460,14 @@ async fn no_secret_shows_in_any_output_of_a_full_run() {
     outputs.push(("daemon stdout".into(), std::fs::read(&stdout_path).unwrap()));
     outputs.push(("daemon stderr (debug)".into(), stderr));
 
+    let (powershell_user, powershell_password) = lab.powershell_account();
+    let powershell_secret = format!("remote PowerShell password of {powershell_user}");
     let secrets: Vec<(String, Vec<u8>)> = [
         ("Graph client secret", lab.client_secret()),
         ("refused client secret", WRONG_CLIENT_SECRET),
         ("SMTP password", SMTP_PASSWORD),
         ("admin token", ADMIN_TOKEN),
+        (powershell_secret.as_str(), powershell_password.as_str()),
     ]
     .iter()
     .flat_map(|(name, secret)| forms(name, secret))
@@ -456,7 +481,7 @@ async fn no_secret_shows_in_any_output_of_a_full_run() {
                 .any(|f| name.ends_with(&*f.to_string_lossy()))
         })
         .collect::<Vec<_>>();
-    assert_eq!(controls.len(), 3);
+    assert_eq!(controls.len(), 4);
     for control in &controls {
         let found = leaks(&secrets, std::slice::from_ref(control));
         assert!(!found.is_empty(), "the search misses {}", control.0);
@@ -471,7 +496,7 @@ async fn no_secret_shows_in_any_output_of_a_full_run() {
         found.join("\n")
     );
     eprintln!(
-        "secrets: {} forms of 4 secrets searched in {} outputs ({searched} bytes): none found",
+        "secrets: {} forms of 5 secrets searched in {} outputs ({searched} bytes): none found",
         secrets.len(),
         outputs.len()
     );
