@@ -829,16 +829,27 @@ impl Inner {
             .entry(cas.to_owned())
             .or_default()
             .clone();
-        let mut guard = slot.lock().await;
+        let mut guard = slot.lock_owned().await;
         if let Some(p) = &*guard
             && !p.broken.load(Ordering::Relaxed)
         {
             return Ok(p.clone());
         }
         *guard = None;
-        let pool = self.open(cas).await?;
-        *guard = Some(pool.clone());
-        Ok(pool)
+        // The opening runs as a task of its own, holding the slot: a caller cancelled in the
+        // middle (a sync stopped by the daemon's SIGTERM) must not drop a shell the server has
+        // already created, which nobody could close and which would count against the
+        // account's PowerShellMaxConcurrency until Exchange's idle timeout. `close` waits for
+        // the slot, so it deletes the shell once the opening ends.
+        let me = self.clone();
+        let cas = cas.to_owned();
+        tokio::spawn(async move {
+            let pool = me.open(&cas).await?;
+            *guard = Some(pool.clone());
+            Ok(pool)
+        })
+        .await
+        .expect("opening a runspace pool does not panic")
     }
 
     /// Opens a runspace pool on `cas`.
