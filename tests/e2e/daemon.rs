@@ -288,18 +288,20 @@ async fn a_plan_approved_through_the_api_is_applied_by_the_daemon(transport: Tra
     no_shell_left(&lab);
 }
 
+over_transports!(sigterm_right_after_start_is_a_clean_stop);
 /// A SIGTERM as soon as the daemon says it is running stops it cleanly. (Its handlers are
 /// installed before start-up; when they were installed only after it, a signal in between
 /// would have killed the process, a window too narrow for this test to hit reliably.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_right_after_start_is_a_clean_stop() {
+async fn sigterm_right_after_start_is_a_clean_stop(transport: Transport) {
     let lab = sync_lab(200).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&lab, dir.path(), 4);
+    let config = write_config_over(&lab, dir.path(), 4, transport);
     add_admin(&config, "t");
     let mut daemon = Easgate::spawn(&["run", "--config", config.to_str().unwrap()], dir.path());
     daemon.line_with("easgate: running").await;
     daemon.stop_cleanly().await;
+    // The start-up sync was opening its session, or about to: none is left open.
+    no_shell_left(&lab);
 }
 
 /// The status page of a real `easgate run` against the lab, in headless Chromium: the operator
