@@ -77,3 +77,56 @@ async fn a_sync_without_a_terminal_prints_one_plain_line_per_stage(transport: Tr
     assert_eq!(summary["commands_issued"], 0, "{summary}");
     assert_eq!(stderr(&out), "");
 }
+
+over_transports!(ctrl_c_stops_a_sync_mid_apply_and_the_next_one_converges);
+/// Ctrl-C in the middle of a sync's mailbox edits: it stops sending, closes its remote
+/// PowerShell sessions, says what became of the run and exits 2; the next sync (a quick one
+/// asked for) runs full and converges.
+async fn ctrl_c_stops_a_sync_mid_apply_and_the_next_one_converges(transport: Transport) {
+    let lab = sync_lab(1_500).await;
+    lab.control()
+        .set_latency(crate::support::slow_mailbox_edits(1, 20));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_over(&lab, dir.path(), 2, transport);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_easgate"))
+        .args(["sync", "--full", "--config", config.to_str().unwrap()])
+        .env("EASGATE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("easgate starts");
+    crate::support::within(LIMIT, async {
+        while lab.control().counters().calls("Set-CASMailbox") < 20 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    crate::support::daemon::signal_process(child.id(), "INT");
+    let out = crate::support::within(
+        LIMIT,
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("easgate ends")),
+    )
+    .await
+    .unwrap();
+    let edits = lab.control().counters().calls("Set-CASMailbox");
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("error: organization `contoso`: stopped by a signal"),
+        "{message}"
+    );
+    assert_eq!(lab.control().powershell_shells(), 0, "sessions left open");
+    // Nothing goes out after the stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lab.control().counters().calls("Set-CASMailbox"), edits);
+    assert!(
+        !crate::support::lab::mismatches(&lab, crate::support::lab::expected).is_empty(),
+        "the sync finished before the signal ({edits} edits): the test proves nothing"
+    );
+
+    let out = easgate_within(LIMIT, &["sync", "--config", config.to_str().unwrap()]).await;
+    let text = succeeded(&out);
+    assert!(text.contains("full"), "the next sync runs full: {text}");
+    crate::support::lab::assert_enforced(&lab, crate::support::lab::expected);
+    assert_eq!(lab.control().powershell_shells(), 0);
+}

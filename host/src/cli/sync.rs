@@ -399,10 +399,18 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         let registry = registry.clone();
         Arc::new(move || registry.notice_template())
     };
+    // Ctrl-C or SIGTERM stops the running organization's sync as the daemon stops one: what
+    // it recorded is journaled (the next run re-plans the rest from Exchange's state), and its
+    // remote PowerShell sessions are closed instead of left to Exchange's idle timeout.
+    let mut stop = {
+        let _runtime = runtime.enter();
+        Box::pin(super::caught_signals()?)
+    };
     let mut outcomes = Vec::new();
     for org in orgs {
         // The SMTP channel's connection pool is created and dropped inside the runtime.
         let _runtime = runtime.enter();
+        let mut interrupted = false;
         // One organization failing to even start never stops the others.
         let result = OrgSync::from_config(
             org,
@@ -417,19 +425,34 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             };
             let policy = registry.policy_for(&org.name);
             let run = runtime.block_on(async {
-                let run = match policy {
-                    Ok(policy) => {
-                        sync.run_reporting(kind, args.dry_run, policy, &report)
-                            .await
+                let running = async {
+                    match policy {
+                        Ok(policy) => {
+                            sync.run_reporting(kind, args.dry_run, policy, &report)
+                                .await
+                        }
+                        Err(err) => sync.fail_without_policy(kind, args.dry_run, &err).await,
                     }
-                    Err(err) => sync.fail_without_policy(kind, args.dry_run, &err).await,
+                };
+                let run = tokio::select! {
+                    run = running => Some(run),
+                    () = &mut stop => None,
                 };
                 // Remote PowerShell sessions count against the account's quota until closed.
                 sync.exchange.close().await;
                 run
             });
             watch.finish();
-            run.map_err(anyhow::Error::from)
+            match run {
+                Some(run) => run.map_err(anyhow::Error::from),
+                None => {
+                    interrupted = true;
+                    Err(anyhow::anyhow!(
+                        "stopped by a signal: what the run recorded is journaled, and the next \
+                         sync re-plans the rest from Exchange's state (as a full sync)"
+                    ))
+                }
+            }
         });
         match result {
             Ok(summary) => {
@@ -440,6 +463,10 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("error: organization `{}`: {e:#}", org.name);
                 outcomes.push(RunOutcome::Failed);
             }
+        }
+        if interrupted {
+            // The other organizations are not started.
+            break;
         }
     }
     Ok(exit_code(&outcomes))
