@@ -78,6 +78,74 @@ async fn a_sync_without_a_terminal_prints_one_plain_line_per_stage(transport: Tr
     assert_eq!(stderr(&out), "");
 }
 
+/// Starts `easgate ARGS`, waits until the lab saw `edits` mailbox edits, then sends SIGINT
+/// (Ctrl-C) and returns what the process wrote and its exit status.
+async fn interrupted_after_edits(
+    lab: &easgate_lab::Lab,
+    args: &[&str],
+    edits: u64,
+) -> std::process::Output {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_easgate"))
+        .args(args)
+        .env("EASGATE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("easgate starts");
+    crate::support::within(LIMIT, async {
+        while lab.control().counters().calls("Set-CASMailbox") < edits {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    crate::support::daemon::signal_process(child.id(), "INT");
+    crate::support::within(
+        LIMIT,
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("easgate ends")),
+    )
+    .await
+    .unwrap()
+}
+
+over_transports!(ctrl_c_stops_the_approval_of_a_held_plan_mid_apply);
+/// Ctrl-C while `easgate plan approve` applies a held plan: it stops sending, closes its
+/// sessions, says so and exits 2.
+async fn ctrl_c_stops_the_approval_of_a_held_plan_mid_apply(transport: Transport) {
+    let lab = sync_lab(1_500).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_over(&lab, dir.path(), 2, transport);
+    // The default guard: the first full sync restricts far more than 10 %.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "max_new_restrictions = { percent = 100.0, floor = 1000000 }",
+        "",
+    );
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap();
+    let held = json_stdout(
+        &easgate_within(LIMIT, &["sync", "--config", config, "--full", "--json"]).await,
+    );
+    assert_eq!(held["outcome"], "held", "{held}");
+    let run = held["run"].as_i64().unwrap().to_string();
+    lab.control()
+        .set_latency(crate::support::slow_mailbox_edits(1, 20));
+    let out =
+        interrupted_after_edits(&lab, &["plan", "approve", &run, "--config", config], 20).await;
+    let edits = lab.control().counters().calls("Set-CASMailbox");
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains(&format!("applying run {run} stopped by a signal")),
+        "{message}"
+    );
+    assert_eq!(lab.control().powershell_shells(), 0, "sessions left open");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lab.control().counters().calls("Set-CASMailbox"), edits);
+    assert!(
+        !crate::support::lab::mismatches(&lab, crate::support::lab::expected).is_empty(),
+        "the approval finished before the signal ({edits} edits): the test proves nothing"
+    );
+}
+
 over_transports!(ctrl_c_stops_a_sync_mid_apply_and_the_next_one_converges);
 /// Ctrl-C in the middle of a sync's mailbox edits: it stops sending, closes its remote
 /// PowerShell sessions, says what became of the run and exits 2; the next sync (a quick one
@@ -88,26 +156,12 @@ async fn ctrl_c_stops_a_sync_mid_apply_and_the_next_one_converges(transport: Tra
         .set_latency(crate::support::slow_mailbox_edits(1, 20));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config_over(&lab, dir.path(), 2, transport);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_easgate"))
-        .args(["sync", "--full", "--config", config.to_str().unwrap()])
-        .env("EASGATE_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("easgate starts");
-    crate::support::within(LIMIT, async {
-        while lab.control().counters().calls("Set-CASMailbox") < 20 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    crate::support::daemon::signal_process(child.id(), "INT");
-    let out = crate::support::within(
-        LIMIT,
-        tokio::task::spawn_blocking(move || child.wait_with_output().expect("easgate ends")),
+    let out = interrupted_after_edits(
+        &lab,
+        &["sync", "--full", "--config", config.to_str().unwrap()],
+        20,
     )
-    .await
-    .unwrap();
+    .await;
     let edits = lab.control().counters().calls("Set-CASMailbox");
     let message = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{message}");

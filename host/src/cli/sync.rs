@@ -505,11 +505,29 @@ pub fn run_plan(command: PlanCommand) -> anyhow::Result<ExitCode> {
     let http = HttpSettings::from_config(&config.network)?;
     let sync = OrgSync::from_config(org, &http, store.clone(), None)?;
     let runtime = tokio::runtime::Runtime::new()?;
+    let stop = {
+        let _runtime = runtime.enter();
+        super::caught_signals()?
+    };
+    // Stopped by Ctrl-C or SIGTERM as a sync is (see `run_sync`).
     let summary = runtime.block_on(async {
-        let summary = sync.approve(run).await;
+        let summary = tokio::select! {
+            summary = sync.approve(run) => Some(summary),
+            () = stop => None,
+        };
         sync.exchange.close().await;
         summary
-    })?;
+    });
+    let Some(summary) = summary else {
+        eprintln!(
+            "error: organization `{}`: applying run {run} stopped by a signal: what it sent is \
+             journaled, and the next sync re-plans the rest from Exchange's state (as a full \
+             sync)",
+            org.name
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let summary = summary?;
     print(&summary, args.json)?;
     Ok(exit_code(&[summary.outcome]))
 }
