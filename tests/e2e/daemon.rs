@@ -432,19 +432,7 @@ over_transports!(metrics_count_exchange_throttling);
 /// account's user load quota allows 25 requests a second.
 async fn metrics_count_exchange_throttling(transport: Transport) {
     let lab = sync_lab(600).await;
-    match transport {
-        Transport::Rest => lab.control().set_exchange_concurrency(1),
-        Transport::PowerShell => {
-            lab.control()
-                .set_powershell_limits(easgate_lab::PowerShellLimits {
-                    max_shells_per_user: easgate_lab::DEFAULT_MAX_SHELLS,
-                    user_load_quota: Some(easgate_lab::UserLoadQuota {
-                        requests: 25,
-                        seconds: 1,
-                    }),
-                })
-        }
-    }
+    crate::support::lab::throttle_exchange(&lab, transport, 25);
     // Requests that take a while, so that they overlap.
     lab.control()
         .set_latency(easgate_lab::LatencyModel::uniform(20, 0));

@@ -124,19 +124,7 @@ async fn every_listed_figure_moves_after_a_sync(transport: Transport) {
         "one page of managed devices only: {managed}"
     );
     lab.control().fail_cas(0, 503).unwrap();
-    match transport {
-        Transport::Rest => lab.control().set_exchange_concurrency(1),
-        Transport::PowerShell => {
-            lab.control()
-                .set_powershell_limits(easgate_lab::PowerShellLimits {
-                    max_shells_per_user: easgate_lab::DEFAULT_MAX_SHELLS,
-                    user_load_quota: Some(easgate_lab::UserLoadQuota {
-                        requests: 100,
-                        seconds: 1,
-                    }),
-                })
-        }
-    }
+    crate::support::lab::throttle_exchange(&lab, transport, 100);
     // Through the lab's control API, as an operator of the lab would.
     let limits = GraphLimits {
         tenant_requests: 1,

@@ -216,6 +216,25 @@ pub fn write_config_over(lab: &Lab, dir: &Path, parallel: usize, transport: Tran
     path
 }
 
+/// Makes the lab's Exchange throttle a connector that sends several commands at once: over
+/// REST it admits one request at a time; over remote PowerShell, which has no such limit, the
+/// account's user load quota admits `per_second` commands a second.
+pub fn throttle_exchange(lab: &Lab, transport: Transport, per_second: u32) {
+    match transport {
+        Transport::Rest => lab.control().set_exchange_concurrency(1),
+        Transport::PowerShell => {
+            lab.control()
+                .set_powershell_limits(easgate_lab::PowerShellLimits {
+                    max_shells_per_user: easgate_lab::DEFAULT_MAX_SHELLS,
+                    user_load_quota: Some(easgate_lab::UserLoadQuota {
+                        requests: per_second,
+                        seconds: 1,
+                    }),
+                })
+        }
+    }
+}
+
 /// Every device `org`'s settings list (one client, closed after), within a minute: what the
 /// sign-in tests compare a refusal with, or expect one from.
 pub async fn list_devices(org: &Organization) -> Result<Vec<MobileDevice>, ExchangeError> {
