@@ -137,7 +137,11 @@ async fn ctrl_c_stops_the_approval_of_a_held_plan_mid_apply(transport: Transport
         message.contains(&format!("applying run {run} stopped by a signal")),
         "{message}"
     );
-    assert_eq!(lab.control().powershell_shells(), 0, "sessions left open");
+    assert_eq!(
+        lab.control().powershell_shells(),
+        0,
+        "sessions left open: {message}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(lab.control().counters().calls("Set-CASMailbox"), edits);
     assert!(
@@ -169,7 +173,11 @@ async fn ctrl_c_stops_a_sync_mid_apply_and_the_next_one_converges(transport: Tra
         message.contains("error: organization `contoso`: stopped by a signal"),
         "{message}"
     );
-    assert_eq!(lab.control().powershell_shells(), 0, "sessions left open");
+    assert_eq!(
+        lab.control().powershell_shells(),
+        0,
+        "sessions left open: {message}"
+    );
     // Nothing goes out after the stop.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(lab.control().counters().calls("Set-CASMailbox"), edits);

@@ -173,6 +173,9 @@ impl Pool {
 /// A CAS's pool, or none yet: its lock is held while the pool opens.
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Pool>>>>;
 
+/// How many times `close` looks again for pools opened while it closed the others.
+const CLOSE_PASSES: usize = 4;
+
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
@@ -569,30 +572,38 @@ impl PsrpWire {
     /// account's `PowerShellMaxConcurrency` is not held by shells nobody uses. Returns how many
     /// were closed; a failure is logged, not fatal (the server times idle shells out).
     pub async fn close(&self) -> usize {
-        let slots: Vec<_> = self
-            .inner
-            .pools
-            .lock()
-            .expect("not poisoned")
-            .drain()
-            .collect();
         let mut closed = 0;
-        for (cas, slot) in slots {
-            let Some(pool) = slot.lock().await.take() else {
-                continue;
-            };
-            pool.broken.store(true, Ordering::Relaxed);
-            match self
+        // A cancelled run's tasks stop at their next await, not at once: one that met the
+        // first pass's deletion could still open a session while it goes on, so the pools
+        // opened meanwhile get another pass (each pass waits for the openings it finds).
+        for _ in 0..CLOSE_PASSES {
+            let slots: Vec<_> = self
                 .inner
-                .post(
-                    &cas,
-                    wsman::delete(&pool.target(self.inner.operation_timeout)),
-                )
-                .await
-            {
-                Ok(a) if a.fault.is_none() => closed += 1,
-                Ok(a) => tracing::warn!(cas, "closing the runspace pool: {:?}", a.fault),
-                Err(a) => tracing::warn!(cas, "closing the runspace pool: {a:?}"),
+                .pools
+                .lock()
+                .expect("not poisoned")
+                .drain()
+                .collect();
+            if slots.is_empty() {
+                break;
+            }
+            for (cas, slot) in slots {
+                let Some(pool) = slot.lock().await.take() else {
+                    continue;
+                };
+                pool.broken.store(true, Ordering::Relaxed);
+                match self
+                    .inner
+                    .post(
+                        &cas,
+                        wsman::delete(&pool.target(self.inner.operation_timeout)),
+                    )
+                    .await
+                {
+                    Ok(a) if a.fault.is_none() => closed += 1,
+                    Ok(a) => tracing::warn!(cas, "closing the runspace pool: {:?}", a.fault),
+                    Err(a) => tracing::warn!(cas, "closing the runspace pool: {a:?}"),
+                }
             }
         }
         if let Some(k) = &self.inner.kerberos {
