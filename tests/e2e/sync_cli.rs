@@ -107,6 +107,27 @@ async fn interrupted_after_edits(
     .unwrap()
 }
 
+/// What must hold after `out`, a run stopped mid-apply by Ctrl-C: exit status 2 with `said`
+/// on stderr, no remote PowerShell session left open, nothing sent after the stop, and work
+/// still left (else the signal came too late to prove anything).
+async fn stopped_cleanly(lab: &easgate_lab::Lab, out: &std::process::Output, said: &str) {
+    let edits = lab.control().counters().calls("Set-CASMailbox");
+    let message = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{message}");
+    assert!(message.contains(said), "{message}");
+    assert_eq!(
+        lab.control().powershell_shells(),
+        0,
+        "sessions left open: {message}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lab.control().counters().calls("Set-CASMailbox"), edits);
+    assert!(
+        !crate::support::lab::mismatches(lab, crate::support::lab::expected).is_empty(),
+        "the run finished before the signal ({edits} edits): the test proves nothing"
+    );
+}
+
 over_transports!(ctrl_c_stops_the_approval_of_a_held_plan_mid_apply);
 /// Ctrl-C while `easgate plan approve` applies a held plan: it stops sending, closes its
 /// sessions, says so and exits 2.
@@ -130,24 +151,12 @@ async fn ctrl_c_stops_the_approval_of_a_held_plan_mid_apply(transport: Transport
         .set_latency(crate::support::slow_mailbox_edits(1, 20));
     let out =
         interrupted_after_edits(&lab, &["plan", "approve", &run, "--config", config], 20).await;
-    let edits = lab.control().counters().calls("Set-CASMailbox");
-    let message = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{message}");
-    assert!(
-        message.contains(&format!("applying run {run} stopped by a signal")),
-        "{message}"
-    );
-    assert_eq!(
-        lab.control().powershell_shells(),
-        0,
-        "sessions left open: {message}"
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(lab.control().counters().calls("Set-CASMailbox"), edits);
-    assert!(
-        !crate::support::lab::mismatches(&lab, crate::support::lab::expected).is_empty(),
-        "the approval finished before the signal ({edits} edits): the test proves nothing"
-    );
+    stopped_cleanly(
+        &lab,
+        &out,
+        &format!("applying run {run} stopped by a signal"),
+    )
+    .await;
 }
 
 over_transports!(ctrl_c_stops_a_sync_mid_apply_and_the_next_one_converges);
@@ -166,25 +175,12 @@ async fn ctrl_c_stops_a_sync_mid_apply_and_the_next_one_converges(transport: Tra
         20,
     )
     .await;
-    let edits = lab.control().counters().calls("Set-CASMailbox");
-    let message = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{message}");
-    assert!(
-        message.contains("error: organization `contoso`: stopped by a signal"),
-        "{message}"
-    );
-    assert_eq!(
-        lab.control().powershell_shells(),
-        0,
-        "sessions left open: {message}"
-    );
-    // Nothing goes out after the stop.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(lab.control().counters().calls("Set-CASMailbox"), edits);
-    assert!(
-        !crate::support::lab::mismatches(&lab, crate::support::lab::expected).is_empty(),
-        "the sync finished before the signal ({edits} edits): the test proves nothing"
-    );
+    stopped_cleanly(
+        &lab,
+        &out,
+        "error: organization `contoso`: stopped by a signal",
+    )
+    .await;
 
     let out = easgate_within(LIMIT, &["sync", "--config", config.to_str().unwrap()]).await;
     let text = succeeded(&out);
