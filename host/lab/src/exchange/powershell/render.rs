@@ -533,7 +533,6 @@ pub(super) fn script_refused(text: &str) -> ErrorRecord {
     }
 }
 
-/// A command that is not one of the role's cmdlets.
 /// The error `Get-Command -Name name` writes when the session has no such command.
 pub(super) fn command_not_found_by_get_command(name: &str) -> ErrorRecord {
     ErrorRecord {
@@ -544,6 +543,7 @@ pub(super) fn command_not_found_by_get_command(name: &str) -> ErrorRecord {
     }
 }
 
+/// A command that is not one of the role's cmdlets.
 pub(super) fn command_not_found(name: &str) -> ErrorRecord {
     ErrorRecord {
         exception_types: [
