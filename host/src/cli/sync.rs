@@ -367,6 +367,27 @@ fn exit_code(outcomes: &[RunOutcome]) -> ExitCode {
     }
 }
 
+/// What became of a run a signal stopped, for its error message.
+const AFTER_A_STOP: &str = "what the run recorded is journaled, and the next sync re-plans the \
+                            rest from Exchange's state (as a full sync)";
+
+/// Runs `work` (a sync of `sync`'s organization, or the approval of its plan) until it ends or
+/// `stop` resolves first (`None`: the work is dropped, as the daemon cancels a run), then
+/// closes its remote PowerShell sessions, which count against the account's quota until
+/// closed.
+async fn until_stopped<T>(
+    sync: &OrgSync,
+    work: impl std::future::Future<Output = T>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Option<T> {
+    let done = tokio::select! {
+        done = work => Some(done),
+        () = stop => None,
+    };
+    sync.exchange.close().await;
+    done
+}
+
 pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let orgs: Vec<&Organization> = match &args.org {
@@ -424,33 +445,22 @@ pub fn run_sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
                 watch.report(stage, done, total);
             };
             let policy = registry.policy_for(&org.name);
-            let run = runtime.block_on(async {
-                let running = async {
-                    match policy {
-                        Ok(policy) => {
-                            sync.run_reporting(kind, args.dry_run, policy, &report)
-                                .await
-                        }
-                        Err(err) => sync.fail_without_policy(kind, args.dry_run, &err).await,
+            let running = async {
+                match policy {
+                    Ok(policy) => {
+                        sync.run_reporting(kind, args.dry_run, policy, &report)
+                            .await
                     }
-                };
-                let run = tokio::select! {
-                    run = running => Some(run),
-                    () = &mut stop => None,
-                };
-                // Remote PowerShell sessions count against the account's quota until closed.
-                sync.exchange.close().await;
-                run
-            });
+                    Err(err) => sync.fail_without_policy(kind, args.dry_run, &err).await,
+                }
+            };
+            let run = runtime.block_on(until_stopped(&sync, running, &mut stop));
             watch.finish();
             match run {
                 Some(run) => run.map_err(anyhow::Error::from),
                 None => {
                     interrupted = true;
-                    Err(anyhow::anyhow!(
-                        "stopped by a signal: what the run recorded is journaled, and the next \
-                         sync re-plans the rest from Exchange's state (as a full sync)"
-                    ))
+                    Err(anyhow::anyhow!("stopped by a signal: {AFTER_A_STOP}"))
                 }
             }
         });
@@ -510,19 +520,10 @@ pub fn run_plan(command: PlanCommand) -> anyhow::Result<ExitCode> {
         super::caught_signals()?
     };
     // Stopped by Ctrl-C or SIGTERM as a sync is (see `run_sync`).
-    let summary = runtime.block_on(async {
-        let summary = tokio::select! {
-            summary = sync.approve(run) => Some(summary),
-            () = stop => None,
-        };
-        sync.exchange.close().await;
-        summary
-    });
+    let summary = runtime.block_on(until_stopped(&sync, sync.approve(run), stop));
     let Some(summary) = summary else {
         eprintln!(
-            "error: organization `{}`: applying run {run} stopped by a signal: what it sent is \
-             journaled, and the next sync re-plans the rest from Exchange's state (as a full \
-             sync)",
+            "error: organization `{}`: applying run {run} stopped by a signal: {AFTER_A_STOP}",
             org.name
         );
         return Ok(ExitCode::from(2));
