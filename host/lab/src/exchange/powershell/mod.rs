@@ -1320,15 +1320,20 @@ impl Job {
             }
         }
         let powershell = &self.shared.powershell;
-        let (found, missing): (Vec<_>, Vec<_>) = names.iter().partition(|n| {
-            powershell.in_role(n).is_some() || is_select_object(n) || is_get_command(n)
-        });
-        let infos: Vec<serde_json::Value> = found
-            .iter()
-            .map(|n| {
-                let name = powershell.in_role(n).map_or(n.as_str(), |spec| spec.name);
-                serde_json::json!({"Name": name, "CommandType": "Cmdlet"})
-            })
+        // Each name as the session spells the command, or missing.
+        let mut infos = Vec::new();
+        let mut missing = Vec::new();
+        for n in &names {
+            match powershell.in_role(n) {
+                Some(spec) => infos.push(spec.name),
+                None if is_select_object(n) || is_get_command(n) => infos.push(n.as_str()),
+                None => missing.push(n.as_str()),
+            }
+        }
+        let found = infos.len();
+        let infos: Vec<serde_json::Value> = infos
+            .into_iter()
+            .map(|name| serde_json::json!({"Name": name, "CommandType": "Cmdlet"}))
             .collect();
         let mut frags = Vec::new();
         let mut w = Writer::with_capacity(1024);
@@ -1360,13 +1365,9 @@ impl Job {
                 ));
             }
         }
-        self.shared.counters.command(
-            self.shell.cas,
-            "Get-Command",
-            found.len(),
-            Duration::ZERO,
-            false,
-        );
+        self.shared
+            .counters
+            .command(self.shell.cas, "Get-Command", found, Duration::ZERO, false);
         if self.send(frags).await {
             self.finish(PipelineState::Completed, None).await;
         }
